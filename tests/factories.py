@@ -1,0 +1,121 @@
+"""Write synthetic but standards-valid DICOM series for tests (plain pydicom, no torch)."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from pydicom.dataset import FileDataset, FileMetaDataset
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+CANARY_NAME = "CANARY^PATIENT"
+CANARY_ID = "CANARY-ID-0042"
+
+
+def make_ct_slice(
+    hu: np.ndarray,
+    *,
+    position: Sequence[float],
+    orientation: Sequence[float] = (1, 0, 0, 0, 1, 0),
+    instance_number: int = 1,
+    study_uid: str,
+    series_uid: str,
+    frame_of_reference_uid: str,
+    spacing: tuple[float, float] = (0.5, 0.5),
+    thickness: float = 5.0,
+    patient_name: str = CANARY_NAME,
+    patient_id: str = CANARY_ID,
+    series_description: str = "Head 5mm",
+    image_type: Sequence[str] = ("ORIGINAL", "PRIMARY", "AXIAL"),
+    window: tuple[float, float] | None = (80.0, 40.0),
+) -> FileDataset:
+    """One CT slice storing ``hu`` as int16 with slope 1 / intercept -1024."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = CTImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset("", {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID = CTImageStorage
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID = study_uid
+    ds.SeriesInstanceUID = series_uid
+    ds.FrameOfReferenceUID = frame_of_reference_uid
+    ds.PatientName = patient_name
+    ds.PatientID = patient_id
+    ds.PatientBirthDate = "19700101"
+    ds.PatientSex = "O"
+    ds.StudyDate = "20260101"
+    ds.StudyDescription = "CT Head"
+    ds.SeriesDescription = series_description
+    ds.SeriesNumber = 2
+    ds.Modality = "CT"
+    ds.ImageType = list(image_type)
+    ds.InstanceNumber = instance_number
+    ds.ImagePositionPatient = [float(v) for v in position]
+    ds.ImageOrientationPatient = [float(v) for v in orientation]
+    ds.PixelSpacing = [spacing[0], spacing[1]]
+    ds.SliceThickness = thickness
+    ds.Rows, ds.Columns = hu.shape
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated = 16
+    ds.BitsStored = 16
+    ds.HighBit = 15
+    ds.PixelRepresentation = 1
+    ds.RescaleSlope = 1
+    ds.RescaleIntercept = -1024
+    if window is not None:
+        ds.WindowWidth, ds.WindowCenter = window
+    ds.PixelData = (np.asarray(hu) + 1024).astype(np.int16).tobytes()
+    return ds
+
+
+def write_ct_series(
+    folder: Path,
+    n_slices: int = 20,
+    *,
+    rows: int = 64,
+    columns: int = 64,
+    spacing_z: float = 5.0,
+    shuffle: bool = True,
+    random_names: bool = True,
+    seed: int = 0,
+    positions: Sequence[float] | None = None,
+    study_uid: str | None = None,
+    series_uid: str | None = None,
+) -> list[Path]:
+    """Write an axial CT series whose slice ``k`` has HU value ``k`` in its top-left pixel.
+
+    Returns the paths in true (ascending z) order, whatever names and write order were used.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    study_uid = study_uid or generate_uid()
+    series_uid = series_uid or generate_uid()
+    for_uid = generate_uid()
+    zs = list(positions) if positions is not None else [k * spacing_z for k in range(n_slices)]
+    order = list(range(len(zs)))
+    write_order = order[:]
+    if shuffle:
+        rng.shuffle(write_order)
+    paths: dict[int, Path] = {}
+    yy, xx = np.mgrid[0:rows, 0:columns]
+    disc = ((yy - rows / 2) ** 2 + (xx - columns / 2) ** 2) < (min(rows, columns) * 0.4) ** 2
+    for k in write_order:
+        hu = np.where(disc, 30, -1000).astype(np.int16)
+        hu[0, 0] = k
+        ds = make_ct_slice(
+            hu,
+            position=(-16.0, -16.0, zs[k]),
+            instance_number=k + 1,
+            study_uid=study_uid,
+            series_uid=series_uid,
+            frame_of_reference_uid=for_uid,
+        )
+        name = f"{rng.getrandbits(48):012x}.dcm" if random_names else f"slice_{k:04d}.dcm"
+        path = folder / name
+        ds.save_as(path, enforce_file_format=True)
+        paths[k] = path
+    return [paths[k] for k in order]

@@ -1,0 +1,1 @@
+"""Slicewise training package: synthetic head-CT studies, CNN-GRU training and ONNX export (PyTorch)."""

@@ -1,0 +1,77 @@
+"""The one place for constants shared by the core, the Qt layer and the training package."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+APP_NAME: Final = "Slicewise"
+APP_ORG: Final = "Slicewise"
+INTENDED_USE: Final = "Research use only. Not a medical device. Not for diagnostic use."
+
+
+@dataclass(frozen=True)
+class Window:
+    """A display window in DICOM terms: ``width`` and ``level`` (centre), both in output units (HU for CT)."""
+
+    width: float
+    level: float
+
+    @property
+    def low(self) -> float:
+        return self.level - self.width / 2.0
+
+    @property
+    def high(self) -> float:
+        return self.level + self.width / 2.0
+
+    @property
+    def levels(self) -> tuple[float, float]:
+        """(low, high), the form pyqtgraph's ``ImageItem.setLevels`` takes."""
+        return (self.low, self.high)
+
+    @classmethod
+    def from_levels(cls, low: float, high: float) -> Window:
+        return cls(width=high - low, level=(high + low) / 2.0)
+
+
+# Window presets on number keys 1-7 (width/level, HU). Key 0 = the DICOM header's own window.
+WINDOW_PRESETS: Final[dict[str, Window]] = {
+    "brain": Window(80, 40),
+    "subdural": Window(200, 80),
+    "stroke": Window(40, 40),
+    "bone": Window(2800, 600),
+    "lung": Window(1500, -600),
+    "abdomen": Window(400, 40),
+    "mediastinum": Window(350, 50),
+}
+PRESET_KEYS: Final[tuple[str, ...]] = tuple(WINDOW_PRESETS)  # index 0 -> key "1"
+
+# --- model contract -------------------------------------------------------------------------------
+ONNX_SCHEMA_VERSION: Final = 1
+MODEL_INPUT_NAME: Final = "slices"  # float32 [batch, num_slices, channels, H, W]
+MODEL_SLICE_OUTPUT: Final = "slice_probs"  # float32 [batch, num_slices, K], post-sigmoid
+MODEL_STUDY_OUTPUT: Final = "study_probs"  # float32 [batch, K], post-sigmoid
+RSNA_CLASSES: Final[tuple[str, ...]] = (
+    "any",
+    "epidural",
+    "intraparenchymal",
+    "intraventricular",
+    "subarachnoid",
+    "subdural",
+)
+RSNA_CLASS_WEIGHTS: Final[tuple[float, ...]] = (2.0, 1.0, 1.0, 1.0, 1.0, 1.0)
+# The three CT windows fed to the model as channels: brain, subdural, soft tissue.
+MODEL_WINDOWS: Final[tuple[Window, ...]] = (Window(80, 40), Window(200, 80), Window(380, 40))
+MODEL_INPUT_SIZE: Final = 256
+MIN_SLICES_FOR_MODEL: Final = 3
+
+# --- resource limits (RELIABILITY.md, T5) --------------------------------------------------------
+MAX_FRAME_BYTES: Final = 2 * 1024**3  # a single decoded frame may not claim more than this
+MAX_SERIES_BYTES_FRACTION_OF_RAM: Final = 0.25
+MAX_SERIES_BYTES: Final = 2 * 1024**3
+MAX_INFLATED_BYTES: Final = 512 * 1024**2  # deflate / zip members
+MAX_INFLATION_RATIO: Final = 100
+SLICE_CACHE_BYTES: Final = 1024 * 1024**2  # decoded-slice LRU budget per open stack
+SPACING_TOLERANCE: Final = 0.01  # > 1 % spread in slice spacing -> warning
+TILT_TOLERANCE_DEG: Final = 0.5

@@ -1,0 +1,1 @@
+"""DICOM scanning, grouping, slice sorting and lazy pixel decoding (no Qt)."""

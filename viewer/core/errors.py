@@ -1,0 +1,47 @@
+"""One small exception hierarchy. Messages say which file and what is wrong, never patient identifiers."""
+
+from __future__ import annotations
+
+
+class SlicewiseError(Exception):
+    """Base of every error the core raises on purpose."""
+
+
+class DicomError(SlicewiseError):
+    """A DICOM file or series could not be read as asked."""
+
+
+class NotDicomError(DicomError):
+    """The file is not DICOM (no 'DICM' preamble and no plausible leading tag)."""
+
+
+class ImageTooLargeError(DicomError):
+    """The header declares more pixel bytes than the file holds or than the memory budget allows."""
+
+
+class PixelDecodeError(DicomError):
+    """The pixel data is truncated, corrupt or in a transfer syntax no installed plugin can decode."""
+
+
+class ModelError(SlicewiseError):
+    """An ONNX model cannot be used."""
+
+
+class ModelContractError(ModelError):
+    """The model's inputs, outputs or metadata do not follow the Slicewise ONNX contract."""
+
+
+class StackNotSupportedError(ModelError):
+    """The model cannot take this stack (modality, too few slices, colour images)."""
+
+
+class InferenceCancelled(SlicewiseError):  # noqa: N818 - a signal, not a failure
+    """Inference was cancelled by the user."""
+
+
+class ReviewStoreError(SlicewiseError):
+    """The review-session database cannot be opened or written."""
+
+
+class SessionLockedError(ReviewStoreError):
+    """The session is open for writing in another window or process."""
