@@ -35,7 +35,7 @@ class StackNotSupportedError(ModelError):
     """The model cannot take this stack (modality, too few slices, colour images)."""
 
 
-class InferenceCancelled(SlicewiseError):  # noqa: N818 - a signal, not a failure
+class InferenceCancelled(SlicewiseError):
     """Inference was cancelled by the user."""
 
 
