@@ -1,0 +1,79 @@
+"""What one analysis of a stack produced: frozen values for the engine, the GUI and the review store."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class SliceRange:
+    """Inclusive, 0-based range of slice indices in the stack's display order."""
+
+    start: int
+    stop: int
+
+    def __str__(self) -> str:  # 1-based for people
+        return f"{self.start + 1}" if self.start == self.stop else f"{self.start + 1}-{self.stop + 1}"
+
+    def __contains__(self, index: object) -> bool:
+        return isinstance(index, int) and self.start <= index <= self.stop
+
+
+@dataclass(frozen=True)
+class ClassFinding:
+    """One class's result: study probability, threshold and the runs of flagged slices."""
+
+    class_name: str
+    study_prob: float
+    threshold: float
+    flagged_ranges: tuple[SliceRange, ...]
+    peak_slice: int  # index of the highest slice probability
+    peak_prob: float
+
+    @property
+    def positive(self) -> bool:
+        return bool(self.flagged_ranges) or self.study_prob >= self.threshold
+
+
+@dataclass(frozen=True, eq=False)
+class StackPrediction:
+    """Per-slice and study-level probabilities for one stack, with provenance."""
+
+    stack_uid: str
+    study_instance_uid: str
+    series_instance_uid: str
+    slice_uids: tuple[str, ...]  # SOPInstanceUID per slice, display order
+    class_names: tuple[str, ...]
+    slice_probs: np.ndarray  # float32 (num_slices, K)
+    study_probs: np.ndarray  # float32 (K,)
+    thresholds: tuple[float, ...]  # per class
+    findings: tuple[ClassFinding, ...]  # one per class, same order as class_names
+    model_name: str
+    model_version: str
+    model_sha256: str
+    provider: str  # the execution provider actually used, e.g. "CPUExecutionProvider"
+    provider_note: str  # why the requested provider was not obtained, "" otherwise
+    elapsed_s: float
+    intended_use: str
+
+    @property
+    def flagged(self) -> np.ndarray:
+        """bool (num_slices, K): slice probability at or above the class threshold."""
+        return self.slice_probs >= np.asarray(self.thresholds, dtype=np.float32)[None, :]
+
+    def positive_findings(self) -> list[ClassFinding]:
+        """Positive classes, 'any' excluded when a subtype explains it, most probable first."""
+        found = [f for f in self.findings if f.positive]
+        subtypes = [f for f in found if f.class_name != "any"]
+        chosen = subtypes or found
+        return sorted(chosen, key=lambda f: f.study_prob, reverse=True)
+
+    def badge(self) -> str:
+        """Short study-level result, e.g. 'ICH suspected: subdural 0.93' or 'No ICH flagged'."""
+        positives = self.positive_findings()
+        if not positives:
+            return "No ICH flagged"
+        top = positives[0]
+        return f"ICH suspected: {top.class_name} {top.study_prob:.2f}"
