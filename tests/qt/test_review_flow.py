@@ -1,0 +1,199 @@
+"""Review GUI on the real MainWindow with the real AI controller: open a session, analyze, decide by
+key, note, done, close the window, reopen, resume: everything is there."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from PySide6.QtCore import Qt
+
+from tests.factories import CANARY_ID, CANARY_NAME
+
+pytest.importorskip("viewer.core.dicom.volume")
+pytest.importorskip("viewer.qt.main_window")
+
+from tests.core.inference_models import build_model, write_bleed_series
+from viewer.core.review import ReviewStore
+from viewer.qt import ai as ai_gui
+from viewer.qt.main_window import MainWindow
+from viewer.qt.review import ReviewController, attach
+
+BLEED = (5, 6, 7, 14)
+Made = tuple[MainWindow, ai_gui.AIController, ReviewController]
+
+
+@pytest.fixture(scope="module")
+def series(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("ct")
+    write_bleed_series(folder / "head", 20, BLEED)
+    return folder / "head"
+
+
+@pytest.fixture
+def model(tmp_path: Path) -> Path:
+    return build_model(tmp_path / "tiny.onnx")
+
+
+@pytest.fixture
+def make(qtbot, model: Path) -> Iterator[object]:
+    made: list[Made] = []
+
+    def _make() -> Made:
+        w = MainWindow()
+        qtbot.addWidget(w)
+        ai = ai_gui.attach(w)
+        ai.set_model_path(model)
+        ai.set_provider("cpu")
+        rc = attach(w)
+        w.show()
+        qtbot.waitExposed(w)
+        made.append((w, ai, rc))
+        return w, ai, rc
+
+    yield _make
+    for w, ai, _rc in made:
+        ai.shutdown()
+        w.close()
+
+
+def _open(qtbot, w: MainWindow, folder: Path) -> None:
+    with qtbot.waitSignal(w.load_finished, timeout=30_000):
+        w.open_paths([folder])
+    qtbot.waitUntil(lambda: w.current_stack() is not None, timeout=10_000)
+
+
+def test_decide_by_key_close_reopen_resume(
+    qtbot, make, series: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    w, ai, rc = make()
+    assert not rc.banner.isVisible()  # nothing to resume on a first start
+    _open(qtbot, w, series)
+    stack = w.current_stack()
+    assert stack is not None
+    session = rc.new_session("Night batch", CANARY_NAME)
+    assert session is not None and not session.read_only
+    assert rc.worklist.study_uids() == [stack.study_instance_uid]
+    assert rc.worklist.progress_label.text() == "0 of 1 done"
+    assert rc.status.text().startswith("Review: Night batch 0/1")
+
+    ai.analyze()
+    qtbot.waitUntil(lambda: (s := rc.current_study()) is not None and s.ai is not None, timeout=30_000)
+    study = rc.current_study()
+    assert study is not None and study.ai is not None and study.ai.positive
+    assert len(rc.panel.finding_ids()) == 6
+    first, second = rc.panel.finding_ids()[:2]
+    assert study.finding(first).positive  # AI-positive findings are listed first
+
+    # clicking a finding jumps to its slice
+    w.set_slice(0)
+    rc.panel._jump_to_item(rc.panel.tree.topLevelItem(0))
+    assert w.current_slice() == study.finding(first).jump_slice
+
+    w.activateWindow()
+    w.view.setFocus()
+    assert rc.panel.selected_finding_id() == first
+    qtbot.keyClick(w.view, Qt.Key.Key_A)  # confirm; the selection moves on
+    assert rc.panel.selected_finding_id() == second
+    qtbot.keyClick(w.view, Qt.Key.Key_X)  # reject
+    rc.panel.class_combo.setCurrentText("subarachnoid")
+    rc.panel.from_spin.setValue(3)
+    rc.panel.to_spin.setValue(4)
+    rc.panel.btn_add.click()
+    rc.panel.note.setPlainText("follow-up CT")
+    rc.panel.impression.setText("acute bleed")
+    rc.panel.impression.editingFinished.emit()
+    qtbot.waitUntil(lambda: session.study(stack.study_instance_uid).note == "follow-up CT", timeout=5000)
+    w.set_slice(9)
+    qtbot.waitUntil(lambda: (p := session.last_position()) is not None and p.slice_index == 9, timeout=5000)
+    w.view.setFocus()
+    qtbot.keyClick(w.view, Qt.Key.Key_D)  # study done
+    saved = session.study(stack.study_instance_uid)
+    assert saved.finding(first).decision == "confirmed" and saved.finding(second).decision == "rejected"
+    assert saved.done and saved.impression == "acute bleed"
+    assert rc.worklist.progress_label.text() == "1 of 1 done"
+    assert "✓ confirmed" in rc.panel.finding_rows()[0][3]
+    w.set_slice(11)  # the reader scrolls and quits before the position timer fires
+    w.close()  # flushes the position and releases the session lock
+
+    # reopen: the resume offer brings back the session, study and slice
+    w2, _ai2, rc2 = make()
+    qtbot.waitUntil(rc2.banner.isVisible, timeout=5000)
+    assert "Night batch" in rc2.banner.label.text() and "1/1" in rc2.banner.label.text()
+    with qtbot.waitSignal(w2.load_finished, timeout=30_000):
+        rc2.banner.btn_resume.click()
+    qtbot.waitUntil(lambda: w2.current_slice() == 11, timeout=10_000)
+    assert rc2.session is not None and not rc2.session.read_only
+    again = rc2.current_study()
+    assert again is not None and again.study_uid == stack.study_instance_uid
+    assert again.finding(first).decision == "confirmed" and again.finding(second).decision == "rejected"
+    assert any(f.source == "reader" and f.class_name == "subarachnoid" for f in again.findings)
+    assert rc2.panel.note.toPlainText() == "follow-up CT" and rc2.panel.done.isChecked()
+    assert rc2.panel.impression.text() == "acute bleed"
+    rows = rc2.panel.finding_rows()
+    assert any(r[0] == "subarachnoid (reader)" and r[2] == "3-4" for r in rows)
+    # no patient identifiers in the logs of the whole flow
+    assert CANARY_NAME not in caplog.text and CANARY_ID not in caplog.text
+
+
+def test_second_window_on_the_same_session_is_read_only(qtbot, make, series: Path) -> None:
+    _w1, _ai1, rc1 = make()
+    session = rc1.new_session("Shared")
+    assert session is not None
+    w2, _ai2, rc2 = make()
+    other = rc2.open_session(session.id)
+    assert other is not None and other.read_only
+    assert "another window" in rc2.panel.banner.text() and rc2.panel.banner.isVisibleTo(rc2.panel)
+    assert "(read-only)" in rc2.status.text()
+    _open(qtbot, w2, series)
+    assert not rc2.panel.btn_confirm.isEnabled()
+    assert ReviewStore.shared() is rc1.store is rc2.store  # one store object (one write path) per process
+
+
+def test_closing_a_session_on_purpose_means_no_resume_offer(qtbot, make) -> None:
+    _w1, _ai1, rc1 = make()
+    assert rc1.new_session("Finished") is not None
+    rc1.act_close.trigger()
+    assert rc1.session is None and rc1.worklist.progress_label.text() == "No review session"
+    _w2, _ai2, rc2 = make()
+    qtbot.wait(50)
+    assert not rc2.offer_resume() and not rc2.banner.isVisible()
+
+
+def test_worklist_navigation_and_loading_a_study_from_its_paths(qtbot, make, tmp_path: Path) -> None:
+    from tests.core.test_review_store import make_prediction
+    from tests.factories import write_ct_series
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    write_ct_series(a, 6, seed=1)
+    write_ct_series(b, 8, seed=2)
+    w, _ai, rc = make()
+    _open(qtbot, w, a)
+    session = rc.new_session("Two studies")
+    assert session is not None
+    uid_a = w.current_stack().study_instance_uid
+    _open(qtbot, w, b)  # loading during a session adds to the worklist
+    uid_b = next(s.study_instance_uid for s in w.loaded_stacks() if s.study_instance_uid != uid_a)
+    assert rc.worklist.study_uids() == [uid_a, uid_b]
+    rc.on_prediction(None, make_prediction(uid_b, {"subdural": [(2, 3)]}, n_slices=8))
+    assert rc.worklist.study_uids() == [uid_b, uid_a]  # AI-positive first
+    rc.worklist.ai_first.setChecked(False)
+    assert rc.worklist.study_uids() == [uid_a, uid_b]
+    w.activateWindow()
+    w.view.setFocus()
+    qtbot.keyClick(w.view, Qt.Key.Key_BracketRight)  # next unreviewed study
+    assert rc.current_study_uid == uid_b and w.current_stack().study_instance_uid == uid_b
+    qtbot.keyClick(w.view, Qt.Key.Key_D)
+    qtbot.keyClick(w.view, Qt.Key.Key_BracketLeft)
+    assert rc.current_study_uid == uid_a
+    w.close()
+
+    w2, _ai2, rc2 = make()
+    _open(qtbot, w2, a)
+    rc2.open_session(session.id)
+    with qtbot.waitSignal(w2.load_finished, timeout=30_000):
+        rc2.go_to_study(uid_b)  # not loaded in this window: opened from the recorded paths
+    qtbot.waitUntil(lambda: w2.current_stack() is not None
+                    and w2.current_stack().study_instance_uid == uid_b, timeout=10_000)
+    assert rc2.current_study_uid == uid_b and rc2.panel.done.isChecked()

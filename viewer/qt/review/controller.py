@@ -1,0 +1,634 @@
+"""Review sessions in the main window: Session menu, worklist dock, decision panel, keys, resume.
+
+Every decision goes straight to the :class:`~viewer.core.review.ReviewStore` (committed before the
+UI shows it). AI results arrive through :meth:`ReviewController.on_prediction` (the lead connects
+the AI controller's ``prediction_shown`` signal, or calls :meth:`connect_ai`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QEvent, QObject, Qt, QTimer, Signal
+from PySide6.QtGui import QAction, QKeyEvent
+from PySide6.QtWidgets import (
+    QFileDialog,
+    QHBoxLayout,
+    QInputDialog,
+    QLabel,
+    QMessageBox,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from viewer.core.dicom.model import LoadReport, Stack
+from viewer.core.errors import ReviewStoreError
+from viewer.core.inference.results import SliceRange, StackPrediction
+from viewer.core.review import ReviewSession, ReviewStore
+from viewer.core.review.export import agreement_summary, export_csv, export_json
+from viewer.core.review.models import Position, StudyReview, WorklistOrder
+from viewer.core.review.sr import write_sr
+from viewer.qt.review.widgets import NewSessionDialog, ReviewPanel, SessionDialog, WorklistPanel
+
+log = logging.getLogger(__name__)
+
+KEY_CONFIRM, KEY_REJECT, KEY_UNCERTAIN, KEY_DONE = "A", "X", "U", "D"
+KEY_NEXT_STUDY, KEY_PREV_STUDY = "]", "["
+POSITION_SAVE_MS = 400  # the slice position is saved this long after the reader stops scrolling
+
+
+class ResumeBanner(QWidget):
+    """Non-modal offer to resume the last session where the reader stopped."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.label = QLabel("")
+        self.label.setWordWrap(True)
+        self.btn_resume = QPushButton("Resume")
+        self.btn_dismiss = QPushButton("Dismiss")
+        row = QHBoxLayout()
+        row.addWidget(self.btn_resume)
+        row.addWidget(self.btn_dismiss)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addWidget(self.label)
+        layout.addLayout(row)
+        self.btn_dismiss.clicked.connect(self.hide)
+        self.hide()
+
+
+class ReviewController(QObject):
+    """Owns the open review session of one window and keeps the review widgets in sync with it."""
+
+    session_changed = Signal(object)  # ReviewSession or None
+    study_changed = Signal(object)  # StudyReview or None (the study under review)
+
+    def __init__(self, window: Any, store: ReviewStore | None = None) -> None:
+        super().__init__(window)
+        self.window = window
+        self._store = store
+        self.session: ReviewSession | None = None
+        self.current_study_uid: str | None = None
+        self._pending: dict[str, tuple[Stack | None, StackPrediction]] = {}  # study uid -> latest result
+        self._pending_position: Position | None = None
+        self._resume_id: str | None = None
+
+        self.worklist = WorklistPanel()
+        self.panel = ReviewPanel()
+        self.banner = ResumeBanner()
+        self.status = QLabel("")
+        holder = QWidget()
+        lay = QVBoxLayout(holder)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(self.banner)
+        lay.addWidget(self.worklist, 1)
+        self.worklist_dock = window.add_dock(holder, "Worklist")
+        self.review_dock = window.add_dock(self.panel, "Review")
+        window.add_status_widget(self.status)
+
+        self._position_timer = QTimer(self)
+        self._position_timer.setSingleShot(True)
+        self._position_timer.setInterval(POSITION_SAVE_MS)
+        self._position_timer.timeout.connect(self.save_position)
+
+        self.worklist.study_activated.connect(self.go_to_study)
+        self.worklist.order_changed.connect(lambda _o: self.refresh())
+        self.panel.decision_requested.connect(self.set_decision)
+        self.panel.jump_requested.connect(self._jump)
+        self.panel.add_finding_requested.connect(self.add_finding)
+        self.panel.correction_requested.connect(self.correct_finding)
+        self.panel.remove_finding_requested.connect(self.remove_finding)
+        self.panel.note_changed.connect(self._on_note)
+        self.panel.impression_changed.connect(self._on_impression)
+        self.panel.done_toggled.connect(self.set_done)
+        self.banner.btn_resume.clicked.connect(self._resume_clicked)
+
+        window.stack_shown.connect(self._on_stack_shown)
+        window.slice_changed.connect(self._on_slice_changed)
+        window.load_finished.connect(self._on_load_finished)
+        window.about_to_close.connect(self.shutdown)
+        self._build_menu()
+        window.register_shortcut(KEY_CONFIRM, lambda: self._key("confirmed", Qt.Key.Key_A, "a"),
+                                 "Review: confirm the selected AI finding")
+        window.register_shortcut(KEY_REJECT, lambda: self._key("rejected", Qt.Key.Key_X, "x"),
+                                 "Review: reject the selected AI finding")
+        window.register_shortcut(KEY_UNCERTAIN, lambda: self._key("uncertain", Qt.Key.Key_U, "u"),
+                                 "Review: mark the selected finding uncertain")
+        window.register_shortcut(KEY_DONE, self._done_key, "Review: mark the study done / not done")
+        window.register_shortcut(KEY_NEXT_STUDY, lambda: self.step_study(1), "Review: next unreviewed study")
+        window.register_shortcut(KEY_PREV_STUDY, lambda: self.step_study(-1),
+                                 "Review: previous unreviewed study")
+        self._update_ui()
+
+    # --- store ---------------------------------------------------------------------------------------
+    @property
+    def store(self) -> ReviewStore:
+        if self._store is None:
+            self._store = ReviewStore.shared()
+            if self._store.read_only:
+                self._message(self._store.read_only_reason)
+        return self._store
+
+    def _message(self, text: str) -> None:
+        self.panel.set_message(text)
+        if text:
+            self.window.show_status(text, 10000)
+
+    def _guard(self, action: str, fn: Any, *args: Any) -> bool:
+        """Run a store write; on failure say so loudly (the decision was NOT saved)."""
+        try:
+            fn(*args)
+        except (ReviewStoreError, ValueError) as exc:
+            log.warning("Review change failed: %s", type(exc).__name__)
+            self._message(f"Not saved ({action}): {exc}")
+            return False
+        return True
+
+    # --- menu ----------------------------------------------------------------------------------------
+    def _build_menu(self) -> None:
+        menu = self.window.menu("Session")
+        self.act_new = QAction("New session…", self)
+        self.act_open = QAction("Open session…", self)
+        self.act_rename = QAction("Rename session…", self)
+        self.act_close = QAction("Close session", self)
+        self.act_csv = QAction("Export decisions (CSV)…", self)
+        self.act_json = QAction("Export session (JSON)…", self)
+        self.act_sr = QAction("Export DICOM SR for this study…", self)
+        self.act_summary = QAction("AI vs reader summary…", self)
+        self.act_identifiers = QAction("Include identifiers and notes in exports", self)
+        self.act_identifiers.setCheckable(True)
+        self.act_new.triggered.connect(self.new_session_dialog)
+        self.act_open.triggered.connect(self.open_session_dialog)
+        self.act_rename.triggered.connect(self.rename_session_dialog)
+        self.act_close.triggered.connect(lambda: self.close_session(forget=True))
+        self.act_csv.triggered.connect(lambda: self._export_dialog("csv"))
+        self.act_json.triggered.connect(lambda: self._export_dialog("json"))
+        self.act_sr.triggered.connect(lambda: self._export_dialog("sr"))
+        self.act_summary.triggered.connect(self._summary_dialog)
+        for a in (self.act_new, self.act_open, self.act_rename, self.act_close):
+            menu.addAction(a)
+        menu.addSeparator()
+        for a in (self.act_csv, self.act_json, self.act_sr, self.act_summary, self.act_identifiers):
+            menu.addAction(a)
+
+    # --- sessions ------------------------------------------------------------------------------------
+    def new_session(self, name: str, reader: str = "") -> ReviewSession | None:
+        self.close_session()
+        try:
+            session = self.store.create_session(name, reader)
+        except ReviewStoreError as exc:
+            self._message(str(exc))
+            return None
+        self._set_session(session)
+        return session
+
+    def open_session(self, session_id: str) -> ReviewSession | None:
+        if self.session is not None and self.session.id == session_id:
+            return self.session
+        self.close_session()
+        try:
+            session = self.store.open_session(session_id)
+        except ReviewStoreError as exc:
+            self._message(str(exc))
+            return None
+        self._set_session(session)
+        return session
+
+    def _set_session(self, session: ReviewSession) -> None:
+        self.session = session
+        self.current_study_uid = None
+        self._message(session.read_only_reason)
+        self.banner.hide()
+        stack = self.window.current_stack()
+        if stack is not None:
+            self._enter_stack(stack)
+        self.session_changed.emit(session)
+        self._update_ui()
+
+    def rename_session(self, name: str) -> bool:
+        if self.session is None:
+            return False
+        ok = self._guard("rename", self.store.rename_session, self.session.id, name)
+        self._update_ui()
+        return ok
+
+    def close_session(self, *, forget: bool = False) -> None:
+        """Close the open session; ``forget``: the reader closed it on purpose, so no resume offer."""
+        if self.session is None:
+            return
+        self.panel.flush_text()
+        if self._position_timer.isActive():
+            self.save_position()
+        if forget and not self.session.read_only:
+            with contextlib.suppress(ReviewStoreError):
+                self.store.forget_last_session(self.session.id)
+        self.session.close()
+        self.session = None
+        self.current_study_uid = None
+        self.panel.set_message("")
+        self.session_changed.emit(None)
+        self._update_ui()
+
+    def shutdown(self) -> None:
+        """Window closing: flush the text fields and the position, release the session lock."""
+        self.close_session()
+
+    def new_session_dialog(self) -> None:
+        dlg = NewSessionDialog(self.window)
+        if dlg.exec():
+            self.new_session(dlg.name.text(), dlg.reader.text())
+
+    def open_session_dialog(self) -> None:
+        sessions = self.store.list_sessions()
+        if not sessions:
+            self.new_session_dialog()
+            return
+        dlg = SessionDialog(sessions, self.window)
+        if dlg.exec() and dlg.chosen_id:
+            self.open_session(dlg.chosen_id)
+
+    def rename_session_dialog(self) -> None:
+        if self.session is None:
+            return
+        name, ok = QInputDialog.getText(self.window, "Rename session", "Session name",
+                                        text=self.session.info.name)
+        if ok and name.strip():
+            self.rename_session(name)
+
+    # --- resume --------------------------------------------------------------------------------------
+    def offer_resume(self) -> bool:
+        """Show a non-modal 'resume' offer for the last session; False when there is none."""
+        try:
+            sid = self.store.last_session_id()
+        except ReviewStoreError:
+            return False
+        if sid is None or self.session is not None:
+            return False
+        info = self.store.session_info(sid)
+        self._resume_id = sid
+        self.banner.label.setText(f"Resume review session “{info.name}” ({info.progress} done) "
+                                  "where you stopped?")
+        self.banner.show()
+        return True
+
+    def _resume_clicked(self) -> None:
+        if self._resume_id:
+            self.resume(self._resume_id)
+
+    def resume(self, session_id: str | None = None) -> bool:
+        """Open the session (default: the last one) at the study, stack and slice where the reader stopped."""
+        sid = session_id or self.store.last_session_id()
+        if sid is None:
+            return False
+        session = self.open_session(sid)
+        self.banner.hide()
+        if session is None:
+            return False
+        pos = session.last_position()
+        if pos is None:
+            return True
+        self._pending_position = pos
+        if not self._apply_pending_position():
+            try:
+                paths = session.study(pos.study_uid).paths
+            except ReviewStoreError:
+                paths = ()
+            if paths:
+                self.window.open_paths(list(paths))
+        return True
+
+    def _apply_pending_position(self) -> bool:
+        pos = self._pending_position
+        if pos is None:
+            return False
+        stacks = self.window.loaded_stacks()
+        target = next((s for s in stacks if s.uid == pos.stack_uid), None)
+        index = pos.slice_index
+        if target is None:  # not analysed yet, or the stack was not found: the study's first stack
+            target = next((s for s in stacks if s.study_instance_uid == pos.study_uid), None)
+            index = 0
+        if target is None:
+            return False
+        self._pending_position = None
+        current = self.window.current_stack()
+        if current is None or current.uid != target.uid:
+            self.window.show_stack(target.uid)
+        self.window.set_slice(index)
+        return True
+
+    # --- window events -------------------------------------------------------------------------------
+    def _on_load_finished(self, report: LoadReport) -> None:
+        if self.session is not None and not self.session.read_only:
+            for stack in report.all_stacks():
+                self._guard("add study", self.session.add_study, stack.study_instance_uid,
+                            self.window.source_paths(stack.uid))
+        self._apply_pending_position()
+        self._update_ui()
+
+    def _on_stack_shown(self, stack: Stack) -> None:
+        self._enter_stack(stack)
+        self._update_ui()
+
+    def _enter_stack(self, stack: Stack) -> None:
+        previous = self.current_study_uid
+        if previous != stack.study_instance_uid:
+            self.panel.flush_text()
+        self.current_study_uid = stack.study_instance_uid
+        self.panel.set_slice_count(len(stack))
+        self.panel.set_current_slice(self.window.current_slice())
+        if self.session is None or self.session.read_only:
+            return
+        self._guard("add study", self.session.add_study, stack.study_instance_uid,
+                    self.window.source_paths(stack.uid))
+        pending = self._pending.pop(stack.study_instance_uid, None)
+        if pending is not None:
+            self._record(pending[0], pending[1])
+
+    def _on_slice_changed(self, index: int) -> None:
+        self.panel.set_current_slice(index)
+        if self.session is not None and not self.session.read_only:
+            self._position_timer.start()
+
+    def save_position(self) -> None:
+        self._position_timer.stop()
+        stack = self.window.current_stack()
+        if self.session is None or self.session.read_only or stack is None:
+            return
+        self._guard("position", self.session.set_last_position, stack.study_instance_uid, stack.uid,
+                    self.window.current_slice())
+
+    # --- AI results ----------------------------------------------------------------------------------
+    def connect_ai(self, ai_controller: Any) -> None:
+        """Receive every prediction the AI controller displays."""
+        ai_controller.prediction_shown.connect(
+            lambda p: self.on_prediction(self.window.current_stack(), p) if p is not None else None
+        )
+
+    def on_prediction(self, stack: Stack | None, prediction: StackPrediction) -> None:
+        """An AI result for ``stack``: recorded in the open session (kept until one is opened)."""
+        if prediction is None:
+            return
+        if self.session is None or self.session.read_only:
+            self._pending[prediction.study_instance_uid] = (stack, prediction)
+            if self.session is None:
+                self.window.show_status("Open a review session (Session menu) to review this AI result", 5000)
+            return
+        self._record(stack, prediction)
+        self._update_ui()
+
+    def _record(self, stack: Stack | None, prediction: StackPrediction) -> None:
+        assert self.session is not None
+        try:
+            existing = self.session.study(prediction.study_instance_uid).ai
+        except ReviewStoreError:
+            existing = None
+        if (existing is not None and existing.model_sha256 == prediction.model_sha256
+                and existing.stack_uid == prediction.stack_uid):
+            return  # the same result shown again (cache): nothing new to record
+        paths = self.window.source_paths(stack.uid) if stack is not None else []
+        session = self.session
+        self._guard("AI result", lambda: session.record_ai_result(
+            prediction, paths=paths, sop_class_uid=_sop_class_uid(stack)))
+
+    # --- decisions -----------------------------------------------------------------------------------
+    def _writable(self) -> ReviewSession | None:
+        if self.session is None or self.session.read_only:
+            return None
+        return self.session
+
+    def current_study(self) -> StudyReview | None:
+        if self.session is None or self.current_study_uid is None:
+            return None
+        try:
+            return self.session.study(self.current_study_uid)
+        except ReviewStoreError:
+            return None
+
+    def set_decision(self, finding_id: int, decision: str) -> None:
+        session = self._writable()
+        if session is None:
+            return
+        if self._guard("decision", session.set_decision, finding_id, decision):
+            self._update_ui()
+            self.panel.select_finding(finding_id)
+            self.panel.select_next()
+
+    def decide_selected(self, decision: str) -> bool:
+        """Key A / X / U: decide the selected finding of the current study."""
+        if self._writable() is None or self.panel.study() is None:
+            return False
+        return self.panel.request_decision(decision)
+
+    def _key(self, decision: str, key: Qt.Key, text: str) -> None:
+        if not self.decide_selected(decision):
+            self._forward_key(key, text)
+
+    def _done_key(self) -> None:
+        study = self.current_study()
+        if self._writable() is None or study is None:
+            self._forward_key(Qt.Key.Key_D, "d")
+            return
+        self.set_done(not study.done)
+
+    def _forward_key(self, key: Qt.Key, text: str) -> None:
+        """Outside a review the viewer keeps its own meaning for the key (A: actual size, D: ruler)."""
+        view = getattr(self.window, "view", None)
+        if view is not None and hasattr(view, "handle_key"):
+            view.handle_key(QKeyEvent(QEvent.Type.KeyPress, key, Qt.KeyboardModifier.NoModifier, text))
+
+    def add_finding(self, class_name: str, start: int, stop: int) -> None:
+        session = self._writable()
+        if session is None or self.current_study_uid is None:
+            return
+        self._guard("add finding", session.add_reader_finding, self.current_study_uid, class_name,
+                    SliceRange(start, stop))
+        self._update_ui()
+
+    def correct_finding(self, finding_id: int, class_name: str, start: int, stop: int) -> None:
+        session = self._writable()
+        if session is None:
+            return
+        study = self.current_study()
+        original = study.finding(finding_id).class_name if study else None
+        corrected_class = None if class_name == original else class_name
+        self._guard("correction", lambda: session.set_correction(
+            finding_id, corrected_class=corrected_class, corrected_range=SliceRange(start, stop)))
+        self._update_ui()
+
+    def remove_finding(self, finding_id: int) -> None:
+        session = self._writable()
+        if session is not None:
+            self._guard("remove finding", session.remove_reader_finding, finding_id)
+            self._update_ui()
+
+    def _on_note(self, text: str) -> None:
+        session = self._writable()
+        study = self.panel.study()
+        if session is not None and study is not None:
+            self._guard("note", session.set_note, study.study_uid, text)
+
+    def _on_impression(self, text: str) -> None:
+        session = self._writable()
+        study = self.panel.study()
+        if session is not None and study is not None:
+            self._guard("impression", session.set_impression, study.study_uid, text)
+            self._update_worklist()
+
+    def set_done(self, done: bool) -> None:
+        session = self._writable()
+        if session is None or self.current_study_uid is None:
+            return
+        self.panel.flush_text()
+        self._guard("done", session.set_done, self.current_study_uid, done)
+        self._update_ui()
+
+    # --- navigation ----------------------------------------------------------------------------------
+    @property
+    def order(self) -> WorklistOrder:
+        return "ai_first" if self.worklist.order == "ai_first" else "original"
+
+    def step_study(self, step: int) -> str | None:
+        """Keys ] and [: go to the next / previous study not marked done."""
+        if self.session is None:
+            return None
+        uid = self.session.next_unreviewed(self.current_study_uid, step, self.order)
+        if uid is not None:
+            self.go_to_study(uid)
+        return uid
+
+    def go_to_study(self, study_uid: str) -> None:
+        """Show a study of the worklist: its analysed stack if loaded, else load it from its paths."""
+        if self.session is None:
+            return
+        try:
+            study = self.session.study(study_uid)
+        except ReviewStoreError as exc:
+            self._message(str(exc))
+            return
+        stacks = [s for s in self.window.loaded_stacks() if s.study_instance_uid == study_uid]
+        if stacks:
+            preferred = next((s for s in stacks if study.ai and s.uid == study.ai.stack_uid), stacks[0])
+            self.window.show_stack(preferred.uid)
+        elif study.paths:
+            self.panel.flush_text()
+            self.current_study_uid = study_uid
+            self._pending_position = Position(study_uid, study.ai.stack_uid if study.ai else "", 0, "")
+            self.window.open_paths(list(study.paths))
+        self._update_ui()
+
+    def _jump(self, index: int) -> None:
+        self.window.set_slice(index)
+
+    # --- display -------------------------------------------------------------------------------------
+    def refresh(self) -> None:
+        self._update_ui()
+
+    def _update_worklist(self) -> None:
+        if self.session is None:
+            self.worklist.clear_session()
+            return
+        self.worklist.set_studies(self.session.worklist(self.order), self.current_study_uid)
+
+    def _update_ui(self) -> None:
+        session = self.session
+        for a in (self.act_rename, self.act_close, self.act_csv, self.act_json, self.act_summary):
+            a.setEnabled(session is not None)
+        self.act_sr.setEnabled(session is not None and self.current_study_uid is not None)
+        if session is None:
+            self.status.setText("")
+            self.worklist.clear_session()
+            self.panel.set_study(None)
+            self.study_changed.emit(None)
+            return
+        try:
+            info = session.info
+            self.status.setText(f"Review: {info.name} {info.progress}" + (" (read-only)" if session.read_only
+                                                                             else ""))
+            self._update_worklist()
+            study = self.current_study()
+        except ReviewStoreError as exc:
+            self._message(str(exc))
+            return
+        self.panel.set_study(study, read_only=session.read_only)
+        self.study_changed.emit(study)
+
+    # --- exports -------------------------------------------------------------------------------------
+    def _export_dialog(self, kind: str) -> None:
+        if self.session is None:
+            return
+        suffix = {"csv": "CSV (*.csv)", "json": "JSON (*.json)", "sr": "DICOM (*.dcm)"}[kind]
+        default = f"review.{'dcm' if kind == 'sr' else kind}"
+        path, _ = QFileDialog.getSaveFileName(self.window, "Export", default, suffix)
+        if path:
+            self.export(kind, Path(path))
+
+    def export(self, kind: str, path: Path) -> Path | None:
+        """Write an export ('csv', 'json' or 'sr' for the current study); de-identified unless opted in."""
+        if self.session is None:
+            return None
+        full = self.act_identifiers.isChecked()
+        try:
+            if kind == "csv":
+                out = export_csv(self.session, path, include_identifiers=full, include_free_text=full)
+            elif kind == "json":
+                out = export_json(self.session, path, include_identifiers=full, include_free_text=full)
+            elif kind == "sr" and self.current_study_uid is not None:
+                source = _first_header(self.window.current_stack()) if full else None
+                out = write_sr(self.session, self.current_study_uid, path, include_identifiers=full,
+                               source=source)
+            else:
+                return None
+        except (ReviewStoreError, OSError, ValueError) as exc:
+            self._message(f"Export failed: {exc}")
+            return None
+        self.window.show_status("Exported" + ("" if full else " (de-identified)"), 5000)
+        return out
+
+    def _summary_dialog(self) -> None:
+        if self.session is None:
+            return
+        box = QMessageBox(self.window)
+        box.setWindowTitle("AI vs reader")
+        note = "Research use only. AI results are investigational."
+        box.setText(agreement_summary(self.session).text() + "\n\n" + note)
+        box.open()
+
+
+def _sop_class_uid(stack: Stack | None) -> str:
+    """The SOP Class UID of the stack's images (from the first file header; CT Image Storage if unknown)."""
+    from viewer.core.review.store import CT_IMAGE_STORAGE
+
+    header = _first_header(stack)
+    value = getattr(header, "SOPClassUID", None) if header is not None else None
+    return str(value) if value else CT_IMAGE_STORAGE
+
+
+def _first_header(stack: Stack | None) -> Any:
+    if stack is None or not stack.slices:
+        return None
+    src = stack.slices[0].source
+    if src.member is not None:
+        return None
+    try:
+        import pydicom
+
+        return pydicom.dcmread(src.path, stop_before_pixels=True)
+    except Exception:
+        log.debug("Could not read the first header of a stack for the review export")
+        return None
+
+
+def attach(window: Any, store: ReviewStore | None = None, *, offer_resume: bool = True) -> ReviewController:
+    """Add the review UI to ``window`` (a MainWindow) and return its controller."""
+    controller = ReviewController(window, store)
+    window.review_controller = controller  # keep a Python reference for the window's lifetime
+    ai = getattr(window, "ai_controller", None)
+    if ai is not None and hasattr(ai, "prediction_shown"):
+        controller.connect_ai(ai)
+    if offer_resume:
+        QTimer.singleShot(0, controller.offer_resume)
+    return controller

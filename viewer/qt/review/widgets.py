@@ -1,0 +1,457 @@
+"""Standalone review widgets: the worklist, the per-study decision panel and the session chooser.
+
+They only display values and emit requests; :class:`viewer.qt.review.controller.ReviewController`
+turns requests into store writes and refreshes them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtGui import QFont
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QCheckBox,
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QPlainTextEdit,
+    QPushButton,
+    QSpinBox,
+    QTreeWidget,
+    QTreeWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from viewer.core.constants import RSNA_CLASSES
+from viewer.core.review.models import Finding, SessionInfo, StudyReview
+
+TEXT_COMMIT_MS = 500  # notes are committed this long after the last keystroke (and on focus-out)
+DECISION_LABELS = {
+    "confirmed": "✓ confirmed", "rejected": "✗ rejected", "uncertain": "? uncertain", None: "—",
+}
+_ID_ROLE = Qt.ItemDataRole.UserRole
+
+
+def _items(tree: QTreeWidget) -> list[QTreeWidgetItem]:
+    items = (tree.topLevelItem(i) for i in range(tree.topLevelItemCount()))
+    return [item for item in items if item is not None]
+
+
+def _texts(tree: QTreeWidget) -> list[list[str]]:
+    return [[item.text(c) for c in range(tree.columnCount())] for item in _items(tree)]
+
+
+def short_uid(uid: str, n: int = 14) -> str:
+    return uid if len(uid) <= n else "…" + uid[-n:]
+
+
+def review_state(study: StudyReview) -> str:
+    if study.done:
+        return "done"
+    if study.n_decided or study.note or study.impression:
+        return "in progress"
+    return "to review"
+
+
+class WorklistPanel(QWidget):
+    """The session's studies with AI result and review state; AI-positive first unless toggled."""
+
+    study_activated = Signal(str)  # StudyInstanceUID
+    order_changed = Signal(str)  # 'ai_first' or 'original'
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.progress_label = QLabel("No review session")
+        self.ai_first = QCheckBox("AI-positive first")
+        self.ai_first.setChecked(True)
+        self.ai_first.setToolTip("Unchecked: keep the order in which studies were added")
+        self.ai_first.toggled.connect(lambda on: self.order_changed.emit("ai_first" if on else "original"))
+        self.tree = QTreeWidget()
+        self.tree.setHeaderLabels(["#", "Study", "AI result", "Decided", "Review"])
+        self.tree.setRootIsDecorated(False)
+        self.tree.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.tree.header().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.tree.itemActivated.connect(self._activated)
+        self.tree.itemClicked.connect(self._activated)
+        top = QHBoxLayout()
+        top.addWidget(self.progress_label, 1)
+        top.addWidget(self.ai_first)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addLayout(top)
+        layout.addWidget(self.tree, 1)
+        self._current: str | None = None
+
+    @property
+    def order(self) -> str:
+        return "ai_first" if self.ai_first.isChecked() else "original"
+
+    def set_studies(self, studies: Sequence[StudyReview], current: str | None = None) -> None:
+        self._current = current
+        self.tree.clear()
+        done = sum(s.done for s in studies)
+        self.progress_label.setText(f"{done} of {len(studies)} done")
+        for s in studies:
+            ai = s.ai.badge if s.ai else "not analysed"
+            n_ai = sum(1 for f in s.findings if f.source == "ai" and f.positive)
+            decided = f"{s.n_decided}/{len(s.findings)}" if s.findings else "—"
+            texts = [str(s.position + 1), short_uid(s.study_uid), ai, decided, review_state(s)]
+            item = QTreeWidgetItem(texts)
+            item.setData(0, _ID_ROLE, s.study_uid)
+            item.setToolTip(1, s.study_uid)
+            if n_ai:
+                item.setForeground(2, Qt.GlobalColor.red)
+            if s.study_uid == current:
+                font = QFont(item.font(0))
+                font.setBold(True)
+                for c in range(5):
+                    item.setFont(c, font)
+            self.tree.addTopLevelItem(item)
+            if s.study_uid == current:
+                self.tree.setCurrentItem(item)
+
+    def study_uids(self) -> list[str]:
+        return [str(item.data(0, _ID_ROLE)) for item in _items(self.tree)]
+
+    def row_texts(self) -> list[list[str]]:
+        return _texts(self.tree)
+
+    def clear_session(self) -> None:
+        self.tree.clear()
+        self.progress_label.setText("No review session")
+
+    def _activated(self, item: QTreeWidgetItem, _column: int = 0) -> None:
+        uid = item.data(0, _ID_ROLE)
+        if uid:
+            self.study_activated.emit(str(uid))
+
+
+class ReviewPanel(QWidget):
+    """Decisions on one study: findings with confirm / reject / uncertain, add or correct a finding,
+    note, impression and the 'done' mark. Emits requests; shows what the store holds."""
+
+    decision_requested = Signal(int, str)  # finding id, decision
+    jump_requested = Signal(int)  # 0-based slice index
+    add_finding_requested = Signal(str, int, int)  # class, start, stop (0-based, inclusive)
+    correction_requested = Signal(int, str, int, int)  # finding id, class, start, stop (0-based)
+    remove_finding_requested = Signal(int)
+    note_changed = Signal(str)
+    impression_changed = Signal(str)
+    done_toggled = Signal(bool)
+
+    def __init__(self, classes: Sequence[str] = RSNA_CLASSES, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._study: StudyReview | None = None
+        self._current_slice = 0
+        self._n_slices = 0
+        self.banner = QLabel("")
+        self.banner.setWordWrap(True)
+        self.banner.setStyleSheet("QLabel { background: #5a3b00; color: white; padding: 4px; }")
+        self.banner.hide()
+        self.title = QLabel("No study")
+        self.title.setWordWrap(True)
+
+        self.tree = QTreeWidget()
+        self.tree.setHeaderLabels(["Finding", "AI", "Slices", "Decision"])
+        self.tree.setRootIsDecorated(False)
+        self.tree.header().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.tree.itemClicked.connect(self._jump_to_item)
+        self.tree.itemActivated.connect(self._jump_to_item)
+
+        self.btn_confirm = QPushButton("Confirm (A)")
+        self.btn_reject = QPushButton("Reject (X)")
+        self.btn_uncertain = QPushButton("Uncertain (U)")
+        self.btn_confirm.clicked.connect(lambda: self.request_decision("confirmed"))
+        self.btn_reject.clicked.connect(lambda: self.request_decision("rejected"))
+        self.btn_uncertain.clicked.connect(lambda: self.request_decision("uncertain"))
+        buttons = QHBoxLayout()
+        for b in (self.btn_confirm, self.btn_reject, self.btn_uncertain):
+            buttons.addWidget(b)
+
+        self.class_combo = QComboBox()
+        self.class_combo.addItems([c for c in classes if c != "any"] or list(classes))
+        self.from_spin = QSpinBox()
+        self.to_spin = QSpinBox()
+        for spin in (self.from_spin, self.to_spin):
+            spin.setRange(1, 1)
+            spin.setPrefix("slice ")
+        self.btn_from_current = QPushButton("From current")
+        self.btn_to_current = QPushButton("To current")
+        self.btn_from_current.clicked.connect(lambda: self.from_spin.setValue(self._current_slice + 1))
+        self.btn_to_current.clicked.connect(lambda: self.to_spin.setValue(self._current_slice + 1))
+        self.btn_add = QPushButton("Add finding")
+        self.btn_add.setToolTip("A finding the AI missed: class and slice range")
+        self.btn_correct = QPushButton("Correct selected")
+        self.btn_correct.setToolTip("Set the class and slice range the reader sees for the selected finding")
+        self.btn_remove = QPushButton("Remove")
+        self.btn_remove.setToolTip("Remove the selected reader-added finding")
+        self.btn_add.clicked.connect(self._add)
+        self.btn_correct.clicked.connect(self._correct)
+        self.btn_remove.clicked.connect(self._remove)
+        edit = QGroupBox("Add or correct a finding")
+        form = QFormLayout(edit)
+        form.addRow("Class", self.class_combo)
+        row1 = QHBoxLayout()
+        row1.addWidget(self.from_spin)
+        row1.addWidget(self.btn_from_current)
+        row2 = QHBoxLayout()
+        row2.addWidget(self.to_spin)
+        row2.addWidget(self.btn_to_current)
+        form.addRow("From", row1)
+        form.addRow("To", row2)
+        row3 = QHBoxLayout()
+        for b in (self.btn_add, self.btn_correct, self.btn_remove):
+            row3.addWidget(b)
+        form.addRow(row3)
+
+        self.note = QPlainTextEdit()
+        self.note.setPlaceholderText("Note (saved as you type; left out of exports unless you opt in)")
+        self.note.setMaximumHeight(80)
+        self.impression = QLineEdit()
+        self.impression.setPlaceholderText("Study impression")
+        self.done = QCheckBox("Study done (D)")
+        self._note_timer = QTimer(self)
+        self._note_timer.setSingleShot(True)
+        self._note_timer.setInterval(TEXT_COMMIT_MS)
+        self._note_timer.timeout.connect(self.flush_text)
+        self._imp_timer = QTimer(self)
+        self._imp_timer.setSingleShot(True)
+        self._imp_timer.setInterval(TEXT_COMMIT_MS)
+        self._imp_timer.timeout.connect(self.flush_text)
+        self.note.textChanged.connect(self._note_timer.start)
+        self.impression.textEdited.connect(lambda _t: self._imp_timer.start())
+        self.impression.editingFinished.connect(self.flush_text)
+        self.done.clicked.connect(self.done_toggled.emit)
+        self._sent_note = ""
+        self._sent_impression = ""
+        self._loading = False
+
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addWidget(self.banner)
+        layout.addWidget(self.title)
+        layout.addWidget(self.tree, 1)
+        layout.addLayout(buttons)
+        layout.addWidget(edit)
+        layout.addWidget(QLabel("Note"))
+        layout.addWidget(self.note)
+        layout.addWidget(QLabel("Impression"))
+        layout.addWidget(self.impression)
+        layout.addWidget(self.done)
+        self.set_study(None)
+
+    # --- display -----------------------------------------------------------------------------------
+    def set_message(self, text: str) -> None:
+        self.banner.setText(text)
+        self.banner.setVisible(bool(text))
+
+    def set_slice_count(self, n: int) -> None:
+        self._n_slices = n
+        for spin in (self.from_spin, self.to_spin):
+            spin.setRange(1, max(1, n))
+
+    def set_current_slice(self, index: int) -> None:
+        self._current_slice = index
+
+    def study(self) -> StudyReview | None:
+        return self._study
+
+    def set_study(self, study: StudyReview | None, *, read_only: bool = False) -> None:
+        """Show ``study`` (None: nothing). Unsent text is flushed first for the previous study."""
+        if self._study is not None and (study is None or study.study_uid != self._study.study_uid):
+            self.flush_text()
+        selected = self.selected_finding_id()
+        same = study is not None and self._study is not None and study.study_uid == self._study.study_uid
+        self._study = study
+        self._loading = True
+        self.tree.clear()
+        if study is None:
+            self.title.setText("No study under review")
+        else:
+            ai = study.ai.badge + " (investigational)" if study.ai else "Not analysed by the AI yet"
+            self.title.setText(f"Study …{study.study_uid[-14:]}: {ai}")
+            for f in _display_order(study.findings):
+                item = QTreeWidgetItem(_finding_texts(f))
+                item.setData(0, _ID_ROLE, f.id)
+                if f.positive:
+                    font = QFont(item.font(0))
+                    font.setBold(True)
+                    item.setFont(0, font)
+                self.tree.addTopLevelItem(item)
+            if same and selected is not None:
+                self.select_finding(selected)
+            elif _items(self.tree):
+                self.tree.setCurrentItem(_items(self.tree)[0])
+        if not same:
+            text = study.note if study else ""
+            if self.note.toPlainText() != text:
+                self.note.setPlainText(text)
+            self.impression.setText(study.impression if study else "")
+            self._sent_note = text
+            self._sent_impression = study.impression if study else ""
+            self._note_timer.stop()
+            self._imp_timer.stop()
+        self.done.setChecked(bool(study and study.done))
+        enabled = study is not None and not read_only
+        for w in (self.btn_confirm, self.btn_reject, self.btn_uncertain, self.btn_add, self.btn_correct,
+                  self.btn_remove, self.done, self.class_combo, self.from_spin, self.to_spin):
+            w.setEnabled(enabled)
+        self.note.setReadOnly(not enabled)
+        self.impression.setReadOnly(not enabled)
+        self._loading = False
+
+    def finding_rows(self) -> list[list[str]]:
+        return _texts(self.tree)
+
+    def finding_ids(self) -> list[int]:
+        return [int(item.data(0, _ID_ROLE)) for item in _items(self.tree)]
+
+    def selected_finding_id(self) -> int | None:
+        item = self.tree.currentItem()
+        return None if item is None else int(item.data(0, _ID_ROLE))
+
+    def select_finding(self, finding_id: int) -> None:
+        for item in _items(self.tree):
+            if int(item.data(0, _ID_ROLE)) == finding_id:
+                self.tree.setCurrentItem(item)
+                return
+
+    def select_next(self) -> None:
+        ids = self.finding_ids()
+        current = self.selected_finding_id()
+        if current in ids and ids.index(current) + 1 < len(ids):
+            self.select_finding(ids[ids.index(current) + 1])
+
+    # --- requests ----------------------------------------------------------------------------------
+    def request_decision(self, decision: str) -> bool:
+        fid = self.selected_finding_id()
+        if fid is None or self._study is None or not self.btn_confirm.isEnabled():
+            return False
+        self.decision_requested.emit(fid, decision)
+        return True
+
+    def _jump_to_item(self, item: QTreeWidgetItem, _column: int = 0) -> None:
+        if self._study is None:
+            return
+        f = self._study.finding(int(item.data(0, _ID_ROLE)))
+        if f.jump_slice is not None:
+            self.jump_requested.emit(f.jump_slice)
+
+    def _range(self) -> tuple[int, int]:
+        a, b = self.from_spin.value() - 1, self.to_spin.value() - 1
+        return min(a, b), max(a, b)
+
+    def _add(self) -> None:
+        if self._study is not None:
+            self.add_finding_requested.emit(self.class_combo.currentText(), *self._range())
+
+    def _correct(self) -> None:
+        fid = self.selected_finding_id()
+        if fid is not None and self._study is not None:
+            self.correction_requested.emit(fid, self.class_combo.currentText(), *self._range())
+
+    def _remove(self) -> None:
+        fid = self.selected_finding_id()
+        if fid is not None and self._study is not None and self._study.finding(fid).source == "reader":
+            self.remove_finding_requested.emit(fid)
+
+    def flush_text(self) -> None:
+        """Send note / impression edits now (also called on a timer, on focus-out and on study change)."""
+        if self._loading or self._study is None:
+            return
+        self._note_timer.stop()
+        self._imp_timer.stop()
+        note = self.note.toPlainText()
+        if note != self._sent_note:
+            self._sent_note = note
+            self.note_changed.emit(note)
+        imp = self.impression.text()
+        if imp != self._sent_impression:
+            self._sent_impression = imp
+            self.impression_changed.emit(imp)
+
+
+def _display_order(findings: Sequence[Finding]) -> list[Finding]:
+    """AI-positive (most probable first), then reader-added, then AI-negative findings."""
+    def key(f: Finding) -> tuple[int, float, int]:
+        rank = 0 if f.source == "ai" and f.ai_positive else (1 if f.source == "reader" else 2)
+        return (rank, -(f.study_prob or 0.0), f.id)
+
+    return sorted(findings, key=key)
+
+
+def _finding_texts(f: Finding) -> list[str]:
+    name = f.class_name if f.source == "ai" else f"{f.class_name} (reader)"
+    ai = "—" if f.study_prob is None else f"{f.study_prob:.2f}" + (" ▲" if f.ai_positive else "")
+    slices = ", ".join(str(r) for r in f.ranges) or "—"
+    decision = DECISION_LABELS.get(f.decision, str(f.decision))
+    if f.source == "reader":
+        decision = "added"
+    fix = []
+    if f.corrected_class:
+        fix.append(f"→ {f.corrected_class}")
+    if f.corrected_range is not None:
+        fix.append(f"slices {f.corrected_range}")
+    if fix:
+        decision += " (" + ", ".join(fix) + ")"
+    return [name, ai, slices, decision]
+
+
+class SessionDialog(QDialog):
+    """Pick a session (with progress), or ask for a new one; ``chosen_id`` / ``new_name`` after exec."""
+
+    def __init__(self, sessions: Sequence[SessionInfo], parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Review sessions")
+        self.chosen_id: str | None = None
+        self.tree = QTreeWidget()
+        self.tree.setHeaderLabels(["Session", "Reader", "Done", "Last change (UTC)"])
+        self.tree.setRootIsDecorated(False)
+        for s in sessions:
+            item = QTreeWidgetItem([s.name, s.reader, s.progress, s.modified_at[:19].replace("T", " ")])
+            item.setData(0, _ID_ROLE, s.id)
+            self.tree.addTopLevelItem(item)
+        if _items(self.tree):
+            self.tree.setCurrentItem(_items(self.tree)[0])
+        self.tree.itemActivated.connect(lambda *_: self.accept())
+        box = QDialogButtonBox(QDialogButtonBox.StandardButton.Open | QDialogButtonBox.StandardButton.Cancel)
+        box.accepted.connect(self.accept)
+        box.rejected.connect(self.reject)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.tree)
+        layout.addWidget(box)
+        self.resize(560, 320)
+
+    def rows(self) -> list[list[str]]:
+        return _texts(self.tree)
+
+    def accept(self) -> None:
+        item = self.tree.currentItem()
+        self.chosen_id = None if item is None else str(item.data(0, _ID_ROLE))
+        super().accept()
+
+
+class NewSessionDialog(QDialog):
+    """Name and reader of a new session."""
+
+    def __init__(self, parent: QWidget | None = None, name: str = "", reader: str = "") -> None:
+        super().__init__(parent)
+        self.setWindowTitle("New review session")
+        self.name = QLineEdit(name)
+        self.reader = QLineEdit(reader)
+        form = QFormLayout(self)
+        form.addRow("Session name", self.name)
+        form.addRow("Reader", self.reader)
+        box = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+        box.accepted.connect(self.accept)
+        box.rejected.connect(self.reject)
+        form.addRow(box)
