@@ -1,0 +1,125 @@
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+
+from training.dataset import build_items, read_labels, split_items
+from training.errors import LabelFormatError, LabelMatchError, NoDicomFoundError
+from training.synth import SynthConfig, render_study, write_study
+from viewer.core.errors import SlicewiseError
+
+
+def _write_csv(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+RSNA_ROWS = """ID,Label
+ID_63eb1e259_epidural,0
+ID_63eb1e259_intraparenchymal,0
+ID_63eb1e259_intraventricular,0
+ID_63eb1e259_subarachnoid,1
+ID_63eb1e259_subdural,0
+ID_63eb1e259_any,1
+ID_2669954a7_epidural,0
+ID_2669954a7_intraparenchymal,0
+ID_2669954a7_intraventricular,0
+ID_2669954a7_subarachnoid,0
+ID_2669954a7_subdural,0
+ID_2669954a7_any,0
+ID_63eb1e259_subarachnoid,1
+ID_63eb1e259_any,1
+"""
+
+
+def test_reads_rsna_csv_with_duplicate_rows(tmp_path: Path) -> None:
+    labels = read_labels(_write_csv(tmp_path / "l.csv", RSNA_ROWS))
+    assert set(labels) == {"ID_63eb1e259", "ID_2669954a7"}
+    # RSNA_CLASSES order: any, epidural, intraparenchymal, intraventricular, subarachnoid, subdural
+    assert labels["ID_63eb1e259"].tolist() == [1, 0, 0, 0, 1, 0]
+    assert labels["ID_2669954a7"].tolist() == [0, 0, 0, 0, 0, 0]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Image,Target\nID_1_any,1\n",  # wrong columns
+        "ID,Label\nID_1_any,2\n",  # not 0/1
+        "ID,Label\nID_1_bleed,1\n",  # unknown subtype
+        "ID,Label\nID_1_any,1\n",  # missing subtypes
+        RSNA_ROWS + "ID_63eb1e259_any,0\n",  # conflicting duplicate
+        "ID,Label\n",  # no rows
+    ],
+)
+def test_bad_label_files_raise_label_format_error(tmp_path: Path, text: str) -> None:
+    with pytest.raises(LabelFormatError) as info:
+        read_labels(_write_csv(tmp_path / "l.csv", text))
+    assert isinstance(info.value, SlicewiseError)
+
+
+def test_no_dicom_found(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("not dicom")
+    csv = _write_csv(tmp_path / "l.csv", RSNA_ROWS)
+    with pytest.raises(NoDicomFoundError):
+        build_items(tmp_path / "empty", csv, tmp_path / "cache", size=32)
+
+
+def test_labels_matching_no_slice(tiny_data: tuple[Path, Path], tmp_path: Path) -> None:
+    data, _ = tiny_data
+    csv = _write_csv(tmp_path / "l.csv", RSNA_ROWS)
+    with pytest.raises(LabelMatchError):
+        build_items(data, csv, tmp_path / "cache", size=32)
+
+
+def test_items_match_labels_by_sop_and_cache(tiny_data: tuple[Path, Path], tmp_path: Path) -> None:
+    data, labels_csv = tiny_data
+    labels = read_labels(labels_csv)
+    items = build_items(data, labels_csv, tmp_path / "cache", size=32)
+    assert len(items) == 6
+    assert sum(len(i) for i in items) == len(labels)
+    for item in items:
+        x = item.load()
+        assert x.shape == (len(item), 3, 32, 32) and x.dtype == np.float16
+        assert float(x.min()) >= 0.0 and float(x.max()) <= 1.0
+        assert item.mask.all()
+    assert sum(float(i.labels[:, 0].sum()) for i in items) == sum(float(v[0]) for v in labels.values())
+    # a second build reads the cache (same files, nothing new written)
+    before = sorted(p.name for p in (tmp_path / "cache").iterdir())
+    again = build_items(data, labels_csv, tmp_path / "cache", size=32)
+    assert [i.cache_path.name for i in again] == [i.cache_path.name for i in items]
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == before
+
+
+def test_split_is_by_patient_and_deterministic(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    root = tmp_path / "d"
+    rows = ["ID,Label"]
+    for i in range(10):
+        study = render_study(rng, 3, SynthConfig(size=32), lesion_kinds=[])
+        # patients 0..4 each have two studies
+        sops = write_study(study, root / f"s{i}", index=i // 2, rng=rng)
+        rows += [
+            f"{s}_{c},0"
+            for s in sops
+            for c in ("epidural", "intraparenchymal", "intraventricular", "subarachnoid", "subdural", "any")
+        ]
+    csv = _write_csv(tmp_path / "l.csv", "\n".join(rows) + "\n")
+    items = build_items(root, csv, tmp_path / "cache", size=16)
+    a = split_items(items, seed=3, val_frac=0.2, test_frac=0.2)
+    b = split_items(items, seed=3, val_frac=0.2, test_frac=0.2)
+    assert [[i.key for i in part] for part in a] == [[i.key for i in part] for part in b]
+    patients = [{i.patient_key for i in part} for part in a]
+    assert all(len(part) > 0 for part in a)
+    assert (
+        not (patients[0] & patients[1])
+        and not (patients[0] & patients[2])
+        and not (patients[1] & patients[2])
+    )
+    assert sum(len(p) for p in a) == 10
+    shutil.rmtree(tmp_path / "cache")

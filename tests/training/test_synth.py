@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+
+pytest.importorskip("torch")
+
+from training.synth import SUBTYPES, SynthConfig, blur_inplane, render_study, write_demo_study, write_study
+from viewer.core.constants import RSNA_CLASSES
+from viewer.core.dicom.loader import load_paths
+from viewer.core.dicom.volume import StackVolume
+
+
+def test_render_study_anatomy_and_labels() -> None:
+    rng = np.random.default_rng(0)
+    study = render_study(rng, 30, SynthConfig(size=128), lesion_kinds=list(SUBTYPES))
+    hu, labels = study.hu, study.labels
+    assert hu.shape == (30, 128, 128) and hu.dtype == np.float32
+    assert labels.shape == (30, len(RSNA_CLASSES))
+    assert hu.min() < -900  # air
+    assert hu.max() > 700  # skull
+    mid = hu[len(hu) // 2]
+    brainish = mid[(mid > 0) & (mid < 60)]
+    assert 20 < np.median(brainish) < 45  # parenchyma
+    # 'any' is the union of the subtypes, and every drawn subtype labels several slices
+    assert np.array_equal(labels[:, 0], labels[:, 1:].max(axis=1))
+    assert (labels[:, 1:].sum(axis=0) >= 2).all()
+    # and each lesion fades: it does not cover the whole study
+    assert labels[:, 0].sum() < len(labels)
+
+
+def test_negative_study_has_no_labels() -> None:
+    study = render_study(np.random.default_rng(1), 24, SynthConfig(size=64), lesion_kinds=[])
+    assert study.labels.sum() == 0
+
+
+def test_blood_is_denser_than_brain() -> None:
+    rng = np.random.default_rng(2)
+    cfg = SynthConfig(size=128, noise_hu=(0.1, 0.2))
+    with_blood = render_study(rng, 30, cfg, lesion_kinds=["intraparenchymal"], overrides={"hu": 80.0})
+    pos = with_blood.labels[:, 2].astype(bool)
+    assert pos.any()
+    assert with_blood.hu[pos].max() > 70
+
+
+def test_blur_preserves_mean_and_smooths() -> None:
+    x = np.zeros((1, 21, 21), np.float32)
+    x[0, 10, 10] = 1.0
+    y = blur_inplane(x, 1.0)
+    assert abs(float(y.sum()) - 1.0) < 1e-5
+    assert y[0, 10, 10] < 0.5 and y[0, 10, 11] > 0
+
+
+def test_written_series_is_read_back_by_the_core(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    study = render_study(rng, 12, SynthConfig(size=64), lesion_kinds=["subdural"])
+    sops = write_study(study, tmp_path / "s", index=3, rng=rng, rle=True)
+    assert all(s.startswith("ID_") for s in sops)
+    ds = pydicom.dcmread(next((tmp_path / "s").glob("*.dcm")))
+    assert ds.file_meta.TransferSyntaxUID == pydicom.uid.RLELossless
+    assert ds.Modality == "CT" and ds.SliceThickness == 5.0 and str(ds.PatientName) == "SYNTH^0003"
+    report = load_paths([tmp_path / "s"])
+    (stack,) = report.all_stacks()
+    assert [s.sop_instance_uid for s in stack.slices] == sops  # ascending z, as written
+    vol = StackVolume(stack)
+    hu = vol.load_all()
+    vol.close()
+    assert np.abs(hu - np.rint(study.hu)).max() <= 1.0  # HU through RescaleIntercept, lossless
+
+
+def test_demo_study_is_small_and_positive(tmp_path: Path) -> None:
+    write_demo_study(tmp_path, size=128, n_slices=20)
+    with (tmp_path / "labels.csv").open() as fh:
+        rows = list(csv.reader(fh))
+    assert rows[0] == ["ID", "Label"]
+    assert any(r[0].endswith("_subdural") and r[1] == "1" for r in rows[1:])
+    assert len(list(tmp_path.glob("*.dcm"))) == 20

@@ -1,0 +1,114 @@
+"""``slicewise-train``: synth, train, evaluate, export. Bad input -> one line on stderr, exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from viewer.core.errors import SlicewiseError
+
+
+def _parser() -> argparse.ArgumentParser:
+    from training.train import TrainConfig
+
+    p = argparse.ArgumentParser(prog="slicewise-train", description="Slicewise CNN-GRU training toolkit")
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    s = sub.add_parser("synth", help="write synthetic head-CT studies + RSNA-format labels.csv")
+    s.add_argument("--out", required=True, type=Path)
+    s.add_argument("--studies", type=int, default=20)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--size", type=int, default=256, help="rows = columns (default 256)")
+    s.add_argument("--min-slices", type=int, default=24)
+    s.add_argument("--max-slices", type=int, default=40)
+    s.add_argument("--rle", action="store_true", help="RLE Lossless compressed pixel data")
+
+    t = sub.add_parser("train", help="train the CNN (stage 1) and the CNN-GRU (stage 2)")
+    defaults = TrainConfig()
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        default = getattr(defaults, f.name)
+        if f.name in ("data", "labels", "out"):
+            t.add_argument(flag, required=True)
+        elif isinstance(default, bool):
+            t.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
+        else:
+            t.add_argument(flag, type=type(default), default=default)
+
+    e = sub.add_parser("evaluate", help="evaluate an .onnx model through onnxruntime, as the viewer runs it")
+    e.add_argument("model", type=Path)
+    e.add_argument("--data", required=True, type=Path)
+    e.add_argument("--labels", required=True, type=Path)
+    e.add_argument("--threads", type=int, default=2)
+
+    x = sub.add_parser("export", help="export a checkpoint to one .onnx file and check parity")
+    x.add_argument("checkpoint", type=Path)
+    x.add_argument("--out", required=True, type=Path)
+    x.add_argument("--no-parity", action="store_true")
+    x.add_argument("--train-data", default=None, help="training-data description for the metadata")
+    x.add_argument("--intended-use", default=None)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose or args.cmd == "train" else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        if args.cmd == "synth":
+            from training.synth import SynthConfig, generate_dataset
+
+            if args.studies < 1 or not 1 <= args.min_slices <= args.max_slices:
+                raise ValueError("need --studies >= 1 and 1 <= --min-slices <= --max-slices")
+            cfg = SynthConfig(size=args.size, min_slices=args.min_slices, max_slices=args.max_slices)
+            labels = generate_dataset(
+                args.out, args.studies, seed=args.seed, cfg=cfg, rle=args.rle, progress=True
+            )
+            print(f"wrote {args.studies} studies and {labels}")
+        elif args.cmd == "train":
+            from training.train import TrainConfig, train
+
+            cfg_t = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
+            ckpt = train(cfg_t)
+            print(f"checkpoint: {ckpt}")
+        elif args.cmd == "evaluate":
+            from training.evaluate import evaluate_onnx
+
+            if not args.model.is_file():
+                raise FileNotFoundError(f"model not found: {args.model}")
+            from training.export import json_safe
+
+            result = evaluate_onnx(args.model, args.data, args.labels, threads=args.threads)
+            print(json.dumps(json_safe(result), indent=2, allow_nan=False))
+        elif args.cmd == "export":
+            from training.export import DEFAULT_INTENDED_USE, DEFAULT_TRAIN_DATA, export_checkpoint
+
+            diff = export_checkpoint(
+                args.checkpoint,
+                args.out,
+                parity=not args.no_parity,
+                train_data=args.train_data or DEFAULT_TRAIN_DATA,
+                intended_use=args.intended_use or DEFAULT_INTENDED_USE,
+            )
+            print(f"wrote {args.out}" + ("" if args.no_parity else f" (parity max abs diff {diff:.2e})"))
+    except (SlicewiseError, FileNotFoundError, ValueError) as exc:
+        print(f"slicewise-train {args.cmd}: error: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # output piped into e.g. `head`
+        return 0
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""Evaluation in plain numpy: rank-based ROC-AUC (ties handled), RSNA weighted log loss, thresholds."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from viewer.core.constants import RSNA_CLASS_WEIGHTS, RSNA_CLASSES
+
+
+def roc_auc(y_true: np.ndarray, score: np.ndarray) -> float:
+    """Mann-Whitney ROC-AUC with average ranks for ties; NaN when only one class is present."""
+    y = np.asarray(y_true).astype(bool).ravel()
+    s = np.asarray(score, dtype=np.float64).ravel()
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    order = np.argsort(s, kind="mergesort")
+    sorted_s = s[order]
+    ranks = np.empty(len(s), dtype=np.float64)
+    # average rank of each run of equal scores
+    boundaries = np.flatnonzero(np.diff(sorted_s)) + 1
+    starts = np.concatenate([[0], boundaries])
+    ends = np.concatenate([boundaries, [len(s)]])
+    avg = (starts + ends + 1) / 2.0  # 1-based average rank of positions start..end-1
+    ranks[order] = np.repeat(avg, ends - starts)
+    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def weighted_log_loss(y_true: np.ndarray, prob: np.ndarray, eps: float = 1e-7) -> float:
+    """RSNA 2019 metric: mean over rows of sum_k w_k * BCE_k / sum_k w_k (w_any = 2)."""
+    y = np.asarray(y_true, dtype=np.float64).reshape(-1, len(RSNA_CLASSES))
+    p = np.clip(np.asarray(prob, dtype=np.float64).reshape(-1, len(RSNA_CLASSES)), eps, 1 - eps)
+    w = np.asarray(RSNA_CLASS_WEIGHTS, dtype=np.float64)
+    bce = -(y * np.log(p) + (1 - y) * np.log(1 - p))
+    return float(((bce * w).sum(axis=1) / w.sum()).mean())
+
+
+def threshold_for_sensitivity(y_true: np.ndarray, score: np.ndarray, sensitivity: float = 0.95) -> float:
+    """Highest threshold with sensitivity (``score >= t``) >= ``sensitivity``; 0.5 without positives."""
+    y = np.asarray(y_true).astype(bool).ravel()
+    s = np.asarray(score, dtype=np.float64).ravel()
+    pos = np.sort(s[y])[::-1]
+    if len(pos) == 0:
+        return 0.5
+    k = int(np.ceil(sensitivity * len(pos)))  # need at least k positives at or above t
+    return float(pos[max(k, 1) - 1])
+
+
+def evaluate_predictions(
+    slice_labels: Sequence[np.ndarray],
+    slice_probs: Sequence[np.ndarray],
+    study_probs: Sequence[np.ndarray],
+    thresholds: dict[str, float] | None = None,
+) -> dict[str, object]:
+    """Per-class slice AUC, study AUC, weighted log loss and, with thresholds, sensitivity/specificity."""
+    y = np.concatenate(slice_labels)
+    p = np.concatenate(slice_probs)
+    ys = np.stack([lab.max(axis=0) for lab in slice_labels])
+    ps = np.stack(study_probs)
+    out: dict[str, object] = {
+        "n_studies": len(slice_labels),
+        "n_slices": len(y),
+        "weighted_log_loss": round(weighted_log_loss(y, p), 5),
+        "slice_auc": {c: round(roc_auc(y[:, k], p[:, k]), 5) for k, c in enumerate(RSNA_CLASSES)},
+        "study_auc": {c: round(roc_auc(ys[:, k], ps[:, k]), 5) for k, c in enumerate(RSNA_CLASSES)},
+        "slice_prevalence": {c: round(float(y[:, k].mean()), 4) for k, c in enumerate(RSNA_CLASSES)},
+    }
+    if thresholds:
+        ops: dict[str, dict[str, float]] = {}
+        for k, c in enumerate(RSNA_CLASSES):
+            pred = p[:, k] >= thresholds[c]
+            pos, neg = y[:, k] > 0.5, y[:, k] <= 0.5
+            ops[c] = {
+                "sensitivity": round(float(pred[pos].mean()) if pos.any() else float("nan"), 4),
+                "specificity": round(float((~pred[neg]).mean()) if neg.any() else float("nan"), 4),
+            }
+        out["at_thresholds"] = ops
+    return out
+
+
+def choose_thresholds(
+    slice_labels: Sequence[np.ndarray], slice_probs: Sequence[np.ndarray], sensitivity: float = 0.95
+) -> dict[str, float]:
+    y = np.concatenate(slice_labels)
+    p = np.concatenate(slice_probs)
+    return {
+        c: round(threshold_for_sensitivity(y[:, k], p[:, k], sensitivity), 6)
+        for k, c in enumerate(RSNA_CLASSES)
+    }

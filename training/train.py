@@ -1,0 +1,523 @@
+"""Two-stage training of the CNN-GRU, top to bottom (nanoGPT style).
+
+Stage ``cnn``: the trunk and the per-slice head (``use_gru=False``, the ablation model) on random
+slice-window crops with random reversal and left-right flips. Stage ``gru``: the trunk is frozen,
+its embeddings are computed once, and the GRU sequence head is trained on longer embedding crops
+(again reversed at random). Both variants are evaluated on the same validation and test split;
+thresholds are chosen on validation, metrics are reported on test.
+
+Runs as one process or under ``torchrun`` (DistributedDataParallel; gloo on CPU, nccl on GPU).
+Checkpoints are plain dicts (config + tensors) loaded with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+from tqdm import tqdm
+
+from training.dataset import build_items, split_items
+from training.errors import CheckpointError
+from training.metrics import choose_thresholds, evaluate_predictions
+from training.model import ICHNet, ModelConfig
+from viewer.core.constants import MODEL_WINDOWS, RSNA_CLASS_WEIGHTS, RSNA_CLASSES
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    data: str = ""
+    labels: str = ""
+    out: str = "runs/ich"
+    cache: str = ""  # default: <out>/cache
+    size: int = 128
+    seed: int = 0
+    val_frac: float = 0.15
+    test_frac: float = 0.15
+    stages: str = "cnn,gru"
+    cnn_epochs: int = 6
+    gru_epochs: int = 40
+    batch: int = 4
+    cnn_crop: int = 12
+    gru_crop: int = 32
+    lr: float = 2e-3
+    gru_lr: float = 2e-3
+    weight_decay: float = 1e-4
+    warmup_frac: float = 0.05
+    study_loss_weight: float = 0.5
+    max_steps: int = 0  # cap per stage (smoke tests); 0 = no cap
+    threads: int = 2
+    sensitivity: float = 0.95  # threshold policy on validation
+    resume: bool = False
+    progress: bool = True
+
+
+# ---------------------------------------------------------------------------------------- distributed
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    device: torch.device = torch.device("cpu")  # noqa: RUF009
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            dist.barrier()
+
+
+def setup_dist() -> Dist:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return Dist(0, 1, device)
+    cuda = torch.cuda.is_available()
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if cuda:
+        torch.cuda.set_device(local)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if cuda else "gloo")
+    device = torch.device(f"cuda:{local}") if cuda else torch.device("cpu")
+    return Dist(dist.get_rank(), dist.get_world_size(), device)
+
+
+# ------------------------------------------------------------------------------------------ loss / lr
+_W = torch.tensor(RSNA_CLASS_WEIGHTS)
+
+
+def weighted_bce(
+    logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """BCE weighted like the RSNA metric (any x2); ``mask`` ([...]) drops unlabelled slices."""
+    w = _W.to(logits.device)
+    per = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    per = (per * w).sum(-1) / w.sum()
+    if mask is None:
+        return per.mean()
+    return (per * mask).sum() / mask.sum().clamp(min=1.0)
+
+
+def lr_lambda(total: int, warmup_frac: float) -> Callable[[int], float]:
+    warm = max(1, int(total * warmup_frac))
+
+    def f(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        t = min(1.0, (step - warm) / max(1, total - warm))
+        return 0.02 + 0.98 * 0.5 * (1.0 + math.cos(math.pi * t))
+
+    return f
+
+
+# ------------------------------------------------------------------------------------------- batching
+def epoch_batches(
+    lengths: Sequence[int], crop: int, batch: int, *, seed: int, epoch: int, d: Dist
+) -> list[list[tuple[int, int, int, bool, bool]]]:
+    """(study index, start, length, reversed, flipped) crops for this rank; equal count on every rank."""
+    rng = np.random.default_rng([seed, epoch])
+    entries = [i for i, n in enumerate(lengths) for _ in range(max(1, math.ceil(n / crop)))]
+    order = [entries[j] for j in rng.permutation(len(entries))]
+    per_rank = len(order) // d.world
+    mine = order[d.rank * per_rank : (d.rank + 1) * per_rank] if d.world > 1 else order
+    rng_r = np.random.default_rng([seed, epoch, d.rank, 1])
+    batches = []
+    for b in range(0, len(mine) - batch + 1 if len(mine) >= batch else 1, batch):
+        idx = mine[b : b + batch]
+        if not idx:
+            continue
+        length = min(crop, *(lengths[i] for i in idx))
+        batches.append(
+            [
+                (
+                    i,
+                    int(rng_r.integers(0, lengths[i] - length + 1)),
+                    length,
+                    bool(rng_r.random() < 0.5),
+                    bool(rng_r.random() < 0.5),
+                )
+                for i in idx
+            ]
+        )
+    return batches
+
+
+def _crop(arr: Any, start: int, length: int, rev: bool) -> Any:
+    """Slices ``start:start+length`` of a numpy array or tensor, reversed when ``rev``."""
+    out = arr[start : start + length]
+    if not rev:
+        return out
+    return out[::-1] if isinstance(out, np.ndarray) else out.flip(0)
+
+
+# ----------------------------------------------------------------------------------------- checkpoints
+def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint with ``weights_only=True`` (never falls back to full unpickling)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path.name}")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"cannot read checkpoint {path.name}: {type(exc).__name__}") from exc
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "model_config" not in ckpt:
+        raise CheckpointError(f"{path.name} is not a Slicewise checkpoint (no model/model_config)")
+    return ckpt
+
+
+def model_from_checkpoint(ckpt: dict[str, Any]) -> ICHNet:
+    model = ICHNet(ModelConfig.from_dict(ckpt["model_config"]))
+    model.load_state_dict(ckpt["model"])
+    return model.eval()
+
+
+# -------------------------------------------------------------------------------------------- stages
+def _bar(it: Sequence[Any], d: Dist, cfg: TrainConfig, desc: str) -> Iterator[Any]:
+    if cfg.progress and d.main:
+        return iter(tqdm(it, desc=desc, leave=False, dynamic_ncols=True))
+    return iter(it)
+
+
+def _run_stage(
+    *,
+    name: str,
+    module: nn.Module,
+    params: list[nn.Parameter],
+    step_fn: Callable[[nn.Module, list[tuple[int, int, int, bool, bool]]], torch.Tensor],
+    lengths: Sequence[int],
+    crop: int,
+    epochs: int,
+    lr: float,
+    cfg: TrainConfig,
+    d: Dist,
+    out: Path,
+    extra: dict[str, Any],
+    state_module: nn.Module,
+    on_epoch_end: Callable[[int], dict[str, Any]],
+) -> None:
+    """Generic loop: AdamW + warmup/cosine, resumable from ``out/last.pt``."""
+    wrapped: nn.Module = module
+    if d.world > 1:
+        wrapped = DDP(module, device_ids=[d.device.index] if d.device.type == "cuda" else None)
+    steps_per_epoch = len(epoch_batches(lengths, crop, cfg.batch, seed=cfg.seed, epoch=0, d=d))
+    total = steps_per_epoch * epochs
+    if cfg.max_steps:
+        total = min(total, cfg.max_steps)
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(total, cfg.warmup_frac))
+    start_epoch, step = 0, 0
+    best_wll, best_state = float("inf"), None  # the epoch with the lowest validation log loss is kept
+    last = out / "last.pt"
+    if cfg.resume and last.is_file():
+        ck = load_checkpoint(last)
+        if ck.get("stage") == name:
+            state_module.load_state_dict(ck["model"])
+            opt.load_state_dict(ck["optimizer"])
+            sched.load_state_dict(ck["scheduler"])
+            start_epoch, step = int(ck["epoch"]) + 1, int(ck["step"])
+            best_wll, best_state = float(ck.get("best_wll", best_wll)), ck.get("best_model")
+            log.info("resumed stage %s at epoch %d", name, start_epoch)
+    for epoch in range(start_epoch, epochs):
+        if cfg.max_steps and step >= total:
+            break
+        wrapped.train()
+        batches = epoch_batches(lengths, crop, cfg.batch, seed=cfg.seed, epoch=epoch, d=d)
+        t0, losses = time.perf_counter(), []
+        bar = _bar(batches, d, cfg, f"{name} {epoch + 1}/{epochs}")
+        for b in bar:
+            if cfg.max_steps and step >= total:
+                break
+            loss = step_fn(wrapped, b)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 5.0)
+            opt.step()
+            sched.step()
+            step += 1
+            losses.append(float(loss.detach()))
+            if hasattr(bar, "set_postfix"):
+                bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
+        metrics = on_epoch_end(epoch)
+        if d.main and metrics.get("wll", float("inf")) < best_wll:
+            best_wll = float(metrics["wll"])
+            best_state = {k: v.detach().clone() for k, v in state_module.state_dict().items()}
+        if d.main:
+            log.info(
+                "%s epoch %d: loss %.4f, %.0f s, val %s",
+                name,
+                epoch + 1,
+                float(np.mean(losses)) if losses else float("nan"),
+                time.perf_counter() - t0,
+                json.dumps(metrics),
+            )
+            save_checkpoint(
+                last,
+                {
+                    **extra,
+                    "stage": name,
+                    "epoch": epoch,
+                    "step": step,
+                    "model": state_module.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(),
+                    "best_wll": best_wll,
+                    "best_model": best_state,
+                },
+            )
+        d.barrier()
+    if d.main and best_state is not None:
+        state_module.load_state_dict(best_state)
+        log.info("%s: keeping the epoch with validation weighted log loss %.5f", name, best_wll)
+
+
+@torch.no_grad()
+def embed_all(
+    model: ICHNet, arrays: Sequence[np.ndarray], d: Dist, chunk: int = 64, *, flip: bool = False
+) -> list[torch.Tensor]:
+    """Per-study CNN embeddings [S, F]; ``flip`` mirrors the slices left-right first (augmentation)."""
+    model.eval()
+    out = []
+    for x in arrays:
+        parts = []
+        for i in range(0, len(x), chunk):
+            part = x[i : i + chunk, ..., ::-1] if flip else x[i : i + chunk]
+            xt = torch.from_numpy(np.ascontiguousarray(part, dtype=np.float32)).to(d.device)
+            parts.append(model.cnn(xt))
+        out.append(torch.cat(parts))
+    return out
+
+
+@torch.no_grad()
+def predict_from_embeddings(
+    head: nn.Module, embeds: Sequence[torch.Tensor]
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    head.eval()
+    sp, st = [], []
+    for e in embeds:
+        a, b = head(e[None])
+        sp.append(torch.sigmoid(a[0]).cpu().numpy())
+        st.append(torch.sigmoid(b[0]).cpu().numpy())
+    return sp, st
+
+
+def _short(m: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "wll": m["weighted_log_loss"],
+        "auc_any": m["slice_auc"]["any"],
+        "study_auc_any": m["study_auc"]["any"],
+    }
+
+
+# ---------------------------------------------------------------------------------------------- main
+def train(cfg: TrainConfig) -> Path:
+    """Run the configured stages; returns ``<out>/checkpoint.pt`` (the CNN-GRU)."""
+    d = setup_dist()
+    torch.set_num_threads(max(1, cfg.threads // d.world) if d.device.type == "cpu" else cfg.threads)
+    torch.manual_seed(cfg.seed)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    cache = Path(cfg.cache) if cfg.cache else out / "cache"
+    t_start = time.perf_counter()
+
+    # data: rank 0 fills the cache first, the others then read it
+    if not d.main:
+        d.barrier()
+    items = build_items(
+        Path(cfg.data), Path(cfg.labels), cache, size=cfg.size, progress=cfg.progress and d.main
+    )
+    if d.main:
+        d.barrier()
+    train_items, val_items, test_items = split_items(
+        items, seed=cfg.seed, val_frac=cfg.val_frac, test_frac=cfg.test_frac
+    )
+    if not train_items:
+        raise ValueError("no training studies after the split (need more studies)")
+    if not val_items:
+        val_items = train_items
+    if not test_items:
+        test_items = val_items
+    arrays = {i.key: i.load() for i in items}
+    split_info = {
+        "seed": cfg.seed,
+        "train": len(train_items),
+        "val": len(val_items),
+        "test": len(test_items),
+        "train_slices": int(sum(len(i) for i in train_items)),
+    }
+    if d.main:
+        log.info("split %s", split_info)
+        if d.world > 1:
+            log.info("distributed: world %d, backend %s", d.world, dist.get_backend())
+    extra = {"train_config": asdict(cfg), "split": split_info}
+    stages = [s.strip() for s in cfg.stages.split(",") if s.strip()]
+    tr_arrays = [arrays[i.key] for i in train_items]
+    tr_lengths = [len(i) for i in train_items]
+    dev = d.device
+
+    # ---- stage 1: CNN per slice (the use_gru=False ablation model)
+    cnn_cfg = ModelConfig(use_gru=False, input_size=cfg.size)
+    cnn_model = ICHNet(cnn_cfg).to(dev)
+    cnn_path = out / "cnn_only.pt"
+
+    def cnn_step(m: nn.Module, batch: list[tuple[int, int, int, bool, bool]]) -> torch.Tensor:
+        xs, ys, ms = [], [], []
+        for i, s0, n, rev, flip in batch:
+            x = _crop(tr_arrays[i], s0, n, rev)
+            if flip:
+                x = x[..., ::-1]
+            xs.append(np.ascontiguousarray(x, dtype=np.float32))
+            ys.append(_crop(train_items[i].labels, s0, n, rev))
+            ms.append(_crop(train_items[i].mask, s0, n, rev))
+        x_t = torch.from_numpy(np.stack(xs)).to(dev)
+        y_t = torch.from_numpy(np.ascontiguousarray(np.stack(ys))).to(dev)
+        m_t = torch.from_numpy(np.ascontiguousarray(np.stack(ms))).to(dev)
+        sl, st = m(x_t)
+        return weighted_bce(sl, y_t, m_t) + cfg.study_loss_weight * weighted_bce(
+            st, (y_t * m_t[..., None]).amax(1)
+        )
+
+    def val_cnn(epoch: int) -> dict[str, Any]:
+        if not d.main:
+            return {}
+        emb = embed_all(cnn_model, [arrays[i.key] for i in val_items], d)
+        sp, st = predict_from_embeddings(cnn_model.head, emb)
+        return _short(evaluate_predictions([i.labels for i in val_items], sp, st))
+
+    if "cnn" in stages and not (cfg.resume and cnn_path.is_file()):
+        _run_stage(
+            name="cnn",
+            module=cnn_model,
+            params=list(cnn_model.parameters()),
+            step_fn=cnn_step,
+            lengths=tr_lengths,
+            crop=cfg.cnn_crop,
+            epochs=cfg.cnn_epochs,
+            lr=cfg.lr,
+            cfg=cfg,
+            d=d,
+            out=out,
+            extra={**extra, "model_config": cnn_cfg.to_dict()},
+            state_module=cnn_model,
+            on_epoch_end=val_cnn,
+        )
+        if d.main:
+            save_checkpoint(
+                cnn_path, {**extra, "model_config": cnn_cfg.to_dict(), "model": cnn_model.state_dict()}
+            )
+        d.barrier()
+    cnn_model.load_state_dict(load_checkpoint(cnn_path, dev)["model"])
+
+    # ---- stage 2: frozen trunk, GRU on embeddings
+    gru_cfg = ModelConfig(use_gru=True, input_size=cfg.size)
+    model = ICHNet(gru_cfg).to(dev)
+    model.cnn.load_state_dict(cnn_model.cnn.state_dict())
+    model.head.cnn_head.load_state_dict(cnn_model.head.cnn_head.state_dict())
+    for p in model.cnn.parameters():
+        p.requires_grad_(False)
+    all_items = train_items + val_items + test_items
+    embeds = dict(zip([i.key for i in all_items], embed_all(model, [arrays[i.key] for i in all_items], d)))
+    tr_emb = [embeds[i.key] for i in train_items]
+    tr_emb_flip = embed_all(model, tr_arrays, d, flip=True)  # left-right mirrored: GRU-stage augmentation
+
+    def gru_step(m: nn.Module, batch: list[tuple[int, int, int, bool, bool]]) -> torch.Tensor:
+        es = torch.stack(
+            [_crop((tr_emb_flip if fl else tr_emb)[i], s0, n, rev) for i, s0, n, rev, fl in batch]
+        )
+        ys = np.stack([_crop(train_items[i].labels, s0, n, rev) for i, s0, n, rev, _ in batch])
+        ms = np.stack([_crop(train_items[i].mask, s0, n, rev) for i, s0, n, rev, _ in batch])
+        y_t = torch.from_numpy(np.ascontiguousarray(ys)).to(dev)
+        m_t = torch.from_numpy(np.ascontiguousarray(ms)).to(dev)
+        sl, st = m(es)
+        return weighted_bce(sl, y_t, m_t) + cfg.study_loss_weight * weighted_bce(
+            st, (y_t * m_t[..., None]).amax(1)
+        )
+
+    def val_gru(epoch: int) -> dict[str, Any]:
+        if not d.main:
+            return {}
+        sp, st = predict_from_embeddings(model.head, [embeds[i.key] for i in val_items])
+        return _short(evaluate_predictions([i.labels for i in val_items], sp, st))
+
+    final = out / "checkpoint.pt"
+    if "gru" in stages:
+        _run_stage(
+            name="gru",
+            module=model.head,
+            params=[p for p in model.head.parameters() if p.requires_grad],
+            step_fn=gru_step,
+            lengths=tr_lengths,
+            crop=cfg.gru_crop,
+            epochs=cfg.gru_epochs,
+            lr=cfg.gru_lr,
+            cfg=cfg,
+            d=d,
+            out=out,
+            extra={**extra, "model_config": gru_cfg.to_dict()},
+            state_module=model.head,
+            on_epoch_end=val_gru,
+        )
+
+    # ---- evaluation of both variants on the same split: thresholds on val, metrics on test
+    if d.main:
+        report: dict[str, Any] = {
+            "split": split_info,
+            "train_wall_s": round(time.perf_counter() - t_start, 1),
+        }
+        for tag, head, cfg_m in (("cnn_only", cnn_model.head, cnn_cfg), ("cnn_gru", model.head, gru_cfg)):
+            vp, vs = predict_from_embeddings(head, [embeds[i.key] for i in val_items])
+            thr = choose_thresholds([i.labels for i in val_items], vp, cfg.sensitivity)
+            tp, ts = predict_from_embeddings(head, [embeds[i.key] for i in test_items])
+            report[tag] = {
+                "val": evaluate_predictions([i.labels for i in val_items], vp, vs, thr),
+                "test": evaluate_predictions([i.labels for i in test_items], tp, ts, thr),
+                "thresholds": thr,
+            }
+            net = model if tag == "cnn_gru" else cnn_model
+            payload = {
+                **extra,
+                "model_config": cfg_m.to_dict(),
+                "model": net.state_dict(),
+                "windows": [{"width": w.width, "level": w.level} for w in MODEL_WINDOWS],
+                "thresholds": thr,
+                "metrics": report[tag]["test"],
+                "val_metrics": report[tag]["val"],
+                "class_names": list(RSNA_CLASSES),
+            }
+            save_checkpoint(final if tag == "cnn_gru" else cnn_path, payload)
+        report["cnn_only_test_metrics_same_split"] = True
+        (out / "metrics.json").write_text(json.dumps(report, indent=2))
+        log.info(
+            "test: cnn_only %s | cnn_gru %s",
+            _short(report["cnn_only"]["test"]),
+            _short(report["cnn_gru"]["test"]),
+        )
+    d.barrier()
+    if d.world > 1 and dist.is_initialized():
+        dist.destroy_process_group()
+    return final
+
+
+def config_fields() -> list[str]:
+    return [f.name for f in fields(TrainConfig)]
