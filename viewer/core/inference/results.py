@@ -57,6 +57,16 @@ class StackPrediction:
     provider_note: str  # why the requested provider was not obtained, "" otherwise
     elapsed_s: float
     intended_use: str
+    from_cache: bool = False  # True when served from the prediction cache (elapsed_s is the original run's)
+    bad_slices: tuple[int, ...] = ()  # slices that could not be decoded (filled with the stack minimum)
+
+    @property
+    def num_slices(self) -> int:
+        return int(self.slice_probs.shape[0])
+
+    def flagged_slices(self) -> list[int]:
+        """Slices where any class is at or above its threshold, ascending."""
+        return [int(i) for i in np.flatnonzero(self.flagged.any(axis=1))] if self.slice_probs.size else []
 
     @property
     def flagged(self) -> np.ndarray:

@@ -1,0 +1,142 @@
+"""``slicewise predict``: JSON/CSV output, de-identification, per-stack errors, exit codes."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.core.inference_models import build_model
+from tests.factories import CANARY_ID, CANARY_NAME, write_ct_series
+from viewer.cli import main as cli_main
+from viewer.predict_cli import main
+
+pytest.importorskip("viewer.core.dicom.loader")
+pytest.importorskip("viewer.core.dicom.volume")
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_model(tmp_path_factory.mktemp("m") / "tiny.onnx")
+
+
+@pytest.fixture(scope="module")
+def studies(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("studies")
+    write_ct_series(root / "a", 6, rows=48, columns=48, seed=1)
+    write_ct_series(root / "b", 5, rows=48, columns=48, seed=2)
+    return root
+
+
+def _no_phi(text: str) -> None:
+    assert CANARY_NAME not in text and CANARY_ID not in text
+    assert "CANARY" not in text.upper()
+    assert "19700101" not in text and "20260101" not in text  # birth date, study date
+    assert ".dcm" not in text
+
+
+def test_json_output_deidentified(model: Path, studies: Path, tmp_path: Path) -> None:
+    out = tmp_path / "r.json"
+    rc = main([str(studies), "--model", str(model), "--provider", "cpu", "--out", str(out), "--quiet"])
+    assert rc == 0
+    text = out.read_text()
+    _no_phi(text)
+    doc = json.loads(text)
+    assert doc["de_identified"] is True and doc["intended_use"].startswith("Research use only")
+    assert doc["model"]["provider"] == "CPUExecutionProvider" and len(doc["model"]["sha256"]) == 64
+    stacks = doc["stacks"]
+    assert sorted(s["num_slices"] for s in stacks) == [5, 6]
+    for s in stacks:
+        assert s["status"] == "ok"
+        assert len(s["slices"]) == s["num_slices"]
+        assert set(s["study_probs"]) == set(doc["model"]["class_names"])
+        for sl in s["slices"]:
+            assert all(0.0 <= p <= 1.0 for p in sl["probs"].values())
+        assert "patient_id" not in s and "series_description" not in s
+
+
+def test_csv_output_and_identifiers_opt_in(model: Path, studies: Path, tmp_path: Path) -> None:
+    out = tmp_path / "r.csv"
+    assert main([str(studies), "--model", str(model), "--out", str(out), "--quiet", "--provider", "cpu"]) == 0
+    text = out.read_text()
+    _no_phi(text)
+    rows = list(csv.DictReader(text.splitlines()))
+    assert len(rows) == 11
+    assert {"prob_any", "flag_subdural", "study_prob_any", "sop_instance_uid"} <= set(rows[0])
+    assert all(r["status"] == "ok" for r in rows)
+    # by the CLI dispatcher, with identifiers opted in
+    out2 = tmp_path / "r2.csv"
+    rc = cli_main(
+        [
+            "predict",
+            str(studies),
+            "--model",
+            str(model),
+            "--out",
+            str(out2),
+            "--quiet",
+            "--include-identifiers",
+            "--no-cache",
+        ]
+    )
+    assert rc == 0
+    rows2 = list(csv.DictReader(out2.read_text().splitlines()))
+    assert rows2[0]["patient_id"] == CANARY_ID and rows2[0]["patient_name"] == CANARY_NAME
+
+
+def test_per_stack_error_does_not_stop_batch(studies: Path, tmp_path: Path) -> None:
+    # this model fails at run time on an odd number of slices: study b (5 slices) fails, a (6) passes
+    odd = build_model(tmp_path / "odd.onnx", fail_on_odd_slices=True)
+    out = tmp_path / "r.json"
+    rc = main([str(studies), "--model", str(odd), "--out", str(out), "--quiet", "--provider", "cpu"])
+    assert rc == 1
+    doc = json.loads(out.read_text())
+    by_n = {s["num_slices"]: s for s in doc["stacks"]}
+    assert by_n[6]["status"] == "ok" and len(by_n[6]["slices"]) == 6
+    assert by_n[5]["status"] == "error" and "ModelError" in by_n[5]["error"]
+
+
+def test_unsupported_stack_is_skipped(tmp_path: Path) -> None:
+    model = build_model(tmp_path / "m.onnx", metadata={"min_slices": 10})
+    write_ct_series(tmp_path / "s", 4, rows=32, columns=32)
+    out = tmp_path / "r.json"
+    rc = main([str(tmp_path / "s"), "--model", str(model), "--out", str(out), "--quiet", "--provider", "cpu"])
+    assert rc == 1  # nothing could be analysed
+    stack = json.loads(out.read_text())["stacks"][0]
+    assert stack["status"] == "skipped" and "at least 10 slices" in stack["error"]
+
+
+def test_usage_and_model_errors_exit_2(
+    studies: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main([]) == 2
+    assert main([str(studies), "--out", str(tmp_path / "r.txt")]) == 2
+    assert main([str(studies), "--out", str(tmp_path / "r.json"), "--provider", "tpu"]) == 2
+    assert main([str(studies), "--out", str(tmp_path / "r.json"), "--threads", "0"]) == 2
+    bad = build_model(tmp_path / "bad.onnx", metadata={"schema_version": 7})
+    assert main([str(studies), "--model", str(bad), "--out", str(tmp_path / "r.json")]) == 2
+    assert "schema_version" in capsys.readouterr().err
+    missing = tmp_path / "missing.onnx"
+    assert main([str(studies), "--model", str(missing), "--out", str(tmp_path / "r.json")]) == 2
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_headless_run_imports_no_qt(model: Path, studies: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    out = tmp_path / "r.json"
+    code = (
+        "import sys\n"
+        "from viewer.cli import main\n"
+        f"argv = ['predict', {str(studies)!r}, '--model', {str(model)!r}, '--out', {str(out)!r}, '--quiet']\n"
+        "rc = main(argv)\n"
+        "assert rc == 0, rc\n"
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('PySide6', 'pyqtgraph', 'torch', 'training')]\n"
+        "assert not bad, bad\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(out.read_text())["stacks"]

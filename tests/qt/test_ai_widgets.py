@@ -1,0 +1,81 @@
+"""Standalone AI widgets: the prediction timeline and the findings panel."""
+
+from __future__ import annotations
+
+import pytest
+from PySide6.QtCore import QPoint, Qt
+
+from tests.core.inference_models import blood_hu, build_model, make_stack
+from viewer.core.inference.engine import InferenceEngine
+from viewer.core.inference.results import StackPrediction
+from viewer.qt.ai.findings import FindingsPanel
+from viewer.qt.ai.timeline import PredictionTimeline
+
+
+@pytest.fixture(scope="module")
+def prediction(tmp_path_factory: pytest.TempPathFactory) -> StackPrediction:
+    model = build_model(tmp_path_factory.mktemp("m") / "tiny.onnx")
+    engine = InferenceEngine(model, provider="cpu", cache=None)
+    return engine.predict_hu(make_stack(20), blood_hu(20, (5, 6, 7, 14)))
+
+
+def test_timeline_shows_curves_thresholds_and_intended_use(qtbot, prediction: StackPrediction) -> None:
+    tl = PredictionTimeline()
+    qtbot.addWidget(tl)
+    tl.set_prediction(prediction)
+    assert tl.visible_classes() == list(prediction.class_names)
+    assert len(tl._curves) == 6 and len(tl._threshold_lines) == 6
+    x, y = tl._curves["any"].getData()
+    assert len(x) == 20 and y[5] == pytest.approx(float(prediction.slice_probs[5, 0]))
+    assert tl._threshold_lines["subdural"].value() == pytest.approx(0.4)
+    assert len(tl._regions) == 2  # flagged runs 6-8 and 15
+    assert "Research use only" in tl.intended_use.text()
+    assert "ICH suspected" in tl.title.text()
+    # toggle a class off and on through its check box
+    tl.class_checkbox("epidural").setChecked(False)
+    assert "epidural" not in tl.visible_classes() and not tl._curves["epidural"].isVisible()
+    tl.class_checkbox("epidural").setChecked(True)
+    assert "epidural" in tl.visible_classes()
+    tl.set_prediction(None, "AI cannot analyze this stack")
+    assert tl.title.text() == "AI cannot analyze this stack" and not tl._curves
+
+
+def test_timeline_click_and_current_line(qtbot, prediction: StackPrediction) -> None:
+    tl = PredictionTimeline()
+    qtbot.addWidget(tl)
+    tl.resize(800, 220)
+    tl.set_prediction(prediction)
+    tl.show()
+    qtbot.waitExposed(tl)
+    tl.set_current_slice(3)
+    assert tl.current_line.value() == 3
+    with qtbot.waitSignal(tl.slice_requested, timeout=2000) as blocker:
+        qtbot.mouseClick(tl.plot.viewport(), Qt.MouseButton.LeftButton, pos=tl.view_to_widget(12, 0.5))
+    assert blocker.args == [12]
+    assert tl.current_line.value() == 12
+
+
+def test_findings_panel_rows_and_range_click(qtbot, prediction: StackPrediction) -> None:
+    panel = FindingsPanel()
+    qtbot.addWidget(panel)
+    panel.resize(500, 400)
+    panel.set_prediction(prediction)
+    panel.show()
+    qtbot.waitExposed(panel)
+    assert panel.tree.topLevelItemCount() == 6
+    any_row = panel.tree.topLevelItem(0)
+    assert any_row is not None and any_row.text(0) == "any"
+    assert any_row.text(2) == "6-8, 15"
+    assert any_row.text(1) == f"{prediction.study_probs[0]:.2f}"
+    ranges = panel.range_items("any")
+    assert [r.text(0) for r in ranges] == ["slices 6-8", "slices 15"]
+    assert "Research use only" in panel.intended_use.text()
+    assert "ICH suspected" in panel.badge.text()
+    rect = panel.tree.visualItemRect(ranges[1])
+    with qtbot.waitSignal(panel.slice_requested, timeout=2000) as blocker:
+        qtbot.mouseClick(
+            panel.tree.viewport(), Qt.MouseButton.LeftButton, pos=QPoint(rect.left() + 8, rect.center().y())
+        )
+    assert blocker.args == [14]
+    panel.set_prediction(None, "No model")
+    assert panel.tree.topLevelItemCount() == 0 and panel.badge.text() == "No model"

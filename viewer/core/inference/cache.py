@@ -1,0 +1,103 @@
+"""Prediction cache: in memory and on disk (npz under ``user_data_path()/cache``), keyed by hashes only.
+
+The key is SHA-256 of (stack uid, hash of the slice UIDs in order, model SHA-256), so file names carry
+no identifiers; the files hold only probabilities and provenance (no names, IDs, dates or UIDs).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from viewer.core.paths import user_data_path
+
+log = logging.getLogger(__name__)
+
+CACHE_FORMAT = 1
+
+
+def cache_key(stack_uid: str, slice_uids: Sequence[str], model_sha256: str) -> str:
+    slices_hash = hashlib.sha256("\n".join(slice_uids).encode()).hexdigest()
+    raw = f"v{CACHE_FORMAT}|{stack_uid}|{slices_hash}|{model_sha256}"
+    return hashlib.sha256(raw.encode()).hexdigest()[:40]
+
+
+class PredictionCache:
+    """Bounded in-memory LRU over an on-disk npz store. Thread-safe."""
+
+    def __init__(self, folder: Path | None = None, *, memory_items: int = 32, disk: bool = True) -> None:
+        self._folder = folder
+        self._disk = disk
+        self._memory: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._memory_items = memory_items
+        self._lock = threading.Lock()
+
+    @property
+    def folder(self) -> Path:
+        if self._folder is None:
+            self._folder = user_data_path() / "cache"
+        self._folder.mkdir(parents=True, exist_ok=True)
+        return self._folder
+
+    def _path(self, key: str) -> Path:
+        return self.folder / f"pred_{key}.npz"
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        """``{"slice_probs", "study_probs", "meta"}`` or None."""
+        with self._lock:
+            hit = self._memory.get(key)
+            if hit is not None:
+                self._memory.move_to_end(key)
+                return hit
+        if not self._disk:
+            return None
+        path = self._path(key)
+        if not path.is_file():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                entry = {
+                    "slice_probs": np.asarray(data["slice_probs"], dtype=np.float32),
+                    "study_probs": np.asarray(data["study_probs"], dtype=np.float32),
+                    "meta": json.loads(str(data["meta"])),
+                }
+        except (OSError, ValueError, KeyError) as exc:
+            log.warning("Ignoring unreadable prediction cache entry (%s)", type(exc).__name__)
+            return None
+        self._remember(key, entry)
+        return entry
+
+    def put(self, key: str, slice_probs: np.ndarray, study_probs: np.ndarray, meta: dict[str, Any]) -> None:
+        entry = {"slice_probs": slice_probs, "study_probs": study_probs, "meta": dict(meta)}
+        self._remember(key, entry)
+        if not self._disk:
+            return
+        path = self._path(key)
+        tmp = path.with_suffix(".tmp.npz")
+        try:
+            np.savez_compressed(
+                tmp, slice_probs=slice_probs, study_probs=study_probs, meta=np.asarray(json.dumps(meta))
+            )
+            os.replace(tmp, path)
+        except OSError as exc:
+            log.warning("Could not write the prediction cache (%s)", type(exc).__name__)
+
+    def _remember(self, key: str, entry: dict[str, Any]) -> None:
+        with self._lock:
+            self._memory[key] = entry
+            self._memory.move_to_end(key)
+            while len(self._memory) > self._memory_items:
+                self._memory.popitem(last=False)
+
+    def clear_memory(self) -> None:
+        with self._lock:
+            self._memory.clear()

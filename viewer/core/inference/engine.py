@@ -1,0 +1,466 @@
+"""ONNX Runtime inference engine: one validated model, one session, stacks in, StackPrediction out.
+
+No Qt. ``onnxruntime`` is imported inside functions only, so importing this module is cheap.
+
+Typical use::
+
+    engine = InferenceEngine(bundled_model_path(), provider="auto")
+    prediction = engine.predict_volume(volume, progress=..., cancel=...)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import io
+import logging
+import os
+import re
+import tempfile
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from viewer.core.constants import MODEL_INPUT_NAME, MODEL_SLICE_OUTPUT, MODEL_STUDY_OUTPUT
+from viewer.core.errors import InferenceCancelled, ModelContractError, ModelError, StackNotSupportedError
+from viewer.core.inference.cache import PredictionCache, cache_key
+from viewer.core.inference.model import (
+    ModelInfo,
+    check_external_data,
+    check_io,
+    parse_metadata,
+    read_model_bytes,
+    sha256_bytes,
+)
+from viewer.core.inference.postprocess import make_findings
+from viewer.core.inference.results import StackPrediction
+from viewer.core.preprocess import preprocess_stack
+
+if TYPE_CHECKING:
+    from viewer.core.dicom.model import Stack
+    from viewer.core.dicom.volume import StackVolume
+
+log = logging.getLogger(__name__)
+
+ProviderChoice = Literal["auto", "cpu", "cuda"]
+PROVIDER_CHOICES: tuple[str, ...] = ("auto", "cpu", "cuda")
+CUDA_EP = "CUDAExecutionProvider"
+CPU_EP = "CPUExecutionProvider"
+PREPROCESS_CHUNK = 16  # slices per preprocessing step (progress and cancel granularity)
+CANCEL_POLL_S = 0.02
+
+# progress(stage, done, total); stages: "Loading slices", "Preprocessing", "Running model"
+ProgressFn = Callable[[str, int, int], None]
+CancelFn = Callable[[], bool]
+
+
+def default_threads() -> int:
+    """intra-op threads: every CPU on small machines (<= 4), else half the logical CPUs (SMT), max 8.
+
+    Measured on the 2-vCPU reference machine (benchmarks/bench_infer.py, CNN-GRU at 128 px, 40 slices,
+    interleaved runs): 2 threads 924 slices/s vs 1 thread 607 (median of 8), so both cores are used;
+    the analysis runs off the GUI thread. ``SLICEWISE_ORT_THREADS`` overrides it.
+    """
+    override = os.environ.get("SLICEWISE_ORT_THREADS", "")
+    if override.isdigit() and int(override) > 0:
+        return int(override)
+    try:
+        logical = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not on Linux
+        logical = os.cpu_count() or 1
+    return max(1, min(8, logical if logical <= 4 else logical // 2))
+
+
+def provider_label(provider: str) -> str:
+    """'CUDAExecutionProvider' -> 'CUDA'."""
+    return provider.removesuffix("ExecutionProvider") or provider
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+@contextlib.contextmanager
+def _capture_stderr() -> Iterator[list[str]]:
+    """Capture what native code (ORT's logger) writes to fd 2, then re-emit it to the real stderr."""
+    captured: list[str] = []
+    try:
+        saved = os.dup(2)
+    except OSError:  # pragma: no cover
+        yield captured
+        return
+    with tempfile.TemporaryFile() as tmp:
+        try:
+            os.dup2(tmp.fileno(), 2)
+            yield captured
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            text = tmp.read().decode("utf-8", "replace")
+            if text:
+                captured.append(text)
+                # ORT's own lines become the provider note; anything else (other threads) goes back out
+                other = [ln for ln in text.splitlines(keepends=True) if "onnxruntime" not in ln.lower()]
+                other = [ln for ln in other if _ANSI.sub("", ln).strip()]
+                if other:
+                    os.write(2, "".join(other).encode())
+                log.debug("onnxruntime session log: %s", _ANSI.sub("", text).strip())
+
+
+def _cuda_reason(available: Sequence[str], texts: Sequence[str]) -> str:
+    if CUDA_EP not in available:
+        return (
+            "CUDA was requested but this onnxruntime build has no CUDA provider "
+            f"(available: {', '.join(available)}); install onnxruntime-gpu"
+        )
+    text = _ANSI.sub("", "\n".join(texts))
+    details: list[str] = []
+    missing = re.search(r"with error: ([^\n]+)", text)
+    if missing:
+        details.append(missing.group(1).strip())
+    require = re.search(r"(Require [^.]+\.[^.]*\.)", text)
+    if require:
+        details.append(require.group(1).strip())
+    if not details:
+        for line in text.splitlines():
+            if "cuda" in line.lower() and ("fail" in line.lower() or "error" in line.lower()):
+                details.append(line.strip())
+                break
+    detail = "; ".join(details)
+    if len(detail) > 300:
+        detail = detail[:300] + "..."
+    base = "CUDA was requested but could not be initialised (no usable GPU, or CUDA/cuDNN libraries missing)"
+    return f"{base}: {detail}" if detail else base
+
+
+_preloaded = False
+
+
+def _preload_cuda_libraries(ort: Any) -> None:
+    """Let ORT find CUDA/cuDNN from the ``nvidia-*`` pip wheels (``onnxruntime-gpu[cuda,cudnn]``), once."""
+    global _preloaded
+    if _preloaded or not hasattr(ort, "preload_dlls") or importlib.util.find_spec("nvidia") is None:
+        return
+    _preloaded = True
+    buf = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(buf):  # it prints what it could not load
+            ort.preload_dlls(directory="")
+    except Exception as exc:
+        log.debug("onnxruntime.preload_dlls failed: %s", exc)
+    if buf.getvalue().strip():
+        log.debug("onnxruntime.preload_dlls: %s", buf.getvalue().strip())
+
+
+def create_session(
+    model_bytes: bytes, provider: str = "auto", threads: int | None = None
+) -> tuple[Any, str, str]:
+    """(session, provider actually used, note why CUDA was not obtained or "")."""
+    import onnxruntime as ort
+
+    if provider not in PROVIDER_CHOICES:
+        raise ModelError(f"Unknown provider {provider!r}; choose one of {', '.join(PROVIDER_CHOICES)}")
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.intra_op_num_threads = threads or default_threads()
+    so.inter_op_num_threads = 1
+    available = list(ort.get_available_providers())
+    want_cuda = provider in ("auto", "cuda")
+    providers: list[Any]
+    if want_cuda and CUDA_EP in available:
+        providers = [(CUDA_EP, {"device_id": 0, "cudnn_conv_algo_search": "HEURISTIC"}), CPU_EP]
+    else:
+        providers = [CPU_EP]
+    texts: list[str] = []
+    if want_cuda and CUDA_EP in available:
+        _preload_cuda_libraries(ort)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            if want_cuda and CUDA_EP in available:
+                with _capture_stderr() as native:
+                    session = ort.InferenceSession(model_bytes, sess_options=so, providers=providers)
+                texts.extend(native)
+            else:
+                session = ort.InferenceSession(model_bytes, sess_options=so, providers=providers)
+        texts.extend(str(w.message) for w in caught)
+    except Exception as exc:
+        message = str(exc)
+        if "external" in message.lower():
+            raise ModelContractError(
+                f"the model uses external data, which Slicewise refuses ({message})"
+            ) from exc
+        raise ModelContractError(f"onnxruntime could not load the model: {message}") from exc
+    used = session.get_providers()[0]
+    note = ""
+    if want_cuda and used != CUDA_EP:
+        note = _cuda_reason(available, texts)
+        if provider == "cuda":
+            log.warning("%s; running on %s", note, used)
+        else:
+            log.info("%s; running on %s", note, used)
+    return session, used, note
+
+
+def load_model_info(path: Path | str) -> ModelInfo:
+    """Validate a model without keeping a session (metadata and I/O), e.g. for the model picker."""
+    engine = InferenceEngine(path, provider="cpu", cache=None)
+    return engine.info
+
+
+class InferenceEngine:
+    """A validated model plus its ONNX Runtime session. Thread-safe for one prediction at a time."""
+
+    def __init__(
+        self,
+        model_path: Path | str,
+        *,
+        provider: str = "auto",
+        threads: int | None = None,
+        cache: PredictionCache | Literal["default"] | None = "default",
+    ) -> None:
+        path = Path(model_path)
+        data = read_model_bytes(path)
+        check_external_data(data, path)
+        session, used, note = create_session(data, provider, threads)
+        meta = dict(session.get_modelmeta().custom_metadata_map)
+        info = parse_metadata(meta, path, sha256_bytes(data))
+        check_io(session.get_inputs(), session.get_outputs(), info)
+        self.info = info
+        self.requested_provider = provider
+        self.provider = used
+        self.provider_note = note
+        self._session = session
+        self._lock = threading.Lock()
+        self.cache: PredictionCache | None = PredictionCache() if cache == "default" else cache
+        log.info("Model %s (%s) ready on %s", info.label, info.short_hash, provider_label(used))
+
+    # --- checks ------------------------------------------------------------------------------------
+    def check_stack(self, stack: Stack) -> None:
+        """Raise :class:`StackNotSupportedError` with a human reason if the model cannot take ``stack``."""
+        want = self.info.modality
+        have = (stack.modality or "?").upper()
+        if have != want:
+            raise StackNotSupportedError(f"The model reads {want} stacks; this stack is {have}.")
+        if stack.is_color:
+            raise StackNotSupportedError("The model reads greyscale CT; this stack has colour images.")
+        if len(stack) < self.info.min_slices:
+            raise StackNotSupportedError(
+                f"The model needs at least {self.info.min_slices} slices; this stack has {len(stack)}."
+            )
+
+    def cache_key(self, stack: Stack) -> str:
+        return cache_key(stack.uid, [s.sop_instance_uid for s in stack.slices], self.info.sha256)
+
+    def cached(self, stack: Stack) -> StackPrediction | None:
+        if self.cache is None:
+            return None
+        entry = self.cache.get(self.cache_key(stack))
+        if entry is None or entry["slice_probs"].shape != (len(stack), len(self.info.class_names)):
+            return None
+        meta = entry["meta"]
+        return self._prediction(
+            stack,
+            entry["slice_probs"],
+            entry["study_probs"],
+            provider=str(meta.get("provider", self.provider)),
+            note=str(meta.get("provider_note", "")),
+            elapsed=float(meta.get("elapsed_s", 0.0)),
+            from_cache=True,
+            bad_slices=tuple(int(i) for i in meta.get("bad_slices", [])),
+        )
+
+    # --- running -----------------------------------------------------------------------------------
+    def predict_volume(
+        self,
+        volume: StackVolume,
+        *,
+        progress: ProgressFn | None = None,
+        cancel: CancelFn | None = None,
+        use_cache: bool = True,
+    ) -> StackPrediction:
+        """Analyse an open stack: cache, else decode all slices, preprocess, run."""
+        stack = volume.stack
+        self.check_stack(stack)
+        if use_cache:
+            hit = self.cached(stack)
+            if hit is not None:
+                return hit
+        _check_cancel(cancel)
+        start = time.perf_counter()
+
+        def load_progress(done: int, total: int) -> None:
+            if progress is not None:
+                progress("Loading slices", done, total)
+
+        hu = volume.load_all(progress=load_progress, cancel=cancel)
+        _check_cancel(cancel)
+        bad = tuple(sorted(int(i) for i in volume.bad_slices))
+        if len(bad) * 2 > len(stack):
+            raise StackNotSupportedError(
+                f"{len(bad)} of {len(stack)} slices could not be decoded; the stack was not analysed."
+            )
+        return self.predict_hu(
+            stack, hu, progress=progress, cancel=cancel, use_cache=False, bad_slices=bad, _start=start
+        )
+
+    def predict_hu(
+        self,
+        stack: Stack,
+        hu: np.ndarray,
+        *,
+        progress: ProgressFn | None = None,
+        cancel: CancelFn | None = None,
+        use_cache: bool = True,
+        bad_slices: tuple[int, ...] = (),
+        _start: float | None = None,
+    ) -> StackPrediction:
+        """Analyse ``hu`` (S, rows, cols) float32 HU, the pixels of ``stack`` in its slice order."""
+        self.check_stack(stack)
+        if hu.ndim != 3 or hu.shape[0] != len(stack):
+            raise StackNotSupportedError(
+                f"expected {len(stack)} greyscale slices, got an array of shape {hu.shape}"
+            )
+        if use_cache:
+            hit = self.cached(stack)
+            if hit is not None:
+                return hit
+        start = time.perf_counter() if _start is None else _start
+        x = self.preprocess(hu, progress=progress, cancel=cancel)
+        slice_probs, study_probs = self.run(x, progress=progress, cancel=cancel)
+        elapsed = time.perf_counter() - start
+        if self.cache is not None:
+            meta = {
+                "provider": self.provider,
+                "provider_note": self.provider_note,
+                "elapsed_s": elapsed,
+                "bad_slices": list(bad_slices),
+            }
+            self.cache.put(self.cache_key(stack), slice_probs, study_probs, meta)
+        return self._prediction(
+            stack,
+            slice_probs,
+            study_probs,
+            provider=self.provider,
+            note=self.provider_note,
+            elapsed=elapsed,
+            bad_slices=bad_slices,
+        )
+
+    def preprocess(
+        self, hu: np.ndarray, *, progress: ProgressFn | None = None, cancel: CancelFn | None = None
+    ) -> np.ndarray:
+        """(S, H, W) HU -> (1, S, C, size, size) model input, in chunks (progress and cancel per chunk)."""
+        n = hu.shape[0]
+        size = self.info.input_size
+        x = np.empty((1, n, len(self.info.windows), size, size), dtype=np.float32)
+        for lo in range(0, n, PREPROCESS_CHUNK):
+            _check_cancel(cancel)
+            hi = min(n, lo + PREPROCESS_CHUNK)
+            x[0, lo:hi] = preprocess_stack(hu[lo:hi], windows=self.info.windows, size=size)
+            if progress is not None:
+                progress("Preprocessing", hi, n)
+        return x
+
+    def run(
+        self, x: np.ndarray, *, progress: ProgressFn | None = None, cancel: CancelFn | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Run the whole sequence through the model once (the GRU needs all slices).
+
+        Cancellable mid-run: a watcher thread polls ``cancel`` and sets ``RunOptions.terminate``.
+        Returns (slice_probs (S, K), study_probs (K,)), float32, clipped to [0, 1].
+        """
+        import onnxruntime as ort
+
+        _check_cancel(cancel)
+        n = x.shape[1]
+        if progress is not None:
+            progress("Running model", 0, 1)
+        run_options = ort.RunOptions()
+        run_options.log_severity_level = 4  # failures and cancellation surface as exceptions, not log spam
+        done = threading.Event()
+        cancelled = threading.Event()
+
+        def watch() -> None:
+            while not done.wait(CANCEL_POLL_S):
+                if cancel is not None and cancel():
+                    cancelled.set()
+                    run_options.terminate = True
+                    return
+
+        watcher = threading.Thread(target=watch, name="ort-cancel-watch", daemon=True)
+        watcher.start()
+        try:
+            with self._lock:
+                outputs = self._session.run(
+                    [MODEL_SLICE_OUTPUT, MODEL_STUDY_OUTPUT], {MODEL_INPUT_NAME: x}, run_options
+                )
+        except Exception as exc:
+            if cancelled.is_set() or (cancel is not None and cancel()):
+                raise InferenceCancelled("Analysis cancelled") from exc
+            raise ModelError(f"The model failed on this stack: {exc}") from exc
+        finally:
+            done.set()
+            watcher.join()
+        if cancelled.is_set():
+            raise InferenceCancelled("Analysis cancelled")
+        slice_probs = np.asarray(outputs[0], dtype=np.float32)
+        study_probs = np.asarray(outputs[1], dtype=np.float32)
+        k = len(self.info.class_names)
+        if slice_probs.shape != (1, n, k) or study_probs.shape != (1, k):
+            raise ModelContractError(
+                f"model returned slice_probs {slice_probs.shape} and study_probs {study_probs.shape}; "
+                f"expected (1, {n}, {k}) and (1, {k})"
+            )
+        if not (np.isfinite(slice_probs).all() and np.isfinite(study_probs).all()):
+            raise ModelError("The model returned NaN or infinite probabilities for this stack")
+        if progress is not None:
+            progress("Running model", 1, 1)
+        return np.clip(slice_probs[0], 0.0, 1.0), np.clip(study_probs[0], 0.0, 1.0)
+
+    def _prediction(
+        self,
+        stack: Stack,
+        slice_probs: np.ndarray,
+        study_probs: np.ndarray,
+        *,
+        provider: str,
+        note: str,
+        elapsed: float,
+        from_cache: bool = False,
+        bad_slices: tuple[int, ...] = (),
+    ) -> StackPrediction:
+        info = self.info
+        pred = StackPrediction(
+            stack_uid=stack.uid,
+            study_instance_uid=stack.study_instance_uid,
+            series_instance_uid=stack.series_instance_uid,
+            slice_uids=tuple(s.sop_instance_uid for s in stack.slices),
+            class_names=info.class_names,
+            slice_probs=slice_probs,
+            study_probs=study_probs,
+            thresholds=info.thresholds,
+            findings=make_findings(info.class_names, slice_probs, study_probs, info.thresholds),
+            model_name=info.name,
+            model_version=info.version,
+            model_sha256=info.sha256,
+            provider=provider,
+            provider_note=note,
+            elapsed_s=elapsed,
+            intended_use=info.intended_use,
+        )
+        return (
+            replace(pred, from_cache=from_cache, bad_slices=bad_slices) if from_cache or bad_slices else pred
+        )
+
+
+def _check_cancel(cancel: CancelFn | None) -> None:
+    if cancel is not None and cancel():
+        raise InferenceCancelled("Analysis cancelled")

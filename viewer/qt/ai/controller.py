@@ -1,0 +1,620 @@
+"""AI analysis in the viewer: attaches to a MainWindow through its public extension API only.
+
+``attach(window)`` adds the Analyze action (toolbar, AI menu, F5), the auto-analyze setting, the
+execution-provider choice, a model picker, the prediction timeline under the image, the findings
+dock, slider marks, N / Shift+N navigation, the on-image corner text, the study badges and a status
+bar widget. Inference runs on a worker thread; results of an older request are not displayed.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from PySide6.QtCore import QObject, QSettings, Qt, QTimer, Signal
+from PySide6.QtGui import QAction, QActionGroup
+from PySide6.QtWidgets import (
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QMessageBox,
+    QProgressBar,
+    QToolButton,
+    QWidget,
+)
+
+from viewer.core.constants import INTENDED_USE
+from viewer.core.errors import ModelError
+from viewer.core.paths import bundled_model_path, user_data_path
+from viewer.qt.ai.findings import FindingsPanel
+from viewer.qt.ai.timeline import PredictionTimeline
+from viewer.qt.ai.worker import AnalyzeJob
+
+if TYPE_CHECKING:
+    from viewer.core.dicom.model import Stack
+    from viewer.core.inference.engine import InferenceEngine
+    from viewer.core.inference.results import StackPrediction
+
+log = logging.getLogger(__name__)
+
+ANALYZE_KEY = "F5"
+NEXT_KEY = "N"
+PREV_KEY = "Shift+N"
+MARK_COLOR = "#ff7b72"
+MAX_REMEMBERED = 64
+SETTINGS_AUTO = "ai/auto_analyze"
+SETTINGS_PROVIDER = "ai/provider"
+SETTINGS_MODEL = "ai/model_path"
+SETTINGS_INT8 = "ai/use_int8"
+INT8_NAME = "slicewise_ich_int8.onnx"  # optional INT8 QDQ variant next to the bundled model
+
+
+def bundled_int8_path() -> Path:
+    return bundled_model_path().with_name(INT8_NAME)
+
+
+SHORT_USE = "Research use only"
+
+
+def _as_bool(value: object) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)
+
+
+class AIStatusWidget(QWidget):
+    """Status bar: provider · model · time, plus a progress bar and a cancel button while running."""
+
+    cancel_requested = Signal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.label = QLabel("AI: idle")
+        self.label.setObjectName("aiStatus")
+        self.label.setToolTip(INTENDED_USE)
+        self.progress = QProgressBar()
+        self.progress.setMaximumWidth(140)
+        self.progress.setMaximumHeight(14)
+        self.progress.setTextVisible(False)
+        self.progress.hide()
+        self.cancel_button = QToolButton()
+        self.cancel_button.setText("Cancel")
+        self.cancel_button.setToolTip("Cancel the AI analysis")
+        self.cancel_button.clicked.connect(self.cancel_requested)
+        self.cancel_button.hide()
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(4)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.cancel_button)
+        layout.addWidget(self.label)
+
+    def set_running(self, text: str, done: int = 0, total: int = 0) -> None:
+        self.progress.show()
+        self.cancel_button.show()
+        self.progress.setRange(0, max(total, 0))
+        self.progress.setValue(done if total else 0)
+        self.label.setText(f"AI: {text}…")
+
+    def set_idle(self, text: str) -> None:
+        self.progress.hide()
+        self.cancel_button.hide()
+        self.label.setText(text)
+
+
+class AIController(QObject):
+    """Owns the AI widgets, actions, engine and analysis jobs of one MainWindow."""
+
+    prediction_shown = Signal(object)  # StackPrediction now displayed (None when cleared)
+    analysis_failed = Signal(str)  # message shown to the user (not supported, model error, ...)
+
+    def __init__(self, window: Any) -> None:
+        super().__init__(window)
+        self.window = window
+        self.settings = QSettings(str(user_data_path() / "settings.ini"), QSettings.Format.IniFormat)
+        self._engine: InferenceEngine | None = None
+        self._engine_key: tuple[str, str] | None = None
+        self._engine_lock = threading.Lock()
+        self._request_id = 0
+        self._job: AnalyzeJob | None = None
+        self._jobs: list[AnalyzeJob] = []
+        self._predictions: OrderedDict[str, StackPrediction] = OrderedDict()
+        self._queue: list[Stack] = []  # background analyses (auto-analyze of every opened CT stack)
+        self._shown: StackPrediction | None = None
+
+        self.timeline = PredictionTimeline()
+        self.findings = FindingsPanel()
+        self.status = AIStatusWidget()
+        window.add_panel_below_image(self.timeline)
+        self.dock = window.add_dock(self.findings, "AI findings")
+        window.add_status_widget(self.status)
+        self._build_actions()
+
+        self.timeline.slice_requested.connect(window.set_slice)
+        self.findings.slice_requested.connect(window.set_slice)
+        self.status.cancel_requested.connect(self.cancel)
+        window.stack_shown.connect(self._on_stack_shown)
+        window.load_finished.connect(self._on_load_finished)
+        window.slice_changed.connect(self._on_slice_changed)
+        window.about_to_close.connect(self.shutdown)
+        window.register_shortcut(ANALYZE_KEY, self.analyze, "AI: analyze the current stack")
+        window.register_shortcut(NEXT_KEY, self.next_flagged, "AI: next flagged slice")
+        window.register_shortcut(PREV_KEY, self.previous_flagged, "AI: previous flagged slice")
+        stack = window.current_stack()
+        if stack is not None:
+            self._on_stack_shown(stack)
+
+    # --- settings ----------------------------------------------------------------------------------
+    @property
+    def auto_analyze(self) -> bool:
+        return _as_bool(self.settings.value(SETTINGS_AUTO, False))
+
+    def set_auto_analyze(self, on: bool) -> None:
+        self.settings.setValue(SETTINGS_AUTO, bool(on))
+        self.settings.sync()
+        if self.auto_action.isChecked() != on:
+            self.auto_action.setChecked(on)
+        if on:
+            stack = self.window.current_stack()
+            if stack is not None and stack.uid not in self._predictions and self._job is None:
+                self._maybe_auto(stack)
+            self._enqueue(self.window.loaded_stacks())
+        else:
+            self._queue.clear()
+
+    @property
+    def provider(self) -> str:
+        value = str(self.settings.value(SETTINGS_PROVIDER, "auto") or "auto")
+        return value if value in ("auto", "cpu", "cuda") else "auto"
+
+    def set_provider(self, provider: str) -> None:
+        self.settings.setValue(SETTINGS_PROVIDER, provider)
+        self.settings.sync()
+        action = self._provider_actions.get(provider)
+        if action is not None and not action.isChecked():
+            action.setChecked(True)
+
+    def model_path(self) -> Path:
+        custom = str(self.settings.value(SETTINGS_MODEL, "") or "")
+        if custom:
+            return Path(custom)
+        if self.use_int8 and bundled_int8_path().is_file():
+            return bundled_int8_path()
+        return bundled_model_path()
+
+    @property
+    def use_int8(self) -> bool:
+        return _as_bool(self.settings.value(SETTINGS_INT8, False))
+
+    def set_use_int8(self, on: bool) -> None:
+        self.settings.setValue(SETTINGS_INT8, bool(on))
+        self.settings.sync()
+        self._predictions.clear()
+        stack = self.window.current_stack()
+        if stack is not None:
+            self._clear_display(stack.uid)
+
+    def set_model_path(self, path: Path | None) -> None:
+        self.settings.setValue(SETTINGS_MODEL, "" if path is None else str(path))
+        self.settings.sync()
+        self._predictions.clear()
+        stack = self.window.current_stack()
+        if stack is not None:
+            self._clear_display(stack.uid)
+
+    # --- actions -----------------------------------------------------------------------------------
+    def _build_actions(self) -> None:
+        w = self.window
+        menu = w.menu("AI")
+        self.analyze_action = QAction("Analyze", self)
+        self.analyze_action.setToolTip(f"Run the AI model on the current stack ({ANALYZE_KEY}). {SHORT_USE}.")
+        self.analyze_action.setStatusTip(f"Analyze the current stack with the AI model ({ANALYZE_KEY})")
+        self.analyze_action.triggered.connect(self.analyze)
+        self.cancel_action = QAction("Cancel analysis", self)
+        self.cancel_action.setEnabled(False)
+        self.cancel_action.triggered.connect(self.cancel)
+        self.next_action = QAction(f"Next flagged slice\t{NEXT_KEY}", self)
+        self.next_action.triggered.connect(self.next_flagged)
+        self.prev_action = QAction(f"Previous flagged slice\t{PREV_KEY}", self)
+        self.prev_action.triggered.connect(self.previous_flagged)
+        self.auto_action = QAction("Analyze every opened CT stack automatically", self)
+        self.auto_action.setCheckable(True)
+        self.auto_action.setChecked(self.auto_analyze)
+        self.auto_action.toggled.connect(self.set_auto_analyze)
+        menu.addAction(self.analyze_action)
+        menu.addAction(self.cancel_action)
+        menu.addSeparator()
+        menu.addAction(self.next_action)
+        menu.addAction(self.prev_action)
+        menu.addSeparator()
+        menu.addAction(self.auto_action)
+        provider_menu = menu.addMenu("Execution provider")
+        group = QActionGroup(self)
+        group.setExclusive(True)
+        self._provider_actions: dict[str, QAction] = {}
+        for key, label in (
+            ("auto", "Automatic (CUDA if available, else CPU)"),
+            ("cpu", "CPU"),
+            ("cuda", "CUDA"),
+        ):
+            action = QAction(label, self)
+            action.setCheckable(True)
+            action.setChecked(key == self.provider)
+            action.triggered.connect(lambda _=False, k=key: self.set_provider(k))
+            group.addAction(action)
+            provider_menu.addAction(action)
+            self._provider_actions[key] = action
+        menu.addSeparator()
+        load_model = QAction("Load model…", self)
+        load_model.triggered.connect(self._choose_model)
+        bundled = QAction("Use the bundled model", self)
+        bundled.triggered.connect(lambda: self.set_model_path(None))
+        about = QAction("About the AI model…", self)
+        about.triggered.connect(self._about_model)
+        self.int8_action = QAction("Use the INT8 model (faster on CPU)", self)
+        self.int8_action.setCheckable(True)
+        self.int8_action.setChecked(self.use_int8)
+        self.int8_action.setEnabled(bundled_int8_path().is_file())
+        self.int8_action.setToolTip("Quantised variant of the bundled model, if it was shipped")
+        self.int8_action.toggled.connect(self.set_use_int8)
+        menu.addAction(load_model)
+        menu.addAction(bundled)
+        menu.addAction(self.int8_action)
+        menu.addAction(about)
+        w.toolbar.addAction(self.analyze_action)
+
+    # --- engine ------------------------------------------------------------------------------------
+    def _engine_for(self, key: tuple[str, str]) -> InferenceEngine:
+        """Runs on the worker thread: reuse the engine, or create it for ``(model path, provider)``.
+
+        The key is read from the settings on the GUI thread (QSettings is not shared across threads).
+        """
+        with self._engine_lock:
+            if self._engine is not None and self._engine_key == key:
+                return self._engine
+            path = Path(key[0])
+            if not path.is_file():
+                raise ModelError(
+                    "No AI model found (the bundled model is missing); choose one with AI > Load model…"
+                    if key[0] in (str(bundled_model_path()), str(bundled_int8_path()))
+                    else f"Model file not found: {path.name}"
+                )
+            from viewer.core.inference.engine import InferenceEngine
+
+            engine = InferenceEngine(path, provider=key[1])
+            self._engine, self._engine_key = engine, key
+            return engine
+
+    @property
+    def engine(self) -> InferenceEngine | None:
+        return self._engine
+
+    # --- analysis ----------------------------------------------------------------------------------
+    def analyze(self) -> None:
+        """Analyze the stack on screen now (a background analysis of another stack waits its turn)."""
+        stack = self.window.current_stack()
+        if stack is None:
+            self.window.show_status("AI: open a stack first")
+            return
+        self._queue = [s for s in self._queue if s.uid != stack.uid]
+        running = self._job
+        if running is not None and running.stack.uid != stack.uid and self.auto_analyze:
+            self._queue.insert(0, running.stack)  # resumed (from the cache or afresh) afterwards
+        self.cancel(quiet=True, clear_queue=False)
+        self._start(stack)
+
+    def _start(self, stack: Stack) -> None:
+        self._request_id += 1
+        rid = self._request_id
+        key = (str(self.model_path()), self.provider)
+        shown = self.window.current_volume()
+        shown = shown if shown is not None and getattr(shown, "stack", None) is stack else None
+        job = AnalyzeJob(rid, lambda: self._engine_for(key), stack, parent=self, shown_volume=shown)
+        job.stage.connect(self._on_stage)
+        job.succeeded.connect(self._on_succeeded)
+        job.not_supported.connect(self._on_not_supported)
+        job.model_failed.connect(self._on_model_failed)
+        job.cancelled.connect(self._on_cancelled)
+        job.failed.connect(lambda message, r=rid: self._on_model_failed(r, message))
+        job._thread.finished.connect(lambda j=job: self._forget(j))
+        self._job = job
+        self._jobs.append(job)
+        self.cancel_action.setEnabled(True)
+        self.status.set_running("starting")
+        job.start()
+
+    def cancel(self, quiet: bool = False, clear_queue: bool = True) -> None:
+        """Stop the running analysis (and, by default, the queued background analyses)."""
+        if clear_queue:
+            self._queue.clear()
+        if self._job is not None:
+            self._job.cancel()
+            self._job = None
+            if not quiet:
+                self.status.set_idle("AI: analysis cancelled")
+                self.window.show_status("AI analysis cancelled")
+        self.cancel_action.setEnabled(False)
+
+    def queued(self) -> list[str]:
+        """Stack uids waiting for a background analysis."""
+        return [s.uid for s in self._queue]
+
+    def is_running(self) -> bool:
+        return any(j.is_running() for j in self._jobs)
+
+    def wait(self, ms: int = 30_000) -> bool:
+        """Wait for every job's thread to end (tests, shutdown)."""
+        return all(j.wait(ms) for j in list(self._jobs))
+
+    def shutdown(self) -> None:
+        self.cancel(quiet=True)
+        for job in list(self._jobs):
+            job.cancel()
+            job.wait(10_000)
+
+    def _forget(self, job: AnalyzeJob) -> None:
+        if job in self._jobs:
+            self._jobs.remove(job)
+
+    def _pump(self) -> None:
+        """Start the next queued background analysis when nothing runs."""
+        while self._job is None and self._queue:
+            stack = self._queue.pop(0)
+            if stack.uid not in self._predictions:
+                self._start(stack)
+
+    def _job_done(self) -> None:
+        self._job = None
+        self.cancel_action.setEnabled(False)
+        QTimer.singleShot(0, self._pump)
+
+    def _on_load_finished(self, report: Any) -> None:
+        if self.auto_analyze:
+            self._enqueue(report.all_stacks())
+
+    def _enqueue(self, stacks: list[Stack]) -> None:
+        running = self._job.stack.uid if self._job is not None else None
+        queued = set(self.queued())
+        for stack in stacks:
+            if (
+                _eligible(stack)
+                and stack.uid not in self._predictions
+                and stack.uid != running
+                and stack.uid not in queued
+            ):
+                self._queue.append(stack)
+                queued.add(stack.uid)
+        QTimer.singleShot(0, self._pump)
+
+    def _current(self, rid: int) -> bool:
+        return rid == self._request_id and self._job is not None
+
+    def _on_stage(self, rid: int, stage: str, done: int, total: int) -> None:
+        if self._current(rid):
+            extra = f" ({len(self._queue)} more queued)" if self._queue else ""
+            self.status.set_running(stage + extra, done, total)
+
+    def _on_succeeded(self, rid: int, prediction: StackPrediction) -> None:
+        self._remember(prediction)
+        self.window.set_stack_badge(prediction.stack_uid, prediction.badge())
+        if rid != self._request_id:
+            return  # an older request: kept for when that stack is shown again, not displayed now
+        self._job_done()
+        stack = self.window.current_stack()
+        if stack is not None and stack.uid == prediction.stack_uid:
+            self._display(prediction)
+        elif not self._queue:
+            self.status.set_idle("AI: idle")
+
+    def _on_not_supported(self, rid: int, reason: str) -> None:
+        if rid != self._request_id or self._job is None:
+            return
+        uid = self._job.stack.uid
+        self._job_done()
+        self._finish_with_message(f"AI cannot analyze this stack: {reason}", uid)
+
+    def _on_model_failed(self, rid: int, message: str) -> None:
+        if rid != self._request_id or self._job is None:
+            return
+        uid = self._job.stack.uid
+        self._job_done()
+        if "model" in message.lower() and ("not found" in message or "No AI model" in message):
+            self._queue.clear()  # no model: every queued analysis would fail the same way
+        self._finish_with_message(f"AI analysis failed: {message}", uid)
+
+    def _on_cancelled(self, rid: int) -> None:
+        if rid == self._request_id and self._job is not None:
+            self._job_done()
+            self.status.set_idle("AI: analysis cancelled")
+        self.cancel_action.setEnabled(self._job is not None)
+
+    def _finish_with_message(self, message: str, stack_uid: str) -> None:
+        self.cancel_action.setEnabled(False)
+        current = self.window.current_stack()
+        if current is None or current.uid != stack_uid:
+            self.status.set_idle("AI: —")
+            return  # the user has moved on to another stack: do not put the message on it
+        self.status.set_idle("AI: —")
+        self.status.label.setToolTip(message)
+        self.timeline.set_prediction(None, message)
+        self.findings.set_prediction(None, message)
+        self.window.show_status(message, 10_000)
+        self.analysis_failed.emit(message)
+
+    def _remember(self, prediction: StackPrediction) -> None:
+        self._predictions[prediction.stack_uid] = prediction
+        self._predictions.move_to_end(prediction.stack_uid)
+        while len(self._predictions) > MAX_REMEMBERED:
+            self._predictions.popitem(last=False)
+
+    # --- display -----------------------------------------------------------------------------------
+    def prediction(self) -> StackPrediction | None:
+        """The prediction on screen."""
+        return self._shown
+
+    def _display(self, prediction: StackPrediction) -> None:
+        self._shown = prediction
+        w = self.window
+        self.timeline.set_prediction(prediction)
+        self.timeline.set_current_slice(w.current_slice())
+        self.findings.set_prediction(prediction)
+        w.set_slice_marks("ai", prediction.flagged_slices(), MARK_COLOR)
+        w.set_title_badge(prediction.badge())
+        w.set_stack_badge(prediction.stack_uid, prediction.badge())
+        from viewer.core.inference.engine import provider_label
+
+        timing = "cached" if prediction.from_cache else f"{prediction.elapsed_s:.2f} s"
+        self.status.set_idle(
+            f"AI: {provider_label(prediction.provider)} · {prediction.model_name} {prediction.model_version}"
+            f" · {timing}"
+        )
+        tip = prediction.intended_use
+        if prediction.provider_note:
+            tip += "\n" + prediction.provider_note
+        self.status.label.setToolTip(tip)
+        self._update_corner(w.current_slice())
+        self.prediction_shown.emit(prediction)
+
+    def _clear_display(self, stack_uid: str | None, message: str = "") -> None:
+        self._shown = None
+        self.timeline.set_prediction(None, message)
+        self.findings.set_prediction(None, message)
+        self.window.set_slice_marks("ai", [], MARK_COLOR)
+        self.window.set_title_badge("")
+        self.window.set_image_corner_text("ai", "")
+        self.prediction_shown.emit(None)
+
+    def _update_corner(self, index: int) -> None:
+        pred = self._shown
+        if pred is None or not 0 <= index < pred.num_slices:
+            self.window.set_image_corner_text("ai", "")
+            return
+        row = pred.slice_probs[index]
+        above = [
+            (name, float(row[k])) for k, name in enumerate(pred.class_names) if row[k] >= pred.thresholds[k]
+        ]
+        above.sort(key=lambda item: item[1], reverse=True)
+        if above:
+            items = ", ".join(f"{html.escape(n)} {p:.2f}" for n, p in above)
+            text = f"<span style='color:#ff7b72'><b>AI</b> {items}</span>"
+        else:
+            text = "<span style='color:#8b949e'>AI: none above threshold</span>"
+        self.window.set_image_corner_text("ai", f"{text}<br><span style='font-size:7pt'>{SHORT_USE}</span>")
+
+    def _on_slice_changed(self, index: int) -> None:
+        self.timeline.set_current_slice(index)
+        self._update_corner(index)
+
+    def _on_stack_shown(self, stack: Stack) -> None:
+        known = self._predictions.get(stack.uid)
+        if known is not None:
+            self._display(known)
+            return
+        self._clear_display(stack.uid)
+        if self._engine is not None:
+            try:
+                self._engine.check_stack(stack)
+                hit = self._engine.cached(stack)
+            except ModelError:
+                hit = None
+            if hit is not None:
+                self._remember(hit)
+                self._display(hit)
+                return
+        self._maybe_auto(stack)
+
+    def _maybe_auto(self, stack: Stack) -> None:
+        if not (self.auto_analyze and _eligible(stack)):
+            return
+        if self._job is not None and self._job.stack.uid == stack.uid:
+            return  # already running (e.g. from the background queue)
+        self.analyze()
+
+    # --- navigation --------------------------------------------------------------------------------
+    def next_flagged(self) -> None:
+        self._jump(+1)
+
+    def previous_flagged(self) -> None:
+        self._jump(-1)
+
+    def _jump(self, direction: int) -> None:
+        pred = self._shown
+        if pred is None:
+            self.window.show_status("AI: no analysis for this stack (F5 analyzes it)")
+            return
+        flagged = pred.flagged_slices()
+        current = self.window.current_slice()
+        targets = (
+            [i for i in flagged if i > current] if direction > 0 else [i for i in flagged if i < current]
+        )
+        if not targets:
+            self.window.show_status("AI: no further flagged slice" if flagged else "AI: no flagged slices")
+            return
+        self.window.set_slice(targets[0] if direction > 0 else targets[-1])
+
+    # --- dialogs -----------------------------------------------------------------------------------
+    def _choose_model(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self.window, "Load ONNX model", "", "ONNX models (*.onnx)")
+        if not path:
+            return
+        from viewer.core.inference.engine import load_model_info
+
+        try:
+            info = load_model_info(path)
+        except ModelError as exc:
+            QMessageBox.warning(self.window, "Model not usable", str(exc))
+            return
+        self.set_model_path(Path(path))
+        self.window.show_status(f"AI model: {info.label}")
+
+    def _about_model(self) -> None:
+        engine = self._engine
+        if engine is None:
+            path = self.model_path()
+            if not path.is_file():
+                QMessageBox.information(self.window, "AI model", f"No model loaded.\n\n{INTENDED_USE}")
+                return
+            from viewer.core.inference.engine import load_model_info
+
+            try:
+                info = load_model_info(path)
+            except ModelError as exc:
+                QMessageBox.warning(self.window, "Model not usable", str(exc))
+                return
+            provider_text = "not started"
+        else:
+            info = engine.info
+            from viewer.core.inference.engine import provider_label
+
+            provider_text = provider_label(engine.provider) + (
+                f" ({engine.provider_note})" if engine.provider_note else ""
+            )
+        thresholds = ", ".join(f"{n} {t:.2f}" for n, t in zip(info.class_names, info.thresholds))
+        text = (
+            f"<b>{html.escape(info.label)}</b><br>SHA-256 {info.sha256[:16]}…<br>"
+            f"Provider: {html.escape(provider_text)}<br>Classes and thresholds: {html.escape(thresholds)}<br>"
+            f"Threshold policy: {html.escape(info.threshold_policy)}<br>"
+            f"Training data: {html.escape(info.train_data)}<br><br>"
+            f"<b style='color:#e3b341'>{html.escape(info.intended_use)}</b>"
+        )
+        box = QMessageBox(self.window)
+        box.setWindowTitle("AI model")
+        box.setTextFormat(Qt.TextFormat.RichText)
+        box.setText(text)
+        box.open()
+
+
+def _eligible(stack: Stack) -> bool:
+    """Worth an automatic analysis: a greyscale CT stack (the model's own checks come later)."""
+    return (stack.modality or "").upper() == "CT" and not stack.is_color and len(stack) > 1
+
+
+def attach(window: Any) -> AIController:
+    """Add the AI analysis UI to ``window`` (a MainWindow) and return its controller."""
+    controller = AIController(window)
+    window.ai_controller = controller  # keep a Python reference for the window's lifetime
+    return controller

@@ -1,0 +1,122 @@
+"""Findings panel: one row per class (study probability, threshold, flagged slice ranges).
+
+Each class row has one child row per flagged range; clicking a range jumps to its first slice,
+clicking a class row jumps to its peak slice (``slice_requested(index)``).
+"""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QBrush, QColor
+from PySide6.QtWidgets import QLabel, QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget
+
+from viewer.core.constants import INTENDED_USE
+from viewer.core.inference.engine import provider_label
+from viewer.core.inference.results import SliceRange, StackPrediction
+from viewer.qt.ai.timeline import class_color
+
+SLICE_ROLE = Qt.ItemDataRole.UserRole + 1
+
+
+class FindingsPanel(QWidget):
+    """Standalone widget: ``set_prediction``; emits ``slice_requested(int)``."""
+
+    slice_requested = Signal(int)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("aiFindings")
+        self.setMinimumWidth(330)
+        self._prediction: StackPrediction | None = None
+        self.badge = QLabel("No analysis for this stack")
+        self.badge.setObjectName("aiBadge")
+        self.badge.setWordWrap(True)
+        self.badge.setStyleSheet("font-weight: bold;")
+        self.details = QLabel("")
+        self.details.setWordWrap(True)
+        self.details.setStyleSheet("color: #8b949e; font-size: 8pt;")
+        self.tree = QTreeWidget()
+        self.tree.setColumnCount(4)
+        self.tree.setHeaderLabels(["Class", "Study p", "Flagged slices", "Thr."])
+        self.tree.setRootIsDecorated(True)
+        self.tree.setUniformRowHeights(True)
+        self.tree.setAlternatingRowColors(True)
+        self.tree.itemClicked.connect(self._clicked)
+        self.tree.itemActivated.connect(self._clicked)
+        self.intended_use = QLabel(INTENDED_USE)
+        self.intended_use.setObjectName("aiIntendedUse")
+        self.intended_use.setWordWrap(True)
+        self.intended_use.setStyleSheet("color: #e3b341; font-size: 8pt;")
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addWidget(self.badge)
+        layout.addWidget(self.tree, 1)
+        layout.addWidget(self.details)
+        layout.addWidget(self.intended_use)
+
+    @property
+    def prediction(self) -> StackPrediction | None:
+        return self._prediction
+
+    def set_prediction(self, prediction: StackPrediction | None, message: str = "") -> None:
+        self._prediction = prediction
+        self.tree.clear()
+        if prediction is None:
+            self.badge.setText(message or "No analysis for this stack")
+            self.details.setText("")
+            return
+        self.badge.setText(prediction.badge())
+        for k, finding in enumerate(prediction.findings):
+            ranges = ", ".join(str(r) for r in finding.flagged_ranges) or "—"
+            row = QTreeWidgetItem(
+                [finding.class_name, f"{finding.study_prob:.2f}", ranges, f"{finding.threshold:.3f}"]
+            )
+            row.setData(0, SLICE_ROLE, finding.peak_slice)
+            row.setToolTip(
+                0, f"Peak at slice {finding.peak_slice + 1} (p = {finding.peak_prob:.2f}); click to go"
+            )
+            row.setForeground(0, QBrush(QColor(class_color(finding.class_name, k))))
+            if finding.positive:
+                font = row.font(0)
+                font.setBold(True)
+                for col in range(4):
+                    row.setFont(col, font)
+            for r in finding.flagged_ranges:
+                peak = _range_peak(prediction, k, r)
+                child = QTreeWidgetItem([f"slices {r}", "", f"peak {peak:.2f}", ""])
+                child.setData(0, SLICE_ROLE, r.start)
+                child.setToolTip(0, f"Go to slice {r.start + 1}")
+                row.addChild(child)
+            self.tree.addTopLevelItem(row)
+            row.setExpanded(True)
+        for col in range(4):
+            self.tree.resizeColumnToContents(col)
+        source = " (cached)" if prediction.from_cache else ""
+        note = f"<br>{prediction.provider_note}" if prediction.provider_note else ""
+        if prediction.bad_slices:
+            note += (
+                f"<br><span style='color:#e3b341'>{len(prediction.bad_slices)} slice(s) could not be decoded "
+                "and were analysed as blank</span>"
+            )
+        self.details.setText(
+            f"{prediction.model_name} {prediction.model_version} · {prediction.model_sha256[:12]} · "
+            f"{provider_label(prediction.provider)} · {prediction.elapsed_s:.2f} s{source}{note}"
+        )
+        self.intended_use.setText(prediction.intended_use or INTENDED_USE)
+
+    def range_items(self, class_name: str) -> list[QTreeWidgetItem]:
+        """The clickable range rows of one class (for tests and keyboard navigation)."""
+        for i in range(self.tree.topLevelItemCount()):
+            top = self.tree.topLevelItem(i)
+            if top is not None and top.text(0) == class_name:
+                return [c for j in range(top.childCount()) if (c := top.child(j)) is not None]
+        return []
+
+    def _clicked(self, item: QTreeWidgetItem, column: int = 0) -> None:
+        index = item.data(0, SLICE_ROLE)
+        if index is not None:
+            self.slice_requested.emit(int(index))
+
+
+def _range_peak(prediction: StackPrediction, k: int, r: SliceRange) -> float:
+    return float(prediction.slice_probs[r.start : r.stop + 1, k].max())

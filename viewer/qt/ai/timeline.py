@@ -1,0 +1,258 @@
+"""Prediction timeline: per-slice probability per class along the slice axis (pyqtgraph).
+
+x = slice (0-based index, labelled 1-based), y = probability. One coloured curve per class; the legend is
+a row of check boxes in the class colours that show or hide each class (an in-plot legend would cover
+the high-probability curves); dashed threshold lines in the class colours, shaded flagged runs, and a
+current-slice line that follows scrolling. Clicking or dragging anywhere on the plot (or dragging the
+current-slice line) emits ``slice_requested(index)``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QPointF, Qt, Signal
+from PySide6.QtGui import QColor
+from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QSizePolicy, QVBoxLayout, QWidget
+
+from viewer.core.constants import INTENDED_USE
+from viewer.core.inference.results import StackPrediction
+
+log = logging.getLogger(__name__)
+
+CLASS_COLORS: dict[str, str] = {
+    "any": "#f0f0f0",
+    "epidural": "#ff7b72",
+    "intraparenchymal": "#ffa657",
+    "intraventricular": "#d2a8ff",
+    "subarachnoid": "#79c0ff",
+    "subdural": "#56d364",
+}
+FALLBACK_COLORS = ("#e3b341", "#f778ba", "#a5d6ff", "#7ee787", "#ffdf5d", "#bc8cff")
+CURRENT_LINE_COLOR = "#2f81f7"
+TIMELINE_HEIGHT = 190
+FLAG_FILL = (255, 123, 114, 40)
+
+
+def class_color(name: str, index: int) -> str:
+    return CLASS_COLORS.get(name, FALLBACK_COLORS[index % len(FALLBACK_COLORS)])
+
+
+class _SliceViewBox(pg.ViewBox):
+    """A ViewBox that turns left clicks and drags into slice requests instead of pan/zoom."""
+
+    def __init__(self, on_x: Any) -> None:
+        super().__init__(enableMenu=False)
+        self._on_x = on_x
+        self.setMouseEnabled(x=False, y=False)
+
+    def mouseClickEvent(self, ev: Any) -> None:
+        if ev.button() == Qt.MouseButton.LeftButton:
+            ev.accept()
+            self._on_x(self.mapSceneToView(ev.scenePos()).x())
+        else:
+            ev.ignore()
+
+    def mouseDragEvent(self, ev: Any, axis: Any = None) -> None:
+        if ev.button() == Qt.MouseButton.LeftButton:
+            ev.accept()
+            self._on_x(self.mapSceneToView(ev.scenePos()).x())
+        else:
+            ev.ignore()
+
+    def wheelEvent(self, ev: Any, axis: Any = None) -> None:
+        ev.ignore()
+
+
+class PredictionTimeline(QWidget):
+    """Standalone widget: ``set_prediction`` / ``set_current_slice``; emits ``slice_requested(int)``."""
+
+    slice_requested = Signal(int)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("aiTimeline")
+        self._prediction: StackPrediction | None = None
+        self._current = 0
+        self._curves: dict[str, pg.PlotDataItem] = {}
+        self._threshold_lines: dict[str, pg.InfiniteLine] = {}
+        self._regions: list[pg.LinearRegionItem] = []
+        self._checks: dict[str, QCheckBox] = {}
+        self._hidden: set[str] = set()
+
+        self.view_box = _SliceViewBox(self._request_x)
+        self.plot = pg.PlotWidget(viewBox=self.view_box)
+        self.plot.setMinimumHeight(90)
+        self.plot.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+        self.plot.setBackground("#0d1117")
+        item = self.plot.getPlotItem()
+        item.hideButtons()
+        item.showGrid(x=False, y=True, alpha=0.15)
+        self.view_box.setYRange(0.0, 1.0, padding=0.06)
+        self.view_box.setLimits(yMin=-0.05, yMax=1.05)
+        self.current_line = pg.InfiniteLine(
+            pos=0,
+            angle=90,
+            movable=True,
+            pen=pg.mkPen(CURRENT_LINE_COLOR, width=2),
+            hoverPen=pg.mkPen(CURRENT_LINE_COLOR, width=3),
+        )
+        self.current_line.setZValue(10)
+        self.current_line.sigDragged.connect(lambda line: self._request_x(line.value()))
+        self.plot.addItem(self.current_line)
+        self.current_line.hide()
+        bottom = item.getAxis("bottom")
+        bottom.setTickSpacing()
+        bottom.tickStrings = self._tick_strings
+
+        self._checks_row = QHBoxLayout()
+        self._checks_row.setContentsMargins(4, 0, 4, 0)
+        self._checks_row.setSpacing(8)
+        self.title = QLabel("AI: no analysis for this stack")
+        self.title.setObjectName("aiTimelineTitle")
+        self._checks_row.addWidget(self.title)
+        self._checks_row.addStretch(1)
+        self.intended_use = QLabel(INTENDED_USE)
+        self.intended_use.setObjectName("aiIntendedUse")
+        self.intended_use.setStyleSheet("color: #e3b341; font-size: 8pt;")
+
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+        self.setFixedHeight(TIMELINE_HEIGHT)  # the image keeps the space; the strip stays readable
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(1)
+        top = QWidget()
+        top.setLayout(self._checks_row)
+        layout.addWidget(top)
+        layout.addWidget(self.plot, 1)
+        layout.addWidget(self.intended_use)
+
+    # --- public API --------------------------------------------------------------------------------
+    @property
+    def prediction(self) -> StackPrediction | None:
+        return self._prediction
+
+    def set_prediction(self, prediction: StackPrediction | None, message: str = "") -> None:
+        """Show ``prediction`` (None clears; ``message`` then says why)."""
+        self._prediction = prediction
+        for curve in self._curves.values():
+            self.plot.removeItem(curve)
+        for line in self._threshold_lines.values():
+            self.plot.removeItem(line)
+        for region in self._regions:
+            self.plot.removeItem(region)
+        self._curves.clear()
+        self._threshold_lines.clear()
+        self._regions.clear()
+        for box in self._checks.values():
+            self._checks_row.removeWidget(box)
+            box.deleteLater()
+        self._checks.clear()
+        if prediction is None:
+            self.title.setText(message or "AI: no analysis for this stack")
+            self.current_line.hide()
+            return
+        n = prediction.num_slices
+        xs = np.arange(n, dtype=np.float64)
+        for k, name in enumerate(prediction.class_names):
+            color = class_color(name, k)
+            width = 2.5 if name == "any" else 1.6
+            curve = self.plot.plot(
+                xs,
+                prediction.slice_probs[:, k].astype(np.float64),
+                pen=pg.mkPen(color, width=width),
+                symbol="o" if n <= 60 else None,
+                symbolSize=4,
+                symbolBrush=color,
+                symbolPen=None,
+            )
+            self._curves[name] = curve
+            line = pg.InfiniteLine(
+                pos=float(prediction.thresholds[k]),
+                angle=0,
+                movable=False,
+                pen=pg.mkPen(QColor(color), width=1, style=Qt.PenStyle.DashLine),
+            )
+            self.plot.addItem(line)
+            self._threshold_lines[name] = line
+            box = QCheckBox(name)
+            box.setChecked(name not in self._hidden)
+            box.setToolTip(
+                f"{name}: threshold {prediction.thresholds[k]:.3f} (dashed line); click to show or hide"
+            )
+            box.setStyleSheet(f"QCheckBox {{ color: {color}; }}")
+            box.toggled.connect(lambda on, cls=name: self.set_class_visible(cls, on))
+            self._checks_row.insertWidget(self._checks_row.count() - 1, box)
+            self._checks[name] = box
+            curve.setVisible(name not in self._hidden)
+            line.setVisible(name not in self._hidden)
+        flagged = prediction.flagged.any(axis=1)
+        from viewer.core.inference.postprocess import flagged_ranges
+
+        for r in flagged_ranges(np.asarray(flagged)):
+            region = pg.LinearRegionItem(
+                values=(r.start - 0.5, r.stop + 0.5),
+                movable=False,
+                brush=pg.mkBrush(*FLAG_FILL),
+                pen=pg.mkPen(None),
+            )
+            region.setZValue(-10)
+            self.plot.addItem(region)
+            self._regions.append(region)
+        self.view_box.setXRange(-0.5, max(n - 0.5, 0.5), padding=0.0)
+        self.view_box.setLimits(xMin=-1.0, xMax=n + 0.0)
+        source = "cached" if prediction.from_cache else f"{prediction.elapsed_s:.2f} s"
+        self.title.setText(
+            f"AI: {prediction.badge()}  ·  {prediction.model_name} {prediction.model_version}  ·  {source}"
+        )
+        self.intended_use.setText(prediction.intended_use or INTENDED_USE)
+        self.current_line.show()
+        self.set_current_slice(self._current)
+
+    def set_current_slice(self, index: int) -> None:
+        self._current = int(index)
+        self.current_line.blockSignals(True)
+        self.current_line.setValue(float(index))
+        self.current_line.blockSignals(False)
+
+    def current_slice(self) -> int:
+        return self._current
+
+    def set_class_visible(self, name: str, visible: bool) -> None:
+        if visible:
+            self._hidden.discard(name)
+        else:
+            self._hidden.add(name)
+        if name in self._curves:
+            self._curves[name].setVisible(visible)
+            self._threshold_lines[name].setVisible(visible)
+        box = self._checks.get(name)
+        if box is not None and box.isChecked() != visible:
+            box.setChecked(visible)
+
+    def visible_classes(self) -> list[str]:
+        return [n for n in self._curves if n not in self._hidden]
+
+    def class_checkbox(self, name: str) -> QCheckBox:
+        return self._checks[name]
+
+    def view_to_widget(self, x: float, y: float = 0.5) -> Any:
+        """Widget (viewport) coordinates of the plot point (x, y): for tests and tooltips."""
+        scene = self.view_box.mapViewToScene(QPointF(x, y))
+        return self.plot.mapFromScene(scene)
+
+    # --- internals ---------------------------------------------------------------------------------
+    def _request_x(self, x: float) -> None:
+        if self._prediction is None:
+            return
+        index = int(np.clip(round(float(x)), 0, self._prediction.num_slices - 1))
+        if index != self._current:
+            self.slice_requested.emit(index)
+        self.set_current_slice(index)
+
+    @staticmethod
+    def _tick_strings(values: list[float], scale: float, spacing: float) -> list[str]:
+        return [str(round(v) + 1) if abs(v - round(v)) < 1e-6 else "" for v in values]

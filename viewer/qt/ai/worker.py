@@ -1,0 +1,111 @@
+"""The analysis job: engine creation (first time) and ``predict_volume`` on a worker thread.
+
+Built on :mod:`viewer.qt.workers` (the Qt layer's one place that starts threads). Every signal carries
+the request id, so the controller can drop results that belong to an older request.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from PySide6.QtCore import QObject, Signal
+
+from viewer.core.errors import InferenceCancelled, ModelError, StackNotSupportedError
+from viewer.qt.workers import _Job
+
+log = logging.getLogger(__name__)
+
+STAGE_INTERVAL_S = 0.05
+VOLUME_CACHE_BYTES = 16 * 1024**2  # load_all returns the array; the slice cache is not needed
+
+
+class AnalyzeJob(_Job):
+    """Runs ``engine_factory()`` then ``engine.predict_volume(volume)``; reports through signals."""
+
+    stage = Signal(int, str, int, int)  # request id, stage, done, total
+    engine_ready = Signal(object)  # the InferenceEngine (created or reused)
+    succeeded = Signal(int, object)  # request id, StackPrediction
+    not_supported = Signal(int, str)  # request id, reason
+    model_failed = Signal(int, str)  # request id, message
+    cancelled = Signal(int)  # request id
+
+    def __init__(
+        self,
+        request_id: int,
+        engine_factory: Callable[[], Any],
+        stack: Any,
+        parent: QObject | None = None,
+        shown_volume: Any = None,
+    ) -> None:
+        super().__init__(parent)
+        self.request_id = request_id
+        self.stack: Any = stack
+        self._factory = engine_factory
+        self._shown = shown_volume  # the window's volume of this stack: its decoded slices are reused
+        self._last_stage = 0.0
+
+    def _on_stage(self, stage: str, done: int, total: int) -> None:
+        now = time.monotonic()
+        if done >= total or done == 0 or now - self._last_stage >= STAGE_INTERVAL_S:
+            self._last_stage = now
+            self.stage.emit(self.request_id, stage, int(done), int(total))
+
+    def _run(self) -> None:
+        rid = self.request_id
+        volume = None
+        try:
+            self.stage.emit(rid, "Loading model", 0, 1)
+            engine = self._factory()
+            self.engine_ready.emit(engine)
+            engine.check_stack(self.stack)
+            hit = engine.cached(self.stack)
+            reused = self._decoded_by_viewer()
+            if hit is not None:
+                prediction = hit
+            elif reused is not None:
+                prediction = engine.predict_hu(
+                    self.stack, reused, progress=self._on_stage, cancel=self.is_cancelled, use_cache=False
+                )
+            else:
+                # A volume of our own: the window closes its volume when the user switches stacks.
+                from viewer.core.dicom.volume import StackVolume
+
+                volume = StackVolume(self.stack, cache_bytes=VOLUME_CACHE_BYTES)
+                prediction = engine.predict_volume(volume, progress=self._on_stage, cancel=self.is_cancelled)
+        except InferenceCancelled:
+            self.cancelled.emit(rid)
+            return
+        except StackNotSupportedError as exc:
+            self.not_supported.emit(rid, str(exc))
+            return
+        except ModelError as exc:
+            self.model_failed.emit(rid, str(exc))
+            return
+        finally:
+            if volume is not None:
+                volume.close()
+        if self.is_cancelled():
+            self.cancelled.emit(rid)
+            return
+        self.succeeded.emit(rid, prediction)
+
+    def _decoded_by_viewer(self) -> np.ndarray | None:
+        """(S, rows, cols) HU when the viewer has already decoded every slice of the stack, else None.
+
+        Only copies out of the viewer's slice cache (``StackVolume.cached`` is thread-safe), so the
+        window may close its volume at any time without affecting this job.
+        """
+        shown, stack = self._shown, self.stack
+        if shown is None or shown.stack is not stack:
+            return None
+        slices = []
+        for i in range(len(stack.slices)):
+            arr = shown.cached(i)
+            if arr is None or arr.ndim != 2:
+                return None
+            slices.append(arr)
+        return np.stack(slices).astype(np.float32, copy=False)
