@@ -119,3 +119,103 @@ def write_ct_series(
         ds.save_as(path, enforce_file_format=True)
         paths[k] = path
     return [paths[k] for k in order]
+
+
+def write_slice(path: Path, ds: FileDataset) -> Path:
+    """Save one dataset as a DICOM file (creating the folder)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def write_localizer(
+    path: Path,
+    *,
+    study_uid: str,
+    series_uid: str,
+    rows: int = 64,
+    columns: int = 64,
+    image_type: Sequence[str] = ("ORIGINAL", "PRIMARY", "LOCALIZER"),
+    orientation: Sequence[float] = (0, 1, 0, 0, 0, -1),
+) -> Path:
+    """A sagittal scout image in an existing series (LOCALIZER in ImageType unless told otherwise)."""
+    hu = np.full((rows, columns), -500, dtype=np.int16)
+    ds = make_ct_slice(
+        hu,
+        position=(0.0, -16.0, 100.0),
+        orientation=orientation,
+        instance_number=999,
+        study_uid=study_uid,
+        series_uid=series_uid,
+        frame_of_reference_uid=generate_uid(),
+        image_type=image_type,
+    )
+    return write_slice(path, ds)
+
+
+def write_tilted_series(
+    folder: Path, n_slices: int = 12, *, tilt_deg: float = 15.0, seed: int = 0
+) -> list[Path]:
+    """An axial series whose positions shear along y (gantry tilt), top-left pixel = slice index."""
+    shift = float(np.tan(np.radians(tilt_deg))) * 5.0
+    folder.mkdir(parents=True, exist_ok=True)
+    study_uid, series_uid, for_uid = generate_uid(), generate_uid(), generate_uid()
+    rng = random.Random(seed)
+    order = list(range(n_slices))
+    rng.shuffle(order)
+    paths: dict[int, Path] = {}
+    for k in order:
+        hu = np.full((32, 32), 20, dtype=np.int16)
+        hu[0, 0] = k
+        ds = make_ct_slice(
+            hu,
+            position=(-16.0, -16.0 + k * shift, k * 5.0),
+            instance_number=n_slices - k,  # deliberately reversed: geometry must win
+            study_uid=study_uid,
+            series_uid=series_uid,
+            frame_of_reference_uid=for_uid,
+        )
+        paths[k] = write_slice(folder / f"{rng.getrandbits(40):010x}", ds)
+    return [paths[k] for k in range(n_slices)]
+
+
+def write_bomb_header(path: Path, *, rows: int = 65535, columns: int = 65535, bits: int = 32) -> Path:
+    """A ~2 KB file whose header declares rows x columns x bits (17.2 GB by default) and holds 4 bytes."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = CTImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset("", {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID = CTImageStorage
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID = generate_uid()
+    ds.SeriesInstanceUID = generate_uid()
+    ds.Modality = "CT"
+    ds.PatientName = CANARY_NAME
+    ds.PatientID = CANARY_ID
+    ds.Rows, ds.Columns = rows, columns
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated = ds.BitsStored = bits
+    ds.HighBit = bits - 1
+    ds.PixelRepresentation = 0
+    ds.ImageComments = "x" * 1500  # pad the header to about 2 KB
+    ds.PixelData = b"\0\0\0\0"
+    return write_slice(path, ds)
+
+
+def truncate_file(path: Path, drop_bytes: int) -> int:
+    """Cut ``drop_bytes`` off the end of ``path``; returns the new size."""
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - drop_bytes])
+    return len(data) - drop_bytes
+
+
+def compress_files(paths: Sequence[Path], transfer_syntax: str = "1.2.840.10008.1.2.5") -> None:
+    """Re-encode files in place (default RLE Lossless; JPEG 2000 lossless needs pylibjpeg-openjpeg)."""
+    from pydicom import dcmread
+
+    for path in paths:
+        ds = dcmread(path)
+        ds.compress(transfer_syntax)
+        ds.save_as(path, enforce_file_format=True)

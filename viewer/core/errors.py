@@ -45,3 +45,7 @@ class ReviewStoreError(SlicewiseError):
 
 class SessionLockedError(ReviewStoreError):
     """The session is open for writing in another window or process."""
+
+
+class LoadCancelled(InferenceCancelled):
+    """Loading pixel data was cancelled (an InferenceCancelled, so load-then-infer needs one handler)."""

@@ -1,1 +1,17 @@
-"""DICOM scanning, grouping, slice sorting and lazy pixel decoding (no Qt)."""
+"""DICOM scanning, grouping, slice sorting and lazy pixel decoding (no Qt).
+
+Public API (import from the modules; this package imports nothing heavy):
+
+- :func:`viewer.core.dicom.loader.load_paths` ``(paths, *, progress=None, cancel=None) -> LoadReport``
+- :class:`viewer.core.dicom.volume.StackVolume` ``(stack, *, cache_bytes=SLICE_CACHE_BYTES)``:
+  ``get_slice``, ``cached``, ``prefetch``, ``load_all``, ``default_window``, ``invert_display``,
+  ``bad_slices``, ``close`` (also a context manager)
+- :func:`viewer.core.dicom.pixels.decode_frame` ``(info, *, archives=None, data=None) -> ndarray`` and
+  :func:`viewer.core.dicom.pixels.decode_file` ``(path, frame=0) -> ndarray`` (typed errors)
+- :func:`viewer.core.dicom.grouping.sort_slices` ``(slices) -> (sorted, method, warnings, spacing)``
+- :func:`viewer.core.dicom.pool.warm_pool` / ``shutdown_pool``: the shared decoder processes
+
+Module map: ``sources`` (files, folders, zip, DICOMDIR), ``header`` (sniff + header-only reads),
+``grouping`` (Patient -> Study -> Series -> Stack, sorting, warnings), ``pixels`` (one frame + guards),
+``pool`` (process pool, memory budget), ``volume`` (StackVolume), ``loader`` (load_paths), ``model``.
+"""

@@ -51,6 +51,13 @@ class SliceInfo:
     image_type: tuple[str, ...] = ()
     acquisition_number: int | None = None
     location: float | None = None  # position projected on the stack normal (mm), set by sorting
+    # --- decoding hints (additive; filled by the header pass, defaults keep hand-made SliceInfos valid)
+    bits_stored: int | None = None
+    pixel_representation: int = 0  # 0 unsigned, 1 two's complement
+    number_of_frames: int = 1  # frames in the source object (``source.frame`` indexes them)
+    pixel_offset: int | None = None  # file offset of native (uncompressed) Pixel Data bytes, else None
+    pixel_length: int | None = None  # declared length of that Pixel Data element (bytes)
+    has_modality_lut: bool = False  # a Modality LUT Sequence replaces slope/intercept
 
     @property
     def is_color(self) -> bool:

@@ -1,0 +1,161 @@
+"""``load_paths``: discover, read headers in parallel, group and sort into a :class:`LoadReport`."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from pathlib import Path
+
+from viewer.core.dicom.grouping import build_tree
+from viewer.core.dicom.header import ARCHIVE_CODE, HeaderRecord, read_header
+from viewer.core.dicom.model import LoadReport, SkippedFile, SliceSource, Stack
+from viewer.core.dicom.pool import wants_pool, warm_pool_async
+from viewer.core.dicom.sources import ArchiveCache, Discovery, discover, zip_members
+
+logger = logging.getLogger(__name__)
+
+ProgressFn = Callable[[int, int], None]
+CancelFn = Callable[[], bool]
+
+# Header parsing is pure Python and holds the GIL. Measured on 300 page-cached files (2 cores, median
+# of 4 fresh processes): in the calling thread 0.085 s, 1 worker thread 0.095 s, 2 threads 0.13 s,
+# 4 threads 0.17 s, a 2-process spawn pool 0.40 s (start-up dominates). One worker thread keeps the
+# caller free to poll cancel and report progress at almost no cost. benchmarks/bench_load.py re-measures.
+SCAN_THREADS = 1
+CHUNK = 16  # files per task: fewer futures, still a cancel check every few milliseconds
+
+
+def _read_chunk(
+    items: Sequence[tuple[int, SliceSource]], archives: ArchiveCache, cancel: CancelFn | None
+) -> list[list[HeaderRecord] | SkippedFile]:
+    out: list[list[HeaderRecord] | SkippedFile] = []
+    for order, source in items:
+        if cancel is not None and cancel():
+            break
+        try:
+            out.append(read_header(source, order, archives))
+        except Exception as exc:  # read_header reports problems itself; this is the last line of defence
+            logger.warning("Header reader failed unexpectedly: %s", type(exc).__name__)
+            out.append(SkippedFile(source.display_name, "E-READ", f"Unreadable file ({type(exc).__name__})"))
+    return out
+
+
+def scan_headers(
+    sources: Sequence[SliceSource],
+    *,
+    progress: ProgressFn | None = None,
+    cancel: CancelFn | None = None,
+    offset: int = 0,
+    total: int | None = None,
+) -> tuple[list[HeaderRecord], list[SkippedFile], bool]:
+    """Read every source's header on a thread pool: (records, skipped, cancelled)."""
+    total = len(sources) + offset if total is None else total
+    records: list[HeaderRecord] = []
+    skipped: list[SkippedFile] = []
+    archives = ArchiveCache()
+    done = offset
+    cancelled = False
+    indexed = list(enumerate(sources))
+    chunks = [indexed[i : i + CHUNK] for i in range(0, len(indexed), CHUNK)]
+    results: dict[int, list[list[HeaderRecord] | SkippedFile]] = {}
+    try:
+        with ThreadPoolExecutor(max_workers=SCAN_THREADS, thread_name_prefix="dicom-scan") as pool:
+            futures: dict[Future[list[list[HeaderRecord] | SkippedFile]], int] = {
+                pool.submit(_read_chunk, chunk, archives, cancel): k for k, chunk in enumerate(chunks)
+            }
+            pending = set(futures)
+            while pending:
+                finished, pending = wait(pending, timeout=0.1, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    chunk_result = fut.result()
+                    results[futures[fut]] = chunk_result
+                    done += len(chunk_result)
+                if cancel is not None and cancel():
+                    cancelled = True
+                    for fut in pending:
+                        fut.cancel()
+                    break
+                if progress is not None and finished:
+                    progress(done, total)
+    finally:
+        archives.close()
+    for k in sorted(results):
+        for item in results[k]:
+            if isinstance(item, SkippedFile):
+                skipped.append(item)
+            else:
+                records.extend(item)
+    return records, skipped, cancelled
+
+
+def load_paths(
+    paths: Sequence[str | Path],
+    *,
+    progress: ProgressFn | None = None,
+    cancel: CancelFn | None = None,
+) -> LoadReport:
+    """Scan files, folders (recursive), zip archives and DICOMDIRs into a patient tree.
+
+    ``progress(done, total)`` is called on the calling thread over the files scanned; ``cancel()``
+    is polled often (the load stops within a fraction of a second and returns what was found,
+    with ``cancelled=True``). Nothing is written to the scanned folders.
+    """
+    start = time.perf_counter()
+    found = discover(paths, cancel)
+    skipped = list(found.skipped)
+    total = len(found.sources) + len(skipped)
+    if progress is not None:
+        progress(len(skipped), total)
+    records: list[HeaderRecord] = []
+    cancelled = found.cancelled
+    if not cancelled:
+        records, more_skipped, cancelled = scan_headers(
+            found.sources, progress=progress, cancel=cancel, offset=len(skipped), total=total
+        )
+        archives = [s for s in more_skipped if s.code == ARCHIVE_CODE]
+        skipped.extend(s for s in more_skipped if s.code != ARCHIVE_CODE)
+        if archives and not cancelled:
+            inner = Discovery()
+            for arc in archives:
+                zip_members(Path(arc.path), inner)
+            skipped.extend(inner.skipped)
+            total += len(inner.sources) + len(inner.skipped) - len(archives)
+            more, more_skipped, cancelled = scan_headers(
+                inner.sources,
+                progress=progress,
+                cancel=cancel,
+                offset=total - len(inner.sources),
+                total=total,
+            )
+            records.extend(more)
+            skipped.extend(more_skipped)
+    patients = build_tree(records) if records else ()
+    by_uid: dict[str, Stack] = {}
+    for patient in patients:
+        for study in patient.studies:
+            for series in study.series:
+                for stack in series.stacks:
+                    by_uid[stack.uid] = stack
+    if any(wants_pool(st) for st in by_uid.values()):
+        warm_pool_async()  # compressed stacks found: start the decoder processes in the background
+    warnings = []
+    if skipped:
+        codes: dict[str, int] = {}
+        for s in skipped:
+            codes[s.code] = codes.get(s.code, 0) + 1
+        warnings.append(
+            f"{len(skipped)} file(s) skipped: " + ", ".join(f"{n} {c}" for c, n in sorted(codes.items()))
+        )
+    report = LoadReport(
+        patients=patients,
+        skipped=tuple(skipped),
+        warnings=tuple(warnings),
+        files_seen=total,
+        elapsed_s=time.perf_counter() - start,
+        cancelled=cancelled,
+        stacks_by_uid=by_uid,
+    )
+    logger.info("Scan: %s in %.2f s", report.summary(), report.elapsed_s)
+    return report

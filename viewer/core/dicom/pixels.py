@@ -1,0 +1,253 @@
+"""Decode one frame to a native-endian array: float32 modality values, or uint8 RGB for colour.
+
+Guards run before any pixel allocation: the declared frame size against :data:`MAX_FRAME_BYTES`
+and free memory, and (uncompressed data) against the bytes actually in the file.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from viewer.core.constants import MAX_FRAME_BYTES
+from viewer.core.dicom.header import DEFLATED_TS, check_deflated, frame_bytes, read_header, too_large_message
+from viewer.core.dicom.model import SkippedFile, SliceInfo, SliceSource
+from viewer.core.dicom.sources import ArchiveCache, read_source_bytes
+from viewer.core.errors import DicomError, ImageTooLargeError, NotDicomError, PixelDecodeError
+
+logger = logging.getLogger(__name__)
+
+BIG_ENDIAN_TS = "1.2.840.10008.1.2.2"
+GREY = ("MONOCHROME1", "MONOCHROME2")
+
+
+_MEMINFO: list[float] = [0.0, 0.0]  # (time read, bytes): /proc/meminfo at most once a second
+
+
+def available_memory() -> int | None:
+    """Bytes of physical memory available now (None where the platform does not say)."""
+    now = time.monotonic()
+    if now - _MEMINFO[0] < 1.0 and _MEMINFO[1]:
+        return int(_MEMINFO[1])
+    free: int | None = None
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    free = int(line.split()[1]) * 1024
+                    break
+    except (OSError, ValueError, IndexError):
+        free = None
+    if free is None:
+        try:
+            free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            return None
+    _MEMINFO[:] = [now, float(free)]
+    return free
+
+
+def check_frame_size(info: SliceInfo) -> int:
+    """Declared bytes of one stored frame; raise :class:`ImageTooLargeError` over the budget."""
+    declared = frame_bytes(info.rows, info.columns, info.samples_per_pixel, info.bits_allocated)
+    if declared > MAX_FRAME_BYTES:
+        raise ImageTooLargeError(too_large_message(declared, MAX_FRAME_BYTES))
+    decoded = info.rows * info.columns * max(info.samples_per_pixel, 1) * 4  # float32 / RGB working copy
+    free = available_memory()
+    if free is not None and declared + decoded > free:
+        raise ImageTooLargeError(
+            f"Image too large ({(declared + decoded) / 1e9:.1f} GB needed, {free / 1e9:.1f} GB free)"
+        )
+    return declared
+
+
+def is_fast_path(info: SliceInfo) -> bool:
+    """Uncompressed single-sample greyscale whose bytes can be read straight from the file."""
+    return (
+        info.pixel_offset is not None
+        and info.samples_per_pixel == 1
+        and info.bits_allocated in (8, 16, 32)
+        and info.photometric in GREY
+        and not info.has_modality_lut
+    )
+
+
+def _native_dtype(info: SliceInfo) -> np.dtype:
+    kind = "i" if info.pixel_representation else "u"
+    order = ">" if info.transfer_syntax_uid == BIG_ENDIAN_TS else "<"
+    return np.dtype(f"{order}{kind}{info.bits_allocated // 8}")
+
+
+def read_raw(info: SliceInfo, archives: ArchiveCache | None = None, data: bytes | None = None) -> np.ndarray:
+    """Fast path: the stored integers of one frame, native-endian, masked to BitsStored."""
+    need = check_frame_size(info)
+    offset = info.pixel_offset
+    assert offset is not None
+    name = info.source.display_name
+    if info.source.member is None and data is None:
+        with info.source.path.open("rb") as fh:
+            found = max(os.fstat(fh.fileno()).st_size - offset, 0)
+            if found < need:  # checked before reading: no buffer sized by the header
+                raise PixelDecodeError(
+                    f"Truncated pixel data in {name} (expected {need:,} bytes, found {found:,})"
+                )
+            fh.seek(offset)
+            buf = fh.read(need)
+    else:
+        blob = data if data is not None else read_source_bytes(info.source, archives)
+        buf = blob[offset : offset + need]
+    if len(buf) < need:
+        raise PixelDecodeError(
+            f"Truncated pixel data in {name} (expected {need:,} bytes, found {len(buf):,})"
+        )
+    arr = np.frombuffer(buf, dtype=_native_dtype(info)).reshape(info.rows, info.columns)
+    return _mask(arr.astype(arr.dtype.newbyteorder("="), copy=False), info)
+
+
+def _mask(arr: np.ndarray, info: SliceInfo) -> np.ndarray:
+    stored = info.bits_stored
+    bits = info.bits_allocated
+    if stored is None or stored >= bits or stored <= 0:
+        return arr
+    if info.pixel_representation:
+        shift = bits - stored
+        return (arr << shift) >> shift  # sign-extend from BitsStored, as pydicom does
+    return arr & ((1 << stored) - 1)
+
+
+def to_modality(arr: np.ndarray, info: SliceInfo, out: np.ndarray | None = None) -> np.ndarray:
+    """Stored values -> float32 modality values (slope/intercept applied exactly once)."""
+    result = np.empty(arr.shape, dtype=np.float32) if out is None else out
+    slope, intercept = np.float32(info.rescale_slope), np.float32(info.rescale_intercept)
+    if slope != 1.0:
+        np.multiply(arr, slope, out=result, dtype=np.float32, casting="unsafe")
+        if intercept != 0.0:
+            result += intercept
+    elif intercept != 0.0:
+        np.add(arr, intercept, out=result, dtype=np.float32, casting="unsafe")  # one pass
+    else:
+        np.copyto(result, arr, casting="unsafe")
+    return result
+
+
+def _to_uint8_rgb(arr: np.ndarray, info: SliceInfo) -> np.ndarray:
+    if arr.ndim == 2:
+        arr = np.repeat(arr[:, :, None], 3, axis=2)
+    if arr.dtype == np.uint8:
+        return np.ascontiguousarray(arr)
+    top = int(arr.max()) if arr.size else 0
+    if top <= 255 and arr.min() >= 0:
+        return arr.astype(np.uint8)
+    shift = max((info.bits_stored or info.bits_allocated) - 8, 0)
+    if top >> shift > 255:
+        shift = max(int(top).bit_length() - 8, 0)
+    return (np.clip(arr, 0, None).astype(np.uint32) >> shift).astype(np.uint8)
+
+
+def decode_frame(
+    info: SliceInfo, *, archives: ArchiveCache | None = None, data: bytes | None = None
+) -> np.ndarray:
+    """One frame: float32 (rows, cols) modality values, or uint8 (rows, cols, 3) RGB for colour.
+
+    Raises :class:`ImageTooLargeError` before allocating anything over the budget and
+    :class:`PixelDecodeError` (naming the file, never its folder) for truncated or corrupt data.
+    """
+    arr, pending = _decode(info, archives, data, stored=False)
+    return to_modality(arr, info) if pending else arr
+
+
+def decode_stored(info: SliceInfo, *, archives: ArchiveCache | None = None) -> tuple[np.ndarray, bool]:
+    """Like :func:`decode_frame`, but a greyscale frame without a Modality LUT comes back as its stored
+    values with ``True``: the caller applies :func:`to_modality` (half the bytes to move between processes).
+    """
+    return _decode(info, archives, None, stored=True)
+
+
+def _decode(
+    info: SliceInfo, archives: ArchiveCache | None, data: bytes | None, *, stored: bool
+) -> tuple[np.ndarray, bool]:
+    if is_fast_path(info):
+        return read_raw(info, archives, data), True
+    need = check_frame_size(info)
+    name = info.source.display_name
+    if info.photometric == "YBR_FULL_422" and info.samples_per_pixel == 3:
+        need = need * 2 // 3  # chroma subsampled 2:1 horizontally when uncompressed
+    if info.pixel_offset is not None and info.source.member is None and data is None:
+        try:
+            found = max(info.source.path.stat().st_size - info.pixel_offset, 0)
+        except OSError as exc:
+            raise PixelDecodeError(f"Cannot read {name} ({type(exc).__name__})") from exc
+        if found < need:
+            raise PixelDecodeError(
+                f"Truncated pixel data in {name} (expected {need:,} bytes, found {found:,})"
+            )
+    try:
+        blob = data
+        if blob is None and (info.source.member is not None or info.transfer_syntax_uid == DEFLATED_TS):
+            blob = read_source_bytes(info.source, archives)
+        if blob is not None and info.transfer_syntax_uid == DEFLATED_TS:
+            check_deflated(blob)
+        src = io.BytesIO(blob) if blob is not None else info.source.path
+        return _decode_with_pydicom(info, src, stored=stored)
+    except (ImageTooLargeError, PixelDecodeError, KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:  # also a Rust decoder's PanicException (pylibjpeg-rle), not an Exception
+        logger.debug("Decode failed: %s", type(exc).__name__)
+        raise PixelDecodeError(f"Cannot decode {name}: {_short(exc)}") from exc
+
+
+def _short(exc: BaseException) -> str:
+    text = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    return (text or type(exc).__name__)[:300]
+
+
+def _decode_with_pydicom(info: SliceInfo, src: io.BytesIO | Path, *, stored: bool) -> tuple[np.ndarray, bool]:
+    from pydicom.dataset import Dataset
+    from pydicom.pixels import apply_color_lut, apply_modality_lut, pixel_array
+
+    ds_out = Dataset()
+    index = info.source.frame if info.number_of_frames > 1 else None
+    try:
+        arr = pixel_array(src, ds_out=ds_out, index=index)
+    except Exception:
+        # No (or a broken) file meta: read the whole object, then name its transfer syntax ourselves.
+        from pydicom import dcmread
+        from pydicom.uid import UID
+
+        if isinstance(src, io.BytesIO):
+            src.seek(0)
+        ds_out = dcmread(src, force=True)
+        if "TransferSyntaxUID" not in ds_out.file_meta:
+            ds_out.file_meta.TransferSyntaxUID = UID(info.transfer_syntax_uid)
+        arr = pixel_array(ds_out, index=index)
+    if info.number_of_frames > 1 and arr.ndim > 2 and arr.shape[0] == 1 and info.samples_per_pixel == 1:
+        arr = arr[0]
+    photometric = info.photometric
+    if photometric == "PALETTE COLOR":
+        return _to_uint8_rgb(apply_color_lut(arr, ds_out), info), False
+    if info.samples_per_pixel > 1:
+        return _to_uint8_rgb(arr, info), False
+    if arr.ndim != 2:
+        raise PixelDecodeError(f"Unexpected decoded shape {arr.shape} in {info.source.display_name}")
+    if info.has_modality_lut and "ModalityLUTSequence" in ds_out:
+        return np.asarray(apply_modality_lut(arr, ds_out), dtype=np.float32), False
+    return (arr, True) if stored else (to_modality(arr, info), False)
+
+
+def decode_file(path: str | Path, frame: int = 0) -> np.ndarray:
+    """Read the header of ``path`` then decode ``frame`` (typed errors; for CLIs, tests and fuzzing)."""
+    result = read_header(SliceSource(Path(path)), 0)
+    if isinstance(result, SkippedFile):
+        if result.code in ("E-TOO-LARGE", "E-ZIP-BOMB"):
+            raise ImageTooLargeError(result.reason)
+        if result.code == "E-NOT-DICOM":
+            raise NotDicomError(result.reason)
+        raise DicomError(f"{result.code}: {result.reason}")
+    if not 0 <= frame < len(result):
+        raise DicomError(f"Frame {frame} out of range (the object has {len(result)} frames)")
+    return decode_frame(result[frame].info)

@@ -1,0 +1,136 @@
+"""A shared process pool for decoding compressed slices on every core, and the series memory budget."""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import multiprocessing
+import os
+import threading
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+
+import numpy as np
+
+from viewer.core.constants import MAX_SERIES_BYTES, MAX_SERIES_BYTES_FRACTION_OF_RAM
+from viewer.core.dicom.header import too_large_message
+from viewer.core.dicom.model import SliceInfo, Stack
+from viewer.core.errors import DicomError, ImageTooLargeError
+
+logger = logging.getLogger(__name__)
+POOL_MIN_SLICES = 8  # fewer compressed slices than this decode in-process
+_POOL: ProcessPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def pool_workers() -> int:
+    """One process per core but one: the loading thread decodes too (see StackVolume._load_pool)."""
+    return max(1, min((os.cpu_count() or 1) - 1, 8))
+
+
+def decode_pool() -> ProcessPoolExecutor:
+    """The shared spawn-based pool (created on first use, recreated after a worker crash)."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None or getattr(_POOL, "_broken", False):
+            ctx = multiprocessing.get_context("spawn")  # fork is unsafe in a threaded (Qt) process
+            _POOL = ProcessPoolExecutor(max_workers=pool_workers(), mp_context=ctx)
+        return _POOL
+
+
+def _warm() -> int:
+    import viewer.core.dicom.pixels  # noqa: F401  (pydicom and the decoders, imported once per worker)
+
+    return os.getpid()
+
+
+def warm_pool() -> None:
+    """Start the decoder processes now (e.g. when a compressed stack opens) to hide start-up."""
+    try:
+        pool = decode_pool()
+        for fut in [pool.submit(_warm) for _ in range(pool_workers())]:
+            fut.result()
+    except Exception:  # a pool that cannot start is reported when it is used
+        logger.warning("Decoder processes did not start", exc_info=True)
+
+
+_WARMING = threading.Event()
+
+
+def warm_pool_async() -> None:
+    """:func:`warm_pool` on a daemon thread, once per process (later calls return at once)."""
+    if _WARMING.is_set():
+        return
+    _WARMING.set()
+    threading.Thread(target=warm_pool, name="decoder-pool-start", daemon=True).start()
+
+
+def wants_pool(stack: Stack) -> bool:
+    """A greyscale stack with enough compressed slices that load_all will use the process pool."""
+    from viewer.core.dicom.pixels import is_fast_path
+
+    if stack.is_color or len(stack) < 2 * POOL_MIN_SLICES:
+        return False
+    return sum(1 for info in stack.slices if not is_fast_path(info)) >= 2 * POOL_MIN_SLICES
+
+
+def shutdown_pool() -> None:
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is not None:
+            _POOL.shutdown(wait=False, cancel_futures=True)
+            _POOL = None
+        _WARMING.clear()
+
+
+atexit.register(shutdown_pool)
+
+
+def pool_broken(exc: BaseException) -> bool:
+    return isinstance(exc, BrokenProcessPool)
+
+
+def decode_task(
+    items: list[tuple[int, SliceInfo]],
+) -> list[tuple[int, np.ndarray | None, str | None, bool]]:
+    """Worker side: (index, array, error, modality pending) per slice; errors come back as text.
+
+    Greyscale frames come back as stored values (``pending`` True, apply ``to_modality``): half the
+    bytes of float32 to pickle back to the loading process.
+    """
+    from viewer.core.dicom.pixels import decode_stored
+    from viewer.core.dicom.sources import ArchiveCache
+
+    archives = ArchiveCache()
+    out: list[tuple[int, np.ndarray | None, str | None, bool]] = []
+    try:
+        for i, info in items:
+            try:
+                arr, pending = decode_stored(info, archives=archives)
+                if arr.ndim != 2:
+                    raise DicomError("colour slice in a greyscale volume")
+                out.append((i, arr, None, pending))
+            except DicomError as exc:
+                out.append((i, None, str(exc), False))
+            except Exception as exc:
+                out.append(
+                    (i, None, f"Cannot decode {info.source.display_name}: {type(exc).__name__}", False)
+                )
+    finally:
+        archives.close()
+    return out
+
+
+def series_budget() -> int:
+    """min(MAX_SERIES_BYTES, 25 % of physical RAM)."""
+    try:
+        ram = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return MAX_SERIES_BYTES
+    return int(min(MAX_SERIES_BYTES, MAX_SERIES_BYTES_FRACTION_OF_RAM * ram))
+
+
+def check_volume_budget(nbytes: int) -> None:
+    limit = series_budget()
+    if nbytes > limit:
+        raise ImageTooLargeError(too_large_message(nbytes, limit))

@@ -1,0 +1,384 @@
+"""StackVolume: lazy, cached, prefetching access to a stack's pixels, and a fast whole-volume load."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+
+import numpy as np
+
+from viewer.core.constants import SLICE_CACHE_BYTES, Window
+from viewer.core.dicom.model import SliceInfo, Stack
+from viewer.core.dicom.pixels import decode_frame, is_fast_path, read_raw, to_modality
+from viewer.core.dicom.pool import (
+    POOL_MIN_SLICES,
+    check_volume_budget,
+    decode_pool,
+    decode_task,
+    pool_broken,
+    wants_pool,
+    warm_pool_async,
+)
+from viewer.core.dicom.sources import ArchiveCache
+from viewer.core.errors import DicomError, LoadCancelled, PixelDecodeError
+
+logger = logging.getLogger(__name__)
+
+ProgressFn = Callable[[int, int], None]
+CancelFn = Callable[[], bool]
+READ_THREADS = 4  # uncompressed load_all: I/O and numpy casts release the GIL
+POOL_CHUNK = 4  # compressed slices per process-pool task
+PREFETCH_MAX_SLICES = 96  # one prefetch call decodes at most this many slices (and 80 % of the cache)
+
+
+class StackVolume:
+    """Pixels of one :class:`Stack`, decoded on demand (thread-safe).
+
+    ``get_slice`` returns read-only arrays shared with the cache: copy before modifying.
+    """
+
+    def __init__(self, stack: Stack, *, cache_bytes: int = SLICE_CACHE_BYTES) -> None:
+        self.stack = stack
+        self.cache_bytes = int(cache_bytes)
+        self.bad_slices: dict[int, str] = {}
+        first = stack.slices[0] if stack.slices else None
+        self.invert_display = bool(first is not None and first.photometric == "MONOCHROME1")
+        self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._cache_used = 0
+        self._lock = threading.Lock()
+        self._inflight: dict[int, threading.Event] = {}
+        self._archives = ArchiveCache()
+        self._prefetcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="slice-prefetch")
+        self._generation = 0
+        self._closed = False
+        if wants_pool(stack):
+            warm_pool_async()  # hide the processes' start-up behind browsing
+
+    def __len__(self) -> int:
+        return len(self.stack.slices)
+
+    def __enter__(self) -> StackVolume:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- single slices ---------------------------------------------------------------------------
+    def _check_index(self, i: int) -> int:
+        if not 0 <= i < len(self):
+            raise IndexError(f"slice {i} out of range 0..{len(self) - 1}")
+        return i
+
+    def cached(self, i: int) -> np.ndarray | None:
+        """The slice if it is already decoded, else None (never decodes)."""
+        with self._lock:
+            return self._cache.get(i)
+
+    def get_slice(self, i: int) -> np.ndarray:
+        """float32 (rows, cols) modality values, or uint8 (rows, cols, 3) RGB; PixelDecodeError if bad."""
+        i = self._check_index(i)
+        while True:
+            with self._lock:
+                hit = self._cache.get(i)
+                if hit is not None:
+                    self._cache.move_to_end(i)
+                    return hit
+                if i in self.bad_slices:
+                    raise PixelDecodeError(self.bad_slices[i])
+                event = self._inflight.get(i)
+                if event is None:
+                    event = threading.Event()
+                    self._inflight[i] = event
+                    break
+            event.wait()  # another thread decodes this slice: use its result
+        try:
+            arr = self._decode(self.stack.slices[i])
+            arr.flags.writeable = False
+            self._store(i, arr)  # before waiters wake, so they find it in the cache
+        except Exception as exc:
+            message = str(exc) if isinstance(exc, DicomError) else f"Cannot decode: {type(exc).__name__}"
+            with self._lock:
+                self.bad_slices[i] = message
+            if isinstance(exc, PixelDecodeError):
+                raise
+            raise PixelDecodeError(message) from exc
+        finally:
+            with self._lock:
+                self._inflight.pop(i, None)
+            event.set()
+        return arr
+
+    def _decode(self, info: SliceInfo) -> np.ndarray:
+        first = self.stack.slices[0]
+        if (info.rows, info.columns) != (first.rows, first.columns):
+            raise PixelDecodeError(f"{info.source.display_name} has a different size from the stack")
+        return decode_frame(info, archives=self._archives)
+
+    def _store(self, i: int, arr: np.ndarray) -> None:
+        if arr.nbytes > self.cache_bytes:
+            return
+        with self._lock:
+            if i in self._cache:
+                return
+            self._cache[i] = arr
+            self._cache_used += arr.nbytes
+            while self._cache_used > self.cache_bytes and self._cache:
+                _, old = self._cache.popitem(last=False)
+                self._cache_used -= old.nbytes
+
+    # --- prefetch --------------------------------------------------------------------------------
+    def _slice_bytes(self) -> int:
+        if not self.stack.slices:
+            return 1
+        first = self.stack.slices[0]
+        per_pixel = 3 if self.stack.is_color else 4
+        return max(first.rows * first.columns * per_pixel, 1)
+
+    def prefetch(self, i: int) -> None:
+        """Decode around ``i`` (i, i+1, i-1, i+2, ...) in the background; a newer call cancels this one."""
+        if self._closed or not len(self):
+            return
+        i = min(max(i, 0), len(self) - 1)
+        with self._lock:
+            self._generation += 1
+            generation = self._generation
+        try:
+            self._prefetcher.submit(self._prefetch_run, i, generation)
+        except RuntimeError:  # closed concurrently
+            return
+
+    def _prefetch_run(self, centre: int, generation: int) -> None:
+        budget = max(1, int(0.8 * self.cache_bytes // self._slice_bytes()))
+        budget = min(budget, len(self), PREFETCH_MAX_SLICES)
+        done = 0
+        step = 0
+        while done < budget and step <= len(self):
+            for idx in (centre + step, centre - step) if step else (centre,):
+                if self._closed or self._generation != generation:
+                    return
+                if not 0 <= idx < len(self) or done >= budget:
+                    continue
+                done += 1
+                if self.cached(idx) is not None or idx in self.bad_slices:
+                    continue
+                with contextlib.suppress(DicomError):  # recorded in bad_slices
+                    self.get_slice(idx)
+            step += 1
+
+    # --- whole volume ----------------------------------------------------------------------------
+    def load_all(self, progress: ProgressFn | None = None, cancel: CancelFn | None = None) -> np.ndarray:
+        """float32 (S, rows, cols) of a greyscale stack; bad slices filled with the stack minimum.
+
+        Uncompressed slices are read straight into the preallocated array by a few threads;
+        compressed ones are decoded by a process pool using every core. Raises
+        :class:`LoadCancelled` when ``cancel()`` turns true (checked at least every 0.1 s).
+        """
+        if self.stack.is_color:
+            raise DicomError("A colour stack cannot be loaded as a greyscale volume")
+        n = len(self)
+        if n == 0:
+            return np.zeros((0, 0, 0), dtype=np.float32)
+        rows, cols = self.stack.rows, self.stack.columns
+        check_volume_budget(n * rows * cols * 4)
+        out = np.empty((n, rows, cols), dtype=np.float32)
+        good = np.zeros(n, dtype=bool)
+        todo_fast: list[int] = []
+        todo_slow: list[int] = []
+        for i, info in enumerate(self.stack.slices):
+            hit = self.cached(i)
+            if hit is not None:
+                out[i] = hit
+                good[i] = True
+            elif i in self.bad_slices:
+                continue
+            elif (info.rows, info.columns) != (rows, cols):
+                self.bad_slices[i] = f"{info.source.display_name} has a different size from the stack"
+            elif is_fast_path(info):
+                todo_fast.append(i)
+            else:
+                todo_slow.append(i)
+        counter = [int(good.sum()) + len(self.bad_slices)]
+
+        def tick(k: int) -> None:
+            counter[0] += k
+            if progress is not None:
+                progress(min(counter[0], n), n)
+
+        tick(0)
+        if todo_fast:
+            self._load_fast(todo_fast, out, good, tick, cancel)
+        if todo_slow:
+            use_pool = len(todo_slow) >= POOL_MIN_SLICES
+            if use_pool:
+                self._load_pool(todo_slow, out, good, tick, cancel)
+            else:
+                self._load_threads(todo_slow, out, good, tick, cancel, self._decode_into)
+        bad = [i for i in range(n) if not good[i]]
+        if bad:
+            fill = float(out[good].min()) if good.any() else 0.0
+            out[bad] = fill
+        return out
+
+    def _check_cancel(self, cancel: CancelFn | None, futures: set[Future[object]] | None = None) -> None:
+        if cancel is not None and cancel():
+            for fut in futures or ():
+                fut.cancel()
+            raise LoadCancelled("Loading cancelled")
+
+    def _read_into(self, i: int, out: np.ndarray) -> None:
+        info = self.stack.slices[i]
+        to_modality(read_raw(info, self._archives), info, out=out[i])
+
+    def _decode_into(self, i: int, out: np.ndarray) -> None:
+        out[i] = self._decode(self.stack.slices[i])
+
+    def _load_fast(
+        self,
+        idx: list[int],
+        out: np.ndarray,
+        good: np.ndarray,
+        tick: Callable[[int], None],
+        cancel: CancelFn | None,
+    ) -> None:
+        self._load_threads(idx, out, good, tick, cancel, self._read_into)
+
+    def _load_threads(
+        self,
+        idx: list[int],
+        out: np.ndarray,
+        good: np.ndarray,
+        tick: Callable[[int], None],
+        cancel: CancelFn | None,
+        fn: Callable[[int, np.ndarray], None],
+    ) -> None:
+        chunks = [idx[k : k + 8] for k in range(0, len(idx), 8)]
+        stop = threading.Event()
+
+        def work(chunk: list[int]) -> list[tuple[int, str | None]]:
+            result: list[tuple[int, str | None]] = []
+            for i in chunk:
+                if stop.is_set():
+                    break
+                try:
+                    fn(i, out)
+                    result.append((i, None))
+                except Exception as exc:
+                    result.append((i, str(exc) if isinstance(exc, DicomError) else type(exc).__name__))
+            return result
+
+        with ThreadPoolExecutor(max_workers=READ_THREADS, thread_name_prefix="slice-read") as pool:
+            pending: set[Future[object]] = {pool.submit(work, c) for c in chunks}
+            try:
+                while pending:
+                    finished, pending = wait(pending, timeout=0.1, return_when=FIRST_COMPLETED)
+                    for fut in finished:
+                        self._collect(fut.result(), good)  # type: ignore[arg-type]
+                        tick(len(fut.result()))  # type: ignore[arg-type]
+                    self._check_cancel(cancel, pending)
+            finally:
+                stop.set()
+
+    def _collect(self, results: list[tuple[int, str | None]], good: np.ndarray) -> None:
+        for i, err in results:
+            if err is None:
+                good[i] = True
+            else:
+                with self._lock:
+                    self.bad_slices[i] = err
+
+    def _load_pool(
+        self,
+        idx: list[int],
+        out: np.ndarray,
+        good: np.ndarray,
+        tick: Callable[[int], None],
+        cancel: CancelFn | None,
+    ) -> None:
+        """Work stealing: the pool takes chunks from the end, this thread decodes from the front.
+
+        Never slower than decoding here alone (a busy or cold pool simply gets fewer chunks), and
+        every free core helps when there is one.
+        """
+        pool = decode_pool()
+        chunks = [idx[k : k + POOL_CHUNK] for k in range(0, len(idx), POOL_CHUNK)]
+        futures: dict[int, Future[list[tuple[int, np.ndarray | None, str | None, bool]]]] = {}
+        for c in reversed(range(len(chunks))):
+            futures[c] = pool.submit(decode_task, [(i, self.stack.slices[i]) for i in chunks[c]])
+        pending = set(futures.values())
+        for c, chunk in enumerate(chunks):
+            self._check_cancel(cancel, pending)  # type: ignore[arg-type]
+            fut = futures[c]
+            if not fut.cancel():
+                continue  # running or done in a worker: collected below
+            pending.discard(fut)
+            for i in chunk:
+                try:
+                    out[i] = self._decode(self.stack.slices[i])
+                    good[i] = True
+                except Exception as exc:
+                    self.bad_slices[i] = str(exc) if isinstance(exc, DicomError) else type(exc).__name__
+            tick(len(chunk))
+        owners = {id(f): c for c, f in futures.items()}
+        while pending:
+            finished, pending = wait(pending, timeout=0.1, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                chunk = chunks[owners[id(fut)]]
+                try:
+                    results = fut.result()
+                except Exception as exc:
+                    if pool_broken(exc):
+                        logger.warning("A decoder process crashed; its slices are marked bad")
+                    for i in chunk:
+                        self.bad_slices[i] = "This slice could not be decoded safely (E-WORKER-CRASH)"
+                    tick(len(chunk))
+                    continue
+                for i, arr, err, stored in results:
+                    if err is None and arr is not None:
+                        if stored:
+                            to_modality(arr, self.stack.slices[i], out=out[i])
+                        else:
+                            out[i] = arr
+                        good[i] = True
+                    else:
+                        self.bad_slices[i] = err or "Cannot decode"
+                tick(len(chunk))
+            self._check_cancel(cancel, pending)  # type: ignore[arg-type]
+
+    # --- display defaults ------------------------------------------------------------------------
+    def default_window(self) -> Window:
+        """The middle slice's header window, else one from the data range of the middle slice."""
+        if not len(self):
+            return Window(400, 40)
+        mid = len(self) // 2
+        window = self.stack.slices[mid].window
+        if window is not None:
+            return window
+        for info in self.stack.slices:
+            if info.window is not None:
+                return info.window
+        try:
+            data = self.get_slice(mid)
+        except DicomError:
+            return Window(400, 40)
+        finite = data[np.isfinite(data)] if data.dtype.kind == "f" else data
+        if finite.size == 0:
+            return Window(400, 40)
+        low, high = (float(v) for v in np.percentile(finite, [0.5, 99.5]))
+        if high <= low:
+            low, high = float(finite.min()), float(finite.max()) + 1.0
+        return Window.from_levels(low, high)
+
+    def close(self) -> None:
+        """Stop prefetching, drop the cache and close any open archive (idempotent)."""
+        self._closed = True
+        with self._lock:
+            self._generation += 1
+        self._prefetcher.shutdown(wait=False, cancel_futures=True)
+        with self._lock:
+            self._cache.clear()
+            self._cache_used = 0
+        self._archives.close()
