@@ -59,7 +59,11 @@ def write_card(
     heldout_note: str = "",
     wall_time_s: float | None = None,
     limits_extra: list[str] | None = None,
+    heldout_bundled: str | None = None,
+    thresholds_note: str = "",
 ) -> Path:
+    """``heldout_bundled``: the ``heldout`` entry evaluated with this very model (its thresholds), whose
+    sensitivity/specificity join the threshold table; ``thresholds_note``: extra text under that table."""
     report = json.loads((run_dir / "metrics.json").read_text())
     from training.export import read_metadata
 
@@ -67,6 +71,9 @@ def write_card(
     gru = report["cnn_gru"]
     thr = meta["thresholds"]
     ops = gru["test"].get("at_thresholds", {})
+    held_ops: dict[str, dict[str, float]] = {}
+    if heldout and heldout_bundled:
+        held_ops = heldout[heldout_bundled].get("at_thresholds") or {}
     split = report["split"]
     wall = wall_time_s or report["train_wall_s"]
     lines = [
@@ -116,16 +123,29 @@ def write_card(
         "",
         *_table(report),
         "",
-        f"Thresholds ({meta['threshold_policy']}):",
+        f"Thresholds: {meta['threshold_policy']}.",
         "",
-        "| class | threshold | test sensitivity | test specificity |",
-        "|---|---|---|---|",
+        "`any` is the triage class (few missed bleeds, more false alarms); a subtype's threshold balances",
+        "sensitivity and specificity so that the flagged slices stay meaningful. Slice-level operating",
+        "points on the test split"
+        + (" and on the independent held-out set below:" if held_ops else ":"),
+        "",
+        "| class | threshold | test sensitivity | test specificity |"
+        + (" held-out sensitivity | held-out specificity |" if held_ops else ""),
+        "|---|---|---|---|" + ("---|---|" if held_ops else ""),
         *[
             f"| `{c}` | {thr[c]:.3f} | {_fmt(ops.get(c, {}).get('sensitivity'))} | "
             f"{_fmt(ops.get(c, {}).get('specificity'))} |"
+            + (
+                f" {_fmt(held_ops.get(c, {}).get('sensitivity'))} | "
+                f"{_fmt(held_ops.get(c, {}).get('specificity'))} |"
+                if held_ops
+                else ""
+            )
             for c in RSNA_CLASSES
         ],
         "",
+        *([thresholds_note, ""] if thresholds_note else []),
         *(
             [
                 "## Independent held-out set, evaluated through ONNX Runtime as the viewer runs it",

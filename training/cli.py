@@ -1,4 +1,7 @@
-"""``slicewise-train``: synth, train, evaluate, export. Bad input -> one line on stderr, exit 2."""
+"""``slicewise-train``: synth, train, thresholds, evaluate, export.
+
+Bad input -> one line on stderr, exit 2.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from viewer.core.errors import SlicewiseError
 
 
 def _parser() -> argparse.ArgumentParser:
+    from training.metrics import DEFAULT_THRESHOLD_POLICY, THRESHOLD_POLICIES
     from training.train import TrainConfig
 
     p = argparse.ArgumentParser(prog="slicewise-train", description="Slicewise CNN-GRU training toolkit")
@@ -36,10 +40,27 @@ def _parser() -> argparse.ArgumentParser:
         default = getattr(defaults, f.name)
         if f.name in ("data", "labels", "out"):
             t.add_argument(flag, required=True)
+        elif f.name == "threshold_policy":
+            t.add_argument(flag, choices=THRESHOLD_POLICIES, default=default, help=_POLICY_HELP)
         elif isinstance(default, bool):
             t.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
         else:
             t.add_argument(flag, type=type(default), default=default)
+
+    h = sub.add_parser(
+        "thresholds",
+        help="re-choose a checkpoint's thresholds on its validation split (no retraining), then re-export",
+    )
+    h.add_argument("checkpoint", type=Path)
+    h.add_argument(
+        "--policy", choices=THRESHOLD_POLICIES, default=DEFAULT_THRESHOLD_POLICY, help=_POLICY_HELP
+    )
+    h.add_argument("--sensitivity", type=float, default=None, help="default: the checkpoint's (0.95)")
+    h.add_argument("--out", type=Path, default=None, help="write a copy here (default: update in place)")
+    h.add_argument("--data", default=None, help="override the data folder recorded in the checkpoint")
+    h.add_argument("--labels", default=None, help="override the labels.csv recorded in the checkpoint")
+    h.add_argument("--cache", default=None, help="override the preprocessing cache in the checkpoint")
+    h.add_argument("--threads", type=int, default=2)
 
     e = sub.add_parser("evaluate", help="evaluate an .onnx model through onnxruntime, as the viewer runs it")
     e.add_argument("model", type=Path)
@@ -54,6 +75,13 @@ def _parser() -> argparse.ArgumentParser:
     x.add_argument("--train-data", default=None, help="training-data description for the metadata")
     x.add_argument("--intended-use", default=None)
     return p
+
+
+_POLICY_HELP = (
+    "operating points chosen on the validation slices: triage (default) = `any` at sensitivity >= "
+    "--sensitivity, each subtype at the Youden-J maximum; sensitivity = every class at sensitivity >= "
+    "--sensitivity (model 0.1.0); youden = every class at the Youden-J maximum"
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -79,6 +107,32 @@ def main(argv: Sequence[str] | None = None) -> int:
             cfg_t = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
             ckpt = train(cfg_t)
             print(f"checkpoint: {ckpt}")
+        elif args.cmd == "thresholds":
+            from training.thresholds import recompute_thresholds
+
+            if args.sensitivity is not None and not 0.0 < args.sensitivity <= 1.0:
+                raise ValueError("--sensitivity must be in (0, 1]")
+            entry = recompute_thresholds(
+                args.checkpoint,
+                policy=args.policy,
+                sensitivity=args.sensitivity,
+                out=args.out,
+                data=args.data,
+                labels=args.labels,
+                cache=args.cache,
+                threads=args.threads,
+            )
+            from training.export import json_safe
+
+            summary = {
+                "threshold_policy": args.policy,
+                "thresholds": entry["thresholds"],
+                "val_at_thresholds": entry["val"].get("at_thresholds"),
+                "test_at_thresholds": entry["test"].get("at_thresholds"),
+            }
+            print(json.dumps(json_safe(summary), indent=2, allow_nan=False))
+            written = args.out or args.checkpoint
+            print(f"wrote {written}; re-export it with `slicewise-train export`", file=sys.stderr)
         elif args.cmd == "evaluate":
             from training.evaluate import evaluate_onnx
 

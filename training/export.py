@@ -19,7 +19,9 @@ import onnx
 import torch
 
 from training.errors import ExportParityError
+from training.metrics import threshold_policy_text
 from training.model import ExportWrapper, ICHNet
+from training.thresholds import checkpoint_policy
 from training.train import load_checkpoint, model_from_checkpoint
 from viewer.core.constants import (
     MIN_SLICES_FOR_MODEL,
@@ -34,7 +36,7 @@ from viewer.core.constants import (
 log = logging.getLogger(__name__)
 
 MODEL_NAME = "slicewise-ich"
-MODEL_VERSION = "0.1.0"
+MODEL_VERSION = "0.1.1"  # 0.1.1: same weights as 0.1.0, "triage" threshold policy
 PARITY_SLICES: tuple[int, ...] = (1, 2, 7, 40, 128)
 PARITY_BATCHES: tuple[int, ...] = (1, 2)
 PARITY_ATOL = 1e-4
@@ -59,7 +61,7 @@ def json_safe(value: Any) -> Any:
 
 
 def _metadata(
-    ckpt: dict[str, Any], *, train_data: str, intended_use: str, sensitivity: float
+    ckpt: dict[str, Any], *, train_data: str, intended_use: str, policy: str, sensitivity: float
 ) -> dict[str, Any]:
     mcfg = ckpt["model_config"]
     windows = ckpt.get("windows") or [{"width": w.width, "level": w.level} for w in MODEL_WINDOWS]
@@ -77,8 +79,7 @@ def _metadata(
         "slice_order": "ascending_position",
         "thresholds": thresholds,
         "threshold_policy": (
-            f"per class, the highest threshold with slice-level sensitivity >= {sensitivity:.2f} on the "
-            "validation split"
+            threshold_policy_text(policy, sensitivity)
             if ckpt.get("thresholds")
             else "0.5 (no validation thresholds in checkpoint)"
         ),
@@ -210,8 +211,10 @@ def export_checkpoint(
 ) -> float:
     ckpt = load_checkpoint(ckpt_path)
     net = model_from_checkpoint(ckpt)
-    sensitivity = float(ckpt.get("train_config", {}).get("sensitivity", 0.95))
-    meta = _metadata(ckpt, train_data=train_data, intended_use=intended_use, sensitivity=sensitivity)
+    policy, sensitivity = checkpoint_policy(ckpt)
+    meta = _metadata(
+        ckpt, train_data=train_data, intended_use=intended_use, policy=policy, sensitivity=sensitivity
+    )
     return export_model(
         net, out_path, meta, parity=parity, slice_counts=slice_counts, batch_sizes=batch_sizes
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -80,12 +81,78 @@ def evaluate_predictions(
     return out
 
 
+# Threshold policies (TrainConfig.threshold_policy, ``slicewise-train thresholds --policy``), all on the
+# validation split's slices:
+#   "triage"      (default) ``any`` -- the triage class -- at the highest threshold with sensitivity
+#                 >= ``sensitivity``; each subtype at the threshold that maximises Youden's J
+#                 (sensitivity + specificity - 1; ties -> the higher threshold).
+#   "sensitivity" every class at the highest threshold with sensitivity >= ``sensitivity`` (model 0.1.0;
+#                 gives near-zero thresholds, i.e. many false positives, for the weak subtypes).
+#   "youden"      every class, ``any`` included, at the Youden-J maximum.
+THRESHOLD_POLICIES: tuple[str, ...] = ("triage", "sensitivity", "youden")
+DEFAULT_THRESHOLD_POLICY = "triage"
+
+
+def threshold_youden(y_true: np.ndarray, score: np.ndarray) -> float:
+    """Threshold (``score >= t``) maximising Youden's J = sensitivity + specificity - 1.
+
+    Candidates are the observed scores; J is compared exactly (as ``TP * N - FP * P``, integers), and
+    among equal J the higher threshold wins. 0.5 when positives or negatives are absent.
+    """
+    y = np.asarray(y_true).astype(bool).ravel()
+    s = np.asarray(score, dtype=np.float64).ravel()
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if n_pos == 0 or n_neg == 0:
+        return 0.5
+    order = np.argsort(-s, kind="mergesort")  # descending
+    s_desc, y_desc = s[order], y[order]
+    tp = np.cumsum(y_desc).astype(np.int64)
+    fp = np.cumsum(~y_desc).astype(np.int64)
+    # predictions at t = s_desc[i] include every score >= t: take the last index of each run of ties
+    last = np.concatenate([np.flatnonzero(np.diff(s_desc) != 0), [len(s_desc) - 1]])
+    j_scaled = tp[last] * n_neg - fp[last] * n_pos  # J * P * N
+    best = int(np.argmax(j_scaled))  # first maximum = the highest threshold among ties
+    return float(s_desc[last[best]])
+
+
+def threshold_policy_text(policy: str, sensitivity: float) -> str:
+    """Human-readable policy, as written into the ONNX metadata ``threshold_policy`` and the card."""
+    sens = (
+        f"the highest threshold with slice-level sensitivity >= {sensitivity:.2f} on the validation split"
+    )
+    youden = (
+        "the threshold maximising Youden's J (sensitivity + specificity - 1) on the validation slices "
+        "(ties: the higher threshold)"
+    )
+    if policy == "triage":
+        return f"`any` (triage): {sens}; each subtype: {youden}"
+    if policy == "sensitivity":
+        return f"per class, {sens}"
+    if policy == "youden":
+        return f"per class, {youden}"
+    raise ValueError(f"unknown threshold policy {policy!r}; choose one of {', '.join(THRESHOLD_POLICIES)}")
+
+
 def choose_thresholds(
-    slice_labels: Sequence[np.ndarray], slice_probs: Sequence[np.ndarray], sensitivity: float = 0.95
+    slice_labels: Sequence[np.ndarray],
+    slice_probs: Sequence[np.ndarray],
+    sensitivity: float = 0.95,
+    policy: str = DEFAULT_THRESHOLD_POLICY,
 ) -> dict[str, float]:
+    """Per-class thresholds on validation slices under ``policy`` (see ``THRESHOLD_POLICIES``)."""
+    if policy not in THRESHOLD_POLICIES:
+        raise ValueError(
+            f"unknown threshold policy {policy!r}; choose one of {', '.join(THRESHOLD_POLICIES)}"
+        )
     y = np.concatenate(slice_labels)
     p = np.concatenate(slice_probs)
-    return {
-        c: round(threshold_for_sensitivity(y[:, k], p[:, k], sensitivity), 6)
-        for k, c in enumerate(RSNA_CLASSES)
-    }
+    out: dict[str, float] = {}
+    for k, c in enumerate(RSNA_CLASSES):
+        use_sens = policy == "sensitivity" or (policy == "triage" and c == "any")
+        t = (
+            threshold_for_sensitivity(y[:, k], p[:, k], sensitivity)
+            if use_sens
+            else threshold_youden(y[:, k], p[:, k])
+        )
+        out[c] = math.floor(t * 1e6) / 1e6  # 6 decimals, rounded down: the chosen slices stay flagged
+    return out

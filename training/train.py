@@ -4,7 +4,9 @@ Stage ``cnn``: the trunk and the per-slice head (``use_gru=False``, the ablation
 slice-window crops with random reversal and left-right flips. Stage ``gru``: the trunk is frozen,
 its embeddings are computed once, and the GRU sequence head is trained on longer embedding crops
 (again reversed at random). Both variants are evaluated on the same validation and test split;
-thresholds are chosen on validation, metrics are reported on test.
+thresholds are chosen on validation (``threshold_policy``, see ``training.metrics``), metrics are
+reported on test. ``build_split`` and ``evaluate_head`` are reused by ``training.thresholds``, which
+re-chooses the thresholds of a finished checkpoint without retraining.
 
 Runs as one process or under ``torchrun`` (DistributedDataParallel; gloo on CPU, nccl on GPU).
 Checkpoints are plain dicts (config + tensors) loaded with ``weights_only=True``.
@@ -30,9 +32,14 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
-from training.dataset import build_items, split_items
+from training.dataset import StudyItem, build_items, split_items
 from training.errors import CheckpointError
-from training.metrics import choose_thresholds, evaluate_predictions
+from training.metrics import (
+    DEFAULT_THRESHOLD_POLICY,
+    THRESHOLD_POLICIES,
+    choose_thresholds,
+    evaluate_predictions,
+)
 from training.model import ICHNet, ModelConfig
 from viewer.core.constants import MODEL_WINDOWS, RSNA_CLASS_WEIGHTS, RSNA_CLASSES
 
@@ -62,7 +69,12 @@ class TrainConfig:
     study_loss_weight: float = 0.5
     max_steps: int = 0  # cap per stage (smoke tests); 0 = no cap
     threads: int = 2
-    sensitivity: float = 0.95  # threshold policy on validation
+    # Operating points, chosen on the validation slices (training.metrics.THRESHOLD_POLICIES):
+    # "triage" (default): `any` at the highest threshold with sensitivity >= `sensitivity`, each
+    # subtype at the Youden-J maximum; "sensitivity": every class at sensitivity >= `sensitivity`
+    # (model 0.1.0); "youden": every class at the Youden-J maximum.
+    threshold_policy: str = DEFAULT_THRESHOLD_POLICY
+    sensitivity: float = 0.95  # target slice sensitivity of the sensitivity rule
     resume: bool = False
     progress: bool = True
 
@@ -322,6 +334,45 @@ def predict_from_embeddings(
     return sp, st
 
 
+def build_split(
+    cfg: TrainConfig, *, progress: bool = False
+) -> tuple[list[StudyItem], list[StudyItem], list[StudyItem], list[StudyItem]]:
+    """(all items, train, val, test) exactly as training splits them (by patient, ``cfg.seed``)."""
+    cache = Path(cfg.cache) if cfg.cache else Path(cfg.out) / "cache"
+    items = build_items(Path(cfg.data), Path(cfg.labels), cache, size=cfg.size, progress=progress)
+    train_items, val_items, test_items = split_items(
+        items, seed=cfg.seed, val_frac=cfg.val_frac, test_frac=cfg.test_frac
+    )
+    if not train_items:
+        raise ValueError("no training studies after the split (need more studies)")
+    if not val_items:
+        val_items = train_items
+    if not test_items:
+        test_items = val_items
+    return items, train_items, val_items, test_items
+
+
+def evaluate_head(
+    head: nn.Module,
+    embeds: dict[str, torch.Tensor],
+    val_items: Sequence[StudyItem],
+    test_items: Sequence[StudyItem],
+    *,
+    policy: str,
+    sensitivity: float,
+) -> dict[str, Any]:
+    """Thresholds chosen on validation under ``policy``; validation and test metrics at them."""
+    vp, vs = predict_from_embeddings(head, [embeds[i.key] for i in val_items])
+    thr = choose_thresholds([i.labels for i in val_items], vp, sensitivity, policy)
+    tp, ts = predict_from_embeddings(head, [embeds[i.key] for i in test_items])
+    return {
+        "val": evaluate_predictions([i.labels for i in val_items], vp, vs, thr),
+        "test": evaluate_predictions([i.labels for i in test_items], tp, ts, thr),
+        "thresholds": thr,
+        "threshold_policy": policy,
+    }
+
+
 def _short(m: dict[str, Any]) -> dict[str, Any]:
     return {
         "wll": m["weighted_log_loss"],
@@ -333,31 +384,22 @@ def _short(m: dict[str, Any]) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------- main
 def train(cfg: TrainConfig) -> Path:
     """Run the configured stages; returns ``<out>/checkpoint.pt`` (the CNN-GRU)."""
+    if cfg.threshold_policy not in THRESHOLD_POLICIES:
+        choices = ", ".join(THRESHOLD_POLICIES)
+        raise ValueError(f"unknown --threshold-policy {cfg.threshold_policy!r}; choose one of {choices}")
     d = setup_dist()
     torch.set_num_threads(max(1, cfg.threads // d.world) if d.device.type == "cpu" else cfg.threads)
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    cache = Path(cfg.cache) if cfg.cache else out / "cache"
     t_start = time.perf_counter()
 
     # data: rank 0 fills the cache first, the others then read it
     if not d.main:
         d.barrier()
-    items = build_items(
-        Path(cfg.data), Path(cfg.labels), cache, size=cfg.size, progress=cfg.progress and d.main
-    )
+    items, train_items, val_items, test_items = build_split(cfg, progress=cfg.progress and d.main)
     if d.main:
         d.barrier()
-    train_items, val_items, test_items = split_items(
-        items, seed=cfg.seed, val_frac=cfg.val_frac, test_frac=cfg.test_frac
-    )
-    if not train_items:
-        raise ValueError("no training studies after the split (need more studies)")
-    if not val_items:
-        val_items = train_items
-    if not test_items:
-        test_items = val_items
     arrays = {i.key: i.load() for i in items}
     split_info = {
         "seed": cfg.seed,
@@ -486,14 +528,15 @@ def train(cfg: TrainConfig) -> Path:
             "train_wall_s": round(time.perf_counter() - t_start, 1),
         }
         for tag, head, cfg_m in (("cnn_only", cnn_model.head, cnn_cfg), ("cnn_gru", model.head, gru_cfg)):
-            vp, vs = predict_from_embeddings(head, [embeds[i.key] for i in val_items])
-            thr = choose_thresholds([i.labels for i in val_items], vp, cfg.sensitivity)
-            tp, ts = predict_from_embeddings(head, [embeds[i.key] for i in test_items])
-            report[tag] = {
-                "val": evaluate_predictions([i.labels for i in val_items], vp, vs, thr),
-                "test": evaluate_predictions([i.labels for i in test_items], tp, ts, thr),
-                "thresholds": thr,
-            }
+            report[tag] = evaluate_head(
+                head,
+                embeds,
+                val_items,
+                test_items,
+                policy=cfg.threshold_policy,
+                sensitivity=cfg.sensitivity,
+            )
+            thr = report[tag]["thresholds"]
             net = model if tag == "cnn_gru" else cnn_model
             payload = {
                 **extra,

@@ -126,3 +126,36 @@ def test_export_parity_metadata_and_evaluate(run: Path, tiny_data: tuple[Path, P
     result = evaluate_onnx(out, data, labels)
     assert result["n_studies"] == 6
     assert np.isfinite(result["weighted_log_loss"])
+
+
+def test_thresholds_command_reproduces_training_and_switches_policy(
+    run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from training.cli import main
+
+    report = json.loads((run / "metrics.json").read_text())
+    assert report["cnn_gru"]["threshold_policy"] == "triage"  # the TrainConfig default
+    copy = tmp_path / "ckpt.pt"
+    # same policy on the checkpoint's own split -> the thresholds training chose, without retraining
+    assert main(["thresholds", str(run / "checkpoint.pt"), "--policy", "triage", "--out", str(copy)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    for c in RSNA_CLASSES:
+        assert summary["thresholds"][c] == pytest.approx(report["cnn_gru"]["thresholds"][c], abs=2e-6)
+    assert load_checkpoint(copy)["metrics"]["weighted_log_loss"] == pytest.approx(
+        report["cnn_gru"]["test"]["weighted_log_loss"], abs=1e-4
+    )
+
+    assert main(["thresholds", str(copy), "--policy", "sensitivity"]) == 0  # in place
+    capsys.readouterr()
+    ckpt = load_checkpoint(copy)
+    assert ckpt["train_config"]["threshold_policy"] == "sensitivity"
+    assert [h["threshold_policy"] for h in ckpt["threshold_history"]] == ["triage", "triage"]
+    assert ckpt["threshold_history"][-1]["thresholds"] == summary["thresholds"]
+    out = tmp_path / "m.onnx"
+    export_checkpoint(copy, out, parity=False)
+    meta = read_metadata(out)
+    assert meta["thresholds"] == ckpt["thresholds"]
+    assert meta["threshold_policy"].startswith("per class, the highest threshold with slice-level")
+
+    with pytest.raises(SystemExit):  # argparse refuses an unknown policy
+        main(["thresholds", str(copy), "--policy", "f1"])
