@@ -38,7 +38,7 @@ def decode_pool() -> ProcessPoolExecutor:
         return _POOL
 
 
-def _warm() -> int:
+def warm_worker() -> int:
     import viewer.core.dicom.pixels  # noqa: F401  (pydicom and the decoders, imported once per worker)
 
     return os.getpid()
@@ -48,7 +48,7 @@ def warm_pool() -> None:
     """Start the decoder processes now (e.g. when a compressed stack opens) to hide start-up."""
     try:
         pool = decode_pool()
-        for fut in [pool.submit(_warm) for _ in range(pool_workers())]:
+        for fut in [pool.submit(warm_worker) for _ in range(pool_workers())]:
             fut.result()
     except Exception:  # a pool that cannot start is reported when it is used
         logger.warning("Decoder processes did not start", exc_info=True)

@@ -20,8 +20,10 @@ from viewer.core.dicom.pool import (
     decode_pool,
     decode_task,
     pool_broken,
+    shutdown_pool,
     wants_pool,
     warm_pool_async,
+    warm_worker,
 )
 from viewer.core.dicom.sources import ArchiveCache
 from viewer.core.errors import DicomError, LoadCancelled, PixelDecodeError
@@ -323,6 +325,7 @@ class StackVolume:
                     self.bad_slices[i] = str(exc) if isinstance(exc, DicomError) else type(exc).__name__
             tick(len(chunk))
         owners = {id(f): c for c, f in futures.items()}
+        crashed: list[int] = []
         while pending:
             finished, pending = wait(pending, timeout=0.1, return_when=FIRST_COMPLETED)
             for fut in finished:
@@ -331,22 +334,70 @@ class StackVolume:
                     results = fut.result()
                 except Exception as exc:
                     if pool_broken(exc):
-                        logger.warning("A decoder process crashed; its slices are marked bad")
+                        crashed.extend(chunk)  # retried one by one below, to find the culprit
+                        continue
                     for i in chunk:
-                        self.bad_slices[i] = "This slice could not be decoded safely (E-WORKER-CRASH)"
+                        self.bad_slices[i] = f"Cannot decode: {type(exc).__name__}"
                     tick(len(chunk))
                     continue
-                for i, arr, err, stored in results:
-                    if err is None and arr is not None:
-                        if stored:
-                            to_modality(arr, self.stack.slices[i], out=out[i])
-                        else:
-                            out[i] = arr
-                        good[i] = True
-                    else:
-                        self.bad_slices[i] = err or "Cannot decode"
+                self._put_results(results, out, good)
                 tick(len(chunk))
             self._check_cancel(cancel, pending)  # type: ignore[arg-type]
+        if crashed:
+            self._retry_isolated(sorted(crashed), out, good, tick, cancel)
+
+    def _retry_isolated(
+        self,
+        idx: list[int],
+        out: np.ndarray,
+        good: np.ndarray,
+        tick: Callable[[int], None],
+        cancel: CancelFn | None,
+    ) -> None:
+        """Slices whose worker died: decode each in its own task of a fresh pool.
+
+        A crash takes down every task of the pool, so one bad file must not cost its neighbours:
+        only a slice whose own task kills a worker is marked bad. If a fresh pool cannot even start
+        (e.g. a host script without a ``__main__`` guard under spawn), decode here instead of
+        losing the slices.
+        """
+        logger.warning("A decoder process died; retrying %d slices one by one", len(idx))
+        shutdown_pool()
+        try:
+            decode_pool().submit(warm_worker).result()
+        except Exception:
+            logger.warning("Decoder processes cannot start here; decoding in this process")
+            self._load_threads(idx, out, good, tick, cancel, self._decode_into)
+            return
+        for i in idx:
+            self._check_cancel(cancel)
+            try:
+                results = decode_pool().submit(decode_task, [(i, self.stack.slices[i])]).result()
+            except Exception as exc:
+                if pool_broken(exc):
+                    shutdown_pool()
+                self.bad_slices[i] = "This slice could not be decoded safely (E-WORKER-CRASH)"
+                tick(1)
+                continue
+            self._put_results(results, out, good)
+            tick(1)
+
+    def _put_results(
+        self,
+        results: list[tuple[int, np.ndarray | None, str | None, bool]],
+        out: np.ndarray,
+        good: np.ndarray,
+    ) -> None:
+        """Put a decoder task's results into ``out`` (modality LUT applied here when pending)."""
+        for i, arr, err, stored in results:
+            if err is None and arr is not None:
+                if stored:
+                    to_modality(arr, self.stack.slices[i], out=out[i])
+                else:
+                    out[i] = arr
+                good[i] = True
+            else:
+                self.bad_slices[i] = err or "Cannot decode"
 
     # --- display defaults ------------------------------------------------------------------------
     def default_window(self) -> Window:
