@@ -125,9 +125,9 @@ def write_card(
         "",
         f"Thresholds: {meta['threshold_policy']}.",
         "",
-        "`any` is the triage class (few missed bleeds, more false alarms); a subtype's threshold balances",
-        "sensitivity and specificity so that the flagged slices stay meaningful. Slice-level operating",
-        "points on the test split"
+        "`any` is the triage class (few missed bleeds, more false alarms); a subtype's threshold weighs",
+        "missed slices against false flags (precision), so that the flagged slices stay meaningful even",
+        "for rare subtypes. Slice-level operating points on the test split"
         + (" and on the independent held-out set below:" if held_ops else ":"),
         "",
         "| class | threshold | test sensitivity | test specificity |"

@@ -17,7 +17,7 @@ from viewer.core.errors import SlicewiseError
 
 
 def _parser() -> argparse.ArgumentParser:
-    from training.metrics import DEFAULT_THRESHOLD_POLICY, THRESHOLD_POLICIES
+    from training.metrics import POLICY_CHOICES
     from training.train import TrainConfig
 
     p = argparse.ArgumentParser(prog="slicewise-train", description="Slicewise CNN-GRU training toolkit")
@@ -41,7 +41,7 @@ def _parser() -> argparse.ArgumentParser:
         if f.name in ("data", "labels", "out"):
             t.add_argument(flag, required=True)
         elif f.name == "threshold_policy":
-            t.add_argument(flag, choices=THRESHOLD_POLICIES, default=default, help=_POLICY_HELP)
+            t.add_argument(flag, choices=POLICY_CHOICES, default=default, help=_POLICY_HELP)
         elif isinstance(default, bool):
             t.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
         else:
@@ -52,9 +52,7 @@ def _parser() -> argparse.ArgumentParser:
         help="re-choose a checkpoint's thresholds on its validation split (no retraining), then re-export",
     )
     h.add_argument("checkpoint", type=Path)
-    h.add_argument(
-        "--policy", choices=THRESHOLD_POLICIES, default=DEFAULT_THRESHOLD_POLICY, help=_POLICY_HELP
-    )
+    h.add_argument("--policy", choices=POLICY_CHOICES, default="triage", help=_POLICY_HELP)
     h.add_argument("--sensitivity", type=float, default=None, help="default: the checkpoint's (0.95)")
     h.add_argument("--out", type=Path, default=None, help="write a copy here (default: update in place)")
     h.add_argument("--data", default=None, help="override the data folder recorded in the checkpoint")
@@ -78,9 +76,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 _POLICY_HELP = (
-    "operating points chosen on the validation slices: triage (default) = `any` at sensitivity >= "
-    "--sensitivity, each subtype at the Youden-J maximum; sensitivity = every class at sensitivity >= "
-    "--sensitivity (model 0.1.0); youden = every class at the Youden-J maximum"
+    "operating points chosen on the validation slices: triage-f1 (default; alias triage) = `any` at "
+    "sensitivity >= --sensitivity, each subtype at the F1 maximum (model 0.1.2); triage-youden = `any` "
+    "likewise, each subtype at the Youden-J maximum (model 0.1.1; recorded as `triage` in older "
+    "checkpoints); sensitivity = every class at sensitivity >= --sensitivity (model 0.1.0); youden = every "
+    "class at the Youden-J maximum"
 )
 
 
@@ -125,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from training.export import json_safe
 
             summary = {
-                "threshold_policy": args.policy,
+                "threshold_policy": entry["threshold_policy"],
                 "thresholds": entry["thresholds"],
                 "val_at_thresholds": entry["val"].get("at_thresholds"),
                 "test_at_thresholds": entry["test"].get("at_thresholds"),

@@ -36,7 +36,7 @@ from viewer.core.constants import (
 log = logging.getLogger(__name__)
 
 MODEL_NAME = "slicewise-ich"
-MODEL_VERSION = "0.1.1"  # 0.1.1: same weights as 0.1.0, "triage" threshold policy
+MODEL_VERSION = "0.1.2"  # 0.1.1: 0.1.0 weights, triage-youden thresholds; 0.1.2: triage-f1
 PARITY_SLICES: tuple[int, ...] = (1, 2, 7, 40, 128)
 PARITY_BATCHES: tuple[int, ...] = (1, 2)
 PARITY_ATOL = 1e-4

@@ -83,14 +83,38 @@ def evaluate_predictions(
 
 # Threshold policies (TrainConfig.threshold_policy, ``slicewise-train thresholds --policy``), all on the
 # validation split's slices:
-#   "triage"      (default) ``any`` -- the triage class -- at the highest threshold with sensitivity
-#                 >= ``sensitivity``; each subtype at the threshold that maximises Youden's J
-#                 (sensitivity + specificity - 1; ties -> the higher threshold).
-#   "sensitivity" every class at the highest threshold with sensitivity >= ``sensitivity`` (model 0.1.0;
-#                 gives near-zero thresholds, i.e. many false positives, for the weak subtypes).
-#   "youden"      every class, ``any`` included, at the Youden-J maximum.
-THRESHOLD_POLICIES: tuple[str, ...] = ("triage", "sensitivity", "youden")
-DEFAULT_THRESHOLD_POLICY = "triage"
+#   "triage-f1"     (default; the CLI alias "triage") ``any`` -- the triage class -- at the highest
+#                   threshold with sensitivity >= ``sensitivity``; each subtype at the threshold that
+#                   maximises F1 (ties -> the higher threshold). F1 weighs false positives against true
+#                   positives, so a rare subtype that the model confuses with a common one (epidural vs
+#                   subdural) is not flagged on most slices of the common one (model 0.1.2).
+#   "triage-youden" ``any`` as above; each subtype at the Youden-J maximum (sensitivity + specificity - 1;
+#                   ties -> the higher threshold). J ignores prevalence: model 0.1.1's epidural threshold
+#                   flagged ~2 false positives per true positive. Checkpoints written before 0.1.2 recorded
+#                   this policy as "triage" (see ``checkpoint_policy_name``).
+#   "sensitivity"   every class at the highest threshold with sensitivity >= ``sensitivity`` (model 0.1.0;
+#                   gives near-zero thresholds, i.e. many false positives, for the weak subtypes).
+#   "youden"        every class, ``any`` included, at the Youden-J maximum.
+# Checkpoints and reports always record the canonical name (never the alias "triage").
+THRESHOLD_POLICIES: tuple[str, ...] = ("triage-f1", "triage-youden", "sensitivity", "youden")
+DEFAULT_THRESHOLD_POLICY = "triage-f1"
+POLICY_ALIASES: dict[str, str] = {"triage": DEFAULT_THRESHOLD_POLICY}
+POLICY_CHOICES: tuple[str, ...] = ("triage", *THRESHOLD_POLICIES)  # what the CLI accepts
+# what a checkpoint's recorded name meant when it was written ("triage" = subtypes at Youden, until 0.1.1)
+LEGACY_CHECKPOINT_POLICIES: dict[str, str] = {"triage": "triage-youden"}
+
+
+def canonical_policy(name: str) -> str:
+    """A user-given policy name (CLI, TrainConfig) -> its canonical name; ValueError if unknown."""
+    canon = POLICY_ALIASES.get(name, name)
+    if canon not in THRESHOLD_POLICIES:
+        raise ValueError(f"unknown threshold policy {name!r}; choose one of {', '.join(POLICY_CHOICES)}")
+    return canon
+
+
+def checkpoint_policy_name(recorded: str) -> str:
+    """The policy a checkpoint recorded -> its canonical name (old "triage" = today's "triage-youden")."""
+    return LEGACY_CHECKPOINT_POLICIES.get(recorded, recorded)
 
 
 def threshold_youden(y_true: np.ndarray, score: np.ndarray) -> float:
@@ -115,6 +139,29 @@ def threshold_youden(y_true: np.ndarray, score: np.ndarray) -> float:
     return float(s_desc[last[best]])
 
 
+def threshold_f1(y_true: np.ndarray, score: np.ndarray) -> float:
+    """Threshold (``score >= t``) maximising F1 = 2 TP / (2 TP + FP + FN) = 2 TP / (TP + FP + P).
+
+    Candidates are the observed scores; among equal F1 the higher threshold wins. F1 is a ratio of
+    integers below 2**53, so equal ratios give bit-identical float64 quotients (IEEE division is
+    correctly rounded) and distinct ones stay distinct. 0.5 when positives or negatives are absent
+    (as ``threshold_youden``).
+    """
+    y = np.asarray(y_true).astype(bool).ravel()
+    s = np.asarray(score, dtype=np.float64).ravel()
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if n_pos == 0 or n_neg == 0:
+        return 0.5
+    order = np.argsort(-s, kind="mergesort")  # descending
+    s_desc, y_desc = s[order], y[order]
+    tp = np.cumsum(y_desc).astype(np.int64)
+    fp = np.cumsum(~y_desc).astype(np.int64)
+    last = np.concatenate([np.flatnonzero(np.diff(s_desc) != 0), [len(s_desc) - 1]])
+    f1 = (2 * tp[last]).astype(np.float64) / (tp[last] + fp[last] + n_pos).astype(np.float64)
+    best = int(np.argmax(f1))  # first maximum = the highest threshold among ties
+    return float(s_desc[last[best]])
+
+
 def threshold_policy_text(policy: str, sensitivity: float) -> str:
     """Human-readable policy, as written into the ONNX metadata ``threshold_policy`` and the card."""
     sens = (
@@ -124,13 +171,18 @@ def threshold_policy_text(policy: str, sensitivity: float) -> str:
         "the threshold maximising Youden's J (sensitivity + specificity - 1) on the validation slices "
         "(ties: the higher threshold)"
     )
-    if policy == "triage":
+    f1 = (
+        "the threshold maximising F1 (2 TP / (2 TP + FP + FN), i.e. precision-aware) on the validation "
+        "slices (ties: the higher threshold)"
+    )
+    canon = canonical_policy(policy)
+    if canon == "triage-f1":
+        return f"`any` (triage): {sens}; each subtype: {f1}"
+    if canon == "triage-youden":
         return f"`any` (triage): {sens}; each subtype: {youden}"
-    if policy == "sensitivity":
+    if canon == "sensitivity":
         return f"per class, {sens}"
-    if policy == "youden":
-        return f"per class, {youden}"
-    raise ValueError(f"unknown threshold policy {policy!r}; choose one of {', '.join(THRESHOLD_POLICIES)}")
+    return f"per class, {youden}"
 
 
 def choose_thresholds(
@@ -139,20 +191,19 @@ def choose_thresholds(
     sensitivity: float = 0.95,
     policy: str = DEFAULT_THRESHOLD_POLICY,
 ) -> dict[str, float]:
-    """Per-class thresholds on validation slices under ``policy`` (see ``THRESHOLD_POLICIES``)."""
-    if policy not in THRESHOLD_POLICIES:
-        raise ValueError(
-            f"unknown threshold policy {policy!r}; choose one of {', '.join(THRESHOLD_POLICIES)}"
-        )
+    """Per-class thresholds on validation slices under ``policy`` (see ``THRESHOLD_POLICIES``; the alias
+    "triage" is accepted)."""
+    canon = canonical_policy(policy)
     y = np.concatenate(slice_labels)
     p = np.concatenate(slice_probs)
     out: dict[str, float] = {}
     for k, c in enumerate(RSNA_CLASSES):
-        use_sens = policy == "sensitivity" or (policy == "triage" and c == "any")
-        t = (
-            threshold_for_sensitivity(y[:, k], p[:, k], sensitivity)
-            if use_sens
-            else threshold_youden(y[:, k], p[:, k])
-        )
+        triage = canon in ("triage-f1", "triage-youden")
+        if canon == "sensitivity" or (triage and c == "any"):
+            t = threshold_for_sensitivity(y[:, k], p[:, k], sensitivity)
+        elif canon == "triage-f1":
+            t = threshold_f1(y[:, k], p[:, k])
+        else:
+            t = threshold_youden(y[:, k], p[:, k])
         out[c] = math.floor(t * 1e6) / 1e6  # 6 decimals, rounded down: the chosen slices stay flagged
     return out

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from training.metrics import THRESHOLD_POLICIES
+from training.metrics import canonical_policy, checkpoint_policy_name
 from training.train import (
     Dist,
     TrainConfig,
@@ -37,9 +37,11 @@ LEGACY_POLICY = "sensitivity"  # checkpoints written before threshold_policy exi
 
 
 def checkpoint_policy(ckpt: dict[str, Any]) -> tuple[str, float]:
-    """(policy, sensitivity) the checkpoint's thresholds were chosen with."""
+    """(canonical policy, sensitivity) the checkpoint's thresholds were chosen with; a pre-0.1.2
+    checkpoint's "triage" is today's "triage-youden"."""
     tc = ckpt.get("train_config") or {}
-    return str(tc.get("threshold_policy", LEGACY_POLICY)), float(tc.get("sensitivity", 0.95))
+    recorded = str(tc.get("threshold_policy", LEGACY_POLICY))
+    return checkpoint_policy_name(recorded), float(tc.get("sensitivity", 0.95))
 
 
 def recompute_thresholds(
@@ -56,9 +58,7 @@ def recompute_thresholds(
     """Choose thresholds for ``ckpt_path`` under ``policy``; write the checkpoint to ``out`` (default: in
     place). ``data``/``labels``/``cache`` override the paths recorded in the checkpoint. Returns the
     variant's report entry (``val``, ``test``, ``thresholds``, ``threshold_policy``)."""
-    if policy not in THRESHOLD_POLICIES:
-        choices = ", ".join(THRESHOLD_POLICIES)
-        raise ValueError(f"unknown threshold policy {policy!r}; choose one of {choices}")
+    policy = canonical_policy(policy)  # "triage" -> "triage-f1"; the checkpoint records the canonical name
     ckpt_path = Path(ckpt_path)
     out = Path(out) if out is not None else ckpt_path
     ckpt = load_checkpoint(ckpt_path)
@@ -66,6 +66,7 @@ def recompute_thresholds(
     tc = {k: v for k, v in (ckpt.get("train_config") or {}).items() if k in known}
     if not tc.get("data") or not tc.get("labels"):
         raise ValueError(f"{ckpt_path.name} records no training data/labels; pass --data and --labels")
+    tc["threshold_policy"] = policy  # the recorded one may be a legacy name
     cfg = TrainConfig(**tc)
     for name, value in (("data", data), ("labels", labels), ("cache", cache)):
         if value is not None:

@@ -36,7 +36,7 @@ from training.dataset import StudyItem, build_items, split_items
 from training.errors import CheckpointError
 from training.metrics import (
     DEFAULT_THRESHOLD_POLICY,
-    THRESHOLD_POLICIES,
+    canonical_policy,
     choose_thresholds,
     evaluate_predictions,
 )
@@ -70,9 +70,10 @@ class TrainConfig:
     max_steps: int = 0  # cap per stage (smoke tests); 0 = no cap
     threads: int = 2
     # Operating points, chosen on the validation slices (training.metrics.THRESHOLD_POLICIES):
-    # "triage" (default): `any` at the highest threshold with sensitivity >= `sensitivity`, each
-    # subtype at the Youden-J maximum; "sensitivity": every class at sensitivity >= `sensitivity`
-    # (model 0.1.0); "youden": every class at the Youden-J maximum.
+    # "triage-f1" (default; alias "triage"): `any` at the highest threshold with sensitivity >=
+    # `sensitivity`, each subtype at the F1 maximum; "triage-youden": subtypes at the Youden-J maximum
+    # (model 0.1.1, recorded as "triage" before 0.1.2); "sensitivity": every class at sensitivity >=
+    # `sensitivity` (model 0.1.0); "youden": every class at the Youden-J maximum.
     threshold_policy: str = DEFAULT_THRESHOLD_POLICY
     sensitivity: float = 0.95  # target slice sensitivity of the sensitivity rule
     resume: bool = False
@@ -384,9 +385,7 @@ def _short(m: dict[str, Any]) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------- main
 def train(cfg: TrainConfig) -> Path:
     """Run the configured stages; returns ``<out>/checkpoint.pt`` (the CNN-GRU)."""
-    if cfg.threshold_policy not in THRESHOLD_POLICIES:
-        choices = ", ".join(THRESHOLD_POLICIES)
-        raise ValueError(f"unknown --threshold-policy {cfg.threshold_policy!r}; choose one of {choices}")
+    cfg.threshold_policy = canonical_policy(cfg.threshold_policy)  # the checkpoint records the canonical name
     d = setup_dist()
     torch.set_num_threads(max(1, cfg.threads // d.world) if d.device.type == "cpu" else cfg.threads)
     torch.manual_seed(cfg.seed)

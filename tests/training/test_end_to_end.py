@@ -134,7 +134,7 @@ def test_thresholds_command_reproduces_training_and_switches_policy(
     from training.cli import main
 
     report = json.loads((run / "metrics.json").read_text())
-    assert report["cnn_gru"]["threshold_policy"] == "triage"  # the TrainConfig default
+    assert report["cnn_gru"]["threshold_policy"] == "triage-f1"  # the TrainConfig default
     copy = tmp_path / "ckpt.pt"
     # same policy on the checkpoint's own split -> the thresholds training chose, without retraining
     assert main(["thresholds", str(run / "checkpoint.pt"), "--policy", "triage", "--out", str(copy)]) == 0
@@ -149,7 +149,7 @@ def test_thresholds_command_reproduces_training_and_switches_policy(
     capsys.readouterr()
     ckpt = load_checkpoint(copy)
     assert ckpt["train_config"]["threshold_policy"] == "sensitivity"
-    assert [h["threshold_policy"] for h in ckpt["threshold_history"]] == ["triage", "triage"]
+    assert [h["threshold_policy"] for h in ckpt["threshold_history"]] == ["triage-f1", "triage-f1"]
     assert ckpt["threshold_history"][-1]["thresholds"] == summary["thresholds"]
     out = tmp_path / "m.onnx"
     export_checkpoint(copy, out, parity=False)
@@ -158,4 +158,4 @@ def test_thresholds_command_reproduces_training_and_switches_policy(
     assert meta["threshold_policy"].startswith("per class, the highest threshold with slice-level")
 
     with pytest.raises(SystemExit):  # argparse refuses an unknown policy
-        main(["thresholds", str(copy), "--policy", "f1"])
+        main(["thresholds", str(copy), "--policy", "f2"])
