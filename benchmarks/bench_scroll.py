@@ -1,0 +1,191 @@
+"""Viewer speed: slice-change cost vs a bare pyqtgraph ImageItem, startup time, time to first slice.
+
+Run: ``QT_QPA_PLATFORM=offscreen .venv/bin/python benchmarks/bench_scroll.py`` (prints medians and ratios).
+Targets (issue 3): slice change <= 1.5x the bare ImageItem and < 4 ms; window shown < 1.5 s after
+``slicewise`` starts; first slice of a dropped 300-slice folder < 0.5 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import pyqtgraph as pg  # noqa: E402
+from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl  # noqa: E402
+from PySide6.QtGui import QDragEnterEvent, QDropEvent  # noqa: E402
+from PySide6.QtWidgets import QApplication  # noqa: E402
+
+from tests.factories import write_ct_series  # noqa: E402
+from viewer.qt.app import build_main_window, create_application  # noqa: E402
+
+SIZE = (1280, 860)
+
+
+def bench_bare(app: QApplication, frames: list[np.ndarray], changes: int) -> list[float]:
+    glw = pg.GraphicsLayoutWidget()
+    glw.resize(*SIZE)
+    vb = glw.addViewBox(lockAspect=True, invertY=True)
+    img = pg.ImageItem(axisOrder="row-major")
+    vb.addItem(img)
+    img.setImage(frames[0], autoLevels=False, levels=(0, 80))
+    vb.autoRange()
+    glw.show()
+    app.processEvents()
+    times = []
+    for k in range(changes):
+        t = time.perf_counter()
+        img.setImage(frames[k % len(frames)], autoLevels=False, levels=(0, 80))
+        glw.repaint()
+        app.processEvents()
+        times.append(time.perf_counter() - t)
+    glw.close()
+    return times
+
+
+def bench_viewer(app: QApplication, folder: Path, changes: int) -> list[float]:
+    window = build_main_window()
+    window.resize(*SIZE)
+    window.show()
+    window.open_paths([folder])
+    while window.current_volume() is None or window.is_loading():
+        app.processEvents()
+        time.sleep(0.005)
+    vol = window.current_volume()
+    for i in range(len(vol)):  # decode everything first: this measures the view, not the decoder
+        vol.get_slice(i)
+    app.processEvents()
+    n = len(vol)
+    times = []
+    for k in range(changes):
+        i = (k + 1) % n
+        t = time.perf_counter()
+        window.set_slice(i)
+        window.view.repaint()
+        app.processEvents()
+        times.append(time.perf_counter() - t)
+    window.close()
+    return times
+
+
+def bench_startup(runs: int) -> list[float]:
+    out = []
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
+    env.setdefault("SLICEWISE_DATA_DIR", tempfile.mkdtemp(prefix="slicewise-bench-"))
+    for _ in range(runs):
+        t0 = time.time()
+        proc = subprocess.run(
+            [sys.executable, "-m", "viewer", "--quit-after-show"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        shown = [line for line in proc.stdout.splitlines() if line.startswith("SHOWN ")]
+        if not shown:
+            raise RuntimeError(f"viewer did not report a shown window: {proc.stderr[-500:]}")
+        out.append(float(shown[0].split()[1]) - t0)
+    return out
+
+
+def _stamper(box: list[float]) -> Callable[[object], None]:
+    def stamp(_stack: object) -> None:
+        box.append(time.perf_counter())
+
+    return stamp
+
+
+def bench_first_slice(app: QApplication, folder: Path, runs: int) -> list[float]:
+    out = []
+    for _ in range(runs):
+        window = build_main_window()
+        window.resize(*SIZE)
+        window.show()
+        app.processEvents()
+        shown: list[float] = []
+        window.stack_shown.connect(_stamper(shown))
+        mime = QMimeData()
+        mime.setUrls([QUrl.fromLocalFile(str(folder))])
+        drop = QDropEvent(
+            QPointF(400, 300),
+            Qt.DropAction.CopyAction,
+            mime,
+            Qt.MouseButton.LeftButton,
+            Qt.KeyboardModifier.NoModifier,
+        )
+        enter = QDragEnterEvent(
+            QPoint(400, 300),
+            Qt.DropAction.CopyAction,
+            mime,
+            Qt.MouseButton.LeftButton,
+            Qt.KeyboardModifier.NoModifier,
+        )
+        t0 = time.perf_counter()
+        QApplication.sendEvent(window, enter)
+        QApplication.sendEvent(window, drop)
+        while not shown:
+            app.processEvents()
+            time.sleep(0.001)
+        window.view.repaint()  # the first slice on screen
+        out.append(time.perf_counter() - t0)
+        while window.is_loading():
+            app.processEvents()
+        window.close()
+        app.processEvents()
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--changes", type=int, default=300)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    os.environ.setdefault("SLICEWISE_DATA_DIR", tempfile.mkdtemp(prefix="slicewise-bench-"))
+    app = create_application()
+    with tempfile.TemporaryDirectory(prefix="slicewise-bench-") as tmp:
+        scroll = Path(tmp) / "scroll"
+        write_ct_series(scroll, 60, rows=512, columns=512, shuffle=False, random_names=False)
+        rng = np.random.default_rng(0)
+        frames = [rng.normal(40, 30, (512, 512)).astype(np.float32) for _ in range(60)]
+        bench_bare(app, frames, 30)  # warm-up of both paths (first window, caches, fonts)
+        bench_viewer(app, scroll, 30)
+        bare: list[float] = []
+        viewer: list[float] = []
+        for _ in range(args.rounds):  # alternate so machine-load drift hits both alike
+            bare += bench_bare(app, frames, args.changes)
+            viewer += bench_viewer(app, scroll, args.changes)
+        mb, mv = statistics.median(bare) * 1000, statistics.median(viewer) * 1000
+        print(f"slice change, 512x512 CT, {args.rounds} x {args.changes} changes incl. render (median):")
+        print(f"  bare ImageItem.setImage: {mb:.2f} ms   viewer: {mv:.2f} ms   ratio {mv / mb:.2f}x")
+        p95v, p95b = np.percentile(viewer, 95) * 1000, np.percentile(bare, 95) * 1000
+        print(f"  viewer p95 {p95v:.2f} ms   bare p95 {p95b:.2f} ms")
+        startup = bench_startup(args.runs)
+        print(
+            f"`slicewise` start to shown window: median {statistics.median(startup):.2f} s "
+            f"(runs: {', '.join(f'{s:.2f}' for s in startup)})"
+        )
+        big = Path(tmp) / "drop300"
+        write_ct_series(big, 300, rows=512, columns=512, shuffle=True)
+        first = bench_first_slice(app, big, args.runs)
+        print(
+            f"dropped 300-slice folder to first slice: median {statistics.median(first):.3f} s "
+            f"(runs: {', '.join(f'{s:.3f}' for s in first)})"
+        )
+
+
+if __name__ == "__main__":
+    main()

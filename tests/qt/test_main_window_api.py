@@ -1,0 +1,155 @@
+"""The public MainWindow API other modules attach through (notes/MAINWINDOW_API.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QImage
+from PySide6.QtWidgets import QDockWidget, QLabel
+from pytestqt.qtbot import QtBot
+
+from tests.factories import CANARY_ID, write_ct_series
+from tests.qt.viewer_helpers import make_window, open_and_wait
+from viewer.qt.main_window import MainWindow
+from viewer.qt.settings import Settings
+
+
+@pytest.fixture
+def loaded(qtbot: QtBot, tmp_path: Path) -> MainWindow:
+    write_ct_series(tmp_path / "ct", 10)
+    window = make_window(qtbot)
+    open_and_wait(qtbot, window, [tmp_path / "ct"])
+    return window
+
+
+def test_menus_are_created_on_demand_in_order(qtbot: QtBot) -> None:
+    window = make_window(qtbot)
+    assert window.menu_names() == ["File", "View", "Tools", "Help"]
+    session = window.menu("Session")
+    ai = window.menu("AI")
+    assert window.menu("AI") is ai and session is not ai
+    assert window.menu_names() == ["File", "View", "Tools", "AI", "Session", "Help"]
+
+
+def test_set_slice_clamps_and_emits(qtbot: QtBot, loaded: MainWindow) -> None:
+    with qtbot.waitSignal(loaded.slice_changed) as sig:
+        loaded.set_slice(99)
+    assert sig.args == [9] and loaded.current_slice() == 9
+    loaded.set_slice(-5)
+    assert loaded.current_slice() == 0
+
+
+def test_extension_points(qtbot: QtBot, loaded: MainWindow) -> None:
+    panel = QLabel("timeline")
+    loaded.add_panel_below_image(panel)
+    assert panel.parent() is loaded.centralWidget()
+    dock = loaded.add_dock(QLabel("findings"), "Findings")
+    assert (
+        isinstance(dock, QDockWidget) and loaded.dockWidgetArea(dock) == Qt.DockWidgetArea.RightDockWidgetArea
+    )
+    status = QLabel("AI ready")
+    loaded.add_status_widget(status)
+    assert status.parent() is not None
+    loaded.set_slice_marks("ai", [2, 5], "#ff0000")
+    assert loaded.slider.marks() == {"ai": [2, 5]}
+    loaded.set_slice_marks("ai", [], "#ff0000")
+    assert loaded.slider.marks() == {}
+    loaded.set_image_corner_text("ai", "<b>ICH 0.93</b>")
+    assert loaded.view.overlay.extra_html() == {"ai": "<b>ICH 0.93</b>"}
+    loaded.set_image_corner_text("ai", "")
+    assert loaded.view.overlay.extra_html() == {}
+    loaded.set_title_badge("ICH suspected: subdural 0.93")
+    assert loaded.windowTitle().endswith("ICH suspected: subdural 0.93")
+    assert CANARY_ID not in loaded.windowTitle()
+    uid = loaded.current_stack().uid
+    loaded.set_stack_badge(uid, "ICH 0.93")
+    assert loaded.browser.item_for(uid).text(1) == "ICH 0.93"
+    loaded.show_status("hello", 1000)
+    assert loaded.statusBar().currentMessage() == "hello"
+    assert loaded.toolbar.actions()
+
+
+def test_register_shortcut_fires_and_is_listed_in_help(qtbot: QtBot, loaded: MainWindow) -> None:
+    hits: list[int] = []
+    loaded.register_shortcut("Ctrl+Shift+J", lambda: hits.append(1), "Jump to the next flagged slice")
+    help_dialog = loaded.show_help()
+    qtbot.addWidget(help_dialog)
+    texts = help_dialog.texts()
+    assert ("Ctrl+Shift+J", "Jump to the next flagged slice") in texts
+    for keys in (
+        "Mouse wheel",
+        "Page Down / Page Up",
+        "Home / End",
+        "C or Space",
+        "Left-drag",
+        "0",
+        "I",
+        "R",
+    ):
+        assert any(k == keys for k, _ in texts), keys
+    loaded.activateWindow()
+    loaded.view.setFocus()
+    qtbot.waitUntil(lambda: loaded.isActiveWindow(), timeout=2000)
+    qtbot.keyClick(
+        loaded.view, Qt.Key.Key_J, Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier
+    )
+    assert hits == [1]
+
+
+def test_privacy_hides_identifiers_and_export_is_deidentified(
+    qtbot: QtBot, loaded: MainWindow, tmp_path: Path
+) -> None:
+    assert not loaded.privacy_mode()
+    assert CANARY_ID in loaded.view.overlay.corner_text("top_left")
+    out = loaded.export_view(tmp_path / "view.png")
+    img = QImage(str(out))
+    assert not img.isNull() and img.width() > 100
+    # the export never contained the demographic block: compare with a PHI-including render
+    from viewer.qt.export import render_view
+
+    with_phi = render_view(loaded.view, include_demographics=True)
+    assert _as_array(with_phi).shape == _as_array(img).shape
+    assert not np.array_equal(_as_array(with_phi), _as_array(img))
+    assert CANARY_ID in loaded.view.overlay.corner_text("top_left")  # the screen is unchanged
+    loaded.act_privacy.trigger()
+    assert loaded.privacy_mode()
+    assert CANARY_ID not in loaded.view.overlay.corner_text("top_left")
+
+
+def _as_array(img: QImage) -> np.ndarray:
+    img = img.convertToFormat(QImage.Format.Format_RGB32)
+    ptr = img.constBits()
+    return np.frombuffer(ptr, dtype=np.uint8).reshape(img.height(), img.bytesPerLine()).copy()
+
+
+def test_settings_persist_between_windows(qtbot: QtBot, tmp_path: Path) -> None:
+    window = make_window(qtbot)
+    window.fps_spin.setValue(24)
+    window.act_privacy.trigger()
+    window.open_paths([tmp_path])  # an empty folder: still becomes a recent entry
+    qtbot.waitUntil(lambda: not window.is_loading(), timeout=10_000)
+    window.close()
+    settings = Settings()
+    assert settings.cine_fps == 24 and settings.privacy
+    assert settings.recent()[0] == [str(tmp_path)]
+    assert settings.last_folder == str(tmp_path)
+    again = make_window(qtbot)
+    assert again.fps_spin.value() == 24 and again.privacy_mode()
+
+
+def test_tag_browser_searches_the_current_slice(qtbot: QtBot, loaded: MainWindow) -> None:
+    loaded.act_tags.trigger()
+    assert loaded.tag_dock.isVisible()
+    tags = loaded.tag_browser
+    tags.search.setText("ImagePositionPatient")  # keyword search
+    rows = tags.visible_rows()
+    assert any(name == "Image Position (Patient)" for _, name, _ in rows)
+    tags.search.setText("0020,0032")
+    assert any(tag == "(0020,0032)" for tag, _, _ in tags.visible_rows())
+    tags.search.setText("")
+    loaded.act_privacy.trigger()
+    values = [v for _, name, v in tags.visible_rows() if name == "Patient ID"]
+    assert values == ["•••"]

@@ -1,0 +1,97 @@
+"""Qt application setup and the ``slicewise`` GUI entry point."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import pyqtgraph as pg
+from PySide6.QtCore import QTimer
+from PySide6.QtWidgets import QApplication
+
+from viewer.core.constants import APP_NAME, APP_ORG
+from viewer.core.paths import demo_study_dir
+from viewer.qt.main_window import MainWindow
+from viewer.qt.settings import Settings
+from viewer.qt.style import apply_dark_theme, icon
+
+logger = logging.getLogger(__name__)
+
+_configured = False
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    """One stderr handler for the whole app. Messages never carry patient identifiers or file paths."""
+    root = logging.getLogger()
+    if not any(getattr(h, "_slicewise", False) for h in root.handlers):
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler._slicewise = True  # type: ignore[attr-defined]
+        root.addHandler(handler)
+    root.setLevel(level)
+    logging.getLogger("pydicom").setLevel(logging.WARNING)
+
+
+def create_application(argv: Sequence[str] | None = None) -> QApplication:
+    """The QApplication (created once), pyqtgraph options and the dark theme."""
+    global _configured
+    app = QApplication.instance()
+    if app is None:
+        app = QApplication([sys.argv[0] if sys.argv else APP_NAME, *(argv or [])])
+    assert isinstance(app, QApplication)
+    if not _configured:
+        app.setApplicationName(APP_NAME)
+        app.setOrganizationName(APP_ORG)
+        app.setWindowIcon(icon("slicewise"))
+        pg.setConfigOptions(imageAxisOrder="row-major", antialias=False)
+        apply_dark_theme(app)
+        _configured = True
+    return app
+
+
+def build_main_window(paths: Sequence[str | Path] = (), settings: Settings | None = None) -> MainWindow:
+    """A configured MainWindow (not shown); ``paths`` start loading at once. Usable from tests."""
+    create_application()
+    window = MainWindow(settings=settings)
+    # Extension modules (AI timeline, findings, review) attach here: attach(window).
+    if paths:
+        window.open_paths(paths)
+    return window
+
+
+def _parse(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="slicewise", description="Slicewise DICOM viewer")
+    parser.add_argument("paths", nargs="*", help="DICOM files, folders, zip archives or DICOMDIR")
+    parser.add_argument("--demo", action="store_true", help="open the bundled demo study")
+    parser.add_argument("--quit-after-show", action="store_true", help=argparse.SUPPRESS)
+    return parser.parse_args(list(argv))
+
+
+def main(argv: list[str]) -> int:
+    args = _parse(argv)
+    configure_logging()
+    app = create_application()
+    window = build_main_window()
+    window.show()
+    paths: list[str] = list(args.paths)
+    if args.demo:
+        demo = demo_study_dir()
+        if demo.is_dir() and any(p.is_file() for p in demo.rglob("*")):
+            paths.append(str(demo))
+        else:
+            window.show_status("The demo study is not installed (resources/demo is empty)", 0)
+    if paths:
+        window.open_paths(paths)
+    if args.quit_after_show:
+
+        def _report() -> None:
+            print(f"SHOWN {time.time():.6f}", flush=True)  # noqa: T201 (benchmark hook)
+            window.close()
+            app.quit()
+
+        QTimer.singleShot(0, _report)
+    return int(app.exec())

@@ -1,0 +1,208 @@
+"""Study browser: Patient / Study / Stack tree with middle-slice thumbnails and warning badges."""
+
+from __future__ import annotations
+
+import numpy as np
+from PySide6.QtCore import QSize, Qt, Signal
+from PySide6.QtGui import QBrush, QColor, QIcon, QImage, QPainter, QPixmap
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QHeaderView,
+    QTreeWidget,
+    QTreeWidgetItem,
+    QTreeWidgetItemIterator,
+    QWidget,
+)
+
+from viewer.core.dicom.model import LoadReport, Patient, Stack, Study
+from viewer.qt.overlays import format_date
+from viewer.qt.style import WARNING_COLOR, icon
+
+UID_ROLE = Qt.ItemDataRole.UserRole + 1
+THUMB_PX = 64
+
+
+def stack_text(stack: Stack) -> str:
+    """Two lines for a stack row: description, then modality, slice count and series number."""
+    desc = stack.series_description or "(no description)"
+    if stack.label:
+        desc += f" [{stack.label}]"
+    se = f" · Se {stack.series_number}" if stack.series_number is not None else ""
+    return f"{desc}\n{stack.modality} · {len(stack)} images{se}"
+
+
+def thumbnail_icon(thumb: np.ndarray) -> QIcon:
+    """QIcon from a uint8 thumbnail (grey HxW or RGB HxWx3), letterboxed into a square."""
+    data = np.ascontiguousarray(thumb)
+    h, w = data.shape[:2]
+    if data.ndim == 2:
+        img = QImage(data.data, w, h, w, QImage.Format.Format_Grayscale8).copy()
+    else:
+        img = QImage(data.data, w, h, 3 * w, QImage.Format.Format_RGB888).copy()
+    side = max(w, h)
+    canvas = QPixmap(side, side)
+    canvas.fill(QColor("black"))
+    p = QPainter(canvas)
+    p.drawImage((side - w) // 2, (side - h) // 2, img)
+    p.end()
+    return QIcon(canvas)
+
+
+class StudyBrowser(QTreeWidget):
+    """Loaded studies; a click on a stack row emits ``stack_selected(uid)``."""
+
+    stack_selected = Signal(str)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setColumnCount(2)
+        self.setHeaderLabels(["Series", ""])
+        self.setHeaderHidden(True)
+        self.setIconSize(QSize(THUMB_PX, THUMB_PX))
+        self.setIndentation(12)
+        self.setUniformRowHeights(False)
+        self.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.setAcceptDrops(False)
+        header = self.header()
+        header.setStretchLastSection(False)
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        header.setSectionResizeMode(1, QHeaderView.ResizeMode.ResizeToContents)
+        self._stack_items: dict[str, QTreeWidgetItem] = {}
+        self._patient_items: list[tuple[QTreeWidgetItem, Patient]] = []
+        self._badges: dict[str, str] = {}
+        self._privacy = False
+        self.itemSelectionChanged.connect(self._on_selection)
+        self._placeholder = QIcon(_placeholder_pixmap())
+
+    # --- content ---------------------------------------------------------------------------------
+    def add_report(self, report: LoadReport) -> list[Stack]:
+        """Add the patients, studies and stacks of ``report``; returns the stacks that were new."""
+        new: list[Stack] = []
+        for patient in report.patients:
+            p_item = self._patient_item(patient)
+            for study in patient.studies:
+                s_item = self._study_item(p_item, study)
+                for series in study.series:
+                    for stack in series.stacks:
+                        if stack.uid in self._stack_items:
+                            continue
+                        item = QTreeWidgetItem(s_item, [stack_text(stack), ""])
+                        item.setData(0, UID_ROLE, stack.uid)
+                        item.setIcon(0, self._placeholder)
+                        item.setToolTip(0, self._tooltip(stack, study))
+                        if stack.warnings:
+                            item.setIcon(1, icon("warning"))
+                            item.setToolTip(1, "\n".join(stack.warnings))
+                        self._stack_items[stack.uid] = item
+                        new.append(stack)
+                s_item.setExpanded(True)
+            p_item.setExpanded(True)
+        return new
+
+    def _patient_item(self, patient: Patient) -> QTreeWidgetItem:
+        for item, known in self._patient_items:
+            if (known.patient_id, known.name) == (patient.patient_id, patient.name):
+                return item
+        item = QTreeWidgetItem(self, [""])
+        font = item.font(0)
+        font.setBold(True)
+        item.setFont(0, font)
+        item.setFlags(item.flags() & ~Qt.ItemFlag.ItemIsSelectable)
+        item.setFirstColumnSpanned(True)
+        self._patient_items.append((item, patient))
+        self._update_patient_text(item, patient, len(self._patient_items))
+        return item
+
+    def _study_item(self, parent: QTreeWidgetItem, study: Study) -> QTreeWidgetItem:
+        for i in range(parent.childCount()):
+            child = parent.child(i)
+            if child is not None and child.data(0, UID_ROLE + 1) == study.study_instance_uid:
+                return child
+        text = " · ".join(v for v in (format_date(study.date), study.description) if v) or "(study)"
+        item = QTreeWidgetItem(parent, [text])
+        item.setData(0, UID_ROLE + 1, study.study_instance_uid)
+        item.setFirstColumnSpanned(True)
+        item.setForeground(0, QBrush(QColor("#8b949e")))
+        item.setFlags(item.flags() & ~Qt.ItemFlag.ItemIsSelectable)
+        return item
+
+    def _update_patient_text(self, item: QTreeWidgetItem, patient: Patient, number: int) -> None:
+        if self._privacy:
+            item.setText(0, f"Patient {number}")
+        else:
+            name = patient.name.replace("^", " ").strip() or "(no name)"
+            item.setText(0, f"{name}  ·  {patient.patient_id}")
+
+    @staticmethod
+    def _tooltip(stack: Stack, study: Study) -> str:
+        lines = [
+            stack.series_description or "(no description)",
+            f"{stack.modality}, {len(stack)} images",
+            f"{stack.rows} × {stack.columns}",
+            f"Sorted by {stack.sort_method.replace('_', ' ')}",
+        ]
+        if stack.slice_spacing:
+            lines.append(f"Spacing {stack.slice_spacing:.2f} mm")
+        if study.date:
+            lines.append(format_date(study.date))
+        lines += [f"⚠ {w}" for w in stack.warnings]
+        return "\n".join(lines)
+
+    def set_thumbnail(self, stack_uid: str, thumb: np.ndarray) -> None:
+        item = self._stack_items.get(stack_uid)
+        if item is not None:
+            item.setIcon(0, thumbnail_icon(thumb))
+
+    def set_badge(self, stack_uid: str, text: str) -> None:
+        item = self._stack_items.get(stack_uid)
+        if item is None:
+            return
+        self._badges[stack_uid] = text
+        item.setText(1, text)
+        item.setForeground(1, QBrush(QColor(WARNING_COLOR)))
+
+    def badge(self, stack_uid: str) -> str:
+        return self._badges.get(stack_uid, "")
+
+    def set_privacy(self, on: bool) -> None:
+        self._privacy = on
+        for k, (item, patient) in enumerate(self._patient_items, start=1):
+            self._update_patient_text(item, patient, k)
+
+    def stack_uids(self) -> list[str]:
+        """Stacks in browser (display) order."""
+        by_item = {id(item): uid for uid, item in self._stack_items.items()}
+        out: list[str] = []
+        it = QTreeWidgetItemIterator(self)
+        while it.value() is not None:
+            uid = by_item.get(id(it.value()))
+            if uid is not None:
+                out.append(uid)
+            it += 1
+        return out
+
+    def item_for(self, stack_uid: str) -> QTreeWidgetItem | None:
+        return self._stack_items.get(stack_uid)
+
+    def select(self, stack_uid: str) -> None:
+        item = self._stack_items.get(stack_uid)
+        if item is not None and not item.isSelected():
+            self.blockSignals(True)
+            self.clearSelection()
+            item.setSelected(True)
+            self.setCurrentItem(item)
+            self.blockSignals(False)
+            self.scrollToItem(item)
+
+    def _on_selection(self) -> None:
+        items = self.selectedItems()
+        if items:
+            uid = items[0].data(0, UID_ROLE)
+            if uid:
+                self.stack_selected.emit(str(uid))
+
+
+def _placeholder_pixmap() -> QPixmap:
+    pm = QPixmap(THUMB_PX, THUMB_PX)
+    pm.fill(QColor("#0d1117"))
+    return pm

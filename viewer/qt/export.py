@@ -1,0 +1,34 @@
+"""Export the current view as PNG, de-identified unless the user opts in."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from PySide6.QtGui import QImage
+
+from viewer.qt.slice_view import SliceView
+
+logger = logging.getLogger(__name__)
+
+
+def render_view(view: SliceView, *, include_demographics: bool = False) -> QImage:
+    """The image as displayed (zoom, window, overlays, measurements); patient name/ID only if asked."""
+    previous = view.overlay.show_phi
+    view.overlay.show_phi = include_demographics and previous
+    try:
+        return view.graphics.grab().toImage()
+    finally:
+        view.overlay.show_phi = previous
+        view.overlay.update()
+
+
+def export_png(view: SliceView, path: str | Path, *, include_demographics: bool = False) -> Path:
+    path = Path(path)
+    if path.suffix.lower() != ".png":
+        path = path.with_suffix(".png")
+    image = render_view(view, include_demographics=include_demographics)
+    if not image.save(str(path)):
+        raise OSError(f"Could not write the PNG file {path.name}")
+    logger.info("Exported the current view as PNG (demographics included: %s)", include_demographics)
+    return path

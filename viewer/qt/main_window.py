@@ -1,0 +1,821 @@
+"""The main window: docks, menus, toolbar and status bar around the slice view.
+
+Other Qt modules (AI timeline, findings, review) attach through the public API documented in
+``notes/MAINWINDOW_API.md``: signals, state getters, navigation and extension points.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QEvent, Qt, QTimer, Signal
+from PySide6.QtGui import (
+    QAction,
+    QActionGroup,
+    QCloseEvent,
+    QDragEnterEvent,
+    QDropEvent,
+    QKeyEvent,
+    QKeySequence,
+    QShortcut,
+)
+from PySide6.QtWidgets import (
+    QDockWidget,
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QMainWindow,
+    QMenu,
+    QMessageBox,
+    QProgressBar,
+    QSpinBox,
+    QToolBar,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from viewer.core.constants import APP_NAME, INTENDED_USE, PRESET_KEYS
+from viewer.core.dicom.model import LoadReport, Stack
+from viewer.qt.browser import StudyBrowser
+from viewer.qt.export import export_png
+from viewer.qt.help_dialog import Binding, KeyboardHelp, builtin_bindings
+from viewer.qt.load_report import LoadReportPanel
+from viewer.qt.settings import MAX_CINE_FPS, MIN_CINE_FPS, Settings
+from viewer.qt.slice_slider import MarkedSlider
+from viewer.qt.slice_view import SliceView, StackContext
+from viewer.qt.style import icon
+from viewer.qt.tag_browser import TagBrowser
+from viewer.qt.workers import LoadJob, ThumbnailJob
+
+logger = logging.getLogger(__name__)
+
+MENU_ORDER = ("File", "View", "Tools", "AI", "Session", "Help")
+
+
+class MainWindow(QMainWindow):
+    stack_shown = Signal(object)
+    slice_changed = Signal(int)
+    load_finished = Signal(object)
+    about_to_close = Signal()
+
+    def __init__(self, settings: Settings | None = None, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.settings = settings or Settings()
+        self.setWindowTitle(APP_NAME)
+        self.setWindowIcon(icon("slicewise"))
+        self.setAcceptDrops(True)
+        self.setDockNestingEnabled(True)
+        self.resize(1440, 900)
+
+        self._stacks: dict[str, Stack] = {}
+        self._contexts: dict[str, StackContext] = {}
+        self._sources: dict[str, list[str]] = {}
+        self._volume: Any = None
+        self._current_uid: str | None = None
+        self._jobs: list[Any] = []
+        self._menus: dict[str, QMenu] = {}
+        self._extra_bindings: list[Binding] = []
+        self._shortcuts: list[QShortcut] = []
+        self._title_badge = ""
+        self._help: KeyboardHelp | None = None
+
+        self._decode_timer = QTimer(self)
+        self._decode_timer.setInterval(250)
+        self._decode_timer.timeout.connect(self._poll_decoded)
+        self._build_central()
+        self._build_docks()
+        self._build_status_bar()
+        self._build_actions()
+        self._build_menus()
+        self._build_toolbar()
+        self._apply_settings()
+
+    # ============================================================== construction
+    def _build_central(self) -> None:
+        self.view = SliceView()
+        self.view.presets = self.settings.presets()
+        self.slider = MarkedSlider()
+        self.slider.setEnabled(False)
+        self.slice_label = QLabel("– / –")
+        self.slice_label.setObjectName("sliceLabel")
+        self.slice_label.setFixedWidth(96)
+        self.slice_label.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        bar = QWidget()
+        bar.setObjectName("sliderBar")
+        row = QHBoxLayout(bar)
+        row.setContentsMargins(10, 2, 4, 2)
+        row.addWidget(self.slider, 1)
+        row.addWidget(self.slice_label)
+        central = QWidget()
+        self._central_layout = QVBoxLayout(central)
+        self._central_layout.setContentsMargins(0, 0, 0, 0)
+        self._central_layout.setSpacing(0)
+        self._central_layout.addWidget(self.view, 1)
+        self._central_layout.addWidget(bar)
+        self.setCentralWidget(central)
+
+        self.slider.valueChanged.connect(self.view.set_index)
+        self.view.index_changed.connect(self._on_index_changed)
+        self.view.hover_text.connect(self._on_hover)
+        self.view.window_changed.connect(lambda _w: None)
+
+    def _build_docks(self) -> None:
+        self.browser = StudyBrowser()
+        self.browser.stack_selected.connect(self.show_stack)
+        self.browser_dock = self.add_dock(self.browser, "Studies", Qt.DockWidgetArea.LeftDockWidgetArea)
+        self.browser_dock.setMinimumWidth(300)
+        self.report_panel = LoadReportPanel()
+        self.report_dock = self.add_dock(
+            self.report_panel, "Load report", Qt.DockWidgetArea.BottomDockWidgetArea
+        )
+        self.report_dock.hide()
+        self.tag_browser = TagBrowser()
+        self.tag_dock = self.add_dock(self.tag_browser, "DICOM tags", Qt.DockWidgetArea.RightDockWidgetArea)
+        self.tag_dock.hide()
+        self.tag_dock.visibilityChanged.connect(self._on_tag_visibility)
+
+    def _build_status_bar(self) -> None:
+        sb = self.statusBar()
+        self.hover_label = QLabel("")
+        sb.addWidget(self.hover_label, 1)
+        self.progress = QProgressBar()
+        self.progress.setFixedWidth(220)
+        self.progress.setTextVisible(True)
+        self.cancel_button = QToolButton()
+        self.cancel_button.setIcon(icon("cancel"))
+        self.cancel_button.setToolTip("Cancel loading")
+        self.cancel_button.setAutoRaise(True)
+        self.cancel_button.clicked.connect(self.cancel_loading)
+        self.progress_label = QLabel("")
+        for w in (self.progress_label, self.progress, self.cancel_button):
+            sb.addPermanentWidget(w)
+            w.hide()
+
+    def _action(
+        self,
+        text: str,
+        slot: Callable[..., Any],
+        *,
+        icon_name: str = "",
+        shortcut: str = "",
+        tip: str = "",
+        checkable: bool = False,
+    ) -> QAction:
+        act = QAction(text, self)
+        if icon_name:
+            act.setIcon(icon(icon_name))
+        if shortcut:
+            act.setShortcut(QKeySequence(shortcut))
+            act.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
+        act.setCheckable(checkable)
+        act.setToolTip(tip or text.split("\t")[0])
+        act.triggered.connect(slot)
+        self.addAction(act)
+        return act
+
+    def _build_actions(self) -> None:
+        a = self._action
+        self.act_open = a(
+            "Open files…",
+            self.open_files_dialog,
+            icon_name="open-file",
+            shortcut="Ctrl+O",
+            tip="Open DICOM files or a .zip (Ctrl+O)",
+        )
+        self.act_open_dir = a(
+            "Open folder…",
+            self.open_folder_dialog,
+            icon_name="open-folder",
+            shortcut="Ctrl+Shift+O",
+            tip="Open a folder, searched recursively (Ctrl+Shift+O)",
+        )
+        self.act_export = a(
+            "Export view as PNG…",
+            self.export_dialog,
+            icon_name="export",
+            shortcut="Ctrl+E",
+            tip="Export the current view as PNG, de-identified (Ctrl+E)",
+        )
+        self.act_export_phi = a("Include patient name/ID in exports", self._on_export_phi, checkable=True)
+        self.act_quit = a("Quit", self.close, shortcut="Ctrl+Q")
+        self.act_invert = a(
+            "Invert\tI", lambda: self._view_key(Qt.Key.Key_I), icon_name="invert", tip="Invert grey scale (I)"
+        )
+        self.act_reset = a(
+            "Reset view\tR",
+            self.view.reset_view,
+            icon_name="reset",
+            tip="Reset: fit, header window, no inversion (R)",
+        )
+        self.act_fit = a("Fit to window\tF", self.view.fit, icon_name="fit", tip="Fit to window (F)")
+        self.act_1to1 = a(
+            "Actual size 1:1\tA",
+            self.view.one_to_one,
+            icon_name="one-to-one",
+            tip="One image pixel per screen pixel (A)",
+        )
+        self.act_ruler = a(
+            "Distance ruler\tD",
+            self._on_ruler_action,
+            icon_name="ruler",
+            checkable=True,
+            tip="Measure distance in mm (D); Delete removes measurements",
+        )
+        self.act_clear = a("Remove measurements\tDel", self.view.clear_measurements)
+        self.act_cine = a(
+            "Cine play/pause\tC, Space",
+            self.view.toggle_cine,
+            icon_name="play",
+            checkable=True,
+            tip="Cine play / pause (C or Space)",
+        )
+        self.act_tags = a(
+            "DICOM tags…",
+            self._toggle_tags,
+            icon_name="tags",
+            shortcut="Ctrl+T",
+            tip="DICOM tag browser for the current slice (Ctrl+T)",
+        )
+        self.act_privacy = a(
+            "Privacy: hide patient identifiers",
+            self._on_privacy,
+            icon_name="privacy-off",
+            shortcut="Ctrl+Shift+P",
+            checkable=True,
+            tip="Hide patient name and ID on screen (Ctrl+Shift+P)",
+        )
+        self.act_report = a(
+            "Load report", self._show_report, icon_name="report", tip="Show the last load report"
+        )
+        self.act_help = a("Keyboard and mouse…", self.show_help, icon_name="help", shortcut="F1")
+        self.act_fullscreen = a("Full screen", self._toggle_fullscreen, shortcut="F11")
+        self.act_about = a("About Slicewise", self._about)
+        self.view.playing_changed.connect(self._on_playing)
+        self.view.tool_changed.connect(lambda t: self.act_ruler.setChecked(t == "ruler"))
+        self.preset_actions = QActionGroup(self)
+        self.preset_actions.setExclusive(False)
+        for k, name in enumerate(PRESET_KEYS, start=1):
+            w = self.view.presets[name]
+            act = QAction(f"{name.capitalize()}  ({w.width:g}/{w.level:g})\t{k}", self)
+            act.triggered.connect(lambda _=False, n=name: self._apply_preset(n))
+            self.preset_actions.addAction(act)
+        self.act_header_window = QAction("Header window\t0", self)
+        self.act_header_window.triggered.connect(self.view.reset_window)
+
+    def _build_menus(self) -> None:
+        fm = self.menu("File")
+        fm.addActions([self.act_open, self.act_open_dir])
+        self.recent_menu = fm.addMenu("Recent studies")
+        self.recent_menu.aboutToShow.connect(self._fill_recent)
+        fm.addSeparator()
+        fm.addActions([self.act_export, self.act_export_phi])
+        fm.addSeparator()
+        fm.addAction(self.act_quit)
+        vm = self.menu("View")
+        wm = vm.addMenu(icon("window-level"), "Window preset")
+        wm.addActions(self.preset_actions.actions())
+        wm.addSeparator()
+        wm.addAction(self.act_header_window)
+        vm.addActions([self.act_invert, self.act_reset, self.act_fit, self.act_1to1])
+        vm.addSeparator()
+        vm.addAction(self.act_cine)
+        vm.addSeparator()
+        vm.addActions(
+            [
+                self.browser_dock.toggleViewAction(),
+                self.report_dock.toggleViewAction(),
+                self.tag_dock.toggleViewAction(),
+            ]
+        )
+        vm.addSeparator()
+        vm.addActions([self.act_privacy, self.act_fullscreen])
+        tm = self.menu("Tools")
+        tm.addActions([self.act_ruler, self.act_clear, self.act_tags, self.act_report])
+        save = tm.addMenu("Save current window as preset")
+        for k, name in enumerate(PRESET_KEYS, start=1):
+            act = save.addAction(f"{k}  {name.capitalize()}")
+            act.triggered.connect(lambda _=False, n=name: self._save_preset(n))
+        reset = tm.addAction("Restore default presets")
+        reset.triggered.connect(self._reset_presets)
+        hm = self.menu("Help")
+        hm.addActions([self.act_help, self.act_about])
+
+    def _build_toolbar(self) -> None:
+        self._toolbar = QToolBar("Main")
+        self._toolbar.setObjectName("mainToolbar")
+        self._toolbar.setMovable(False)
+        self._toolbar.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonIconOnly)
+        self.addToolBar(Qt.ToolBarArea.TopToolBarArea, self._toolbar)
+        tb = self._toolbar
+        tb.addActions([self.act_open, self.act_open_dir])
+        tb.addSeparator()
+        wl = QToolButton()
+        wl.setIcon(icon("window-level"))
+        wl.setToolTip("Window presets (keys 1-7, 0 = header)")
+        wl.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        wl_menu = QMenu(wl)
+        wl_menu.addActions(self.preset_actions.actions())
+        wl_menu.addSeparator()
+        wl_menu.addAction(self.act_header_window)
+        wl.setMenu(wl_menu)
+        tb.addWidget(wl)
+        tb.addActions([self.act_invert, self.act_reset, self.act_fit, self.act_1to1, self.act_ruler])
+        tb.addSeparator()
+        tb.addAction(self.act_cine)
+        self.fps_spin = QSpinBox()
+        self.fps_spin.setRange(MIN_CINE_FPS, MAX_CINE_FPS)
+        self.fps_spin.setSuffix(" fps")
+        self.fps_spin.setToolTip("Cine speed")
+        self.fps_spin.setFocusPolicy(Qt.FocusPolicy.ClickFocus)
+        self.fps_spin.setMinimumWidth(74)
+        self.fps_spin.valueChanged.connect(self._on_fps)
+        tb.addWidget(self.fps_spin)
+        tb.addSeparator()
+        tb.addActions([self.act_tags, self.act_report, self.act_export])
+        tb.addSeparator()
+        tb.addActions([self.act_privacy, self.act_help])
+
+    def _apply_settings(self) -> None:
+        s = self.settings
+        self.fps_spin.setValue(s.cine_fps)
+        self.view.set_cine_fps(s.cine_fps)
+        self.act_export_phi.setChecked(s.export_demographics)
+        self.act_privacy.setChecked(s.privacy)
+        self._set_privacy(s.privacy)
+        geometry, state = s.geometry(), s.window_state()
+        if geometry:
+            self.restoreGeometry(geometry)
+        if state:
+            self.restoreState(state)
+
+    # ============================================================== public API: state
+    def current_stack(self) -> Stack | None:
+        return self._stacks.get(self._current_uid) if self._current_uid else None
+
+    def current_volume(self) -> Any:
+        return self._volume
+
+    def current_slice(self) -> int:
+        return self.view.index
+
+    def loaded_stacks(self) -> list[Stack]:
+        return [self._stacks[uid] for uid in self.browser.stack_uids() if uid in self._stacks]
+
+    def source_paths(self, stack_uid: str) -> list[str]:
+        return list(self._sources.get(stack_uid, []))
+
+    def privacy_mode(self) -> bool:
+        return self.act_privacy.isChecked()
+
+    # ============================================================== public API: navigation
+    def set_slice(self, index: int) -> None:
+        self.view.set_index(index)
+
+    def show_stack(self, stack_uid: str) -> None:
+        stack = self._stacks.get(stack_uid)
+        if stack is None:
+            raise ValueError(f"Unknown stack {stack_uid!r}")
+        self.browser.select(stack_uid)
+        if stack_uid == self._current_uid:
+            return
+        from viewer.core.dicom.volume import StackVolume
+
+        old = self._volume
+        self._volume = StackVolume(stack)
+        self._current_uid = stack_uid
+        self.slider.blockSignals(True)
+        self.slider.setRange(0, max(0, len(stack) - 1))
+        self.slider.setValue(0)
+        self.slider.setEnabled(len(stack) > 1)
+        self.slider.blockSignals(False)
+        for key in list(self.slider.marks()):
+            self.slider.set_marks(key, [], "")
+        self.view.set_volume(self._volume, self._contexts[stack_uid], index=0)
+        if old is not None:
+            old.close()
+        self._update_title()
+        self._decode_timer.start()
+        self.stack_shown.emit(stack)
+        self._update_tags()
+
+    def open_paths(self, paths: Sequence[str | Path]) -> None:
+        """Load ``paths`` (files, folders, zips, DICOMDIR) in the background, like a drop."""
+        names = [str(p) for p in paths]
+        if not names:
+            return
+        self.settings.add_recent(names)
+        first = Path(names[0])
+        self.settings.last_folder = str(first if first.is_dir() else first.parent)
+        job = LoadJob(names, self)
+        job.progress.connect(self._on_load_progress)
+        job.done.connect(lambda report, j=job: self._on_load_done(j, report))
+        job.failed.connect(lambda msg, j=job: self._on_load_failed(j, msg))
+        self._jobs.append(job)
+        self._show_progress("Scanning", 0, 0)
+        self.show_status("Scanning…", 0)
+        job.start()
+
+    def cancel_loading(self) -> None:
+        for job in self._jobs:
+            if isinstance(job, LoadJob):
+                job.cancel()
+        self.show_status("Cancelling…", 2000)
+
+    def is_loading(self) -> bool:
+        return any(isinstance(j, LoadJob) for j in self._jobs)
+
+    # ============================================================== public API: extension points
+    def add_panel_below_image(self, widget: QWidget, stretch: int = 0) -> None:
+        self._central_layout.addWidget(widget, stretch)
+
+    def add_dock(
+        self, widget: QWidget, title: str, area: Qt.DockWidgetArea = Qt.DockWidgetArea.RightDockWidgetArea
+    ) -> QDockWidget:
+        dock = QDockWidget(title, self)
+        dock.setObjectName(f"dock_{title.lower().replace(' ', '_')}")
+        dock.setWidget(widget)
+        dock.setFeatures(
+            QDockWidget.DockWidgetFeature.DockWidgetClosable
+            | QDockWidget.DockWidgetFeature.DockWidgetMovable
+            | QDockWidget.DockWidgetFeature.DockWidgetFloatable
+        )
+        existing = [
+            d
+            for d in self.findChildren(QDockWidget)
+            if d is not dock and self.dockWidgetArea(d) == area and not d.isFloating()
+        ]
+        self.addDockWidget(area, dock)
+        if existing and area in (
+            Qt.DockWidgetArea.RightDockWidgetArea,
+            Qt.DockWidgetArea.BottomDockWidgetArea,
+        ):
+            self.tabifyDockWidget(existing[-1], dock)
+        return dock
+
+    def menu(self, name: str) -> QMenu:
+        if name in self._menus:
+            return self._menus[name]
+        bar = self.menuBar()
+        menu = QMenu(name, self)
+        menu.setObjectName(f"menu_{name}")
+        rank = MENU_ORDER.index(name) if name in MENU_ORDER else MENU_ORDER.index("Help") - 0.5
+        before = None
+        for other, m in self._menus.items():
+            other_rank = MENU_ORDER.index(other) if other in MENU_ORDER else MENU_ORDER.index("Help") - 0.5
+            if other_rank > rank and (before is None or other_rank < before[0]):
+                before = (other_rank, m)
+        if before is None:
+            bar.addMenu(menu)
+        else:
+            bar.insertMenu(before[1].menuAction(), menu)
+        self._menus[name] = menu
+        return menu
+
+    def menu_names(self) -> list[str]:
+        """Menu titles in menu-bar order."""
+        return [a.text() for a in self.menuBar().actions() if a.menu() is not None]
+
+    @property
+    def toolbar(self) -> QToolBar:
+        return self._toolbar
+
+    def add_status_widget(self, widget: QWidget) -> None:
+        self.statusBar().addPermanentWidget(widget)
+
+    def show_status(self, text: str, timeout_ms: int = 5000) -> None:
+        self.statusBar().showMessage(text, timeout_ms)
+
+    def set_slice_marks(self, key: str, indices: Sequence[int], color: str) -> None:
+        self.slider.set_marks(key, indices, color)
+
+    def set_image_corner_text(self, key: str, html: str) -> None:
+        self.view.overlay.set_extra_html(key, html)
+
+    def set_title_badge(self, text: str) -> None:
+        self._title_badge = text
+        self._update_title()
+
+    def set_stack_badge(self, stack_uid: str, text: str) -> None:
+        self.browser.set_badge(stack_uid, text)
+
+    def register_shortcut(
+        self, key: str | QKeySequence, callback: Callable[[], None], description: str
+    ) -> None:
+        seq = key if isinstance(key, QKeySequence) else QKeySequence(key)
+        sc = QShortcut(seq, self)
+        sc.setContext(Qt.ShortcutContext.WindowShortcut)
+        sc.activated.connect(callback)
+        self._shortcuts.append(sc)
+        self._extra_bindings.append(
+            ("Extensions", seq.toString(QKeySequence.SequenceFormat.NativeText), description)
+        )
+
+    def bindings(self) -> list[Binding]:
+        """Every key and mouse binding, as listed by F1."""
+        return builtin_bindings() + list(self._extra_bindings)
+
+    # ============================================================== loading
+    def _show_progress(self, phase: str, done: int, total: int, unit: str = "files") -> None:
+        self.progress_label.setText(phase)
+        self.progress.setRange(0, max(total, 0))
+        self.progress.setValue(done)
+        self.progress.setFormat("%v / %m files" if total else "…")
+        for w in (self.progress_label, self.progress, self.cancel_button):
+            w.show()
+
+    def decoded_count(self) -> int:
+        """Slices of the shown stack already decoded (in the volume's cache or known bad)."""
+        vol = self._volume
+        if vol is None:
+            return 0
+        return sum(1 for i in range(len(vol)) if vol.cached(i) is not None or i in vol.bad_slices)
+
+    def _poll_decoded(self) -> None:
+        if self.is_loading():
+            return
+        vol = self._volume
+        n = len(vol) if vol is not None else 0
+        done = self.decoded_count()
+        if vol is None or done >= n:
+            self._decode_timer.stop()
+            self._hide_progress()
+            return
+        self._show_progress("Decoding", done, n, unit="slices")
+
+    def _hide_progress(self) -> None:
+        if not self.is_loading():
+            for w in (self.progress_label, self.progress, self.cancel_button):
+                w.hide()
+
+    def _on_load_progress(self, done: int, total: int) -> None:
+        self._show_progress("Scanning", done, total)
+
+    def _on_load_done(self, job: LoadJob, report: LoadReport) -> None:
+        self._forget(job)
+        self._hide_progress()
+        self.report_panel.add_report(report)
+        if _needs_attention(report):
+            self.report_dock.show()
+        new = self.browser.add_report(report)
+        for patient in report.patients:
+            for study in patient.studies:
+                for series in study.series:
+                    for stack in series.stacks:
+                        if stack.uid not in self._stacks:
+                            self._stacks[stack.uid] = stack
+                            self._contexts[stack.uid] = StackContext(stack, patient, study)
+                            self._sources[stack.uid] = list(job.paths)
+        hint = "  (see View › Load report)" if self.report_panel.has_issues() else ""
+        self.show_status(report.summary() + hint, 8000)
+        if self._current_uid is None and new:
+            self.show_stack(_preferred_stack(new).uid)
+        if new:
+            thumbs = ThumbnailJob(new, self)
+            thumbs.ready.connect(self.browser.set_thumbnail)
+            thumbs.failed.connect(lambda _m, j=thumbs: self._forget(j))
+            thumbs._thread.finished.connect(lambda j=thumbs: self._forget(j))
+            self._jobs.append(thumbs)
+            thumbs.start()
+        if not report.all_stacks() and not report.cancelled:
+            self.show_status("No displayable DICOM images found: see the load report", 10000)
+            self.report_dock.show()
+        self.load_finished.emit(report)
+
+    def _on_load_failed(self, job: LoadJob, message: str) -> None:
+        self._forget(job)
+        self._hide_progress()
+        self.show_status(f"Loading failed: {message}", 10000)
+        empty = LoadReport(patients=(), warnings=(f"Loading failed: {message}",))
+        self.report_panel.add_report(empty)
+        self.report_dock.show()
+        self.load_finished.emit(empty)
+
+    def _forget(self, job: Any) -> None:
+        if job in self._jobs:
+            self._jobs.remove(job)
+
+    def wait_for_jobs(self, ms: int = 30_000) -> None:
+        for job in list(self._jobs):
+            job.wait(ms)
+
+    # ============================================================== dialogs and actions
+    def open_files_dialog(self) -> None:
+        files, _ = QFileDialog.getOpenFileNames(
+            self,
+            "Open DICOM files",
+            self.settings.last_folder,
+            "DICOM files (*.dcm *.dicom *.ima DICOMDIR *.zip);;All files (*)",
+        )
+        if files:
+            self.open_paths(files)
+
+    def open_folder_dialog(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Open DICOM folder", self.settings.last_folder)
+        if folder:
+            self.open_paths([folder])
+
+    def _fill_recent(self) -> None:
+        self.recent_menu.clear()
+        groups = self.settings.recent()
+        if not groups:
+            self.recent_menu.addAction("(none)").setEnabled(False)
+            return
+        for group in groups:
+            label = Path(group[0]).name or group[0]
+            if len(group) > 1:
+                label += f" (+{len(group) - 1})"
+            act = self.recent_menu.addAction(label)
+            act.setToolTip(group[0])
+            act.triggered.connect(lambda _=False, g=group: self.open_paths(g))
+        self.recent_menu.addSeparator()
+        self.recent_menu.addAction("Clear list").triggered.connect(self.settings.clear_recent)
+
+    def export_dialog(self) -> None:
+        if self.current_stack() is None:
+            self.show_status("Nothing to export: open a study first")
+            return
+        default = str(Path(self.settings.last_folder or Path.home()) / "slicewise_view.png")
+        path, _ = QFileDialog.getSaveFileName(self, "Export view as PNG", default, "PNG image (*.png)")
+        if path:
+            self.export_view(path)
+
+    def export_view(self, path: str | Path) -> Path:
+        include = self.act_export_phi.isChecked() and not self.privacy_mode()
+        out = export_png(self.view, path, include_demographics=include)
+        self.show_status("Exported view" + (" with patient identifiers" if include else " (de-identified)"))
+        return out
+
+    def _on_export_phi(self, checked: bool) -> None:
+        self.settings.export_demographics = checked
+
+    def _on_privacy(self, checked: bool) -> None:
+        self._set_privacy(checked)
+        self.settings.privacy = checked
+
+    def _set_privacy(self, on: bool) -> None:
+        self.act_privacy.setIcon(icon("privacy-on" if on else "privacy-off"))
+        self.view.set_show_phi(not on)
+        self.browser.set_privacy(on)
+        self.tag_browser.set_privacy(on)
+
+    def _on_ruler_action(self, checked: bool) -> None:
+        self.view.set_tool("ruler" if checked else "window")
+
+    def _on_playing(self, playing: bool) -> None:
+        self.act_cine.setChecked(playing)
+        self.act_cine.setIcon(icon("pause" if playing else "play"))
+
+    def _on_fps(self, fps: int) -> None:
+        self.view.set_cine_fps(fps)
+        self.settings.cine_fps = fps
+
+    def _apply_preset(self, name: str) -> None:
+        if self._volume is not None:
+            self.view.apply_preset(name)
+
+    def _save_preset(self, name: str) -> None:
+        self.settings.set_preset(name, self.view.current_window())
+        self._reload_presets()
+        self.show_status(f"Preset {name} saved")
+
+    def _reset_presets(self) -> None:
+        self.settings.reset_presets()
+        self._reload_presets()
+
+    def _reload_presets(self) -> None:
+        self.view.presets = self.settings.presets()
+        for k, (act, name) in enumerate(
+            zip(self.preset_actions.actions(), PRESET_KEYS, strict=True), start=1
+        ):
+            w = self.view.presets[name]
+            act.setText(f"{name.capitalize()}  ({w.width:g}/{w.level:g})\t{k}")
+
+    def _toggle_tags(self) -> None:
+        self.tag_dock.setVisible(not self.tag_dock.isVisible())
+        if self.tag_dock.isVisible():
+            self.tag_dock.raise_()
+
+    def _show_report(self) -> None:
+        self.report_dock.show()
+        self.report_dock.raise_()
+
+    def _toggle_fullscreen(self) -> None:
+        self.setWindowState(self.windowState() ^ Qt.WindowState.WindowFullScreen)
+
+    def show_help(self) -> KeyboardHelp:
+        if self._help is not None:
+            self._help.close()
+        self._help = KeyboardHelp(self.bindings(), self)
+        self._help.show()
+        return self._help
+
+    def _about(self) -> None:
+        QMessageBox.about(self, f"About {APP_NAME}", f"<b>{APP_NAME}</b><br>{INTENDED_USE}")
+
+    def _view_key(self, key: Qt.Key) -> None:
+        ev = QKeyEvent(QEvent.Type.KeyPress, key, Qt.KeyboardModifier.NoModifier)
+        self.view.handle_key(ev)
+
+    # ============================================================== view feedback
+    def _on_index_changed(self, index: int) -> None:
+        n = self.view.count()
+        if self.slider.value() != index:
+            self.slider.blockSignals(True)
+            self.slider.setValue(index)
+            self.slider.blockSignals(False)
+        self.slice_label.setText(f"{index + 1} / {n}")
+        if self.tag_dock.isVisible():
+            self._update_tags()
+        self.slice_changed.emit(index)
+
+    def _on_hover(self, text: str) -> None:
+        self.hover_label.setText(text)
+
+    def _on_tag_visibility(self, visible: bool) -> None:
+        if visible:
+            self._update_tags()
+
+    def _update_tags(self) -> None:
+        stack = self.current_stack()
+        if stack is None or not self.tag_dock.isVisible():
+            return
+        info = stack.slices[self.view.index]
+        self.tag_browser.set_source(
+            info.source, f"Slice {self.view.index + 1} / {len(stack)}: {info.source.display_name}"
+        )
+
+    def _update_title(self) -> None:
+        parts = [APP_NAME]
+        stack = self.current_stack()
+        if stack is not None:
+            parts.append(stack.series_description or stack.modality)
+        if self._title_badge:
+            parts.append(self._title_badge)
+        self.setWindowTitle(" — ".join(parts))
+
+    # ============================================================== Qt events
+    def keyPressEvent(self, ev: QKeyEvent) -> None:
+        mods = ev.modifiers() & ~Qt.KeyboardModifier.KeypadModifier
+        if mods == Qt.KeyboardModifier.NoModifier and ev.key() in (Qt.Key.Key_Left, Qt.Key.Key_Right):
+            self.step_stack(1 if ev.key() == Qt.Key.Key_Right else -1)
+            return
+        if self.view.handle_key(ev):
+            return
+        super().keyPressEvent(ev)
+
+    def step_stack(self, delta: int) -> None:
+        uids = self.browser.stack_uids()
+        if not uids:
+            return
+        k = uids.index(self._current_uid) if self._current_uid in uids else -1
+        self.show_stack(uids[max(0, min(len(uids) - 1, k + delta))])
+
+    def dragEnterEvent(self, ev: QDragEnterEvent) -> None:
+        if ev.mimeData().hasUrls() and any(u.isLocalFile() for u in ev.mimeData().urls()):
+            ev.acceptProposedAction()
+        else:
+            ev.ignore()
+
+    def dragMoveEvent(self, ev: Any) -> None:
+        if ev.mimeData().hasUrls():
+            ev.acceptProposedAction()
+
+    def dropEvent(self, ev: QDropEvent) -> None:
+        paths = [u.toLocalFile() for u in ev.mimeData().urls() if u.isLocalFile()]
+        if paths:
+            ev.acceptProposedAction()
+            self.open_paths(paths)
+        else:
+            ev.ignore()
+
+    def closeEvent(self, ev: QCloseEvent) -> None:
+        self.about_to_close.emit()
+        self.view.stop_cine()
+        self._decode_timer.stop()
+        for job in list(self._jobs):
+            job.cancel()
+        self.wait_for_jobs()
+        self._jobs.clear()
+        self.settings.save_window(bytes(self.saveGeometry().data()), bytes(self.saveState().data()))
+        self.settings.sync()
+        if self._volume is not None:
+            self._volume.close()
+            self._volume = None
+        super().closeEvent(ev)
+
+
+def _needs_attention(report: LoadReport) -> bool:
+    """Open the load report by itself for real problems; stray non-DICOM files only go to the status bar."""
+    if any(s.code != "E-NOT-DICOM" for s in report.skipped):
+        return True
+    return any(st.warnings or st.label for st in report.all_stacks())
+
+
+def _preferred_stack(stacks: Sequence[Stack]) -> Stack:
+    """The stack to show first: the longest non-localizer stack, else the first."""
+    candidates = [s for s in stacks if s.label != "localizer"] or list(stacks)
+    return max(candidates, key=len)

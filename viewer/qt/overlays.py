@@ -1,0 +1,238 @@
+"""Corner overlays on the image: the text model (pure functions) and the widget that paints it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from PySide6.QtCore import QPointF, QRectF, QSizeF, Qt
+from PySide6.QtGui import QColor, QFont, QFontMetrics, QPainter, QPaintEvent, QPixmap, QTextDocument
+from PySide6.QtWidgets import QWidget
+
+from viewer.core.constants import Window
+
+CORNERS = ("top_left", "top_right", "bottom_left", "bottom_right")
+_AXIS_LETTERS = (("R", "L"), ("A", "P"), ("I", "S"))  # LPS: -x/+x, -y/+y, -z/+z
+OBLIQUE_FRACTION = 0.25  # a secondary axis must carry this much of the direction to be named
+
+
+def direction_letters(vector: Sequence[float] | np.ndarray) -> str:
+    """Patient-direction letters for a direction in LPS, strongest first (e.g. ``(1,0,0)`` -> ``"L"``).
+
+    Oblique directions get two or three letters (``"LP"``), as in the IHE BIR orientation overlay.
+    """
+    v = np.asarray(vector, dtype=float)
+    norm = float(np.linalg.norm(v))
+    if norm == 0.0:
+        return ""
+    v = v / norm
+    order = np.argsort(-np.abs(v))
+    letters: list[str] = []
+    for axis in order:
+        if abs(v[axis]) < OBLIQUE_FRACTION and letters:
+            break
+        letters.append(_AXIS_LETTERS[axis][1 if v[axis] > 0 else 0])
+    return "".join(letters)
+
+
+def orientation_labels(iop: Sequence[float] | None) -> dict[str, str]:
+    """Letters for the image edges (``left``, ``right``, ``top``, ``bottom``) from ImageOrientationPatient.
+
+    IOP's first triplet points along a row (towards increasing column = the right edge), the second
+    along a column (towards increasing row = the bottom edge).
+    """
+    if iop is None or len(iop) != 6:
+        return {}
+    row = np.asarray(iop[:3], dtype=float)
+    col = np.asarray(iop[3:], dtype=float)
+    return {
+        "right": direction_letters(row),
+        "left": direction_letters(-row),
+        "bottom": direction_letters(col),
+        "top": direction_letters(-col),
+    }
+
+
+def format_date(value: str) -> str:
+    """``20260101`` -> ``2026-01-01``; anything else unchanged."""
+    if len(value) == 8 and value.isdigit():
+        return f"{value[:4]}-{value[4:6]}-{value[6:]}"
+    return value
+
+
+def format_window(window: Window | None) -> str:
+    if window is None:
+        return ""
+    return f"W {window.width:.0f}  L {window.level:.0f}"
+
+
+@dataclass
+class CornerText:
+    """Lines for each corner; ``phi`` lines are hidden in privacy mode and de-identified exports."""
+
+    top_left: list[str]
+    top_right: list[str]
+    bottom_left: list[str]
+    bottom_right: list[str]
+    phi: list[str]
+
+
+class OverlayWidget(QWidget):
+    """Transparent layer over the image view that paints corner text and orientation letters."""
+
+    MARGIN = 10
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setAttribute(Qt.WidgetAttribute.WA_TransparentForMouseEvents)
+        self.setAttribute(Qt.WidgetAttribute.WA_NoSystemBackground)
+        self.setAutoFillBackground(False)
+        self._corners: dict[str, list[str]] = {c: [] for c in CORNERS}
+        self._phi: list[str] = []
+        self._orientation: dict[str, str] = {}
+        self._extra_html: dict[str, str] = {}
+        self._hint = ""
+        self.show_phi = True
+        self.visible_text = True
+        self._font = QFont()
+        self._font.setPointSizeF(9.5)
+        self._font.setStyleHint(QFont.StyleHint.SansSerif)
+        self._orient_font = QFont(self._font)
+        self._orient_font.setPointSizeF(12)
+        self._orient_font.setBold(True)
+        self._color = QColor("#e6edf3")
+        self._accent = QColor("#7ee0ff")
+        self._shadow = QColor(0, 0, 0, 220)
+        self._pixmaps: dict[str, tuple[tuple[str, ...], QPixmap]] = {}
+
+    # --- model -----------------------------------------------------------------------------------
+    def set_phi_lines(self, lines: list[str]) -> None:
+        self._phi = list(lines)
+        self.update()
+
+    def set_corner(self, corner: str, lines: list[str]) -> None:
+        if corner not in self._corners:
+            raise ValueError(f"Unknown corner {corner!r}; known: {', '.join(CORNERS)}")
+        if self._corners[corner] != lines:
+            self._corners[corner] = list(lines)
+            self.update()
+
+    def set_orientation(self, labels: dict[str, str]) -> None:
+        self._orientation = dict(labels)
+        self.update()
+
+    def set_extra_html(self, key: str, html: str) -> None:
+        if html:
+            self._extra_html[key] = html
+        else:
+            self._extra_html.pop(key, None)
+        self.update()
+
+    def set_hint(self, text: str) -> None:
+        self._hint = text
+        self.update()
+
+    def corner_text(self, corner: str) -> str:
+        """The text of a corner as painted now (PHI included only when shown)."""
+        lines = list(self._corners[corner])
+        if corner == "top_left" and self.show_phi:
+            lines = self._phi + lines
+        return "\n".join(lines)
+
+    def orientation(self) -> dict[str, str]:
+        return dict(self._orientation)
+
+    def extra_html(self) -> dict[str, str]:
+        return dict(self._extra_html)
+
+    # --- painting --------------------------------------------------------------------------------
+    def paintEvent(self, event: QPaintEvent) -> None:
+        p = QPainter(self)
+        p.setRenderHint(QPainter.RenderHint.TextAntialiasing)
+        w, h, m = self.width(), self.height(), self.MARGIN
+        if self._hint:
+            p.setPen(QColor("#6e7681"))
+            hint_font = QFont(self._font)
+            hint_font.setPointSizeF(13)
+            p.setFont(hint_font)
+            p.drawText(QRectF(0, 0, w, h), Qt.AlignmentFlag.AlignCenter, self._hint)
+        if not self.visible_text:
+            p.end()
+            return
+        fm = QFontMetrics(self._font)
+        lh = fm.height()
+        for corner in CORNERS:
+            lines = self._corners[corner]
+            if corner == "top_left" and self.show_phi:
+                lines = self._phi + lines
+            if not lines:
+                continue
+            pm = self._corner_pixmap(corner, tuple(lines))
+            pw = pm.width() / pm.devicePixelRatio()
+            ph = pm.height() / pm.devicePixelRatio()
+            x = w - m - pw if corner.endswith("right") else m
+            y = h - m - ph if corner.startswith("bottom") else m
+            p.drawPixmap(QPointF(x, y), pm)
+        if self._orientation:
+            p.setFont(self._orient_font)
+            ofm = QFontMetrics(self._orient_font)
+            o = self._orientation
+            cy = h / 2 + ofm.ascent() / 2
+            if o.get("left"):
+                self._shadowed(p, m, cy, o["left"], self._accent)
+            if o.get("right"):
+                self._shadowed(p, w - m - ofm.horizontalAdvance(o["right"]), cy, o["right"], self._accent)
+            if o.get("top"):
+                self._shadowed(
+                    p, (w - ofm.horizontalAdvance(o["top"])) / 2, m + ofm.ascent(), o["top"], self._accent
+                )
+            if o.get("bottom"):
+                self._shadowed(
+                    p,
+                    (w - ofm.horizontalAdvance(o["bottom"])) / 2,
+                    h - m - ofm.descent(),
+                    o["bottom"],
+                    self._accent,
+                )
+        if self._extra_html:
+            doc = QTextDocument()
+            doc.setDefaultFont(self._font)
+            doc.setDefaultStyleSheet(f"body {{ color: {self._color.name()}; }}")
+            doc.setHtml("<div align='right'>" + "<br>".join(self._extra_html.values()) + "</div>")
+            doc.setTextWidth(max(120.0, w * 0.4))
+            size: QSizeF = doc.size()
+            n_br = len(self._corners["bottom_right"])
+            top = h - m - lh * n_br - size.height() - 4
+            p.translate(QPointF(w - m - size.width(), top))
+            doc.drawContents(p)
+        p.end()
+
+    def _corner_pixmap(self, corner: str, lines: tuple[str, ...]) -> QPixmap:
+        """The corner's text pre-rendered with its shadow; re-rendered only when the text changes."""
+        cached = self._pixmaps.get(corner)
+        if cached is not None and cached[0] == lines:
+            return cached[1]
+        fm = QFontMetrics(self._font)
+        lh = fm.height()
+        width = max(fm.horizontalAdvance(line) for line in lines) + 2
+        dpr = self.devicePixelRatioF()
+        pm = QPixmap(int((width + 1) * dpr), int((lh * len(lines) + 2) * dpr))
+        pm.setDevicePixelRatio(dpr)
+        pm.fill(Qt.GlobalColor.transparent)
+        p = QPainter(pm)
+        p.setRenderHint(QPainter.RenderHint.TextAntialiasing)
+        p.setFont(self._font)
+        right = corner.endswith("right")
+        for k, line in enumerate(lines):
+            x = width - fm.horizontalAdvance(line) - 1 if right else 0
+            self._shadowed(p, x, k * lh + fm.ascent(), line, self._color)
+        p.end()
+        self._pixmaps[corner] = (lines, pm)
+        return pm
+
+    def _shadowed(self, p: QPainter, x: float, y: float, text: str, color: QColor) -> None:
+        p.setPen(self._shadow)
+        p.drawText(QPointF(x + 1, y + 1), text)
+        p.setPen(color)
+        p.drawText(QPointF(x, y), text)

@@ -1,0 +1,543 @@
+"""The slice view: a pyqtgraph ImageItem in a ViewBox with radiology mouse and keyboard bindings.
+
+The ImageItem always holds the raw modality values (HU for CT); windowing is ``setLevels`` and
+inversion a lookup table, so pixels are never rewritten for display.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QEvent, QPointF, QRectF, Qt, QTimer, Signal
+from PySide6.QtGui import QKeyEvent, QResizeEvent, QTransform
+from PySide6.QtWidgets import QVBoxLayout, QWidget
+
+from viewer.core.constants import PRESET_KEYS, Window
+from viewer.core.dicom.model import Patient, Stack, Study
+from viewer.core.errors import PixelDecodeError
+from viewer.core.windowing import drag_window
+from viewer.qt.overlays import OverlayWidget, format_date, format_window, orientation_labels
+from viewer.qt.tools import Ruler
+
+logger = logging.getLogger(__name__)
+
+WHEEL_STEP = 120  # one notch of a standard mouse wheel
+PAGE_STEP = 10
+PREFETCH_CHECK = 10  # re-arm the volume's background prefetch when a neighbour this close is missing
+FAST_DRAG_FACTOR = 4.0  # Ctrl+drag window/level speed-up
+KEY_ZOOM_FACTOR = 1.25
+EMPTY_HINT = "Drop DICOM files, folders or a .zip here\nor use File › Open (Ctrl+O)"
+_INVERTED_LUT = np.arange(255, -1, -1, dtype=np.uint8)
+
+
+@dataclass(frozen=True)
+class StackContext:
+    """What the overlays need to know about the displayed stack besides its slices."""
+
+    stack: Stack
+    patient: Patient | None = None
+    study: Study | None = None
+
+
+class SliceViewBox(pg.ViewBox):
+    """A ViewBox whose wheel scrolls slices and whose left-drag does window/level (or a tool)."""
+
+    sigWheelSteps = Signal(int)
+    sigWindowDrag = Signal(float, float, bool, bool)  # dx, dy (screen px since press), fast, finished
+    sigToolDrag = Signal(QPointF, QPointF, bool)  # start, current (view coords), finished
+
+    def __init__(self) -> None:
+        super().__init__(invertY=True, lockAspect=True, enableMenu=False)
+        self.tool = "window"  # or "ruler"
+        self._wheel_accum = 0
+
+    def wheelEvent(self, ev: Any, axis: Any = None) -> None:
+        if ev.modifiers() & Qt.KeyboardModifier.ControlModifier:
+            super().wheelEvent(ev, axis)
+            return
+        self._wheel_accum += int(ev.delta())
+        steps = int(self._wheel_accum / WHEEL_STEP)
+        if steps:
+            self._wheel_accum -= steps * WHEEL_STEP
+            self.sigWheelSteps.emit(-steps)  # wheel towards the user = next slice
+        ev.accept()
+
+    def mouseDragEvent(self, ev: Any, axis: Any = None) -> None:
+        shift = bool(ev.modifiers() & Qt.KeyboardModifier.ShiftModifier)
+        if ev.button() == Qt.MouseButton.LeftButton and not shift:
+            ev.accept()
+            if self.tool == "ruler":
+                start = self.mapToView(ev.buttonDownPos())
+                self.sigToolDrag.emit(start, self.mapToView(ev.pos()), bool(ev.isFinish()))
+                return
+            delta = ev.pos() - ev.buttonDownPos()
+            fast = bool(ev.modifiers() & Qt.KeyboardModifier.ControlModifier)
+            self.sigWindowDrag.emit(float(delta.x()), float(delta.y()), fast, bool(ev.isFinish()))
+            return
+        super().mouseDragEvent(ev, axis)  # shift+left / middle = pan, right = zoom
+
+    def mouseClickEvent(self, ev: Any) -> None:
+        ev.accept()  # no pyqtgraph context menu on the image
+
+
+class SliceView(QWidget):
+    """Displays one stack slice at a time, with overlays, window/level, zoom, pan, cine and rulers."""
+
+    index_changed = Signal(int)
+    window_changed = Signal(object)  # Window
+    hover_text = Signal(str)
+    playing_changed = Signal(bool)
+    tool_changed = Signal(str)
+    zoom_changed = Signal(float)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("imagePanel")
+        self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
+        self.graphics = pg.GraphicsView(self, background="k")
+        self.graphics.setAcceptDrops(False)  # drops go to the main window
+        self.graphics.viewport().setAcceptDrops(False)
+        self.graphics.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.vb = SliceViewBox()
+        self.graphics.setCentralItem(self.vb)
+        self.image = pg.ImageItem(axisOrder="row-major")
+        self.image.setAutoDownsample(False)
+        self.vb.addItem(self.image)
+        self.overlay = OverlayWidget(self.graphics)
+        self.overlay.set_hint(EMPTY_HINT)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.graphics)
+
+        self.volume: Any = None
+        self.context: StackContext | None = None
+        self._index = 0
+        self._data: np.ndarray | None = None
+        self._window = Window(400, 40)
+        self._default_window = Window(400, 40)
+        self._drag_start: Window | None = None
+        self._user_invert = False
+        self._spacing: tuple[float, float] | None = None
+        self._rulers: list[Ruler] = []
+        self._active_ruler: Ruler | None = None
+        self.presets: dict[str, Any] = {}
+        self.wl_sensitivity = 1.0
+        self.cine_timer = QTimer(self)
+        self.cine_timer.timeout.connect(self._cine_tick)
+        self.cine_fps = 15
+        self.show_phi = True
+
+        self.vb.sigWheelSteps.connect(lambda n: self.set_index(self._index + n))
+        self.vb.sigWindowDrag.connect(self._on_window_drag)
+        self.vb.sigToolDrag.connect(self._on_tool_drag)
+        self.vb.sigRangeChanged.connect(self._on_range_changed)
+        self.graphics.scene().sigMouseMoved.connect(self._on_mouse_moved)
+
+    # --- stack -----------------------------------------------------------------------------------
+    def set_volume(self, volume: Any, context: StackContext, index: int = 0) -> None:
+        """Show ``volume`` (a StackVolume) at ``index``; resets window, zoom and measurements."""
+        self.stop_cine()
+        self.clear_measurements()
+        self.volume = volume
+        self.context = context
+        stack = context.stack
+        first = stack.slices[0]
+        self._spacing = first.pixel_spacing
+        row_sp, col_sp = self._spacing if self._spacing else (1.0, 1.0)
+        self.image.setTransform(QTransform.fromScale(col_sp, row_sp))
+        try:
+            self._default_window = volume.default_window()
+        except Exception:
+            logger.warning("No default window for this stack; using 400/40", exc_info=True)
+            self._default_window = Window(400, 40)
+        self._window = self._default_window
+        self._user_invert = False
+        self.wl_sensitivity = 1.0 if stack.modality == "CT" else max(self._default_window.width / 256.0, 0.01)
+        self.overlay.set_hint("")
+        self.overlay.set_orientation(orientation_labels(first.orientation))
+        self._update_lut()
+        self._index = -1
+        self.set_index(index, force=True)
+        self.fit()
+
+    def clear(self) -> None:
+        self.stop_cine()
+        self.clear_measurements()
+        self.volume = None
+        self.context = None
+        self._data = None
+        self.image.clear()
+        for corner in ("top_left", "top_right", "bottom_left", "bottom_right"):
+            self.overlay.set_corner(corner, [])
+        self.overlay.set_phi_lines([])
+        self.overlay.set_orientation({})
+        self.overlay.set_hint(EMPTY_HINT)
+
+    def is_color(self) -> bool:
+        return self._data is not None and self._data.ndim == 3
+
+    # --- slice navigation ------------------------------------------------------------------------
+    @property
+    def index(self) -> int:
+        return self._index
+
+    def count(self) -> int:
+        return len(self.volume) if self.volume is not None else 0
+
+    def current_data(self) -> np.ndarray | None:
+        return self._data
+
+    def set_index(self, index: int, force: bool = False) -> None:
+        if self.volume is None:
+            return
+        n = len(self.volume)
+        index = max(0, min(n - 1, int(index)))
+        if index == self._index and not force:
+            return
+        self._index = index
+        try:
+            data = self.volume.get_slice(index)
+        except PixelDecodeError as exc:
+            logger.warning("Slice %d could not be decoded", index)
+            self._data = None
+            self.image.clear()
+            self.overlay.set_hint(f"Slice {index + 1} could not be decoded:\n{exc}")
+        else:
+            if self.overlay._hint:
+                self.overlay.set_hint("")
+            self._data = data
+            if data.ndim == 3:
+                self.image.setImage(data, autoLevels=False, levels=(0, 255))
+            else:
+                self.image.setImage(data, autoLevels=False, levels=self._window.levels)
+        if self._needs_prefetch(index):
+            self.volume.prefetch(index)
+        self._update_overlay()
+        self.index_changed.emit(index)
+
+    def _needs_prefetch(self, index: int) -> bool:
+        """True unless the neighbours within PREFETCH_CHECK slices are already decoded."""
+        cached = getattr(self.volume, "cached", None)
+        if cached is None:
+            return True
+        n = len(self.volume)
+        for i in (index + 1, index - 1, index + PREFETCH_CHECK, index - PREFETCH_CHECK):
+            if 0 <= i < n and cached(i) is None and i not in self.volume.bad_slices:
+                return True
+        return False
+
+    def step(self, delta: int) -> None:
+        self.set_index(self._index + delta)
+
+    # --- window / level --------------------------------------------------------------------------
+    def current_window(self) -> Window:
+        return self._window
+
+    def default_window(self) -> Window:
+        return self._default_window
+
+    def set_window(self, window: Window) -> None:
+        self._window = Window(max(1.0, float(window.width)), float(window.level))
+        if self._data is not None and self._data.ndim == 2:
+            self.image.setLevels(self._window.levels)
+        self._update_overlay()
+        self.window_changed.emit(self._window)
+
+    def apply_preset(self, name: str) -> None:
+        window = self.presets.get(name)
+        if window is None:
+            raise ValueError(f"Unknown window preset {name!r}; known: {', '.join(self.presets)}")
+        self.set_window(window)
+
+    def reset_window(self) -> None:
+        self.set_window(self._default_window)
+
+    def _on_window_drag(self, dx: float, dy: float, fast: bool, finished: bool) -> None:
+        if self.volume is None or self.is_color():
+            return
+        if self._drag_start is None:
+            self._drag_start = self._window
+        factor = FAST_DRAG_FACTOR if fast else 1.0
+        self.set_window(drag_window(self._drag_start, dx, dy, sensitivity=self.wl_sensitivity * factor))
+        if finished:
+            self._drag_start = None
+
+    @property
+    def inverted(self) -> bool:
+        """True when the display is inverted (MONOCHROME1 XOR the user's invert toggle)."""
+        base = bool(getattr(self.volume, "invert_display", False)) if self.volume is not None else False
+        return base != self._user_invert
+
+    def toggle_invert(self) -> None:
+        self._user_invert = not self._user_invert
+        self._update_lut()
+
+    def _update_lut(self) -> None:
+        self.image.setLookupTable(_INVERTED_LUT if self.inverted else None)
+
+    # --- zoom / pan ------------------------------------------------------------------------------
+    def image_rect(self) -> QRectF:
+        if self.context is None:
+            return QRectF(0, 0, 1, 1)
+        st = self.context.stack
+        row_sp, col_sp = self._spacing if self._spacing else (1.0, 1.0)
+        return QRectF(0, 0, st.columns * col_sp, st.rows * row_sp)
+
+    def fit(self) -> None:
+        self.vb.setRange(rect=self.image_rect(), padding=0.02)
+
+    def one_to_one(self) -> None:
+        """One image pixel per screen pixel, centred on the current view centre."""
+        if self.context is None:
+            return
+        col_sp = self._spacing[1] if self._spacing else 1.0
+        row_sp = self._spacing[0] if self._spacing else 1.0
+        (x0, x1), (y0, y1) = self.vb.viewRange()
+        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+        w = max(self.vb.width(), 1.0) * col_sp
+        h = max(self.vb.height(), 1.0) * row_sp
+        self.vb.setRange(xRange=(cx - w / 2, cx + w / 2), yRange=(cy - h / 2, cy + h / 2), padding=0)
+
+    def zoom_by(self, factor: float) -> None:
+        self.vb.scaleBy((1 / factor, 1 / factor))
+
+    def zoom_factor(self) -> float:
+        """Screen pixels per image pixel (1.0 = 1:1)."""
+        (x0, x1), _ = self.vb.viewRange()
+        col_sp = self._spacing[1] if self._spacing else 1.0
+        span = x1 - x0
+        return float(self.vb.width() / span * col_sp) if span > 0 else 1.0
+
+    def reset_view(self) -> None:
+        """R: fit, header window, no inversion, no measurements."""
+        self._user_invert = False
+        self._update_lut()
+        self.reset_window()
+        self.clear_measurements()
+        self.fit()
+
+    def _on_range_changed(self, *args: Any) -> None:
+        self._update_overlay()
+        self.zoom_changed.emit(self.zoom_factor())
+
+    # --- cine ------------------------------------------------------------------------------------
+    def toggle_cine(self) -> None:
+        if self.cine_timer.isActive():
+            self.stop_cine()
+        elif self.volume is not None and len(self.volume) > 1:
+            self.cine_timer.start(max(1, round(1000 / self.cine_fps)))
+            self.playing_changed.emit(True)
+
+    def stop_cine(self) -> None:
+        if self.cine_timer.isActive():
+            self.cine_timer.stop()
+            self.playing_changed.emit(False)
+
+    def set_cine_fps(self, fps: int) -> None:
+        self.cine_fps = max(1, int(fps))
+        if self.cine_timer.isActive():
+            self.cine_timer.setInterval(max(1, round(1000 / self.cine_fps)))
+
+    def _cine_tick(self) -> None:
+        n = self.count()
+        if n:
+            self.set_index((self._index + 1) % n)
+
+    # --- tools -----------------------------------------------------------------------------------
+    def set_tool(self, tool: str) -> None:
+        if tool not in ("window", "ruler"):
+            raise ValueError(f"Unknown tool {tool!r}; known: window, ruler")
+        self.vb.tool = tool
+        self.graphics.viewport().setCursor(
+            Qt.CursorShape.CrossCursor if tool == "ruler" else Qt.CursorShape.ArrowCursor
+        )
+        self.tool_changed.emit(tool)
+
+    @property
+    def tool(self) -> str:
+        return self.vb.tool
+
+    def measurements(self) -> list[Ruler]:
+        return list(self._rulers)
+
+    def clear_measurements(self) -> None:
+        for r in self._rulers:
+            r.remove()
+        self._rulers.clear()
+        self._active_ruler = None
+
+    def _on_tool_drag(self, start: QPointF, current: QPointF, finished: bool) -> None:
+        if self.volume is None:
+            return
+        if self._active_ruler is None:
+            self._active_ruler = Ruler(self.vb, start, calibrated=self._spacing is not None)
+            self._rulers.append(self._active_ruler)
+        self._active_ruler.set_end(current)
+        if finished:
+            self._active_ruler = None
+
+    # --- overlays and hover ----------------------------------------------------------------------
+    def set_show_phi(self, show: bool) -> None:
+        self.show_phi = show
+        self.overlay.show_phi = show
+        self.overlay.update()
+
+    def _update_overlay(self) -> None:
+        ctx = self.context
+        if ctx is None or self.volume is None:
+            return
+        st = ctx.stack
+        info = st.slices[self._index]
+        phi: list[str] = []
+        top_left: list[str] = []
+        if ctx.patient is not None:
+            phi = [ctx.patient.name.replace("^", " ").strip() or "(no name)", f"ID {ctx.patient.patient_id}"]
+        if ctx.study is not None:
+            if ctx.study.description:
+                top_left.append(ctx.study.description)
+            if ctx.study.date:
+                top_left.append(format_date(ctx.study.date))
+        top_right = [st.series_description or "(no description)"]
+        se = f"Se {st.series_number}" if st.series_number is not None else ""
+        top_right.append("  ".join(v for v in (st.modality, se, st.label) if v))
+        bottom_left = [f"Im {self._index + 1} / {len(st)}"]
+        pos = slice_position_mm(st, self._index)
+        parts = []
+        if pos is not None:
+            parts.append(f"Pos {pos:.1f} mm")
+        if info.slice_thickness is not None:
+            parts.append(f"Thk {info.slice_thickness:g} mm")
+        if parts:
+            bottom_left.append("   ".join(parts))
+        if self._spacing is None:
+            bottom_left.append("No PixelSpacing: sizes in pixels")
+        bottom_right = []
+        if not self.is_color():
+            bottom_right.append(format_window(self._window) + ("  INV" if self.inverted else ""))
+        bottom_right.append(f"Zoom {self.zoom_factor():.2f}×")
+        self.overlay.set_phi_lines(phi)
+        self.overlay.set_corner("top_left", top_left)
+        self.overlay.set_corner("top_right", top_right)
+        self.overlay.set_corner("bottom_left", bottom_left)
+        self.overlay.set_corner("bottom_right", bottom_right)
+
+    def hover_info(self, scene_pos: QPointF) -> str:
+        """Status text for a scene position: pixel, value (HU for CT) and patient position in mm."""
+        if self._data is None or self.context is None:
+            return ""
+        p = self.image.mapFromScene(scene_pos)
+        col, row = int(np.floor(p.x())), int(np.floor(p.y()))
+        h, w = self._data.shape[:2]
+        if not (0 <= row < h and 0 <= col < w):
+            return ""
+        value = self._data[row, col]
+        if np.ndim(value) == 0:
+            unit = "HU" if self.context.stack.modality == "CT" else "Value"
+            val_text = f"{unit} {float(value):.0f}"
+        else:
+            val_text = "RGB " + ",".join(str(int(v)) for v in value)
+        text = f"x {col}  y {row}   {val_text}"
+        info = self.context.stack.slices[self._index]
+        mm = patient_position(info.position, info.orientation, info.pixel_spacing, row, col)
+        if mm is not None:
+            text += f"   ({mm[0]:.1f}, {mm[1]:.1f}, {mm[2]:.1f}) mm"
+        return text
+
+    def _on_mouse_moved(self, scene_pos: QPointF) -> None:
+        self.hover_text.emit(self.hover_info(scene_pos))
+
+    # --- Qt events -------------------------------------------------------------------------------
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        super().resizeEvent(event)
+        self.overlay.setGeometry(self.graphics.rect())
+
+    def event(self, ev: QEvent) -> bool:
+        if ev.type() == QEvent.Type.KeyPress and isinstance(ev, QKeyEvent) and self.handle_key(ev):
+            return True
+        return super().event(ev)
+
+    def handle_key(self, ev: QKeyEvent) -> bool:
+        """The image keys (see the F1 help). Returns True when the key was used."""
+        key = Qt.Key(ev.key())
+        mods = ev.modifiers() & ~Qt.KeyboardModifier.KeypadModifier
+        plain = mods == Qt.KeyboardModifier.NoModifier
+        k = Qt.Key
+        if plain or mods == Qt.KeyboardModifier.ShiftModifier:
+            nav = {k.Key_Down: 1, k.Key_Up: -1, k.Key_PageDown: PAGE_STEP, k.Key_PageUp: -PAGE_STEP}
+            if key in nav:
+                self.step(nav[key])
+                return True
+        if not plain:
+            if mods == Qt.KeyboardModifier.ControlModifier and key in (k.Key_Plus, k.Key_Equal):
+                self.zoom_by(KEY_ZOOM_FACTOR)
+                return True
+            if mods == Qt.KeyboardModifier.ControlModifier and key == k.Key_Minus:
+                self.zoom_by(1 / KEY_ZOOM_FACTOR)
+                return True
+            return False
+        if key == k.Key_Home:
+            self.set_index(0)
+        elif key == k.Key_End:
+            self.set_index(self.count() - 1)
+        elif k.Key_1 <= key <= k.Key_7 and self.volume is not None:
+            self.apply_preset(PRESET_KEYS[key - k.Key_1])
+        elif key == k.Key_0 and self.volume is not None:
+            self.reset_window()
+        elif key == k.Key_I:
+            self.toggle_invert()
+            self._update_overlay()
+        elif key == k.Key_R:
+            self.reset_view()
+        elif key in (k.Key_C, k.Key_Space):
+            self.toggle_cine()
+        elif key == k.Key_F:
+            self.fit()
+        elif key == k.Key_A:
+            self.one_to_one()
+        elif key in (k.Key_Plus, k.Key_Equal):
+            self.zoom_by(KEY_ZOOM_FACTOR)
+        elif key == k.Key_Minus:
+            self.zoom_by(1 / KEY_ZOOM_FACTOR)
+        elif key == k.Key_D:
+            self.set_tool("window" if self.tool == "ruler" else "ruler")
+        elif key == k.Key_Delete:
+            self.clear_measurements()
+        elif key == k.Key_Escape:
+            self.stop_cine()
+            self.set_tool("window")
+        else:
+            return False
+        return True
+
+
+def slice_position_mm(stack: Stack, index: int) -> float | None:
+    """Slice location along the stack normal (mm): ``SliceInfo.location``, else IPP·normal, else z."""
+    info = stack.slices[index]
+    if info.location is not None:
+        return float(info.location)
+    if info.position is None:
+        return None
+    if info.orientation is not None:
+        normal = np.cross(np.asarray(info.orientation[:3]), np.asarray(info.orientation[3:]))
+        return float(np.dot(np.asarray(info.position), normal))
+    return float(info.position[2])
+
+
+def patient_position(
+    ipp: tuple[float, float, float] | None,
+    iop: tuple[float, float, float, float, float, float] | None,
+    spacing: tuple[float, float] | None,
+    row: int,
+    col: int,
+) -> tuple[float, float, float] | None:
+    """Patient (LPS) coordinates of pixel (row, col), DICOM PS3.3 C.7.6.2.1.1."""
+    if ipp is None or iop is None or spacing is None:
+        return None
+    r = np.asarray(iop[:3], dtype=float)
+    c = np.asarray(iop[3:], dtype=float)
+    p = np.asarray(ipp, dtype=float) + col * spacing[1] * r + row * spacing[0] * c
+    return (float(p[0]), float(p[1]), float(p[2]))

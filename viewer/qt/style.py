@@ -1,0 +1,60 @@
+"""Dark theme and icons: the QSS in ``resources/styles`` and the SVGs in ``resources/icons``."""
+
+from __future__ import annotations
+
+import logging
+from functools import lru_cache
+
+from PySide6.QtGui import QColor, QIcon, QPalette
+from PySide6.QtWidgets import QApplication
+
+from viewer.core.paths import icon_path, resources_dir
+
+logger = logging.getLogger(__name__)
+
+ACCENT = "#2f81f7"
+WARNING_COLOR = "#e3b341"
+OVERLAY_COLOR = "#e6edf3"
+
+
+@lru_cache(maxsize=64)
+def icon(name: str) -> QIcon:
+    """A bundled SVG icon by stem name (``resources/icons/<name>.svg``)."""
+    return QIcon(str(icon_path(name)))
+
+
+def stylesheet() -> str:
+    path = resources_dir() / "styles" / "dark.qss"
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError:
+        logger.warning("Dark stylesheet not found; using the platform style")
+        return ""
+
+
+def apply_dark_theme(app: QApplication) -> None:
+    """Fusion style, a dark palette (for dialogs QSS does not reach) and the QSS."""
+    app.setStyle("Fusion")
+    pal = QPalette()
+    colors = {
+        QPalette.ColorRole.Window: "#161b22",
+        QPalette.ColorRole.WindowText: "#c9d1d9",
+        QPalette.ColorRole.Base: "#0d1117",
+        QPalette.ColorRole.AlternateBase: "#111820",
+        QPalette.ColorRole.ToolTipBase: "#1f2630",
+        QPalette.ColorRole.ToolTipText: "#e6edf3",
+        QPalette.ColorRole.Text: "#c9d1d9",
+        QPalette.ColorRole.Button: "#21262d",
+        QPalette.ColorRole.ButtonText: "#c9d1d9",
+        QPalette.ColorRole.BrightText: "#ffffff",
+        QPalette.ColorRole.Highlight: "#1f6feb",
+        QPalette.ColorRole.HighlightedText: "#ffffff",
+        QPalette.ColorRole.Link: ACCENT,
+        QPalette.ColorRole.PlaceholderText: "#6e7681",
+    }
+    for role, value in colors.items():
+        pal.setColor(role, QColor(value))
+    pal.setColor(QPalette.ColorGroup.Disabled, QPalette.ColorRole.Text, QColor("#6e7681"))
+    pal.setColor(QPalette.ColorGroup.Disabled, QPalette.ColorRole.ButtonText, QColor("#6e7681"))
+    app.setPalette(pal)
+    app.setStyleSheet(stylesheet())

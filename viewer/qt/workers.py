@@ -1,0 +1,142 @@
+"""The only module of the Qt layer that starts threads.
+
+Jobs run plain core functions on a ``QThread`` and report back through Qt signals (queued to the GUI
+thread). Progress is throttled so a 10,000-file scan cannot flood the event loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+from PySide6.QtCore import QObject, QThread, Signal
+
+from viewer.core.dicom.model import LoadReport, Stack
+
+logger = logging.getLogger(__name__)
+
+PROGRESS_INTERVAL_S = 0.05  # at most 20 progress signals a second
+THUMBNAIL_SIZE = 96
+
+
+class _FunctionThread(QThread):
+    """Runs ``fn`` once; the job object owns the signals."""
+
+    def __init__(self, fn: Callable[[], None], parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._fn = fn
+
+    def run(self) -> None:
+        self._fn()
+
+
+class _Job(QObject):
+    progress = Signal(int, int)  # done, total
+    failed = Signal(str)
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._cancel = threading.Event()
+        self._last_progress = 0.0
+        self._thread = _FunctionThread(self._run_guarded)
+        self._thread.finished.connect(self._thread.deleteLater)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    def is_cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    def is_running(self) -> bool:
+        try:
+            return self._thread.isRunning()
+        except RuntimeError:  # C++ thread object already deleted
+            return False
+
+    def wait(self, ms: int = 30_000) -> bool:
+        try:
+            return self._thread.wait(ms)
+        except RuntimeError:
+            return True
+
+    def _emit_progress(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if done >= total or now - self._last_progress >= PROGRESS_INTERVAL_S:
+            self._last_progress = now
+            self.progress.emit(int(done), int(total))
+
+    def _run_guarded(self) -> None:
+        try:
+            self._run()
+        except Exception as exc:  # one handler for every worker error
+            logger.exception("Background job %s failed", type(self).__name__)
+            self.failed.emit(f"{type(exc).__name__}: {exc}")
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+
+class LoadJob(_Job):
+    """``load_paths`` on a worker thread; ``done`` carries the LoadReport (also when cancelled)."""
+
+    done = Signal(object)
+
+    def __init__(self, paths: Sequence[str | Path], parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.paths = [str(p) for p in paths]
+
+    def _run(self) -> None:
+        from viewer.core.dicom.loader import load_paths
+
+        report: LoadReport = load_paths(self.paths, progress=self._emit_progress, cancel=self.is_cancelled)
+        self.done.emit(report)
+
+
+class ThumbnailJob(_Job):
+    """Decodes the middle slice of each stack and emits ``ready(stack_uid, uint8 array)``."""
+
+    ready = Signal(str, object)
+
+    def __init__(self, stacks: Sequence[Stack], parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.stacks = list(stacks)
+
+    def _run(self) -> None:
+        from viewer.core.dicom.volume import StackVolume
+
+        for k, stack in enumerate(self.stacks):
+            if self.is_cancelled():
+                return
+            try:
+                vol = StackVolume(stack, cache_bytes=64 * 1024**2)
+                try:
+                    data = vol.get_slice(len(vol) // 2)
+                    thumb = make_thumbnail(data, vol.default_window().levels, vol.invert_display)
+                finally:
+                    vol.close()
+            except Exception:
+                logger.warning("No thumbnail for a stack (decode failed)", exc_info=True)
+                continue
+            self.ready.emit(stack.uid, thumb)
+            self._emit_progress(k + 1, len(self.stacks))
+
+
+def make_thumbnail(data: np.ndarray, levels: tuple[float, float], invert: bool) -> np.ndarray:
+    """Pure numpy: a uint8 image no larger than THUMBNAIL_SIZE (grey 2D or RGB 3D)."""
+    step = max(1, int(np.ceil(max(data.shape[0], data.shape[1]) / THUMBNAIL_SIZE)))
+    small = np.ascontiguousarray(data[::step, ::step])
+    if small.ndim == 3:
+        return small.astype(np.uint8)
+    low, high = levels
+    width = max(high - low, 1.0)
+    out = np.clip((small.astype(np.float32) - low) / width, 0.0, 1.0)
+    if invert:
+        out = 1.0 - out
+    return np.ascontiguousarray((out * 255.0).round().astype(np.uint8))
