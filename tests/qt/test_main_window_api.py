@@ -26,7 +26,8 @@ def loaded(qtbot: QtBot, tmp_path: Path) -> MainWindow:
 
 
 def test_menus_are_created_on_demand_in_order(qtbot: QtBot) -> None:
-    window = make_window(qtbot)
+    window = MainWindow()  # bare: no AI or review extension attached
+    qtbot.addWidget(window)
     assert window.menu_names() == ["File", "View", "Tools", "Help"]
     session = window.menu("Session")
     ai = window.menu("AI")
@@ -153,3 +154,9 @@ def test_tag_browser_searches_the_current_slice(qtbot: QtBot, loaded: MainWindow
     loaded.act_privacy.trigger()
     values = [v for _, name, v in tags.visible_rows() if name == "Patient ID"]
     assert values == ["•••"]
+
+
+def test_app_window_has_ai_and_session_menus(qtbot: QtBot) -> None:
+    window = make_window(qtbot)
+    assert window.menu_names() == ["File", "View", "Tools", "AI", "Session", "Help"]
+    assert window.ai_controller is not None and window.review_controller is not None

@@ -15,7 +15,9 @@ from PySide6.QtWidgets import QApplication
 
 from viewer.core.constants import APP_NAME, APP_ORG
 from viewer.core.paths import demo_study_dir
+from viewer.qt.ai import attach as attach_ai
 from viewer.qt.main_window import MainWindow
+from viewer.qt.review import attach as attach_review
 from viewer.qt.settings import Settings
 from viewer.qt.style import apply_dark_theme, icon
 
@@ -53,11 +55,21 @@ def create_application(argv: Sequence[str] | None = None) -> QApplication:
     return app
 
 
-def build_main_window(paths: Sequence[str | Path] = (), settings: Settings | None = None) -> MainWindow:
-    """A configured MainWindow (not shown); ``paths`` start loading at once. Usable from tests."""
+def build_main_window(
+    paths: Sequence[str | Path] = (),
+    settings: Settings | None = None,
+    *,
+    offer_resume: bool = True,
+) -> MainWindow:
+    """A configured MainWindow (not shown) with the AI and review extensions attached.
+
+    ``paths`` start loading at once; ``offer_resume`` asks to reopen the last review session.
+    Usable from tests.
+    """
     create_application()
     window = MainWindow(settings=settings)
-    # Extension modules (AI timeline, findings, review) attach here: attach(window).
+    attach_ai(window)
+    attach_review(window, offer_resume=offer_resume)  # after the AI: it connects to its predictions
     if paths:
         window.open_paths(paths)
     return window
@@ -69,6 +81,17 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--demo", action="store_true", help="open the bundled demo study")
     parser.add_argument("--quit-after-show", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args(list(argv))
+
+
+def _analyze_first_stack(window: MainWindow) -> None:
+    """``--demo``: run the bundled model on the demo stack as soon as it is on screen."""
+
+    def analyze_once(_stack: object) -> None:
+        window.stack_shown.disconnect(analyze_once)
+        if window.ai_controller is not None:
+            window.ai_controller.analyze()
+
+    window.stack_shown.connect(analyze_once)
 
 
 def main(argv: list[str]) -> int:
@@ -86,6 +109,8 @@ def main(argv: list[str]) -> int:
             window.show_status("The demo study is not installed (resources/demo is empty)", 0)
     if paths:
         window.open_paths(paths)
+    if args.demo:
+        _analyze_first_stack(window)
     if args.quit_after_show:
 
         def _report() -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QEvent, Qt, QTimer, Signal
 from PySide6.QtGui import (
@@ -51,6 +51,10 @@ from viewer.qt.style import icon
 from viewer.qt.tag_browser import TagBrowser
 from viewer.qt.workers import LoadJob, ThumbnailJob
 
+if TYPE_CHECKING:
+    from viewer.qt.ai.controller import AIController
+    from viewer.qt.review.controller import ReviewController
+
 logger = logging.getLogger(__name__)
 
 MENU_ORDER = ("File", "View", "Tools", "AI", "Session", "Help")
@@ -61,6 +65,10 @@ class MainWindow(QMainWindow):
     slice_changed = Signal(int)
     load_finished = Signal(object)
     about_to_close = Signal()
+
+    # Set by viewer.qt.ai.attach / viewer.qt.review.attach (viewer.qt.app.build_main_window).
+    ai_controller: AIController | None = None
+    review_controller: ReviewController | None = None
 
     def __init__(self, settings: Settings | None = None, parent: QWidget | None = None) -> None:
         super().__init__(parent)
