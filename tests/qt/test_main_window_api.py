@@ -66,8 +66,11 @@ def test_extension_points(qtbot: QtBot, loaded: MainWindow) -> None:
     assert loaded.windowTitle().endswith("ICH suspected: subdural 0.93")
     assert CANARY_ID not in loaded.windowTitle()
     uid = loaded.current_stack().uid
+    before = loaded.browser.item_for(uid).text(0)
     loaded.set_stack_badge(uid, "ICH 0.93")
-    assert loaded.browser.item_for(uid).text(1) == "ICH 0.93"
+    assert loaded.browser.item_for(uid).text(0) == f"{before}\nICH 0.93"
+    loaded.set_stack_badge(uid, "")
+    assert loaded.browser.item_for(uid).text(0) == before
     loaded.show_status("hello", 1000)
     assert loaded.statusBar().currentMessage() == "hello"
     assert loaded.toolbar.actions()

@@ -99,7 +99,7 @@ def main(argv: list[str]) -> int:
     configure_logging()
     app = create_application()
     window = build_main_window()
-    window.show()
+    window.showMaximized()  # a reading workstation takes the screen
     paths: list[str] = list(args.paths)
     if args.demo:
         demo = demo_study_dir()

@@ -16,9 +16,10 @@ from PySide6.QtWidgets import (
 
 from viewer.core.dicom.model import LoadReport, Patient, Stack, Study
 from viewer.qt.overlays import format_date
-from viewer.qt.style import WARNING_COLOR, icon
+from viewer.qt.style import icon
 
 UID_ROLE = Qt.ItemDataRole.UserRole + 1
+BASE_TEXT_ROLE = Qt.ItemDataRole.UserRole + 3  # stack text without the AI badge
 THUMB_PX = 64
 
 
@@ -88,6 +89,7 @@ class StudyBrowser(QTreeWidget):
                             continue
                         item = QTreeWidgetItem(s_item, [stack_text(stack), ""])
                         item.setData(0, UID_ROLE, stack.uid)
+                        item.setData(0, BASE_TEXT_ROLE, stack_text(stack))
                         item.setIcon(0, self._placeholder)
                         item.setToolTip(0, self._tooltip(stack, study))
                         if stack.warnings:
@@ -158,8 +160,8 @@ class StudyBrowser(QTreeWidget):
         if item is None:
             return
         self._badges[stack_uid] = text
-        item.setText(1, text)
-        item.setForeground(1, QBrush(QColor(WARNING_COLOR)))
+        base = str(item.data(0, BASE_TEXT_ROLE))
+        item.setText(0, f"{base}\n{text}" if text else base)  # a third line under the description
 
     def badge(self, stack_uid: str) -> str:
         return self._badges.get(stack_uid, "")
