@@ -117,26 +117,37 @@ def checkpoint_policy_name(recorded: str) -> str:
     return LEGACY_CHECKPOINT_POLICIES.get(recorded, recorded)
 
 
-def threshold_youden(y_true: np.ndarray, score: np.ndarray) -> float:
-    """Threshold (``score >= t``) maximising Youden's J = sensitivity + specificity - 1.
-
-    Candidates are the observed scores; J is compared exactly (as ``TP * N - FP * P``, integers), and
-    among equal J the higher threshold wins. 0.5 when positives or negatives are absent.
-    """
+def _cumulative_counts(
+    y_true: np.ndarray, score: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int] | None:
+    """Candidate thresholds (observed scores, descending, one per run of ties) with TP and FP counts
+    of ``score >= t`` at each, plus the positive and negative totals; None without both classes."""
     y = np.asarray(y_true).astype(bool).ravel()
     s = np.asarray(score, dtype=np.float64).ravel()
     n_pos, n_neg = int(y.sum()), int((~y).sum())
     if n_pos == 0 or n_neg == 0:
-        return 0.5
+        return None
     order = np.argsort(-s, kind="mergesort")  # descending
     s_desc, y_desc = s[order], y[order]
     tp = np.cumsum(y_desc).astype(np.int64)
     fp = np.cumsum(~y_desc).astype(np.int64)
     # predictions at t = s_desc[i] include every score >= t: take the last index of each run of ties
     last = np.concatenate([np.flatnonzero(np.diff(s_desc) != 0), [len(s_desc) - 1]])
-    j_scaled = tp[last] * n_neg - fp[last] * n_pos  # J * P * N
-    best = int(np.argmax(j_scaled))  # first maximum = the highest threshold among ties
-    return float(s_desc[last[best]])
+    return s_desc[last], tp[last], fp[last], n_pos, n_neg
+
+
+def threshold_youden(y_true: np.ndarray, score: np.ndarray) -> float:
+    """Threshold (``score >= t``) maximising Youden's J = sensitivity + specificity - 1.
+
+    Candidates are the observed scores; J is compared exactly (as ``TP * N - FP * P``, integers), and
+    among equal J the higher threshold wins. 0.5 when positives or negatives are absent.
+    """
+    counts = _cumulative_counts(y_true, score)
+    if counts is None:
+        return 0.5
+    thresholds, tp, fp, n_pos, n_neg = counts
+    j_scaled = tp * n_neg - fp * n_pos  # J * P * N
+    return float(thresholds[int(np.argmax(j_scaled))])  # first maximum = the highest threshold
 
 
 def threshold_f1(y_true: np.ndarray, score: np.ndarray) -> float:
@@ -147,19 +158,12 @@ def threshold_f1(y_true: np.ndarray, score: np.ndarray) -> float:
     correctly rounded) and distinct ones stay distinct. 0.5 when positives or negatives are absent
     (as ``threshold_youden``).
     """
-    y = np.asarray(y_true).astype(bool).ravel()
-    s = np.asarray(score, dtype=np.float64).ravel()
-    n_pos, n_neg = int(y.sum()), int((~y).sum())
-    if n_pos == 0 or n_neg == 0:
+    counts = _cumulative_counts(y_true, score)
+    if counts is None:
         return 0.5
-    order = np.argsort(-s, kind="mergesort")  # descending
-    s_desc, y_desc = s[order], y[order]
-    tp = np.cumsum(y_desc).astype(np.int64)
-    fp = np.cumsum(~y_desc).astype(np.int64)
-    last = np.concatenate([np.flatnonzero(np.diff(s_desc) != 0), [len(s_desc) - 1]])
-    f1 = (2 * tp[last]).astype(np.float64) / (tp[last] + fp[last] + n_pos).astype(np.float64)
-    best = int(np.argmax(f1))  # first maximum = the highest threshold among ties
-    return float(s_desc[last[best]])
+    thresholds, tp, fp, n_pos, _ = counts
+    f1 = (2 * tp).astype(np.float64) / (tp + fp + n_pos).astype(np.float64)
+    return float(thresholds[int(np.argmax(f1))])  # first maximum = the highest threshold
 
 
 def threshold_policy_text(policy: str, sensitivity: float) -> str:

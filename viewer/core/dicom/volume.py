@@ -37,6 +37,11 @@ POOL_CHUNK = 4  # compressed slices per process-pool task
 PREFETCH_MAX_SLICES = 96  # one prefetch call decodes at most this many slices (and 80 % of the cache)
 
 
+def _failure_reason(exc: Exception) -> str:
+    """Our errors carry a human reason; anything else is named by type (its text may hold paths)."""
+    return str(exc) if isinstance(exc, DicomError) else type(exc).__name__
+
+
 class StackVolume:
     """Pixels of one :class:`Stack`, decoded on demand (thread-safe).
 
@@ -212,7 +217,7 @@ class StackVolume:
 
         tick(0)
         if todo_fast:
-            self._load_fast(todo_fast, out, good, tick, cancel)
+            self._load_threads(todo_fast, out, good, tick, cancel, self._read_into)
         if todo_slow:
             use_pool = len(todo_slow) >= POOL_MIN_SLICES
             if use_pool:
@@ -238,16 +243,6 @@ class StackVolume:
     def _decode_into(self, i: int, out: np.ndarray) -> None:
         out[i] = self._decode(self.stack.slices[i])
 
-    def _load_fast(
-        self,
-        idx: list[int],
-        out: np.ndarray,
-        good: np.ndarray,
-        tick: Callable[[int], None],
-        cancel: CancelFn | None,
-    ) -> None:
-        self._load_threads(idx, out, good, tick, cancel, self._read_into)
-
     def _load_threads(
         self,
         idx: list[int],
@@ -269,7 +264,7 @@ class StackVolume:
                     fn(i, out)
                     result.append((i, None))
                 except Exception as exc:
-                    result.append((i, str(exc) if isinstance(exc, DicomError) else type(exc).__name__))
+                    result.append((i, _failure_reason(exc)))
             return result
 
         with ThreadPoolExecutor(max_workers=READ_THREADS, thread_name_prefix="slice-read") as pool:
@@ -322,7 +317,7 @@ class StackVolume:
                     out[i] = self._decode(self.stack.slices[i])
                     good[i] = True
                 except Exception as exc:
-                    self.bad_slices[i] = str(exc) if isinstance(exc, DicomError) else type(exc).__name__
+                    self.bad_slices[i] = _failure_reason(exc)
             tick(len(chunk))
         owners = {id(f): c for c, f in futures.items()}
         crashed: list[int] = []
