@@ -55,8 +55,10 @@ def bench_bare(app: QApplication, frames: list[np.ndarray], changes: int) -> lis
     return times
 
 
-def bench_viewer(app: QApplication, folder: Path, changes: int) -> list[float]:
-    window = build_main_window()
+def bench_viewer(app: QApplication, folder: Path, changes: int, analyzed: bool = False) -> list[float]:
+    """Slice changes in the real window; ``analyzed`` first runs the bundled model, so the AI
+    timeline, slider marks and corner text follow every change too."""
+    window = build_main_window(offer_resume=False)
     window.resize(*SIZE)
     window.show()
     window.open_paths([folder])
@@ -66,6 +68,11 @@ def bench_viewer(app: QApplication, folder: Path, changes: int) -> list[float]:
     vol = window.current_volume()
     for i in range(len(vol)):  # decode everything first: this measures the view, not the decoder
         vol.get_slice(i)
+    if analyzed and window.ai_controller is not None:
+        window.ai_controller.analyze()
+        while window.ai_controller.prediction() is None:
+            app.processEvents()
+            time.sleep(0.005)
     app.processEvents()
     n = len(vol)
     times = []
@@ -173,6 +180,9 @@ def main() -> None:
         print(f"  bare ImageItem.setImage: {mb:.2f} ms   viewer: {mv:.2f} ms   ratio {mv / mb:.2f}x")
         p95v, p95b = np.percentile(viewer, 95) * 1000, np.percentile(bare, 95) * 1000
         print(f"  viewer p95 {p95v:.2f} ms   bare p95 {p95b:.2f} ms")
+        analyzed = bench_viewer(app, scroll, args.changes, analyzed=True)
+        ma = statistics.median(analyzed) * 1000
+        print(f"  viewer with the AI timeline shown (after Analyze): {ma:.2f} ms, ratio {ma / mb:.2f}x")
         startup = bench_startup(args.runs)
         print(
             f"`slicewise` start to shown window: median {statistics.median(startup):.2f} s "
