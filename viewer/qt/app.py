@@ -68,8 +68,9 @@ def build_main_window(
     """
     create_application()
     window = MainWindow(settings=settings)
-    attach_ai(window)
+    ai = attach_ai(window)
     attach_review(window, offer_resume=offer_resume)  # after the AI: it connects to its predictions
+    ai.dock.raise_()  # the findings tab in front until a review session is opened
     if paths:
         window.open_paths(paths)
     return window
