@@ -75,6 +75,16 @@ class _SliceViewBox(pg.ViewBox):
         ev.ignore()
 
 
+# The abbreviations radiologists use, so the class toggles fit narrow screens (full name in the tooltip).
+SHORT_NAMES = {
+    "epidural": "EDH",
+    "intraparenchymal": "IPH",
+    "intraventricular": "IVH",
+    "subarachnoid": "SAH",
+    "subdural": "SDH",
+}
+
+
 def _cache_rendering(item: QGraphicsItem) -> None:
     """Render ``item`` and its children once to pixmaps, re-rendered only when they change."""
     item.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
@@ -132,11 +142,16 @@ class PredictionTimeline(QWidget):
         self._checks_row.setSpacing(8)
         self.title = QLabel("AI: no analysis for this stack")
         self.title.setObjectName("aiTimelineTitle")
+        # The title may be cut on narrow screens rather than widen the whole window (full text in
+        # the findings panel and the status bar).
+        self.title.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.title.setMinimumWidth(120)
         self._checks_row.addWidget(self.title)
         self._checks_row.addStretch(1)
         self.intended_use = QLabel(INTENDED_USE)
         self.intended_use.setObjectName("aiIntendedUse")
         self.intended_use.setStyleSheet("color: #e3b341; font-size: 8pt;")
+        self.intended_use.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
 
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
         self.setFixedHeight(TIMELINE_HEIGHT)  # the image keeps the space; the strip stays readable
@@ -197,7 +212,7 @@ class PredictionTimeline(QWidget):
             )
             self.plot.addItem(line)
             self._threshold_lines[name] = line
-            box = QCheckBox(name)
+            box = QCheckBox(SHORT_NAMES.get(name, name))
             box.setChecked(name not in self._hidden)
             box.setToolTip(
                 f"{name}: threshold {prediction.thresholds[k]:.3f} (dashed line); click to show or hide"
