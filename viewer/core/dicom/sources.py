@@ -69,27 +69,36 @@ class ArchiveCache:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._open: dict[Path, zipfile.ZipFile] = {}
+        self._closed = False
 
     def read_member(self, path: Path, member: str) -> bytes:
         """The member's bytes, refusing members over the inflated-size cap or ratio."""
         with self._lock:
             zf = self._open.get(path)
+            if zf is None and self._closed:  # a late reader after close(): open, read, close; keep nothing
+                with zipfile.ZipFile(path) as once:
+                    return _read_checked(once, member)
             if zf is None:
                 zf = zipfile.ZipFile(path)
                 self._open[path] = zf
-        info = zf.getinfo(member)
-        check_member(info)
-        with zf.open(info) as fh:
-            data = fh.read(MAX_INFLATED_BYTES + 1)
-        if len(data) > MAX_INFLATED_BYTES:
-            raise ImageTooLargeError(f"Zip member inflates beyond {MAX_INFLATED_BYTES // 1024**2} MB")
-        return data
+        return _read_checked(zf, member)
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             for zf in self._open.values():
                 zf.close()
             self._open.clear()
+
+
+def _read_checked(zf: zipfile.ZipFile, member: str) -> bytes:
+    info = zf.getinfo(member)
+    check_member(info)
+    with zf.open(info) as fh:
+        data = fh.read(MAX_INFLATED_BYTES + 1)
+    if len(data) > MAX_INFLATED_BYTES:
+        raise ImageTooLargeError(f"Zip member inflates beyond {MAX_INFLATED_BYTES // 1024**2} MB")
+    return data
 
 
 def check_member(info: zipfile.ZipInfo) -> None:
