@@ -127,6 +127,18 @@ def weighted_bce(
     return (per * mask).sum() / mask.sum().clamp(min=1.0)
 
 
+def sequence_loss(
+    slice_logits: torch.Tensor,
+    study_logits: torch.Tensor,
+    target: torch.Tensor,
+    mask: torch.Tensor,
+    study_weight: float,
+) -> torch.Tensor:
+    """Masked slice loss + ``study_weight`` x study loss (study target: any labelled positive slice)."""
+    study_target = (target * mask[..., None]).amax(1)
+    return weighted_bce(slice_logits, target, mask) + study_weight * weighted_bce(study_logits, study_target)
+
+
 def lr_lambda(total: int, warmup_frac: float) -> Callable[[int], float]:
     warm = max(1, int(total * warmup_frac))
 
@@ -353,6 +365,15 @@ def build_split(
     return items, train_items, val_items, test_items
 
 
+def labelled_only(
+    items: Sequence[StudyItem], probs: Sequence[np.ndarray]
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Per-study labels and slice probabilities restricted to the labelled slices (``mask``), so that a
+    slice without labels is never scored as a negative (as ``training.evaluate`` does for ONNX)."""
+    keep = [i.mask > 0.5 for i in items]
+    return [i.labels[k] for i, k in zip(items, keep)], [p[k] for p, k in zip(probs, keep)]
+
+
 def evaluate_head(
     head: nn.Module,
     embeds: dict[str, torch.Tensor],
@@ -364,11 +385,13 @@ def evaluate_head(
 ) -> dict[str, Any]:
     """Thresholds chosen on validation under ``policy``; validation and test metrics at them."""
     vp, vs = predict_from_embeddings(head, [embeds[i.key] for i in val_items])
-    thr = choose_thresholds([i.labels for i in val_items], vp, sensitivity, policy)
+    vy, vp = labelled_only(val_items, vp)
+    thr = choose_thresholds(vy, vp, sensitivity, policy)
     tp, ts = predict_from_embeddings(head, [embeds[i.key] for i in test_items])
+    ty, tp = labelled_only(test_items, tp)
     return {
-        "val": evaluate_predictions([i.labels for i in val_items], vp, vs, thr),
-        "test": evaluate_predictions([i.labels for i in test_items], tp, ts, thr),
+        "val": evaluate_predictions(vy, vp, vs, thr),
+        "test": evaluate_predictions(ty, tp, ts, thr),
         "thresholds": thr,
         "threshold_policy": policy,
     }
@@ -435,16 +458,14 @@ def train(cfg: TrainConfig) -> Path:
         y_t = torch.from_numpy(np.ascontiguousarray(np.stack(ys))).to(dev)
         m_t = torch.from_numpy(np.ascontiguousarray(np.stack(ms))).to(dev)
         sl, st = m(x_t)
-        return weighted_bce(sl, y_t, m_t) + cfg.study_loss_weight * weighted_bce(
-            st, (y_t * m_t[..., None]).amax(1)
-        )
+        return sequence_loss(sl, st, y_t, m_t, cfg.study_loss_weight)
 
     def val_cnn(epoch: int) -> dict[str, Any]:
         if not d.main:
             return {}
         emb = embed_all(cnn_model, [arrays[i.key] for i in val_items], d)
         sp, st = predict_from_embeddings(cnn_model.head, emb)
-        return _short(evaluate_predictions([i.labels for i in val_items], sp, st))
+        return _short(evaluate_predictions(*labelled_only(val_items, sp), st))
 
     if "cnn" in stages and not (cfg.resume and cnn_path.is_file()):
         _run_stage(
@@ -491,15 +512,13 @@ def train(cfg: TrainConfig) -> Path:
         y_t = torch.from_numpy(np.ascontiguousarray(ys)).to(dev)
         m_t = torch.from_numpy(np.ascontiguousarray(ms)).to(dev)
         sl, st = m(es)
-        return weighted_bce(sl, y_t, m_t) + cfg.study_loss_weight * weighted_bce(
-            st, (y_t * m_t[..., None]).amax(1)
-        )
+        return sequence_loss(sl, st, y_t, m_t, cfg.study_loss_weight)
 
     def val_gru(epoch: int) -> dict[str, Any]:
         if not d.main:
             return {}
         sp, st = predict_from_embeddings(model.head, [embeds[i.key] for i in val_items])
-        return _short(evaluate_predictions([i.labels for i in val_items], sp, st))
+        return _short(evaluate_predictions(*labelled_only(val_items, sp), st))
 
     final = out / "checkpoint.pt"
     if "gru" in stages:
