@@ -90,6 +90,7 @@ class MainWindow(QMainWindow):
         self._shortcuts: list[QShortcut] = []
         self._title_badge = ""
         self._help: KeyboardHelp | None = None
+        self._closed = False  # set by closeEvent: queued worker results are then dropped
 
         self._decode_timer = QTimer(self)
         self._decode_timer.setInterval(250)
@@ -129,7 +130,6 @@ class MainWindow(QMainWindow):
         self.slider.valueChanged.connect(self.view.set_index)
         self.view.index_changed.connect(self._on_index_changed)
         self.view.hover_text.connect(self._on_hover)
-        self.view.window_changed.connect(lambda _w: None)
 
     def _build_docks(self) -> None:
         self.browser = StudyBrowser()
@@ -531,7 +531,7 @@ class MainWindow(QMainWindow):
         self.progress_label.setText(phase)
         self.progress.setRange(0, max(total, 0))
         self.progress.setValue(done)
-        self.progress.setFormat("%v / %m files" if total else "…")
+        self.progress.setFormat(f"%v / %m {unit}" if total else "…")
         for w in (self.progress_label, self.progress, self.cancel_button):
             w.show()
 
@@ -564,6 +564,8 @@ class MainWindow(QMainWindow):
 
     def _on_load_done(self, job: LoadJob, report: LoadReport) -> None:
         self._forget(job)
+        if self._closed:
+            return  # delivered after close: opening a volume or a thumbnail job now would outlive the window
         self._hide_progress()
         self.report_panel.add_report(report)
         if _needs_attention(report):
@@ -595,6 +597,8 @@ class MainWindow(QMainWindow):
 
     def _on_load_failed(self, job: LoadJob, message: str) -> None:
         self._forget(job)
+        if self._closed:
+            return
         self._hide_progress()
         self.show_status(f"Loading failed: {message}", 10000)
         empty = LoadReport(patients=(), warnings=(f"Loading failed: {message}",))
@@ -801,6 +805,7 @@ class MainWindow(QMainWindow):
             ev.ignore()
 
     def closeEvent(self, ev: QCloseEvent) -> None:
+        self._closed = True
         self.about_to_close.emit()
         self.view.stop_cine()
         self._decode_timer.stop()

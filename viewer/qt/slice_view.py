@@ -22,6 +22,7 @@ from viewer.core.errors import PixelDecodeError
 from viewer.core.windowing import drag_window
 from viewer.qt.overlays import OverlayWidget, format_date, format_window, orientation_labels
 from viewer.qt.tools import Ruler
+from viewer.qt.workers import log_failure
 
 logger = logging.getLogger(__name__)
 
@@ -151,8 +152,8 @@ class SliceView(QWidget):
         self.image.setTransform(QTransform.fromScale(col_sp, row_sp))
         try:
             self._default_window = volume.default_window()
-        except Exception:
-            logger.warning("No default window for this stack; using 400/40", exc_info=True)
+        except Exception as exc:
+            log_failure(logger, logging.WARNING, "No default window for this stack; using 400/40", exc)
             self._default_window = Window(400, 40)
         self._window = self._default_window
         self._user_invert = False

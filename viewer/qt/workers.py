@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -21,6 +22,16 @@ logger = logging.getLogger(__name__)
 
 PROGRESS_INTERVAL_S = 0.05  # at most 20 progress signals a second
 THUMBNAIL_SIZE = 96
+
+
+def log_failure(log: logging.Logger, level: int, message: str, exc: BaseException) -> None:
+    """Log ``message`` with the exception's type and stack frames but not its text.
+
+    Exception texts from file access and decoding often hold file paths (patient names are common folder
+    names), which must not reach the log; the frames only name the program's own source files.
+    """
+    frames = "".join(traceback.format_tb(exc.__traceback__))
+    log.log(level, "%s (%s)\n%s", message, type(exc).__name__, frames.rstrip())
 
 
 class _FunctionThread(QThread):
@@ -76,7 +87,7 @@ class _Job(QObject):
         try:
             self._run()
         except Exception as exc:  # one handler for every worker error
-            logger.exception("Background job %s failed", type(self).__name__)
+            log_failure(logger, logging.ERROR, f"Background job {type(self).__name__} failed", exc)
             self.failed.emit(f"{type(exc).__name__}: {exc}")
 
     def _run(self) -> None:
@@ -121,8 +132,8 @@ class ThumbnailJob(_Job):
                     thumb = make_thumbnail(data, vol.default_window().levels, vol.invert_display)
                 finally:
                     vol.close()
-            except Exception:
-                logger.warning("No thumbnail for a stack (decode failed)", exc_info=True)
+            except Exception as exc:
+                log_failure(logger, logging.WARNING, "No thumbnail for a stack (decode failed)", exc)
                 continue
             self.ready.emit(stack.uid, thumb)
             self._emit_progress(k + 1, len(self.stacks))

@@ -434,11 +434,10 @@ class AIController(QObject):
 
     def _finish_with_message(self, message: str, stack_uid: str) -> None:
         self.cancel_action.setEnabled(False)
+        self.status.set_idle("AI: —")
         current = self.window.current_stack()
         if current is None or current.uid != stack_uid:
-            self.status.set_idle("AI: —")
             return  # the user has moved on to another stack: do not put the message on it
-        self.status.set_idle("AI: —")
         self.status.label.setToolTip(message)
         self.timeline.set_prediction(None, message)
         self.findings.set_prediction(None, message)

@@ -27,7 +27,6 @@ class AnalyzeJob(_Job):
     """Runs ``engine_factory()`` then ``engine.predict_volume(volume)``; reports through signals."""
 
     stage = Signal(int, str, int, int)  # request id, stage, done, total
-    engine_ready = Signal(object)  # the InferenceEngine (created or reused)
     succeeded = Signal(int, object)  # request id, StackPrediction
     not_supported = Signal(int, str)  # request id, reason
     model_failed = Signal(int, str)  # request id, message
@@ -60,7 +59,6 @@ class AnalyzeJob(_Job):
         try:
             self.stage.emit(rid, "Loading model", 0, 1)
             engine = self._factory()
-            self.engine_ready.emit(engine)
             engine.check_stack(self.stack)
             hit = engine.cached(self.stack)
             reused = self._decoded_by_viewer()

@@ -1,0 +1,50 @@
+"""Worker failures are logged without the exception text (which may hold patient-named file paths)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+from pytestqt.qtbot import QtBot
+
+from tests.factories import CANARY_NAME, write_ct_series
+from viewer.core.dicom.loader import load_paths
+from viewer.qt.workers import LoadJob, ThumbnailJob
+
+
+class _UnreadableJob(LoadJob):
+    """A job whose work fails the way file access does: an OSError naming the file."""
+
+    def _run(self) -> None:
+        raise FileNotFoundError(2, "No such file or directory", self.paths[0])
+
+
+def test_a_failed_job_logs_no_path_but_reports_failure(
+    qtbot: QtBot, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = str(tmp_path / CANARY_NAME / "slice.dcm")
+    job = _UnreadableJob([path])
+    with caplog.at_level(logging.DEBUG), qtbot.waitSignal(job.failed, timeout=10_000) as failed:
+        job.start()
+    job.wait()
+    assert "FileNotFoundError" in failed.args[0]
+    assert "FileNotFoundError" in caplog.text and "_run" in caplog.text  # still diagnosable
+    assert CANARY_NAME not in caplog.text
+
+
+def test_a_thumbnail_decode_failure_logs_no_path(
+    qtbot: QtBot, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = tmp_path / CANARY_NAME
+    files = write_ct_series(folder, 3)
+    stacks = load_paths([folder]).all_stacks()
+    for f in files:
+        Path(f).unlink()
+    job = ThumbnailJob(stacks)
+    with caplog.at_level(logging.DEBUG):
+        job.start()
+        assert job.wait(30_000)
+        qtbot.wait(10)
+    assert "No thumbnail" in caplog.text
+    assert CANARY_NAME not in caplog.text
