@@ -7,8 +7,9 @@ in a temporary folder, then times each method in a fresh child process (so peak 
 - naive: ``dcmread`` every file, sort by position, ``np.stack`` of rescaled ``pixel_array``
 - raw: read every file's bytes (the floor)
 
-Prints medians over repeats and the ratios against the issue's targets. Also compares a thread pool
-with a process pool for the header scan. Usage: ``python benchmarks/bench_load.py [--repeats N] [--quick]``.
+Prints medians over repeats (the methods take turns in each round) and the ratios against the issue's
+targets. Also compares a thread pool with a process pool for the header scan.
+Usage: ``python benchmarks/bench_load.py [--repeats N] [--quick] [--cases scan,300,j2k,1000]``.
 """
 
 from __future__ import annotations
@@ -178,8 +179,17 @@ def run_child(method: str, folder: Path) -> dict[str, float]:
 
 
 def measure(method: str, folder: Path, repeats: int) -> dict[str, float]:
-    runs = [run_child(method, folder) for _ in range(repeats)]
-    return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+    return measure_interleaved([method], folder, repeats)[method]
+
+
+def measure_interleaved(methods: list[str], folder: Path, repeats: int) -> dict[str, dict[str, float]]:
+    """Medians per method, the methods taking turns in each round: a shared machine's drift in speed
+    then affects every method alike instead of whichever happened to run in a slow spell."""
+    runs: dict[str, list[dict[str, float]]] = {m: [] for m in methods}
+    for _ in range(repeats):
+        for m in methods:
+            runs[m].append(run_child(m, folder))
+    return {m: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for m, rs in runs.items()}
 
 
 def make_series(folder: Path, n: int) -> None:
@@ -200,9 +210,9 @@ def make_j2k_copy(src: Path, dst: Path) -> None:
 
 
 def report_case(name: str, folder: Path, repeats: int, targets: dict[str, float], warm: bool) -> None:
-    ours = measure("ours", folder, repeats)
-    naive = measure("naive", folder, repeats)
-    raw = measure("raw", folder, repeats)
+    methods = ["ours", "naive", "raw"] + (["ours_warm"] if warm else [])
+    results = measure_interleaved(methods, folder, repeats)
+    ours, naive, raw = results["ours"], results["naive"], results["raw"]
     vol_mb = ours["nbytes"] / MB
     print(f"\n== {name}: {len(_files(folder))} files, volume {vol_mb:.0f} MB float32, medians of {repeats}")
     print(f"  raw read (floor)      full {raw['full']:7.3f} s   peak RSS {raw['peak'] / MB:6.0f} MB")
@@ -229,7 +239,7 @@ def report_case(name: str, folder: Path, repeats: int, targets: dict[str, float]
         f" {'OK' if ours['peak'] <= budget else 'MISSED'};  naive: {naive['peak'] / budget:.2f}"
     )
     if warm:
-        ours_w = measure("ours_warm", folder, repeats)
+        ours_w = results["ours_warm"]
         print(
             f"  slicewise, decoder pool pre-started: first {ours_w['first']:.3f} s  "
             f"full {ours_w['full']:.3f} s  -> full / naive = {ours_w['full'] / naive['full']:.2f}"

@@ -157,3 +157,52 @@ def test_close_is_idempotent(series: Stack) -> None:
     vol.close()
     vol.close()
     vol.prefetch(3)  # ignored after close
+
+
+def test_allocate_volume_prefaults_large_volumes_only() -> None:
+    import mmap
+    import sys
+
+    from viewer.core.constants import PREFAULT_MIN_BYTES
+    from viewer.core.dicom.pool import allocate_volume
+
+    small = allocate_volume((2, 8, 8))
+    assert small.dtype == np.float32 and small.shape == (2, 8, 8) and not isinstance(small.base, mmap.mmap)
+    rows = 512
+    n = PREFAULT_MIN_BYTES // (rows * rows * 4) + 1
+    big = allocate_volume((n, rows, rows))
+    assert big.dtype == np.float32 and big.shape == (n, rows, rows) and big.flags.writeable
+    big[n - 1] = 7.0  # the whole mapping is usable
+    assert float(big[n - 1, rows - 1, rows - 1]) == 7.0
+    owner = big.base
+    while isinstance(owner, np.ndarray):
+        owner = owner.base
+    if isinstance(owner, memoryview):
+        owner = owner.obj
+    if sys.platform.startswith("linux"):
+        assert isinstance(owner, mmap.mmap)
+
+
+def test_load_all_with_running_pool_leaves_decoding_to_the_workers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from viewer.core.dicom import pool
+
+    paths = write_ct_series(tmp_path / "rle", 24, rows=32, columns=32)
+    compress_files(paths)
+    stack = _stack(tmp_path / "rle")
+    pool.warm_pool()
+    assert pool.pool_ready()
+    in_process: list[int] = []
+    original = StackVolume._decode
+
+    def counting(self: StackVolume, info: object) -> np.ndarray:
+        in_process.append(1)
+        return original(self, info)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(StackVolume, "_decode", counting)
+    with StackVolume(stack) as vol:
+        volume = vol.load_all()
+        assert vol.bad_slices == {}
+    assert [int(v) for v in volume[:, 0, 0]] == list(range(24))
+    assert in_process == []  # this thread only collected the workers' results

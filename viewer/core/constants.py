@@ -46,6 +46,7 @@ WINDOW_PRESETS: Final[dict[str, Window]] = {
     "mediastinum": Window(350, 50),
 }
 PRESET_KEYS: Final[tuple[str, ...]] = tuple(WINDOW_PRESETS)  # index 0 -> key "1"
+TAG_REFRESH_DELAY_MS: Final = 120  # the tag browser re-reads the header once scrolling pauses this long
 
 # --- model contract -------------------------------------------------------------------------------
 ONNX_SCHEMA_VERSION: Final = 1
@@ -73,5 +74,6 @@ MAX_SERIES_BYTES: Final = 2 * 1024**3
 MAX_INFLATED_BYTES: Final = 512 * 1024**2  # deflate / zip members
 MAX_INFLATION_RATIO: Final = 100
 SLICE_CACHE_BYTES: Final = 1024 * 1024**2  # decoded-slice LRU budget per open stack
+PREFAULT_MIN_BYTES: Final = 32 * 1024**2  # volumes at least this big are allocated pre-faulted (Linux)
 SPACING_TOLERANCE: Final = 0.01  # > 1 % spread in slice spacing -> warning
 TILT_TOLERANCE_DEG: Final = 0.5

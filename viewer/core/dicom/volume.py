@@ -16,10 +16,12 @@ from viewer.core.dicom.model import SliceInfo, Stack
 from viewer.core.dicom.pixels import decode_frame, is_fast_path, read_raw, to_modality
 from viewer.core.dicom.pool import (
     POOL_MIN_SLICES,
+    allocate_volume,
     check_volume_budget,
     decode_pool,
     decode_task,
     pool_broken,
+    pool_ready,
     shutdown_pool,
     wants_pool,
     warm_pool_async,
@@ -191,7 +193,7 @@ class StackVolume:
             return np.zeros((0, 0, 0), dtype=np.float32)
         rows, cols = self.stack.rows, self.stack.columns
         check_volume_budget(n * rows * cols * 4)
-        out = np.empty((n, rows, cols), dtype=np.float32)
+        out = allocate_volume((n, rows, cols))
         good = np.zeros(n, dtype=bool)
         todo_fast: list[int] = []
         todo_slow: list[int] = []
@@ -295,10 +297,12 @@ class StackVolume:
         tick: Callable[[int], None],
         cancel: CancelFn | None,
     ) -> None:
-        """Work stealing: the pool takes chunks from the end, this thread decodes from the front.
+        """Work stealing: the pool takes chunks from the end; while its processes are still starting,
+        this thread decodes from the front.
 
-        Never slower than decoding here alone (a busy or cold pool simply gets fewer chunks), and
-        every free core helps when there is one.
+        Never slower than decoding here alone (a cold pool simply gets fewer chunks). Once the pool
+        runs (warmed, or one of this load's chunks came back) this thread only collects: one worker
+        per core then does the decoding.
         """
         pool = decode_pool()
         chunks = [idx[k : k + POOL_CHUNK] for k in range(0, len(idx), POOL_CHUNK)]
@@ -308,6 +312,8 @@ class StackVolume:
         pending = set(futures.values())
         for c, chunk in enumerate(chunks):
             self._check_cancel(cancel, pending)  # type: ignore[arg-type]
+            if pool_ready() or any(f.done() and not f.cancelled() for f in pending):
+                break  # the workers run: leave them the rest
             fut = futures[c]
             if not fut.cancel():
                 continue  # running or done in a worker: collected below
@@ -320,6 +326,7 @@ class StackVolume:
                     self.bad_slices[i] = _failure_reason(exc)
             tick(len(chunk))
         owners = {id(f): c for c, f in futures.items()}
+        futures.clear()  # a future keeps its result (decoded slices): once collected, let it go
         crashed: list[int] = []
         while pending:
             finished, pending = wait(pending, timeout=0.1, return_when=FIRST_COMPLETED)
