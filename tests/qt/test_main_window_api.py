@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -157,6 +158,29 @@ def test_tag_browser_searches_the_current_slice(qtbot: QtBot, loaded: MainWindow
     loaded.act_privacy.trigger()
     values = [v for _, name, v in tags.visible_rows() if name == "Patient ID"]
     assert values == ["•••"]
+
+
+def test_tag_browser_follows_scrolling_once_it_pauses(qtbot: QtBot, loaded: MainWindow) -> None:
+    loaded.act_tags.trigger()
+    tags = loaded.tag_browser
+    qtbot.waitUntil(lambda: tags.info.text().startswith("Slice 1 / 10"))
+    for i in (3, 5, 7):
+        loaded.view.set_index(i)
+    assert tags.info.text().startswith("Slice 1 / 10")  # not re-read on every step while scrolling
+    qtbot.waitUntil(lambda: tags.info.text().startswith("Slice 8 / 10"), timeout=2000)
+    assert any(name == "Instance Number" for _, name, _ in tags.visible_rows())
+
+
+def test_tag_browser_reads_a_zip_member_header(tmp_path: Path) -> None:
+    from viewer.core.dicom.model import SliceSource
+    from viewer.qt.tag_browser import read_header
+
+    (path,) = write_ct_series(tmp_path / "ct", 1)
+    archive = tmp_path / "study.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.write(path, "study/slice.dcm")
+    ds = read_header(SliceSource(archive, member="study/slice.dcm"))
+    assert ds.Modality == "CT" and "PixelData" not in ds
 
 
 def test_app_window_has_ai_and_session_menus(qtbot: QtBot) -> None:

@@ -38,7 +38,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from viewer.core.constants import APP_NAME, INTENDED_USE, PRESET_KEYS
+from viewer.core.constants import APP_NAME, INTENDED_USE, PRESET_KEYS, TAG_REFRESH_DELAY_MS
 from viewer.core.dicom.model import LoadReport, Stack
 from viewer.qt.browser import StudyBrowser
 from viewer.qt.export import export_png
@@ -91,6 +91,11 @@ class MainWindow(QMainWindow):
         self._title_badge = ""
         self._help: KeyboardHelp | None = None
         self._closed = False  # set by closeEvent: queued worker results are then dropped
+
+        self._tags_timer = QTimer(self)  # the tag browser follows scrolling once it pauses
+        self._tags_timer.setSingleShot(True)
+        self._tags_timer.setInterval(TAG_REFRESH_DELAY_MS)
+        self._tags_timer.timeout.connect(self._update_tags)
 
         self._decode_timer = QTimer(self)
         self._decode_timer.setInterval(250)
@@ -741,7 +746,7 @@ class MainWindow(QMainWindow):
             self.slider.blockSignals(False)
         self.slice_label.setText(f"{index + 1} / {n}")
         if self.tag_dock.isVisible():
-            self._update_tags()
+            self._tags_timer.start()  # not on every step: re-reading a header would slow scrolling
         self.slice_changed.emit(index)
 
     def _on_hover(self, text: str) -> None:

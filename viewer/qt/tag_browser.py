@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import logging
 import zipfile
 
@@ -21,6 +20,7 @@ from PySide6.QtWidgets import (
 )
 
 from viewer.core.dicom.model import SliceSource
+from viewer.core.dicom.sources import check_member
 
 logger = logging.getLogger(__name__)
 
@@ -52,10 +52,12 @@ MASK = "•••"
 
 def read_header(source: SliceSource) -> Dataset:
     """The header of the file (or zip member) a slice comes from, without pixel data."""
-    if source.member is not None:
+    if source.member is not None:  # stream the member: stop_before_pixels then inflates only the header
         with zipfile.ZipFile(source.path) as zf:
-            data = zf.read(source.member)
-        return pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, force=True)
+            info = zf.getinfo(source.member)
+            check_member(info)
+            with zf.open(info) as fh:
+                return pydicom.dcmread(fh, stop_before_pixels=True, force=True)
     return pydicom.dcmread(source.path, stop_before_pixels=True, force=True)
 
 
