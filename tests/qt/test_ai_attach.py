@@ -193,6 +193,20 @@ def test_result_for_another_stack_is_not_displayed(qtbot, window, tmp_path: Path
     assert w.slider.marks()["ai"] == list(BLEED)
 
 
+def test_result_arriving_after_cancel_is_not_displayed(qtbot, window, series: Path) -> None:
+    w, ctrl = window
+    _open(qtbot, w, series)
+    ctrl.analyze()
+    assert ctrl.wait(30_000)  # the worker has finished; its result is still queued for this thread
+    ctrl.cancel()
+    qtbot.wait(100)  # now the late result is delivered
+    assert ctrl.prediction() is None and ctrl.timeline.prediction is None
+    assert w.slider.marks().get("ai", []) == []
+    assert "cancelled" in ctrl.status.label.text()
+    _analyze(qtbot, ctrl)  # analysing again shows it (from the cache)
+    assert w.slider.marks()["ai"] == list(BLEED)
+
+
 def test_auto_analyze_covers_every_opened_ct_stack(qtbot, window, tmp_path: Path) -> None:
     w, ctrl = window
     ctrl.auto_action.setChecked(True)

@@ -401,8 +401,8 @@ class AIController(QObject):
     def _on_succeeded(self, rid: int, prediction: StackPrediction) -> None:
         self._remember(prediction)
         self.window.set_stack_badge(prediction.stack_uid, prediction.badge())
-        if rid != self._request_id:
-            return  # an older request: kept for when that stack is shown again, not displayed now
+        if rid != self._request_id or self._job is None:
+            return  # an older or cancelled request: kept for when that stack is shown again, not shown now
         self._job_done()
         stack = self.window.current_stack()
         if stack is not None and stack.uid == prediction.stack_uid:
