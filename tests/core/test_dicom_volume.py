@@ -206,3 +206,14 @@ def test_load_all_with_running_pool_leaves_decoding_to_the_workers(
         assert vol.bad_slices == {}
     assert [int(v) for v in volume[:, 0, 0]] == list(range(24))
     assert in_process == []  # this thread only collected the workers' results
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "nice"), reason="POSIX priority")
+def test_decoder_processes_run_below_the_gui_priority() -> None:
+    import os
+
+    from viewer.core.dicom import pool
+
+    parent = os.nice(0)
+    worker = pool.decode_pool().submit(os.nice, 0).result(timeout=60)
+    assert worker == min(parent + pool.WORKER_NICE, 19)

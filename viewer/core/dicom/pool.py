@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import ctypes
 import logging
 import mmap
@@ -22,6 +23,7 @@ from viewer.core.errors import DicomError, ImageTooLargeError
 
 logger = logging.getLogger(__name__)
 POOL_MIN_SLICES = 8  # fewer compressed slices than this decode in-process
+WORKER_NICE = 5  # decoder processes run below the GUI's priority
 _POOL: ProcessPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()
 _READY = threading.Event()  # every worker of the current pool has started and imported the decoders
@@ -43,18 +45,22 @@ def decode_pool() -> ProcessPoolExecutor:
         if _POOL is None or getattr(_POOL, "_broken", False):
             ctx = multiprocessing.get_context("spawn")  # fork is unsafe in a threaded (Qt) process
             _POOL = ProcessPoolExecutor(
-                max_workers=pool_workers(), mp_context=ctx, initializer=_keep_freed_memory
+                max_workers=pool_workers(), mp_context=ctx, initializer=_init_worker
             )
         return _POOL
 
 
-def _keep_freed_memory() -> None:
-    """Worker start-up (glibc): keep freed decode buffers in the process instead of returning them.
+def _init_worker() -> None:
+    """Worker start-up: below the GUI in priority, and (glibc) keep freed decode buffers.
 
-    By default each 512 x 512 frame's buffers are unmapped when freed and faulted in again for the
-    next frame (~380 page faults a slice, ~10 % of a JPEG 2000 decode on a virtual machine). A
-    worker only ever holds a few frames, so keeping that memory costs a few MB.
+    With one worker per core, a niced worker yields to the GUI thread, so scrolling stays smooth
+    while a compressed stack decodes. By default glibc unmaps each 512 x 512 frame's buffers when
+    freed and faults them in again for the next frame (~380 page faults a slice, ~10 % of a JPEG 2000
+    decode on a virtual machine); a worker holds only a few frames, so keeping that memory costs a few MB.
     """
+    if hasattr(os, "nice"):
+        with contextlib.suppress(OSError):
+            os.nice(WORKER_NICE)
     if not sys.platform.startswith("linux"):
         return
     try:
