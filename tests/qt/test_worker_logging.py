@@ -48,3 +48,25 @@ def test_a_thumbnail_decode_failure_logs_no_path(
         qtbot.wait(10)
     assert "No thumbnail" in caplog.text
     assert CANARY_NAME not in caplog.text
+
+
+@pytest.mark.parametrize("privacy", [False, True])
+def test_a_failed_load_hides_the_path_on_screen_in_privacy_mode(
+    qtbot: QtBot, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, privacy: bool
+) -> None:
+    import viewer.core.dicom.loader as loader
+    from tests.qt.viewer_helpers import make_window
+
+    path = str(tmp_path / CANARY_NAME / "slice.dcm")
+
+    def failing_scan(*_args: object, **_kwargs: object) -> None:  # what an unexpected OS error looks like
+        raise PermissionError(13, "Permission denied", path)
+
+    monkeypatch.setattr(loader, "load_paths", failing_scan)
+    window = make_window(qtbot)
+    window.act_privacy.setChecked(privacy)
+    with qtbot.waitSignal(window.load_finished, timeout=10_000):
+        window.open_paths([tmp_path])
+    shown = window.statusBar().currentMessage() + " ".join(" ".join(r) for r in window.report_panel.rows())
+    assert "Loading failed: PermissionError" in shown
+    assert (CANARY_NAME in shown) is not privacy  # the path helps the user, unless privacy is on

@@ -605,6 +605,8 @@ class MainWindow(QMainWindow):
         if self._closed:
             return
         self._hide_progress()
+        if self.privacy_mode():  # an exception's text may name a folder (often the patient's name)
+            message = f"{message.split(':', 1)[0]} (details hidden in privacy mode)"
         self.show_status(f"Loading failed: {message}", 10000)
         empty = LoadReport(patients=(), warnings=(f"Loading failed: {message}",))
         self.report_panel.add_report(empty)
