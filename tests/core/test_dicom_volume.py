@@ -217,3 +217,12 @@ def test_decoder_processes_run_below_the_gui_priority() -> None:
     parent = os.nice(0)
     worker = pool.decode_pool().submit(os.nice, 0).result(timeout=60)
     assert worker == min(parent + pool.WORKER_NICE, 19)
+
+
+def test_get_slice_after_close_decodes_but_keeps_nothing(series: Stack) -> None:
+    vol = StackVolume(series)
+    vol.get_slice(3)
+    vol.close()
+    assert vol.cached(3) is None
+    assert float(vol.get_slice(5)[0, 0]) == 5.0  # a late reader still gets its pixels
+    assert vol.cached(5) is None  # but a closed volume holds no memory

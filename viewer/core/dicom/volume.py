@@ -131,8 +131,8 @@ class StackVolume:
         if arr.nbytes > self.cache_bytes:
             return
         with self._lock:
-            if i in self._cache:
-                return
+            if self._closed or i in self._cache:
+                return  # after close() a late reader (e.g. a thumbnail) gets its slice, the cache stays empty
             self._cache[i] = arr
             self._cache_used += arr.nbytes
             while self._cache_used > self.cache_bytes and self._cache:
