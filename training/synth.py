@@ -21,6 +21,7 @@ HU via RescaleSlope/Intercept) and labels in the RSNA 2019 format (``ID,Label`` 
 from __future__ import annotations
 
 import csv
+import hashlib
 import logging
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -394,14 +395,20 @@ def write_study(
     folder.mkdir(parents=True, exist_ok=True)
     n, rows, cols = study.hu.shape
     ps = study.pixel_spacing
-    study_uid, series_uid, for_uid = generate_uid(), generate_uid(), generate_uid()
-    descending = bool(rng.random() < 0.5)  # scanners number from the top or from the bottom
     stored = np.clip(np.rint(study.hu + 1024.0), 0, 4095).astype(np.uint16)
+    # UIDs derived from the pixels (which the seed fixes), so one seed always writes the same files.
+    digest = hashlib.sha256(stored.tobytes()).hexdigest()
+
+    def uid(*parts: object) -> UID:
+        return generate_uid(entropy_srcs=[digest, str(index), *map(str, parts)])
+
+    study_uid, series_uid, for_uid = uid("study"), uid("series"), uid("frame-of-reference")
+    descending = bool(rng.random() < 0.5)  # scanners number from the top or from the bottom
     sops: list[str] = []
     sop: str
     with _lenient_uids():
         for i in range(n):
-            sop = rsna_id(rng) if rsna_ids else str(generate_uid())
+            sop = rsna_id(rng) if rsna_ids else str(uid("instance", i))
             sops.append(sop)
             meta = FileMetaDataset()
             meta.MediaStorageSOPClassUID = CTImageStorage

@@ -79,3 +79,18 @@ def test_demo_study_is_small_and_positive(tmp_path: Path) -> None:
     assert rows[0] == ["ID", "Label"]
     assert any(r[0].endswith("_subdural") and r[1] == "1" for r in rows[1:])
     assert len(list(tmp_path.glob("*.dcm"))) == 20
+
+
+def test_one_seed_writes_the_same_files(tmp_path: Path) -> None:
+    from training.synth import generate_dataset
+
+    cfg = SynthConfig(size=48, min_slices=4, max_slices=5)
+    for name in ("a", "b"):
+        generate_dataset(tmp_path / name, 2, seed=11, cfg=cfg)
+    files_a = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
+    files_b = sorted(p.relative_to(tmp_path / "b") for p in (tmp_path / "b").rglob("*") if p.is_file())
+    assert files_a == files_b and len(files_a) > 8
+    for rel in files_a:
+        assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes(), rel
+    uids = {pydicom.dcmread(tmp_path / "a" / rel).StudyInstanceUID for rel in files_a if rel.suffix == ".dcm"}
+    assert len(uids) == 2  # still one study UID per study
