@@ -359,8 +359,14 @@ def build_split(
     if not train_items:
         raise ValueError("no training studies after the split (need more studies)")
     if not val_items:
+        log.warning(
+            "only %d patient(s): no validation split; validating (and choosing thresholds) on the training "
+            "studies, so the metrics are optimistic",
+            len({i.patient_key for i in items}),
+        )
         val_items = train_items
     if not test_items:
+        log.warning("no test split: test metrics are computed on the validation studies")
         test_items = val_items
     return items, train_items, val_items, test_items
 

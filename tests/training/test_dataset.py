@@ -123,3 +123,28 @@ def test_split_is_by_patient_and_deterministic(tmp_path: Path) -> None:
     )
     assert sum(len(p) for p in a) == 10
     shutil.rmtree(tmp_path / "cache")
+
+
+def test_too_few_patients_for_a_split_is_said_out_loud(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    from training.train import TrainConfig, build_split
+
+    rng = np.random.default_rng(1)
+    rows = ["ID,Label"]
+    for i in range(2):
+        study = render_study(rng, 3, SynthConfig(size=32), lesion_kinds=[])
+        sops = write_study(study, tmp_path / "d" / f"s{i}", index=i, rng=rng)
+        rows += [
+            f"{s}_{c},0"
+            for s in sops
+            for c in ("epidural", "intraparenchymal", "intraventricular", "subarachnoid", "subdural", "any")
+        ]
+    csv = _write_csv(tmp_path / "l.csv", "\n".join(rows) + "\n")
+    cfg = TrainConfig(data=str(tmp_path / "d"), labels=str(csv), out=str(tmp_path / "run"), size=16)
+    with caplog.at_level(logging.WARNING, logger="training.train"):
+        _, train, val, test = build_split(cfg)
+    assert val == train and test == val  # two patients: everything trains, nothing is held out
+    assert "metrics are optimistic" in caplog.text
