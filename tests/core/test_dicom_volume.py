@@ -183,29 +183,30 @@ def test_allocate_volume_prefaults_large_volumes_only() -> None:
         assert isinstance(owner, mmap.mmap)
 
 
-def test_load_all_with_running_pool_leaves_decoding_to_the_workers(
+def test_compressed_pixels_are_never_decoded_in_the_viewer_process(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from viewer.core.dicom import pool
+    import viewer.core.dicom.isolated as isolated
+    import viewer.core.dicom.volume as volume_module
 
     paths = write_ct_series(tmp_path / "rle", 24, rows=32, columns=32)
     compress_files(paths)
     stack = _stack(tmp_path / "rle")
-    pool.warm_pool()
-    assert pool.pool_ready()
     in_process: list[int] = []
-    original = StackVolume._decode
+    original = volume_module.decode_frame
 
-    def counting(self: StackVolume, info: object) -> np.ndarray:
+    def counting(*args: object, **kwargs: object) -> np.ndarray:
         in_process.append(1)
-        return original(self, info)  # type: ignore[arg-type]
+        return original(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(StackVolume, "_decode", counting)
+    monkeypatch.setattr(volume_module, "decode_frame", counting)
+    monkeypatch.setattr(isolated, "decode_frame", counting)
     with StackVolume(stack) as vol:
+        assert float(vol.get_slice(5)[0, 0]) == 5.0
         volume = vol.load_all()
         assert vol.bad_slices == {}
     assert [int(v) for v in volume[:, 0, 0]] == list(range(24))
-    assert in_process == []  # this thread only collected the workers' results
+    assert in_process == []  # the slice decoder and the pool's processes did it all
 
 
 @pytest.mark.skipif(not hasattr(__import__("os"), "nice"), reason="POSIX priority")

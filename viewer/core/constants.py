@@ -75,5 +75,7 @@ MAX_INFLATED_BYTES: Final = 512 * 1024**2  # deflate / zip members
 MAX_INFLATION_RATIO: Final = 100
 SLICE_CACHE_BYTES: Final = 1024 * 1024**2  # decoded-slice LRU budget per open stack
 PREFAULT_MIN_BYTES: Final = 32 * 1024**2  # volumes at least this big are allocated pre-faulted (Linux)
+DECODE_TIMEOUT_S: Final = 5.0  # a single frame's decoder process is stopped after this (E-TIMEOUT)
+DECODER_START_TIMEOUT_S: Final = 60.0  # a decoder process that has not started by then is given up
 SPACING_TOLERANCE: Final = 0.01  # > 1 % spread in slice spacing -> warning
 TILT_TOLERANCE_DEG: Final = 0.5

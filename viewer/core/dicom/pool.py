@@ -26,16 +26,12 @@ POOL_MIN_SLICES = 8  # fewer compressed slices than this decode in-process
 WORKER_NICE = 5  # decoder processes run below the GUI's priority
 _POOL: ProcessPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()
-_READY = threading.Event()  # every worker of the current pool has started and imported the decoders
 
 
 def pool_workers() -> int:
-    """One process per core (at most 8): once they run, the loading thread only collects results.
-
-    A loading thread that decodes too (openjpeg holds the GIL for a whole frame) starves the thread
-    that receives the workers' results, so it decodes only while the processes are starting.
-    """
-    return max(1, min(os.cpu_count() or 1, 8))
+    """One process per core but one (at most 8): the slice decoder process (``isolated``) takes the
+    load's chunks from the front meanwhile (see ``StackVolume._load_pool``)."""
+    return max(1, min((os.cpu_count() or 1) - 1, 8))
 
 
 def decode_pool() -> ProcessPoolExecutor:
@@ -51,16 +47,21 @@ def decode_pool() -> ProcessPoolExecutor:
 
 
 def _init_worker() -> None:
-    """Worker start-up: below the GUI in priority, and (glibc) keep freed decode buffers.
-
-    With one worker per core, a niced worker yields to the GUI thread, so scrolling stays smooth
-    while a compressed stack decodes. By default glibc unmaps each 512 x 512 frame's buffers when
-    freed and faults them in again for the next frame (~380 page faults a slice, ~10 % of a JPEG 2000
-    decode on a virtual machine); a worker holds only a few frames, so keeping that memory costs a few MB.
-    """
+    """Bulk decoder start-up: below the GUI in priority (with one worker per core, a niced worker
+    yields to the GUI thread, so scrolling stays smooth while a compressed stack decodes)."""
     if hasattr(os, "nice"):
         with contextlib.suppress(OSError):
             os.nice(WORKER_NICE)
+    keep_freed_memory()
+
+
+def keep_freed_memory() -> None:
+    """Decoder process start-up (glibc): keep freed decode buffers in the process.
+
+    By default glibc unmaps each 512 x 512 frame's buffers when freed and faults them in again for
+    the next frame (~380 page faults a slice, ~10 % of a JPEG 2000 decode on a virtual machine); a
+    decoder holds only a few frames, so keeping that memory costs a few MB.
+    """
     if not sys.platform.startswith("linux"):
         return
     try:
@@ -83,17 +84,11 @@ def warm_pool() -> None:
         pool = decode_pool()
         for fut in [pool.submit(warm_worker) for _ in range(pool_workers())]:
             fut.result()
-        _READY.set()
     except Exception:  # a pool that cannot start is reported when it is used
         logger.warning("Decoder processes did not start", exc_info=True)
 
 
 _WARMING = threading.Event()
-
-
-def pool_ready() -> bool:
-    """Whether :func:`warm_pool` has finished for the current pool."""
-    return _READY.is_set()
 
 
 def warm_pool_async() -> None:
@@ -125,7 +120,6 @@ def shutdown_pool() -> None:
             _POOL.shutdown(wait=False, cancel_futures=True)
             _POOL = None
         _WARMING.clear()
-        _READY.clear()
 
 
 atexit.register(shutdown_pool)
@@ -135,24 +129,26 @@ def pool_broken(exc: BaseException) -> bool:
     return isinstance(exc, BrokenProcessPool)
 
 
-def decode_task(
-    items: list[tuple[int, SliceInfo]],
-) -> list[tuple[int, np.ndarray | None, str | None, bool]]:
+DecodeResults = list[tuple[int, "np.ndarray | None", "str | None", bool]]  # index, array, error, pending
+
+
+def decode_task(items: list[tuple[int, SliceInfo]], *, grey_only: bool = True) -> DecodeResults:
     """Worker side: (index, array, error, modality pending) per slice; errors come back as text.
 
     Greyscale frames come back as stored values (``pending`` True, apply ``to_modality``): half the
-    bytes of float32 to pickle back to the loading process.
+    bytes of float32 to pickle back to the loading process. ``grey_only`` refuses colour frames (a
+    greyscale volume is being filled).
     """
     from viewer.core.dicom.pixels import decode_stored
     from viewer.core.dicom.sources import ArchiveCache
 
     archives = ArchiveCache()
-    out: list[tuple[int, np.ndarray | None, str | None, bool]] = []
+    out: DecodeResults = []
     try:
         for i, info in items:
             try:
                 arr, pending = decode_stored(info, archives=archives)
-                if arr.ndim != 2:
+                if grey_only and arr.ndim != 2:
                     raise DicomError("colour slice in a greyscale volume")
                 out.append((i, arr, None, pending))
             except DicomError as exc:

@@ -12,19 +12,20 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 import numpy as np
 
 from viewer.core.constants import SLICE_CACHE_BYTES, Window
+from viewer.core.dicom.isolated import decode_isolated, run_isolated
+from viewer.core.dicom.isolated import warm_async as warm_decoders
 from viewer.core.dicom.model import SliceInfo, Stack
 from viewer.core.dicom.pixels import decode_frame, is_fast_path, read_raw, to_modality
 from viewer.core.dicom.pool import (
     POOL_MIN_SLICES,
+    DecodeResults,
     allocate_volume,
     check_volume_budget,
     decode_pool,
     decode_task,
     pool_broken,
-    pool_ready,
     shutdown_pool,
     wants_pool,
-    warm_pool_async,
     warm_worker,
 )
 from viewer.core.dicom.sources import ArchiveCache
@@ -64,8 +65,10 @@ class StackVolume:
         self._prefetcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="slice-prefetch")
         self._generation = 0
         self._closed = False
-        if wants_pool(stack):
-            warm_pool_async()  # hide the processes' start-up behind browsing
+        if any(not is_fast_path(info) for info in stack.slices[:1]):
+            # Hide the decoder processes' start-up behind browsing: the slice decoder first, then
+            # (for a compressed greyscale stack) the whole-volume pool.
+            warm_decoders(bulk=wants_pool(stack))
 
     def __len__(self) -> int:
         return len(self.stack.slices)
@@ -125,7 +128,9 @@ class StackVolume:
         first = self.stack.slices[0]
         if (info.rows, info.columns) != (first.rows, first.columns):
             raise PixelDecodeError(f"{info.source.display_name} has a different size from the stack")
-        return decode_frame(info, archives=self._archives)
+        if is_fast_path(info):  # plain bytes into numpy: no decoder involved
+            return decode_frame(info, archives=self._archives)
+        return decode_isolated(info, self._archives)  # C decoders run in a child process
 
     def _store(self, i: int, arr: np.ndarray) -> None:
         if arr.nbytes > self.cache_bytes:
@@ -297,41 +302,27 @@ class StackVolume:
         tick: Callable[[int], None],
         cancel: CancelFn | None,
     ) -> None:
-        """Work stealing: the pool takes chunks from the end; while its processes are still starting,
-        this thread decodes from the front.
+        """Work stealing: the pool takes chunks from the end, the slice decoder process from the front.
 
-        Never slower than decoding here alone (a cold pool simply gets fewer chunks). Once the pool
-        runs (warmed, or one of this load's chunks came back) this thread only collects: one worker
-        per core then does the decoding.
+        Never slower than the slice decoder alone (a cold pool simply gets fewer chunks), every core
+        decodes once the pool runs, and all C decoding happens outside this process. This thread
+        only waits and collects, so it never holds the GIL long enough to starve the thread that
+        receives the pool's results.
         """
         pool = decode_pool()
         chunks = [idx[k : k + POOL_CHUNK] for k in range(0, len(idx), POOL_CHUNK)]
-        futures: dict[int, Future[list[tuple[int, np.ndarray | None, str | None, bool]]]] = {}
+        by_chunk: dict[int, Future[DecodeResults]] = {}
         for c in reversed(range(len(chunks))):
-            futures[c] = pool.submit(decode_task, [(i, self.stack.slices[i]) for i in chunks[c]])
-        pending = set(futures.values())
-        for c, chunk in enumerate(chunks):
-            self._check_cancel(cancel, pending)  # type: ignore[arg-type]
-            if pool_ready() or any(f.done() and not f.cancelled() for f in pending):
-                break  # the workers run: leave them the rest
-            fut = futures[c]
-            if not fut.cancel():
-                continue  # running or done in a worker: collected below
-            pending.discard(fut)
-            for i in chunk:
-                try:
-                    out[i] = self._decode(self.stack.slices[i])
-                    good[i] = True
-                except Exception as exc:
-                    self.bad_slices[i] = _failure_reason(exc)
-            tick(len(chunk))
-        owners = {id(f): c for c, f in futures.items()}
-        futures.clear()  # a future keeps its result (decoded slices): once collected, let it go
+            by_chunk[c] = pool.submit(decode_task, [(i, self.stack.slices[i]) for i in chunks[c]])
+        owner = {fut: c for c, fut in by_chunk.items()}
+        pending = set(owner)
         crashed: list[int] = []
-        while pending:
-            finished, pending = wait(pending, timeout=0.1, return_when=FIRST_COMPLETED)
-            for fut in finished:
-                chunk = chunks[owners[id(fut)]]
+
+        def collect(finished: set[Future[DecodeResults]]) -> None:
+            for fut in finished:  # a future keeps its result (decoded slices): drop every reference
+                k = owner.pop(fut)
+                by_chunk.pop(k, None)
+                chunk = chunks[k]
                 try:
                     results = fut.result()
                 except Exception as exc:
@@ -344,9 +335,42 @@ class StackVolume:
                     continue
                 self._put_results(results, out, good)
                 tick(len(chunk))
+
+        for c, chunk in enumerate(chunks):
+            self._check_cancel(cancel, pending)  # type: ignore[arg-type]
+            done = {f for f in pending if f.done()}
+            pending -= done
+            collect(done)
+            fut = by_chunk.pop(c, None)
+            if fut is None or not fut.cancel():
+                continue  # running or done in a worker: collected with the others
+            pending.discard(fut)
+            owner.pop(fut)
+            self._decode_front(chunk, out, good)
+            tick(len(chunk))
+        while pending:
+            finished, pending = wait(pending, timeout=0.1, return_when=FIRST_COMPLETED)
+            collect(finished)
             self._check_cancel(cancel, pending)  # type: ignore[arg-type]
         if crashed:
             self._retry_isolated(sorted(crashed), out, good, tick, cancel)
+
+    def _decode_front(self, chunk: list[int], out: np.ndarray, good: np.ndarray) -> None:
+        """One chunk in the slice decoder process; after a crash or timeout, slice by slice (so only
+        the culprit is marked bad)."""
+        try:
+            results = run_isolated([(i, self.stack.slices[i]) for i in chunk])
+        except PixelDecodeError:
+            results = None
+        if results is not None:
+            self._put_results(results, out, good)
+            return
+        for i in chunk:
+            try:
+                out[i] = self._decode(self.stack.slices[i])
+                good[i] = True
+            except Exception as exc:
+                self.bad_slices[i] = _failure_reason(exc)
 
     def _retry_isolated(
         self,
@@ -386,7 +410,7 @@ class StackVolume:
 
     def _put_results(
         self,
-        results: list[tuple[int, np.ndarray | None, str | None, bool]],
+        results: DecodeResults,
         out: np.ndarray,
         good: np.ndarray,
     ) -> None:
