@@ -40,6 +40,23 @@ def test_timeline_shows_curves_thresholds_and_intended_use(qtbot, prediction: St
     assert tl.title.text() == "AI cannot analyze this stack" and not tl._curves
 
 
+@pytest.mark.parametrize("width", [480, 575, 900])
+def test_timeline_title_never_runs_under_the_class_toggles(
+    qtbot, prediction: StackPrediction, width: int
+) -> None:
+    tl = PredictionTimeline()
+    qtbot.addWidget(tl)
+    tl.set_prediction(prediction)
+    tl.resize(width, tl.height())
+    tl.show()
+    qtbot.waitExposed(tl)
+    first_box = min(tl._checks.values(), key=lambda b: b.geometry().left())
+    assert tl.title.geometry().right() < first_box.geometry().left()
+    assert tl.title.width() >= tl.title.minimumSizeHint().width()
+    assert "ICH suspected" in tl.title.toolTip()  # the full text, whatever is shown
+    assert tl.minimumSizeHint().width() <= 480  # a long title never widens the window
+
+
 def test_timeline_click_and_current_line(qtbot, prediction: StackPrediction) -> None:
     tl = PredictionTimeline()
     qtbot.addWidget(tl)

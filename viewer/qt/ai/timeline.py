@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QPointF, Qt, Signal
-from PySide6.QtGui import QColor
+from PySide6.QtCore import QPointF, QSize, Qt, Signal
+from PySide6.QtGui import QColor, QPainter, QPaintEvent
 from PySide6.QtWidgets import (
     QCheckBox,
     QGraphicsItem,
@@ -92,6 +92,26 @@ def _cache_rendering(item: QGraphicsItem) -> None:
         _cache_rendering(child)
 
 
+class ElidedLabel(QLabel):
+    """A one-line label that shortens its text with '…' to the width it gets (full text in the
+    tooltip), so a long title never widens the window nor runs under its neighbours."""
+
+    def setText(self, text: str) -> None:
+        super().setText(text)
+        self.setToolTip(text)
+
+    def minimumSizeHint(self) -> QSize:
+        return QSize(self.fontMetrics().horizontalAdvance("AI: …") + 4, super().minimumSizeHint().height())
+
+    def sizeHint(self) -> QSize:
+        return self.minimumSizeHint()
+
+    def paintEvent(self, event: QPaintEvent) -> None:
+        painter = QPainter(self)
+        shown = self.fontMetrics().elidedText(self.text(), Qt.TextElideMode.ElideRight, self.width())
+        painter.drawText(self.rect(), int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter), shown)
+
+
 class PredictionTimeline(QWidget):
     """Standalone widget: ``set_prediction`` / ``set_current_slice``; emits ``slice_requested(int)``."""
 
@@ -140,14 +160,13 @@ class PredictionTimeline(QWidget):
         self._checks_row = QHBoxLayout()
         self._checks_row.setContentsMargins(4, 0, 4, 0)
         self._checks_row.setSpacing(8)
-        self.title = QLabel("AI: no analysis for this stack")
+        self.title = ElidedLabel()
+        self.title.setText("AI: no analysis for this stack")
         self.title.setObjectName("aiTimelineTitle")
-        # The title may be cut on narrow screens rather than widen the whole window (full text in
-        # the findings panel and the status bar).
-        self.title.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
-        self.title.setMinimumWidth(120)
-        self._checks_row.addWidget(self.title)
-        self._checks_row.addStretch(1)
+        # Takes the room the class toggles leave; cut with '…' on narrow screens rather than widen
+        # the window (full text in its tooltip, the findings panel and the status bar).
+        self.title.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
+        self._checks_row.addWidget(self.title, 1)
         self.intended_use = QLabel(INTENDED_USE)
         self.intended_use.setObjectName("aiIntendedUse")
         self.intended_use.setStyleSheet("color: #e3b341; font-size: 8pt;")
@@ -219,7 +238,7 @@ class PredictionTimeline(QWidget):
             )
             box.setStyleSheet(f"QCheckBox {{ color: {color}; }}")
             box.toggled.connect(lambda on, cls=name: self.set_class_visible(cls, on))
-            self._checks_row.insertWidget(self._checks_row.count() - 1, box)
+            self._checks_row.addWidget(box)
             self._checks[name] = box
             curve.setVisible(name not in self._hidden)
             line.setVisible(name not in self._hidden)
