@@ -113,10 +113,13 @@ def _capture_stderr() -> Iterator[list[str]]:
                 log.debug("onnxruntime session log: %s", _ANSI.sub("", text).strip())
 
 
-def _cuda_reason(available: Sequence[str], texts: Sequence[str]) -> str:
+def _cuda_reason(available: Sequence[str], texts: Sequence[str], requested: str) -> str:
+    """Why CUDA was not obtained. ``requested`` "cuda" (forced) or "auto" (tried first): the wording
+    says which, so that a CPU-only machine on "auto" reads as normal, not as a failure."""
+    lead = "CUDA was requested but" if requested == "cuda" else "Running on the CPU: CUDA was tried, but"
     if CUDA_EP not in available:
         return (
-            "CUDA was requested but this onnxruntime build has no CUDA provider "
+            f"{lead} this onnxruntime build has no CUDA provider "
             f"(available: {', '.join(available)}); install onnxruntime-gpu"
         )
     text = _ANSI.sub("", "\n".join(texts))
@@ -135,7 +138,7 @@ def _cuda_reason(available: Sequence[str], texts: Sequence[str]) -> str:
     detail = "; ".join(details)
     if len(detail) > 300:
         detail = detail[:300] + "..."
-    base = "CUDA was requested but could not be initialised (no usable GPU, or CUDA/cuDNN libraries missing)"
+    base = f"{lead} could not be initialised (no usable GPU, or CUDA/cuDNN libraries missing)"
     return f"{base}: {detail}" if detail else base
 
 
@@ -201,7 +204,7 @@ def create_session(
     used = session.get_providers()[0]
     note = ""
     if want_cuda and used != CUDA_EP:
-        note = _cuda_reason(available, texts)
+        note = _cuda_reason(available, texts, provider)
         if provider == "cuda":
             log.warning("%s; running on %s", note, used)
         else:
