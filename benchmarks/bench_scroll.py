@@ -31,7 +31,9 @@ from PySide6.QtGui import QDragEnterEvent, QDropEvent  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
 from tests.factories import compress_files, write_ct_series  # noqa: E402
+from viewer.core.dicom.volume import StackVolume  # noqa: E402
 from viewer.qt.app import build_main_window, create_application  # noqa: E402
+from viewer.qt.main_window import MainWindow  # noqa: E402
 
 SIZE = (1280, 860)
 
@@ -57,9 +59,8 @@ def bench_bare(app: QApplication, frames: list[np.ndarray], changes: int) -> lis
     return times
 
 
-def bench_viewer(app: QApplication, folder: Path, changes: int, analyzed: bool = False) -> list[float]:
-    """Slice changes in the real window; ``analyzed`` first runs the bundled model, so the AI
-    timeline, slider marks and corner text follow every change too."""
+def _open_window(app: QApplication, folder: Path) -> tuple[MainWindow, StackVolume]:
+    """A shown main window with ``folder`` loaded, and the volume on screen."""
     window = build_main_window(offer_resume=False)
     window.resize(*SIZE)
     window.show()
@@ -68,6 +69,14 @@ def bench_viewer(app: QApplication, folder: Path, changes: int, analyzed: bool =
         app.processEvents()
         time.sleep(0.005)
     vol = window.current_volume()
+    assert vol is not None
+    return window, vol
+
+
+def bench_viewer(app: QApplication, folder: Path, changes: int, analyzed: bool = False) -> list[float]:
+    """Slice changes in the real window; ``analyzed`` first runs the bundled model, so the AI
+    timeline, slider marks and corner text follow every change too."""
+    window, vol = _open_window(app, folder)
     for i in range(len(vol)):  # decode everything first: this measures the view, not the decoder
         vol.get_slice(i)
     if analyzed and window.ai_controller is not None:
@@ -94,16 +103,8 @@ def bench_during_decode(app: QApplication, folder: Path, changes: int) -> tuple[
     analysis (its own StackVolume, load_all on a worker thread, decoder processes on every core).
     Returns the per-change times and the background load's duration."""
     from viewer.core.dicom.pool import warm_pool
-    from viewer.core.dicom.volume import StackVolume
 
-    window = build_main_window(offer_resume=False)
-    window.resize(*SIZE)
-    window.show()
-    window.open_paths([folder])
-    while window.current_volume() is None or window.is_loading():
-        app.processEvents()
-        time.sleep(0.005)
-    vol = window.current_volume()
+    window, vol = _open_window(app, folder)
     shown = 30
     for i in range(shown):  # scroll among decoded slices: this measures contention, not decoding
         vol.get_slice(i)
