@@ -34,7 +34,8 @@ from viewer.core.errors import PixelDecodeError
 
 logger = logging.getLogger(__name__)
 
-_LOCK = threading.Lock()
+_LOCK = threading.Lock()  # guards the executor's creation and replacement
+_CALL_LOCK = threading.Lock()  # one decode task in flight (the process has one worker)
 _EXECUTOR: ProcessPoolExecutor | None = None
 _UNAVAILABLE = False  # no child process could start here: decode in this process
 _STARTING = threading.Event()
@@ -139,9 +140,10 @@ def run_isolated(items: list[tuple[int, SliceInfo]], *, grey_only: bool = True) 
         executor = _executor()
         if executor is None:
             return None
-        future = executor.submit(decode_task, items, grey_only=grey_only)
         try:
-            return future.result(timeout=DECODE_TIMEOUT_S * max(1, len(items)))
+            with _CALL_LOCK:  # one task at a time, so the time limit counts decoding, not queueing
+                future = executor.submit(decode_task, items, grey_only=grey_only)
+                return future.result(timeout=DECODE_TIMEOUT_S * max(1, len(items)))
         except FutureTimeout:
             _discard(executor)
             raise PixelDecodeError(

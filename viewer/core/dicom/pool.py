@@ -22,7 +22,7 @@ from viewer.core.dicom.model import SliceInfo, Stack
 from viewer.core.errors import DicomError, ImageTooLargeError
 
 logger = logging.getLogger(__name__)
-POOL_MIN_SLICES = 8  # fewer compressed slices than this decode in-process
+POOL_MIN_SLICES = 8  # fewer compressed slices than this go to the slice decoder process only
 WORKER_NICE = 5  # decoder processes run below the GUI's priority
 _POOL: ProcessPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()

@@ -65,7 +65,7 @@ class StackVolume:
         self._prefetcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="slice-prefetch")
         self._generation = 0
         self._closed = False
-        if any(not is_fast_path(info) for info in stack.slices[:1]):
+        if stack.slices and not is_fast_path(stack.slices[0]):
             # Hide the decoder processes' start-up behind browsing: the slice decoder first, then
             # (for a compressed greyscale stack) the whole-volume pool.
             warm_decoders(bulk=wants_pool(stack))
