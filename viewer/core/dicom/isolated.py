@@ -137,24 +137,26 @@ def run_isolated(items: list[tuple[int, SliceInfo]], *, grey_only: bool = True) 
     """
     name = items[0][1].source.display_name if items else "?"
     for attempt in (1, 2):
-        executor = _executor()
-        if executor is None:
-            return None
-        try:
-            with _CALL_LOCK:  # one task at a time, so the time limit counts decoding, not queueing
+        # One task at a time, so the time limit counts decoding, not queueing; and no caller can
+        # submit to a process that another caller is replacing.
+        with _CALL_LOCK:
+            executor = _executor()
+            if executor is None:
+                return None
+            try:
                 future = executor.submit(decode_task, items, grey_only=grey_only)
                 return future.result(timeout=DECODE_TIMEOUT_S * max(1, len(items)))
-        except FutureTimeout:
-            _discard(executor)
-            raise PixelDecodeError(
-                f"Decoding {name} took longer than {DECODE_TIMEOUT_S:g} s and was stopped (E-TIMEOUT)"
-            ) from None
-        except BrokenProcessPool:
-            _discard(executor)
-            if attempt == 1:
-                logger.warning("The slice decoder process died; retrying once in a fresh one")
-                continue
-            raise PixelDecodeError(
-                f"{name} could not be decoded safely and was skipped (E-WORKER-CRASH)"
-            ) from None
+            except FutureTimeout:
+                _discard(executor)
+                raise PixelDecodeError(
+                    f"Decoding {name} took longer than {DECODE_TIMEOUT_S:g} s and was stopped (E-TIMEOUT)"
+                ) from None
+            except BrokenProcessPool:
+                _discard(executor)
+                if attempt == 1:
+                    logger.warning("The slice decoder process died; retrying once in a fresh one")
+                    continue
+                raise PixelDecodeError(
+                    f"{name} could not be decoded safely and was skipped (E-WORKER-CRASH)"
+                ) from None
     raise AssertionError("unreachable")
