@@ -96,3 +96,15 @@ def test_findings_panel_rows_and_range_click(qtbot, prediction: StackPrediction)
     assert blocker.args == [14]
     panel.set_prediction(None, "No model")
     assert panel.tree.topLevelItemCount() == 0 and panel.badge.text() == "No model"
+
+
+def test_findings_columns_fit_a_narrow_dock(qtbot, prediction: StackPrediction) -> None:
+    panel = FindingsPanel()
+    qtbot.addWidget(panel)
+    panel.resize(320, 400)
+    panel.show()
+    qtbot.waitExposed(panel)
+    panel.set_prediction(prediction)
+    used = sum(panel.tree.columnWidth(c) for c in range(panel.tree.columnCount()))
+    assert used <= panel.tree.viewport().width()  # no horizontal scrolling to see the thresholds
+    assert "threshold" in panel.tree.headerItem().toolTip(3)

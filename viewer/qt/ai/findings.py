@@ -37,7 +37,17 @@ class FindingsPanel(QWidget):
         self.details.setStyleSheet("color: #8b949e; font-size: 8pt;")
         self.tree = QTreeWidget()
         self.tree.setColumnCount(4)
-        self.tree.setHeaderLabels(["Class", "Study p", "Flagged slices", "Thr."])
+        # Short headers (explained in their tooltips) so that all four columns fit the default dock.
+        self.tree.setHeaderLabels(["Class", "Study", "Flagged", "Thr."])
+        for col, tip in enumerate(
+            (
+                "Finding class; click a slice range to go there",
+                "Study-level probability",
+                "Slice ranges at or above the class threshold (click to go)",
+                "The model's threshold for this class (dashed line in the timeline)",
+            )
+        ):
+            self.tree.headerItem().setToolTip(col, tip)
         self.tree.setRootIsDecorated(True)
         self.tree.setUniformRowHeights(True)
         self.tree.setAlternatingRowColors(True)
