@@ -16,6 +16,7 @@ from PySide6.QtWidgets import (
 )
 
 from viewer.core.constants import PRESET_KEYS, WINDOW_PRESETS
+from viewer.qt.tree_items import child_texts
 
 Binding = tuple[str, str, str]  # (section, keys, description)
 
@@ -92,14 +93,5 @@ class KeyboardHelp(QDialog):
         layout.addWidget(self.tree)
         layout.addWidget(buttons)
 
-    def texts(self) -> list[tuple[str, str]]:
-        out = []
-        for i in range(self.tree.topLevelItemCount()):
-            top = self.tree.topLevelItem(i)
-            if top is None:
-                continue
-            for j in range(top.childCount()):
-                c = top.child(j)
-                if c is not None:
-                    out.append((c.text(0), c.text(1)))
-        return out
+    def texts(self) -> list[tuple[str, ...]]:
+        return child_texts(self.tree, 2)

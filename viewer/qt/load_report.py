@@ -7,6 +7,7 @@ from PySide6.QtWidgets import QHeaderView, QLabel, QTreeWidget, QTreeWidgetItem,
 
 from viewer.core.dicom.model import LoadReport
 from viewer.qt.style import WARNING_COLOR, icon
+from viewer.qt.tree_items import child_texts
 
 
 def report_sections(report: LoadReport) -> dict[str, list[tuple[str, str, str]]]:
@@ -67,14 +68,5 @@ class LoadReportPanel(QWidget):
     def has_issues(self) -> bool:
         return self.tree.topLevelItemCount() > 0
 
-    def rows(self) -> list[tuple[str, str, str]]:
-        out = []
-        for i in range(self.tree.topLevelItemCount()):
-            top = self.tree.topLevelItem(i)
-            if top is None:
-                continue
-            for j in range(top.childCount()):
-                c = top.child(j)
-                if c is not None:
-                    out.append((c.text(0), c.text(1), c.text(2)))
-        return out
+    def rows(self) -> list[tuple[str, ...]]:
+        return child_texts(self.tree, 3)

@@ -14,6 +14,7 @@ from viewer.core.constants import INTENDED_USE
 from viewer.core.inference.engine import provider_label
 from viewer.core.inference.results import SliceRange, StackPrediction
 from viewer.qt.ai.timeline import class_color
+from viewer.qt.tree_items import children, top_items
 
 SLICE_ROLE = Qt.ItemDataRole.UserRole + 1
 
@@ -116,10 +117,9 @@ class FindingsPanel(QWidget):
 
     def range_items(self, class_name: str) -> list[QTreeWidgetItem]:
         """The clickable range rows of one class (for tests and keyboard navigation)."""
-        for i in range(self.tree.topLevelItemCount()):
-            top = self.tree.topLevelItem(i)
-            if top is not None and top.text(0) == class_name:
-                return [c for j in range(top.childCount()) if (c := top.child(j)) is not None]
+        for top in top_items(self.tree):
+            if top.text(0) == class_name:
+                return children(top)
         return []
 
     def _clicked(self, item: QTreeWidgetItem, column: int = 0) -> None:

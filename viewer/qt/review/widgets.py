@@ -33,6 +33,7 @@ from PySide6.QtWidgets import (
 
 from viewer.core.constants import RSNA_CLASSES
 from viewer.core.review.models import Finding, SessionInfo, StudyReview
+from viewer.qt.tree_items import top_items
 
 TEXT_COMMIT_MS = 500  # notes are committed this long after the last keystroke (and on focus-out)
 DECISION_LABELS = {
@@ -41,13 +42,8 @@ DECISION_LABELS = {
 _ID_ROLE = Qt.ItemDataRole.UserRole
 
 
-def _items(tree: QTreeWidget) -> list[QTreeWidgetItem]:
-    items = (tree.topLevelItem(i) for i in range(tree.topLevelItemCount()))
-    return [item for item in items if item is not None]
-
-
 def _texts(tree: QTreeWidget) -> list[list[str]]:
-    return [[item.text(c) for c in range(tree.columnCount())] for item in _items(tree)]
+    return [[item.text(c) for c in range(tree.columnCount())] for item in top_items(tree)]
 
 
 def short_uid(uid: str, n: int = 14) -> str:
@@ -120,7 +116,7 @@ class WorklistPanel(QWidget):
                 self.tree.setCurrentItem(item)
 
     def study_uids(self) -> list[str]:
-        return [str(item.data(0, _ID_ROLE)) for item in _items(self.tree)]
+        return [str(item.data(0, _ID_ROLE)) for item in top_items(self.tree)]
 
     def row_texts(self) -> list[list[str]]:
         return _texts(self.tree)
@@ -289,8 +285,8 @@ class ReviewPanel(QWidget):
                 self.tree.addTopLevelItem(item)
             if same and selected is not None:
                 self.select_finding(selected)
-            elif _items(self.tree):
-                self.tree.setCurrentItem(_items(self.tree)[0])
+            elif (first := self.tree.topLevelItem(0)) is not None:
+                self.tree.setCurrentItem(first)
         if not same:
             text = study.note if study else ""
             if self.note.toPlainText() != text:
@@ -313,14 +309,14 @@ class ReviewPanel(QWidget):
         return _texts(self.tree)
 
     def finding_ids(self) -> list[int]:
-        return [int(item.data(0, _ID_ROLE)) for item in _items(self.tree)]
+        return [int(item.data(0, _ID_ROLE)) for item in top_items(self.tree)]
 
     def selected_finding_id(self) -> int | None:
         item = self.tree.currentItem()
         return None if item is None else int(item.data(0, _ID_ROLE))
 
     def select_finding(self, finding_id: int) -> None:
-        for item in _items(self.tree):
+        for item in top_items(self.tree):
             if int(item.data(0, _ID_ROLE)) == finding_id:
                 self.tree.setCurrentItem(item)
                 return
@@ -420,8 +416,8 @@ class SessionDialog(QDialog):
             item = QTreeWidgetItem([s.name, s.reader, s.progress, s.modified_at[:19].replace("T", " ")])
             item.setData(0, _ID_ROLE, s.id)
             self.tree.addTopLevelItem(item)
-        if _items(self.tree):
-            self.tree.setCurrentItem(_items(self.tree)[0])
+        if (first := self.tree.topLevelItem(0)) is not None:
+            self.tree.setCurrentItem(first)
         self.tree.itemActivated.connect(lambda *_: self.accept())
         box = QDialogButtonBox(QDialogButtonBox.StandardButton.Open | QDialogButtonBox.StandardButton.Cancel)
         box.accepted.connect(self.accept)

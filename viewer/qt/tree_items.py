@@ -1,0 +1,20 @@
+"""Walking a QTreeWidget's items (Qt hands back None for an index out of range; these skip it)."""
+
+from __future__ import annotations
+
+from PySide6.QtWidgets import QTreeWidget, QTreeWidgetItem
+
+
+def top_items(tree: QTreeWidget) -> list[QTreeWidgetItem]:
+    items = (tree.topLevelItem(i) for i in range(tree.topLevelItemCount()))
+    return [item for item in items if item is not None]
+
+
+def children(item: QTreeWidgetItem) -> list[QTreeWidgetItem]:
+    kids = (item.child(j) for j in range(item.childCount()))
+    return [kid for kid in kids if kid is not None]
+
+
+def child_texts(tree: QTreeWidget, columns: int) -> list[tuple[str, ...]]:
+    """The first ``columns`` texts of every second-level row, top to bottom."""
+    return [tuple(c.text(k) for k in range(columns)) for top in top_items(tree) for c in children(top)]
