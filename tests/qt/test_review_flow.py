@@ -197,3 +197,19 @@ def test_worklist_navigation_and_loading_a_study_from_its_paths(qtbot, make, tmp
     qtbot.waitUntil(lambda: w2.current_stack() is not None
                     and w2.current_stack().study_instance_uid == uid_b, timeout=10_000)
     assert rc2.current_study_uid == uid_b and rc2.panel.done.isChecked()
+
+
+def test_store_warning_stays_on_the_review_panel(qtbot, make, tmp_path: Path) -> None:
+    from viewer.core.review.fileutil import private_dir
+    from viewer.core.review.store import DB_FILENAME
+
+    db = private_dir(tmp_path / "review") / DB_FILENAME
+    db.write_bytes(b"")  # an empty database file: kept aside, and the reader is told so
+    w, _ai, _rc = make()
+    rc = ReviewController(w, ReviewStore.open(db))
+    assert "0 bytes" in rc.panel.banner.text() and rc.panel.banner.isVisibleTo(rc.panel)
+    session = rc.new_session("After")
+    assert session is not None and not session.read_only
+    assert "0 bytes" in rc.panel.banner.text()  # opening a session does not hide it
+    rc.close_session()
+    assert "0 bytes" in rc.panel.banner.text()

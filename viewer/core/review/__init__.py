@@ -6,6 +6,8 @@ from viewer.core.review.models import (
     Finding,
     Position,
     SessionInfo,
+    StoreWarning,
+    StoreWarningCode,
     StudyReview,
 )
 from viewer.core.review.store import SCHEMA_VERSION, ReviewSession, ReviewStore
@@ -19,5 +21,7 @@ __all__ = [
     "ReviewSession",
     "ReviewStore",
     "SessionInfo",
+    "StoreWarning",
+    "StoreWarningCode",
     "StudyReview",
 ]

@@ -4,16 +4,35 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 from pathlib import Path
 
 
 def private_dir(path: Path) -> Path:
-    """Create ``path`` (and parents) and restrict it to the user (0700 on POSIX)."""
-    path.mkdir(parents=True, exist_ok=True)
+    """Create ``path`` (and parents) 0700, or take group/other access away from an existing folder.
+
+    Never *adds* permissions: a folder the user made read-only stays read-only (the store then opens
+    read-only, see :func:`is_writable`).
+    """
+    if not path.is_dir():
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
     if os.name == "posix":
-        path.chmod(0o700)
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:
+            with contextlib.suppress(PermissionError):  # not ours to change: leave it
+                path.chmod(mode & 0o700)
     return path
+
+
+def is_writable(path: Path) -> bool:
+    """True when the user may change ``path``: the OS allows it *and* the owner's write bit is set.
+
+    The bit is checked too because the owner (or root) can write past a mode the user chose on purpose.
+    """
+    if not os.access(path, os.W_OK):
+        return False
+    return os.name != "posix" or bool(path.stat().st_mode & stat.S_IWUSR)
 
 
 def create_private_file(path: Path) -> None:

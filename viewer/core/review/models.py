@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 from typing import Final, Literal
 
 from viewer.core.inference.results import SliceRange
@@ -124,3 +125,18 @@ class Position:
     stack_uid: str
     slice_index: int
     updated_at: str
+
+
+class StoreWarningCode(str, Enum):
+    """Why the review store warns at open (the GUI shows :attr:`StoreWarning.message`)."""
+
+    BEHIND = "W-REVIEW-BEHIND"  # the database holds fewer changes than were acknowledged
+    EMPTY_FILE = "W-REVIEW-EMPTY-FILE"  # a 0-byte database file was kept aside and a new one created
+
+
+@dataclass(frozen=True)
+class StoreWarning:
+    code: StoreWarningCode
+    message: str
+    missing_changes: int = 0  # acknowledged changes the database no longer holds (BEHIND)
+    kept_aside: tuple[str, ...] = ()  # file names copied or moved aside for recovery

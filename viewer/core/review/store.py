@@ -8,7 +8,10 @@ Guarantees
 - A session is written by one window at a time (:class:`SessionLock`); another window or process
   opening it gets a read-only :class:`ReviewSession` that says who holds it.
 - The file and its ``-wal``/``-shm`` companions are created 0600 in a 0700 folder.
-- Forward-only migrations, with a ``*.v<N>.bak`` copy first; a newer schema opens read-only.
+- Forward-only migrations, with one ``*.v<N>.bak`` copy first (replaced atomically by each attempt);
+  a newer schema, or a file or folder the user made read-only, opens read-only.
+- Every committed change is numbered; the number is fsynced to a side file (``*.hwm``, see
+  :mod:`viewer.core.review.highwater`) so a database that opens behind it (a damaged ``-wal``) warns.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import sqlite3
 import threading
 import uuid
@@ -27,7 +31,15 @@ from typing import Any, ClassVar, Final, TypeVar
 from viewer.core.errors import ReviewStoreError, SessionLockedError
 from viewer.core.inference.results import SliceRange, StackPrediction
 from viewer.core.paths import user_data_path
-from viewer.core.review.fileutil import create_private_file, private_dir
+from viewer.core.review import highwater
+from viewer.core.review.fileutil import (
+    atomic_write_bytes,
+    create_private_file,
+    fsync_dir,
+    is_writable,
+    private_dir,
+)
+from viewer.core.review.highwater import HighWater, HighWaterMark, read_mark
 from viewer.core.review.lock import SessionLock
 from viewer.core.review.models import (
     DECISIONS,
@@ -35,6 +47,8 @@ from viewer.core.review.models import (
     Finding,
     Position,
     SessionInfo,
+    StoreWarning,
+    StoreWarningCode,
     StudyReview,
     WorklistOrder,
 )
@@ -46,6 +60,12 @@ CT_IMAGE_STORAGE: Final = "1.2.840.10008.5.1.4.1.1.2"
 DB_FILENAME: Final = "review-sessions.sqlite3"
 _T = TypeVar("_T")
 _NOT_AUDITED: Final = frozenset({"position"})  # frequent, not a decision: no audit-trail row
+_SEQ_KEY: Final = "change_seq"  # meta: number of the last committed change (the high-water mark's twin)
+_STORE_ID_KEY: Final = "store_id"  # meta: random id of this database file (ties the side file to it)
+_UPSERT_META: Final = (
+    "INSERT INTO meta (key, value, updated_at) VALUES (?, ?, ?) "
+    "ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at"
+)
 
 
 def now_iso() -> str:
@@ -104,6 +124,10 @@ class ReviewStore:
         self.read_only_reason = read_only_reason
         self.backup_path = backup_path
         self.migrated_from = migrated_from
+        self.warnings: tuple[StoreWarning, ...] = ()
+        self.store_id = ""
+        self._hwm: HighWaterMark | None = None
+        self._seq_floor = 0  # new changes are numbered above this (the high-water mark, when behind it)
         self._closed = False
 
     # --- opening -------------------------------------------------------------------------------
@@ -122,14 +146,33 @@ class ReviewStore:
         return store
 
     @classmethod
-    def open(cls, path: Path | str | None = None) -> ReviewStore:
+    def open(cls, path: Path | str | None = None, *, high_water_mark: bool = True) -> ReviewStore:
         """Open (creating, checking and migrating) the database at ``path`` (default: user data folder).
+
+        A folder or file the user made read-only opens read-only (sessions can be read and exported).
+        ``warnings`` says when the database holds fewer changes than were acknowledged (a damaged
+        ``-wal`` file) or when an empty file was kept aside. ``high_water_mark=False`` leaves the side
+        file out (for measuring its cost only).
 
         Raises :class:`ReviewStoreError` when the file is damaged or not a database.
         """
         path = Path(path) if path is not None else cls.default_path()
         try:
             private_dir(path.parent)
+        except OSError as exc:
+            raise ReviewStoreError(f"The review database folder cannot be created: {exc.strerror}") from exc
+        mark = read_mark(highwater.path_for(path)) if high_water_mark else None
+        if not is_writable(path.parent) or (path.exists() and not is_writable(path)):
+            store = cls._open_read_only(path)
+            if high_water_mark:
+                store._check_high_water(mark, created=False)
+            return store
+        warnings: list[StoreWarning] = []
+        created = not path.exists()
+        if not created and path.stat().st_size == 0:
+            warnings.append(cls._set_aside_empty(path))
+            created = True
+        try:
             for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
                 create_private_file(p)
         except OSError as exc:
@@ -154,9 +197,7 @@ class ReviewStore:
                 f"knows up to {SCHEMA_VERSION}). It is open read-only: update Slicewise to change it."
             )
             log.warning("Review store schema %d is newer than %d: read-only", version, SCHEMA_VERSION)
-            ro = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None,
-                                 check_same_thread=False, timeout=10)
-            return cls(path, ro, read_only_reason=reason)
+            return cls(path, cls._connect_read_only(path), read_only_reason=reason)
         backup = None
         migrated_from = None
         if version < SCHEMA_VERSION:
@@ -168,7 +209,13 @@ class ReviewStore:
             except sqlite3.Error as exc:
                 conn.close()
                 raise ReviewStoreError(f"Migrating the review database failed: {exc}") from exc
-        return cls(path, conn, backup_path=backup, migrated_from=migrated_from)
+            if backup is not None:
+                cls._remove_stale_backups(path, keep=backup)
+        store = cls(path, conn, backup_path=backup, migrated_from=migrated_from)
+        store.warnings = tuple(warnings)
+        if high_water_mark:
+            store._attach_high_water(mark, created=created)
+        return store
 
     @staticmethod
     def _connect(path: Path) -> sqlite3.Connection:
@@ -183,6 +230,165 @@ class ReviewStore:
         return conn
 
     @staticmethod
+    def _connect_read_only(path: Path) -> sqlite3.Connection:
+        """A read-only connection; where SQLite cannot create its ``-shm`` file (a read-only folder)
+        and no ``-wal`` holds uncheckpointed changes, the file is opened as immutable."""
+        uri = path.resolve().as_uri()
+        wal = Path(f"{path}-wal")
+        options = ["mode=ro"]
+        if not (wal.exists() and wal.stat().st_size > 0):
+            options.append("mode=ro&immutable=1")
+        last: sqlite3.Error | None = None
+        for option in options:
+            try:
+                conn = sqlite3.connect(f"{uri}?{option}", uri=True, isolation_level=None,
+                                       check_same_thread=False, timeout=10)
+            except sqlite3.Error as exc:
+                last = exc
+                continue
+            try:
+                _schema_version(conn)  # the first read is where SQLite says whether it can
+            except sqlite3.Error as exc:
+                conn.close()
+                last = exc
+                continue
+            return conn
+        raise ReviewStoreError(f"The review database cannot be opened read-only: {last}")
+
+    @classmethod
+    def _open_read_only(cls, path: Path) -> ReviewStore:
+        if not path.exists() or path.stat().st_size == 0:
+            raise ReviewStoreError(
+                "The review database folder is read-only and holds no review database: nothing to open"
+            )
+        conn = cls._connect_read_only(path)
+        try:
+            cls._check_integrity(conn)
+            version = _schema_version(conn)
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise ReviewStoreError(f"The review database is damaged or not a database: {exc}") from exc
+        except ReviewStoreError:
+            conn.close()
+            raise
+        if version < SCHEMA_VERSION:
+            conn.close()
+            raise ReviewStoreError(
+                f"The review database is read-only (file or folder permissions) and uses an older schema "
+                f"({version}) that needs migrating: make it writable to open it"
+            )
+        log.warning("Review store is read-only (permissions): opened read-only")
+        reason = (
+            "The review database is read-only (file or folder permissions): sessions can be read and "
+            "exported but not changed."
+        )
+        if version > SCHEMA_VERSION:
+            reason = (
+                f"This review database was written by a newer Slicewise (schema {version}) and is "
+                "read-only (permissions): sessions can be read and exported but not changed."
+            )
+        return cls(path, conn, read_only_reason=reason)
+
+    @staticmethod
+    def _set_aside_empty(path: Path) -> StoreWarning:
+        """Move a 0-byte database (and its ``-wal``/``-shm``, which may still hold pages) aside."""
+        stamp = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}"
+        kept = []
+        for suffix in ("", "-wal", "-shm"):
+            src = Path(f"{path}{suffix}")
+            if src.exists():
+                dst = src.with_name(f"{path.name}.empty-{stamp}{suffix}")
+                os.replace(src, dst)
+                kept.append(dst.name)
+        fsync_dir(path.parent)
+        log.warning("Review store file was empty (0 bytes): kept aside, new database created")
+        return StoreWarning(
+            StoreWarningCode.EMPTY_FILE,
+            f"The review database file was empty (0 bytes). It was kept aside as {kept[0]} and a new, "
+            "empty review database was created.",
+            kept_aside=tuple(kept),
+        )
+
+    # --- the high-water mark -----------------------------------------------------------------------
+    def _meta(self, key: str) -> str | None:
+        row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def _db_seq(self) -> int:
+        try:
+            return int(self._meta(_SEQ_KEY) or 0)
+        except (ValueError, sqlite3.Error):
+            return 0
+
+    def _check_high_water(self, mark: HighWater | None, *, created: bool) -> None:
+        """Warn when the database holds fewer changes than the side file says were acknowledged."""
+        try:
+            store_id = self._meta(_STORE_ID_KEY) or ""
+        except sqlite3.Error:
+            store_id = ""
+        self.store_id = store_id
+        if mark is None or mark.seq <= 0:
+            return
+        db_seq = self._db_seq()
+        if created:
+            db_seq = 0
+        elif mark.store_id != store_id:
+            log.info("Review store: the high-water mark belongs to another database file; restarted")
+            return
+        if db_seq >= mark.seq:
+            return
+        missing = mark.seq - db_seq
+        kept = self._keep_wal_copy() if not created else ()
+        log.warning("Review store opens %d acknowledged change(s) behind its high-water mark", missing)
+        where = f" A copy of the damaged write-ahead log was kept as {kept[0]}." if kept else ""
+        what = "was missing or empty" if created else "is damaged (its write-ahead log failed its checks)"
+        message = (
+            f"The review database {what}: {missing} acknowledged change(s) are missing (the last saved "
+            f"change was #{mark.seq}, the database holds up to #{db_seq}).{where} Review the latest "
+            "decisions before going on."
+        )
+        self.warnings += (StoreWarning(StoreWarningCode.BEHIND, message, missing, kept),)
+        self._seq_floor = mark.seq  # never reuse the numbers of the lost changes
+
+    def _keep_wal_copy(self) -> tuple[str, ...]:
+        wal = Path(f"{self.path}-wal")
+        if not wal.exists() or wal.stat().st_size == 0:
+            return ()
+        dst = wal.with_name(f"{self.path.name}-wal.behind-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}")
+        try:
+            atomic_write_bytes(dst, wal.read_bytes())
+        except OSError:
+            return ()
+        return (dst.name,)
+
+    def _attach_high_water(self, mark: HighWater | None, *, created: bool) -> None:
+        self._check_high_water(mark, created=created)
+        if not self.store_id:
+            # a database recreated in place of a lost one keeps the side file's id: it warns until used
+            self.store_id = mark.store_id if created and mark is not None else uuid.uuid4().hex
+            with self._lock:
+                self._conn.execute("BEGIN IMMEDIATE")
+                self._conn.execute(_UPSERT_META, (_STORE_ID_KEY, self.store_id, now_iso()))
+                self._conn.execute("COMMIT")
+        try:
+            self._hwm = HighWaterMark(highwater.path_for(self.path))
+            current = HighWater(self.store_id, self._db_seq())
+            if not self._seq_floor and mark != current:  # behind: keep the mark until the next change
+                self._hwm.write(current)
+        except OSError as exc:
+            log.warning("Review store high-water mark cannot be written (%s): not kept", type(exc).__name__)
+            self._hwm = None
+
+    def _record_high_water(self, seq: int) -> None:
+        hwm = self._hwm
+        if hwm is None:
+            return
+        try:
+            hwm.write(HighWater(self.store_id, seq))
+        except OSError as exc:  # the change itself is committed: say so in the log, keep going
+            log.warning("Review store high-water mark not updated (%s)", type(exc).__name__)
+
+    @staticmethod
     def _check_integrity(conn: sqlite3.Connection) -> None:
         rows = [r[0] for r in conn.execute("PRAGMA integrity_check").fetchall()]
         if rows != ["ok"]:
@@ -190,17 +396,35 @@ class ReviewStore:
 
     @staticmethod
     def _backup(conn: sqlite3.Connection, path: Path, version: int) -> Path:
+        """One ``*.v<N>.bak`` per version, replaced atomically by each attempt to migrate from N."""
         bak = path.with_name(f"{path.name}.v{version}.bak")
-        if bak.exists():
-            bak = path.with_name(f"{path.name}.v{version}.{datetime.now(timezone.utc):%Y%m%dT%H%M%S}.bak")
-        create_private_file(bak)
-        dst = sqlite3.connect(bak)
+        tmp = bak.with_name(f".{bak.name}.tmp")
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()  # left by an attempt that was killed
+        create_private_file(tmp)
+        dst = sqlite3.connect(tmp)
         try:
             conn.backup(dst)
         finally:
             dst.close()
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, bak)
+        fsync_dir(path.parent)
         log.info("Review store backed up before migrating from schema %d", version)
         return bak
+
+    @staticmethod
+    def _remove_stale_backups(path: Path, keep: Path) -> None:
+        """After a successful migration: drop the extra, time-stamped backups earlier versions of
+        Slicewise left at each interrupted attempt (``*.v<N>.<time>.bak``); ``keep`` stays."""
+        for stale in path.parent.glob(f"{path.name}.v*.*.bak"):
+            if stale != keep:
+                with contextlib.suppress(OSError):
+                    stale.unlink()
 
     @staticmethod
     def _migrate(conn: sqlite3.Connection) -> None:
@@ -220,6 +444,7 @@ class ReviewStore:
             conn.execute("ROLLBACK")
             raise
 
+
     # --- state -------------------------------------------------------------------------------------
     @property
     def read_only(self) -> bool:
@@ -234,6 +459,8 @@ class ReviewStore:
         with self._lock:
             if not self._closed:
                 self._conn.close()
+                if self._hwm is not None:
+                    self._hwm.close()
                 self._closed = True
 
     def __enter__(self) -> ReviewStore:
@@ -257,6 +484,7 @@ class ReviewStore:
                 raise ReviewStoreError(f"The review database is busy or not writable: {exc}") from exc
             try:
                 yield self._conn
+                seq = self._bump_seq() if self._hwm is not None else 0
             except BaseException:
                 with contextlib.suppress(sqlite3.Error):
                     self._conn.execute("ROLLBACK")
@@ -267,6 +495,15 @@ class ReviewStore:
                 with contextlib.suppress(sqlite3.Error):
                     self._conn.execute("ROLLBACK")
                 raise ReviewStoreError(f"Saving the review decision failed: {exc}") from exc
+            if seq:
+                self._record_high_water(seq)
+
+    def _bump_seq(self) -> int:
+        """Number this change (inside its transaction): one above the database's and the floor."""
+        row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (_SEQ_KEY,)).fetchone()
+        seq = max(int(row[0]) if row else 0, self._seq_floor) + 1
+        self._conn.execute(_UPSERT_META, (_SEQ_KEY, str(seq), now_iso()))
+        return seq
 
     def _write(
         self,
@@ -382,11 +619,7 @@ class ReviewStore:
 
     def _set_meta(self, key: str, value: str) -> None:
         with self._transaction() as conn:
-            conn.execute(
-                "INSERT INTO meta (key, value, updated_at) VALUES (?, ?, ?) "
-                "ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-                (key, value, now_iso()),
-            )
+            conn.execute(_UPSERT_META, (key, value, now_iso()))
 
 
 class ReviewSession:

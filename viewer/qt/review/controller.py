@@ -76,6 +76,7 @@ class ReviewController(QObject):
         self._pending: dict[str, tuple[Stack | None, StackPrediction]] = {}  # study uid -> latest result
         self._pending_position: Position | None = None
         self._resume_id: str | None = None
+        self._store_note = ""
 
         self.worklist = WorklistPanel()
         self.panel = ReviewPanel()
@@ -122,6 +123,8 @@ class ReviewController(QObject):
         window.register_shortcut(KEY_NEXT_STUDY, lambda: self.step_study(1), "Review: next unreviewed study")
         window.register_shortcut(KEY_PREV_STUDY, lambda: self.step_study(-1),
                                  "Review: previous unreviewed study")
+        if store is not None:
+            self._announce_store(store)
         self._update_ui()
 
     # --- store ---------------------------------------------------------------------------------------
@@ -129,12 +132,20 @@ class ReviewController(QObject):
     def store(self) -> ReviewStore:
         if self._store is None:
             self._store = ReviewStore.shared()
-            if self._store.read_only:
-                self._message(self._store.read_only_reason)
+            self._announce_store(self._store)
         return self._store
 
+    def _announce_store(self, store: ReviewStore) -> None:
+        """Say at once why the store is read-only, and keep its warnings (a lost change, a file kept
+        aside) on the review panel for the whole run."""
+        self._store_note = "\n".join(w.message for w in store.warnings)
+        for w in store.warnings:
+            log.warning("Review store warning %s", w.code.value)
+        self._message(store.read_only_reason or self._store_note)
+
     def _message(self, text: str) -> None:
-        self.panel.set_message(text)
+        note = self._store_note
+        self.panel.set_message("\n".join(t for t in dict.fromkeys((note, text)) if t))
         if text:
             self.window.show_status(text, 10000)
 
@@ -229,7 +240,7 @@ class ReviewController(QObject):
         self.session.close()
         self.session = None
         self.current_study_uid = None
-        self.panel.set_message("")
+        self._message("")
         self.session_changed.emit(None)
         self._update_ui()
 

@@ -1,0 +1,223 @@
+"""Review store faults beyond kill -9: a damaged ``-wal``, an empty file, read-only files and folders,
+interrupted migrations (issue 14, RELIABILITY.md §5).
+
+This file is also the child program: ``python test_review_recovery.py writer DB N`` adds N reader
+findings, printing an acknowledgement after each commit returns, then dies without closing the
+database (``os._exit``), so its write-ahead log is left as a crash leaves it.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sqlite3
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.core.test_review_store import _v1_database
+from viewer.core.errors import ReviewStoreError
+from viewer.core.review import ReviewStore, StoreWarningCode
+from viewer.core.review.export import export_csv
+
+ROOT = Path(__file__).resolve().parents[2]
+STUDY = "1.2.826.0.1.3680043.8.498.91"
+WAL_HEADER = 32
+WAL_FRAME_HEADER = 24
+
+
+def _child_writer(db: str, n: str) -> None:
+    from viewer.core.inference.results import SliceRange
+
+    store = ReviewStore.open(db)
+    session = store.create_session("wal")
+    session.add_study(STUDY)
+    for i in range(int(n)):
+        session.add_reader_finding(STUDY, "subdural", SliceRange(i, i))
+        sys.stdout.write(f"F {i}\n")
+        sys.stdout.flush()
+    os._exit(0)  # like a crash: no close, no checkpoint, the WAL stays as it is
+
+
+def _write_and_die(db: Path, n: int) -> list[int]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    out = subprocess.run([sys.executable, __file__, "writer", str(db), str(n)], env=env, text=True,
+                         capture_output=True, timeout=120, check=True).stdout
+    return [int(line.split()[1]) for line in out.splitlines() if line.startswith("F ")]
+
+
+def _flip_bytes_in_frame(wal: Path, frame_fraction: float, n_bytes: int, seed: int) -> None:
+    data = bytearray(wal.read_bytes())
+    page_size = int.from_bytes(data[8:12], "big")
+    frame = WAL_FRAME_HEADER + page_size
+    n_frames = (len(data) - WAL_HEADER) // frame
+    assert n_frames > 100, n_frames  # the writer's commits are still in the log, not checkpointed
+    k = int(n_frames * frame_fraction)
+    start = WAL_HEADER + k * frame + WAL_FRAME_HEADER
+    rng = random.Random(seed)
+    for pos in rng.sample(range(start, start + page_size), n_bytes):
+        data[pos] ^= 0xFF
+    wal.write_bytes(bytes(data))
+
+
+def test_damaged_wal_is_detected_by_the_high_water_mark(tmp_path: Path) -> None:
+    db = tmp_path / "r.sqlite3"
+    acked = _write_and_die(db, 100)
+    assert acked == list(range(100))
+    wal = Path(f"{db}-wal")
+    _flip_bytes_in_frame(wal, 0.6, 20, seed=7)
+    damaged = wal.read_bytes()
+
+    store = ReviewStore.open(db)
+    conn = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
+    kept = {int(r[0]) for r in conn.execute("SELECT json_extract(ranges, '$[0][0]') FROM findings")}
+    conn.close()
+    lost = len(acked) - len(kept)
+    assert lost > 0  # SQLite dropped every commit from the damaged frame on, without an error
+    (warning,) = store.warnings
+    assert warning.code == StoreWarningCode.BEHIND
+    assert warning.missing_changes == lost  # one acknowledged change per finding
+    assert f"{lost} acknowledged change(s) are missing" in warning.message
+    assert warning.kept_aside and (tmp_path / warning.kept_aside[0]).read_bytes() == damaged
+    if os.name == "posix":
+        assert stat.S_IMODE((tmp_path / warning.kept_aside[0]).stat().st_mode) == 0o600
+    store.close()
+
+    again = ReviewStore.open(db)  # nothing changed since: it still warns
+    assert [w.code for w in again.warnings] == [StoreWarningCode.BEHIND]
+    session = again.open_session(again.list_sessions()[0].id)
+    session.set_note(STUDY, "after the loss")  # a new change: numbered above the lost ones
+    session.close()
+    again.close()
+    assert ReviewStore.open(db).warnings == ()
+
+
+def test_undamaged_wal_after_a_crash_opens_without_warning(tmp_path: Path) -> None:
+    db = tmp_path / "r.sqlite3"
+    acked = _write_and_die(db, 30)
+    store = ReviewStore.open(db)
+    assert store.warnings == ()
+    session = store.open_session(store.list_sessions()[0].id)
+    assert sorted(f.ranges[0].start for f in session.study(STUDY).findings) == acked
+
+
+def test_lost_database_file_is_reported(tmp_path: Path) -> None:
+    db = tmp_path / "r.sqlite3"
+    store = ReviewStore.open(db)
+    session = store.create_session("s")
+    session.add_study("1.2")
+    session.set_done("1.2")
+    session.close()
+    store.close()
+    db.unlink()
+    store = ReviewStore.open(db)
+    (warning,) = store.warnings
+    assert warning.code == StoreWarningCode.BEHIND and warning.missing_changes >= 3
+    assert store.list_sessions() == []
+
+
+def test_empty_database_file_is_kept_aside_with_a_warning(tmp_path: Path) -> None:
+    db = tmp_path / "r.sqlite3"
+    db.write_bytes(b"")
+    store = ReviewStore.open(db)
+    (warning,) = store.warnings
+    assert warning.code == StoreWarningCode.EMPTY_FILE and "0 bytes" in warning.message
+    aside = tmp_path / warning.kept_aside[0]
+    assert aside.exists() and aside.stat().st_size == 0 and aside.name.startswith("r.sqlite3.empty-")
+    store.create_session("new").close()  # the new database works
+    store.close()
+    assert ReviewStore.open(db).warnings == ()
+
+
+def _store_with_a_session(db: Path) -> str:
+    store = ReviewStore.open(db)
+    session = store.create_session("s")
+    session.add_study("1.2")
+    session.set_note("1.2", "note")
+    sid = session.id
+    session.close()
+    store.close()
+    return sid
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
+def test_read_only_folder_opens_read_only_and_keeps_its_mode(tmp_path: Path) -> None:
+    folder = tmp_path / "review"
+    folder.mkdir()
+    db = folder / "r.sqlite3"
+    sid = _store_with_a_session(db)
+    for p in folder.iterdir():
+        p.chmod(0o400)
+    folder.chmod(0o500)
+    try:
+        store = ReviewStore.open(db)
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o500  # the user's choice stands
+        assert store.read_only and "read-only" in store.read_only_reason
+        assert "permissions" in store.read_only_reason
+        session = store.open_session(sid)
+        assert session.read_only and session.study("1.2").note == "note"
+        with pytest.raises(ReviewStoreError):
+            session.set_done("1.2")
+        out = export_csv(session, tmp_path / "out.csv")  # reading and exporting work
+        assert "1.2" in out.read_text()
+        store.close()
+    finally:
+        folder.chmod(0o700)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
+def test_read_only_file_in_a_writable_folder_opens_read_only(tmp_path: Path) -> None:
+    db = tmp_path / "r.sqlite3"
+    sid = _store_with_a_session(db)
+    db.chmod(0o400)
+    store = ReviewStore.open(db)
+    assert store.read_only and "permissions" in store.read_only_reason
+    assert store.open_session(sid).study("1.2").note == "note"
+    assert stat.S_IMODE(db.stat().st_mode) == 0o400
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
+def test_private_folder_is_tightened_but_never_loosened(tmp_path: Path) -> None:
+    from viewer.core.review.fileutil import private_dir
+
+    loose = tmp_path / "loose"
+    loose.mkdir(mode=0o755)
+    loose.chmod(0o755)
+    assert stat.S_IMODE(private_dir(loose).stat().st_mode) == 0o700
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    assert stat.S_IMODE(private_dir(locked).stat().st_mode) == 0o500
+    locked.chmod(0o700)
+
+
+def test_interrupted_migrations_leave_one_backup(tmp_path: Path) -> None:
+    db = tmp_path / "r.sqlite3"
+    _v1_database(db)
+    conn = sqlite3.connect(db)
+    conn.execute("CREATE TABLE positions (x)")  # makes the v2 step fail, as an interruption would
+    conn.commit()
+    conn.close()
+    for _ in range(3):
+        with pytest.raises(ReviewStoreError, match="Migrating"):
+            ReviewStore.open(db)
+    assert sorted(p.name for p in tmp_path.iterdir() if ".bak" in p.name) == ["r.sqlite3.v1.bak"]
+    conn = sqlite3.connect(db)
+    conn.execute("DROP TABLE positions")
+    conn.commit()
+    conn.close()
+    store = ReviewStore.open(db)
+    assert store.migrated_from == 1 and store.backup_path == tmp_path / "r.sqlite3.v1.bak"
+    assert sorted(p.name for p in tmp_path.iterdir() if ".bak" in p.name) == ["r.sqlite3.v1.bak"]
+    bak = sqlite3.connect(store.backup_path)
+    assert bak.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] == 1
+    bak.close()
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "writer":
+        _child_writer(sys.argv[2], sys.argv[3])
