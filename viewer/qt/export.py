@@ -13,14 +13,14 @@ logger = logging.getLogger(__name__)
 
 
 def render_view(view: SliceView, *, include_demographics: bool = False) -> QImage:
-    """The image as displayed (zoom, window, overlays, measurements); patient name/ID only if asked."""
-    previous = view.overlay.show_phi
-    view.overlay.show_phi = include_demographics and previous
-    try:
+    """The image as displayed (zoom, window, overlays, measurements).
+
+    De-identified unless asked: no patient name or ID, no study or series description, no date, no
+    hint text (``view.overlay.painted_texts`` lists what was drawn). With ``include_demographics``
+    the overlay is drawn as on screen (privacy mode still hides the name and ID).
+    """
+    with view.overlay.deidentified(not include_demographics):
         return view.graphics.grab().toImage()
-    finally:
-        view.overlay.show_phi = previous
-        view.overlay.update()
 
 
 def export_png(view: SliceView, path: str | Path, *, include_demographics: bool = False) -> Path:

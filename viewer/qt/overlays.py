@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -79,7 +80,12 @@ class CornerText:
 
 
 class OverlayWidget(QWidget):
-    """Transparent layer over the image view that paints corner text and orientation letters."""
+    """Transparent layer over the image view that paints corner text and orientation letters.
+
+    Two kinds of corner text identify the patient or study: the ``phi`` lines (name, ID; hidden in
+    privacy mode) and each corner's ``identifying`` lines (study and series descriptions, dates). A
+    de-identified export (:meth:`deidentified`) paints neither, nor the hint (which may name a file).
+    """
 
     MARGIN = 10
 
@@ -90,6 +96,9 @@ class OverlayWidget(QWidget):
         self.setAutoFillBackground(False)
         self._corners: dict[str, list[str]] = {c: [] for c in CORNERS}
         self._phi: list[str] = []
+        self._identifying: dict[str, list[str]] = {c: [] for c in CORNERS}
+        self.show_identifying = True
+        self.painted_texts: list[str] = []  # every text the last paint drew (export tests read it)
         self._orientation: dict[str, str] = {}
         self._extra_html: dict[str, str] = {}
         self._hint = ""
@@ -111,11 +120,14 @@ class OverlayWidget(QWidget):
         self._phi = list(lines)
         self.update()
 
-    def set_corner(self, corner: str, lines: list[str]) -> None:
+    def set_corner(self, corner: str, lines: list[str], identifying: Sequence[str] = ()) -> None:
+        """The corner's lines; ``identifying`` ones (descriptions, dates) come first and are left out
+        of de-identified exports."""
         if corner not in self._corners:
             raise ValueError(f"Unknown corner {corner!r}; known: {', '.join(CORNERS)}")
-        if self._corners[corner] != lines:
+        if self._corners[corner] != lines or self._identifying[corner] != list(identifying):
             self._corners[corner] = list(lines)
+            self._identifying[corner] = list(identifying)
             self.update()
 
     def set_orientation(self, labels: dict[str, str]) -> None:
@@ -133,12 +145,30 @@ class OverlayWidget(QWidget):
         self._hint = text
         self.update()
 
-    def corner_text(self, corner: str) -> str:
-        """The text of a corner as painted now (PHI included only when shown)."""
+    def corner_lines(self, corner: str) -> list[str]:
+        """The lines of a corner as painted now (PHI and identifying lines only when shown)."""
         lines = list(self._corners[corner])
+        if self.show_identifying:
+            lines = self._identifying[corner] + lines
         if corner == "top_left" and self.show_phi:
             lines = self._phi + lines
-        return "\n".join(lines)
+        return lines
+
+    def corner_text(self, corner: str) -> str:
+        return "\n".join(self.corner_lines(corner))
+
+    @contextlib.contextmanager
+    def deidentified(self, on: bool = True) -> Iterator[None]:
+        """Paint without patient, study or series identifiers (and without the hint) while inside."""
+        saved = (self.show_phi, self.show_identifying, self._hint)
+        if on:
+            self.show_phi = self.show_identifying = False
+            self._hint = ""
+        try:
+            yield
+        finally:
+            self.show_phi, self.show_identifying, self._hint = saved
+            self.update()
 
     def orientation(self) -> dict[str, str]:
         return dict(self._orientation)
@@ -151,7 +181,10 @@ class OverlayWidget(QWidget):
         p = QPainter(self)
         p.setRenderHint(QPainter.RenderHint.TextAntialiasing)
         w, h, m = self.width(), self.height(), self.MARGIN
+        painted: list[str] = []
+        self.painted_texts = painted
         if self._hint:
+            painted.append(self._hint)
             p.setPen(QColor("#6e7681"))
             hint_font = QFont(self._font)
             hint_font.setPointSizeF(13)
@@ -163,11 +196,10 @@ class OverlayWidget(QWidget):
         fm = QFontMetrics(self._font)
         lh = fm.height()
         for corner in CORNERS:
-            lines = self._corners[corner]
-            if corner == "top_left" and self.show_phi:
-                lines = self._phi + lines
+            lines = self.corner_lines(corner)
             if not lines:
                 continue
+            painted.extend(lines)
             pm = self._corner_pixmap(corner, tuple(lines))
             pw = pm.width() / pm.devicePixelRatio()
             ph = pm.height() / pm.devicePixelRatio()
@@ -175,6 +207,7 @@ class OverlayWidget(QWidget):
             y = h - m - ph if corner.startswith("bottom") else m
             p.drawPixmap(QPointF(x, y), pm)
         if self._orientation:
+            painted.extend(v for v in self._orientation.values() if v)
             p.setFont(self._orient_font)
             ofm = QFontMetrics(self._orient_font)
             o = self._orientation
@@ -201,6 +234,7 @@ class OverlayWidget(QWidget):
             doc.setDefaultStyleSheet(f"body {{ color: {self._color.name()}; }}")
             doc.setHtml("<div align='right'>" + "<br>".join(self._extra_html.values()) + "</div>")
             doc.setTextWidth(max(120.0, w * 0.4))
+            painted.extend(doc.toPlainText().splitlines())
             size: QSizeF = doc.size()
             n_br = len(self._corners["bottom_right"])
             top = h - m - lh * n_br - size.height() - 4

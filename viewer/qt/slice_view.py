@@ -394,17 +394,16 @@ class SliceView(QWidget):
         st = ctx.stack
         info = st.slices[self._index]
         phi: list[str] = []
-        top_left: list[str] = []
+        study_lines: list[str] = []  # identifying: left out of de-identified exports
         if ctx.patient is not None:
             phi = [ctx.patient.name.replace("^", " ").strip() or "(no name)", f"ID {ctx.patient.patient_id}"]
         if ctx.study is not None:
             if ctx.study.description:
-                top_left.append(ctx.study.description)
+                study_lines.append(ctx.study.description)
             if ctx.study.date:
-                top_left.append(format_date(ctx.study.date))
-        top_right = [st.series_description or "(no description)"]
+                study_lines.append(format_date(ctx.study.date))
         se = f"Se {st.series_number}" if st.series_number is not None else ""
-        top_right.append("  ".join(v for v in (st.modality, se, st.label) if v))
+        top_right = ["  ".join(v for v in (st.modality, se, st.label) if v)]
         bottom_left = [f"Im {self._index + 1} / {len(st)}"]
         pos = slice_position_mm(st, self._index)
         parts = []
@@ -421,8 +420,9 @@ class SliceView(QWidget):
             bottom_right.append(format_window(self._window) + ("  INV" if self.inverted else ""))
         bottom_right.append(f"Zoom {self.zoom_factor():.2f}×")
         self.overlay.set_phi_lines(phi)
-        self.overlay.set_corner("top_left", top_left)
-        self.overlay.set_corner("top_right", top_right)
+        self.overlay.set_corner("top_left", [], identifying=study_lines)
+        series_line = st.series_description or "(no description)"
+        self.overlay.set_corner("top_right", top_right, identifying=[series_line])
         self.overlay.set_corner("bottom_left", bottom_left)
         self.overlay.set_corner("bottom_right", bottom_right)
 
