@@ -134,6 +134,8 @@ def test_settings_persist_between_windows(qtbot: QtBot, tmp_path: Path) -> None:
     window = make_window(qtbot)
     window.fps_spin.setValue(24)
     window.act_privacy.trigger()
+    assert not window.act_remember_recent.isChecked()  # folder names may name patients: opt-in
+    window.act_remember_recent.trigger()
     window.open_paths([tmp_path])  # an empty folder: still becomes a recent entry
     qtbot.waitUntil(lambda: not window.is_loading(), timeout=10_000)
     window.close()
@@ -143,6 +145,9 @@ def test_settings_persist_between_windows(qtbot: QtBot, tmp_path: Path) -> None:
     assert settings.last_folder == str(tmp_path)
     again = make_window(qtbot)
     assert again.fps_spin.value() == 24 and again.privacy_mode()
+    assert again.act_remember_recent.isChecked()
+    again.act_remember_recent.trigger()  # withdrawn: the stored folders go at once
+    assert Settings().recent() == [] and str(tmp_path) not in Settings().path.read_text()
 
 
 def test_tag_browser_searches_the_current_slice(qtbot: QtBot, loaded: MainWindow) -> None:

@@ -284,6 +284,14 @@ class MainWindow(QMainWindow):
         fm.addActions([self.act_open, self.act_open_dir])
         self.recent_menu = fm.addMenu("Recent studies")
         self.recent_menu.aboutToShow.connect(self._fill_recent)
+        self.act_remember_recent = QAction("Remember recent studies", self)
+        self.act_remember_recent.setCheckable(True)
+        self.act_remember_recent.setStatusTip(
+            "Keep opened folders in Recent studies between runs (folder names may identify patients)"
+        )
+        self.act_remember_recent.setChecked(self.settings.remember_recent)
+        self.act_remember_recent.toggled.connect(self._on_remember_recent)
+        fm.addAction(self.act_remember_recent)
         fm.addSeparator()
         fm.addActions([self.act_export, self.act_export_phi])
         fm.addSeparator()
@@ -667,6 +675,9 @@ class MainWindow(QMainWindow):
         out = export_png(self.view, path, include_demographics=include)
         self.show_status("Exported view" + (" with patient identifiers" if include else " (de-identified)"))
         return out
+
+    def _on_remember_recent(self, checked: bool) -> None:
+        self.settings.remember_recent = checked
 
     def _on_export_phi(self, checked: bool) -> None:
         self.settings.export_demographics = checked

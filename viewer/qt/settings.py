@@ -1,4 +1,10 @@
-"""Persistent user settings (QSettings, INI file in the per-user data folder)."""
+"""Persistent user settings (QSettings, INI file in the per-user data folder, 0600 in a 0700 folder).
+
+Opened folders and files are remembered (File › Recent studies, the last folder of the file dialogs)
+only when the user allows it (File › Remember recent studies, off by default): folder names often
+hold patient names. When it is off they are kept in memory for the running session only, and any
+that were stored before are removed from the file.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,7 @@ from PySide6.QtCore import QSettings
 
 from viewer.core.constants import WINDOW_PRESETS, Window
 from viewer.core.paths import user_data_path
+from viewer.core.review.fileutil import create_private_file, private_dir
 
 logger = logging.getLogger(__name__)
 
@@ -17,6 +24,17 @@ MAX_RECENT = 10
 DEFAULT_CINE_FPS = 15
 MIN_CINE_FPS = 1
 MAX_CINE_FPS = 60
+SETTINGS_FILENAME = "settings.ini"
+_PATH_KEYS = ("paths/recent", "paths/last_folder")  # may name patients: stored only when allowed
+
+
+def private_settings(path: Path | None = None) -> QSettings:
+    """QSettings on the INI file, created 0600 in a 0700 folder first (Qt keeps an existing file's mode;
+    a file it creates itself gets the umask default, typically 0644)."""
+    path = path or (user_data_path() / SETTINGS_FILENAME)
+    private_dir(path.parent)
+    create_private_file(path)
+    return QSettings(str(path), QSettings.Format.IniFormat)
 
 
 class Settings:
@@ -27,20 +45,53 @@ class Settings:
     """
 
     def __init__(self, path: Path | None = None) -> None:
-        self.path = path or (user_data_path() / "settings.ini")
-        self._qs = QSettings(str(self.path), QSettings.Format.IniFormat)
+        self.path = path or (user_data_path() / SETTINGS_FILENAME)
+        self._qs = private_settings(self.path)
+        self._session_recent: list[list[str]] = []
+        self._session_last_folder = ""
+        if not self.remember_recent:
+            self._forget_paths()
 
     def sync(self) -> None:
         self._qs.sync()
 
-    # --- simple values -----------------------------------------------------------------------------
+    # --- opened paths (only with the user's consent) -------------------------------------------------
+    @property
+    def remember_recent(self) -> bool:
+        """Whether opened folders and files are written to the settings file (default: no)."""
+        return _as_bool(self._qs.value("privacy/remember_recent", False))
+
+    @remember_recent.setter
+    def remember_recent(self, value: bool) -> None:
+        self._qs.setValue("privacy/remember_recent", bool(value))
+        if value:
+            if self._session_recent:
+                self._qs.setValue("paths/recent", json.dumps(self._session_recent[:MAX_RECENT]))
+            if self._session_last_folder:
+                self._qs.setValue("paths/last_folder", self._session_last_folder)
+        else:
+            self._forget_paths()
+
+    def _forget_paths(self) -> None:
+        if any(self._qs.contains(k) for k in _PATH_KEYS):
+            for key in _PATH_KEYS:
+                self._qs.remove(key)
+            self._qs.sync()
+            logger.info("Stored recent paths removed (remembering them is off)")
+
     @property
     def last_folder(self) -> str:
+        if not self.remember_recent:
+            return self._session_last_folder
         return str(self._qs.value("paths/last_folder", "") or "")
 
     @last_folder.setter
     def last_folder(self, value: str) -> None:
-        self._qs.setValue("paths/last_folder", value)
+        self._session_last_folder = value
+        if self.remember_recent:
+            self._qs.setValue("paths/last_folder", value)
+
+    # --- simple values -----------------------------------------------------------------------------
 
     @property
     def cine_fps(self) -> int:
@@ -84,7 +135,10 @@ class Settings:
 
     # --- recent studies ---------------------------------------------------------------------------
     def recent(self) -> list[list[str]]:
-        """Recently opened path groups, newest first (one entry per open action)."""
+        """Recently opened path groups, newest first (one entry per open action); when remembering is
+        off, those of this session only."""
+        if not self.remember_recent:
+            return [list(g) for g in self._session_recent]
         raw = self._qs.value("paths/recent", "[]")
         try:
             items = json.loads(str(raw))
@@ -94,11 +148,15 @@ class Settings:
 
     def add_recent(self, paths: list[str]) -> None:
         items = [g for g in self.recent() if g != paths]
-        items.insert(0, paths)
-        self._qs.setValue("paths/recent", json.dumps(items[:MAX_RECENT]))
+        items.insert(0, list(paths))
+        self._session_recent = items[:MAX_RECENT]
+        if self.remember_recent:
+            self._qs.setValue("paths/recent", json.dumps(self._session_recent))
 
     def clear_recent(self) -> None:
-        self._qs.setValue("paths/recent", "[]")
+        self._session_recent = []
+        if self.remember_recent:
+            self._qs.setValue("paths/recent", "[]")
 
     # --- window presets ---------------------------------------------------------------------------
     def presets(self) -> dict[str, Window]:

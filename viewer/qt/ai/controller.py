@@ -15,7 +15,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from PySide6.QtCore import QObject, QSettings, Qt, QTimer, Signal
+from PySide6.QtCore import QObject, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QActionGroup
 from PySide6.QtWidgets import (
     QFileDialog,
@@ -29,10 +29,11 @@ from PySide6.QtWidgets import (
 
 from viewer.core.constants import INTENDED_USE
 from viewer.core.errors import ModelError
-from viewer.core.paths import bundled_model_path, user_data_path
+from viewer.core.paths import bundled_model_path
 from viewer.qt.ai.findings import FindingsPanel
 from viewer.qt.ai.timeline import PredictionTimeline
 from viewer.qt.ai.worker import AnalyzeJob
+from viewer.qt.settings import private_settings
 
 if TYPE_CHECKING:
     from viewer.core.dicom.model import Stack
@@ -115,7 +116,7 @@ class AIController(QObject):
     def __init__(self, window: Any) -> None:
         super().__init__(window)
         self.window = window
-        self.settings = QSettings(str(user_data_path() / "settings.ini"), QSettings.Format.IniFormat)
+        self.settings = private_settings()
         self._engine: InferenceEngine | None = None
         self._engine_key: tuple[str, str] | None = None
         self._engine_lock = threading.Lock()
