@@ -18,8 +18,10 @@ from PySide6.QtWidgets import QVBoxLayout, QWidget
 
 from viewer.core.constants import PRESET_KEYS, Window
 from viewer.core.dicom.model import Patient, Stack, Study
+from viewer.core.dicom.voi import VoiRamp
 from viewer.core.errors import PixelDecodeError
 from viewer.core.windowing import drag_window
+from viewer.qt.header_voi import header_ramp, ramp_lookup_table
 from viewer.qt.overlays import OverlayWidget, format_date, format_window, orientation_labels
 from viewer.qt.tools import Ruler
 from viewer.qt.workers import log_failure
@@ -120,6 +122,8 @@ class SliceView(QWidget):
         self._data: np.ndarray | None = None
         self._window = Window(400, 40)
         self._default_window = Window(400, 40)
+        self._header_ramp: VoiRamp | None = None  # the header's non-linear VOI (key 0), if any
+        self._ramp: VoiRamp | None = None  # ... while it is shown (presets and dragging are linear)
         self._drag_start: Window | None = None
         self._user_invert = False
         self._spacing: tuple[float, float] | None = None
@@ -156,6 +160,7 @@ class SliceView(QWidget):
             log_failure(logger, logging.WARNING, "No default window for this stack; using 400/40", exc)
             self._default_window = Window(400, 40)
         self._window = self._default_window
+        self._header_ramp = self._ramp = header_ramp(stack)
         self._user_invert = False
         self.wl_sensitivity = 1.0 if stack.modality == "CT" else max(self._default_window.width / 256.0, 0.01)
         self.overlay.set_hint("")
@@ -214,7 +219,7 @@ class SliceView(QWidget):
             if data.ndim == 3:
                 self.image.setImage(data, autoLevels=False, levels=(0, 255))
             else:
-                self.image.setImage(data, autoLevels=False, levels=self._window.levels)
+                self.image.setImage(data, autoLevels=False, levels=self._levels())
         if self._needs_prefetch(index):
             self.volume.prefetch(index)
         self._update_overlay()
@@ -241,12 +246,20 @@ class SliceView(QWidget):
     def default_window(self) -> Window:
         return self._default_window
 
-    def set_window(self, window: Window) -> None:
+    def set_window(self, window: Window, *, header: bool = False) -> None:
+        """Show a linear window (``header``: the header's own VOI instead, when it is not linear)."""
         self._window = Window(max(1.0, float(window.width)), float(window.level))
+        ramp = self._header_ramp if header else None
+        if ramp is not self._ramp:
+            self._ramp = ramp
+            self._update_lut()
         if self._data is not None and self._data.ndim == 2:
-            self.image.setLevels(self._window.levels)
+            self.image.setLevels(self._levels())
         self._update_overlay()
         self.window_changed.emit(self._window)
+
+    def _levels(self) -> tuple[float, float]:
+        return self._ramp.levels if self._ramp is not None else self._window.levels
 
     def apply_preset(self, name: str) -> None:
         window = self.presets.get(name)
@@ -255,7 +268,7 @@ class SliceView(QWidget):
         self.set_window(window)
 
     def reset_window(self) -> None:
-        self.set_window(self._default_window)
+        self.set_window(self._default_window, header=True)
 
     def _on_window_drag(self, dx: float, dy: float, fast: bool, finished: bool) -> None:
         if self.volume is None or self.is_color():
@@ -278,7 +291,10 @@ class SliceView(QWidget):
         self._update_lut()
 
     def _update_lut(self) -> None:
-        self.image.setLookupTable(_INVERTED_LUT if self.inverted else None)
+        if self._ramp is not None:
+            self.image.setLookupTable(ramp_lookup_table(self._ramp, inverted=self.inverted))
+        else:
+            self.image.setLookupTable(_INVERTED_LUT if self.inverted else None)
 
     # --- zoom / pan ------------------------------------------------------------------------------
     def image_rect(self) -> QRectF:
@@ -417,7 +433,8 @@ class SliceView(QWidget):
             bottom_left.append("No PixelSpacing: sizes in pixels")
         bottom_right = []
         if not self.is_color():
-            bottom_right.append(format_window(self._window) + ("  INV" if self.inverted else ""))
+            label = self._ramp.label if self._ramp is not None else format_window(self._window)
+            bottom_right.append(label + ("  INV" if self.inverted else ""))
         bottom_right.append(f"Zoom {self.zoom_factor():.2f}×")
         self.overlay.set_phi_lines(phi)
         self.overlay.set_corner("top_left", [], identifying=study_lines)

@@ -16,6 +16,7 @@ from pydicom.datadict import dictionary_VR, tag_for_keyword
 from viewer.core.constants import MAX_FRAME_BYTES, MAX_INFLATED_BYTES, MAX_INFLATION_RATIO, Window
 from viewer.core.dicom.model import SkippedFile, SliceInfo, SliceSource
 from viewer.core.dicom.sources import MEDIA_STORAGE_DIRECTORY, ArchiveCache
+from viewer.core.dicom.voi import read_voi_lut, voi_function
 from viewer.core.errors import ImageTooLargeError, NotDicomError
 
 logger = logging.getLogger(__name__)
@@ -334,6 +335,7 @@ def _records(
         has_modality_lut="ModalityLUTSequence" in ds,
     )
     top_window = _window(g("WindowCenter"), g("WindowWidth"))
+    voi_lut = read_voi_lut(ds) if "VOILUTSequence" in ds else None
     keys: dict[str, Any] = dict(
         patient_id=_text(g, "PatientID"),
         patient_name=_text(g, "PatientName"),
@@ -374,6 +376,10 @@ def _records(
             rescale_slope=slope if slope is not None else (_float(g("RescaleSlope")) or 1.0),
             rescale_intercept=icpt if icpt is not None else (_float(g("RescaleIntercept")) or 0.0),
             window=win or top_window,
+            voi_function=voi_function(
+                _frame_attr(groups, "FrameVOILUTSequence", "VOILUTFunction") if win else g("VOILUTFunction")
+            ),
+            voi_lut=voi_lut,
             pixel_offset=offset + f * per_frame if native and offset is not None else None,
             **common,  # type: ignore[arg-type]
         )

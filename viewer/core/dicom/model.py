@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from viewer.core.constants import Window
+from viewer.core.dicom.voi import VoiFunction, VoiLut
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,8 @@ class SliceInfo:
     pixel_offset: int | None = None  # file offset of native (uncompressed) Pixel Data bytes, else None
     pixel_length: int | None = None  # declared length of that Pixel Data element (bytes)
     has_modality_lut: bool = False  # a Modality LUT Sequence replaces slope/intercept
+    voi_function: VoiFunction = VoiFunction.LINEAR  # VOI LUT Function of ``window`` (key 0)
+    voi_lut: VoiLut | None = None  # the header's VOI LUT Sequence (first item), shown instead of ``window``
 
     @property
     def is_color(self) -> bool:
