@@ -17,6 +17,7 @@ from pydicom.uid import generate_uid
 
 from tests.factories import make_ct_slice, write_slice
 from viewer.core.dicom.loader import load_paths
+from viewer.core.dicom.model import SliceInfo
 from viewer.core.dicom.voi import VoiFunction, display_ramp, voi_function
 
 
@@ -35,7 +36,7 @@ def write_voi_ct(path: Path, function: str, window: tuple[float, float] = (80.0,
     return write_slice(path, ds)
 
 
-def _info(path: Path):  # type: ignore[no-untyped-def]
+def _info(path: Path) -> SliceInfo:
     (stack,) = load_paths([path]).all_stacks()
     return stack.slices[0]
 

@@ -37,6 +37,7 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
+from superqt.utils import qdebounced
 
 from viewer.core.constants import APP_NAME, INTENDED_USE, PRESET_KEYS, TAG_REFRESH_DELAY_MS
 from viewer.core.dicom.model import LoadReport, Stack
@@ -92,10 +93,8 @@ class MainWindow(QMainWindow):
         self._help: KeyboardHelp | None = None
         self._closed = False  # set by closeEvent: queued worker results are then dropped
 
-        self._tags_timer = QTimer(self)  # the tag browser follows scrolling once it pauses
-        self._tags_timer.setSingleShot(True)
-        self._tags_timer.setInterval(TAG_REFRESH_DELAY_MS)
-        self._tags_timer.timeout.connect(self._update_tags)
+        # the tag browser follows scrolling once it pauses
+        self._update_tags_later = qdebounced(self._update_tags, TAG_REFRESH_DELAY_MS, parent=self)
 
         self._decode_timer = QTimer(self)
         self._decode_timer.setInterval(250)
@@ -759,7 +758,7 @@ class MainWindow(QMainWindow):
             self.slider.blockSignals(False)
         self.slice_label.setText(f"{index + 1} / {n}")
         if self.tag_dock.isVisible():
-            self._tags_timer.start()  # not on every step: re-reading a header would slow scrolling
+            self._update_tags_later()  # not on every step: re-reading a header would slow scrolling
         self.slice_changed.emit(index)
 
     def _on_hover(self, text: str) -> None:

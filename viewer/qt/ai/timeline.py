@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QPointF, QSize, Qt, Signal
-from PySide6.QtGui import QColor, QPainter, QPaintEvent
+from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (
     QCheckBox,
     QGraphicsItem,
@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
+from superqt import QElidingLabel
 
 from viewer.core.constants import INTENDED_USE
 from viewer.core.inference.results import StackPrediction
@@ -92,7 +93,7 @@ def _cache_rendering(item: QGraphicsItem) -> None:
         _cache_rendering(child)
 
 
-class ElidedLabel(QLabel):
+class ElidedLabel(QElidingLabel):
     """A one-line label that shortens its text with '…' to the width it gets (full text in the
     tooltip), so a long title never widens the window nor runs under its neighbours."""
 
@@ -100,16 +101,8 @@ class ElidedLabel(QLabel):
         super().setText(text)
         self.setToolTip(text)
 
-    def minimumSizeHint(self) -> QSize:
-        return QSize(self.fontMetrics().horizontalAdvance("AI: …") + 4, super().minimumSizeHint().height())
-
     def sizeHint(self) -> QSize:
         return self.minimumSizeHint()
-
-    def paintEvent(self, event: QPaintEvent) -> None:
-        painter = QPainter(self)
-        shown = self.fontMetrics().elidedText(self.text(), Qt.TextElideMode.ElideRight, self.width())
-        painter.drawText(self.rect(), int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter), shown)
 
 
 class PredictionTimeline(QWidget):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QFont
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -30,6 +30,7 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
+from superqt.utils import qdebounced
 
 from viewer.core.constants import RSNA_CLASSES
 from viewer.core.review.models import Finding, SessionInfo, StudyReview
@@ -215,16 +216,9 @@ class ReviewPanel(QWidget):
         self.impression = QLineEdit()
         self.impression.setPlaceholderText("Study impression")
         self.done = QCheckBox("Study done (D)")
-        self._note_timer = QTimer(self)
-        self._note_timer.setSingleShot(True)
-        self._note_timer.setInterval(TEXT_COMMIT_MS)
-        self._note_timer.timeout.connect(self.flush_text)
-        self._imp_timer = QTimer(self)
-        self._imp_timer.setSingleShot(True)
-        self._imp_timer.setInterval(TEXT_COMMIT_MS)
-        self._imp_timer.timeout.connect(self.flush_text)
-        self.note.textChanged.connect(self._note_timer.start)
-        self.impression.textEdited.connect(lambda _t: self._imp_timer.start())
+        self._flush_later = qdebounced(self.flush_text, TEXT_COMMIT_MS, parent=self)  # once typing pauses
+        self.note.textChanged.connect(self._flush_later)
+        self.impression.textEdited.connect(lambda _t: self._flush_later())
         self.impression.editingFinished.connect(self.flush_text)
         self.done.clicked.connect(self.done_toggled.emit)
         self._sent_note = ""
@@ -294,8 +288,7 @@ class ReviewPanel(QWidget):
             self.impression.setText(study.impression if study else "")
             self._sent_note = text
             self._sent_impression = study.impression if study else ""
-            self._note_timer.stop()
-            self._imp_timer.stop()
+            self._flush_later.cancel()
         self.done.setChecked(bool(study and study.done))
         enabled = study is not None and not read_only
         for w in (self.btn_confirm, self.btn_reject, self.btn_uncertain, self.btn_add, self.btn_correct,
@@ -364,8 +357,7 @@ class ReviewPanel(QWidget):
         """Send note / impression edits now (also called on a timer, on focus-out and on study change)."""
         if self._loading or self._study is None:
             return
-        self._note_timer.stop()
-        self._imp_timer.stop()
+        self._flush_later.cancel()
         note = self.note.toPlainText()
         if note != self._sent_note:
             self._sent_note = note
