@@ -195,6 +195,25 @@ def test_private_folder_is_tightened_but_never_loosened(tmp_path: Path) -> None:
     locked.chmod(0o700)
 
 
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
+def test_read_only_user_data_folder_stays_read_only(_private_user_data: Path) -> None:
+    from viewer.core.paths import user_data_path
+
+    sid = _store_with_a_session(ReviewStore.default_path())
+    review = ReviewStore.default_path().parent
+    _private_user_data.chmod(0o500)
+    review.chmod(0o500)
+    try:
+        assert user_data_path() == _private_user_data
+        assert stat.S_IMODE(_private_user_data.stat().st_mode) == 0o500
+        store = ReviewStore.open()
+        assert store.read_only and store.open_session(sid).study("1.2").note == "note"
+        assert stat.S_IMODE(review.stat().st_mode) == 0o500
+    finally:
+        review.chmod(0o700)
+        _private_user_data.chmod(0o700)
+
+
 def test_interrupted_migrations_leave_one_backup(tmp_path: Path) -> None:
     db = tmp_path / "r.sqlite3"
     _v1_database(db)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 from platformdirs import user_data_dir
@@ -36,13 +37,17 @@ def icon_path(name: str) -> Path:
 
 
 def user_data_path() -> Path:
-    """Per-user data folder (review sessions, inference cache), created 0700.
+    """Per-user data folder (review sessions, inference cache), created 0700 (an existing one only
+    loses group/other access).
 
     ``SLICEWISE_DATA_DIR`` overrides it (tests, portable installs).
     """
     override = os.environ.get("SLICEWISE_DATA_DIR")
     path = Path(override) if override else Path(user_data_dir(APP_NAME, APP_ORG))
-    path.mkdir(parents=True, exist_ok=True)
+    if not path.is_dir():
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
     if os.name == "posix":
-        path.chmod(0o700)
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:  # take group/other access away; never add back what the user took away
+            path.chmod(mode & 0o700)
     return path

@@ -133,7 +133,7 @@ class ReviewStore:
     # --- opening -------------------------------------------------------------------------------
     @staticmethod
     def default_path() -> Path:
-        return private_dir(user_data_path() / "review") / DB_FILENAME
+        return user_data_path() / "review" / DB_FILENAME  # open() creates the folder (0700)
 
     @classmethod
     def shared(cls, path: Path | str | None = None) -> ReviewStore:
