@@ -118,18 +118,30 @@ def test_kill_9_never_loses_an_acknowledged_decision(tmp_path: Path) -> None:
     zygote = subprocess.Popen([sys.executable, __file__, "zygote"], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, env=_env(), text=True)
     assert zygote.stdin is not None and zygote.stdout is not None
+    def record(kind: str, num: str, rest: list[str]) -> None:
+        nonlocal acked_n
+        if kind == "F":
+            acked_f[int(num)] = int(rest[0])
+        elif kind == "D":
+            acked_d.add(int(num))
+        elif kind == "N":
+            acked_n = max(acked_n, int(num))
+
     try:
         for _ in range(kills):
             zygote.stdin.write(f"go {db} {sid}\n")
             zygote.stdin.flush()
-            pid, ready = None, False
-            while pid is None or not ready:
+            pid, decided = None, False
+            # kill once this writer has acknowledged a decision (so every life does real work, however
+            # slow the disk), then at a random moment of the writes that follow
+            while pid is None or not decided:
                 line = zygote.stdout.readline().split()
                 assert line, "the fork server died"
                 if line[0] == "PID":
                     pid = int(line[1])
-                elif line[0] == "READY":
-                    ready = True
+                elif line[0] in ("F", "D", "N"):
+                    record(line[0], line[1], line[2:])
+                    decided = decided or line[0] == "D"
             time.sleep(rng.uniform(0.0, 0.02))
             os.kill(pid, signal.SIGKILL)
             while True:
@@ -137,12 +149,7 @@ def test_kill_9_never_loses_an_acknowledged_decision(tmp_path: Path) -> None:
                 if kind == "EXIT":
                     assert os.WIFSIGNALED(int(rest[0])) and os.WTERMSIG(int(rest[0])) == signal.SIGKILL
                     break
-                if kind == "F":
-                    acked_f[int(num)] = int(rest[0])
-                elif kind == "D":
-                    acked_d.add(int(num))
-                elif kind == "N":
-                    acked_n = max(acked_n, int(num))
+                record(kind, num, rest)
     finally:
         zygote.stdin.close()
         zygote.wait(timeout=30)
