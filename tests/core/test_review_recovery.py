@@ -120,6 +120,33 @@ def test_lost_database_file_is_reported(tmp_path: Path) -> None:
     assert store.list_sessions() == []
 
 
+def test_log_without_its_database_is_never_replayed_into_a_new_one(tmp_path: Path) -> None:
+    db = tmp_path / "r.sqlite3"
+    _write_and_die(db, 20)  # a crash leaves a -wal full of commits ...
+    db.unlink()  # ... and the database goes (a sync tool, a restore of only one file)
+    store = ReviewStore.open(db)
+    codes = [w.code for w in store.warnings]
+    assert StoreWarningCode.ORPHAN_LOG in codes and StoreWarningCode.BEHIND in codes
+    orphan = next(w for w in store.warnings if w.code == StoreWarningCode.ORPHAN_LOG)
+    assert (tmp_path / orphan.kept_aside[0]).stat().st_size > 0
+    assert store.list_sessions() == []  # a fresh database, not half of the old one
+
+
+def test_two_processes_creating_the_store_at_once_share_one_file(tmp_path: Path) -> None:
+    db = tmp_path / "r.sqlite3"
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    code = ("import sys; from viewer.core.review import ReviewStore; s = ReviewStore.open(sys.argv[1]); "
+            "print(len(s.warnings), s.create_session('x').id)")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(db)], env=env, text=True,
+                              stdout=subprocess.PIPE) for _ in range(4)]
+    outs = [p.communicate(timeout=60)[0].split() for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    assert [o[0] for o in outs] == ["0"] * 4  # nobody found an empty file to set aside
+    store = ReviewStore.open(db)
+    assert sorted(s.id for s in store.list_sessions()) == sorted(o[1] for o in outs)
+
+
 def test_empty_database_file_is_kept_aside_with_a_warning(tmp_path: Path) -> None:
     db = tmp_path / "r.sqlite3"
     db.write_bytes(b"")

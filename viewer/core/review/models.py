@@ -132,6 +132,7 @@ class StoreWarningCode(str, Enum):
 
     BEHIND = "W-REVIEW-BEHIND"  # the database holds fewer changes than were acknowledged
     EMPTY_FILE = "W-REVIEW-EMPTY-FILE"  # a 0-byte database file was kept aside and a new one created
+    ORPHAN_LOG = "W-REVIEW-ORPHAN-LOG"  # a -wal without its database was kept aside (never replayed)
 
 
 @dataclass(frozen=True)

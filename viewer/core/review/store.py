@@ -170,13 +170,15 @@ class ReviewStore:
         warnings: list[StoreWarning] = []
         created = not path.exists()
         if not created and path.stat().st_size == 0:
-            warnings.append(cls._set_aside_empty(path))
+            warnings.append(cls._set_aside(path, "empty"))
             created = True
         try:
-            for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+            if created:
+                warnings.extend(cls._create(path))
+            for p in (Path(f"{path}-wal"), Path(f"{path}-shm")):
                 create_private_file(p)
-        except OSError as exc:
-            raise ReviewStoreError(f"The review database folder is not writable: {exc.strerror}") from exc
+        except (OSError, sqlite3.Error) as exc:
+            raise ReviewStoreError(f"The review database cannot be created: {exc}") from exc
         try:
             conn = cls._connect(path)
         except sqlite3.DatabaseError as exc:
@@ -290,24 +292,62 @@ class ReviewStore:
         return cls(path, conn, read_only_reason=reason)
 
     @staticmethod
-    def _set_aside_empty(path: Path) -> StoreWarning:
-        """Move a 0-byte database (and its ``-wal``/``-shm``, which may still hold pages) aside."""
+    def _set_aside(path: Path, why: str) -> StoreWarning:
+        """Move a database's files aside as ``<name>.<why>-<time>[-wal|-shm]`` (the ``-wal`` may hold
+        pages a recovery tool can use); says so in a warning."""
         stamp = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}"
         kept = []
         for suffix in ("", "-wal", "-shm"):
             src = Path(f"{path}{suffix}")
             if src.exists():
-                dst = src.with_name(f"{path.name}.empty-{stamp}{suffix}")
+                dst = src.with_name(f"{path.name}.{why}-{stamp}{suffix}")
                 os.replace(src, dst)
                 kept.append(dst.name)
         fsync_dir(path.parent)
-        log.warning("Review store file was empty (0 bytes): kept aside, new database created")
-        return StoreWarning(
-            StoreWarningCode.EMPTY_FILE,
-            f"The review database file was empty (0 bytes). It was kept aside as {kept[0]} and a new, "
-            "empty review database was created.",
-            kept_aside=tuple(kept),
-        )
+        log.warning("Review store files set aside (%s)", why)
+        if why == "empty":
+            return StoreWarning(
+                StoreWarningCode.EMPTY_FILE,
+                f"The review database file was empty (0 bytes). It was kept aside as {kept[0]} and a new, "
+                "empty review database was created.",
+                kept_aside=tuple(kept),
+            )
+        return StoreWarning(StoreWarningCode.ORPHAN_LOG, f"A write-ahead log without its database was kept "
+                            f"aside as {', '.join(kept)}.", kept_aside=tuple(kept))
+
+    @classmethod
+    def _create(cls, path: Path) -> list[StoreWarning]:
+        """Create the database complete (schema, 0600) under a temporary name, then link it into place:
+        a 0-byte file at ``path`` is then never Slicewise's own, and of two processes creating it at
+        once, one wins and both open the same file."""
+        for suffix in ("-wal", "-shm"):
+            stale = Path(f"{path}{suffix}")
+            if stale.exists() and stale.stat().st_size == 0:
+                stale.unlink()
+        warnings = []
+        if Path(f"{path}-wal").exists():  # a log without its database must never be replayed into a new one
+            warnings.append(cls._set_aside(path, "orphan"))
+        tmp = path.with_name(f".{path.name}.new-{uuid.uuid4().hex[:12]}")
+        create_private_file(tmp)
+        try:
+            conn = sqlite3.connect(tmp, isolation_level=None)
+            try:
+                cls._migrate(conn)
+            finally:
+                conn.close()
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            with contextlib.suppress(FileExistsError):
+                os.link(tmp, path)
+        finally:
+            for leftover in (tmp, Path(f"{tmp}-journal")):
+                with contextlib.suppress(FileNotFoundError):
+                    leftover.unlink()
+        fsync_dir(path.parent)
+        return warnings
 
     # --- the high-water mark -----------------------------------------------------------------------
     def _meta(self, key: str) -> str | None:
