@@ -147,6 +147,30 @@ def test_two_processes_creating_the_store_at_once_share_one_file(tmp_path: Path)
     assert sorted(s.id for s in store.list_sessions()) == sorted(o[1] for o in outs)
 
 
+def test_a_replaced_database_is_protected_from_its_first_change(tmp_path: Path) -> None:
+    from viewer.core.review.highwater import HighWater, path_for, read_mark
+
+    db = tmp_path / "r.sqlite3"
+    _store_with_a_session(db)  # several changes: the side file's slots hold high numbers
+    old = read_mark(path_for(db))
+    assert old is not None and old.seq >= 4
+    other = tmp_path / "other.sqlite3"
+    store = ReviewStore.open(other)
+    store.create_session("replacement").close()  # changes in another database...
+    store.close()
+    for suffix in ("-wal", "-shm"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+    other.replace(db)  # ... put in its place (a restore from a backup, say)
+    store = ReviewStore.open(db)
+    assert store.warnings == ()  # another database file: nothing of it was lost
+    new = read_mark(path_for(db))
+    assert new is not None and new.store_id == store.store_id and new.seq < old.seq
+    session = store.open_session(store.list_sessions()[0].id)
+    session.add_study("1.3")  # its first change after the swap is what the mark holds
+    assert read_mark(path_for(db)) == HighWater(store.store_id, new.seq + 2)
+    store.close()
+
+
 def test_empty_database_file_is_kept_aside_with_a_warning(tmp_path: Path) -> None:
     db = tmp_path / "r.sqlite3"
     db.write_bytes(b"")

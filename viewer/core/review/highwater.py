@@ -94,14 +94,16 @@ class HighWaterMark:
         if not existed:
             fsync_dir(path.parent)  # the file itself must survive a power cut, not only its data
 
-    def write(self, mark: HighWater) -> None:
-        """Record ``mark`` durably (raises OSError if the disk refuses)."""
+    def write(self, mark: HighWater, *, both_slots: bool = False) -> None:
+        """Record ``mark`` durably (raises OSError if the disk refuses). ``both_slots`` when starting
+        over (another database file, or a lower number): the other slot must not outrank it."""
         record = _encode(mark)
         with self._lock:
             if self._fd is None:
                 return
-            os.lseek(self._fd, (mark.seq % 2) * _SLOT_SIZE, os.SEEK_SET)
-            os.write(self._fd, record)
+            for slot in (0, 1) if both_slots else (mark.seq % 2,):
+                os.lseek(self._fd, slot * _SLOT_SIZE, os.SEEK_SET)
+                os.write(self._fd, record)
             _sync(self._fd)
 
     def close(self) -> None:

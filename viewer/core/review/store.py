@@ -414,7 +414,7 @@ class ReviewStore:
             self._hwm = HighWaterMark(highwater.path_for(self.path))
             current = HighWater(self.store_id, self._db_seq())
             if not self._seq_floor and mark != current:  # behind: keep the mark until the next change
-                self._hwm.write(current)
+                self._hwm.write(current, both_slots=True)
         except OSError as exc:
             log.warning("Review store high-water mark cannot be written (%s): not kept", type(exc).__name__)
             self._hwm = None
