@@ -332,6 +332,7 @@ class ReviewStore:
         try:
             conn = sqlite3.connect(tmp, isolation_level=None)
             try:
+                conn.execute("PRAGMA journal_mode = WAL")  # switching later needs every other process out
                 cls._migrate(conn)
             finally:
                 conn.close()
@@ -343,7 +344,7 @@ class ReviewStore:
             with contextlib.suppress(FileExistsError):
                 os.link(tmp, path)
         finally:
-            for leftover in (tmp, Path(f"{tmp}-journal")):
+            for leftover in (tmp, *(Path(f"{tmp}{x}") for x in ("-journal", "-wal", "-shm"))):
                 with contextlib.suppress(FileNotFoundError):
                     leftover.unlink()
         fsync_dir(path.parent)
