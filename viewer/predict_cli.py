@@ -30,7 +30,7 @@ from viewer.core.errors import (
 log = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
-OUTPUT_SCHEMA = "slicewise-predictions/1"
+OUTPUT_SCHEMA = "slicewise-predictions/2"  # 2: applicability, study decision and stack warnings per stack
 IDENTIFIER_COLUMNS = (
     "patient_name",
     "patient_id",
@@ -104,6 +104,7 @@ def _stack_record(stack: Any, patient: Any, study: Any, identifiers: bool) -> di
         "modality": stack.modality,
         "num_slices": len(stack),
         "sort_method": stack.sort_method,
+        "warnings": list(stack.warnings),  # missing slices, uneven spacing, gantry tilt... (no identifiers)
     }
     if identifiers:
         rec.update(
@@ -123,6 +124,14 @@ def _prediction_fields(pred: Any) -> dict[str, Any]:
     names = list(pred.class_names)
     return {
         "status": "ok",
+        "applicability": pred.applicability.as_dict() if pred.applicability is not None else None,
+        "study_decision": {
+            "positive": pred.study_positive,
+            "label": "ICH suspected" if pred.study_positive else "No ICH flagged",
+            "study_prob": round(float(pred.study_prob), 6),
+            "study_thresholds": {n: float(t) for n, t in zip(names, pred.study_thresholds)},
+            "positive_classes": [f.class_name for f in pred.findings if f.positive],
+        },
         "badge": pred.badge(),
         "from_cache": pred.from_cache,
         "elapsed_s": round(float(pred.elapsed_s), 4),
@@ -132,7 +141,9 @@ def _prediction_fields(pred: Any) -> dict[str, Any]:
                 "class": f.class_name,
                 "study_prob": round(f.study_prob, 6),
                 "threshold": f.threshold,
+                "study_threshold": f.study_threshold,
                 "positive": f.positive,
+                "flagged": f.flagged,
                 "flagged_ranges": [[r.start, r.stop] for r in f.flagged_ranges],
                 "flagged_ranges_1based": [str(r) for r in f.flagged_ranges],
                 "peak_slice": f.peak_slice,
@@ -151,6 +162,17 @@ def _prediction_fields(pred: Any) -> dict[str, Any]:
     }
 
 
+def _refusal_fields(exc: StackNotSupportedError) -> dict[str, Any]:
+    """A stack the model does not take: status "skipped", the reason, and the applicability decision
+    with its codes when the scope check refused it. Never any probability."""
+    from viewer.core.applicability import OutOfScopeError
+
+    fields: dict[str, Any] = {"status": "skipped", "error": str(exc)}
+    if isinstance(exc, OutOfScopeError):
+        fields["applicability"] = exc.applicability.as_dict()
+    return fields
+
+
 def _write_json(path: Path, doc: dict[str, Any]) -> None:
     _atomic_write(path, json.dumps(doc, indent=1, allow_nan=False) + "\n")
 
@@ -163,6 +185,12 @@ def _write_csv(path: Path, doc: dict[str, Any], class_names: Sequence[str], iden
         *id_cols,
         "status",
         "error",
+        "applicability",
+        "applicability_codes",
+        "applicability_reasons",
+        "study_decision",
+        "study_prob",
+        "warnings",
         "slice_index",
         "sop_instance_uid",
         *[f"prob_{n}" for n in class_names],
@@ -177,6 +205,16 @@ def _write_csv(path: Path, doc: dict[str, Any], class_names: Sequence[str], iden
     for rec in doc["stacks"]:
         common = {c: rec.get(c, "") for c in base + id_cols}
         common.update(status=rec["status"], error=rec.get("error", ""), model_sha256=doc["model"]["sha256"])
+        scope = rec.get("applicability") or {}
+        decision = rec.get("study_decision") or {}
+        common.update(
+            applicability=scope.get("decision", ""),
+            applicability_codes=";".join(scope.get("codes", [])),
+            applicability_reasons="; ".join(r["message"] for r in scope.get("reasons", [])),
+            study_decision=decision.get("label", ""),
+            study_prob=decision.get("study_prob", ""),
+            warnings="; ".join(rec.get("warnings", [])),
+        )
         if rec["status"] != "ok":
             writer.writerow(common)
             continue
@@ -263,7 +301,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             engine.check_stack(stack)
         except StackNotSupportedError as exc:
-            rec.update(status="skipped", error=str(exc))
+            rec.update(_refusal_fields(exc))
             records.append(rec)
             continue
         volume = None
@@ -274,6 +312,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if pred.bad_slices:
                 rec["bad_slices"] = list(pred.bad_slices)
             analysed += 1
+        except StackNotSupportedError as exc:  # refused after the pixel check: no probabilities
+            rec.update(_refusal_fields(exc))
         except (SlicewiseError, MemoryError, OSError, ValueError) as exc:
             failed += 1
             rec.update(status="error", error=_safe_error(exc, args.include_identifiers))
@@ -294,6 +334,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "provider_note": engine.provider_note,
             "class_names": list(info.class_names),
             "thresholds": dict(zip(info.class_names, info.thresholds)),
+            "study_thresholds": dict(zip(info.class_names, info.decision_thresholds)),
+            "study_thresholds_recorded": bool(info.study_thresholds),
+            "trained_range_recorded": info.trained_range is not None,
         },
         "de_identified": not args.include_identifiers,
         "files_seen": report.files_seen,
@@ -310,7 +353,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         _say(f"slicewise predict: cannot write the results file ({exc.strerror})")
         return EXIT_USAGE
     skipped = sum(1 for r in records if r["status"] == "skipped")
-    _say(f"{analysed} stack(s) analysed, {skipped} skipped (not supported), {failed} failed -> {out.name}")
+    cautioned = sum(1 for r in records if (r.get("applicability") or {}).get("decision") == "caution")
+    _say(
+        f"{analysed} stack(s) analysed ({cautioned} with a caution), {skipped} skipped (out of scope or "
+        f"not supported), {failed} failed -> {out.name}"
+    )
     if failed or analysed == 0:
         return EXIT_SOME_FAILED
     return EXIT_OK

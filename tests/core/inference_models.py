@@ -2,6 +2,9 @@
 
 The "mean" model: per slice, the mean of each input channel -> Linear(C -> K) -> sigmoid, so a slice
 full of blood-density pixels (brain window bright) scores high; study_probs = max over slices.
+The test heads (``blood_hu``) have a skull ring so that the applicability check takes them; the
+model's bias subtracts the ring's constant share of the channel means, so the ring changes no
+probability.
 """
 
 from __future__ import annotations
@@ -80,7 +83,7 @@ def build_model(
     weight = np.zeros((3, K), dtype=np.float32)
     weight[0] = np.array([12.0, 6.0, 10.0, 4.0, 9.0, 11.0], dtype=np.float32)
     weight[1] = rng.normal(0, 0.5, K).astype(np.float32)
-    bias = np.array([-4.0, -4.5, -4.0, -4.2, -3.8, -4.0], dtype=np.float32)
+    bias = np.array([-4.0, -4.5, -4.0, -4.2, -3.8, -4.0], dtype=np.float32) - ring_share(input_size) @ weight
     inits = [numpy_helper.from_array(weight, "W"), numpy_helper.from_array(bias, "b")]
     nodes = []
     in_shape: list[Any] = ["batch", "num_slices", 3, input_size, input_size][:input_rank]
@@ -154,12 +157,35 @@ def build_model(
     return path
 
 
-def blood_hu(n_slices: int, bleed: tuple[int, ...], size: int = 64) -> np.ndarray:
-    """(S, size, size) HU: air around a brain disc (30 HU); slices in ``bleed`` carry a bright blob."""
+PIXEL_MM = 3.0  # test heads: 64 px x 3 mm = 192 mm field of view, a 170 mm skull
+SKULL_HU = 1000.0
+
+
+def _head(size: int, skull: bool = True) -> np.ndarray:
     yy, xx = np.mgrid[0:size, 0:size]
-    disc = ((yy - size / 2) ** 2 + (xx - size / 2) ** 2) < (size * 0.45) ** 2
+    r2 = (yy - size / 2) ** 2 + (xx - size / 2) ** 2
+    hu = np.where(r2 < (size * 0.45) ** 2, 30.0, -1000.0).astype(np.float32)
+    if skull:
+        hu[(r2 >= (size * 0.45) ** 2) & (r2 < (size * 0.49) ** 2)] = SKULL_HU
+    return hu
+
+
+def ring_share(input_size: int, size: int = 64) -> np.ndarray:
+    """The skull ring's share of each channel mean of the tiny model (the same on every slice)."""
+    from viewer.core.constants import MODEL_WINDOWS
+    from viewer.core.preprocess import preprocess_stack
+
+    with_ring = preprocess_stack(_head(size)[None], MODEL_WINDOWS, input_size)
+    without = preprocess_stack(_head(size, skull=False)[None], MODEL_WINDOWS, input_size)
+    return (with_ring.mean(axis=(0, 2, 3)) - without.mean(axis=(0, 2, 3))).astype(np.float32)
+
+
+def blood_hu(n_slices: int, bleed: tuple[int, ...], size: int = 64) -> np.ndarray:
+    """(S, size, size) HU: a skull ring around a brain disc (30 HU) in air; slices in ``bleed`` carry
+    a bright blob."""
+    yy, xx = np.mgrid[0:size, 0:size]
     blob = ((yy - size / 2) ** 2 + (xx - size / 2) ** 2) < (size * 0.35) ** 2
-    hu = np.where(disc, 30.0, -1000.0).astype(np.float32)
+    hu = _head(size)
     out = np.repeat(hu[None], n_slices, axis=0)
     for i in bleed:
         out[i][blob] = 75.0
@@ -180,6 +206,9 @@ def make_stack(n_slices: int, *, modality: str = "CT", color: bool = False, uid:
             bits_allocated=8 if color else 16,
             transfer_syntax_uid="1.2.840.10008.1.2.1",
             position=(0.0, 0.0, 5.0 * i),
+            orientation=(1.0, 0.0, 0.0, 0.0, 1.0, 0.0),
+            pixel_spacing=(PIXEL_MM, PIXEL_MM),
+            slice_thickness=5.0,
         )
         for i in range(n_slices)
     )
@@ -212,6 +241,7 @@ def write_bleed_series(folder: Path, n_slices: int, bleed: tuple[int, ...], size
             study_uid=study,
             series_uid=series,
             frame_of_reference_uid=frame,
+            spacing=(PIXEL_MM, PIXEL_MM),
         )
         path = folder / f"{i:03d}.dcm"
         ds.save_as(path, enforce_file_format=True)

@@ -11,7 +11,7 @@ from onnx import TensorProto
 
 from tests.core.inference_models import THRESHOLDS, blood_hu, build_model, make_stack
 from viewer.core.errors import InferenceCancelled, ModelContractError, StackNotSupportedError
-from viewer.core.inference.cache import PredictionCache
+from viewer.core.inference.cache import PredictionCache, cache_key, pixel_digest
 from viewer.core.inference.engine import InferenceEngine, load_model_info
 from viewer.core.inference.postprocess import flagged_ranges
 from viewer.core.inference.results import SliceRange
@@ -64,28 +64,60 @@ def test_deterministic(model_path: Path) -> None:
 def test_no_bleed_no_flags(engine: InferenceEngine) -> None:
     pred = engine.predict_hu(make_stack(6), blood_hu(6, ()))
     assert pred.flagged_slices() == []
-    assert pred.badge() == "No ICH flagged"
+    assert not pred.study_positive
+    assert pred.badge() == f"No ICH flagged (any {pred.study_probs[0]:.2f})"
 
 
 def test_cache_hit_memory_and_disk(model_path: Path, tmp_path: Path) -> None:
     folder = tmp_path / "cache"
     engine = InferenceEngine(model_path, provider="cpu", cache=PredictionCache(folder))
     stack = make_stack(7, uid="1.2.840.99")
-    first = engine.predict_hu(stack, blood_hu(7, (3,)))
+    hu = blood_hu(7, (3,))
+    first = engine.predict_hu(stack, hu)
     assert not first.from_cache
-    second = engine.predict_hu(stack, blood_hu(7, ()))  # pixels ignored: the key is uids + model hash
+    second = engine.predict_hu(stack, hu.copy())
     assert second.from_cache
     np.testing.assert_array_equal(first.slice_probs, second.slice_probs)
     files = list(folder.iterdir())
     assert len(files) == 1 and "1.2.840.99" not in files[0].name
     # a new engine (new process) reads the disk cache
     fresh = InferenceEngine(model_path, provider="cpu", cache=PredictionCache(folder))
-    third = fresh.cached(stack)
+    third = fresh.cached(stack, hu)
     assert third is not None and third.from_cache
     np.testing.assert_array_equal(first.slice_probs, third.slice_probs)
     # another model hash misses
     other = build_model(tmp_path / "other.onnx", metadata={"model_version": "9"})
-    assert InferenceEngine(other, provider="cpu", cache=PredictionCache(folder)).cached(stack) is None
+    assert InferenceEngine(other, provider="cpu", cache=PredictionCache(folder)).cached(stack, hu) is None
+
+
+def test_cache_is_keyed_by_pixels_not_uids(model_path: Path, tmp_path: Path) -> None:
+    """A changed copy with the same UIDs must not get the old result (issue 10, item 9)."""
+    engine = InferenceEngine(model_path, provider="cpu", cache=PredictionCache(tmp_path / "cache"))
+    stack = make_stack(7, uid="1.2.840.77")
+    bleeding = engine.predict_hu(stack, blood_hu(7, (3,)))
+    assert bleeding.flagged_slices() == [3]
+    changed = engine.predict_hu(stack, blood_hu(7, ()))  # same stack, same UIDs, other pixels
+    assert not changed.from_cache
+    assert changed.flagged_slices() == []
+    one_hu_less = blood_hu(7, (3,))
+    one_hu_less[3, 32, 32] -= 1.0  # a single pixel differs
+    assert not engine.predict_hu(stack, one_hu_less).from_cache
+    # the same pixels under other UIDs are the same analysis
+    renamed = engine.predict_hu(make_stack(7, uid="1.2.840.78"), blood_hu(7, (3,)))
+    assert renamed.from_cache and renamed.slice_uids[0].startswith("1.2.840.78")
+
+
+def test_preprocessing_metadata_is_part_of_the_cache_key(tmp_path: Path) -> None:
+    plain = InferenceEngine(build_model(tmp_path / "a.onnx"), provider="cpu", cache=None)
+    v2 = '{"version": 2, "kind": "head_mm"}'
+    other = InferenceEngine(
+        build_model(tmp_path / "b.onnx", raw_metadata={"preprocessing": v2}), provider="cpu", cache=None
+    )
+    assert plain.info.preprocessing_key == "v1" and other.info.preprocessing_key == v2
+    digest = pixel_digest(blood_hu(5, ()))
+    same_model = plain.info.sha256
+    assert cache_key(digest, same_model, "v1") != cache_key(digest, same_model, v2)
+    assert cache_key(digest, same_model, "v1") == plain.cache_key(blood_hu(5, ()))
 
 
 def test_stack_not_supported(engine: InferenceEngine) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.core.inference_models import build_model
+from tests.core.inference_models import build_model, write_bleed_series
 from tests.factories import CANARY_ID, CANARY_NAME, write_ct_series
 from viewer.cli import main as cli_main
 from viewer.predict_cli import main
@@ -25,8 +25,8 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def studies(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("studies")
-    write_ct_series(root / "a", 6, rows=48, columns=48, seed=1)
-    write_ct_series(root / "b", 5, rows=48, columns=48, seed=2)
+    write_bleed_series(root / "a", 6, (2, 3))
+    write_bleed_series(root / "b", 5, ())
     return root
 
 

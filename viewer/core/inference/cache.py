@@ -1,7 +1,9 @@
 """Prediction cache: in memory and on disk (npz under ``user_data_path()/cache``), keyed by hashes only.
 
-The key is SHA-256 of (stack uid, hash of the slice UIDs in order, model SHA-256), so file names carry
-no identifiers; the files hold only probabilities and provenance (no names, IDs, dates or UIDs).
+The key is SHA-256 of (a digest of the decoded pixels, the model's SHA-256, its raw ``preprocessing``
+metadata or "v1"): a changed copy of a study that keeps its UIDs is analysed afresh, and identical
+pixels are not analysed twice. File names carry no identifiers; the files hold only probabilities and
+provenance (no names, IDs, dates or UIDs).
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ import logging
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +23,19 @@ from viewer.core.paths import user_data_path
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 1: keyed by stack and slice UIDs (a changed copy with the same UIDs hit the old result)
 
 
-def cache_key(stack_uid: str, slice_uids: Sequence[str], model_sha256: str) -> str:
-    slices_hash = hashlib.sha256("\n".join(slice_uids).encode()).hexdigest()
-    raw = f"v{CACHE_FORMAT}|{stack_uid}|{slices_hash}|{model_sha256}"
+def pixel_digest(hu: np.ndarray) -> str:
+    """SHA-256 of the decoded pixels (dtype, shape and values, in the stack's slice order)."""
+    arr = np.ascontiguousarray(hu)
+    h = hashlib.sha256(f"{arr.dtype.str}|{arr.shape}|".encode())
+    h.update(arr.data)
+    return h.hexdigest()
+
+
+def cache_key(pixels_sha256: str, model_sha256: str, preprocessing: str) -> str:
+    raw = f"v{CACHE_FORMAT}|{pixels_sha256}|{model_sha256}|{preprocessing}"
     return hashlib.sha256(raw.encode()).hexdigest()[:40]
 
 

@@ -27,9 +27,11 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from viewer.core.applicability import Applicability, OutOfScopeError, assess_applicability
+from viewer.core.applicability.header import ScopeTags, check_header, read_scope_tags
 from viewer.core.constants import MODEL_INPUT_NAME, MODEL_SLICE_OUTPUT, MODEL_STUDY_OUTPUT
 from viewer.core.errors import InferenceCancelled, ModelContractError, ModelError, StackNotSupportedError
-from viewer.core.inference.cache import PredictionCache, cache_key
+from viewer.core.inference.cache import PredictionCache, cache_key, pixel_digest
 from viewer.core.inference.model import (
     ModelInfo,
     check_external_data,
@@ -247,25 +249,43 @@ class InferenceEngine:
 
     # --- checks ------------------------------------------------------------------------------------
     def check_stack(self, stack: Stack) -> None:
-        """Raise :class:`StackNotSupportedError` with a human reason if the model cannot take ``stack``."""
-        want = self.info.modality
-        have = (stack.modality or "?").upper()
-        if have != want:
-            raise StackNotSupportedError(f"The model reads {want} stacks; this stack is {have}.")
-        if stack.is_color:
-            raise StackNotSupportedError("The model reads greyscale CT; this stack has colour images.")
-        if len(stack) < self.info.min_slices:
-            raise StackNotSupportedError(
-                f"The model needs at least {self.info.min_slices} slices; this stack has {len(stack)}."
-            )
+        """Raise :class:`OutOfScopeError` (a :class:`StackNotSupportedError`) when the header alone
+        refuses ``stack`` (modality, colour, too few slices, localizer, not axial): no pixels needed."""
+        info = self.info
+        reasons = check_header(
+            stack,
+            modality=info.modality,
+            min_slices=info.min_slices,
+            trained_range=info.trained_range,
+            tags=ScopeTags(),
+        )
+        refused = Applicability.from_reasons(reasons)
+        if refused.refused:
+            raise OutOfScopeError(refused)
 
-    def cache_key(self, stack: Stack) -> str:
-        return cache_key(stack.uid, [s.sop_instance_uid for s in stack.slices], self.info.sha256)
+    def applicability(
+        self, stack: Stack, hu: np.ndarray | None, bad_slices: Sequence[int] = ()
+    ) -> Applicability:
+        """The applicability check for this model (its modality, minimum slices and trained range)."""
+        info = self.info
+        return assess_applicability(
+            stack,
+            hu,
+            modality=info.modality,
+            min_slices=info.min_slices,
+            trained_range=info.trained_range,
+            bad_slices=bad_slices,
+            tags=read_scope_tags(stack),
+        )
 
-    def cached(self, stack: Stack) -> StackPrediction | None:
+    def cache_key(self, hu: np.ndarray) -> str:
+        return cache_key(pixel_digest(hu), self.info.sha256, self.info.preprocessing_key)
+
+    def cached(self, stack: Stack, hu: np.ndarray) -> StackPrediction | None:
+        """The cached result for these pixels with this model, or None (never runs the model)."""
         if self.cache is None:
             return None
-        entry = self.cache.get(self.cache_key(stack))
+        entry = self.cache.get(self.cache_key(hu))
         if entry is None or entry["slice_probs"].shape != (len(stack), len(self.info.class_names)):
             return None
         meta = entry["meta"]
@@ -289,13 +309,9 @@ class InferenceEngine:
         cancel: CancelFn | None = None,
         use_cache: bool = True,
     ) -> StackPrediction:
-        """Analyse an open stack: cache, else decode all slices, preprocess, run."""
+        """Analyse an open stack: decode all slices, check applicability, then the cache, else run."""
         stack = volume.stack
         self.check_stack(stack)
-        if use_cache:
-            hit = self.cached(stack)
-            if hit is not None:
-                return hit
         _check_cancel(cancel)
         start = time.perf_counter()
 
@@ -311,7 +327,7 @@ class InferenceEngine:
                 f"{len(bad)} of {len(stack)} slices could not be decoded; the stack was not analysed."
             )
         return self.predict_hu(
-            stack, hu, progress=progress, cancel=cancel, use_cache=False, bad_slices=bad, _start=start
+            stack, hu, progress=progress, cancel=cancel, use_cache=use_cache, bad_slices=bad, _start=start
         )
 
     def predict_hu(
@@ -325,17 +341,25 @@ class InferenceEngine:
         bad_slices: tuple[int, ...] = (),
         _start: float | None = None,
     ) -> StackPrediction:
-        """Analyse ``hu`` (S, rows, cols) float32 HU, the pixels of ``stack`` in its slice order."""
+        """Analyse ``hu`` (S, rows, cols) float32 HU, the pixels of ``stack`` in its slice order.
+
+        The applicability check runs first: an out-of-scope stack raises :class:`OutOfScopeError` and
+        is never run (nor served from the cache). The cache is keyed by the pixels' content.
+        """
         self.check_stack(stack)
         if hu.ndim != 3 or hu.shape[0] != len(stack):
             raise StackNotSupportedError(
                 f"expected {len(stack)} greyscale slices, got an array of shape {hu.shape}"
             )
-        if use_cache:
-            hit = self.cached(stack)
-            if hit is not None:
-                return hit
         start = time.perf_counter() if _start is None else _start
+        scope = self.applicability(stack, hu, bad_slices)
+        if scope.refused:
+            log.info("Stack out of scope (%s)", ", ".join(scope.codes))
+            raise OutOfScopeError(scope)
+        if use_cache:
+            hit = self.cached(stack, hu)
+            if hit is not None:
+                return replace(hit, applicability=scope)
         x = self.preprocess(hu, progress=progress, cancel=cancel)
         slice_probs, study_probs = self.run(x, progress=progress, cancel=cancel)
         elapsed = time.perf_counter() - start
@@ -346,8 +370,8 @@ class InferenceEngine:
                 "elapsed_s": elapsed,
                 "bad_slices": list(bad_slices),
             }
-            self.cache.put(self.cache_key(stack), slice_probs, study_probs, meta)
-        return self._prediction(
+            self.cache.put(self.cache_key(hu), slice_probs, study_probs, meta)
+        pred = self._prediction(
             stack,
             slice_probs,
             study_probs,
@@ -356,6 +380,7 @@ class InferenceEngine:
             elapsed=elapsed,
             bad_slices=bad_slices,
         )
+        return replace(pred, applicability=scope)
 
     def preprocess(
         self, hu: np.ndarray, *, progress: ProgressFn | None = None, cancel: CancelFn | None = None
@@ -450,7 +475,9 @@ class InferenceEngine:
             slice_probs=slice_probs,
             study_probs=study_probs,
             thresholds=info.thresholds,
-            findings=make_findings(info.class_names, slice_probs, study_probs, info.thresholds),
+            findings=make_findings(
+                info.class_names, slice_probs, study_probs, info.thresholds, info.decision_thresholds
+            ),
             model_name=info.name,
             model_version=info.version,
             model_sha256=info.sha256,
@@ -458,6 +485,7 @@ class InferenceEngine:
             provider_note=note,
             elapsed_s=elapsed,
             intended_use=info.intended_use,
+            study_thresholds=info.decision_thresholds,
         )
         return (
             replace(pred, from_cache=from_cache, bad_slices=bad_slices) if from_cache or bad_slices else pred

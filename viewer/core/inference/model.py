@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from viewer.core.applicability.codes import TrainedRange, parse_trained_range
 from viewer.core.constants import (
     MODEL_INPUT_NAME,
     MODEL_SLICE_OUTPUT,
@@ -61,6 +62,20 @@ class ModelInfo:
     metrics: Mapping[str, Any] = field(default_factory=dict)
     train_data: str = ""
     metadata: Mapping[str, str] = field(default_factory=dict)  # raw metadata_props
+    # study-level operating points (metadata ``study_thresholds``), per class; () = not recorded, the
+    # study decision then falls back to the slice thresholds (and says so in the About box)
+    study_thresholds: tuple[float, ...] = ()
+    trained_range: TrainedRange | None = None  # metadata ``trained_range``; None: every result is cautioned
+
+    @property
+    def decision_thresholds(self) -> tuple[float, ...]:
+        """The thresholds the study decision uses: ``study_thresholds``, else the slice thresholds."""
+        return self.study_thresholds or self.thresholds
+
+    @property
+    def preprocessing_key(self) -> str:
+        """The raw ``preprocessing`` metadata (or "v1" when absent): part of the prediction cache key."""
+        return self.metadata.get("preprocessing", "v1")
 
     @property
     def short_hash(self) -> str:
@@ -208,18 +223,14 @@ def parse_metadata(meta: Mapping[str, str], path: Path, sha256: str) -> ModelInf
     if not isinstance(size, int) or isinstance(size, bool) or not 16 <= size <= 2048:
         raise ModelContractError(f"metadata 'input_size' must be an integer in 16..2048, got {size!r}")
     windows = _parse_windows(_json(meta, "windows"))
-    thresholds_raw = _json(meta, "thresholds")
-    if not isinstance(thresholds_raw, dict):
-        raise ModelContractError("metadata 'thresholds' must be an object {class name: threshold}")
-    lacking = [n for n in names if n not in thresholds_raw]
-    if lacking:
-        raise ModelContractError(f"metadata 'thresholds' has no value for class(es): {', '.join(lacking)}")
-    thresholds: list[float] = []
-    for n in names:
-        t = thresholds_raw[n]
-        if not isinstance(t, (int, float)) or isinstance(t, bool) or not 0.0 <= float(t) <= 1.0:
-            raise ModelContractError(f"metadata 'thresholds' for {n!r} must be a number in [0, 1], got {t!r}")
-        thresholds.append(float(t))
+    thresholds = _class_thresholds(meta, "thresholds", names)
+    study_thresholds = (
+        _class_thresholds(meta, "study_thresholds", names) if "study_thresholds" in meta else ()
+    )
+    try:
+        trained_range = parse_trained_range(meta.get("trained_range"))
+    except ValueError as exc:
+        raise ModelContractError(str(exc)) from exc
     min_slices = _json(meta, "min_slices")
     if not isinstance(min_slices, int) or isinstance(min_slices, bool) or min_slices < 1:
         raise ModelContractError(f"metadata 'min_slices' must be a positive integer, got {min_slices!r}")
@@ -239,14 +250,33 @@ def parse_metadata(meta: Mapping[str, str], path: Path, sha256: str) -> ModelInf
         modality=modality.upper(),
         input_size=size,
         windows=windows,
-        thresholds=tuple(thresholds),
+        thresholds=thresholds,
         min_slices=min_slices,
         intended_use=intended_use,
         threshold_policy=_text(meta, "threshold_policy"),
         metrics=metrics if isinstance(metrics, dict) else {},
         train_data=_text(meta, "train_data"),
         metadata=dict(meta),
+        study_thresholds=study_thresholds,
+        trained_range=trained_range,
     )
+
+
+def _class_thresholds(meta: Mapping[str, str], key: str, names: Sequence[str]) -> tuple[float, ...]:
+    """``{class name: threshold in [0, 1]}`` metadata -> thresholds in class order."""
+    raw = _json(meta, key)
+    if not isinstance(raw, dict):
+        raise ModelContractError(f"metadata '{key}' must be an object {{class name: threshold}}")
+    lacking = [n for n in names if n not in raw]
+    if lacking:
+        raise ModelContractError(f"metadata '{key}' has no value for class(es): {', '.join(lacking)}")
+    out: list[float] = []
+    for n in names:
+        t = raw[n]
+        if not isinstance(t, (int, float)) or isinstance(t, bool) or not 0.0 <= float(t) <= 1.0:
+            raise ModelContractError(f"metadata '{key}' for {n!r} must be a number in [0, 1], got {t!r}")
+        out.append(float(t))
+    return tuple(out)
 
 
 def _dims(shape: Sequence[Any]) -> list[int | None]:

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from viewer.core.inference.results import ClassFinding, SliceRange
+from viewer.core.inference.results import STUDY_CLASS, ClassFinding, SliceRange
 
 
 def flagged_ranges(mask: np.ndarray) -> tuple[SliceRange, ...]:
@@ -19,9 +19,29 @@ def flagged_ranges(mask: np.ndarray) -> tuple[SliceRange, ...]:
     return tuple(SliceRange(int(a), int(b) - 1) for a, b in zip(edges[0::2], edges[1::2]))
 
 
+def study_decision(
+    class_names: Sequence[str], study_probs: np.ndarray, study_thresholds: Sequence[float]
+) -> tuple[bool, ...]:
+    """Per class: is it positive at study level? The study is positive when ``any`` (or, for a model
+    without ``any``, some class) reaches its study threshold; then ``any`` and every subtype at or above
+    its own study threshold are positive, else none is."""
+    above = [float(study_probs[k]) >= float(study_thresholds[k]) for k in range(len(class_names))]
+    names = list(class_names)
+    decided = above[names.index(STUDY_CLASS)] if STUDY_CLASS in names else any(above)
+    return tuple(decided and a for a in above)
+
+
 def make_findings(
-    class_names: Sequence[str], slice_probs: np.ndarray, study_probs: np.ndarray, thresholds: Sequence[float]
+    class_names: Sequence[str],
+    slice_probs: np.ndarray,
+    study_probs: np.ndarray,
+    thresholds: Sequence[float],
+    study_thresholds: Sequence[float] | None = None,
 ) -> tuple[ClassFinding, ...]:
+    """Findings per class: slice flags at ``thresholds``, the study decision at ``study_thresholds``
+    (the slice thresholds when the model records none)."""
+    study_thr = list(study_thresholds) if study_thresholds else list(thresholds)
+    positive = study_decision(class_names, study_probs, study_thr)
     findings: list[ClassFinding] = []
     for k, name in enumerate(class_names):
         column = slice_probs[:, k]
@@ -34,6 +54,8 @@ def make_findings(
                 flagged_ranges=flagged_ranges(column >= np.float32(thresholds[k])),
                 peak_slice=peak,
                 peak_prob=float(column[peak]) if column.size else 0.0,
+                study_threshold=float(study_thr[k]),
+                positive=positive[k],
             )
         )
     return tuple(findings)

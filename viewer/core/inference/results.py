@@ -6,6 +6,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from viewer.core.applicability.codes import Applicability
+
+STUDY_CLASS = "any"  # the class whose study probability decides "ICH suspected" (when the model has it)
+
 
 @dataclass(frozen=True)
 class SliceRange:
@@ -23,7 +27,13 @@ class SliceRange:
 
 @dataclass(frozen=True)
 class ClassFinding:
-    """One class's result: study probability, threshold and the runs of flagged slices."""
+    """One class's result: study probability and decision, slice threshold and the flagged slice runs.
+
+    ``threshold`` is the slice threshold (flags point to where); ``study_threshold`` the study-level
+    operating point. ``positive`` is the study decision for this class: the study is positive (its
+    ``any`` probability at or above the ``any`` study threshold) and this class's study probability
+    is at or above its own study threshold. Flagged slices alone never make a class positive.
+    """
 
     class_name: str
     study_prob: float
@@ -31,10 +41,13 @@ class ClassFinding:
     flagged_ranges: tuple[SliceRange, ...]
     peak_slice: int  # index of the highest slice probability
     peak_prob: float
+    study_threshold: float = 0.5
+    positive: bool = False
 
     @property
-    def positive(self) -> bool:
-        return bool(self.flagged_ranges) or self.study_prob >= self.threshold
+    def flagged(self) -> bool:
+        """Some slice is at or above the slice threshold."""
+        return bool(self.flagged_ranges)
 
 
 @dataclass(frozen=True, eq=False)
@@ -59,6 +72,8 @@ class StackPrediction:
     intended_use: str
     from_cache: bool = False  # True when served from the prediction cache (elapsed_s is the original run's)
     bad_slices: tuple[int, ...] = ()  # slices that could not be decoded (filled with the stack minimum)
+    study_thresholds: tuple[float, ...] = ()  # per class, the study decision's operating points
+    applicability: Applicability | None = None  # the scope check's answer (in scope or caution)
 
     @property
     def num_slices(self) -> int:
@@ -73,17 +88,30 @@ class StackPrediction:
         """bool (num_slices, K): slice probability at or above the class threshold."""
         return self.slice_probs >= np.asarray(self.thresholds, dtype=np.float32)[None, :]
 
+    @property
+    def study_positive(self) -> bool:
+        """The study decision: some class is positive at its study threshold (see ClassFinding)."""
+        return any(f.positive for f in self.findings)
+
+    @property
+    def study_prob(self) -> float:
+        """The probability the decision reads: ``any``'s study probability (else the highest)."""
+        for f in self.findings:
+            if f.class_name == STUDY_CLASS:
+                return f.study_prob
+        return max((f.study_prob for f in self.findings), default=0.0)
+
     def positive_findings(self) -> list[ClassFinding]:
         """Positive classes, 'any' excluded when a subtype explains it, most probable first."""
         found = [f for f in self.findings if f.positive]
-        subtypes = [f for f in found if f.class_name != "any"]
+        subtypes = [f for f in found if f.class_name != STUDY_CLASS]
         chosen = subtypes or found
         return sorted(chosen, key=lambda f: f.study_prob, reverse=True)
 
     def badge(self) -> str:
-        """Short study-level result, e.g. 'ICH suspected: subdural 0.93' or 'No ICH flagged'."""
+        """The study decision, e.g. 'ICH suspected: subdural 0.93' or 'No ICH flagged (any 0.08)'."""
         positives = self.positive_findings()
         if not positives:
-            return "No ICH flagged"
+            return f"No ICH flagged ({STUDY_CLASS} {self.study_prob:.2f})"
         top = positives[0]
         return f"ICH suspected: {top.class_name} {top.study_prob:.2f}"

@@ -1,0 +1,32 @@
+"""Is this stack something the model was made for? (MODEL.md section 7, issue 10 item 2)
+
+``assess_applicability(stack, hu, ...)`` answers in scope / in scope with caution / out of scope with
+reasons and codes, from the header (modality, localizer, orientation, geometry against the model's
+trained range, contrast agent) and the pixels (a head-sized skull ring around brain-density tissue,
+no contrast-vessel signature). The engine calls it before every run: refused stacks are never run.
+"""
+
+from viewer.core.applicability.check import assess_applicability
+from viewer.core.applicability.codes import (
+    Applicability,
+    OutOfScopeError,
+    Scope,
+    ScopeCode,
+    ScopeReason,
+    TrainedRange,
+    parse_trained_range,
+)
+from viewer.core.applicability.header import ScopeTags, read_scope_tags
+
+__all__ = [
+    "Applicability",
+    "OutOfScopeError",
+    "Scope",
+    "ScopeCode",
+    "ScopeReason",
+    "ScopeTags",
+    "TrainedRange",
+    "assess_applicability",
+    "parse_trained_range",
+    "read_scope_tags",
+]
