@@ -38,7 +38,10 @@ def make_prediction(
             probs[r.start : r.stop + 1, k] = 0.9
         peak = int(np.argmax(probs[:, k]))
         prob = float(probs[:, k].max())
-        findings.append(ClassFinding(name, prob, 0.5, ranges, peak, float(probs[peak, k])))
+        findings.append(
+            ClassFinding(name, prob, 0.5, ranges, peak, float(probs[peak, k]), study_threshold=0.5,
+                         positive=bool(ranges))
+        )
     series = study_uid + ".1"
     return StackPrediction(
         stack_uid=series, study_instance_uid=study_uid, series_instance_uid=series,

@@ -134,7 +134,10 @@ def test_stack_the_model_cannot_take_gets_a_message(qtbot, window, series: Path,
     with qtbot.waitSignal(ctrl.analysis_failed, timeout=30_000) as blocker:
         ctrl.analyze()
     assert "at least 50 slices" in blocker.args[0]
-    assert "at least 50 slices" in ctrl.findings.badge.text()
+    assert ctrl.findings.badge.text() == "AI not run: out of scope"
+    banner = ctrl.findings.banner
+    assert banner.isVisible() and "at least 50 slices" in banner.text() and "S-TOO-FEW-SLICES" in banner.text()
+    assert ctrl.findings.tree.topLevelItemCount() == 0 and ctrl.prediction() is None  # no probabilities
     assert ctrl.prediction() is None
     w.set_slice(3)  # the viewer keeps working
     assert w.current_slice() == 3
@@ -221,7 +224,7 @@ def test_auto_analyze_covers_every_opened_ct_stack(qtbot, window, tmp_path: Path
     assert shown is not None and ctrl.prediction() is not None
     assert ctrl.prediction().stack_uid == shown.uid
     badges = {len(s): w.browser.badge(s.uid) for s in w.loaded_stacks()}
-    assert badges[8] == "No ICH flagged" and badges[20].startswith("ICH suspected")
+    assert badges[8].startswith("No ICH flagged (any ") and badges[20].startswith("ICH suspected")
     assert ctrl.queued() == []
 
 

@@ -36,6 +36,7 @@ from viewer.qt.ai.worker import AnalyzeJob
 from viewer.qt.settings import private_settings
 
 if TYPE_CHECKING:
+    from viewer.core.applicability import Applicability
     from viewer.core.dicom.model import Stack
     from viewer.core.inference.engine import InferenceEngine
     from viewer.core.inference.results import StackPrediction
@@ -111,6 +112,8 @@ class AIController(QObject):
     """Owns the AI widgets, actions, engine and analysis jobs of one MainWindow."""
 
     prediction_shown = Signal(object)  # StackPrediction now displayed (None when cleared)
+    # every result, displayed or not (background auto-analysis included): (Stack, StackPrediction)
+    prediction_ready = Signal(object, object)
     analysis_failed = Signal(str)  # message shown to the user (not supported, model error, ...)
 
     def __init__(self, window: Any) -> None:
@@ -123,7 +126,9 @@ class AIController(QObject):
         self._request_id = 0
         self._job: AnalyzeJob | None = None
         self._jobs: list[AnalyzeJob] = []
-        self._predictions: OrderedDict[str, StackPrediction] = OrderedDict()
+        # stack uid -> (the Stack analysed, its result); a reopened changed copy is a different Stack
+        self._predictions: OrderedDict[str, tuple[Stack, StackPrediction]] = OrderedDict()
+        self._refused: OrderedDict[str, tuple[Stack, Applicability]] = OrderedDict()  # out of scope
         self._queue: list[Stack] = []  # background analyses (auto-analyze of every opened CT stack)
         self._shown: StackPrediction | None = None
 
@@ -161,7 +166,7 @@ class AIController(QObject):
             self.auto_action.setChecked(on)
         if on:
             stack = self.window.current_stack()
-            if stack is not None and stack.uid not in self._predictions and self._job is None:
+            if stack is not None and not self._known(stack) and self._job is None:
                 self._maybe_auto(stack)
             self._enqueue(self.window.loaded_stacks())
         else:
@@ -195,6 +200,7 @@ class AIController(QObject):
         self.settings.setValue(SETTINGS_INT8, bool(on))
         self.settings.sync()
         self._predictions.clear()
+        self._refused.clear()
         stack = self.window.current_stack()
         if stack is not None:
             self._clear_display(stack.uid)
@@ -203,6 +209,7 @@ class AIController(QObject):
         self.settings.setValue(SETTINGS_MODEL, "" if path is None else str(path))
         self.settings.sync()
         self._predictions.clear()
+        self._refused.clear()
         stack = self.window.current_stack()
         if stack is not None:
             self._clear_display(stack.uid)
@@ -316,7 +323,8 @@ class AIController(QObject):
         shown = shown if shown is not None and getattr(shown, "stack", None) is stack else None
         job = AnalyzeJob(rid, lambda: self._engine_for(key), stack, parent=self, shown_volume=shown)
         job.stage.connect(self._on_stage)
-        job.succeeded.connect(self._on_succeeded)
+        job.succeeded.connect(lambda r, p, s=stack: self._on_succeeded(r, p, s))
+        job.out_of_scope.connect(lambda r, a, s=stack: self._on_out_of_scope(r, a, s))
         job.not_supported.connect(self._on_not_supported)
         job.model_failed.connect(self._on_model_failed)
         job.cancelled.connect(self._on_cancelled)
@@ -365,7 +373,7 @@ class AIController(QObject):
         """Start the next queued background analysis when nothing runs."""
         while self._job is None and self._queue:
             stack = self._queue.pop(0)
-            if stack.uid not in self._predictions:
+            if not self._known(stack):
                 self._start(stack)
 
     def _job_done(self) -> None:
@@ -383,13 +391,18 @@ class AIController(QObject):
         for stack in stacks:
             if (
                 _eligible(stack)
-                and stack.uid not in self._predictions
+                and not self._known(stack)
                 and stack.uid != running
                 and stack.uid not in queued
             ):
                 self._queue.append(stack)
                 queued.add(stack.uid)
         QTimer.singleShot(0, self._pump)
+
+    def _known(self, stack: Stack) -> bool:
+        """A result (or a refusal) is already held for this very stack."""
+        held = self._predictions.get(stack.uid) or self._refused.get(stack.uid)
+        return held is not None and held[0] == stack
 
     def _current(self, rid: int) -> bool:
         return rid == self._request_id and self._job is not None
@@ -399,9 +412,10 @@ class AIController(QObject):
             extra = f" ({len(self._queue)} more queued)" if self._queue else ""
             self.status.set_running(stage + extra, done, total)
 
-    def _on_succeeded(self, rid: int, prediction: StackPrediction) -> None:
-        self._remember(prediction)
+    def _on_succeeded(self, rid: int, prediction: StackPrediction, stack: Stack) -> None:
+        self._remember(stack, prediction)
         self.window.set_stack_badge(prediction.stack_uid, prediction.badge())
+        self.prediction_ready.emit(stack, prediction)  # the review session records it, shown or not
         if rid != self._request_id or self._job is None:
             return  # an older or cancelled request: kept for when that stack is shown again, not shown now
         self._job_done()
@@ -410,6 +424,35 @@ class AIController(QObject):
             self._display(prediction)
         elif not self._queue:
             self.status.set_idle("AI: idle")
+
+    def _on_out_of_scope(self, rid: int, applicability: Applicability, stack: Stack) -> None:
+        """The applicability check refused the stack: no probabilities anywhere, the reason instead."""
+        self._refused[stack.uid] = (stack, applicability)
+        while len(self._refused) > MAX_REMEMBERED:
+            self._refused.popitem(last=False)
+        self.window.set_stack_badge(stack.uid, "AI: out of scope")
+        if rid != self._request_id or self._job is None:
+            return
+        self._job_done()
+        current = self.window.current_stack()
+        if current is not None and current.uid == stack.uid:
+            self._show_refusal(applicability)
+        elif not self._queue:
+            self.status.set_idle("AI: idle")
+
+    def _show_refusal(self, applicability: Applicability) -> None:
+        self._clear_display(None)
+        message = f"AI not run: {applicability.summary()}"
+        self.timeline.set_prediction(None, message)
+        self.findings.set_refusal(applicability)
+        self.window.set_title_badge("AI: out of scope")
+        self.window.set_image_corner_text(
+            "ai", "<span style='color:#e3b341'><b>AI</b>: out of scope (not analysed)</span>"
+        )
+        self.status.set_idle("AI: out of scope")
+        self.status.label.setToolTip(applicability.summary())
+        self.window.show_status(message, 10_000)
+        self.analysis_failed.emit(message)
 
     def _on_not_supported(self, rid: int, reason: str) -> None:
         if rid != self._request_id or self._job is None:
@@ -445,8 +488,9 @@ class AIController(QObject):
         self.window.show_status(message, 10_000)
         self.analysis_failed.emit(message)
 
-    def _remember(self, prediction: StackPrediction) -> None:
-        self._predictions[prediction.stack_uid] = prediction
+    def _remember(self, stack: Stack, prediction: StackPrediction) -> None:
+        self._refused.pop(stack.uid, None)
+        self._predictions[prediction.stack_uid] = (stack, prediction)
         self._predictions.move_to_end(prediction.stack_uid)
         while len(self._predictions) > MAX_REMEMBERED:
             self._predictions.popitem(last=False)
@@ -473,6 +517,9 @@ class AIController(QObject):
             f" · {timing}"
         )
         tip = prediction.intended_use
+        scope = prediction.applicability
+        if scope is not None and scope.cautioned:
+            tip = f"{scope.summary()}\n{tip}"
         if prediction.provider_note:
             tip += "\n" + prediction.provider_note
         self.status.label.setToolTip(tip)
@@ -498,12 +545,22 @@ class AIController(QObject):
             (name, float(row[k])) for k, name in enumerate(pred.class_names) if row[k] >= pred.thresholds[k]
         ]
         above.sort(key=lambda item: item[1], reverse=True)
+        colour = "#ff7b72" if pred.study_positive else "#8b949e"
+        study = f"<span style='color:{colour}'><b>AI study</b>: {html.escape(pred.badge())}</span>"
         if above:
             items = ", ".join(f"{html.escape(n)} {p:.2f}" for n, p in above)
-            text = f"<span style='color:#ff7b72'><b>AI</b> {items}</span>"
+            text = f"<span style='color:#ff7b72'>slice flags: {items}</span>"
         else:
-            text = "<span style='color:#8b949e'>AI: none above threshold</span>"
-        self.window.set_image_corner_text("ai", f"{text}<br><span style='font-size:7pt'>{SHORT_USE}</span>")
+            text = "<span style='color:#8b949e'>slice: none above threshold</span>"
+        scope = pred.applicability
+        caution = (
+            "<br><span style='color:#e3b341'>⚠ in scope with caution</span>"
+            if scope is not None and scope.cautioned
+            else ""
+        )
+        self.window.set_image_corner_text(
+            "ai", f"{study}<br>{text}{caution}<br><span style='font-size:7pt'>{SHORT_USE}</span>"
+        )
 
     def _on_slice_changed(self, index: int) -> None:
         self.timeline.set_current_slice(index)
@@ -511,20 +568,16 @@ class AIController(QObject):
 
     def _on_stack_shown(self, stack: Stack) -> None:
         known = self._predictions.get(stack.uid)
-        if known is not None:
-            self._display(known)
+        if known is not None and known[0] == stack:
+            self._display(known[1])
             return
+        refused = self._refused.get(stack.uid)
+        if refused is not None and refused[0] == stack:
+            self._show_refusal(refused[1])
+            return
+        # The prediction cache is keyed by the pixels: a cached result is found by the analysis job
+        # (after decoding), never by UIDs, so a changed copy with the same UIDs is analysed afresh.
         self._clear_display(stack.uid)
-        if self._engine is not None:
-            try:
-                self._engine.check_stack(stack)
-                hit = self._engine.cached(stack)
-            except ModelError:
-                hit = None
-            if hit is not None:
-                self._remember(hit)
-                self._display(hit)
-                return
         self._maybe_auto(stack)
 
     def _maybe_auto(self, stack: Stack) -> None:
@@ -593,10 +646,17 @@ class AIController(QObject):
             provider_text = provider_label(engine.provider) + (
                 f" ({engine.provider_note})" if engine.provider_note else ""
             )
-        thresholds = ", ".join(f"{n} {t:.2f}" for n, t in zip(info.class_names, info.thresholds))
+        thresholds = ", ".join(f"{n} {t:.3f}" for n, t in zip(info.class_names, info.thresholds))
+        study_thr = (
+            ", ".join(f"{n} {t:.3f}" for n, t in zip(info.class_names, info.study_thresholds))
+            if info.study_thresholds
+            else "not recorded (the slice thresholds are used)"
+        )
+        trained = "recorded" if info.trained_range is not None else "not recorded (every result is cautioned)"
         text = (
             f"<b>{html.escape(info.label)}</b><br>SHA-256 {info.sha256[:16]}…<br>"
-            f"Provider: {html.escape(provider_text)}<br>Classes and thresholds: {html.escape(thresholds)}<br>"
+            f"Provider: {html.escape(provider_text)}<br>Slice thresholds: {html.escape(thresholds)}<br>"
+            f"Study thresholds: {html.escape(study_thr)}<br>Trained range: {html.escape(trained)}<br>"
             f"Threshold policy: {html.escape(info.threshold_policy)}<br>"
             f"Training data: {html.escape(info.train_data)}<br><br>"
             f"<b style='color:#e3b341'>{html.escape(info.intended_use)}</b>"

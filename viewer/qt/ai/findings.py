@@ -1,4 +1,6 @@
-"""Findings panel: one row per class (study probability, threshold, flagged slice ranges).
+"""Findings panel: the study decision, one row per class (study probability, flagged slice ranges,
+slice threshold), a caution banner for stacks in scope with caution, and only the reason (no
+probability) for stacks the applicability check refused.
 
 Each class row has one child row per flagged range; clicking a range jumps to its first slice,
 clicking a class row jumps to its peak slice (``slice_requested(index)``).
@@ -6,10 +8,13 @@ clicking a class row jumps to its peak slice (``slice_requested(index)``).
 
 from __future__ import annotations
 
+import html
+
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QBrush, QColor
 from PySide6.QtWidgets import QLabel, QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget
 
+from viewer.core.applicability import Applicability
 from viewer.core.constants import INTENDED_USE
 from viewer.core.inference.engine import provider_label
 from viewer.core.inference.results import SliceRange, StackPrediction
@@ -33,6 +38,13 @@ class FindingsPanel(QWidget):
         self.badge.setObjectName("aiBadge")
         self.badge.setWordWrap(True)
         self.badge.setStyleSheet("font-weight: bold;")
+        self.banner = QLabel("")  # applicability: caution (yellow) or out of scope (the reason)
+        self.banner.setObjectName("aiScopeBanner")
+        self.banner.setWordWrap(True)
+        self.banner.setStyleSheet(
+            "background: #3b2e00; color: #e3b341; border: 1px solid #e3b341; padding: 3px; font-size: 8pt;"
+        )
+        self.banner.hide()
         self.details = QLabel("")
         self.details.setWordWrap(True)
         self.details.setStyleSheet("color: #8b949e; font-size: 8pt;")
@@ -43,9 +55,9 @@ class FindingsPanel(QWidget):
         for col, tip in enumerate(
             (
                 "Finding class; click a slice range to go there",
-                "Study-level probability",
-                "Slice ranges at or above the class threshold (click to go)",
-                "The model's threshold for this class (dashed line in the timeline)",
+                "Study-level probability (bold: positive at the study threshold)",
+                "Slice ranges at or above the slice threshold (click to go)",
+                "The model's slice threshold for this class (dashed line in the timeline)",
             )
         ):
             self.tree.headerItem().setToolTip(col, tip)
@@ -61,6 +73,7 @@ class FindingsPanel(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addWidget(self.badge)
+        layout.addWidget(self.banner)
         layout.addWidget(self.tree, 1)
         layout.addWidget(self.details)
         layout.addWidget(self.intended_use)
@@ -69,14 +82,35 @@ class FindingsPanel(QWidget):
     def prediction(self) -> StackPrediction | None:
         return self._prediction
 
+    def set_refusal(self, applicability: Applicability) -> None:
+        """The stack is out of scope: say why, show no probability."""
+        self._prediction = None
+        self.tree.clear()
+        self.badge.setText("AI not run: out of scope")
+        reasons = [r for r in applicability.reasons if r.scope is applicability.scope]
+        self.banner.setText(
+            "<br>".join(f"{html.escape(r.message)} <small>[{r.code.value}]</small>" for r in reasons)
+        )
+        self.banner.show()
+        self.details.setText("")
+
     def set_prediction(self, prediction: StackPrediction | None, message: str = "") -> None:
         self._prediction = prediction
         self.tree.clear()
+        self.banner.hide()
         if prediction is None:
             self.badge.setText(message or "No analysis for this stack")
             self.details.setText("")
             return
         self.badge.setText(prediction.badge())
+        scope = prediction.applicability
+        if scope is not None and scope.cautioned:
+            cautions = [r for r in scope.reasons if r.scope is scope.scope]
+            self.banner.setText(
+                "⚠ <b>In scope with caution</b>: "
+                + "; ".join(f"{html.escape(r.message)} <small>[{r.code.value}]</small>" for r in cautions)
+            )
+            self.banner.show()
         for k, finding in enumerate(prediction.findings):
             ranges = ", ".join(str(r) for r in finding.flagged_ranges) or "—"
             row = QTreeWidgetItem(

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from PySide6.QtCore import QObject, Signal
 
+from viewer.core.applicability import OutOfScopeError
 from viewer.core.errors import InferenceCancelled, ModelError, StackNotSupportedError
 from viewer.qt.workers import _Job
 
@@ -29,6 +30,7 @@ class AnalyzeJob(_Job):
     stage = Signal(int, str, int, int)  # request id, stage, done, total
     succeeded = Signal(int, object)  # request id, StackPrediction
     not_supported = Signal(int, str)  # request id, reason
+    out_of_scope = Signal(int, object)  # request id, Applicability (refused: no probabilities)
     model_failed = Signal(int, str)  # request id, message
     cancelled = Signal(int)  # request id
 
@@ -59,14 +61,11 @@ class AnalyzeJob(_Job):
         try:
             self.stage.emit(rid, "Loading model", 0, 1)
             engine = self._factory()
-            engine.check_stack(self.stack)
-            hit = engine.cached(self.stack)
+            engine.check_stack(self.stack)  # header refusals need no pixels
             reused = self._decoded_by_viewer()
-            if hit is not None:
-                prediction = hit
-            elif reused is not None:
+            if reused is not None:  # scope check, then the cache (keyed by these pixels), else the model
                 prediction = engine.predict_hu(
-                    self.stack, reused, progress=self._on_stage, cancel=self.is_cancelled, use_cache=False
+                    self.stack, reused, progress=self._on_stage, cancel=self.is_cancelled
                 )
             else:
                 # A volume of our own: the window closes its volume when the user switches stacks.
@@ -76,6 +75,9 @@ class AnalyzeJob(_Job):
                 prediction = engine.predict_volume(volume, progress=self._on_stage, cancel=self.is_cancelled)
         except InferenceCancelled:
             self.cancelled.emit(rid)
+            return
+        except OutOfScopeError as exc:
+            self.out_of_scope.emit(rid, exc.applicability)
             return
         except StackNotSupportedError as exc:
             self.not_supported.emit(rid, str(exc))

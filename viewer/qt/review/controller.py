@@ -1,8 +1,9 @@
 """Review sessions in the main window: Session menu, worklist dock, decision panel, keys, resume.
 
 Every decision goes straight to the :class:`~viewer.core.review.ReviewStore` (committed before the
-UI shows it). AI results arrive through :meth:`ReviewController.on_prediction` (the lead connects
-the AI controller's ``prediction_shown`` signal, or calls :meth:`connect_ai`).
+UI shows it). AI results arrive through :meth:`ReviewController.on_prediction`: :meth:`connect_ai`
+connects the AI controller's ``prediction_ready(stack, prediction)`` signal, emitted for every result,
+displayed or not (background auto-analysis included).
 """
 
 from __future__ import annotations
@@ -217,6 +218,10 @@ class ReviewController(QObject):
         stack = self.window.current_stack()
         if stack is not None:
             self._enter_stack(stack)
+        if not session.read_only:  # results that arrived before the session opened, shown or not
+            for held_stack, prediction in list(self._pending.values()):
+                self._record(held_stack, prediction)
+            self._pending.clear()
         self.session_changed.emit(session)
         self._update_ui()
 
@@ -374,10 +379,8 @@ class ReviewController(QObject):
 
     # --- AI results ----------------------------------------------------------------------------------
     def connect_ai(self, ai_controller: Any) -> None:
-        """Receive every prediction the AI controller displays."""
-        ai_controller.prediction_shown.connect(
-            lambda p: self.on_prediction(self.window.current_stack(), p) if p is not None else None
-        )
+        """Receive every prediction the AI controller makes, displayed or not, with its own stack."""
+        ai_controller.prediction_ready.connect(self.on_prediction)
 
     def on_prediction(self, stack: Stack | None, prediction: StackPrediction) -> None:
         """An AI result for ``stack``: recorded in the open session (kept until one is opened)."""
@@ -638,7 +641,7 @@ def attach(window: Any, store: ReviewStore | None = None, *, offer_resume: bool 
     controller = ReviewController(window, store)
     window.review_controller = controller  # keep a Python reference for the window's lifetime
     ai = getattr(window, "ai_controller", None)
-    if ai is not None and hasattr(ai, "prediction_shown"):
+    if ai is not None and hasattr(ai, "prediction_ready"):
         controller.connect_ai(ai)
     if offer_resume:
         QTimer.singleShot(0, controller.offer_resume)
