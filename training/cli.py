@@ -60,6 +60,19 @@ def _parser() -> argparse.ArgumentParser:
     h.add_argument("--cache", default=None, help="override the preprocessing cache in the checkpoint")
     h.add_argument("--threads", type=int, default=2)
 
+    st = sub.add_parser(
+        "study-thresholds",
+        help="choose an exported model's STUDY thresholds on validation studies (study level); --write "
+        "rewrites only its metadata",
+    )
+    st.add_argument("model", type=Path)
+    st.add_argument("--data", required=True, type=Path, help="validation studies never used in training")
+    st.add_argument("--labels", required=True, type=Path)
+    st.add_argument("--sensitivity", type=float, default=0.95, help="study-level sensitivity of `any`")
+    st.add_argument("--write", action="store_true", help="store them in the model's metadata (weights kept)")
+    st.add_argument("--chosen-on", default="", help="where the studies come from (recorded in the metadata)")
+    st.add_argument("--threads", type=int, default=2)
+
     e = sub.add_parser("evaluate", help="evaluate an .onnx model through onnxruntime, as the viewer runs it")
     e.add_argument("model", type=Path)
     e.add_argument("--data", required=True, type=Path)
@@ -133,6 +146,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(json.dumps(json_safe(summary), indent=2, allow_nan=False))
             written = args.out or args.checkpoint
             print(f"wrote {written}; re-export it with `slicewise-train export`", file=sys.stderr)
+        elif args.cmd == "study-thresholds":
+            from training.export import json_safe
+            from training.study_thresholds import choose_for_model
+
+            if not args.model.is_file():
+                raise FileNotFoundError(f"model not found: {args.model}")
+            if not 0.0 < args.sensitivity <= 1.0:
+                raise ValueError("--sensitivity must be in (0, 1]")
+            report = choose_for_model(
+                args.model,
+                args.data,
+                args.labels,
+                sensitivity=args.sensitivity,
+                write=args.write,
+                chosen_on=args.chosen_on,
+                threads=args.threads,
+            )
+            print(json.dumps(json_safe(report), indent=2, allow_nan=False))
         elif args.cmd == "evaluate":
             from training.evaluate import evaluate_onnx
 

@@ -66,6 +66,12 @@ def _metadata(
     mcfg = ckpt["model_config"]
     windows = ckpt.get("windows") or [{"width": w.width, "level": w.level} for w in MODEL_WINDOWS]
     thresholds = ckpt.get("thresholds") or {c: 0.5 for c in RSNA_CLASSES}
+    study: dict[str, Any] = {}
+    if ckpt.get("study_thresholds"):  # chosen at study level on validation (training.study_thresholds)
+        study = {
+            "study_thresholds": ckpt["study_thresholds"],
+            "study_threshold_policy": ckpt.get("study_threshold_policy", ""),
+        }
     return {
         "schema_version": ONNX_SCHEMA_VERSION,
         "model_name": MODEL_NAME if mcfg.get("use_gru", True) else f"{MODEL_NAME}-cnn-only",
@@ -94,6 +100,7 @@ def _metadata(
             "architecture": "CNN + 2-layer BiGRU" if mcfg.get("use_gru", True) else "CNN only",
         },
         "min_slices": MIN_SLICES_FOR_MODEL,
+        **study,
     }
 
 

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from training.metrics import canonical_policy, checkpoint_policy_name
+from training.study_thresholds import STUDY_POLICY_TEXT, validation_study_thresholds
 from training.train import (
     Dist,
     TrainConfig,
@@ -28,6 +29,7 @@ from training.train import (
     evaluate_head,
     load_checkpoint,
     model_from_checkpoint,
+    predict_from_embeddings,
     save_checkpoint,
 )
 
@@ -86,6 +88,12 @@ def recompute_thresholds(
     eval_items = [*val_items, *test_items]
     embeds = dict(zip([i.key for i in eval_items], embed_all(net, [i.load() for i in eval_items], Dist())))
     entry = evaluate_head(net.head, embeds, val_items, test_items, policy=policy, sensitivity=sens)
+    # study thresholds: at study level on the same validation studies, separately from the slice ones
+    _, val_study = predict_from_embeddings(net.head, [embeds[i.key] for i in val_items])
+    val_labels = [i.labels[i.mask > 0.5] for i in val_items]  # labelled slices only, as for the slices
+    study_thr, study_op = validation_study_thresholds(val_labels, val_study)
+    entry["study_thresholds"] = study_thr
+    entry["val_study_operating_point"] = study_op
 
     old_policy, old_sens = checkpoint_policy(ckpt)
     history = list(ckpt.get("threshold_history") or [])
@@ -94,6 +102,8 @@ def recompute_thresholds(
     )
     ckpt["threshold_history"] = history
     ckpt["thresholds"] = entry["thresholds"]
+    ckpt["study_thresholds"] = entry["study_thresholds"]
+    ckpt["study_threshold_policy"] = STUDY_POLICY_TEXT.format(sens=0.95) + "; chosen on the validation split"
     ckpt["metrics"] = entry["test"]
     ckpt["val_metrics"] = entry["val"]
     tc_new = {**(ckpt.get("train_config") or {}), "threshold_policy": policy, "sensitivity": sens}

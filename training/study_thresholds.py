@@ -1,0 +1,193 @@
+"""Study-level operating points (model metadata ``study_thresholds``), chosen on validation STUDIES.
+
+The study decision ("ICH suspected" vs "No ICH flagged") reads the model's study probabilities; a
+slice-level threshold applied to a study probability flags nearly every study (the first bundled
+model flagged 11 of 11 normal studies at the slice `any` threshold 0.048). So the study thresholds are
+chosen at study level, separately from the slice thresholds:
+
+- ``any`` (the decision): the highest threshold whose study-level sensitivity on the validation
+  studies is >= ``sensitivity`` (0.95); the share of normal studies left unflagged at it is reported
+  (target >= 0.90 "where the model allows": when it is lower, sensitivity keeps priority, it is a
+  triage tool);
+- each subtype (which subtype the badge names once ``any`` is positive): the study-level F1 maximum.
+
+``slicewise-train study-thresholds MODEL.onnx --data DIR --labels CSV [--write]`` runs an exported
+model through ONNX Runtime exactly as ``slicewise-train evaluate`` does, chooses the thresholds on those
+studies and, with ``--write``, rewrites only the model's metadata (weights untouched).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from training.metrics import roc_auc, threshold_f1, threshold_for_sensitivity
+from viewer.core.constants import RSNA_CLASSES
+
+log = logging.getLogger(__name__)
+
+STUDY_SENSITIVITY = 0.95
+NORMAL_UNFLAGGED_TARGET = 0.90
+DECISION_CLASS = "any"
+STUDY_POLICY_TEXT = (
+    "study level, on validation studies: `any` at the highest threshold with study sensitivity >= {sens:.2f} "
+    "(the decision); each subtype at the study-level F1 maximum (names the subtype once `any` is positive)"
+)
+
+
+def choose_study_thresholds(
+    study_labels: np.ndarray, study_probs: np.ndarray, sensitivity: float = STUDY_SENSITIVITY
+) -> dict[str, float]:
+    """(N, K) study labels (0/1) and study probabilities -> {class: study threshold}."""
+    y = np.asarray(study_labels) > 0.5
+    p = np.asarray(study_probs, dtype=np.float64)
+    out: dict[str, float] = {}
+    for k, name in enumerate(RSNA_CLASSES):
+        if name == DECISION_CLASS:
+            t = threshold_for_sensitivity(y[:, k], p[:, k], sensitivity)
+        else:
+            t = threshold_f1(y[:, k], p[:, k])
+        out[name] = math.floor(t * 1e6) / 1e6  # rounded down: the chosen studies stay positive
+    return out
+
+
+def study_decisions(study_probs: np.ndarray, thresholds: Mapping[str, float]) -> np.ndarray:
+    """(N,) bool: the study decision as the viewer makes it (``any`` at its study threshold)."""
+    k = RSNA_CLASSES.index(DECISION_CLASS)
+    return np.asarray(study_probs)[:, k] >= float(thresholds[DECISION_CLASS])
+
+
+def study_operating_point(
+    study_labels: np.ndarray, study_probs: np.ndarray, thresholds: Mapping[str, float]
+) -> dict[str, Any]:
+    """Study sensitivity, normal studies flagged / unflagged, and study AUC of ``any``."""
+    k = RSNA_CLASSES.index(DECISION_CLASS)
+    y = np.asarray(study_labels)[:, k] > 0.5
+    flagged = study_decisions(study_probs, thresholds)
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    return {
+        "n_studies": len(y),
+        "n_positive": n_pos,
+        "n_normal": n_neg,
+        "sensitivity": round(float(flagged[y].mean()), 4) if n_pos else float("nan"),
+        "positives_found": int(flagged[y].sum()),
+        "normal_flagged": int(flagged[~y].sum()),
+        "normal_unflagged_share": round(float((~flagged[~y]).mean()), 4) if n_neg else float("nan"),
+        "study_auc_any": round(roc_auc(y, np.asarray(study_probs)[:, k]), 4),
+    }
+
+
+def onnx_study_predictions(
+    model_path: Path, data_dir: Path, labels_csv: Path, *, threads: int = 2
+) -> tuple[np.ndarray, np.ndarray]:
+    """(study labels (N, K), study probabilities (N, K)) of ``model_path`` on every labelled series under
+    ``data_dir``, read and preprocessed as the viewer does (the same path as ``evaluate_onnx``)."""
+    import onnxruntime as ort
+
+    from training.dataset import find_series, read_labels
+    from training.errors import LabelMatchError
+    from training.export import read_metadata
+    from viewer.core.constants import MODEL_INPUT_NAME, MODEL_SLICE_OUTPUT, MODEL_STUDY_OUTPUT, Window
+    from viewer.core.preprocess import preprocess_stack
+
+    meta = read_metadata(model_path)
+    windows = [Window(float(w["width"]), float(w["level"])) for w in meta["windows"]]
+    size = int(meta["input_size"])
+    labels = read_labels(labels_csv)
+    refs = [r for r in find_series(data_dir) if any(s in labels for s in r.sop_uids)]
+    if not refs:
+        raise LabelMatchError("none of the labelled images matches a slice of the DICOM series found")
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    sess = ort.InferenceSession(str(model_path), so, providers=["CPUExecutionProvider"])
+    ys, ps = [], []
+    for ref in refs:
+        x = preprocess_stack(ref.read_hu(), windows, size)[None]
+        _, study = sess.run([MODEL_SLICE_OUTPUT, MODEL_STUDY_OUTPUT], {MODEL_INPUT_NAME: x})
+        ys.append(np.stack([labels[s] for s in ref.sop_uids if s in labels]).max(axis=0))
+        ps.append(study[0])
+    return np.stack(ys), np.stack(ps)
+
+
+def write_study_thresholds(
+    model_path: Path, thresholds: Mapping[str, float], *, policy: str, chosen_on: str, out: Path | None = None
+) -> Path:
+    """Rewrite only the metadata (``study_thresholds``, ``study_threshold_policy``) of an ONNX model;
+    the graph and weights are kept byte for byte."""
+    import onnx
+
+    model = onnx.load(str(model_path), load_external_data=False)
+    props = {p.key: p.value for p in model.metadata_props}
+    props["study_thresholds"] = json.dumps({c: float(thresholds[c]) for c in RSNA_CLASSES})
+    props["study_threshold_policy"] = json.dumps(f"{policy}; chosen on {chosen_on}")
+    del model.metadata_props[:]
+    onnx.helper.set_model_props(model, props)
+    target = Path(out) if out is not None else Path(model_path)
+    onnx.save(model, str(target))
+    return target
+
+
+def choose_for_model(
+    model_path: Path,
+    data_dir: Path,
+    labels_csv: Path,
+    *,
+    sensitivity: float = STUDY_SENSITIVITY,
+    write: bool = False,
+    chosen_on: str = "",
+    threads: int = 2,
+) -> dict[str, Any]:
+    """Choose study thresholds for an exported model on the studies under ``data_dir``; report the
+    operating point there (and under the model's current study thresholds, if any)."""
+    from training.export import read_metadata
+
+    y, p = onnx_study_predictions(model_path, data_dir, labels_csv, threads=threads)
+    meta = read_metadata(model_path)
+    chosen = choose_study_thresholds(y, p, sensitivity)
+    report: dict[str, Any] = {
+        "study_thresholds": chosen,
+        "at_chosen": study_operating_point(y, p, chosen),
+        "at_slice_thresholds": study_operating_point(y, p, meta["thresholds"]),
+        "target": {"sensitivity": sensitivity, "normal_unflagged_share": NORMAL_UNFLAGGED_TARGET},
+    }
+    if "study_thresholds" in meta:
+        report["at_current_study_thresholds"] = study_operating_point(y, p, meta["study_thresholds"])
+    if write:
+        write_study_thresholds(
+            model_path,
+            chosen,
+            policy=STUDY_POLICY_TEXT.format(sens=sensitivity),
+            chosen_on=chosen_on or f"{len(y)} validation studies",
+        )
+    return report
+
+
+def evaluate_study_thresholds(
+    model_path: Path,
+    data_dir: Path,
+    labels_csv: Path,
+    thresholds_sets: Mapping[str, Mapping[str, float]],
+    *,
+    threads: int = 2,
+) -> dict[str, Any]:
+    """Operating points of several threshold sets on the same (held-out) studies."""
+    y, p = onnx_study_predictions(model_path, data_dir, labels_csv, threads=threads)
+    return {name: study_operating_point(y, p, thr) for name, thr in thresholds_sets.items()}
+
+
+def validation_study_thresholds(
+    study_labels: Sequence[np.ndarray],
+    study_probs: Sequence[np.ndarray],
+    sensitivity: float = STUDY_SENSITIVITY,
+) -> tuple[dict[str, float], dict[str, Any]]:
+    """For a checkpoint: thresholds from per-study slice labels (S, K) and study probabilities (K,)."""
+    y = np.stack([lab.max(axis=0) for lab in study_labels])
+    p = np.stack(study_probs)
+    chosen = choose_study_thresholds(y, p, sensitivity)
+    return chosen, study_operating_point(y, p, chosen)
