@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -252,3 +253,43 @@ def test_reuses_slices_the_viewer_already_decoded(qtbot, window, series: Path, m
     finally:
         volume.close()
     assert (blocker.args[1].slice_probs == fresh.slice_probs).all()
+
+
+def test_out_of_scope_stack_shows_the_reason_and_no_probability(qtbot, window, tmp_path: Path) -> None:
+    from tests import scope_cases as sc
+
+    w, ctrl = window
+    _open(qtbot, w, sc.write_body(tmp_path / "chest", "chest"))
+    with qtbot.waitSignal(ctrl.analysis_failed, timeout=30_000) as blocker:
+        ctrl.analyze()
+    assert "out of scope" in blocker.args[0].lower() and "head" in blocker.args[0]
+    stack = w.current_stack()
+    assert stack is not None
+    assert ctrl.prediction() is None and ctrl.timeline.prediction is None
+    assert ctrl.findings.tree.topLevelItemCount() == 0
+    assert ctrl.findings.banner.isVisible() and "S-NOT-HEAD" in ctrl.findings.banner.text()
+    assert w.browser.badge(stack.uid) == "AI: out of scope" and "out of scope" in w.windowTitle()
+    assert w.slider.marks().get("ai", []) == []
+    texts = [
+        w.windowTitle(), w.browser.badge(stack.uid), ctrl.findings.badge.text(), ctrl.findings.banner.text(),
+        ctrl.status.label.text(), w.view.overlay.extra_html().get("ai", ""),
+    ]
+    assert not any(re.search(r"\b0\.\d\d\b", t) for t in texts), texts  # no probability anywhere
+
+
+def test_cautioned_result_shows_a_banner_and_the_study_decision(qtbot, window, tmp_path: Path) -> None:
+    w, ctrl = window
+    write_bleed_series(tmp_path / "clean", 12, ())
+    _open(qtbot, w, tmp_path / "clean")
+    _analyze(qtbot, ctrl)
+    pred = ctrl.prediction()
+    assert pred is not None and pred.applicability is not None and pred.applicability.cautioned
+    assert "S-NO-TRAINED-RANGE" in pred.applicability.codes  # the tiny model records no trained range
+    banner = ctrl.findings.banner
+    assert banner.isVisible() and "caution" in banner.text() and "trained range" in banner.text()
+    assert "caution" in w.view.overlay.extra_html()["ai"]
+    badge = f"No ICH flagged (any {pred.study_prob:.2f})"
+    stack = w.current_stack()
+    assert stack is not None
+    assert pred.badge() == badge and w.browser.badge(stack.uid) == badge and badge in w.windowTitle()
+    assert ctrl.findings.badge.text() == badge and badge in w.view.overlay.extra_html()["ai"]

@@ -213,3 +213,44 @@ def test_store_warning_stays_on_the_review_panel(qtbot, make, tmp_path: Path) ->
     assert "0 bytes" in rc.panel.banner.text()  # opening a session does not hide it
     rc.close_session()
     assert "0 bytes" in rc.panel.banner.text()
+
+
+def _three_studies(root: Path) -> Path:
+    write_bleed_series(root / "a", 20, BLEED)
+    write_bleed_series(root / "b", 12, (2,))
+    write_bleed_series(root / "c", 8, ())
+    return root
+
+
+def test_every_background_result_reaches_the_open_session(qtbot, make, tmp_path: Path) -> None:
+    """Auto-analyse on, 3 CT studies opened, one shown: all 3 results are recorded (issue 10 item 10)."""
+    w, ai, rc = make()
+    session = rc.new_session("Background batch")
+    assert session is not None
+    ai.auto_action.setChecked(True)
+    with qtbot.waitSignal(w.load_finished, timeout=30_000):
+        w.open_paths([_three_studies(tmp_path / "three")])
+    stacks = w.loaded_stacks()
+    assert len({s.study_instance_uid for s in stacks}) == 3
+    qtbot.waitUntil(lambda: all(w.browser.badge(s.uid) for s in stacks), timeout=60_000)
+    shown = w.current_stack()
+    assert shown is not None
+    recorded = {s.study_uid: s.ai for s in session.studies()}
+    assert set(recorded) == {s.study_instance_uid for s in stacks}
+    assert all(result is not None for result in recorded.values()), recorded
+    by_len = {len(s): recorded[s.study_instance_uid] for s in stacks}
+    assert by_len[20].positive and not by_len[8].positive  # type: ignore[union-attr]
+    assert sum(1 for s in stacks if s.uid != shown.uid) == 2  # two of them were never displayed
+
+
+def test_results_before_the_session_opens_are_recorded_when_it_opens(qtbot, make, tmp_path: Path) -> None:
+    w, ai, rc = make()
+    ai.auto_action.setChecked(True)
+    with qtbot.waitSignal(w.load_finished, timeout=30_000):
+        w.open_paths([_three_studies(tmp_path / "later")])
+    stacks = w.loaded_stacks()
+    qtbot.waitUntil(lambda: all(w.browser.badge(s.uid) for s in stacks), timeout=60_000)
+    session = rc.new_session("Opened afterwards")
+    assert session is not None
+    recorded = {s.study_uid: s.ai for s in session.studies()}
+    assert {u for u, result in recorded.items() if result is not None} == {s.study_instance_uid for s in stacks}
