@@ -62,3 +62,30 @@ def test_predict_cli_on_demo_study(tmp_path: Path) -> None:
     doc = json.loads(out.read_text())
     assert any(s["status"] == "ok" for s in doc["stacks"])
     assert doc["model"]["sha256"] and doc["de_identified"]
+
+
+def test_bundled_study_decision_and_scope_on_the_demo(demo_stack) -> None:  # type: ignore[no-untyped-def]
+    from viewer.core.dicom.volume import StackVolume
+
+    engine = InferenceEngine(bundled_model_path(), provider="cpu", cache=None)
+    info = engine.info
+    assert len(info.study_thresholds) == len(info.class_names)  # chosen at study level, not the slice ones
+    any_k = info.class_names.index("any")
+    assert info.study_thresholds[any_k] != info.thresholds[any_k]
+    with StackVolume(demo_stack) as volume:
+        pred = engine.predict_hu(demo_stack, volume.load_all())
+    assert pred.study_positive and pred.badge().startswith("ICH suspected: subdural")
+    assert pred.applicability is not None
+    # the demo passes every check; only the bundled model's missing trained range cautions it
+    assert pred.applicability.codes == ("S-NO-TRAINED-RANGE",) or not pred.applicability.reasons
+
+
+def test_predict_json_carries_scope_decision_and_warnings(tmp_path: Path) -> None:
+    from viewer.predict_cli import main
+
+    out = tmp_path / "demo.json"
+    assert main([str(demo_study_dir()), "--out", str(out), "--quiet", "--provider", "cpu", "--no-cache"]) == 0
+    stack = next(s for s in json.loads(out.read_text())["stacks"] if s["status"] == "ok")
+    assert stack["applicability"]["decision"] in ("in_scope", "caution")
+    assert stack["study_decision"]["positive"] is True and stack["study_decision"]["label"] == "ICH suspected"
+    assert "warnings" in stack and isinstance(stack["warnings"], list)

@@ -253,4 +253,5 @@ def test_results_before_the_session_opens_are_recorded_when_it_opens(qtbot, make
     session = rc.new_session("Opened afterwards")
     assert session is not None
     recorded = {s.study_uid: s.ai for s in session.studies()}
-    assert {u for u, result in recorded.items() if result is not None} == {s.study_instance_uid for s in stacks}
+    analysed = {u for u, result in recorded.items() if result is not None}
+    assert analysed == {s.study_instance_uid for s in stacks}
