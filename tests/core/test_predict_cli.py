@@ -140,3 +140,38 @@ def test_headless_run_imports_no_qt(model: Path, studies: Path, tmp_path: Path) 
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads(out.read_text())["stacks"]
+
+
+def test_out_of_scope_and_cautioned_stacks_in_json_and_csv(model: Path, tmp_path: Path) -> None:
+    """Per stack: the applicability decision with codes and reasons, the study decision and the
+    stack's warnings; a refused stack carries no probability (issue 10 item 11)."""
+    from tests import scope_cases as sc
+
+    root = tmp_path / "in"
+    sc.write_body(root / "chest", "chest")
+    hu, ps = sc.synthetic_head(31)
+    n, rows, cols = hu.shape
+    keep = [i for i in range(n) if i != 5]  # one missing slice -> a load warning and a caution
+    positions = sc.axial_positions(n, rows, cols, ps)
+    sc.write_volume(root / "head", hu[keep], spacing=(ps, ps), positions=[positions[i] for i in keep])
+    out = tmp_path / "r.json"
+    assert main([str(root), "--model", str(model), "--out", str(out), "--quiet", "--provider", "cpu"]) == 0
+    stacks = {s["num_slices"]: s for s in json.loads(out.read_text())["stacks"]}
+    chest, head = stacks[12], stacks[n - 1]
+    assert chest["status"] == "skipped" and chest["applicability"]["decision"] == "out_of_scope"
+    assert "S-NOT-HEAD" in chest["applicability"]["codes"]
+    assert not {"study_probs", "slices", "findings", "badge", "study_decision"} & set(chest)
+    assert head["status"] == "ok" and head["applicability"]["decision"] == "caution"
+    assert {"S-SPACING", "S-NO-TRAINED-RANGE"} <= set(head["applicability"]["codes"])
+    assert any("missing slice" in w for w in head["warnings"])
+    assert head["study_decision"]["label"] in ("ICH suspected", "No ICH flagged")
+    assert head["study_decision"]["positive"] == head["badge"].startswith("ICH suspected")
+    out_csv = tmp_path / "r.csv"
+    assert main([str(root), "--model", str(model), "--out", str(out_csv), "--quiet", "--provider", "cpu"]) == 0
+    rows = list(csv.DictReader(out_csv.read_text().splitlines()))
+    refused = [r for r in rows if r["applicability"] == "out_of_scope"]
+    assert len(refused) == 1 and "S-NOT-HEAD" in refused[0]["applicability_codes"]
+    assert refused[0]["prob_any"] == "" and refused[0]["study_prob"] == ""
+    ok = [r for r in rows if r["status"] == "ok"]
+    assert len(ok) == n - 1 and all("missing slice" in r["warnings"] for r in ok)
+    assert all("S-SPACING" in r["applicability_codes"] and r["study_decision"] for r in ok)
