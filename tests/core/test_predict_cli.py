@@ -167,7 +167,8 @@ def test_out_of_scope_and_cautioned_stacks_in_json_and_csv(model: Path, tmp_path
     assert head["study_decision"]["label"] in ("ICH suspected", "No ICH flagged")
     assert head["study_decision"]["positive"] == head["badge"].startswith("ICH suspected")
     out_csv = tmp_path / "r.csv"
-    assert main([str(root), "--model", str(model), "--out", str(out_csv), "--quiet", "--provider", "cpu"]) == 0
+    rc = main([str(root), "--model", str(model), "--out", str(out_csv), "--quiet", "--provider", "cpu"])
+    assert rc == 0
     rows = list(csv.DictReader(out_csv.read_text().splitlines()))
     refused = [r for r in rows if r["applicability"] == "out_of_scope"]
     assert len(refused) == 1 and "S-NOT-HEAD" in refused[0]["applicability_codes"]
