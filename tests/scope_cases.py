@@ -225,3 +225,17 @@ def dicomdir_ct_series() -> list[Path]:
 
     root = Path(str(get_testdata_file("dicomdirtests", read=False)))
     return [root / "77654033" / "CT2", root / "98892001" / "CT5N"]
+
+
+def simple_head_series(folder: Path, n: int, size: int = 256, ps: float = 0.9) -> Path:
+    """An axial head-like CT of ``n`` slices, cheap to write at any length: a 6 mm skull ring (1000 HU)
+    around brain (30 HU), 230 mm field of view at 256 px; slice ``k`` has HU ``k`` in its top-left pixel
+    (as ``tests.factories.write_ct_series``)."""
+    c = (np.arange(size) - (size - 1) / 2) * ps
+    y, x = np.meshgrid(c, c, indexing="ij")
+    r = np.hypot(x / 1.0, y / 1.2)
+    base = np.where(r < 78, 30.0, -1000.0)
+    base[(r >= 72) & (r < 78)] = 1000.0
+    hu = np.repeat(base[None].astype(np.float32), n, axis=0)
+    hu[:, 0, 0] = np.arange(n) % 1000
+    return write_volume(folder, hu, spacing=(ps, ps), positions=axial_positions(n, size, size, ps))

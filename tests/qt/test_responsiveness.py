@@ -60,7 +60,9 @@ def test_event_loop_stays_responsive_while_1000_files_load(qtbot: QtBot, tmp_pat
 
 @pytest.mark.slow
 def test_event_loop_stays_responsive_while_300_slices_are_analysed(qtbot: QtBot, tmp_path: Path) -> None:
-    write_ct_series(tmp_path / "ct", 300, rows=256, columns=256, shuffle=False)
+    from tests.scope_cases import simple_head_series
+
+    simple_head_series(tmp_path / "ct", 300)  # a head: the applicability check lets the model run
     window = make_window(qtbot)
     open_and_wait(qtbot, window, [tmp_path / "ct"])
     ctrl = window.ai_controller
