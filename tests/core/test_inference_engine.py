@@ -265,3 +265,34 @@ def test_predict_volume_on_real_files(engine: InferenceEngine, tmp_path: Path) -
         volume.close()
     assert pred.flagged_slices() == [3, 4] and pred.bad_slices == ()
     assert stages == {"Loading slices", "Preprocessing", "Running model"}
+
+
+def test_changed_copy_with_the_same_uids_is_analysed_afresh(model_path: Path, tmp_path: Path) -> None:
+    """Real files: a copy of a series whose pixels changed but whose UIDs did not (issue 10 item 9)."""
+    import pydicom
+
+    from tests.core.inference_models import write_bleed_series
+    from viewer.core.dicom.loader import load_paths
+    from viewer.core.dicom.volume import StackVolume
+
+    original = write_bleed_series(tmp_path / "original", 8, (3,))
+    copy_dir = tmp_path / "copy"
+    copy_dir.mkdir()
+    for path in original:
+        ds = pydicom.dcmread(path)
+        if path.name == "003.dcm":  # the bleed removed: brain density where the blob was
+            pixels = ds.pixel_array.copy()
+            pixels[pixels == 75 + 1024] = 30 + 1024
+            ds.PixelData = pixels.tobytes()
+        ds.save_as(copy_dir / path.name)
+    engine = InferenceEngine(model_path, provider="cpu", cache=PredictionCache(tmp_path / "cache"))
+    results = []
+    for folder in (tmp_path / "original", copy_dir, tmp_path / "original"):
+        stack = load_paths([folder]).all_stacks()[0]
+        with StackVolume(stack) as volume:
+            results.append(engine.predict_volume(volume))
+    first, changed, again = results
+    assert first.slice_uids == changed.slice_uids and first.stack_uid == changed.stack_uid
+    assert first.flagged_slices() == [3] and not first.from_cache
+    assert not changed.from_cache and changed.flagged_slices() == []
+    assert again.from_cache and again.flagged_slices() == [3]
