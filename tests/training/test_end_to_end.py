@@ -129,7 +129,7 @@ def test_export_parity_metadata_and_evaluate(run: Path, tiny_data: tuple[Path, P
 
 
 def test_thresholds_command_reproduces_training_and_switches_policy(
-    run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], tiny_data: tuple[Path, Path]
 ) -> None:
     from training.cli import main
 
@@ -156,6 +156,17 @@ def test_thresholds_command_reproduces_training_and_switches_policy(
     meta = read_metadata(out)
     assert meta["thresholds"] == ckpt["thresholds"]
     assert meta["threshold_policy"].startswith("per class, the highest threshold with slice-level")
+    # study thresholds: chosen at study level on the same validation split, exported beside the slice ones
+    assert set(ckpt["study_thresholds"]) == set(RSNA_CLASSES)
+    assert meta["study_thresholds"] == ckpt["study_thresholds"]
+    assert "study level" in meta["study_threshold_policy"]
+
+    # the exported model's study thresholds re-chosen on studies through ONNX Runtime, metadata only
+    data, labels = tiny_data
+    assert main(["study-thresholds", str(out), "--data", str(data), "--labels", str(labels), "--write"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert read_metadata(out)["study_thresholds"] == report["study_thresholds"]
+    assert report["at_chosen"]["n_studies"] > 0 and report["at_chosen"]["sensitivity"] >= 0.95
 
     with pytest.raises(SystemExit):  # argparse refuses an unknown policy
         main(["thresholds", str(copy), "--policy", "f2"])
