@@ -85,8 +85,10 @@ def test_duplicate_sop_instance_kept_once(tmp_path: Path) -> None:
     stack = report.all_stacks()[0]
     assert len(stack) == 8
     assert _top_left(stack) == list(range(8))
-    assert stack.warnings[0].startswith("1 duplicate instance(s) ignored")
-    assert report.files_seen == 9 and report.skipped == ()
+    assert stack.warnings[0].startswith("1 duplicate file(s) ignored")
+    assert report.files_seen == 9
+    assert [s.code for s in report.skipped] == ["E-DUPLICATE"]  # reported once, by file
+    assert Path(report.skipped[0].path).name in {paths[3].name, "copy_of_3.dcm"}
 
 
 def test_same_position_twice_warned(tmp_path: Path) -> None:
@@ -143,7 +145,7 @@ def test_all_together_shuffled_with_everything(tmp_path: Path) -> None:
     assert scout.label == "localizer"
     assert any(w.startswith("1 duplicate") for w in main.warnings)
     assert any(w.startswith("1 missing slice(s)") for w in main.warnings)
-    assert [s.code for s in report.skipped] == ["E-NOT-DICOM"]
+    assert sorted(s.code for s in report.skipped) == ["E-DUPLICATE", "E-NOT-DICOM"]
 
 
 def test_missing_geometry_falls_back_to_instance_number_then_file_order(tmp_path: Path) -> None:

@@ -15,6 +15,10 @@ class NotDicomError(DicomError):
     """The file is not DICOM (no 'DICM' preamble and no plausible leading tag)."""
 
 
+class NotRegularFileError(DicomError):
+    """A named pipe, socket or device: never opened (opening a FIFO blocks, reading a device never ends)."""
+
+
 class ImageTooLargeError(DicomError):
     """The header declares more pixel bytes than the file holds or than the memory budget allows."""
 

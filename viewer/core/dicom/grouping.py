@@ -11,8 +11,9 @@ from typing import Any
 import numpy as np
 
 from viewer.core.constants import SPACING_TOLERANCE, TILT_TOLERANCE_DEG
+from viewer.core.dicom.duplicates import DigestFn, Resolution, pixel_digest, resolve_duplicates
 from viewer.core.dicom.header import HeaderRecord
-from viewer.core.dicom.model import Patient, Series, SliceInfo, Stack, Study
+from viewer.core.dicom.model import Patient, Series, SkippedFile, SliceInfo, Stack, Study
 
 ORIENTATION_DECIMALS = 3  # IOPs equal to 1e-3 belong to one stack
 POSITION_EPS = 1e-3  # mm: two slices closer than this share a position
@@ -80,10 +81,35 @@ def sort_slices(slices: Sequence[SliceInfo]) -> tuple[list[SliceInfo], str, list
             )
             spacing = _geometry_warnings(located, normal, warnings)
             return located, "position", warnings, spacing
+    if any(s.position is None for s in items):
+        warnings.extend(_unpositioned_duplicates(items))
     if items and all(s.instance_number is not None for s in items):
         items.sort(key=lambda s: (s.instance_number, _source_key(s)))
         return items, "instance_number", warnings, None
     return items, "file_order", warnings, None
+
+
+def _unpositioned_duplicates(items: Sequence[SliceInfo]) -> list[str]:
+    """Without ImagePositionPatient (CR, US, ...), the instance number is the only hint of where an image
+    goes: different files with the same one (or with none) are likely the same image twice, as for
+    slices that share a position. Frames of one multi-frame file do not count."""
+    files: dict[int | None, set[tuple[str, str]]] = defaultdict(set)
+    for s in items:
+        files[s.instance_number].add((str(s.source.path), s.source.member or ""))
+    same = sum(len(f) - 1 for n, f in files.items() if n is not None)
+    unnumbered = len(files.get(None, ())) - 1 if None in files else 0
+    out = []
+    if same > 0:
+        out.append(
+            f"{same} image(s) without position data share an instance number with another "
+            "(duplicates or re-encodings of one image?)"
+        )
+    if unnumbered > 0:
+        out.append(
+            f"{unnumbered + 1} images have neither position data nor an instance number: shown in file "
+            "order (duplicates or re-encodings of one image?)"
+        )
+    return out
 
 
 def _geometry_warnings(slices: list[SliceInfo], normal: np.ndarray, warnings: list[str]) -> float | None:
@@ -125,60 +151,87 @@ def _is_localizer(info: SliceInfo) -> bool:
     return "LOCALIZER" in info.image_type
 
 
-def _dedupe(records: list[HeaderRecord]) -> tuple[list[HeaderRecord], int]:
-    seen: set[tuple[str, int]] = set()
-    kept, dropped = [], 0
-    for rec in sorted(records, key=lambda r: (r.order, r.info.source.frame)):
-        uid = rec.info.sop_instance_uid
-        key = (uid, rec.info.source.frame)
-        if uid and key in seen:
-            dropped += 1
-            continue
-        seen.add(key)
-        kept.append(rec)
-    return kept, dropped
+def _stack_warnings(
+    infos: Sequence[SliceInfo], records: dict[tuple[str, str], HeaderRecord], resolution: Resolution
+) -> list[str]:
+    """Per-file facts about one stack's files: duplicates ignored, UID clashes, header notes."""
+    keys = {(str(i.source.path), i.source.member or "") for i in infos}
+    warnings = []
+    dropped = sum(resolution.dropped.get(k, 0) for k in keys)
+    if dropped:
+        warnings.append(
+            f"{dropped} duplicate file(s) ignored (same SOP Instance UID and image as a file shown here; "
+            "the load report says which copy was used and why)"
+        )
+    clashing = sum(1 for k in keys if resolution.variant.get(k) == 0)
+    if clashing:
+        warnings.append(
+            f"{clashing} image(s) share their SOP Instance UID with a different image (size, frame count or "
+            "pixels): that one is kept in a separate stack"
+        )
+    if any(resolution.variant.get(k, 0) > 0 for k in keys):
+        warnings.append(
+            "Same SOP Instance UIDs as images of another stack of this series, but a different image "
+            "(size, frame count or pixels): kept apart, never merged"
+        )
+    notes: dict[str, int] = {}
+    for k in sorted(keys):
+        for note in records[k].notes:
+            notes[note] = notes.get(note, 0) + 1
+    warnings.extend(f"{n} file(s) with {note}" for note, n in notes.items())
+    return warnings
 
 
-def build_stacks(records: list[HeaderRecord]) -> list[Stack]:
-    """Split one series' records into sorted stacks (main stack first, keyed SeriesInstanceUID[#n])."""
-    records, dropped = _dedupe(records)
+def build_stacks(
+    records: list[HeaderRecord], uid: str | None = None, resolution: Resolution | None = None
+) -> list[Stack]:
+    """Split one series' records into sorted stacks (main stack first, keyed ``uid``[#n]).
+
+    ``uid`` defaults to the SeriesInstanceUID; ``resolution`` (duplicates) is computed when not given.
+    """
+    if resolution is None:
+        resolution = resolve_duplicates(records)
+        records = resolution.records
     first = records[0]
+    base = uid or first.series_uid
+    by_file = {rec.file_key: rec for rec in records}
     groups: dict[tuple[Any, ...], list[SliceInfo]] = defaultdict(list)
     for rec in records:
         info = rec.info
-        key = (_is_localizer(info), _iop_key(info.orientation), info.rows, info.columns, info.is_color)
+        variant = resolution.variant.get(rec.file_key, 0)
+        geometry = (_iop_key(info.orientation), info.rows, info.columns, info.is_color)
+        key = (_is_localizer(info), variant, *geometry)
         groups[key].append(info)
-    ordered = sorted(groups.items(), key=lambda kv: (kv[0][0], -len(kv[1]), str(kv[0])))
+    ordered = sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], -len(kv[1]), str(kv[0])))
     main_key = ordered[0][0]
     main_size = len(ordered[0][1])
     stacks: list[Stack] = []
     for n, (key, infos) in enumerate(ordered):
-        localizer, iop, rows, cols, color = key
+        localizer, variant, iop, rows, cols, color = key
         label = ""
-        if n:
+        if variant:
+            label = "UID clash" if variant == 1 else f"UID clash {variant}"
+        elif n:
             if localizer or (
-                iop != main_key[1] and len(infos) <= max(3, main_size // 10) and not main_key[0]
+                iop != main_key[2] and len(infos) <= max(3, main_size // 10) and not main_key[0]
             ):
                 label = "localizer"
-            elif iop != main_key[1]:
+            elif iop != main_key[2]:
                 label = orientation_name(infos[0].orientation)
-            elif (rows, cols) != (main_key[2], main_key[3]):
+            elif (rows, cols) != (main_key[3], main_key[4]):
                 label = f"{rows}x{cols}"
             else:
                 label = "colour" if color else "greyscale"
         elif localizer:
             label = "localizer"
         sorted_slices, method, warnings, spacing = sort_slices(infos)
-        if n == 0 and dropped:
-            warnings.insert(
-                0, f"{dropped} duplicate instance(s) ignored (same SOPInstanceUID; kept the first)"
-            )
+        warnings[:0] = _stack_warnings(infos, by_file, resolution)
         if n == 0 and len(ordered) > 1:
             extra = sum(len(v) for _, v in ordered[1:])
             warnings.append(f"Series split: {extra} image(s) in {len(ordered) - 1} other stack(s)")
         stacks.append(
             Stack(
-                uid=first.series_uid if n == 0 else f"{first.series_uid}#{n}",
+                uid=base if n == 0 else f"{base}#{n}",
                 series_instance_uid=first.series_uid,
                 study_instance_uid=first.study_uid,
                 modality=first.modality,
@@ -195,8 +248,19 @@ def build_stacks(records: list[HeaderRecord]) -> list[Stack]:
     return stacks
 
 
-def build_tree(records: list[HeaderRecord]) -> tuple[Patient, ...]:
-    """Patient -> Study -> Series -> Stack, each level in first-seen (file) order."""
+SeriesKey = tuple[tuple[str, str], str, str]  # (patient id, name), StudyInstanceUID, SeriesInstanceUID
+
+
+def build_tree(
+    records: list[HeaderRecord], digest: DigestFn | None = pixel_digest
+) -> tuple[tuple[Patient, ...], list[SkippedFile]]:
+    """Patient -> Study -> Series -> Stack, each level in first-seen (file) order, and the duplicate
+    files left out (one :class:`SkippedFile` each, ``E-DUPLICATE``).
+
+    A series is keyed by patient + study + SeriesInstanceUID: two patients (or studies) that share a
+    SeriesInstanceUID give two series, whose stacks are told apart by ``@1``, ``@2`` after the UID.
+    ``digest`` compares the pixels of same-UID uncompressed files (None: compare headers only).
+    """
     by_patient: dict[tuple[str, str], dict[str, dict[str, list[HeaderRecord]]]] = {}
     for rec in sorted(records, key=lambda r: (r.order, r.info.source.frame)):
         series_uid = rec.series_uid or f"unknown-series-{rec.info.source.path.parent.name}"
@@ -205,12 +269,26 @@ def build_tree(records: list[HeaderRecord]) -> tuple[Patient, ...]:
             rec = replace(rec, series_uid=series_uid, study_uid=study_uid)
         studies = by_patient.setdefault((rec.patient_id, rec.patient_name), {})
         studies.setdefault(study_uid, {}).setdefault(series_uid, []).append(rec)
+    owners: dict[str, list[SeriesKey]] = defaultdict(list)
+    for patient_key, studies in by_patient.items():
+        for study_uid, series_map in studies.items():
+            for series_uid in series_map:
+                owners[series_uid].append((patient_key, study_uid, series_uid))
+    stack_uid = {
+        key: f"{series_uid}@{k}" if len(keys) > 1 else series_uid
+        for series_uid, keys in owners.items()
+        for k, key in enumerate(keys, start=1)
+    }
+    skipped: list[SkippedFile] = []
     patients = []
-    for studies in by_patient.values():
+    for patient_key, studies in by_patient.items():
         study_objs = []
-        for series_map in studies.values():
+        for study_uid, series_map in studies.items():
             series_objs = []
-            for recs in series_map.values():
+            for series_uid, recs in series_map.items():
+                resolution = resolve_duplicates(recs, digest)
+                skipped.extend(resolution.skipped)
+                uid = stack_uid[(patient_key, study_uid, series_uid)]
                 first = recs[0]
                 series_objs.append(
                     Series(
@@ -218,7 +296,7 @@ def build_tree(records: list[HeaderRecord]) -> tuple[Patient, ...]:
                         modality=first.modality,
                         description=first.series_description,
                         number=first.series_number,
-                        stacks=tuple(build_stacks(recs)),
+                        stacks=tuple(build_stacks(resolution.records, uid, resolution)),
                     )
                 )
             series_objs.sort(key=lambda s: s.number if s.number is not None else math.inf)
@@ -242,4 +320,4 @@ def build_tree(records: list[HeaderRecord]) -> tuple[Patient, ...]:
                 studies=tuple(study_objs),
             )
         )
-    return tuple(patients)
+    return tuple(patients), skipped

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import struct
 import zlib
 from collections.abc import Sequence
@@ -13,17 +14,44 @@ from typing import Any, BinaryIO, Literal
 from pydicom import dcmread
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 
+from viewer.core.codes import Code
 from viewer.core.constants import MAX_FRAME_BYTES, MAX_INFLATED_BYTES, MAX_INFLATION_RATIO, Window
+from viewer.core.dicom.files import open_regular
 from viewer.core.dicom.model import SkippedFile, SliceInfo, SliceSource
-from viewer.core.dicom.sources import MEDIA_STORAGE_DIRECTORY, ArchiveCache
+from viewer.core.dicom.sources import GZIP_MAGIC, MEDIA_STORAGE_DIRECTORY, ZIP_MAGIC, ArchiveCache
 from viewer.core.dicom.voi import read_voi_lut, voi_function
-from viewer.core.errors import ImageTooLargeError, NotDicomError
+from viewer.core.errors import ImageTooLargeError, NotDicomError, NotRegularFileError
 
 logger = logging.getLogger(__name__)
 
 DEFLATED_TS = "1.2.840.10008.1.2.1.99"
-ARCHIVE_CODE = "ARCHIVE"  # internal: read_header found a zip archive, the loader expands it
+ARCHIVE_CODE = Code.ARCHIVE  # internal: read_header found a zip or gzip archive, the loader expands it
 NATIVE_TS = frozenset({"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"})
+# Transfer syntaxes that only ever store pixels losslessly, and those that always lose information.
+# Anything else (JPEG 2000 .91/.93, HTJ2K .203, JPEG XL .112, private ones) may be either.
+LOSSLESS_TS = NATIVE_TS | {
+    DEFLATED_TS,
+    "1.2.840.10008.1.2.5",  # RLE
+    "1.2.840.10008.1.2.4.57",  # JPEG lossless
+    "1.2.840.10008.1.2.4.70",  # JPEG lossless SV1
+    "1.2.840.10008.1.2.4.80",  # JPEG-LS lossless
+    "1.2.840.10008.1.2.4.90",  # JPEG 2000 lossless
+    "1.2.840.10008.1.2.4.92",  # JPEG 2000 multi-component lossless
+    "1.2.840.10008.1.2.4.201",  # HTJ2K lossless
+    "1.2.840.10008.1.2.4.202",  # HTJ2K lossless RPCL
+    "1.2.840.10008.1.2.4.110",  # JPEG XL lossless
+}
+LOSSY_TS = frozenset(
+    {
+        "1.2.840.10008.1.2.4.50",  # JPEG baseline
+        "1.2.840.10008.1.2.4.51",  # JPEG extended
+        "1.2.840.10008.1.2.4.81",  # JPEG-LS near-lossless
+        "1.2.840.10008.1.2.4.111",  # JPEG XL recompressed JPEG
+    }
+)
+MPEG_TS_PREFIX = "1.2.840.10008.1.2.4.10"  # MPEG-2/4, HEVC: .100 - .108
+_ITEM, _SEQ_END = (0xFFFE, 0xE000), (0xFFFE, 0xE0DD)
+MAX_FRAGMENT_WALK = 100_000  # fragments checked for completeness; beyond that a file is taken as complete
 _LONG_VRS = frozenset({b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"UN", b"SQ", b"UT", b"UC", b"UR"})
 _PIXEL_TAGS = frozenset({(0x7FE0, 0x0010), (0x7FE0, 0x0008), (0x7FE0, 0x0009)})
 
@@ -47,6 +75,19 @@ class HeaderRecord:
     series_description: str = ""
     modality: str = ""
     frame_of_reference_uid: str | None = None
+    # --- how good this copy of its SOP instance is, to choose between duplicates (grouping.duplicates)
+    pixel_intact: bool = True  # the pixel data is all there (native length, every fragment, delimiter)
+    lossless: int = 2  # 2 stored losslessly, 1 may be lossy (e.g. JPEG 2000 .91), 0 lossy
+    notes: tuple[str, ...] = ()  # file-level warnings for the stack (no file names: they are counted)
+
+    @property
+    def file_key(self) -> tuple[str, str]:
+        """The file (or archive member) this frame comes from: one SOP instance."""
+        return (str(self.info.source.path), self.info.source.member or "")
+
+    @property
+    def is_original(self) -> bool:
+        return not self.info.image_type or self.info.image_type[0] != "DERIVED"
 
 
 def sniff(head: bytes) -> bool:
@@ -207,20 +248,27 @@ def _frame_attr(groups: Sequence[Any], seq_keyword: str, attr: str) -> Any:
     return None
 
 
-def _pixel_element(fp: BinaryIO, ds: Any, size: int) -> tuple[bool, int | None, int | None, int]:
-    """(has pixel data, value offset, defined length, bytes left from the element) at fp's position."""
+@dataclass(frozen=True)
+class PixelElement:
+    """Where the Pixel Data element's value lies in the file (found right after the header parse)."""
+
+    present: bool = False
+    value_at: int | None = None  # offset of the value: native bytes or the first encapsulated item
+    length: int | None = None  # defined length; None for encapsulated (undefined length) data
+    left: int = 0  # bytes from the element to the end of the file
+    float_data: bool = False  # Float / Double Float Pixel Data
+
+
+def _pixel_element(fp: BinaryIO, ds: Any, size: int) -> PixelElement:
+    """The pixel element at fp's position (just after ``dcmread(stop_before_pixels=True)``)."""
     pos = fp.tell()
     raw = fp.read(12)
     if len(raw) < 8:
-        return False, None, None, 0
-    try:
-        implicit, little = ds.original_encoding
-    except Exception:
-        implicit, little = False, True
-    order: Literal["little", "big"] = "little" if little is not False else "big"
+        return PixelElement()
+    implicit, order = _encoding(ds)
     tag = (int.from_bytes(raw[0:2], order), int.from_bytes(raw[2:4], order))
     if tag not in _PIXEL_TAGS:
-        return False, None, None, 0
+        return PixelElement()
     left = size - pos
     if implicit:
         length, value_at = int.from_bytes(raw[4:8], order), pos + 8
@@ -228,9 +276,76 @@ def _pixel_element(fp: BinaryIO, ds: Any, size: int) -> tuple[bool, int | None, 
         length, value_at = int.from_bytes(raw[8:12], order), pos + 12
     else:
         length, value_at = int.from_bytes(raw[6:8], order), pos + 8
-    if tag != (0x7FE0, 0x0010) or length == 0xFFFFFFFF:
-        return True, None, None, left
-    return True, value_at, length, left
+    if tag != (0x7FE0, 0x0010):
+        return PixelElement(True, None, None, left, float_data=True)
+    return PixelElement(True, value_at, None if length == 0xFFFFFFFF else length, left)
+
+
+def _encoding(ds: Any) -> tuple[bool, Literal["little", "big"]]:
+    try:
+        implicit, little = ds.original_encoding
+    except Exception:
+        implicit, little = False, True
+    return bool(implicit), "little" if little is not False else "big"
+
+
+def _fragments_complete(fp: BinaryIO, value_at: int, size: int, frames: int) -> bool:
+    """Encapsulated pixel data: every item fits in the file, the sequence delimiter is there, and
+    there is at least one fragment per frame (after the basic offset table). Seeks, reads 8 bytes an item."""
+    pos, items = value_at, 0
+    while pos + 8 <= size and items <= MAX_FRAGMENT_WALK:
+        fp.seek(pos)
+        head = fp.read(8)
+        if len(head) < 8:
+            return False
+        tag = (int.from_bytes(head[0:2], "little"), int.from_bytes(head[2:4], "little"))
+        length = int.from_bytes(head[4:8], "little")
+        if tag == _SEQ_END:
+            return items - 1 >= frames
+        if tag != _ITEM or pos + 8 + length > size:
+            return False
+        pos += 8 + length
+        items += 1
+    return items > MAX_FRAGMENT_WALK
+
+
+def native_bytes(rows: int, columns: int, samples: int, bits: int, frames: int, photometric: str) -> int:
+    """Bytes that ``frames`` uncompressed frames occupy (bit-packed for 1-bit data, 4:2:2 subsampled)."""
+    total = (rows * columns * max(samples, 1) * max(bits, 1) * frames + 7) // 8
+    return total * 2 // 3 if photometric == "YBR_FULL_422" and samples == 3 else total
+
+
+def _parse_frames(value: Any) -> tuple[int, bool]:
+    """(NumberOfFrames, well-formed): absent means 1; '1A', '0' or '-3' are malformed (pydicom badVR.dcm)."""
+    if value is None or value == "":
+        return 1, True
+    if isinstance(value, list):
+        value = value[0] if len(value) == 1 else None
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return 1, False
+    if f != f or f < 1 or f != int(f):
+        return 1, False
+    return int(f), True
+
+
+def transfer_syntax_rank(ts: str) -> int:
+    """2 a transfer syntax that only stores losslessly, 0 one that always loses, 1 either (JPEG 2000 .91)."""
+    if ts in LOSSLESS_TS:
+        return 2
+    if ts in LOSSY_TS or ts.startswith(MPEG_TS_PREFIX):
+        return 0
+    return 1
+
+
+def _lossless_rank(ts: str, lossy_flag: str) -> int:
+    """2 the image never went through lossy compression, 0 it did (LossyImageCompression 01 or a lossy
+    transfer syntax), 1 unknown (a transfer syntax that may be lossy, no flag)."""
+    rank = transfer_syntax_rank(ts)
+    if lossy_flag == "01" or rank == 0:
+        return 0
+    return 2 if rank == 2 or lossy_flag == "00" else 1
 
 
 def read_header(
@@ -246,18 +361,20 @@ def read_header(
             fp: BinaryIO = io.BytesIO(data)
             size = len(data)
         else:
-            fp = source.path.open("rb")
-            size = source.path.stat().st_size
+            fp = open_regular(source.path)
+            size = os.fstat(fp.fileno()).st_size
     except ImageTooLargeError as exc:
-        return SkippedFile(label, "E-ZIP-BOMB", str(exc))
+        return SkippedFile(label, Code.ZIP_BOMB, str(exc))
+    except NotRegularFileError as exc:
+        return SkippedFile(label, Code.SPECIAL_FILE, str(exc))
     except Exception as exc:  # OSError, DicomError, a zip member gone missing (KeyError), ...
-        return SkippedFile(label, "E-READ", f"Cannot read the file ({type(exc).__name__})")
+        return SkippedFile(label, Code.READ, f"Cannot read the file ({type(exc).__name__})")
     with fp:
         head = fp.read(4096)
-        if head[:4] == b"PK\x03\x04" and source.member is None:
-            return SkippedFile(label, ARCHIVE_CODE, "zip archive: its members are read")
+        if source.member is None and (head[:4] == ZIP_MAGIC or head[:2] == GZIP_MAGIC):
+            return SkippedFile(label, ARCHIVE_CODE, "archive: its contents are read")
         if not sniff(head):
-            return SkippedFile(label, "E-NOT-DICOM", "Not a DICOM file (no DICM marker or DICOM tag)")
+            return SkippedFile(label, Code.NOT_DICOM, "Not a DICOM file (no DICM marker or DICOM tag)")
         try:
             fp.seek(0)
             if DEFLATED_TS.encode() in head:
@@ -265,52 +382,79 @@ def read_header(
                 fp.seek(0)
                 ds = dcmread(fp, force=True)  # inflated in memory: pixels come along, positions do not
                 has_pixels = any(t in ds for t in (0x7FE00010, 0x7FE00008, 0x7FE00009))
-                offset, length, left = None, None, size * MAX_INFLATION_RATIO
+                pixel = PixelElement(has_pixels, None, None, size * MAX_INFLATION_RATIO)
             else:
                 ds = dcmread(fp, stop_before_pixels=True, force=True)
-                has_pixels, offset, length, left = _pixel_element(fp, ds, size)
-            return _records(ds, source, order, has_pixels, offset, length, left, label)
+                pixel = _pixel_element(fp, ds, size)
+            return _records(ds, source, order, pixel, label, fp, size)
         except ImageTooLargeError as exc:
-            return SkippedFile(label, "E-TOO-LARGE", str(exc))
+            return SkippedFile(label, Code.TOO_LARGE, str(exc))
         except NotDicomError as exc:
-            return SkippedFile(label, "E-NOT-DICOM", str(exc))
+            return SkippedFile(label, Code.NOT_DICOM, str(exc))
         except Exception as exc:
             logger.debug("Header read failed: %s", type(exc).__name__)
-            return SkippedFile(label, "E-READ", f"Unreadable DICOM header ({type(exc).__name__})")
+            return SkippedFile(label, Code.READ, f"Unreadable DICOM header ({type(exc).__name__})")
 
 
 def _records(
     ds: Any,
     source: SliceSource,
     order: int,
-    has_pixels: bool,
-    offset: int | None,
-    length: int | None,
-    left: int,
+    pixel: PixelElement,
     label: str,
+    fp: BinaryIO,
+    size: int,
 ) -> list[HeaderRecord] | SkippedFile:
     meta = getattr(ds, "file_meta", None)
     meta = FastGetter(meta) if meta is not None else None
     g = FastGetter(ds)
     sop_class = _text(meta, "MediaStorageSOPClassUID") if meta is not None else ""
     if sop_class == MEDIA_STORAGE_DIRECTORY or "DirectoryRecordSequence" in ds:
-        return SkippedFile(label, "E-DICOMDIR", "DICOMDIR index, not an image")
-    if not has_pixels:
-        return SkippedFile(label, "E-NO-PIXELS", "No image data (e.g. a report or presentation state)")
+        return SkippedFile(label, Code.DICOMDIR, "DICOMDIR index, not an image")
+    if not pixel.present:
+        return SkippedFile(label, Code.NO_PIXELS, "No image data (e.g. a report or presentation state)")
     rows, columns = _int(g("Rows")) or 0, _int(g("Columns")) or 0
     if rows <= 0 or columns <= 0:
-        return SkippedFile(label, "E-READ", "Image without valid Rows/Columns")
+        return SkippedFile(label, Code.READ, "Image without valid Rows/Columns")
     samples = _int(g("SamplesPerPixel")) or 1
     bits = _int(g("BitsAllocated")) or 16
+    photometric = _text(g, "PhotometricInterpretation").upper() or "MONOCHROME2"
     per_frame = frame_bytes(rows, columns, samples, bits)
     if per_frame > MAX_FRAME_BYTES:
         raise ImageTooLargeError(too_large_message(per_frame, MAX_FRAME_BYTES))
-    frames = max(_int(g("NumberOfFrames")) or 1, 1)
-    if frames > max(1, left // 8):
-        raise ImageTooLargeError(f"Declares {frames} frames, more than the file can hold")
     ts = _text(meta, "TransferSyntaxUID") if meta is not None else ""
     ts = ts or "1.2.840.10008.1.2"
-    native = ts in NATIVE_TS and offset is not None
+    offset, length = pixel.value_at, pixel.length
+    native = ts in NATIVE_TS and offset is not None and length is not None
+    frames, well_formed = _parse_frames(g("NumberOfFrames"))
+    notes: list[str] = []
+    if not well_formed:
+        one = native_bytes(rows, columns, samples, bits, 1, photometric)
+        inferred = length // one if native and length is not None and bits >= 8 and one else 0
+        if inferred < 1 or length is None or length - inferred * one > 1:  # one pad byte at most
+            return SkippedFile(
+                label,
+                Code.FRAME_COUNT,
+                f"NumberOfFrames '{_text(g, 'NumberOfFrames')[:16]}' is malformed and the frame count "
+                "cannot be inferred from the pixel data",
+            )
+        frames = inferred
+        notes.append("malformed NumberOfFrames: frame count inferred from the pixel data length")
+    if frames > max(1, pixel.left // 8):
+        raise ImageTooLargeError(f"Declares {frames} frames, more than the file can hold")
+    if pixel.float_data:
+        intact = True
+    elif native:
+        assert offset is not None and length is not None
+        need = native_bytes(rows, columns, samples, bits, frames, photometric)
+        intact = length >= need and offset + need <= size
+    elif offset is not None:
+        intact = _fragments_complete(fp, offset, size, frames)
+    else:  # deflated: the whole dataset was inflated, pixel data included
+        try:
+            intact = len(ds.PixelData) >= native_bytes(rows, columns, samples, bits, frames, photometric)
+        except Exception:
+            intact = True
     shared = _item(ds, "SharedFunctionalGroupsSequence")
     try:
         per = ds.get("PerFrameFunctionalGroupsSequence")
@@ -323,7 +467,7 @@ def _records(
         rows=rows,
         columns=columns,
         samples_per_pixel=samples,
-        photometric=_text(g, "PhotometricInterpretation").upper() or "MONOCHROME2",
+        photometric=photometric,
         bits_allocated=bits,
         transfer_syntax_uid=ts,
         image_type=tuple(v.strip().upper() for v in _text(g, "ImageType").split("\\") if v.strip()),
@@ -350,6 +494,9 @@ def _records(
         series_description=_text(g, "SeriesDescription"),
         modality=_text(g, "Modality").upper(),
         frame_of_reference_uid=_text(g, "FrameOfReferenceUID") or None,
+        pixel_intact=intact,
+        lossless=_lossless_rank(ts, _text(g, "LossyImageCompression")),
+        notes=tuple(notes),
     )
     records = []
     for f in range(frames):
@@ -384,7 +531,18 @@ def _records(
             **common,  # type: ignore[arg-type]
         )
         records.append(HeaderRecord(info=info, order=order, **keys))
+    if notes and not _is_fast_path(records[0].info):
+        # Only the direct reader uses the inferred count; a decoder would read the malformed one itself.
+        return SkippedFile(
+            label, Code.FRAME_COUNT, "Malformed NumberOfFrames in pixel data that only a decoder can read"
+        )
     return records
+
+
+def _is_fast_path(info: SliceInfo) -> bool:
+    from viewer.core.dicom.pixels import is_fast_path  # pixels imports this module
+
+    return is_fast_path(info)
 
 
 def _window(center: Any, width: Any) -> Window | None:

@@ -8,13 +8,14 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 
+from viewer.core.codes import summarise
 from viewer.core.dicom.grouping import build_tree
 from viewer.core.dicom.header import ARCHIVE_CODE, HeaderRecord, read_header
 from viewer.core.dicom.isolated import warm_async as warm_decoders
 from viewer.core.dicom.model import LoadReport, SkippedFile, SliceSource, Stack
 from viewer.core.dicom.pixels import is_fast_path
 from viewer.core.dicom.pool import wants_pool
-from viewer.core.dicom.sources import ArchiveCache, Discovery, discover, zip_members
+from viewer.core.dicom.sources import ArchiveCache, Discovery, discover, expand_archive
 
 logger = logging.getLogger(__name__)
 
@@ -121,7 +122,7 @@ def load_paths(
         if archives and not cancelled:
             inner = Discovery()
             for arc in archives:
-                zip_members(Path(arc.path), inner)
+                expand_archive(Path(arc.path), inner)
             skipped.extend(inner.skipped)
             total += len(inner.sources) + len(inner.skipped) - len(archives)
             more, more_skipped, cancelled = scan_headers(
@@ -133,7 +134,8 @@ def load_paths(
             )
             records.extend(more)
             skipped.extend(more_skipped)
-    patients = build_tree(records) if records else ()
+    patients, duplicates = build_tree(records) if records else ((), [])
+    skipped.extend(duplicates)
     by_uid: dict[str, Stack] = {}
     for patient in patients:
         for study in patient.studies:
@@ -147,12 +149,7 @@ def load_paths(
         warm_decoders(bulk=any(wants_pool(st) for st in by_uid.values()))
     warnings = []
     if skipped:
-        codes: dict[str, int] = {}
-        for s in skipped:
-            codes[s.code] = codes.get(s.code, 0) + 1
-        warnings.append(
-            f"{len(skipped)} file(s) skipped: " + ", ".join(f"{n} {c}" for c, n in sorted(codes.items()))
-        )
+        warnings.append(f"{len(skipped)} file(s) skipped: {summarise([s.code for s in skipped])}")
     report = LoadReport(
         patients=patients,
         skipped=tuple(skipped),

@@ -136,7 +136,7 @@ class SkippedFile:
     """A file that was not loaded, with a code and a human reason (path shown on screen only)."""
 
     path: str
-    code: str  # e.g. "E-NOT-DICOM", "E-DICOMDIR", "E-TOO-LARGE", "E-TRUNC-PIXEL", "E-READ"
+    code: str  # a viewer.core.codes.Code, e.g. "E-NOT-DICOM", "E-DICOMDIR", "E-TOO-LARGE", "E-READ"
     reason: str
 
 
@@ -151,6 +151,12 @@ class LoadReport:
     elapsed_s: float = 0.0
     cancelled: bool = False
     stacks_by_uid: dict[str, Stack] = field(default_factory=dict, compare=False, repr=False)
+
+    def skipped_by_code(self) -> dict[str, int]:
+        """{code: files}, most frequent first: e.g. {'E-NO-PIXELS': 12, 'E-DICOMDIR': 1}."""
+        from viewer.core.codes import count_by_code
+
+        return count_by_code([s.code for s in self.skipped])
 
     def all_stacks(self) -> list[Stack]:
         return [st for p in self.patients for s in p.studies for se in s.series for st in se.stacks]

@@ -1,23 +1,30 @@
-"""Find candidate DICOM files: plain files, folders (recursive), zip archives and DICOMDIR indexes.
+"""Find candidate DICOM files: plain files, folders (recursive), zip archives, gzip files and DICOMDIRs.
 
-Nothing here writes to the user's folders: zip members are read into memory (capped, see
-:data:`MAX_INFLATED_BYTES` and :data:`MAX_INFLATION_RATIO`) and DICOMDIR references that escape the
-DICOMDIR's folder (CVE-2026-32711) are refused.
+Nothing here writes to the user's folders: zip members and gzip files are inflated in memory, capped
+by the declared and by the actual inflated size as they stream (see :data:`MAX_INFLATED_BYTES` and
+:data:`MAX_INFLATION_RATIO`), DICOMDIR references that escape the DICOMDIR's folder (CVE-2026-32711)
+are refused, and only regular files are opened (:mod:`viewer.core.dicom.files`).
 """
 
 from __future__ import annotations
 
+import gzip
 import logging
 import os
+import stat
 import threading
 import zipfile
+import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
+from viewer.core.codes import Code
 from viewer.core.constants import MAX_INFLATED_BYTES, MAX_INFLATION_RATIO
+from viewer.core.dicom.files import check_regular, is_inside, not_regular_reason, open_regular
 from viewer.core.dicom.model import SkippedFile, SliceSource
-from viewer.core.errors import DicomError, ImageTooLargeError
+from viewer.core.errors import DicomError, ImageTooLargeError, NotRegularFileError
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +32,10 @@ logger = logging.getLogger(__name__)
 JUNK_NAMES = frozenset({".ds_store", "thumbs.db", "desktop.ini", "ehthumbs.db", "icon\r"})
 JUNK_DIRS = frozenset({"__macosx", ".git", ".svn", ".hg", ".trash", ".trashes", ".spotlight-v100"})
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
+ZIP_MAGIC = b"PK\x03\x04"
+GZIP_MAGIC = b"\x1f\x8b"
+INFLATE_CHUNK = 1024**2  # archives are inflated this much at a time, the caps checked after each step
+ArchiveKind = Literal["zip", "gzip"]
 
 
 @dataclass
@@ -50,38 +61,91 @@ def _junk_reason(name: str) -> str:
     return f"operating-system file ({name}), not DICOM"
 
 
-def is_zip(path: Path) -> bool:
+def _head(path: Path, n: int) -> bytes:
     try:
-        with path.open("rb") as fh:
-            magic = fh.read(4)
-    except OSError:
-        return False
-    return magic == b"PK\x03\x04" and zipfile.is_zipfile(path)
+        with open_regular(path) as fh:
+            return fh.read(n)
+    except (OSError, DicomError):
+        return b""
+
+
+def is_zip(path: Path) -> bool:
+    return _head(path, 4) == ZIP_MAGIC and zipfile.is_zipfile(path)
+
+
+def archive_kind(path: Path) -> ArchiveKind | None:
+    """'zip' or 'gzip' by the file's magic bytes, else None."""
+    head = _head(path, 4)
+    if head == ZIP_MAGIC:
+        return "zip"
+    if head[:2] == GZIP_MAGIC:
+        return "gzip"
+    return None
 
 
 def is_dicomdir_name(name: str) -> bool:
     return name.upper() == "DICOMDIR"
 
 
+def media_storage_sop_class(head: bytes) -> str | None:
+    """MediaStorageSOPClassUID from the raw file meta group in ``head`` (bytes from offset 0), if there."""
+    if len(head) < 132 or head[128:132] != b"DICM":
+        return None
+    pos = 132
+    while pos + 8 <= len(head):
+        group = int.from_bytes(head[pos : pos + 2], "little")
+        elem = int.from_bytes(head[pos + 2 : pos + 4], "little")
+        if group != 0x0002:
+            return None
+        vr = head[pos + 4 : pos + 6]
+        if vr in (b"OB", b"OW", b"UN", b"UT", b"SQ", b"UC", b"UR", b"OD", b"OF", b"OL", b"OV"):
+            length, value_at = int.from_bytes(head[pos + 8 : pos + 12], "little"), pos + 12
+        else:
+            length, value_at = int.from_bytes(head[pos + 6 : pos + 8], "little"), pos + 8
+        if elem == 0x0002:
+            if value_at + length > len(head):
+                return None
+            return head[value_at : value_at + length].rstrip(b"\0 ").decode("ascii", "replace")
+        pos = value_at + length
+    return None
+
+
+def is_dicomdir_file(path: Path) -> bool:
+    """True for a DICOMDIR whatever its name: its Media Storage SOP Class is 1.2.840.10008.1.3.10."""
+    return media_storage_sop_class(_head(path, 2048)) == MEDIA_STORAGE_DIRECTORY
+
+
 class ArchiveCache:
-    """Open zip archives shared by reader threads (``ZipFile`` reads are internally locked)."""
+    """Open zip archives shared by reader threads (``ZipFile`` reads are internally locked).
+
+    Gzip files (one compressed DICOM file each) are inflated afresh on every read: nothing to keep open.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._open: dict[Path, zipfile.ZipFile] = {}
+        self._kinds: dict[Path, ArchiveKind | None] = {}
         self._closed = False
 
     def read_member(self, path: Path, member: str) -> bytes:
         """The member's bytes, refusing members over the inflated-size cap or ratio."""
         with self._lock:
+            kind = self._kinds.get(path)
+            if kind is None:
+                kind = self._kinds[path] = archive_kind(path)
+        if kind == "gzip":
+            return read_gzip(path)
+        with self._lock:
             zf = self._open.get(path)
             if zf is None and self._closed:  # a late reader after close(): open, read, close; keep nothing
+                check_regular(path)
                 with zipfile.ZipFile(path) as once:
-                    return _read_checked(once, member)
+                    return _read_checked(once, member, path)
             if zf is None:
+                check_regular(path)
                 zf = zipfile.ZipFile(path)
                 self._open[path] = zf
-        return _read_checked(zf, member)
+        return _read_checked(zf, member, path)
 
     def close(self) -> None:
         with self._lock:
@@ -91,38 +155,100 @@ class ArchiveCache:
             self._open.clear()
 
 
-def _read_checked(zf: zipfile.ZipFile, member: str) -> bytes:
+def _archive_size(path: Path) -> int | None:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return None
+
+
+def _read_checked(zf: zipfile.ZipFile, member: str, path: Path | None = None) -> bytes:
+    """Inflate one member a chunk at a time, never past its declared size or the caps.
+
+    One big ``read()`` would let zipfile inflate up to the requested size in one step before cutting
+    the result to the declared size: a member that lies about its size cost 650 MB that way.
+    """
     info = zf.getinfo(member)
-    check_member(info)
+    check_member(info, _archive_size(path) if path is not None else None)
+    limit = min(info.file_size, MAX_INFLATED_BYTES)
+    chunks: list[bytes] = []
+    total = 0
     with zf.open(info) as fh:
-        data = fh.read(MAX_INFLATED_BYTES + 1)
-    if len(data) > MAX_INFLATED_BYTES:
-        raise ImageTooLargeError(f"Zip member inflates beyond {MAX_INFLATED_BYTES // 1024**2} MB")
-    return data
+        while chunk := fh.read(INFLATE_CHUNK):
+            total += len(chunk)
+            if total > limit:
+                raise ImageTooLargeError(
+                    f"Zip member inflates beyond its declared size or {MAX_INFLATED_BYTES // 1024**2} MB"
+                )
+            chunks.append(chunk)
+    return b"".join(chunks)
 
 
-def check_member(info: zipfile.ZipInfo) -> None:
-    """Raise :class:`ImageTooLargeError` for a zip member that looks like a zip bomb."""
+def check_member(info: zipfile.ZipInfo, archive_size: int | None = None) -> None:
+    """Raise :class:`ImageTooLargeError` for a zip member that looks like a zip bomb.
+
+    The ratio is taken against the smaller of the member's declared compressed size and the whole
+    archive's size: a member cannot hold more compressed bytes than the archive.
+    """
     if info.file_size > MAX_INFLATED_BYTES:
         raise ImageTooLargeError(
             f"Zip member too large ({info.file_size / 1e9:.1f} GB inflated, "
             f"limit {MAX_INFLATED_BYTES // 1024**2} MB)"
         )
-    if info.file_size > 1024**2 and info.file_size > MAX_INFLATION_RATIO * max(info.compress_size, 1):
+    compressed = info.compress_size if archive_size is None else min(info.compress_size, archive_size)
+    if info.file_size > 1024**2 and info.file_size > MAX_INFLATION_RATIO * max(compressed, 1):
         raise ImageTooLargeError(
-            f"Zip member inflates {info.file_size / max(info.compress_size, 1):.0f}x "
+            f"Zip member inflates {info.file_size / max(compressed, 1):.0f}x "
             f"(limit {MAX_INFLATION_RATIO}x): possible zip bomb"
         )
+
+
+def read_gzip(path: Path) -> bytes:
+    """Inflate a gzip file in memory, capped like a zip member while it streams.
+
+    Caps: the size its trailer declares (ISIZE), :data:`MAX_INFLATED_BYTES` and
+    :data:`MAX_INFLATION_RATIO` times the compressed size; each checked after every chunk.
+    """
+    with open_regular(path) as fh:
+        size = os.fstat(fh.fileno()).st_size
+        if size < 18:
+            raise DicomError("Gzip file too short")
+        fh.seek(size - 4)
+        declared = int.from_bytes(fh.read(4), "little")  # ISIZE: inflated size mod 2**32
+        limit = min(declared, MAX_INFLATED_BYTES)
+        if declared > MAX_INFLATED_BYTES or (declared > 1024**2 and declared > MAX_INFLATION_RATIO * size):
+            raise ImageTooLargeError(
+                f"Gzip file declares {declared / 1e6:.0f} MB inflated from {size / 1e6:.1f} MB "
+                f"(limits {MAX_INFLATED_BYTES // 1024**2} MB, {MAX_INFLATION_RATIO}x)"
+            )
+        fh.seek(0)
+        chunks: list[bytes] = []
+        total = 0
+        try:
+            with gzip.GzipFile(fileobj=fh, mode="rb") as gz:
+                while chunk := gz.read(INFLATE_CHUNK):
+                    total += len(chunk)
+                    if total > limit:
+                        raise ImageTooLargeError(
+                            f"Gzip file inflates beyond its declared size ({declared:,} bytes) or the limits"
+                        )
+                    chunks.append(chunk)
+        except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+            raise DicomError(f"Corrupt gzip data ({type(exc).__name__})") from exc
+    return b"".join(chunks)
 
 
 def zip_members(path: Path, out: Discovery) -> None:
     """Add a zip archive's members to ``out`` (junk, DICOMDIR and bomb-like members are skipped)."""
     try:
+        check_regular(path)
         with zipfile.ZipFile(path) as zf:
             infos = zf.infolist()
-    except (OSError, zipfile.BadZipFile, ValueError) as exc:
-        out.skipped.append(SkippedFile(str(path), "E-READ", f"Unreadable zip archive ({type(exc).__name__})"))
+    except (OSError, zipfile.BadZipFile, ValueError, NotRegularFileError) as exc:
+        reason = f"Unreadable zip archive ({type(exc).__name__})"
+        out.skipped.append(SkippedFile(str(path), Code.READ, reason))
         return
+    archive_size = _archive_size(path)
     for info in sorted(infos, key=lambda i: i.filename):
         if info.is_dir():
             continue
@@ -130,23 +256,23 @@ def zip_members(path: Path, out: Discovery) -> None:
         parts = name.replace("\\", "/").split("/")
         label = f"{path.name}:{name}"
         if any(p.lower() in JUNK_DIRS for p in parts[:-1]) or is_junk(parts[-1]):
-            out.skipped.append(SkippedFile(label, "E-NOT-DICOM", _junk_reason(parts[-1])))
+            out.skipped.append(SkippedFile(label, Code.NOT_DICOM, _junk_reason(parts[-1])))
             continue
         if is_dicomdir_name(parts[-1]):
             out.skipped.append(
-                SkippedFile(label, "E-DICOMDIR", "DICOMDIR index, not an image (archive members are read)")
+                SkippedFile(label, Code.DICOMDIR, "DICOMDIR index, not an image (archive members are read)")
             )
             continue
         if info.flag_bits & 0x1:
-            out.skipped.append(SkippedFile(label, "E-READ", "Encrypted zip member"))
+            out.skipped.append(SkippedFile(label, Code.READ, "Encrypted zip member"))
             continue
         try:
-            check_member(info)
+            check_member(info, archive_size)
         except ImageTooLargeError as exc:
-            out.skipped.append(SkippedFile(label, "E-ZIP-BOMB", str(exc)))
+            out.skipped.append(SkippedFile(label, Code.ZIP_BOMB, str(exc)))
             continue
         if name.lower().endswith(".zip"):
-            out.skipped.append(SkippedFile(label, "E-NOT-DICOM", "Nested zip archive (not opened)"))
+            out.skipped.append(SkippedFile(label, Code.NOT_DICOM, "Nested zip archive (not opened)"))
             continue
         out.sources.append(SliceSource(path, member=name))
 
@@ -168,16 +294,24 @@ def _resolve_case_insensitive(root: Path, parts: Sequence[str]) -> Path | None:
     return current
 
 
-def dicomdir_references(path: Path) -> tuple[list[Path], list[SkippedFile]]:
-    """Files a DICOMDIR references, refusing IDs that escape its folder (CVE-2026-32711)."""
+def dicomdir_references(path: Path) -> tuple[list[Path], list[SkippedFile]] | None:
+    """Files a DICOMDIR references, refusing IDs that escape its folder (CVE-2026-32711).
+
+    None when ``path`` is not a DICOMDIR after all (no Media Storage Directory SOP Class and no
+    Directory Record Sequence): the caller reads it as an ordinary file.
+    """
     from pydicom import dcmread
 
     root = path.parent.resolve()
     try:
-        ds = dcmread(path, force=True)
+        with open_regular(path) as fh:
+            ds = dcmread(fh, force=True)
+        sop_class = str(getattr(ds, "file_meta", {}).get("MediaStorageSOPClassUID", ""))
+        if sop_class != MEDIA_STORAGE_DIRECTORY and "DirectoryRecordSequence" not in ds:
+            return None
         records = list(ds.get("DirectoryRecordSequence", []))
     except Exception as exc:
-        return [], [SkippedFile(str(path), "E-READ", f"Unreadable DICOMDIR ({type(exc).__name__})")]
+        return [], [SkippedFile(str(path), Code.READ, f"Unreadable DICOMDIR ({type(exc).__name__})")]
     found: list[Path] = []
     skipped: list[SkippedFile] = []
     for rec in records:
@@ -192,45 +326,76 @@ def dicomdir_references(path: Path) -> tuple[list[Path], list[SkippedFile]]:
         target = None if bad else _resolve_case_insensitive(root, parts)
         if bad or (target is not None and not target.resolve().is_relative_to(root)):
             skipped.append(
-                SkippedFile(text, "E-PATH-ESCAPE", "DICOMDIR reference points outside its folder (refused)")
+                SkippedFile(text, Code.PATH_ESCAPE, "DICOMDIR reference points outside its folder (refused)")
             )
             continue
-        if target is None or not target.is_file():
-            skipped.append(SkippedFile(text, "E-MISSING", "File referenced by DICOMDIR is missing"))
-            continue
-        found.append(target)
+        try:
+            mode = os.stat(target).st_mode if target is not None else None
+        except OSError:
+            mode = None
+        if mode is None:
+            skipped.append(SkippedFile(text, Code.MISSING, "File referenced by DICOMDIR is missing"))
+        elif not stat.S_ISREG(mode):
+            skipped.append(SkippedFile(text, Code.SPECIAL_FILE, not_regular_reason(mode)))
+        else:
+            assert target is not None
+            found.append(target)
     return found, skipped
 
 
-def discover(paths: Iterable[str | Path], cancel: Callable[[], bool] | None = None) -> Discovery:
-    """Expand ``paths`` into sources to read, in a deterministic order (sorted names per folder)."""
-    out = Discovery()
-    seen: set[Path] = set()
+def _gzip_member_name(path: Path) -> str:
+    name = path.name
+    return name[:-3] if name.lower().endswith(".gz") and len(name) > 3 else name
 
-    def add_file(path: Path) -> None:
-        try:
-            key = path.resolve()
-        except OSError:
-            key = path
+
+def gzip_source(path: Path) -> SliceSource:
+    """A gzip-compressed DICOM file (``*.dcm.gz``): read like an archive member, inflated in memory."""
+    return SliceSource(path, member=_gzip_member_name(path))
+
+
+def expand_archive(path: Path, out: Discovery) -> None:
+    """Add what an archive the header reader found by its magic bytes holds (zip members or a gzip file)."""
+    if archive_kind(path) == "gzip":
+        out.sources.append(gzip_source(path))
+    else:
+        zip_members(path, out)
+
+
+def discover(paths: Iterable[str | Path], cancel: Callable[[], bool] | None = None) -> Discovery:
+    """Expand ``paths`` into sources to read, in a deterministic order (sorted names per folder).
+
+    Only regular files are ever opened: FIFOs, sockets and devices are reported (E-SPECIAL-FILE), and
+    inside a folder, symbolic links whose target lies outside that folder are not followed
+    (E-PATH-ESCAPE). A path given directly (a file, or a link to one) is read wherever it points.
+    """
+    out = Discovery()
+    seen: set[str] = set()
+
+    def skip(path: str | Path, code: Code, reason: str) -> None:
+        out.skipped.append(SkippedFile(str(path), code, reason))
+
+    def add_file(path: Path, key: str, *, given: bool = False) -> None:
+        """``key``: the resolved path (files reached twice are read once)."""
         if key in seen:
             return
         seen.add(key)
         name = path.name
         if is_junk(name):
-            out.skipped.append(SkippedFile(str(path), "E-NOT-DICOM", _junk_reason(name)))
-        elif is_dicomdir_name(name):
-            refs, skips = dicomdir_references(path)
-            out.skipped.append(
-                SkippedFile(
-                    str(path),
-                    "E-DICOMDIR",
-                    f"DICOMDIR index, not an image ({len(refs)} referenced files read)",
-                )
-            )
-            out.skipped.extend(skips)
-            for ref in refs:
-                add_file(ref)
-        elif path.suffix.lower() == ".zip" and is_zip(path):
+            skip(path, Code.NOT_DICOM, _junk_reason(name))
+            return
+        if name.lower().endswith(".gz"):
+            out.sources.append(gzip_source(path))
+            return
+        if is_dicomdir_name(name) or (given and is_dicomdir_file(path)):
+            found = dicomdir_references(path)
+            if found is not None:
+                refs, skips = found
+                skip(path, Code.DICOMDIR, f"DICOMDIR index, not an image ({len(refs)} referenced files read)")
+                out.skipped.extend(skips)
+                for ref in refs:
+                    add_file(ref, os.path.realpath(ref))
+                return
+        if path.suffix.lower() == ".zip" and is_zip(path):
             zip_members(path, out)
         else:
             out.sources.append(SliceSource(path))
@@ -240,28 +405,95 @@ def discover(paths: Iterable[str | Path], cancel: Callable[[], bool] | None = No
             out.cancelled = True
             return out
         path = Path(raw)
-        if path.is_dir():
-            for dirpath, dirnames, filenames in os.walk(path, followlinks=False):
-                if cancel is not None and cancel():
-                    out.cancelled = True
-                    return out
-                dirnames[:] = sorted(d for d in dirnames if d.lower() not in JUNK_DIRS)
-                names = sorted(filenames)
-                # A DICOMDIR first, so its references are read once, in its order.
-                names.sort(key=lambda n: not is_dicomdir_name(n))
-                for name in names:
-                    add_file(Path(dirpath) / name)
-        elif path.is_file():
-            add_file(path)
+        try:
+            st = os.stat(path)
+        except OSError:
+            skip(path, Code.READ, "No such file or folder")
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            if not _walk(path, add_file, skip, cancel):
+                out.cancelled = True
+                return out
+        elif stat.S_ISREG(st.st_mode):
+            add_file(path, os.path.realpath(path), given=True)
         else:
-            out.skipped.append(SkippedFile(str(path), "E-READ", "No such file or folder"))
+            skip(path, Code.SPECIAL_FILE, not_regular_reason(st.st_mode))
     return out
 
 
+def _walk(
+    root: Path,
+    add_file: Callable[[Path, str], None],
+    skip: Callable[[str | Path, Code, str], None],
+    cancel: Callable[[], bool] | None,
+) -> bool:
+    """Visit ``root`` depth-first in sorted order (DICOMDIR first in each folder); False when cancelled.
+
+    ``os.scandir`` says from the directory entry alone whether a name is a file, folder, link or
+    something else, so regular files cost no extra system call; only links are resolved.
+    """
+    root_real = os.path.realpath(root)
+    pending: list[tuple[str, str]] = [(str(root), root_real)]
+    while pending:
+        if cancel is not None and cancel():
+            return False
+        folder, folder_real = pending.pop()
+        try:
+            with os.scandir(folder) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as exc:
+            skip(folder, Code.READ, f"Unreadable folder ({type(exc).__name__})")
+            continue
+        files: list[tuple[str, str]] = []
+        subfolders: list[tuple[str, str]] = []
+        for entry in entries:
+            try:
+                if entry.is_symlink():
+                    _follow_link(entry.path, root_real, files, skip)
+                elif entry.is_dir(follow_symlinks=False):
+                    if entry.name.lower() not in JUNK_DIRS:
+                        subfolders.append((entry.path, os.path.join(folder_real, entry.name)))
+                elif entry.is_file(follow_symlinks=False):
+                    files.append((entry.path, os.path.join(folder_real, entry.name)))
+                else:
+                    mode = entry.stat(follow_symlinks=False).st_mode
+                    skip(entry.path, Code.SPECIAL_FILE, not_regular_reason(mode))
+            except OSError as exc:
+                skip(entry.path, Code.READ, f"Cannot read the folder entry ({type(exc).__name__})")
+        files.sort(key=lambda f: not is_dicomdir_name(os.path.basename(f[0])))  # its references read once
+        for path, key in files:
+            add_file(Path(path), key)
+        pending.extend(reversed(subfolders))
+    return True
+
+
+def _follow_link(
+    link: str,
+    root_real: str,
+    files: list[tuple[str, str]],
+    skip: Callable[[str | Path, Code, str], None],
+) -> None:
+    """A symbolic link inside an opened folder: followed only to a regular file inside that folder."""
+    target = os.path.realpath(link)
+    if not is_inside(target, root_real):
+        skip(link, Code.PATH_ESCAPE, "Symbolic link to a place outside the opened folder (not followed)")
+        return
+    try:
+        st = os.stat(target)
+    except OSError:
+        skip(link, Code.MISSING, "Broken symbolic link")
+        return
+    if stat.S_ISREG(st.st_mode):
+        files.append((link, target))
+    elif not stat.S_ISDIR(st.st_mode):  # a link to a folder inside the tree: that folder is walked itself
+        skip(link, Code.SPECIAL_FILE, not_regular_reason(st.st_mode))
+
+
 def read_source_bytes(source: SliceSource, archives: ArchiveCache | None = None) -> bytes:
-    """All bytes of a source (a zip member is inflated in memory, capped)."""
+    """All bytes of a source (a zip member or gzip file is inflated in memory, capped)."""
     if source.member is None:
-        return source.path.read_bytes()
+        with open_regular(source.path) as fh:
+            return fh.read()
     if archives is None:
         cache = ArchiveCache()
         try:
