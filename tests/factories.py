@@ -85,6 +85,8 @@ def write_ct_series(
     positions: Sequence[float] | None = None,
     study_uid: str | None = None,
     series_uid: str | None = None,
+    patient_name: str = CANARY_NAME,
+    patient_id: str = CANARY_ID,
 ) -> list[Path]:
     """Write an axial CT series whose slice ``k`` has HU value ``k`` in its top-left pixel.
 
@@ -113,6 +115,8 @@ def write_ct_series(
             study_uid=study_uid,
             series_uid=series_uid,
             frame_of_reference_uid=for_uid,
+            patient_name=patient_name,
+            patient_id=patient_id,
         )
         name = f"{rng.getrandbits(48):012x}.dcm" if random_names else f"slice_{k:04d}.dcm"
         path = folder / name

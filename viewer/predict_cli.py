@@ -290,7 +290,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         report = load_paths(args.paths, progress=scan_progress)
     if report.skipped:
-        _say(f"{len(report.skipped)} file(s) skipped while scanning (not DICOM or unreadable)")
+        from viewer.core.codes import summarise
+
+        reasons = summarise(s.code for s in report.skipped)
+        _say(f"{len(report.skipped)} file(s) skipped while scanning: {reasons}")
     stacks = report.all_stacks()
     context = _stack_context(report)
     records: list[dict[str, Any]] = []
@@ -341,6 +344,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "de_identified": not args.include_identifiers,
         "files_seen": report.files_seen,
         "files_skipped": len(report.skipped),
+        "files_skipped_by_code": report.skipped_by_code(),
         "elapsed_s": round(time.perf_counter() - t0, 3),
         "stacks": records,
     }

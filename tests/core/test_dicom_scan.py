@@ -7,6 +7,7 @@ import time
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 from pydicom.data import get_charset_files, get_testdata_file
 
@@ -15,6 +16,7 @@ from viewer.core.constants import MAX_INFLATED_BYTES
 from viewer.core.dicom.header import sniff
 from viewer.core.dicom.loader import load_paths
 from viewer.core.dicom.model import LoadReport
+from viewer.core.dicom.volume import StackVolume
 
 DICOMDIR_TREE = Path(str(get_testdata_file("DICOMDIR"))).parent
 
@@ -268,3 +270,52 @@ def test_cancel_midway_stops_reading(tmp_path: Path) -> None:
     assert report.cancelled
     loaded = sum(len(s) for s in report.all_stacks())
     assert loaded < 20  # workers stop at their next file once cancel() turns true
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["DICOMDIR-bigEnd", "DICOMDIR-implicit", "DICOMDIR-nooffset", "DICOMDIR-reordered", "DICOMDIR-nopatient"],
+)
+def test_dicomdir_recognised_by_its_sop_class_whatever_its_name(tmp_path: Path, name: str) -> None:
+    root = tmp_path / "media"
+    shutil.copytree(DICOMDIR_TREE, root)
+    (root / "DICOMDIR").unlink()
+    renamed = root / f"INDEX-{name[9:]}"  # neither called DICOMDIR nor like it
+    (root / name).rename(renamed)
+    report = load_paths([renamed])  # opened directly: read as the index it is
+    assert [(Path(s.path).name, s.code) for s in report.skipped] == [(renamed.name, "E-DICOMDIR")]
+    assert "31 referenced files" in report.skipped[0].reason
+    assert sum(len(st) for st in report.all_stacks()) == 31
+    assert not any(s.source.path == renamed for st in report.all_stacks() for s in st.slices)
+
+
+def test_malformed_number_of_frames_inferred_from_the_pixel_data(tmp_path: Path) -> None:
+    """badVR.dcm says NumberOfFrames '1A'; its pixel data holds 15 frames (rtdose.dcm: the same grid)."""
+    report = load_paths([str(get_testdata_file("badVR.dcm"))])
+    (stack,) = report.all_stacks()
+    assert len(stack) == 15
+    assert any("malformed NumberOfFrames" in w for w in stack.warnings)
+    (reference,) = load_paths([str(get_testdata_file("rtdose.dcm"))]).all_stacks()
+    with StackVolume(stack) as vol, StackVolume(reference) as ref:
+        for k in range(15):
+            np.testing.assert_array_equal(vol.get_slice(k), ref.get_slice(k))
+
+
+def test_malformed_number_of_frames_refused_when_only_a_decoder_could_count(tmp_path: Path) -> None:
+    data = Path(str(get_testdata_file("rtdose_rle.dcm"))).read_bytes()  # RLE, NumberOfFrames '15'
+    element = b"\x28\x00\x08\x00IS\x02\x0015"
+    assert data.count(element) == 1
+    (tmp_path / "rle_bad_frames.dcm").write_bytes(data.replace(element, element[:-2] + b"1A"))
+    report = load_paths([tmp_path])
+    assert _codes(report) == {"rle_bad_frames.dcm": "E-FRAME-COUNT"}
+    assert report.all_stacks() == []
+
+
+def test_skipped_files_counted_by_code(tmp_path: Path) -> None:
+    for name in ("test-SR.dcm", "rtplan.dcm", "waveform_ecg.dcm"):
+        shutil.copy(str(get_testdata_file(name)), tmp_path / name)
+    (tmp_path / "notes.txt").write_text("not dicom\n" * 10)
+    write_ct_series(tmp_path / "ct", 3)
+    report = load_paths([tmp_path])
+    assert report.skipped_by_code() == {"E-NO-PIXELS": 3, "E-NOT-DICOM": 1}
+    assert report.warnings == ("4 file(s) skipped: 3 E-NO-PIXELS (no image data), 1 E-NOT-DICOM (not DICOM)",)

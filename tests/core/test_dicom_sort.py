@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
 from tests.factories import make_ct_slice, write_ct_series, write_localizer, write_slice, write_tilted_series
@@ -240,3 +241,50 @@ def test_sort_is_deterministic_under_shuffling(
         locs = [s.location for s in first]
         assert locs == sorted(locs)  # type: ignore[type-var]
         assert all(z is not None for z in zs)
+
+
+def test_two_patients_sharing_a_series_uid_give_two_stacks(tmp_path: Path) -> None:
+    """Anonymised exports of one phantom often keep its UIDs: the patient must still tell them apart."""
+    study, series = generate_uid(), generate_uid()
+    same = {"study_uid": study, "series_uid": series}
+    a = write_ct_series(tmp_path / "a", 4, patient_id="P1", patient_name="A", **same)  # type: ignore[arg-type]
+    b = write_ct_series(tmp_path / "b", 6, patient_id="P2", patient_name="B", **same)  # type: ignore[arg-type]
+    report = load_paths([tmp_path])
+    assert [p.patient_id for p in report.patients] == ["P1", "P2"]
+    by_patient = {p.patient_id: p.studies[0].series[0].stacks for p in report.patients}
+    (stack_a,), (stack_b,) = by_patient["P1"], by_patient["P2"]
+    assert {s.source.path for s in stack_a.slices} == set(a)
+    assert {s.source.path for s in stack_b.slices} == set(b)
+    assert stack_a.series_instance_uid == stack_b.series_instance_uid == series
+    assert stack_a.uid != stack_b.uid  # both reachable by uid (catalogue, review store, cache)
+    assert report.stacks_by_uid == {stack_a.uid: stack_a, stack_b.uid: stack_b}
+
+
+def _unpositioned(folder: Path, numbers: list[int], *, modality: str = "CR") -> None:
+    study, series, fref = generate_uid(), generate_uid(), generate_uid()
+    for k, number in enumerate(numbers):
+        hu = np.full((8, 8), 100, dtype=np.int16)
+        ds = make_ct_slice(
+            hu,
+            position=(0, 0, 0),
+            instance_number=number,
+            study_uid=study,
+            series_uid=series,
+            frame_of_reference_uid=fref,
+        )
+        del ds.ImagePositionPatient, ds.ImageOrientationPatient
+        ds.Modality = modality
+        write_slice(folder / f"img{k}.dcm", ds)
+
+
+def test_unpositioned_re_encodings_warned_like_positioned_duplicates(tmp_path: Path) -> None:
+    _unpositioned(tmp_path / "same", [1, 1, 2])  # the first image twice, under two SOP Instance UIDs
+    stack = _only_stack(tmp_path / "same")
+    assert len(stack) == 3
+    expected = "1 image(s) without position data share an instance number"
+    assert any(w.startswith(expected) for w in stack.warnings), stack.warnings
+    _unpositioned(tmp_path / "views", [1, 2], modality="US")  # two different views: nothing to say
+    assert _only_stack(tmp_path / "views").warnings == ()
+    # the frames of one multi-frame file share its instance number: not duplicates
+    (cine,) = load_paths([str(get_testdata_file("examples_ybr_color.dcm"))]).all_stacks()
+    assert len(cine) == 30 and cine.warnings == ()

@@ -176,3 +176,26 @@ def test_out_of_scope_and_cautioned_stacks_in_json_and_csv(model: Path, tmp_path
     ok = [r for r in rows if r["status"] == "ok"]
     assert len(ok) == n - 1 and all("missing slice" in r["warnings"] for r in ok)
     assert all("S-SPACING" in r["applicability_codes"] and r["study_decision"] for r in ok)
+
+
+def test_skipped_files_reported_by_code(
+    model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+
+    from pydicom.data import get_testdata_file
+
+    write_ct_series(tmp_path / "in" / "ct", 4, rows=32, columns=32)
+    for name in ("test-SR.dcm", "rtplan.dcm", "rtstruct.dcm"):
+        shutil.copy(str(get_testdata_file(name)), tmp_path / "in" / name)
+    shutil.copy(str(get_testdata_file("DICOMDIR-bigEnd")), tmp_path / "in" / "INDEX")
+    out = tmp_path / "r.json"
+    args = ["--model", str(model), "--out", str(out), "--quiet", "--provider", "cpu"]
+    assert main([str(tmp_path / "in"), *args]) == 0
+    err = capsys.readouterr().err
+    by_code = "3 E-NO-PIXELS (no image data), 1 E-DICOMDIR (DICOMDIR index)"
+    assert f"4 file(s) skipped while scanning: {by_code}\n" in err
+    assert "not DICOM or unreadable" not in err
+    doc = json.loads(out.read_text())
+    assert doc["files_skipped"] == 4
+    assert doc["files_skipped_by_code"] == {"E-NO-PIXELS": 3, "E-DICOMDIR": 1}

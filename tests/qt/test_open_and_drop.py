@@ -116,3 +116,23 @@ def test_cancel_stops_a_load_and_reports_it(qtbot: QtBot, tmp_path: Path) -> Non
     report: LoadReport = done.args[0]
     assert report.cancelled
     assert not window.is_loading()
+
+
+def test_two_patients_sharing_a_series_uid_are_both_in_the_catalogue_and_open(
+    qtbot: QtBot, tmp_path: Path
+) -> None:
+    from pydicom.uid import generate_uid
+
+    same = {"study_uid": generate_uid(), "series_uid": generate_uid()}
+    write_ct_series(tmp_path / "a", 4, patient_id="P1", patient_name="A^A", **same)  # type: ignore[arg-type]
+    write_ct_series(tmp_path / "b", 6, patient_id="P2", patient_name="B^B", **same)  # type: ignore[arg-type]
+    window = make_window(qtbot)
+    open_and_wait(qtbot, window, [tmp_path])
+    stacks = window.loaded_stacks()
+    assert sorted(len(s) for s in stacks) == [4, 6]
+    assert window.browser.topLevelItemCount() == 2  # two patients
+    for stack in stacks:
+        window.show_stack(stack.uid)
+        assert window.current_stack() is stack
+        assert window.current_volume() is not None and len(window.current_volume()) == len(stack)
+    qtbot.waitUntil(lambda: not window.is_loading())
