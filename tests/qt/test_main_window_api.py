@@ -192,3 +192,17 @@ def test_app_window_has_ai_and_session_menus(qtbot: QtBot) -> None:
     window = make_window(qtbot)
     assert window.menu_names() == ["File", "View", "Tools", "AI", "Session", "Help"]
     assert window.ai_controller is not None and window.review_controller is not None
+
+
+def test_tag_browser_reads_a_gzip_file_header(tmp_path: Path) -> None:
+    import gzip
+
+    from viewer.core.dicom.loader import load_paths
+    from viewer.qt.tag_browser import read_header
+
+    (path,) = write_ct_series(tmp_path / "ct", 1)
+    packed = tmp_path / "slice.dcm.gz"
+    packed.write_bytes(gzip.compress(path.read_bytes()))
+    (stack,) = load_paths([packed]).all_stacks()
+    ds = read_header(stack.slices[0].source)
+    assert ds.Modality == "CT" and "PixelData" not in ds

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import zipfile
 
 import pydicom
 from pydicom.dataset import Dataset
@@ -20,7 +19,7 @@ from PySide6.QtWidgets import (
 )
 
 from viewer.core.dicom.model import SliceSource
-from viewer.core.dicom.sources import check_member
+from viewer.core.dicom.sources import read_header_dataset
 
 logger = logging.getLogger(__name__)
 
@@ -51,14 +50,8 @@ MASK = "•••"
 
 
 def read_header(source: SliceSource) -> Dataset:
-    """The header of the file (or zip member) a slice comes from, without pixel data."""
-    if source.member is not None:  # stream the member: stop_before_pixels then inflates only the header
-        with zipfile.ZipFile(source.path) as zf:
-            info = zf.getinfo(source.member)
-            check_member(info)
-            with zf.open(info) as fh:
-                return pydicom.dcmread(fh, stop_before_pixels=True, force=True)
-    return pydicom.dcmread(source.path, stop_before_pixels=True, force=True)
+    """The header of the file (zip member, gzip file) a slice comes from, without pixel data."""
+    return read_header_dataset(source)
 
 
 def is_phi(elem: pydicom.DataElement) -> bool:

@@ -18,13 +18,16 @@ import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from viewer.core.codes import Code
 from viewer.core.constants import MAX_INFLATED_BYTES, MAX_INFLATION_RATIO
 from viewer.core.dicom.files import check_regular, is_inside, not_regular_reason, open_regular
 from viewer.core.dicom.model import SkippedFile, SliceSource
 from viewer.core.errors import DicomError, ImageTooLargeError, NotRegularFileError
+
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
 
 logger = logging.getLogger(__name__)
 
@@ -487,6 +490,27 @@ def _follow_link(
         files.append((link, target))
     elif not stat.S_ISDIR(st.st_mode):  # a link to a folder inside the tree: that folder is walked itself
         skip(link, Code.SPECIAL_FILE, not_regular_reason(st.st_mode))
+
+
+def read_header_dataset(source: SliceSource) -> Dataset:
+    """The source's DICOM header without its pixel data (pydicom Dataset), for the tag browser.
+
+    Archive members and gzip files are streamed: only the header is inflated.
+    """
+    from pydicom import dcmread
+
+    if source.member is None:
+        with open_regular(source.path) as fh:
+            return dcmread(fh, stop_before_pixels=True, force=True)
+    if archive_kind(source.path) == "gzip":
+        with open_regular(source.path) as fh, gzip.GzipFile(fileobj=fh, mode="rb") as gz:
+            return dcmread(gz, stop_before_pixels=True, force=True)
+    check_regular(source.path)
+    with zipfile.ZipFile(source.path) as zf:
+        info = zf.getinfo(source.member)
+        check_member(info, _archive_size(source.path))
+        with zf.open(info) as member:
+            return dcmread(member, stop_before_pixels=True, force=True)
 
 
 def read_source_bytes(source: SliceSource, archives: ArchiveCache | None = None) -> bytes:
