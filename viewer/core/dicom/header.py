@@ -77,7 +77,7 @@ class HeaderRecord:
     frame_of_reference_uid: str | None = None
     # --- how good this copy of its SOP instance is, to choose between duplicates (grouping.duplicates)
     pixel_intact: bool = True  # the pixel data is all there (native length, every fragment, delimiter)
-    lossless: int = 2  # 2 stored losslessly, 1 may be lossy (e.g. JPEG 2000 .91), 0 lossy
+    lossless: int = 2  # 2 never lossy-compressed, 1 unknown (e.g. JPEG 2000 .91, no flag), 0 lossy
     notes: tuple[str, ...] = ()  # file-level warnings for the stack (no file names: they are counted)
 
     @property
