@@ -11,7 +11,8 @@ Public API (import from the modules; this package imports nothing heavy):
 - :func:`viewer.core.dicom.grouping.sort_slices` ``(slices) -> (sorted, method, warnings, spacing)``
 - :func:`viewer.core.dicom.pool.warm_pool` / ``shutdown_pool``: the shared decoder processes
 
-Module map: ``sources`` (files, folders, zip, DICOMDIR), ``header`` (sniff + header-only reads),
+Module map: ``files`` (open regular files only), ``sources`` (files, folders, zip, gzip, DICOMDIR),
+``header`` (sniff + header-only reads), ``duplicates`` (files sharing a SOP Instance UID),
 ``grouping`` (Patient -> Study -> Series -> Stack, sorting, warnings), ``pixels`` (one frame + guards),
 ``pool`` (process pool, memory budget), ``volume`` (StackVolume), ``loader`` (load_paths), ``model``.
 """

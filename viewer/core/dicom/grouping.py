@@ -95,7 +95,7 @@ def _unpositioned_duplicates(items: Sequence[SliceInfo]) -> list[str]:
     slices that share a position. Frames of one multi-frame file do not count."""
     files: dict[int | None, set[tuple[str, str]]] = defaultdict(set)
     for s in items:
-        files[s.instance_number].add((str(s.source.path), s.source.member or ""))
+        files[s.instance_number].add(s.source.file_key)
     same = sum(len(f) - 1 for n, f in files.items() if n is not None)
     unnumbered = len(files.get(None, ())) - 1 if None in files else 0
     out = []
@@ -155,7 +155,7 @@ def _stack_warnings(
     infos: Sequence[SliceInfo], records: dict[tuple[str, str], HeaderRecord], resolution: Resolution
 ) -> list[str]:
     """Per-file facts about one stack's files: duplicates ignored, UID clashes, header notes."""
-    keys = {(str(i.source.path), i.source.member or "") for i in infos}
+    keys = {i.source.file_key for i in infos}
     warnings = []
     dropped = sum(resolution.dropped.get(k, 0) for k in keys)
     if dropped:

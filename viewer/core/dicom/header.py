@@ -83,7 +83,7 @@ class HeaderRecord:
     @property
     def file_key(self) -> tuple[str, str]:
         """The file (or archive member) this frame comes from: one SOP instance."""
-        return (str(self.info.source.path), self.info.source.member or "")
+        return self.info.source.file_key
 
     @property
     def is_original(self) -> bool:

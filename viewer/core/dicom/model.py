@@ -23,6 +23,11 @@ class SliceSource:
     frame: int = 0  # frame index inside a multi-frame object
 
     @property
+    def file_key(self) -> tuple[str, str]:
+        """The file (or archive member) itself, whatever the frame: one SOP instance."""
+        return (str(self.path), self.member or "")
+
+    @property
     def display_name(self) -> str:
         """Short name for on-screen reports (never logged: file names can carry PHI)."""
         name = self.member if self.member is not None else self.path.name
