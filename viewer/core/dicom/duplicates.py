@@ -10,20 +10,21 @@ puts in a stack of its own, with a warning.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from viewer.core.codes import Code
+from viewer.core.dicom.files import open_regular
 from viewer.core.dicom.header import HeaderRecord, transfer_syntax_rank
 from viewer.core.dicom.model import SkippedFile, SliceSource
+from viewer.core.dicom.sources import ArchiveCache, read_source_bytes
 from viewer.core.errors import DicomError
 
 FileKey = tuple[str, str]
-DigestFn = Callable[[Sequence[HeaderRecord]], str | None]
-MAX_DIGEST_BYTES = 256 * 1024**2  # larger duplicates are compared by their headers only
+CompareFn = Callable[[Sequence[HeaderRecord], Sequence[HeaderRecord]], bool | None]
+MAX_COMPARE_BYTES = 256 * 1024**2  # larger duplicates are compared by their headers only
 
 
 @dataclass
@@ -66,32 +67,65 @@ def _why(kept: HeaderRecord, dropped: HeaderRecord) -> str:
     return "equivalent copies: the first by path was used"
 
 
-def pixel_digest(frames: Sequence[HeaderRecord]) -> str | None:
-    """SHA-256 of an uncompressed greyscale file's stored values (byte order and padding removed);
-    None where only a decoder could tell (compressed, colour) or the pixel data cannot be read."""
-    from viewer.core.dicom.pixels import is_fast_path, read_raw
-    from viewer.core.dicom.sources import ArchiveCache, read_source_bytes
+def _stored_bytes(frames: Sequence[HeaderRecord], archives: ArchiveCache) -> bytes | None:
+    """The raw bytes of all frames of an uncompressed file, in one read (frames are contiguous)."""
+    first = frames[0].info
+    assert first.pixel_offset is not None
+    length = len(frames) * first.rows * first.columns * first.bits_allocated // 8
+    if first.source.member is not None:
+        blob = read_source_bytes(first.source, archives)[first.pixel_offset : first.pixel_offset + length]
+    else:
+        with open_regular(first.source.path) as fh:
+            fh.seek(first.pixel_offset)
+            blob = fh.read(length)
+    return blob if len(blob) == length else None
 
-    infos = [r.info for r in frames]
-    if not infos or not frames[0].pixel_intact or not all(is_fast_path(i) for i in infos):
+
+def same_pixels(a: Sequence[HeaderRecord], b: Sequence[HeaderRecord]) -> bool | None:
+    """Whether two same-size uncompressed greyscale files hold the same stored values; None where only a
+    decoder could tell (compressed, colour) or the pixel data cannot be read.
+
+    Same encoding: one read per file and a byte comparison (a duplicated folder costs little more than
+    reading it). Otherwise, or when the bytes differ, the values are compared as the viewer reads them
+    (byte order swapped, bits above BitsStored masked), frame by frame.
+    """
+    from viewer.core.dicom.pixels import is_fast_path, read_raw
+
+    if not (a and b and a[0].pixel_intact and b[0].pixel_intact and len(a) == len(b)):
         return None
-    if sum(i.rows * i.columns * i.bits_allocated // 8 for i in infos) > MAX_DIGEST_BYTES:
+    if not all(is_fast_path(r.info) for r in (*a, *b)):
         return None
-    digest = hashlib.sha256()
+    ia, ib = a[0].info, b[0].info
+    if len(a) * ia.rows * ia.columns * ia.bits_allocated // 8 > MAX_COMPARE_BYTES:
+        return None
     archives = ArchiveCache()
     try:
-        data = read_source_bytes(infos[0].source, archives) if infos[0].source.member else None
-        for info in infos:
-            digest.update(np.ascontiguousarray(read_raw(info, archives, data)).tobytes())
+        encoding = ("transfer_syntax_uid", "bits_stored", "pixel_representation")
+        if all(getattr(ia, f) == getattr(ib, f) for f in encoding):
+            raw_a, raw_b = _stored_bytes(a, archives), _stored_bytes(b, archives)
+            if raw_a is None or raw_b is None:
+                return None
+            if raw_a == raw_b:
+                return True
+        data_a = read_source_bytes(ia.source, archives) if ia.source.member else None
+        data_b = read_source_bytes(ib.source, archives) if ib.source.member else None
+        return all(
+            np.array_equal(read_raw(fa.info, archives, data_a), read_raw(fb.info, archives, data_b))
+            for fa, fb in zip(a, b, strict=True)
+        )
     except (DicomError, OSError, MemoryError, ValueError):
         return None
     finally:
         archives.close()
-    return digest.hexdigest()
 
 
-def resolve_duplicates(records: Sequence[HeaderRecord], digest: DigestFn | None = pixel_digest) -> Resolution:
-    """Keep one copy of each image per SOP Instance UID; keep apart different images sharing a UID."""
+def resolve_duplicates(
+    records: Sequence[HeaderRecord], compare: CompareFn | None = same_pixels
+) -> Resolution:
+    """Keep one copy of each image per SOP Instance UID; keep apart different images sharing a UID.
+
+    ``compare`` tells whether two same-size files hold the same pixels (None: headers only).
+    """
     files: dict[FileKey, list[HeaderRecord]] = {}
     for rec in records:
         files.setdefault(rec.file_key, []).append(rec)
@@ -102,12 +136,6 @@ def resolve_duplicates(records: Sequence[HeaderRecord], digest: DigestFn | None 
             by_uid.setdefault(uid, []).append(key)
     result = Resolution(records=[])
     gone: set[FileKey] = set()
-    digests: dict[FileKey, str | None] = {}
-
-    def content(key: FileKey) -> str | None:
-        if key not in digests:
-            digests[key] = digest(files[key]) if digest is not None else None
-        return digests[key]
 
     for keys in by_uid.values():
         if len(keys) < 2:
@@ -120,8 +148,7 @@ def resolve_duplicates(records: Sequence[HeaderRecord], digest: DigestFn | None 
                 best = image[0]
                 if _signature(files[best][0], len(files[best])) != sig:
                     continue
-                a, b = content(best), content(key)
-                if a is None or b is None or a == b:
+                if compare is None or compare(files[best], files[key]) is not False:
                     image.append(key)
                     break
             else:

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from viewer.core.constants import SPACING_TOLERANCE, TILT_TOLERANCE_DEG
-from viewer.core.dicom.duplicates import DigestFn, Resolution, pixel_digest, resolve_duplicates
+from viewer.core.dicom.duplicates import CompareFn, Resolution, resolve_duplicates, same_pixels
 from viewer.core.dicom.header import HeaderRecord
 from viewer.core.dicom.model import Patient, Series, SkippedFile, SliceInfo, Stack, Study
 
@@ -252,14 +252,14 @@ SeriesKey = tuple[tuple[str, str], str, str]  # (patient id, name), StudyInstanc
 
 
 def build_tree(
-    records: list[HeaderRecord], digest: DigestFn | None = pixel_digest
+    records: list[HeaderRecord], compare: CompareFn | None = same_pixels
 ) -> tuple[tuple[Patient, ...], list[SkippedFile]]:
     """Patient -> Study -> Series -> Stack, each level in first-seen (file) order, and the duplicate
     files left out (one :class:`SkippedFile` each, ``E-DUPLICATE``).
 
     A series is keyed by patient + study + SeriesInstanceUID: two patients (or studies) that share a
     SeriesInstanceUID give two series, whose stacks are told apart by ``@1``, ``@2`` after the UID.
-    ``digest`` compares the pixels of same-UID uncompressed files (None: compare headers only).
+    ``compare`` compares the pixels of same-UID uncompressed files (None: compare headers only).
     """
     by_patient: dict[tuple[str, str], dict[str, dict[str, list[HeaderRecord]]]] = {}
     for rec in sorted(records, key=lambda r: (r.order, r.info.source.frame)):
@@ -286,7 +286,7 @@ def build_tree(
         for study_uid, series_map in studies.items():
             series_objs = []
             for series_uid, recs in series_map.items():
-                resolution = resolve_duplicates(recs, digest)
+                resolution = resolve_duplicates(recs, compare)
                 skipped.extend(resolution.skipped)
                 uid = stack_uid[(patient_key, study_uid, series_uid)]
                 first = recs[0]
