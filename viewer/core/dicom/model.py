@@ -141,8 +141,11 @@ class SkippedFile:
     """A file that was not loaded, with a code and a human reason (path shown on screen only)."""
 
     path: str
-    code: str  # a viewer.core.codes.Code, e.g. "E-NOT-DICOM", "E-DICOMDIR", "E-TOO-LARGE", "E-READ"
+    code: str  # a viewer.core.codes.Code value, e.g. "E-NOT-DICOM", "E-DICOMDIR", "E-TOO-LARGE", "E-READ"
     reason: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "code", str(self.code))  # a Code member becomes its plain text
 
 
 @dataclass(frozen=True)
