@@ -11,14 +11,19 @@ import logging
 import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from viewer.core.constants import MAX_FRAME_BYTES
+from viewer.core.dicom.encapsulated import decode_encapsulated, is_encapsulated
 from viewer.core.dicom.header import DEFLATED_TS, check_deflated, frame_bytes, read_header, too_large_message
 from viewer.core.dicom.model import SkippedFile, SliceInfo, SliceSource
 from viewer.core.dicom.sources import ArchiveCache, read_source_bytes
 from viewer.core.errors import DicomError, ImageTooLargeError, NotDicomError, PixelDecodeError
+
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
 
 logger = logging.getLogger(__name__)
 
@@ -208,8 +213,11 @@ def _short(exc: BaseException) -> str:
 
 def _decode_with_pydicom(info: SliceInfo, src: io.BytesIO | Path, *, stored: bool) -> tuple[np.ndarray, bool]:
     from pydicom.dataset import Dataset
-    from pydicom.pixels import apply_color_lut, apply_modality_lut, pixel_array
+    from pydicom.pixels import pixel_array
 
+    if is_encapsulated(info.transfer_syntax_uid):  # codestream checked, one named decoder
+        arr, ds_out = decode_encapsulated(info, src)
+        return _finish(arr, ds_out, info, stored=stored)
     ds_out = Dataset()
     index = info.source.frame if info.number_of_frames > 1 else None
     try:
@@ -227,6 +235,13 @@ def _decode_with_pydicom(info: SliceInfo, src: io.BytesIO | Path, *, stored: boo
         arr = pixel_array(ds_out, index=index)
     if info.number_of_frames > 1 and arr.ndim > 2 and arr.shape[0] == 1 and info.samples_per_pixel == 1:
         arr = arr[0]
+    return _finish(arr, ds_out, info, stored=stored)
+
+
+def _finish(arr: np.ndarray, ds_out: Dataset, info: SliceInfo, *, stored: bool) -> tuple[np.ndarray, bool]:
+    """A decoded frame to the viewer's forms: uint8 RGB for colour, stored or modality values for grey."""
+    from pydicom.pixels import apply_color_lut, apply_modality_lut
+
     photometric = info.photometric
     if photometric == "PALETTE COLOR":
         return _to_uint8_rgb(apply_color_lut(arr, ds_out), info), False
