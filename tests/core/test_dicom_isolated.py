@@ -82,7 +82,7 @@ def test_a_decoder_that_dies_twice_marks_only_that_slice_bad(tmp_path: Path) -> 
         # A decoder process is published once started; half a second later it is stuck on the pipe.
         seen: dict[int, float] = {}
         while not stop.is_set() and len(killed) < 2:
-            for pid in list(getattr(isolated._EXECUTOR, "_processes", None) or {}):
+            for pid in isolated.decoder_pids():
                 seen.setdefault(pid, time.monotonic())
                 if pid not in killed and time.monotonic() - seen[pid] > 0.5:
                     os.kill(pid, signal.SIGKILL)

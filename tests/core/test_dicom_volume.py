@@ -216,7 +216,12 @@ def test_decoder_processes_run_below_the_gui_priority() -> None:
     from viewer.core.dicom import pool
 
     parent = os.nice(0)
-    worker = pool.decode_pool().submit(os.nice, 0).result(timeout=60)
+    proc = pool.acquire()
+    assert proc is not None
+    try:
+        worker = proc.call(os.nice, 0)
+    finally:
+        pool.release(proc)
     assert worker == min(parent + pool.WORKER_NICE, 19)
 
 

@@ -10,6 +10,7 @@ truncated JPEG frames (no EOI marker), which the JPEG decoders would otherwise f
 
 from __future__ import annotations
 
+import itertools
 import struct
 from dataclasses import dataclass
 from enum import Enum
@@ -139,7 +140,7 @@ def j2k_header(frame: bytes) -> FrameHeader:
 def check_rle(frame: bytes, expected: Expected) -> None:
     """The RLE header's segment count and offsets against the DICOM header and the frame's length."""
     if len(frame) < 64:
-        raise _fail(CodestreamCode.TRUNCATED, f"the RLE frame is shorter than its header")
+        raise _fail(CodestreamCode.TRUNCATED, "the RLE frame is shorter than its header")
     count, *offsets = struct.unpack_from("<16I", frame, 0)
     want = expected.samples * -(-expected.bits_allocated // 8)
     if count != want:
@@ -148,10 +149,10 @@ def check_rle(frame: bytes, expected: Expected) -> None:
             f"the RLE frame has {count} segments, the DICOM header implies {want}",
         )
     used = offsets[:count]
-    if used[0] != 64 or any(b <= a for a, b in zip(used, used[1:])) or used[-1] >= len(frame):
+    if used[0] != 64 or any(b <= a for a, b in itertools.pairwise(used)) or used[-1] >= len(frame):
         raise _fail(
             CodestreamCode.TRUNCATED if used[-1] >= len(frame) else CodestreamCode.MALFORMED,
-            f"the RLE segment offsets do not fit the frame",
+            "the RLE segment offsets do not fit the frame",
         )
 
 

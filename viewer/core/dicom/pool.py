@@ -1,58 +1,129 @@
-"""A shared process pool for decoding compressed slices on every core, and the series memory budget."""
+"""Decoder processes for whole-volume loads on every core, and the series memory budget.
+
+Each load thread holds one :class:`~viewer.core.dicom.worker.DecoderProcess` at a time and takes
+chunks from the back of the load's queue while the slice decoder process (``isolated``) takes them
+from the front (:func:`decode_chunks`). Every frame has its own time limit, a stuck or dead process
+is killed and replaced by its thread alone, and cancelling kills the processes mid-frame, so no
+stuck decoder outlives a load, blocks the next one or the interpreter's exit.
+"""
 
 from __future__ import annotations
 
 import atexit
-import contextlib
 import ctypes
 import logging
 import mmap
-import multiprocessing
 import os
+import queue
 import sys
 import threading
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from collections import deque
+from collections.abc import Callable
 
 import numpy as np
 
 from viewer.core.constants import MAX_SERIES_BYTES, MAX_SERIES_BYTES_FRACTION_OF_RAM, PREFAULT_MIN_BYTES
 from viewer.core.dicom.header import too_large_message
 from viewer.core.dicom.model import SliceInfo, Stack
-from viewer.core.errors import DicomError, ImageTooLargeError
+from viewer.core.dicom.worker import (
+    CancelFn,
+    DecodeResults,
+    DecoderProcess,
+    DecoderStartError,
+    Items,
+    decode_task,
+    decode_with_recovery,
+)
+from viewer.core.errors import ImageTooLargeError, LoadCancelled
 
 logger = logging.getLogger(__name__)
 POOL_MIN_SLICES = 8  # fewer compressed slices than this go to the slice decoder process only
 WORKER_NICE = 5  # decoder processes run below the GUI's priority
-_POOL: ProcessPoolExecutor | None = None
+_IDLE: list[DecoderProcess] = []
 _POOL_LOCK = threading.Lock()
+_STATE = {"live": 0, "unavailable": False, "exiting": False}
+
+__all__ = ["DecodeResults", "decode_task"]  # re-exported for callers of the former pool API
 
 
 def pool_workers() -> int:
     """One process per core but one (at most 8): the slice decoder process (``isolated``) takes the
-    load's chunks from the front meanwhile (see ``StackVolume._load_pool``)."""
+    load's chunks from the front meanwhile (see :func:`decode_chunks`)."""
     return max(1, min((os.cpu_count() or 1) - 1, 8))
 
 
-def decode_pool() -> ProcessPoolExecutor:
-    """The shared spawn-based pool (created on first use, recreated after a worker crash)."""
-    global _POOL
+def acquire() -> DecoderProcess | None:
+    """An idle pool process, or a new one while fewer than :func:`pool_workers` live; None when none
+    can be had (all busy, start-up impossible here, or the interpreter is exiting)."""
     with _POOL_LOCK:
-        if _POOL is None or getattr(_POOL, "_broken", False):
-            ctx = multiprocessing.get_context("spawn")  # fork is unsafe in a threaded (Qt) process
-            _POOL = ProcessPoolExecutor(
-                max_workers=pool_workers(), mp_context=ctx, initializer=_init_worker
-            )
-        return _POOL
+        while _IDLE:
+            proc = _IDLE.pop()
+            if proc.alive:
+                return proc
+            _STATE["live"] -= 1
+        if _STATE["unavailable"] or _STATE["exiting"] or sys.is_finalizing():
+            return None
+        if _STATE["live"] >= pool_workers():
+            return None
+        _STATE["live"] += 1
+    try:
+        return DecoderProcess(nice=WORKER_NICE)
+    except (DecoderStartError, OSError, RuntimeError) as exc:
+        with _POOL_LOCK:
+            _STATE["live"] -= 1
+            quiet = _STATE["exiting"] or sys.is_finalizing()
+            _STATE["unavailable"] = True
+        if not quiet:
+            logger.warning("Decoder processes cannot start (%s); decoding elsewhere", type(exc).__name__)
+        return None
 
 
-def _init_worker() -> None:
-    """Bulk decoder start-up: below the GUI in priority (with one worker per core, a niced worker
-    yields to the GUI thread, so scrolling stays smooth while a compressed stack decodes)."""
-    if hasattr(os, "nice"):
-        with contextlib.suppress(OSError):
-            os.nice(WORKER_NICE)
-    keep_freed_memory()
+def release(proc: DecoderProcess | None) -> None:
+    """Give a process back to the pool (a dead one is dropped)."""
+    if proc is None:
+        return
+    with _POOL_LOCK:
+        if proc.alive and not _STATE["exiting"]:
+            _IDLE.append(proc)
+            return
+        _STATE["live"] -= 1
+    proc.kill()
+
+
+def discard(proc: DecoderProcess) -> None:
+    """Kill a process that failed (stuck, dead or cancelled) and forget it."""
+    proc.kill()
+    with _POOL_LOCK:
+        _STATE["live"] -= 1
+
+
+def pool_pids() -> list[int]:
+    """PIDs of the idle pool processes (tests, diagnostics)."""
+    with _POOL_LOCK:
+        return [p.pid for p in _IDLE if p.alive]
+
+
+class _Lease:
+    """One load thread's process: a :class:`ProcessSource` that replaces a failed process."""
+
+    def __init__(self) -> None:
+        self.proc: DecoderProcess | None = None
+
+    def get(self) -> DecoderProcess | None:
+        if self.proc is None or not self.proc.alive:
+            if self.proc is not None:
+                discard(self.proc)
+            self.proc = acquire()
+        return self.proc
+
+    def discard(self, proc: DecoderProcess) -> None:
+        if self.proc is proc:
+            self.proc = None
+        discard(proc)
+
+    def close(self) -> None:
+        release(self.proc)
+        self.proc = None
 
 
 def keep_freed_memory() -> None:
@@ -72,20 +143,28 @@ def keep_freed_memory() -> None:
     mallopt(-3, 64 * 1024**2)  # M_MMAP_THRESHOLD
 
 
-def warm_worker() -> int:
-    import viewer.core.dicom.pixels  # noqa: F401  (pydicom and the decoders, imported once per worker)
-
-    return os.getpid()
-
-
 def warm_pool() -> None:
     """Start the decoder processes now (e.g. when a compressed stack opens) to hide start-up."""
-    try:
-        pool = decode_pool()
-        for fut in [pool.submit(warm_worker) for _ in range(pool_workers())]:
-            fut.result()
-    except Exception:  # a pool that cannot start is reported when it is used
-        logger.warning("Decoder processes did not start", exc_info=True)
+    started: list[DecoderProcess] = []
+    with _POOL_LOCK:
+        if _STATE["unavailable"] or _STATE["exiting"]:
+            return
+        want = pool_workers() - _STATE["live"]
+        _STATE["live"] += max(want, 0)
+    for k in range(max(want, 0)):
+        try:
+            started.append(DecoderProcess(nice=WORKER_NICE, wait=False))
+        except (DecoderStartError, OSError, RuntimeError):
+            with _POOL_LOCK:
+                _STATE["live"] -= want - k
+            break
+    for proc in started:
+        try:
+            proc.wait_ready()
+        except DecoderStartError:
+            discard(proc)
+            continue
+        release(proc)
 
 
 _WARMING = threading.Event()
@@ -93,7 +172,7 @@ _WARMING = threading.Event()
 
 def warm_pool_async() -> None:
     """:func:`warm_pool` on a daemon thread, once per process (later calls return at once)."""
-    if _WARMING.is_set():
+    if _WARMING.is_set() or _STATE["exiting"]:
         return
     _WARMING.set()
     threading.Thread(target=warm_pool, name="decoder-pool-start", daemon=True).start()
@@ -114,52 +193,107 @@ def wants_pool(stack: Stack) -> bool:
 
 
 def shutdown_pool() -> None:
-    global _POOL
+    """Kill the idle pool processes (busy ones die with their load's cancel or at exit)."""
     with _POOL_LOCK:
-        if _POOL is not None:
-            _POOL.shutdown(wait=False, cancel_futures=True)
-            _POOL = None
+        idle, _IDLE[:] = list(_IDLE), []
+        _STATE["live"] -= len(idle)
         _WARMING.clear()
+    for proc in idle:
+        proc.kill()
 
 
-atexit.register(shutdown_pool)
+def _at_exit() -> None:
+    _STATE["exiting"] = True
+    shutdown_pool()
 
 
-def pool_broken(exc: BaseException) -> bool:
-    return isinstance(exc, BrokenProcessPool)
+atexit.register(_at_exit)
 
 
-DecodeResults = list[tuple[int, "np.ndarray | None", "str | None", bool]]  # index, array, error, pending
+def decode_chunks(
+    chunks: list[Items],
+    deliver: Callable[[DecodeResults], None],
+    *,
+    front: Callable[[Items, CancelFn], DecodeResults],
+    frame_timeout: float,
+    cancel: CancelFn | None = None,
+) -> None:
+    """Decode ``chunks`` on every core and hand each chunk's results to ``deliver`` (on this thread).
 
-
-def decode_task(items: list[tuple[int, SliceInfo]], *, grey_only: bool = True) -> DecodeResults:
-    """Worker side: (index, array, error, modality pending) per slice; errors come back as text.
-
-    Greyscale frames come back as stored values (``pending`` True, apply ``to_modality``): half the
-    bytes of float32 to pickle back to the loading process. ``grey_only`` refuses colour frames (a
-    greyscale volume is being filled).
+    Pool threads take chunks from the back, ``front`` (the slice decoder process, or this process
+    where none can run) from the front. Raises :class:`LoadCancelled` when ``cancel()`` turns true
+    (checked every 0.1 s); the processes busy then are killed, not waited for.
     """
-    from viewer.core.dicom.pixels import decode_stored
-    from viewer.core.dicom.sources import ArchiveCache
+    work: deque[Items] = deque(chunks)
+    done: queue.SimpleQueue[DecodeResults | BaseException] = queue.SimpleQueue()
+    stop = threading.Event()
+    lock = threading.Lock()
 
-    archives = ArchiveCache()
-    out: DecodeResults = []
-    try:
-        for i, info in items:
-            try:
-                arr, pending = decode_stored(info, archives=archives)
-                if grey_only and arr.ndim != 2:
-                    raise DicomError("colour slice in a greyscale volume")
-                out.append((i, arr, None, pending))
-            except DicomError as exc:
-                out.append((i, None, str(exc), False))
-            except Exception as exc:
-                out.append(
-                    (i, None, f"Cannot decode {info.source.display_name}: {type(exc).__name__}", False)
+    def take(back: bool) -> Items | None:
+        with lock:
+            if stop.is_set() or not work:
+                return None
+            return work.pop() if back else work.popleft()
+
+    def pool_thread() -> None:
+        lease = _Lease()
+        try:
+            while (chunk := take(back=True)) is not None:
+                results, left = decode_with_recovery(
+                    chunk, lease, grey_only=True, frame_timeout=frame_timeout, cancel=stop.is_set
                 )
+                if results:
+                    done.put(results)
+                if left:  # no process for this thread: leave the rest to the others
+                    with lock:
+                        work.append(left)
+                    return
+        except LoadCancelled:
+            return
+        except BaseException as exc:
+            done.put(exc)
+        finally:
+            lease.close()
+
+    def front_thread() -> None:
+        try:
+            while not stop.is_set():
+                chunk = take(back=False)
+                if chunk is not None:
+                    done.put(front(chunk, stop.is_set))
+                elif any(t.is_alive() for t in pool_threads):
+                    stop.wait(0.05)  # a pool thread may still hand back a chunk it cannot decode
+                elif not work:
+                    return
+        except LoadCancelled:
+            return
+        except BaseException as exc:
+            done.put(exc)
+
+    pool_threads = [
+        threading.Thread(target=pool_thread, name="decoder-pool-load", daemon=True)
+        for _ in range(min(pool_workers(), len(chunks)))
+    ]
+    threads = [*pool_threads, threading.Thread(target=front_thread, name="decoder-front-load", daemon=True)]
+    for thread in threads:
+        thread.start()
+    remaining = sum(len(c) for c in chunks)
+    try:
+        while remaining > 0:
+            if cancel is not None and cancel():
+                raise LoadCancelled("Loading cancelled")
+            try:
+                item = done.get(timeout=0.1)
+            except queue.Empty:
+                if not any(t.is_alive() for t in threads):
+                    raise RuntimeError("decoder threads ended with slices left") from None
+                continue
+            if isinstance(item, BaseException):
+                raise item
+            remaining -= len(item)
+            deliver(item)
     finally:
-        archives.close()
-    return out
+        stop.set()
 
 
 def series_budget() -> int:

@@ -12,23 +12,21 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 import numpy as np
 
 from viewer.core.constants import SLICE_CACHE_BYTES, Window
+from viewer.core.dicom import isolated
 from viewer.core.dicom.isolated import decode_isolated, run_isolated
 from viewer.core.dicom.isolated import warm_async as warm_decoders
 from viewer.core.dicom.model import SliceInfo, Stack
 from viewer.core.dicom.pixels import decode_frame, is_fast_path, read_raw, to_modality
 from viewer.core.dicom.pool import (
     POOL_MIN_SLICES,
-    DecodeResults,
     allocate_volume,
     check_volume_budget,
-    decode_pool,
-    decode_task,
-    pool_broken,
-    shutdown_pool,
+    decode_chunks,
     wants_pool,
-    warm_worker,
 )
 from viewer.core.dicom.sources import ArchiveCache
+from viewer.core.dicom.worker import CancelFn as WorkerCancelFn
+from viewer.core.dicom.worker import DecodeResults, Items, decode_task
 from viewer.core.errors import DicomError, LoadCancelled, PixelDecodeError
 
 logger = logging.getLogger(__name__)
@@ -302,111 +300,32 @@ class StackVolume:
         tick: Callable[[int], None],
         cancel: CancelFn | None,
     ) -> None:
-        """Work stealing: the pool takes chunks from the end, the slice decoder process from the front.
+        """Work stealing (:func:`~viewer.core.dicom.pool.decode_chunks`): pool processes take chunks from
+        the end, the slice decoder process from the front, every frame under its own time limit.
 
         Never slower than the slice decoder alone (a cold pool simply gets fewer chunks), every core
         decodes once the pool runs, and all C decoding happens outside this process. This thread
-        only waits and collects, so it never holds the GIL long enough to starve the thread that
-        receives the pool's results.
+        only collects, so it never holds the GIL long enough to starve the threads receiving results.
         """
-        pool = decode_pool()
-        chunks = [idx[k : k + POOL_CHUNK] for k in range(0, len(idx), POOL_CHUNK)]
-        by_chunk: dict[int, Future[DecodeResults]] = {}
-        for c in reversed(range(len(chunks))):
-            by_chunk[c] = pool.submit(decode_task, [(i, self.stack.slices[i]) for i in chunks[c]])
-        owner = {fut: c for c, fut in by_chunk.items()}
-        pending = set(owner)
-        crashed: list[int] = []
+        slices = self.stack.slices
+        chunks = [[(i, slices[i]) for i in idx[k : k + POOL_CHUNK]] for k in range(0, len(idx), POOL_CHUNK)]
 
-        def collect(finished: set[Future[DecodeResults]]) -> None:
-            for fut in finished:  # a future keeps its result (decoded slices): drop every reference
-                k = owner.pop(fut)
-                by_chunk.pop(k, None)
-                chunk = chunks[k]
-                try:
-                    results = fut.result()
-                except Exception as exc:
-                    if pool_broken(exc):
-                        crashed.extend(chunk)  # retried one by one below, to find the culprit
-                        continue
-                    for i in chunk:
-                        self.bad_slices[i] = f"Cannot decode: {type(exc).__name__}"
-                    tick(len(chunk))
-                    continue
-                self._put_results(results, out, good)
-                tick(len(chunk))
-
-        for c, chunk in enumerate(chunks):
-            self._check_cancel(cancel, pending)  # type: ignore[arg-type]
-            done = {f for f in pending if f.done()}
-            pending -= done
-            collect(done)
-            fut = by_chunk.pop(c, None)
-            if fut is None or not fut.cancel():
-                continue  # running or done in a worker: collected with the others
-            pending.discard(fut)
-            owner.pop(fut)
-            self._decode_front(chunk, out, good)
-            tick(len(chunk))
-        while pending:
-            finished, pending = wait(pending, timeout=0.1, return_when=FIRST_COMPLETED)
-            collect(finished)
-            self._check_cancel(cancel, pending)  # type: ignore[arg-type]
-        if crashed:
-            self._retry_isolated(sorted(crashed), out, good, tick, cancel)
-
-    def _decode_front(self, chunk: list[int], out: np.ndarray, good: np.ndarray) -> None:
-        """One chunk in the slice decoder process; after a crash or timeout, slice by slice (so only
-        the culprit is marked bad)."""
-        try:
-            results = run_isolated([(i, self.stack.slices[i]) for i in chunk])
-        except PixelDecodeError:
-            results = None
-        if results is not None:
+        def deliver(results: DecodeResults) -> None:
             self._put_results(results, out, good)
-            return
-        for i in chunk:
-            try:
-                out[i] = self._decode(self.stack.slices[i])
-                good[i] = True
-            except Exception as exc:
-                self.bad_slices[i] = _failure_reason(exc)
+            tick(len(results))
 
-    def _retry_isolated(
-        self,
-        idx: list[int],
-        out: np.ndarray,
-        good: np.ndarray,
-        tick: Callable[[int], None],
-        cancel: CancelFn | None,
-    ) -> None:
-        """Slices whose worker died: decode each in its own task of a fresh pool.
+        decode_chunks(
+            chunks, deliver, front=self._decode_front, frame_timeout=isolated.DECODE_TIMEOUT_S, cancel=cancel
+        )
 
-        A crash takes down every task of the pool, so one bad file must not cost its neighbours:
-        only a slice whose own task kills a worker is marked bad. If a fresh pool cannot even start
-        (e.g. a host script without a ``__main__`` guard under spawn), decode here instead of
-        losing the slices.
-        """
-        logger.warning("A decoder process died; retrying %d slices one by one", len(idx))
-        shutdown_pool()
-        try:
-            decode_pool().submit(warm_worker).result()
-        except Exception:
+    @staticmethod
+    def _decode_front(chunk: Items, cancel: WorkerCancelFn) -> DecodeResults:
+        """One chunk in the slice decoder process (in this process where none can start)."""
+        results = run_isolated(chunk, cancel=cancel)
+        if results is None:
             logger.warning("Decoder processes cannot start here; decoding in this process")
-            self._load_threads(idx, out, good, tick, cancel, self._decode_into)
-            return
-        for i in idx:
-            self._check_cancel(cancel)
-            try:
-                results = decode_pool().submit(decode_task, [(i, self.stack.slices[i])]).result()
-            except Exception as exc:
-                if pool_broken(exc):
-                    shutdown_pool()
-                self.bad_slices[i] = "This slice could not be decoded safely (E-WORKER-CRASH)"
-                tick(1)
-                continue
-            self._put_results(results, out, good)
-            tick(1)
+            return decode_task(chunk)
+        return results
 
     def _put_results(
         self,
