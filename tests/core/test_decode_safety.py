@@ -268,7 +268,9 @@ def test_a_start_up_racing_interpreter_exit_logs_no_warning(tmp_path: Path) -> N
     script = tmp_path / "warm_exit.py"
     script.write_text(WARM_AND_EXIT)
     for _ in range(3):
-        done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=REPO)
+        done = subprocess.run(
+            [sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=REPO
+        )
         assert done.returncode == 0
         assert "No decoder process could start" not in done.stderr
         assert "Traceback" not in done.stderr, done.stderr[-2000:]
