@@ -1,6 +1,7 @@
 """``slicewise predict PATH... --out results.json|results.csv``: the inference engine without Qt.
 
-Exit codes: 0 every analysable stack was analysed; 1 some stacks failed (or none could be analysed);
+Exit codes: 0 every analysable stack was analysed; 1 some stacks failed, some slices could not be
+decoded (the stacks are listed) or none could be analysed;
 2 usage error or unusable model. Output is de-identified by default: UIDs only, no names, patient
 IDs, dates, descriptions or file paths (``--include-identifiers`` opts in).
 """
@@ -13,6 +14,7 @@ import io
 import json
 import logging
 import os
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -94,6 +96,12 @@ def _safe_error(exc: BaseException, identifiers: bool) -> str:
     if isinstance(exc, DicomError):
         return f"{type(exc).__name__}: the stack's pixel data could not be read"
     return f"{type(exc).__name__}"
+
+
+def _bad_slice_line(stack: Any, bad: Sequence[int], reasons: dict[int, str]) -> str:
+    """'<stack uid>: k of n slices (codes)': error codes only, never the reasons' file names."""
+    codes = sorted({code for i in bad for code in re.findall(r"\((E-[A-Z0-9-]+)\)", reasons.get(i, ""))})
+    return f"{stack.uid}: {len(bad)} of {len(stack)} slices ({', '.join(codes) or 'no code'})"
 
 
 def _stack_record(stack: Any, patient: Any, study: Any, identifiers: bool) -> dict[str, Any]:
@@ -298,6 +306,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     context = _stack_context(report)
     records: list[dict[str, Any]] = []
     failed = analysed = 0
+    incomplete: list[str] = []  # stacks analysed with slices that could not be decoded
     for stack in tqdm(stacks, desc="Analysing", unit="stack", file=sys.stderr, disable=args.quiet):
         patient, study = context.get(stack.uid, (None, None))
         rec = _stack_record(stack, patient, study, args.include_identifiers)
@@ -314,6 +323,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             rec.update(_prediction_fields(pred))
             if pred.bad_slices:
                 rec["bad_slices"] = list(pred.bad_slices)
+                incomplete.append(_bad_slice_line(stack, pred.bad_slices, volume.bad_slices))
             analysed += 1
         except StackNotSupportedError as exc:  # refused after the pixel check: no probabilities
             rec.update(_refusal_fields(exc))
@@ -362,7 +372,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{analysed} stack(s) analysed ({cautioned} with a caution), {skipped} skipped (out of scope or "
         f"not supported), {failed} failed -> {out.name}"
     )
-    if failed or analysed == 0:
+    if incomplete:
+        _say(f"{len(incomplete)} stack(s) had slices that could not be decoded (filled, see bad_slices):")
+        for line in incomplete:
+            _say(f"  {line}")
+    if failed or analysed == 0 or incomplete:
         return EXIT_SOME_FAILED
     return EXIT_OK
 

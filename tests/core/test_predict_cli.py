@@ -199,3 +199,28 @@ def test_skipped_files_reported_by_code(
     doc = json.loads(out.read_text())
     assert doc["files_skipped"] == 4
     assert doc["files_skipped_by_code"] == {"E-NO-PIXELS": 3, "E-DICOMDIR": 1}
+
+
+def test_undecodable_slices_exit_1_and_name_the_stack(
+    model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A stack analysed with filler for undecodable slices is not a clean run (it exited 0 before)."""
+    import struct
+
+    from tests.factories import compress_files
+
+    paths = write_ct_series(tmp_path / "s", 6, rows=48, columns=48, seed=3)
+    compress_files(paths)
+    data = bytearray(paths[2].read_bytes())
+    first_fragment = data.find(b"\xfe\xff\x00\xe0", data.rfind(b"\xe0\x7f\x10\x00") + 20)
+    struct.pack_into("<I", data, first_fragment + 8, 15)  # the RLE header claims 15 segments
+    paths[2].write_bytes(bytes(data))
+    out = tmp_path / "r.json"
+    rc = main([str(tmp_path / "s"), "--model", str(model), "--out", str(out), "--quiet", "--provider", "cpu"])
+    err = capsys.readouterr().err
+    assert rc == 1
+    (rec,) = json.loads(out.read_text())["stacks"]
+    assert rec["status"] == "ok" and rec["bad_slices"] == [2]
+    assert f"{rec['stack_uid']}: 1 of 6 slices (E-CODESTREAM-SIZE)" in err
+    assert "Traceback" not in err
+    _no_phi(err)
