@@ -53,7 +53,8 @@ def licence_of(dist: metadata.Distribution) -> str:
     expression = meta.get("License-Expression")
     if expression:
         return expression
-    classifiers = [c.split(" :: ")[-1] for c in meta.get_all("Classifier") or [] if c.startswith("License ::")]
+    found = meta.get_all("Classifier") or []
+    classifiers = [c.split(" :: ")[-1] for c in found if c.startswith("License ::")]
     text = (meta.get("License") or "").strip().splitlines()
     short = text[0][:80] if text else ""
     parts = [p for p in [short, *classifiers] if p and p.upper() != "UNKNOWN"]
