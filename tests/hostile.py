@@ -127,3 +127,17 @@ def unchecked_decode_under_cap(path: str, plugin: str, allowance: int) -> str:
         return "MemoryError"
     except Exception as exc:  # the decoder's own error once its allocation failed
         return f"{type(exc).__name__}: {exc}"
+
+
+def jpeg_corrupt_scan(dst: Path) -> Path:
+    """A baseline JPEG frame with an EOI marker half-way through its entropy-coded data: libjpeg
+    prints "Corrupt JPEG data" and fills the rest of the image (GDCM passes that on to stderr only)."""
+
+    def edit(data: bytearray, start: int) -> None:
+        sos = data.find(b"\xff\xda", start)
+        eoi = data.rfind(b"\xff\xd9")
+        assert 0 < sos < eoi
+        middle = (sos + eoi) // 2
+        data[middle : middle + 2] = b"\xff\xd9"  # an end-of-image marker half-way
+
+    return _patched("SC_jpeg_no_color_transform.dcm", dst, edit)

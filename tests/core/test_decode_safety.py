@@ -330,3 +330,24 @@ def test_decode_file_on_every_hostile_file_raises_typed_errors(tmp_path: Path) -
     for kind, make in LIARS.items():
         with pytest.raises(PixelDecodeError):
             decode_file(make(tmp_path / f"{kind}.dcm"))
+
+
+def test_a_jpeg_frame_the_decoder_calls_corrupt_is_refused(tmp_path: Path) -> None:
+    """libjpeg inside GDCM prints "Corrupt JPEG data: premature end of data segment" on stderr and
+    fills the rest of the image with grey; that printed warning now refuses the frame."""
+    info = _single(hostile.jpeg_corrupt_scan(tmp_path / "corrupt.dcm"))
+    with pytest.raises(PixelDecodeError, match="E-CORRUPT"):
+        decode_frame(info)
+    with pytest.raises(PixelDecodeError, match="E-CORRUPT"):
+        isolated.decode_isolated(info)
+
+
+def test_a_native_frame_beyond_its_pixel_data_element_is_refused(tmp_path: Path) -> None:
+    """A damaged VR in the Pixel Data element header made its length 0: the bytes read were not pixels."""
+    data = bytearray(hostile.testdata("MR_small.dcm").read_bytes())
+    tag = data.rfind(hostile.PIXEL_DATA_TAG)
+    data[tag + 4] = 0x17  # "OW" -> "\x17W": not a VR, the element is read as implicit VR
+    (tmp_path / "vr.dcm").write_bytes(bytes(data))
+    (stack,) = load_paths([tmp_path / "vr.dcm"]).all_stacks()
+    with pytest.raises(PixelDecodeError, match="E-TRUNCATED"):
+        decode_frame(stack.slices[0])

@@ -11,13 +11,22 @@ used, so a decoder that refuses a bad frame is never followed by one that decode
 - RLE Lossless: ``pylibjpeg-rle`` (MIT), else pydicom's own decoder
 - 12-bit JPEG Extended, which GDCM's wheels cannot decode: only ``pylibjpeg-libjpeg`` (GPL-3.0),
   installed by the opt-in ``jpeg12`` extra; without it such frames are refused (``E-NO-DECODER``).
+
+A decoder that reports damaged data (a Python warning, or libjpeg's "Corrupt JPEG data" printed on
+stderr) has its frame refused (``E-CORRUPT``): it would show filler where the data ran out.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
+import os
 import re
+import sys
+import tempfile
+import threading
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -40,6 +49,7 @@ _PIXEL_DATA_ITEM = b"\xe0\x7f\x10\x00"  # (7FE0,0010), little endian
 _UNDEFINED_LENGTH = b"\xff\xff\xff\xff"
 # Decoder warnings that mean the frame was cut short or damaged: the output would be partly filler.
 _BAD_WARNING = re.compile(r"truncat|premature|corrupt|too short|insufficient|end of (file|data|stream)", re.I)
+_STDERR_LOCK = threading.Lock()  # fd 2 is process-wide: one redirection at a time
 
 
 def is_encapsulated(transfer_syntax_uid: str) -> bool:
@@ -122,10 +132,39 @@ def decode_encapsulated(info: SliceInfo, src: io.BytesIO | Path) -> tuple[np.nda
     ds.add_new(0x7FE00010, "OB", encapsulate([frame]))
     if "NumberOfFrames" in ds:
         ds.NumberOfFrames = 1
-    with warnings.catch_warnings(record=True) as caught:
+    with warnings.catch_warnings(record=True) as caught, native_stderr() as printed:
         warnings.simplefilter("always")
         arr = pixel_array(ds, decoding_plugin=plugin)
-    for warning in caught:
-        if _BAD_WARNING.search(str(warning.message)):
-            raise PixelDecodeError(f"Cannot decode {name}: the decoder reports damaged data (E-TRUNCATED)")
+    reports = [str(w.message) for w in caught] + printed
+    if any(_BAD_WARNING.search(text) for text in reports):
+        raise PixelDecodeError(f"Cannot decode {name}: the decoder reports damaged data (E-CORRUPT)")
     return arr, ds
+
+
+@contextlib.contextmanager
+def native_stderr() -> Iterator[list[str]]:
+    """Collect what C/C++ decoders print on file descriptor 2 during the block (libjpeg inside GDCM
+    reports "Corrupt JPEG data: premature end of data segment" there and decodes on with filler).
+
+    The lines are filled in when the block ends. Where fd 2 cannot be redirected, nothing is collected.
+    """
+    lines: list[str] = []
+    with _STDERR_LOCK:
+        try:
+            sys.stderr.flush()
+            saved = os.dup(2)
+        except (OSError, ValueError):
+            yield lines
+            return
+        try:
+            with tempfile.TemporaryFile() as sink:
+                os.dup2(sink.fileno(), 2)
+                try:
+                    yield lines
+                finally:
+                    os.dup2(saved, 2)
+                sink.seek(0)
+                text = sink.read(64 * 1024).decode("utf-8", "replace")
+                lines.extend(line for line in text.splitlines() if line.strip())
+        finally:
+            os.close(saved)

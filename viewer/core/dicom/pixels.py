@@ -94,6 +94,12 @@ def read_raw(info: SliceInfo, archives: ArchiveCache | None = None, data: bytes 
     offset = info.pixel_offset
     assert offset is not None
     name = info.source.display_name
+    frame = info.source.frame if info.number_of_frames > 1 else 0
+    if info.pixel_length is not None and (frame + 1) * need > info.pixel_length:
+        raise PixelDecodeError(  # a damaged element header: the bytes there are not this frame's
+            f"Cannot decode {name}: its Pixel Data element holds {info.pixel_length:,} bytes, "
+            f"frame {frame + 1} needs {(frame + 1) * need:,} (E-TRUNCATED)"
+        )
     if info.source.member is None and data is None:
         with info.source.path.open("rb") as fh:
             found = max(os.fstat(fh.fileno()).st_size - offset, 0)

@@ -1,0 +1,430 @@
+"""Seeded mutation fuzzer for the DICOM read path: header scan, codestream checks, decoder processes.
+
+Every mutant of a real file (pydicom's test files, one or more per transfer syntax) goes through what
+the viewer does: ``load_paths`` in this process, then each frame through the decoder process
+(``run_isolated``; raw uncompressed frames read here). Counted:
+
+- exceptions outside ``viewer.core.errors.SlicewiseError`` (must be 0);
+- hangs: a mutant still running after ``--hang-s`` seconds (must be 0);
+- crashes of the viewer's process: a batch subprocess that dies (must be 0);
+- silently wrong slices: a frame we return that differs from an independent decode of the same
+  mutant (another decoder, in its own capped process) where that one succeeds, or, for a cut-short
+  mutant, from the intact original (must be 0);
+- peak memory: this process's and every decoder process's VmHWM (decoders are capped per frame).
+
+``python tools/fuzz_decoders.py --mutants 10000 --seed 1`` (about 10 minutes on two cores) prints one
+line per batch and a JSON summary; ``tests/core/test_fuzz_decoders.py`` runs a short seeded batch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import resource
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import warnings
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+SEEDS: dict[str, tuple[str, ...]] = {
+    "jpeg-baseline": ("SC_rgb_dcmtk_+eb+cy+np.dcm", "SC_jpeg_no_color_transform.dcm"),
+    "jpeg-extended": ("JPGExtended.dcm",),
+    "jpeg-lossless": ("SC_rgb_jpeg_gdcm.dcm", "JPEG-LL.dcm"),
+    "jpeg-ls": ("MR_small_jpeg_ls_lossless.dcm", "JPEGLSNearLossless_16.dcm", "SC_rgb_jls_lossy_line.dcm"),
+    "jpeg2000": ("MR_small_jp2klossless.dcm", "693_J2KI.dcm"),
+    "rle": ("MR_small_RLE.dcm", "SC_rgb_rle_2frame.dcm"),
+    "deflate": ("image_dfl.dcm",),
+    "explicit-le": ("MR_small.dcm", "CT_small.dcm"),
+    "implicit-le": ("MR_small_implicit.dcm",),
+    "explicit-be": ("MR_small_bigendian.dcm",),
+}
+# The independent decoder per syntax: another library than the one the viewer uses.
+REFERENCE_PLUGIN = {
+    "1.2.840.10008.1.2.4.50": "pylibjpeg",
+    "1.2.840.10008.1.2.4.51": "pylibjpeg",
+    "1.2.840.10008.1.2.4.57": "pylibjpeg",
+    "1.2.840.10008.1.2.4.70": "pylibjpeg",
+    "1.2.840.10008.1.2.4.80": "gdcm",
+    "1.2.840.10008.1.2.4.81": "gdcm",
+    "1.2.840.10008.1.2.4.90": "gdcm",
+    "1.2.840.10008.1.2.4.91": "gdcm",
+    "1.2.840.10008.1.2.5": "pydicom",
+}
+LOSSY = {"1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.91"}
+LOSSY_TOLERANCE = 8  # IDCT / wavelet rounding differs between decoders on intact lossy data
+PIXEL_DATA_TAG = b"\xe0\x7f\x10\x00"
+REFERENCE_CAP = 2 * 1024**3  # the reference decoder's own address-space allowance per frame
+
+
+@dataclass
+class Tally:
+    mutants: int = 0
+    by_syntax: Counter[str] = field(default_factory=Counter)
+    outcomes: Counter[str] = field(default_factory=Counter)  # ok / refused at scan / refused at decode
+    codes: Counter[str] = field(default_factory=Counter)
+    foreign_exceptions: list[str] = field(default_factory=list)
+    hangs: list[str] = field(default_factory=list)
+    crashes: list[str] = field(default_factory=list)
+    wrong: list[str] = field(default_factory=list)
+    compared: int = 0
+    peak_viewer_rss: int = 0
+    peak_decoder_rss: int = 0
+    peak_reference_rss: int = 0
+
+    def merge(self, other: dict[str, object]) -> None:
+        self.mutants += int(other["mutants"])  # type: ignore[call-overload]
+        for name in ("by_syntax", "outcomes", "codes"):
+            getattr(self, name).update(other[name])
+        for name in ("foreign_exceptions", "hangs", "crashes", "wrong"):
+            getattr(self, name).extend(other[name])  # type: ignore[arg-type]
+        self.compared += int(other["compared"])  # type: ignore[call-overload]
+        for name in ("peak_viewer_rss", "peak_decoder_rss", "peak_reference_rss"):
+            setattr(self, name, max(getattr(self, name), int(other[name])))  # type: ignore[call-overload]
+
+
+def testdata(name: str) -> Path:
+    from pydicom.data import get_testdata_file
+
+    found = get_testdata_file(name)
+    if found is None:
+        raise FileNotFoundError(name)
+    return Path(str(found))
+
+
+# --- mutation ----------------------------------------------------------------------------------------
+def mutate(data: bytes, rng: random.Random) -> tuple[bytes, str]:
+    """One mutant of ``data`` and the operator's name ("truncate" keeps the header intact)."""
+    start = data.rfind(PIXEL_DATA_TAG)
+    pixels = start if start > 0 else len(data) // 2
+    op = rng.choice(["flip", "flip", "field", "truncate", "truncate", "header", "splice", "insert"])
+    buf = bytearray(data)
+    if op == "flip":  # a few bytes inside the pixel data (codestream headers sit near its start)
+        near_start = rng.random() < 0.5
+        lo = pixels
+        hi = min(len(buf), pixels + 400) if near_start else len(buf)
+        for _ in range(rng.randint(1, 8)):
+            buf[rng.randrange(lo, hi)] = rng.randrange(256)
+    elif op == "field":  # an extreme 16/32-bit value in the first bytes of the codestream
+        pos = rng.randrange(pixels, min(len(buf) - 4, pixels + 300))
+        value = rng.choice(
+            [0, 1, 0xFF, 0x7FFF, 0x8000, 0xFFFF, 0xFFFFFFFF, 0x7FFFFFFF, rng.randrange(1 << 32)]
+        )
+        width = rng.choice([2, 4])
+        order = rng.choice("<>")
+        struct.pack_into(f"{order}{'H' if width == 2 else 'I'}", buf, pos, value & ((1 << (8 * width)) - 1))
+    elif op == "truncate":
+        buf = buf[: rng.randrange(pixels + 12, len(buf))] if len(buf) > pixels + 13 else buf[:-1]
+    elif op == "header":  # anywhere before the pixel data
+        for _ in range(rng.randint(1, 4)):
+            buf[rng.randrange(128, max(129, pixels))] = rng.randrange(256)
+    elif op == "splice":  # drop a run of bytes inside the pixel data
+        a = rng.randrange(pixels, len(buf))
+        del buf[a : a + rng.randint(1, 64)]
+    else:  # insert random bytes inside the pixel data
+        a = rng.randrange(pixels, len(buf))
+        buf[a:a] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 16)))
+    return bytes(buf), op
+
+
+# --- reference decoding (runs inside a capped decoder process via DecoderProcess.call) -------------
+def reference_decode(path: str, index: int | None, plugin: str | None) -> np.ndarray | str:
+    from pydicom.pixels import pixel_array
+
+    from viewer.core.dicom.limits import address_space_limit
+
+    try:
+        with warnings.catch_warnings(), address_space_limit(REFERENCE_CAP):
+            warnings.simplefilter("ignore")
+            kwargs = {"decoding_plugin": plugin} if plugin else {}
+            return np.asarray(pixel_array(path, index=index, **kwargs))
+    except BaseException as exc:  # the reference failing is not ours to count
+        return f"{type(exc).__name__}"
+
+
+def peak_rss() -> int:
+    with open("/proc/self/status", encoding="ascii") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+# --- one batch, in this process (the "viewer") -------------------------------------------------------
+class Batch:
+    def __init__(self, workdir: Path, hang_s: float) -> None:
+        from viewer.core.dicom.worker import DecoderProcess
+
+        self.workdir = workdir
+        self.hang_s = hang_s
+        self.tally = Tally()
+        self._reference: DecoderProcess | None = None
+        self.originals: dict[tuple[str, int], np.ndarray | None] = {}
+
+    def reference(self, path: Path, index: int | None, syntax: str) -> np.ndarray | None:
+        from viewer.core.dicom.worker import DecoderProcess, DecoderStartError
+
+        for _ in range(2):
+            try:
+                if self._reference is None or not self._reference.alive:
+                    self._reference = DecoderProcess()
+                self._note_reference_peak()
+                result = self._reference.call(
+                    reference_decode, str(path), index, REFERENCE_PLUGIN.get(syntax), timeout=30
+                )
+                return result if isinstance(result, np.ndarray) else None
+            except (TimeoutError, EOFError, OSError, DecoderStartError, RuntimeError):
+                if self._reference is not None:
+                    self._reference.kill()
+                self._reference = None
+        return None
+
+    def _note_reference_peak(self) -> None:
+        if self._reference is not None and self._reference.alive:
+            try:
+                peak = int(self._reference.call(peak_rss, timeout=10))  # type: ignore[call-overload]
+                self.tally.peak_reference_rss = max(self.tally.peak_reference_rss, peak)
+            except (TimeoutError, EOFError, OSError, RuntimeError):
+                pass
+
+    def note_decoder_peak(self) -> None:
+        from viewer.core.dicom import isolated
+
+        for pid in isolated.decoder_pids():
+            try:
+                with open(f"/proc/{pid}/status", encoding="ascii") as fh:
+                    for line in fh:
+                        if line.startswith("VmHWM:"):
+                            peak = int(line.split()[1]) * 1024
+                            self.tally.peak_decoder_rss = max(self.tally.peak_decoder_rss, peak)
+            except OSError:
+                pass
+
+    def ours(self, info: object) -> tuple[np.ndarray | None, str | None, bool]:
+        from viewer.core.dicom.isolated import run_isolated
+        from viewer.core.dicom.model import SliceInfo
+        from viewer.core.dicom.pixels import is_fast_path, read_raw
+        from viewer.core.errors import SlicewiseError
+
+        assert isinstance(info, SliceInfo)
+        if is_fast_path(info):
+            try:
+                return read_raw(info), None, True
+            except SlicewiseError as exc:
+                return None, str(exc), False
+        results = run_isolated([(0, info)], grey_only=False)
+        assert results is not None
+        ((_, arr, err, pending),) = results
+        return arr, err, pending
+
+    def run_one(self, label: str, path: Path, syntax_name: str, op: str, original: Path) -> None:
+        from viewer.core.dicom.loader import load_paths
+        from viewer.core.errors import SlicewiseError
+
+        tally = self.tally
+        tally.mutants += 1
+        tally.by_syntax[syntax_name] += 1
+        try:
+            report = load_paths([path])
+        except SlicewiseError as exc:
+            tally.outcomes["refused-at-scan"] += 1
+            tally.codes[type(exc).__name__] += 1
+            return
+        except Exception as exc:
+            tally.foreign_exceptions.append(f"{label} scan {type(exc).__name__}: {str(exc)[:120]}")
+            return
+        stacks = report.all_stacks()
+        if not stacks:
+            tally.outcomes["refused-at-scan"] += 1
+            for skipped in report.skipped:
+                tally.codes[skipped.code] += 1
+            return
+        for stack in stacks:
+            for info in stack.slices[:4]:
+                try:
+                    arr, err, pending = self.ours(info)
+                except SlicewiseError as exc:
+                    arr, err, pending = None, str(exc), False
+                except Exception as exc:
+                    tally.foreign_exceptions.append(f"{label} decode {type(exc).__name__}: {str(exc)[:120]}")
+                    continue
+                if err is not None or arr is None:
+                    tally.outcomes["refused-at-decode"] += 1
+                    code = err.rsplit("(", 1)[-1].rstrip(")") if err and err.endswith(")") else "other"
+                    tally.codes[code if code.startswith("E-") else "decode-error"] += 1
+                    continue
+                tally.outcomes["decoded"] += 1
+                self.compare(label, path, info, arr, pending, op, original)
+        self.note_decoder_peak()
+
+    def compare(
+        self, label: str, path: Path, info: object, arr: np.ndarray, pending: bool, op: str, original: Path
+    ) -> None:
+        from viewer.core.dicom.model import SliceInfo
+
+        assert isinstance(info, SliceInfo)
+        if not pending and info.samples_per_pixel == 1:
+            return  # a Modality LUT already applied: not comparable with raw references
+        if info.photometric == "PALETTE COLOR":
+            return
+        index = info.source.frame if info.number_of_frames > 1 else None
+        syntax = info.transfer_syntax_uid
+        tolerance = LOSSY_TOLERANCE if syntax in LOSSY else 0
+        if op == "truncate":  # the header is intact: a frame we show must be the original's
+            key = (str(original), info.source.frame)
+            if key not in self.originals:
+                self.originals[key] = self.reference(original, index, syntax)
+            intact = self.originals[key]
+            if intact is not None and not _same(arr, intact, tolerance):
+                self.tally.wrong.append(f"{label} differs from the intact original after truncation")
+                return
+        ref = self.reference(path, index, syntax)
+        if ref is None:
+            return
+        self.tally.compared += 1
+        if not _same(arr, ref, tolerance):
+            self.tally.wrong.append(
+                f"{label} differs from the {REFERENCE_PLUGIN.get(syntax, 'pydicom')} decode"
+            )
+
+    def close(self) -> None:
+        if self._reference is not None:
+            self._note_reference_peak()
+            self._reference.kill()
+        self.note_decoder_peak()
+        self.tally.peak_viewer_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _same(ours: np.ndarray, ref: np.ndarray, tolerance: int) -> bool:
+    if ours.shape != ref.shape:
+        if ours.ndim == 3 and ref.ndim == 3 and ours.dtype == np.uint8 and ref.dtype != np.uint8:
+            return True  # >8-bit colour scaled for display: not comparable
+        return False
+    if ours.dtype == np.uint8 and ref.dtype != np.uint8:
+        return True
+    diff = np.abs(ours.astype(np.float64) - ref.astype(np.float64))
+    return bool(diff.max(initial=0) <= tolerance)
+
+
+def seed_files() -> list[tuple[str, Path]]:
+    out: list[tuple[str, Path]] = []
+    for syntax_name, names in SEEDS.items():
+        for name in names:
+            try:
+                out.append((syntax_name, testdata(name)))
+            except FileNotFoundError:
+                continue
+    return out
+
+
+def run_batch(seed: int, start: int, count: int, hang_s: float = 60.0) -> Tally:
+    """Mutants ``start`` .. ``start + count`` of the seeded sequence, in this process."""
+    import logging
+
+    logging.getLogger("viewer").setLevel(logging.ERROR)
+    warnings.simplefilter("ignore")
+    seeds = seed_files()
+    with tempfile.TemporaryDirectory(prefix="slicewise-fuzz-") as tmp:
+        batch = Batch(Path(tmp), hang_s)
+        current = {"label": "", "since": time.monotonic()}
+        done = threading.Event()
+
+        def watchdog() -> None:
+            while not done.wait(1.0):
+                if time.monotonic() - current["since"] > hang_s:  # type: ignore[operator]
+                    print(json.dumps({"hang": current["label"]}), flush=True)
+                    os._exit(3)
+
+        threading.Thread(target=watchdog, daemon=True).start()
+        try:
+            for n in range(start, start + count):
+                rng = random.Random(f"{seed}:{n}")
+                syntax_name, original = seeds[n % len(seeds)]
+                data, op = mutate(original.read_bytes(), rng)
+                label = f"#{n} {syntax_name} {original.name} {op}"
+                current.update(label=label, since=time.monotonic())
+                path = batch.workdir / f"m{n}.dcm"
+                path.write_bytes(data)
+                batch.run_one(label, path, syntax_name, op, original)
+                path.unlink()
+        finally:
+            done.set()
+            batch.close()
+    return batch.tally
+
+
+def _summary(tally: Tally) -> dict[str, object]:
+    doc = asdict(tally)
+    for name in ("by_syntax", "outcomes", "codes"):
+        doc[name] = dict(sorted(getattr(tally, name).items()))
+    return doc
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mutants", type=int, default=10_000)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--batch", type=int, default=500, help="mutants per viewer subprocess")
+    parser.add_argument("--hang-s", type=float, default=60.0)
+    parser.add_argument("--out", type=Path, default=None, help="write the JSON summary here too")
+    parser.add_argument("--worker", nargs=2, type=int, metavar=("START", "COUNT"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        tally = run_batch(args.seed, args.worker[0], args.worker[1], args.hang_s)
+        print(json.dumps({"batch": _summary(tally)}), flush=True)
+        return 0
+    total = Tally()
+    t0 = time.monotonic()
+    for start in range(0, args.mutants, args.batch):
+        count = min(args.batch, args.mutants - start)
+        cmd = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--seed",
+            str(args.seed),
+            "--hang-s",
+            str(args.hang_s),
+        ]
+        proc = subprocess.run(
+            [*cmd, "--worker", str(start), str(count)], capture_output=True, text=True, cwd=ROOT
+        )
+        lines = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+        batch = next((line["batch"] for line in lines if "batch" in line), None)
+        if batch is not None:
+            total.merge(batch)
+        else:
+            hang = next((line["hang"] for line in lines if "hang" in line), None)
+            if hang is not None:
+                total.hangs.append(hang)
+            else:
+                total.crashes.append(f"batch {start}: exit {proc.returncode}: {proc.stderr[-300:]}")
+        print(
+            f"{start + count:6d} mutants  {time.monotonic() - t0:6.0f} s  foreign {len(total.foreign_exceptions)}"
+            f"  hangs {len(total.hangs)}  crashes {len(total.crashes)}  wrong {len(total.wrong)}",
+            flush=True,
+        )
+    doc = _summary(total)
+    doc["elapsed_s"] = round(time.monotonic() - t0, 1)
+    text = json.dumps(doc, indent=1)
+    print(text)
+    if args.out is not None:
+        args.out.write_text(text + "\n")
+    bad = total.foreign_exceptions or total.hangs or total.crashes or total.wrong
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
