@@ -309,12 +309,10 @@ class Batch:
 
 
 def _same(ours: np.ndarray, ref: np.ndarray, tolerance: int) -> bool:
-    if ours.shape != ref.shape:
-        if ours.ndim == 3 and ref.ndim == 3 and ours.dtype == np.uint8 and ref.dtype != np.uint8:
-            return True  # >8-bit colour scaled for display: not comparable
-        return False
     if ours.dtype == np.uint8 and ref.dtype != np.uint8:
-        return True
+        return True  # >8-bit colour scaled to 8 bits for display: not comparable
+    if ours.shape != ref.shape:
+        return False
     diff = np.abs(ours.astype(np.float64) - ref.astype(np.float64))
     return bool(diff.max(initial=0) <= tolerance)
 
@@ -412,8 +410,9 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 total.crashes.append(f"batch {start}: exit {proc.returncode}: {proc.stderr[-300:]}")
         print(
-            f"{start + count:6d} mutants  {time.monotonic() - t0:6.0f} s  foreign {len(total.foreign_exceptions)}"
-            f"  hangs {len(total.hangs)}  crashes {len(total.crashes)}  wrong {len(total.wrong)}",
+            f"{start + count:6d} mutants  {time.monotonic() - t0:6.0f} s"
+            f"  foreign {len(total.foreign_exceptions)}  hangs {len(total.hangs)}"
+            f"  crashes {len(total.crashes)}  wrong {len(total.wrong)}",
             flush=True,
         )
     doc = _summary(total)
