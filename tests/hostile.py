@@ -141,3 +141,16 @@ def jpeg_corrupt_scan(dst: Path) -> Path:
         data[middle : middle + 2] = b"\xff\xd9"  # an end-of-image marker half-way
 
     return _patched("SC_jpeg_no_color_transform.dcm", dst, edit)
+
+
+def jpeg_silent_damage(dst: Path) -> Path:
+    """One byte of a baseline JPEG's entropy-coded data changed (found by the fuzzer, seed 1 #9996):
+    no decoder reports it, and GDCM (IJG 6b wraps overflowing samples) and libjpeg-turbo (clamps)
+    show different images, neither of them the original."""
+
+    def edit(data: bytearray, start: int) -> None:
+        soi = data.find(b"\xff\xd8", start)
+        assert data[soi + 851] == 28
+        data[soi + 851] = 98
+
+    return _patched("SC_rgb_dcmtk_+eb+cy+np.dcm", dst, edit)

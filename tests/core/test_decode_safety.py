@@ -351,3 +351,15 @@ def test_a_native_frame_beyond_its_pixel_data_element_is_refused(tmp_path: Path)
     (stack,) = load_paths([tmp_path / "vr.dcm"]).all_stacks()
     with pytest.raises(PixelDecodeError, match="E-TRUNCATED"):
         decode_frame(stack.slices[0])
+
+
+def test_silently_damaged_lossy_jpeg_is_refused_when_two_decoders_disagree(tmp_path: Path) -> None:
+    from pydicom.pixels import pixel_array
+
+    path = hostile.jpeg_silent_damage(tmp_path / "damaged.dcm")
+    gdcm, pillow = (pixel_array(path, decoding_plugin=p) for p in ("gdcm", "pillow"))
+    assert np.abs(gdcm.astype(int) - pillow.astype(int)).max() > 8  # neither decoder raised
+    with pytest.raises(PixelDecodeError, match="E-CORRUPT"):
+        decode_frame(_single(path))
+    intact = _single(hostile.testdata("SC_rgb_dcmtk_+eb+cy+np.dcm"))
+    assert decode_frame(intact).shape == (100, 100, 3)  # the intact file passes the cross-check

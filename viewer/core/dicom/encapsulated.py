@@ -12,8 +12,11 @@ used, so a decoder that refuses a bad frame is never followed by one that decode
 - 12-bit JPEG Extended, which GDCM's wheels cannot decode: only ``pylibjpeg-libjpeg`` (GPL-3.0),
   installed by the opt-in ``jpeg12`` extra; without it such frames are refused (``E-NO-DECODER``).
 
-A decoder that reports damaged data (a Python warning, or libjpeg's "Corrupt JPEG data" printed on
-stderr) has its frame refused (``E-CORRUPT``): it would show filler where the data ran out.
+Lossy 8-bit JPEG frames are also decoded by Pillow (libjpeg-turbo, MIT-CMU) and refused where the
+two decoders disagree beyond IDCT rounding (``E-CORRUPT``): damaged entropy-coded data that neither
+reports comes out differently from each. A decoder that reports damaged data (a Python warning,
+or libjpeg's "Corrupt JPEG data" printed on stderr) has its frame refused (``E-CORRUPT``): it would
+show filler where the data ran out.
 """
 
 from __future__ import annotations
@@ -45,6 +48,10 @@ PLUGIN_PREFERENCE: dict[Family, tuple[str, ...]] = {
     Family.J2K: ("pylibjpeg", "gdcm"),
     Family.RLE: ("pylibjpeg", "pydicom"),
 }
+# Lossy 8-bit JPEG is decoded twice, by GDCM and by Pillow, and refused where they disagree.
+CROSS_CHECKED = frozenset({"1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51"})
+CROSS_CHECK_PLUGIN = "pillow"
+CROSS_CHECK_TOLERANCE = 8  # intact files differ by at most 5 between libjpeg builds (IDCT rounding)
 _PIXEL_DATA_ITEM = b"\xe0\x7f\x10\x00"  # (7FE0,0010), little endian
 _UNDEFINED_LENGTH = b"\xff\xff\xff\xff"
 # Decoder warnings that mean the frame was cut short or damaged: the output would be partly filler.
@@ -138,7 +145,34 @@ def decode_encapsulated(info: SliceInfo, src: io.BytesIO | Path) -> tuple[np.nda
     reports = [str(w.message) for w in caught] + printed
     if any(_BAD_WARNING.search(text) for text in reports):
         raise PixelDecodeError(f"Cannot decode {name}: the decoder reports damaged data (E-CORRUPT)")
+    if info.transfer_syntax_uid in CROSS_CHECKED and plugin != CROSS_CHECK_PLUGIN:
+        _cross_check(arr, ds, name)
     return arr, ds
+
+
+def _cross_check(arr: np.ndarray, ds: Dataset, name: str) -> None:
+    """Decode a lossy JPEG frame a second time with another libjpeg (Pillow's libjpeg-turbo) and
+    refuse it when the two disagree beyond IDCT rounding: damaged entropy-coded data that no
+    decoder reports comes out differently from each (GDCM's IJG 6b wraps overflowing samples
+    around, libjpeg-turbo clamps), so a disagreement means the pixels are not the image's."""
+    import numpy as np
+    from pydicom.pixels import get_decoder, pixel_array
+
+    if CROSS_CHECK_PLUGIN not in get_decoder(str(ds.file_meta.TransferSyntaxUID)).available_plugins:
+        return
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            other = pixel_array(ds, decoding_plugin=CROSS_CHECK_PLUGIN)
+    except Exception:  # Pillow cannot decode every JPEG GDCM can (e.g. 12-bit): nothing to compare
+        return
+    if other.shape != arr.shape:
+        return
+    diff = np.abs(arr.astype(np.int32) - other.astype(np.int32))
+    if int(diff.max(initial=0)) > CROSS_CHECK_TOLERANCE:
+        raise PixelDecodeError(
+            f"Cannot decode {name}: two JPEG decoders disagree on its data, which is damaged (E-CORRUPT)"
+        )
 
 
 @contextlib.contextmanager
