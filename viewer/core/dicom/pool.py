@@ -31,7 +31,6 @@ from viewer.core.dicom.worker import (
     DecoderProcess,
     DecoderStartError,
     Items,
-    decode_task,
     decode_with_recovery,
 )
 from viewer.core.errors import ImageTooLargeError, LoadCancelled
@@ -42,8 +41,6 @@ WORKER_NICE = 5  # decoder processes run below the GUI's priority
 _IDLE: list[DecoderProcess] = []
 _POOL_LOCK = threading.Lock()
 _STATE = {"live": 0, "unavailable": False, "exiting": False}
-
-__all__ = ["DecodeResults", "decode_task"]  # re-exported for callers of the former pool API
 
 
 def pool_workers() -> int:
