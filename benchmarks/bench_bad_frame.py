@@ -66,7 +66,10 @@ def build(root: Path) -> dict[str, Path]:
         for path in paths:
             (folder / path.name).write_bytes(path.read_bytes())
         out[name] = folder
-    target = sorted(out["height-0"].iterdir())[BAD]
+    from viewer.core.dicom.loader import load_paths
+
+    (stack,) = load_paths([clean]).all_stacks()
+    target = out["height-0"] / stack.slices[BAD].source.path.name  # slice BAD in sorted order
     data = bytearray(target.read_bytes())
     sof = data.find(b"\xff\xf7", data.rfind(b"\xe0\x7f\x10\x00"))
     struct.pack_into(">H", data, sof + 5, 0)
