@@ -13,8 +13,9 @@ import pytest
 tomllib = pytest.importorskip("tomllib")
 
 ROOT = Path(__file__).resolve().parents[1]
-# used without an import of ours: pydicom imports pylibjpeg itself to reach its decoder plugins
-USED_THROUGH_PYDICOM = frozenset({"pylibjpeg"})
+# used without an import of ours: pydicom imports pylibjpeg, GDCM, CharLS (pyjpegls) and Pillow
+# itself, as the decoding plugins viewer/core/dicom/encapsulated.py names per transfer syntax
+USED_THROUGH_PYDICOM = frozenset({"pylibjpeg", "python-gdcm", "pyjpegls", "pillow"})
 
 
 def _declared() -> list[str]:
