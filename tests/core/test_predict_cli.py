@@ -207,10 +207,9 @@ def test_undecodable_slices_exit_1_and_name_the_stack(
     """A stack analysed with filler for undecodable slices is not a clean run (it exited 0 before)."""
     import struct
 
+    from tests import scope_cases as sc
     from tests.factories import compress_files
     from viewer.core.dicom.loader import load_paths
-
-    from tests import scope_cases as sc
 
     sc.write_head(tmp_path / "s")  # a head CT the model's scope accepts
     paths = sorted((tmp_path / "s").rglob("*.dcm"))
