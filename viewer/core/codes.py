@@ -27,6 +27,11 @@ class Code(str, Enum):
     TRUNC_PIXEL = "E-TRUNC-PIXEL"
     WORKER_CRASH = "E-WORKER-CRASH"
     TIMEOUT = "E-TIMEOUT"
+    CODESTREAM = "E-CODESTREAM"  # a compressed frame's own header is unreadable
+    CODESTREAM_SIZE = "E-CODESTREAM-SIZE"  # ... or disagrees with Rows/Columns/Samples/Bits
+    CORRUPT = "E-CORRUPT"  # the decoder reports damage, or two JPEG decoders disagree
+    MEMORY = "E-MEMORY"  # the decode needed more than its frame's address-space allowance
+    NO_DECODER = "E-NO-DECODER"  # no permissively licensed decoder installed for the syntax
     ARCHIVE = "ARCHIVE"  # internal: the header reader found an archive, the loader expands it
 
     def __str__(self) -> str:  # "E-READ", not "Code.READ" (f-strings, logging, Qt labels)
@@ -48,6 +53,11 @@ _DESCRIPTIONS: dict[Code, str] = {
     Code.TRUNC_PIXEL: "truncated pixel data",
     Code.WORKER_CRASH: "decoder crashed",
     Code.TIMEOUT: "decoder timed out",
+    Code.CODESTREAM: "malformed compressed frame",
+    Code.CODESTREAM_SIZE: "compressed frame of another size",
+    Code.CORRUPT: "damaged compressed data",
+    Code.MEMORY: "decoder memory limit",
+    Code.NO_DECODER: "no decoder installed",
     Code.ARCHIVE: "archive",
 }
 

@@ -15,15 +15,8 @@ import struct
 from dataclasses import dataclass
 from enum import Enum
 
+from viewer.core.codes import Code
 from viewer.core.errors import PixelDecodeError
-
-
-class CodestreamCode(str, Enum):
-    """Error codes carried by :class:`PixelDecodeError` messages from this module."""
-
-    MALFORMED = "E-CODESTREAM"  # no readable frame header
-    MISMATCH = "E-CODESTREAM-SIZE"  # the codestream's size disagrees with the DICOM header
-    TRUNCATED = "E-TRUNCATED"  # the frame ends before its codestream does
 
 
 class Family(str, Enum):
@@ -78,19 +71,19 @@ class Expected:
     bits_allocated: int
 
 
-def _fail(code: CodestreamCode, message: str) -> PixelDecodeError:
+def _fail(code: Code, message: str) -> PixelDecodeError:
     return PixelDecodeError(f"{message} ({code.value})")
 
 
 def jpeg_header(frame: bytes) -> FrameHeader:
     """SOF of an ISO 10918-1 or JPEG-LS frame; :class:`PixelDecodeError` if there is none."""
     if frame[:2] != b"\xff\xd8":
-        raise _fail(CodestreamCode.MALFORMED, "the JPEG frame does not start with an SOI marker")
+        raise _fail(Code.CODESTREAM, "the JPEG frame does not start with an SOI marker")
     n = len(frame)
     pos = 2
     while pos < n:
         if frame[pos] != 0xFF:
-            raise _fail(CodestreamCode.MALFORMED, f"no JPEG marker at byte {pos} before the frame header")
+            raise _fail(Code.CODESTREAM, f"no JPEG marker at byte {pos} before the frame header")
         while pos < n and frame[pos] == 0xFF:  # fill bytes
             pos += 1
         if pos >= n:
@@ -100,7 +93,7 @@ def jpeg_header(frame: bytes) -> FrameHeader:
         if marker in _STANDALONE:
             continue
         if marker in (0xD8, 0xD9, 0xDA):  # SOI, EOI or SOS before any SOF
-            raise _fail(CodestreamCode.MALFORMED, "the JPEG frame has no frame header (SOF) before its data")
+            raise _fail(Code.CODESTREAM, "the JPEG frame has no frame header (SOF) before its data")
         if pos + 2 > n:
             break
         (length,) = struct.unpack_from(">H", frame, pos)
@@ -108,31 +101,31 @@ def jpeg_header(frame: bytes) -> FrameHeader:
             break
         if marker in _SOF_MARKERS:
             if length < 8:
-                raise _fail(CodestreamCode.MALFORMED, "the JPEG frame header (SOF) is too short")
+                raise _fail(Code.CODESTREAM, "the JPEG frame header (SOF) is too short")
             precision, rows, columns, samples = struct.unpack_from(">BHHB", frame, pos + 2)
             return FrameHeader(rows, columns, samples, precision)
         pos += length
-    raise _fail(CodestreamCode.TRUNCATED, "the JPEG frame ends before its frame header (SOF)")
+    raise _fail(Code.TRUNC_PIXEL, "the JPEG frame ends before its frame header (SOF)")
 
 
 def j2k_header(frame: bytes) -> FrameHeader:
     """SIZ of a JPEG 2000 codestream (bare or in a JP2 wrapper)."""
     start = frame.find(_J2K_SOC_SIZ, 0, _J2K_SEARCH)
     if start < 0:
-        raise _fail(CodestreamCode.MALFORMED, "no JPEG 2000 codestream header (SOC, SIZ) in the frame")
+        raise _fail(Code.CODESTREAM, "no JPEG 2000 codestream header (SOC, SIZ) in the frame")
     pos = start + 4
     if pos + 38 > len(frame):
-        raise _fail(CodestreamCode.TRUNCATED, "the JPEG 2000 frame ends inside its SIZ header")
+        raise _fail(Code.TRUNC_PIXEL, "the JPEG 2000 frame ends inside its SIZ header")
     (lsiz, _rsiz, xsiz, ysiz, xosiz, yosiz, xtsiz, ytsiz, xtosiz, ytosiz, csiz) = struct.unpack_from(
         ">HHIIIIIIIIH", frame, pos
     )
     if csiz < 1 or lsiz != 38 + 3 * csiz or pos + lsiz > len(frame):
-        raise _fail(CodestreamCode.MALFORMED, "the JPEG 2000 SIZ header is inconsistent")
+        raise _fail(Code.CODESTREAM, "the JPEG 2000 SIZ header is inconsistent")
     if xsiz <= xosiz or ysiz <= yosiz or xtsiz == 0 or ytsiz == 0 or xtosiz > xosiz or ytosiz > yosiz:
-        raise _fail(CodestreamCode.MALFORMED, "the JPEG 2000 SIZ header gives an empty image or tiling")
+        raise _fail(Code.CODESTREAM, "the JPEG 2000 SIZ header gives an empty image or tiling")
     tiles = -(-(xsiz - xtosiz) // xtsiz) * -(-(ysiz - ytosiz) // ytsiz)
     if tiles > _J2K_MAX_TILES:
-        raise _fail(CodestreamCode.MALFORMED, f"the JPEG 2000 SIZ header declares {tiles:,} tiles")
+        raise _fail(Code.CODESTREAM, f"the JPEG 2000 SIZ header declares {tiles:,} tiles")
     precision = max((frame[pos + 38 + 3 * c] & 0x7F) + 1 for c in range(csiz))
     return FrameHeader(ysiz - yosiz, xsiz - xosiz, csiz, precision)
 
@@ -140,18 +133,18 @@ def j2k_header(frame: bytes) -> FrameHeader:
 def check_rle(frame: bytes, expected: Expected) -> None:
     """The RLE header's segment count and offsets against the DICOM header and the frame's length."""
     if len(frame) < 64:
-        raise _fail(CodestreamCode.TRUNCATED, "the RLE frame is shorter than its header")
+        raise _fail(Code.TRUNC_PIXEL, "the RLE frame is shorter than its header")
     count, *offsets = struct.unpack_from("<16I", frame, 0)
     want = expected.samples * -(-expected.bits_allocated // 8)
     if count != want:
         raise _fail(
-            CodestreamCode.MISMATCH,
+            Code.CODESTREAM_SIZE,
             f"the RLE frame has {count} segments, the DICOM header implies {want}",
         )
     used = offsets[:count]
     if used[0] != 64 or any(b <= a for a, b in itertools.pairwise(used)) or used[-1] >= len(frame):
         raise _fail(
-            CodestreamCode.TRUNCATED if used[-1] >= len(frame) else CodestreamCode.MALFORMED,
+            Code.TRUNC_PIXEL if used[-1] >= len(frame) else Code.CODESTREAM,
             "the RLE segment offsets do not fit the frame",
         )
 
@@ -159,18 +152,18 @@ def check_rle(frame: bytes, expected: Expected) -> None:
 def _check_size(header: FrameHeader, expected: Expected, what: str) -> None:
     if header.rows == 0:
         raise _fail(
-            CodestreamCode.MISMATCH,
+            Code.CODESTREAM_SIZE,
             f"the {what} frame declares height 0 (defined later by a DNL marker)",
         )
     if (header.rows, header.columns, header.samples) != (expected.rows, expected.columns, expected.samples):
         raise _fail(
-            CodestreamCode.MISMATCH,
+            Code.CODESTREAM_SIZE,
             f"the {what} frame is {header.columns} x {header.rows} x {header.samples}, "
             f"the DICOM header says {expected.columns} x {expected.rows} x {expected.samples}",
         )
     if not 1 <= header.precision <= max(expected.bits_allocated, 8):
         raise _fail(
-            CodestreamCode.MISMATCH,
+            Code.CODESTREAM_SIZE,
             f"the {what} frame has {header.precision}-bit samples, "
             f"more than Bits Allocated ({expected.bits_allocated})",
         )
@@ -187,7 +180,7 @@ def check_frame(frame: bytes, transfer_syntax_uid: str, expected: Expected) -> N
     """Refuse ``frame`` (one frame's compressed bytes) before decoding when its codestream declares
     another size than the DICOM header, is malformed in its header, or is cut short.
 
-    Raises :class:`PixelDecodeError` with an ``E-CODESTREAM*`` or ``E-TRUNCATED`` code. Syntaxes
+    Raises :class:`PixelDecodeError` with an ``E-CODESTREAM*`` or ``E-TRUNC-PIXEL`` code. Syntaxes
     that are not compressed frames pass unchecked.
     """
     family = FAMILY_BY_SYNTAX.get(transfer_syntax_uid)
@@ -203,6 +196,6 @@ def check_frame(frame: bytes, transfer_syntax_uid: str, expected: Expected) -> N
     _check_size(jpeg_header(frame), expected, what)
     if not jpeg_ends(frame):
         raise _fail(
-            CodestreamCode.TRUNCATED,
+            Code.TRUNC_PIXEL,
             f"the {what} frame is truncated (no end-of-image marker)",
         )

@@ -98,7 +98,7 @@ def read_raw(info: SliceInfo, archives: ArchiveCache | None = None, data: bytes 
     if info.pixel_length is not None and (frame + 1) * need > info.pixel_length:
         raise PixelDecodeError(  # a damaged element header: the bytes there are not this frame's
             f"Cannot decode {name}: its Pixel Data element holds {info.pixel_length:,} bytes, "
-            f"frame {frame + 1} needs {(frame + 1) * need:,} (E-TRUNCATED)"
+            f"frame {frame + 1} needs {(frame + 1) * need:,} (E-TRUNC-PIXEL)"
         )
     if info.source.member is None and data is None:
         with info.source.path.open("rb") as fh:

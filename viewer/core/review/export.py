@@ -25,11 +25,32 @@ from viewer.core.review.store import ReviewSession, now_iso
 EXPORT_FORMAT_VERSION: Final = 1
 
 CSV_COLUMNS: Final[tuple[str, ...]] = (
-    "session_id", "study_uid", "study_position", "series_uid", "stack_uid",
-    "model_name", "model_version", "model_sha256", "ai_recorded_at",
-    "finding_id", "finding_source", "class_name", "ai_positive", "ai_study_prob", "ai_threshold",
-    "ai_ranges", "ai_peak_slice", "reader_range", "decision", "decision_at",
-    "corrected_class", "corrected_range", "reader_truth", "study_done", "done_at", "intended_use",
+    "session_id",
+    "study_uid",
+    "study_position",
+    "series_uid",
+    "stack_uid",
+    "model_name",
+    "model_version",
+    "model_sha256",
+    "ai_recorded_at",
+    "finding_id",
+    "finding_source",
+    "class_name",
+    "ai_positive",
+    "ai_study_prob",
+    "ai_threshold",
+    "ai_ranges",
+    "ai_peak_slice",
+    "reader_range",
+    "decision",
+    "decision_at",
+    "corrected_class",
+    "corrected_range",
+    "reader_truth",
+    "study_done",
+    "done_at",
+    "intended_use",
 )
 IDENTIFIER_COLUMNS: Final[tuple[str, ...]] = ("session_name", "reader", "source_paths")
 FREE_TEXT_COLUMNS: Final[tuple[str, ...]] = ("note", "impression")
@@ -52,6 +73,7 @@ def reader_truth(study: StudyReview, class_name: str) -> bool | None:
       agreed negative (the reader added nothing), an undecided AI-positive one stays undecided;
     - 'any' is positive as soon as a subtype is.
     """
+
     def direct(name: str) -> bool | None:
         if any(f.source == "reader" and f.class_name == name for f in study.findings):
             return True
@@ -104,8 +126,13 @@ class ClassAgreement:
         return (self.tp + self.tn) / self.n if self.n else None
 
     def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "n": self.n, "sensitivity": self.sensitivity,
-                "specificity": self.specificity, "agreement": self.agreement}
+        return {
+            **asdict(self),
+            "n": self.n,
+            "sensitivity": self.sensitivity,
+            "specificity": self.specificity,
+            "agreement": self.agreement,
+        }
 
 
 @dataclass(frozen=True)
@@ -131,8 +158,10 @@ class SessionSummary:
         for c in self.per_class:
             sens = "n/a" if c.sensitivity is None else f"{c.sensitivity:.2f}"
             spec = "n/a" if c.specificity is None else f"{c.specificity:.2f}"
-            lines.append(f"{c.class_name}: sensitivity {sens}, specificity {spec} "
-                         f"(TP {c.tp}, FP {c.fp}, FN {c.fn}, TN {c.tn}, undecided {c.undecided})")
+            lines.append(
+                f"{c.class_name}: sensitivity {sens}, specificity {spec} "
+                f"(TP {c.tp}, FP {c.fp}, FN {c.fn}, TN {c.tn}, undecided {c.undecided})"
+            )
         return "\n".join(lines)
 
 
@@ -141,7 +170,7 @@ def agreement_summary(session: ReviewSession) -> SessionSummary:
     studies = session.studies()
     names: list[str] = []
     for s in studies:
-        for n in (s.ai.class_names if s.ai else ()):
+        for n in s.ai.class_names if s.ai else ():
             if n not in names:
                 names.append(n)
     per_class = []
@@ -226,8 +255,11 @@ def decision_rows(
                 row["ai_ranges"] = ";".join(f"{a}-{b}" if a != b else f"{a}" for a, b in fd["ai_ranges"])
                 for key in ("reader_range", "corrected_range"):
                     pair = fd[key]
-                    row[key] = "" if pair is None else (f"{pair[0]}-{pair[1]}" if pair[0] != pair[1]
-                                                        else f"{pair[0]}")
+                    row[key] = (
+                        ""
+                        if pair is None
+                        else (f"{pair[0]}-{pair[1]}" if pair[0] != pair[1] else f"{pair[0]}")
+                    )
             rows.append({k: _cell(v) for k, v in row.items()})
     return rows
 
@@ -252,7 +284,10 @@ def csv_columns(*, include_identifiers: bool = False, include_free_text: bool = 
 
 
 def export_csv(
-    session: ReviewSession, path: Path | str, *, include_identifiers: bool = False,
+    session: ReviewSession,
+    path: Path | str,
+    *,
+    include_identifiers: bool = False,
     include_free_text: bool = False,
 ) -> Path:
     """Write all decisions as CSV (atomically, 0600); returns the path."""
@@ -261,8 +296,9 @@ def export_csv(
     cols = csv_columns(include_identifiers=include_identifiers, include_free_text=include_free_text)
     writer = csv.DictWriter(buf, fieldnames=cols, extrasaction="raise")
     writer.writeheader()
-    for row in decision_rows(session, include_identifiers=include_identifiers,
-                             include_free_text=include_free_text):
+    for row in decision_rows(
+        session, include_identifiers=include_identifiers, include_free_text=include_free_text
+    ):
         writer.writerow({c: row.get(c, "") for c in cols})
     atomic_write_bytes(path, buf.getvalue().encode("utf-8"))
     return path
@@ -280,12 +316,20 @@ def session_document(
             "position": s.position + 1,
             "done": s.done,
             "done_at": s.done_at,
-            "ai": None if s.ai is None else {
-                "stack_uid": s.ai.stack_uid, "series_uid": s.ai.series_instance_uid,
-                "model_name": s.ai.model_name, "model_version": s.ai.model_version,
-                "model_sha256": s.ai.model_sha256, "class_names": list(s.ai.class_names),
-                "study_probs": list(s.ai.study_probs), "thresholds": list(s.ai.thresholds),
-                "result": s.ai.badge, "positive": s.ai.positive, "recorded_at": s.ai.recorded_at,
+            "ai": None
+            if s.ai is None
+            else {
+                "stack_uid": s.ai.stack_uid,
+                "series_uid": s.ai.series_instance_uid,
+                "model_name": s.ai.model_name,
+                "model_version": s.ai.model_version,
+                "model_sha256": s.ai.model_sha256,
+                "class_names": list(s.ai.class_names),
+                "study_probs": list(s.ai.study_probs),
+                "thresholds": list(s.ai.thresholds),
+                "result": s.ai.badge,
+                "positive": s.ai.positive,
+                "recorded_at": s.ai.recorded_at,
                 "label": "investigational",
             },
             "findings": [_finding_dict(s, f) for f in s.findings],
@@ -295,8 +339,12 @@ def session_document(
         if include_free_text:
             d.update(note=s.note, note_at=s.note_at, impression=s.impression, impression_at=s.impression_at)
         studies.append(d)
-    session_d: dict[str, Any] = {"id": session.id, "created_at": info.created_at,
-                                 "modified_at": info.modified_at, "progress": info.progress}
+    session_d: dict[str, Any] = {
+        "id": session.id,
+        "created_at": info.created_at,
+        "modified_at": info.modified_at,
+        "progress": info.progress,
+    }
     if include_identifiers:
         session_d.update(name=info.name, reader=info.reader)
     return {
@@ -314,12 +362,16 @@ def session_document(
 
 
 def export_json(
-    session: ReviewSession, path: Path | str, *, include_identifiers: bool = False,
+    session: ReviewSession,
+    path: Path | str,
+    *,
+    include_identifiers: bool = False,
     include_free_text: bool = False,
 ) -> Path:
     """Write the whole session (decisions, AI results, summary) as JSON (atomically, 0600)."""
     path = Path(path)
-    doc = session_document(session, include_identifiers=include_identifiers,
-                           include_free_text=include_free_text)
+    doc = session_document(
+        session, include_identifiers=include_identifiers, include_free_text=include_free_text
+    )
     atomic_write_bytes(path, json.dumps(doc, indent=2).encode("utf-8"))
     return path

@@ -60,8 +60,15 @@ STATUS_CODES: Final[dict[bool, hd.sr.CodedConcept]] = {
 }
 CT_HEAD = hd.sr.CodedConcept("303653007", "SCT", "Computed tomography of head")
 _PATIENT_STUDY_KEYWORDS: Final = (
-    "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "AccessionNumber", "StudyID",
-    "StudyDate", "StudyTime", "ReferringPhysicianName",
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "AccessionNumber",
+    "StudyID",
+    "StudyDate",
+    "StudyTime",
+    "ReferringPhysicianName",
 )
 
 
@@ -111,13 +118,17 @@ def _group(study: StudyReview, f: Finding) -> hd.sr.MeasurementsAndQualitativeEv
     measurements = []
     algorithm = None
     if f.source == "ai":
-        evaluations.append(hd.sr.QualitativeEvaluation(
-            AI_RESULT, codes.SCT.Present if f.ai_positive else codes.SCT.Absent))
+        evaluations.append(
+            hd.sr.QualitativeEvaluation(AI_RESULT, codes.SCT.Present if f.ai_positive else codes.SCT.Absent)
+        )
         evaluations.append(hd.sr.QualitativeEvaluation(READER_DECISION, DECISION_CODES[f.decision]))
         algorithm = hd.sr.AlgorithmIdentification(study.ai.model_name, study.ai.model_version)
         if f.study_prob is not None:
-            measurements.append(hd.sr.Measurement(AI_PROBABILITY, float(f.study_prob), codes.UCUM.NoUnits,
-                                                  algorithm_id=algorithm))
+            measurements.append(
+                hd.sr.Measurement(
+                    AI_PROBABILITY, float(f.study_prob), codes.UCUM.NoUnits, algorithm_id=algorithm
+                )
+            )
         if f.threshold is not None:
             measurements.append(hd.sr.Measurement(AI_THRESHOLD, float(f.threshold), codes.UCUM.NoUnits))
     if f.corrected_class:
@@ -126,7 +137,8 @@ def _group(study: StudyReview, f: Finding) -> hd.sr.MeasurementsAndQualitativeEv
     label = f"{f.source.upper()} {f.class_name} slices {';'.join(str(r) for r in ranges) or 'none'}"
     return hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(
-            uid=_stable_uid(f"{study.study_uid}/{f.source}/{f.id}"), identifier=label[:64]),
+            uid=_stable_uid(f"{study.study_uid}/{f.source}/{f.id}"), identifier=label[:64]
+        ),
         finding_type=class_code(f.class_name),
         algorithm_id=algorithm,
         measurements=measurements or None,
@@ -152,21 +164,28 @@ def build_sr(
         reader_name += "^"  # one-component person name, made explicit
     context = hd.sr.ObservationContext(
         observer_person_context=hd.sr.ObserverContext(
-            codes.DCM.Person, hd.sr.PersonObserverIdentifyingAttributes(name=reader_name)),
+            codes.DCM.Person, hd.sr.PersonObserverIdentifyingAttributes(name=reader_name)
+        ),
         observer_device_context=hd.sr.ObserverContext(
             codes.DCM.Device,
             hd.sr.DeviceObserverIdentifyingAttributes(
-                uid=_stable_uid(f"model/{study.ai.model_sha256}"), name=study.ai.model_name[:64],
-                manufacturer_name="Slicewise", model_name=study.ai.model_version[:64])),
+                uid=_stable_uid(f"model/{study.ai.model_sha256}"),
+                name=study.ai.model_name[:64],
+                manufacturer_name="Slicewise",
+                model_name=study.ai.model_version[:64],
+            ),
+        ),
     )
     groups = [_group(study, f) for f in study.findings]
     status = hd.sr.MeasurementsAndQualitativeEvaluations(
-        tracking_identifier=hd.sr.TrackingIdentifier(uid=_stable_uid(f"{study.study_uid}/status"),
-                                                     identifier="Review status"),
+        tracking_identifier=hd.sr.TrackingIdentifier(
+            uid=_stable_uid(f"{study.study_uid}/status"), identifier="Review status"
+        ),
         qualitative_evaluations=[hd.sr.QualitativeEvaluation(REVIEW_STATUS, STATUS_CODES[study.done])],
     )
     report = hd.sr.MeasurementReport(
-        observation_context=context, procedure_reported=CT_HEAD, imaging_measurements=[*groups, status])
+        observation_context=context, procedure_reported=CT_HEAD, imaging_measurements=[*groups, status]
+    )
     sr = hd.sr.Comprehensive3DSR(
         evidence=_evidence(study, source, include_identifiers),
         content=report[0],

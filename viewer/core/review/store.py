@@ -243,8 +243,9 @@ class ReviewStore:
         last: sqlite3.Error | None = None
         for option in options:
             try:
-                conn = sqlite3.connect(f"{uri}?{option}", uri=True, isolation_level=None,
-                                       check_same_thread=False, timeout=10)
+                conn = sqlite3.connect(
+                    f"{uri}?{option}", uri=True, isolation_level=None, check_same_thread=False, timeout=10
+                )
             except sqlite3.Error as exc:
                 last = exc
                 continue
@@ -312,8 +313,11 @@ class ReviewStore:
                 "empty review database was created.",
                 kept_aside=tuple(kept),
             )
-        return StoreWarning(StoreWarningCode.ORPHAN_LOG, f"A write-ahead log without its database was kept "
-                            f"aside as {', '.join(kept)}.", kept_aside=tuple(kept))
+        return StoreWarning(
+            StoreWarningCode.ORPHAN_LOG,
+            f"A write-ahead log without its database was kept aside as {', '.join(kept)}.",
+            kept_aside=tuple(kept),
+        )
 
     @classmethod
     def _create(cls, path: Path) -> list[StoreWarning]:
@@ -485,7 +489,6 @@ class ReviewStore:
             conn.execute("ROLLBACK")
             raise
 
-
     # --- state -------------------------------------------------------------------------------------
     @property
     def read_only(self) -> bool:
@@ -603,8 +606,15 @@ class ReviewStore:
                GROUP BY s.id ORDER BY s.modified_at DESC"""
         )
         return [
-            SessionInfo(r["id"], r["name"], r["reader"], r["created_at"], r["modified_at"],
-                        int(r["n"]), int(r["n_done"]))
+            SessionInfo(
+                r["id"],
+                r["name"],
+                r["reader"],
+                r["created_at"],
+                r["modified_at"],
+                int(r["n"]),
+                int(r["n_done"]),
+            )
             for r in rows
         ]
 
@@ -716,8 +726,9 @@ class ReviewSession:
         return int(row[0])
 
     @staticmethod
-    def _ensure_study(conn: sqlite3.Connection, session_id: str, study_uid: str, paths: Sequence[str],
-                      ts: str) -> int:
+    def _ensure_study(
+        conn: sqlite3.Connection, session_id: str, study_uid: str, paths: Sequence[str], ts: str
+    ) -> int:
         row = conn.execute(
             "SELECT id, paths FROM studies WHERE session_id = ? AND study_uid = ?", (session_id, study_uid)
         ).fetchone()
@@ -725,8 +736,10 @@ class ReviewSession:
             known = list(json.loads(row[1]))
             new = [str(p) for p in paths if str(p) not in known]
             if new:
-                conn.execute("UPDATE studies SET paths = ?, updated_at = ? WHERE id = ?",
-                             (json.dumps(known + new), ts, row[0]))
+                conn.execute(
+                    "UPDATE studies SET paths = ?, updated_at = ? WHERE id = ?",
+                    (json.dumps(known + new), ts, row[0]),
+                )
             return int(row[0])
         pos = conn.execute(
             "SELECT COALESCE(MAX(position) + 1, 0) FROM studies WHERE session_id = ?", (session_id,)
@@ -743,8 +756,12 @@ class ReviewSession:
         if not study_uid:
             raise ValueError("A study needs a StudyInstanceUID")
         str_paths = [str(p) for p in paths]
-        self._write("add_study", study_uid, {"n_paths": len(str_paths)},
-                    lambda conn, ts: self._ensure_study(conn, self.id, study_uid, str_paths, ts))
+        self._write(
+            "add_study",
+            study_uid,
+            {"n_paths": len(str_paths)},
+            lambda conn, ts: self._ensure_study(conn, self.id, study_uid, str_paths, ts),
+        )
 
     def record_ai_result(
         self,
@@ -776,18 +793,31 @@ class ReviewSession:
                        sop_class_uid = excluded.sop_class_uid, badge = excluded.badge,
                        positive = excluded.positive, recorded_at = excluded.recorded_at""",
                 (
-                    study_id, prediction.stack_uid, prediction.series_instance_uid, prediction.model_name,
-                    prediction.model_version, prediction.model_sha256,
+                    study_id,
+                    prediction.stack_uid,
+                    prediction.series_instance_uid,
+                    prediction.model_name,
+                    prediction.model_version,
+                    prediction.model_sha256,
                     json.dumps(list(prediction.class_names)),
                     json.dumps([float(p) for p in prediction.study_probs]),
                     json.dumps([float(t) for t in prediction.thresholds]),
-                    json.dumps(list(prediction.slice_uids)), sop_class_uid, prediction.badge(),
-                    int(positive), ts,
+                    json.dumps(list(prediction.slice_uids)),
+                    sop_class_uid,
+                    prediction.badge(),
+                    int(positive),
+                    ts,
                 ),
             )
             for f in prediction.findings:
-                values = (int(f.positive), float(f.study_prob), float(f.threshold),
-                          _ranges_json(f.flagged_ranges), int(f.peak_slice), ts)
+                values = (
+                    int(f.positive),
+                    float(f.study_prob),
+                    float(f.threshold),
+                    _ranges_json(f.flagged_ranges),
+                    int(f.peak_slice),
+                    ts,
+                )
                 row = conn.execute(
                     "SELECT id FROM findings WHERE study_id = ? AND source = 'ai' AND class_name = ?",
                     (study_id, f.class_name),
@@ -806,14 +836,19 @@ class ReviewSession:
                         (*values, row[0]),
                     )
 
-        payload = {"model": prediction.model_name, "version": prediction.model_version,
-                   "sha256": prediction.model_sha256, "positive": positive}
+        payload = {
+            "model": prediction.model_name,
+            "version": prediction.model_version,
+            "sha256": prediction.model_sha256,
+            "positive": positive,
+        }
         self._write("ai_result", study_uid, payload, action)
 
     def _finding_row(self, conn: sqlite3.Connection, finding_id: int) -> tuple[str, str]:
         row = conn.execute(
             "SELECT st.study_uid, f.source FROM findings f JOIN studies st ON st.id = f.study_id "
-            "WHERE f.id = ? AND st.session_id = ?", (finding_id, self.id),
+            "WHERE f.id = ? AND st.session_id = ?",
+            (finding_id, self.id),
         ).fetchone()
         if row is None:
             raise ReviewStoreError(f"Finding {finding_id} is not in this session")
@@ -822,7 +857,8 @@ class ReviewSession:
     def _study_of_finding(self, finding_id: int) -> str:
         rows = self.store._read(
             "SELECT st.study_uid FROM findings f JOIN studies st ON st.id = f.study_id "
-            "WHERE f.id = ? AND st.session_id = ?", (finding_id, self.id),
+            "WHERE f.id = ? AND st.session_id = ?",
+            (finding_id, self.id),
         )
         if not rows:
             raise ReviewStoreError(f"Finding {finding_id} is not in this session")
@@ -836,8 +872,10 @@ class ReviewSession:
 
         def action(conn: sqlite3.Connection, ts: str) -> None:
             self._finding_row(conn, finding_id)
-            conn.execute("UPDATE findings SET decision = ?, decision_at = ?, updated_at = ? WHERE id = ?",
-                         (decision, ts if decision else None, ts, finding_id))
+            conn.execute(
+                "UPDATE findings SET decision = ?, decision_at = ?, updated_at = ? WHERE id = ?",
+                (decision, ts if decision else None, ts, finding_id),
+            )
 
         self._write("decision", study_uid, {"finding": finding_id, "decision": decision}, action)
 
@@ -858,7 +896,9 @@ class ReviewSession:
         def action(conn: sqlite3.Connection, ts: str) -> None:
             conn.execute(
                 "UPDATE findings SET corrected_class = ?, corrected_start = ?, corrected_stop = ?,"
-                " updated_at = ? WHERE id = ?", (corrected_class, start, stop, ts, finding_id))
+                " updated_at = ? WHERE id = ?",
+                (corrected_class, start, stop, ts, finding_id),
+            )
 
         payload = {"finding": finding_id, "class": corrected_class, "range": [start, stop]}
         self._write("correction", study_uid, payload, action)
@@ -891,8 +931,9 @@ class ReviewSession:
 
         self._write("remove_finding", study_uid, {"finding": finding_id}, action)
 
-    def _set_study_field(self, study_uid: str, kind: str, sql: str, values: tuple[Any, ...],
-                         payload: dict[str, Any]) -> None:
+    def _set_study_field(
+        self, study_uid: str, kind: str, sql: str, values: tuple[Any, ...], payload: dict[str, Any]
+    ) -> None:
         def action(conn: sqlite3.Connection, ts: str) -> None:
             study_id = self._study_id(conn, study_uid)
             conn.execute(sql, (*values, ts, ts, study_id))
@@ -900,18 +941,30 @@ class ReviewSession:
         self._write(kind, study_uid, payload, action)
 
     def set_note(self, study_uid: str, text: str) -> None:
-        self._set_study_field(study_uid, "note", "UPDATE studies SET note = ?, note_at = ?, updated_at = ?"
-                              " WHERE id = ?", (text,), {"text": text})
+        self._set_study_field(
+            study_uid,
+            "note",
+            "UPDATE studies SET note = ?, note_at = ?, updated_at = ? WHERE id = ?",
+            (text,),
+            {"text": text},
+        )
 
     def set_impression(self, study_uid: str, text: str) -> None:
-        self._set_study_field(study_uid, "impression", "UPDATE studies SET impression = ?, impression_at = ?,"
-                              " updated_at = ? WHERE id = ?", (text,), {"text": text})
+        self._set_study_field(
+            study_uid,
+            "impression",
+            "UPDATE studies SET impression = ?, impression_at = ?, updated_at = ? WHERE id = ?",
+            (text,),
+            {"text": text},
+        )
 
     def set_done(self, study_uid: str, done: bool = True) -> None:
         def action(conn: sqlite3.Connection, ts: str) -> None:
             study_id = self._study_id(conn, study_uid)
-            conn.execute("UPDATE studies SET done = ?, done_at = ?, updated_at = ? WHERE id = ?",
-                         (int(done), ts if done else None, ts, study_id))
+            conn.execute(
+                "UPDATE studies SET done = ?, done_at = ?, updated_at = ? WHERE id = ?",
+                (int(done), ts if done else None, ts, study_id),
+            )
 
         self._write("done", study_uid, {"done": done}, action)
 
@@ -951,7 +1004,8 @@ class ReviewSession:
         findings: dict[int, list[sqlite3.Row]] = {}
         for r in self.store._read(
             "SELECT f.* FROM findings f JOIN studies st ON st.id = f.study_id WHERE st.session_id = ? "
-            "ORDER BY f.id", (self.id,),
+            "ORDER BY f.id",
+            (self.id,),
         ):
             findings.setdefault(int(r["study_id"]), []).append(r)
         return [
@@ -963,32 +1017,58 @@ class ReviewSession:
         ai = None
         if a is not None:
             ai = AIResult(
-                stack_uid=a["stack_uid"], series_instance_uid=a["series_uid"], model_name=a["model_name"],
-                model_version=a["model_version"], model_sha256=a["model_sha256"],
+                stack_uid=a["stack_uid"],
+                series_instance_uid=a["series_uid"],
+                model_name=a["model_name"],
+                model_version=a["model_version"],
+                model_sha256=a["model_sha256"],
                 class_names=tuple(json.loads(a["class_names"])),
                 study_probs=tuple(float(p) for p in json.loads(a["study_probs"])),
                 thresholds=tuple(float(t) for t in json.loads(a["thresholds"])),
-                slice_uids=tuple(json.loads(a["slice_uids"])), sop_class_uid=a["sop_class_uid"],
-                badge=a["badge"], positive=bool(a["positive"]), recorded_at=a["recorded_at"],
+                slice_uids=tuple(json.loads(a["slice_uids"])),
+                sop_class_uid=a["sop_class_uid"],
+                badge=a["badge"],
+                positive=bool(a["positive"]),
+                recorded_at=a["recorded_at"],
             )
         found = []
         for f in frows:
             corrected = None
             if f["corrected_start"] is not None and f["corrected_stop"] is not None:
                 corrected = SliceRange(int(f["corrected_start"]), int(f["corrected_stop"]))
-            found.append(Finding(
-                id=int(f["id"]), study_uid=r["study_uid"], source=f["source"], class_name=f["class_name"],
-                ai_positive=None if f["ai_positive"] is None else bool(f["ai_positive"]),
-                study_prob=f["study_prob"], threshold=f["threshold"], ranges=_ranges_from_json(f["ranges"]),
-                peak_slice=f["peak_slice"], decision=f["decision"], decision_at=f["decision_at"],
-                corrected_class=f["corrected_class"], corrected_range=corrected,
-                created_at=f["created_at"], updated_at=f["updated_at"],
-            ))
+            found.append(
+                Finding(
+                    id=int(f["id"]),
+                    study_uid=r["study_uid"],
+                    source=f["source"],
+                    class_name=f["class_name"],
+                    ai_positive=None if f["ai_positive"] is None else bool(f["ai_positive"]),
+                    study_prob=f["study_prob"],
+                    threshold=f["threshold"],
+                    ranges=_ranges_from_json(f["ranges"]),
+                    peak_slice=f["peak_slice"],
+                    decision=f["decision"],
+                    decision_at=f["decision_at"],
+                    corrected_class=f["corrected_class"],
+                    corrected_range=corrected,
+                    created_at=f["created_at"],
+                    updated_at=f["updated_at"],
+                )
+            )
         return StudyReview(
-            study_uid=r["study_uid"], position=int(r["position"]), paths=tuple(json.loads(r["paths"])),
-            added_at=r["added_at"], updated_at=r["updated_at"], ai=ai, findings=tuple(found),
-            note=r["note"], note_at=r["note_at"], impression=r["impression"],
-            impression_at=r["impression_at"], done=bool(r["done"]), done_at=r["done_at"],
+            study_uid=r["study_uid"],
+            position=int(r["position"]),
+            paths=tuple(json.loads(r["paths"])),
+            added_at=r["added_at"],
+            updated_at=r["updated_at"],
+            ai=ai,
+            findings=tuple(found),
+            note=r["note"],
+            note_at=r["note_at"],
+            impression=r["impression"],
+            impression_at=r["impression_at"],
+            done=bool(r["done"]),
+            done_at=r["done_at"],
         )
 
     def study(self, study_uid: str) -> StudyReview:
@@ -1006,8 +1086,9 @@ class ReviewSession:
             raise ValueError(f"Unknown worklist order {order!r}")
         return studies
 
-    def next_unreviewed(self, current: str | None, step: int = 1,
-                        order: WorklistOrder = "ai_first") -> str | None:
+    def next_unreviewed(
+        self, current: str | None, step: int = 1, order: WorklistOrder = "ai_first"
+    ) -> str | None:
         """The next (step=1) or previous (step=-1) study not marked done, wrapping around."""
         uids = [s.study_uid for s in self.worklist(order)]
         done = {s.study_uid for s in self.studies() if s.done}
