@@ -53,3 +53,11 @@ class SessionLockedError(ReviewStoreError):
 
 class LoadCancelled(InferenceCancelled):
     """Loading pixel data was cancelled (an InferenceCancelled, so load-then-infer needs one handler)."""
+
+
+class GeometryError(SlicewiseError):
+    """A stack or plane has no usable patient geometry (missing or degenerate IPP/IOP/PixelSpacing)."""
+
+
+class ViewerStateError(SlicewiseError):
+    """An intent on the viewer state names something that is not there (viewport, stack) or a bad value."""

@@ -6,53 +6,17 @@ import contextlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-import numpy as np
 from PySide6.QtCore import QPointF, QRectF, QSizeF, Qt
 from PySide6.QtGui import QColor, QFont, QFontMetrics, QPainter, QPaintEvent, QPixmap, QTextDocument
 from PySide6.QtWidgets import QWidget
 
 from viewer.core.constants import Window
 
+# orientation letters live in the core (viewer.core.geometry.orientation); re-exported for the views
+from viewer.core.geometry.orientation import direction_letters as direction_letters
+from viewer.core.geometry.orientation import orientation_labels as orientation_labels
+
 CORNERS = ("top_left", "top_right", "bottom_left", "bottom_right")
-_AXIS_LETTERS = (("R", "L"), ("A", "P"), ("I", "S"))  # LPS: -x/+x, -y/+y, -z/+z
-OBLIQUE_FRACTION = 0.25  # a secondary axis must carry this much of the direction to be named
-
-
-def direction_letters(vector: Sequence[float] | np.ndarray) -> str:
-    """Patient-direction letters for a direction in LPS, strongest first (e.g. ``(1,0,0)`` -> ``"L"``).
-
-    Oblique directions get two or three letters (``"LP"``), as in the IHE BIR orientation overlay.
-    """
-    v = np.asarray(vector, dtype=float)
-    norm = float(np.linalg.norm(v))
-    if norm == 0.0:
-        return ""
-    v = v / norm
-    order = np.argsort(-np.abs(v))
-    letters: list[str] = []
-    for axis in order:
-        if abs(v[axis]) < OBLIQUE_FRACTION and letters:
-            break
-        letters.append(_AXIS_LETTERS[axis][1 if v[axis] > 0 else 0])
-    return "".join(letters)
-
-
-def orientation_labels(iop: Sequence[float] | None) -> dict[str, str]:
-    """Letters for the image edges (``left``, ``right``, ``top``, ``bottom``) from ImageOrientationPatient.
-
-    IOP's first triplet points along a row (towards increasing column = the right edge), the second
-    along a column (towards increasing row = the bottom edge).
-    """
-    if iop is None or len(iop) != 6:
-        return {}
-    row = np.asarray(iop[:3], dtype=float)
-    col = np.asarray(iop[3:], dtype=float)
-    return {
-        "right": direction_letters(row),
-        "left": direction_letters(-row),
-        "bottom": direction_letters(col),
-        "top": direction_letters(-col),
-    }
 
 
 def format_date(value: str) -> str:

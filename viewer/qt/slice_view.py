@@ -20,6 +20,7 @@ from viewer.core.constants import PRESET_KEYS, Window
 from viewer.core.dicom.model import Patient, Stack, Study
 from viewer.core.dicom.voi import VoiRamp
 from viewer.core.errors import PixelDecodeError
+from viewer.core.geometry.stack import patient_position, slice_position_mm
 from viewer.core.windowing import drag_window
 from viewer.qt.header_voi import header_ramp, ramp_lookup_table
 from viewer.qt.overlays import OverlayWidget, format_date, format_window, orientation_labels
@@ -530,32 +531,3 @@ class SliceView(QWidget):
         else:
             return False
         return True
-
-
-def slice_position_mm(stack: Stack, index: int) -> float | None:
-    """Slice location along the stack normal (mm): ``SliceInfo.location``, else IPP·normal, else z."""
-    info = stack.slices[index]
-    if info.location is not None:
-        return float(info.location)
-    if info.position is None:
-        return None
-    if info.orientation is not None:
-        normal = np.cross(np.asarray(info.orientation[:3]), np.asarray(info.orientation[3:]))
-        return float(np.dot(np.asarray(info.position), normal))
-    return float(info.position[2])
-
-
-def patient_position(
-    ipp: tuple[float, float, float] | None,
-    iop: tuple[float, float, float, float, float, float] | None,
-    spacing: tuple[float, float] | None,
-    row: int,
-    col: int,
-) -> tuple[float, float, float] | None:
-    """Patient (LPS) coordinates of pixel (row, col), DICOM PS3.3 C.7.6.2.1.1."""
-    if ipp is None or iop is None or spacing is None:
-        return None
-    r = np.asarray(iop[:3], dtype=float)
-    c = np.asarray(iop[3:], dtype=float)
-    p = np.asarray(ipp, dtype=float) + col * spacing[1] * r + row * spacing[0] * c
-    return (float(p[0]), float(p[1]), float(p[2]))

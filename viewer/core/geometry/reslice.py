@@ -1,0 +1,415 @@
+"""Reslice a loaded volume along a :class:`Plane`: MPR planes and thick slabs (MIP / MinIP / average).
+
+Two paths give the same pixels:
+
+* **aligned** (axial / coronal / sagittal through the stack's own axes): one image direction runs along a
+  voxel row or column, so the image is a set of whole voxel lines. Lines that fall on voxel centres are
+  gathered by basic (strided) or advanced indexing, with no arithmetic; lines between voxels (gantry tilt,
+  uneven spacing) are blended from the 2 or 4 neighbouring lines.
+* **general** (oblique planes, or a tilted stack whose shear runs along the image lines): trilinear
+  interpolation of every pixel with ``scipy.ndimage.map_coordinates``.
+
+The result says whether anything was interpolated (``resampled``) and why (``warnings``), and carries the
+output pixel spacing (the plane's), which the viewer must use as the display aspect.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from enum import Enum
+
+import numpy as np
+
+from viewer.core.errors import GeometryError
+from viewer.core.geometry.plane import Plane
+from viewer.core.geometry.stack import StackGeometry
+
+log = logging.getLogger(__name__)
+
+ALIGN_TOLERANCE = 1e-6  # |cos| of a plane direction with a stack axis this close to 1 counts as aligned
+INTEGRAL_TOLERANCE = 1e-3  # voxel coordinates this close to an integer are voxel centres
+
+
+class SlabMode(str, Enum):
+    MIP = "mip"
+    MINIP = "minip"
+    AVERAGE = "average"
+
+
+@dataclass(frozen=True)
+class Slab:
+    """A thick slab: ``thickness_mm`` centred on the plane, combined by ``mode``."""
+
+    mode: SlabMode
+    thickness_mm: float
+
+    def __post_init__(self) -> None:
+        if not (self.thickness_mm >= 0 and math.isfinite(self.thickness_mm)):
+            raise GeometryError(f"Slab thickness {self.thickness_mm!r} mm is not a non-negative number")
+
+
+@dataclass(frozen=True, eq=False)
+class ResliceResult:
+    image: np.ndarray  # (rows, cols); the volume's dtype when no value was interpolated, else float32
+    plane: Plane
+    resampled: bool  # some pixels were interpolated between voxels
+    warnings: tuple[str, ...]  # why it was resampled, for the viewport's warning badge
+    slab_samples: int  # planes combined (1 without a slab)
+
+    @property
+    def pixel_spacing(self) -> tuple[float, float]:
+        """(row spacing, column spacing) mm of ``image``: the display aspect."""
+        return self.plane.spacing
+
+
+def normal_step(geom: StackGeometry, plane: Plane) -> float:
+    """Sampling step (mm) along the plane normal: the voxel spacing of the stack axis it follows,
+    the finest spacing for an oblique plane."""
+    n = plane.normal
+    dr, dc = geom.pixel_spacing
+    for axis, step in ((geom.row_dir, dc), (geom.col_dir, dr), (geom.normal, geom.slice_spacing)):
+        if abs(abs(float(np.dot(axis, n))) - 1.0) < ALIGN_TOLERANCE:
+            return float(step)
+    return float(min(dr, dc, geom.slice_spacing))
+
+
+def slab_offsets(geom: StackGeometry, plane: Plane, slab: Slab | None) -> np.ndarray:
+    """Offsets (mm) along the normal of the planes a slab combines: an odd count of whole voxel steps
+    centred on the plane, spanning at least ``thickness_mm`` minus one step."""
+    if slab is None or slab.thickness_mm <= 0:
+        return np.zeros(1)
+    step = normal_step(geom, plane)
+    half = math.floor(slab.thickness_mm / (2 * step) + 1e-6)
+    return np.arange(-half, half + 1, dtype=float) * step
+
+
+def _aligned_axis(geom: StackGeometry, direction: np.ndarray, spacing: float) -> tuple[int, int] | None:
+    """(volume axis 1 or 2, sign) when ``direction`` at ``spacing`` steps one voxel along rows or columns."""
+    dr, dc = geom.pixel_spacing
+    for axis, vec, step in ((2, geom.row_dir, dc), (1, geom.col_dir, dr)):
+        cos = float(np.dot(vec, direction))
+        if abs(abs(cos) - 1.0) < ALIGN_TOLERANCE and abs(spacing - step) <= 1e-6 * step:
+            return axis, (1 if cos > 0 else -1)
+    return None
+
+
+def _as_slice(idx: np.ndarray) -> slice | None:
+    """``idx`` as a basic slice when it is an arithmetic run with step +-1 (or a single index)."""
+    if idx.size == 1:
+        return slice(int(idx[0]), int(idx[0]) + 1)
+    d = np.diff(idx)
+    if np.all(d == 1):
+        return slice(int(idx[0]), int(idx[-1]) + 1)
+    if np.all(d == -1):
+        stop = int(idx[-1]) - 1
+        return slice(int(idx[0]), None if stop < 0 else stop, -1)
+    return None
+
+
+SLAB_CHUNK = 16  # slices per pass when reducing along the innermost axis: keeps the block in L2
+
+_REDUCE = {
+    SlabMode.MIP: lambda block, ax: block.max(axis=ax),
+    SlabMode.MINIP: lambda block, ax: block.min(axis=ax),
+    SlabMode.AVERAGE: lambda block, ax: block.mean(axis=ax, dtype=np.float32),
+}
+
+
+def _reduce_inner(block: np.ndarray, mode: SlabMode) -> np.ndarray:
+    """Reduce a (k, j, n) block over its last, short axis.
+
+    numpy's own reduction runs one tiny inner loop per (k, j); combining whole (k, j) planes instead
+    keeps the inner loops long, and doing it a few slices at a time keeps the lines in cache (about 6x
+    faster for a 21-voxel sagittal slab of a 512x512x300 volume).
+    """
+    average = mode is SlabMode.AVERAGE
+    out = np.empty(block.shape[:2], dtype=np.float32 if average else block.dtype)
+    ufunc = np.maximum if mode is SlabMode.MIP else np.minimum if mode is SlabMode.MINIP else np.add
+    for c0 in range(0, block.shape[0], SLAB_CHUNK):
+        sub = block[c0 : c0 + SLAB_CHUNK]
+        acc = out[c0 : c0 + SLAB_CHUNK]
+        np.copyto(acc, sub[..., 0])
+        for t in range(1, block.shape[2]):
+            ufunc(acc, sub[..., t], out=acc)
+    if average:
+        out /= np.float32(block.shape[2])
+    return out
+
+
+@dataclass(frozen=True)
+class _Strided:
+    index: list[slice | int]  # basic index into the volume: two slices and the plane's fixed voxel
+    fixed_axis: int  # the volume axis the plane is perpendicular to (where ``index`` holds an int)
+    transpose: bool  # the indexed 2D view is (columns, rows) of the image
+
+
+class _Sampler:
+    """Samples planes of one volume; ``interpolated`` turns true once any value was blended."""
+
+    def __init__(self, volume: np.ndarray, geom: StackGeometry, fill: float) -> None:
+        if volume.ndim != 3:
+            raise GeometryError(f"Reslicing needs a 3D greyscale volume, got shape {volume.shape}")
+        if volume.shape != geom.shape:
+            raise GeometryError(f"Volume shape {volume.shape} does not match the stack geometry {geom.shape}")
+        self.volume = volume
+        self.geom = geom
+        self.fill = fill
+        self.interpolated = False
+
+    def _strided(self, plane: Plane) -> _Strided | None:
+        """The plane as a basic-indexing view of the volume, when every pixel is a voxel centre and the
+        image is one voxel row or column per line, stepping one voxel at a time (untilted stacks)."""
+        vol = self.volume
+        r_dir, c_dir = np.asarray(plane.row_dir), np.asarray(plane.col_dir)
+        rows, cols = plane.size
+        for a_dir, a_step, n_out, l_dir, l_step, n_lines, transposed in (
+            (r_dir, plane.spacing[1], cols, c_dir, plane.spacing[0], rows, False),
+            (c_dir, plane.spacing[0], rows, r_dir, plane.spacing[1], cols, True),
+        ):
+            aligned = _aligned_axis(self.geom, a_dir, a_step)
+            if aligned is None:
+                continue
+            axis, sign = aligned
+            ends = np.asarray(plane.origin) + np.array([0.0, n_lines - 1])[:, None] * l_step * l_dir
+            kji = self.geom.patient_to_voxel(ends)
+            idx = np.rint(kji)
+            if np.any(np.abs(kji - idx) > INTEGRAL_TOLERANCE):
+                continue
+            first, last = idx.astype(np.intp)
+            if (
+                np.any(first < 0)
+                or np.any(last < 0)
+                or np.any(first >= vol.shape)
+                or np.any(last >= vol.shape)
+            ):
+                continue
+            a_last = int(first[axis]) + sign * (n_out - 1)
+            if first[axis] != last[axis] or not 0 <= a_last < vol.shape[axis]:
+                continue
+            other = 1 if axis == 2 else 2
+            moving = [ax for ax in (0, other) if first[ax] != last[ax]]
+            if len(moving) > 1 or (moving and abs(int(last[moving[0]] - first[moving[0]])) != n_lines - 1):
+                continue
+            line_axis = moving[0] if moving else 0
+            fixed_axis = other if line_axis == 0 else 0
+            index: list[slice | int] = [0, 0, 0]
+            index[axis] = _as_slice(int(first[axis]) + sign * np.arange(n_out)) or slice(None)
+            line_slice = _as_slice(np.linspace(first[line_axis], last[line_axis], n_lines).astype(np.intp))
+            if line_slice is None:
+                continue
+            index[line_axis] = line_slice
+            index[fixed_axis] = int(first[fixed_axis])
+            return _Strided(index, fixed_axis, transpose=(line_axis < axis) == transposed)
+        return None
+
+    def strided_slab(self, plane: Plane, offsets: np.ndarray, mode: SlabMode) -> np.ndarray | None:
+        """A slab as one reduction over a block of the volume (contiguous reads), or None."""
+        view = self._strided(plane)
+        if view is None:
+            return None
+        n = np.asarray(plane.normal)
+        ends = self.geom.patient_to_voxel(np.asarray(plane.origin) + np.outer(offsets[[0, -1]], n))
+        delta = ends[1] - ends[0]
+        ax = view.fixed_axis
+        span = len(offsets) - 1
+        others = [i for i in range(3) if i != ax]
+        if abs(abs(delta[ax]) - span) > INTEGRAL_TOLERANCE or np.any(
+            np.abs(delta[others]) > INTEGRAL_TOLERANCE
+        ):
+            return None
+        centre = view.index[ax]
+        assert isinstance(centre, int)
+        lo, hi = centre - span // 2, centre + span // 2
+        if lo < 0 or hi >= self.volume.shape[ax]:
+            return None
+        index = list(view.index)
+        index[ax] = slice(lo, hi + 1)
+        block = self.volume[tuple(index)]
+        img = _reduce_inner(block, mode) if ax == 2 else _REDUCE[mode](block, ax)
+        return img.T if view.transpose else img
+
+    def plane(self, plane: Plane) -> np.ndarray:
+        view = self._strided(plane)
+        if view is not None:
+            strided = self.volume[tuple(view.index)]
+            return strided.T if view.transpose else strided
+        r_dir, c_dir = np.asarray(plane.row_dir), np.asarray(plane.col_dir)
+        along_rows = _aligned_axis(self.geom, r_dir, plane.spacing[1])
+        if along_rows is not None:
+            lines = self._lines(
+                plane,
+                along_rows,
+                line_dir=c_dir,
+                line_step=plane.spacing[0],
+                n_lines=plane.size[0],
+                n_out=plane.size[1],
+            )
+            if lines is not None:
+                return lines
+        along_cols = _aligned_axis(self.geom, c_dir, plane.spacing[0])
+        if along_cols is not None:
+            lines = self._lines(
+                plane,
+                along_cols,
+                line_dir=r_dir,
+                line_step=plane.spacing[1],
+                n_lines=plane.size[1],
+                n_out=plane.size[0],
+            )
+            if lines is not None:
+                return lines.T
+        return self._general(plane)
+
+    def _lines(
+        self,
+        plane: Plane,
+        aligned: tuple[int, int],
+        *,
+        line_dir: np.ndarray,
+        line_step: float,
+        n_lines: int,
+        n_out: int,
+    ) -> np.ndarray | None:
+        """Rows of voxels along ``aligned`` (axis, sign), one per line; None when they do not start on
+        a voxel centre along that axis (then the general path runs)."""
+        axis, sign = aligned
+        vol = self.volume
+        t = np.arange(n_lines, dtype=float)[:, None]
+        starts = np.asarray(plane.origin) + t * line_step * line_dir
+        kji = self.geom.patient_to_voxel(starts)
+        a = kji[:, axis]
+        a0 = np.rint(a)
+        if np.any(np.abs(a - a0) > INTEGRAL_TOLERANCE) or np.ptp(a0) != 0:
+            return None
+        a_idx = int(a0[0]) + sign * np.arange(n_out)
+        other = 1 if axis == 2 else 2
+        k, b = kji[:, 0], kji[:, other]
+        n_a = vol.shape[axis]
+        a_ok = (a_idx >= 0) & (a_idx < n_a)
+        a_sl = _as_slice(a_idx) if a_ok.all() else None
+        a_sel: slice | np.ndarray = a_sl if a_sl is not None else np.clip(a_idx, 0, n_a - 1)
+
+        def gather(kk: np.ndarray, bb: np.ndarray) -> np.ndarray:
+            """Voxel lines at slice ``kk[t]`` and other in-plane index ``bb[t]``: (n_lines, n_out)."""
+            k_const, b_const = bool(np.all(kk == kk[0])), bool(np.all(bb == bb[0]))
+            ks, bs = _as_slice(kk), _as_slice(bb)
+            if axis == 2:  # lines run along a row of each slice: vol[k, j, :]
+                if k_const and bs is not None:
+                    lines = vol[int(kk[0]), bs]
+                elif b_const and ks is not None:
+                    lines = vol[ks, int(bb[0])]
+                else:
+                    lines = vol[kk, bb]
+            elif k_const and bs is not None:  # lines run along a column of each slice: vol[k, :, i]
+                lines = vol[int(kk[0]), :, bs].T
+            elif b_const and ks is not None:
+                lines = vol[ks, :, int(bb[0])]
+            else:
+                lines = vol[kk, :, bb]
+            return lines[:, a_sel]
+
+        n_k, n_b = vol.shape[0], vol.shape[other]
+        eps = INTEGRAL_TOLERANCE
+        valid = (k > -eps) & (k < n_k - 1 + eps) & (b > -eps) & (b < n_b - 1 + eps)
+        kc = np.clip(k, 0, n_k - 1)
+        bc = np.clip(b, 0, n_b - 1)
+        k0 = np.floor(kc + eps).astype(np.intp)
+        b0 = np.floor(bc + eps).astype(np.intp)
+        fk = np.where(np.abs(kc - k0) <= eps, 0.0, kc - k0)
+        fb = np.where(np.abs(bc - b0) <= eps, 0.0, bc - b0)
+        k0 = np.minimum(k0, n_k - 1)
+        b0 = np.minimum(b0, n_b - 1)
+        if not fk.any() and not fb.any():
+            img = gather(k0, b0)
+        else:
+            self.interpolated = True
+            k1 = np.minimum(k0 + 1, n_k - 1)
+            b1 = np.minimum(b0 + 1, n_b - 1)
+            wk, wb = fk[:, None].astype(np.float32), fb[:, None].astype(np.float32)
+            img = gather(k0, b0).astype(np.float32) * ((1 - wk) * (1 - wb))
+            if fk.any():
+                img += gather(k1, b0) * (wk * (1 - wb))
+            if fb.any():
+                img += gather(k0, b1) * ((1 - wk) * wb)
+            if fk.any() and fb.any():
+                img += gather(k1, b1) * (wk * wb)
+        if not valid.all() or not a_ok.all():
+            as_float = img.dtype.kind in "iu" and not float(self.fill).is_integer()
+            img = img.astype(np.float32 if as_float else img.dtype, copy=True)  # never write into the volume
+            img[~valid] = self.fill
+            img[:, ~a_ok] = self.fill
+        return img
+
+    def _general(self, plane: Plane) -> np.ndarray:
+        from scipy.ndimage import map_coordinates  # lazy: scipy is only needed off the aligned path
+
+        self.interpolated = True
+        rows, cols = plane.size
+        rr, cc = np.mgrid[0:rows, 0:cols]
+        kji = self.geom.patient_to_voxel(plane.pixel_to_patient(rr, cc))
+        coords = np.moveaxis(kji, -1, 0)
+        out = np.empty((rows, cols), dtype=np.float32)
+        map_coordinates(
+            self.volume, coords, output=out, order=1, mode="constant", cval=self.fill, prefilter=False
+        )
+        return out
+
+
+def reslice(
+    volume: np.ndarray, geom: StackGeometry, plane: Plane, *, slab: Slab | None = None, fill: float = 0.0
+) -> ResliceResult:
+    """Sample ``volume`` (``(slices, rows, cols)``, as ``geom``) on ``plane``, optionally as a thick slab.
+
+    ``fill`` is the value outside the volume (pass the stack minimum, or -1024 for CT air).
+    """
+    sampler = _Sampler(volume, geom, fill)
+    offsets = slab_offsets(geom, plane, slab)
+    block = None
+    if len(offsets) > 1:
+        assert slab is not None
+        block = sampler.strided_slab(plane, offsets, slab.mode)
+    if block is not None:
+        image = block
+    elif len(offsets) == 1:
+        image = sampler.plane(plane)
+    else:
+        image = sampler.plane(plane.shifted(float(offsets[0])))
+        assert slab is not None
+        mode = slab.mode
+        acc = image.astype(np.float32) if mode is SlabMode.AVERAGE else image.copy()
+        for off in offsets[1:]:
+            img = sampler.plane(plane.shifted(float(off)))
+            if mode is SlabMode.MIP:
+                if img.dtype != acc.dtype:
+                    acc = acc.astype(np.float32)
+                np.maximum(acc, img, out=acc)
+            elif mode is SlabMode.MINIP:
+                if img.dtype != acc.dtype:
+                    acc = acc.astype(np.float32)
+                np.minimum(acc, img, out=acc)
+            else:
+                acc += img
+        image = acc / np.float32(len(offsets)) if mode is SlabMode.AVERAGE else acc
+    warnings: list[str] = []
+    if sampler.interpolated:
+        if not geom.is_evenly_spaced:
+            lo, hi = geom.spacing_range
+            warnings.append(
+                f"Uneven slice spacing ({lo:.2f}–{hi:.2f} mm): resampled at {geom.slice_spacing:.2f} mm"
+            )
+        if geom.is_sheared:
+            warnings.append(f"Gantry tilt {geom.tilt_deg:.1f}°: slices resampled to an upright grid")
+    if image.dtype != volume.dtype and image.dtype != np.float32:
+        image = image.astype(np.float32)
+    image = np.ascontiguousarray(image)
+    if np.may_share_memory(image, volume):  # a strided view of the volume: the caller owns its copy
+        image = image.copy()
+    return ResliceResult(
+        image=image,
+        plane=plane,
+        resampled=sampler.interpolated,
+        warnings=tuple(warnings),
+        slab_samples=len(offsets),
+    )

@@ -1,0 +1,383 @@
+"""The viewer's state: catalogue, layout, viewports, active viewport, tool, selection and sync rules.
+
+Qt-free and evented (psygnal), after napari's ``ViewerModel``: widgets render what the events announce
+and call the intent methods (``scroll``, ``set_window``, ``set_layout``, ``link`` ...); nothing here
+knows about widgets. Every viewport change emits ``events.viewport(index, state)``, including the
+changes that sync rules make in other viewports.
+
+Sync rules (``SyncSettings``):
+
+* **scroll**: moving one viewport moves every other viewport whose plane is parallel (within ~25°):
+  by patient position when both stacks share a FrameOfReferenceUID, else only when the two viewports
+  were linked (``link``), by the same distance plus the offset captured at link time (priors,
+  other scanners).
+* **window**: a new window is copied to viewports showing the same modality.
+* **zoom**: zoom and pan are copied to every other viewport showing a stack.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from types import MappingProxyType
+
+import numpy as np
+from psygnal import Signal, SignalGroup
+
+from viewer.core.constants import Window
+from viewer.core.dicom.model import Stack
+from viewer.core.errors import ViewerStateError
+from viewer.core.geometry.orientation import Orientation
+from viewer.core.geometry.plane import Plane
+from viewer.core.geometry.reslice import Slab
+from viewer.core.state.catalogue import CatalogueEntry
+from viewer.core.state.layout import Layout
+from viewer.core.state.planes import base_plane, plane_at, scroll_grid
+from viewer.core.state.viewport import Tool, Vec3, ViewportState
+
+log = logging.getLogger(__name__)
+
+PARALLEL_SYNC_COS = 0.9  # planes within ~25° of parallel scroll together
+MAX_ZOOM = 64.0
+MIN_ZOOM = 1 / 64
+
+
+@dataclass(frozen=True)
+class SyncSettings:
+    scroll: bool = True
+    window: bool = False
+    zoom: bool = False
+
+
+class ViewerEvents(SignalGroup):
+    catalogue = Signal()  # stacks added or removed
+    layout = Signal(object)  # Layout
+    viewport = Signal(int, object)  # index, ViewportState
+    active = Signal(int)
+    tool = Signal(object)  # Tool
+    selection = Signal(object)  # tuple[str, ...]
+    sync = Signal(object)  # SyncSettings
+    links = Signal()  # manual scroll links (offsets) changed
+
+
+class ViewerState:
+    """The whole viewer state; read through properties, change through intent methods."""
+
+    def __init__(self) -> None:
+        self.events = ViewerEvents()
+        self._catalogue: dict[str, CatalogueEntry] = {}
+        self._layout = Layout.ONE
+        self._viewports: list[ViewportState] = [ViewportState()]
+        self._active = 0
+        self._tool = Tool.WINDOW
+        self._selection: tuple[str, ...] = ()
+        self._sync = SyncSettings()
+        self._offsets: dict[tuple[str, str], float] = {}  # (stack a, stack b) -> pos_b - pos_a (mm)
+
+    # --- reading ---------------------------------------------------------------------------------
+    @property
+    def catalogue(self) -> Mapping[str, CatalogueEntry]:
+        return MappingProxyType(self._catalogue)
+
+    @property
+    def layout(self) -> Layout:
+        return self._layout
+
+    @property
+    def viewports(self) -> tuple[ViewportState, ...]:
+        return tuple(self._viewports)
+
+    @property
+    def active(self) -> int:
+        return self._active
+
+    @property
+    def tool(self) -> Tool:
+        return self._tool
+
+    @property
+    def selection(self) -> tuple[str, ...]:
+        return self._selection
+
+    @property
+    def sync(self) -> SyncSettings:
+        return self._sync
+
+    def viewport(self, index: int) -> ViewportState:
+        self._check_viewport(index)
+        return self._viewports[index]
+
+    def entry(self, index: int) -> CatalogueEntry | None:
+        """The catalogue entry a viewport shows (None when empty)."""
+        key = self.viewport(index).stack_key
+        return None if key is None else self._catalogue[key]
+
+    def link_offset(self, a: int, b: int) -> float | None:
+        ka, kb = self.viewport(a).stack_key, self.viewport(b).stack_key
+        if ka is None or kb is None:
+            return None
+        return self._offsets.get((ka, kb))
+
+    # --- catalogue -------------------------------------------------------------------------------
+    def add_stack(self, stack: Stack, *, patient_key: str = "") -> str:
+        """Add a loaded stack (its geometry is computed once here); returns its key."""
+        entry = CatalogueEntry.of(stack, patient_key=patient_key)
+        self._catalogue[entry.key] = entry
+        self.events.catalogue.emit()
+        return entry.key
+
+    def remove_stack(self, key: str) -> None:
+        if key not in self._catalogue:
+            raise ViewerStateError(f"No stack {key!r} in the catalogue")
+        del self._catalogue[key]
+        self._offsets = {k: v for k, v in self._offsets.items() if key not in k}
+        for i, vp in enumerate(self._viewports):
+            if vp.stack_key == key:
+                self._set(i, ViewportState())
+        self.events.catalogue.emit()
+
+    # --- layout, active, tool, selection ---------------------------------------------------------
+    def set_layout(self, layout: Layout) -> None:
+        """Switch layout: viewports keep their content in order; new ones start empty."""
+        layout = Layout(layout)
+        if layout is self._layout:
+            return
+        n = layout.viewport_count
+        self._viewports = (self._viewports + [ViewportState()] * n)[:n]
+        self._layout = layout
+        self.events.layout.emit(layout)
+        if self._active >= n:
+            self.set_active(0)
+
+    def set_active(self, index: int) -> None:
+        self._check_viewport(index)
+        if index != self._active:
+            self._active = index
+            self.events.active.emit(index)
+
+    def set_tool(self, tool: Tool) -> None:
+        tool = Tool(tool)
+        if tool is not self._tool:
+            self._tool = tool
+            self.events.tool.emit(tool)
+
+    def select(self, items: Sequence[str]) -> None:
+        selection = tuple(items)
+        if selection != self._selection:
+            self._selection = selection
+            self.events.selection.emit(selection)
+
+    def set_sync(
+        self, *, scroll: bool | None = None, window: bool | None = None, zoom: bool | None = None
+    ) -> None:
+        new = SyncSettings(
+            scroll=self._sync.scroll if scroll is None else scroll,
+            window=self._sync.window if window is None else window,
+            zoom=self._sync.zoom if zoom is None else zoom,
+        )
+        if new != self._sync:
+            self._sync = new
+            self.events.sync.emit(new)
+
+    # --- what a viewport shows -------------------------------------------------------------------
+    def show(self, index: int, key: str, orientation: Orientation = Orientation.NATIVE) -> None:
+        """Put a stack into a viewport (drag and drop from the browser), at its middle position,
+        with the header's window and a fitted, unrotated view."""
+        self._check_viewport(index)
+        entry = self._entry(key)
+        window: Window | None = entry.stack.slices[0].window if entry.stack.slices else None
+        vp = ViewportState(stack_key=key, orientation=self._usable(entry, orientation), window=window)
+        self._set(index, replace(vp, position_mm=scroll_grid(entry, vp).middle))
+
+    def set_orientation(
+        self, index: int, orientation: Orientation, *, oblique: tuple[Vec3, Vec3] | None = None
+    ) -> None:
+        """Show the viewport's stack in another plane (through the volume centre)."""
+        vp, entry = self._shown(index)
+        orientation = self._usable(entry, orientation)
+        if orientation is Orientation.OBLIQUE and oblique is None:
+            raise ViewerStateError("An oblique viewport needs its row and column directions")
+        new = replace(vp, orientation=orientation, oblique=oblique, pan=(0.0, 0.0), zoom=1.0)
+        self._set(index, replace(new, position_mm=scroll_grid(entry, new).middle))
+
+    def set_slab(self, index: int, slab: Slab | None) -> None:
+        vp, _ = self._shown(index)
+        self._set(index, replace(vp, slab=slab))
+
+    # --- scrolling and sync ----------------------------------------------------------------------
+    def scroll(self, index: int, steps: int) -> None:
+        """Move ``steps`` slices (native) or voxel steps (MPR) along the viewport's normal."""
+        vp, entry = self._shown(index)
+        self._move(index, scroll_grid(entry, vp).moved(vp.position_mm, int(steps)))
+
+    def set_position(self, index: int, position_mm: float) -> None:
+        """Jump to a position along the viewport's normal (snapped to its grid)."""
+        vp, entry = self._shown(index)
+        self._move(index, scroll_grid(entry, vp).snap(float(position_mm)))
+
+    def go_to_point(self, index: int, point: Sequence[float]) -> None:
+        """Scroll the viewport to the plane through a patient point (crosshair click elsewhere)."""
+        vp, entry = self._shown(index)
+        if entry.geometry is None:
+            raise ViewerStateError("This stack has no patient geometry to place a point in")
+        normal = base_plane(entry.geometry, vp).normal
+        self.set_position(index, float(np.dot(np.asarray(point, float), normal)))
+
+    def _move(self, index: int, position: float) -> None:
+        vp = self._viewports[index]
+        if position == vp.position_mm:
+            return
+        self._set(index, replace(vp, position_mm=position))
+        if self._sync.scroll:
+            self._sync_scroll(index)
+
+    def _sync_scroll(self, source: int) -> None:
+        src = self._viewports[source]
+        src_entry = self._catalogue[src.stack_key] if src.stack_key else None
+        if src_entry is None:
+            return
+        src_plane = plane_at(src_entry, src)
+        for i, vp in enumerate(self._viewports):
+            if i == source or vp.stack_key is None:
+                continue
+            entry = self._catalogue[vp.stack_key]
+            target = self._synced_position(src_entry, src, src_plane, entry, vp)
+            if target is None:
+                continue
+            snapped = scroll_grid(entry, vp).snap(target)
+            if snapped != vp.position_mm:
+                self._set(i, replace(vp, position_mm=snapped))
+
+    def _synced_position(
+        self,
+        a: CatalogueEntry,
+        va: ViewportState,
+        plane_a: Plane | None,
+        b: CatalogueEntry,
+        vb: ViewportState,
+    ) -> float | None:
+        if a.key == b.key and va.orientation == vb.orientation and va.oblique == vb.oblique:
+            return va.position_mm
+        sign = 1.0
+        if a.geometry is not None and b.geometry is not None and plane_a is not None:
+            normal_b = base_plane(b.geometry, vb).normal
+            cos = float(np.dot(plane_a.normal, normal_b))
+            if abs(cos) < PARALLEL_SYNC_COS:
+                return None  # crossing planes: reference lines, not scrolling
+            sign = 1.0 if cos > 0 else -1.0
+            same_frame = a.frame_of_reference_uid is not None and (
+                a.frame_of_reference_uid == b.frame_of_reference_uid
+            )
+            if same_frame:
+                return float(np.dot(plane_a.center, normal_b))
+        offset = self._offsets.get((a.key, b.key))
+        if offset is None:
+            return None
+        return sign * va.position_mm + offset
+
+    def link(self, a: int, b: int, offset_mm: float | None = None) -> None:
+        """Scroll viewports ``a`` and ``b`` together although their frames of reference differ (a prior):
+        with the offset between their positions now, or ``offset_mm`` (b's position minus a's)."""
+        va, ea = self._shown(a)
+        vb, eb = self._shown(b)
+        if ea.key == eb.key:
+            raise ViewerStateError("A stack is always in step with itself; link two different stacks")
+        sign = 1.0
+        if ea.geometry is not None and eb.geometry is not None:
+            cos = float(np.dot(base_plane(ea.geometry, va).normal, base_plane(eb.geometry, vb).normal))
+            sign = 1.0 if cos >= 0 else -1.0
+        offset = vb.position_mm - sign * va.position_mm if offset_mm is None else float(offset_mm)
+        self._offsets[(ea.key, eb.key)] = offset
+        self._offsets[(eb.key, ea.key)] = (
+            va.position_mm - sign * vb.position_mm if offset_mm is None else (-sign * float(offset_mm))
+        )
+        self.events.links.emit()
+
+    def unlink(self, a: int, b: int) -> None:
+        ka, kb = self.viewport(a).stack_key, self.viewport(b).stack_key
+        if ka is None or kb is None:
+            return
+        removed = [self._offsets.pop(k, None) for k in ((ka, kb), (kb, ka))]
+        if any(v is not None for v in removed):
+            self.events.links.emit()
+
+    # --- window, zoom, pan, rotation -------------------------------------------------------------
+    def set_window(self, index: int, window: Window) -> None:
+        vp, entry = self._shown(index)
+        if not window.width > 0:
+            raise ViewerStateError(f"Window width {window.width:g} must be positive")
+        self._set(index, replace(vp, window=window))
+        if self._sync.window:
+            for i, other in enumerate(self._viewports):
+                same_modality = (
+                    other.stack_key is not None
+                    and self._catalogue[other.stack_key].modality == entry.modality
+                )
+                if i != index and same_modality:
+                    self._set(i, replace(other, window=window))
+
+    def set_zoom(self, index: int, zoom: float, pan: tuple[float, float] | None = None) -> None:
+        vp, _ = self._shown(index)
+        if not MIN_ZOOM <= zoom <= MAX_ZOOM:
+            raise ViewerStateError(f"Zoom {zoom:g} is outside {MIN_ZOOM:g}..{MAX_ZOOM:g}")
+        new_pan = vp.pan if pan is None else (float(pan[0]), float(pan[1]))
+        self._set(index, replace(vp, zoom=float(zoom), pan=new_pan))
+        if self._sync.zoom:
+            for i, other in enumerate(self._viewports):
+                if i != index and other.stack_key is not None:
+                    self._set(i, replace(other, zoom=float(zoom), pan=new_pan))
+
+    def rotate(self, index: int, quarter_turns: int = 1) -> None:
+        """Rotate the view clockwise by quarter turns (negative: counter-clockwise)."""
+        vp, _ = self._shown(index)
+        self._set(index, replace(vp, rotation=(vp.rotation + int(quarter_turns)) % 4))
+
+    def flip(self, index: int, *, horizontal: bool = True) -> None:
+        vp, _ = self._shown(index)
+        if horizontal:
+            self._set(index, replace(vp, flip_horizontal=not vp.flip_horizontal))
+        else:
+            self._set(index, replace(vp, flip_vertical=not vp.flip_vertical))
+
+    def reset_view(self, index: int) -> None:
+        """Fit, centre, unrotate and unflip (position and window stay)."""
+        vp, _ = self._shown(index)
+        self._set(
+            index,
+            replace(vp, zoom=1.0, pan=(0.0, 0.0), rotation=0, flip_horizontal=False, flip_vertical=False),
+        )
+
+    # --- helpers ---------------------------------------------------------------------------------
+    def _set(self, index: int, vp: ViewportState) -> None:
+        if self._viewports[index] != vp:
+            self._viewports[index] = vp
+            self.events.viewport.emit(index, vp)
+
+    def _check_viewport(self, index: int) -> None:
+        if not 0 <= index < len(self._viewports):
+            raise ViewerStateError(
+                f"No viewport {index} in the {self._layout.value} layout (0..{len(self._viewports) - 1})"
+            )
+
+    def _entry(self, key: str) -> CatalogueEntry:
+        try:
+            return self._catalogue[key]
+        except KeyError:
+            raise ViewerStateError(f"No stack {key!r} in the catalogue") from None
+
+    def _shown(self, index: int) -> tuple[ViewportState, CatalogueEntry]:
+        vp = self.viewport(index)
+        if vp.stack_key is None:
+            raise ViewerStateError(f"Viewport {index} is empty")
+        return vp, self._catalogue[vp.stack_key]
+
+    @staticmethod
+    def _usable(entry: CatalogueEntry, orientation: Orientation) -> Orientation:
+        orientation = Orientation(orientation)
+        if orientation is not Orientation.NATIVE and entry.geometry is None:
+            raise ViewerStateError(
+                "The stack has no patient geometry: it can only be shown as acquired, "
+                f"not {orientation.value}"
+            )
+        return orientation
