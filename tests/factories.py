@@ -223,3 +223,41 @@ def compress_files(paths: Sequence[Path], transfer_syntax: str = "1.2.840.10008.
         ds = dcmread(path)
         ds.compress(transfer_syntax)
         ds.save_as(path, enforce_file_format=True)
+
+
+def write_geometry_series(
+    folder: Path,
+    hu: np.ndarray,
+    *,
+    positions: Sequence[Sequence[float]],
+    orientation: Sequence[float] = (1, 0, 0, 0, 1, 0),
+    spacing: tuple[float, float] = (0.5, 0.5),
+    frame_of_reference_uid: str | None = None,
+    study_uid: str | None = None,
+    series_description: str = "Geometry",
+    seed: int = 0,
+) -> list[Path]:
+    """A series of ``hu[k]`` (``(N, rows, cols)``) at ``positions[k]`` with one IOP, written in random order
+    under random names (tilted, flipped, oblique or unevenly spaced stacks). Returns paths in ``k`` order."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    study_uid = study_uid or generate_uid()
+    series_uid = generate_uid()
+    for_uid = frame_of_reference_uid or generate_uid()
+    order = list(range(len(positions)))
+    rng.shuffle(order)
+    paths: dict[int, Path] = {}
+    for k in order:
+        ds = make_ct_slice(
+            np.asarray(hu[k], dtype=np.int16),
+            position=positions[k],
+            orientation=orientation,
+            instance_number=k + 1,
+            study_uid=study_uid,
+            series_uid=series_uid,
+            frame_of_reference_uid=for_uid,
+            spacing=spacing,
+            series_description=series_description,
+        )
+        paths[k] = write_slice(folder / f"{rng.getrandbits(40):010x}.dcm", ds)
+    return [paths[k] for k in range(len(positions))]

@@ -76,8 +76,8 @@ def normal_step(geom: StackGeometry, plane: Plane) -> float:
 
 
 def slab_offsets(geom: StackGeometry, plane: Plane, slab: Slab | None) -> np.ndarray:
-    """Offsets (mm) along the normal of the planes a slab combines: an odd count of whole voxel steps
-    centred on the plane, spanning at least ``thickness_mm`` minus one step."""
+    """Offsets (mm) along the normal of the planes a slab combines: whole voxel steps centred on the
+    plane, every one within +-thickness/2 (a 10 mm slab at 0.49 mm spacing combines 21 planes)."""
     if slab is None or slab.thickness_mm <= 0:
         return np.zeros(1)
     step = normal_step(geom, plane)
