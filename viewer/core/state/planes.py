@@ -42,7 +42,8 @@ class ScrollGrid:
     def middle(self) -> float:
         if self.locations:
             return self.locations[len(self.locations) // 2]
-        return self.snap((self.low + self.high) / 2)
+        count = round((self.high - self.low) / self.step) + 1
+        return self.snap(self.low + (count // 2) * self.step)
 
 
 def base_plane(geom: StackGeometry, vp: ViewportState) -> Plane:
