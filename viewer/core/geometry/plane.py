@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from functools import cached_property
 
 import numpy as np
 
@@ -49,9 +50,10 @@ class Plane:
         if self.size[0] < 1 or self.size[1] < 1:
             raise GeometryError(f"Plane size {self.size} is empty")
 
-    @property
+    @cached_property
     def normal(self) -> np.ndarray:
-        return np.cross(np.asarray(self.row_dir), np.asarray(self.col_dir))
+        r, c = self.row_dir, self.col_dir
+        return np.array([r[1] * c[2] - r[2] * c[1], r[2] * c[0] - r[0] * c[2], r[0] * c[1] - r[1] * c[0]])
 
     @property
     def iop(self) -> tuple[float, float, float, float, float, float]:

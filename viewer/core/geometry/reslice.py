@@ -246,8 +246,7 @@ class _Sampler:
                 n_lines=plane.size[0],
                 n_out=plane.size[1],
             )
-            if lines is not None:
-                return lines
+            return lines
         along_cols = _aligned_axis(self.geom, c_dir, plane.spacing[0])
         if along_cols is not None:
             lines = self._lines(
@@ -258,8 +257,7 @@ class _Sampler:
                 n_lines=plane.size[1],
                 n_out=plane.size[0],
             )
-            if lines is not None:
-                return lines.T
+            return lines.T
         return self._general(plane)
 
     def _lines(
@@ -271,25 +269,30 @@ class _Sampler:
         line_step: float,
         n_lines: int,
         n_out: int,
-    ) -> np.ndarray | None:
-        """Rows of voxels along ``aligned`` (axis, sign), one per line; None when they do not start on
-        a voxel centre along that axis (then the general path runs)."""
+    ) -> np.ndarray:
+        """The image as voxel lines along ``aligned`` (volume axis, sign), one per image line.
+
+        Each line lies at a fractional (slice, other in-plane index): blended from the 2 or 4 voxel lines
+        around it. With gantry tilt the lines also start between voxels along the aligned axis (the shear
+        runs along it): each line is then shifted by its own fraction (a 1D interpolation per line).
+        """
         axis, sign = aligned
         vol = self.volume
-        t = np.arange(n_lines, dtype=float)[:, None]
-        starts = np.asarray(plane.origin) + t * line_step * line_dir
+        eps = INTEGRAL_TOLERANCE
+        starts = np.asarray(plane.origin) + np.arange(n_lines, dtype=float)[:, None] * line_step * line_dir
         kji = self.geom.patient_to_voxel(starts)
         a = kji[:, axis]
-        a0 = np.rint(a)
-        if np.any(np.abs(a - a0) > INTEGRAL_TOLERANCE) or np.ptp(a0) != 0:
-            return None
-        a_idx = int(a0[0]) + sign * np.arange(n_out)
-        other = 1 if axis == 2 else 2
-        k, b = kji[:, 0], kji[:, other]
+        a_round = np.rint(a)
         n_a = vol.shape[axis]
-        a_ok = (a_idx >= 0) & (a_idx < n_a)
-        a_sl = _as_slice(a_idx) if a_ok.all() else None
-        a_sel: slice | np.ndarray = a_sl if a_sl is not None else np.clip(a_idx, 0, n_a - 1)
+        on_grid = bool(np.all(np.abs(a - a_round) <= eps) and np.ptp(a_round) == 0)
+        a_sel: slice | np.ndarray = slice(None)
+        a_ok = np.ones(n_out, dtype=bool)
+        if on_grid:
+            a_idx = int(a_round[0]) + sign * np.arange(n_out)
+            a_ok = (a_idx >= 0) & (a_idx < n_a)
+            a_sl = _as_slice(a_idx) if a_ok.all() else None
+            a_sel = a_sl if a_sl is not None else np.clip(a_idx, 0, n_a - 1)
+        other = 1 if axis == 2 else 2
 
         def gather(kk: np.ndarray, bb: np.ndarray) -> np.ndarray:
             """Voxel lines at slice ``kk[t]`` and other in-plane index ``bb[t]``: (n_lines, n_out)."""
@@ -310,17 +313,15 @@ class _Sampler:
                 lines = vol[kk, :, bb]
             return lines[:, a_sel]
 
+        k, b = kji[:, 0], kji[:, other]
         n_k, n_b = vol.shape[0], vol.shape[other]
-        eps = INTEGRAL_TOLERANCE
         valid = (k > -eps) & (k < n_k - 1 + eps) & (b > -eps) & (b < n_b - 1 + eps)
         kc = np.clip(k, 0, n_k - 1)
         bc = np.clip(b, 0, n_b - 1)
-        k0 = np.floor(kc + eps).astype(np.intp)
-        b0 = np.floor(bc + eps).astype(np.intp)
+        k0 = np.minimum(np.floor(kc + eps).astype(np.intp), n_k - 1)
+        b0 = np.minimum(np.floor(bc + eps).astype(np.intp), n_b - 1)
         fk = np.where(np.abs(kc - k0) <= eps, 0.0, kc - k0)
         fb = np.where(np.abs(bc - b0) <= eps, 0.0, bc - b0)
-        k0 = np.minimum(k0, n_k - 1)
-        b0 = np.minimum(b0, n_b - 1)
         if not fk.any() and not fb.any():
             img = gather(k0, b0)
         else:
@@ -335,12 +336,42 @@ class _Sampler:
                 img += gather(k0, b1) * ((1 - wk) * wb)
             if fk.any() and fb.any():
                 img += gather(k1, b1) * (wk * wb)
-        if not valid.all() or not a_ok.all():
+        if on_grid:
+            bad = ~valid[:, None] | ~a_ok[None, :]
+        else:  # shift each (whole) line by its own start along the aligned axis
+            img, bad = self._shift_lines(img, a, sign, n_out, valid)
+        if bad.any():
             as_float = img.dtype.kind in "iu" and not float(self.fill).is_integer()
             img = img.astype(np.float32 if as_float else img.dtype, copy=True)  # never write into the volume
-            img[~valid] = self.fill
-            img[:, ~a_ok] = self.fill
+            img[bad] = self.fill
         return img
+
+    def _shift_lines(
+        self, lines: np.ndarray, start: np.ndarray, sign: int, n_out: int, valid: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``out[t, m] = lines[t, start[t] + sign * m]``, linear between voxels; the shift is constant
+        along a line, so each output line is a window of its padded line (a row copy), blended with
+        the next window by the line's own fraction. Returns the image and its outside-the-volume mask."""
+        eps = INTEGRAL_TOLERANCE
+        n_lines, n_a = lines.shape
+        if sign < 0:
+            lines, start = lines[:, ::-1], (n_a - 1) - start
+        p0 = np.floor(start + eps)
+        frac = np.where(np.abs(start - p0) <= eps, 0.0, start - p0).astype(np.float32)[:, None]
+        as_float = lines.dtype.kind in "iu" and not float(self.fill).is_integer()
+        pad = n_out + 1
+        padded = np.full((n_lines, n_a + 2 * pad), self.fill, dtype=np.float32 if as_float else lines.dtype)
+        padded[:, pad : pad + n_a] = lines
+        windows = np.lib.stride_tricks.sliding_window_view(padded, n_out, axis=1)
+        first = np.clip(p0.astype(np.intp) + pad, 0, windows.shape[1] - 2)
+        rows = np.arange(n_lines)
+        img = windows[rows, first]
+        if frac.any():
+            self.interpolated = True
+            img = img * (1 - frac) + windows[rows, first + 1] * frac
+        pos = start[:, None] + np.arange(n_out, dtype=float)
+        bad = ~valid[:, None] | (pos < -eps) | (pos > n_a - 1 + eps)
+        return img, bad
 
     def _general(self, plane: Plane) -> np.ndarray:
         from scipy.ndimage import map_coordinates  # lazy: scipy is only needed off the aligned path

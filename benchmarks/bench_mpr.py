@@ -1,0 +1,211 @@
+"""MPR speed: coronal + sagittal reslice per crosshair move and a 10 mm slab MIP, against the baselines a
+user would write, on a 512x512x300 volume (issue 12 targets: <= 15 ms and <= 25 ms medians).
+
+Run: ``.venv/bin/python benchmarks/bench_mpr.py [--rounds 25]``. Each round moves the crosshair to a new
+random voxel and runs every method once, in rotating order (interleaved), so machine load hits all alike;
+medians per method and the ratio baseline / ours are printed. Outputs are checked equal first (same values,
+same dtype) so the comparison is like for like.
+
+Baselines:
+* ``numpy``: plain fancy indexing / reductions (``np.take(vol, j, axis=1)[::-1]``,
+  ``vol[::-1, j-h:j+h+1, :].max(axis=1)``): only right for an untilted, evenly spaced stack.
+* ``map_coordinates``: every output pixel mapped through the inverse affine and interpolated with
+  ``scipy.ndimage.map_coordinates(order=1)`` (one call per slab plane), the general approach.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+from scipy.ndimage import map_coordinates  # noqa: E402
+
+from viewer.core.geometry.orientation import Orientation  # noqa: E402
+from viewer.core.geometry.plane import Plane, standard_plane  # noqa: E402
+from viewer.core.geometry.reslice import Slab, SlabMode, reslice, slab_offsets  # noqa: E402
+from viewer.core.geometry.stack import StackGeometry  # noqa: E402
+
+SHAPE = (300, 512, 512)  # slices, rows, columns
+PIXEL = 0.488  # mm
+SLICE = 1.0  # mm
+SLAB_MM = 10.0
+TILT_DEG = 20.0
+
+
+def make_geometry(tilt_deg: float = 0.0) -> StackGeometry:
+    n, rows, cols = SHAPE
+    shear = math.tan(math.radians(tilt_deg)) * SLICE
+    pos = np.array([(-125.0, -125.0 + k * shear, k * SLICE) for k in range(n)])
+    return StackGeometry(
+        positions=pos,
+        row_dir=np.array([1.0, 0, 0]),
+        col_dir=np.array([0, 1.0, 0]),
+        pixel_spacing=(PIXEL, PIXEL),
+        rows=rows,
+        columns=cols,
+    )
+
+
+def make_volume(dtype: type) -> np.ndarray:
+    """A head-CT-like int16 volume: random texture plus a bright ring, so MIPs have structure."""
+    rng = np.random.default_rng(0)
+    vol = rng.integers(-1024, 200, SHAPE, dtype=np.int16)
+    yy, xx = np.mgrid[0 : SHAPE[1], 0 : SHAPE[2]]
+    ring = np.abs(np.hypot(yy - 256, xx - 256) - 200) < 6
+    vol[:, ring] = 1500
+    return vol.astype(dtype, copy=False)
+
+
+def mapped(
+    vol: np.ndarray, geom: StackGeometry, plane: Plane, out_dtype: type, offset: float = 0.0
+) -> np.ndarray:
+    """The map_coordinates baseline: every pixel through the inverse affine, trilinear."""
+    rows, cols = plane.size
+    rr, cc = np.mgrid[0:rows, 0:cols]
+    pts = plane.shifted(offset).pixel_to_patient(rr, cc)
+    inv = np.linalg.inv(geom.affine)
+    kji = pts @ inv[:3, :3].T + inv[:3, 3]
+    return map_coordinates(
+        vol, np.moveaxis(kji, -1, 0), order=1, output=out_dtype, mode="constant", cval=0.0, prefilter=False
+    )
+
+
+def mapped_slab(vol: np.ndarray, geom: StackGeometry, plane: Plane, out_dtype: type) -> np.ndarray:
+    acc: np.ndarray | None = None
+    for off in slab_offsets(geom, plane, Slab(SlabMode.MIP, SLAB_MM)):
+        img = mapped(vol, geom, plane, out_dtype, float(off))
+        acc = img if acc is None else np.maximum(acc, img, out=acc)
+    assert acc is not None
+    return acc
+
+
+def run(rounds: int) -> None:
+    straight, tilted = make_geometry(), make_geometry(TILT_DEG)
+    vols = {"int16": make_volume(np.int16), "float32": make_volume(np.float32)}
+    half = int(SLAB_MM / 2 / PIXEL)
+    half_k = int(SLAB_MM / 2 / SLICE)
+    rng = np.random.default_rng(1)
+
+    orientations = (Orientation.CORONAL, Orientation.SAGITTAL, Orientation.AXIAL)
+
+    def planes(geom: StackGeometry, k: int, j: int, i: int, which: slice = slice(0, 2)) -> list[Plane]:
+        """The planes through the crosshair (coronal and sagittal unless told otherwise)."""
+        centre = geom.voxel_to_patient((k, j, i))
+        return [standard_plane(geom, o, centre) for o in orientations[which]]
+
+    # name -> (fn(k, j, i) -> tuple of images, group)
+    methods: dict[str, tuple[Callable[[int, int, int], tuple[np.ndarray, ...]], str]] = {}
+    for dt, vol in vols.items():
+        methods[f"cor+sag {dt}: ours"] = (
+            lambda k, j, i, v=vol: tuple(reslice(v, straight, p).image for p in planes(straight, k, j, i)),
+            f"cor+sag {dt}",
+        )
+        methods[f"cor+sag {dt}: numpy take"] = (
+            lambda k, j, i, v=vol: (np.take(v, j, axis=1)[::-1], np.take(v, i, axis=2)[::-1]),
+            f"cor+sag {dt}",
+        )
+        methods[f"cor+sag {dt}: map_coordinates"] = (
+            lambda k, j, i, v=vol: tuple(
+                mapped(v, straight, p, v.dtype.type) for p in planes(straight, k, j, i)
+            ),
+            f"cor+sag {dt}",
+        )
+    v16 = vols["int16"]
+    methods["cor+sag tilted int16: ours"] = (
+        lambda k, j, i: tuple(reslice(v16, tilted, p).image for p in planes(tilted, k, j, i)),
+        "cor+sag tilted int16",
+    )
+    methods["cor+sag tilted int16: map_coordinates"] = (
+        lambda k, j, i: tuple(mapped(v16, tilted, p, np.float32) for p in planes(tilted, k, j, i)),
+        "cor+sag tilted int16",
+    )
+    for name, axis in (("coronal", 0), ("sagittal", 1), ("axial", 2)):
+        methods[f"10 mm MIP {name} int16: ours"] = (
+            lambda k, j, i, a=axis: (
+                reslice(
+                    v16,
+                    straight,
+                    planes(straight, k, j, i, slice(a, a + 1))[0],
+                    slab=Slab(SlabMode.MIP, SLAB_MM),
+                ).image,
+            ),
+            f"10 mm MIP {name} int16",
+        )
+        naive: Callable[[int, int, int], np.ndarray] = (
+            (lambda k, j, i: v16[::-1, j - half : j + half + 1, :].max(axis=1))
+            if axis == 0
+            else (lambda k, j, i: v16[::-1, :, i - half : i + half + 1].max(axis=2))
+            if axis == 1
+            else (lambda k, j, i: v16[k - half_k : k + half_k + 1].max(axis=0))
+        )
+        methods[f"10 mm MIP {name} int16: numpy max"] = (
+            lambda k, j, i, f=naive: (f(k, j, i),),
+            f"10 mm MIP {name} int16",
+        )
+        methods[f"10 mm MIP {name} int16: map_coordinates"] = (
+            lambda k, j, i, a=axis: (
+                mapped_slab(v16, straight, planes(straight, k, j, i, slice(a, a + 1))[0], np.int16),
+            ),
+            f"10 mm MIP {name} int16",
+        )
+
+    def crosshair() -> tuple[int, int, int]:
+        return (
+            int(rng.integers(half_k, SHAPE[0] - half_k)),
+            int(rng.integers(half + 20, SHAPE[1] - half - 20)),
+            int(rng.integers(half + 20, SHAPE[2] - half - 20)),
+        )
+
+    # like for like: same pixels, same dtype
+    k, j, i = crosshair()
+    groups: dict[str, list[str]] = {}
+    for name, (_, group) in methods.items():
+        groups.setdefault(group, []).append(name)
+    for group, names in groups.items():
+        ref = methods[names[0]][0](k, j, i)
+        for name in names[1:]:
+            got = methods[name][0](k, j, i)
+            for a, b in zip(ref, got, strict=True):
+                assert a.shape == b.shape and a.dtype == b.dtype, (name, a.shape, b.shape, a.dtype, b.dtype)
+                np.testing.assert_allclose(a, b, atol=1e-2 if "tilted" in group else 1e-3, err_msg=name)
+
+    times: dict[str, list[float]] = {name: [] for name in methods}
+    names = list(methods)
+    slow = {n for n in names if "map_coordinates" in n and "MIP" in n}
+    for r in range(rounds):
+        k, j, i = crosshair()
+        order = names[r % len(names) :] + names[: r % len(names)]
+        for name in order:
+            if name in slow and r % 5:
+                continue  # 21 map_coordinates calls per run: every fifth round is enough for a median
+            t = time.perf_counter()
+            methods[name][0](k, j, i)
+            times[name].append(time.perf_counter() - t)
+
+    print(f"volume {SHAPE[2]}x{SHAPE[1]}x{SHAPE[0]}, {PIXEL} mm pixels, {SLICE} mm slices; {rounds} rounds")
+    for group, gnames in groups.items():
+        ours = statistics.median(times[gnames[0]]) * 1e3
+        print(f"\n{group}")
+        for name in gnames:
+            med = statistics.median(times[name]) * 1e3
+            ratio = "" if name == gnames[0] else f"   baseline/ours {med / ours:6.2f}x"
+            print(f"  {name.split(': ')[1]:<16} {med:8.2f} ms median (n={len(times[name])}){ratio}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rounds", type=int, default=25)
+    run(parser.parse_args().rounds)
+
+
+if __name__ == "__main__":
+    main()
