@@ -279,3 +279,20 @@ def test_bad_input_is_a_clear_error(tmp_path: Path) -> None:
         standard_plane(geom, Orientation.OBLIQUE)
     with pytest.raises(GeometryError, match="non-parallel"):
         oblique_plane(geom, (0, 0, 0), (1, 0, 0), (2, 0, 0))
+
+
+@pytest.mark.parametrize("mode", list(SlabMode))
+def test_sagittal_slab_over_many_slices_is_reduced_in_chunks_correctly(mode: SlabMode) -> None:
+    geom = StackGeometry(
+        positions=np.array([[0.0, 0.0, 1.0 * k] for k in range(75)]),  # more slices than one chunk
+        row_dir=np.array([1.0, 0, 0]),
+        col_dir=np.array([0, 1.0, 0]),
+        pixel_spacing=(0.5, 0.5),
+        rows=20,
+        columns=30,
+    )
+    vol = np.random.default_rng(5).integers(-1000, 1000, geom.shape).astype(np.int16)
+    reduce = {SlabMode.MIP: np.max, SlabMode.MINIP: np.min, SlabMode.AVERAGE: np.mean}[mode]
+    plane = standard_plane(geom, Orientation.SAGITTAL, geom.voxel_to_patient((30, 10, 12)))
+    res = reslice(vol, geom, plane, slab=Slab(mode, 3.0))  # +-1.5 mm at 0.5 mm: 7 columns
+    np.testing.assert_allclose(res.image, reduce(vol[::-1, :, 9:16], axis=2), rtol=1e-6)

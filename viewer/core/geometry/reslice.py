@@ -108,7 +108,7 @@ def _as_slice(idx: np.ndarray) -> slice | None:
     return None
 
 
-SLAB_CHUNK = 16  # slices per pass when reducing along the innermost axis: keeps the block in L2
+SLAB_CHUNK = 32  # slices per pass when reducing along the innermost axis (keeps the copies in cache)
 
 _REDUCE = {
     SlabMode.MIP: lambda block, ax: block.max(axis=ax),
@@ -118,23 +118,19 @@ _REDUCE = {
 
 
 def _reduce_inner(block: np.ndarray, mode: SlabMode) -> np.ndarray:
-    """Reduce a (k, j, n) block over its last, short axis.
+    """Reduce a (k, j, n) block over its last, short axis (a sagittal slab of an axial stack).
 
-    numpy's own reduction runs one tiny inner loop per (k, j); combining whole (k, j) planes instead
-    keeps the inner loops long, and doing it a few slices at a time keeps the lines in cache (about 6x
-    faster for a 21-voxel sagittal slab of a 512x512x300 volume).
+    numpy's own reduction runs one tiny inner loop per (k, j). Instead, a few slices at a time, the
+    block is copied with the slab axis first (two cache-friendly copies) and reduced over long rows:
+    about 3x faster for a 21-voxel slab of a 512x512x300 volume.
     """
-    average = mode is SlabMode.AVERAGE
-    out = np.empty(block.shape[:2], dtype=np.float32 if average else block.dtype)
-    ufunc = np.maximum if mode is SlabMode.MIP else np.minimum if mode is SlabMode.MINIP else np.add
-    for c0 in range(0, block.shape[0], SLAB_CHUNK):
+    n_k, n_j, n = block.shape
+    out = np.empty((n_k, n_j), dtype=np.float32 if mode is SlabMode.AVERAGE else block.dtype)
+    for c0 in range(0, n_k, SLAB_CHUNK):
         sub = block[c0 : c0 + SLAB_CHUNK]
-        acc = out[c0 : c0 + SLAB_CHUNK]
-        np.copyto(acc, sub[..., 0])
-        for t in range(1, block.shape[2]):
-            ufunc(acc, sub[..., t], out=acc)
-    if average:
-        out /= np.float32(block.shape[2])
+        m = sub.shape[0]
+        slab_first = np.ascontiguousarray(np.ascontiguousarray(sub).reshape(m * n_j, n).T)
+        out[c0 : c0 + m] = _REDUCE[mode](slab_first, 0).reshape(m, n_j)
     return out
 
 
