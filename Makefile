@@ -41,6 +41,7 @@ bench: $(DEV_STAMP)
 	QT_QPA_PLATFORM=offscreen $(PY) benchmarks/bench_scroll.py
 	QT_QPA_PLATFORM=offscreen $(PY) benchmarks/bench_infer.py
 	$(PY) benchmarks/bench_review_hwm.py
+	$(PY) benchmarks/bench_mpr.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -154,21 +155,21 @@ class StackGeometry:
         r, c = self.row_dir, self.col_dir
         return (float(r[0]), float(r[1]), float(r[2]), float(c[0]), float(c[1]), float(c[2]))
 
-    @property
+    @cached_property
     def slice_spacing(self) -> float:
         """Median distance between neighbouring slices along the normal (mm)."""
         if len(self.locations) < 2:
             return float(self.default_spacing)
         return float(np.median(np.diff(self.locations)))
 
-    @property
+    @cached_property
     def is_evenly_spaced(self) -> bool:
         if len(self.locations) < 3:
             return True
         steps = np.diff(self.locations)
         return bool(np.ptp(steps) <= SPACING_RTOL * float(np.median(steps)))
 
-    @property
+    @cached_property
     def spacing_range(self) -> tuple[float, float]:
         if len(self.locations) < 2:
             return (self.slice_spacing, self.slice_spacing)
@@ -180,13 +181,13 @@ class StackGeometry:
         """(N, 2) slice origins in the (row_dir, col_dir) frame: constant unless the stack is sheared."""
         return np.stack([self.positions @ self.row_dir, self.positions @ self.col_dir], axis=1)
 
-    @property
+    @cached_property
     def is_sheared(self) -> bool:
         """True for gantry tilt: slice origins drift within the slice plane as k grows."""
         off = self.in_plane_offsets
         return bool(np.any(np.ptp(off, axis=0) > SHEAR_TOLERANCE_MM))
 
-    @property
+    @cached_property
     def tilt_deg(self) -> float:
         """Angle between the stacking direction (first -> last slice) and the normal."""
         if len(self.positions) < 2:
@@ -263,6 +264,10 @@ class StackGeometry:
 
     def corners(self) -> np.ndarray:
         """(8, 3) patient positions of the corner voxel centres (first and last slice)."""
+        return self._corners
+
+    @cached_property
+    def _corners(self) -> np.ndarray:
         n, rows, cols = self.shape
         kji = np.array([(k, j, i) for k in (0, n - 1) for j in (0, rows - 1) for i in (0, cols - 1)], float)
-        return self.voxel_to_patient(kji)
+        return _readonly(self.voxel_to_patient(kji))
