@@ -30,14 +30,8 @@ def vlut_file() -> Path:
 def write_voi_ct(path: Path, function: str, window: tuple[float, float] = (80.0, 40.0)) -> Path:
     """One CT slice whose HU run from -100 to 200 along each row, with a VOI LUT Function."""
     hu = np.tile(np.linspace(-100, 200, 64).round().astype(np.int16), (64, 1))
-    ds = make_ct_slice(
-        hu,
-        position=(0, 0, 0),
-        study_uid=generate_uid(),
-        series_uid=generate_uid(),
-        frame_of_reference_uid=generate_uid(),
-        window=window,
-    )
+    ds = make_ct_slice(hu, position=(0, 0, 0), study_uid=generate_uid(), series_uid=generate_uid(),
+                       frame_of_reference_uid=generate_uid(), window=window)
     ds.VOILUTFunction = function
     return write_slice(path, ds)
 
@@ -83,8 +77,6 @@ def test_linear_exact_and_plain_linear(tmp_path: Path) -> None:
     ramp = display_ramp(info.window, info.voi_function, info.voi_lut)
     assert ramp is not None and ramp.levels == pytest.approx((39.75, 40.25))  # a width under 1 is kept
     assert ramp.values[0] < 0.01 and ramp.values[-1] > 0.99
-    assert (
-        display_ramp(_info(write_voi_ct(tmp_path / "lin.dcm", "LINEAR")).window, VoiFunction.LINEAR, None)
-        is None
-    )  # shown as the plain linear window
+    assert display_ramp(_info(write_voi_ct(tmp_path / "lin.dcm", "LINEAR")).window, VoiFunction.LINEAR,
+                        None) is None  # shown as the plain linear window
     assert voi_function("bogus") == VoiFunction.LINEAR and voi_function(None) == VoiFunction.LINEAR

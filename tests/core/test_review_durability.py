@@ -115,15 +115,9 @@ def test_kill_9_never_loses_an_acknowledged_decision(tmp_path: Path) -> None:
     acked_d: set[int] = set()
     acked_n = -1
     kills = 300
-    zygote = subprocess.Popen(
-        [sys.executable, __file__, "zygote"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        env=_env(),
-        text=True,
-    )
+    zygote = subprocess.Popen([sys.executable, __file__, "zygote"], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, env=_env(), text=True)
     assert zygote.stdin is not None and zygote.stdout is not None
-
     def record(kind: str, num: str, rest: list[str]) -> None:
         nonlocal acked_n
         if kind == "F":

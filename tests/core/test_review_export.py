@@ -97,11 +97,8 @@ def test_identifiers_and_free_text_only_on_opt_in(session: ReviewSession, tmp_pa
     rows = list(csv.DictReader(text.splitlines()))
     assert rows[0]["reader"] == CANARY_NAME and rows[0]["source_paths"] == CANARY_PATH
     assert rows[0]["note"].startswith("seen") and rows[0]["impression"] == "impression text"
-    doc = json.loads(
-        export_json(
-            session, tmp_path / "o.json", include_identifiers=True, include_free_text=True
-        ).read_text()
-    )
+    doc = json.loads(export_json(session, tmp_path / "o.json", include_identifiers=True,
+                                 include_free_text=True).read_text())
     assert doc["session"]["reader"] == CANARY_NAME and doc["deidentified"] is False
     assert doc["studies"][0]["note"].startswith("seen")
 
@@ -149,19 +146,15 @@ def test_sr_reads_back_with_findings_decisions_and_references(session: ReviewSes
     items = _items(ds.ContentSequence)
     concept_values = [
         (i.ConceptNameCodeSequence[0].CodeMeaning, i.ConceptCodeSequence[0].CodeValue)
-        for i in items
-        if i.ValueType == "CODE"
+        for i in items if i.ValueType == "CODE"
     ]
     assert ("Finding", "SDH") in concept_values
     assert ("Finding", "1386000") in concept_values
     assert ("Reader decision on AI finding", "CONFIRMED") in concept_values
     assert ("AI result (investigational)", "52101004") in concept_values  # SCT present
     assert ("Review status", "COMPLETE") in concept_values
-    probs = [
-        float(i.MeasuredValueSequence[0].NumericValue)
-        for i in items
-        if i.ValueType == "NUM" and i.ConceptNameCodeSequence[0].CodeValue == "AI-STUDY-PROB"
-    ]
+    probs = [float(i.MeasuredValueSequence[0].NumericValue) for i in items
+             if i.ValueType == "NUM" and i.ConceptNameCodeSequence[0].CodeValue == "AI-STUDY-PROB"]
     assert len(probs) == 6 and max(probs) == pytest.approx(0.9)
     image_refs = {
         i.ReferencedSOPSequence[0].ReferencedSOPInstanceUID for i in items if i.ValueType == "IMAGE"

@@ -45,14 +45,8 @@ def _child_writer(db: str, n: str) -> None:
 def _write_and_die(db: Path, n: int) -> list[int]:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    out = subprocess.run(
-        [sys.executable, __file__, "writer", str(db), str(n)],
-        env=env,
-        text=True,
-        capture_output=True,
-        timeout=120,
-        check=True,
-    ).stdout
+    out = subprocess.run([sys.executable, __file__, "writer", str(db), str(n)], env=env, text=True,
+                         capture_output=True, timeout=120, check=True).stdout
     return [int(line.split()[1]) for line in out.splitlines() if line.startswith("F ")]
 
 
@@ -142,14 +136,10 @@ def test_two_processes_creating_the_store_at_once_share_one_file(tmp_path: Path)
     db = tmp_path / "r.sqlite3"
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    code = (
-        "import sys; from viewer.core.review import ReviewStore; s = ReviewStore.open(sys.argv[1]); "
-        "print(len(s.warnings), s.create_session('x').id)"
-    )
-    procs = [
-        subprocess.Popen([sys.executable, "-c", code, str(db)], env=env, text=True, stdout=subprocess.PIPE)
-        for _ in range(4)
-    ]
+    code = ("import sys; from viewer.core.review import ReviewStore; s = ReviewStore.open(sys.argv[1]); "
+            "print(len(s.warnings), s.create_session('x').id)")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(db)], env=env, text=True,
+                              stdout=subprocess.PIPE) for _ in range(4)]
     outs = [p.communicate(timeout=60)[0].split() for p in procs]
     assert all(p.returncode == 0 for p in procs)
     assert [o[0] for o in outs] == ["0"] * 4  # nobody found an empty file to set aside

@@ -44,22 +44,11 @@ def make_prediction(
         )
     series = study_uid + ".1"
     return StackPrediction(
-        stack_uid=series,
-        study_instance_uid=study_uid,
-        series_instance_uid=series,
-        slice_uids=tuple(f"{series}.{i + 1}" for i in range(n_slices)),
-        class_names=CLASSES,
-        slice_probs=probs,
-        study_probs=probs.max(axis=0),
-        thresholds=(0.5,) * len(CLASSES),
-        findings=tuple(findings),
-        model_name="slicewise-ich",
-        model_version="1.0.0",
-        model_sha256="ab" * 32,
-        provider="CPUExecutionProvider",
-        provider_note="",
-        elapsed_s=0.1,
-        intended_use="Research use only.",
+        stack_uid=series, study_instance_uid=study_uid, series_instance_uid=series,
+        slice_uids=tuple(f"{series}.{i + 1}" for i in range(n_slices)), class_names=CLASSES,
+        slice_probs=probs, study_probs=probs.max(axis=0), thresholds=(0.5,) * len(CLASSES),
+        findings=tuple(findings), model_name="slicewise-ich", model_version="1.0.0", model_sha256="ab" * 32,
+        provider="CPUExecutionProvider", provider_note="", elapsed_s=0.1, intended_use="Research use only.",
     )
 
 
