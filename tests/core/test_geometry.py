@@ -92,6 +92,7 @@ def test_affine_matches_highdicom_for_even_stacks_and_is_sheared_when_tilted(
         np.testing.assert_allclose(geom.affine[:3, 0], np.subtract(positions[1], positions[0]), atol=1e-9)
         k = np.array([[3.0, 4.0, 5.0, 1.0]])
         np.testing.assert_allclose((geom.affine @ k.T).T[0, :3], geom.voxel_to_patient(k[0, :3]), atol=1e-9)
+    assert geom.is_affine == (name != "uneven")  # one affine fits evenly spaced stacks, tilted or not
     if name == "uneven":
         assert not geom.is_evenly_spaced and geom.spacing_range == pytest.approx((2.0, 4.0))
 

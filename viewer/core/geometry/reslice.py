@@ -374,9 +374,18 @@ class _Sampler:
 
         self.interpolated = True
         rows, cols = plane.size
-        rr, cc = np.mgrid[0:rows, 0:cols]
-        kji = self.geom.patient_to_voxel(plane.pixel_to_patient(rr, cc))
-        coords = np.moveaxis(kji, -1, 0)
+        if self.geom.is_affine:  # voxel coordinates are affine in (row, col): broadcast, no per-pixel maps
+            inv = np.linalg.inv(self.geom.affine)
+            v0 = inv[:3, :3] @ np.asarray(plane.origin) + inv[:3, 3]
+            d_col = inv[:3, :3] @ (np.asarray(plane.row_dir) * plane.spacing[1])
+            d_row = inv[:3, :3] @ (np.asarray(plane.col_dir) * plane.spacing[0])
+            r_idx, c_idx = np.arange(rows, dtype=float), np.arange(cols, dtype=float)
+            coords = np.empty((3, rows, cols))
+            for a in range(3):
+                np.add.outer(v0[a] + r_idx * d_row[a], c_idx * d_col[a], out=coords[a])
+        else:
+            rr, cc = np.mgrid[0:rows, 0:cols]
+            coords = np.moveaxis(self.geom.patient_to_voxel(plane.pixel_to_patient(rr, cc)), -1, 0)
         out = np.empty((rows, cols), dtype=np.float32)
         map_coordinates(
             self.volume, coords, output=out, order=1, mode="constant", cval=self.fill, prefilter=False

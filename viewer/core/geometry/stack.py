@@ -196,6 +196,17 @@ class StackGeometry:
         cos = abs(float(np.dot(d, self.normal))) / float(np.linalg.norm(d))
         return math.degrees(math.acos(min(1.0, cos)))
 
+    @cached_property
+    def is_affine(self) -> bool:
+        """True when one affine maps voxels to patient exactly (slice origins on a line at equal steps,
+        within 1e-3 mm): evenly spaced stacks, tilted or not."""
+        n = len(self.positions)
+        if n < 3:
+            return True
+        k = np.arange(n, dtype=float)[:, None]
+        line = self.positions[0] + k * (self.positions[-1] - self.positions[0]) / (n - 1)
+        return bool(np.max(np.abs(self.positions - line)) < POSITION_EPS)
+
     @property
     def affine(self) -> np.ndarray:
         """4x4 matrix mapping ``(k, j, i, 1)`` to patient ``(x, y, z, 1)``.
