@@ -100,9 +100,13 @@ def _zygote() -> None:
                 _child_writer(db, sid)
             finally:
                 os._exit(1)
-        print(f"PID {pid}", flush=True)
+        # one write() per line: print() may write the text and its newline separately, and a child's
+        # line can land between them on the shared pipe ('PID 15387READY' was seen under load)
+        sys.stdout.write(f"PID {pid}\n")
+        sys.stdout.flush()
         _, status = os.waitpid(pid, 0)
-        print(f"EXIT {pid} {status}", flush=True)
+        sys.stdout.write(f"EXIT {pid} {status}\n")
+        sys.stdout.flush()
 
 
 @pytest.mark.slow
