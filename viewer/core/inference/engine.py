@@ -42,7 +42,7 @@ from viewer.core.inference.model import (
 )
 from viewer.core.inference.postprocess import make_findings
 from viewer.core.inference.results import StackPrediction
-from viewer.core.preprocess import preprocess_stack
+from viewer.core.preprocess import geometry_from_stack, model_slice_order, preprocess
 
 if TYPE_CHECKING:
     from viewer.core.dicom.model import Stack
@@ -54,7 +54,6 @@ ProviderChoice = Literal["auto", "cpu", "cuda"]
 PROVIDER_CHOICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 CUDA_EP = "CUDAExecutionProvider"
 CPU_EP = "CPUExecutionProvider"
-PREPROCESS_CHUNK = 16  # slices per preprocessing step (progress and cancel granularity)
 CANCEL_POLL_S = 0.02
 
 # progress(stage, done, total); stages: "Loading slices", "Preprocessing", "Running model"
@@ -360,8 +359,9 @@ class InferenceEngine:
             hit = self.cached(stack, hu)
             if hit is not None:
                 return replace(hit, applicability=scope)
-        x = self.preprocess(hu, progress=progress, cancel=cancel)
+        x = self.preprocess(hu, progress=progress, cancel=cancel, stack=stack)
         slice_probs, study_probs = self.run(x, progress=progress, cancel=cancel)
+        slice_probs[self.slice_order(stack)] = slice_probs.copy()  # back to the stack's order
         elapsed = time.perf_counter() - start
         if self.cache is not None:
             meta = {
@@ -383,19 +383,35 @@ class InferenceEngine:
         return replace(pred, applicability=scope)
 
     def preprocess(
-        self, hu: np.ndarray, *, progress: ProgressFn | None = None, cancel: CancelFn | None = None
+        self,
+        hu: np.ndarray,
+        *,
+        progress: ProgressFn | None = None,
+        cancel: CancelFn | None = None,
+        stack: Stack | None = None,
     ) -> np.ndarray:
-        """(S, H, W) HU -> (1, S, C, size, size) model input, in chunks (progress and cancel per chunk)."""
-        n = hu.shape[0]
-        size = self.info.input_size
-        x = np.empty((1, n, len(self.info.windows), size, size), dtype=np.float32)
-        for lo in range(0, n, PREPROCESS_CHUNK):
+        """(S, H, W) HU -> (1, S, C, size, size) model input with the model's preprocessing version.
+
+        Progress and cancel per chunk of slices; version 2 needs ``stack`` (its geometry in mm) and
+        returns the slices in the model's order (:meth:`slice_order`; undo it on the outputs).
+        """
+        spec = self.info.preprocessing
+        geometry = geometry_from_stack(stack) if spec.version >= 2 and stack is not None else None
+
+        def step(done: int, total: int) -> None:
             _check_cancel(cancel)
-            hi = min(n, lo + PREPROCESS_CHUNK)
-            x[0, lo:hi] = preprocess_stack(hu[lo:hi], windows=self.info.windows, size=size)
             if progress is not None:
-                progress("Preprocessing", hi, n)
-        return x
+                progress("Preprocessing", done, total)
+
+        _check_cancel(cancel)
+        x = preprocess(hu, spec, geometry, progress=step)
+        return x[model_slice_order(geometry, len(x))][None]
+
+    def slice_order(self, stack: Stack) -> np.ndarray:
+        """Stack index of each model input slice (version 2 reads inferior to superior)."""
+        if self.info.preprocessing.version < 2:
+            return np.arange(len(stack))
+        return model_slice_order(geometry_from_stack(stack), len(stack))
 
     def run(
         self, x: np.ndarray, *, progress: ProgressFn | None = None, cancel: CancelFn | None = None

@@ -23,6 +23,7 @@ from viewer.core.constants import (
     Window,
 )
 from viewer.core.errors import ModelContractError, ModelError
+from viewer.core.preprocess import PreprocessSpec, spec_for
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,8 @@ class ModelInfo:
     # study decision then falls back to the slice thresholds (and says so in the About box)
     study_thresholds: tuple[float, ...] = ()
     trained_range: TrainedRange | None = None  # metadata ``trained_range``; None: every result is cautioned
+    # how to make the input (metadata 'preprocessing'; absent -> version 1, pad + resize the matrix)
+    preprocessing: PreprocessSpec = field(default_factory=PreprocessSpec)
 
     @property
     def decision_thresholds(self) -> tuple[float, ...]:
@@ -259,6 +262,7 @@ def parse_metadata(meta: Mapping[str, str], path: Path, sha256: str) -> ModelInf
         metadata=dict(meta),
         study_thresholds=study_thresholds,
         trained_range=trained_range,
+        preprocessing=spec_for(meta, size=size, windows=windows),
     )
 
 
