@@ -32,6 +32,14 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--min-slices", type=int, default=24)
     s.add_argument("--max-slices", type=int, default=40)
     s.add_argument("--rle", action="store_true", help="RLE Lossless compressed pixel data")
+    s.add_argument(
+        "--wide",
+        action="store_true",
+        help="the training distribution (training.synth.WIDE): 256/512 matrices, 180-400 mm fields, 1-5 mm "
+        "slices, rotation, off-centre heads, noise 2-25 HU (correlated), kernels, streaks, motion; "
+        "--size is then ignored",
+    )
+    s.add_argument("--shift", default="none", help="one named acquisition shift (training.synth.SHIFTS)")
 
     t = sub.add_parser("train", help="train the CNN (stage 1) and the CNN-GRU (stage 2)")
     defaults = TrainConfig()
@@ -73,10 +81,30 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--chosen-on", default="", help="where the studies come from (recorded in the metadata)")
     st.add_argument("--threads", type=int, default=2)
 
-    e = sub.add_parser("evaluate", help="evaluate an .onnx model through onnxruntime, as the viewer runs it")
+    e = sub.add_parser(
+        "evaluate",
+        help="evaluate .onnx models through onnxruntime, as the viewer runs them, on DICOM studies or "
+        "on fresh synthetic studies under named acquisition shifts",
+    )
     e.add_argument("model", type=Path)
-    e.add_argument("--data", required=True, type=Path)
-    e.add_argument("--labels", required=True, type=Path)
+    e.add_argument("--data", type=Path, help="folder of labelled DICOM studies (with --labels)")
+    e.add_argument("--labels", type=Path)
+    e.add_argument(
+        "--shift",
+        default=None,
+        help="comma-separated shift names, or 'all' (" + ", ".join(_shift_names()) + "): renders "
+        "--studies fresh studies per shift (seeds from --seed, paired across shifts) instead of --data",
+    )
+    e.add_argument(
+        "--compare",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="more models side by side, e.g. cnn_only=runs/x/cnn_only.onnx (repeatable)",
+    )
+    e.add_argument("--studies", type=int, default=40)
+    e.add_argument("--seed", type=int, default=424242, help="study seeds (never a training seed)")
+    e.add_argument("--out", type=Path, default=None, help="also write the full JSON here")
     e.add_argument("--threads", type=int, default=2)
 
     x = sub.add_parser("export", help="export a checkpoint to one .onnx file and check parity")
@@ -97,6 +125,54 @@ _POLICY_HELP = (
 )
 
 
+def _shift_names() -> list[str]:
+    from training.synth import SHIFTS
+
+    return list(SHIFTS)
+
+
+def _shift_table(result: dict[str, object]) -> str:
+    shifts = result["shifts"]
+    assert isinstance(shifts, dict)
+    lines = ["shift        model       AUC(any)  wLL      ECE(any)  studyAUC  min subtype AUC"]
+    for shift, per_model in shifts.items():
+        for name, entry in per_model.items():
+            s = entry["summary"]
+            lines.append(
+                f"{shift:<12} {name:<11} {s['auc_any']:.4f}    {s['weighted_log_loss']:.4f}   "
+                f"{s['ece_any']:.4f}    {s['study_auc_any']:.4f}    {s['min_subtype_auc']:.4f}"
+            )
+    return "\n".join(lines)
+
+
+def _evaluate(args: argparse.Namespace) -> dict[str, object]:
+    from training.evaluate import evaluate_onnx, evaluate_shifts
+
+    models = {"model": args.model}
+    for item in args.compare:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise ValueError(f"--compare takes NAME=PATH, got {item!r}")
+        models[name] = Path(path)
+    for path in models.values():
+        if not path.is_file():
+            raise FileNotFoundError(f"model not found: {path}")
+    if args.shift is None:
+        if args.data is None or args.labels is None:
+            raise ValueError("give --data and --labels, or --shift NAME[,NAME]")
+        return {
+            name: evaluate_onnx(path, args.data, args.labels, threads=args.threads)
+            for name, path in models.items()
+        }
+    names = _shift_names() if args.shift == "all" else [s.strip() for s in args.shift.split(",") if s.strip()]
+    unknown = [n for n in names if n not in _shift_names()]
+    if unknown or not names:
+        raise ValueError(f"unknown shift(s) {unknown}; known: {', '.join(_shift_names())}")
+    if args.studies < 2:
+        raise ValueError("--studies must be at least 2")
+    return evaluate_shifts(models, names, studies=args.studies, seed=args.seed, threads=args.threads)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(
@@ -109,7 +185,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             if args.studies < 1 or not 1 <= args.min_slices <= args.max_slices:
                 raise ValueError("need --studies >= 1 and 1 <= --min-slices <= --max-slices")
-            cfg = SynthConfig(size=args.size, min_slices=args.min_slices, max_slices=args.max_slices)
+            from training.synth import WIDE, shifted_config
+
+            base = WIDE if args.wide else shifted_config(args.shift, SynthConfig(size=args.size))
+            cfg = dataclasses.replace(base, min_slices=args.min_slices, max_slices=args.max_slices)
             labels = generate_dataset(
                 args.out, args.studies, seed=args.seed, cfg=cfg, rle=args.rle, progress=True
             )
@@ -165,14 +244,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             print(json.dumps(json_safe(report), indent=2, allow_nan=False))
         elif args.cmd == "evaluate":
-            from training.evaluate import evaluate_onnx
-
-            if not args.model.is_file():
-                raise FileNotFoundError(f"model not found: {args.model}")
             from training.export import json_safe
 
-            result = evaluate_onnx(args.model, args.data, args.labels, threads=args.threads)
-            print(json.dumps(json_safe(result), indent=2, allow_nan=False))
+            result = _evaluate(args)
+            if args.out is not None:
+                args.out.write_text(json.dumps(json_safe(result), indent=2, allow_nan=False))
+            if args.shift is not None:  # a compact table on stdout; the full metrics in --out
+                print(_shift_table(result))
+            else:
+                print(
+                    json.dumps(
+                        json_safe(result if len(result) > 1 else result["model"]), indent=2, allow_nan=False
+                    )
+                )
         elif args.cmd == "export":
             from training.export import DEFAULT_INTENDED_USE, DEFAULT_TRAIN_DATA, export_checkpoint
 

@@ -1,9 +1,11 @@
 """Folders of DICOM studies + an RSNA 2019 label CSV -> cached, preprocessed per-study arrays.
 
 Reading goes through the viewer's core (``load_paths`` -> stacks sorted along the slice normal ->
-``StackVolume.load_all`` -> ``preprocess_stack``), so training and the viewer see identical pixels.
-Labels are matched to slices by SOPInstanceUID. Each study's preprocessed array is cached as an
-``.npz`` (float16) keyed by the stack, the slice UIDs, the windows and the size.
+``StackVolume.load_all`` -> ``viewer.core.preprocess.preprocess`` with the stack's geometry), so
+training and the viewer see identical pixels. Labels are matched to slices by SOPInstanceUID. Each
+study's preprocessed array is cached as an ``.npz`` (float16) keyed by the stack, the slice UIDs and
+the preprocessing spec; its acquisition facts (pixel spacing, thickness, field of view, matrix,
+slices) are kept for the model's ``trained_range`` metadata.
 """
 
 from __future__ import annotations
@@ -14,14 +16,20 @@ import json
 import logging
 import warnings
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from training.errors import LabelFormatError, LabelMatchError, NoDicomFoundError
-from viewer.core.constants import MODEL_WINDOWS, RSNA_CLASSES, Window
-from viewer.core.preprocess import preprocess_stack
+from viewer.core.constants import RSNA_CLASSES
+from viewer.core.preprocess import (
+    PreprocessSpec,
+    SliceGeometry,
+    geometry_from_stack,
+    model_slice_order,
+    preprocess,
+)
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +98,22 @@ class SeriesRef:
     patient_key: str  # a hash of the PatientID (never logged in clear)
     sop_uids: tuple[str, ...]
     read_hu: Callable[[], np.ndarray]  # -> (S, rows, cols) float32 HU, in sop_uids order
+    geometry: SliceGeometry | None = None  # None when the stack has no PixelSpacing
+    matrix: int = 0  # max(rows, columns)
+
+    def acquisition(self) -> dict[str, float]:
+        """Pixel spacing, thickness, field of view, matrix and slice count (for ``trained_range``)."""
+        out: dict[str, float] = {"matrix": float(self.matrix), "slices": float(len(self.sop_uids))}
+        g = self.geometry
+        if g is not None:
+            out["pixel_spacing_mm"] = float(max(g.pixel_spacing))
+            out["field_of_view_mm"] = float(max(g.pixel_spacing) * self.matrix)
+            if g.positions is not None and len(g.positions) > 1:
+                spacing = float(np.median(np.abs(np.diff(g.positions))))
+                out["slice_thickness_mm"] = float(g.thickness or spacing)
+            elif g.thickness:
+                out["slice_thickness_mm"] = float(g.thickness)
+        return out
 
 
 def _patient_key(patient_id: str, fallback: str) -> str:
@@ -129,12 +153,15 @@ def _find_series_viewer(data_dir: Path) -> list[SeriesRef]:
                         finally:
                             vol.close()
 
+                    geometry = geometry_from_stack(stack) if stack.slices[0].pixel_spacing else None
                     refs.append(
                         SeriesRef(
                             key=stack.uid,
                             patient_key=_patient_key(patient.patient_id, study.study_instance_uid),
                             sop_uids=tuple(s.sop_instance_uid for s in stack.slices),
                             read_hu=read,
+                            geometry=geometry,
+                            matrix=max(stack.rows, stack.columns),
                         )
                     )
     return refs
@@ -150,6 +177,7 @@ class StudyItem:
     labels: np.ndarray  # (S, 6) float32
     mask: np.ndarray  # (S,) float32, 1 where the slice has labels
     cache_path: Path
+    acquisition: dict[str, float] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -160,9 +188,16 @@ class StudyItem:
             return z["x"]
 
 
-def _cache_key(ref: SeriesRef, windows: Sequence[Window], size: int) -> str:
-    blob = json.dumps([ref.key, ref.sop_uids, [(w.width, w.level) for w in windows], size])
+def _cache_key(ref: SeriesRef, spec: PreprocessSpec) -> str:
+    blob = json.dumps([ref.key, ref.sop_uids, spec.to_metadata()])
     return hashlib.sha1(blob.encode()).hexdigest()[:20]
+
+
+def preprocess_ref(ref: SeriesRef, spec: PreprocessSpec) -> tuple[np.ndarray, np.ndarray]:
+    """(model input (S, C, size, size) float32 in the model's slice order, that order as stack indices)."""
+    x = preprocess(ref.read_hu(), spec, ref.geometry)
+    order = model_slice_order(ref.geometry if spec.version >= 2 else None, len(x))
+    return x[order], order
 
 
 def build_items(
@@ -170,11 +205,10 @@ def build_items(
     labels_csv: Path,
     cache_dir: Path,
     *,
-    size: int,
-    windows: Sequence[Window] = MODEL_WINDOWS,
+    spec: PreprocessSpec,
     progress: bool = False,
 ) -> list[StudyItem]:
-    """Match labels to slices, preprocess each labelled stack once and cache it."""
+    """Match labels to slices, preprocess each labelled stack once and cache it (model slice order)."""
     labels = read_labels(labels_csv)
     refs = find_series(data_dir)
     cache_dir = Path(cache_dir)
@@ -192,15 +226,20 @@ def build_items(
 
         iterator = tqdm(matched, desc="preprocess", unit="study")
     for ref in iterator:
-        lab = np.stack([labels.get(s, np.zeros(K, np.float32)) for s in ref.sop_uids]).astype(np.float32)
-        mask = np.array([s in labels for s in ref.sop_uids], dtype=np.float32)
-        path = cache_dir / f"{_cache_key(ref, windows, size)}.npz"
+        if spec.version >= 2 and ref.geometry is None:
+            log.warning("skipping a stack without PixelSpacing (version-2 preprocessing works in mm)")
+            continue
+        order = model_slice_order(ref.geometry if spec.version >= 2 else None, len(ref.sop_uids))
+        sops = [ref.sop_uids[i] for i in order]
+        lab = np.stack([labels.get(s, np.zeros(K, np.float32)) for s in sops]).astype(np.float32)
+        mask = np.array([s in labels for s in sops], dtype=np.float32)
+        path = cache_dir / f"{_cache_key(ref, spec)}.npz"
         if not path.is_file():
-            x = preprocess_stack(ref.read_hu(), windows, size).astype(np.float16)
+            x, _ = preprocess_ref(ref, spec)
             tmp = path.with_suffix(".tmp.npz")
-            np.savez(tmp, x=x)
+            np.savez(tmp, x=x.astype(np.float16))
             tmp.replace(path)
-        items.append(StudyItem(ref.key, ref.patient_key, lab, mask, path))
+        items.append(StudyItem(ref.key, ref.patient_key, lab, mask, path, ref.acquisition()))
     log.info("%d labelled stacks (%d slices)", len(items), sum(len(i) for i in items))
     return items
 

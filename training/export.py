@@ -36,14 +36,20 @@ from viewer.core.constants import (
 log = logging.getLogger(__name__)
 
 MODEL_NAME = "slicewise-ich"
-MODEL_VERSION = "0.1.2"  # 0.1.1: 0.1.0 weights, triage-youden thresholds; 0.1.2: triage-f1
+MODEL_VERSION = "0.2.0"  # 0.1.x: 128 px, preprocessing v1; 0.2.0: 256 px, head-centred mm grid, calibrated
 PARITY_SLICES: tuple[int, ...] = (1, 2, 7, 40, 128)
 PARITY_BATCHES: tuple[int, ...] = (1, 2)
 PARITY_ATOL = 1e-4
-NORMALIZATION = (
+NORMALIZATION_V1 = (
     "HU -> pad to square with air (-1024) -> area resize to input_size -> per window "
     "(clip(HU, level - width/2, level + width/2) - (level - width/2)) / width, in [0, 1] "
     "(viewer.core.preprocess.preprocess_stack)"
+)
+NORMALIZATION_V2 = (
+    "HU -> canonical orientation -> resample to input_size px over field_mm, centred on the head "
+    "(centroid of voxels above head_threshold_hu) -> slices thinner than slab_mm averaged into slabs -> "
+    "per window (clip(HU, level - width/2, level + width/2) - (level - width/2)) / width, in [0, 1] "
+    "(viewer.core.preprocess.preprocess, metadata 'preprocessing')"
 )
 DEFAULT_TRAIN_DATA = "synthetic head CT studies from training.synth (no patient data)"
 DEFAULT_INTENDED_USE = "research use only; trained on synthetic data; not for clinical use"
@@ -72,16 +78,24 @@ def _metadata(
             "study_thresholds": ckpt["study_thresholds"],
             "study_threshold_policy": ckpt.get("study_threshold_policy", ""),
         }
+    preprocessing = ckpt.get("preprocessing")
+    v2 = bool(preprocessing and int(preprocessing.get("version", 1)) >= 2)
+    extra: dict[str, Any] = {}
+    if v2:
+        extra["preprocessing"] = preprocessing
+    for key in ("calibration", "trained_range"):
+        if ckpt.get(key):
+            extra[key] = ckpt[key]
     return {
         "schema_version": ONNX_SCHEMA_VERSION,
         "model_name": MODEL_NAME if mcfg.get("use_gru", True) else f"{MODEL_NAME}-cnn-only",
-        "model_version": MODEL_VERSION,
+        "model_version": MODEL_VERSION if v2 else "0.1.2",
         "class_names": list(RSNA_CLASSES),
         "modality": "CT",
         "input_layout": "BSCHW",
         "input_size": int(mcfg["input_size"]),
         "windows": windows,
-        "normalization": NORMALIZATION,
+        "normalization": NORMALIZATION_V2 if v2 else NORMALIZATION_V1,
         "slice_order": "ascending_position",
         "thresholds": thresholds,
         "threshold_policy": (
@@ -101,6 +115,7 @@ def _metadata(
         },
         "min_slices": MIN_SLICES_FOR_MODEL,
         **study,
+        **extra,
     }
 
 

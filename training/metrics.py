@@ -38,6 +38,32 @@ def weighted_log_loss(y_true: np.ndarray, prob: np.ndarray, eps: float = 1e-7) -
     return float(((bce * w).sum(axis=1) / w.sum()).mean())
 
 
+def expected_calibration_error(y_true: np.ndarray, prob: np.ndarray, bins: int = 15) -> float:
+    """ECE: the count-weighted mean |observed frequency - mean probability| over equal-width bins."""
+    y = np.asarray(y_true, dtype=np.float64).ravel()
+    p = np.asarray(prob, dtype=np.float64).ravel()
+    if len(y) == 0:
+        return float("nan")
+    idx = np.minimum((p * bins).astype(np.int64), bins - 1)
+    count = np.bincount(idx, minlength=bins)
+    sum_p = np.bincount(idx, weights=p, minlength=bins)
+    sum_y = np.bincount(idx, weights=y, minlength=bins)
+    used = count > 0
+    return float(np.abs(sum_y[used] - sum_p[used]).sum() / len(y))
+
+
+def sensitivity_at_specificity(y_true: np.ndarray, score: np.ndarray, specificity: float) -> float:
+    """Highest sensitivity at a threshold whose specificity is at least ``specificity``."""
+    y = np.asarray(y_true).astype(bool).ravel()
+    s = np.asarray(score, dtype=np.float64).ravel()
+    if not y.any() or y.all():
+        return float("nan")
+    neg = np.sort(s[~y])
+    k = int(np.ceil(specificity * len(neg)))  # at least k negatives strictly below the threshold
+    t = neg[k - 1] if k >= 1 else -np.inf
+    return float((s[y] > t).mean())
+
+
 def threshold_for_sensitivity(y_true: np.ndarray, score: np.ndarray, sensitivity: float = 0.95) -> float:
     """Highest threshold with sensitivity (``score >= t``) >= ``sensitivity``; 0.5 without positives."""
     y = np.asarray(y_true).astype(bool).ravel()
@@ -67,6 +93,13 @@ def evaluate_predictions(
         "slice_auc": {c: round(roc_auc(y[:, k], p[:, k]), 5) for k, c in enumerate(RSNA_CLASSES)},
         "study_auc": {c: round(roc_auc(ys[:, k], ps[:, k]), 5) for k, c in enumerate(RSNA_CLASSES)},
         "slice_prevalence": {c: round(float(y[:, k].mean()), 4) for k, c in enumerate(RSNA_CLASSES)},
+        "slice_ece": {
+            c: round(expected_calibration_error(y[:, k], p[:, k]), 5) for k, c in enumerate(RSNA_CLASSES)
+        },
+        "slice_sensitivity_at_specificity_0.97": {
+            c: round(sensitivity_at_specificity(y[:, k], p[:, k], 0.97), 5)
+            for k, c in enumerate(RSNA_CLASSES)
+        },
     }
     if thresholds:
         ops: dict[str, dict[str, float]] = {}
@@ -168,9 +201,7 @@ def threshold_f1(y_true: np.ndarray, score: np.ndarray) -> float:
 
 def threshold_policy_text(policy: str, sensitivity: float) -> str:
     """Human-readable policy, as written into the ONNX metadata ``threshold_policy`` and the card."""
-    sens = (
-        f"the highest threshold with slice-level sensitivity >= {sensitivity:.2f} on the validation split"
-    )
+    sens = f"the highest threshold with slice-level sensitivity >= {sensitivity:.2f} on the validation split"
     youden = (
         "the threshold maximising Youden's J (sensitivity + specificity - 1) on the validation slices "
         "(ties: the higher threshold)"

@@ -6,6 +6,8 @@
       -> 2-layer bidirectional GRU             h [B, S, 2*hidden]
       -> slice logits = cnn_head(f) + seq_head(h)            (residual on the CNN feature, SeuTao)
       -> study logits = study_head([max_s u, mean_s u]),  u = [h, f]
+      -> divided by per-class temperatures (buffers, 1 while training; fitted on validation by
+         ``training.calibration``), so every consumer, the ONNX graph included, sees calibrated logits
     returns (slice_logits [B, S, K], study_logits [B, K]); the export wrapper applies the sigmoid.
 
 With ``use_gru=False`` (the ablation) slice logits are ``cnn_head(f)`` and the study head pools f.
@@ -24,7 +26,8 @@ from torch import nn
 @dataclass
 class ModelConfig:
     in_channels: int = 3
-    widths: tuple[int, ...] = (24, 32, 48, 64, 96)  # stem, then one stride-2 stage per further entry
+    # stem (stride 2), then one stride-2 residual stage per further entry: 256 px -> 4 x 4 at the end
+    widths: tuple[int, ...] = (16, 32, 48, 64, 96, 128)
     embed_dim: int = 128  # F, the per-slice embedding
     seq_dim: int = 128  # width after the neighbour-difference projection
     gru_hidden: int = 96
@@ -32,7 +35,7 @@ class ModelConfig:
     dropout: float = 0.2
     num_classes: int = 6
     use_gru: bool = True
-    input_size: int = 128  # recorded for export and preprocessing
+    input_size: int = 256  # recorded for export and preprocessing
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -83,7 +86,10 @@ class SliceCNN(nn.Module):
 
 
 class SequenceHead(nn.Module):
-    """[B, S, F] embeddings -> (slice_logits [B, S, K], study_logits [B, K])."""
+    """[B, S, F] embeddings -> (slice_logits [B, S, K], study_logits [B, K]), divided by the temperatures."""
+
+    slice_temperature: torch.Tensor
+    study_temperature: torch.Tensor
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -107,6 +113,8 @@ class SequenceHead(nn.Module):
             nn.init.zeros_(self.seq_head.bias)
             pooled_dim = f + 2 * cfg.gru_hidden
         self.study_head = nn.Linear(2 * pooled_dim, k)
+        self.register_buffer("slice_temperature", torch.ones(k))
+        self.register_buffer("study_temperature", torch.ones(k))
 
     def forward(self, f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         slice_logits = self.cnn_head(self.drop(f))
@@ -119,7 +127,8 @@ class SequenceHead(nn.Module):
             slice_logits = slice_logits + self.seq_head(self.drop(h))
             u = torch.cat([h, f], dim=2)
         pooled = torch.cat([u.amax(dim=1), u.mean(dim=1)], dim=1)
-        return slice_logits, self.study_head(self.drop(pooled))
+        study_logits = self.study_head(self.drop(pooled))
+        return slice_logits / self.slice_temperature, study_logits / self.study_temperature
 
 
 class ICHNet(nn.Module):

@@ -1,9 +1,15 @@
 """Synthetic, anatomically plausible head-CT studies with the five RSNA haemorrhage subtypes.
 
 Everything is numpy: a 3D head model (scalp, skull with diploe, grey/white matter, sulci,
-interhemispheric fissure, basal ganglia, ventricles) is sampled on a slice grid with several
-sub-samples per 5 mm slice (partial volume along z), blurred in-plane, and given CT noise.
-Haemorrhages are 3D fields with a blood fraction in [0, 1]:
+interhemispheric fissure, basal ganglia, ventricles; with ``anatomy`` also the skull base with petrous
+ridges, clivus and mastoid air, orbits with globes and lenses, ethmoid, sphenoid and frontal sinuses,
+and physiological calcifications: choroid plexus, pineal, falx) is sampled on a slice grid with
+several sub-samples per slice (partial volume along z), blurred in-plane, given (correlated) CT noise
+and a reconstruction kernel (smooth, standard, sharp), optionally with beam-hardening streaks and
+motion ghosts. :class:`SynthConfig` sets the acquisition ranges (matrix, field of view, slice
+thickness 1-5 mm, head rotation and off-centre shift, noise): its defaults are a standard
+acquisition, :data:`WIDE` the training distribution, :data:`SHIFTS` the named shifts used by
+``slicewise-train evaluate --shift``. Haemorrhages are 3D fields with a blood fraction in [0, 1]:
 
 - epidural: biconvex lens against the inner table, 60-90 HU;
 - subdural: wide, thin crescent along the convexity, 45-80 HU;
@@ -25,7 +31,7 @@ import hashlib
 import logging
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -47,14 +53,69 @@ AIR_HU = -1000.0
 
 @dataclass(frozen=True)
 class SynthConfig:
-    size: int = 256  # rows = columns
+    """What a study may look like. Ranges are sampled uniformly per study; tuples of choices uniformly.
+
+    The defaults are a *standard* acquisition (5 mm, 230-260 mm field, low white noise, standard kernel,
+    head near the centre); :data:`WIDE` is the training distribution and :data:`SHIFTS` the named
+    acquisition shifts of ``slicewise-train evaluate --shift``.
+    """
+
+    size: int = 256  # rows = columns (used when ``sizes`` is empty)
     min_slices: int = 24
     max_slices: int = 40
     p_negative: float = 0.4  # share of studies without haemorrhage
     fov_mm: tuple[float, float] = (230.0, 260.0)
-    noise_hu: tuple[float, float] = (3.0, 6.0)
-    blur_px: tuple[float, float] = (0.5, 0.9)  # Gaussian sigma at 256 px (scaled with size)
+    noise_hu: tuple[float, float] = (3.0, 6.0)  # standard deviation of the noise before the kernel
+    noise_corr_mm: tuple[float, float] = (0.0, 0.0)  # Gaussian correlation length of the noise (mm)
+    blur_mm: tuple[float, float] = (0.45, 0.85)  # system blur (Gaussian sigma, mm)
     subtle_fraction: float = 0.3  # share of lesions made faint (low density, small)
+    sizes: tuple[int, ...] = ()  # matrix choices (e.g. (256, 512)); empty -> ``size``
+    thickness_mm: tuple[float, ...] = (5.0,)  # slice thickness choices (spacing = thickness)
+    rot_deg: tuple[float, float] = (0.0, 8.0)  # |in-plane rotation| range, random sign
+    shift_mm: tuple[float, float] = (0.0, 8.5)  # |off-centre shift| range, random direction
+    kernels: tuple[str, ...] = ("standard",)  # reconstruction kernels: smooth, standard, sharp
+    anatomy: bool = True  # skull base, orbits, sinuses, physiological calcifications
+    p_streaks: float = 0.0  # share of studies with beam-hardening streaks (skull base, dense bone)
+    p_motion: float = 0.0  # share of studies with motion on some slices
+
+
+KERNELS: tuple[str, ...] = ("smooth", "standard", "sharp")
+
+#: The training distribution: every acquisition variation of issue 10, item 4.
+WIDE = SynthConfig(
+    fov_mm=(180.0, 400.0),
+    noise_hu=(2.0, 25.0),
+    noise_corr_mm=(0.0, 1.2),
+    sizes=(256, 512),
+    thickness_mm=(1.0, 1.25, 2.5, 3.0, 5.0, 5.0),
+    rot_deg=(0.0, 20.0),
+    shift_mm=(0.0, 30.0),
+    kernels=KERNELS,
+    p_streaks=0.3,
+    p_motion=0.15,
+)
+
+#: Named acquisition shifts at their strongest (applied over the standard default config).
+SHIFTS: dict[str, dict[str, object]] = {
+    "none": {},
+    "noise": {"noise_hu": (25.0, 25.0), "noise_corr_mm": (0.8, 0.8)},
+    "rotation": {"rot_deg": (20.0, 20.0)},
+    "offcentre": {"shift_mm": (30.0, 30.0)},
+    "fov180": {"fov_mm": (180.0, 180.0)},
+    "fov400": {"fov_mm": (400.0, 400.0)},
+    "matrix512": {"sizes": (512,)},
+    "thin": {"thickness_mm": (1.0,)},
+    "sharp": {"kernels": ("sharp",)},
+    "smooth": {"kernels": ("smooth",)},
+    "artefacts": {"p_streaks": 1.0, "p_motion": 1.0},
+}
+
+
+def shifted_config(name: str, base: SynthConfig = SynthConfig()) -> SynthConfig:
+    """``base`` with the named shift of :data:`SHIFTS` applied; ValueError for an unknown name."""
+    if name not in SHIFTS:
+        raise ValueError(f"unknown shift {name!r}; known: {', '.join(SHIFTS)}")
+    return replace(base, **SHIFTS[name])  # type: ignore[arg-type]
 
 
 @dataclass
@@ -71,6 +132,12 @@ class SynthStudy:
     lesions: list[Lesion]
     pixel_spacing: float
     z_mm: np.ndarray  # (S,) slice centres
+    thickness: float = SLICE_THICKNESS_MM
+    kernel: str = "standard"
+
+    @property
+    def field_of_view_mm(self) -> float:
+        return self.pixel_spacing * self.hu.shape[-1]
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -83,6 +150,8 @@ def _gauss_kernel(sigma: float) -> np.ndarray:
 
 def blur_inplane(vol: np.ndarray, sigma: float) -> np.ndarray:
     """Separable Gaussian blur over the last two axes of (S, H, W), edges replicated."""
+    if sigma <= 0.05:
+        return vol
     k = _gauss_kernel(sigma)
     r = len(k) // 2
     out = vol
@@ -109,6 +178,10 @@ def _angle_diff(a: np.ndarray, b: float) -> np.ndarray:
     return np.abs((a - b + np.pi) % (2 * np.pi) - np.pi)
 
 
+def _signed(rng: np.random.Generator, lo_hi: tuple[float, float]) -> float:
+    return float(rng.uniform(*lo_hi) * rng.choice([-1.0, 1.0]))
+
+
 # ------------------------------------------------------------------------------------------- the head
 @dataclass
 class _Head:
@@ -122,10 +195,11 @@ class _Head:
     sulcus_phase: tuple[float, float]
     rot: float
     shift: tuple[float, float]
+    calcifications: list[tuple[float, float, float, float, float]] = field(default_factory=list)
 
 
-def _random_head(rng: np.random.Generator) -> _Head:
-    return _Head(
+def _random_head(rng: np.random.Generator, cfg: SynthConfig = SynthConfig()) -> _Head:
+    head = _Head(
         A=rng.uniform(68, 78),
         B=rng.uniform(86, 98),
         C=rng.uniform(82, 96),
@@ -134,9 +208,26 @@ def _random_head(rng: np.random.Generator) -> _Head:
         gm=rng.uniform(2.5, 3.5),
         vent_scale=rng.uniform(0.8, 1.35),
         sulcus_phase=(rng.uniform(0, 2 * np.pi), rng.uniform(0, 2 * np.pi)),
-        rot=np.deg2rad(rng.uniform(-8, 8)),
-        shift=(rng.uniform(-6, 6), rng.uniform(-6, 6)),
+        rot=np.deg2rad(_signed(rng, cfg.rot_deg)),
+        shift=(0.0, 0.0),
     )
+    ang, mag = rng.uniform(0, 2 * np.pi), rng.uniform(*cfg.shift_mm)
+    head.shift = (float(mag * np.cos(ang)), float(mag * np.sin(ang)))
+    if cfg.anatomy:
+        vs = head.vent_scale
+        # (x, y, z, radius mm, HU): choroid plexus in both atria, the pineal gland, sometimes the falx
+        if rng.random() < 0.7:
+            for sx in (-1.0, 1.0):
+                head.calcifications.append(
+                    (sx * (8.0 * vs + 1.0), 18.0, 0.2 * head.C, rng.uniform(1.5, 3.5), rng.uniform(120, 450))
+                )
+        if rng.random() < 0.6:
+            head.calcifications.append(
+                (0.0, 14.0, 0.04 * head.C, rng.uniform(1.5, 3.0), rng.uniform(120, 350))
+            )
+        if rng.random() < 0.2:
+            head.calcifications.append((0.0, -0.45 * head.B, 0.55 * head.C, rng.uniform(1.0, 2.0), 300.0))
+    return head
 
 
 def _random_lesion(rng: np.random.Generator, kind: str, head: _Head, subtle: bool) -> Lesion:
@@ -215,55 +306,10 @@ def _ellipsoid(
     return ((x - c[0]) / r[0]) ** 2 + ((y - c[1]) / r[1]) ** 2 + ((z - c[2]) / r[2]) ** 2
 
 
-def render_study(
-    rng: np.random.Generator,
-    n_slices: int,
-    cfg: SynthConfig = SynthConfig(),
-    lesion_kinds: list[str] | None = None,
-    overrides: dict[str, float] | None = None,
-) -> SynthStudy:
-    """Sample one study: (S, H, W) HU, per-slice labels and the lesions drawn.
-
-    ``overrides`` replaces lesion parameters (e.g. ``{"T": 14, "hu": 75}``) in every lesion drawn.
-    """
-    head = _random_head(rng)
-    size = cfg.size
-    fov = rng.uniform(*cfg.fov_mm)
-    ps = fov / size
-    if lesion_kinds is None:
-        if rng.random() < cfg.p_negative:
-            lesion_kinds = []
-        else:
-            n = int(rng.choice([1, 2, 3], p=[0.6, 0.3, 0.1]))
-            lesion_kinds = [str(k) for k in rng.choice(SUBTYPES, size=n, replace=False)]
-    lesions = [_random_lesion(rng, k, head, rng.random() < cfg.subtle_fraction) for k in lesion_kinds]
-    for les in lesions:
-        for key, value in (overrides or {}).items():
-            if key == "hu":
-                les.hu = float(value)
-            else:
-                les.params[key] = float(value)
-
-    # slice centres: top slice near the vertex, going down n_slices * 5 mm
-    z_top = head.C + rng.uniform(-6.0, 4.0)
-    if n_slices < 20:  # short (test) studies: partial coverage centred on the lesion-bearing levels
-        z_top = min(z_top, 0.25 * head.C + n_slices * SLICE_THICKNESS_MM / 2.0)
-    z_mm = (z_top - SLICE_THICKNESS_MM * np.arange(n_slices)[::-1]).astype(np.float32)
-    offs = (np.arange(SUB_SAMPLES, dtype=np.float32) + 0.5) / SUB_SAMPLES - 0.5
-    zs = (z_mm[:, None] + offs[None, :] * SLICE_THICKNESS_MM).reshape(-1)  # (S*K,)
-
-    # scanner coordinates -> head coordinates (in-plane rotation, shift, pitch)
-    coords = (np.arange(size, dtype=np.float32) - (size - 1) / 2.0) * ps
-    xg, yg = coords[None, :], coords[:, None]
-    xg = xg - head.shift[0]
-    yg = yg - head.shift[1]
-    cr, sr = np.cos(head.rot), np.sin(head.rot)
-    x2 = (cr * xg + sr * yg).astype(np.float32)  # (H, W)
-    y2 = (-sr * xg + cr * yg).astype(np.float32)
-    zz = zs[:, None, None].astype(np.float32)
-    x = x2[None]  # (1, H, W): head coordinates broadcast against z (N, 1, 1)
-    y = y2[None]
-    z = zz
+def _render_planes(
+    head: _Head, lesions: list[Lesion], x: np.ndarray, y: np.ndarray, z: np.ndarray, anatomy: bool
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Tissue HU and per-subtype blood fractions on planes ``z`` (N, 1, 1) of head coordinates x, y."""
     # depth below the outer skull surface along the ray from the centre (mm)
     r3 = np.sqrt(x * x + y * y + z * z) + 1e-3
     rho = np.sqrt((x / head.A) ** 2 + (y / head.B) ** 2 + (z / head.C) ** 2) + 1e-6
@@ -279,6 +325,53 @@ def render_study(
     u = np.clip(depth / head.skull, 0, 1)
     tissue[bone] = (1450.0 - 700.0 * np.sin(np.pi * u) ** 2)[bone]
     brain = bd > 0
+
+    if anatomy:
+        # skull base: the floor of the middle and posterior fossae thickens towards the bottom, petrous
+        # ridges run obliquely backwards-inwards, the clivus and sphenoid sit in the midline.
+        low = _smoothstep((-z - 0.25 * head.C) / (0.35 * head.C))  # 0 above, 1 deep in the base
+        base = brain & (bd < 2.0 + 9.0 * low) & (low > 0)
+        for sx in (-1.0, 1.0):
+            # petrous ridge: a bar from the lateral wall towards the clivus, posterior half
+            t = (x * sx * 0.64 + (y - 0.05 * head.B) * 0.77) / 1.0
+            dist = np.abs(-x * sx * 0.77 + (y - 0.05 * head.B) * 0.64)
+            ridge = brain & (dist < 5.0) & (t > 8.0) & (t < 0.8 * head.A) & (low > 0.25)
+            tissue[ridge] = 1100.0
+            mastoid = _ellipsoid(
+                x, y, z, (sx * 0.8 * head.A, 0.35 * head.B, -0.55 * head.C), (9.0, 9.0, 12.0)
+            )
+            tissue[(mastoid < 1.0) & (bone | brain)] = -600.0
+        clivus = brain & (
+            _ellipsoid(x, y, z, (0.0, -0.12 * head.B, -0.75 * head.C), (8.0, 7.0, 0.3 * head.C)) < 1.0
+        )
+        tissue[base] = 1250.0
+        tissue[clivus] = 1150.0
+        brain = brain & ~base & ~clivus
+        # orbits (fat, globe, lens) and sinuses (air) in the anterior-inferior head
+        face = np.zeros(shape, dtype=bool)
+        for sx in (-1.0, 1.0):
+            orbit = _ellipsoid(
+                x, y, z, (sx * 0.42 * head.A, -0.86 * head.B, -0.42 * head.C), (17.0, 22.0, 16.0)
+            )
+            globe = _ellipsoid(
+                x, y, z, (sx * 0.42 * head.A, -0.93 * head.B, -0.42 * head.C), (11.5, 11.5, 11.5)
+            )
+            lens = _ellipsoid(x, y, z, (sx * 0.42 * head.A, -1.04 * head.B, -0.42 * head.C), (4.0, 2.0, 4.0))
+            tissue[orbit < 1.0] = -90.0
+            tissue[globe < 1.0] = 12.0
+            tissue[lens < 1.0] = 95.0
+            face |= orbit < 1.4
+            wall = (orbit >= 1.0) & (orbit < 1.4) & (depth > -head.scalp)
+            tissue[wall] = 900.0
+        ethmoid = (np.abs(x) < 10.0) & (np.abs(y + 0.8 * head.B) < 14.0) & (np.abs(z + 0.42 * head.C) < 14.0)
+        cells = ethmoid & (np.sin(x * 1.1 + 2.0 * np.sin(y * 0.35)) * np.sin(y * 0.9 + z * 0.4) > -0.3)
+        tissue[ethmoid] = 700.0
+        tissue[cells] = -850.0
+        sphenoid = _ellipsoid(x, y, z, (0.0, -0.42 * head.B, -0.6 * head.C), (13.0, 10.0, 10.0)) < 1.0
+        frontal = _ellipsoid(x, y, z, (0.0, -0.97 * head.B, -0.05 * head.C), (16.0, 5.0, 12.0)) < 1.0
+        tissue[sphenoid | frontal] = -950.0
+        face |= ethmoid | sphenoid | frontal
+        brain = brain & ~face
 
     # parenchyma: grey cortex and sulci, white matter deeper, deep grey nuclei
     # sin(a + b) = sin a cos b + cos a sin b keeps the trigonometry on 2D and 1D arrays
@@ -306,9 +399,11 @@ def render_study(
     csf = brain & (sulcus | fissure | ventricle)
     tissue[brain] = par[brain]
     tissue[csf] = 6.0
+    for cx, cy, cz, rad, hu in head.calcifications:  # physiological: dense, but never haemorrhage
+        calc = brain & (_ellipsoid(x, y, z, (cx, cy, cz), (rad, rad, rad)) < 1.0)
+        tissue[calc] = hu
 
     # haemorrhages: blood fraction fields blended over the tissue
-    any_frac = np.zeros(shape, dtype=np.float32)
     fracs: dict[str, np.ndarray] = {}
     for les in lesions:
         p = les.params
@@ -343,24 +438,120 @@ def render_study(
         frac = frac.astype(np.float32)
         fracs[les.kind] = np.maximum(fracs.get(les.kind, 0.0), frac)
         tissue = tissue * (1.0 - frac) + np.float32(les.hu) * frac
-        any_frac = np.maximum(any_frac, frac)
+    return tissue.astype(np.float32), fracs
 
-    # partial volume along z: average the sub-samples of each slice
+
+def _streaks(
+    rng: np.random.Generator, x: np.ndarray, y: np.ndarray, n: int, amplitude: tuple[float, float]
+) -> np.ndarray:
+    """(H, W) beam-hardening-like pattern: ``n`` thin dark/bright lines through the head."""
+    out = np.zeros(np.broadcast_shapes(x.shape, y.shape)[-2:], dtype=np.float32)
+    for _ in range(n):
+        ang = rng.uniform(0, np.pi)
+        off = rng.uniform(-25, 25)
+        dist = np.abs(-np.sin(ang) * x[0] + np.cos(ang) * y[0] - off)
+        amp = rng.uniform(*amplitude) * rng.choice([-1.0, -1.0, 1.0])
+        out += (amp * np.exp(-0.5 * (dist / rng.uniform(0.8, 2.0)) ** 2)).astype(np.float32)
+    return out
+
+
+def render_study(
+    rng: np.random.Generator,
+    n_slices: int,
+    cfg: SynthConfig = SynthConfig(),
+    lesion_kinds: list[str] | None = None,
+    overrides: dict[str, float] | None = None,
+) -> SynthStudy:
+    """Sample one study: (S, H, W) HU, per-slice labels and the lesions drawn.
+
+    ``overrides`` replaces lesion parameters (e.g. ``{"T": 14, "hu": 75}``) in every lesion drawn.
+    Rendering runs a few slices at a time, so 512 px studies stay within a few hundred MB.
+    """
+    head = _random_head(rng, cfg)
+    size = int(rng.choice(cfg.sizes or (cfg.size,)))  # always one draw: shifts stay paired
+    fov = rng.uniform(*cfg.fov_mm)
+    ps = fov / size
+    thickness = float(rng.choice(cfg.thickness_mm))
+    kernel = str(rng.choice(cfg.kernels))
+    if lesion_kinds is None:
+        if rng.random() < cfg.p_negative:
+            lesion_kinds = []
+        else:
+            n = int(rng.choice([1, 2, 3], p=[0.6, 0.3, 0.1]))
+            lesion_kinds = [str(k) for k in rng.choice(SUBTYPES, size=n, replace=False)]
+    lesions = [_random_lesion(rng, k, head, rng.random() < cfg.subtle_fraction) for k in lesion_kinds]
+    for les in lesions:
+        for key, value in (overrides or {}).items():
+            if key == "hu":
+                les.hu = float(value)
+            else:
+                les.params[key] = float(value)
+
+    # slice centres: top slice near the vertex, going down n_slices * thickness
+    z_top = head.C + rng.uniform(-6.0, 4.0)
+    if n_slices * thickness < 100.0:  # short coverage: centred on the lesion-bearing levels
+        z_top = min(z_top, 0.25 * head.C + n_slices * thickness / 2.0)
+    z_mm = (z_top - thickness * np.arange(n_slices)[::-1]).astype(np.float32)
+    offs = (np.arange(SUB_SAMPLES, dtype=np.float32) + 0.5) / SUB_SAMPLES - 0.5
+
+    # scanner coordinates -> head coordinates (in-plane rotation, shift)
+    coords = (np.arange(size, dtype=np.float32) - (size - 1) / 2.0) * ps
+    xg, yg = coords[None, :] - head.shift[0], coords[:, None] - head.shift[1]
+    cr, sr = np.cos(head.rot), np.sin(head.rot)
+    x = (cr * xg + sr * yg).astype(np.float32)[None]  # (1, H, W)
+    y = (-sr * xg + cr * yg).astype(np.float32)[None]
+
     n, k = n_slices, SUB_SAMPLES
-    hu = tissue.reshape(n, k, size, size).mean(axis=1)
-    sigma = rng.uniform(*cfg.blur_px) * size / 256.0
-    hu = blur_inplane(hu, sigma)
-    noise = rng.uniform(*cfg.noise_hu)
-    hu += rng.normal(0.0, noise, size=hu.shape).astype(np.float32)
+    hu = np.empty((n, size, size), dtype=np.float32)
+    areas: dict[str, np.ndarray] = {}
+    chunk = max(1, 2_000_000 // (size * size * k))
+    for lo in range(0, n, chunk):
+        hi = min(n, lo + chunk)
+        zs = (z_mm[lo:hi, None] + offs[None, :] * thickness).reshape(-1)[:, None, None]
+        tissue, fracs = _render_planes(head, lesions, x, y, zs.astype(np.float32), cfg.anatomy)
+        hu[lo:hi] = tissue.reshape(hi - lo, k, size, size).mean(axis=1)  # partial volume along z
+        for kind, frac in fracs.items():
+            area = frac.reshape(hi - lo, k, size, size).mean(axis=1).sum(axis=(1, 2)) * ps * ps
+            areas.setdefault(kind, np.zeros(n, dtype=np.float32))[lo:hi] = area
+
+    # artefacts on the object: beam hardening near the skull base, motion (ghosting) on a few slices
+    if rng.random() < cfg.p_streaks:
+        head_mask = hu > -200.0
+        for i in range(n):
+            near_base = z_mm[i] < -0.15 * head.C
+            if near_base or rng.random() < 0.1:
+                hu[i] += _streaks(rng, x, y, int(rng.integers(1, 4)), (8.0, 30.0)) * head_mask[i]
+    if rng.random() < cfg.p_motion and n > 1:
+        start = int(rng.integers(0, n))
+        for i in range(start, min(n, start + int(rng.integers(1, 5)))):
+            dy, dx = (int(v) for v in rng.integers(-4, 5, size=2) * max(1, round(0.9 / ps)))
+            ghost = np.roll(hu[i], (dy, dx), axis=(0, 1))
+            a = rng.uniform(0.25, 0.5)
+            hu[i] = (1 - a) * hu[i] + a * ghost + _streaks(rng, x, y, 3, (10.0, 30.0)) * (hu[i] > -200)
+
+    # acquisition: system blur, (correlated) noise, then the reconstruction kernel
+    hu = blur_inplane(hu, rng.uniform(*cfg.blur_mm) / ps)
+    noise_sd = rng.uniform(*cfg.noise_hu)
+    if noise_sd > 0:
+        noise = rng.normal(0.0, 1.0, size=hu.shape).astype(np.float32)
+        corr = rng.uniform(*cfg.noise_corr_mm) / ps
+        if corr > 0.05:
+            noise = blur_inplane(noise, corr)
+            noise /= max(float(noise.std()), 1e-6)
+        hu += np.float32(noise_sd) * noise
+    if kernel == "smooth":
+        hu = blur_inplane(hu, 0.7 / ps)
+    elif kernel == "sharp":
+        hu = hu + 0.8 * (hu - blur_inplane(hu, 0.9 / ps))
     hu = np.clip(hu, -1024.0, 3071.0).astype(np.float32)
 
     labels = np.zeros((n, len(RSNA_CLASSES)), dtype=np.uint8)
-    px_area = ps * ps
-    for kind, frac in fracs.items():
-        area = frac.reshape(n, k, size, size).mean(axis=1).sum(axis=(1, 2)) * px_area
+    for kind, area in areas.items():
         labels[:, RSNA_CLASSES.index(kind)] |= (area >= MIN_LABEL_AREA_MM2).astype(np.uint8)
     labels[:, 0] = labels[:, 1:].max(axis=1)
-    return SynthStudy(hu=hu, labels=labels, lesions=lesions, pixel_spacing=ps, z_mm=z_mm)
+    return SynthStudy(
+        hu=hu, labels=labels, lesions=lesions, pixel_spacing=ps, z_mm=z_mm, thickness=thickness, kernel=kernel
+    )
 
 
 # ---------------------------------------------------------------------------------------------- DICOM
@@ -430,7 +621,7 @@ def write_study(
             ds.AccessionNumber = ""
             ds.ReferringPhysicianName = ""
             ds.StudyDescription = "CT HEAD (synthetic)"
-            ds.SeriesDescription = "Head 5mm (synthetic)"
+            ds.SeriesDescription = f"Head {study.thickness:g}mm (synthetic)"
             ds.SeriesNumber = 2
             ds.Modality = "CT"
             ds.Manufacturer = "Slicewise synthetic"
@@ -445,7 +636,8 @@ def write_study(
             ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
             ds.SliceLocation = round(float(study.z_mm[i]), 3)
             ds.PixelSpacing = [round(ps, 6), round(ps, 6)]
-            ds.SliceThickness = SLICE_THICKNESS_MM
+            ds.SliceThickness = study.thickness
+            ds.ConvolutionKernel = study.kernel.upper()
             ds.KVP = 120
             ds.Rows, ds.Columns = rows, cols
             ds.SamplesPerPixel = 1
@@ -521,13 +713,17 @@ def write_demo_study(out: Path, *, seed: int = 7, size: int = 512, n_slices: int
 
 
 __all__ = [
+    "KERNELS",
+    "SHIFTS",
     "SUBTYPES",
+    "WIDE",
     "SynthConfig",
     "SynthStudy",
     "blur_inplane",
     "generate_dataset",
     "render_study",
     "rsna_id",
+    "shifted_config",
     "write_demo_study",
     "write_study",
 ]

@@ -32,6 +32,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
+from training.calibration import calibrate_head
 from training.dataset import StudyItem, build_items, split_items
 from training.errors import CheckpointError
 from training.metrics import (
@@ -42,6 +43,7 @@ from training.metrics import (
 )
 from training.model import ICHNet, ModelConfig
 from viewer.core.constants import MODEL_WINDOWS, RSNA_CLASS_WEIGHTS, RSNA_CLASSES
+from viewer.core.preprocess import PreprocessSpec
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +54,10 @@ class TrainConfig:
     labels: str = ""
     out: str = "runs/ich"
     cache: str = ""  # default: <out>/cache
-    size: int = 128
+    size: int = 256
+    preprocess_version: int = 2  # 2: head-centred mm grid (viewer.core.preprocess); 1: pad + resize
+    field_mm: float = 230.0  # version 2: field of view of the input grid
+    slab_mm: float = 5.0  # version 2: thinner slices are averaged into slabs this thick
     seed: int = 0
     val_frac: float = 0.15
     test_frac: float = 0.15
@@ -212,10 +217,43 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     return ckpt
 
 
+TEMPERATURE_BUFFERS = ("head.slice_temperature", "head.study_temperature")
+
+
 def model_from_checkpoint(ckpt: dict[str, Any]) -> ICHNet:
+    """The network of a checkpoint; one written before calibration existed gets temperatures 1."""
     model = ICHNet(ModelConfig.from_dict(ckpt["model_config"]))
-    model.load_state_dict(ckpt["model"])
+    missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
+    if unexpected or any(k not in TEMPERATURE_BUFFERS for k in missing):
+        raise CheckpointError(
+            f"checkpoint weights do not fit the model (missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
     return model.eval()
+
+
+def preprocess_spec(cfg: TrainConfig) -> PreprocessSpec:
+    """The input preprocessing a training run uses (and its exported model records)."""
+    return PreprocessSpec(
+        version=cfg.preprocess_version,
+        size=cfg.size,
+        windows=MODEL_WINDOWS,
+        field_mm=cfg.field_mm,
+        slab_mm=cfg.slab_mm,
+    )
+
+
+TRAINED_RANGE_KEYS = ("pixel_spacing_mm", "slice_thickness_mm", "field_of_view_mm", "matrix", "slices")
+
+
+def trained_range(items: Sequence[StudyItem]) -> dict[str, list[float]]:
+    """[min, max] of each acquisition fact over the training stacks (the ``trained_range`` metadata)."""
+    out: dict[str, list[float]] = {}
+    for key in TRAINED_RANGE_KEYS:
+        values = [i.acquisition[key] for i in items if key in i.acquisition]
+        if values:
+            lo, hi = float(min(values)), float(max(values))
+            out[key] = [round(lo, 4), round(hi, 4)] if key not in ("matrix", "slices") else [int(lo), int(hi)]
+    return out
 
 
 # -------------------------------------------------------------------------------------------- stages
@@ -352,7 +390,7 @@ def build_split(
 ) -> tuple[list[StudyItem], list[StudyItem], list[StudyItem], list[StudyItem]]:
     """(all items, train, val, test) exactly as training splits them (by patient, ``cfg.seed``)."""
     cache = Path(cfg.cache) if cfg.cache else Path(cfg.out) / "cache"
-    items = build_items(Path(cfg.data), Path(cfg.labels), cache, size=cfg.size, progress=progress)
+    items = build_items(Path(cfg.data), Path(cfg.labels), cache, spec=preprocess_spec(cfg), progress=progress)
     train_items, val_items, test_items = split_items(
         items, seed=cfg.seed, val_frac=cfg.val_frac, test_frac=cfg.test_frac
     )
@@ -545,13 +583,23 @@ def train(cfg: TrainConfig) -> Path:
             on_epoch_end=val_gru,
         )
 
-    # ---- evaluation of both variants on the same split: thresholds on val, metrics on test
+    # ---- evaluation of both variants on the same split: temperatures and thresholds on val, metrics on
+    # test (the temperatures live in the head, so thresholds are chosen on calibrated probabilities)
     if d.main:
         report: dict[str, Any] = {
             "split": split_info,
             "train_wall_s": round(time.perf_counter() - t_start, 1),
         }
+        spec = preprocess_spec(cfg)
+        ranges = trained_range(train_items)
         for tag, head, cfg_m in (("cnn_only", cnn_model.head, cnn_cfg), ("cnn_gru", model.head, gru_cfg)):
+            calibration = calibrate_head(
+                head,
+                [embeds[i.key] for i in val_items],
+                [i.labels for i in val_items],
+                [i.mask for i in val_items],
+            )
+            log.info("%s temperatures (slice): %s", tag, calibration["slice"])
             report[tag] = evaluate_head(
                 head,
                 embeds,
@@ -571,7 +619,16 @@ def train(cfg: TrainConfig) -> Path:
                 "metrics": report[tag]["test"],
                 "val_metrics": report[tag]["val"],
                 "class_names": list(RSNA_CLASSES),
+                "preprocessing": spec.to_metadata(),
+                "calibration": {
+                    "method": "temperature",
+                    "temperatures": calibration["slice"],
+                    "study_temperatures": calibration["study"],
+                    "fitted_on": f"validation split ({len(val_items)} studies, seed {cfg.seed})",
+                },
+                "trained_range": ranges,
             }
+            report[tag]["calibration"] = payload["calibration"]
             save_checkpoint(final if tag == "cnn_gru" else cnn_path, payload)
         report["cnn_only_test_metrics_same_split"] = True
         (out / "metrics.json").write_text(json.dumps(report, indent=2))

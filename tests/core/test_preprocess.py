@@ -151,7 +151,7 @@ def test_v2_identical_under_encoding_order_and_flipped_row_direction(tmp_path: P
     hu = phantom(6, 96, 80, 0.9)
     ref = load_and_preprocess(_write(tmp_path / "ref", hu, 0.9))
     assert ref.shape == (6, 3, 64, 64)
-    variants = {
+    variants: dict[str, dict[str, bool | int]] = {
         "order": {"order_seed": 5},
         "unsigned": {"unsigned": True},
         "monochrome1": {"monochrome1": True},
@@ -168,7 +168,7 @@ def test_v2_identical_under_encoding_order_and_flipped_row_direction(tmp_path: P
     assert float(np.abs(a - b).max()) > 0.1
 
 
-def _write(folder: Path, hu: np.ndarray, spacing: float, **kwargs: object) -> Path:
+def _write(folder: Path, hu: np.ndarray, spacing: float, **kwargs: bool | int) -> Path:
     write_series(folder, hu, spacing, **kwargs)  # type: ignore[arg-type]
     return folder
 

@@ -12,6 +12,7 @@ from training.dataset import build_items, read_labels, split_items
 from training.errors import LabelFormatError, LabelMatchError, NoDicomFoundError
 from training.synth import SynthConfig, render_study, write_study
 from viewer.core.errors import SlicewiseError
+from viewer.core.preprocess import PreprocessSpec
 
 
 def _write_csv(path: Path, text: str) -> Path:
@@ -62,25 +63,28 @@ def test_bad_label_files_raise_label_format_error(tmp_path: Path, text: str) -> 
     assert isinstance(info.value, SlicewiseError)
 
 
+V2_32 = PreprocessSpec(version=2, size=32)
+
+
 def test_no_dicom_found(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "notes.txt").write_text("not dicom")
     csv = _write_csv(tmp_path / "l.csv", RSNA_ROWS)
     with pytest.raises(NoDicomFoundError):
-        build_items(tmp_path / "empty", csv, tmp_path / "cache", size=32)
+        build_items(tmp_path / "empty", csv, tmp_path / "cache", spec=V2_32)
 
 
 def test_labels_matching_no_slice(tiny_data: tuple[Path, Path], tmp_path: Path) -> None:
     data, _ = tiny_data
     csv = _write_csv(tmp_path / "l.csv", RSNA_ROWS)
     with pytest.raises(LabelMatchError):
-        build_items(data, csv, tmp_path / "cache", size=32)
+        build_items(data, csv, tmp_path / "cache", spec=V2_32)
 
 
 def test_items_match_labels_by_sop_and_cache(tiny_data: tuple[Path, Path], tmp_path: Path) -> None:
     data, labels_csv = tiny_data
     labels = read_labels(labels_csv)
-    items = build_items(data, labels_csv, tmp_path / "cache", size=32)
+    items = build_items(data, labels_csv, tmp_path / "cache", spec=V2_32)
     assert len(items) == 6
     assert sum(len(i) for i in items) == len(labels)
     for item in items:
@@ -88,10 +92,13 @@ def test_items_match_labels_by_sop_and_cache(tiny_data: tuple[Path, Path], tmp_p
         assert x.shape == (len(item), 3, 32, 32) and x.dtype == np.float16
         assert float(x.min()) >= 0.0 and float(x.max()) <= 1.0
         assert item.mask.all()
+        acq = item.acquisition  # the facts the model's trained_range is made of
+        assert acq["matrix"] == 64 and acq["slice_thickness_mm"] == 5.0 and acq["slices"] == len(item)
+        assert 230 <= acq["field_of_view_mm"] <= 260
     assert sum(float(i.labels[:, 0].sum()) for i in items) == sum(float(v[0]) for v in labels.values())
     # a second build reads the cache (same files, nothing new written)
     before = sorted(p.name for p in (tmp_path / "cache").iterdir())
-    again = build_items(data, labels_csv, tmp_path / "cache", size=32)
+    again = build_items(data, labels_csv, tmp_path / "cache", spec=V2_32)
     assert [i.cache_path.name for i in again] == [i.cache_path.name for i in items]
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == before
 
@@ -110,7 +117,7 @@ def test_split_is_by_patient_and_deterministic(tmp_path: Path) -> None:
             for c in ("epidural", "intraparenchymal", "intraventricular", "subarachnoid", "subdural", "any")
         ]
     csv = _write_csv(tmp_path / "l.csv", "\n".join(rows) + "\n")
-    items = build_items(root, csv, tmp_path / "cache", size=16)
+    items = build_items(root, csv, tmp_path / "cache", spec=PreprocessSpec(version=2, size=16))
     a = split_items(items, seed=3, val_frac=0.2, test_frac=0.2)
     b = split_items(items, seed=3, val_frac=0.2, test_frac=0.2)
     assert [[i.key for i in part] for part in a] == [[i.key for i in part] for part in b]

@@ -127,6 +127,46 @@ def test_export_parity_metadata_and_evaluate(run: Path, tiny_data: tuple[Path, P
     assert result["n_studies"] == 6
     assert np.isfinite(result["weighted_log_loss"])
 
+    # issue 10: millimetre preprocessing, calibration and the trained range travel in the metadata
+    assert meta["preprocessing"]["version"] == 2 and meta["preprocessing"]["kind"] == "head_mm"
+    assert meta["preprocessing"]["size"] == 64 and meta["preprocessing"]["field_mm"] == 230.0
+    ckpt = load_checkpoint(run / "checkpoint.pt")
+    temps = meta["calibration"]["temperatures"]
+    assert meta["calibration"]["method"] == "temperature" and set(temps) == set(RSNA_CLASSES)
+    net = model_from_checkpoint(ckpt)
+    assert net.head.slice_temperature.tolist() == pytest.approx([temps[c] for c in RSNA_CLASSES], abs=1e-4)
+    assert meta["trained_range"]["matrix"] == [64, 64]
+    assert meta["trained_range"]["slice_thickness_mm"] == [5.0, 5.0]
+    lo, hi = meta["trained_range"]["field_of_view_mm"]
+    assert 230.0 <= lo <= hi <= 260.0
+    assert "Div" in {n.op_type for n in model.graph.node}  # the temperatures are in the graph
+
+
+def test_viewer_engine_runs_a_v2_model_in_stack_order(
+    run: Path, tiny_data: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """The viewer's engine reads the model's preprocessing (v2) and gives the probabilities evaluate gives."""
+    from training.evaluate import load_onnx
+    from viewer.core.dicom.loader import load_paths
+    from viewer.core.dicom.volume import StackVolume
+    from viewer.core.inference.engine import InferenceEngine
+    from viewer.core.preprocess import geometry_from_stack
+
+    out = tmp_path / "m.onnx"
+    export_checkpoint(run / "checkpoint.pt", out, parity=False)
+    engine = InferenceEngine(out, provider="cpu", cache=None)
+    assert engine.info.preprocessing.version == 2 and engine.info.preprocessing.size == 64
+    data, _ = tiny_data
+    stack = load_paths([data / "study_0000"]).all_stacks()[0]
+    vol = StackVolume(stack)
+    try:
+        pred = engine.predict_volume(vol, use_cache=False)
+        hu = vol.load_all()
+    finally:
+        vol.close()
+    ref, _, _ = load_onnx(out).predict(hu, geometry_from_stack(stack))
+    np.testing.assert_allclose(pred.slice_probs, ref, atol=1e-5)
+
 
 def test_thresholds_command_reproduces_training_and_switches_policy(
     run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], tiny_data: tuple[Path, Path]
@@ -170,3 +210,44 @@ def test_thresholds_command_reproduces_training_and_switches_policy(
 
     with pytest.raises(SystemExit):  # argparse refuses an unknown policy
         main(["thresholds", str(copy), "--policy", "f2"])
+
+
+def test_evaluate_shift_reports_each_shift_and_model(
+    run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from training.cli import main
+    from viewer.core.paths import bundled_model_path
+
+    model = tmp_path / "m.onnx"
+    export_checkpoint(run / "checkpoint.pt", model, parity=False)
+    bundled = bundled_model_path()
+    out = tmp_path / "shifts.json"
+    argv = [
+        "evaluate",
+        str(model),
+        "--shift",
+        "none,thin",
+        "--studies",
+        "2",
+        "--seed",
+        "77",
+        "--out",
+        str(out),
+    ]
+    argv += ["--compare", f"bundled={bundled}"]
+    assert main(argv) == 0
+    table = capsys.readouterr().out
+    assert "thin" in table and "bundled" in table
+    result = json.loads(out.read_text())
+    assert set(result["shifts"]) == {"none", "thin"}
+    for shift in ("none", "thin"):
+        for name in ("model", "bundled"):
+            m = result["shifts"][shift][name]["metrics"]
+            assert m["n_studies"] == 2 and 0.0 <= m["slice_ece"]["any"] <= 1.0
+    # the same study seeds under every shift: same heads, lesions and slice counts
+    assert (
+        result["shifts"]["none"]["model"]["metrics"]["n_slices"]
+        == result["shifts"]["thin"]["model"]["metrics"]["n_slices"]
+    )
+    assert main(["evaluate", str(model), "--shift", "fog"]) == 2
+    assert main(["evaluate", str(model)]) == 2  # neither --data nor --shift

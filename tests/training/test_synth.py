@@ -94,3 +94,42 @@ def test_one_seed_writes_the_same_files(tmp_path: Path) -> None:
         assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes(), rel
     uids = {pydicom.dcmread(tmp_path / "a" / rel).StudyInstanceUID for rel in files_a if rel.suffix == ".dcm"}
     assert len(uids) == 2  # still one study UID per study
+
+
+def test_shifts_change_only_their_factor_and_stay_paired() -> None:
+    from training.synth import SHIFTS, WIDE, shifted_config
+
+    assert set(SHIFTS) >= {"none", "noise", "rotation", "offcentre", "fov180", "fov400", "matrix512", "thin"}
+    with pytest.raises(ValueError, match="unknown shift"):
+        shifted_config("fog")
+    base = SynthConfig(size=64)
+    studies = {
+        name: render_study(np.random.default_rng(5), 6, shifted_config(name, base), lesion_kinds=["subdural"])
+        for name in ("none", "thin", "fov400", "matrix512")
+    }
+    assert studies["thin"].thickness == 1.0 and studies["none"].thickness == 5.0
+    assert studies["fov400"].field_of_view_mm == pytest.approx(400.0)
+    assert studies["matrix512"].hu.shape[-1] == 512
+    assert studies["none"].lesions[0].params == studies["fov400"].lesions[0].params  # paired anatomy
+    wide = render_study(np.random.default_rng(1), 4, WIDE)
+    assert wide.hu.shape[-1] in (256, 512) and wide.kernel in ("smooth", "standard", "sharp")
+
+
+def test_new_anatomy_is_dense_but_not_labelled() -> None:
+    # skull base, orbits and calcifications are drawn on normal heads: dense pixels, no labels
+    cfg = SynthConfig(size=96, noise_hu=(0.1, 0.2), p_streaks=1.0, p_motion=1.0)
+    study = render_study(np.random.default_rng(4), 40, cfg, lesion_kinds=[])
+    assert study.labels.sum() == 0
+    low = study.hu[: len(study.hu) // 3]
+    assert (low < -500).any() and (low > 700).any()  # sinus/orbit air and skull-base bone low down
+    assert study.hu[np.isfinite(study.hu)].size == study.hu.size
+
+
+def test_written_thin_series_records_thickness_and_kernel(tmp_path: Path) -> None:
+    from training.synth import shifted_config
+
+    cfg = shifted_config("thin", SynthConfig(size=32, kernels=("sharp",)))
+    study = render_study(np.random.default_rng(2), 5, cfg, lesion_kinds=[])
+    write_study(study, tmp_path, index=0, rng=np.random.default_rng(0))
+    ds = pydicom.dcmread(next(tmp_path.glob("*.dcm")))
+    assert float(ds.SliceThickness) == 1.0 and ds.ConvolutionKernel == "SHARP"
