@@ -1,4 +1,4 @@
-"""``slicewise-train``: synth, train, thresholds, evaluate, export.
+"""``slicewise-train``: synth, train, thresholds, evaluate, export, card.
 
 Bad input -> one line on stderr, exit 2.
 """
@@ -107,6 +107,16 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--out", type=Path, default=None, help="also write the full JSON here")
     e.add_argument("--threads", type=int, default=2)
 
+    c = sub.add_parser(
+        "card", help="write a model card from a run, its exported model and a shift evaluation"
+    )
+    c.add_argument("run_dir", type=Path, help="the training run folder (metrics.json)")
+    c.add_argument("--model", required=True, type=Path, help="the exported .onnx")
+    c.add_argument("--shifts", type=Path, default=None, help="JSON written by `evaluate --shift ... --out`")
+    c.add_argument("--out", required=True, type=Path)
+    c.add_argument("--command", action="append", default=[], help="a reproduce line (repeatable)")
+    c.add_argument("--note", action="append", default=[], help="a line for the Limits section (repeatable)")
+
     x = sub.add_parser("export", help="export a checkpoint to one .onnx file and check parity")
     x.add_argument("checkpoint", type=Path)
     x.add_argument("--out", required=True, type=Path)
@@ -131,17 +141,21 @@ def _shift_names() -> list[str]:
     return list(SHIFTS)
 
 
+def _num(v: object) -> str:
+    return f"{v:.4f}  " if isinstance(v, float) else "n/a     "
+
+
 def _shift_table(result: dict[str, object]) -> str:
     shifts = result["shifts"]
     assert isinstance(shifts, dict)
-    lines = ["shift        model       AUC(any)  wLL      ECE(any)  studyAUC  min subtype AUC"]
+    lines = ["shift        model       AUC(any) wLL      ECE(any) studyAUC min subtype AUC"]
     for shift, per_model in shifts.items():
         for name, entry in per_model.items():
             s = entry["summary"]
-            lines.append(
-                f"{shift:<12} {name:<11} {s['auc_any']:.4f}    {s['weighted_log_loss']:.4f}   "
-                f"{s['ece_any']:.4f}    {s['study_auc_any']:.4f}    {s['min_subtype_auc']:.4f}"
-            )
+            cells = [
+                s[k] for k in ("auc_any", "weighted_log_loss", "ece_any", "study_auc_any", "min_subtype_auc")
+            ]
+            lines.append(f"{shift:<12} {name:<11} " + "  ".join(_num(v) for v in cells))
     return "\n".join(lines)
 
 
@@ -257,6 +271,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                         json_safe(result if len(result) > 1 else result["model"]), indent=2, allow_nan=False
                     )
                 )
+        elif args.cmd == "card":
+            from training.card import write_card
+
+            for path in (args.run_dir / "metrics.json", args.model, args.shifts):
+                if path is not None and not path.is_file():
+                    raise FileNotFoundError(f"not found: {path}")
+            write_card(
+                args.run_dir,
+                args.model,
+                args.out,
+                shifts_path=args.shifts,
+                commands=args.command,
+                notes=args.note,
+            )
+            print(f"wrote {args.out}")
         elif args.cmd == "export":
             from training.export import DEFAULT_INTENDED_USE, DEFAULT_TRAIN_DATA, export_checkpoint
 

@@ -108,7 +108,7 @@ def summary(m: dict[str, Any]) -> dict[str, Any]:
         "weighted_log_loss": m["weighted_log_loss"],
         "ece_any": m["slice_ece"]["any"],
         "study_auc_any": m["study_auc"]["any"],
-        "min_subtype_auc": min(v for c, v in m["slice_auc"].items() if c != "any" and v == v),
+        "min_subtype_auc": min((v for c, v in m["slice_auc"].items() if c != "any" and v == v), default=None),
     }
 
 

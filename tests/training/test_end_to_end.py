@@ -249,5 +249,11 @@ def test_evaluate_shift_reports_each_shift_and_model(
         result["shifts"]["none"]["model"]["metrics"]["n_slices"]
         == result["shifts"]["thin"]["model"]["metrics"]["n_slices"]
     )
+    # the card is generated from these files, with the targets marked
+    card = tmp_path / "CARD.md"
+    assert main(["card", str(run), "--model", str(model), "--shifts", str(out), "--out", str(card)]) == 0
+    text = card.read_text()
+    assert "| thin |" in text and "slice `any` AUC >= 0.98" in text and "CNN only (ablation)" in text
+    assert "Preprocessing version 2" in text and "temperature" in text
     assert main(["evaluate", str(model), "--shift", "fog"]) == 2
     assert main(["evaluate", str(model)]) == 2  # neither --data nor --shift
