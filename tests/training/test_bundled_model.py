@@ -13,10 +13,10 @@ pytest.importorskip("onnx")
 import onnx
 
 from training.dataset import find_series, read_labels
+from training.evaluate import load_onnx
 from training.export import check_gru_nodes, read_metadata
-from viewer.core.constants import MODEL_INPUT_NAME, ONNX_SCHEMA_VERSION, RSNA_CLASSES, Window
+from viewer.core.constants import ONNX_SCHEMA_VERSION, RSNA_CLASSES
 from viewer.core.paths import bundled_model_path, demo_study_dir
-from viewer.core.preprocess import preprocess_stack
 
 CONTRACT_KEYS = {
     "schema_version", "model_name", "model_version", "class_names", "modality", "input_layout",
@@ -42,19 +42,15 @@ def test_bundled_model_follows_the_contract() -> None:
 
 
 def test_bundled_model_flags_the_demo_subdural() -> None:
-    import onnxruntime as ort
-
     path = bundled_model_path()
     meta = read_metadata(path)
-    windows = [Window(w["width"], w["level"]) for w in meta["windows"]]
     (ref,) = find_series(demo_study_dir())
     labels = read_labels(demo_study_dir() / "labels.csv")
     y = np.stack([labels[s] for s in ref.sop_uids])
-    x = preprocess_stack(ref.read_hu(), windows, meta["input_size"])[None]
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    slice_probs, study_probs = sess.run(None, {MODEL_INPUT_NAME: x})
+    # the model's own preprocessing (metadata 'preprocessing'; version 1 when absent), as the viewer runs it
+    slice_probs, study_probs, _ = load_onnx(path).predict(ref.read_hu(), ref.geometry)
     sdh = RSNA_CLASSES.index("subdural")
-    assert study_probs[0, sdh] >= meta["thresholds"]["subdural"]
-    assert study_probs[0, 0] > 0.5
+    assert study_probs[sdh] >= meta["thresholds"]["subdural"]
+    assert study_probs[0] > 0.5
     pos, neg = y[:, 0] > 0, y[:, 0] == 0
-    assert slice_probs[0, pos, 0].mean() > slice_probs[0, neg, 0].mean() + 0.5
+    assert slice_probs[pos, 0].mean() > slice_probs[neg, 0].mean() + 0.5
