@@ -167,6 +167,30 @@ def test_viewer_engine_runs_a_v2_model_in_stack_order(
     ref, _, _ = load_onnx(out).predict(hu, geometry_from_stack(stack))
     np.testing.assert_allclose(pred.slice_probs, ref, atol=1e-5)
 
+    # the same study stored with a flipped row direction (mirrored columns, normal pointing down, so the
+    # stack runs top to bottom) and unsigned pixels gives the same probabilities, slice by slice
+    import pydicom
+
+    flipped = tmp_path / "flipped"
+    flipped.mkdir()
+    for path in sorted((data / "study_0000").glob("*.dcm")):
+        ds = pydicom.dcmread(path)
+        cols, ps = int(ds.Columns), float(ds.PixelSpacing[1])
+        ds.PixelData = np.ascontiguousarray(ds.pixel_array[:, ::-1]).tobytes()
+        ds.ImageOrientationPatient = [-1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+        x0, y0, z0 = (float(v) for v in ds.ImagePositionPatient)
+        ds.ImagePositionPatient = [x0 + (cols - 1) * ps, y0, z0]
+        ds.save_as(flipped / path.name)
+    stack_f = load_paths([flipped]).all_stacks()[0]
+    vol_f = StackVolume(stack_f)
+    try:
+        pred_f = engine.predict_volume(vol_f, use_cache=False)
+    finally:
+        vol_f.close()
+    assert [s.sop_instance_uid for s in stack_f.slices] == [s.sop_instance_uid for s in stack.slices][::-1]
+    np.testing.assert_allclose(pred_f.slice_probs[::-1], pred.slice_probs, atol=1e-5)
+    np.testing.assert_allclose(pred_f.study_probs, pred.study_probs, atol=1e-5)
+
 
 def test_thresholds_command_reproduces_training_and_switches_policy(
     run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], tiny_data: tuple[Path, Path]
