@@ -342,12 +342,16 @@ def resample_mm(
     s, h, w = hu.shape
     ri, rw, ro = _taps(h, size, centre[0], pixel_mm / spacing[0])
     ci, cw, co = _taps(w, size, centre[1], pixel_mm / spacing[1])
+    src = hu if hu.dtype == np.float32 else hu.astype(np.float32)
     tmp = np.zeros((s, size, w), dtype=np.float32)
-    for t in range(ri.shape[1]):  # rows: a few taps, each a gather of whole rows
-        tmp += rw[None, :, t, None] * hu[:, ri[:, t], :]
-    dense = np.zeros((w, size), dtype=np.float32)  # columns: one BLAS matmul with the banded matrix
+    buf = np.empty_like(tmp)
+    for t in range(ri.shape[1]):  # rows: a few taps, each a gather of whole rows into one buffer
+        np.take(src, ri[:, t], axis=1, out=buf)
+        buf *= rw[None, :, t, None]
+        tmp += buf
+    dense = np.zeros((w, size), dtype=np.float32)  # columns: one 2-D BLAS matmul with the banded matrix
     np.add.at(dense, (ci, np.broadcast_to(np.arange(size)[:, None], ci.shape)), cw)
-    out = np.matmul(tmp, dense)
+    out = (tmp.reshape(s * size, w) @ dense).reshape(s, size, size)
     # air outside the image: weight (1 - inside_rows * inside_cols) per output pixel
     air = 1.0 - (1.0 - ro)[:, None] * (1.0 - co)[None, :]
     out += np.float32(fill) * air[None]
