@@ -88,30 +88,20 @@ def onnx_study_predictions(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(study labels (N, K), study probabilities (N, K)) of ``model_path`` on every labelled series under
     ``data_dir``, read and preprocessed as the viewer does (the same path as ``evaluate_onnx``)."""
-    import onnxruntime as ort
-
     from training.dataset import find_series, read_labels
     from training.errors import LabelMatchError
-    from training.export import read_metadata
-    from viewer.core.constants import MODEL_INPUT_NAME, MODEL_SLICE_OUTPUT, MODEL_STUDY_OUTPUT, Window
-    from viewer.core.preprocess import preprocess_stack
+    from training.evaluate import load_onnx
 
-    meta = read_metadata(model_path)
-    windows = [Window(float(w["width"]), float(w["level"])) for w in meta["windows"]]
-    size = int(meta["input_size"])
+    model = load_onnx(model_path, threads=threads)  # the model's own preprocessing version and geometry
     labels = read_labels(labels_csv)
     refs = [r for r in find_series(data_dir) if any(s in labels for s in r.sop_uids)]
     if not refs:
         raise LabelMatchError("none of the labelled images matches a slice of the DICOM series found")
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    sess = ort.InferenceSession(str(model_path), so, providers=["CPUExecutionProvider"])
     ys, ps = [], []
     for ref in refs:
-        x = preprocess_stack(ref.read_hu(), windows, size)[None]
-        _, study = sess.run([MODEL_SLICE_OUTPUT, MODEL_STUDY_OUTPUT], {MODEL_INPUT_NAME: x})
+        _, study, _ = model.predict(ref.read_hu(), ref.geometry)
         ys.append(np.stack([labels[s] for s in ref.sop_uids if s in labels]).max(axis=0))
-        ps.append(study[0])
+        ps.append(study)
     return np.stack(ys), np.stack(ps)
 
 

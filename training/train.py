@@ -42,6 +42,7 @@ from training.metrics import (
     evaluate_predictions,
 )
 from training.model import ICHNet, ModelConfig
+from training.study_thresholds import STUDY_POLICY_TEXT, validation_study_thresholds
 from viewer.core.constants import MODEL_WINDOWS, RSNA_CLASS_WEIGHTS, RSNA_CLASSES
 from viewer.core.preprocess import PreprocessSpec
 
@@ -629,6 +630,17 @@ def train(cfg: TrainConfig) -> Path:
                 "trained_range": ranges,
             }
             report[tag]["calibration"] = payload["calibration"]
+            # study thresholds at study level on the same validation studies (training.study_thresholds)
+            _, val_study = predict_from_embeddings(head, [embeds[i.key] for i in val_items])
+            study_thr, study_op = validation_study_thresholds(
+                [i.labels[i.mask > 0.5] for i in val_items], val_study
+            )
+            payload["study_thresholds"] = study_thr
+            payload["study_threshold_policy"] = (
+                STUDY_POLICY_TEXT.format(sens=0.95) + "; chosen on the validation split"
+            )
+            report[tag]["study_thresholds"] = study_thr
+            report[tag]["val_study_operating_point"] = study_op
             save_checkpoint(final if tag == "cnn_gru" else cnn_path, payload)
         report["cnn_only_test_metrics_same_split"] = True
         (out / "metrics.json").write_text(json.dumps(report, indent=2))

@@ -140,6 +140,7 @@ def test_export_parity_metadata_and_evaluate(run: Path, tiny_data: tuple[Path, P
     lo, hi = meta["trained_range"]["field_of_view_mm"]
     assert 230.0 <= lo <= hi <= 260.0
     assert "Div" in {n.op_type for n in model.graph.node}  # the temperatures are in the graph
+    assert set(meta["study_thresholds"]) == set(RSNA_CLASSES)  # chosen at study level by training
 
 
 def test_viewer_engine_runs_a_v2_model_in_stack_order(
