@@ -59,17 +59,32 @@ def test_agreement_summary(session: ReviewSession) -> None:
     summary = agreement_summary(session)
     assert (summary.n_studies, summary.n_done, summary.n_with_ai) == (4, 3, 4)
     per = {c.class_name: c for c in summary.per_class}
-    sdh = per["subdural"]  # TP in 1.1; TN (done, undecided negative) in 1.2 and 1.3; 1.4 not done
-    assert (sdh.tp, sdh.fp, sdh.fn, sdh.tn, sdh.undecided) == (1, 0, 0, 2, 1)
-    assert sdh.sensitivity == 1.0 and sdh.specificity == 1.0
-    edh = per["epidural"]  # FP in 1.2
-    assert (edh.tp, edh.fp, edh.tn) == (0, 1, 2) and edh.specificity == pytest.approx(2 / 3)
+    sdh = per["subdural"]  # TP in 1.1; never decided in 1.2, 1.3 (done) and 1.4: left out
+    assert (sdh.tp, sdh.fp, sdh.fn, sdh.tn, sdh.undecided) == (1, 0, 0, 0, 3)
+    assert sdh.sensitivity == 1.0 and sdh.specificity is None
+    edh = per["epidural"]  # FP in 1.2 (rejected); nowhere else decided
+    assert (edh.tp, edh.fp, edh.tn, edh.undecided) == (0, 1, 0, 3) and edh.specificity == 0.0
     assert edh.sensitivity is None
     sah = per["subarachnoid"]  # FN in 1.3 (reader added it)
-    assert (sah.fn, sah.tn) == (1, 2) and sah.sensitivity == 0.0
+    assert (sah.fn, sah.tn, sah.undecided) == (1, 0, 3) and sah.sensitivity == 0.0
     anyc = per["any"]  # 1.1 TP, 1.2 FP, 1.3 FN via the reader-added subtype
     assert (anyc.tp, anyc.fp, anyc.fn, anyc.tn) == (1, 1, 1, 0)
     assert "subdural: sensitivity 1.00" in summary.text()
+
+
+def test_done_study_with_undecided_findings_adds_no_true_negatives(tmp_path: Path) -> None:
+    """Marking a study done is no call on the AI findings the reader never decided (README: left out)."""
+    store = ReviewStore.open(tmp_path / "r.sqlite3")
+    s = store.create_session("batch")
+    s.record_ai_result(make_prediction("2.1", {}), paths=[])
+    s.set_done("2.1")
+    per = {c.class_name: c for c in agreement_summary(s).per_class}
+    assert all(c.tn == 0 and c.undecided == 1 for c in per.values())
+    negative = next(f for f in s.study("2.1").findings if f.class_name == "subdural")
+    s.set_decision(negative.id, "confirmed")  # now the reader agrees: one true negative
+    per = {c.class_name: c for c in agreement_summary(s).per_class}
+    assert (per["subdural"].tn, per["subdural"].undecided) == (1, 0)
+    assert per["epidural"].tn == 0
 
 
 def test_csv_is_deidentified_by_default(session: ReviewSession, tmp_path: Path) -> None:

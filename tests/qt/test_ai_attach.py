@@ -86,23 +86,33 @@ def test_analyze_fills_timeline_marks_findings_and_badges(qtbot, window, series:
         assert CANARY_NAME not in text and CANARY_ID not in text
 
 
-def test_n_and_shift_n_jump_between_flagged_slices(qtbot, window, series: Path) -> None:
+def test_n_jumps_between_flagged_runs_and_ctrl_arrows_step_through_flagged_slices(
+    qtbot, window, series: Path
+) -> None:
+    """Flagged 5-7 and 14 (0-based): N / Shift+N go to the start of the next / previous run (issue 12:
+    they used to step one slice inside a run); Ctrl+Down / Ctrl+Up step through flagged slices."""
     w, ctrl = window
     _open(qtbot, w, series)
     _analyze(qtbot, ctrl)
+    assert [(r.start, r.stop) for r in ctrl.prediction().flagged_runs()] == [(5, 7), (14, 14)]
     w.activateWindow()
     w.view.setFocus()
     w.set_slice(0)
     qtbot.keyClick(w.view, Qt.Key.Key_N)
     assert w.current_slice() == 5
-    qtbot.keyClick(w.view, Qt.Key.Key_N)
-    assert w.current_slice() == 6
-    w.set_slice(8)
-    qtbot.keyClick(w.view, Qt.Key.Key_N)
+    qtbot.keyClick(w.view, Qt.Key.Key_N)  # the rest of the run 5-7 is skipped
     assert w.current_slice() == 14
-    qtbot.keyClick(w.view, Qt.Key.Key_N)  # no further flagged slice: stays
-    assert w.current_slice() == 14
+    qtbot.keyClick(w.view, Qt.Key.Key_N)  # no further run: stays, and says so
+    assert w.current_slice() == 14 and "no further flagged run" in w.statusBar().currentMessage()
     qtbot.keyClick(w.view, Qt.Key.Key_N, Qt.KeyboardModifier.ShiftModifier)
+    assert w.current_slice() == 5  # the start of the previous run, not its last slice
+    w.set_slice(0)
+    seen = []
+    for _ in range(4):
+        qtbot.keyClick(w.view, Qt.Key.Key_Down, Qt.KeyboardModifier.ControlModifier)
+        seen.append(w.current_slice())
+    assert seen == [5, 6, 7, 14]
+    qtbot.keyClick(w.view, Qt.Key.Key_Up, Qt.KeyboardModifier.ControlModifier)
     assert w.current_slice() == 7
 
 

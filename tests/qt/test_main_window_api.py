@@ -86,9 +86,11 @@ def test_register_shortcut_fires_and_is_listed_in_help(qtbot: QtBot, loaded: Mai
     assert ("Ctrl+Shift+J", "Jump to the next flagged slice") in texts
     for keys in (
         "Mouse wheel",
-        "Page Down / Page Up",
-        "Home / End",
+        "PgDown",
+        "Home",
+        "End",
         "C or Space",
+        "+ or = (also Ctrl +)",
         "Left-drag",
         "0",
         "I",

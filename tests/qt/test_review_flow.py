@@ -58,6 +58,17 @@ def make(qtbot, model: Path) -> Iterator[object]:
         w.close()
 
 
+def _answer_add(qtbot, rc: ReviewController, add: bool) -> None:
+    """Click "Add to session" or "Just view" in the question asked after a load during a session."""
+    qtbot.waitUntil(lambda: rc.add_prompt is not None and rc.add_prompt.isVisible(), timeout=5000)
+    box = rc.add_prompt
+    assert box is not None
+    wanted = "Add to session" if add else "Just view"
+    button = next(b for b in box.buttons() if b.text() == wanted)
+    button.click()
+    assert rc.add_prompt is None
+
+
 def _open(qtbot, w: MainWindow, folder: Path) -> None:
     with qtbot.waitSignal(w.load_finished, timeout=30_000):
         w.open_paths([folder])
@@ -108,7 +119,7 @@ def test_decide_by_key_close_reopen_resume(
     w.set_slice(9)
     qtbot.waitUntil(lambda: (p := session.last_position()) is not None and p.slice_index == 9, timeout=5000)
     w.view.setFocus()
-    qtbot.keyClick(w.view, Qt.Key.Key_D)  # study done
+    qtbot.keyClick(w.view, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier)  # study done
     saved = session.study(stack.study_instance_uid)
     assert saved.finding(first).decision == "confirmed" and saved.finding(second).decision == "rejected"
     assert saved.done and saved.impression == "acute bleed"
@@ -173,7 +184,9 @@ def test_worklist_navigation_and_loading_a_study_from_its_paths(qtbot, make, tmp
     session = rc.new_session("Two studies")
     assert session is not None
     uid_a = w.current_stack().study_instance_uid
-    _open(qtbot, w, b)  # loading during a session adds to the worklist
+    _open(qtbot, w, b)  # loading during a session asks first
+    assert rc.worklist.study_uids() == [uid_a]
+    _answer_add(qtbot, rc, add=True)
     uid_b = next(s.study_instance_uid for s in w.loaded_stacks() if s.study_instance_uid != uid_a)
     assert rc.worklist.study_uids() == [uid_a, uid_b]
     rc.on_prediction(None, make_prediction(uid_b, {"subdural": [(2, 3)]}, n_slices=8))
@@ -184,7 +197,7 @@ def test_worklist_navigation_and_loading_a_study_from_its_paths(qtbot, make, tmp
     w.view.setFocus()
     qtbot.keyClick(w.view, Qt.Key.Key_BracketRight)  # next unreviewed study
     assert rc.current_study_uid == uid_b and w.current_stack().study_instance_uid == uid_b
-    qtbot.keyClick(w.view, Qt.Key.Key_D)
+    qtbot.keyClick(w.view, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier)
     qtbot.keyClick(w.view, Qt.Key.Key_BracketLeft)
     assert rc.current_study_uid == uid_a
     w.close()
@@ -230,6 +243,7 @@ def test_every_background_result_reaches_the_open_session(qtbot, make, tmp_path:
     ai.auto_action.setChecked(True)
     with qtbot.waitSignal(w.load_finished, timeout=30_000):
         w.open_paths([_three_studies(tmp_path / "three")])
+    _answer_add(qtbot, rc, add=True)
     stacks = w.loaded_stacks()
     assert len({s.study_instance_uid for s in stacks}) == 3
     qtbot.waitUntil(lambda: all(w.browser.badge(s.uid) for s in stacks), timeout=60_000)
@@ -255,3 +269,57 @@ def test_results_before_the_session_opens_are_recorded_when_it_opens(qtbot, make
     recorded = {s.study_uid: s.ai for s in session.studies()}
     analysed = {u for u, result in recorded.items() if result is not None}
     assert analysed == {s.study_instance_uid for s in stacks}
+
+
+def test_a_folder_opened_during_a_session_joins_it_only_when_the_reader_says_so(
+    qtbot, make, tmp_path: Path
+) -> None:
+    """Issue 12: opening a folder while a session is open used to add every study silently."""
+    from tests.factories import write_ct_series
+
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    for k, folder in enumerate((a, b, c)):
+        write_ct_series(folder, 4, seed=k + 1)
+    w, _ai, rc = make()
+    _open(qtbot, w, a)
+    session = rc.new_session("Ask first")
+    assert session is not None
+    uid_a = w.current_stack().study_instance_uid
+    _open(qtbot, w, b)
+    _answer_add(qtbot, rc, add=False)  # just view
+    uid_b = w.current_stack().study_instance_uid  # the new study is shown ...
+    assert uid_b != uid_a
+    assert [s.study_uid for s in session.studies()] == [uid_a]  # ... but not added
+    assert "not added" in w.statusBar().currentMessage()
+    _open(qtbot, w, c)
+    _answer_add(qtbot, rc, add=True)
+    uid_c = w.current_stack().study_instance_uid
+    assert [s.study_uid for s in session.studies()] == [uid_a, uid_c]
+    assert rc.act_add_loaded.isEnabled()
+    rc.act_add_loaded.trigger()  # the explicit action adds the rest
+    assert [s.study_uid for s in session.studies()] == [uid_a, uid_c, uid_b]
+
+
+def test_study_done_needs_ctrl_says_so_and_is_undone_with_ctrl_z(qtbot, make, tmp_path: Path) -> None:
+    """Issue 12: a stray D toggled "study done" with no feedback or undo."""
+    from tests.factories import write_ct_series
+
+    write_ct_series(tmp_path / "ct", 5)
+    w, _ai, rc = make()
+    _open(qtbot, w, tmp_path / "ct")
+    assert rc.new_session("Keys") is not None
+    w.activateWindow()
+    w.view.setFocus()
+    qtbot.waitUntil(w.isActiveWindow, timeout=2000)
+    for key in (Qt.Key.Key_D, Qt.Key.Key_Return):  # neither a letter nor plain Return marks it done
+        qtbot.keyClick(w.view, key)
+    study = rc.current_study()
+    assert study is not None and not study.done
+    qtbot.keyClick(w.view, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier)
+    study = rc.current_study()
+    assert study is not None and study.done
+    assert "marked done" in w.statusBar().currentMessage()
+    qtbot.keyClick(w.view, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    study = rc.current_study()
+    assert study is not None and not study.done and rc.panel.done.isChecked() is False
+    assert "undone" in w.statusBar().currentMessage()

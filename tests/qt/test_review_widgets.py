@@ -103,7 +103,7 @@ def test_session_dialog_lists_progress(qtbot, session: ReviewSession) -> None:
     assert dlg.chosen_id == session.id
 
 
-def test_review_keys_fall_back_to_viewer_keys_without_a_session(qtbot, tmp_path: Path) -> None:
+def test_review_keys_and_viewer_keys_do_not_collide(qtbot, tmp_path: Path) -> None:
     pytest.importorskip("viewer.qt.main_window")
     from tests.factories import write_ct_series
     from viewer.qt.main_window import MainWindow
@@ -121,12 +121,12 @@ def test_review_keys_fall_back_to_viewer_keys_without_a_session(qtbot, tmp_path:
     w.activateWindow()
     w.view.setFocus()
     assert w.view.tool != "ruler"
-    qtbot.keyClick(w.view, Qt.Key.Key_D)  # no session: D is the viewer's ruler
+    qtbot.keyClick(w.view, Qt.Key.Key_M)  # M is the ruler, in a review or not
     assert w.view.tool == "ruler"
-    qtbot.keyClick(w.view, Qt.Key.Key_D)
+    qtbot.keyClick(w.view, Qt.Key.Key_M)
     session = rc.new_session("Keys")
     assert session is not None
-    qtbot.keyClick(w.view, Qt.Key.Key_D)  # in a session: D marks the study done
+    qtbot.keyClick(w.view, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier)  # study done
     assert w.view.tool != "ruler"
     stack = w.current_stack()
     assert stack is not None and session.study(stack.study_instance_uid).done

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from PySide6.QtCore import QEvent, Qt, QTimer, Signal
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import (
     QAction,
     QActionGroup,
@@ -20,7 +21,6 @@ from PySide6.QtGui import (
     QDropEvent,
     QKeyEvent,
     QKeySequence,
-    QShortcut,
 )
 from PySide6.QtWidgets import (
     QDockWidget,
@@ -41,13 +41,14 @@ from superqt.utils import qdebounced
 
 from viewer.core.constants import APP_NAME, INTENDED_USE, PRESET_KEYS, TAG_REFRESH_DELAY_MS
 from viewer.core.dicom.model import LoadReport, Stack
+from viewer.qt.actions import ActionRegistry, ActionSpec, Binding
 from viewer.qt.browser import StudyBrowser
 from viewer.qt.export import export_png
-from viewer.qt.help_dialog import Binding, KeyboardHelp, builtin_bindings
+from viewer.qt.help_dialog import KeyboardHelp, mouse_bindings
 from viewer.qt.load_report import LoadReportPanel
 from viewer.qt.settings import MAX_CINE_FPS, MIN_CINE_FPS, Settings
 from viewer.qt.slice_slider import MarkedSlider
-from viewer.qt.slice_view import SliceView, StackContext
+from viewer.qt.slice_view import KEY_ZOOM_FACTOR, PAGE_STEP, SliceView, StackContext
 from viewer.qt.style import icon
 from viewer.qt.tag_browser import TagBrowser
 from viewer.qt.workers import LoadJob, ThumbnailJob
@@ -87,8 +88,6 @@ class MainWindow(QMainWindow):
         self._current_uid: str | None = None
         self._jobs: list[Any] = []
         self._menus: dict[str, QMenu] = {}
-        self._extra_bindings: list[Binding] = []
-        self._shortcuts: list[QShortcut] = []
         self._title_badge = ""
         self._help: KeyboardHelp | None = None
         self._closed = False  # set by closeEvent: queued worker results are then dropped
@@ -167,116 +166,99 @@ class MainWindow(QMainWindow):
             sb.addPermanentWidget(w)
             w.hide()
 
-    def _action(
-        self,
-        text: str,
-        slot: Callable[..., Any],
-        *,
-        icon_name: str = "",
-        shortcut: str = "",
-        tip: str = "",
-        checkable: bool = False,
-    ) -> QAction:
-        act = QAction(text, self)
-        if icon_name:
-            act.setIcon(icon(icon_name))
-        if shortcut:
-            act.setShortcut(QKeySequence(shortcut))
-            act.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
-        act.setCheckable(checkable)
-        act.setToolTip(tip or text.split("\t")[0])
-        act.triggered.connect(slot)
-        self.addAction(act)
-        return act
+    def add_action(self, spec: ActionSpec) -> QAction:
+        """Register a command (id, keys, menu text, handler) in the window's one action registry."""
+        return self.actions_registry.add(spec)
 
     def _build_actions(self) -> None:
-        a = self._action
-        self.act_open = a(
-            "Open files…",
-            self.open_files_dialog,
-            icon_name="open-file",
-            shortcut="Ctrl+O",
-            tip="Open DICOM files or a .zip (Ctrl+O)",
-        )
-        self.act_open_dir = a(
-            "Open folder…",
-            self.open_folder_dialog,
-            icon_name="open-folder",
-            shortcut="Ctrl+Shift+O",
-            tip="Open a folder, searched recursively (Ctrl+Shift+O)",
-        )
-        self.act_export = a(
-            "Export view as PNG…",
-            self.export_dialog,
-            icon_name="export",
-            shortcut="Ctrl+E",
-            tip="Export the current view as PNG, de-identified (Ctrl+E)",
-        )
-        self.act_export_phi = a("Include patient name/ID in exports", self._on_export_phi, checkable=True)
-        self.act_quit = a("Quit", self.close, shortcut="Ctrl+Q")
-        self.act_invert = a(
-            "Invert\tI", lambda: self._view_key(Qt.Key.Key_I), icon_name="invert", tip="Invert grey scale (I)"
-        )
-        self.act_reset = a(
-            "Reset view\tR",
-            self.view.reset_view,
-            icon_name="reset",
-            tip="Reset: fit, header window, no inversion (R)",
-        )
-        self.act_fit = a("Fit to window\tF", self.view.fit, icon_name="fit", tip="Fit to window (F)")
-        self.act_1to1 = a(
-            "Actual size 1:1\tA",
-            self.view.one_to_one,
-            icon_name="one-to-one",
-            tip="One image pixel per screen pixel (A)",
-        )
-        self.act_ruler = a(
-            "Distance ruler\tD",
-            self._on_ruler_action,
-            icon_name="ruler",
-            checkable=True,
-            tip="Measure distance in mm (D); Delete removes measurements",
-        )
-        self.act_clear = a("Remove measurements\tDel", self.view.clear_measurements)
-        self.act_cine = a(
-            "Cine play/pause\tC, Space",
-            self.view.toggle_cine,
-            icon_name="play",
-            checkable=True,
-            tip="Cine play / pause (C or Space)",
-        )
-        self.act_tags = a(
-            "DICOM tags…",
-            self._toggle_tags,
-            icon_name="tags",
-            shortcut="Ctrl+T",
-            tip="DICOM tag browser for the current slice (Ctrl+T)",
-        )
-        self.act_privacy = a(
-            "Privacy: hide patient identifiers",
-            self._on_privacy,
-            icon_name="privacy-off",
-            shortcut="Ctrl+Shift+P",
-            checkable=True,
-            tip="Hide patient name and ID on screen (Ctrl+Shift+P)",
-        )
-        self.act_report = a(
-            "Load report", self._show_report, icon_name="report", tip="Show the last load report"
-        )
-        self.act_help = a("Keyboard and mouse…", self.show_help, icon_name="help", shortcut="F1")
-        self.act_fullscreen = a("Full screen", self._toggle_fullscreen, shortcut="F11")
-        self.act_about = a("About Slicewise", self._about)
-        self.view.playing_changed.connect(self._on_playing)
-        self.view.tool_changed.connect(lambda t: self.act_ruler.setChecked(t == "ruler"))
-        self.preset_actions = QActionGroup(self)
-        self.preset_actions.setExclusive(False)
+        self.actions_registry = ActionRegistry(self)
+        v = self.view
+        specs = [
+            ActionSpec("open", "Open files…", self.open_files_dialog, ("Ctrl+O",), "File",
+                       icon="open-file", tip="Open DICOM files or a .zip"),
+            ActionSpec("open_folder", "Open folder…", self.open_folder_dialog, ("Ctrl+Shift+O",), "File",
+                       icon="open-folder", tip="Open a folder, searched recursively"),
+            ActionSpec("export", "Export view as PNG…", self.export_dialog, ("Ctrl+E",), "File",
+                       icon="export", help="Export the current view as PNG (de-identified by default)"),
+            ActionSpec("export_phi", "Include patient name/ID in exports",
+                       lambda: self._on_export_phi(self.act_export_phi.isChecked()), (), "File",
+                       checkable=True),
+            ActionSpec("quit", "Quit", self.close, ("Ctrl+Q",), "File"),
+            ActionSpec("next_slice", "Next slice", lambda: v.step(1), ("Down",), "Navigation",
+                       shortcut=False),
+            ActionSpec("previous_slice", "Previous slice", lambda: v.step(-1), ("Up",), "Navigation",
+                       shortcut=False),
+            ActionSpec("page_forward", "10 slices forward", lambda: v.step(PAGE_STEP), ("PgDown",),
+                       "Navigation", shortcut=False),
+            ActionSpec("page_back", "10 slices back", lambda: v.step(-PAGE_STEP), ("PgUp",), "Navigation",
+                       shortcut=False),
+            ActionSpec("first_slice", "First slice", lambda: v.set_index(0), ("Home",), "Navigation",
+                       shortcut=False),
+            ActionSpec("last_slice", "Last slice", lambda: v.set_index(v.count() - 1), ("End",),
+                       "Navigation", shortcut=False),
+            ActionSpec("next_stack", "Next stack (series)", lambda: self.step_stack(1), ("Right",),
+                       "Navigation", shortcut=False),
+            ActionSpec("previous_stack", "Previous stack (series)", lambda: self.step_stack(-1), ("Left",),
+                       "Navigation", shortcut=False),
+            ActionSpec("cine", "Cine play/pause", v.toggle_cine, ("C", "Space"), "Navigation",
+                       icon="play", checkable=True, help="Cine play / pause (fps in the toolbar)"),
+            ActionSpec("header_window", "Header window", self._header_window, ("0",), "Window",
+                       help="The DICOM header's window"),
+            ActionSpec("invert", "Invert", self._invert, ("I",), "Window", icon="invert",
+                       help="Invert grey scale"),
+            ActionSpec("zoom_in", "Zoom in", lambda: v.zoom_by(KEY_ZOOM_FACTOR),
+                       ("+", "Shift++", "=", "Ctrl++", "Ctrl+Shift++", "Ctrl+="), "View",
+                       keys_text="+ or = (also Ctrl +)"),
+            ActionSpec("zoom_out", "Zoom out", lambda: v.zoom_by(1 / KEY_ZOOM_FACTOR), ("-", "Ctrl+-"),
+                       "View", keys_text="- (also Ctrl -)"),
+            ActionSpec("fit", "Fit to window", v.fit, ("F",), "View", icon="fit",
+                       help="Fit image to window"),
+            ActionSpec("actual_size", "Actual size 1:1", v.one_to_one, ("Ctrl+0",), "View",
+                       icon="one-to-one", help="Actual size (1 image pixel = 1 screen pixel)"),
+            ActionSpec("reset", "Reset view", v.reset_view, ("R",), "View", icon="reset",
+                       help="Reset view: fit, header window, no inversion, no measurements"),
+            ActionSpec("fullscreen", "Full screen", self._toggle_fullscreen, ("F11",), "View"),
+            ActionSpec("privacy", "Privacy: hide patient identifiers",
+                       lambda: self._on_privacy(self.act_privacy.isChecked()), ("Ctrl+Shift+P",), "View",
+                       icon="privacy-off", checkable=True,
+                       help="Privacy: hide patient name and ID on screen"),
+            ActionSpec("ruler", "Distance ruler", self._on_ruler_action, ("M",), "Tools", icon="ruler",
+                       checkable=True, help="Distance ruler on / off (mm; pixels without PixelSpacing)"),
+            ActionSpec("clear_measurements", "Remove measurements", v.clear_measurements, ("Del",),
+                       "Tools", shortcut=False),
+            ActionSpec("escape", "Stop cine, back to the window/level tool", self._escape, ("Esc",),
+                       "Tools", shortcut=False),
+            ActionSpec("tags", "DICOM tags…", self._toggle_tags, ("Ctrl+T",), "Tools", icon="tags",
+                       help="DICOM tag browser for the current slice"),
+            ActionSpec("report", "Load report", self._show_report, (), "Tools", icon="report",
+                       tip="Show the last load report"),
+            ActionSpec("help", "Keyboard and mouse…", self.show_help, ("F1",), "Help", icon="help",
+                       help="This help"),
+            ActionSpec("about", "About Slicewise", self._about, (), "Help"),
+        ]
         for k, name in enumerate(PRESET_KEYS, start=1):
             w = self.view.presets[name]
-            act = QAction(f"{name.capitalize()}  ({w.width:g}/{w.level:g})\t{k}", self)
-            act.triggered.connect(lambda _=False, n=name: self._apply_preset(n))
-            self.preset_actions.addAction(act)
-        self.act_header_window = QAction("Header window\t0", self)
-        self.act_header_window.triggered.connect(self.view.reset_window)
+            specs.append(ActionSpec(f"preset_{name}", f"{name.capitalize()}  ({w.width:g}/{w.level:g})",
+                                    partial(self._apply_preset, name), (str(k),), "Window",
+                                    help=f"Preset {name} (W {w.width:g} / L {w.level:g})"))
+        for spec in specs:
+            self.add_action(spec)
+        act = self.actions_registry.action
+        self.act_open, self.act_open_dir, self.act_export = act("open"), act("open_folder"), act("export")
+        self.act_export_phi, self.act_quit = act("export_phi"), act("quit")
+        self.act_invert, self.act_reset, self.act_fit = act("invert"), act("reset"), act("fit")
+        self.act_1to1, self.act_ruler = act("actual_size"), act("ruler")
+        self.act_clear = act("clear_measurements")
+        self.act_cine, self.act_tags, self.act_privacy = act("cine"), act("tags"), act("privacy")
+        self.act_report, self.act_help = act("report"), act("help")
+        self.act_fullscreen, self.act_about = act("fullscreen"), act("about")
+        self.act_header_window = act("header_window")
+        self.preset_actions = QActionGroup(self)
+        self.preset_actions.setExclusive(False)
+        for name in PRESET_KEYS:
+            self.preset_actions.addAction(act(f"preset_{name}"))
+        self.view.playing_changed.connect(self._on_playing)
+        self.view.tool_changed.connect(lambda t: self.act_ruler.setChecked(t == "ruler"))
 
     def _build_menus(self) -> None:
         fm = self.menu("File")
@@ -301,6 +283,7 @@ class MainWindow(QMainWindow):
         wm.addSeparator()
         wm.addAction(self.act_header_window)
         vm.addActions([self.act_invert, self.act_reset, self.act_fit, self.act_1to1])
+        vm.addActions([self.actions_registry.action("zoom_in"), self.actions_registry.action("zoom_out")])
         vm.addSeparator()
         vm.addAction(self.act_cine)
         vm.addSeparator()
@@ -524,19 +507,15 @@ class MainWindow(QMainWindow):
 
     def register_shortcut(
         self, key: str | QKeySequence, callback: Callable[[], None], description: str
-    ) -> None:
+    ) -> QAction:
+        """A keyed command of an extension (F1 section "Extensions"): an entry of the action registry."""
         seq = key if isinstance(key, QKeySequence) else QKeySequence(key)
-        sc = QShortcut(seq, self)
-        sc.setContext(Qt.ShortcutContext.WindowShortcut)
-        sc.activated.connect(callback)
-        self._shortcuts.append(sc)
-        self._extra_bindings.append(
-            ("Extensions", seq.toString(QKeySequence.SequenceFormat.NativeText), description)
-        )
+        name = seq.toString(QKeySequence.SequenceFormat.PortableText)
+        return self.add_action(ActionSpec(f"extension_{name}", description, callback, (name,), "Extensions"))
 
     def bindings(self) -> list[Binding]:
-        """Every key and mouse binding, as listed by F1."""
-        return builtin_bindings() + list(self._extra_bindings)
+        """Every key and mouse binding, as listed by F1 (keys from the action registry)."""
+        return mouse_bindings() + self.actions_registry.bindings()
 
     # ============================================================== loading
     def _show_progress(self, phase: str, done: int, total: int, unit: str = "files") -> None:
@@ -593,7 +572,7 @@ class MainWindow(QMainWindow):
                             self._sources[stack.uid] = list(job.paths)
         hint = "  (see View › Load report)" if self.report_panel.has_issues() else ""
         self.show_status(report.summary() + hint, 8000)
-        if self._current_uid is None and new:
+        if new:  # a newly opened study is shown (and selected in the browser), not just listed
             self.show_stack(_preferred_stack(new).uid)
         if new:
             thumbs = ThumbnailJob(new, self)
@@ -691,8 +670,8 @@ class MainWindow(QMainWindow):
         self.browser.set_privacy(on)
         self.tag_browser.set_privacy(on)
 
-    def _on_ruler_action(self, checked: bool) -> None:
-        self.view.set_tool("ruler" if checked else "window")
+    def _on_ruler_action(self) -> None:
+        self.view.set_tool("ruler" if self.act_ruler.isChecked() else "window")
 
     def _on_playing(self, playing: bool) -> None:
         self.act_cine.setChecked(playing)
@@ -745,9 +724,17 @@ class MainWindow(QMainWindow):
     def _about(self) -> None:
         QMessageBox.about(self, f"About {APP_NAME}", f"<b>{APP_NAME}</b><br>{INTENDED_USE}")
 
-    def _view_key(self, key: Qt.Key) -> None:
-        ev = QKeyEvent(QEvent.Type.KeyPress, key, Qt.KeyboardModifier.NoModifier)
-        self.view.handle_key(ev)
+    def _invert(self) -> None:
+        self.view.toggle_invert()
+        self.view._update_overlay()
+
+    def _header_window(self) -> None:
+        if self._volume is not None:
+            self.view.reset_window()
+
+    def _escape(self) -> None:
+        self.view.stop_cine()
+        self.view.set_tool("window")
 
     # ============================================================== view feedback
     def _on_index_changed(self, index: int) -> None:
@@ -788,11 +775,8 @@ class MainWindow(QMainWindow):
 
     # ============================================================== Qt events
     def keyPressEvent(self, ev: QKeyEvent) -> None:
-        mods = ev.modifiers() & ~Qt.KeyboardModifier.KeypadModifier
-        if mods == Qt.KeyboardModifier.NoModifier and ev.key() in (Qt.Key.Key_Left, Qt.Key.Key_Right):
-            self.step_stack(1 if ev.key() == Qt.Key.Key_Right else -1)
-            return
-        if self.view.handle_key(ev):
+        """Image keys the focused widget left unused (arrows, Page Up/Down, ...): the action registry."""
+        if self.actions_registry.dispatch(ev):
             return
         super().keyPressEvent(ev)
 

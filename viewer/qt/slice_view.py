@@ -12,11 +12,11 @@ from typing import Any
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QEvent, QPointF, QRectF, Qt, QTimer, Signal
-from PySide6.QtGui import QKeyEvent, QResizeEvent, QTransform
+from PySide6.QtCore import QPointF, QRectF, Qt, QTimer, Signal
+from PySide6.QtGui import QResizeEvent, QTransform
 from PySide6.QtWidgets import QVBoxLayout, QWidget
 
-from viewer.core.constants import PRESET_KEYS, Window
+from viewer.core.constants import Window
 from viewer.core.dicom.model import Patient, Stack, Study
 from viewer.core.dicom.voi import VoiRamp
 from viewer.core.errors import PixelDecodeError
@@ -474,60 +474,4 @@ class SliceView(QWidget):
         super().resizeEvent(event)
         self.overlay.setGeometry(self.graphics.rect())
 
-    def event(self, ev: QEvent) -> bool:
-        if ev.type() == QEvent.Type.KeyPress and isinstance(ev, QKeyEvent) and self.handle_key(ev):
-            return True
-        return super().event(ev)
-
-    def handle_key(self, ev: QKeyEvent) -> bool:
-        """The image keys (see the F1 help). Returns True when the key was used."""
-        key = Qt.Key(ev.key())
-        mods = ev.modifiers() & ~Qt.KeyboardModifier.KeypadModifier
-        plain = mods == Qt.KeyboardModifier.NoModifier
-        k = Qt.Key
-        if plain or mods == Qt.KeyboardModifier.ShiftModifier:
-            nav = {k.Key_Down: 1, k.Key_Up: -1, k.Key_PageDown: PAGE_STEP, k.Key_PageUp: -PAGE_STEP}
-            if key in nav:
-                self.step(nav[key])
-                return True
-        if not plain:
-            if mods == Qt.KeyboardModifier.ControlModifier and key in (k.Key_Plus, k.Key_Equal):
-                self.zoom_by(KEY_ZOOM_FACTOR)
-                return True
-            if mods == Qt.KeyboardModifier.ControlModifier and key == k.Key_Minus:
-                self.zoom_by(1 / KEY_ZOOM_FACTOR)
-                return True
-            return False
-        if key == k.Key_Home:
-            self.set_index(0)
-        elif key == k.Key_End:
-            self.set_index(self.count() - 1)
-        elif k.Key_1 <= key <= k.Key_7 and self.volume is not None:
-            self.apply_preset(PRESET_KEYS[key - k.Key_1])
-        elif key == k.Key_0 and self.volume is not None:
-            self.reset_window()
-        elif key == k.Key_I:
-            self.toggle_invert()
-            self._update_overlay()
-        elif key == k.Key_R:
-            self.reset_view()
-        elif key in (k.Key_C, k.Key_Space):
-            self.toggle_cine()
-        elif key == k.Key_F:
-            self.fit()
-        elif key == k.Key_A:
-            self.one_to_one()
-        elif key in (k.Key_Plus, k.Key_Equal):
-            self.zoom_by(KEY_ZOOM_FACTOR)
-        elif key == k.Key_Minus:
-            self.zoom_by(1 / KEY_ZOOM_FACTOR)
-        elif key == k.Key_D:
-            self.set_tool("window" if self.tool == "ruler" else "ruler")
-        elif key == k.Key_Delete:
-            self.clear_measurements()
-        elif key == k.Key_Escape:
-            self.stop_cine()
-            self.set_tool("window")
-        else:
-            return False
-        return True
+    # Keys: the main window's action registry (viewer.qt.actions); the view leaves key events to it.

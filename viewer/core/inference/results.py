@@ -25,6 +25,26 @@ class SliceRange:
         return isinstance(index, int) and self.start <= index <= self.stop
 
 
+def slice_runs(indices: list[int]) -> list[SliceRange]:
+    """Consecutive runs of ascending slice indices: [2, 3, 4, 9] -> 3-5, 10 (1-based text)."""
+    runs: list[SliceRange] = []
+    for i in indices:
+        if runs and i == runs[-1].stop + 1:
+            runs[-1] = SliceRange(runs[-1].start, i)
+        else:
+            runs.append(SliceRange(i, i))
+    return runs
+
+
+def run_start(runs: list[SliceRange], current: int, direction: int) -> int | None:
+    """The first slice of the next run after ``current`` (direction > 0), or of the run before the one
+    ``current`` is in (direction < 0); None when there is none. Inside a run, next skips its rest."""
+    if direction > 0:
+        return next((r.start for r in runs if r.start > current), None)
+    before = [r for r in runs if r.stop < current]
+    return before[-1].start if before else None
+
+
 @dataclass(frozen=True)
 class ClassFinding:
     """One class's result: study probability and decision, slice threshold and the flagged slice runs.
@@ -82,6 +102,10 @@ class StackPrediction:
     def flagged_slices(self) -> list[int]:
         """Slices where any class is at or above its threshold, ascending."""
         return [int(i) for i in np.flatnonzero(self.flagged.any(axis=1))] if self.slice_probs.size else []
+
+    def flagged_runs(self) -> list[SliceRange]:
+        """Runs of consecutive flagged slices (any class), ascending."""
+        return slice_runs(self.flagged_slices())
 
     @property
     def flagged(self) -> np.ndarray:

@@ -69,8 +69,8 @@ def reader_truth(study: StudyReview, class_name: str) -> bool | None:
 
     - a reader-added finding, or a correction to this class, makes it positive;
     - a confirmed AI finding takes the AI's call, a rejected one the opposite;
-    - 'uncertain' is undecided; an undecided AI-negative class in a study marked done counts as
-      agreed negative (the reader added nothing), an undecided AI-positive one stays undecided;
+    - 'uncertain' and no decision are undecided, also in a study marked done (marking a study done
+      is not a call on the findings the reader left alone): the summary leaves them out;
     - 'any' is positive as soon as a subtype is.
     """
 
@@ -86,8 +86,6 @@ def reader_truth(study: StudyReview, class_name: str) -> bool | None:
             return bool(ai.ai_positive)
         if ai.decision == "rejected":
             return not ai.ai_positive
-        if ai.decision is None and study.done and not ai.ai_positive:
-            return False
         return None
 
     value = direct(class_name)

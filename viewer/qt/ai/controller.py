@@ -29,7 +29,9 @@ from PySide6.QtWidgets import (
 
 from viewer.core.constants import INTENDED_USE
 from viewer.core.errors import ModelError
+from viewer.core.inference.results import run_start
 from viewer.core.paths import bundled_model_path
+from viewer.qt.actions import ActionSpec
 from viewer.qt.ai.findings import FindingsPanel
 from viewer.qt.ai.timeline import PredictionTimeline
 from viewer.qt.ai.worker import AnalyzeJob
@@ -44,8 +46,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ANALYZE_KEY = "F5"
-NEXT_KEY = "N"
+NEXT_KEY = "N"  # next flagged run (its first slice)
 PREV_KEY = "Shift+N"
+NEXT_SLICE_KEY = "Ctrl+Down"  # next flagged slice, one by one
+PREV_SLICE_KEY = "Ctrl+Up"
 MARK_COLOR = "#ff7b72"
 MAX_REMEMBERED = 64
 SETTINGS_AUTO = "ai/auto_analyze"
@@ -143,9 +147,6 @@ class AIController(QObject):
         window.load_finished.connect(self._on_load_finished)
         window.slice_changed.connect(self._on_slice_changed)
         window.about_to_close.connect(self.shutdown)
-        window.register_shortcut(ANALYZE_KEY, self.analyze, "AI: analyze the current stack")
-        window.register_shortcut(NEXT_KEY, self.next_flagged, "AI: next flagged slice")
-        window.register_shortcut(PREV_KEY, self.previous_flagged, "AI: previous flagged slice")
         stack = window.current_stack()
         if stack is not None:
             self._on_stack_shown(stack)
@@ -199,17 +200,24 @@ class AIController(QObject):
     def _build_actions(self) -> None:
         w = self.window
         menu = w.menu("AI")
-        self.analyze_action = QAction("Analyze", self)
-        self.analyze_action.setToolTip(f"Run the AI model on the current stack ({ANALYZE_KEY}). {SHORT_USE}.")
+        add = w.add_action
+        self.analyze_action = add(ActionSpec(
+            "ai_analyze", "Analyze", self.analyze, (ANALYZE_KEY,), "AI",
+            help="AI: analyze the current stack", tip=f"Run the AI model on the current stack. {SHORT_USE}"))
         self.analyze_action.setStatusTip(f"Analyze the current stack with the AI model ({ANALYZE_KEY})")
-        self.analyze_action.triggered.connect(self.analyze)
-        self.cancel_action = QAction("Cancel analysis", self)
+        self.cancel_action = add(ActionSpec("ai_cancel", "Cancel analysis", self.cancel, (), "AI"))
         self.cancel_action.setEnabled(False)
-        self.cancel_action.triggered.connect(self.cancel)
-        self.next_action = QAction(f"Next flagged slice\t{NEXT_KEY}", self)
-        self.next_action.triggered.connect(self.next_flagged)
-        self.prev_action = QAction(f"Previous flagged slice\t{PREV_KEY}", self)
-        self.prev_action.triggered.connect(self.previous_flagged)
+        self.next_action = add(ActionSpec("ai_next_run", "Next flagged run", self.next_run, (NEXT_KEY,), "AI",
+                                          help="AI: first slice of the next flagged run"))
+        self.prev_action = add(ActionSpec(
+            "ai_previous_run", "Previous flagged run", self.previous_run, (PREV_KEY,), "AI",
+            help="AI: first slice of the previous flagged run"))
+        self.next_slice_action = add(ActionSpec(
+            "ai_next_slice", "Next flagged slice", self.next_flagged, (NEXT_SLICE_KEY,), "AI",
+            help="AI: next flagged slice, one by one"))
+        self.prev_slice_action = add(ActionSpec(
+            "ai_previous_slice", "Previous flagged slice", self.previous_flagged, (PREV_SLICE_KEY,), "AI",
+            help="AI: previous flagged slice, one by one"))
         self.auto_action = QAction("Analyze every opened CT stack automatically", self)
         self.auto_action.setCheckable(True)
         self.auto_action.setChecked(self.auto_analyze)
@@ -217,8 +225,7 @@ class AIController(QObject):
         menu.addAction(self.analyze_action)
         menu.addAction(self.cancel_action)
         menu.addSeparator()
-        menu.addAction(self.next_action)
-        menu.addAction(self.prev_action)
+        menu.addActions([self.next_action, self.prev_action, self.next_slice_action, self.prev_slice_action])
         menu.addSeparator()
         menu.addAction(self.auto_action)
         provider_menu = menu.addMenu("Execution provider")
@@ -563,25 +570,38 @@ class AIController(QObject):
 
     # --- navigation --------------------------------------------------------------------------------
     def next_flagged(self) -> None:
-        self._jump(+1)
+        """Ctrl+Down: the next flagged slice."""
+        self._jump(+1, by_run=False)
 
     def previous_flagged(self) -> None:
-        self._jump(-1)
+        self._jump(-1, by_run=False)
 
-    def _jump(self, direction: int) -> None:
+    def next_run(self) -> None:
+        """N: the first slice of the next run of flagged slices."""
+        self._jump(+1, by_run=True)
+
+    def previous_run(self) -> None:
+        """Shift+N: the first slice of the previous run."""
+        self._jump(-1, by_run=True)
+
+    def _jump(self, direction: int, *, by_run: bool) -> None:
         pred = self._shown
         if pred is None:
-            self.window.show_status("AI: no analysis for this stack (F5 analyzes it)")
+            self.window.show_status(f"AI: no analysis for this stack ({ANALYZE_KEY} analyzes it)")
             return
-        flagged = pred.flagged_slices()
         current = self.window.current_slice()
-        targets = (
-            [i for i in flagged if i > current] if direction > 0 else [i for i in flagged if i < current]
-        )
-        if not targets:
-            self.window.show_status("AI: no further flagged slice" if flagged else "AI: no flagged slices")
+        if by_run:
+            target = run_start(pred.flagged_runs(), current, direction)
+        else:
+            flagged = pred.flagged_slices()
+            after = [i for i in flagged if (i > current if direction > 0 else i < current)]
+            target = (after[0] if direction > 0 else after[-1]) if after else None
+        if target is None:
+            what = "run" if by_run else "slice"
+            self.window.show_status(f"AI: no further flagged {what}" if pred.flagged_slices()
+                                    else "AI: no flagged slices")
             return
-        self.window.set_slice(targets[0] if direction > 0 else targets[-1])
+        self.window.set_slice(target)
 
     # --- dialogs -----------------------------------------------------------------------------------
     def _choose_model(self) -> None:

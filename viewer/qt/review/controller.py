@@ -13,8 +13,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QEvent, QObject, Qt, QTimer, Signal
-from PySide6.QtGui import QAction, QKeyEvent
+from PySide6.QtCore import QObject, QTimer, Signal
 from PySide6.QtWidgets import (
     QFileDialog,
     QHBoxLayout,
@@ -33,11 +32,14 @@ from viewer.core.review import ReviewSession, ReviewStore
 from viewer.core.review.export import agreement_summary, export_csv, export_json
 from viewer.core.review.models import Position, StudyReview, WorklistOrder
 from viewer.core.review.sr import write_sr
+from viewer.qt.actions import ActionSpec
 from viewer.qt.review.widgets import NewSessionDialog, ReviewPanel, SessionDialog, WorklistPanel
 
 log = logging.getLogger(__name__)
 
-KEY_CONFIRM, KEY_REJECT, KEY_UNCERTAIN, KEY_DONE = "A", "X", "U", "D"
+# Review keys: A / X / U mean nothing else in the viewer; "study done" needs Ctrl (no stray letter
+# toggles it), says what it did in the status bar and is undone with Ctrl+Z.
+KEY_CONFIRM, KEY_REJECT, KEY_UNCERTAIN, KEY_DONE, KEY_UNDO = "A", "X", "U", "Ctrl+Return", "Ctrl+Z"
 KEY_NEXT_STUDY, KEY_PREV_STUDY = "]", "["
 POSITION_SAVE_MS = 400  # the slice position is saved this long after the reader stops scrolling
 
@@ -92,6 +94,9 @@ class ReviewController(QObject):
         self.review_dock = window.add_dock(self.panel, "Review")
         window.add_status_widget(self.status)
 
+        self._undo: list[tuple[str, bool]] = []
+        self._choice: dict[str, bool] = {}  # study uid -> the reader's answer to "add to session?"
+        self.add_prompt: QMessageBox | None = None  # (study uid, done before) of "study done" changes
         self._position_timer = QTimer(self)
         self._position_timer.setSingleShot(True)
         self._position_timer.setInterval(POSITION_SAVE_MS)
@@ -114,16 +119,6 @@ class ReviewController(QObject):
         window.load_finished.connect(self._on_load_finished)
         window.about_to_close.connect(self.shutdown)
         self._build_menu()
-        window.register_shortcut(KEY_CONFIRM, lambda: self._key("confirmed", Qt.Key.Key_A, "a"),
-                                 "Review: confirm the selected AI finding")
-        window.register_shortcut(KEY_REJECT, lambda: self._key("rejected", Qt.Key.Key_X, "x"),
-                                 "Review: reject the selected AI finding")
-        window.register_shortcut(KEY_UNCERTAIN, lambda: self._key("uncertain", Qt.Key.Key_U, "u"),
-                                 "Review: mark the selected finding uncertain")
-        window.register_shortcut(KEY_DONE, self._done_key, "Review: mark the study done / not done")
-        window.register_shortcut(KEY_NEXT_STUDY, lambda: self.step_study(1), "Review: next unreviewed study")
-        window.register_shortcut(KEY_PREV_STUDY, lambda: self.step_study(-1),
-                                 "Review: previous unreviewed study")
         if store is not None:
             self._announce_store(store)
         self._update_ui()
@@ -163,29 +158,55 @@ class ReviewController(QObject):
     # --- menu ----------------------------------------------------------------------------------------
     def _build_menu(self) -> None:
         menu = self.window.menu("Session")
-        self.act_new = QAction("New session…", self)
-        self.act_open = QAction("Open session…", self)
-        self.act_rename = QAction("Rename session…", self)
-        self.act_close = QAction("Close session", self)
-        self.act_csv = QAction("Export decisions (CSV)…", self)
-        self.act_json = QAction("Export session (JSON)…", self)
-        self.act_sr = QAction("Export DICOM SR for this study…", self)
-        self.act_summary = QAction("AI vs reader summary…", self)
-        self.act_identifiers = QAction("Include identifiers and notes in exports", self)
-        self.act_identifiers.setCheckable(True)
-        self.act_new.triggered.connect(self.new_session_dialog)
-        self.act_open.triggered.connect(self.open_session_dialog)
-        self.act_rename.triggered.connect(self.rename_session_dialog)
-        self.act_close.triggered.connect(lambda: self.close_session(forget=True))
-        self.act_csv.triggered.connect(lambda: self._export_dialog("csv"))
-        self.act_json.triggered.connect(lambda: self._export_dialog("json"))
-        self.act_sr.triggered.connect(lambda: self._export_dialog("sr"))
-        self.act_summary.triggered.connect(self._summary_dialog)
-        for a in (self.act_new, self.act_open, self.act_rename, self.act_close):
-            menu.addAction(a)
+        add = self.window.add_action
+        self.act_new = add(ActionSpec("review_new", "New session…", self.new_session_dialog, (), "Review"))
+        self.act_open = add(ActionSpec("review_open", "Open session…", self.open_session_dialog, (),
+                                       "Review"))
+        self.act_rename = add(ActionSpec("review_rename", "Rename session…", self.rename_session_dialog, (),
+                                         "Review"))
+        self.act_close = add(ActionSpec("review_close", "Close session",
+                                        lambda: self.close_session(forget=True), (), "Review"))
+        self.act_add_loaded = add(ActionSpec(
+            "review_add_loaded", "Add open studies to session", self.add_loaded_studies, (), "Review",
+            tip="Add every study open in the viewer to the review session"))
+        self.act_confirm = add(ActionSpec("review_confirm", "Confirm finding",
+                                          lambda: self._decide_key("confirmed"), (KEY_CONFIRM,), "Review",
+                                          help="Review: confirm the selected AI finding"))
+        self.act_reject = add(ActionSpec("review_reject", "Reject finding",
+                                         lambda: self._decide_key("rejected"), (KEY_REJECT,), "Review",
+                                         help="Review: reject the selected AI finding"))
+        self.act_uncertain = add(ActionSpec("review_uncertain", "Finding uncertain",
+                                            lambda: self._decide_key("uncertain"), (KEY_UNCERTAIN,), "Review",
+                                            help="Review: mark the selected finding uncertain"))
+        self.act_done = add(ActionSpec("review_done", "Study done / not done", self._done_key, (KEY_DONE,),
+                                       "Review", help="Review: mark the study done / not done"))
+        self.act_undo = add(ActionSpec("review_undo", "Undo study done", self.undo_done, (KEY_UNDO,),
+                                       "Review",
+                                       help="Review: undo the last study done / not done"))
+        self.act_next_study = add(ActionSpec("review_next_study", "Next unreviewed study",
+                                             lambda: self.step_study(1), (KEY_NEXT_STUDY,), "Review",
+                                             help="Review: next unreviewed study"))
+        self.act_prev_study = add(ActionSpec("review_previous_study", "Previous unreviewed study",
+                                             lambda: self.step_study(-1), (KEY_PREV_STUDY,), "Review",
+                                             help="Review: previous unreviewed study"))
+        self.act_csv = add(ActionSpec("review_csv", "Export decisions (CSV)…",
+                                      lambda: self._export_dialog("csv"),
+                                      (), "Review"))
+        self.act_json = add(ActionSpec("review_json", "Export session (JSON)…",
+                                       lambda: self._export_dialog("json"), (), "Review"))
+        self.act_sr = add(ActionSpec("review_sr", "Export DICOM SR for this study…",
+                                     lambda: self._export_dialog("sr"), (), "Review"))
+        self.act_summary = add(ActionSpec("review_summary", "AI vs reader summary…", self._summary_dialog, (),
+                                          "Review"))
+        self.act_identifiers = add(ActionSpec("review_identifiers",
+                                              "Include identifiers and notes in exports",
+                                              lambda: None, (), "Review", checkable=True))
+        menu.addActions([self.act_new, self.act_open, self.act_rename, self.act_close, self.act_add_loaded])
         menu.addSeparator()
-        for a in (self.act_csv, self.act_json, self.act_sr, self.act_summary, self.act_identifiers):
-            menu.addAction(a)
+        menu.addActions([self.act_confirm, self.act_reject, self.act_uncertain, self.act_done, self.act_undo,
+                         self.act_next_study, self.act_prev_study])
+        menu.addSeparator()
+        menu.addActions([self.act_csv, self.act_json, self.act_sr, self.act_summary, self.act_identifiers])
 
     # --- sessions ------------------------------------------------------------------------------------
     def new_session(self, name: str, reader: str = "") -> ReviewSession | None:
@@ -217,7 +238,7 @@ class ReviewController(QObject):
         self.banner.hide()
         stack = self.window.current_stack()
         if stack is not None:
-            self._enter_stack(stack)
+            self._enter_stack(stack, add=True)  # the study on screen when the session was opened
         if not session.read_only:  # results that arrived before the session opened, shown or not
             for held_stack, prediction in list(self._pending.values()):
                 self._record(held_stack, prediction)
@@ -289,6 +310,8 @@ class ReviewController(QObject):
         self.banner.label.setText(f"Resume review session “{info.name}” ({info.progress} done) "
                                   "where you stopped?")
         self.banner.show()
+        self.worklist_dock.show()
+        self.worklist_dock.raise_()  # visible on start, not behind the AI findings tab
         return True
 
     def _resume_clicked(self) -> None:
@@ -338,29 +361,103 @@ class ReviewController(QObject):
 
     # --- window events -------------------------------------------------------------------------------
     def _on_load_finished(self, report: LoadReport) -> None:
-        if self.session is not None and not self.session.read_only:
-            for stack in report.all_stacks():
-                self._guard("add study", self.session.add_study, stack.study_instance_uid,
-                            self.window.source_paths(stack.uid))
+        """Studies opened while a session is open join it only when the reader says so."""
+        session = self._writable()
+        if session is not None:
+            new = list(dict.fromkeys(
+                st.study_instance_uid for st in report.all_stacks()
+                if st.study_instance_uid not in self._choice and not self._in_session(st.study_instance_uid)
+            ))
+            if new:
+                self._ask_add(new)
         self._apply_pending_position()
         self._update_ui()
+
+    def _in_session(self, study_uid: str) -> bool:
+        if self.session is None:
+            return False
+        try:
+            self.session.study(study_uid)
+        except ReviewStoreError:
+            return False
+        return True
+
+    def _ask_add(self, study_uids: list[str]) -> None:
+        """Non-modal question: add the newly opened studies to the session, or just view them."""
+        if self.add_prompt is not None:
+            self.add_prompt.close()
+        box = QMessageBox(self.window)
+        box.setWindowTitle("Review session")
+        n = len(study_uids)
+        name = self.session.info.name if self.session is not None else ""
+        box.setText(f"Add the {n} newly opened {'study' if n == 1 else 'studies'} to the review session "
+                    f"“{name}”?")
+        box.setInformativeText("“Just view” keeps them out of the worklist; Session › Add open studies "
+                               "to session adds them later.")
+        add = box.addButton("Add to session", QMessageBox.ButtonRole.AcceptRole)
+        box.addButton("Just view", QMessageBox.ButtonRole.RejectRole)
+        box.setDefaultButton(add)
+        box.finished.connect(
+            lambda _r, b=box, a=add, u=study_uids: self._answer_add(u, b.clickedButton() is a))
+        self.add_prompt = box
+        box.open()
+
+    def _answer_add(self, study_uids: list[str], add: bool) -> None:
+        self.add_prompt = None
+        for uid in study_uids:
+            self._choice[uid] = add
+        if add:
+            self._add_studies(study_uids)
+        else:
+            self.window.show_status("Review: opened for viewing only (not added to the session)", 6000)
+        self._update_ui()
+
+    def add_loaded_studies(self) -> int:
+        """Session › Add open studies to session: every study open in the viewer; returns how many."""
+        uids = list(dict.fromkeys(s.study_instance_uid for s in self.window.loaded_stacks()))
+        for uid in uids:
+            self._choice[uid] = True
+        added = self._add_studies(uids)
+        noun = "study" if added == 1 else "studies"
+        self.window.show_status(f"Review: {added} {noun} added to the session")
+        self._update_ui()
+        return added
+
+    def _add_studies(self, study_uids: list[str]) -> int:
+        session = self._writable()
+        if session is None:
+            return 0
+        added = 0
+        for uid in study_uids:
+            paths = [p for st in self.window.loaded_stacks() if st.study_instance_uid == uid
+                     for p in self.window.source_paths(st.uid)]
+            if self._guard("add study", session.add_study, uid, list(dict.fromkeys(paths))):
+                added += 1
+            pending = self._pending.pop(uid, None)
+            if pending is not None:
+                self._record(pending[0], pending[1])
+        return added
 
     def _on_stack_shown(self, stack: Stack) -> None:
         self._enter_stack(stack)
         self._update_ui()
 
-    def _enter_stack(self, stack: Stack) -> None:
+    def _enter_stack(self, stack: Stack, *, add: bool = False) -> None:
+        """The study of ``stack`` is on screen; it joins the session when ``add`` (the session was just
+        opened on it) or when it is in the session already (new source paths are merged)."""
         previous = self.current_study_uid
-        if previous != stack.study_instance_uid:
+        uid = stack.study_instance_uid
+        if previous != uid:
             self.panel.flush_text()
-        self.current_study_uid = stack.study_instance_uid
+        self.current_study_uid = uid
         self.panel.set_slice_count(len(stack))
         self.panel.set_current_slice(self.window.current_slice())
         if self.session is None or self.session.read_only:
             return
-        self._guard("add study", self.session.add_study, stack.study_instance_uid,
-                    self.window.source_paths(stack.uid))
-        pending = self._pending.pop(stack.study_instance_uid, None)
+        if not (add or self._choice.get(uid) or self._in_session(uid)):
+            return
+        self._guard("add study", self.session.add_study, uid, self.window.source_paths(stack.uid))
+        pending = self._pending.pop(uid, None)
         if pending is not None:
             self._record(pending[0], pending[1])
 
@@ -386,8 +483,9 @@ class ReviewController(QObject):
         """An AI result for ``stack``: recorded in the open session (kept until one is opened)."""
         if prediction is None:
             return
-        if self.session is None or self.session.read_only:
-            self._pending[prediction.study_instance_uid] = (stack, prediction)
+        uid = prediction.study_instance_uid
+        if self.session is None or self.session.read_only or not self._in_session(uid):
+            self._pending[uid] = (stack, prediction)  # recorded when the study joins a session
             if self.session is None:
                 self.window.show_status("Open a review session (Session menu) to review this AI result", 5000)
             return
@@ -437,22 +535,35 @@ class ReviewController(QObject):
             return False
         return self.panel.request_decision(decision)
 
-    def _key(self, decision: str, key: Qt.Key, text: str) -> None:
-        if not self.decide_selected(decision):
-            self._forward_key(key, text)
+    def _decide_key(self, decision: str) -> None:
+        """Keys A / X / U: decide the selected finding; otherwise say why nothing happened."""
+        if self.decide_selected(decision):
+            return
+        if self.session is None:
+            self.window.show_status("Review: no session open (Session › New session…)")
+        elif self.session.read_only:
+            self.window.show_status("Review: the session is read-only")
+        else:
+            self.window.show_status("Review: select a finding first")
 
     def _done_key(self) -> None:
         study = self.current_study()
         if self._writable() is None or study is None:
-            self._forward_key(Qt.Key.Key_D, "d")
+            self.window.show_status("Review: no study under review")
             return
         self.set_done(not study.done)
 
-    def _forward_key(self, key: Qt.Key, text: str) -> None:
-        """Outside a review the viewer keeps its own meaning for the key (A: actual size, D: ruler)."""
-        view = getattr(self.window, "view", None)
-        if view is not None and hasattr(view, "handle_key"):
-            view.handle_key(QKeyEvent(QEvent.Type.KeyPress, key, Qt.KeyboardModifier.NoModifier, text))
+    def undo_done(self) -> bool:
+        """Ctrl+Z: undo the last "study done" change of this run (False when there is none)."""
+        session = self._writable()
+        if session is None or not self._undo:
+            self.window.show_status("Review: nothing to undo")
+            return False
+        uid, before = self._undo.pop()
+        if self._guard("undo", session.set_done, uid, before):
+            self.window.show_status(f"Review: undone, study {'done' if before else 'not done'} again")
+        self._update_ui()
+        return True
 
     def add_finding(self, class_name: str, start: int, stop: int) -> None:
         session = self._writable()
@@ -494,10 +605,16 @@ class ReviewController(QObject):
 
     def set_done(self, done: bool) -> None:
         session = self._writable()
+        study = self.current_study()
         if session is None or self.current_study_uid is None:
             return
         self.panel.flush_text()
-        self._guard("done", session.set_done, self.current_study_uid, done)
+        before = study.done if study is not None else False
+        if self._guard("done", session.set_done, self.current_study_uid, done):
+            if before != done:
+                self._undo.append((self.current_study_uid, before))
+            state = "done" if done else "not done"
+            self.window.show_status(f"Review: study marked {state} ({KEY_UNDO} undoes)", 8000)
         self._update_ui()
 
     # --- navigation ----------------------------------------------------------------------------------
