@@ -188,6 +188,8 @@ def test_worklist_navigation_and_loading_a_study_from_its_paths(qtbot, make, tmp
     assert rc.worklist.study_uids() == [uid_a]
     _answer_add(qtbot, rc, add=True)
     uid_b = next(s.study_instance_uid for s in w.loaded_stacks() if s.study_instance_uid != uid_a)
+    assert w.current_stack().study_instance_uid == uid_b  # the newly opened study is shown
+    rc.go_to_study(uid_a)
     assert rc.worklist.study_uids() == [uid_a, uid_b]
     rc.on_prediction(None, make_prediction(uid_b, {"subdural": [(2, 3)]}, n_slices=8))
     assert rc.worklist.study_uids() == [uid_b, uid_a]  # AI-positive first
@@ -195,6 +197,7 @@ def test_worklist_navigation_and_loading_a_study_from_its_paths(qtbot, make, tmp
     assert rc.worklist.study_uids() == [uid_a, uid_b]
     w.activateWindow()
     w.view.setFocus()
+    qtbot.waitUntil(w.isActiveWindow, timeout=2000)
     qtbot.keyClick(w.view, Qt.Key.Key_BracketRight)  # next unreviewed study
     assert rc.current_study_uid == uid_b and w.current_stack().study_instance_uid == uid_b
     qtbot.keyClick(w.view, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier)

@@ -12,7 +12,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtCore import QStandardPaths, Qt, QTimer, Signal
 from PySide6.QtGui import (
     QAction,
     QActionGroup,
@@ -533,17 +533,26 @@ class MainWindow(QMainWindow):
             return 0
         return sum(1 for i in range(len(vol)) if vol.cached(i) is not None or i in vol.bad_slices)
 
+    def is_decoding(self) -> bool:
+        """True while the decode progress of the shown stack is followed (and shown)."""
+        return self._decode_timer.isActive()
+
     def _poll_decoded(self) -> None:
+        """Decode progress of the slices the background prefetch works on around the current slice.
+
+        Counting the whole stack stalled the bar (e.g. at "2 / 3 slices") when one prefetch could not
+        reach or hold every slice: the rest is decoded only once the reader scrolls towards it.
+        """
         if self.is_loading():
             return
         vol = self._volume
-        n = len(vol) if vol is not None else 0
-        done = self.decoded_count()
-        if vol is None or done >= n:
+        reach = vol.prefetch_reach(self.view.index) if vol is not None else []
+        done = sum(1 for i in reach if vol.cached(i) is not None or i in vol.bad_slices)
+        if vol is None or done >= len(reach):
             self._decode_timer.stop()
             self._hide_progress()
             return
-        self._show_progress("Decoding", done, n, unit="slices")
+        self._show_progress("Decoding", done, len(reach), unit="slices")
 
     def _hide_progress(self) -> None:
         if not self.is_loading():
@@ -639,11 +648,24 @@ class MainWindow(QMainWindow):
         self.recent_menu.addSeparator()
         self.recent_menu.addAction("Clear list").triggered.connect(self.settings.clear_recent)
 
+    def export_dir(self) -> Path:
+        """Where export dialogs start: the last export folder, else the user's Pictures (Documents, home),
+        never the opened study's folder (often read-only media, and a name that may identify the patient)."""
+        last = self.settings.export_folder
+        if last and Path(last).is_dir():
+            return Path(last)
+        for location in (QStandardPaths.StandardLocation.PicturesLocation,
+                         QStandardPaths.StandardLocation.DocumentsLocation):
+            folder = QStandardPaths.writableLocation(location)
+            if folder and Path(folder).is_dir():
+                return Path(folder)
+        return Path.home()
+
     def export_dialog(self) -> None:
         if self.current_stack() is None:
             self.show_status("Nothing to export: open a study first")
             return
-        default = str(Path(self.settings.last_folder or Path.home()) / "slicewise_view.png")
+        default = str(self.export_dir() / "slicewise_view.png")
         path, _ = QFileDialog.getSaveFileName(self, "Export view as PNG", default, "PNG image (*.png)")
         if path:
             self.export_view(path)
@@ -651,6 +673,7 @@ class MainWindow(QMainWindow):
     def export_view(self, path: str | Path) -> Path:
         include = self.act_export_phi.isChecked() and not self.privacy_mode()
         out = export_png(self.view, path, include_demographics=include)
+        self.settings.export_folder = str(Path(out).parent)
         self.show_status("Exported view" + (" with patient identifiers" if include else " (de-identified)"))
         return out
 

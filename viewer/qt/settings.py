@@ -25,7 +25,8 @@ DEFAULT_CINE_FPS = 15
 MIN_CINE_FPS = 1
 MAX_CINE_FPS = 60
 SETTINGS_FILENAME = "settings.ini"
-_PATH_KEYS = ("paths/recent", "paths/last_folder")  # may name patients: stored only when allowed
+# may name patients: stored only when allowed
+_PATH_KEYS = ("paths/recent", "paths/last_folder", "paths/export_folder")
 
 
 def private_settings(path: Path | None = None) -> QSettings:
@@ -49,6 +50,7 @@ class Settings:
         self._qs = private_settings(self.path)
         self._session_recent: list[list[str]] = []
         self._session_last_folder = ""
+        self._session_export_folder = ""
         if not self.remember_recent:
             self._forget_paths()
 
@@ -69,6 +71,8 @@ class Settings:
                 self._qs.setValue("paths/recent", json.dumps(self._session_recent[:MAX_RECENT]))
             if self._session_last_folder:
                 self._qs.setValue("paths/last_folder", self._session_last_folder)
+            if self._session_export_folder:
+                self._qs.setValue("paths/export_folder", self._session_export_folder)
         else:
             self._forget_paths()
 
@@ -90,6 +94,19 @@ class Settings:
         self._session_last_folder = value
         if self.remember_recent:
             self._qs.setValue("paths/last_folder", value)
+
+    @property
+    def export_folder(self) -> str:
+        """The folder of the last export (kept between runs only when remembering folders is on)."""
+        if not self.remember_recent:
+            return self._session_export_folder
+        return str(self._qs.value("paths/export_folder", "") or "")
+
+    @export_folder.setter
+    def export_folder(self, value: str) -> None:
+        self._session_export_folder = value
+        if self.remember_recent:
+            self._qs.setValue("paths/export_folder", value)
 
     # --- simple values -----------------------------------------------------------------------------
 

@@ -163,23 +163,33 @@ class StackVolume:
         except RuntimeError:  # closed concurrently
             return
 
-    def _prefetch_run(self, centre: int, generation: int) -> None:
+    def prefetch_reach(self, centre: int) -> list[int]:
+        """The slices one :meth:`prefetch` call around ``centre`` decodes, in its order (centre, +1, -1,
+        +2, ...): at most PREFETCH_MAX_SLICES and 80 % of the cache. Progress displays count these, not
+        the whole stack, which one prefetch may not reach."""
+        n = len(self)
+        if not n:
+            return []
+        centre = min(max(centre, 0), n - 1)
         budget = max(1, int(0.8 * self.cache_bytes // self._slice_bytes()))
-        budget = min(budget, len(self), PREFETCH_MAX_SLICES)
-        done = 0
+        budget = min(budget, n, PREFETCH_MAX_SLICES)
+        out: list[int] = []
         step = 0
-        while done < budget and step <= len(self):
+        while len(out) < budget and step <= n:
             for idx in (centre + step, centre - step) if step else (centre,):
-                if self._closed or self._generation != generation:
-                    return
-                if not 0 <= idx < len(self) or done >= budget:
-                    continue
-                done += 1
-                if self.cached(idx) is not None or idx in self.bad_slices:
-                    continue
-                with contextlib.suppress(DicomError):  # recorded in bad_slices
-                    self.get_slice(idx)
+                if 0 <= idx < n and len(out) < budget:
+                    out.append(idx)
             step += 1
+        return out
+
+    def _prefetch_run(self, centre: int, generation: int) -> None:
+        for idx in self.prefetch_reach(centre):
+            if self._closed or self._generation != generation:
+                return
+            if self.cached(idx) is not None or idx in self.bad_slices:
+                continue
+            with contextlib.suppress(DicomError):  # recorded in bad_slices
+                self.get_slice(idx)
 
     # --- whole volume ----------------------------------------------------------------------------
     def load_all(self, progress: ProgressFn | None = None, cancel: CancelFn | None = None) -> np.ndarray:

@@ -693,9 +693,11 @@ class ReviewController(QObject):
             return
         suffix = {"csv": "CSV (*.csv)", "json": "JSON (*.json)", "sr": "DICOM (*.dcm)"}[kind]
         default = f"review.{'dcm' if kind == 'sr' else kind}"
-        path, _ = QFileDialog.getSaveFileName(self.window, "Export", default, suffix)
+        start = self.window.export_dir() / default
+        path, _ = QFileDialog.getSaveFileName(self.window, "Export", str(start), suffix)
         if path:
             self.export(kind, Path(path))
+            self.window.settings.export_folder = str(Path(path).parent)
 
     def export(self, kind: str, path: Path) -> Path | None:
         """Write an export ('csv', 'json' or 'sr' for the current study); de-identified unless opted in."""
