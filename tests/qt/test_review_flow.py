@@ -326,3 +326,20 @@ def test_study_done_needs_ctrl_says_so_and_is_undone_with_ctrl_z(qtbot, make, tm
     study = rc.current_study()
     assert study is not None and not study.done and rc.panel.done.isChecked() is False
     assert "undone" in w.statusBar().currentMessage()
+
+
+def test_worklist_names_studies_by_patient_date_description_and_modality(
+    qtbot, make, tmp_path: Path
+) -> None:
+    """Issue 12: the worklist listed studies by the tail of their Study UID."""
+    from tests.factories import write_ct_series
+
+    write_ct_series(tmp_path / "ct", 4, patient_name="Doe^Jane")
+    w, _ai, rc = make()
+    _open(qtbot, w, tmp_path / "ct")
+    assert rc.new_session("Names") is not None
+    (row,) = rc.worklist.row_texts()
+    assert row[1] == "Doe Jane" and row[2] == "2026-01-01 · CT · CT Head"
+    w.act_privacy.trigger()  # identifiers hidden: the patient becomes a number
+    (row,) = rc.worklist.row_texts()
+    assert row[1] == "Patient 1" and "Doe" not in " ".join(row)

@@ -34,8 +34,9 @@ def test_worklist_orders_and_shows_progress(qtbot, session: ReviewSession) -> No
     assert panel.study_uids() == ["2.2", "2.1", "2.3"]
     assert panel.progress_label.text() == "1 of 3 done"
     rows = panel.row_texts()
-    assert rows[0][2].startswith("ICH suspected: subdural") and rows[1][2] == "not analysed"
-    assert rows[2][4] == "done" and rows[0][4] == "to review"
+    assert rows[0][3].startswith("ICH suspected: subdural") and rows[1][3] == "not analysed"
+    assert rows[2][5] == "done" and rows[0][5] == "to review"
+    assert rows[0][1] == "—" and rows[0][2] == "not open (2.2)"  # no UID tail as the study's name
     with qtbot.waitSignal(panel.order_changed) as sig:
         panel.ai_first.setChecked(False)
     assert sig.args == ["original"] and panel.order == "original"

@@ -67,6 +67,7 @@ class MainWindow(QMainWindow):
     slice_changed = Signal(int)
     load_finished = Signal(object)
     about_to_close = Signal()
+    privacy_changed = Signal(bool)
 
     # Set by viewer.qt.ai.attach / viewer.qt.review.attach (viewer.qt.app.build_main_window).
     ai_controller: AIController | None = None
@@ -367,6 +368,10 @@ class MainWindow(QMainWindow):
 
     def loaded_stacks(self) -> list[Stack]:
         return [self._stacks[uid] for uid in self.browser.stack_uids() if uid in self._stacks]
+
+    def stack_context(self, stack_uid: str) -> StackContext | None:
+        """The patient and study a loaded stack belongs to (PHI: for the screen only)."""
+        return self._contexts.get(stack_uid)
 
     def source_paths(self, stack_uid: str) -> list[str]:
         return list(self._sources.get(stack_uid, []))
@@ -692,6 +697,7 @@ class MainWindow(QMainWindow):
         self.view.set_show_phi(not on)
         self.browser.set_privacy(on)
         self.tag_browser.set_privacy(on)
+        self.privacy_changed.emit(on)
 
     def _on_ruler_action(self) -> None:
         self.view.set_tool("ruler" if self.act_ruler.isChecked() else "window")

@@ -33,7 +33,8 @@ from viewer.core.review.export import agreement_summary, export_csv, export_json
 from viewer.core.review.models import Position, StudyReview, WorklistOrder
 from viewer.core.review.sr import write_sr
 from viewer.qt.actions import ActionSpec
-from viewer.qt.review.widgets import NewSessionDialog, ReviewPanel, SessionDialog, WorklistPanel
+from viewer.qt.overlays import format_date
+from viewer.qt.review.widgets import NewSessionDialog, ReviewPanel, SessionDialog, StudyLabel, WorklistPanel
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +119,7 @@ class ReviewController(QObject):
         window.slice_changed.connect(self._on_slice_changed)
         window.load_finished.connect(self._on_load_finished)
         window.about_to_close.connect(self.shutdown)
+        window.privacy_changed.connect(lambda _on: self._update_worklist())
         self._build_menu()
         if store is not None:
             self._announce_store(store)
@@ -662,7 +664,38 @@ class ReviewController(QObject):
         if self.session is None:
             self.worklist.clear_session()
             return
-        self.worklist.set_studies(self.session.worklist(self.order), self.current_study_uid)
+        self.worklist.set_studies(self.session.worklist(self.order), self.current_study_uid,
+                                  self._study_labels())
+
+    def _study_labels(self) -> dict[str, StudyLabel]:
+        """Patient (behind the privacy toggle), date, description and modality of the open studies."""
+        labels: dict[str, StudyLabel] = {}
+        patients: list[str] = []
+        hide = self.window.privacy_mode()
+        for stack in self.window.loaded_stacks():
+            uid = stack.study_instance_uid
+            if uid in labels:
+                continue
+            ctx = self.window.stack_context(stack.uid)
+            patient = study = None
+            if ctx is not None:
+                patient, study = ctx.patient, ctx.study
+            key = f"{patient.patient_id}|{patient.name}" if patient is not None else ""
+            if key not in patients:
+                patients.append(key)
+            if hide:
+                who = f"Patient {patients.index(key) + 1}"
+            elif patient is not None:
+                who = patient.name.replace("^", " ").strip() or patient.patient_id or "(no name)"
+            else:
+                who = "—"
+            labels[uid] = StudyLabel(
+                patient=who,
+                date=format_date(study.date) if study is not None else "",
+                description=study.description if study is not None else "",
+                modality=stack.modality or "",
+            )
+        return labels
 
     def _update_ui(self) -> None:
         session = self.session

@@ -6,7 +6,8 @@ turns requests into store writes and refreshes them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QFont
@@ -51,6 +52,16 @@ def short_uid(uid: str, n: int = 14) -> str:
     return uid if len(uid) <= n else "…" + uid[-n:]
 
 
+@dataclass(frozen=True)
+class StudyLabel:
+    """What the worklist shows of a study open in the viewer (the store keeps only its UID)."""
+
+    patient: str  # name, or "Patient k" in privacy mode (PHI: screen only)
+    date: str
+    description: str
+    modality: str
+
+
 def review_state(study: StudyReview) -> str:
     if study.done:
         return "done"
@@ -73,7 +84,7 @@ class WorklistPanel(QWidget):
         self.ai_first.setToolTip("Unchecked: keep the order in which studies were added")
         self.ai_first.toggled.connect(lambda on: self.order_changed.emit("ai_first" if on else "original"))
         self.tree = QTreeWidget()
-        self.tree.setHeaderLabels(["#", "Study", "AI result", "Decided", "Review"])
+        self.tree.setHeaderLabels(["#", "Patient", "Study", "AI result", "Decided", "Review"])
         self.tree.setRootIsDecorated(False)
         self.tree.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.tree.header().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
@@ -92,25 +103,40 @@ class WorklistPanel(QWidget):
     def order(self) -> str:
         return "ai_first" if self.ai_first.isChecked() else "original"
 
-    def set_studies(self, studies: Sequence[StudyReview], current: str | None = None) -> None:
+    def set_studies(
+        self,
+        studies: Sequence[StudyReview],
+        current: str | None = None,
+        labels: Mapping[str, StudyLabel] | None = None,
+    ) -> None:
+        """``labels``: patient, date, description and modality of the studies open in the viewer; the
+        others show their UID's tail until they are opened."""
         self._current = current
         self.tree.clear()
+        labels = labels or {}
         done = sum(s.done for s in studies)
         self.progress_label.setText(f"{done} of {len(studies)} done")
         for s in studies:
             ai = s.ai.badge if s.ai else "not analysed"
             n_ai = sum(1 for f in s.findings if f.source == "ai" and f.positive)
             decided = f"{s.n_decided}/{len(s.findings)}" if s.findings else "—"
-            texts = [str(s.position + 1), short_uid(s.study_uid), ai, decided, review_state(s)]
+            label = labels.get(s.study_uid)
+            if label is not None:
+                patient = label.patient
+                study = " · ".join(v for v in (label.date, label.modality, label.description) if v)
+            else:
+                patient, study = "—", f"not open ({short_uid(s.study_uid)})"
+            texts = [str(s.position + 1), patient, study or short_uid(s.study_uid), ai, decided,
+                     review_state(s)]
             item = QTreeWidgetItem(texts)
             item.setData(0, _ID_ROLE, s.study_uid)
-            item.setToolTip(1, s.study_uid)
+            item.setToolTip(2, f"{study}\nStudy UID {s.study_uid}" if study else s.study_uid)
             if n_ai:
-                item.setForeground(2, Qt.GlobalColor.red)
+                item.setForeground(3, Qt.GlobalColor.red)
             if s.study_uid == current:
                 font = QFont(item.font(0))
                 font.setBold(True)
-                for c in range(5):
+                for c in range(len(texts)):
                     item.setFont(c, font)
             self.tree.addTopLevelItem(item)
             if s.study_uid == current:
