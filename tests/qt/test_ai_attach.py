@@ -74,13 +74,13 @@ def test_analyze_fills_timeline_marks_findings_and_badges(qtbot, window, series:
     assert w.browser.badge(stack.uid).startswith("ICH suspected")
     assert "ICH suspected" in w.windowTitle()
     assert "CPU" in ctrl.status.label.text() and "tiny-test" in ctrl.status.label.text()
-    assert "Research use only" in ctrl.timeline.intended_use.text()
+    assert "Research use only" in ctrl.status.research_use.text() and ctrl.status.research_use.isVisible()
     # corner text follows the slice: nothing above threshold on slice 0, 'any' on slice 5
     w.set_slice(0)
     assert "none above threshold" in w.view.overlay.extra_html()["ai"]
     w.set_slice(5)
     corner = w.view.overlay.extra_html()["ai"]
-    assert "any" in corner and "Research use only" in corner
+    assert "any" in corner and "Research use only" not in corner  # said once, in the status bar
     assert ctrl.timeline.current_line.value() == 5
     for text in (w.windowTitle(), ctrl.findings.badge.text(), ctrl.status.label.text(), corner):
         assert CANARY_NAME not in text and CANARY_ID not in text

@@ -29,7 +29,7 @@ def test_timeline_shows_curves_thresholds_and_intended_use(qtbot, prediction: St
     assert len(x) == 20 and y[5] == pytest.approx(float(prediction.slice_probs[5, 0]))
     assert tl._threshold_lines["subdural"].value() == pytest.approx(0.4)
     assert len(tl._regions) == 2  # flagged runs 6-8 and 15
-    assert "Research use only" in tl.intended_use.text()
+    assert not hasattr(tl, "intended_use")  # said once, in the status bar (AIStatusWidget)
     assert "ICH suspected" in tl.title.text()
     # toggle a class off and on through its check box
     tl.class_checkbox("epidural").setChecked(False)
@@ -86,7 +86,7 @@ def test_findings_panel_rows_and_range_click(qtbot, prediction: StackPrediction)
     assert any_row.text(1) == f"{prediction.study_probs[0]:.2f}"
     ranges = panel.range_items("any")
     assert [r.text(0) for r in ranges] == ["slices 6-8", "slices 15"]
-    assert "Research use only" in panel.intended_use.text()
+    assert "Research use only" in panel.details.toolTip()
     assert "ICH suspected" in panel.badge.text()
     rect = panel.tree.visualItemRect(ranges[1])
     with qtbot.waitSignal(panel.slice_requested, timeout=2000) as blocker:

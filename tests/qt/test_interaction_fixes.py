@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtWidgets import QDockWidget, QMainWindow, QTabBar
+from PySide6.QtWidgets import QDockWidget, QLabel, QMainWindow, QTabBar
 from pytestqt.qtbot import QtBot
 
 from tests.factories import write_ct_series
@@ -87,4 +87,61 @@ def test_decode_progress_finishes_without_scrolling(qtbot: QtBot, tmp_path: Path
     qtbot.waitUntil(lambda: not window.is_decoding(), timeout=30_000)  # it used to wait for a scroll
     assert not window.progress.isVisible()
     assert window.current_slice() == 0  # nobody scrolled
+    window.close()
+
+
+def test_research_use_is_said_once_and_no_empty_timeline_under_non_ct(qtbot: QtBot, tmp_path: Path) -> None:
+    """Issue 12: "Research use only" 3-4 times on screen; an empty 190 px AI strip under an MR."""
+    from pydicom.data import get_testdata_file
+
+    write_ct_series(tmp_path / "ct", 3)
+    window = make_window(qtbot)
+    ai = window.ai_controller
+    assert ai is not None
+    open_and_wait(qtbot, window, [tmp_path / "ct"])
+    notices = [w for w in window.findChildren(QLabel)
+               if w.isVisible() and "research use only" in w.text().lower()]
+    assert notices == [ai.status.research_use]
+    assert "research use only" not in " ".join(window.view.overlay.extra_html().values()).lower()
+    assert ai.timeline.isVisible()
+    open_and_wait(qtbot, window, [get_testdata_file("MR_small.dcm")])
+    assert window.current_stack() is not None and window.current_stack().modality == "MR"
+    assert not ai.timeline.isVisible()
+    window.close()
+
+
+def test_unticked_menu_toggles_and_check_boxes_draw_a_box(qtbot: QtBot) -> None:
+    """The dark style sheet left unticked checkable items (and the "Study done" box) without any
+    indicator: its frame must differ from the background it sits on."""
+    window = make_window(qtbot)
+    rc = window.review_controller
+    assert rc is not None
+    box = rc.panel.done
+    box.setChecked(False)
+    box.show()
+    img = box.grab().toImage()
+    side = min(img.height(), 18)
+    colours = {img.pixelColor(x, y).name() for x in range(side) for y in range(img.height())}
+    assert len(colours) > 1  # a frame, not just the background
+    menu = window.menu("View")
+    assert not window.act_privacy.isChecked()
+    menu.adjustSize()
+    shot = menu.grab().toImage()
+    geometry = menu.actionGeometry(window.act_privacy)
+    y = geometry.center().y()
+    left = {shot.pixelColor(x, yy).name() for x in range(2, 24) for yy in range(y - 6, y + 7)}
+    assert len(left) > 2
+    window.close()
+
+
+def test_summary_dialog_is_a_table(qtbot: QtBot) -> None:
+    window = make_window(qtbot)
+    rc = window.review_controller
+    assert rc is not None and rc.new_session("Summary") is not None
+    dialog = rc._summary_dialog()
+    assert dialog is not None
+    qtbot.addWidget(dialog)
+    header = [dialog.table.horizontalHeaderItem(c).text() for c in range(dialog.table.columnCount())]
+    assert header[:3] == ["Class", "Sensitivity", "Specificity"]
+    assert [row[0] for row in dialog.rows()][:2] == ["any", "epidural"]
     window.close()

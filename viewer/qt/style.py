@@ -26,10 +26,11 @@ def icon(name: str) -> QIcon:
 def stylesheet() -> str:
     path = resources_dir() / "styles" / "dark.qss"
     try:
-        return path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8")
     except OSError:
         logger.warning("Dark stylesheet not found; using the platform style")
         return ""
+    return text.replace("@ICONS@", icon_path("check").parent.as_posix())  # QSS urls: absolute paths
 
 
 def apply_dark_theme(app: QApplication) -> None:

@@ -17,6 +17,7 @@ import numpy as np
 from PySide6.QtCore import QObject, QThread, Signal
 
 from viewer.core.dicom.model import LoadReport, Stack
+from viewer.core.errors import DicomError
 
 logger = logging.getLogger(__name__)
 
@@ -132,6 +133,9 @@ class ThumbnailJob(_Job):
                     thumb = make_thumbnail(data, vol.default_window().levels, vol.invert_display)
                 finally:
                     vol.close()
+            except DicomError as exc:  # expected (undecodable or odd pixels): one line, no stack trace
+                logger.info("No thumbnail for a stack (%s)", type(exc).__name__)
+                continue
             except Exception as exc:
                 log_failure(logger, logging.WARNING, "No thumbnail for a stack (decode failed)", exc)
                 continue

@@ -78,6 +78,11 @@ class AIStatusWidget(QWidget):
         self.label = QLabel("AI: idle")
         self.label.setObjectName("aiStatus")
         self.label.setToolTip(INTENDED_USE)
+        # The one "research use only" notice: in the status bar, always visible (full text as tooltip).
+        self.research_use = QLabel(SHORT_USE)
+        self.research_use.setObjectName("aiResearchUse")
+        self.research_use.setStyleSheet("color: #e3b341;")
+        self.research_use.setToolTip(INTENDED_USE)
         self.progress = QProgressBar()
         self.progress.setMaximumWidth(140)
         self.progress.setMaximumHeight(14)
@@ -94,6 +99,7 @@ class AIStatusWidget(QWidget):
         layout.addWidget(self.progress)
         layout.addWidget(self.cancel_button)
         layout.addWidget(self.label)
+        layout.addWidget(self.research_use)
 
     def set_running(self, text: str, done: int = 0, total: int = 0) -> None:
         self.progress.show()
@@ -540,7 +546,7 @@ class AIController(QObject):
             else ""
         )
         self.window.set_image_corner_text(
-            "ai", f"{study}<br>{text}{caution}<br><span style='font-size:7pt'>{SHORT_USE}</span>"
+            "ai", f"{study}<br>{text}{caution}"
         )
 
     def _on_slice_changed(self, index: int) -> None:
@@ -548,6 +554,8 @@ class AIController(QObject):
         self._update_corner(index)
 
     def _on_stack_shown(self, stack: Stack) -> None:
+        # the probability strip only where the model can apply (greyscale CT): no empty 190 px strip
+        self.timeline.setVisible((stack.modality or "").upper() == "CT" and not stack.is_color)
         known = self._predictions.get(stack.uid)
         if known is not None and known[0] == stack:
             self._display(known[1])

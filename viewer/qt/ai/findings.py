@@ -66,17 +66,13 @@ class FindingsPanel(QWidget):
         self.tree.setAlternatingRowColors(True)
         self.tree.itemClicked.connect(self._clicked)
         self.tree.itemActivated.connect(self._clicked)
-        self.intended_use = QLabel(INTENDED_USE)
-        self.intended_use.setObjectName("aiIntendedUse")
-        self.intended_use.setWordWrap(True)
-        self.intended_use.setStyleSheet("color: #e3b341; font-size: 8pt;")
+        self._notes_seen: set[str] = set()  # provider notes (e.g. a CUDA error) shown in full once
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addWidget(self.badge)
         layout.addWidget(self.banner)
         layout.addWidget(self.tree, 1)
         layout.addWidget(self.details)
-        layout.addWidget(self.intended_use)
 
     @property
     def prediction(self) -> StackPrediction | None:
@@ -134,10 +130,15 @@ class FindingsPanel(QWidget):
                 row.addChild(child)
             self.tree.addTopLevelItem(row)
             row.setExpanded(True)
-        for col in range(4):
-            self.tree.resizeColumnToContents(col)
+        self._fit_columns()
         source = " (cached)" if prediction.from_cache else ""
-        note = f"<br>{prediction.provider_note}" if prediction.provider_note else ""
+        note = ""
+        if prediction.provider_note:
+            if prediction.provider_note in self._notes_seen:  # said once in full: now a short line
+                note = f"<br>{provider_label(prediction.provider)} used (see AI › About the AI model)"
+            else:
+                self._notes_seen.add(prediction.provider_note)
+                note = f"<br>{html.escape(prediction.provider_note)}"
         if prediction.bad_slices:
             note += (
                 f"<br><span style='color:#e3b341'>{len(prediction.bad_slices)} slice(s) could not be decoded "
@@ -147,7 +148,16 @@ class FindingsPanel(QWidget):
             f"{prediction.model_name} {prediction.model_version} · {prediction.model_sha256[:12]} · "
             f"{provider_label(prediction.provider)} · {prediction.elapsed_s:.2f} s{source}{note}"
         )
-        self.intended_use.setText(prediction.intended_use or INTENDED_USE)
+        self.details.setToolTip(prediction.intended_use or INTENDED_USE)
+
+    def _fit_columns(self) -> None:
+        """Every column as wide as its text, and the tree at least that wide (no "peak 0…",
+        "intraparenchy…"): the dock grows instead of clipping."""
+        header = self.tree.header()
+        for col in range(self.tree.columnCount()):
+            self.tree.resizeColumnToContents(col)
+        scroll = self.tree.verticalScrollBar().sizeHint().width()
+        self.tree.setMinimumWidth(header.length() + 2 * self.tree.frameWidth() + scroll)
 
     def range_items(self, class_name: str) -> list[QTreeWidgetItem]:
         """The clickable range rows of one class (for tests and keyboard navigation)."""

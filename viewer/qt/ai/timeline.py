@@ -20,14 +20,12 @@ from PySide6.QtWidgets import (
     QCheckBox,
     QGraphicsItem,
     QHBoxLayout,
-    QLabel,
     QSizePolicy,
     QVBoxLayout,
     QWidget,
 )
 from superqt import QElidingLabel
 
-from viewer.core.constants import INTENDED_USE
 from viewer.core.inference.results import StackPrediction
 
 log = logging.getLogger(__name__)
@@ -160,10 +158,6 @@ class PredictionTimeline(QWidget):
         # the window (full text in its tooltip, the findings panel and the status bar).
         self.title.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
         self._checks_row.addWidget(self.title, 1)
-        self.intended_use = QLabel(INTENDED_USE)
-        self.intended_use.setObjectName("aiIntendedUse")
-        self.intended_use.setStyleSheet("color: #e3b341; font-size: 8pt;")
-        self.intended_use.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
 
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
         self.setFixedHeight(TIMELINE_HEIGHT)  # the image keeps the space; the strip stays readable
@@ -174,7 +168,6 @@ class PredictionTimeline(QWidget):
         top.setLayout(self._checks_row)
         layout.addWidget(top)
         layout.addWidget(self.plot, 1)
-        layout.addWidget(self.intended_use)
 
     # --- public API --------------------------------------------------------------------------------
     @property
@@ -256,7 +249,6 @@ class PredictionTimeline(QWidget):
         self.title.setText(
             f"AI: {prediction.badge()}  ·  {prediction.model_name} {prediction.model_version}  ·  {source}"
         )
-        self.intended_use.setText(prediction.intended_use or INTENDED_USE)
         self.current_line.show()
         self.set_current_slice(self._current)
 

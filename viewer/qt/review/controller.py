@@ -34,7 +34,14 @@ from viewer.core.review.models import Position, StudyReview, WorklistOrder
 from viewer.core.review.sr import write_sr
 from viewer.qt.actions import ActionSpec
 from viewer.qt.overlays import format_date
-from viewer.qt.review.widgets import NewSessionDialog, ReviewPanel, SessionDialog, StudyLabel, WorklistPanel
+from viewer.qt.review.widgets import (
+    NewSessionDialog,
+    ReviewPanel,
+    SessionDialog,
+    StudyLabel,
+    SummaryDialog,
+    WorklistPanel,
+)
 
 log = logging.getLogger(__name__)
 
@@ -754,14 +761,12 @@ class ReviewController(QObject):
         self.window.show_status("Exported" + ("" if full else " (de-identified)"), 5000)
         return out
 
-    def _summary_dialog(self) -> None:
+    def _summary_dialog(self) -> SummaryDialog | None:
         if self.session is None:
-            return
-        box = QMessageBox(self.window)
-        box.setWindowTitle("AI vs reader")
-        note = "Research use only. AI results are investigational."
-        box.setText(agreement_summary(self.session).text() + "\n\n" + note)
-        box.open()
+            return None
+        dialog = SummaryDialog(agreement_summary(self.session), self.window)
+        dialog.open()
+        return dialog
 
 
 def _sop_class_uid(stack: Stack | None) -> str:

@@ -26,6 +26,8 @@ from PySide6.QtWidgets import (
     QPlainTextEdit,
     QPushButton,
     QSpinBox,
+    QTableWidget,
+    QTableWidgetItem,
     QTreeWidget,
     QTreeWidgetItem,
     QVBoxLayout,
@@ -34,6 +36,7 @@ from PySide6.QtWidgets import (
 from superqt.utils import qdebounced
 
 from viewer.core.constants import RSNA_CLASSES
+from viewer.core.review.export import SessionSummary
 from viewer.core.review.models import Finding, SessionInfo, StudyReview
 from viewer.qt.tree_items import top_items
 
@@ -241,7 +244,7 @@ class ReviewPanel(QWidget):
         self.note.setMaximumHeight(80)
         self.impression = QLineEdit()
         self.impression.setPlaceholderText("Study impression")
-        self.done = QCheckBox("Study done (D)")
+        self.done = QCheckBox("Study done (Ctrl+Return)")
         self._flush_later = qdebounced(self.flush_text, TEXT_COMMIT_MS, parent=self)  # once typing pauses
         self.note.textChanged.connect(self._flush_later)
         self.impression.textEdited.connect(lambda _t: self._flush_later())
@@ -469,3 +472,53 @@ class NewSessionDialog(QDialog):
         box.accepted.connect(self.accept)
         box.rejected.connect(self.reject)
         form.addRow(box)
+
+
+class SummaryDialog(QDialog):
+    """AI vs reader, one table row per class (sensitivity, specificity and the counts behind them)."""
+
+    COLUMNS = ("Class", "Sensitivity", "Specificity", "TP", "FP", "FN", "TN", "Undecided")
+
+    def __init__(self, summary: SessionSummary, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("AI vs reader")
+        self.setModal(False)
+        head = QLabel(
+            f"Studies reviewed: {summary.n_done} of {summary.n_studies} "
+            f"({summary.n_with_ai} analysed by the AI). The reader's decisions are the reference; "
+            "uncertain and undecided calls are left out."
+        )
+        head.setWordWrap(True)
+        self.table = QTableWidget(len(summary.per_class), len(self.COLUMNS))
+        self.table.setHorizontalHeaderLabels(list(self.COLUMNS))
+        self.table.verticalHeader().hide()
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        for row, c in enumerate(summary.per_class):
+            values = [
+                c.class_name,
+                "n/a" if c.sensitivity is None else f"{c.sensitivity:.2f}",
+                "n/a" if c.specificity is None else f"{c.specificity:.2f}",
+                *(str(v) for v in (c.tp, c.fp, c.fn, c.tn, c.undecided)),
+            ]
+            for col, text in enumerate(values):
+                item = QTableWidgetItem(text)
+                if col:
+                    item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+                self.table.setItem(row, col, item)
+        self.table.resizeColumnsToContents()
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
+        buttons.rejected.connect(self.close)
+        layout = QVBoxLayout(self)
+        layout.addWidget(head)
+        layout.addWidget(self.table, 1)
+        layout.addWidget(buttons)
+        self.resize(640, 120 + 30 * max(len(summary.per_class), 3))
+
+    def rows(self) -> list[list[str]]:
+        def text(r: int, c: int) -> str:
+            item = self.table.item(r, c)
+            return item.text() if item is not None else ""
+
+        return [[text(r, c) for c in range(self.table.columnCount())] for r in range(self.table.rowCount())]
