@@ -108,3 +108,17 @@ def test_findings_columns_fit_a_narrow_dock(qtbot, prediction: StackPrediction) 
     used = sum(panel.tree.columnWidth(c) for c in range(panel.tree.columnCount()))
     assert used <= panel.tree.viewport().width()  # no horizontal scrolling to see the thresholds
     assert "threshold" in panel.tree.headerItem().toolTip(3)
+
+
+def test_a_provider_error_is_shown_in_full_once_then_as_one_line(qtbot, prediction: StackPrediction) -> None:
+    """Issue 12: a CUDA error paragraph stayed in the findings panel for every result."""
+    import dataclasses
+
+    note = "CUDA requested but not available: libcudnn.so.9: cannot open shared object file; CPU used"
+    failed = dataclasses.replace(prediction, provider_note=note)
+    panel = FindingsPanel()
+    qtbot.addWidget(panel)
+    panel.set_prediction(failed)
+    assert "libcudnn" in panel.details.text()
+    panel.set_prediction(failed)  # the next stack, same cause
+    assert "libcudnn" not in panel.details.text() and "About the AI model" in panel.details.text()
