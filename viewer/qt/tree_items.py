@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from PySide6.QtWidgets import QTreeWidget, QTreeWidgetItem
+from PySide6.QtWidgets import QHeaderView, QTreeWidget, QTreeWidgetItem
 
 
 def top_items(tree: QTreeWidget) -> list[QTreeWidgetItem]:
@@ -18,3 +18,18 @@ def children(item: QTreeWidgetItem) -> list[QTreeWidgetItem]:
 def child_texts(tree: QTreeWidget, columns: int) -> list[tuple[str, ...]]:
     """The first ``columns`` texts of every second-level row, top to bottom."""
     return [tuple(c.text(k) for k in range(columns)) for top in top_items(tree) for c in children(top)]
+
+
+ITEM_SLACK_PX = 14  # the style sheet's item padding and selection border, which size hints leave out
+
+
+def fit_columns(tree: QTreeWidget) -> None:
+    """Every column as wide as its widest text (bold rows and the style sheet's padding included), and
+    the tree at least as wide as its columns, so nothing is cut with '…': the dock grows instead."""
+    header = tree.header()
+    header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+    for col in range(tree.columnCount()):
+        tree.resizeColumnToContents(col)
+        header.resizeSection(col, header.sectionSize(col) + ITEM_SLACK_PX)
+    scroll = tree.verticalScrollBar().sizeHint().width()
+    tree.setMinimumWidth(header.length() + 2 * tree.frameWidth() + scroll)

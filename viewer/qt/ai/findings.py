@@ -19,7 +19,7 @@ from viewer.core.constants import INTENDED_USE
 from viewer.core.inference.engine import provider_label
 from viewer.core.inference.results import SliceRange, StackPrediction
 from viewer.qt.ai.timeline import class_color
-from viewer.qt.tree_items import children, top_items
+from viewer.qt.tree_items import children, fit_columns, top_items
 
 SLICE_ROLE = Qt.ItemDataRole.UserRole + 1
 
@@ -130,7 +130,7 @@ class FindingsPanel(QWidget):
                 row.addChild(child)
             self.tree.addTopLevelItem(row)
             row.setExpanded(True)
-        self._fit_columns()
+        fit_columns(self.tree)  # no "peak 0…", "intraparenchy…": the dock grows instead
         source = " (cached)" if prediction.from_cache else ""
         note = ""
         if prediction.provider_note:
@@ -149,15 +149,6 @@ class FindingsPanel(QWidget):
             f"{provider_label(prediction.provider)} · {prediction.elapsed_s:.2f} s{source}{note}"
         )
         self.details.setToolTip(prediction.intended_use or INTENDED_USE)
-
-    def _fit_columns(self) -> None:
-        """Every column as wide as its text, and the tree at least that wide (no "peak 0…",
-        "intraparenchy…"): the dock grows instead of clipping."""
-        header = self.tree.header()
-        for col in range(self.tree.columnCount()):
-            self.tree.resizeColumnToContents(col)
-        scroll = self.tree.verticalScrollBar().sizeHint().width()
-        self.tree.setMinimumWidth(header.length() + 2 * self.tree.frameWidth() + scroll)
 
     def range_items(self, class_name: str) -> list[QTreeWidgetItem]:
         """The clickable range rows of one class (for tests and keyboard navigation)."""

@@ -38,7 +38,7 @@ from superqt.utils import qdebounced
 from viewer.core.constants import RSNA_CLASSES
 from viewer.core.review.export import SessionSummary
 from viewer.core.review.models import Finding, SessionInfo, StudyReview
-from viewer.qt.tree_items import top_items
+from viewer.qt.tree_items import fit_columns, top_items
 
 TEXT_COMMIT_MS = 500  # notes are committed this long after the last keystroke (and on focus-out)
 DECISION_LABELS = {
@@ -310,6 +310,7 @@ class ReviewPanel(QWidget):
                 self.select_finding(selected)
             elif (first := self.tree.topLevelItem(0)) is not None:
                 self.tree.setCurrentItem(first)
+            fit_columns(self.tree)
         if not same:
             text = study.note if study else ""
             if self.note.toPlainText() != text:
@@ -514,7 +515,7 @@ class SummaryDialog(QDialog):
         layout.addWidget(head)
         layout.addWidget(self.table, 1)
         layout.addWidget(buttons)
-        self.resize(640, 120 + 30 * max(len(summary.per_class), 3))
+        self.resize(640, 160 + 32 * max(len(summary.per_class), 3))
 
     def rows(self) -> list[list[str]]:
         def text(r: int, c: int) -> str:
