@@ -42,8 +42,8 @@ def test_drop_of_individual_files_and_a_second_study_adds_it(qtbot: QtBot, tmp_p
         drop_paths(qtbot, window, [tmp_path / "b"])
     sizes = sorted(len(s) for s in window.loaded_stacks())
     assert sizes == [6, 9]
-    assert len(window.current_stack()) == 6  # the first study stays on screen
-    other = next(s for s in window.loaded_stacks() if len(s) == 9)
+    assert len(window.current_stack()) == 9  # the newly dropped study is shown (issue 12)
+    other = next(s for s in window.loaded_stacks() if len(s) == 6)
     window.show_stack(other.uid)
     assert window.current_stack() is other
 

@@ -142,6 +142,7 @@ class AIController(QObject):
         self.findings = FindingsPanel()
         self.status = AIStatusWidget()
         window.add_panel_below_image(self.timeline)
+        self.timeline.hide()  # shown with a CT stack (no empty strip under an empty view)
         self.dock = window.add_dock(self.findings, "AI findings")
         window.add_status_widget(self.status)
         self._build_actions()
