@@ -201,8 +201,11 @@ class MainWindow(QMainWindow):
                        "Navigation", shortcut=False),
             ActionSpec("previous_stack", "Previous stack (series)", lambda: self.step_stack(-1), ("Left",),
                        "Navigation", shortcut=False),
-            ActionSpec("cine", "Cine play/pause", v.toggle_cine, ("C", "Space"), "Navigation",
+            ActionSpec("cine", "Cine play/pause", v.toggle_cine, ("C",), "Navigation",
                        icon="play", checkable=True, help="Cine play / pause (fps in the toolbar)"),
+            # Space only when the focused widget leaves it unused (a focused button keeps its Space)
+            ActionSpec("cine_space", "Cine play/pause", v.toggle_cine, ("Space",), "Navigation",
+                       shortcut=False, help="Cine play / pause"),
             ActionSpec("header_window", "Header window", self._header_window, ("0",), "Window",
                        help="The DICOM header's window"),
             ActionSpec("invert", "Invert", self._invert, ("I",), "Window", icon="invert",
