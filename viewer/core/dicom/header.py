@@ -16,6 +16,7 @@ from pydicom.datadict import dictionary_VR, tag_for_keyword
 
 from viewer.core.codes import Code
 from viewer.core.constants import MAX_FRAME_BYTES, MAX_INFLATED_BYTES, MAX_INFLATION_RATIO, Window
+from viewer.core.dicom import rawheader
 from viewer.core.dicom.files import open_regular
 from viewer.core.dicom.model import SkippedFile, SliceInfo, SliceSource
 from viewer.core.dicom.sources import GZIP_MAGIC, MEDIA_STORAGE_DIRECTORY, ZIP_MAGIC, ArchiveCache
@@ -375,6 +376,7 @@ def read_header(
             return SkippedFile(label, ARCHIVE_CODE, "archive: its contents are read")
         if not sniff(head):
             return SkippedFile(label, Code.NOT_DICOM, "Not a DICOM file (no DICM marker or DICOM tag)")
+        ds: Any
         try:
             fp.seek(0)
             if DEFLATED_TS.encode() in head:
@@ -384,7 +386,14 @@ def read_header(
                 has_pixels = any(t in ds for t in (0x7FE00010, 0x7FE00008, 0x7FE00009))
                 pixel = PixelElement(has_pixels, None, None, size * MAX_INFLATION_RATIO)
             else:
-                ds = dcmread(fp, stop_before_pixels=True, force=True)
+                fp.seek(len(head))
+                fast = rawheader.parse(fp, head, size)  # the common file, without pydicom's parser
+                if fast is not None:
+                    ds, pixel_at = fast
+                    fp.seek(pixel_at)
+                else:
+                    fp.seek(0)
+                    ds = dcmread(fp, stop_before_pixels=True, force=True)
                 pixel = _pixel_element(fp, ds, size)
             return _records(ds, source, order, pixel, label, fp, size)
         except ImageTooLargeError as exc:
