@@ -76,6 +76,8 @@ class StackVolume:
         self._inflight: dict[int, threading.Event] = {}
         self._archives = ArchiveCache()
         self._prefetcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="slice-prefetch")
+        self._requester = ThreadPoolExecutor(max_workers=1, thread_name_prefix="slice-request")
+        self._request_seq = 0
         self._generation = 0
         self._closed = False
         if stack.slices and not is_fast_path(stack.slices[0]):
@@ -193,6 +195,46 @@ class StackVolume:
             while self._cache_used > self.cache_bytes and self._cache:
                 _, old = self._cache.popitem(last=False)
                 self._cache_used -= old.nbytes
+
+    # --- asynchronous requests: the GUI thread never waits for a decoder --------------------------
+    def needs_decoder(self, i: int) -> bool:
+        """True unless slice ``i`` is plain stored bytes (a file or zip member read in a millisecond or
+        two, no decoder involved)."""
+        return not is_fast_path(self.stack.slices[self._check_index(i)])
+
+    def request_slice(self, i: int, callback: Callable[[int], None]) -> np.ndarray | None:
+        """The slice if it is decoded already (never decodes here); else None, and it is decoded on this
+        volume's request thread, which then calls ``callback(i)`` (from that thread) once the slice is
+        in the cache or in :attr:`bad_slices`. A newer request supersedes older ones not yet started.
+        """
+        i = self._check_index(i)
+        hit = self.cached(i)
+        if hit is not None or self._closed:
+            return hit
+        with self._lock:
+            self._request_seq += 1
+            seq = self._request_seq
+        with contextlib.suppress(RuntimeError):  # closed concurrently
+            self._requester.submit(self._request_run, i, seq, callback)
+        return None
+
+    def _request_run(self, i: int, seq: int, callback: Callable[[int], None]) -> None:
+        if self._closed or (seq != self._request_seq and self.cached(i) is None):
+            return  # superseded before it started: the newer request is what the viewer waits for
+        with contextlib.suppress(DicomError):  # recorded in bad_slices
+            self.get_slice(i)
+        if not self._closed:
+            callback(i)
+
+    def nearest_cached(self, i: int, reach: int = 64) -> int | None:
+        """The decoded slice nearest to ``i`` (within ``reach``; ``i`` itself first), else None."""
+        n = len(self)
+        with self._lock:
+            for step in range(reach + 1):
+                for j in (i - step, i + step) if step else (i,):
+                    if 0 <= j < n and j in self._cache:
+                        return j
+        return None
 
     # --- prefetch --------------------------------------------------------------------------------
     def _slice_bytes(self) -> int:
@@ -409,17 +451,23 @@ class StackVolume:
                 self.bad_slices[i] = err or "Cannot decode"
 
     # --- display defaults ------------------------------------------------------------------------
+    def header_window(self) -> Window | None:
+        """The middle slice's header window, else the first slice's that has one (never decodes)."""
+        if not len(self):
+            return None
+        window = self.stack.slices[len(self) // 2].window
+        if window is not None:
+            return window
+        return next((info.window for info in self.stack.slices if info.window is not None), None)
+
     def default_window(self) -> Window:
-        """The middle slice's header window, else one from the data range of the middle slice."""
+        """:meth:`header_window`, else one from the data range of the middle slice (decoded if needed)."""
         if not len(self):
             return Window(400, 40)
         mid = len(self) // 2
-        window = self.stack.slices[mid].window
+        window = self.header_window()
         if window is not None:
             return window
-        for info in self.stack.slices:
-            if info.window is not None:
-                return info.window
         try:
             data = self.get_slice(mid)
         except DicomError:
@@ -438,6 +486,7 @@ class StackVolume:
         with self._lock:
             self._generation += 1
         self._prefetcher.shutdown(wait=False, cancel_futures=True)
+        self._requester.shutdown(wait=False, cancel_futures=True)
         with self._lock:
             self._cache.clear()
             self._cache_used = 0
