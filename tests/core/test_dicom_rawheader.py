@@ -101,3 +101,29 @@ def test_mutated_headers_never_differ_from_pydicom(tmp_path: Path, monkeypatch: 
             isinstance(fast, list) and all(isinstance(r, HeaderRecord) for r in fast)
         )
 
+
+
+def test_known_tags_match_pydicoms_dictionary() -> None:
+    from pydicom.datadict import dictionary_VR, tag_for_keyword
+
+    for keyword, (tag, vr) in rawheader.KNOWN.items():
+        assert tag_for_keyword(keyword) == tag and dictionary_VR(tag) == vr, keyword
+
+
+def test_an_uncompressed_study_scans_and_loads_without_importing_pydicom(tmp_path: Path) -> None:
+    """pydicom's import costs more than scanning a small study: the common case never needs it."""
+    import subprocess
+    import sys
+
+    write_ct_series(tmp_path / "s", 5, rows=16, columns=16)
+    code = (
+        "import sys\n"
+        "from viewer.core.dicom.loader import load_paths\n"
+        "from viewer.core.dicom.volume import StackVolume\n"
+        f"(stack,) = load_paths([{str(tmp_path / 's')!r}]).all_stacks()\n"
+        "volume = StackVolume(stack).load_all()\n"
+        "assert volume.shape == (5, 16, 16), volume.shape\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'pydicom'))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

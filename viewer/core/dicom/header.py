@@ -11,9 +11,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Literal
 
-from pydicom import dcmread
-from pydicom.datadict import dictionary_VR, tag_for_keyword
-
 from viewer.core.codes import Code
 from viewer.core.constants import MAX_FRAME_BYTES, MAX_INFLATED_BYTES, MAX_INFLATION_RATIO, Window
 from viewer.core.dicom import rawheader
@@ -153,7 +150,7 @@ class FastGetter:
     def __call__(self, keyword: str) -> Any:
         tag = _TAG_CACHE.get(keyword)
         if tag is None:
-            tag = tag_for_keyword(keyword)
+            tag = rawheader.keyword_tag(keyword)
             if tag is None:
                 return None
             _TAG_CACHE[keyword] = tag
@@ -168,7 +165,7 @@ class FastGetter:
         raw = elem.value
         vr = elem.VR
         if vr is None:
-            vr = dictionary_VR(tag)
+            vr = rawheader.tag_vr(tag)
         if raw is None or not isinstance(raw, bytes):
             return self._slow(keyword)
         if vr in _BINARY_INTS:
@@ -382,6 +379,8 @@ def read_header(
             if DEFLATED_TS.encode() in head:
                 check_deflated(fp.read())
                 fp.seek(0)
+                from pydicom import dcmread  # imported where needed: rarely, in a scan
+
                 ds = dcmread(fp, force=True)  # inflated in memory: pixels come along, positions do not
                 has_pixels = any(t in ds for t in (0x7FE00010, 0x7FE00008, 0x7FE00009))
                 pixel = PixelElement(has_pixels, None, None, size * MAX_INFLATION_RATIO)
@@ -392,6 +391,8 @@ def read_header(
                     ds, pixel_at = fast
                     fp.seek(pixel_at)
                 else:
+                    from pydicom import dcmread
+
                     fp.seek(0)
                     ds = dcmread(fp, stop_before_pixels=True, force=True)
                 pixel = _pixel_element(fp, ds, size)
