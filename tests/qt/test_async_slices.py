@@ -113,6 +113,9 @@ def test_int16_and_float32_slices_render_identically(qtbot: QtBot, tmp_path: Pat
         view.set_window(w)
         images = []
         for arr in (data, data.astype(np.float32)):
-            view.image.setImage(arr, autoLevels=False, levels=w.levels)
+            view._set_image(arr)  # as set_index does
             images.append(view.graphics.grab().toImage())
+            assert view.current_data() is arr  # the HU readout reads the volume's own values
         assert images[0] == images[1], w
+        view.image.setImage(data, autoLevels=False, levels=w.levels)  # pyqtgraph's int16 path agrees
+        assert view.graphics.grab().toImage() == images[0], w

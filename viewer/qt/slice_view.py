@@ -281,11 +281,16 @@ class SliceView(QWidget):
         self._set_shown(near)
 
     def _set_image(self, data: np.ndarray) -> None:
+        """Show ``data``: uint8 RGB, or modality values (windowing is ``setLevels``, the pixels stay
+        as they are). ``_data`` keeps the volume's array (int16 or float32) for the HU readout; an int16
+        slice is handed to pyqtgraph as float32, its fast path (int16 takes its generic ``makeARGB``
+        path: about 3x slower per slice change)."""
         self._data = data
         if data.ndim == 3:
             self.image.setImage(data, autoLevels=False, levels=(0, 255))
-        else:  # int16 or float32 modality values: windowing is setLevels, the pixels stay as they are
-            self.image.setImage(data, autoLevels=False, levels=self._levels())
+            return
+        shown = data.astype(np.float32) if data.dtype.kind in "iu" else data
+        self.image.setImage(shown, autoLevels=False, levels=self._levels())
 
     def _set_shown(self, index: int) -> None:
         if index != self._shown:
