@@ -15,6 +15,7 @@ from types import CodeType, FrameType
 import numpy as np
 import pytest
 from pydicom.uid import RLELossless
+from PySide6.QtCore import Qt
 from pytestqt.qtbot import QtBot
 
 from tests.factories import compress_files, write_ct_series
@@ -23,7 +24,7 @@ from viewer.core.constants import Window
 from viewer.core.dicom import isolated, pixels
 from viewer.core.dicom.volume import StackVolume
 
-N = 40
+N = 300  # more than one prefetch call decodes (PREFETCH_MAX_SLICES)
 DECODERS: dict[CodeType, str] = {
     StackVolume._decode.__code__: "StackVolume._decode",
     pixels.decode_frame.__code__: "decode_frame",
@@ -53,27 +54,27 @@ def gui_decoder_calls() -> Iterator[list[tuple[str, int]]]:
 def test_scrolling_a_cold_compressed_stack_never_decodes_on_the_gui_thread(
     qtbot: QtBot, tmp_path: Path, gui_decoder_calls: list[tuple[str, int]]
 ) -> None:
-    compress_files(write_ct_series(tmp_path / "rle", N, rows=64, columns=64), RLELossless)
+    compress_files(write_ct_series(tmp_path / "rle", N, rows=32, columns=32), RLELossless)
     window = make_window(qtbot)
     open_and_wait(qtbot, window, [tmp_path / "rle"])
     view = window.view
     volume = window.current_volume()
     assert volume is not None and volume.needs_decoder(0)
     qtbot.waitUntil(lambda: view.shown_index == 0, timeout=30_000)
-    stand_ins = 0
-    for _ in range(N - 1):  # one wheel notch after another, faster than the slices decode
-        wheel(view.graphics.viewport(), -1)
-        stand_ins += view.shown_index != view.index
+    # End: far beyond what the prefetch around slice 1 has decoded, so certainly a cold slice
+    qtbot.keyClick(view, Qt.Key.Key_End)
+    assert view.index == N - 1 and view.shown_index != N - 1
+    for _ in range(30):  # then a fast wheel, three slices a notch, faster than the slices decode
+        wheel(view.graphics.viewport(), 3)
         qtbot.wait(1)
-    assert view.index == N - 1
-    assert stand_ins > 0  # the slices really were cold: something else was shown meanwhile
+    assert view.index == N - 1 - 90
     qtbot.waitUntil(lambda: view.shown_index == view.index, timeout=30_000)
     image = view.image.image
-    assert image is not None and image[0, 0] == N - 1  # write_ct_series: HU k in slice k's corner
+    assert image is not None and image[0, 0] == N - 1 - 90  # write_ct_series: HU k in slice k's corner
     assert "decoding" not in " ".join(view.overlay._corners.get("bottom_left", []))
-    window.set_slice(7)
-    qtbot.waitUntil(lambda: view.shown_index == 7, timeout=30_000)
-    assert view.image.image is not None and view.image.image[0, 0] == 7
+    window.set_slice(150)
+    qtbot.waitUntil(lambda: view.shown_index == 150, timeout=30_000)
+    assert view.image.image is not None and view.image.image[0, 0] == 150
     assert gui_decoder_calls == []
     # The watch works: a decode on this thread is seen.
     StackVolume(volume.stack).get_slice(3)
