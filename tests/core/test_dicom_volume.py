@@ -34,7 +34,7 @@ def test_get_slice_is_lazy_cached_and_read_only(series: Stack) -> None:
         assert len(vol) == 30 and vol.stack is series
         assert vol.cached(5) is None
         a = vol.get_slice(5)
-        assert a.dtype == np.float32 and a.shape == (32, 32) and a[0, 0] == 5
+        assert a.dtype == np.int16 and a.shape == (32, 32) and a[0, 0] == 5
         assert vol.get_slice(5) is a  # from the cache
         assert not a.flags.writeable
         with pytest.raises(IndexError):
@@ -42,7 +42,7 @@ def test_get_slice_is_lazy_cached_and_read_only(series: Stack) -> None:
 
 
 def test_cache_is_bounded(series: Stack) -> None:
-    slice_bytes = 32 * 32 * 4
+    slice_bytes = 32 * 32 * 2  # int16
     with StackVolume(series, cache_bytes=3 * slice_bytes) as vol:
         for i in range(10):
             vol.get_slice(i)
@@ -50,7 +50,7 @@ def test_cache_is_bounded(series: Stack) -> None:
 
 
 def test_prefetch_fills_outward_and_newer_call_wins(series: Stack) -> None:
-    slice_bytes = 32 * 32 * 4
+    slice_bytes = 32 * 32 * 2  # int16
     with StackVolume(series, cache_bytes=10 * slice_bytes) as vol:
         vol.prefetch(15)
         deadline = time.monotonic() + 20
@@ -66,7 +66,7 @@ def test_prefetch_fills_outward_and_newer_call_wins(series: Stack) -> None:
 
 
 def test_concurrent_get_slice_from_threads(series: Stack) -> None:
-    with StackVolume(series, cache_bytes=5 * 32 * 32 * 4) as vol:
+    with StackVolume(series, cache_bytes=5 * 32 * 32 * 2) as vol:
         errors: list[BaseException] = []
 
         def reader(offset: int) -> None:
@@ -91,7 +91,7 @@ def test_load_all_uncompressed(series: Stack) -> None:
     with StackVolume(series) as vol:
         vol.get_slice(3)
         volume = vol.load_all(progress=lambda d, t: seen.append((d, t)))
-    assert volume.shape == (30, 32, 32) and volume.dtype == np.float32
+    assert volume.shape == (30, 32, 32) and volume.dtype == np.int16
     assert [int(v) for v in volume[:, 0, 0]] == list(range(30))
     assert volume[7, 16, 16] == 30.0 and volume[7, 31, 31] == -1000.0
     assert seen[-1] == (30, 30)

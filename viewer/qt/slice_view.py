@@ -97,6 +97,8 @@ class SliceView(QWidget):
     playing_changed = Signal(bool)
     tool_changed = Signal(str)
     zoom_changed = Signal(float)
+    shown_changed = Signal(int)  # the slice whose pixels are on screen (differs from index while decoding)
+    _slice_ready = Signal(object, int)  # (volume, index), emitted by the volume's request thread
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -120,7 +122,9 @@ class SliceView(QWidget):
         self.volume: Any = None
         self.context: StackContext | None = None
         self._index = 0
+        self._shown = -1  # the slice whose pixels are on screen, -1 for none
         self._data: np.ndarray | None = None
+        self._window_from_data = False  # no header window: set one when the middle slice arrives
         self._window = Window(400, 40)
         self._default_window = Window(400, 40)
         self._header_ramp: VoiRamp | None = None  # the header's non-linear VOI (key 0), if any
@@ -138,6 +142,7 @@ class SliceView(QWidget):
         self.show_phi = True
 
         self.vb.sigWheelSteps.connect(lambda n: self.set_index(self._index + n))
+        self._slice_ready.connect(self._on_slice_ready, Qt.ConnectionType.QueuedConnection)
         self.vb.sigWindowDrag.connect(self._on_window_drag)
         self.vb.sigToolDrag.connect(self._on_tool_drag)
         self.vb.sigRangeChanged.connect(self._on_range_changed)
@@ -155,8 +160,9 @@ class SliceView(QWidget):
         self._spacing = first.pixel_spacing
         row_sp, col_sp = self._spacing if self._spacing else (1.0, 1.0)
         self.image.setTransform(QTransform.fromScale(col_sp, row_sp))
+        self._window_from_data = False
         try:
-            self._default_window = volume.default_window()
+            self._default_window = self._initial_window(volume)
         except Exception as exc:
             log_failure(logger, logging.WARNING, "No default window for this stack; using 400/40", exc)
             self._default_window = Window(400, 40)
@@ -168,8 +174,22 @@ class SliceView(QWidget):
         self.overlay.set_orientation(orientation_labels(first.orientation))
         self._update_lut()
         self._index = -1
+        self._shown = -1
         self.set_index(index, force=True)
         self.fit()
+
+    def _initial_window(self, volume: Any) -> Window:
+        """The header window; else from the middle slice's data when that needs no decoder, else 400/40
+        until the middle slice arrives from the volume's request thread (never decoded here)."""
+        header = volume.header_window()
+        if header is not None or not len(volume):
+            return header or Window(400, 40)
+        mid = len(volume) // 2
+        if volume.cached(mid) is not None or not volume.needs_decoder(mid):
+            return volume.default_window()
+        self._window_from_data = True
+        volume.request_slice(mid, lambda i, v=volume: self._slice_ready.emit(v, i))
+        return Window(400, 40)
 
     def clear(self) -> None:
         self.stop_cine()
@@ -177,6 +197,7 @@ class SliceView(QWidget):
         self.volume = None
         self.context = None
         self._data = None
+        self._shown = -1
         self.image.clear()
         for corner in ("top_left", "top_right", "bottom_left", "bottom_right"):
             self.overlay.set_corner(corner, [])
@@ -198,7 +219,16 @@ class SliceView(QWidget):
     def current_data(self) -> np.ndarray | None:
         return self._data
 
+    @property
+    def shown_index(self) -> int:
+        """The slice whose pixels are on screen: :attr:`index` once decoded, meanwhile the nearest
+        decoded slice (or -1 with a "decoding…" placeholder)."""
+        return self._shown
+
     def set_index(self, index: int, force: bool = False) -> None:
+        """Go to slice ``index``. Never waits for a decoder: a slice that needs one and is not decoded
+        yet is requested from the volume's request thread, the nearest decoded slice (or a placeholder)
+        is shown meanwhile, and the slice fills in when it arrives (:meth:`_on_slice_ready`)."""
         if self.volume is None:
             return
         n = len(self.volume)
@@ -206,6 +236,22 @@ class SliceView(QWidget):
         if index == self._index and not force:
             return
         self._index = index
+        volume = self.volume
+        if volume.cached(index) is not None or index in volume.bad_slices or not volume.needs_decoder(index):
+            self._show(index)
+        else:
+            data = volume.request_slice(index, lambda i, v=volume: self._slice_ready.emit(v, i))
+            if data is not None:
+                self._show(index)
+            else:
+                self._show_stand_in(index)
+        if self._needs_prefetch(index):
+            volume.prefetch(index)
+        self._update_overlay()
+        self.index_changed.emit(index)
+
+    def _show(self, index: int) -> None:
+        """Put slice ``index`` on screen (decoded already, or plain bytes on disk), or say it is bad."""
         try:
             data = self.volume.get_slice(index)
         except PixelDecodeError as exc:
@@ -216,15 +262,53 @@ class SliceView(QWidget):
         else:
             if self.overlay._hint:
                 self.overlay.set_hint("")
-            self._data = data
-            if data.ndim == 3:
-                self.image.setImage(data, autoLevels=False, levels=(0, 255))
-            else:
-                self.image.setImage(data, autoLevels=False, levels=self._levels())
-        if self._needs_prefetch(index):
-            self.volume.prefetch(index)
-        self._update_overlay()
-        self.index_changed.emit(index)
+            self._set_image(data)
+        self._set_shown(index)
+
+    def _show_stand_in(self, index: int) -> None:
+        """While slice ``index`` decodes: the nearest decoded slice, else a placeholder."""
+        near = self.volume.nearest_cached(index)
+        data = self.volume.cached(near) if near is not None else None
+        if near is None or data is None:
+            self._data = None
+            self.image.clear()
+            self.overlay.set_hint(f"Decoding slice {index + 1}…")
+            self._set_shown(-1)
+            return
+        if self.overlay._hint:
+            self.overlay.set_hint("")
+        self._set_image(data)
+        self._set_shown(near)
+
+    def _set_image(self, data: np.ndarray) -> None:
+        """Show ``data``: uint8 RGB, or modality values (windowing is ``setLevels``, the pixels stay
+        as they are). ``_data`` keeps the volume's array (int16 or float32) for the HU readout; an int16
+        slice is handed to pyqtgraph as float32, its fast path (int16 takes its generic ``makeARGB``
+        path: about 3x slower per slice change)."""
+        self._data = data
+        if data.ndim == 3:
+            self.image.setImage(data, autoLevels=False, levels=(0, 255))
+            return
+        shown = data.astype(np.float32) if data.dtype.kind in "iu" else data
+        self.image.setImage(shown, autoLevels=False, levels=self._levels())
+
+    def _set_shown(self, index: int) -> None:
+        if index != self._shown:
+            self._shown = index
+            self.shown_changed.emit(index)
+
+    def _on_slice_ready(self, volume: Any, index: int) -> None:
+        """A requested slice is decoded (or known bad): show it if it is still the one wanted."""
+        if volume is not self.volume:
+            return
+        if self._window_from_data and index == len(volume) // 2:
+            self._window_from_data = False
+            if self._window == self._default_window:  # the user has not changed it meanwhile
+                self._default_window = volume.default_window()  # the middle slice is cached now
+                self.set_window(self._default_window, header=True)
+        if index == self._index and self._shown != index:
+            self._show(index)
+            self._update_overlay()
 
     def _needs_prefetch(self, index: int) -> bool:
         """True unless the neighbours within PREFETCH_CHECK slices are already decoded."""
@@ -422,6 +506,9 @@ class SliceView(QWidget):
         se = f"Se {st.series_number}" if st.series_number is not None else ""
         top_right = ["  ".join(v for v in (st.modality, se, st.label) if v)]
         bottom_left = [f"Im {self._index + 1} / {len(st)}"]
+        if self._shown != self._index:
+            shown = f"showing {self._shown + 1}, " if self._shown >= 0 else ""
+            bottom_left.append(f"({shown}decoding {self._index + 1}…)")
         pos = slice_position_mm(st, self._index)
         parts = []
         if pos is not None:
@@ -460,7 +547,7 @@ class SliceView(QWidget):
         else:
             val_text = "RGB " + ",".join(str(int(v)) for v in value)
         text = f"x {col}  y {row}   {val_text}"
-        info = self.context.stack.slices[self._index]
+        info = self.context.stack.slices[self._shown if self._shown >= 0 else self._index]
         mm = patient_position(info.position, info.orientation, info.pixel_spacing, row, col)
         if mm is not None:
             text += f"   ({mm[0]:.1f}, {mm[1]:.1f}, {mm[2]:.1f}) mm"

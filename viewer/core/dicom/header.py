@@ -11,11 +11,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Literal
 
-from pydicom import dcmread
-from pydicom.datadict import dictionary_VR, tag_for_keyword
-
 from viewer.core.codes import Code
 from viewer.core.constants import MAX_FRAME_BYTES, MAX_INFLATED_BYTES, MAX_INFLATION_RATIO, Window
+from viewer.core.dicom import rawheader
 from viewer.core.dicom.files import open_regular
 from viewer.core.dicom.model import SkippedFile, SliceInfo, SliceSource
 from viewer.core.dicom.sources import GZIP_MAGIC, MEDIA_STORAGE_DIRECTORY, ZIP_MAGIC, ArchiveCache
@@ -152,7 +150,7 @@ class FastGetter:
     def __call__(self, keyword: str) -> Any:
         tag = _TAG_CACHE.get(keyword)
         if tag is None:
-            tag = tag_for_keyword(keyword)
+            tag = rawheader.keyword_tag(keyword)
             if tag is None:
                 return None
             _TAG_CACHE[keyword] = tag
@@ -167,7 +165,7 @@ class FastGetter:
         raw = elem.value
         vr = elem.VR
         if vr is None:
-            vr = dictionary_VR(tag)
+            vr = rawheader.tag_vr(tag)
         if raw is None or not isinstance(raw, bytes):
             return self._slow(keyword)
         if vr in _BINARY_INTS:
@@ -375,16 +373,28 @@ def read_header(
             return SkippedFile(label, ARCHIVE_CODE, "archive: its contents are read")
         if not sniff(head):
             return SkippedFile(label, Code.NOT_DICOM, "Not a DICOM file (no DICM marker or DICOM tag)")
+        ds: Any
         try:
             fp.seek(0)
             if DEFLATED_TS.encode() in head:
                 check_deflated(fp.read())
                 fp.seek(0)
+                from pydicom import dcmread  # imported where needed: rarely, in a scan
+
                 ds = dcmread(fp, force=True)  # inflated in memory: pixels come along, positions do not
                 has_pixels = any(t in ds for t in (0x7FE00010, 0x7FE00008, 0x7FE00009))
                 pixel = PixelElement(has_pixels, None, None, size * MAX_INFLATION_RATIO)
             else:
-                ds = dcmread(fp, stop_before_pixels=True, force=True)
+                fp.seek(len(head))
+                fast = rawheader.parse(fp, head, size)  # the common file, without pydicom's parser
+                if fast is not None:
+                    ds, pixel_at = fast
+                    fp.seek(pixel_at)
+                else:
+                    from pydicom import dcmread
+
+                    fp.seek(0)
+                    ds = dcmread(fp, stop_before_pixels=True, force=True)
                 pixel = _pixel_element(fp, ds, size)
             return _records(ds, source, order, pixel, label, fp, size)
         except ImageTooLargeError as exc:

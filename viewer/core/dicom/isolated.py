@@ -134,18 +134,21 @@ def _at_exit() -> None:
 atexit.register(_at_exit)
 
 
-def decode_isolated(info: SliceInfo, archives: ArchiveCache | None = None) -> np.ndarray:
-    """Like :func:`decode_frame`, but in the decoder process: float32 modality values or uint8 RGB.
+def decode_isolated(
+    info: SliceInfo, archives: ArchiveCache | None = None, *, dtype: np.dtype | type = np.float32
+) -> np.ndarray:
+    """Like :func:`decode_frame`, but in the decoder process: modality values in ``dtype`` (float32 or
+    int16, see :func:`~viewer.core.dicom.pixels.modality_dtype`) or uint8 RGB.
 
     Raises :class:`PixelDecodeError` for a bad frame, including one that crashes or hangs its decoder.
     """
     results = run_isolated([(0, info)], grey_only=False)
     if results is None:
-        return decode_frame(info, archives=archives)
+        return decode_frame(info, archives=archives, dtype=dtype)
     ((_, arr, error, pending),) = results
     if error is not None or arr is None:
         raise PixelDecodeError(error or f"Cannot decode {info.source.display_name}")
-    return to_modality(arr, info) if pending else arr
+    return to_modality(arr, info, dtype=dtype) if pending else arr
 
 
 def run_isolated(

@@ -1,4 +1,4 @@
-"""Decode one frame to a native-endian array: float32 modality values, or uint8 RGB for colour.
+"""Decode one frame to a native-endian array: modality values (int16 or float32), or uint8 RGB for colour.
 
 Guards run before any pixel allocation: the declared frame size against :data:`MAX_FRAME_BYTES`
 and free memory, and (uncompressed data) against the bytes actually in the file.
@@ -10,6 +10,7 @@ import io
 import logging
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -120,6 +121,62 @@ def read_raw(info: SliceInfo, archives: ArchiveCache | None = None, data: bytes 
     return _mask(arr.astype(arr.dtype.newbyteorder("="), copy=False), info)
 
 
+def read_raw_into(info: SliceInfo, dest: np.ndarray) -> bool:
+    """Fast path straight into ``dest``, an int16 (rows, cols) slice of a volume: the file's pixel bytes
+    are read into it with ``readinto`` (no intermediate buffer), masked and rescaled in place.
+
+    Returns False (``dest`` untouched) where this does not apply (a zip member, big endian, not 16-bit
+    data): use :func:`read_raw` and :func:`to_modality` instead. Same guards and errors as
+    :func:`read_raw`; :class:`ModalityOverflow` if the values do not fit int16.
+    """
+    if (
+        info.source.member is not None
+        or info.transfer_syntax_uid == BIG_ENDIAN_TS
+        or info.bits_allocated != 16
+        or dest.dtype != np.int16
+        or dest.shape != (info.rows, info.columns)
+        or not dest.flags.c_contiguous
+    ):
+        return False
+    need = check_frame_size(info)
+    offset = info.pixel_offset
+    assert offset is not None
+    with info.source.path.open("rb", buffering=0) as fh:
+        found = max(os.fstat(fh.fileno()).st_size - offset, 0)
+        if found < need:  # checked before reading: no buffer sized by the header
+            raise PixelDecodeError(
+                f"Truncated pixel data in {info.source.display_name} "
+                f"(expected {need:,} bytes, found {found:,})"
+            )
+        fh.seek(offset)
+        got = 0
+        view = memoryview(dest.data).cast("B")
+        while got < need:
+            n = fh.readinto(view[got:])
+            if not n:
+                break
+            got += n
+    if got < need:
+        raise PixelDecodeError(
+            f"Truncated pixel data in {info.source.display_name} (expected {need:,} bytes, found {got:,})"
+        )
+    stored = dest.view(_native_dtype(info))
+    bits = info.bits_stored
+    if bits is not None and 0 < bits < 16:  # in place, as _mask does
+        if info.pixel_representation:
+            np.left_shift(stored, 16 - bits, out=stored)
+            np.right_shift(stored, 16 - bits, out=stored)
+        else:
+            np.bitwise_and(stored, (1 << bits) - 1, out=stored)
+    intercept = int(info.rescale_intercept)
+    if info.rescale_slope != 1.0 or intercept != info.rescale_intercept:
+        raise ModalityOverflow("Rescale slope/intercept are not integral")
+    _check_int16(stored, intercept)
+    if intercept:  # modulo 2**16, exact because the result fits int16 (checked above)
+        np.add(dest, np.int16(intercept), out=dest)
+    return True
+
+
 def _mask(arr: np.ndarray, info: SliceInfo) -> np.ndarray:
     stored = info.bits_stored
     bits = info.bits_allocated
@@ -131,16 +188,94 @@ def _mask(arr: np.ndarray, info: SliceInfo) -> np.ndarray:
     return arr & ((1 << stored) - 1)
 
 
-def to_modality(arr: np.ndarray, info: SliceInfo, out: np.ndarray | None = None) -> np.ndarray:
-    """Stored values -> float32 modality values (slope/intercept applied exactly once)."""
-    result = np.empty(arr.shape, dtype=np.float32) if out is None else out
-    slope, intercept = np.float32(info.rescale_slope), np.float32(info.rescale_intercept)
+INT16_MIN, INT16_MAX = -32768, 32767
+
+
+class ModalityOverflow(DicomError):
+    """A slice's modality values do not fit the stack's int16 volume: the volume must be float32."""
+
+
+def stored_range(info: SliceInfo) -> tuple[int, int] | None:
+    """(lowest, highest) stored integer the header allows (BitsStored, PixelRepresentation)."""
+    bits = info.bits_stored or info.bits_allocated
+    if bits <= 0 or info.bits_allocated not in (8, 16):
+        return None
+    bits = min(bits, info.bits_allocated)
+    if info.pixel_representation:
+        return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    return 0, (1 << bits) - 1
+
+
+def int16_ok(info: SliceInfo) -> bool:
+    """True when the modality LUT maps this frame's stored integers to integers that int16 can hold.
+
+    Slope 1, an integral intercept, greyscale 8/16-bit data without a Modality LUT Sequence, and a
+    stored range + intercept within int16. Signed 16-bit data with a negative intercept (or unsigned
+    16-bit data with any intercept), as GE CT and pydicom's ``CT_small.dcm`` store, only reaches past
+    int16 at the extreme of its declared range, which no CT uses: it is accepted too, and every such
+    slice's actual range is checked when it is converted (:class:`ModalityOverflow` otherwise).
+    """
+    if info.is_color or info.has_modality_lut or info.photometric not in GREY:
+        return False
+    slope, intercept = info.rescale_slope, info.rescale_intercept
+    if slope != 1.0 or not float(intercept).is_integer() or abs(intercept) > INT16_MAX:
+        return False
+    return stored_range(info) is not None
+
+
+def modality_dtype(slices: Sequence[SliceInfo]) -> np.dtype:
+    """The dtype of a stack's modality values, decided once from every slice's header: int16 when
+    :func:`int16_ok` holds for all of them (nearly all CT), else float32."""
+    if slices and all(int16_ok(info) for info in slices):
+        return np.dtype(np.int16)
+    return np.dtype(np.float32)
+
+
+def _check_int16(arr: np.ndarray, intercept: int) -> None:
+    """Raise :class:`ModalityOverflow` unless ``arr + intercept`` fits int16 (one pass at most)."""
+    if arr.dtype.kind not in "iu" or arr.dtype.itemsize > 2:
+        raise ModalityOverflow("Stored values are not 8/16-bit integers")
+    limits = np.iinfo(arr.dtype)
+    if not arr.size:
+        return
+    if limits.min + intercept < INT16_MIN and int(arr.min()) + intercept < INT16_MIN:
+        raise ModalityOverflow("Modality values below the int16 range")
+    if limits.max + intercept > INT16_MAX and int(arr.max()) + intercept > INT16_MAX:
+        raise ModalityOverflow("Modality values above the int16 range")
+
+
+def to_modality(
+    arr: np.ndarray,
+    info: SliceInfo,
+    out: np.ndarray | None = None,
+    *,
+    dtype: np.dtype | type = np.float32,
+) -> np.ndarray:
+    """Stored values -> modality values (slope/intercept applied exactly once).
+
+    ``dtype`` float32, or int16 for a stack :func:`modality_dtype` chose int16 for (the values are
+    then exact integers; :class:`ModalityOverflow` if this slice's values do not fit). ``out``, if
+    given, sets the dtype.
+    """
+    target = np.dtype(dtype) if out is None else out.dtype
+    result = np.empty(arr.shape, dtype=target) if out is None else out
+    if target == np.int16:
+        intercept = int(info.rescale_intercept)
+        if info.rescale_slope != 1.0 or intercept != info.rescale_intercept:
+            raise ModalityOverflow("Rescale slope/intercept are not integral")
+        _check_int16(arr, intercept)
+        if intercept:
+            np.add(arr, np.int16(intercept), out=result, dtype=np.int16, casting="unsafe")
+        else:
+            np.copyto(result, arr, casting="unsafe")
+        return result
+    slope, intercept_f = np.float32(info.rescale_slope), np.float32(info.rescale_intercept)
     if slope != 1.0:
         np.multiply(arr, slope, out=result, dtype=np.float32, casting="unsafe")
-        if intercept != 0.0:
-            result += intercept
-    elif intercept != 0.0:
-        np.add(arr, intercept, out=result, dtype=np.float32, casting="unsafe")  # one pass
+        if intercept_f != 0.0:
+            result += intercept_f
+    elif intercept_f != 0.0:
+        np.add(arr, intercept_f, out=result, dtype=np.float32, casting="unsafe")  # one pass
     else:
         np.copyto(result, arr, casting="unsafe")
     return result
@@ -161,15 +296,20 @@ def _to_uint8_rgb(arr: np.ndarray, info: SliceInfo) -> np.ndarray:
 
 
 def decode_frame(
-    info: SliceInfo, *, archives: ArchiveCache | None = None, data: bytes | None = None
+    info: SliceInfo,
+    *,
+    archives: ArchiveCache | None = None,
+    data: bytes | None = None,
+    dtype: np.dtype | type = np.float32,
 ) -> np.ndarray:
-    """One frame: float32 (rows, cols) modality values, or uint8 (rows, cols, 3) RGB for colour.
+    """One frame: (rows, cols) modality values in ``dtype`` (float32, or int16 when the stack's
+    :func:`modality_dtype` is int16), or uint8 (rows, cols, 3) RGB for colour.
 
     Raises :class:`ImageTooLargeError` before allocating anything over the budget and
     :class:`PixelDecodeError` (naming the file, never its folder) for truncated or corrupt data.
     """
-    arr, pending = _decode(info, archives, data, stored=False)
-    return to_modality(arr, info) if pending else arr
+    arr, pending = _decode(info, archives, data, stored=True)
+    return to_modality(arr, info, dtype=dtype) if pending else arr
 
 
 def decode_stored(info: SliceInfo, *, archives: ArchiveCache | None = None) -> tuple[np.ndarray, bool]:

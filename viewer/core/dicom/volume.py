@@ -16,7 +16,15 @@ from viewer.core.dicom import isolated
 from viewer.core.dicom.isolated import decode_isolated, run_isolated
 from viewer.core.dicom.isolated import warm_async as warm_decoders
 from viewer.core.dicom.model import SliceInfo, Stack
-from viewer.core.dicom.pixels import decode_frame, is_fast_path, read_raw, to_modality
+from viewer.core.dicom.pixels import (
+    ModalityOverflow,
+    decode_frame,
+    is_fast_path,
+    modality_dtype,
+    read_raw,
+    read_raw_into,
+    to_modality,
+)
 from viewer.core.dicom.pool import (
     POOL_MIN_SLICES,
     allocate_volume,
@@ -46,7 +54,12 @@ def _failure_reason(exc: Exception) -> str:
 class StackVolume:
     """Pixels of one :class:`Stack`, decoded on demand (thread-safe).
 
-    ``get_slice`` returns read-only arrays shared with the cache: copy before modifying.
+    ``get_slice`` returns read-only arrays shared with the cache: copy before modifying. Greyscale
+    modality values come in :attr:`dtype`, decided once from the headers of the whole stack
+    (:func:`~viewer.core.dicom.pixels.modality_dtype`): int16 for nearly all CT (half the memory of
+    float32, the same values), float32 where slope/intercept or the stored range need it. Should a
+    slice's values turn out not to fit int16 after all (a 16-bit value at the extreme of its range),
+    the volume switches to float32 for good, so one volume never mixes the two.
     """
 
     def __init__(self, stack: Stack, *, cache_bytes: int = SLICE_CACHE_BYTES) -> None:
@@ -55,12 +68,16 @@ class StackVolume:
         self.bad_slices: dict[int, str] = {}
         first = stack.slices[0] if stack.slices else None
         self.invert_display = bool(first is not None and first.photometric == "MONOCHROME1")
+        self.dtype: np.dtype = modality_dtype(stack.slices)
+        self._overflowed = False  # a slice did not fit int16: switch to float32 (see _promote)
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
         self._cache_used = 0
         self._lock = threading.Lock()
         self._inflight: dict[int, threading.Event] = {}
         self._archives = ArchiveCache()
         self._prefetcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="slice-prefetch")
+        self._requester = ThreadPoolExecutor(max_workers=1, thread_name_prefix="slice-request")
+        self._request_seq = 0
         self._generation = 0
         self._closed = False
         if stack.slices and not is_fast_path(stack.slices[0]):
@@ -89,7 +106,8 @@ class StackVolume:
             return self._cache.get(i)
 
     def get_slice(self, i: int) -> np.ndarray:
-        """float32 (rows, cols) modality values, or uint8 (rows, cols, 3) RGB; PixelDecodeError if bad."""
+        """(rows, cols) modality values in :attr:`dtype`, or uint8 (rows, cols, 3) RGB;
+        PixelDecodeError if bad."""
         i = self._check_index(i)
         while True:
             with self._lock:
@@ -107,6 +125,8 @@ class StackVolume:
             event.wait()  # another thread decodes this slice: use its result
         try:
             arr = self._decode(self.stack.slices[i])
+            if self._overflowed:
+                self._promote()
             arr.flags.writeable = False
             self._store(i, arr)  # before waiters wake, so they find it in the cache
         except Exception as exc:
@@ -126,9 +146,41 @@ class StackVolume:
         first = self.stack.slices[0]
         if (info.rows, info.columns) != (first.rows, first.columns):
             raise PixelDecodeError(f"{info.source.display_name} has a different size from the stack")
-        if is_fast_path(info):  # plain bytes into numpy: no decoder involved
+        dtype = self.dtype
+        try:
+            if is_fast_path(info):  # plain bytes into numpy: no decoder involved
+                return decode_frame(info, archives=self._archives, dtype=dtype)
+            return decode_isolated(info, self._archives, dtype=dtype)  # C decoders run in a child process
+        except ModalityOverflow:
+            if dtype == np.float32:
+                raise
+            self._overflowed = True
+            return self._decode(info) if self.dtype == np.float32 else self._decode_float(info)
+
+    def _decode_float(self, info: SliceInfo) -> np.ndarray:
+        if is_fast_path(info):
             return decode_frame(info, archives=self._archives)
-        return decode_isolated(info, self._archives)  # C decoders run in a child process
+        return decode_isolated(info, self._archives)
+
+    def _modality(self, arr: np.ndarray, info: SliceInfo, out: np.ndarray) -> None:
+        """:func:`to_modality` into ``out``; a slice that does not fit an int16 ``out`` sets the flag
+        that makes :meth:`load_all` start again in float32."""
+        try:
+            to_modality(arr, info, out=out)
+        except ModalityOverflow:
+            if out.dtype == np.float32:
+                raise
+            self._overflowed = True
+
+    def _promote(self) -> None:
+        """Switch this volume to float32 for good (the int16 slices in the cache are dropped)."""
+        with self._lock:
+            if self.dtype == np.float32:
+                return
+            self.dtype = np.dtype(np.float32)
+            self._cache.clear()
+            self._cache_used = 0
+        logger.warning("A slice's modality values do not fit int16: this stack is kept as float32")
 
     def _store(self, i: int, arr: np.ndarray) -> None:
         if arr.nbytes > self.cache_bytes:
@@ -136,18 +188,60 @@ class StackVolume:
         with self._lock:
             if self._closed or i in self._cache:
                 return  # after close() a late reader (e.g. a thumbnail) gets its slice, the cache stays empty
+            if arr.ndim == 2 and arr.dtype != self.dtype:
+                return  # decoded as int16 just before the volume switched to float32
             self._cache[i] = arr
             self._cache_used += arr.nbytes
             while self._cache_used > self.cache_bytes and self._cache:
                 _, old = self._cache.popitem(last=False)
                 self._cache_used -= old.nbytes
 
+    # --- asynchronous requests: the GUI thread never waits for a decoder --------------------------
+    def needs_decoder(self, i: int) -> bool:
+        """True unless slice ``i`` is plain stored bytes (a file or zip member read in a millisecond or
+        two, no decoder involved)."""
+        return not is_fast_path(self.stack.slices[self._check_index(i)])
+
+    def request_slice(self, i: int, callback: Callable[[int], None]) -> np.ndarray | None:
+        """The slice if it is decoded already (never decodes here); else None, and it is decoded on this
+        volume's request thread, which then calls ``callback(i)`` (from that thread) once the slice is
+        in the cache or in :attr:`bad_slices`. A newer request supersedes older ones not yet started.
+        """
+        i = self._check_index(i)
+        hit = self.cached(i)
+        if hit is not None or self._closed:
+            return hit
+        with self._lock:
+            self._request_seq += 1
+            seq = self._request_seq
+        with contextlib.suppress(RuntimeError):  # closed concurrently
+            self._requester.submit(self._request_run, i, seq, callback)
+        return None
+
+    def _request_run(self, i: int, seq: int, callback: Callable[[int], None]) -> None:
+        if self._closed or (seq != self._request_seq and self.cached(i) is None):
+            return  # superseded before it started: the newer request is what the viewer waits for
+        with contextlib.suppress(DicomError):  # recorded in bad_slices
+            self.get_slice(i)
+        if not self._closed:
+            callback(i)
+
+    def nearest_cached(self, i: int, reach: int = 64) -> int | None:
+        """The decoded slice nearest to ``i`` (within ``reach``; ``i`` itself first), else None."""
+        n = len(self)
+        with self._lock:
+            for step in range(reach + 1):
+                for j in (i - step, i + step) if step else (i,):
+                    if 0 <= j < n and j in self._cache:
+                        return j
+        return None
+
     # --- prefetch --------------------------------------------------------------------------------
     def _slice_bytes(self) -> int:
         if not self.stack.slices:
             return 1
         first = self.stack.slices[0]
-        per_pixel = 3 if self.stack.is_color else 4
+        per_pixel = 3 if self.stack.is_color else self.dtype.itemsize
         return max(first.rows * first.columns * per_pixel, 1)
 
     def prefetch(self, i: int) -> None:
@@ -193,7 +287,8 @@ class StackVolume:
 
     # --- whole volume ----------------------------------------------------------------------------
     def load_all(self, progress: ProgressFn | None = None, cancel: CancelFn | None = None) -> np.ndarray:
-        """float32 (S, rows, cols) of a greyscale stack; bad slices filled with the stack minimum.
+        """(S, rows, cols) modality values in :attr:`dtype` (int16 or float32) of a greyscale stack; bad
+        slices filled with the stack minimum.
 
         Uncompressed slices are read straight into the preallocated array by a few threads;
         compressed ones are decoded by a process pool using every core. Raises
@@ -203,10 +298,10 @@ class StackVolume:
             raise DicomError("A colour stack cannot be loaded as a greyscale volume")
         n = len(self)
         if n == 0:
-            return np.zeros((0, 0, 0), dtype=np.float32)
+            return np.zeros((0, 0, 0), dtype=self.dtype)
         rows, cols = self.stack.rows, self.stack.columns
-        check_volume_budget(n * rows * cols * 4)
-        out = allocate_volume((n, rows, cols))
+        check_volume_budget(n * rows * cols * self.dtype.itemsize)
+        out = allocate_volume((n, rows, cols), self.dtype)
         good = np.zeros(n, dtype=bool)
         todo_fast: list[int] = []
         todo_slow: list[int] = []
@@ -239,10 +334,15 @@ class StackVolume:
                 self._load_pool(todo_slow, out, good, tick, cancel)
             else:
                 self._load_threads(todo_slow, out, good, tick, cancel, self._decode_into)
+        if self._overflowed and out.dtype != np.float32:
+            del out  # a slice did not fit int16: the whole volume again, as float32
+            self._promote()
+            return self.load_all(progress, cancel)
         bad = [i for i in range(n) if not good[i]]
         if bad:
-            fill = float(out[good].min()) if good.any() else 0.0
-            out[bad] = fill
+            fill = min((out[i].min() for i in np.flatnonzero(good)), default=0)
+            for i in bad:
+                out[i] = fill
         return out
 
     def _check_cancel(self, cancel: CancelFn | None, futures: set[Future[object]] | None = None) -> None:
@@ -253,7 +353,13 @@ class StackVolume:
 
     def _read_into(self, i: int, out: np.ndarray) -> None:
         info = self.stack.slices[i]
-        to_modality(read_raw(info, self._archives), info, out=out[i])
+        try:
+            if read_raw_into(info, out[i]):
+                return
+        except ModalityOverflow:
+            self._overflowed = True
+            return
+        self._modality(read_raw(info, self._archives), info, out[i])
 
     def _decode_into(self, i: int, out: np.ndarray) -> None:
         out[i] = self._decode(self.stack.slices[i])
@@ -347,7 +453,7 @@ class StackVolume:
         for i, arr, err, stored in results:
             if err is None and arr is not None:
                 if stored:
-                    to_modality(arr, self.stack.slices[i], out=out[i])
+                    self._modality(arr, self.stack.slices[i], out[i])
                 else:
                     out[i] = arr
                 good[i] = True
@@ -355,17 +461,23 @@ class StackVolume:
                 self.bad_slices[i] = err or "Cannot decode"
 
     # --- display defaults ------------------------------------------------------------------------
+    def header_window(self) -> Window | None:
+        """The middle slice's header window, else the first slice's that has one (never decodes)."""
+        if not len(self):
+            return None
+        window = self.stack.slices[len(self) // 2].window
+        if window is not None:
+            return window
+        return next((info.window for info in self.stack.slices if info.window is not None), None)
+
     def default_window(self) -> Window:
-        """The middle slice's header window, else one from the data range of the middle slice."""
+        """:meth:`header_window`, else one from the data range of the middle slice (decoded if needed)."""
         if not len(self):
             return Window(400, 40)
         mid = len(self) // 2
-        window = self.stack.slices[mid].window
+        window = self.header_window()
         if window is not None:
             return window
-        for info in self.stack.slices:
-            if info.window is not None:
-                return info.window
         try:
             data = self.get_slice(mid)
         except DicomError:
@@ -384,6 +496,7 @@ class StackVolume:
         with self._lock:
             self._generation += 1
         self._prefetcher.shutdown(wait=False, cancel_futures=True)
+        self._requester.shutdown(wait=False, cancel_futures=True)
         with self._lock:
             self._cache.clear()
             self._cache_used = 0
