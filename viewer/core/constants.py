@@ -79,3 +79,13 @@ DECODE_TIMEOUT_S: Final = 5.0  # a single frame's decoder process is stopped aft
 DECODER_START_TIMEOUT_S: Final = 60.0  # a decoder process that has not started by then is given up
 SPACING_TOLERANCE: Final = 0.01  # > 1 % spread in slice spacing -> warning
 TILT_TOLERANCE_DEG: Final = 0.5
+
+# --- PACS (issue 13) -----------------------------------------------------------------------------
+PACS_CONNECT_TIMEOUT_S: Final = 5.0  # TCP connect / association request
+PACS_READ_TIMEOUT_S: Final = 30.0  # silence on an open connection before giving up
+PACS_DEFAULT_CALLING_AE: Final = "SLICEWISE"
+PACS_MAX_RESPONSE_BYTES: Final = 64 * 1024**2  # a query / metadata answer (JSON) may not exceed this
+PACS_MAX_INSTANCE_BYTES: Final = 2 * 1024**3  # one retrieved instance may not exceed this
+PACS_RETRIEVE_ATTEMPTS: Final = 3  # a retrieve resumes (missing instances only) this many times in all
+PACS_RETRY_BACKOFF_S: Final = 0.5  # first wait before a resume; doubles each time
+PACS_CACHE_BYTES: Final = 20 * 1024**3  # retrieved-instance cache, evicted oldest study first

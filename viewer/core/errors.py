@@ -61,3 +61,36 @@ class GeometryError(SlicewiseError):
 
 class ViewerStateError(SlicewiseError):
     """An intent on the viewer state names something that is not there (viewport, stack) or a bad value."""
+
+
+class PacsError(SlicewiseError):
+    """A PACS (DICOMweb or DIMSE) operation failed. Messages name the node (host:port, AE titles),
+    never a patient identifier."""
+
+
+class PacsConfigError(PacsError):
+    """A PACS node description is unusable (AE title too long, port out of range, bad URL)."""
+
+
+class PacsUnreachableError(PacsError):
+    """No connection: nothing listens at host:port, the host is unknown, or the connect timed out."""
+
+
+class PacsAssociationRejectedError(PacsError):
+    """The PACS refused the DIMSE association or the operation: the called or calling AE title."""
+
+
+class PacsAuthenticationError(PacsError):
+    """The DICOMweb server refused the credentials (HTTP 401 or 403)."""
+
+
+class PacsResponseError(PacsError):
+    """The server answered with an error status, or with something that is not what was asked."""
+
+
+class PacsResponseTooLargeError(PacsResponseError):
+    """A response (or one instance in it) is bigger than the limit Slicewise accepts."""
+
+
+class PacsCancelled(InferenceCancelled):
+    """A PACS retrieve was cancelled by the user."""

@@ -1,0 +1,75 @@
+"""PACS test fixtures: one real Orthanc per test session (skipped, with the reason, where none can run),
+loaded with the demo study and pydicom's vendor files; nodes for both protocols; a private cache."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from pydicom import dcmread
+from pydicom.data import get_testdata_file
+
+from tests.pacs.orthanc import CLIENT_AET, ORTHANC_AET, PASSWORD, USER, Orthanc, running_orthanc, unavailable_reason
+from viewer.core.pacs import AuthKind, InstanceCache, PacsNode
+from viewer.core.paths import demo_study_dir
+
+# pydicom's vendor files with distinct SOP Instance UIDs: explicit LE CT, J2K lossless MR, JPEG RGB SC,
+# J2K enhanced MR (multi-frame)
+VENDOR_FILES = ("CT_small.dcm", "MR_small_jp2klossless.dcm", "SC_rgb_jpeg_dcmtk.dcm", "emri_small_jpeg_2k_lossless.dcm")
+
+
+@dataclass(frozen=True)
+class Loaded:
+    server: Orthanc
+    demo_files: tuple[Path, ...]
+    demo_study_uid: str
+    demo_series_uid: str
+    vendor_files: tuple[Path, ...]
+
+
+def vendor_paths() -> tuple[Path, ...]:
+    return tuple(Path(str(get_testdata_file(name))) for name in VENDOR_FILES)
+
+
+@pytest.fixture(scope="session")
+def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loaded]:
+    reason = unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    demo = tuple(sorted(demo_study_dir().glob("*.dcm")))
+    vendor = vendor_paths()
+    with running_orthanc(tmp_path_factory.mktemp("orthanc")) as server:
+        server.upload([*demo, *vendor])
+        head = dcmread(demo[0], stop_before_pixels=True)
+        yield Loaded(server, demo, str(head.StudyInstanceUID), str(head.SeriesInstanceUID), vendor)
+
+
+def dimse_node(server: Orthanc, **changes: object) -> PacsNode:
+    fields: dict[str, object] = {
+        "name": "test-orthanc",
+        "host": "127.0.0.1",
+        "port": server.dicom_port,
+        "called_ae": ORTHANC_AET,
+        "calling_ae": CLIENT_AET,
+    }
+    fields.update(changes)
+    return PacsNode(**fields)  # type: ignore[arg-type]
+
+
+def web_node(server: Orthanc, **changes: object) -> PacsNode:
+    fields: dict[str, object] = {
+        "name": "test-orthanc",
+        "dicomweb_url": server.dicomweb_url,
+        "auth": AuthKind.BASIC,
+        "username": USER,
+        "secret": PASSWORD,
+    }
+    fields.update(changes)
+    return PacsNode(**fields)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def cache(tmp_path: Path) -> InstanceCache:
+    return InstanceCache(tmp_path / "pacs-cache")

@@ -1,0 +1,154 @@
+"""Real network faults on loopback for the PACS tests: a TCP relay in front of Orthanc that cuts
+connections mid-transfer, and a tiny hostile HTTP server."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import struct
+import threading
+from collections.abc import Callable
+
+
+class CuttingRelay:
+    """Forwards 127.0.0.1:<port> to ``target``; the first ``cuts`` connections that carry more than
+    ``cut_after`` bytes from the server are reset (RST) at that point, the others are left whole."""
+
+    def __init__(self, target_port: int, *, cut_after: int, cuts: int = 1) -> None:
+        self.target_port = target_port
+        self.cut_after = cut_after
+        self.cuts_left = cuts
+        self.cuts_done = 0
+        self._lock = threading.Lock()
+        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(16)
+        self.port = int(self._listener.getsockname()[1])
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._accept = threading.Thread(target=self._serve, daemon=True)
+        self._accept.start()
+
+    def _serve(self) -> None:
+        self._listener.settimeout(0.2)
+        while not self._stop.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            server = socket.create_connection(("127.0.0.1", self.target_port))
+            state = {"down": 0, "cut": False}
+            for src, dst, down in ((client, server, False), (server, client, True)):
+                t = threading.Thread(target=self._pump, args=(src, dst, down, state, client, server), daemon=True)
+                t.start()
+                self._threads.append(t)
+
+    def _take_cut(self) -> bool:
+        with self._lock:
+            if self.cuts_left <= 0:
+                return False
+            self.cuts_left -= 1
+            self.cuts_done += 1
+            return True
+
+    def _pump(
+        self, src: socket.socket, dst: socket.socket, down: bool, state: dict[str, object],
+        client: socket.socket, server: socket.socket,
+    ) -> None:
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if down:
+                    total = int(state["down"]) + len(data)  # type: ignore[call-overload]
+                    if total > self.cut_after and not state["cut"] and self._take_cut():
+                        state["cut"] = True
+                        dst.sendall(data[: max(0, self.cut_after - int(state["down"]))])  # type: ignore[call-overload]
+                        _reset(client)
+                        _reset(server)
+                        return
+                    state["down"] = total
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                dst.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._listener.close()
+        self._accept.join(timeout=5)
+
+    def __enter__(self) -> CuttingRelay:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _reset(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()
+
+
+class HostileHttpServer:
+    """Answers every request on 127.0.0.1:<port> with ``respond(connection)`` (raw socket writes)."""
+
+    def __init__(self, respond: Callable[[socket.socket], None]) -> None:
+        self._respond = respond
+        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(8)
+        self.port = int(self._listener.getsockname()[1])
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/dicom-web"
+
+    def _serve(self) -> None:
+        self._listener.settimeout(0.2)
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _handle(self, conn: socket.socket) -> None:
+        try:
+            conn.settimeout(5)
+            request = b""
+            while b"\r\n\r\n" not in request:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    return
+                request += chunk
+            self._respond(conn)
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                conn.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._listener.close()
+        self._thread.join(timeout=5)
+
+    def __enter__(self) -> HostileHttpServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

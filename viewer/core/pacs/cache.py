@@ -1,0 +1,246 @@
+"""A bounded local folder of retrieved instances that the ordinary local loader opens.
+
+Layout: ``<root>/<study key>/<series key>/<instance key>.dcm``, every key a SHA-256 prefix of the node
+name and UIDs, so no file or folder name holds patient data (or a UID). Folders are 0700, files 0600.
+Each instance is written whole under a temporary name and renamed into place (a reader never sees half
+a file; a leftover ``.part`` file is removed the next time its series is written). The cache is evicted
+oldest study first (by the last time a study was written or opened) down to its byte budget.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.encaps import generate_fragments
+from pydicom.uid import UID
+
+from viewer.core.constants import PACS_CACHE_BYTES, PACS_MAX_INSTANCE_BYTES
+from viewer.core.dicom.header import frame_bytes
+from viewer.core.errors import PacsResponseError, PacsResponseTooLargeError
+from viewer.core.pacs.models import RetrievedInstance
+from viewer.core.paths import user_data_path
+from viewer.core.review.fileutil import private_dir
+
+logger = logging.getLogger(__name__)
+
+_STAMP = ".last-used"
+
+
+def _key(*parts: str) -> str:
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class InstanceHeader:
+    """What the cache checks about an arrived instance before keeping it."""
+
+    sop_instance_uid: str
+    series_uid: str
+    study_uid: str
+    transfer_syntax: str
+
+
+def inspect_instance(data: bytes) -> InstanceHeader:
+    """Parse a Part-10 instance and check its pixel data is all there; raise :class:`PacsResponseError`.
+
+    Native pixel data must hold Rows x Columns x Samples x Bits/8 x Frames bytes; encapsulated pixel data
+    must be a well-formed fragment sequence. The message names the defect, never a patient value.
+    """
+    if len(data) > PACS_MAX_INSTANCE_BYTES:
+        raise PacsResponseTooLargeError(
+            f"An instance of {len(data) / 1e9:.1f} GB exceeds the "
+            f"{PACS_MAX_INSTANCE_BYTES / 1024**3:.0f} GB limit"
+        )
+    try:
+        ds = dcmread(io.BytesIO(data), force=False)
+    except Exception as exc:  # pydicom raises many types on damaged input
+        raise PacsResponseError(f"The instance is not a readable DICOM file ({type(exc).__name__})") from exc
+    return check_dataset(ds)
+
+
+def check_dataset(ds: Dataset) -> InstanceHeader:
+    """The checks of :func:`inspect_instance` on an already parsed instance."""
+    try:
+        sop = str(ds.SOPInstanceUID)
+        series = str(ds.SeriesInstanceUID)
+        study = str(ds.StudyInstanceUID)
+        ts = UID(str(ds.file_meta.TransferSyntaxUID))
+        pixels = ds.get("PixelData")
+    except Exception as exc:
+        raise PacsResponseError(f"The instance lacks a required element ({type(exc).__name__})") from exc
+    if pixels is not None:
+        if ts.is_encapsulated:
+            try:
+                n = sum(1 for _ in generate_fragments(pixels))
+            except Exception as exc:
+                raise PacsResponseError(f"Encapsulated pixel data is damaged ({type(exc).__name__})") from exc
+            if n == 0:
+                raise PacsResponseError("Encapsulated pixel data holds no fragment")
+        else:
+            frames = int(ds.get("NumberOfFrames", 1) or 1)
+            need = (
+                frame_bytes(
+                    int(ds.get("Rows", 0)),
+                    int(ds.get("Columns", 0)),
+                    int(ds.get("SamplesPerPixel", 1)),
+                    int(ds.get("BitsAllocated", 16)),
+                )
+                * frames
+            )
+            if len(pixels) < need:
+                raise PacsResponseError(f"Pixel data truncated: {len(pixels)} of {need} bytes")
+    return InstanceHeader(sop, series, study, str(ts))
+
+
+class InstanceCache:
+    """The retrieved-instance cache. Thread-safe; one per application is enough."""
+
+    def __init__(self, root: Path | None = None, *, budget_bytes: int = PACS_CACHE_BYTES) -> None:
+        self.root = private_dir(root if root is not None else user_data_path() / "pacs-cache")
+        self.budget_bytes = budget_bytes
+        self._lock = threading.Lock()
+        self._pinned: dict[Path, int] = {}
+
+    # --- layout -----------------------------------------------------------------------------------
+    def study_folder(self, node_name: str, study_uid: str) -> Path:
+        return self.root / _key("study", node_name, study_uid)
+
+    def series_folder(self, node_name: str, study_uid: str, series_uid: str) -> Path:
+        """The series' folder (created 0700, stale ``.part`` files removed, the study marked as used)."""
+        study = private_dir(self.study_folder(node_name, study_uid))
+        folder = private_dir(study / _key("series", series_uid))
+        for stale in folder.glob(".part-*"):
+            with contextlib.suppress(OSError):
+                stale.unlink()
+        self.touch(study)
+        return folder
+
+    @staticmethod
+    def instance_path(folder: Path, sop_instance_uid: str) -> Path:
+        return folder / f"{_key('instance', sop_instance_uid)}.dcm"
+
+    # --- contents ---------------------------------------------------------------------------------
+    def cached(self, folder: Path, series_uid: str, sop_uids: Iterable[str]) -> dict[str, RetrievedInstance]:
+        """The instances among ``sop_uids`` already complete in ``folder`` (a file is only ever there
+        whole, see :meth:`put`)."""
+        found: dict[str, RetrievedInstance] = {}
+        for uid in sop_uids:
+            path = self.instance_path(folder, uid)
+            try:
+                size = path.stat().st_size
+            except OSError:
+                continue
+            if size > 0:
+                found[uid] = RetrievedInstance(uid, series_uid, path, "", size)
+        return found
+
+    def put(self, folder: Path, data: bytes, *, expect_series: str | None = None) -> RetrievedInstance:
+        """Check ``data`` (a Part-10 instance) and write it into ``folder`` atomically."""
+        return self._write(folder, inspect_instance(data), data, expect_series)
+
+    def put_dataset(
+        self, folder: Path, ds: Dataset, *, expect_series: str | None = None
+    ) -> RetrievedInstance:
+        """Check an instance a client library already parsed and write it (in its own transfer syntax)."""
+        head = check_dataset(ds)
+        buffer = io.BytesIO()
+        try:
+            ds.save_as(buffer, enforce_file_format=True)
+        except Exception as exc:
+            raise PacsResponseError(f"The instance cannot be written back ({type(exc).__name__})") from exc
+        return self._write(folder, head, buffer.getvalue(), expect_series)
+
+    def _write(
+        self, folder: Path, head: InstanceHeader, data: bytes, expect_series: str | None
+    ) -> RetrievedInstance:
+        if expect_series is not None and head.series_uid != expect_series:
+            raise PacsResponseError("The server sent an instance of another series than the one asked for")
+        path = self.instance_path(folder, head.sop_instance_uid)
+        fd, tmp = tempfile.mkstemp(prefix=".part-", dir=folder)  # 0600
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        return RetrievedInstance(
+            head.sop_instance_uid, head.series_uid, path, head.transfer_syntax, len(data)
+        )
+
+    # --- budget -----------------------------------------------------------------------------------
+    def touch(self, study_folder: Path) -> None:
+        stamp = study_folder / _STAMP
+        stamp.touch(mode=0o600, exist_ok=True)
+        now = time.time()
+        os.utime(stamp, (now, now))
+
+    def pin(self, study_folder: Path) -> None:
+        """Keep ``study_folder`` from eviction (a retrieve or a viewer is using it) until :meth:`unpin`."""
+        with self._lock:
+            self._pinned[study_folder] = self._pinned.get(study_folder, 0) + 1
+
+    def unpin(self, study_folder: Path) -> None:
+        with self._lock:
+            left = self._pinned.get(study_folder, 0) - 1
+            if left > 0:
+                self._pinned[study_folder] = left
+            else:
+                self._pinned.pop(study_folder, None)
+
+    def size_bytes(self) -> int:
+        return sum(_tree_size(p) for p in self.root.iterdir() if p.is_dir())
+
+    def evict(self) -> list[Path]:
+        """Remove whole studies, least recently used first, until the cache fits its budget. Pinned
+        studies are never removed. Returns the folders removed."""
+        with self._lock:
+            pinned = set(self._pinned)
+        studies = []
+        for study in self.root.iterdir():
+            if not study.is_dir():
+                continue
+            stamp = study / _STAMP
+            try:
+                used = stamp.stat().st_mtime
+            except OSError:
+                used = study.stat().st_mtime
+            studies.append((used, study, _tree_size(study)))
+        total = sum(size for _, _, size in studies)
+        removed: list[Path] = []
+        for _, study, size in sorted(studies, key=lambda item: item[0]):
+            if total <= self.budget_bytes:
+                break
+            if study in pinned:
+                continue
+            shutil.rmtree(study, ignore_errors=True)
+            total -= size
+            removed.append(study)
+        if removed:
+            logger.info(
+                "PACS cache: evicted %d studies to stay within %d MB", len(removed), self.budget_bytes >> 20
+            )
+        return removed
+
+
+def _tree_size(folder: Path) -> int:
+    total = 0
+    for dirpath, _dirs, files in os.walk(folder):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.stat(os.path.join(dirpath, name)).st_size
+    return total

@@ -1,0 +1,410 @@
+"""DICOMweb client (QIDO-RS, WADO-RS, STOW-RS) on top of ``dicomweb-client``.
+
+Every call goes through :func:`_translated`, which turns ``requests``/``dicomweb-client`` failures into
+the :class:`PacsError` family with the server's ``host:port`` in the message (never a URL with UIDs in
+it, never a query value). The HTTP session is :func:`guarded_session` (wildcards, timeouts, limits).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import requests
+from dicomweb_client.api import DICOMwebClient
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+
+from viewer.core.constants import PACS_MAX_INSTANCE_BYTES, PACS_MAX_RESPONSE_BYTES
+from viewer.core.errors import (
+    PacsAuthenticationError,
+    PacsCancelled,
+    PacsError,
+    PacsResponseError,
+    PacsUnreachableError,
+)
+from viewer.core.pacs.cache import InstanceCache
+from viewer.core.pacs.http_guard import Limits, guarded_session
+from viewer.core.pacs.models import (
+    CancelFn,
+    InstanceCallback,
+    InstanceMatch,
+    RetrieveReport,
+    SeriesMatch,
+    StoreOutcome,
+    StudyMatch,
+    StudyQuery,
+)
+from viewer.core.pacs.node import AuthKind, PacsNode
+from viewer.core.pacs.retrieve import InstanceSink, retrieve_series
+
+logger = logging.getLogger(__name__)
+
+# DICOM JSON tags (PS3.18 F.2)
+_STUDY_UID, _SERIES_UID, _SOP_UID, _SOP_CLASS = "0020000D", "0020000E", "00080018", "00080016"
+_PATIENT_NAME, _PATIENT_ID, _STUDY_DATE, _STUDY_TIME = "00100010", "00100020", "00080020", "00080030"
+_ACCESSION, _STUDY_DESC, _MODALITIES, _MODALITY = "00080050", "00081030", "00080061", "00080060"
+_N_SERIES, _N_STUDY_INSTANCES, _N_SERIES_INSTANCES = "00201206", "00201208", "00201209"
+_SERIES_NUMBER, _SERIES_DESC, _INSTANCE_NUMBER = "00200011", "0008103E", "00200013"
+_FAILED_SOP_SEQUENCE, _REFERENCED_SOP_SEQUENCE, _FAILURE_REASON = "00081198", "00081199", "00081197"
+_REFERENCED_SOP_UID = "00081155"
+
+
+def _value(item: dict[str, Any], tag: str) -> Any:
+    element = item.get(tag)
+    if not isinstance(element, dict):
+        return None
+    values = element.get("Value")
+    if not isinstance(values, list) or not values:
+        return None
+    first = values[0]
+    if isinstance(first, dict):  # PN
+        return first.get("Alphabetic", "")
+    return first
+
+
+def _text(item: dict[str, Any], tag: str) -> str:
+    value = _value(item, tag)
+    return "" if value is None else str(value)
+
+
+def _int(item: dict[str, Any], tag: str) -> int | None:
+    value = _value(item, tag)
+    try:
+        return None if value is None else int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _all(item: dict[str, Any], tag: str) -> tuple[str, ...]:
+    element = item.get(tag)
+    values = element.get("Value") if isinstance(element, dict) else None
+    return tuple(str(v) for v in values) if isinstance(values, list) else ()
+
+
+def _objects(answer: Any) -> list[dict[str, Any]]:
+    if not isinstance(answer, list) or not all(isinstance(item, dict) for item in answer):
+        raise PacsResponseError("The DICOMweb server's answer is not a DICOM JSON array")
+    return answer
+
+
+class DicomWebClient:
+    """A :class:`PacsClient` over DICOMweb. One client per thread (the byte limits are per request)."""
+
+    def __init__(
+        self,
+        node: PacsNode,
+        *,
+        max_response_bytes: int = PACS_MAX_RESPONSE_BYTES,
+        max_instance_bytes: int = PACS_MAX_INSTANCE_BYTES,
+    ) -> None:
+        if not node.dicomweb_url:
+            raise PacsError(f"PACS {node.name!r} has no DICOMweb URL")
+        self.node = node
+        self._max_response = max_response_bytes
+        self._max_instance = max_instance_bytes
+        self._limits = Limits()
+        session = guarded_session(self._limits, (node.connect_timeout_s, node.read_timeout_s))
+        headers: dict[str, str] = {}
+        if node.auth is AuthKind.BASIC:
+            session.auth = (node.username, node.secret)
+        elif node.auth is AuthKind.BEARER:
+            headers["Authorization"] = f"Bearer {node.secret}"
+        self._session = session
+        self._client = DICOMwebClient(
+            node.dicomweb_url.rstrip("/"),
+            session=session,
+            headers=headers or None,
+            timeout=(node.connect_timeout_s, node.read_timeout_s),
+        )
+        self._client.set_http_retry_params(retry=False)
+
+    def close(self) -> None:
+        self._session.close()
+
+    def __enter__(self) -> DicomWebClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- errors -----------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _translated(self, what: str, *, total: int | None = None, part: int | None = None) -> Iterator[None]:
+        self._limits.total = total if total is not None else self._max_response
+        self._limits.part = part if part is not None else self._max_response
+        where = self.node.web_address
+        try:
+            yield
+        except PacsError:
+            raise
+        except requests.exceptions.HTTPError as exc:
+            code = exc.response.status_code if exc.response is not None else 0
+            if code in (401, 403):
+                raise PacsAuthenticationError(
+                    f"The DICOMweb server at {where} refused the credentials (HTTP {code}) for {what}"
+                ) from None
+            raise PacsResponseError(
+                f"The DICOMweb server at {where} answered HTTP {code} to {what}"
+            ) from None
+        except requests.exceptions.ConnectTimeout:
+            raise PacsUnreachableError(
+                f"Cannot connect to the DICOMweb server at {where}: no answer within "
+                f"{self.node.connect_timeout_s:g} s"
+            ) from None
+        except requests.exceptions.ReadTimeout:
+            raise PacsResponseError(
+                f"The DICOMweb server at {where} stopped answering {what} for {self.node.read_timeout_s:g} s"
+            ) from None
+        except requests.exceptions.ConnectionError as exc:
+            if _is_connect_failure(exc):
+                raise PacsUnreachableError(
+                    f"Cannot connect to the DICOMweb server at {where}: {_connect_reason(exc)}"
+                ) from None
+            raise PacsResponseError(
+                f"The connection to the DICOMweb server at {where} was lost during {what}"
+            ) from None
+        except requests.exceptions.RequestException as exc:
+            raise PacsResponseError(
+                f"The DICOMweb server at {where} sent a malformed answer to {what} ({type(exc).__name__})"
+            ) from None
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError, EOFError) as exc:
+            raise PacsResponseError(
+                f"The DICOMweb server at {where} sent a malformed answer to {what} ({type(exc).__name__})"
+            ) from None
+
+    # --- connection test --------------------------------------------------------------------------
+    def echo(self) -> float:
+        """Seconds for a minimal QIDO-RS query (the DICOMweb counterpart of C-ECHO)."""
+        start = time.perf_counter()
+        with self._translated("a connection test"):
+            _objects(self._client.search_for_studies(limit=1, fields=[_STUDY_UID]))
+        return time.perf_counter() - start
+
+    # --- QIDO-RS ----------------------------------------------------------------------------------
+    def find_studies(self, query: StudyQuery) -> list[StudyMatch]:
+        filters: dict[str, str] = {}
+        for key, value in (
+            ("PatientName", query.patient_name),
+            ("PatientID", query.patient_id),
+            ("StudyDate", query.date_range()),
+            ("ModalitiesInStudy", query.modality),
+            ("AccessionNumber", query.accession_number),
+            ("StudyDescription", query.study_description),
+            ("StudyInstanceUID", query.study_uid),
+        ):
+            if value:
+                filters[key] = value
+        fields = [
+            "StudyTime",
+            "ModalitiesInStudy",
+            "NumberOfStudyRelatedSeries",
+            "NumberOfStudyRelatedInstances",
+            "StudyDescription",
+            "AccessionNumber",
+        ]
+        with self._translated("a study query"):
+            answer = _objects(
+                self._client.search_for_studies(search_filters=filters, fields=fields, limit=query.limit)
+            )
+            return [
+                StudyMatch(
+                    study_uid=_text(item, _STUDY_UID),
+                    patient_name=_text(item, _PATIENT_NAME),
+                    patient_id=_text(item, _PATIENT_ID),
+                    study_date=_text(item, _STUDY_DATE),
+                    study_time=_text(item, _STUDY_TIME),
+                    accession_number=_text(item, _ACCESSION),
+                    study_description=_text(item, _STUDY_DESC),
+                    modalities=_all(item, _MODALITIES),
+                    num_series=_int(item, _N_SERIES),
+                    num_instances=_int(item, _N_STUDY_INSTANCES),
+                )
+                for item in answer
+                if _text(item, _STUDY_UID)
+            ]
+
+    def find_series(self, study_uid: str) -> list[SeriesMatch]:
+        fields = ["SeriesDescription", "SeriesNumber", "Modality", "NumberOfSeriesRelatedInstances"]
+        with self._translated("a series query"):
+            answer = _objects(self._client.search_for_series(study_instance_uid=study_uid, fields=fields))
+            return [
+                SeriesMatch(
+                    study_uid=study_uid,
+                    series_uid=_text(item, _SERIES_UID),
+                    modality=_text(item, _MODALITY),
+                    series_number=_int(item, _SERIES_NUMBER),
+                    series_description=_text(item, _SERIES_DESC),
+                    num_instances=_int(item, _N_SERIES_INSTANCES),
+                )
+                for item in answer
+                if _text(item, _SERIES_UID)
+            ]
+
+    def find_instances(self, study_uid: str, series_uid: str) -> list[InstanceMatch]:
+        with self._translated("an instance query"):
+            answer = _objects(
+                self._client.search_for_instances(
+                    study_instance_uid=study_uid,
+                    series_instance_uid=series_uid,
+                    fields=["SOPClassUID", "InstanceNumber"],
+                    get_remaining=True,
+                )
+            )
+            return [
+                InstanceMatch(
+                    study_uid=study_uid,
+                    series_uid=series_uid,
+                    sop_instance_uid=_text(item, _SOP_UID),
+                    sop_class_uid=_text(item, _SOP_CLASS),
+                    instance_number=_int(item, _INSTANCE_NUMBER),
+                )
+                for item in answer
+                if _text(item, _SOP_UID)
+            ]
+
+    # --- WADO-RS ----------------------------------------------------------------------------------
+    def series_metadata(self, study_uid: str, series_uid: str) -> list[Dataset]:
+        """The series' instances as headers without bulk data (WADO-RS metadata)."""
+        with self._translated("a metadata request"):
+            answer = _objects(self._client.retrieve_series_metadata(study_uid, series_uid))
+            return [Dataset.from_json(item) for item in answer]
+
+    def instance(self, study_uid: str, series_uid: str, sop_uid: str) -> Dataset:
+        """One instance in its stored transfer syntax (WADO-RS)."""
+        with self._translated("an instance retrieve", total=self._max_instance, part=self._max_instance):
+            return self._client.retrieve_instance(
+                study_uid, series_uid, sop_uid, media_types=(("application/dicom", "*"),)
+            )
+
+    def frames(self, study_uid: str, series_uid: str, sop_uid: str, numbers: Sequence[int]) -> list[bytes]:
+        """Frames (1-based numbers) of one instance as the server sends them (WADO-RS frames)."""
+        with self._translated("a frame retrieve", total=self._max_instance, part=self._max_instance):
+            return list(self._client.retrieve_instance_frames(study_uid, series_uid, sop_uid, list(numbers)))
+
+    def retrieve_series(
+        self,
+        study_uid: str,
+        series_uid: str,
+        cache: InstanceCache,
+        *,
+        on_instance: InstanceCallback | None = None,
+        cancel: CancelFn | None = None,
+    ) -> RetrieveReport:
+        """Retrieve a series in its stored transfer syntax into ``cache``; ``on_instance`` is called as
+        each instance is written (stream order), so the viewer can show the first one at once."""
+        expected = [m.sop_instance_uid for m in self.find_instances(study_uid, series_uid)]
+
+        def fetch(sop_uids: Sequence[str] | None, sink: InstanceSink) -> None:
+            if sop_uids is None:
+                self._fetch_series(study_uid, series_uid, sink)
+            else:
+                self._fetch_instances(study_uid, series_uid, sop_uids, sink)
+
+        return retrieve_series(
+            node_name=self.node.name,
+            cache=cache,
+            study_uid=study_uid,
+            series_uid=series_uid,
+            expected=expected,
+            fetch=fetch,
+            on_instance=on_instance,
+            cancel=cancel,
+        )
+
+    def _fetch_series(self, study_uid: str, series_uid: str, sink: InstanceSink) -> None:
+        with self._translated("a series retrieve", total=2**62, part=self._max_instance):
+            parts = self._client.iter_series(study_uid, series_uid, media_types=(("application/dicom", "*"),))
+            for ds in parts:
+                if sink.cancelled():
+                    _close(parts)
+                    raise PacsCancelled("Retrieve cancelled")
+                sink.accept_dataset(ds)
+
+    def _fetch_instances(
+        self, study_uid: str, series_uid: str, sop_uids: Sequence[str], sink: InstanceSink
+    ) -> None:
+        for uid in sop_uids:
+            if sink.cancelled():
+                raise PacsCancelled("Retrieve cancelled")
+            try:
+                ds = self.instance(study_uid, series_uid, uid)
+            except PacsResponseError as exc:
+                if "HTTP" not in str(exc):
+                    raise  # the connection, not this instance: let the retrieve resume
+                sink.fail(uid, str(exc))
+                continue
+            sink.accept_dataset(ds, uid)
+
+    # --- STOW-RS ----------------------------------------------------------------------------------
+    def store(self, paths: Sequence[Path]) -> list[StoreOutcome]:
+        """Send files by STOW-RS; one outcome per file, from the server's per-instance answer."""
+        datasets: dict[int, Dataset] = {}
+        outcomes: dict[int, StoreOutcome] = {}
+        for k, path in enumerate(paths):
+            try:
+                datasets[k] = dcmread(path)
+            except Exception as exc:
+                outcomes[k] = StoreOutcome("", False, None, f"not a readable DICOM file ({type(exc).__name__})")
+        if not datasets:
+            return [outcomes[k] for k in range(len(paths))]
+        with self._translated("a store (STOW-RS)"):
+            try:
+                answer = self._client.store_instances(list(datasets.values()))
+            except requests.exceptions.HTTPError as exc:
+                if exc.response is None or exc.response.status_code in (401, 403) or not exc.response.content:
+                    raise
+                answer = Dataset.from_json(exc.response.json())  # 409 / 202 bodies list per-instance results
+        ok_uids = {
+            str(item.get("ReferencedSOPInstanceUID", "")) for item in answer.get("ReferencedSOPSequence", [])
+        }
+        failed = {
+            str(item.get("ReferencedSOPInstanceUID", "")): int(item.get("FailureReason", 0xC000))
+            for item in answer.get("FailedSOPSequence", [])
+        }
+        for k, ds in datasets.items():
+            uid = str(ds.SOPInstanceUID)
+            if uid in ok_uids:
+                outcomes[k] = StoreOutcome(uid, True, 0)
+            elif uid in failed:
+                outcomes[k] = StoreOutcome(uid, False, failed[uid], f"refused (failure reason 0x{failed[uid]:04X})")
+            else:
+                outcomes[k] = StoreOutcome(uid, False, None, "not acknowledged by the server")
+        return [outcomes[k] for k in range(len(paths))]
+
+def _close(parts: object) -> None:
+    close = getattr(parts, "close", None)
+    if callable(close):
+        close()
+
+
+def _is_connect_failure(exc: requests.exceptions.ConnectionError) -> bool:
+    text = repr(exc)
+    return any(
+        key in text
+        for key in (
+            "NewConnectionError",
+            "Connection refused",
+            "Name or service not known",
+            "NameResolutionError",
+            "Failed to establish",
+            "No route to host",
+            "Network is unreachable",
+        )
+    )
+
+
+def _connect_reason(exc: requests.exceptions.ConnectionError) -> str:
+    text = repr(exc)
+    if "refused" in text:
+        return "connection refused (nothing listens there)"
+    if "NameResolution" in text or "not known" in text or isinstance(exc.__context__, socket.gaierror):
+        return "unknown host name"
+    if "unreachable" in text or "No route" in text:
+        return "network unreachable"
+    return "connection failed"

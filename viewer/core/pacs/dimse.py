@@ -1,0 +1,580 @@
+"""DIMSE client (C-ECHO, C-FIND, C-GET, C-MOVE, C-STORE) on top of ``pynetdicom``.
+
+- Association failures become typed errors naming ``host:port`` and the AE title at fault: a rejection's
+  diagnostic says whether the PACS did not know the *calling* or the *called* AE title; a PACS that
+  accepts the association and then aborts the first request (Orthanc with an unknown calling AE) is
+  reported as not knowing the calling AE title; no connection at all says whether the connection was
+  refused, the host is unknown, or nothing answered within the connect timeout.
+- C-GET proposes one presentation context per (SOP class, transfer syntax) for the SOP classes the
+  series holds (from a C-FIND at image level), so the PACS sends what it stores instead of transcoding.
+- Instances are handed over as encoded bytes (``event.encoded_dataset()``): never decoded here.
+- pynetdicom's own DEBUG output dumps datasets (patient data), so its logger is held at WARNING.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.uid import UID
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
+from pynetdicom.association import Association
+from pynetdicom.presentation import AllStoragePresentationContexts, build_role
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
+    Verification,
+)
+
+from viewer.core.errors import (
+    PacsAssociationRejectedError,
+    PacsCancelled,
+    PacsError,
+    PacsResponseError,
+    PacsUnreachableError,
+)
+from viewer.core.pacs.cache import InstanceCache
+from viewer.core.pacs.models import (
+    CancelFn,
+    InstanceCallback,
+    InstanceMatch,
+    QueryLevel,
+    RetrieveMethod,
+    RetrieveReport,
+    SeriesMatch,
+    StoreOutcome,
+    StudyMatch,
+    StudyQuery,
+)
+from viewer.core.pacs.node import LocalAe, PacsNode
+from viewer.core.pacs.retrieve import InstanceSink, retrieve_series
+
+logger = logging.getLogger(__name__)
+if logging.getLogger("pynetdicom").level < logging.WARNING:
+    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+
+# The transfer syntaxes a C-GET proposes for each SOP class, one context each (PS3.5 10 / Annex A)
+STORAGE_TRANSFER_SYNTAXES: tuple[str, ...] = (
+    "1.2.840.10008.1.2.1",  # Explicit VR Little Endian
+    "1.2.840.10008.1.2",  # Implicit VR Little Endian
+    "1.2.840.10008.1.2.4.90",  # JPEG 2000 Lossless
+    "1.2.840.10008.1.2.4.91",  # JPEG 2000
+    "1.2.840.10008.1.2.4.80",  # JPEG-LS Lossless
+    "1.2.840.10008.1.2.4.81",  # JPEG-LS near-lossless
+    "1.2.840.10008.1.2.4.70",  # JPEG Lossless SV1
+    "1.2.840.10008.1.2.4.57",  # JPEG Lossless
+    "1.2.840.10008.1.2.4.50",  # JPEG Baseline
+    "1.2.840.10008.1.2.4.51",  # JPEG Extended
+    "1.2.840.10008.1.2.5",  # RLE Lossless
+    "1.2.840.10008.1.2.1.99",  # Deflated Explicit VR Little Endian
+    "1.2.840.10008.1.2.2",  # Explicit VR Big Endian
+)
+MAX_CONTEXTS = 128  # odd presentation context IDs 1..255
+
+# PS3.8 9.3.4: A-ASSOCIATE-RJ (source, diagnostic) -> what to tell the user
+_REJECT_REASONS = {
+    (1, 2): "it does not support the DICOM application context",
+    (1, 3): "it does not know the calling AE title {calling!r} (add it to the PACS's list of modalities)",
+    (1, 7): "its AE title is not {called!r} (check the called AE title)",
+    (2, 2): "it does not support the protocol version",
+    (3, 1): "it is busy (temporary congestion); try again later",
+    (3, 2): "it has reached its limit of associations; try again later",
+}
+
+_STATUS_MEANING = {
+    0xA700: "out of resources",
+    0xA701: "out of resources (cannot count matches)",
+    0xA702: "out of resources (cannot perform sub-operations)",
+    0xA801: "move destination unknown",
+    0xA900: "identifier does not match SOP class",
+    0xB000: "some sub-operations failed",
+    0xC000: "unable to process",
+    0x0122: "SOP class not supported",
+    0x0124: "not authorised",
+}
+
+
+def _status_text(code: int) -> str:
+    meaning = _STATUS_MEANING.get(code) or ("unable to process" if 0xC000 <= code <= 0xCFFF else "failure")
+    return f"status 0x{code:04X} ({meaning})"
+
+
+def _connect_reason(host: str, port: int, timeout: float) -> str:
+    """Why a TCP connection to ``host:port`` fails (tried once more, only after a failed association)."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return "the connection closed before the association was answered"
+    except socket.gaierror:
+        return "unknown host name"
+    except ConnectionRefusedError:
+        return "connection refused (nothing listens there)"
+    except TimeoutError:
+        return f"no answer within {timeout:g} s"
+    except OSError as exc:
+        return f"connection failed ({type(exc).__name__})"
+
+
+class DimseClient:
+    """A :class:`PacsClient` over DIMSE. ``storage`` is Slicewise's own Storage SCP (needed for C-MOVE)."""
+
+    def __init__(
+        self,
+        node: PacsNode,
+        *,
+        storage: StorageScp | None = None,
+        method: RetrieveMethod = RetrieveMethod.GET,
+    ) -> None:
+        if not node.host:
+            raise PacsError(f"PACS {node.name!r} has no DIMSE host")
+        if method is RetrieveMethod.MOVE and storage is None:
+            raise PacsError("C-MOVE needs Slicewise's Storage SCP running")
+        self.node = node
+        self.storage = storage
+        self.method = method
+
+    def close(self) -> None:
+        """Nothing is held between operations (one association per operation)."""
+
+    def __enter__(self) -> DimseClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- associations -----------------------------------------------------------------------------
+    def _ae(self) -> AE:
+        ae = AE(ae_title=self.node.calling_ae)
+        ae.connection_timeout = self.node.connect_timeout_s
+        ae.acse_timeout = self.node.read_timeout_s
+        ae.dimse_timeout = self.node.read_timeout_s
+        ae.network_timeout = self.node.read_timeout_s
+        ae.maximum_pdu_size = 0  # no limit on what we receive: fewer, larger PDUs
+        return ae
+
+    @contextmanager
+    def _association(self, ae: AE) -> Iterator[Association]:
+        node = self.node
+        assoc = ae.associate(node.host, node.port, ae_title=node.called_ae)
+        self._raise_unless_established(assoc)
+        try:
+            yield assoc
+        finally:
+            if assoc.is_established:
+                assoc.release()
+
+    def _raise_unless_established(self, assoc: Association) -> None:
+        node = self.node
+        if assoc.is_established:
+            return
+        if assoc.is_rejected:
+            prim = assoc.acceptor.primitive
+            key = (int(getattr(prim, "result_source", 0) or 0), int(getattr(prim, "diagnostic", 0) or 0))
+            why = _REJECT_REASONS.get(key, f"reason {key[0]}/{key[1]}").format(
+                calling=node.calling_ae, called=node.called_ae
+            )
+            raise PacsAssociationRejectedError(
+                f"The PACS at {node.dimse_address} rejected the association: {why}"
+            )
+        if assoc.is_aborted:
+            raise PacsAssociationRejectedError(
+                f"The PACS at {node.dimse_address} aborted the association request "
+                f"(calling AE {node.calling_ae!r}, called AE {node.called_ae!r})"
+            )
+        raise PacsUnreachableError(
+            f"Cannot connect to the PACS at {node.dimse_address}: "
+            f"{_connect_reason(node.host, node.port, node.connect_timeout_s)}"
+        )
+
+    def _refused(self, assoc: Association, what: str) -> PacsError:
+        """An empty status: the peer aborted or the connection dropped during ``what``."""
+        if assoc.is_aborted:
+            return PacsAssociationRejectedError(
+                f"The PACS at {self.node.dimse_address} aborted the {what}: it probably does not know "
+                f"or allow the calling AE title {self.node.calling_ae!r}"
+            )
+        return PacsResponseError(
+            f"The connection to the PACS at {self.node.dimse_address} was lost during the {what}"
+        )
+
+    # --- C-ECHO -----------------------------------------------------------------------------------
+    def echo(self) -> float:
+        """Seconds for a C-ECHO round trip (association included)."""
+        start = time.perf_counter()
+        ae = self._ae()
+        ae.add_requested_context(Verification)
+        with self._association(ae) as assoc:
+            status = assoc.send_c_echo()
+            if not status:
+                raise self._refused(assoc, "C-ECHO")
+            if status.Status != 0x0000:
+                raise PacsResponseError(
+                    f"The PACS at {self.node.dimse_address} answered C-ECHO with "
+                    f"{_status_text(status.Status)}"
+                )
+        return time.perf_counter() - start
+
+    # --- C-FIND -----------------------------------------------------------------------------------
+    def _find(self, identifier: Dataset, what: str) -> list[Dataset]:
+        ae = self._ae()
+        ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
+        matches: list[Dataset] = []
+        with self._association(ae) as assoc:
+            for status, found in assoc.send_c_find(identifier, StudyRootQueryRetrieveInformationModelFind):
+                if not status:
+                    raise self._refused(assoc, what)
+                code = int(status.Status)
+                if code in (0xFF00, 0xFF01):
+                    if found is not None:
+                        matches.append(found)
+                elif code != 0x0000:
+                    raise PacsResponseError(
+                        f"The PACS at {self.node.dimse_address} refused the {what}: {_status_text(code)}"
+                    )
+        return matches
+
+    def find_studies(self, query: StudyQuery) -> list[StudyMatch]:
+        ds = Dataset()
+        ds.SpecificCharacterSet = "ISO_IR 192"
+        ds.QueryRetrieveLevel = QueryLevel.STUDY.value
+        ds.StudyInstanceUID = query.study_uid
+        ds.PatientName = query.patient_name
+        ds.PatientID = query.patient_id
+        ds.StudyDate = query.date_range()
+        ds.StudyTime = ""
+        ds.AccessionNumber = query.accession_number
+        ds.StudyDescription = query.study_description
+        ds.ModalitiesInStudy = query.modality
+        ds.NumberOfStudyRelatedSeries = None
+        ds.NumberOfStudyRelatedInstances = None
+        found = self._find(ds, "study query (C-FIND)")
+        if query.limit is not None:
+            found = found[: query.limit]
+        return [
+            StudyMatch(
+                study_uid=_s(item, "StudyInstanceUID"),
+                patient_name=_s(item, "PatientName"),
+                patient_id=_s(item, "PatientID"),
+                study_date=_s(item, "StudyDate"),
+                study_time=_s(item, "StudyTime"),
+                accession_number=_s(item, "AccessionNumber"),
+                study_description=_s(item, "StudyDescription"),
+                modalities=_multi(item, "ModalitiesInStudy"),
+                num_series=_i(item, "NumberOfStudyRelatedSeries"),
+                num_instances=_i(item, "NumberOfStudyRelatedInstances"),
+            )
+            for item in found
+            if _s(item, "StudyInstanceUID")
+        ]
+
+    def find_series(self, study_uid: str) -> list[SeriesMatch]:
+        ds = Dataset()
+        ds.QueryRetrieveLevel = QueryLevel.SERIES.value
+        ds.StudyInstanceUID = study_uid
+        ds.SeriesInstanceUID = ""
+        ds.Modality = ""
+        ds.SeriesNumber = None
+        ds.SeriesDescription = ""
+        ds.NumberOfSeriesRelatedInstances = None
+        return [
+            SeriesMatch(
+                study_uid=study_uid,
+                series_uid=_s(item, "SeriesInstanceUID"),
+                modality=_s(item, "Modality"),
+                series_number=_i(item, "SeriesNumber"),
+                series_description=_s(item, "SeriesDescription"),
+                num_instances=_i(item, "NumberOfSeriesRelatedInstances"),
+            )
+            for item in self._find(ds, "series query (C-FIND)")
+            if _s(item, "SeriesInstanceUID")
+        ]
+
+    def find_instances(self, study_uid: str, series_uid: str) -> list[InstanceMatch]:
+        ds = Dataset()
+        ds.QueryRetrieveLevel = QueryLevel.IMAGE.value
+        ds.StudyInstanceUID = study_uid
+        ds.SeriesInstanceUID = series_uid
+        ds.SOPInstanceUID = ""
+        ds.SOPClassUID = ""
+        ds.InstanceNumber = None
+        return [
+            InstanceMatch(
+                study_uid=study_uid,
+                series_uid=series_uid,
+                sop_instance_uid=_s(item, "SOPInstanceUID"),
+                sop_class_uid=_s(item, "SOPClassUID"),
+                instance_number=_i(item, "InstanceNumber"),
+            )
+            for item in self._find(ds, "instance query (C-FIND)")
+            if _s(item, "SOPInstanceUID")
+        ]
+
+    # --- C-GET / C-MOVE ---------------------------------------------------------------------------
+    def retrieve_series(
+        self,
+        study_uid: str,
+        series_uid: str,
+        cache: InstanceCache,
+        *,
+        on_instance: InstanceCallback | None = None,
+        cancel: CancelFn | None = None,
+    ) -> RetrieveReport:
+        """Retrieve a series into ``cache`` by C-GET (or C-MOVE to our Storage SCP); ``on_instance`` is
+        called as each instance is written. After a dropped connection only missing instances are asked
+        for again (an image-level request listing their UIDs)."""
+        matches = self.find_instances(study_uid, series_uid)
+        expected = [m.sop_instance_uid for m in matches]
+        sop_classes = sorted({m.sop_class_uid for m in matches if m.sop_class_uid})
+
+        def fetch(sop_uids: Sequence[str] | None, sink: InstanceSink) -> None:
+            identifier = Dataset()
+            identifier.StudyInstanceUID = study_uid
+            identifier.SeriesInstanceUID = series_uid
+            if sop_uids is None:
+                identifier.QueryRetrieveLevel = QueryLevel.SERIES.value
+            else:
+                identifier.QueryRetrieveLevel = QueryLevel.IMAGE.value
+                identifier.SOPInstanceUID = list(sop_uids)
+            if self.method is RetrieveMethod.MOVE:
+                self._move(identifier, sink)
+            else:
+                self._get(identifier, sink, sop_classes)
+
+        return retrieve_series(
+            node_name=self.node.name,
+            cache=cache,
+            study_uid=study_uid,
+            series_uid=series_uid,
+            expected=expected,
+            fetch=fetch,
+            on_instance=on_instance,
+            cancel=cancel,
+        )
+
+    def _get(self, identifier: Dataset, sink: InstanceSink, sop_classes: Sequence[str]) -> None:
+        ae = self._ae()
+        ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
+        room = MAX_CONTEXTS - 1
+        classes: list[str] = list(sop_classes) or [
+            str(cx.abstract_syntax) for cx in AllStoragePresentationContexts[:room]
+        ]
+        if len(classes) * len(STORAGE_TRANSFER_SYNTAXES) <= room:
+            for sop in classes:  # one context per (class, syntax): the PACS sends what it stores
+                for ts in STORAGE_TRANSFER_SYNTAXES:
+                    ae.add_requested_context(sop, ts)
+        else:  # too many classes for one context each: one context per class, the PACS picks
+            classes = classes[:room]
+            for sop in classes:
+                ae.add_requested_context(sop, list(STORAGE_TRANSFER_SYNTAXES))
+        roles: list[Any] = [build_role(sop, scp_role=True) for sop in classes]
+
+        def on_store(event: Any) -> int:
+            if sink.cancelled():
+                return 0xA700
+            data = event.encoded_dataset(include_meta=True)
+            return 0x0000 if sink.accept(data, str(event.request.AffectedSOPInstanceUID or "")) else 0xC000
+
+        ae_handlers: list[Any] = [(evt.EVT_C_STORE, on_store)]
+        node = self.node
+        assoc = ae.associate(
+            node.host, node.port, ae_title=node.called_ae, ext_neg=roles, evt_handlers=ae_handlers
+        )
+        self._run_retrieve(assoc, identifier, sink, StudyRootQueryRetrieveInformationModelGet, "C-GET")
+
+    def _move(self, identifier: Dataset, sink: InstanceSink) -> None:
+        assert self.storage is not None
+        ae = self._ae()
+        ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
+        node = self.node
+        with self.storage.receiving(sink):
+            assoc = ae.associate(node.host, node.port, ae_title=node.called_ae)
+            self._run_retrieve(assoc, identifier, sink, StudyRootQueryRetrieveInformationModelMove, "C-MOVE")
+
+    def _run_retrieve(
+        self, assoc: Association, identifier: Dataset, sink: InstanceSink, model: UID, what: str
+    ) -> None:
+        node = self.node
+        self._raise_unless_established(assoc)
+        try:
+            if what == "C-MOVE":
+                assert self.storage is not None
+                responses = assoc.send_c_move(identifier, self.storage.local.ae_title, model)
+            else:
+                responses = assoc.send_c_get(identifier, model)
+            final: int | None = None
+            for status, found in responses:
+                if sink.cancelled():
+                    assoc.abort()
+                    raise PacsCancelled("Retrieve cancelled")
+                if not status:
+                    raise self._refused(assoc, what)
+                code = int(status.Status)
+                if code == 0xFF00:
+                    continue
+                final = code
+                failed = _multi(found, "FailedSOPInstanceUIDList") if found is not None else ()
+                for uid in failed:
+                    sink.fail(uid, f"the PACS could not send it ({what} {_status_text(code)})")
+            if final is not None and final not in (0x0000, 0xB000, 0xFE00):
+                if final == 0xA801:
+                    raise PacsAssociationRejectedError(
+                        f"The PACS at {node.dimse_address} does not know the move destination "
+                        f"{self.storage.local.ae_title if self.storage else ''!r}"
+                    )
+                raise PacsResponseError(
+                    f"The PACS at {node.dimse_address} answered the {what} with {_status_text(final)}"
+                )
+        finally:
+            if assoc.is_established:
+                assoc.release()
+
+    # --- C-STORE ----------------------------------------------------------------------------------
+    def store(self, paths: Sequence[Path]) -> list[StoreOutcome]:
+        """Send files by C-STORE, one association; one outcome per file (with the PACS's status)."""
+        items: list[tuple[Path, str, str, str]] = []
+        outcomes: dict[int, StoreOutcome] = {}
+        for k, path in enumerate(paths):
+            try:
+                meta = dcmread(path, stop_before_pixels=True, specific_tags=["SOPInstanceUID"])
+                items.append(
+                    (
+                        path,
+                        str(meta.file_meta.MediaStorageSOPClassUID),
+                        str(meta.file_meta.TransferSyntaxUID),
+                        str(meta.file_meta.MediaStorageSOPInstanceUID),
+                    )
+                )
+            except Exception as exc:
+                outcomes[k] = StoreOutcome(
+                    "", False, None, f"not a readable DICOM file ({type(exc).__name__})"
+                )
+                items.append((path, "", "", ""))
+        ae = self._ae()
+        contexts = sorted({(sop, ts) for _, sop, ts, _ in items if sop})
+        for sop, ts in contexts[:MAX_CONTEXTS]:
+            ae.add_requested_context(sop, ts)
+        if contexts:
+            with self._association(ae) as assoc:
+                for k, (path, _sop, _ts, uid) in enumerate(items):
+                    if k in outcomes:
+                        continue
+                    try:
+                        status = assoc.send_c_store(path)
+                    except (ValueError, RuntimeError) as exc:  # no accepted context for it
+                        outcomes[k] = StoreOutcome(
+                            uid, False, None, f"not accepted by the PACS ({type(exc).__name__})"
+                        )
+                        continue
+                    if not status:
+                        raise self._refused(assoc, "C-STORE")
+                    code = int(status.Status)
+                    ok = code == 0x0000 or 0xB000 <= code <= 0xBFFF
+                    outcomes[k] = StoreOutcome(uid, ok, code, "" if ok else _status_text(code))
+        return [outcomes[k] for k in range(len(items))]
+
+
+def _s(ds: Dataset | None, keyword: str) -> str:
+    if ds is None:
+        return ""
+    value = ds.get(keyword)
+    if value is None:
+        return ""
+    if (
+        not isinstance(value, str | bytes)
+        and hasattr(value, "__iter__")
+        and not hasattr(value, "family_name")
+    ):
+        return "\\".join(str(v) for v in value)
+    return str(value)
+
+
+def _multi(ds: Dataset | None, keyword: str) -> tuple[str, ...]:
+    if ds is None:
+        return ()
+    value = ds.get(keyword)
+    if value in (None, ""):
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    return tuple(str(v) for v in value)
+
+
+def _i(ds: Dataset | None, keyword: str) -> int | None:
+    value = ds.get(keyword) if ds is not None else None
+    try:
+        return None if value in (None, "") else int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+class StorageScp:
+    """Slicewise's own Storage SCP, the destination of C-MOVE. Instances it receives go to the sink of
+    the retrieve in progress (one C-MOVE at a time per SCP); anything else is refused."""
+
+    def __init__(self, local: LocalAe, *, allowed_calling_aes: Sequence[str] = ()) -> None:
+        self.local = local
+        self._allowed = set(allowed_calling_aes)
+        self._lock = threading.Lock()
+        self._move_lock = threading.Lock()
+        self._sink: InstanceSink | None = None
+        self._server: Any = None
+
+    def start(self) -> int:
+        """Start listening; returns the port (useful when ``local.port`` is 0)."""
+        ae = AE(ae_title=self.local.ae_title)
+        ae.maximum_pdu_size = 0
+        for cx in AllStoragePresentationContexts:
+            ae.add_supported_context(str(cx.abstract_syntax), ALL_TRANSFER_SYNTAXES)
+        ae.add_supported_context(Verification)
+        if self._allowed:
+            ae.require_calling_aet = sorted(self._allowed)
+        try:
+            self._server = ae.start_server(
+                (self.local.host, self.local.port),
+                block=False,
+                evt_handlers=[(evt.EVT_C_STORE, self._on_store)],
+            )
+        except OSError as exc:
+            raise PacsError(
+                f"Cannot listen on {self.local.host}:{self.local.port} for the Storage SCP ({exc.strerror})"
+            ) from None
+        return int(self._server.server_address[1])
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server = None
+
+    def __enter__(self) -> StorageScp:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @contextmanager
+    def receiving(self, sink: InstanceSink) -> Iterator[None]:
+        with self._move_lock:
+            with self._lock:
+                self._sink = sink
+            try:
+                yield
+            finally:
+                with self._lock:
+                    self._sink = None
+
+    def _on_store(self, event: Any) -> int:
+        with self._lock:
+            sink = self._sink
+        if sink is None:
+            return 0xA700  # nothing asked for it: refuse rather than store unrequested data
+        data = event.encoded_dataset(include_meta=True)
+        return 0x0000 if sink.accept(data, str(event.request.AffectedSOPInstanceUID or "")) else 0xC000
