@@ -11,13 +11,26 @@ import pytest
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 
-from tests.pacs.orthanc import CLIENT_AET, ORTHANC_AET, PASSWORD, USER, Orthanc, running_orthanc, unavailable_reason
+from tests.pacs.orthanc import (
+    CLIENT_AET,
+    ORTHANC_AET,
+    PASSWORD,
+    USER,
+    Orthanc,
+    running_orthanc,
+    unavailable_reason,
+)
 from viewer.core.pacs import AuthKind, InstanceCache, PacsNode
 from viewer.core.paths import demo_study_dir
 
 # pydicom's vendor files with distinct SOP Instance UIDs: explicit LE CT, J2K lossless MR, JPEG RGB SC,
 # J2K enhanced MR (multi-frame)
-VENDOR_FILES = ("CT_small.dcm", "MR_small_jp2klossless.dcm", "SC_rgb_jpeg_dcmtk.dcm", "emri_small_jpeg_2k_lossless.dcm")
+VENDOR_FILES = (
+    "CT_small.dcm",
+    "MR_small_jp2klossless.dcm",
+    "SC_rgb_jpeg_dcmtk.dcm",
+    "emri_small_jpeg_2k_lossless.dcm",
+)
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,9 @@ class CuttingRelay:
             server = socket.create_connection(("127.0.0.1", self.target_port))
             state = {"down": 0, "cut": False}
             for src, dst, down in ((client, server, False), (server, client, True)):
-                t = threading.Thread(target=self._pump, args=(src, dst, down, state, client, server), daemon=True)
+                t = threading.Thread(
+                    target=self._pump, args=(src, dst, down, state, client, server), daemon=True
+                )
                 t.start()
                 self._threads.append(t)
 
@@ -55,8 +57,13 @@ class CuttingRelay:
             return True
 
     def _pump(
-        self, src: socket.socket, dst: socket.socket, down: bool, state: dict[str, object],
-        client: socket.socket, server: socket.socket,
+        self,
+        src: socket.socket,
+        dst: socket.socket,
+        down: bool,
+        state: dict[str, object],
+        client: socket.socket,
+        server: socket.socket,
     ) -> None:
         try:
             while True:
@@ -92,8 +99,12 @@ class CuttingRelay:
 
 
 def _reset(sock: socket.socket) -> None:
+    """Drop the connection now (RST), also waking the other pump thread blocked in recv()."""
     with contextlib.suppress(OSError):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+    with contextlib.suppress(OSError):
         sock.close()
 
 

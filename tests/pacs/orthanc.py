@@ -39,7 +39,9 @@ def unavailable_reason() -> str | None:
         return f"Orthanc is not installed (Debian packages: {PACKAGES}; .ci/run installs them as root)"
     missing = [name for name in PLUGINS if not (PLUGIN_DIR / name).is_file()]
     if missing:
-        return f"Orthanc plugins missing: {', '.join(missing)} (Debian packages orthanc-dicomweb, orthanc-gdcm)"
+        return (
+            f"Orthanc plugins missing: {', '.join(missing)} (Debian packages orthanc-dicomweb, orthanc-gdcm)"
+        )
     return None
 
 
@@ -80,14 +82,16 @@ class Orthanc:
     def upload(self, paths: Iterable[Path]) -> list[str]:
         """POST each file to /instances; returns Orthanc's instance ids."""
         return [
-            str(self.request("POST", "/instances", Path(p).read_bytes(), content_type="application/dicom")["ID"])
+            str(
+                self.request("POST", "/instances", Path(p).read_bytes(), content_type="application/dicom")[
+                    "ID"
+                ]
+            )
             for p in paths
         ]
 
     def instance_id(self, sop_instance_uid: str) -> str:
-        found = self.request(
-            "POST", "/tools/lookup", sop_instance_uid.encode(), content_type="text/plain"
-        )
+        found = self.request("POST", "/tools/lookup", sop_instance_uid.encode(), content_type="text/plain")
         return next(str(item["ID"]) for item in found if item["Type"] == "Instance")
 
     def stored_file(self, sop_instance_uid: str) -> Path:
@@ -138,7 +142,9 @@ class Orthanc:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"Orthanc exited with {self.process.returncode}: {self.log.read_text()[-2000:]}")
+                raise RuntimeError(
+                    f"Orthanc exited with {self.process.returncode}: {self.log.read_text()[-2000:]}"
+                )
             with contextlib.suppress(OSError, urllib.error.URLError):
                 if self.request("GET", "/system"):
                     return

@@ -64,7 +64,9 @@ def test_echo(client: PacsClient) -> None:
         (StudyQuery(patient_name="SYNTH^0002"), False),
     ],
 )
-def test_study_queries_with_wildcards(client: PacsClient, orthanc: Loaded, query: StudyQuery, found: bool) -> None:
+def test_study_queries_with_wildcards(
+    client: PacsClient, orthanc: Loaded, query: StudyQuery, found: bool
+) -> None:
     uids = [m.study_uid for m in client.find_studies(query)]
     assert (orthanc.demo_study_uid in uids) is found
     if found:
@@ -94,7 +96,9 @@ def test_retrieve_streams_stored_encoding_into_cache_for_the_loader(
             files_at_first.append(len(list(item.path.parent.glob("*.dcm"))))
         seen.append(item)
 
-    report = client.retrieve_series(orthanc.demo_study_uid, orthanc.demo_series_uid, cache, on_instance=arrived)
+    report = client.retrieve_series(
+        orthanc.demo_study_uid, orthanc.demo_series_uid, cache, on_instance=arrived
+    )
     assert report.complete and report.failed == [] and report.expected == len(originals)
     assert sorted(i.sop_instance_uid for i in seen) == sorted(originals)  # each instance exactly once
     assert files_at_first[0] < len(originals)  # the first callback came while the rest was on its way
@@ -108,17 +112,23 @@ def test_retrieve_streams_stored_encoding_into_cache_for_the_loader(
     assert len(stack.slices) == len(originals) and not loaded.skipped
 
 
-def test_retrieve_keeps_compressed_encodings(client: PacsClient, orthanc: Loaded, cache: InstanceCache) -> None:
+def test_retrieve_keeps_compressed_encodings(
+    client: PacsClient, orthanc: Loaded, cache: InstanceCache
+) -> None:
     for path in orthanc.vendor_files:
         original = dcmread(path)
-        report = client.retrieve_series(str(original.StudyInstanceUID), str(original.SeriesInstanceUID), cache)
+        report = client.retrieve_series(
+            str(original.StudyInstanceUID), str(original.SeriesInstanceUID), cache
+        )
         (item,) = [i for i in report.instances if i.sop_instance_uid == original.SOPInstanceUID]
         got = dcmread(item.path)
         assert got.file_meta.TransferSyntaxUID == original.file_meta.TransferSyntaxUID, path.name
         np.testing.assert_array_equal(got.pixel_array, original.pixel_array)
 
 
-def test_second_retrieve_comes_from_the_cache(client: PacsClient, orthanc: Loaded, cache: InstanceCache) -> None:
+def test_second_retrieve_comes_from_the_cache(
+    client: PacsClient, orthanc: Loaded, cache: InstanceCache
+) -> None:
     first = client.retrieve_series(orthanc.demo_study_uid, orthanc.demo_series_uid, cache)
     again = client.retrieve_series(orthanc.demo_study_uid, orthanc.demo_series_uid, cache)
     assert len(first.received) == len(orthanc.demo_files)
@@ -143,7 +153,11 @@ def test_cache_is_private_and_names_hold_no_patient_data_or_uids(
 def test_cancel_stops_the_retrieve(client: PacsClient, orthanc: Loaded, cache: InstanceCache) -> None:
     seen: list[RetrievedInstance] = []
     report = client.retrieve_series(
-        orthanc.demo_study_uid, orthanc.demo_series_uid, cache, on_instance=seen.append, cancel=lambda: len(seen) >= 3
+        orthanc.demo_study_uid,
+        orthanc.demo_series_uid,
+        cache,
+        on_instance=seen.append,
+        cancel=lambda: len(seen) >= 3,
     )
     assert report.cancelled and not report.complete
     assert 3 <= len(report.received) < len(orthanc.demo_files) and report.failed == []
@@ -155,7 +169,9 @@ def test_store_new_series(orthanc: Loaded, tmp_path: Path, kind: str) -> None:
     junk = tmp_path / "not-dicom.dcm"
     junk.write_bytes(b"hello")
     store: PacsClient = (
-        DimseClient(dimse_node(orthanc.server)) if kind == "c-store" else DicomWebClient(web_node(orthanc.server))
+        DimseClient(dimse_node(orthanc.server))
+        if kind == "c-store"
+        else DicomWebClient(web_node(orthanc.server))
     )
     outcomes = store.store([*paths, junk])
     assert [o.ok for o in outcomes] == [True] * 4 + [False]

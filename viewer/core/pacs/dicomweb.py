@@ -19,8 +19,9 @@ import requests
 from dicomweb_client.api import DICOMwebClient
 from pydicom import dcmread
 from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
 
-from viewer.core.constants import PACS_MAX_INSTANCE_BYTES, PACS_MAX_RESPONSE_BYTES
+from viewer.core.constants import PACS_MAX_INSTANCE_BYTES, PACS_MAX_RESPONSE_BYTES, PACS_RETRIEVE_ATTEMPTS
 from viewer.core.errors import (
     PacsAuthenticationError,
     PacsCancelled,
@@ -89,7 +90,7 @@ def _all(item: dict[str, Any], tag: str) -> tuple[str, ...]:
 
 def _objects(answer: Any) -> list[dict[str, Any]]:
     if not isinstance(answer, list) or not all(isinstance(item, dict) for item in answer):
-        raise PacsResponseError("The DICOMweb server's answer is not a DICOM JSON array")
+        raise ValueError("not a DICOM JSON array")  # _translated names the server
     return answer
 
 
@@ -173,7 +174,15 @@ class DicomWebClient:
             raise PacsResponseError(
                 f"The DICOMweb server at {where} sent a malformed answer to {what} ({type(exc).__name__})"
             ) from None
-        except (ValueError, KeyError, TypeError, IndexError, AttributeError, EOFError) as exc:
+        except (
+            ValueError,
+            KeyError,
+            TypeError,
+            IndexError,
+            AttributeError,
+            EOFError,
+            InvalidDicomError,
+        ) as exc:
             raise PacsResponseError(
                 f"The DICOMweb server at {where} sent a malformed answer to {what} ({type(exc).__name__})"
             ) from None
@@ -253,7 +262,6 @@ class DicomWebClient:
                     study_instance_uid=study_uid,
                     series_instance_uid=series_uid,
                     fields=["SOPClassUID", "InstanceNumber"],
-                    get_remaining=True,
                 )
             )
             return [
@@ -295,6 +303,7 @@ class DicomWebClient:
         *,
         on_instance: InstanceCallback | None = None,
         cancel: CancelFn | None = None,
+        attempts: int = PACS_RETRIEVE_ATTEMPTS,
     ) -> RetrieveReport:
         """Retrieve a series in its stored transfer syntax into ``cache``; ``on_instance`` is called as
         each instance is written (stream order), so the viewer can show the first one at once."""
@@ -315,16 +324,24 @@ class DicomWebClient:
             fetch=fetch,
             on_instance=on_instance,
             cancel=cancel,
+            attempts=attempts,
         )
 
     def _fetch_series(self, study_uid: str, series_uid: str, sink: InstanceSink) -> None:
         with self._translated("a series retrieve", total=2**62, part=self._max_instance):
+            self._limits.last = None
             parts = self._client.iter_series(study_uid, series_uid, media_types=(("application/dicom", "*"),))
+            body = self._limits.last
             for ds in parts:
                 if sink.cancelled():
                     _close(parts)
                     raise PacsCancelled("Retrieve cancelled")
                 sink.accept_dataset(ds)
+            if body is not None and body.multipart and not body.complete:
+                raise PacsResponseError(
+                    f"The connection to the DICOMweb server at {self.node.web_address} was lost during a "
+                    "series retrieve (the answer ended early)"
+                )
 
     def _fetch_instances(
         self, study_uid: str, series_uid: str, sop_uids: Sequence[str], sink: InstanceSink
@@ -350,7 +367,9 @@ class DicomWebClient:
             try:
                 datasets[k] = dcmread(path)
             except Exception as exc:
-                outcomes[k] = StoreOutcome("", False, None, f"not a readable DICOM file ({type(exc).__name__})")
+                outcomes[k] = StoreOutcome(
+                    "", False, None, f"not a readable DICOM file ({type(exc).__name__})"
+                )
         if not datasets:
             return [outcomes[k] for k in range(len(paths))]
         with self._translated("a store (STOW-RS)"):
@@ -372,10 +391,13 @@ class DicomWebClient:
             if uid in ok_uids:
                 outcomes[k] = StoreOutcome(uid, True, 0)
             elif uid in failed:
-                outcomes[k] = StoreOutcome(uid, False, failed[uid], f"refused (failure reason 0x{failed[uid]:04X})")
+                outcomes[k] = StoreOutcome(
+                    uid, False, failed[uid], f"refused (failure reason 0x{failed[uid]:04X})"
+                )
             else:
                 outcomes[k] = StoreOutcome(uid, False, None, "not acknowledged by the server")
         return [outcomes[k] for k in range(len(paths))]
+
 
 def _close(parts: object) -> None:
     close = getattr(parts, "close", None)

@@ -35,6 +35,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     Verification,
 )
 
+from viewer.core.constants import PACS_RETRIEVE_ATTEMPTS
 from viewer.core.errors import (
     PacsAssociationRejectedError,
     PacsCancelled,
@@ -108,19 +109,20 @@ def _status_text(code: int) -> str:
     return f"status 0x{code:04X} ({meaning})"
 
 
-def _connect_reason(host: str, port: int, timeout: float) -> str:
-    """Why a TCP connection to ``host:port`` fails (tried once more, only after a failed association)."""
+def _probe(host: str, port: int, timeout: float) -> tuple[bool, str]:
+    """Can a TCP connection to ``host:port`` be made, and if not why (tried only after a failed
+    association, to tell the user which of the two failed)."""
     try:
         with socket.create_connection((host, port), timeout=timeout):
-            return "the connection closed before the association was answered"
+            return True, ""
     except socket.gaierror:
-        return "unknown host name"
+        return False, "unknown host name"
     except ConnectionRefusedError:
-        return "connection refused (nothing listens there)"
+        return False, "connection refused (nothing listens there)"
     except TimeoutError:
-        return f"no answer within {timeout:g} s"
+        return False, f"no answer within {timeout:g} s"
     except OSError as exc:
-        return f"connection failed ({type(exc).__name__})"
+        return False, f"connection failed ({exc.strerror or type(exc).__name__})"
 
 
 class DimseClient:
@@ -160,11 +162,26 @@ class DimseClient:
         ae.maximum_pdu_size = 0  # no limit on what we receive: fewer, larger PDUs
         return ae
 
+    def _open(
+        self, ae: AE, *, ext_neg: list[Any] | None = None, handlers: list[Any] | None = None
+    ) -> Association:
+        """Request an association; a typed error saying why when it is not established."""
+        node = self.node
+        try:
+            assoc = ae.associate(
+                node.host, node.port, ae_title=node.called_ae, ext_neg=ext_neg, evt_handlers=handlers
+            )
+        except OSError as exc:  # e.g. the host name does not resolve
+            _, why = _probe(node.host, node.port, node.connect_timeout_s)
+            raise PacsUnreachableError(
+                f"Cannot connect to the PACS at {node.dimse_address}: {why or type(exc).__name__}"
+            ) from None
+        self._raise_unless_established(assoc)
+        return assoc
+
     @contextmanager
     def _association(self, ae: AE) -> Iterator[Association]:
-        node = self.node
-        assoc = ae.associate(node.host, node.port, ae_title=node.called_ae)
-        self._raise_unless_established(assoc)
+        assoc = self._open(ae)
         try:
             yield assoc
         finally:
@@ -184,15 +201,14 @@ class DimseClient:
             raise PacsAssociationRejectedError(
                 f"The PACS at {node.dimse_address} rejected the association: {why}"
             )
-        if assoc.is_aborted:
+        # pynetdicom marks a failed TCP connect as aborted too: look at the connection itself
+        reachable, why = _probe(node.host, node.port, node.connect_timeout_s)
+        if reachable:
             raise PacsAssociationRejectedError(
                 f"The PACS at {node.dimse_address} aborted the association request "
                 f"(calling AE {node.calling_ae!r}, called AE {node.called_ae!r})"
             )
-        raise PacsUnreachableError(
-            f"Cannot connect to the PACS at {node.dimse_address}: "
-            f"{_connect_reason(node.host, node.port, node.connect_timeout_s)}"
-        )
+        raise PacsUnreachableError(f"Cannot connect to the PACS at {node.dimse_address}: {why}")
 
     def _refused(self, assoc: Association, what: str) -> PacsError:
         """An empty status: the peer aborted or the connection dropped during ``what``."""
@@ -297,13 +313,16 @@ class DimseClient:
             if _s(item, "SeriesInstanceUID")
         ]
 
-    def find_instances(self, study_uid: str, series_uid: str) -> list[InstanceMatch]:
+    def find_instances(
+        self, study_uid: str, series_uid: str, *, with_class: bool = True
+    ) -> list[InstanceMatch]:
         ds = Dataset()
         ds.QueryRetrieveLevel = QueryLevel.IMAGE.value
         ds.StudyInstanceUID = study_uid
         ds.SeriesInstanceUID = series_uid
         ds.SOPInstanceUID = ""
-        ds.SOPClassUID = ""
+        if with_class:
+            ds.SOPClassUID = ""
         ds.InstanceNumber = None
         return [
             InstanceMatch(
@@ -326,11 +345,17 @@ class DimseClient:
         *,
         on_instance: InstanceCallback | None = None,
         cancel: CancelFn | None = None,
+        attempts: int = PACS_RETRIEVE_ATTEMPTS,
     ) -> RetrieveReport:
         """Retrieve a series into ``cache`` by C-GET (or C-MOVE to our Storage SCP); ``on_instance`` is
         called as each instance is written. After a dropped connection only missing instances are asked
         for again (an image-level request listing their UIDs)."""
-        matches = self.find_instances(study_uid, series_uid)
+        try:
+            matches = self.find_instances(study_uid, series_uid)
+        except PacsResponseError:
+            # Orthanc reads every file to answer SOPClassUID, and fails the whole query when one is
+            # gone; its index answers the UIDs alone. Without the classes, C-GET proposes them all.
+            matches = self.find_instances(study_uid, series_uid, with_class=False)
         expected = [m.sop_instance_uid for m in matches]
         sop_classes = sorted({m.sop_class_uid for m in matches if m.sop_class_uid})
 
@@ -357,6 +382,7 @@ class DimseClient:
             fetch=fetch,
             on_instance=on_instance,
             cancel=cancel,
+            attempts=attempts,
         )
 
     def _get(self, identifier: Dataset, sink: InstanceSink, sop_classes: Sequence[str]) -> None:
@@ -383,26 +409,22 @@ class DimseClient:
             return 0x0000 if sink.accept(data, str(event.request.AffectedSOPInstanceUID or "")) else 0xC000
 
         ae_handlers: list[Any] = [(evt.EVT_C_STORE, on_store)]
-        node = self.node
-        assoc = ae.associate(
-            node.host, node.port, ae_title=node.called_ae, ext_neg=roles, evt_handlers=ae_handlers
-        )
+        assoc = self._open(ae, ext_neg=roles, handlers=ae_handlers)
         self._run_retrieve(assoc, identifier, sink, StudyRootQueryRetrieveInformationModelGet, "C-GET")
 
     def _move(self, identifier: Dataset, sink: InstanceSink) -> None:
         assert self.storage is not None
         ae = self._ae()
         ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
-        node = self.node
         with self.storage.receiving(sink):
-            assoc = ae.associate(node.host, node.port, ae_title=node.called_ae)
+            assoc = self._open(ae)
             self._run_retrieve(assoc, identifier, sink, StudyRootQueryRetrieveInformationModelMove, "C-MOVE")
 
     def _run_retrieve(
         self, assoc: Association, identifier: Dataset, sink: InstanceSink, model: UID, what: str
     ) -> None:
         node = self.node
-        self._raise_unless_established(assoc)
+        before = len(sink.received)
         try:
             if what == "C-MOVE":
                 assert self.storage is not None
@@ -415,6 +437,10 @@ class DimseClient:
                     assoc.abort()
                     raise PacsCancelled("Retrieve cancelled")
                 if not status:
+                    if len(sink.received) > before:  # instances came: the connection dropped
+                        raise PacsResponseError(
+                            f"The connection to the PACS at {node.dimse_address} was lost during the {what}"
+                        )
                     raise self._refused(assoc, what)
                 code = int(status.Status)
                 if code == 0xFF00:

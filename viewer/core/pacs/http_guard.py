@@ -49,9 +49,10 @@ class Limits(threading.local):
     def __init__(self) -> None:
         self.total = 64 * 1024**2
         self.part = 64 * 1024**2
+        self.last: GuardedRaw | None = None  # the body of the latest response on this thread
 
 
-class _GuardedRaw:
+class GuardedRaw:
     """Wraps urllib3's response so every byte read is counted against :class:`Limits`."""
 
     def __init__(self, raw: Any, total: int, part: int, boundary: bytes | None) -> None:
@@ -62,6 +63,11 @@ class _GuardedRaw:
         self._seen = 0
         self._since_marker = 0
         self._tail = b""
+        self.complete = False  # a multipart body's closing delimiter was read
+
+    @property
+    def multipart(self) -> bool:
+        return self._marker is not None
 
     def _count(self, chunk: bytes) -> None:
         self._seen += len(chunk)
@@ -72,12 +78,14 @@ class _GuardedRaw:
         if self._marker is None:
             return
         window = self._tail + chunk
+        if self._marker + b"--" in window:
+            self.complete = True
         at = window.rfind(self._marker)
         if at >= 0:
             self._since_marker = len(window) - at - len(self._marker)
         else:
             self._since_marker += len(chunk)
-        self._tail = window[-len(self._marker) :]
+        self._tail = window[-(len(self._marker) + 2) :]
         if self._since_marker > self._part_limit:
             raise PacsResponseTooLargeError(
                 f"One part of the server's answer exceeds the {self._part_limit / 1024**2:.0f} MB limit: "
@@ -120,7 +128,7 @@ class GuardedAdapter(HTTPAdapter):
         if request.url:
             request.url = unquote_wildcards(request.url)
         response = super().send(request, stream=True, timeout=self._timeout, **kwargs)
-        response.raw = _GuardedRaw(
+        response.raw = self._limits.last = GuardedRaw(
             response.raw,
             self._limits.total,
             self._limits.part,

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
+from viewer.core.constants import PACS_RETRIEVE_ATTEMPTS
 from viewer.core.pacs.cache import InstanceCache
 from viewer.core.pacs.models import (
     CancelFn,
@@ -44,6 +45,7 @@ class PacsClient(Protocol):
         *,
         on_instance: InstanceCallback | None = None,
         cancel: CancelFn | None = None,
+        attempts: int = PACS_RETRIEVE_ATTEMPTS,
     ) -> RetrieveReport:
         """Bring a series into ``cache`` (resuming, never duplicating); failures are listed, not raised."""
         ...

@@ -57,6 +57,8 @@ class InstanceSink:
         self._lock = threading.Lock()
         self.received: dict[str, RetrievedInstance] = {}
         self.failures: dict[str, str] = {}
+        # failures the server sent without a usable UID (a damaged part, the tail of a dropped stream);
+        # reported through the expected instances they leave missing
         self.unnamed_failures: list[str] = []
         self.duplicates = 0
 
@@ -170,8 +172,14 @@ def retrieve_series(
                 reason = sink.failures.get(uid) or (
                     f"not received ({last_error})" if last_error is not None else "not sent by the PACS"
                 )
+                if uid not in sink.failures and sink.unnamed_failures:
+                    reason += (
+                        f"; the PACS sent {len(sink.unnamed_failures)} unusable instance(s): "
+                        f"{sink.unnamed_failures[0]}"
+                    )
                 report.failed.append(InstanceFailure(uid, reason))
-            report.failed += [InstanceFailure("", reason) for reason in sink.unnamed_failures]
+            if not expected:  # nothing to attribute them to: list them as they are
+                report.failed += [InstanceFailure("", reason) for reason in sink.unnamed_failures]
         if sink.duplicates:
             logger.info("PACS retrieve: %d duplicate instances ignored", sink.duplicates)
         return report

@@ -1,0 +1,93 @@
+"""The retrieved-instance cache without a server: checks on arrival, atomic private files, hashed names,
+eviction of the least recently used study first (never a pinned one)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+import stat
+from pathlib import Path
+
+import pytest
+from pydicom import dcmread
+
+from tests.factories import CANARY_ID, CANARY_NAME, write_ct_series
+from viewer.core.errors import PacsResponseError
+from viewer.core.pacs import InstanceCache
+from viewer.core.pacs.cache import inspect_instance
+
+
+def _series(tmp_path: Path, n: int = 3, name: str = "s") -> tuple[str, str, list[bytes]]:
+    paths = write_ct_series(tmp_path / name, n, rows=32, columns=32)
+    head = dcmread(paths[0], stop_before_pixels=True)
+    return str(head.StudyInstanceUID), str(head.SeriesInstanceUID), [p.read_bytes() for p in paths]
+
+
+def test_put_checks_and_writes_privately_under_hashed_names(tmp_path: Path) -> None:
+    cache = InstanceCache(tmp_path / "cache")
+    study, series, blobs = _series(tmp_path)
+    folder = cache.series_folder("node", study, series)
+    items = [cache.put(folder, blob, expect_series=series) for blob in blobs]
+    for item, blob in zip(items, blobs, strict=True):
+        assert item.path.read_bytes() == blob
+        assert stat.S_IMODE(item.path.stat().st_mode) == 0o600
+        assert item.sop_instance_uid not in str(item.path) and study not in str(item.path)
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    assert CANARY_NAME not in str(folder) and CANARY_ID not in str(folder)
+    assert set(cache.cached(folder, series, [i.sop_instance_uid for i in items])) == {
+        i.sop_instance_uid for i in items
+    }
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda b: b[:-100], "Pixel data truncated"),
+        (lambda b: b[:128] + b"XXXX" + b[132:], "not a readable DICOM file"),
+        (lambda b: b[:200], "not a readable DICOM file|lacks a required element"),
+    ],
+)
+def test_damaged_instances_are_refused_and_leave_nothing(
+    tmp_path: Path, damage: Callable[[bytes], bytes], message: str
+) -> None:
+    cache = InstanceCache(tmp_path / "cache")
+    study, series, blobs = _series(tmp_path, 1)
+    folder = cache.series_folder("node", study, series)
+    with pytest.raises(PacsResponseError, match=message):
+        cache.put(folder, damage(blobs[0]))
+    assert list(folder.iterdir()) == []
+
+
+def test_inspect_reports_the_stored_encoding(tmp_path: Path) -> None:
+    _, series, blobs = _series(tmp_path, 1)
+    head = inspect_instance(blobs[0])
+    assert head.series_uid == series and head.transfer_syntax == "1.2.840.10008.1.2.1"
+
+
+def test_eviction_removes_least_recently_used_studies_first_never_pinned(tmp_path: Path) -> None:
+    cache = InstanceCache(tmp_path / "cache", budget_bytes=1)
+    folders = []
+    for k in range(3):
+        study, series, blobs = _series(tmp_path, 2, name=f"s{k}")
+        folder = cache.series_folder("node", study, series)
+        for blob in blobs:
+            cache.put(folder, blob)
+        os.utime(folder.parent / ".last-used", (1000 + k, 1000 + k))
+        folders.append(folder.parent)
+    size_one = sum(p.stat().st_size for p in folders[0].rglob("*") if p.is_file())
+    cache.budget_bytes = 2 * size_one + 10  # room for two studies
+    assert cache.evict() == [folders[0]]  # the oldest
+    cache.budget_bytes = 1
+    cache.pin(folders[1])
+    assert cache.evict() == [folders[2]]  # the pinned older one stays
+    cache.unpin(folders[1])
+    assert cache.evict() == [folders[1]]
+    assert cache.size_bytes() == 0
+
+
+def test_stale_partial_files_are_removed(tmp_path: Path) -> None:
+    cache = InstanceCache(tmp_path / "cache")
+    folder = cache.series_folder("node", "1.2", "1.2.3")
+    (folder / ".part-abc").write_bytes(b"half")
+    cache.series_folder("node", "1.2", "1.2.3")
+    assert not (folder / ".part-abc").exists()
