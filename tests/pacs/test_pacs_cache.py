@@ -4,8 +4,8 @@ eviction of the least recently used study first (never a pinned one)."""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest

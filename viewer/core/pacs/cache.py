@@ -154,14 +154,23 @@ class InstanceCache:
     def put_dataset(
         self, folder: Path, ds: Dataset, *, expect_series: str | None = None
     ) -> RetrievedInstance:
-        """Check an instance a client library already parsed and write it (in its own transfer syntax)."""
+        """Check an instance a client library already parsed and write it. The bytes the server sent are
+        written as they came when pydicom kept them (``FileDataset.buffer``), else the dataset is encoded
+        again in its own transfer syntax."""
         head = check_dataset(ds)
-        buffer = io.BytesIO()
-        try:
-            ds.save_as(buffer, enforce_file_format=True)
-        except Exception as exc:
-            raise PacsResponseError(f"The instance cannot be written back ({type(exc).__name__})") from exc
-        return self._write(folder, head, buffer.getvalue(), expect_series)
+        buffer = getattr(ds, "buffer", None)
+        if isinstance(buffer, io.BytesIO):
+            data = buffer.getvalue()
+        else:
+            out = io.BytesIO()
+            try:
+                ds.save_as(out, enforce_file_format=True)
+            except Exception as exc:
+                raise PacsResponseError(
+                    f"The instance cannot be written back ({type(exc).__name__})"
+                ) from exc
+            data = out.getvalue()
+        return self._write(folder, head, data, expect_series)
 
     def _write(
         self, folder: Path, head: InstanceHeader, data: bytes, expect_series: str | None
