@@ -90,9 +90,17 @@ class Orthanc:
             for p in paths
         ]
 
+    def lookup(self, uid: str, kind: str) -> str:
+        """Orthanc's id of the Study, Series or Instance with this UID."""
+        found = self.request("POST", "/tools/lookup", uid.encode(), content_type="text/plain")
+        return next(str(item["ID"]) for item in found if item["Type"] == kind)
+
     def instance_id(self, sop_instance_uid: str) -> str:
-        found = self.request("POST", "/tools/lookup", sop_instance_uid.encode(), content_type="text/plain")
-        return next(str(item["ID"]) for item in found if item["Type"] == "Instance")
+        return self.lookup(sop_instance_uid, "Instance")
+
+    def delete_study(self, study_uid: str) -> None:
+        """Remove a study (a test that damaged it cleans up, so later queries are not affected)."""
+        self.request("DELETE", f"/studies/{self.lookup(study_uid, 'Study')}")
 
     def stored_file(self, sop_instance_uid: str) -> Path:
         """The file Orthanc keeps for an instance (to damage it in a test)."""

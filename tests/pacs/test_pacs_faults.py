@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import socket
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -143,15 +143,21 @@ def test_secret_is_not_in_repr(orthanc: Loaded) -> None:
 
 
 # --- damaged / missing instances on the server ----------------------------------------------------
-def _upload_series(orthanc: Loaded, folder: Path, seed: int) -> tuple[str, str, list[str]]:
-    paths = write_ct_series(folder, 6, rows=64, columns=64, seed=seed)
-    orthanc.server.upload(paths)
-    heads = [dcmread(p, stop_before_pixels=True) for p in paths]
-    return (
-        str(heads[0].StudyInstanceUID),
-        str(heads[0].SeriesInstanceUID),
-        [str(h.SOPInstanceUID) for h in heads],
-    )
+@pytest.fixture
+def upload_series(orthanc: Loaded, tmp_path: Path) -> Iterator[Callable[[int], tuple[str, str, list[str]]]]:
+    """Upload a 6-slice series to damage; its study is deleted after the test (queries stay clean)."""
+    studies: list[str] = []
+
+    def upload(seed: int) -> tuple[str, str, list[str]]:
+        paths = write_ct_series(tmp_path / f"series-{seed}", 6, rows=64, columns=64, seed=seed)
+        orthanc.server.upload(paths)
+        heads = [dcmread(p, stop_before_pixels=True) for p in paths]
+        studies.append(str(heads[0].StudyInstanceUID))
+        return studies[-1], str(heads[0].SeriesInstanceUID), [str(h.SOPInstanceUID) for h in heads]
+
+    yield upload
+    for study in studies:
+        orthanc.server.delete_study(study)
 
 
 def _damage_pixels(stored: Path) -> None:
@@ -163,9 +169,12 @@ def _damage_pixels(stored: Path) -> None:
 
 @pytest.mark.parametrize("kind", ["c-get", "c-move", "dicomweb"])
 def test_damaged_instance_is_listed_the_rest_arrive(
-    orthanc: Loaded, tmp_path: Path, cache: InstanceCache, kind: str
+    orthanc: Loaded,
+    upload_series: Callable[[int], tuple[str, str, list[str]]],
+    cache: InstanceCache,
+    kind: str,
 ) -> None:
-    study, series, sops = _upload_series(orthanc, tmp_path / "series", seed=len(kind))
+    study, series, sops = upload_series(len(kind))
     _damage_pixels(orthanc.server.stored_file(sops[2]))
     with contextlib.ExitStack() as stack:
         client = _client(kind, orthanc, stack)
@@ -179,9 +188,9 @@ def test_damaged_instance_is_listed_the_rest_arrive(
 
 
 def test_missing_instance_is_listed_the_rest_arrive(
-    orthanc: Loaded, tmp_path: Path, cache: InstanceCache
+    orthanc: Loaded, upload_series: Callable[[int], tuple[str, str, list[str]]], cache: InstanceCache
 ) -> None:
-    study, series, sops = _upload_series(orthanc, tmp_path / "series", seed=99)
+    study, series, sops = upload_series(99)
     orthanc.server.stored_file(sops[4]).unlink()  # the archive lost the file
     report = DimseClient(dimse_node(orthanc.server)).retrieve_series(study, series, cache)
     assert sorted(i.sop_instance_uid for i in report.received) == sorted(set(sops) - {sops[4]})
@@ -191,11 +200,11 @@ def test_missing_instance_is_listed_the_rest_arrive(
 
 
 def test_missing_instance_over_dicomweb_is_a_typed_error(
-    orthanc: Loaded, tmp_path: Path, cache: InstanceCache
+    orthanc: Loaded, upload_series: Callable[[int], tuple[str, str, list[str]]], cache: InstanceCache
 ) -> None:
     """Orthanc's QIDO-RS answers HTTP 500 for a whole series when one file is gone (it reads each file for
     the instance attributes): a typed error naming the server, no partial guess."""
-    study, series, sops = _upload_series(orthanc, tmp_path / "series", seed=98)
+    study, series, sops = upload_series(98)
     orthanc.server.stored_file(sops[0]).unlink()
     with pytest.raises(PacsResponseError, match=rf"127\.0\.0\.1:{orthanc.server.http_port}.*HTTP 500"):
         DicomWebClient(web_node(orthanc.server)).retrieve_series(study, series, cache)

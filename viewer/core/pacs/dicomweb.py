@@ -45,6 +45,9 @@ from viewer.core.pacs.node import AuthKind, PacsNode
 from viewer.core.pacs.retrieve import InstanceSink, retrieve_series
 
 logger = logging.getLogger(__name__)
+# dicomweb-client logs every request's study/series/instance UIDs at INFO: keep it to warnings
+if logging.getLogger("dicomweb_client").level < logging.WARNING:
+    logging.getLogger("dicomweb_client").setLevel(logging.WARNING)
 
 # DICOM JSON tags (PS3.18 F.2)
 _STUDY_UID, _SERIES_UID, _SOP_UID, _SOP_CLASS = "0020000D", "0020000E", "00080018", "00080016"
