@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import contextlib
 import socket
-import struct
 import threading
 from collections.abc import Callable
 
 
 class CuttingRelay:
     """Forwards 127.0.0.1:<port> to ``target``; the first ``cuts`` connections that carry more than
-    ``cut_after`` bytes from the server are reset (RST) at that point, the others are left whole."""
+    ``cut_after`` bytes from the server are closed at that point (mid-PDU / mid-part), the others are
+    left whole."""
 
     def __init__(self, target_port: int, *, cut_after: int, cuts: int = 1) -> None:
         self.target_port = target_port
@@ -99,9 +99,9 @@ class CuttingRelay:
 
 
 def _reset(sock: socket.socket) -> None:
-    """Drop the connection now (RST), also waking the other pump thread blocked in recv()."""
-    with contextlib.suppress(OSError):
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    """Drop the connection now, after what was already passed on has been delivered (a RST would make
+    the kernel discard data the peer has not read yet, so how much arrives would depend on timing);
+    shutdown() also wakes the other pump thread blocked in recv()."""
     with contextlib.suppress(OSError):
         sock.shutdown(socket.SHUT_RDWR)
     with contextlib.suppress(OSError):

@@ -221,13 +221,14 @@ def _client(kind: str, orthanc: Loaded, stack: contextlib.ExitStack, **changes: 
 
 
 # --- connection cut mid-series --------------------------------------------------------------------
+@pytest.mark.parametrize("cut_after", [60_000, 2_000_000], ids=["before-the-first-instance", "mid-series"])
 @pytest.mark.parametrize("kind", ["c-get", "dicomweb"])
 def test_connection_cut_mid_series_resumes_without_duplicates(
-    orthanc: Loaded, cache: InstanceCache, kind: str
+    orthanc: Loaded, cache: InstanceCache, kind: str, cut_after: int
 ) -> None:
     server = orthanc.server
     target = server.dicom_port if kind == "c-get" else server.http_port
-    with CuttingRelay(target, cut_after=2_000_000, cuts=1) as relay:
+    with CuttingRelay(target, cut_after=cut_after, cuts=1) as relay:
         if kind == "c-get":
             client: PacsClient = DimseClient(dimse_node(server, port=relay.port))
         else:

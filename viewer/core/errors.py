@@ -88,6 +88,10 @@ class PacsResponseError(PacsError):
     """The server answered with an error status, or with something that is not what was asked."""
 
 
+class PacsConnectionLostError(PacsResponseError):
+    """The connection dropped after the server had started answering (a retrieve resumes after it)."""
+
+
 class PacsResponseTooLargeError(PacsResponseError):
     """A response (or one instance in it) is bigger than the limit Slicewise accepts."""
 

@@ -25,6 +25,7 @@ from viewer.core.constants import PACS_MAX_INSTANCE_BYTES, PACS_MAX_RESPONSE_BYT
 from viewer.core.errors import (
     PacsAuthenticationError,
     PacsCancelled,
+    PacsConnectionLostError,
     PacsError,
     PacsResponseError,
     PacsUnreachableError,
@@ -170,7 +171,11 @@ class DicomWebClient:
                 raise PacsUnreachableError(
                     f"Cannot connect to the DICOMweb server at {where}: {_connect_reason(exc)}"
                 ) from None
-            raise PacsResponseError(
+            raise PacsConnectionLostError(
+                f"The connection to the DICOMweb server at {where} was lost during {what}"
+            ) from None
+        except requests.exceptions.ChunkedEncodingError:  # the body stopped mid-way (reset, closed)
+            raise PacsConnectionLostError(
                 f"The connection to the DICOMweb server at {where} was lost during {what}"
             ) from None
         except requests.exceptions.RequestException as exc:
@@ -341,7 +346,7 @@ class DicomWebClient:
                     raise PacsCancelled("Retrieve cancelled")
                 sink.accept_dataset(ds)
             if body is not None and body.multipart and not body.complete:
-                raise PacsResponseError(
+                raise PacsConnectionLostError(
                     f"The connection to the DICOMweb server at {self.node.web_address} was lost during a "
                     "series retrieve (the answer ended early)"
                 )

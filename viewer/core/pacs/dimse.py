@@ -39,6 +39,7 @@ from viewer.core.constants import PACS_RETRIEVE_ATTEMPTS
 from viewer.core.errors import (
     PacsAssociationRejectedError,
     PacsCancelled,
+    PacsConnectionLostError,
     PacsError,
     PacsResponseError,
     PacsUnreachableError,
@@ -217,7 +218,7 @@ class DimseClient:
                 f"The PACS at {self.node.dimse_address} aborted the {what}: it probably does not know "
                 f"or allow the calling AE title {self.node.calling_ae!r}"
             )
-        return PacsResponseError(
+        return PacsConnectionLostError(
             f"The connection to the PACS at {self.node.dimse_address} was lost during the {what}"
         )
 
@@ -438,7 +439,7 @@ class DimseClient:
                     raise PacsCancelled("Retrieve cancelled")
                 if not status:
                     if len(sink.received) > before:  # instances came: the connection dropped
-                        raise PacsResponseError(
+                        raise PacsConnectionLostError(
                             f"The connection to the PACS at {node.dimse_address} was lost during the {what}"
                         )
                     raise self._refused(assoc, what)

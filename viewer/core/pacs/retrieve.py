@@ -22,6 +22,7 @@ from viewer.core.errors import (
     PacsAssociationRejectedError,
     PacsAuthenticationError,
     PacsCancelled,
+    PacsConnectionLostError,
     PacsError,
     PacsResponseError,
 )
@@ -148,8 +149,12 @@ def retrieve_series(
             except _FATAL:
                 raise
             except PacsError as exc:
-                if report.attempts == 1 and not sink.received and not report.cached:
-                    raise  # nothing came: say why now rather than after the retries
+                if (
+                    report.attempts == 1
+                    and not sink.received
+                    and not isinstance(exc, PacsConnectionLostError)
+                ):
+                    raise  # unreachable or a bad answer, nothing came: say why now, not after retries
                 last_error = exc
                 logger.warning(
                     "PACS retrieve interrupted (%s); resuming the missing instances", type(exc).__name__
