@@ -6,6 +6,7 @@ with plain strings keep working; :func:`describe` gives the few words shown next
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from enum import Enum
 
@@ -32,6 +33,7 @@ class Code(str, Enum):
     CORRUPT = "E-CORRUPT"  # the decoder reports damage, or two JPEG decoders disagree
     MEMORY = "E-MEMORY"  # the decode needed more than its frame's address-space allowance
     NO_DECODER = "E-NO-DECODER"  # no permissively licensed decoder installed for the syntax
+    DECODE = "E-DECODE"  # a decoder refused the frame, with no more specific code
     ARCHIVE = "ARCHIVE"  # internal: the header reader found an archive, the loader expands it
 
     def __str__(self) -> str:  # "E-READ", not "Code.READ" (f-strings, logging, Qt labels)
@@ -58,6 +60,7 @@ _DESCRIPTIONS: dict[Code, str] = {
     Code.CORRUPT: "damaged compressed data",
     Code.MEMORY: "decoder memory limit",
     Code.NO_DECODER: "no decoder installed",
+    Code.DECODE: "cannot be decoded",
     Code.ARCHIVE: "archive",
 }
 
@@ -81,3 +84,17 @@ def count_by_code(codes: Iterable[str]) -> dict[str, int]:
 def summarise(codes: Iterable[str]) -> str:
     """'3 E-NO-PIXELS (no image data), 1 E-DICOMDIR (DICOMDIR index)'."""
     return ", ".join(f"{n} {c} ({describe(c)})" for c, n in count_by_code(codes).items())
+
+
+_CODE_IN_TEXT = re.compile(r"\bE-[A-Z]+(?:-[A-Z]+)*\b")
+
+
+def code_in(text: str) -> str:
+    """The first known code a message names ('... was stopped (E-TIMEOUT)' -> 'E-TIMEOUT'), else
+    E-DECODE: a decoder's own words, which carry none."""
+    for match in _CODE_IN_TEXT.findall(text):
+        try:
+            return str(Code(match))
+        except ValueError:
+            continue
+    return str(Code.DECODE)

@@ -179,11 +179,11 @@ class SliceView(QWidget):
         self.fit()
 
     def _initial_window(self, volume: Any) -> Window:
-        """The header window; else from the middle slice's data when that needs no decoder, else 400/40
-        until the middle slice arrives from the volume's request thread (never decoded here)."""
-        header = volume.header_window()
-        if header is not None or not len(volume):
-            return header or Window(400, 40)
+        """The header (or CT) window; else from the middle slice's data when that needs no decoder, else
+        400/40 until the middle slice arrives from the volume's request thread (never decoded here)."""
+        known = volume.known_window()
+        if known is not None or not len(volume):
+            return known or Window(400, 40)
         mid = len(volume) // 2
         if volume.cached(mid) is not None or not volume.needs_decoder(mid):
             return volume.default_window()

@@ -151,6 +151,53 @@ def _is_localizer(info: SliceInfo) -> bool:
     return "LOCALIZER" in info.image_type
 
 
+# ImageType values (3rd and later) of projection images: MIP/MinIP renderings, rotating projections.
+PROJECTION_TYPES = frozenset(
+    {"MIP", "MINIP", "MIN IP", "MAX IP", "PROJECTION IMAGE", "PROJECTION", "ROTATION"}
+)
+MIN_PROJECTIONS = 3
+
+
+def _shared_axis(orientations: Sequence[tuple[float, ...]]) -> bool:
+    """True when every orientation keeps one image axis (row or column direction) fixed: the views
+    of a rotation about that axis, as a rotating MIP's are."""
+    for start in (0, 3):
+        axes = np.array([o[start : start + 3] for o in orientations], dtype=float)
+        if np.all(np.abs(axes @ axes[0]) > 1 - 1e-3):
+            return True
+    return False
+
+
+def is_projection_series(records: Sequence[HeaderRecord]) -> bool:
+    """A series of projections of one volume from different angles (a rotating MIP): one image per
+    orientation, same size, no positions that order them; played as one stack (cine), not split.
+
+    Recognised by its ImageType (DERIVED/.../MIP, PROJECTION IMAGE), or, when nothing says so, by its
+    geometry: at least three single-image orientations that rotate about one shared image axis."""
+    infos = [r.info for r in records if not _is_localizer(r.info)]
+    if len(infos) < MIN_PROJECTIONS or len({(i.rows, i.columns, i.is_color) for i in infos}) > 1:
+        return False
+    if any(i.orientation is None for i in infos):
+        return False
+    by_iop: dict[Any, int] = defaultdict(int)
+    for i in infos:
+        by_iop[_iop_key(i.orientation)] += 1
+    if len(by_iop) < MIN_PROJECTIONS:
+        return False
+    typed = all(PROJECTION_TYPES.intersection(i.image_type[2:]) for i in infos)
+    if typed:
+        return True
+    return max(by_iop.values()) == 1 and _shared_axis([i.orientation for i in infos])  # type: ignore[misc]
+
+
+def sort_projections(slices: Sequence[SliceInfo]) -> list[SliceInfo]:
+    """Projections in acquisition order: InstanceNumber, then file order."""
+    return sorted(
+        slices,
+        key=lambda s: (s.instance_number if s.instance_number is not None else math.inf, _source_key(s)),
+    )
+
+
 def _stack_warnings(
     infos: Sequence[SliceInfo], records: dict[tuple[str, str], HeaderRecord], resolution: Resolution
 ) -> list[str]:
@@ -195,11 +242,13 @@ def build_stacks(
     first = records[0]
     base = uid or first.series_uid
     by_file = {rec.file_key: rec for rec in records}
+    projections = is_projection_series(records)
     groups: dict[tuple[Any, ...], list[SliceInfo]] = defaultdict(list)
     for rec in records:
         info = rec.info
         variant = resolution.variant.get(rec.file_key, 0)
-        geometry = (_iop_key(info.orientation), info.rows, info.columns, info.is_color)
+        iop = "projections" if projections and not _is_localizer(info) else _iop_key(info.orientation)
+        geometry = (iop, info.rows, info.columns, info.is_color)
         key = (_is_localizer(info), variant, *geometry)
         groups[key].append(info)
     ordered = sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], -len(kv[1]), str(kv[0])))
@@ -224,7 +273,12 @@ def build_stacks(
                 label = "colour" if color else "greyscale"
         elif localizer:
             label = "localizer"
-        sorted_slices, method, warnings, spacing = sort_slices(infos)
+        if iop == "projections":
+            sorted_slices, spacing = sort_projections(infos), None
+            method = "instance_number" if all(i.instance_number is not None for i in infos) else "file_order"
+            warnings = []  # a projection series is one stack by design: nothing to warn about
+        else:
+            sorted_slices, method, warnings, spacing = sort_slices(infos)
         warnings[:0] = _stack_warnings(infos, by_file, resolution)
         if n == 0 and len(ordered) > 1:
             extra = sum(len(v) for _, v in ordered[1:])
@@ -308,6 +362,7 @@ def build_tree(
                     description=any_rec.study_description,
                     accession_number=any_rec.accession,
                     series=tuple(series_objs),
+                    patient_age=any_rec.patient_age,
                 )
             )
         rec0 = next(iter(next(iter(studies.values())).values()))[0]

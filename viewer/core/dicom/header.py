@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 import os
 import struct
 import zlib
@@ -64,6 +65,7 @@ class HeaderRecord:
     patient_name: str = ""
     birth_date: str = ""
     sex: str = ""
+    patient_age: str = ""  # PatientAge as in the header ("045Y"), "" when absent
     study_uid: str = ""
     study_date: str = ""
     study_description: str = ""
@@ -137,6 +139,7 @@ def too_large_message(declared: int, limit: int) -> str:
 
 _BINARY_INTS = {"US": "H", "SS": "h", "UL": "I", "SL": "i"}
 _ASCII_VRS = frozenset({"CS", "DS", "IS", "UI", "DA", "TM", "DT", "AS", "AE"})
+_TEXT_VRS = frozenset({"PN", "LO", "SH", "ST", "LT"})
 _TAG_CACHE: dict[str, int] = {}
 
 
@@ -178,7 +181,8 @@ class FastGetter:
                 ("<" if elem.is_little_endian else ">") + fmt * count, raw[: count * width]
             )
             return values[0] if count == 1 else list(values)
-        if vr in _ASCII_VRS or (vr in ("PN", "LO", "SH", "ST", "LT") and raw.isascii()):
+        # ESC opens an ISO 2022 code extension (e.g. IR 87 Japanese): 7-bit bytes, but not ASCII text
+        if vr in _ASCII_VRS or (vr in _TEXT_VRS and raw.isascii() and b"\x1b" not in raw):
             text = raw.decode("ascii", "replace").strip(" \x00")
             if vr in ("ST", "LT"):
                 return text
@@ -215,6 +219,16 @@ def _floats(value: Any, n: int) -> tuple[float, ...] | None:
     except Exception:
         return None
     return vals if len(vals) == n and all(v == v for v in vals) else None
+
+
+def positive_spacing(value: tuple[float, ...] | None) -> tuple[float, float] | None:
+    """PixelSpacing as (row, column) mm, or None when absent, zero, negative or not finite (a CR with
+    ``0\\0`` would otherwise scale the image to nothing): such an image is measured in pixels."""
+    if value is None or len(value) != 2:
+        return None
+    if not all(math.isfinite(v) and v > 0 for v in value):
+        return None
+    return (float(value[0]), float(value[1]))
 
 
 def _text(ds: Any, keyword: str) -> str:
@@ -465,6 +479,7 @@ def _records(
             intact = len(ds.PixelData) >= native_bytes(rows, columns, samples, bits, frames, photometric)
         except Exception:
             intact = True
+    lossy_flag = _text(g, "LossyImageCompression")
     shared = _item(ds, "SharedFunctionalGroupsSequence")
     try:
         per = ds.get("PerFrameFunctionalGroupsSequence")
@@ -487,6 +502,8 @@ def _records(
         number_of_frames=frames,
         pixel_length=length if native else None,
         has_modality_lut="ModalityLUTSequence" in ds,
+        lossy=lossy_flag == "01" or transfer_syntax_rank(ts) == 0,
+        lossy_ratio=_float(g("LossyImageCompressionRatio")),
     )
     top_window = _window(g("WindowCenter"), g("WindowWidth"))
     voi_lut = read_voi_lut(ds) if "VOILUTSequence" in ds else None
@@ -495,6 +512,7 @@ def _records(
         patient_name=_text(g, "PatientName"),
         birth_date=_text(g, "PatientBirthDate"),
         sex=_text(g, "PatientSex"),
+        patient_age=_text(g, "PatientAge"),
         study_uid=_text(g, "StudyInstanceUID"),
         study_date=_text(g, "StudyDate"),
         study_description=_text(g, "StudyDescription"),
@@ -505,15 +523,20 @@ def _records(
         modality=_text(g, "Modality").upper(),
         frame_of_reference_uid=_text(g, "FrameOfReferenceUID") or None,
         pixel_intact=intact,
-        lossless=_lossless_rank(ts, _text(g, "LossyImageCompression")),
+        lossless=_lossless_rank(ts, lossy_flag),
         notes=tuple(notes),
     )
+    top_spacing = _floats(g("PixelSpacing"), 2)
     records = []
     for f in range(frames):
         groups = [per_items[f] if f < len(per_items) else None, shared]
         pos = _floats(_frame_attr(groups, "PlanePositionSequence", "ImagePositionPatient"), 3)
         iop = _floats(_frame_attr(groups, "PlaneOrientationSequence", "ImageOrientationPatient"), 6)
-        spacing = _floats(_frame_attr(groups, "PixelMeasuresSequence", "PixelSpacing"), 2)
+        declared = _floats(_frame_attr(groups, "PixelMeasuresSequence", "PixelSpacing"), 2)
+        declared = declared or top_spacing
+        spacing = positive_spacing(declared)
+        if declared is not None and spacing is None and f == 0:
+            keys["notes"] = (*keys["notes"], "invalid PixelSpacing (zero or negative): sizes in pixels")
         thick = _float(_frame_attr(groups, "PixelMeasuresSequence", "SliceThickness"))
         slope = _float(_frame_attr(groups, "PixelValueTransformationSequence", "RescaleSlope"))
         icpt = _float(_frame_attr(groups, "PixelValueTransformationSequence", "RescaleIntercept"))
@@ -528,7 +551,7 @@ def _records(
             source=SliceSource(source.path, source.member, f),
             position=pos,  # type: ignore[arg-type]
             orientation=iop,  # type: ignore[arg-type]
-            pixel_spacing=spacing or _floats(g("PixelSpacing"), 2),  # type: ignore[arg-type]
+            pixel_spacing=spacing,
             slice_thickness=thick if thick is not None else _float(g("SliceThickness")),
             rescale_slope=slope if slope is not None else (_float(g("RescaleSlope")) or 1.0),
             rescale_intercept=icpt if icpt is not None else (_float(g("RescaleIntercept")) or 0.0),

@@ -66,6 +66,8 @@ class SliceInfo:
     has_modality_lut: bool = False  # a Modality LUT Sequence replaces slope/intercept
     voi_function: VoiFunction = VoiFunction.LINEAR  # VOI LUT Function of ``window`` (key 0)
     voi_lut: VoiLut | None = None  # the header's VOI LUT Sequence (first item), shown instead of ``window``
+    lossy: bool = False  # LossyImageCompression 01 or an always-lossy transfer syntax: marked on screen
+    lossy_ratio: float | None = None  # LossyImageCompressionRatio (first value), if given
 
     @property
     def is_color(self) -> bool:
@@ -125,6 +127,7 @@ class Study:
     description: str
     accession_number: str
     series: tuple[Series, ...]
+    patient_age: str = ""  # PatientAge at this study as in the header ("045Y"), "" when absent
 
 
 @dataclass(frozen=True)

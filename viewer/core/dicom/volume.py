@@ -11,7 +11,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
 import numpy as np
 
-from viewer.core.constants import SLICE_CACHE_BYTES, Window
+from viewer.core.constants import SLICE_CACHE_BYTES, WINDOW_PRESETS, Window
 from viewer.core.dicom import isolated
 from viewer.core.dicom.isolated import decode_isolated, run_isolated
 from viewer.core.dicom.isolated import warm_async as warm_decoders
@@ -49,6 +49,9 @@ PREFETCH_MAX_SLICES = 96  # one prefetch call decodes at most this many slices (
 def _failure_reason(exc: Exception) -> str:
     """Our errors carry a human reason; anything else is named by type (its text may hold paths)."""
     return str(exc) if isinstance(exc, DicomError) else type(exc).__name__
+
+
+CT_DEFAULT_WINDOW = WINDOW_PRESETS["brain"]  # a CT without a header window: Slicewise reads head CT
 
 
 class StackVolume:
@@ -470,12 +473,21 @@ class StackVolume:
             return window
         return next((info.window for info in self.stack.slices if info.window is not None), None)
 
+    def known_window(self) -> Window | None:
+        """:meth:`header_window`, else the brain window for a greyscale CT (in HU); ``None`` when only the
+        data can tell (never decodes)."""
+        window = self.header_window()
+        if window is None and self.stack.modality == "CT" and not self.stack.is_color:
+            return CT_DEFAULT_WINDOW
+        return window
+
     def default_window(self) -> Window:
-        """:meth:`header_window`, else one from the data range of the middle slice (decoded if needed)."""
+        """:meth:`known_window`; for MR, CR and the rest without a header window one from the data
+        range of the middle slice (decoded if needed)."""
         if not len(self):
             return Window(400, 40)
         mid = len(self) // 2
-        window = self.header_window()
+        window = self.known_window()
         if window is not None:
             return window
         try:
