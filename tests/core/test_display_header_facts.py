@@ -88,7 +88,9 @@ def test_patient_age_reaches_the_study(tmp_path: Path) -> None:
     assert patient.studies[0].patient_age == "045Y"
 
 
-def _rotating_mip(folder: Path, n: int = 7, image_type: tuple[str, ...] = ("DERIVED", "SECONDARY", "MIP")) -> str:
+def _rotating_mip(
+    folder: Path, n: int = 7, image_type: tuple[str, ...] = ("DERIVED", "SECONDARY", "MIP")
+) -> str:
     """``n`` projections of one volume, rotated about the patient's S-I axis (one series)."""
     study, series, frame = generate_uid(), generate_uid(), generate_uid()
     for k in range(n):
@@ -106,7 +108,9 @@ def _rotating_mip(folder: Path, n: int = 7, image_type: tuple[str, ...] = ("DERI
 @pytest.mark.parametrize(
     "image_type", [("DERIVED", "SECONDARY", "MIP"), ("DERIVED", "PRIMARY", "PROJECTION IMAGE"), ()]
 )
-def test_rotating_projection_series_is_one_playable_stack(tmp_path: Path, image_type: tuple[str, ...]) -> None:
+def test_rotating_projection_series_is_one_playable_stack(
+    tmp_path: Path, image_type: tuple[str, ...]
+) -> None:
     _rotating_mip(tmp_path, image_type=image_type or ("DERIVED", "SECONDARY", "REFORMATTED"))
     stacks = load_paths([tmp_path]).all_stacks()
     assert len(stacks) == 1
