@@ -183,6 +183,24 @@ class StudyBrowser(QTreeWidget):
             it += 1
         return out
 
+    def remove_stacks(self, uids: set[str]) -> None:
+        """Remove these stacks' rows, then any study or patient left without one."""
+        for uid in uids:
+            item = self._stack_items.pop(uid, None)
+            self._badges.pop(uid, None)
+            parent = item.parent() if item is not None else None
+            if item is not None and parent is not None:
+                parent.removeChild(item)
+        for p_item, patient in list(self._patient_items):
+            for study_item in [p_item.child(i) for i in range(p_item.childCount())]:
+                if study_item is not None and study_item.childCount() == 0:
+                    p_item.removeChild(study_item)
+            if p_item.childCount() == 0:
+                self.takeTopLevelItem(self.indexOfTopLevelItem(p_item))
+                self._patient_items.remove((p_item, patient))
+        for k, (p_item, patient) in enumerate(self._patient_items, start=1):
+            self._update_patient_text(p_item, patient, k)
+
     def item_for(self, stack_uid: str) -> QTreeWidgetItem | None:
         return self._stack_items.get(stack_uid)
 

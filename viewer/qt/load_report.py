@@ -1,55 +1,147 @@
-"""Non-modal load report: files skipped and why, stacks split, warnings."""
+"""Non-modal load report: files skipped and why, slices that cannot be shown, stacks split, warnings.
+
+Rows about a stack name its patient (hidden in privacy mode) and series; a double-click on such a row
+asks the main window to show it (``show_requested(stack_uid, slice_index)``).
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QBrush, QColor
 from PySide6.QtWidgets import QHeaderView, QLabel, QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget
 
-from viewer.core.dicom.model import LoadReport
+from viewer.core.codes import code_in, describe
+from viewer.core.dicom.model import LoadReport, Patient, Stack
 from viewer.qt.style import WARNING_COLOR, icon
 from viewer.qt.tree_items import child_texts
 
+TARGET_ROLE = Qt.ItemDataRole.UserRole + 1  # (stack uid, slice index) a double-click shows
 
-def report_sections(report: LoadReport) -> dict[str, list[tuple[str, str, str]]]:
-    """Rows (what, code, reason) per section: Skipped files, Warnings, Stacks (split or with warnings)."""
-    skipped = [(s.path, s.code, s.reason) for s in report.skipped]
-    warnings = [("", "", w) for w in report.warnings]
+
+@dataclass(frozen=True)
+class ReportRow:
+    what: str
+    code: str
+    reason: str
+    stack_uid: str | None = None  # the stack a double-click shows, None for a file that was not loaded
+    index: int = 0  # ... at this slice
+
+
+def patient_label(patient: Patient | None, number: int, privacy: bool) -> str:
+    """``Doe John`` (or ``Patient 2`` in privacy mode, numbered in the report's order)."""
+    if patient is None:
+        return ""
+    if privacy:
+        return f"Patient {number}"
+    return patient.name.replace("^", " ").strip() or patient.patient_id or "(no name)"
+
+
+def stack_label(stack: Stack) -> str:
+    """The series as a reader knows it: description, else series number and modality."""
+    name = stack.series_description or " ".join(
+        v
+        for v in (stack.modality, f"Se {stack.series_number}" if stack.series_number is not None else "")
+        if v
+    )
+    return name or "(unnamed series)"
+
+
+def report_sections(report: LoadReport, privacy: bool = False) -> dict[str, list[ReportRow]]:
+    """Rows per section: Skipped files, Warnings, Stacks (split or with warnings)."""
+    skipped = [ReportRow(s.path, s.code, f"{describe(s.code)}: {s.reason}") for s in report.skipped]
+    warnings = [ReportRow("", "", w) for w in report.warnings]
     stacks = []
-    for st in report.all_stacks():
-        name = st.series_description or "(no description)"
-        if st.label:
-            stacks.append((f"{name} [{st.label}]", "SPLIT", f"Split from its series: {st.label}"))
-        stacks.extend((name, "WARN", w) for w in st.warnings)
+    for number, patient in enumerate(report.patients, start=1):
+        who = patient_label(patient, number, privacy)
+        for study in patient.studies:
+            for series in study.series:
+                for st in series.stacks:
+                    name = " · ".join(v for v in (who, stack_label(st)) if v)
+                    if st.label:
+                        name += f" [{st.label}]"
+                        stacks.append(ReportRow(name, "SPLIT", f"Split from its series: {st.label}", st.uid))
+                    stacks.extend(ReportRow(name, "WARN", w, st.uid) for w in st.warnings)
     return {"Skipped files": skipped, "Warnings": warnings, "Stacks": stacks}
 
 
+def bad_slice_row(stack: Stack, index: int, message: str, who: str = "") -> ReportRow:
+    """A slice that cannot be shown: its code, what the code means and the decoder's words."""
+    code = code_in(message)
+    name = " · ".join(v for v in (who, stack_label(stack), f"slice {index + 1}") if v)
+    source = stack.slices[index].source.display_name if 0 <= index < len(stack) else ""
+    if source:
+        name += f" ({source})"
+    return ReportRow(name, code, f"{describe(code)}: {message}", stack.uid, index)
+
+
 class LoadReportPanel(QWidget):
-    """Shows the latest load report; newest load first, older loads kept below."""
+    """Shows the latest load report, and every slice found unreadable while viewing."""
+
+    show_requested = Signal(str, int)  # stack uid, slice index
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.summary = QLabel("No study loaded yet")
         self.summary.setObjectName("sectionLabel")
+        self.summary.setWordWrap(True)
         self.tree = QTreeWidget()
         self.tree.setHeaderLabels(["File / stack", "Code", "Reason"])
         self.tree.setAlternatingRowColors(True)
         self.tree.setRootIsDecorated(True)
+        self.tree.setTextElideMode(Qt.TextElideMode.ElideMiddle)  # paths keep their file name
+        self.tree.setToolTip("Double-click a stack or slice row to show it")
         h = self.tree.header()
         h.setSectionResizeMode(0, QHeaderView.ResizeMode.Interactive)
         h.setSectionResizeMode(1, QHeaderView.ResizeMode.ResizeToContents)
         h.setStretchLastSection(True)
-        self.tree.setColumnWidth(0, 320)
+        self.tree.setColumnWidth(0, 360)
+        self.tree.itemDoubleClicked.connect(self._on_double_click)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addWidget(self.summary)
         layout.addWidget(self.tree)
         self.reports: list[LoadReport] = []
+        self._privacy = False
+        self._bad: dict[tuple[str, int], tuple[Stack, str, Patient | None]] = {}
 
     def add_report(self, report: LoadReport) -> None:
         self.reports.append(report)
         self.summary.setText(f"{report.summary()} in {report.elapsed_s:.1f} s")
+        self._render()
+
+    def add_bad_slice(self, stack: Stack, index: int, message: str, patient: Patient | None = None) -> bool:
+        """Record a slice that cannot be shown (once); True when it was new."""
+        key = (stack.uid, index)
+        if key in self._bad:
+            return False
+        self._bad[key] = (stack, message, patient)
+        self._render()
+        return True
+
+    def forget_stacks(self, uids: set[str]) -> None:
+        """Drop the unreadable-slice rows of stacks that were closed."""
+        self._bad = {k: v for k, v in self._bad.items() if k[0] not in uids}
+        self._render()
+
+    def set_privacy(self, on: bool) -> None:
+        if on != self._privacy:
+            self._privacy = on
+            self._render()
+
+    def sections(self) -> dict[str, list[ReportRow]]:
+        """What the panel shows now, by section."""
+        out = report_sections(self.reports[-1], self._privacy) if self.reports else {}
+        bad = [
+            bad_slice_row(st, i, msg, patient_label(p, 1, self._privacy) if p is not None else "")
+            for (_, i), (st, msg, p) in sorted(self._bad.items(), key=lambda kv: kv[0])
+        ]
+        return {"Slices that cannot be shown": bad, **out}
+
+    def _render(self) -> None:
         self.tree.clear()
-        for title, rows in report_sections(report).items():
+        for title, rows in self.sections().items():
             if not rows:
                 continue
             top = QTreeWidgetItem(self.tree, [f"{title} ({len(rows)})", "", ""])
@@ -57,13 +149,22 @@ class LoadReportPanel(QWidget):
             font = top.font(0)
             font.setBold(True)
             top.setFont(0, font)
-            for what, code, reason in rows:
-                item = QTreeWidgetItem(top, [what, code, reason])
-                item.setToolTip(0, what)
-                item.setToolTip(2, reason)
-                if code.startswith("E-"):
+            for row in rows:
+                item = QTreeWidgetItem(top, [row.what, row.code, row.reason])
+                item.setToolTip(0, row.what)
+                item.setToolTip(1, describe(row.code) if row.code.startswith("E-") else row.code)
+                item.setToolTip(2, row.reason)
+                if row.stack_uid is not None:
+                    item.setData(0, TARGET_ROLE, (row.stack_uid, row.index))
+                if row.code.startswith("E-"):
                     item.setForeground(1, QBrush(QColor(WARNING_COLOR)))
             top.setExpanded(True)
+
+    def _on_double_click(self, item: QTreeWidgetItem, _column: int) -> None:
+        target = item.data(0, TARGET_ROLE)
+        if target:
+            uid, index = target
+            self.show_requested.emit(str(uid), int(index))
 
     def has_issues(self) -> bool:
         return self.tree.topLevelItemCount() > 0

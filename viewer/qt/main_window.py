@@ -40,6 +40,7 @@ from PySide6.QtWidgets import (
 from superqt.utils import qdebounced
 
 from viewer.core.constants import APP_NAME, INTENDED_USE, PRESET_KEYS, TAG_REFRESH_DELAY_MS
+from viewer.core.dicom.catalogue import Owner, rekey_report, stack_owner
 from viewer.core.dicom.model import LoadReport, Stack
 from viewer.qt.actions import ActionRegistry, ActionSpec, Binding
 from viewer.qt.browser import StudyBrowser
@@ -60,6 +61,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 MENU_ORDER = ("File", "View", "Tools", "AI", "Session", "Help")
+TAG_DOCK_MIN_PX = 440  # the tag dock's width when it opens narrower: Tag, Name, VR and a readable Value
 
 
 class MainWindow(QMainWindow):
@@ -68,6 +70,7 @@ class MainWindow(QMainWindow):
     load_finished = Signal(object)
     about_to_close = Signal()
     privacy_changed = Signal(bool)
+    stacks_closed = Signal(list)  # uids of stacks closed by File › Close study / Clear all
 
     # Set by viewer.qt.ai.attach / viewer.qt.review.attach (viewer.qt.app.build_main_window).
     ai_controller: AIController | None = None
@@ -85,6 +88,8 @@ class MainWindow(QMainWindow):
         self._stacks: dict[str, Stack] = {}
         self._contexts: dict[str, StackContext] = {}
         self._sources: dict[str, list[str]] = {}
+        self._owners: dict[str, Owner] = {}  # stack uid -> patient, study, series it stands for
+        self._bad_seen = 0  # unreadable slices of the shown volume already in the load report
         self._volume: Any = None
         self._current_uid: str | None = None
         self._jobs: list[Any] = []
@@ -145,6 +150,7 @@ class MainWindow(QMainWindow):
             self.report_panel, "Load report", Qt.DockWidgetArea.BottomDockWidgetArea
         )
         self.report_dock.hide()
+        self.report_panel.show_requested.connect(self.show_item)
         self.tag_browser = TagBrowser()
         self.tag_dock = self.add_dock(self.tag_browser, "DICOM tags", Qt.DockWidgetArea.RightDockWidgetArea)
         self.tag_dock.hide()
@@ -184,6 +190,11 @@ class MainWindow(QMainWindow):
             ActionSpec("export_phi", "Include patient name/ID in exports",
                        lambda: self._on_export_phi(self.act_export_phi.isChecked()), (), "File",
                        checkable=True),
+            ActionSpec("close_study", "Close study", self.close_study, ("Ctrl+W",), "File",
+                       tip="Close the shown study: its stacks leave the browser",
+                       help="Close the shown study"),
+            ActionSpec("clear_all", "Clear all", self.clear_all, ("Ctrl+Shift+W",), "File",
+                       help="Close every study"),
             ActionSpec("quit", "Quit", self.close, ("Ctrl+Q",), "File"),
             ActionSpec("next_slice", "Next slice", lambda: v.step(1), ("Down",), "Navigation",
                        shortcut=False),
@@ -221,6 +232,11 @@ class MainWindow(QMainWindow):
                        icon="one-to-one", help="Actual size (1 image pixel = 1 screen pixel)"),
             ActionSpec("reset", "Reset view", v.reset_view, ("R",), "View", icon="reset",
                        help="Reset view: fit, header window, no inversion, no measurements"),
+            ActionSpec("rotate_cw", "Rotate 90° clockwise", lambda: v.rotate(1), ("Ctrl+R",), "View"),
+            ActionSpec("rotate_ccw", "Rotate 90° anticlockwise", lambda: v.rotate(-1), ("Ctrl+Shift+R",),
+                       "View"),
+            ActionSpec("flip_h", "Flip horizontally", v.flip_horizontal, ("H",), "View"),
+            ActionSpec("flip_v", "Flip vertically", v.flip_vertical, ("V",), "View"),
             ActionSpec("fullscreen", "Full screen", self._toggle_fullscreen, ("F11",), "View"),
             ActionSpec("privacy", "Privacy: hide patient identifiers",
                        lambda: self._on_privacy(self.act_privacy.isChecked()), ("Ctrl+Shift+P",), "View",
@@ -250,6 +266,9 @@ class MainWindow(QMainWindow):
         act = self.actions_registry.action
         self.act_open, self.act_open_dir, self.act_export = act("open"), act("open_folder"), act("export")
         self.act_export_phi, self.act_quit = act("export_phi"), act("quit")
+        self.act_close_study, self.act_clear_all = act("close_study"), act("clear_all")
+        self.act_rotate_cw, self.act_rotate_ccw = act("rotate_cw"), act("rotate_ccw")
+        self.act_flip_h, self.act_flip_v = act("flip_h"), act("flip_v")
         self.act_invert, self.act_reset, self.act_fit = act("invert"), act("reset"), act("fit")
         self.act_1to1, self.act_ruler = act("actual_size"), act("ruler")
         self.act_clear = act("clear_measurements")
@@ -280,6 +299,8 @@ class MainWindow(QMainWindow):
         fm.addSeparator()
         fm.addActions([self.act_export, self.act_export_phi])
         fm.addSeparator()
+        fm.addActions([self.act_close_study, self.act_clear_all])
+        fm.addSeparator()
         fm.addAction(self.act_quit)
         vm = self.menu("View")
         wm = vm.addMenu(icon("window-level"), "Window preset")
@@ -288,6 +309,8 @@ class MainWindow(QMainWindow):
         wm.addAction(self.act_header_window)
         vm.addActions([self.act_invert, self.act_reset, self.act_fit, self.act_1to1])
         vm.addActions([self.actions_registry.action("zoom_in"), self.actions_registry.action("zoom_out")])
+        turn = vm.addMenu("Rotate / flip")
+        turn.addActions([self.act_rotate_cw, self.act_rotate_ccw, self.act_flip_h, self.act_flip_v])
         vm.addSeparator()
         vm.addAction(self.act_cine)
         vm.addSeparator()
@@ -405,6 +428,7 @@ class MainWindow(QMainWindow):
         self.slider.blockSignals(False)
         for key in list(self.slider.marks()):
             self.slider.set_marks(key, [], "")
+        self._bad_seen = 0
         self.view.set_volume(self._volume, self._contexts[stack_uid], index=0)
         if old is not None:
             old.close()
@@ -412,6 +436,57 @@ class MainWindow(QMainWindow):
         self._decode_timer.start()
         self.stack_shown.emit(stack)
         self._update_tags()
+
+    def show_item(self, stack_uid: str, index: int = 0) -> None:
+        """Show a stack at a slice (a double-click in the load report); a closed stack is ignored."""
+        if stack_uid in self._stacks:
+            self.show_stack(stack_uid)
+            self.view.set_index(index)
+            self.view.setFocus()
+
+    def close_study(self) -> None:
+        """File › Close study: every stack of the shown study leaves the browser and the session."""
+        uid = self._current_uid
+        if uid is None:
+            self.show_status("No study shown")
+            return
+        owner = self._owners[uid]
+        self._close_stacks([u for u, o in self._owners.items() if o[:3] == owner[:3]])
+
+    def clear_all(self) -> None:
+        """File › Clear all: close every study."""
+        self._close_stacks(list(self._stacks))
+
+    def _close_stacks(self, uids: Sequence[str]) -> None:
+        gone = set(uids)
+        if not gone:
+            return
+        if self._current_uid in gone:
+            self.view.clear()
+            self._decode_timer.stop()
+            self._hide_progress()
+            if self._volume is not None:
+                self._volume.close()
+            self._volume = None
+            self._current_uid = None
+            self.slider.blockSignals(True)
+            self.slider.setRange(0, 0)
+            self.slider.setEnabled(False)
+            self.slider.blockSignals(False)
+            self.slice_label.setText("– / –")
+            self.hover_label.setText("")
+            self.tag_browser.set_source(None)
+        for uid in gone:
+            for table in (self._stacks, self._contexts, self._sources, self._owners):
+                table.pop(uid, None)
+        self.browser.remove_stacks(gone)
+        self.report_panel.forget_stacks(gone)
+        self.stacks_closed.emit(sorted(gone))
+        self._update_title()
+        left = [self._stacks[u] for u in self.browser.stack_uids() if u in self._stacks]
+        if self._current_uid is None and left:
+            self.show_stack(_preferred_stack(left).uid)
+        self.show_status(f"Closed {len(gone)} stack(s)")
 
     def open_paths(self, paths: Sequence[str | Path]) -> None:
         """Load ``paths`` (files, folders, zips, DICOMDIR) in the background, like a drop."""
@@ -551,6 +626,7 @@ class MainWindow(QMainWindow):
         Counting the whole stack stalled the bar (e.g. at "2 / 3 slices") when one prefetch could not
         reach or hold every slice: the rest is decoded only once the reader scrolls towards it.
         """
+        self._note_bad_slices()
         if self.is_loading():
             return
         vol = self._volume
@@ -561,6 +637,25 @@ class MainWindow(QMainWindow):
             self._hide_progress()
             return
         self._show_progress("Decoding", done, len(reach), unit="slices")
+
+    def _note_bad_slices(self) -> None:
+        """Slices of the shown stack found undecodable (while viewing or prefetching) join the load
+        report, once each."""
+        vol, uid = self._volume, self._current_uid
+        if vol is None or uid is None or len(vol.bad_slices) == self._bad_seen:
+            return
+        bad = dict(vol.bad_slices)
+        self._bad_seen = len(bad)
+        ctx = self._contexts[uid]
+        added = [
+            i
+            for i, msg in sorted(bad.items())
+            if self.report_panel.add_bad_slice(ctx.stack, i, msg, ctx.patient)
+        ]
+        if added:
+            self.show_status(
+                f"{len(added)} slice(s) of this stack cannot be shown: see View › Load report", 8000
+            )
 
     def _hide_progress(self) -> None:
         if not self.is_loading():
@@ -575,6 +670,7 @@ class MainWindow(QMainWindow):
         if self._closed:
             return  # delivered after close: opening a volume or a thumbnail job now would outlive the window
         self._hide_progress()
+        report = rekey_report(report, self._owners)  # another patient's series under an open UID
         self.report_panel.add_report(report)
         if _needs_attention(report):
             self.report_dock.show()
@@ -587,6 +683,7 @@ class MainWindow(QMainWindow):
                             self._stacks[stack.uid] = stack
                             self._contexts[stack.uid] = StackContext(stack, patient, study)
                             self._sources[stack.uid] = list(job.paths)
+                            self._owners[stack.uid] = stack_owner(patient, study, stack)
         hint = "  (see View › Load report)" if self.report_panel.has_issues() else ""
         self.show_status(report.summary() + hint, 8000)
         if new:  # a newly opened study is shown (and selected in the browser), not just listed
@@ -699,6 +796,7 @@ class MainWindow(QMainWindow):
         self.act_privacy.setIcon(icon("privacy-on" if on else "privacy-off"))
         self.view.set_show_phi(not on)
         self.browser.set_privacy(on)
+        self.report_panel.set_privacy(on)
         self.tag_browser.set_privacy(on)
         self.privacy_changed.emit(on)
 
@@ -776,6 +874,7 @@ class MainWindow(QMainWindow):
             self.slider.setValue(index)
             self.slider.blockSignals(False)
         self.slice_label.setText(f"{index + 1} / {n}")
+        self._note_bad_slices()
         if self.tag_dock.isVisible():
             self._update_tags_later()  # not on every step: re-reading a header would slow scrolling
         self.slice_changed.emit(index)
@@ -785,6 +884,9 @@ class MainWindow(QMainWindow):
 
     def _on_tag_visibility(self, visible: bool) -> None:
         if visible:
+            if not self.tag_dock.isFloating() and self.tag_dock.width() < TAG_DOCK_MIN_PX:
+                # a dock opens at its (narrow) size hint: too narrow for the Value column
+                self.resizeDocks([self.tag_dock], [TAG_DOCK_MIN_PX], Qt.Orientation.Horizontal)
             self._update_tags()
 
     def _update_tags(self) -> None:

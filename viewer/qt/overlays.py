@@ -6,24 +6,75 @@ import contextlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from PySide6.QtCore import QPointF, QRectF, QSizeF, Qt
+import numpy as np
+from PySide6.QtCore import QDate, QLocale, QPointF, QRectF, QSizeF, Qt
 from PySide6.QtGui import QColor, QFont, QFontMetrics, QPainter, QPaintEvent, QPixmap, QTextDocument
 from PySide6.QtWidgets import QWidget
 
 from viewer.core.constants import Window
+from viewer.core.dicom.model import Patient, SliceInfo, Study
 
 # orientation letters live in the core (viewer.core.geometry.orientation); re-exported for the views
 from viewer.core.geometry.orientation import direction_letters as direction_letters
+from viewer.core.geometry.orientation import edge_labels
 from viewer.core.geometry.orientation import orientation_labels as orientation_labels
 
 CORNERS = ("top_left", "top_right", "bottom_left", "bottom_right")
 
 
+def turned_orientation_labels(iop: Sequence[float] | None, turn: np.ndarray | None = None) -> dict[str, str]:
+    """Letters for the screen edges when the image is shown rotated/flipped by ``turn`` (2×2 integer,
+    screen (x, y) = turn @ image (column, row)); ``orientation_labels`` when it is not turned."""
+    if iop is None or len(iop) != 6:
+        return {}
+    img_row = np.asarray(iop[:3], dtype=float)
+    img_col = np.asarray(iop[3:], dtype=float)
+    back = (np.eye(2) if turn is None else np.asarray(turn, dtype=float)).T  # screen -> image axes
+    row = back[0, 0] * img_row + back[1, 0] * img_col  # patient direction of screen +x (right)
+    col = back[0, 1] * img_row + back[1, 1] * img_col  # ... of screen +y (down)
+    return edge_labels(row, col)
+
+
 def format_date(value: str) -> str:
-    """``20260101`` -> ``2026-01-01``; anything else unchanged."""
-    if len(value) == 8 and value.isdigit():
-        return f"{value[:4]}-{value[4:6]}-{value[6:]}"
+    """A DICOM date (``20260101``, or the old ``2026.01.01``) in the user's locale's short format
+    (``1/1/26``, ``01.01.26``); anything else unchanged."""
+    digits = value.strip().replace(".", "") if len(value.strip()) == 10 else value.strip()
+    if len(digits) == 8 and digits.isdigit():
+        date = QDate(int(digits[:4]), int(digits[4:6]), int(digits[6:]))
+        if date.isValid():
+            return QLocale().toString(date, QLocale.FormatType.ShortFormat)
     return value
+
+
+_AGE_UNITS = {"Y": "y", "M": "mo", "W": "wk", "D": "d"}
+
+
+def format_age(age: str, birth_date: str = "", study_date: str = "") -> str:
+    """PatientAge ``045Y`` -> ``45 y`` (``M``, ``W``, ``D``: months, weeks, days); without one, whole
+    years between the birth and study dates; "" when neither is known."""
+    age = age.strip().upper()
+    if len(age) == 4 and age[:3].isdigit() and age[3] in _AGE_UNITS:
+        return f"{int(age[:3])} {_AGE_UNITS[age[3]]}"
+    birth, study = QDate.fromString(birth_date, "yyyyMMdd"), QDate.fromString(study_date, "yyyyMMdd")
+    if birth.isValid() and study.isValid() and birth <= study:
+        years = study.year() - birth.year() - ((study.month(), study.day()) < (birth.month(), birth.day()))
+        return f"{years} y"
+    return ""
+
+
+def demographics_line(patient: Patient, age: str = "", study: Study | None = None) -> str:
+    """Age and sex for the patient corner (``45 y  F``): shown with the name, hidden in privacy mode."""
+    years = format_age(age, patient.birth_date, study.date if study is not None else "")
+    sex = {"M": "M", "F": "F", "O": "O"}.get(patient.sex.strip().upper(), "")
+    return "  ".join(v for v in (years, sex) if v)
+
+
+def lossy_marker(info: SliceInfo) -> str:
+    """``LOSSY 338:1`` (or ``LOSSY``) for an image that went through lossy compression, else ""."""
+    if not info.lossy:
+        return ""
+    ratio = info.lossy_ratio
+    return f"LOSSY {ratio:.0f}:1" if ratio is not None and ratio >= 1 else "LOSSY"
 
 
 def format_window(window: Window | None) -> str:

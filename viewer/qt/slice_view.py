@@ -12,10 +12,11 @@ from typing import Any
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QPointF, QRectF, Qt, QTimer, Signal
+from PySide6.QtCore import QEvent, QPointF, QRectF, Qt, QTimer, Signal
 from PySide6.QtGui import QResizeEvent, QTransform
 from PySide6.QtWidgets import QVBoxLayout, QWidget
 
+from viewer.core.codes import code_in, describe
 from viewer.core.constants import Window
 from viewer.core.dicom.model import Patient, Stack, Study
 from viewer.core.dicom.voi import VoiRamp
@@ -23,7 +24,14 @@ from viewer.core.errors import PixelDecodeError
 from viewer.core.geometry.stack import patient_position, slice_position_mm
 from viewer.core.windowing import drag_window
 from viewer.qt.header_voi import header_ramp, ramp_lookup_table
-from viewer.qt.overlays import OverlayWidget, format_date, format_window, orientation_labels
+from viewer.qt.overlays import (
+    OverlayWidget,
+    demographics_line,
+    format_date,
+    format_window,
+    lossy_marker,
+    turned_orientation_labels,
+)
 from viewer.qt.tools import Ruler
 from viewer.qt.workers import log_failure
 
@@ -36,6 +44,18 @@ FAST_DRAG_FACTOR = 4.0  # Ctrl+drag window/level speed-up
 KEY_ZOOM_FACTOR = 1.25
 EMPTY_HINT = "Drop DICOM files, folders or a .zip here\nor use File › Open (Ctrl+O)"
 _INVERTED_LUT = np.arange(255, -1, -1, dtype=np.uint8)
+# Display turns, applied after the image's own axes: screen (x, y) = matrix @ image (col, row); y is down.
+ROTATE_CW = np.array([[0, -1], [1, 0]], dtype=int)
+FLIP_H = np.array([[-1, 0], [0, 1]], dtype=int)
+FLIP_V = np.array([[1, 0], [0, -1]], dtype=int)
+
+
+def decode_failure_text(index: int, message: str) -> str:
+    """The image-area text for a slice that cannot be shown: its code and what that means, with the
+    decoder's own words on the following lines (wrapped by the overlay), e.g.
+    ``Slice 4 cannot be shown: E-CORRUPT (damaged compressed data)``."""
+    code = code_in(message)
+    return f"Slice {index + 1} cannot be shown: {code} ({describe(code)})\n{message}"
 
 
 @dataclass(frozen=True)
@@ -132,6 +152,8 @@ class SliceView(QWidget):
         self._drag_start: Window | None = None
         self._user_invert = False
         self._spacing: tuple[float, float] | None = None
+        self._turn = np.eye(2, dtype=int)  # rotation/flip on screen (ROTATE_CW, FLIP_H, FLIP_V products)
+        self._last_scene_pos: QPointF | None = None  # the cursor, for the readout while scrolling
         self._rulers: list[Ruler] = []
         self._active_ruler: Ruler | None = None
         self.presets: dict[str, Any] = {}
@@ -147,6 +169,7 @@ class SliceView(QWidget):
         self.vb.sigToolDrag.connect(self._on_tool_drag)
         self.vb.sigRangeChanged.connect(self._on_range_changed)
         self.graphics.scene().sigMouseMoved.connect(self._on_mouse_moved)
+        self.graphics.viewport().installEventFilter(self)
 
     # --- stack -----------------------------------------------------------------------------------
     def set_volume(self, volume: Any, context: StackContext, index: int = 0) -> None:
@@ -158,8 +181,8 @@ class SliceView(QWidget):
         stack = context.stack
         first = stack.slices[0]
         self._spacing = first.pixel_spacing
-        row_sp, col_sp = self._spacing if self._spacing else (1.0, 1.0)
-        self.image.setTransform(QTransform.fromScale(col_sp, row_sp))
+        self._turn = np.eye(2, dtype=int)
+        self._apply_transform()
         self._window_from_data = False
         try:
             self._default_window = self._initial_window(volume)
@@ -171,7 +194,6 @@ class SliceView(QWidget):
         self._user_invert = False
         self.wl_sensitivity = 1.0 if stack.modality == "CT" else max(self._default_window.width / 256.0, 0.01)
         self.overlay.set_hint("")
-        self.overlay.set_orientation(orientation_labels(first.orientation))
         self._update_lut()
         self._index = -1
         self._shown = -1
@@ -248,6 +270,7 @@ class SliceView(QWidget):
         if self._needs_prefetch(index):
             volume.prefetch(index)
         self._update_overlay()
+        self._refresh_hover()
         self.index_changed.emit(index)
 
     def _show(self, index: int) -> None:
@@ -255,10 +278,10 @@ class SliceView(QWidget):
         try:
             data = self.volume.get_slice(index)
         except PixelDecodeError as exc:
-            logger.warning("Slice %d could not be decoded", index)
+            logger.warning("Slice %d could not be decoded (%s)", index, code_in(str(exc)))
             self._data = None
             self.image.clear()
-            self.overlay.set_hint(f"Slice {index + 1} could not be decoded:\n{exc}")
+            self.overlay.set_hint(decode_failure_text(index, str(exc)))
         else:
             if self.overlay._hint:
                 self.overlay.set_hint("")
@@ -309,6 +332,7 @@ class SliceView(QWidget):
         if index == self._index and self._shown != index:
             self._show(index)
             self._update_overlay()
+            self._refresh_hover()
 
     def _needs_prefetch(self, index: int) -> bool:
         """True unless the neighbours within PREFETCH_CHECK slices are already decoded."""
@@ -383,11 +407,48 @@ class SliceView(QWidget):
 
     # --- zoom / pan ------------------------------------------------------------------------------
     def image_rect(self) -> QRectF:
+        """The image's extent in view coordinates (mm, or pixels without PixelSpacing), turned."""
         if self.context is None:
             return QRectF(0, 0, 1, 1)
         st = self.context.stack
+        return self._image_transform().mapRect(QRectF(0, 0, st.columns, st.rows))
+
+    def _image_transform(self) -> QTransform:
+        """Pixel -> view: scale by the pixel spacing, then the display turn."""
         row_sp, col_sp = self._spacing if self._spacing else (1.0, 1.0)
-        return QRectF(0, 0, st.columns * col_sp, st.rows * row_sp)
+        m = self._turn
+        turn = QTransform(float(m[0, 0]), float(m[1, 0]), float(m[0, 1]), float(m[1, 1]), 0.0, 0.0)
+        return QTransform.fromScale(col_sp, row_sp) * turn
+
+    def _apply_transform(self) -> None:
+        self.image.setTransform(self._image_transform())
+
+    # --- rotate / flip ---------------------------------------------------------------------------
+    def display_turn(self) -> np.ndarray:
+        """The 2×2 integer matrix taking image (column, row) directions to screen (x, y)."""
+        return self._turn.copy()
+
+    def rotate(self, quarter_turns: int = 1) -> None:
+        """Rotate the display by 90° clockwise per quarter turn (negative: anticlockwise)."""
+        self._turn_by(np.linalg.matrix_power(ROTATE_CW, quarter_turns % 4))
+
+    def flip_horizontal(self) -> None:
+        self._turn_by(FLIP_H)
+
+    def flip_vertical(self) -> None:
+        self._turn_by(FLIP_V)
+
+    def _turn_by(self, matrix: np.ndarray) -> None:
+        if self.context is None:
+            return
+        for ruler in self._rulers:  # drawn in view coordinates: they would not follow the image
+            ruler.remove()
+        self._rulers.clear()
+        self._active_ruler = None
+        self._turn = matrix @ self._turn
+        self._apply_transform()
+        self.fit()
+        self._update_overlay()
 
     def fit(self) -> None:
         self.vb.setRange(rect=self.image_rect(), padding=0.02)
@@ -396,12 +457,11 @@ class SliceView(QWidget):
         """One image pixel per screen pixel, centred on the current view centre."""
         if self.context is None:
             return
-        col_sp = self._spacing[1] if self._spacing else 1.0
-        row_sp = self._spacing[0] if self._spacing else 1.0
+        x_sp, y_sp = self._screen_spacing()
         (x0, x1), (y0, y1) = self.vb.viewRange()
         cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-        w = max(self.vb.width(), 1.0) * col_sp
-        h = max(self.vb.height(), 1.0) * row_sp
+        w = max(self.vb.width(), 1.0) * x_sp
+        h = max(self.vb.height(), 1.0) * y_sp
         self.vb.setRange(xRange=(cx - w / 2, cx + w / 2), yRange=(cy - h / 2, cy + h / 2), padding=0)
 
     def zoom_by(self, factor: float) -> None:
@@ -410,9 +470,14 @@ class SliceView(QWidget):
     def zoom_factor(self) -> float:
         """Screen pixels per image pixel (1.0 = 1:1)."""
         (x0, x1), _ = self.vb.viewRange()
-        col_sp = self._spacing[1] if self._spacing else 1.0
+        x_sp = self._screen_spacing()[0]
         span = x1 - x0
-        return float(self.vb.width() / span * col_sp) if span > 0 else 1.0
+        return float(self.vb.width() / span * x_sp) if span > 0 else 1.0
+
+    def _screen_spacing(self) -> tuple[float, float]:
+        """View units per image pixel along the screen's x and y (the turn may swap rows and columns)."""
+        row_sp, col_sp = self._spacing if self._spacing else (1.0, 1.0)
+        return (col_sp, row_sp) if self._turn[0, 0] != 0 else (row_sp, col_sp)
 
     def reset_view(self) -> None:
         """R: fit, header window, no inversion, no measurements."""
@@ -420,6 +485,9 @@ class SliceView(QWidget):
         self._update_lut()
         self.reset_window()
         self.clear_measurements()
+        if self.context is not None and not np.array_equal(self._turn, np.eye(2, dtype=int)):
+            self._turn = np.eye(2, dtype=int)
+            self._apply_transform()
         self.fit()
 
     def _on_range_changed(self, *args: Any) -> None:
@@ -498,6 +566,11 @@ class SliceView(QWidget):
         study_lines: list[str] = []  # identifying: left out of de-identified exports
         if ctx.patient is not None:
             phi = [ctx.patient.name.replace("^", " ").strip() or "(no name)", f"ID {ctx.patient.patient_id}"]
+            demo = demographics_line(
+                ctx.patient, ctx.study.patient_age if ctx.study is not None else "", ctx.study
+            )
+            if demo:
+                phi.append(demo)
         if ctx.study is not None:
             if ctx.study.description:
                 study_lines.append(ctx.study.description)
@@ -518,7 +591,10 @@ class SliceView(QWidget):
         if parts:
             bottom_left.append("   ".join(parts))
         if self._spacing is None:
-            bottom_left.append("No PixelSpacing: sizes in pixels")
+            bottom_left.append("No valid PixelSpacing: sizes in pixels")
+        lossy = lossy_marker(info)
+        if lossy:
+            top_right.append(lossy)
         bottom_right = []
         if not self.is_color():
             label = self._ramp.label if self._ramp is not None else format_window(self._window)
@@ -530,6 +606,7 @@ class SliceView(QWidget):
         self.overlay.set_corner("top_right", top_right, identifying=[series_line])
         self.overlay.set_corner("bottom_left", bottom_left)
         self.overlay.set_corner("bottom_right", bottom_right)
+        self.overlay.set_orientation(turned_orientation_labels(info.orientation, self._turn))
 
     def hover_info(self, scene_pos: QPointF) -> str:
         """Status text for a scene position: pixel, value (HU for CT) and patient position in mm."""
@@ -554,7 +631,19 @@ class SliceView(QWidget):
         return text
 
     def _on_mouse_moved(self, scene_pos: QPointF) -> None:
+        self._last_scene_pos = QPointF(scene_pos)
         self.hover_text.emit(self.hover_info(scene_pos))
+
+    def _refresh_hover(self) -> None:
+        """After a slice change (wheel, keys, cine): the readout at the cursor's last place, which
+        now points into the new slice (the mouse has not moved, so no move event comes)."""
+        if self._last_scene_pos is not None:
+            self.hover_text.emit(self.hover_info(self._last_scene_pos))
+
+    def eventFilter(self, watched: Any, event: QEvent) -> bool:
+        if event.type() == QEvent.Type.Leave and watched is self.graphics.viewport():
+            self._last_scene_pos = None  # the cursor left the image: nothing to read out while scrolling
+        return super().eventFilter(watched, event)
 
     # --- Qt events -------------------------------------------------------------------------------
     def resizeEvent(self, event: QResizeEvent) -> None:

@@ -24,6 +24,7 @@ from viewer.core.dicom.sources import read_header_dataset
 logger = logging.getLogger(__name__)
 
 MAX_VALUE_CHARS = 200
+NAME_COLUMN_PX = 140  # the Name column's starting width: Value gets what is left
 # Patient-identifying attributes masked in privacy mode (group 0010 is masked as a whole too).
 PHI_KEYWORDS = frozenset(
     {
@@ -78,10 +79,22 @@ class TagBrowser(QWidget):
         self.tree.setHeaderLabels(["Tag", "Name", "VR", "Value"])
         self.tree.setAlternatingRowColors(True)
         self.tree.setUniformRowHeights(True)
+        # Tag and VR fit their (short) contents; Name is a fixed, user-resizable width (a long name is
+        # elided, its keyword is the tooltip); Value takes the rest, so it shows at any dock width.
         h = self.tree.header()
-        for col in range(3):
-            h.setSectionResizeMode(col, QHeaderView.ResizeMode.ResizeToContents)
-        h.setStretchLastSection(True)
+        h.setStretchLastSection(False)
+        h.setMinimumSectionSize(28)
+        for col, mode in enumerate(
+            (
+                QHeaderView.ResizeMode.ResizeToContents,
+                QHeaderView.ResizeMode.Interactive,
+                QHeaderView.ResizeMode.ResizeToContents,
+                QHeaderView.ResizeMode.Stretch,
+            )
+        ):
+            h.setSectionResizeMode(col, mode)
+        self.tree.setColumnWidth(1, NAME_COLUMN_PX)
+        self.tree.setTextElideMode(Qt.TextElideMode.ElideRight)
         self.info = QLabel("")
         self.info.setObjectName("sectionLabel")
         layout = QVBoxLayout(self)
@@ -127,7 +140,9 @@ class TagBrowser(QWidget):
             cols = [f"({elem.tag.group:04X},{elem.tag.element:04X})", elem.name, str(elem.VR), value]
             item = QTreeWidgetItem(parent, cols) if parent is not None else QTreeWidgetItem(self.tree, cols)
             item.setData(1, Qt.ItemDataRole.UserRole, elem.keyword)
-            item.setToolTip(1, elem.keyword)
+            item.setToolTip(1, f"{elem.name} ({elem.keyword})" if elem.keyword else elem.name)
+            if value:
+                item.setToolTip(3, value)
             if elem.VR == "SQ" and not (self.privacy and is_phi(elem)):
                 for k, child in enumerate(elem.value):
                     sub = QTreeWidgetItem(item, ["", f"Item {k + 1}", "", ""])

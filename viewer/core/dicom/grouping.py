@@ -117,9 +117,13 @@ def _geometry_warnings(slices: list[SliceInfo], normal: np.ndarray, warnings: li
         return slices[0].slice_thickness if slices else None
     locs = np.array([s.location for s in slices], dtype=float)
     diffs = np.diff(locs)
-    same = int(np.sum(diffs < POSITION_EPS))
+    same_mask = diffs < POSITION_EPS
+    same = int(np.sum(same_mask))
     if same:
-        warnings.append(f"{same} slice(s) share a position with another (duplicates or a 4D series)")
+        # counted per file: frames of one multi-frame object are one instance, not "40 duplicates"
+        files = {slices[k + 1].source.file_key for k in np.flatnonzero(same_mask)}
+        where = f" in {len(files)} file(s)" if len(files) < same else ""
+        warnings.append(f"{same} slice(s){where} share a position with another (duplicates or a 4D series)")
     steps = diffs[diffs >= POSITION_EPS]
     if steps.size == 0:
         return None
@@ -276,7 +280,7 @@ def build_stacks(
         if iop == "projections":
             sorted_slices, spacing = sort_projections(infos), None
             method = "instance_number" if all(i.instance_number is not None for i in infos) else "file_order"
-            warnings = []  # a projection series is one stack by design: nothing to warn about
+            warnings: list[str] = []  # a projection series is one stack by design: nothing to warn about
         else:
             sorted_slices, method, warnings, spacing = sort_slices(infos)
         warnings[:0] = _stack_warnings(infos, by_file, resolution)

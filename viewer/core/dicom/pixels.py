@@ -106,7 +106,8 @@ def read_raw(info: SliceInfo, archives: ArchiveCache | None = None, data: bytes 
             found = max(os.fstat(fh.fileno()).st_size - offset, 0)
             if found < need:  # checked before reading: no buffer sized by the header
                 raise PixelDecodeError(
-                    f"Truncated pixel data in {name} (expected {need:,} bytes, found {found:,})"
+                    f"Truncated pixel data in {name} "
+                    f"(expected {need:,} bytes, found {found:,}; E-TRUNC-PIXEL)"
                 )
             fh.seek(offset)
             buf = fh.read(need)
@@ -115,7 +116,7 @@ def read_raw(info: SliceInfo, archives: ArchiveCache | None = None, data: bytes 
         buf = blob[offset : offset + need]
     if len(buf) < need:
         raise PixelDecodeError(
-            f"Truncated pixel data in {name} (expected {need:,} bytes, found {len(buf):,})"
+            f"Truncated pixel data in {name} (expected {need:,} bytes, found {len(buf):,}; E-TRUNC-PIXEL)"
         )
     arr = np.frombuffer(buf, dtype=_native_dtype(info)).reshape(info.rows, info.columns)
     return _mask(arr.astype(arr.dtype.newbyteorder("="), copy=False), info)
@@ -335,7 +336,7 @@ def _decode(
             raise PixelDecodeError(f"Cannot read {name} ({type(exc).__name__})") from exc
         if found < need:
             raise PixelDecodeError(
-                f"Truncated pixel data in {name} (expected {need:,} bytes, found {found:,})"
+                f"Truncated pixel data in {name} (expected {need:,} bytes, found {found:,}; E-TRUNC-PIXEL)"
             )
     try:
         blob = data
