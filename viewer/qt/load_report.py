@@ -18,6 +18,7 @@ from viewer.qt.style import WARNING_COLOR, icon
 from viewer.qt.tree_items import child_texts
 
 TARGET_ROLE = Qt.ItemDataRole.UserRole + 1  # (stack uid, slice index) a double-click shows
+FIRST_COLUMN_PX = 360
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,7 @@ class LoadReportPanel(QWidget):
         h.setSectionResizeMode(0, QHeaderView.ResizeMode.Interactive)
         h.setSectionResizeMode(1, QHeaderView.ResizeMode.ResizeToContents)
         h.setStretchLastSection(True)
-        self.tree.setColumnWidth(0, 360)
+        self.tree.setColumnWidth(0, FIRST_COLUMN_PX)
         self.tree.itemDoubleClicked.connect(self._on_double_click)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
@@ -159,6 +160,10 @@ class LoadReportPanel(QWidget):
                 if row.code.startswith("E-"):
                     item.setForeground(1, QBrush(QColor(WARNING_COLOR)))
             top.setExpanded(True)
+        # the first column as wide as its rows need, up to half the panel (paths elide in the middle)
+        self.tree.resizeColumnToContents(0)
+        cap = max(FIRST_COLUMN_PX, self.tree.viewport().width() // 2)
+        self.tree.setColumnWidth(0, min(max(self.tree.columnWidth(0), FIRST_COLUMN_PX), cap))
 
     def _on_double_click(self, item: QTreeWidgetItem, _column: int) -> None:
         target = item.data(0, TARGET_ROLE)

@@ -20,6 +20,7 @@ from viewer.core.geometry.orientation import edge_labels
 from viewer.core.geometry.orientation import orientation_labels as orientation_labels
 
 CORNERS = ("top_left", "top_right", "bottom_left", "bottom_right")
+LOSSY_PREFIX = "LOSSY"
 
 
 def turned_orientation_labels(iop: Sequence[float] | None, turn: np.ndarray | None = None) -> dict[str, str]:
@@ -74,7 +75,7 @@ def lossy_marker(info: SliceInfo) -> str:
     if not info.lossy:
         return ""
     ratio = info.lossy_ratio
-    return f"LOSSY {ratio:.0f}:1" if ratio is not None and ratio >= 1 else "LOSSY"
+    return f"{LOSSY_PREFIX} {ratio:.0f}:1" if ratio is not None and ratio >= 1 else LOSSY_PREFIX
 
 
 def format_window(window: Window | None) -> str:
@@ -127,6 +128,7 @@ class OverlayWidget(QWidget):
         self._orient_font.setBold(True)
         self._color = QColor("#e6edf3")
         self._accent = QColor("#7ee0ff")
+        self._warn = QColor("#ffb347")  # the LOSSY marker
         self._shadow = QColor(0, 0, 0, 220)
         self._pixmaps: dict[str, tuple[tuple[str, ...], QPixmap]] = {}
 
@@ -204,7 +206,9 @@ class OverlayWidget(QWidget):
             hint_font = QFont(self._font)
             hint_font.setPointSizeF(13)
             p.setFont(hint_font)
-            p.drawText(QRectF(0, 0, w, h), Qt.AlignmentFlag.AlignCenter, self._hint)
+            inset = 4 * m  # wrapped inside the orientation letters: a long decoder message is not clipped
+            flags = int(Qt.AlignmentFlag.AlignCenter) | int(Qt.TextFlag.TextWordWrap)
+            p.drawText(QRectF(inset, 0, max(w - 2 * inset, 1), h), flags, self._hint)
         if not self.visible_text:
             p.end()
             return
@@ -275,7 +279,8 @@ class OverlayWidget(QWidget):
         right = corner.endswith("right")
         for k, line in enumerate(lines):
             x = width - fm.horizontalAdvance(line) - 1 if right else 0
-            self._shadowed(p, x, k * lh + fm.ascent(), line, self._color)
+            color = self._warn if line.startswith(LOSSY_PREFIX) else self._color
+            self._shadowed(p, x, k * lh + fm.ascent(), line, color)
         p.end()
         self._pixmaps[corner] = (lines, pm)
         return pm

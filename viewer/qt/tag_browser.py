@@ -24,7 +24,7 @@ from viewer.core.dicom.sources import read_header_dataset
 logger = logging.getLogger(__name__)
 
 MAX_VALUE_CHARS = 200
-NAME_COLUMN_PX = 140  # the Name column's starting width: Value gets what is left
+NAME_COLUMN_PX = 120  # the Name column's starting width: Value gets what is left
 # Patient-identifying attributes masked in privacy mode (group 0010 is masked as a whole too).
 PHI_KEYWORDS = frozenset(
     {
