@@ -32,8 +32,10 @@ def test_oblique_direction_gets_two_letters_and_missing_iop_none() -> None:
     assert orientation_labels(None) == {}
 
 
-def test_format_date() -> None:
-    assert format_date("20260101") == "2026-01-01"
+def test_format_date(qapp: object) -> None:
+    from PySide6.QtCore import QDate, QLocale
+
+    assert format_date("20260101") == QLocale().toString(QDate(2026, 1, 1), QLocale.FormatType.ShortFormat)
     assert format_date("") == ""
 
 
