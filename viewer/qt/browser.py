@@ -184,7 +184,15 @@ class StudyBrowser(QTreeWidget):
         return out
 
     def remove_stacks(self, uids: set[str]) -> None:
-        """Remove these stacks' rows, then any study or patient left without one."""
+        """Remove these stacks' rows, then any study or patient left without one (no selection signal:
+        the caller decides what to show next)."""
+        blocked = self.blockSignals(True)
+        try:
+            self._remove_stacks(uids)
+        finally:
+            self.blockSignals(blocked)
+
+    def _remove_stacks(self, uids: set[str]) -> None:
         for uid in uids:
             item = self._stack_items.pop(uid, None)
             self._badges.pop(uid, None)
