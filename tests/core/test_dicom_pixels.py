@@ -190,7 +190,8 @@ def test_monochrome1_values_kept_and_flagged(tmp_path: Path) -> None:
 
 def test_truncated_pydicom_file_names_file_and_bytes() -> None:
     stack = _stack("MR_truncated.dcm")
-    with pytest.raises(PixelDecodeError, match=r"MR_truncated\.dcm \(expected 8,192 bytes, found 8,130\)"):
+    expected = r"MR_truncated\.dcm \(expected 8,192 bytes, found 8,130; E-TRUNC-PIXEL\)"
+    with pytest.raises(PixelDecodeError, match=expected):
         decode_frame(stack.slices[0])
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from tests.factories import compress_files, write_ct_series
-from viewer.core.constants import Window
+from viewer.core.constants import WINDOW_PRESETS, Window
 from viewer.core.dicom.loader import load_paths
 from viewer.core.dicom.model import Stack
 from viewer.core.dicom.volume import StackVolume
@@ -147,6 +147,12 @@ def test_default_window_from_header_then_data(series: Stack, tmp_path: Path) -> 
         del ds.WindowWidth, ds.WindowCenter
         ds.save_as(p)
     with StackVolume(_stack(tmp_path / "nowin")) as vol:
+        assert vol.default_window() == WINDOW_PRESETS["brain"]  # CT without one: the brain window
+    for p in paths:
+        ds = dcmread(p)
+        ds.Modality = "MR"
+        ds.save_as(p)
+    with StackVolume(_stack(tmp_path / "nowin")) as vol:  # other modalities: the data's range
         window = vol.default_window()
         assert window.low <= -999 and window.high >= 29
 
