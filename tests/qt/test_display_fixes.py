@@ -291,3 +291,18 @@ def test_names_in_iso_2022_in_browser_and_overlay(qtbot: QtBot, tmp_path: Path) 
     open_and_wait(qtbot, window, [src])
     assert expected in window.view.overlay.corner_lines("top_left")
     assert top_items(window.browser)[0].text(0).startswith(expected)
+
+
+def test_load_report_numbers_patients_as_the_browser_does_in_privacy_mode(
+    qtbot: QtBot, tmp_path: Path
+) -> None:
+    write_ct_series(tmp_path / "a", 3, patient_id="A", patient_name="A^A")
+    write_ct_series(tmp_path / "b", 4, positions=[0, 5, 15, 20], patient_id="B", patient_name="B^B")  # a gap
+    window = make_window(qtbot)
+    window._set_privacy(True)
+    open_and_wait(qtbot, window, [tmp_path / "a"])
+    open_and_wait(qtbot, window, [tmp_path / "b"])
+    rows = window.report_panel.sections()["Stacks"]
+    assert rows and all(r.what.startswith("Patient 2 · ") for r in rows)
+    assert top_items(window.browser)[1].text(0) == "Patient 2"
+    window._set_privacy(False)

@@ -171,6 +171,13 @@ class StudyBrowser(QTreeWidget):
         for k, (item, patient) in enumerate(self._patient_items, start=1):
             self._update_patient_text(item, patient, k)
 
+    def patient_number(self, patient: Patient) -> int:
+        """The patient's number as shown in privacy mode (``Patient n``); 0 when not listed."""
+        for k, (_, known) in enumerate(self._patient_items, start=1):
+            if (known.patient_id, known.name) == (patient.patient_id, patient.name):
+                return k
+        return 0
+
     def stack_uids(self) -> list[str]:
         """Stacks in browser (display) order."""
         by_item = {id(item): uid for uid, item in self._stack_items.items()}

@@ -6,6 +6,7 @@ asks the main window to show it (``show_requested(stack_uid, slice_index)``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from PySide6.QtCore import Qt, Signal
@@ -49,13 +50,19 @@ def stack_label(stack: Stack) -> str:
     return name or "(unnamed series)"
 
 
-def report_sections(report: LoadReport, privacy: bool = False) -> dict[str, list[ReportRow]]:
-    """Rows per section: Skipped files, Warnings, Stacks (split or with warnings)."""
+PatientNumber = Callable[[Patient], int]  # the browser's "Patient n" for a patient (privacy mode)
+
+
+def report_sections(
+    report: LoadReport, privacy: bool = False, number: PatientNumber | None = None
+) -> dict[str, list[ReportRow]]:
+    """Rows per section: Skipped files, Warnings, Stacks (split or with warnings). ``number`` gives the
+    patients' numbers in privacy mode (default: their order in the report)."""
     skipped = [ReportRow(s.path, s.code, f"{describe(s.code)}: {s.reason}") for s in report.skipped]
     warnings = [ReportRow("", "", w) for w in report.warnings]
     stacks = []
-    for number, patient in enumerate(report.patients, start=1):
-        who = patient_label(patient, number, privacy)
+    for k, patient in enumerate(report.patients, start=1):
+        who = patient_label(patient, number(patient) if number is not None else k, privacy)
         for study in patient.studies:
             for series in study.series:
                 for st in series.stacks:
@@ -106,6 +113,7 @@ class LoadReportPanel(QWidget):
         self.reports: list[LoadReport] = []
         self._privacy = False
         self._bad: dict[tuple[str, int], tuple[Stack, str, Patient | None]] = {}
+        self.patient_number: PatientNumber | None = None  # set by the window: the browser's numbering
 
     def add_report(self, report: LoadReport) -> None:
         self.reports.append(report)
@@ -133,9 +141,10 @@ class LoadReportPanel(QWidget):
 
     def sections(self) -> dict[str, list[ReportRow]]:
         """What the panel shows now, by section."""
-        out = report_sections(self.reports[-1], self._privacy) if self.reports else {}
+        number = self.patient_number
+        out = report_sections(self.reports[-1], self._privacy, number) if self.reports else {}
         bad = [
-            bad_slice_row(st, i, msg, patient_label(p, 1, self._privacy) if p is not None else "")
+            bad_slice_row(st, i, msg, patient_label(p, number(p) if number and p else 1, self._privacy))
             for (_, i), (st, msg, p) in sorted(self._bad.items(), key=lambda kv: kv[0])
         ]
         return {"Slices that cannot be shown": bad, **out}

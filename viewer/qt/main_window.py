@@ -151,6 +151,7 @@ class MainWindow(QMainWindow):
         )
         self.report_dock.hide()
         self.report_panel.show_requested.connect(self.show_item)
+        self.report_panel.patient_number = self.browser.patient_number
         self.tag_browser = TagBrowser()
         self.tag_dock = self.add_dock(self.tag_browser, "DICOM tags", Qt.DockWidgetArea.RightDockWidgetArea)
         self.tag_dock.hide()
@@ -671,10 +672,10 @@ class MainWindow(QMainWindow):
             return  # delivered after close: opening a volume or a thumbnail job now would outlive the window
         self._hide_progress()
         report = rekey_report(report, self._owners)  # another patient's series under an open UID
+        new = self.browser.add_report(report)  # first: the report numbers patients as the browser does
         self.report_panel.add_report(report)
         if _needs_attention(report):
             self.report_dock.show()
-        new = self.browser.add_report(report)
         for patient in report.patients:
             for study in patient.studies:
                 for series in study.series:

@@ -148,8 +148,9 @@ class OverlayWidget(QWidget):
             self.update()
 
     def set_orientation(self, labels: dict[str, str]) -> None:
-        self._orientation = dict(labels)
-        self.update()
+        if labels != self._orientation:  # set on every slice change: repaint only when the letters change
+            self._orientation = dict(labels)
+            self.update()
 
     def set_extra_html(self, key: str, html: str) -> None:
         if html:
