@@ -140,7 +140,8 @@ def too_large_message(declared: int, limit: int) -> str:
 _BINARY_INTS = {"US": "H", "SS": "h", "UL": "I", "SL": "i"}
 _ASCII_VRS = frozenset({"CS", "DS", "IS", "UI", "DA", "TM", "DT", "AS", "AE"})
 _TEXT_VRS = frozenset({"PN", "LO", "SH", "ST", "LT"})
-_TAG_CACHE: dict[str, int] = {}
+# Keywords read by the display (age, lossy ratio) with their tags, so no dictionary lookup is needed.
+_TAG_CACHE: dict[str, int] = {"PatientAge": 0x00101010, "LossyImageCompressionRatio": 0x00282112}
 
 
 class FastGetter:
