@@ -333,13 +333,14 @@ def test_worklist_names_studies_by_patient_date_description_and_modality(
 ) -> None:
     """Issue 12: the worklist listed studies by the tail of their Study UID."""
     from tests.factories import write_ct_series
+    from viewer.qt.overlays import format_date
 
     write_ct_series(tmp_path / "ct", 4, patient_name="Doe^Jane")
     w, _ai, rc = make()
     _open(qtbot, w, tmp_path / "ct")
     assert rc.new_session("Names") is not None
     (row,) = rc.worklist.row_texts()
-    assert row[1] == "Doe Jane" and row[2] == "2026-01-01 · CT · CT Head"
+    assert row[1] == "Doe Jane" and row[2] == f"{format_date('20260101')} · CT · CT Head"  # locale's date
     w.act_privacy.trigger()  # identifiers hidden: the patient becomes a number
     (row,) = rc.worklist.row_texts()
     assert row[1] == "Patient 1" and "Doe" not in " ".join(row)
