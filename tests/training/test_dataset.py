@@ -155,3 +155,49 @@ def test_too_few_patients_for_a_split_is_said_out_loud(
         _, train, val, test = build_split(cfg)
     assert val == train and test == val  # two patients: everything trains, nothing is held out
     assert "metrics are optimistic" in caplog.text
+
+
+def _thin_study_with_lesion(tmp_path: Path, *, descending_normal: bool) -> tuple[Path, Path, np.ndarray]:
+    """A 1 mm study with an epidural, written as the generator writes it or with rows flipped and the slice
+    normal pointing to the feet (the loader then sorts it from the vertex down); returns its labels in
+    generator order (inferior -> superior)."""
+    import pydicom
+
+    from training.synth import label_rows
+
+    cfg = SynthConfig(size=64, thickness_mm=(1.0,), p_negative=0.0, subtle_fraction=0.0)
+    rng = np.random.default_rng(5)
+    study = render_study(rng, 30, cfg, lesion_kinds=["epidural"], overrides={"z0": 22.0, "h": 8.0, "T": 14.0})
+    assert 0 < study.labels[:, 0].sum() < len(study.labels)  # labelled and unlabelled slices
+    folder = tmp_path / ("flipped" if descending_normal else "plain")
+    sops = write_study(study, folder, index=3, rng=rng)
+    if descending_normal:
+        for path in folder.glob("*.dcm"):
+            ds = pydicom.dcmread(path)
+            rows, ps = int(ds.Rows), float(ds.PixelSpacing[0])
+            ds.PixelData = np.ascontiguousarray(ds.pixel_array[::-1]).tobytes()
+            ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, -1.0, 0.0]
+            x0, y0, z0 = (float(v) for v in ds.ImagePositionPatient)
+            ds.ImagePositionPatient = [x0, y0 + (rows - 1) * ps, z0]
+            ds.save_as(path)
+    labels = folder / "labels.csv"
+    with labels.open("w") as fh:
+        fh.write("ID,Label\n")
+        fh.writelines(f"{ident},{value}\n" for ident, value in label_rows(sops, study.labels))
+    return folder, labels, study.labels.astype(np.float32)
+
+
+def test_labels_follow_the_slices_under_reversal_and_slab_averaging(tmp_path: Path) -> None:
+    """Version 2 reads slices inferior -> superior: a stack whose normal points to the feet is reversed, and
+    its labels with it; 1 mm slices averaged into 5 mm slabs keep the slice count and each slice's label."""
+    spec = PreprocessSpec(version=2, size=32, field_mm=230.0, slab_mm=5.0)
+    plain = build_items(*_thin_study_with_lesion(tmp_path, descending_normal=False)[:2], tmp_path / "c1", spec=spec)
+    folder, labels_csv, truth = _thin_study_with_lesion(tmp_path, descending_normal=True)
+    flipped = build_items(folder, labels_csv, tmp_path / "c2", spec=spec)
+    assert len(plain) == len(flipped) == 1
+    a, b = plain[0], flipped[0]
+    assert len(a) == len(b) == len(truth) == 30  # slab averaging keeps one input per slice
+    assert not np.array_equal(truth, truth[::-1])  # so a label order that ignored the reversal would show
+    np.testing.assert_array_equal(a.labels, truth)  # generator order is inferior -> superior
+    np.testing.assert_array_equal(b.labels, truth)  # reversed stack, reversed labels
+    np.testing.assert_allclose(b.load().astype(np.float32), a.load().astype(np.float32), atol=1e-3)
