@@ -81,6 +81,20 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--chosen-on", default="", help="where the studies come from (recorded in the metadata)")
     st.add_argument("--threads", type=int, default=2)
 
+    tr = sub.add_parser(
+        "trained-range",
+        help="a model's trained_range (pixel spacing, thickness, field of view, matrix, slices) from its "
+        "training studies or given as JSON; --write rewrites only its metadata",
+    )
+    tr.add_argument("model", type=Path)
+    src = tr.add_mutually_exclusive_group(required=True)
+    src.add_argument(
+        "--data", type=Path, help="the model's training studies (labelled stacks, with --labels)"
+    )
+    src.add_argument("--range", dest="range_json", help='JSON {"field_of_view_mm": [lo, hi], ...}')
+    tr.add_argument("--labels", type=Path)
+    tr.add_argument("--write", action="store_true", help="store it in the model's metadata (weights kept)")
+
     e = sub.add_parser(
         "evaluate",
         help="evaluate .onnx models through onnxruntime, as the viewer runs them, on DICOM studies or "
@@ -257,6 +271,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                 threads=args.threads,
             )
             print(json.dumps(json_safe(report), indent=2, allow_nan=False))
+        elif args.cmd == "trained-range":
+            from training.trained_range import folder_range, write_trained_range
+
+            if not args.model.is_file():
+                raise FileNotFoundError(f"model not found: {args.model}")
+            if args.data is not None:
+                if args.labels is None:
+                    raise ValueError("--data needs --labels (the training label file)")
+                value = folder_range(args.data, args.labels)
+            else:
+                value = json.loads(args.range_json)
+                if not isinstance(value, dict):
+                    raise ValueError('--range must be a JSON object {"key": [lo, hi], ...}')
+            if args.write:
+                write_trained_range(args.model, value)
+            print(json.dumps({"trained_range": value, "written": bool(args.write)}, indent=2))
         elif args.cmd == "evaluate":
             from training.export import json_safe
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -240,6 +240,19 @@ def export_checkpoint(
     return export_model(
         net, out_path, meta, parity=parity, slice_counts=slice_counts, batch_sizes=batch_sizes
     )
+
+
+def rewrite_metadata(model_path: Path, updates: Mapping[str, Any], *, out: Path | None = None) -> Path:
+    """Set metadata_props ``updates`` (each value stored as JSON) of an ONNX model, keeping the others;
+    the graph and weights are kept byte for byte. Writes ``out`` (default: the model in place)."""
+    model = onnx.load(str(model_path), load_external_data=False)
+    props = {p.key: p.value for p in model.metadata_props}
+    props.update({key: json.dumps(json_safe(value), allow_nan=False) for key, value in updates.items()})
+    del model.metadata_props[:]
+    onnx.helper.set_model_props(model, props)
+    target = Path(out) if out is not None else Path(model_path)
+    onnx.save(model, str(target))
+    return target
 
 
 def read_metadata(onnx_path: Path) -> dict[str, Any]:

@@ -18,7 +18,6 @@ studies and, with ``--write``, rewrites only the model's metadata (weights untou
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -110,17 +109,16 @@ def write_study_thresholds(
 ) -> Path:
     """Rewrite only the metadata (``study_thresholds``, ``study_threshold_policy``) of an ONNX model;
     the graph and weights are kept byte for byte."""
-    import onnx
+    from training.export import rewrite_metadata
 
-    model = onnx.load(str(model_path), load_external_data=False)
-    props = {p.key: p.value for p in model.metadata_props}
-    props["study_thresholds"] = json.dumps({c: float(thresholds[c]) for c in RSNA_CLASSES})
-    props["study_threshold_policy"] = json.dumps(f"{policy}; chosen on {chosen_on}")
-    del model.metadata_props[:]
-    onnx.helper.set_model_props(model, props)
-    target = Path(out) if out is not None else Path(model_path)
-    onnx.save(model, str(target))
-    return target
+    return rewrite_metadata(
+        model_path,
+        {
+            "study_thresholds": {c: float(thresholds[c]) for c in RSNA_CLASSES},
+            "study_threshold_policy": f"{policy}; chosen on {chosen_on}",
+        },
+        out=out,
+    )
 
 
 def choose_for_model(

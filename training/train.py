@@ -43,6 +43,7 @@ from training.metrics import (
 )
 from training.model import ICHNet, ModelConfig
 from training.study_thresholds import STUDY_POLICY_TEXT, validation_study_thresholds
+from training.trained_range import acquisition_range
 from viewer.core.constants import MODEL_WINDOWS, RSNA_CLASS_WEIGHTS, RSNA_CLASSES
 from viewer.core.preprocess import PreprocessSpec
 
@@ -243,18 +244,9 @@ def preprocess_spec(cfg: TrainConfig) -> PreprocessSpec:
     )
 
 
-TRAINED_RANGE_KEYS = ("pixel_spacing_mm", "slice_thickness_mm", "field_of_view_mm", "matrix", "slices")
-
-
 def trained_range(items: Sequence[StudyItem]) -> dict[str, list[float]]:
     """[min, max] of each acquisition fact over the training stacks (the ``trained_range`` metadata)."""
-    out: dict[str, list[float]] = {}
-    for key in TRAINED_RANGE_KEYS:
-        values = [i.acquisition[key] for i in items if key in i.acquisition]
-        if values:
-            lo, hi = float(min(values)), float(max(values))
-            out[key] = [round(lo, 4), round(hi, 4)] if key not in ("matrix", "slices") else [int(lo), int(hi)]
-    return out
+    return acquisition_range(i.acquisition for i in items)
 
 
 # -------------------------------------------------------------------------------------------- stages

@@ -191,7 +191,9 @@ def test_labels_follow_the_slices_under_reversal_and_slab_averaging(tmp_path: Pa
     """Version 2 reads slices inferior -> superior: a stack whose normal points to the feet is reversed, and
     its labels with it; 1 mm slices averaged into 5 mm slabs keep the slice count and each slice's label."""
     spec = PreprocessSpec(version=2, size=32, field_mm=230.0, slab_mm=5.0)
-    plain = build_items(*_thin_study_with_lesion(tmp_path, descending_normal=False)[:2], tmp_path / "c1", spec=spec)
+    plain = build_items(
+        *_thin_study_with_lesion(tmp_path, descending_normal=False)[:2], tmp_path / "c1", spec=spec
+    )
     folder, labels_csv, truth = _thin_study_with_lesion(tmp_path, descending_normal=True)
     flipped = build_items(folder, labels_csv, tmp_path / "c2", spec=spec)
     assert len(plain) == len(flipped) == 1
