@@ -76,8 +76,10 @@ def test_bundled_study_decision_and_scope_on_the_demo(demo_stack) -> None:  # ty
         pred = engine.predict_hu(demo_stack, volume.load_all())
     assert pred.study_positive and pred.badge().startswith("ICH suspected: subdural")
     assert pred.applicability is not None
-    # the demo passes every check; only the bundled model's missing trained range cautions it
-    assert pred.applicability.codes == ("S-NO-TRAINED-RANGE",) or not pred.applicability.reasons
+    # the bundled model records the range it was trained on (field of view, thickness, slice count), so
+    # the demo passes every check: in scope, without any caution
+    assert info.trained_range is not None and info.trained_range.field_of_view_mm is not None
+    assert pred.applicability.scope.value == "in_scope" and not pred.applicability.reasons
 
 
 def test_predict_json_carries_scope_decision_and_warnings(tmp_path: Path) -> None:
