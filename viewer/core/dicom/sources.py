@@ -9,6 +9,7 @@ are refused, and only regular files are opened (:mod:`viewer.core.dicom.files`).
 from __future__ import annotations
 
 import gzip
+import io
 import logging
 import os
 import stat
@@ -18,7 +19,7 @@ import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import IO, TYPE_CHECKING, Literal
 
 from viewer.core.codes import Code
 from viewer.core.constants import MAX_INFLATED_BYTES, MAX_INFLATION_RATIO
@@ -173,17 +174,24 @@ def _read_checked(zf: zipfile.ZipFile, member: str, path: Path | None = None) ->
     """
     info = zf.getinfo(member)
     check_member(info, _archive_size(path) if path is not None else None)
-    limit = min(info.file_size, MAX_INFLATED_BYTES)
+    with zf.open(info) as fh:
+        return _inflate_capped(
+            fh,
+            min(info.file_size, MAX_INFLATED_BYTES),
+            f"Zip member inflates beyond its declared size or {MAX_INFLATED_BYTES // 1024**2} MB",
+        )
+
+
+def _inflate_capped(stream: IO[bytes] | io.BufferedIOBase, limit: int, too_large: str) -> bytes:
+    """Read an inflating ``stream`` a chunk at a time; :class:`ImageTooLargeError` (``too_large``) as soon
+    as it passes ``limit`` bytes."""
     chunks: list[bytes] = []
     total = 0
-    with zf.open(info) as fh:
-        while chunk := fh.read(INFLATE_CHUNK):
-            total += len(chunk)
-            if total > limit:
-                raise ImageTooLargeError(
-                    f"Zip member inflates beyond its declared size or {MAX_INFLATED_BYTES // 1024**2} MB"
-                )
-            chunks.append(chunk)
+    while chunk := stream.read(INFLATE_CHUNK):
+        total += len(chunk)
+        if total > limit:
+            raise ImageTooLargeError(too_large)
+        chunks.append(chunk)
     return b"".join(chunks)
 
 
@@ -225,20 +233,15 @@ def read_gzip(path: Path) -> bytes:
                 f"(limits {MAX_INFLATED_BYTES // 1024**2} MB, {MAX_INFLATION_RATIO}x)"
             )
         fh.seek(0)
-        chunks: list[bytes] = []
-        total = 0
         try:
             with gzip.GzipFile(fileobj=fh, mode="rb") as gz:
-                while chunk := gz.read(INFLATE_CHUNK):
-                    total += len(chunk)
-                    if total > limit:
-                        raise ImageTooLargeError(
-                            f"Gzip file inflates beyond its declared size ({declared:,} bytes) or the limits"
-                        )
-                    chunks.append(chunk)
+                return _inflate_capped(
+                    gz,
+                    limit,
+                    f"Gzip file inflates beyond its declared size ({declared:,} bytes) or the limits",
+                )
         except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
             raise DicomError(f"Corrupt gzip data ({type(exc).__name__})") from exc
-    return b"".join(chunks)
 
 
 def zip_members(path: Path, out: Discovery) -> None:

@@ -183,15 +183,7 @@ class ReviewStore:
             conn = cls._connect(path)
         except sqlite3.DatabaseError as exc:
             raise ReviewStoreError(f"The review database cannot be opened: {exc}") from exc
-        try:
-            cls._check_integrity(conn)
-            version = _schema_version(conn)
-        except sqlite3.DatabaseError as exc:
-            conn.close()
-            raise ReviewStoreError(f"The review database is damaged or not a database: {exc}") from exc
-        except ReviewStoreError:
-            conn.close()
-            raise
+        version = cls._checked_version(conn)
         if version > SCHEMA_VERSION:
             conn.close()
             reason = (
@@ -265,15 +257,7 @@ class ReviewStore:
                 "The review database folder is read-only and holds no review database: nothing to open"
             )
         conn = cls._connect_read_only(path)
-        try:
-            cls._check_integrity(conn)
-            version = _schema_version(conn)
-        except sqlite3.DatabaseError as exc:
-            conn.close()
-            raise ReviewStoreError(f"The review database is damaged or not a database: {exc}") from exc
-        except ReviewStoreError:
-            conn.close()
-            raise
+        version = cls._checked_version(conn)
         if version < SCHEMA_VERSION:
             conn.close()
             raise ReviewStoreError(
@@ -438,6 +422,20 @@ class ReviewStore:
         rows = [r[0] for r in conn.execute("PRAGMA integrity_check").fetchall()]
         if rows != ["ok"]:
             raise ReviewStoreError("The review database failed its integrity check: " + "; ".join(rows[:5]))
+
+    @classmethod
+    def _checked_version(cls, conn: sqlite3.Connection) -> int:
+        """The schema version of a database that passes its integrity check; ``conn`` is closed and a
+        :class:`ReviewStoreError` raised when it does not (or is not a database at all)."""
+        try:
+            cls._check_integrity(conn)
+            return _schema_version(conn)
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise ReviewStoreError(f"The review database is damaged or not a database: {exc}") from exc
+        except ReviewStoreError:
+            conn.close()
+            raise
 
     @staticmethod
     def _backup(conn: sqlite3.Connection, path: Path, version: int) -> Path:
