@@ -35,7 +35,16 @@ def test_oblique_direction_gets_two_letters_and_missing_iop_none() -> None:
 def test_format_date(qapp: object) -> None:
     from PySide6.QtCore import QDate, QLocale
 
-    assert format_date("20260101") == QLocale().toString(QDate(2026, 1, 1), QLocale.FormatType.ShortFormat)
+    before = QLocale()
+    try:
+        QLocale.setDefault(QLocale(QLocale.Language.German, QLocale.Country.Germany))
+        short = QLocale().toString(QDate(2026, 1, 1), QLocale.FormatType.ShortFormat)
+        assert format_date("20260101") == short
+        assert format_date("2026.01.01") == format_date("20260101")
+        QLocale.setDefault(QLocale.c())  # no locale set: ISO, not Qt's C short format "1 01 2026"
+        assert format_date("20260101") == "2026-01-01"
+    finally:
+        QLocale.setDefault(before)
     assert format_date("") == ""
 
 

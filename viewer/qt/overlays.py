@@ -43,7 +43,10 @@ def format_date(value: str) -> str:
     if len(digits) == 8 and digits.isdigit():
         date = QDate(int(digits[:4]), int(digits[4:6]), int(digits[6:]))
         if date.isValid():
-            return QLocale().toString(date, QLocale.FormatType.ShortFormat)
+            locale = QLocale()
+            if locale.language() == QLocale.Language.C:  # no locale (LANG=C): Qt would give "1 01 2026"
+                return date.toString(Qt.DateFormat.ISODate)
+            return locale.toString(date, QLocale.FormatType.ShortFormat)
     return value
 
 
