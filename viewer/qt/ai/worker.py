@@ -94,7 +94,8 @@ class AnalyzeJob(_Job):
         self.succeeded.emit(rid, prediction)
 
     def _decoded_by_viewer(self) -> np.ndarray | None:
-        """(S, rows, cols) HU when the viewer has already decoded every slice of the stack, else None.
+        """(S, rows, cols) modality values (HU for CT) in the volume's dtype when the viewer has already
+        decoded every slice of the stack, else None.
 
         Only copies out of the viewer's slice cache (``StackVolume.cached`` is thread-safe), so the
         window may close its volume at any time without affecting this job.
@@ -108,4 +109,6 @@ class AnalyzeJob(_Job):
             if arr is None or arr.ndim != 2:
                 return None
             slices.append(arr)
-        return np.stack(slices).astype(np.float32, copy=False)
+        # the volume's own dtype (int16 for most CT), as a volume of our own would load it: the result
+        # cache is keyed by the pixels' digest, dtype included (a float32 copy here missed the cache)
+        return np.stack(slices)
