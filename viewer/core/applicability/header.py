@@ -12,10 +12,10 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
-
 from viewer.core.applicability.codes import Range, Scope, ScopeCode, ScopeReason, TrainedRange
+from viewer.core.dicom.grouping import slice_normal
 from viewer.core.dicom.model import SliceInfo, Stack
+from viewer.core.geometry.orientation import classify_normal
 
 log = logging.getLogger(__name__)
 
@@ -64,13 +64,6 @@ def read_scope_tags(stack: Stack) -> ScopeTags:
     except Exception as exc:  # the file vanished or is unreadable: the pixel checks still run
         log.debug("Scope tags unreadable (%s)", type(exc).__name__)
         return ScopeTags()
-
-
-def slice_normal(iop: tuple[float, ...]) -> np.ndarray | None:
-    row, col = np.asarray(iop[:3], dtype=float), np.asarray(iop[3:6], dtype=float)
-    normal = np.cross(row, col)
-    norm = float(np.linalg.norm(normal))
-    return normal / norm if norm > 1e-6 else None
 
 
 def _outside(value: float, allowed: Range | None) -> bool:
@@ -157,8 +150,7 @@ def _orientation(stack: Stack, first: SliceInfo, add: AddFn) -> None:
         return
     angle = math.degrees(math.acos(min(1.0, abs(float(normal[2])))))
     if angle > AXIAL_TOLERANCE_DEG:
-        axis = int(np.argmax(np.abs(normal)))
-        plane = ("sagittal", "coronal", "axial")[axis] if abs(normal[axis]) >= 0.8 else "oblique"
+        plane = classify_normal(normal).value
         add(
             ScopeCode.NOT_AXIAL,
             Scope.OUT_OF_SCOPE,

@@ -14,6 +14,7 @@ from viewer.core.constants import SPACING_TOLERANCE, TILT_TOLERANCE_DEG
 from viewer.core.dicom.duplicates import CompareFn, Resolution, resolve_duplicates, same_pixels
 from viewer.core.dicom.header import HeaderRecord
 from viewer.core.dicom.model import Patient, Series, SkippedFile, SliceInfo, Stack, Study
+from viewer.core.geometry.orientation import classify_normal
 
 ORIENTATION_DECIMALS = 3  # IOPs equal to 1e-3 belong to one stack
 POSITION_EPS = 1e-3  # mm: two slices closer than this share a position
@@ -27,7 +28,8 @@ def _iop_key(iop: tuple[float, ...] | None) -> tuple[float, ...] | None:
     return None if iop is None else tuple(round(v, ORIENTATION_DECIMALS) + 0.0 for v in iop)
 
 
-def _normal(iop: Sequence[float]) -> np.ndarray | None:
+def slice_normal(iop: Sequence[float]) -> np.ndarray | None:
+    """The unit slice normal (row x column direction) of an ImageOrientationPatient; None if degenerate."""
     row, col = np.asarray(iop[:3], dtype=float), np.asarray(iop[3:6], dtype=float)
     n = np.cross(row, col)
     norm = float(np.linalg.norm(n))
@@ -35,15 +37,8 @@ def _normal(iop: Sequence[float]) -> np.ndarray | None:
 
 
 def orientation_name(iop: Sequence[float] | None) -> str:
-    if iop is None:
-        return "unknown orientation"
-    n = _normal(iop)
-    if n is None:
-        return "unknown orientation"
-    axis = int(np.argmax(np.abs(n)))
-    if abs(n[axis]) < 0.8:
-        return "oblique"
-    return ("sagittal", "coronal", "axial")[axis]
+    n = slice_normal(iop) if iop is not None else None
+    return "unknown orientation" if n is None else classify_normal(n).value
 
 
 def sort_slices(slices: Sequence[SliceInfo]) -> tuple[list[SliceInfo], str, list[str], float | None]:
@@ -61,7 +56,7 @@ def sort_slices(slices: Sequence[SliceInfo]) -> tuple[list[SliceInfo], str, list
     if geometric:
         mid = items[len(items) // 2]
         assert mid.orientation is not None
-        normal = _normal(mid.orientation)
+        normal = slice_normal(mid.orientation)
         if normal is None:
             geometric = False
             warnings.append("Degenerate ImageOrientationPatient: sorted by instance number")
