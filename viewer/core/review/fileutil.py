@@ -45,15 +45,19 @@ def create_private_file(path: Path) -> None:
         os.close(fd)
 
 
-def fsync_dir(path: Path) -> None:
-    """fsync a directory so a rename in it survives a power cut (no-op on Windows)."""
-    if os.name != "posix":
-        return
+def fsync_path(path: Path) -> None:
+    """fsync the file (or, on POSIX, the folder) at ``path``."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def fsync_dir(path: Path) -> None:
+    """fsync a directory so a rename in it survives a power cut (no-op on Windows)."""
+    if os.name == "posix":
+        fsync_path(path)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

@@ -36,6 +36,7 @@ from viewer.core.review.fileutil import (
     atomic_write_bytes,
     create_private_file,
     fsync_dir,
+    fsync_path,
     is_writable,
     private_dir,
 )
@@ -324,11 +325,7 @@ class ReviewStore:
                 cls._migrate(conn)
             finally:
                 conn.close()
-            fd = os.open(tmp, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            fsync_path(tmp)
             with contextlib.suppress(FileExistsError):
                 os.link(tmp, path)
         finally:
@@ -450,11 +447,7 @@ class ReviewStore:
             conn.backup(dst)
         finally:
             dst.close()
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_path(tmp)
         os.replace(tmp, bak)
         fsync_dir(path.parent)
         log.info("Review store backed up before migrating from schema %d", version)
