@@ -19,6 +19,7 @@ from viewer.core.dicom.loader import load_paths
 from viewer.core.dicom.model import Stack
 from viewer.core.dicom.pixels import int16_ok, modality_dtype
 from viewer.core.dicom.volume import StackVolume
+from viewer.core.errors import PixelDecodeError
 from viewer.core.paths import bundled_model_path, demo_study_dir
 from viewer.core.windowing import apply_window, to_uint8
 
@@ -182,3 +183,23 @@ def test_bundled_model_gives_bit_identical_outputs_for_int16_and_float32() -> No
     np.testing.assert_array_equal(a.slice_probs, b.slice_probs)
     np.testing.assert_array_equal(a.study_probs, b.study_probs)
     np.testing.assert_array_equal(engine.preprocess(hu), engine.preprocess(hu.astype(np.float32)))
+
+
+def test_a_frame_beyond_its_pixel_data_element_is_refused_on_every_path(tmp_path: Path) -> None:
+    """A damaged Pixel Data length (the bytes after it are not this frame's) is refused by the single-slice
+    read and by the int16 whole-volume fast path alike, with its code."""
+    files = sorted(write_ct_series(tmp_path / "ct", 3, shuffle=False, random_names=False))
+    raw = bytearray(files[1].read_bytes())
+    tag = raw.rfind(b"\xe0\x7f\x10\x00OW")  # (7FE0,0010) OW, explicit VR little endian
+    assert tag > 0
+    length = int.from_bytes(raw[tag + 8 : tag + 12], "little")
+    raw[tag + 8 : tag + 12] = (length // 2).to_bytes(4, "little")  # the file still holds every byte
+    files[1].write_bytes(bytes(raw))
+    stack = _stack(tmp_path / "ct")
+    bad = next(i for i, s in enumerate(stack.slices) if s.source.path == files[1])
+    with StackVolume(stack) as vol:
+        assert vol.dtype == np.int16
+        vol.load_all()
+        assert "E-TRUNC-PIXEL" in vol.bad_slices[bad]
+    with StackVolume(stack) as vol, pytest.raises(PixelDecodeError, match="E-TRUNC-PIXEL"):
+        vol.get_slice(bad)

@@ -89,35 +89,42 @@ def _native_dtype(info: SliceInfo) -> np.dtype:
     return np.dtype(f"{order}{kind}{info.bits_allocated // 8}")
 
 
-def read_raw(info: SliceInfo, archives: ArchiveCache | None = None, data: bytes | None = None) -> np.ndarray:
-    """Fast path: the stored integers of one frame, native-endian, masked to BitsStored."""
+def _frame_extent(info: SliceInfo) -> tuple[int, int]:
+    """(bytes, file offset) of an uncompressed frame, after the size guards and a check that the frame
+    lies inside its Pixel Data element (a damaged element header: the bytes there are not this frame's)."""
     need = check_frame_size(info)
     offset = info.pixel_offset
     assert offset is not None
-    name = info.source.display_name
     frame = info.source.frame if info.number_of_frames > 1 else 0
     if info.pixel_length is not None and (frame + 1) * need > info.pixel_length:
-        raise PixelDecodeError(  # a damaged element header: the bytes there are not this frame's
-            f"Cannot decode {name}: its Pixel Data element holds {info.pixel_length:,} bytes, "
-            f"frame {frame + 1} needs {(frame + 1) * need:,} (E-TRUNC-PIXEL)"
+        raise PixelDecodeError(
+            f"Cannot decode {info.source.display_name}: its Pixel Data element holds "
+            f"{info.pixel_length:,} bytes, frame {frame + 1} needs {(frame + 1) * need:,} (E-TRUNC-PIXEL)"
         )
+    return need, offset
+
+
+def _check_found(info: SliceInfo, need: int, found: int) -> None:
+    if found < need:
+        raise PixelDecodeError(
+            f"Truncated pixel data in {info.source.display_name} "
+            f"(expected {need:,} bytes, found {found:,}; E-TRUNC-PIXEL)"
+        )
+
+
+def read_raw(info: SliceInfo, archives: ArchiveCache | None = None, data: bytes | None = None) -> np.ndarray:
+    """Fast path: the stored integers of one frame, native-endian, masked to BitsStored."""
+    need, offset = _frame_extent(info)
     if info.source.member is None and data is None:
         with info.source.path.open("rb") as fh:
-            found = max(os.fstat(fh.fileno()).st_size - offset, 0)
-            if found < need:  # checked before reading: no buffer sized by the header
-                raise PixelDecodeError(
-                    f"Truncated pixel data in {name} "
-                    f"(expected {need:,} bytes, found {found:,}; E-TRUNC-PIXEL)"
-                )
+            # checked before reading: no buffer sized by the header
+            _check_found(info, need, max(os.fstat(fh.fileno()).st_size - offset, 0))
             fh.seek(offset)
             buf = fh.read(need)
     else:
         blob = data if data is not None else read_source_bytes(info.source, archives)
         buf = blob[offset : offset + need]
-    if len(buf) < need:
-        raise PixelDecodeError(
-            f"Truncated pixel data in {name} (expected {need:,} bytes, found {len(buf):,}; E-TRUNC-PIXEL)"
-        )
+    _check_found(info, need, len(buf))
     arr = np.frombuffer(buf, dtype=_native_dtype(info)).reshape(info.rows, info.columns)
     return _mask(arr.astype(arr.dtype.newbyteorder("="), copy=False), info)
 
@@ -139,16 +146,9 @@ def read_raw_into(info: SliceInfo, dest: np.ndarray) -> bool:
         or not dest.flags.c_contiguous
     ):
         return False
-    need = check_frame_size(info)
-    offset = info.pixel_offset
-    assert offset is not None
+    need, offset = _frame_extent(info)
     with info.source.path.open("rb", buffering=0) as fh:
-        found = max(os.fstat(fh.fileno()).st_size - offset, 0)
-        if found < need:  # checked before reading: no buffer sized by the header
-            raise PixelDecodeError(
-                f"Truncated pixel data in {info.source.display_name} "
-                f"(expected {need:,} bytes, found {found:,})"
-            )
+        _check_found(info, need, max(os.fstat(fh.fileno()).st_size - offset, 0))
         fh.seek(offset)
         got = 0
         view = memoryview(dest.data).cast("B")
@@ -157,10 +157,7 @@ def read_raw_into(info: SliceInfo, dest: np.ndarray) -> bool:
             if not n:
                 break
             got += n
-    if got < need:
-        raise PixelDecodeError(
-            f"Truncated pixel data in {info.source.display_name} (expected {need:,} bytes, found {got:,})"
-        )
+    _check_found(info, need, got)
     stored = dest.view(_native_dtype(info))
     bits = info.bits_stored
     if bits is not None and 0 < bits < 16:  # in place, as _mask does
