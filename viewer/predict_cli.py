@@ -14,7 +14,6 @@ import io
 import json
 import logging
 import os
-import re
 import sys
 import time
 from collections.abc import Sequence
@@ -100,8 +99,10 @@ def _safe_error(exc: BaseException, identifiers: bool) -> str:
 
 def _bad_slice_line(stack: Any, bad: Sequence[int], reasons: dict[int, str]) -> str:
     """'<stack uid>: k of n slices (codes)': error codes only, never the reasons' file names."""
-    codes = sorted({code for i in bad for code in re.findall(r"\((E-[A-Z0-9-]+)\)", reasons.get(i, ""))})
-    return f"{stack.uid}: {len(bad)} of {len(stack)} slices ({', '.join(codes) or 'no code'})"
+    from viewer.core.codes import code_in
+
+    codes = sorted({code_in(reasons.get(i, "")) for i in bad})
+    return f"{stack.uid}: {len(bad)} of {len(stack)} slices ({', '.join(codes)})"
 
 
 def _stack_record(stack: Any, patient: Any, study: Any, identifiers: bool) -> dict[str, Any]:
