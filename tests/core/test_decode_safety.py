@@ -363,3 +363,18 @@ def test_silently_damaged_lossy_jpeg_is_refused_when_two_decoders_disagree(tmp_p
         decode_frame(_single(path))
     intact = _single(hostile.testdata("SC_rgb_dcmtk_+eb+cy+np.dcm"))
     assert decode_frame(intact).shape == (100, 100, 3)  # the intact file passes the cross-check
+
+
+def test_a_process_start_that_never_returns_times_out_and_the_next_start_works() -> None:
+    """A stuck start (here: one that blocks) must not make every later decoder start wait forever."""
+    import threading
+
+    from viewer.core.dicom.limits import run_in_spawner
+
+    release = threading.Event()
+    try:
+        with pytest.raises(TimeoutError):
+            run_in_spawner(lambda: release.wait(30), timeout=0.3)
+        assert run_in_spawner(lambda: 42, timeout=5) == 42  # served by a new spawner thread
+    finally:
+        release.set()

@@ -112,11 +112,12 @@ def _spawner() -> None:
             fut.set_exception(exc)
 
 
-def run_in_spawner(fn: Callable[[], _T]) -> _T:
+def run_in_spawner(fn: Callable[[], _T], timeout: float) -> _T:
     """Run ``fn`` (a process start) on the one long-lived thread that starts every decoder process.
 
     ``PR_SET_PDEATHSIG`` fires when the *thread* that started a child ends, so children started from
-    short-lived threads would be killed with them.
+    short-lived threads would be killed with them. A start that has not returned within ``timeout``
+    seconds raises :class:`TimeoutError` (never an endless wait), and the next call gets a new thread.
     """
     with _SPAWNER_LOCK:
         if not _SPAWNER or not _SPAWNER[0].is_alive():
@@ -125,4 +126,11 @@ def run_in_spawner(fn: Callable[[], _T]) -> _T:
             _SPAWNER[:] = [thread]
     fut: Future[object] = Future()
     _SPAWN_QUEUE.put((fn, fut))
-    return fut.result()  # type: ignore[return-value]
+    try:
+        return fut.result(timeout)  # type: ignore[return-value]
+    except TimeoutError:
+        fut.cancel()  # still queued: it never runs
+        with _SPAWNER_LOCK:
+            _SPAWNER.clear()  # the thread may be stuck in this start: the next start gets a new one
+        logger.warning("A decoder process did not start within %.0f s", timeout)
+        raise

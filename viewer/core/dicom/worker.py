@@ -144,7 +144,7 @@ class DecoderProcess:
         )
         self.pid = 0
         try:
-            run_in_spawner(self._proc.start)
+            run_in_spawner(self._proc.start, DECODER_START_TIMEOUT_S)
         except Exception as exc:
             self._conn.close()
             raise DecoderStartError(type(exc).__name__) from exc
