@@ -1,5 +1,8 @@
 """``slicewise predict PATH... --out results.json|results.csv``: the inference engine without Qt.
 
+``--dicom-out DIR`` also writes each analysed stack's AI Result SR and Key Object Selection
+(:mod:`viewer.core.airesults`), de-identified unless ``--include-identifiers``.
+
 Exit codes: 0 every analysable stack was analysed; 1 some stacks failed, some slices could not be
 decoded (the stacks are listed) or none could be analysed;
 2 usage error or unusable model. Output is de-identified by default: UIDs only, no names, patient
@@ -66,6 +69,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--include-identifiers",
         action="store_true",
         help="also write patient name/ID, study date, accession number and series description",
+    )
+    p.add_argument(
+        "--dicom-out",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="also write each analysed stack's AI Result SR and Key Object Selection (DICOM, named by "
+        "SOP Instance UID) into DIR; de-identified unless --include-identifiers",
     )
     p.add_argument("--no-cache", action="store_true", help="do not read or write the prediction cache")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -169,6 +180,20 @@ def _prediction_fields(pred: Any) -> dict[str, Any]:
             for i, uid in enumerate(pred.slice_uids)
         ],
     }
+
+
+def _write_dicom_objects(stack: Any, pred: Any, folder: Path, identifiers: bool) -> dict[str, Any]:
+    """The stack's AI SR + KOS in ``folder``; the record's ``dicom_objects`` (file names are UIDs)."""
+    from viewer.core.airesults.identity import read_first_header, source_from_stack
+    from viewer.core.airesults.writer import write_ai_objects
+
+    try:
+        source = source_from_stack(stack, read_first_header(stack))
+        paths = write_ai_objects(pred, source, folder, include_identity=identifiers)
+    except (SlicewiseError, OSError, ValueError) as exc:
+        log.warning("The AI DICOM objects of a stack could not be written (%s)", type(exc).__name__)
+        return {"dicom_objects": [], "dicom_error": _safe_error(exc, identifiers)}
+    return {"dicom_objects": [p.name for p in paths]}
 
 
 def _refusal_fields(exc: StackNotSupportedError) -> dict[str, Any]:
@@ -322,6 +347,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             volume = StackVolume(stack)
             pred = engine.predict_volume(volume, use_cache=not args.no_cache)
             rec.update(_prediction_fields(pred))
+            if args.dicom_out is not None:
+                rec.update(_write_dicom_objects(stack, pred, args.dicom_out, args.include_identifiers))
+                failed += "dicom_error" in rec
             if pred.bad_slices:
                 rec["bad_slices"] = list(pred.bad_slices)
                 incomplete.append(_bad_slice_line(stack, pred.bad_slices, volume.bad_slices))

@@ -1,149 +1,111 @@
-"""A DICOM Structured Report per reviewed study: TID 1500 Measurement Report (highdicom Comprehensive 3D SR).
+"""The reader's review of one study as its own DICOM SR, referencing the AI Result SR it reviews.
 
-Each AI finding (one per class) and each reader-added finding becomes a TID 1501 "Measurements and
-Qualitative Evaluations" group holding: the finding type, the AI result (present/absent) and study
-probability with the algorithm identification, the reader's decision and correction, and the image
-references of the flagged (or reader-marked) slices. The analysed series is the evidence.
+IHE AIRAI-style: the AI's unverified result stays in the AI Result SR
+(:mod:`viewer.core.airesults.ai_sr`, written at Analyze time); this object holds only the reader's
+verdicts. TID 1500 Measurement Report (highdicom Comprehensive 3D SR), observer = the reader
+(person). One TID 1501 group per AI finding, with the **same Tracking Unique Identifier as the AI
+SR's group** (TID 1500's way of saying "the same finding"), the verdict (accepted / rejected /
+modified / uncertain / undecided), the reader's presence call, a corrected finding type when the
+reader changed the class, and the image references of the slices the reader's call covers; one
+group per reader-added finding; one review-status group. The AI SR is listed as evidence
+(Current Requested Procedure Evidence) next to the analysed slices.
 
-Coded concepts: SCT 1386000 "Intracranial hemorrhage" for the 'any' class; the subtypes and the
-review concepts use the local coding scheme ``SLICEWISE`` (99SLICEWISE-style private codes).
-De-identified by default: patient name, ID, birth date, accession number and study date are left
-empty and PatientIdentityRemoved=YES; UIDs are kept so the SR attaches to the study in a PACS.
+Finding types use the standard codes of :mod:`viewer.core.airesults.codes`; the verdicts are private
+``99SLICEWISE`` codes (no standard code could be verified offline). De-identified by default (see
+:mod:`viewer.core.airesults.identity`); the referenced AI SR is the one written in the same mode.
 """
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
-from typing import Final
 
 import highdicom as hd
 from pydicom import Dataset
 from pydicom.sr.codedict import codes
-from pydicom.uid import generate_uid
+from pydicom.uid import UID, generate_uid
 
+from viewer.core.airesults import codes as c
+from viewer.core.airesults.ai_sr import MANUFACTURER, finding_tracking_uid
+from viewer.core.airesults.identity import (
+    COMPREHENSIVE_3D_SR,
+    SourceSeries,
+    evidence_item,
+    identity_of,
+    mark_deidentified,
+    object_uids,
+    slice_evidence,
+    stable_uid,
+)
 from viewer.core.errors import ReviewStoreError
 from viewer.core.inference.results import SliceRange
-from viewer.core.review.models import Finding, StudyReview
+from viewer.core.review.export import reader_truth
+from viewer.core.review.models import AIResult, Finding, StudyReview
 from viewer.core.review.store import ReviewSession
 
-SCHEME: Final = "SLICEWISE"
-
-CLASS_CODES: Final[dict[str, hd.sr.CodedConcept]] = {
-    "any": hd.sr.CodedConcept("1386000", "SCT", "Intracranial hemorrhage"),
-    "epidural": hd.sr.CodedConcept("EDH", SCHEME, "Epidural hemorrhage"),
-    "intraparenchymal": hd.sr.CodedConcept("IPH", SCHEME, "Intraparenchymal hemorrhage"),
-    "intraventricular": hd.sr.CodedConcept("IVH", SCHEME, "Intraventricular hemorrhage"),
-    "subarachnoid": hd.sr.CodedConcept("SAH", SCHEME, "Subarachnoid hemorrhage"),
-    "subdural": hd.sr.CodedConcept("SDH", SCHEME, "Subdural hemorrhage"),
-}
-AI_RESULT = hd.sr.CodedConcept("AI-RESULT", SCHEME, "AI result (investigational)")
-AI_PROBABILITY = hd.sr.CodedConcept("AI-STUDY-PROB", SCHEME, "AI study-level probability")
-AI_THRESHOLD = hd.sr.CodedConcept("AI-THRESHOLD", SCHEME, "AI decision threshold")
-READER_DECISION = hd.sr.CodedConcept("READER-DECISION", SCHEME, "Reader decision on AI finding")
-READER_CORRECTED_TYPE = hd.sr.CodedConcept("READER-CORRECTED-TYPE", SCHEME, "Reader-corrected finding type")
-FINDING_SOURCE = hd.sr.CodedConcept("FINDING-SOURCE", SCHEME, "Finding source")
-REVIEW_STATUS = hd.sr.CodedConcept("REVIEW-STATUS", SCHEME, "Review status")
-DECISION_CODES: Final[dict[str | None, hd.sr.CodedConcept]] = {
-    "confirmed": hd.sr.CodedConcept("CONFIRMED", SCHEME, "Confirmed by reader"),
-    "rejected": hd.sr.CodedConcept("REJECTED", SCHEME, "Rejected by reader"),
-    "uncertain": hd.sr.CodedConcept("UNCERTAIN", SCHEME, "Uncertain"),
-    None: hd.sr.CodedConcept("UNDECIDED", SCHEME, "Not yet decided"),
-}
-SOURCE_CODES: Final[dict[str, hd.sr.CodedConcept]] = {
-    "ai": hd.sr.CodedConcept("AI", SCHEME, "AI model"),
-    "reader": hd.sr.CodedConcept("READER", SCHEME, "Added by reader"),
-}
-STATUS_CODES: Final[dict[bool, hd.sr.CodedConcept]] = {
-    True: hd.sr.CodedConcept("COMPLETE", SCHEME, "Review complete"),
-    False: hd.sr.CodedConcept("IN-PROGRESS", SCHEME, "Review in progress"),
-}
-CT_HEAD = hd.sr.CodedConcept("303653007", "SCT", "Computed tomography of head")
-_PATIENT_STUDY_KEYWORDS: Final = (
-    "PatientName",
-    "PatientID",
-    "PatientBirthDate",
-    "PatientSex",
-    "AccessionNumber",
-    "StudyID",
-    "StudyDate",
-    "StudyTime",
-    "ReferringPhysicianName",
-)
+REVIEW_SERIES_NUMBER = 9903
+CLASS_CODES = c.CLASS_CODES  # the finding types (re-exported for callers of the old module)
 
 
-def class_code(name: str) -> hd.sr.CodedConcept:
-    code = CLASS_CODES.get(name)
-    if code is None:
-        code = hd.sr.CodedConcept(name.upper()[:16], SCHEME, name)
-    return code
+def ai_sr_reference(ai: AIResult, study_uid: str, include_identity: bool) -> tuple[str, str]:
+    """(SeriesInstanceUID, SOPInstanceUID) of the AI Result SR written for ``ai`` in that mode."""
+    return object_uids("ai-sr", ai.model_sha256, ai.stack_uid, ai.slice_uids, study_uid, include_identity)
 
 
-def _stable_uid(text: str) -> str:
-    """A UID derived from ``text`` (2.25 + 128-bit hash), so re-exports track the same finding."""
-    return "2.25." + str(int(hashlib.sha256(text.encode()).hexdigest()[:32], 16))
+def verdict(f: Finding) -> str:
+    """The reader's verdict on a finding, as a key of :data:`codes.VERDICT_CODES`."""
+    if f.source == "reader":
+        return "added"
+    corrected = f.corrected_class is not None or f.corrected_range is not None
+    if f.decision == "rejected":
+        return "rejected"
+    if corrected:
+        return "modified"
+    return {"confirmed": "accepted", "uncertain": "uncertain"}.get(f.decision or "", "undecided")
 
 
-def _evidence(study: StudyReview, source: Dataset | None, include_identifiers: bool) -> list[Dataset]:
+def _source(study: StudyReview, header: Dataset | None, include_identity: bool) -> SourceSeries:
     assert study.ai is not None
-    items = []
-    for uid in study.ai.slice_uids:
-        ds = Dataset()
-        ds.SOPClassUID = study.ai.sop_class_uid
-        ds.SOPInstanceUID = uid
-        ds.SeriesInstanceUID = study.ai.series_instance_uid
-        ds.StudyInstanceUID = study.study_uid
-        for kw in _PATIENT_STUDY_KEYWORDS:
-            value = getattr(source, kw, "") if (include_identifiers and source is not None) else ""
-            setattr(ds, kw, value)
-        items.append(ds)
-    return items
+    return SourceSeries(
+        study_instance_uid=study.study_uid,
+        series_instance_uid=study.ai.series_instance_uid,
+        sop_class_uid=study.ai.sop_class_uid,
+        slice_uids=study.ai.slice_uids,
+        identity=identity_of(header) if include_identity else Dataset(),
+    )
 
 
-def _slice_refs(
-    study: StudyReview, ranges: tuple[SliceRange, ...]
-) -> list[hd.sr.SourceImageForMeasurementGroup]:
+def _slice_refs(source: SourceSeries, ranges: tuple[SliceRange, ...]) -> list[hd.sr.SourceImageForMeasurementGroup]:
+    n = len(source.slice_uids)
+    return [
+        hd.sr.SourceImageForMeasurementGroup(UID(source.sop_class_uid), UID(source.slice_uids[i]))
+        for r in ranges
+        for i in range(max(r.start, 0), min(r.stop, n - 1) + 1)
+    ]
+
+
+def _group(study: StudyReview, source: SourceSeries, f: Finding) -> hd.sr.MeasurementsAndQualitativeEvaluations:
     assert study.ai is not None
-    refs = []
-    n = len(study.ai.slice_uids)
-    for r in ranges:
-        for i in range(max(r.start, 0), min(r.stop, n - 1) + 1):
-            refs.append(hd.sr.SourceImageForMeasurementGroup(study.ai.sop_class_uid, study.ai.slice_uids[i]))
-    return refs
-
-
-def _group(study: StudyReview, f: Finding) -> hd.sr.MeasurementsAndQualitativeEvaluations:
-    assert study.ai is not None
-    evaluations = [hd.sr.QualitativeEvaluation(FINDING_SOURCE, SOURCE_CODES[f.source])]
-    measurements = []
-    algorithm = None
-    if f.source == "ai":
-        evaluations.append(
-            hd.sr.QualitativeEvaluation(AI_RESULT, codes.SCT.Present if f.ai_positive else codes.SCT.Absent)
-        )
-        evaluations.append(hd.sr.QualitativeEvaluation(READER_DECISION, DECISION_CODES[f.decision]))
-        algorithm = hd.sr.AlgorithmIdentification(study.ai.model_name, study.ai.model_version)
-        if f.study_prob is not None:
-            measurements.append(
-                hd.sr.Measurement(
-                    AI_PROBABILITY, float(f.study_prob), codes.UCUM.NoUnits, algorithm_id=algorithm
-                )
-            )
-        if f.threshold is not None:
-            measurements.append(hd.sr.Measurement(AI_THRESHOLD, float(f.threshold), codes.UCUM.NoUnits))
+    kind = verdict(f)
+    evaluations = [hd.sr.QualitativeEvaluation(c.READER_VERDICT, c.VERDICT_CODES[kind])]
+    truth = reader_truth(study, f.corrected_class or f.class_name) if kind != "undecided" else None
+    if kind == "rejected":
+        truth = not f.ai_positive
+    if truth is not None:
+        evaluations.append(hd.sr.QualitativeEvaluation(c.PRESENCE, c.PRESENT if truth else c.ABSENT))
     if f.corrected_class:
-        evaluations.append(hd.sr.QualitativeEvaluation(READER_CORRECTED_TYPE, class_code(f.corrected_class)))
+        evaluations.append(hd.sr.QualitativeEvaluation(c.CORRECTED_TYPE, c.class_code(f.corrected_class)))
+    if f.source == "ai":
+        tracking = finding_tracking_uid(study.ai.model_sha256, study.ai.stack_uid, f.class_name)
+    else:
+        tracking = stable_uid(f"slicewise/reader-finding/{study.study_uid}/{f.id}")
     ranges = (f.corrected_range,) if f.corrected_range is not None else f.ranges
-    label = f"{f.source.upper()} {f.class_name} slices {';'.join(str(r) for r in ranges) or 'none'}"
+    refs = _slice_refs(source, ranges) if kind in ("accepted", "modified", "added") else []
+    label = f"{kind} {f.class_name} slices {';'.join(str(r) for r in ranges) or 'none'}"
     return hd.sr.MeasurementsAndQualitativeEvaluations(
-        tracking_identifier=hd.sr.TrackingIdentifier(
-            uid=_stable_uid(f"{study.study_uid}/{f.source}/{f.id}"), identifier=label[:64]
-        ),
-        finding_type=class_code(f.class_name),
-        algorithm_id=algorithm,
-        measurements=measurements or None,
+        tracking_identifier=hd.sr.TrackingIdentifier(uid=tracking, identifier=label[:64]),
+        finding_type=c.class_code(f.class_name),
         qualitative_evaluations=evaluations,
-        source_images=_slice_refs(study, ranges) or None,
+        source_images=refs or None,
     )
 
 
@@ -154,62 +116,57 @@ def build_sr(
     include_identifiers: bool = False,
     source: Dataset | None = None,
 ) -> hd.sr.Comprehensive3DSR:
-    """The SR for one study of ``session``. ``source``: an image header of the study, used only
-    with ``include_identifiers`` to copy the patient and study identifiers."""
+    """The reader's review SR for one study of ``session``. ``source``: an image header of the study,
+    used only with ``include_identifiers`` to copy the patient and study identity."""
     study = session.study(study_uid)
     if study.ai is None:
         raise ReviewStoreError("This study has no AI result yet, so there is no series to report on")
+    ai = study.ai
+    series = _source(study, source, include_identifiers)
     reader_name = session.info.reader if include_identifiers and session.info.reader else "Reader"
     if "^" not in reader_name:
         reader_name += "^"  # one-component person name, made explicit
     context = hd.sr.ObservationContext(
         observer_person_context=hd.sr.ObserverContext(
             codes.DCM.Person, hd.sr.PersonObserverIdentifyingAttributes(name=reader_name)
-        ),
-        observer_device_context=hd.sr.ObserverContext(
-            codes.DCM.Device,
-            hd.sr.DeviceObserverIdentifyingAttributes(
-                uid=_stable_uid(f"model/{study.ai.model_sha256}"),
-                name=study.ai.model_name[:64],
-                manufacturer_name="Slicewise",
-                model_name=study.ai.model_version[:64],
-            ),
-        ),
+        )
     )
-    groups = [_group(study, f) for f in study.findings]
-    status = hd.sr.MeasurementsAndQualitativeEvaluations(
-        tracking_identifier=hd.sr.TrackingIdentifier(
-            uid=_stable_uid(f"{study.study_uid}/status"), identifier="Review status"
-        ),
-        qualitative_evaluations=[hd.sr.QualitativeEvaluation(REVIEW_STATUS, STATUS_CODES[study.done])],
+    groups = [_group(study, series, f) for f in study.findings]
+    groups.append(
+        hd.sr.MeasurementsAndQualitativeEvaluations(
+            tracking_identifier=hd.sr.TrackingIdentifier(
+                uid=stable_uid(f"slicewise/review-status/{study.study_uid}"), identifier="Review status"
+            ),
+            qualitative_evaluations=[hd.sr.QualitativeEvaluation(c.REVIEW_STATUS, c.STATUS_CODES[study.done])],
+        )
     )
     report = hd.sr.MeasurementReport(
-        observation_context=context, procedure_reported=CT_HEAD, imaging_measurements=[*groups, status]
+        observation_context=context, procedure_reported=c.CT_HEAD, imaging_measurements=groups
+    )
+    ai_series, ai_instance = ai_sr_reference(ai, study.study_uid, include_identifiers)
+    evidence = [
+        *slice_evidence(series, include_identifiers),
+        evidence_item(series, ai_instance, COMPREHENSIVE_3D_SR, ai_series, include_identifiers),
+    ]
+    review_series, _ = object_uids(
+        "review-sr", ai.model_sha256, ai.stack_uid, ai.slice_uids, study.study_uid, include_identifiers
     )
     sr = hd.sr.Comprehensive3DSR(
-        evidence=_evidence(study, source, include_identifiers),
+        evidence=evidence,
         content=report[0],
-        series_instance_uid=generate_uid(),
-        series_number=990,
-        sop_instance_uid=generate_uid(),
+        series_instance_uid=review_series,
+        series_number=REVIEW_SERIES_NUMBER,
+        sop_instance_uid=generate_uid(),  # each export is a new version of the review
         instance_number=1,
-        manufacturer="Slicewise",
+        manufacturer=MANUFACTURER,
         is_complete=study.done,
         is_final=False,
         is_verified=False,
-        series_description="Slicewise AI review (research use only)",
-        # INTENDED_USE: research use only; the AI results in this report are investigational.
+        series_description="Slicewise reader review of AI result (research use only)",
     )
     sr.ContentLabel = "SLICEWISE"
     if not include_identifiers:
-        sr.PatientIdentityRemoved = "YES"
-        sr.DeidentificationMethod = "Slicewise review export: identifiers omitted, UIDs retained"
-        method = Dataset()
-        method.CodeValue, method.CodingSchemeDesignator = "113100", "DCM"
-        method.CodeMeaning = "Basic Application Confidentiality Profile"
-        uids = Dataset()
-        uids.CodeValue, uids.CodingSchemeDesignator, uids.CodeMeaning = "113110", "DCM", "Retain UIDs Option"
-        sr.DeidentificationMethodCodeSequence = [method, uids]
+        mark_deidentified(sr, "Slicewise review export: identifiers omitted, UIDs retained")
     return sr
 
 
@@ -221,14 +178,11 @@ def write_sr(
     include_identifiers: bool = False,
     source: Dataset | None = None,
 ) -> Path:
-    """Build and save the SR (atomically, 0600); returns the path."""
-    import io
-
+    """Build and save the review SR (atomically, 0600); returns the path."""
+    from viewer.core.airesults.writer import dataset_bytes
     from viewer.core.review.fileutil import atomic_write_bytes
 
     sr = build_sr(session, study_uid, include_identifiers=include_identifiers, source=source)
-    buf = io.BytesIO()
-    sr.save_as(buf, enforce_file_format=True)
     path = Path(path)
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_bytes(path, dataset_bytes(sr))
     return path
