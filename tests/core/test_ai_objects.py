@@ -18,7 +18,12 @@ from tests.core.inference_models import build_model, write_bleed_series
 from tests.factories import CANARY_ID, CANARY_NAME
 from viewer.core.airesults import codes as c
 from viewer.core.airesults.ai_sr import AIObjectError, build_ai_sr
-from viewer.core.airesults.identity import COMPREHENSIVE_3D_SR, SourceSeries, read_first_header, source_from_stack
+from viewer.core.airesults.identity import (
+    COMPREHENSIVE_3D_SR,
+    SourceSeries,
+    read_first_header,
+    source_from_stack,
+)
 from viewer.core.airesults.kos import build_kos
 from viewer.core.airesults.writer import write_ai_objects
 from viewer.core.dicom.loader import load_paths
@@ -26,7 +31,7 @@ from viewer.core.dicom.model import Stack
 from viewer.core.dicom.volume import StackVolume
 from viewer.core.inference.engine import InferenceEngine
 from viewer.core.inference.results import StackPrediction
-from viewer.core.review.sr import build_sr
+from viewer.core.review.sr import build_sr, write_sr
 from viewer.core.review.store import ReviewStore
 from viewer.predict_cli import main as predict_main
 
@@ -47,7 +52,9 @@ def _analyse(model: Path, folder: Path) -> Analysed:
         pred = engine.predict_volume(volume, use_cache=False)
     finally:
         volume.close()
-    uids = frozenset(str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in folder.glob("*.dcm"))
+    uids = frozenset(
+        str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in folder.glob("*.dcm")
+    )
     return Analysed(stack, pred, source_from_stack(stack, read_first_header(stack)), uids)
 
 
@@ -98,7 +105,9 @@ def test_ai_sr_round_trip_codes_references_and_algorithm(bleed: Analysed, tmp_pa
         raw = p.read_bytes()
         assert CANARY_NAME.encode() not in raw and CANARY_ID.encode() not in raw and b"19700101" not in raw
     ds = _read(paths, "SR")
-    assert ds.SOPClassUID == COMPREHENSIVE_3D_SR and ds.ContentTemplateSequence[0].TemplateIdentifier == "1500"
+    assert (
+        ds.SOPClassUID == COMPREHENSIVE_3D_SR and ds.ContentTemplateSequence[0].TemplateIdentifier == "1500"
+    )
     assert ds.StudyInstanceUID == pred.study_instance_uid and ds.SeriesInstanceUID != pred.series_instance_uid
     assert ds.PatientIdentityRemoved == "YES" and ds.PatientID == "" and ds.VerificationFlag == "UNVERIFIED"
     # evidence: the analysed series, every slice, the UIDs of the files on disk
@@ -122,13 +131,18 @@ def test_ai_sr_round_trip_codes_references_and_algorithm(bleed: Analysed, tmp_pa
         assert refs == flagged and refs <= bleed.file_uids
     assert any(g.source_images for g in groups)
     # the algorithm: model SHA-256 in the content and in the Contributing Equipment (IHE AIR)
-    params = {i.TextValue for i in _items(ds.ContentSequence) if i.ValueType == "TEXT"
-              and i.ConceptNameCodeSequence[0].CodeValue == "111002"}  # DCM Algorithm Parameters
+    params = {
+        i.TextValue
+        for i in _items(ds.ContentSequence)
+        if i.ValueType == "TEXT" and i.ConceptNameCodeSequence[0].CodeValue == "111002"
+    }  # DCM Algorithm Parameters
     assert params == {f"model_sha256={pred.model_sha256}"}
     (equipment,) = ds.ContributingEquipmentSequence
     assert equipment.PurposeOfReferenceCodeSequence[0].CodeValue == "1630"
     assert equipment.PurposeOfReferenceCodeSequence[0].CodingSchemeDesignator == "99IHE"
-    assert pred.model_sha256 in equipment.SoftwareVersions and equipment.ManufacturerModelName == pred.model_name
+    assert (
+        pred.model_sha256 in equipment.SoftwareVersions and equipment.ManufacturerModelName == pred.model_name
+    )
     # the applicability decision
     scope = [q.value for g in groups for q in g.get_qualitative_evaluations() if q.name == c.APPLICABILITY]
     assert pred.applicability is not None and scope == [c.SCOPE_CODES[pred.applicability.scope]]
@@ -147,8 +161,11 @@ def test_kos_references_each_positive_class_peak_slice(bleed: Analysed, tmp_path
     pred = bleed.pred
     ds = _read(write_ai_objects(pred, bleed.source, tmp_path), "KO")
     expected = {pred.slice_uids[f.peak_slice] for f in pred.findings if f.positive}
-    refs = {i.ReferencedSOPSequence[0].ReferencedSOPInstanceUID for i in _items(ds.ContentSequence)
-            if i.ValueType == "COMPOSITE"}
+    refs = {
+        i.ReferencedSOPSequence[0].ReferencedSOPInstanceUID
+        for i in _items(ds.ContentSequence)
+        if i.ValueType == "COMPOSITE"
+    }
     assert refs == expected and refs <= bleed.file_uids
     assert ds.ConceptNameCodeSequence[0].CodeValue == "113000" and ds.PatientIdentityRemoved == "YES"
 
@@ -158,12 +175,18 @@ def test_no_kos_without_a_positive_class(model: Path, tmp_path: Path) -> None:
     clean = _analyse(model, tmp_path / "clean")
     assert not clean.pred.study_positive
     assert build_kos(clean.pred, clean.source) is None
-    assert [pydicom.dcmread(p).Modality for p in write_ai_objects(clean.pred, clean.source, tmp_path / "o")] == ["SR"]
+    assert [
+        pydicom.dcmread(p).Modality for p in write_ai_objects(clean.pred, clean.source, tmp_path / "o")
+    ] == ["SR"]
 
 
 def test_mismatched_source_is_refused(bleed: Analysed) -> None:
-    other = SourceSeries(bleed.source.study_instance_uid, bleed.source.series_instance_uid,
-                         bleed.source.sop_class_uid, bleed.source.slice_uids[:-1])
+    other = SourceSeries(
+        bleed.source.study_instance_uid,
+        bleed.source.series_instance_uid,
+        bleed.source.sop_class_uid,
+        bleed.source.slice_uids[:-1],
+    )
     with pytest.raises(AIObjectError, match="slices"):
         build_ai_sr(bleed.pred, other)
 
@@ -185,8 +208,11 @@ def test_review_sr_references_the_ai_sr(bleed: Analysed, tmp_path: Path) -> None
     store.close()
     # the AI SR is evidence of the review, in the same study
     (ev,) = review.CurrentRequestedProcedureEvidenceSequence
-    refs = {(s.SeriesInstanceUID, r.ReferencedSOPInstanceUID, r.ReferencedSOPClassUID)
-            for s in ev.ReferencedSeriesSequence for r in s.ReferencedSOPSequence}
+    refs = {
+        (s.SeriesInstanceUID, r.ReferencedSOPInstanceUID, r.ReferencedSOPClassUID)
+        for s in ev.ReferencedSeriesSequence
+        for r in s.ReferencedSOPSequence
+    }
     assert (ai_ds.SeriesInstanceUID, ai_ds.SOPInstanceUID, COMPREHENSIVE_3D_SR) in refs
     assert review.SOPInstanceUID != ai_ds.SOPInstanceUID and "Dr Canary" not in str(review.PatientName)
     # each reader group tracks the AI finding it judges
@@ -202,22 +228,36 @@ def test_review_sr_references_the_ai_sr(bleed: Analysed, tmp_path: Path) -> None
     assert verdicts[c.class_code(negative.class_name).value] == c.VERDICT_CODES["rejected"]
 
 
+def _all_objects(bleed: Analysed, folder: Path) -> list[Path]:
+    """The AI SR, the KOS and a review SR of the same stack."""
+    paths = write_ai_objects(bleed.pred, bleed.source, folder)
+    store = ReviewStore.open(folder / "r.sqlite3")
+    session = store.create_session("s")
+    session.record_ai_result(bleed.pred, paths=[])
+    first = session.study(bleed.pred.study_instance_uid).findings[0]
+    session.set_decision(first.id, "confirmed")
+    paths.append(write_sr(session, bleed.pred.study_instance_uid, folder / "review.dcm"))
+    session.close()
+    store.close()
+    return paths
+
+
 def test_dsrdump_reads_every_object(bleed: Analysed, tmp_path: Path) -> None:
     tool = shutil.which("dsrdump")
     if tool is None:
         pytest.skip("dcmtk's dsrdump is not installed (.ci/run installs dcmtk with apt)")
-    for p in write_ai_objects(bleed.pred, bleed.source, tmp_path):
+    for p in _all_objects(bleed, tmp_path):
         run = subprocess.run([tool, "-Ee", str(p)], capture_output=True, text=True, timeout=60)
         assert run.returncode == 0, run.stderr
         assert "E:" not in run.stderr and "Error" not in run.stdout
-        assert "1386000" in run.stdout or "113000" in run.stdout or "Of Interest" in run.stdout
+        assert "Intracranial hemorrhage" in run.stdout or "Of Interest" in run.stdout
 
 
 def test_dciodvfy_finds_no_errors(bleed: Analysed, tmp_path: Path) -> None:
     tool = shutil.which("dciodvfy")
     if tool is None:
         pytest.skip("dicom3tools' dciodvfy is not installed (Debian package dicom3tools)")
-    for p in write_ai_objects(bleed.pred, bleed.source, tmp_path):
+    for p in _all_objects(bleed, tmp_path):
         run = subprocess.run([tool, str(p)], capture_output=True, text=True, timeout=60)
         errors = [line for line in (run.stdout + run.stderr).splitlines() if line.startswith("Error")]
         assert errors == [], errors
@@ -225,15 +265,30 @@ def test_dciodvfy_finds_no_errors(bleed: Analysed, tmp_path: Path) -> None:
 
 def test_predict_dicom_out(model: Path, series_dir: Path, tmp_path: Path) -> None:
     out, folder = tmp_path / "r.json", tmp_path / "dicom"
-    argv = [str(series_dir), "--model", str(model), "--provider", "cpu", "--out", str(out), "--quiet",
-            "--no-cache", "--dicom-out", str(folder)]
+    argv = [
+        str(series_dir),
+        "--model",
+        str(model),
+        "--provider",
+        "cpu",
+        "--out",
+        str(out),
+        "--quiet",
+        "--no-cache",
+        "--dicom-out",
+        str(folder),
+    ]
     assert predict_main(argv) == 0
     (rec,) = json.loads(out.read_text())["stacks"]
     names = sorted(rec["dicom_objects"])
     assert names == sorted(p.name for p in folder.iterdir()) and len(names) == 2
     for p in folder.iterdir():
         ds = pydicom.dcmread(p)
-        assert p.name == f"{ds.SOPInstanceUID}.dcm" and ds.PatientID == "" and CANARY_NAME.encode() not in p.read_bytes()
+        assert (
+            p.name == f"{ds.SOPInstanceUID}.dcm"
+            and ds.PatientID == ""
+            and CANARY_NAME.encode() not in p.read_bytes()
+        )
     # PACS-bound: identity copied on request
     assert predict_main([*argv[:-1], str(tmp_path / "pacs"), "--include-identifiers"]) == 0
     assert {pydicom.dcmread(p).PatientID for p in (tmp_path / "pacs").iterdir()} == {CANARY_ID}

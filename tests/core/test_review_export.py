@@ -22,7 +22,7 @@ from viewer.core.review.export import (
     export_csv,
     export_json,
 )
-from viewer.core.review.sr import CLASS_CODES, build_sr, write_sr
+from viewer.core.review.sr import CLASS_CODES, ai_sr_reference, build_sr, write_sr
 
 CANARY_PATH = f"/media/{CANARY_NAME}_{CANARY_ID}/IMG0001.dcm"
 
@@ -153,24 +153,27 @@ def test_sr_reads_back_with_findings_decisions_and_references(session: ReviewSes
     raw = path.read_bytes()
     for canary in (CANARY_NAME, CANARY_ID, "CANARY"):
         assert canary.encode() not in raw
-    # evidence: the analysed series with every slice
+    # evidence: the analysed series with every slice, and the AI Result SR the review judges
     (ev,) = ds.CurrentRequestedProcedureEvidenceSequence
-    (series,) = ev.ReferencedSeriesSequence
-    assert series.SeriesInstanceUID == "1.1.1"
-    assert len(series.ReferencedSOPSequence) == 20
+    by_series = {s.SeriesInstanceUID: s for s in ev.ReferencedSeriesSequence}
+    assert len(by_series["1.1.1"].ReferencedSOPSequence) == 20
+    study = session.study("1.1")
+    assert study.ai is not None
+    ai_series, ai_instance = ai_sr_reference(study.ai, "1.1", include_identity=False)
+    (ai_ref,) = by_series[ai_series].ReferencedSOPSequence
+    assert ai_ref.ReferencedSOPInstanceUID == ai_instance
     items = _items(ds.ContentSequence)
     concept_values = [
         (i.ConceptNameCodeSequence[0].CodeMeaning, i.ConceptCodeSequence[0].CodeValue)
         for i in items if i.ValueType == "CODE"
     ]
-    assert ("Finding", "SDH") in concept_values
+    assert ("Finding", "35486000") in concept_values  # SCT subdural intracranial hemorrhage
     assert ("Finding", "1386000") in concept_values
-    assert ("Reader decision on AI finding", "CONFIRMED") in concept_values
-    assert ("AI result (investigational)", "52101004") in concept_values  # SCT present
+    assert ("Reader verdict on AI finding", "MODIFIED") in concept_values  # subdural, range corrected
+    assert ("Reader verdict on AI finding", "ACCEPTED") in concept_values  # any
+    assert ("Presence", "52101004") in concept_values  # the reader's call: present
     assert ("Review status", "COMPLETE") in concept_values
-    probs = [float(i.MeasuredValueSequence[0].NumericValue) for i in items
-             if i.ValueType == "NUM" and i.ConceptNameCodeSequence[0].CodeValue == "AI-STUDY-PROB"]
-    assert len(probs) == 6 and max(probs) == pytest.approx(0.9)
+    assert not [i for i in items if i.ValueType == "NUM"]  # the AI's numbers stay in the AI SR
     image_refs = {
         i.ReferencedSOPSequence[0].ReferencedSOPInstanceUID for i in items if i.ValueType == "IMAGE"
     }
@@ -188,7 +191,7 @@ def test_sr_for_rejected_and_reader_finding_and_identifiers(session: ReviewSessi
     assert "REJECTED" in values and "EDH" in values
     sr3 = build_sr(session, "1.3")
     values = _code_values(sr3)
-    assert "READER" in values and "SAH" in values
+    assert "ADDED" in values and "21454007" in values  # reader-added subarachnoid (SCT)
     source = pydicom.Dataset()
     source.PatientName, source.PatientID, source.PatientBirthDate = CANARY_NAME, CANARY_ID, "19700101"
     source.PatientSex, source.AccessionNumber, source.StudyID = "O", "ACC1", "S1"

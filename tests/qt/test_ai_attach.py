@@ -304,3 +304,27 @@ def test_cautioned_result_shows_a_banner_and_the_study_decision(qtbot, window, t
     assert stack is not None
     assert pred.badge() == badge and w.browser.badge(stack.uid) == badge and badge in w.windowTitle()
     assert ctrl.findings.badge.text() == badge and badge in w.view.overlay.extra_html()["ai"]
+
+
+def test_analyze_writes_and_menu_exports_dicom_ai_objects(
+    qtbot, window, series: Path, tmp_path: Path
+) -> None:
+    import pydicom
+
+    from viewer.qt.ai.controller import ai_results_dir
+
+    w, ctrl = window
+    _open(qtbot, w, series)
+    _analyze(qtbot, ctrl)
+    pred = ctrl.prediction()
+    assert pred is not None
+    # Analyze wrote the de-identified AI SR in the background, beside the cache
+    qtbot.waitUntil(lambda: any(ai_results_dir().glob("*.dcm")), timeout=20_000)
+    assert "Export AI results as DICOM…" in [a.text() for a in w.menu("AI").actions()]
+    # the menu's export (the method behind the folder dialog)
+    written = ctrl.export_dicom(tmp_path / "export", include_identity=False)
+    assert written and all(p.parent == tmp_path / "export" for p in written)
+    datasets = [pydicom.dcmread(p) for p in written]
+    sr = next(ds for ds in datasets if ds.Modality == "SR")
+    assert sr.PatientIdentityRemoved == "YES" and sr.StudyInstanceUID == pred.study_instance_uid
+    assert (ai_results_dir() / f"{sr.SOPInstanceUID}.dcm").is_file()  # the same object Analyze wrote

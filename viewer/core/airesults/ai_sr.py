@@ -16,7 +16,6 @@ from __future__ import annotations
 from typing import Final
 
 import highdicom as hd
-from pydicom import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.uid import UID
 
@@ -65,19 +64,22 @@ def device_context(model_name: str, model_version: str, model_sha256: str) -> hd
     )
 
 
-def contributing_equipment(model_name: str, model_version: str, model_sha256: str) -> Dataset:
-    """The IHE AIR Contributing Equipment item naming the algorithm (99IHE 1630)."""
-    item = Dataset()
-    item.Manufacturer = MANUFACTURER
-    item.ManufacturerModelName = model_name[:64]
-    item.SoftwareVersions = [model_version[:64], model_sha256[:64]]
+def contributing_equipment(
+    model_name: str, model_version: str, model_sha256: str
+) -> hd.ContributingEquipment:
+    """The IHE AIR Contributing Equipment item naming the algorithm (Purpose of Reference 99IHE 1630).
+
+    highdicom only accepts the DCM equipment purposes, so the item is made as "Processing Equipment"
+    and its purpose then replaced by the IHE code; the Device UID is added the same way."""
+    item = hd.ContributingEquipment(
+        MANUFACTURER,
+        codes.DCM.ProcessingEquipment,
+        manufacturer_model_name=model_name[:64],
+        software_versions=[model_version[:64], model_sha256[:64]],
+        contribution_description=f"AI model {model_name} {model_version}, SHA-256 {model_sha256}"[:1024],
+    )
+    item.PurposeOfReferenceCodeSequence = [c.PROCESSING_ALGORITHM]
     item.DeviceUID = device_uid(model_sha256)
-    item.ContributionDescription = f"AI model {model_name} {model_version}, SHA-256 {model_sha256}"[:1024]
-    purpose = Dataset()
-    purpose.CodeValue = c.PROCESSING_ALGORITHM.value
-    purpose.CodingSchemeDesignator = c.PROCESSING_ALGORITHM.scheme_designator
-    purpose.CodeMeaning = c.PROCESSING_ALGORITHM.meaning
-    item.PurposeOfReferenceCodeSequence = [purpose]
     return item
 
 
@@ -117,7 +119,9 @@ def _finding_group(
         hd.sr.Measurement(c.PROBABILITY, float(finding.study_prob), c.NO_UNITS, algorithm_id=algorithm),
         hd.sr.Measurement(c.STUDY_THRESHOLD, float(finding.study_threshold), c.NO_UNITS),
         hd.sr.Measurement(c.SLICE_THRESHOLD, float(finding.threshold), c.NO_UNITS),
-        hd.sr.Measurement(c.PEAK_SLICE_PROBABILITY, float(finding.peak_prob), c.NO_UNITS, algorithm_id=algorithm),
+        hd.sr.Measurement(
+            c.PEAK_SLICE_PROBABILITY, float(finding.peak_prob), c.NO_UNITS, algorithm_id=algorithm
+        ),
     ]
     site = c.CLASS_SITES.get(finding.class_name)
     ranges = ";".join(str(r) for r in finding.flagged_ranges) or "none"
@@ -166,7 +170,9 @@ def check_source(pred: StackPrediction, source: SourceSeries) -> None:
         raise AIObjectError("The prediction has no slices to reference")
 
 
-def build_ai_sr(pred: StackPrediction, source: SourceSeries, *, include_identity: bool = False) -> hd.sr.Comprehensive3DSR:
+def build_ai_sr(
+    pred: StackPrediction, source: SourceSeries, *, include_identity: bool = False
+) -> hd.sr.Comprehensive3DSR:
     """The AI Result SR of ``pred`` on ``source`` (de-identified unless ``include_identity``)."""
     check_source(pred, source)
     groups = [_finding_group(pred, source, f) for f in pred.findings]

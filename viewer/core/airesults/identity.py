@@ -123,7 +123,9 @@ def evidence_item(
     return ds
 
 
-def slice_evidence(source: SourceSeries, include_identity: bool, indices: Sequence[int] | None = None) -> list[Dataset]:
+def slice_evidence(
+    source: SourceSeries, include_identity: bool, indices: Sequence[int] | None = None
+) -> list[Dataset]:
     """Evidence items for the slices at ``indices`` (every slice by default), one per SOP instance."""
     seen: set[str] = set()
     items = []
@@ -146,12 +148,21 @@ def mark_deidentified(ds: Dataset, method: str) -> None:
     profile.CodeValue, profile.CodingSchemeDesignator = "113100", "DCM"
     profile.CodeMeaning = "Basic Application Confidentiality Profile"
     retain = Dataset()
-    retain.CodeValue, retain.CodingSchemeDesignator, retain.CodeMeaning = "113110", "DCM", "Retain UIDs Option"
+    retain.CodeValue, retain.CodingSchemeDesignator, retain.CodeMeaning = (
+        "113110",
+        "DCM",
+        "Retain UIDs Option",
+    )
     ds.DeidentificationMethodCodeSequence = [profile, retain]
 
 
 def object_uids(
-    kind: str, model_sha256: str, stack_uid: str, slice_uids: Sequence[str], study_uid: str, include_identity: bool
+    kind: str,
+    model_sha256: str,
+    stack_uid: str,
+    slice_uids: Sequence[str],
+    study_uid: str,
+    include_identity: bool,
 ) -> tuple[str, str]:
     """(SeriesInstanceUID, SOPInstanceUID) of the ``kind`` object ("ai-sr", "kos", "review-sr")."""
     mode = "identified" if include_identity else "deidentified"

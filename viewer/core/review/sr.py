@@ -74,7 +74,9 @@ def _source(study: StudyReview, header: Dataset | None, include_identity: bool) 
     )
 
 
-def _slice_refs(source: SourceSeries, ranges: tuple[SliceRange, ...]) -> list[hd.sr.SourceImageForMeasurementGroup]:
+def _slice_refs(
+    source: SourceSeries, ranges: tuple[SliceRange, ...]
+) -> list[hd.sr.SourceImageForMeasurementGroup]:
     n = len(source.slice_uids)
     return [
         hd.sr.SourceImageForMeasurementGroup(UID(source.sop_class_uid), UID(source.slice_uids[i]))
@@ -83,7 +85,9 @@ def _slice_refs(source: SourceSeries, ranges: tuple[SliceRange, ...]) -> list[hd
     ]
 
 
-def _group(study: StudyReview, source: SourceSeries, f: Finding) -> hd.sr.MeasurementsAndQualitativeEvaluations:
+def _group(
+    study: StudyReview, source: SourceSeries, f: Finding
+) -> hd.sr.MeasurementsAndQualitativeEvaluations:
     assert study.ai is not None
     kind = verdict(f)
     evaluations = [hd.sr.QualitativeEvaluation(c.READER_VERDICT, c.VERDICT_CODES[kind])]
@@ -137,7 +141,9 @@ def build_sr(
             tracking_identifier=hd.sr.TrackingIdentifier(
                 uid=stable_uid(f"slicewise/review-status/{study.study_uid}"), identifier="Review status"
             ),
-            qualitative_evaluations=[hd.sr.QualitativeEvaluation(c.REVIEW_STATUS, c.STATUS_CODES[study.done])],
+            qualitative_evaluations=[
+                hd.sr.QualitativeEvaluation(c.REVIEW_STATUS, c.STATUS_CODES[study.done])
+            ],
         )
     )
     report = hd.sr.MeasurementReport(

@@ -252,6 +252,14 @@ class AIController(QObject):
             provider_menu.addAction(action)
             self._provider_actions[key] = action
         menu.addSeparator()
+        self.export_dicom_action = add(ActionSpec(
+            "ai_export_dicom", "Export AI results as DICOM…", self._export_dicom_dialog, (), "AI",
+            help="AI: write the shown result as an AI Result SR and key images (KOS)"))
+        self.dicom_identity_action = QAction("DICOM AI results carry patient identity (for the PACS)", self)
+        self.dicom_identity_action.setCheckable(True)
+        menu.addAction(self.export_dicom_action)
+        menu.addAction(self.dicom_identity_action)
+        menu.addSeparator()
         load_model = QAction("Load model…", self)
         load_model.triggered.connect(self._choose_model)
         bundled = QAction("Use the bundled model", self)
@@ -402,6 +410,7 @@ class AIController(QObject):
 
     def _on_succeeded(self, rid: int, prediction: StackPrediction, stack: Stack) -> None:
         self._remember(stack, prediction)
+        self._write_dicom_in_background(stack, prediction)
         self.window.set_stack_badge(prediction.stack_uid, prediction.badge())
         self.prediction_ready.emit(stack, prediction)  # the review session records it, shown or not
         if rid != self._request_id or self._job is None:
@@ -482,6 +491,59 @@ class AIController(QObject):
         self._predictions.move_to_end(prediction.stack_uid)
         while len(self._predictions) > MAX_REMEMBERED:
             self._predictions.popitem(last=False)
+
+    # --- AI results as DICOM -----------------------------------------------------------------------
+    def _write_dicom_in_background(self, stack: Stack, prediction: StackPrediction) -> None:
+        """Analyze writes the AI SR + KOS, de-identified, into the "AI results" folder beside the cache
+        (a daemon thread: header read and SR build never hold up the GUI; nothing waits for it)."""
+        folder = ai_results_dir()
+
+        def write() -> None:
+            from viewer.core.airesults.identity import read_first_header, source_from_stack
+            from viewer.core.airesults.writer import write_ai_objects
+
+            try:
+                write_ai_objects(prediction, source_from_stack(stack, read_first_header(stack)), folder)
+            except Exception as exc:  # logged by type only (messages may carry paths)
+                log.warning("The AI DICOM objects could not be written (%s)", type(exc).__name__)
+
+        threading.Thread(target=write, name="ai-dicom", daemon=True).start()
+
+    def export_dicom(self, folder: Path | None = None, *, include_identity: bool | None = None) -> list[Path]:
+        """Write the shown result's AI SR + KOS into ``folder`` (the AI results folder by default);
+        de-identified unless ``include_identity`` (default: the identity toggle of the AI menu)."""
+        from viewer.core.airesults.identity import read_first_header, source_from_stack
+        from viewer.core.airesults.writer import write_ai_objects
+        from viewer.core.errors import SlicewiseError
+
+        prediction = self._shown
+        entry = self._predictions.get(prediction.stack_uid) if prediction is not None else None
+        if prediction is None or entry is None:
+            self.window.show_status("No AI result to export: analyze a stack first", 5000)
+            return []
+        identity = self.dicom_identity_action.isChecked() if include_identity is None else include_identity
+        stack = entry[0]
+        try:
+            paths = write_ai_objects(
+                prediction, source_from_stack(stack, read_first_header(stack)), folder or ai_results_dir(),
+                include_identity=identity,
+            )
+        except (SlicewiseError, OSError, ValueError) as exc:
+            log.warning("AI DICOM export failed (%s)", type(exc).__name__)
+            self.window.show_status(f"AI DICOM export failed ({type(exc).__name__})", 8000)
+            return []
+        self.window.show_status(
+            f"Wrote {len(paths)} DICOM AI object(s)" + ("" if identity else " (de-identified)"), 5000
+        )
+        return paths
+
+    def _export_dicom_dialog(self) -> None:
+        from PySide6.QtWidgets import QFileDialog
+
+        start = str(self.window.export_dir())
+        folder = QFileDialog.getExistingDirectory(self.window, "Export AI results as DICOM", start)
+        if folder:
+            self.export_dicom(Path(folder))
 
     # --- display -----------------------------------------------------------------------------------
     def prediction(self) -> StackPrediction | None:
@@ -669,6 +731,13 @@ class AIController(QObject):
         box.setTextFormat(Qt.TextFormat.RichText)
         box.setText(text)
         box.open()
+
+
+def ai_results_dir() -> Path:
+    """Where Analyze writes the DICOM AI objects: "ai-results" beside the prediction cache."""
+    from viewer.core.paths import user_data_path
+
+    return user_data_path() / "ai-results"
 
 
 def _eligible(stack: Stack) -> bool:
