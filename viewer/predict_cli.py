@@ -182,14 +182,15 @@ def _prediction_fields(pred: Any) -> dict[str, Any]:
     }
 
 
-def _write_dicom_objects(stack: Any, pred: Any, folder: Path, identifiers: bool) -> dict[str, Any]:
-    """The stack's AI SR + KOS in ``folder``; the record's ``dicom_objects`` (file names are UIDs)."""
+def _write_dicom_objects(stack: Any, pred: Any, task: str, folder: Path, identifiers: bool) -> dict[str, Any]:
+    """The DICOM objects of the model's task (AI SR + KOS) in ``folder``; the record's
+    ``dicom_objects`` (file names are UIDs)."""
     from viewer.core.airesults.identity import read_first_header, source_from_stack
-    from viewer.core.airesults.writer import write_ai_objects
+    from viewer.core.tasks import task_named
 
     try:
         source = source_from_stack(stack, read_first_header(stack))
-        paths = write_ai_objects(pred, source, folder, include_identity=identifiers)
+        paths = task_named(task).dicom_outputs(pred, source, folder, identifiers)
     except (SlicewiseError, OSError, ValueError) as exc:
         log.warning("The AI DICOM objects of a stack could not be written (%s)", type(exc).__name__)
         return {"dicom_objects": [], "dicom_error": _safe_error(exc, identifiers)}
@@ -348,7 +349,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             pred = engine.predict_volume(volume, use_cache=not args.no_cache)
             rec.update(_prediction_fields(pred))
             if args.dicom_out is not None:
-                rec.update(_write_dicom_objects(stack, pred, args.dicom_out, args.include_identifiers))
+                identifiers = args.include_identifiers
+                rec.update(_write_dicom_objects(stack, pred, info.task, args.dicom_out, identifiers))
                 failed += "dicom_error" in rec
             if pred.bad_slices:
                 rec["bad_slices"] = list(pred.bad_slices)

@@ -29,7 +29,7 @@ import numpy as np
 
 from viewer.core.applicability import Applicability, OutOfScopeError, assess_applicability
 from viewer.core.applicability.header import ScopeTags, check_header, read_scope_tags
-from viewer.core.constants import MODEL_INPUT_NAME, MODEL_SLICE_OUTPUT, MODEL_STUDY_OUTPUT
+from viewer.core.constants import MODEL_INPUT_NAME
 from viewer.core.errors import InferenceCancelled, ModelContractError, ModelError, StackNotSupportedError
 from viewer.core.inference.cache import PredictionCache, cache_key, pixel_digest
 from viewer.core.inference.model import (
@@ -423,7 +423,10 @@ class InferenceEngine:
         """
         import onnxruntime as ort
 
+        from viewer.core.tasks import task_named
+
         _check_cancel(cancel)
+        task = task_named(self.info.task)  # the task's outputs and how to read them
         n = x.shape[1]
         if progress is not None:
             progress("Running model", 0, 1)
@@ -443,9 +446,7 @@ class InferenceEngine:
         watcher.start()
         try:
             with self._lock:
-                outputs = self._session.run(
-                    [MODEL_SLICE_OUTPUT, MODEL_STUDY_OUTPUT], {MODEL_INPUT_NAME: x}, run_options
-                )
+                outputs = self._session.run(task.output_names, {MODEL_INPUT_NAME: x}, run_options)
         except Exception as exc:
             if cancelled.is_set() or (cancel is not None and cancel()):
                 raise InferenceCancelled("Analysis cancelled") from exc
@@ -455,19 +456,10 @@ class InferenceEngine:
             watcher.join()
         if cancelled.is_set():
             raise InferenceCancelled("Analysis cancelled")
-        slice_probs = np.asarray(outputs[0], dtype=np.float32)
-        study_probs = np.asarray(outputs[1], dtype=np.float32)
-        k = len(self.info.class_names)
-        if slice_probs.shape != (1, n, k) or study_probs.shape != (1, k):
-            raise ModelContractError(
-                f"model returned slice_probs {slice_probs.shape} and study_probs {study_probs.shape}; "
-                f"expected (1, {n}, {k}) and (1, {k})"
-            )
-        if not (np.isfinite(slice_probs).all() and np.isfinite(study_probs).all()):
-            raise ModelError("The model returned NaN or infinite probabilities for this stack")
+        slice_probs, study_probs = task.parse_outputs(outputs, n, len(self.info.class_names))
         if progress is not None:
             progress("Running model", 1, 1)
-        return np.clip(slice_probs[0], 0.0, 1.0), np.clip(study_probs[0], 0.0, 1.0)
+        return slice_probs, study_probs
 
     def _prediction(
         self,

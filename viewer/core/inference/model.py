@@ -17,8 +17,6 @@ from typing import Any
 from viewer.core.applicability.codes import TrainedRange, parse_trained_range
 from viewer.core.constants import (
     MODEL_INPUT_NAME,
-    MODEL_SLICE_OUTPUT,
-    MODEL_STUDY_OUTPUT,
     ONNX_SCHEMA_VERSION,
     Window,
 )
@@ -69,6 +67,7 @@ class ModelInfo:
     trained_range: TrainedRange | None = None  # metadata ``trained_range``; None: every result is cautioned
     # how to make the input (metadata 'preprocessing'; absent -> version 1, pad + resize the matrix)
     preprocessing: PreprocessSpec = field(default_factory=PreprocessSpec)
+    task: str = "slice_classification"  # metadata 'task': a name in viewer.core.tasks' registry
 
     @property
     def decision_thresholds(self) -> tuple[float, ...]:
@@ -244,6 +243,9 @@ def parse_metadata(meta: Mapping[str, str], path: Path, sha256: str) -> ModelInf
     if not intended_use:
         raise ModelContractError("metadata 'intended_use' is empty")
     metrics = _json(meta, "metrics") if "metrics" in meta else {}
+    from viewer.core.tasks import task_name_from_metadata, task_named
+
+    task = task_named(task_name_from_metadata(meta)).name
     return ModelInfo(
         path=path,
         sha256=sha256,
@@ -263,6 +265,7 @@ def parse_metadata(meta: Mapping[str, str], path: Path, sha256: str) -> ModelInf
         study_thresholds=study_thresholds,
         trained_range=trained_range,
         preprocessing=spec_for(meta, size=size, windows=windows),
+        task=task,
     )
 
 
@@ -313,9 +316,12 @@ def check_io(inputs: Sequence[Any], outputs: Sequence[Any], info: ModelInfo) -> 
             raise ModelContractError(
                 f"input {MODEL_INPUT_NAME!r} {label} is {dim} but metadata 'input_size' is {info.input_size}"
             )
+    from viewer.core.tasks import task_named
+
     by_name = {o.name: o for o in outputs}
     k = len(info.class_names)
-    for name, rank in ((MODEL_SLICE_OUTPUT, 3), (MODEL_STUDY_OUTPUT, 2)):
+    for spec in task_named(info.task).outputs:
+        name, rank = spec.name, spec.rank
         out = by_name.get(name)
         if out is None:
             raise ModelContractError(f"model has no output named {name!r} (outputs: {sorted(by_name)})")

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from viewer.core.dicom.model import Stack
     from viewer.core.inference.engine import InferenceEngine
     from viewer.core.inference.results import StackPrediction
+    from viewer.core.tasks.registry import DicomOutputs
 
 log = logging.getLogger(__name__)
 
@@ -497,13 +498,13 @@ class AIController(QObject):
         """Analyze writes the AI SR + KOS, de-identified, into the "AI results" folder beside the cache
         (a daemon thread: header read and SR build never hold up the GUI; nothing waits for it)."""
         folder = ai_results_dir()
+        writer = self._dicom_writer()
 
         def write() -> None:
             from viewer.core.airesults.identity import read_first_header, source_from_stack
-            from viewer.core.airesults.writer import write_ai_objects
 
             try:
-                write_ai_objects(prediction, source_from_stack(stack, read_first_header(stack)), folder)
+                writer(prediction, source_from_stack(stack, read_first_header(stack)), folder, False)
             except Exception as exc:  # logged by type only (messages may carry paths)
                 log.warning("The AI DICOM objects could not be written (%s)", type(exc).__name__)
 
@@ -513,7 +514,6 @@ class AIController(QObject):
         """Write the shown result's AI SR + KOS into ``folder`` (the AI results folder by default);
         de-identified unless ``include_identity`` (default: the identity toggle of the AI menu)."""
         from viewer.core.airesults.identity import read_first_header, source_from_stack
-        from viewer.core.airesults.writer import write_ai_objects
         from viewer.core.errors import SlicewiseError
 
         prediction = self._shown
@@ -524,10 +524,8 @@ class AIController(QObject):
         identity = self.dicom_identity_action.isChecked() if include_identity is None else include_identity
         stack = entry[0]
         try:
-            paths = write_ai_objects(
-                prediction, source_from_stack(stack, read_first_header(stack)), folder or ai_results_dir(),
-                include_identity=identity,
-            )
+            source = source_from_stack(stack, read_first_header(stack))
+            paths = self._dicom_writer()(prediction, source, folder or ai_results_dir(), identity)
         except (SlicewiseError, OSError, ValueError) as exc:
             log.warning("AI DICOM export failed (%s)", type(exc).__name__)
             self.window.show_status(f"AI DICOM export failed ({type(exc).__name__})", 8000)
@@ -536,6 +534,13 @@ class AIController(QObject):
             f"Wrote {len(paths)} DICOM AI object(s)" + ("" if identity else " (de-identified)"), 5000
         )
         return paths
+
+    def _dicom_writer(self) -> DicomOutputs:
+        """The DICOM writer of the model's task (viewer.core.tasks registry)."""
+        from viewer.core.tasks import DEFAULT_TASK, task_named
+
+        engine = self._engine
+        return task_named(engine.info.task if engine is not None else DEFAULT_TASK).dicom_outputs
 
     def _export_dicom_dialog(self) -> None:
         from PySide6.QtWidgets import QFileDialog

@@ -1,0 +1,103 @@
+"""The task registry (issue 11 item 6): what a model *does* decides how its outputs are read and which
+DICOM objects record them. In the spirit of timm's ``register_model``: a task module builds a
+:class:`Task` and calls :func:`register_task`; the model's metadata names its task (``task``, default
+``slice_classification``) and :func:`task_named` hands out the entry.
+
+A task says: its output tensors (name and rank, checked against the session before the first run),
+how the raw outputs become the result's arrays (shape and finiteness checks included), the result
+type, and the writer of its DICOM objects. Overlays are still the viewer's own (there are no map
+outputs yet).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Final
+
+import numpy as np
+
+from viewer.core.errors import ModelContractError
+
+if TYPE_CHECKING:
+    from viewer.core.airesults.identity import SourceSeries
+    from viewer.core.inference.results import StackPrediction
+
+TASK_METADATA_KEY: Final = "task"
+DEFAULT_TASK: Final = "slice_classification"  # models without a ``task`` key (schema 1)
+
+ParseOutputs = Callable[[Sequence[np.ndarray], int, int], tuple[np.ndarray, ...]]
+DicomOutputs = Callable[["StackPrediction", "SourceSeries", Path, bool], list[Path]]
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """One output tensor of the model: its name and rank; the last axis holds the classes."""
+
+    name: str
+    rank: int
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    description: str
+    outputs: tuple[OutputSpec, ...]
+    # raw session outputs (in ``outputs`` order), number of slices, number of classes -> the arrays of
+    # the result; raises ModelContractError / ModelError on a wrong shape or non-finite values
+    parse_outputs: ParseOutputs
+    result_type: type
+    # (result, source series, folder, include identity) -> the DICOM files written
+    dicom_outputs: DicomOutputs
+
+    @property
+    def output_names(self) -> list[str]:
+        return [o.name for o in self.outputs]
+
+
+_TASKS: dict[str, Task] = {}
+
+
+def register_task(task: Task) -> Task:
+    """Add ``task`` to the registry (a name can be registered once)."""
+    if task.name in _TASKS:
+        raise ValueError(f"task {task.name!r} is already registered")
+    _TASKS[task.name] = task
+    return task
+
+
+def unregister_task(name: str) -> None:
+    """Remove a task (tests and plug-ins that register temporary tasks)."""
+    _TASKS.pop(name, None)
+
+
+def registered_tasks() -> tuple[str, ...]:
+    return tuple(sorted(_TASKS))
+
+
+def task_named(name: str) -> Task:
+    """The registered task ``name``; a ModelContractError naming the known tasks otherwise."""
+    task = _TASKS.get(name)
+    if task is None:
+        raise ModelContractError(
+            f"metadata '{TASK_METADATA_KEY}' is {name!r}; this Slicewise knows the task(s) "
+            f"{', '.join(registered_tasks()) or 'none'}"
+        )
+    return task
+
+
+def task_name_from_metadata(meta: Mapping[str, str]) -> str:
+    """The ``task`` metadata (a JSON string or plain text); the default task when absent."""
+    import json
+
+    raw = meta.get(TASK_METADATA_KEY)
+    if raw is None or raw == "":
+        return DEFAULT_TASK
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = raw
+    if not isinstance(value, str) or not value:
+        raise ModelContractError(f"metadata '{TASK_METADATA_KEY}' must be a task name, got {raw[:60]!r}")
+    return value
