@@ -146,6 +146,9 @@ def test_ai_sr_round_trip_codes_references_and_algorithm(bleed: Analysed, tmp_pa
     # the applicability decision
     scope = [q.value for g in groups for q in g.get_qualitative_evaluations() if q.name == c.APPLICABILITY]
     assert pred.applicability is not None and scope == [c.SCOPE_CODES[pred.applicability.scope]]
+    reasons = {q.value.value for g in groups for q in g.get_qualitative_evaluations()
+               if q.name == c.APPLICABILITY_REASON}
+    assert reasons == set(pred.applicability.codes) and "S-NO-TRAINED-RANGE" in reasons  # not truncated
 
 
 def test_identity_copied_only_when_asked(bleed: Analysed) -> None:

@@ -104,8 +104,9 @@ SCOPE_CODES: Final[dict[Scope, hd.sr.CodedConcept]] = {
 
 
 def scope_reason_code(code: str, message: str) -> hd.sr.CodedConcept:
-    """An applicability reason (``S-…`` code) as a private concept; the meaning is the message."""
-    return _private(code[:16], message[:64] or code)
+    """An applicability reason (``S-…`` code) as a private concept; the meaning is the message.
+    Codes longer than 16 characters go into Long Code Value (highdicom does that), never truncated."""
+    return _private(code, message[:64] or code)
 
 
 # --- the reader's review (IHE AIRAI-style verdict per AI finding) --------------------------------

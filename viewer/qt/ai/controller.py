@@ -739,10 +739,11 @@ class AIController(QObject):
 
 
 def ai_results_dir() -> Path:
-    """Where Analyze writes the DICOM AI objects: "ai-results" beside the prediction cache."""
+    """Where Analyze writes the DICOM AI objects: "ai-results" beside the prediction cache (0700)."""
     from viewer.core.paths import user_data_path
+    from viewer.core.review.fileutil import private_dir
 
-    return user_data_path() / "ai-results"
+    return private_dir(user_data_path() / "ai-results")
 
 
 def _eligible(stack: Stack) -> bool:
