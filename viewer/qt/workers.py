@@ -96,9 +96,14 @@ class _Job(QObject):
 
 
 class LoadJob(_Job):
-    """``load_paths`` on a worker thread; ``done`` carries the LoadReport (also when cancelled)."""
+    """``load_paths`` on a worker thread; ``done`` carries the LoadReport (also when cancelled).
+
+    ``provisional`` carries, once and early, a :class:`Stack` of the first files read (sorted among
+    themselves, each slice with its own position) to show until ``done`` brings the real stacks.
+    """
 
     done = Signal(object)
+    provisional = Signal(object)
 
     def __init__(self, paths: Sequence[str | Path], parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -107,7 +112,12 @@ class LoadJob(_Job):
     def _run(self) -> None:
         from viewer.core.dicom.loader import load_paths
 
-        report: LoadReport = load_paths(self.paths, progress=self._emit_progress, cancel=self.is_cancelled)
+        report: LoadReport = load_paths(
+            self.paths,
+            progress=self._emit_progress,
+            cancel=self.is_cancelled,
+            on_provisional=self.provisional.emit,
+        )
         self.done.emit(report)
 
 
