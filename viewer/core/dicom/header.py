@@ -158,18 +158,28 @@ class FastGetter:
             if tag is None:
                 return None
             _TAG_CACHE[keyword] = tag
-        try:
-            elem = self.ds.get_item(tag)
-        except Exception:
-            return None
-        if elem is None:
-            return None
-        if not getattr(elem, "is_raw", False):
-            return getattr(elem, "value", None)
-        raw = elem.value
-        vr = elem.VR
+        ds = self.ds
+        little = True
+        if type(ds) is rawheader.RawHeader:  # the common file: no element object built
+            found = ds.raw_value(tag)
+            if found is None:
+                return None
+            vr, raw = found
+        else:
+            try:
+                elem = ds.get_item(tag)
+            except Exception:
+                return None
+            if elem is None:
+                return None
+            if not getattr(elem, "is_raw", False):
+                return getattr(elem, "value", None)
+            raw, vr, little = elem.value, elem.VR, elem.is_little_endian
         if vr is None:
-            vr = rawheader.tag_vr(tag)
+            try:
+                vr = rawheader.tag_vr(tag)
+            except KeyError:
+                return self._slow(keyword)
         if raw is None or not isinstance(raw, bytes):
             return self._slow(keyword)
         if vr in _BINARY_INTS:
@@ -178,9 +188,7 @@ class FastGetter:
             count = len(raw) // width
             if count == 0:
                 return None
-            values = struct.unpack(
-                ("<" if elem.is_little_endian else ">") + fmt * count, raw[: count * width]
-            )
+            values = struct.unpack(("<" if little else ">") + fmt * count, raw[: count * width])
             return values[0] if count == 1 else list(values)
         # ESC opens an ISO 2022 code extension (e.g. IR 87 Japanese): 7-bit bytes, but not ASCII text
         if vr in _ASCII_VRS or (vr in _TEXT_VRS and raw.isascii() and b"\x1b" not in raw):

@@ -163,6 +163,15 @@ class RawHeader:
         value = self._data[at : at + length] if at >= 0 else None
         return RawElement(tag, vr, length, value, at, self._implicit, True)
 
+    def raw_value(self, tag: int) -> tuple[str | None, bytes | None] | None:
+        """(VR or None, raw value) of an element, as :meth:`get_item` without building the element
+        (the header scan's hot path); None when absent."""
+        found = self._elements.get(tag)
+        if found is None:
+            return None
+        vr, length, at = found
+        return (vr or _KNOWN_VRS.get(tag), self._data[at : at + length] if at >= 0 else None)
+
     def __contains__(self, key: object) -> bool:
         if not isinstance(key, str | int):
             return False
