@@ -323,7 +323,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             bar.n = done
             bar.refresh()
 
-        report = load_paths(args.paths, progress=scan_progress)
+        # every CT stack is loaded whole next: fault the volume's memory in while the headers are read
+        report = load_paths(args.paths, progress=scan_progress, reserve_volume=True)
     if report.skipped:
         from viewer.core.codes import summarise
 
