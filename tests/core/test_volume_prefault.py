@@ -4,6 +4,7 @@ a cancelled scan or an unclaimed reservation; the provisional stack shows the ri
 
 from __future__ import annotations
 
+import mmap
 import threading
 import time
 from pathlib import Path
@@ -143,3 +144,24 @@ def test_no_provisional_stack_from_files_without_pixels(tmp_path: Path) -> None:
     assert not report.all_stacks()
     assert early == []
     assert prefault.pending() is None
+
+
+def test_a_folder_of_several_series_faults_in_no_more_than_its_largest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(prefault, "AHEAD_BYTES", 0)
+    for seed, n in ((1, 12), (2, 30), (3, 12)):  # three series in one folder, the files interleaved
+        write_ct_series(tmp_path, n, rows=64, columns=64, seed=seed)
+    report = load_paths([tmp_path], reserve_volume=True)
+    reservation = prefault.pending()
+    assert reservation is not None
+    assert reservation.nbytes == 54 * 64 * 64 * 2  # mapped (address space) for every file
+    assert reservation.wait(10)
+    largest = 30 * 64 * 64 * 2
+    assert reservation.populated <= -(-largest // mmap.PAGESIZE) * mmap.PAGESIZE < reservation.nbytes
+    big = max(report.all_stacks(), key=len)
+    with StackVolume(big) as vol:
+        volume = vol.load_all()
+    assert reservation.claimed
+    assert volume.shape == (30, 64, 64)
+    assert [int(volume[k, 0, 0]) for k in range(30)] == list(range(30))  # slice k holds k at (0, 0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
@@ -117,24 +118,36 @@ def reservation_bytes(first: Sequence[HeaderRecord], files: int) -> int:
 
 
 class _EarlyWork:
-    """What ``load_paths`` starts from the first chunk of headers, before the scan ends: the volume's
-    memory (``reserve_volume``) and the provisional stack (``on_provisional``)."""
+    """What ``load_paths`` starts from the first chunks of headers, before the scan ends: the volume's
+    memory (``reserve_volume``), faulted in as far as the largest series found so far, and the
+    provisional stack (``on_provisional``)."""
 
     def __init__(self, files: int, reserve_volume: bool, on_provisional: ProvisionalFn | None) -> None:
         self.files = files
         self.reserve_volume = reserve_volume
         self.on_provisional = on_provisional
         self.reservation: prefault.VolumeReservation | None = None
-        self.done = not (reserve_volume or on_provisional is not None)
+        self.started = not (reserve_volume or on_provisional is not None)
+        self.itemsize = 2
+        self.counts: Counter[tuple[str, int, int]] = Counter()  # slices per (series, rows, columns)
 
     def __call__(self, records: list[HeaderRecord]) -> None:
-        if self.done or not records:
+        if not records:
             return
-        self.done = True
+        if not self.started:
+            self.started = True
+            self._start(records)
+        if self.reservation is not None:
+            self.counts.update((r.series_uid, r.info.rows, r.info.columns) for r in records)
+            largest = max(n * rows * cols for (_, rows, cols), n in self.counts.items())
+            self.reservation.want(largest * self.itemsize + prefault.AHEAD_BYTES)
+
+    def _start(self, records: list[HeaderRecord]) -> None:
         if self.reserve_volume:
             nbytes = reservation_bytes(records, self.files)
             if nbytes:
-                self.reservation = prefault.reserve(nbytes)
+                self.itemsize = modality_dtype([records[0].info]).itemsize
+                self.reservation = prefault.reserve(nbytes, target=0)
             if self.files >= 2 * POOL_MIN_SLICES and not is_fast_path(records[0].info):
                 # A whole compressed volume follows: start the decoder processes now, during the scan
                 # (without reserve_volume they start after it, which favours the first slice).
@@ -149,6 +162,7 @@ class _EarlyWork:
         if self.reservation is None:
             return
         if ok:
+            self.reservation.settle()
             self.reservation.expire_after(prefault.RESERVATION_TTL_S)
         else:
             prefault.release(self.reservation)

@@ -3,11 +3,13 @@
 Faulting in a fresh 500 MB int16 volume costs about 0.2 s on a virtual machine (one page fault per
 4 KB page, even with ``MAP_POPULATE``), as long as the header scan of 1,000 files. The scan holds the
 GIL; faulting in memory does not (``mmap`` and ``madvise`` release it), so the two can overlap: once
-the first header says how big a slice is, :func:`reserve` maps ``files x slice`` bytes and faults
-them in on a daemon thread, in chunks (each ``madvise(MADV_POPULATE_WRITE)`` call holds the process's
-memory-map lock for a few milliseconds only, so the scanning thread's own allocations do not wait for
-the whole volume). :func:`claim`, called by :func:`viewer.core.dicom.pool.allocate_volume`, hands the
-mapping to the volume that fits in it and returns the unused tail to the system.
+the first header says how big a slice is, ``load_paths(reserve_volume=True)`` maps ``files x slice``
+bytes (address space only) with :func:`reserve`, and a daemon thread faults them in, in chunks
+(``madvise(MADV_POPULATE_WRITE)``, each call holding the process's memory-map lock for a few
+milliseconds only), following the scan: never more than the largest series found so far plus
+:data:`AHEAD_BYTES`, so a folder of many series costs no more memory than its largest volume.
+:func:`claim`, called by :func:`viewer.core.dicom.pool.allocate_volume`, hands the mapping to the
+volume that fits in it, faulted in up to the volume's size, the pages beyond returned to the system.
 
 At most one reservation is pending per process. It never costs memory for long: it is released when
 a newer one is made, when the load that made it is cancelled or fails, when a volume that does not
@@ -22,64 +24,110 @@ import mmap
 import sys
 import threading
 
+import numpy as np
+
 logger = logging.getLogger(__name__)
 
 POPULATE_CHUNK = 16 * 1024**2  # bytes faulted in per madvise call
+AHEAD_BYTES = 64 * 1024**2  # how far the fault-in may run ahead of the largest series scanned so far
 RESERVATION_TTL_S = 15.0  # an unclaimed reservation is released this long after the scan ends
-CLAIM_WAIT_S = 10.0  # a claim waits at most this long for the prefault to finish (else maps anew)
+CLAIM_WAIT_S = 10.0  # a claim waits at most this long for the fault-in to reach the volume's size
 # MADV_POPULATE_WRITE (Linux 5.14+; Python 3.11's mmap module does not name it)
 _POPULATE_WRITE = getattr(mmap, "MADV_POPULATE_WRITE", 23 if sys.platform.startswith("linux") else None)
 _PAGE = mmap.PAGESIZE
 
 
-def _map(nbytes: int, stop: threading.Event) -> mmap.mmap | None:
-    """An anonymous private mapping of ``nbytes``, its pages faulted in (None if ``stop`` was set)."""
-    populate = getattr(mmap, "MAP_POPULATE", None)
-    flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS
+def _page_up(n: int) -> int:
+    return -(-n // _PAGE) * _PAGE
+
+
+def _populate(buf: mmap.mmap, start: int, length: int) -> None:
+    """Fault in ``length`` bytes of ``buf`` from the page-aligned ``start`` (one madvise call, which
+    does not hold the GIL; on kernels without MADV_POPULATE_WRITE one write per page)."""
     if _POPULATE_WRITE is not None:
-        buf = mmap.mmap(-1, nbytes, flags=flags)
         try:
-            for start in range(0, nbytes, POPULATE_CHUNK):
-                if stop.is_set():
-                    buf.close()
-                    return None
-                buf.madvise(_POPULATE_WRITE, start, min(POPULATE_CHUNK, nbytes - start))
-            return buf
-        except OSError:  # an older kernel (EINVAL): fault it in with MAP_POPULATE below
-            buf.close()
-    if populate is None:
-        return None
-    return mmap.mmap(-1, nbytes, flags=flags | populate)
+            buf.madvise(_POPULATE_WRITE, start, length)
+            return
+        except OSError:  # EINVAL before Linux 5.14
+            pass
+    pages = np.frombuffer(buf, dtype=np.uint8, count=length, offset=start)
+    pages[::_PAGE] = 0
+    del pages  # the mapping can be closed again
 
 
 class VolumeReservation:
-    """``nbytes`` of anonymous memory being faulted in on a daemon thread (see the module)."""
+    """Up to ``nbytes`` of anonymous memory, faulted in on a daemon thread (see the module).
 
-    def __init__(self, nbytes: int) -> None:
+    With ``target`` None all of it is faulted in; otherwise only up to a target that :meth:`want`
+    raises as the scan finds more slices, so a folder of many small series never has more memory
+    faulted in than its largest series (plus :data:`AHEAD_BYTES`).
+    """
+
+    def __init__(self, nbytes: int, target: int | None = None) -> None:
         self.nbytes = int(nbytes)
-        self._buf: mmap.mmap | None = None
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._timer: threading.Timer | None = None
         self.claimed = False  # a volume took the memory
+        self.populated = 0  # bytes faulted in so far (from the start)
+        self._target = self.nbytes if target is None else self._cap(target)
+        self._settled = target is None  # no more growth: fault in up to the target, then end
+        self._stopped = False
+        self._cond = threading.Condition()
+        self._io = threading.Lock()  # held while the mapping is faulted in, handed over or closed
+        self._buf: mmap.mmap | None = None
+        self._timer: threading.Timer | None = None
         self._thread = threading.Thread(target=self._run, name="volume-prefault", daemon=True)
         self._thread.start()
 
+    def _cap(self, target: int) -> int:
+        return max(0, min(_page_up(int(target)), self.nbytes))
+
+    def want(self, target: int) -> None:
+        """Fault in at least ``target`` bytes (a scan found that many for its largest series)."""
+        with self._cond:
+            target = self._cap(target)
+            if not self._settled and target > self._target:
+                self._target = target
+                self._cond.notify_all()
+
+    def settle(self) -> None:
+        """The target will not grow again: fault in up to it, then end the thread."""
+        with self._cond:
+            self._settled = True
+            self._cond.notify_all()
+
+    def _next(self) -> tuple[int, int] | None:
+        with self._cond:
+            while not self._stopped and not self._settled and self.populated >= self._target:
+                self._cond.wait(0.5)
+            if self._stopped or self.populated >= self._target:
+                return None
+            return self.populated, min(self._target, self.populated + POPULATE_CHUNK)
+
     def _run(self) -> None:
         try:
-            buf = _map(self.nbytes, self._stop)
+            buf = mmap.mmap(-1, self.nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
         except (OSError, ValueError, OverflowError) as exc:
-            logger.debug("Volume prefault failed: %s", type(exc).__name__)
-            buf = None
-        with self._lock:
-            if buf is not None and self._stop.is_set():
-                buf.close()  # released while it was being faulted in
-                buf = None
+            logger.debug("Volume reservation failed: %s", type(exc).__name__)
+            return
+        with self._io:
+            if self._stopped:
+                buf.close()  # released before it was mapped
+                return
             self._buf = buf
+        try:
+            while (span := self._next()) is not None:
+                start, end = span
+                with self._io:
+                    if self._buf is None:
+                        return
+                    _populate(self._buf, start, end - start)
+                with self._cond:
+                    self.populated = end
+        except (OSError, ValueError) as exc:  # the rest is faulted in on first use
+            logger.debug("Volume prefault stopped: %s", type(exc).__name__)
 
     @property
     def running(self) -> bool:
-        """The background thread is still faulting in (tests, diagnostics)."""
+        """The background thread is still mapping or faulting in (tests, diagnostics)."""
         return self._thread.is_alive()
 
     def wait(self, timeout: float) -> bool:
@@ -87,33 +135,42 @@ class VolumeReservation:
         self._thread.join(timeout)
         return not self._thread.is_alive()
 
+    def _stop(self) -> mmap.mmap | None:
+        with self._cond:
+            self._stopped = True
+            self._cond.notify_all()
+        self._cancel_timer()
+        with self._io:  # waits for the chunk being faulted in (a few milliseconds)
+            buf, self._buf = self._buf, None
+        return buf
+
     def take(self, nbytes: int) -> mmap.mmap | None:
-        """The faulted-in mapping for a volume of ``nbytes`` (<= :attr:`nbytes`), the tail beyond it
-        returned to the system; None (and the reservation released) when it does not fit or failed."""
-        if nbytes > self.nbytes or not self.wait(CLAIM_WAIT_S):
+        """The mapping for a volume of ``nbytes`` (<= :attr:`nbytes`), faulted in up to the volume's
+        end (waiting for the thread, at most CLAIM_WAIT_S) and with any page beyond it returned to the
+        system; None (and the reservation released) when it does not fit or could not be made."""
+        if nbytes > self.nbytes:
             self.release()
             return None
-        with self._lock:
-            buf, self._buf = self._buf, None
-            self._stop.set()
-        self._cancel_timer()
+        end = self._cap(nbytes)
+        with self._cond:  # finish faulting in what this volume needs, nothing more
+            self._target = end
+            self._settled = True
+            self._cond.notify_all()
+        self.wait(CLAIM_WAIT_S)
+        buf = self._stop()
         if buf is None:
             return None
         self.claimed = True
-        tail = -(-nbytes // _PAGE) * _PAGE  # the first page boundary at or after the volume's end
-        if tail < self.nbytes and hasattr(mmap, "MADV_DONTNEED"):
+        if self.populated > end and hasattr(mmap, "MADV_DONTNEED"):
             try:
-                buf.madvise(mmap.MADV_DONTNEED, tail, self.nbytes - tail)
-            except OSError as exc:  # the memory stays mapped until the volume is freed: harmless
+                buf.madvise(mmap.MADV_DONTNEED, end, self.populated - end)
+            except (OSError, ValueError) as exc:  # stays mapped until the volume is freed: harmless
                 logger.debug("Could not return a reservation's tail: %s", type(exc).__name__)
         return buf
 
     def release(self) -> None:
-        """Stop faulting in and unmap the memory (idempotent; never waits for the thread)."""
-        with self._lock:
-            self._stop.set()
-            buf, self._buf = self._buf, None
-        self._cancel_timer()
+        """Stop faulting in and unmap the memory (idempotent)."""
+        buf = self._stop()
         if buf is not None:
             buf.close()
 
@@ -122,8 +179,8 @@ class VolumeReservation:
         timer = threading.Timer(seconds, release, args=(self,))
         timer.name = "volume-prefault-expiry"
         timer.daemon = True
-        with self._lock:
-            if self._stop.is_set():
+        with self._cond:
+            if self._stopped:
                 return
             self._cancel_timer_locked()
             self._timer = timer
@@ -135,7 +192,7 @@ class VolumeReservation:
             self._timer = None
 
     def _cancel_timer(self) -> None:
-        with self._lock:
+        with self._cond:
             self._cancel_timer_locked()
 
 
@@ -143,9 +200,10 @@ _SLOT_LOCK = threading.Lock()
 _PENDING: list[VolumeReservation] = []  # at most one
 
 
-def reserve(nbytes: int) -> VolumeReservation:
-    """Start faulting in ``nbytes`` for the next :func:`claim`, releasing any earlier reservation."""
-    reservation = VolumeReservation(nbytes)
+def reserve(nbytes: int, target: int | None = None) -> VolumeReservation:
+    """Map ``nbytes`` for the next :func:`claim` and start faulting it in (all of it, or up to
+    ``target`` that :meth:`VolumeReservation.want` raises), releasing any earlier reservation."""
+    reservation = VolumeReservation(nbytes, target)
     with _SLOT_LOCK:
         old = list(_PENDING)
         _PENDING[:] = [reservation]
