@@ -165,3 +165,14 @@ def test_a_folder_of_several_series_faults_in_no_more_than_its_largest(
     assert reservation.claimed
     assert volume.shape == (30, 64, 64)
     assert [int(volume[k, 0, 0]) for k in range(30)] == list(range(30))  # slice k holds k at (0, 0)
+
+
+def test_without_madvise_pages_are_faulted_in_by_writing_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(prefault, "_MADVISE", None)  # as off Linux or before MADV_POPULATE_WRITE
+    reservation = prefault.reserve(6 * 64 * 64 * 2)
+    assert reservation.wait(10)
+    assert reservation.populated == reservation.nbytes
+    volume = pool.allocate_volume((6, 64, 64), np.int16)
+    assert reservation.claimed
+    volume[:] = -3
+    assert int(volume.min()) == int(volume.max()) == -3

@@ -2,7 +2,7 @@
 
 Faulting in a fresh 500 MB int16 volume costs about 0.2 s on a virtual machine (one page fault per
 4 KB page, even with ``MAP_POPULATE``), as long as the header scan of 1,000 files. The scan holds the
-GIL; faulting in memory does not (``mmap`` and ``madvise`` release it), so the two can overlap: once
+GIL; faulting in memory need not (``madvise`` called through ctypes releases it), so the two overlap: once
 the first header says how big a slice is, ``load_paths(reserve_volume=True)`` maps ``files x slice``
 bytes (address space only) with :func:`reserve`, and a daemon thread faults them in, in chunks
 (``madvise(MADV_POPULATE_WRITE)``, each call holding the process's memory-map lock for a few
@@ -19,10 +19,13 @@ fit asks for it, :data:`RESERVATION_TTL_S` after the scan if nobody claimed it, 
 from __future__ import annotations
 
 import atexit
+import ctypes
 import logging
 import mmap
 import sys
 import threading
+from collections.abc import Callable
+from typing import cast
 
 import numpy as np
 
@@ -41,15 +44,38 @@ def _page_up(n: int) -> int:
     return -(-n // _PAGE) * _PAGE
 
 
-def _populate(buf: mmap.mmap, start: int, length: int) -> None:
-    """Fault in ``length`` bytes of ``buf`` from the page-aligned ``start`` (one madvise call, which
-    does not hold the GIL; on kernels without MADV_POPULATE_WRITE one write per page)."""
-    if _POPULATE_WRITE is not None:
-        try:
-            buf.madvise(_POPULATE_WRITE, start, length)
-            return
-        except OSError:  # EINVAL before Linux 5.14
-            pass
+def _libc_madvise() -> Callable[[int, int, int], int] | None:
+    """libc's ``madvise`` through ctypes, which releases the GIL during the call (``mmap.madvise``
+    holds it: faulting in 500 MB would stop the scanning thread for 0.2 s); None off Linux."""
+    if _POPULATE_WRITE is None:
+        return None
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).madvise
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    fn.restype = ctypes.c_int
+    return cast(Callable[[int, int, int], int], fn)
+
+
+_MADVISE = _libc_madvise()
+
+
+def _address(buf: mmap.mmap) -> int:
+    """The start address of ``buf`` (valid while it stays open)."""
+    view = ctypes.c_char.from_buffer(buf)
+    try:
+        return ctypes.addressof(view)
+    finally:
+        del view  # a live view would keep the mapping from being closed
+
+
+def _populate(buf: mmap.mmap, address: int, start: int, length: int) -> None:
+    """Fault in ``length`` bytes of ``buf`` (mapped at ``address``) from the page-aligned ``start``:
+    one madvise call without the GIL; on kernels without MADV_POPULATE_WRITE one write per page."""
+    populate = _POPULATE_WRITE
+    if _MADVISE is not None and populate is not None and _MADVISE(address + start, length, populate) == 0:
+        return
     pages = np.frombuffer(buf, dtype=np.uint8, count=length, offset=start)
     pages[::_PAGE] = 0
     del pages  # the mapping can be closed again
@@ -113,13 +139,14 @@ class VolumeReservation:
                 buf.close()  # released before it was mapped
                 return
             self._buf = buf
+            address = _address(buf)
         try:
             while (span := self._next()) is not None:
                 start, end = span
-                with self._io:
+                with self._io:  # the mapping cannot be closed or handed over meanwhile
                     if self._buf is None:
                         return
-                    _populate(self._buf, start, end - start)
+                    _populate(self._buf, address, start, end - start)
                 with self._cond:
                     self.populated = end
         except (OSError, ValueError) as exc:  # the rest is faulted in on first use
