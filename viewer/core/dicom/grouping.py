@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import defaultdict
 from collections.abc import Sequence
@@ -24,6 +25,7 @@ def _source_key(info: SliceInfo) -> tuple[str, str, int]:
     return (str(info.source.path), info.source.member or "", info.source.frame)
 
 
+@functools.lru_cache(maxsize=1024)  # a series repeats one orientation: rounded once, not per slice
 def _iop_key(iop: tuple[float, ...] | None) -> tuple[float, ...] | None:
     return None if iop is None else tuple(round(v, ORIENTATION_DECIMALS) + 0.0 for v in iop)
 
