@@ -4,6 +4,7 @@ and dicom3tools' ``dciodvfy`` where installed."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import highdicom as hd
+import numpy as np
 import pydicom
 import pytest
 
@@ -158,6 +160,9 @@ def test_identity_copied_only_when_asked(bleed: Analysed) -> None:
     plain = build_ai_sr(bleed.pred, bleed.source)
     assert plain.SOPInstanceUID != sr.SOPInstanceUID  # the two modes never share an instance UID
     assert build_ai_sr(bleed.pred, bleed.source).SOPInstanceUID == plain.SOPInstanceUID  # re-run: same
+    # another result for the same slices (another execution provider, say) is another instance
+    other = dataclasses.replace(bleed.pred, study_probs=bleed.pred.study_probs + np.float32(1e-3))
+    assert build_ai_sr(other, bleed.source).SOPInstanceUID != plain.SOPInstanceUID
 
 
 def test_kos_references_each_positive_class_peak_slice(bleed: Analysed, tmp_path: Path) -> None:

@@ -86,7 +86,8 @@ def contributing_equipment(
 def ai_sr_uids(pred: StackPrediction, include_identity: bool) -> tuple[str, str]:
     """(SeriesInstanceUID, SOPInstanceUID) of the AI SR for ``pred``."""
     return object_uids(
-        "ai-sr", pred.model_sha256, pred.stack_uid, pred.slice_uids, pred.study_instance_uid, include_identity
+        "ai-sr", pred.model_sha256, pred.stack_uid, pred.slice_uids, pred.study_instance_uid,
+        include_identity, pred.study_probs.tolist(),
     )
 
 

@@ -14,9 +14,10 @@ Identity policy (written down for the AI objects; see README "AI results as DICO
   go back to the PACS; a de-identified object sent there would not match its study.
 
 UIDs of the objects are derived (2.25 + a SHA-256 prefix) from the model's SHA-256, the analysed
-stack and its slices and the identity mode: re-running the same model on the same stack gives the
-same SOP Instance UID (the object is replaced, not duplicated), and the reader's review SR can name
-the AI SR it reviews without storing its UID.
+stack and its slices, the identity mode and (instance UIDs) the study probabilities: re-running the
+same model on the same stack with the same result gives the same SOP Instance UID (the object is
+replaced, not duplicated), a different result a new one, and the reader's review SR can name the AI SR
+it reviews from the recorded AI result without storing its UID.
 """
 
 from __future__ import annotations
@@ -163,10 +164,17 @@ def object_uids(
     slice_uids: Sequence[str],
     study_uid: str,
     include_identity: bool,
+    study_probs: Sequence[float] = (),
 ) -> tuple[str, str]:
-    """(SeriesInstanceUID, SOPInstanceUID) of the ``kind`` object ("ai-sr", "kos", "review-sr")."""
+    """(SeriesInstanceUID, SOPInstanceUID) of the ``kind`` object ("ai-sr", "kos", "review-sr").
+
+    The instance UID also covers the study probabilities (to 6 decimals): the same model on the same
+    slices with the same result gives the same instance, a different result (another execution
+    provider, say) a new one, since one SOP Instance UID must never name two different contents.
+    """
     mode = "identified" if include_identity else "deidentified"
     slices = hashlib.sha256("\\".join(slice_uids).encode()).hexdigest()
+    result = ",".join(f"{float(p):.6f}" for p in study_probs)
     series = stable_uid(f"slicewise/{kind}/series/{model_sha256}/{study_uid}/{mode}")
-    instance = stable_uid(f"slicewise/{kind}/{model_sha256}/{stack_uid}/{slices}/{mode}")
+    instance = stable_uid(f"slicewise/{kind}/{model_sha256}/{stack_uid}/{slices}/{mode}/{result}")
     return series, instance

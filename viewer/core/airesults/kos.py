@@ -30,7 +30,8 @@ def key_slices(pred: StackPrediction) -> dict[int, list[str]]:
 
 def kos_uids(pred: StackPrediction, include_identity: bool) -> tuple[str, str]:
     return object_uids(
-        "kos", pred.model_sha256, pred.stack_uid, pred.slice_uids, pred.study_instance_uid, include_identity
+        "kos", pred.model_sha256, pred.stack_uid, pred.slice_uids, pred.study_instance_uid,
+        include_identity, pred.study_probs.tolist(),
     )
 
 

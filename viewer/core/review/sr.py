@@ -48,7 +48,9 @@ CLASS_CODES = c.CLASS_CODES  # the finding types (re-exported for callers of the
 
 def ai_sr_reference(ai: AIResult, study_uid: str, include_identity: bool) -> tuple[str, str]:
     """(SeriesInstanceUID, SOPInstanceUID) of the AI Result SR written for ``ai`` in that mode."""
-    return object_uids("ai-sr", ai.model_sha256, ai.stack_uid, ai.slice_uids, study_uid, include_identity)
+    return object_uids(
+        "ai-sr", ai.model_sha256, ai.stack_uid, ai.slice_uids, study_uid, include_identity, ai.study_probs
+    )
 
 
 def verdict(f: Finding) -> str:
