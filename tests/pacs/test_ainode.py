@@ -389,3 +389,42 @@ def test_kill_9_mid_series_loses_nothing_and_analyses_each_series_once(
     sop_uids = [str(dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in [*first, *second]]
     for secret in (CANARY_NAME, CANARY_ID, uid_a, uid_b, study_a, study_b, *sop_uids, str(tmp_path)):
         assert secret not in text, "the node log names a patient, a UID or a path"
+
+
+def test_a_result_the_pacs_refuses_is_kept_and_stored_later_without_analysing_again(
+    pacs: Pacs, model: Path, tmp_path: Path
+) -> None:
+    server = pacs.server
+    files = write_bleed_series(tmp_path / "r", 6, bleed=())
+    head = dcmread(files[0], stop_before_pixels=True)
+    series_uid = str(head.SeriesInstanceUID)
+    engine = InferenceEngine(model, provider="cpu", threads=1, cache=PredictionCache(tmp_path / "cache"))
+    wrong = PacsNode(
+        name="orthanc", host="127.0.0.1", port=server.dicom_port, called_ae="NOT-ORTHANC", calling_ae=NODE_AET
+    )
+    ai = AiNode(NodeConfig(tmp_path / "state", wrong, quiet_s=0.0), engine)
+    try:
+        for path in files:
+            ai.ingest(path.read_bytes())
+        assert ai.run_once()
+        row = ai.queue.series(series_uid)
+        assert row is not None and row.state is SeriesState.STORE_PENDING and row.next_try > time.time()
+        (result,) = ai.queue.results(series_uid)
+        assert result.state is ResultState.STORE_PENDING and "called AE" in result.store_status
+        assert (ai.spool.outbox / result.object_file).is_file() and not orthanc_sr(
+            server, str(head.StudyInstanceUID)
+        )
+    finally:
+        ai.stop()
+    # restarted with the right called AE: the kept object is stored when its retry is due, no new analysis
+    ai = AiNode(NodeConfig(tmp_path / "state", store_target(server), quiet_s=0.0), engine)
+    try:
+        assert ai.run_once(now=time.time() + 3600)
+        (result,) = ai.queue.results(series_uid)
+        assert result.state is ResultState.STORED and result.model_runs == 1 and result.store_attempts == 2
+        row = ai.queue.series(series_uid)
+        assert row is not None and row.state is SeriesState.DONE and row.analyses == 1
+    finally:
+        ai.stop()
+    (sr,) = orthanc_sr(server, str(head.StudyInstanceUID))
+    assert str(sr.SOPInstanceUID) == result.object_uid
