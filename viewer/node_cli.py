@@ -18,12 +18,16 @@ import signal
 import stat
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from viewer.core.errors import SlicewiseError
+
+if TYPE_CHECKING:
+    from viewer.core.ainode.node import AiNode
 
 log = logging.getLogger(__name__)
 EXIT_OK, EXIT_USAGE = 0, 2
@@ -108,27 +112,35 @@ def main(command: str, argv: Sequence[str]) -> int:
         level=getattr(logging, args.log_level.upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    try:
+        return _run(command, args, secret)
+    except SlicewiseError as exc:
+        _say(f"slicewise {command}: {type(exc).__name__}: {exc}")
+        return EXIT_USAGE
+
+
+@contextmanager
+def _stop_on_signals() -> Iterator[threading.Event]:
+    """An event set by SIGTERM or SIGINT while the node runs (the previous handlers come back after)."""
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:
         log.info("AI node: signal %d, stopping", signum)
         stop.set()
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        return _run(command, args, secret, stop)
-    except SlicewiseError as exc:
-        _say(f"slicewise {command}: {type(exc).__name__}: {exc}")
-        return EXIT_USAGE
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
-def _run(command: str, args: argparse.Namespace, secret: str, stop: threading.Event) -> int:
+def _run(command: str, args: argparse.Namespace, secret: str) -> int:
     from viewer.core.ainode.node import AiNode, NodeConfig
     from viewer.core.ainode.target import parse_store_target
     from viewer.core.inference.cache import PredictionCache
     from viewer.core.inference.engine import InferenceEngine
-    from viewer.core.pacs.node import AuthKind, LocalAe, PacsNode
     from viewer.core.paths import bundled_model_path, user_data_path
 
     state = args.state if args.state is not None else user_data_path() / "ai-node"
@@ -154,34 +166,37 @@ def _run(command: str, args: argparse.Namespace, secret: str, stop: threading.Ev
     _say(f"AI node: model {engine.info.label} ({engine.info.short_hash}). {engine.info.intended_use}")
     node.start()
     try:
-        if command == "listen":
-            from viewer.core.ainode.scp import IntakeScp
-
-            scp = IntakeScp(
-                node, LocalAe(args.ae_title, args.host, args.port), allowed_calling_aes=args.allow
-            )
-            port = scp.start()
-            _say(f"AI node: listening as {args.ae_title} on port {port}")
-            try:
-                while not stop.wait(1.0):
-                    pass
-            finally:
-                scp.stop()
-        else:
-            from viewer.core.ainode.watch import DicomWebWatcher
-            from viewer.core.pacs.dicomweb import DicomWebClient
-
-            auth = AuthKind.BASIC if args.user else (AuthKind.BEARER if secret else AuthKind.NONE)
-            source = PacsNode(
-                name="watch", dicomweb_url=args.dicomweb, auth=auth, username=args.user, secret=secret
-            )
-            with DicomWebClient(source) as client:
-                watcher = DicomWebWatcher(node, client, since=args.since)
-                if args.once:
-                    watcher.poll_once()
-                    node.drain(timeout_s=max(60.0, args.quiet * 4))
-                else:
-                    watcher.run(args.interval, stop.wait)
+        with _stop_on_signals() as stop:
+            _serve(command, args, secret, node, stop)
     finally:
         node.stop()
     return EXIT_OK
+
+
+def _serve(command: str, args: argparse.Namespace, secret: str, node: AiNode, stop: threading.Event) -> None:
+    from viewer.core.pacs.node import AuthKind, LocalAe, PacsNode
+
+    if command == "listen":
+        from viewer.core.ainode.scp import IntakeScp
+
+        scp = IntakeScp(node, LocalAe(args.ae_title, args.host, args.port), allowed_calling_aes=args.allow)
+        port = scp.start()
+        _say(f"AI node: listening as {args.ae_title} on port {port}")
+        try:
+            while not stop.wait(1.0):
+                pass
+        finally:
+            scp.stop()
+        return
+    from viewer.core.ainode.watch import DicomWebWatcher
+    from viewer.core.pacs.dicomweb import DicomWebClient
+
+    auth = AuthKind.BASIC if args.user else (AuthKind.BEARER if secret else AuthKind.NONE)
+    source = PacsNode(name="watch", dicomweb_url=args.dicomweb, auth=auth, username=args.user, secret=secret)
+    with DicomWebClient(source) as client:
+        watcher = DicomWebWatcher(node, client, since=args.since)
+        if args.once:
+            watcher.poll_once()
+            node.drain(timeout_s=max(60.0, args.quiet * 4))
+        else:
+            watcher.run(args.interval, stop.wait)
