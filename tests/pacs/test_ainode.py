@@ -203,6 +203,9 @@ def test_orthanc_sends_a_study_and_the_result_sr_arrives_in_its_study(
     answer = server.request("POST", "/modalities/ainode/store", server.lookup(study_uid, "Study").encode())
     assert answer["InstancesCount"] == 40 and answer["FailedInstancesCount"] == 0
     wait_for("the SR in Orthanc", lambda: bool(orthanc_sr(server, study_uid)))
+    wait_for(
+        "the store recorded", lambda: getattr(ai.queue.series(series_uid), "state", None) is SeriesState.DONE
+    )
     (sr,) = orthanc_sr(server, study_uid)
     assert str(sr.StudyInstanceUID) == study_uid and str(sr.PatientID) == str(head.PatientID)
     assert sorted(evidence_uids(sr)) == sorted(
