@@ -46,6 +46,7 @@ class _Parser(argparse.ArgumentParser):
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--state", type=Path, default=None, help="queue and spool folder (default: per user)")
     p.add_argument("--quiet", type=float, default=5.0, help="seconds a series must be quiet before analysis")
+    p.add_argument("--keep-hours", type=float, default=24.0, help="hours finished series stay in the spool")
     p.add_argument("--model", type=Path, default=None, help="ONNX model (default: the bundled model)")
     p.add_argument("--provider", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for ONNX Runtime")
@@ -162,7 +163,10 @@ def _run(command: str, args: argparse.Namespace, secret: str) -> int:
         threads=args.threads,
         cache=PredictionCache(state / "cache"),
     )
-    node = AiNode(NodeConfig(state_dir=state, store_to=target, store_via=via, quiet_s=args.quiet), engine)
+    config = NodeConfig(
+        state_dir=state, store_to=target, store_via=via, quiet_s=args.quiet, keep_s=args.keep_hours * 3600
+    )
+    node = AiNode(config, engine)
     _say(f"AI node: model {engine.info.label} ({engine.info.short_hash}). {engine.info.intended_use}")
     node.start()
     try:

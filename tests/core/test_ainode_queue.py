@@ -176,3 +176,28 @@ def test_cli_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     missing = str(tmp_path / "missing")
     assert node_main("watch", ["--dicomweb", "http://127.0.0.1:1/dicom-web", "--secret-file", missing]) == 2
     assert "cannot read the secret file" in capsys.readouterr().err
+
+
+def test_finished_series_leave_the_spool_after_the_retention_time(node: AiNode, tmp_path: Path) -> None:
+    import tests.scope_cases as sc
+
+    mr = sorted(sc.write_mr(tmp_path / "mr").glob("*.dcm"))
+    ct = write_bleed_series(tmp_path / "ct", 4, bleed=())
+    for path in [*mr, *ct]:
+        node.ingest(path.read_bytes())
+    later = time.time() + 60
+    assert node.run_once(now=later) and node.run_once(now=later)  # MR refused; CT waits for the PACS
+    mr_uid = str(dcmread(mr[0], stop_before_pixels=True).SeriesInstanceUID)
+    ct_uid = str(dcmread(ct[0], stop_before_pixels=True).SeriesInstanceUID)
+    mr_files = [node.spool.path(n) for n in node.queue.files(mr_uid)]
+    assert node.purge() == 0  # within the retention time
+    assert node.purge(now=time.time() + node.config.keep_s + 1) == 1  # the refused MR only
+    assert not any(p.exists() for p in mr_files) and not mr_files[0].parent.exists()
+    assert node.queue.series(mr_uid) is None and node.queue.results(mr_uid)  # the decision is kept
+    ct_row = node.queue.series(ct_uid)
+    assert (
+        ct_row is not None
+        and ct_row.state is SeriesState.STORE_PENDING
+        and len(node.queue.files(ct_uid)) == 4
+    )
+    assert node.ingest(mr[0].read_bytes()) is Ingested.NEW  # a late re-send is received again

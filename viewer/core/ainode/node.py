@@ -17,6 +17,7 @@ result object stored back to the PACS.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import threading
@@ -50,6 +51,8 @@ DEFAULT_QUIET_S = 5.0
 POLL_S = 0.2
 STORE_RETRY_FIRST_S = 5.0
 STORE_RETRY_MAX_S = 300.0
+KEEP_S = 24 * 3600.0  # finished series stay in the spool this long (a late instance re-analyses them whole)
+PURGE_EVERY_S = 60.0
 
 
 class StoreProtocol(str, Enum):
@@ -65,6 +68,7 @@ class NodeConfig:
     quiet_s: float = DEFAULT_QUIET_S
     poll_s: float = POLL_S
     store_retry_first_s: float = STORE_RETRY_FIRST_S
+    keep_s: float = KEEP_S
 
 
 class Ingested(str, Enum):
@@ -136,14 +140,39 @@ class AiNode:
         return False
 
     def _loop(self) -> None:
+        next_purge = 0.0
         while not self._stop.is_set():
             try:
                 worked = self.run_once()
+                if time.monotonic() >= next_purge:
+                    next_purge = time.monotonic() + PURGE_EVERY_S
+                    self.purge()
             except Exception as exc:  # a bug must not end the node silently; the series stays queued
                 log.exception("AI node: worker error (%s)", type(exc).__name__)
                 worked = False
             if not worked:
                 self._stop.wait(self.config.poll_s)
+
+    def purge(self, now: float | None = None) -> int:
+        """Delete the spool files of series finished more than ``keep_s`` ago (and the outbox copies of
+        their stored results); returns the number of series dropped. Their result keys stay: the same
+        pixels sent again are received and looked at, but not stored again."""
+        now = time.time() if now is None else now
+        dropped = self.queue.forget_finished(now - self.config.keep_s)
+        for _uid, files, outbox in dropped:
+            folders = set()
+            for name in files:
+                path = self.spool.path(name)
+                folders.add(path.parent)
+                path.unlink(missing_ok=True)
+            for name in outbox:
+                (self.spool.outbox / name).unlink(missing_ok=True)
+            for folder in folders:
+                with contextlib.suppress(OSError):  # not empty: a new instance of the series came
+                    folder.rmdir()
+        if dropped:
+            log.info("AI node: %d finished series removed from the spool", len(dropped))
+        return len(dropped)
 
     def run_once(self, now: float | None = None) -> bool:
         """Process one due series (if any); True when one was processed."""

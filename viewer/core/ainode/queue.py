@@ -352,6 +352,34 @@ class NodeQueue:
                 (state.value, status, time.time(), result_key),
             )
 
+    # --- retention --------------------------------------------------------------------------------
+    def forget_finished(self, before: float) -> list[tuple[str, list[str], list[str]]]:
+        """Drop series finished (done, refused, failed) before ``before`` from the queue: their instance
+        rows and series row go, their results stay (so the same pixels are still never stored twice).
+        Returns (series UID, its instance files, its stored results' outbox files) for the caller to
+        delete; a series that received an instance meanwhile is left alone."""
+        finished = (SeriesState.DONE.value, SeriesState.REFUSED.value, SeriesState.FAILED.value)
+        dropped = []
+        with self._tx() as db:
+            rows = db.execute(
+                "SELECT series_uid FROM series WHERE state IN (?, ?, ?) AND updated<?", (*finished, before)
+            ).fetchall()
+            for (uid,) in rows:
+                files = [
+                    str(r[0]) for r in db.execute("SELECT file FROM instances WHERE series_uid=?", (uid,))
+                ]
+                outbox = [
+                    str(r[0])
+                    for r in db.execute(
+                        "SELECT object_file FROM results WHERE series_uid=? AND state=? AND object_file!=''",
+                        (uid, ResultState.STORED.value),
+                    )
+                ]
+                db.execute("DELETE FROM instances WHERE series_uid=?", (uid,))
+                db.execute("DELETE FROM series WHERE series_uid=?", (uid,))
+                dropped.append((str(uid), files, outbox))
+        return dropped
+
     # --- reading ----------------------------------------------------------------------------------
     def series(self, series_uid: str) -> SeriesRow | None:
         with self._lock:
