@@ -17,7 +17,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -431,3 +431,39 @@ def test_a_result_the_pacs_refuses_is_kept_and_stored_later_without_analysing_ag
         ai.stop()
     (sr,) = orthanc_sr(server, str(head.StudyInstanceUID))
     assert str(sr.SOPInstanceUID) == result.object_uid
+
+
+def test_watch_command_once_stores_the_result_of_todays_study(
+    pacs: Pacs, model: Path, tmp_path: Path
+) -> None:
+    server = pacs.server
+    files = write_bleed_series(tmp_path / "t", 6, bleed=(3,))
+    now = datetime.now(timezone.utc)
+    for path in files:  # polled from today: the module's other studies (dated 2026-01-01) are not taken
+        ds = dcmread(path)
+        ds.StudyDate = now.strftime("%Y%m%d")
+        ds.save_as(path, enforce_file_format=True)
+    study_uid = str(dcmread(files[0], stop_before_pixels=True).StudyInstanceUID)
+    server.upload(files)
+    secret = tmp_path / "secret"
+    secret.write_text(PASSWORD)
+    secret.chmod(0o600)
+    args = [
+        *("watch", "--dicomweb", server.dicomweb_url, "--user", USER, "--secret-file", str(secret)),
+        *("--state", str(tmp_path / "state"), "--quiet", "0", "--model", str(model)),
+        *("--provider", "cpu", "--threads", "1", "--once", "--since", now.date().isoformat()),
+    ]
+    env = dict(os.environ, SLICEWISE_DATA_DIR=str(tmp_path / "data"))
+    done = subprocess.run(
+        [sys.executable, "-m", "viewer", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    log = done.stderr.decode()
+    assert done.returncode == 0, log[-2000:]
+    (sr,) = orthanc_sr(server, study_uid)
+    assert len(evidence_uids(sr)) == 6 and decision(sr) == "Present"
+    assert "result stored (stow-rs)" in log and PASSWORD not in log and CANARY_NAME not in log
