@@ -467,3 +467,35 @@ def test_watch_command_once_stores_the_result_of_todays_study(
     (sr,) = orthanc_sr(server, study_uid)
     assert len(evidence_uids(sr)) == 6 and decision(sr) == "Present"
     assert "result stored (stow-rs)" in log and PASSWORD not in log and CANARY_NAME not in log
+
+
+def test_kill_9_mid_analysis_then_restart_stores_one_result(pacs: Pacs, tmp_path: Path) -> None:
+    slow = build_model(tmp_path / "slow.onnx", slow_matmuls=100)  # ~3 s per analysis on one thread
+    state, log = tmp_path / "state", tmp_path / "node.log"
+    files = write_bleed_series(tmp_path / "k", 4, bleed=(1,))
+    head = dcmread(files[0], stop_before_pixels=True)
+    series_uid = str(head.SeriesInstanceUID)
+    proc = start_node(pacs, slow, state, log, quiet_s=0.2)
+    try:
+        assert set(send(files, pacs.node_port)) == {0}
+        wait_for("the analysis to start", lambda: queue_state(state, series_uid) is SeriesState.ANALYSING)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        stop_process(proc)
+    assert queue_state(state, series_uid) is SeriesState.ANALYSING  # killed before it finished
+    proc = start_node(pacs, slow, state, log, quiet_s=0.2)
+    try:
+        wait_for("the series done", lambda: queue_state(state, series_uid) is SeriesState.DONE)
+    finally:
+        stop_process(proc)
+    queue = NodeQueue(state / "queue.sqlite3")
+    try:
+        row = queue.series(series_uid)
+        assert row is not None and row.analyses == 2 and row.instances == 4  # taken again after the kill
+        (result,) = queue.results(series_uid)
+        assert result.state is ResultState.STORED and result.model_runs == 1
+    finally:
+        queue.close()
+    (sr,) = orthanc_sr(pacs.server, str(head.StudyInstanceUID))
+    assert str(sr.SOPInstanceUID) == result.object_uid and decision(sr) == "Present"
