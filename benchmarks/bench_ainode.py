@@ -9,7 +9,7 @@ result cache never answers) is C-STOREd by a pynetdicom SCU, one association:
 2. latency: seconds from the last C-STORE response to the result SR being in Orthanc (REST polled every
    10 ms), and the same minus the configured quiet time (the part the node controls; target <= 3 s
    for the whole, on 2 CPU threads), against the floor: the same steps run directly in one thread
-   (load, model, SR, C-STORE) without the queue.
+   (load, model, AI objects, C-STORE) without the queue.
 
 Usage: ``python benchmarks/bench_ainode.py [--repeats 5] [--slices 40] [--quiet 1.0] [--threads 2]``.
 Prints medians; asserts nothing.
@@ -18,7 +18,6 @@ Prints medians; asserts nothing.
 from __future__ import annotations
 
 import argparse
-import io
 import statistics
 import sys
 import tempfile
@@ -38,7 +37,7 @@ from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]  #
 from tests.pacs.orthanc import ORTHANC_AET, free_port, running_orthanc, unavailable_reason  # noqa: E402
 from tests.scope_cases import axial_positions, write_volume  # noqa: E402
 from viewer.core.ainode.node import AiNode, NodeConfig  # noqa: E402
-from viewer.core.ainode.result_object import build_result_object  # noqa: E402
+from viewer.core.ainode.result_object import write_result_objects  # noqa: E402
 from viewer.core.ainode.scp import IntakeScp  # noqa: E402
 from viewer.core.inference.cache import PredictionCache  # noqa: E402
 from viewer.core.inference.engine import InferenceEngine  # noqa: E402
@@ -119,16 +118,10 @@ def floor_pipeline(files: list[Path], engine: InferenceEngine, target: PacsNode,
         pred = engine.predict_hu(stack, hu, use_cache=False)
     finally:
         volume.close()
-    source = dcmread(files[0], stop_before_pixels=True)
-    sr = build_result_object(
-        pred, source, result_key="floor" + str(time.time()), sop_class_uid=str(source.SOPClassUID)
-    )
-    buf = io.BytesIO()
-    sr.save_as(buf, enforce_file_format=True)
-    path = tmp / "floor-sr.dcm"
-    path.write_bytes(buf.getvalue())
-    (outcome,) = DimseClient(target).store([path])
-    assert outcome.ok
+    folder = tmp / f"floor-{time.monotonic_ns()}"
+    paths = write_result_objects(pred, stack, engine.info.task, folder)
+    outcomes = DimseClient(target).store(paths)
+    assert all(o.ok for o in outcomes)
     return time.perf_counter() - start
 
 
@@ -204,7 +197,7 @@ def main() -> int:
         f"last instance -> SR in Orthanc: median {med(latency):.2f} s "
         f"(min {min(latency):.2f}, max {max(latency):.2f}) "
         f"with quiet {args.quiet:g} s, so {med(latency) - args.quiet:.2f} s after the quiet time; "
-        f"floor (load + model + SR + C-STORE in one thread) {med(floors):.2f} s"
+        f"floor (load + model + AI objects + C-STORE in one thread) {med(floors):.2f} s"
     )
     return 0
 

@@ -133,8 +133,11 @@ def test_out_of_scope_is_refused_and_an_unreachable_pacs_keeps_the_result(
     assert pending.state is ResultState.STORE_PENDING and pending.model_runs == 1
     assert "PacsUnreachableError" in pending.store_status and "refused" in pending.store_status
     assert pending.decision.startswith("ICH suspected")
-    sr = dcmread(node.spool.outbox / pending.object_file)
+    objects = sorted(node.spool.result_folder(pending.object_file).glob("*.dcm"))
+    assert sorted(dcmread(p).Modality for p in objects) == ["KO", "SR"]  # positive: the AI SR and a KOS
+    sr = dcmread(node.spool.result_folder(pending.object_file) / f"{pending.object_uid}.dcm")
     assert sr.Modality == "SR" and str(sr.SOPInstanceUID) == pending.object_uid
+    assert str(sr.PatientID) == CANARY_ID  # with identity: it goes back to the study in the PACS
     assert str(sr.StudyInstanceUID) == str(dcmread(ct[0], stop_before_pixels=True).StudyInstanceUID)
     # the retry (backoff) does not analyse again
     assert node.run_once(now=time.time() + 3600)

@@ -144,17 +144,25 @@ def evidence_uids(sr: Dataset) -> list[str]:
 
 
 def decision(sr: Dataset) -> str:
-    """The study decision's value in the SR content tree ('Present' or 'Absent')."""
+    """The study decision in the AI Result SR: the Presence ('Present' or 'Absent') in the measurement
+    group whose finding type is SCT 1386000 Intracranial hemorrhage (the model's 'any' class)."""
 
-    def walk(items: Sequence[Dataset]) -> Iterator[Dataset]:
+    def groups(items: Sequence[Dataset]) -> Iterator[Sequence[Dataset]]:
         for item in items:
-            yield item
-            yield from walk(item.get("ContentSequence", []))
+            children = item.get("ContentSequence", [])
+            if children:
+                yield children
+                yield from groups(children)
 
-    for item in walk(sr.ContentSequence):
-        name = item.get("ConceptNameCodeSequence")
-        if name and name[0].get("CodeValue") == "AI-DECISION":
-            return str(item.ConceptCodeSequence[0].CodeMeaning)
+    def code(item: Dataset, sequence: str) -> str:
+        found = item.get(sequence)
+        return str(found[0].get("CodeValue", "")) if found else ""
+
+    for children in groups(sr.ContentSequence):
+        if any(code(item, "ConceptCodeSequence") == "1386000" for item in children):
+            for item in children:
+                if code(item, "ConceptNameCodeSequence") == "705057003":  # Presence
+                    return str(item.ConceptCodeSequence[0].CodeMeaning)
     raise AssertionError("no study decision in the SR")
 
 
@@ -212,14 +220,10 @@ def test_orthanc_sends_a_study_and_the_result_sr_arrives_in_its_study(
         str(dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in files
     )
     assert decision(sr) == "Present"
-    # one Orthanc study holds both series (same patient and study)
+    # one Orthanc study holds the images, the AI Result SR and (positive) the key images KOS
     study_id = server.lookup(study_uid, "Study")
-    assert sorted(
-        s["MainDicomTags"]["Modality"] for s in server.request("GET", f"/studies/{study_id}/series")
-    ) == [
-        "CT",
-        "SR",
-    ]
+    series = server.request("GET", f"/studies/{study_id}/series")
+    assert sorted(s["MainDicomTags"]["Modality"] for s in series) == ["CT", "KO", "SR"]
     row = ai.queue.series(series_uid)
     assert row is not None and row.state is SeriesState.DONE and row.instances == 40 and row.analyses == 1
     (result,) = ai.queue.results(series_uid)
@@ -414,9 +418,8 @@ def test_a_result_the_pacs_refuses_is_kept_and_stored_later_without_analysing_ag
         assert row is not None and row.state is SeriesState.STORE_PENDING and row.next_try > time.time()
         (result,) = ai.queue.results(series_uid)
         assert result.state is ResultState.STORE_PENDING and "called AE" in result.store_status
-        assert (ai.spool.outbox / result.object_file).is_file() and not orthanc_sr(
-            server, str(head.StudyInstanceUID)
-        )
+        assert (ai.spool.result_folder(result.object_file) / f"{result.object_uid}.dcm").is_file()
+        assert not orthanc_sr(server, str(head.StudyInstanceUID))
     finally:
         ai.stop()
     # restarted with the right called AE: the kept object is stored when its retry is due, no new analysis
@@ -466,7 +469,7 @@ def test_watch_command_once_stores_the_result_of_todays_study(
     assert done.returncode == 0, log[-2000:]
     (sr,) = orthanc_sr(server, study_uid)
     assert len(evidence_uids(sr)) == 6 and decision(sr) == "Present"
-    assert "result stored (stow-rs)" in log and PASSWORD not in log and CANARY_NAME not in log
+    assert "result stored (stow-rs, 2 object(s))" in log and PASSWORD not in log and CANARY_NAME not in log
 
 
 def test_kill_9_mid_analysis_then_restart_stores_one_result(pacs: Pacs, tmp_path: Path) -> None:

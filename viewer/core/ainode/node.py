@@ -6,10 +6,10 @@ result object stored back to the PACS.
 - A worker thread takes each series once it has been quiet for ``quiet_s`` seconds, loads it with the
   ordinary local loader, and per stack: the applicability check (out of scope: recorded as refused with
   its codes, never run), the pixels, the result key (pixel digest + model hash + preprocessing, the
-  prediction cache's key), the model (or the prediction cache), the result object
-  (:func:`~viewer.core.ainode.result_object.build_result_object`) written to the outbox, then stored to
-  the PACS by C-STORE or STOW-RS. A result key already stored is never analysed or stored again; a store
-  the PACS did not take is retried with backoff from the outbox, without analysing again.
+  prediction cache's key), the model (or the prediction cache), the result objects (the AI Result SR
+  and KOS, :func:`~viewer.core.ainode.result_object.write_result_objects`) written to the outbox, then
+  stored to the PACS by C-STORE or STOW-RS. A result key already stored is never analysed or stored
+  again; a store the PACS did not take is retried with backoff from the outbox, without analysing again.
 - A restart reopens the queue: series a killed worker had taken are analysed again (the prediction
   cache and the result keys keep the model from running twice and the PACS from getting two objects).
 - Log lines name series by a salted hash (:meth:`NodeQueue.tag`), never a UID, name, ID or path.
@@ -18,8 +18,8 @@ result object stored back to the PACS.
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
+import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -27,10 +27,8 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
-from pydicom import dcmread
-
 from viewer.core.ainode.queue import NodeQueue, ResultRow, ResultState, SeriesRow, SeriesState
-from viewer.core.ainode.result_object import build_result_object
+from viewer.core.ainode.result_object import write_result_objects
 from viewer.core.ainode.spool import Spool, name_key
 from viewer.core.applicability import OutOfScopeError
 from viewer.core.dicom.model import Stack
@@ -166,7 +164,7 @@ class AiNode:
                 folders.add(path.parent)
                 path.unlink(missing_ok=True)
             for name in outbox:
-                (self.spool.outbox / name).unlink(missing_ok=True)
+                shutil.rmtree(self.spool.result_folder(name, create=False), ignore_errors=True)
             for folder in folders:
                 with contextlib.suppress(OSError):  # not empty: a new instance of the series came
                     folder.rmdir()
@@ -291,11 +289,20 @@ class AiNode:
                 return key
         finally:
             volume.close()
-        source = dcmread(stack.slices[0].source.path, stop_before_pixels=True)
-        sr = build_result_object(pred, source, result_key=key, sop_class_uid=str(source.SOPClassUID))
-        buf = io.BytesIO()
-        sr.save_as(buf, enforce_file_format=True)
-        path = self.spool.write_result(key, buf.getvalue())
+        folder = self.spool.result_folder(key)
+        try:
+            paths = write_result_objects(pred, stack, engine.info.task, folder)
+        except (SlicewiseError, OSError, ValueError) as exc:
+            self.queue.put_result(
+                key,
+                row.series_uid,
+                stack.uid,
+                ResultState.FAILED,
+                reason=f"the result objects could not be built ({type(exc).__name__})",
+                model_ran=not pred.from_cache,
+            )
+            log.warning("AI node: series %s: result objects not built (%s)", tag, type(exc).__name__)
+            return key
         self.queue.put_result(
             key,
             row.series_uid,
@@ -303,8 +310,8 @@ class AiNode:
             ResultState.STORE_PENDING,
             decision=pred.badge(),
             model_ran=not pred.from_cache,
-            object_uid=str(sr.SOPInstanceUID),
-            object_file=path.name,
+            object_uid=paths[0].stem,  # the AI Result SR (files are named by SOP Instance UID)
+            object_file=folder.name,
         )
         log.info(
             "AI node: series %s: %d slices, %s%s",
@@ -324,26 +331,30 @@ class AiNode:
         return key
 
     def _store(self, result: ResultRow, tag: str) -> None:
-        path = self.spool.outbox / result.object_file
-        node = self.config.store_to
+        paths = sorted(self.spool.result_folder(result.object_file).glob("*.dcm"))
+        node, via = self.config.store_to, self.config.store_via.value
         try:
             client = self._client_factory(node, self.config.store_via)
             try:
-                (outcome,) = client.store([path])
+                outcomes = client.store(paths)
             finally:
                 client.close()
         except PacsError as exc:
             self.queue.record_store(result.result_key, False, f"{type(exc).__name__}: {exc}")
             log.warning("AI node: series %s: storing the result failed (%s)", tag, type(exc).__name__)
             return
-        status = "" if outcome.status is None else f"status 0x{outcome.status:04X}"
-        text = (
-            f"stored by {self.config.store_via.value} ({status or 'ok'})"
-            if outcome.ok
-            else (f"refused by the PACS: {outcome.reason}")
+        ok = bool(outcomes) and all(o.ok for o in outcomes)
+        statuses = ", ".join(
+            f"0x{o.status:04X}" if o.status is not None else (o.reason or "no status") for o in outcomes
         )
-        self.queue.record_store(result.result_key, outcome.ok, text)
-        if outcome.ok:
-            log.info("AI node: series %s: result stored (%s)", tag, self.config.store_via.value)
+        if ok:
+            text = f"stored by {via} ({len(outcomes)} object(s), status {statuses})"
         else:
-            log.warning("AI node: series %s: the PACS refused the result (%s)", tag, status or "no status")
+            text = f"not all stored by {via}: " + "; ".join(
+                o.reason or "refused" for o in outcomes if not o.ok
+            )
+        self.queue.record_store(result.result_key, ok, text)
+        if ok:
+            log.info("AI node: series %s: result stored (%s, %d object(s))", tag, via, len(outcomes))
+        else:
+            log.warning("AI node: series %s: the PACS refused the result (%s)", tag, statuses)

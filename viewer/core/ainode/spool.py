@@ -4,9 +4,10 @@ acknowledged.
 Layout under the node's state folder (every folder 0700, every file 0600)::
 
     spool/<series key>/<instance key>.dcm    instances as received (encoded bytes, never decoded here)
-    outbox/<result key>.dcm                  result objects waiting for, or already taken by, the PACS
+    outbox/<result key>/<object UID>.dcm     result objects waiting for, or already taken by, the PACS
 
-Keys are SHA-256 prefixes of the UIDs, so no file or folder name holds patient data or a UID. Every file
+Keys are SHA-256 prefixes of the UIDs, so no file or folder name holds patient data or a source UID (a
+result object is named by its own UID, derived from hashes). Every file
 is written whole under a temporary name, fsynced, renamed into place and its folder fsynced
 (:func:`~viewer.core.review.fileutil.atomic_write_bytes`): a kill or power cut leaves either the whole
 file or none.
@@ -44,7 +45,7 @@ class Spool:
     def path(self, name: str) -> Path:
         return self.instances / name
 
-    def write_result(self, result_key: str, data: bytes) -> Path:
-        path = self.outbox / f"{result_key}.dcm"
-        atomic_write_bytes(path, data)
-        return path
+    def result_folder(self, result_key: str, *, create: bool = True) -> Path:
+        """The outbox folder of one result's objects (created 0700)."""
+        folder = self.outbox / result_key
+        return private_dir(folder) if create else folder
