@@ -16,6 +16,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from viewer.predict_cli import main as predict_main
 
         return predict_main(args[1:])
+    if args and args[0] in ("listen", "watch"):
+        from viewer.node_cli import main as node_main
+
+        return node_main(args[0], args[1:])
     from viewer.qt.app import main as gui_main
 
     return gui_main(args)

@@ -98,3 +98,7 @@ class PacsResponseTooLargeError(PacsResponseError):
 
 class PacsCancelled(InferenceCancelled):
     """A PACS retrieve was cancelled by the user."""
+
+
+class AiNodeError(SlicewiseError):
+    """The AI node (``slicewise listen`` / ``watch``) cannot run: its state folder, queue or settings."""
