@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
-from PySide6.QtCore import QSize, Qt, Signal
+from PySide6.QtCore import QMimeData, QSize, Qt, Signal
 from PySide6.QtGui import QBrush, QColor, QIcon, QImage, QPainter, QPixmap
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -17,6 +19,7 @@ from PySide6.QtWidgets import (
 from viewer.core.dicom.model import LoadReport, Patient, Stack, Study
 from viewer.qt.overlays import format_date
 from viewer.qt.style import icon
+from viewer.qt.viewport_grid import STACK_MIME, stack_mime
 
 UID_ROLE = Qt.ItemDataRole.UserRole + 1
 BASE_TEXT_ROLE = Qt.ItemDataRole.UserRole + 3  # stack text without the AI badge
@@ -64,6 +67,8 @@ class StudyBrowser(QTreeWidget):
         self.setUniformRowHeights(False)
         self.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.setAcceptDrops(False)
+        self.setDragEnabled(True)  # a stack row dragged onto a viewport is shown there
+        self.setDragDropMode(QAbstractItemView.DragDropMode.DragOnly)
         header = self.header()
         header.setStretchLastSection(False)
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
@@ -74,6 +79,14 @@ class StudyBrowser(QTreeWidget):
         self._privacy = False
         self.itemSelectionChanged.connect(self._on_selection)
         self._placeholder = QIcon(_placeholder_pixmap())
+
+    def mimeTypes(self) -> list[str]:
+        return [STACK_MIME]
+
+    def mimeData(self, items: Sequence[QTreeWidgetItem]) -> QMimeData:
+        """A dragged stack row: its key for the viewport it is dropped on (patient and study rows: none)."""
+        uids = [item.data(0, UID_ROLE) for item in items if item.data(0, UID_ROLE)]
+        return stack_mime(str(uids[0])) if uids else QMimeData()
 
     # --- content ---------------------------------------------------------------------------------
     def add_report(self, report: LoadReport) -> list[Stack]:

@@ -23,7 +23,9 @@ from PySide6.QtGui import (
     QKeySequence,
 )
 from PySide6.QtWidgets import (
+    QComboBox,
     QDockWidget,
+    QDoubleSpinBox,
     QFileDialog,
     QHBoxLayout,
     QLabel,
@@ -42,6 +44,15 @@ from superqt.utils import qdebounced
 from viewer.core.constants import APP_NAME, INTENDED_USE, PRESET_KEYS, TAG_REFRESH_DELAY_MS
 from viewer.core.dicom.catalogue import Owner, rekey_report, stack_owner
 from viewer.core.dicom.model import LoadReport, Stack
+from viewer.core.dicom.volume import StackVolume
+from viewer.core.errors import ViewerStateError
+from viewer.core.geometry.orientation import Orientation
+from viewer.core.geometry.reslice import Slab, SlabMode
+from viewer.core.state.catalogue import CatalogueEntry
+from viewer.core.state.layout import Layout
+from viewer.core.state.mpr import PlaneSlices, VolumeLoader
+from viewer.core.state.viewer_state import ViewerState
+from viewer.core.state.viewport import ViewportState
 from viewer.qt.actions import ActionRegistry, ActionSpec, Binding
 from viewer.qt.browser import StudyBrowser
 from viewer.qt.export import export_png
@@ -52,6 +63,7 @@ from viewer.qt.slice_slider import MarkedSlider
 from viewer.qt.slice_view import KEY_ZOOM_FACTOR, PAGE_STEP, SliceView, StackContext
 from viewer.qt.style import icon
 from viewer.qt.tag_browser import TagBrowser
+from viewer.qt.viewport_grid import ViewportGrid
 from viewer.qt.workers import LoadJob, ThumbnailJob
 
 if TYPE_CHECKING:
@@ -60,7 +72,30 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-MENU_ORDER = ("File", "View", "Tools", "AI", "Session", "Help")
+MENU_ORDER = ("File", "View", "Layout", "Tools", "AI", "Session", "Help")
+LAYOUT_KEYS = {
+    Layout.ONE: "Alt+1",
+    Layout.ONE_BY_TWO: "Alt+2",
+    Layout.TWO_BY_ONE: "Alt+3",
+    Layout.TWO_BY_TWO: "Alt+4",
+    Layout.ONE_PLUS_THREE: "Alt+5",
+    Layout.ONE_BY_THREE: "Alt+6",
+}
+PLANE_KEYS = {
+    Orientation.NATIVE: ("Alt+Q", "As acquired"),
+    Orientation.AXIAL: ("Alt+A", "Axial"),
+    Orientation.CORONAL: ("Alt+C", "Coronal"),
+    Orientation.SAGITTAL: ("Alt+S", "Sagittal"),
+}
+MPR_PLANES = (Orientation.AXIAL, Orientation.CORONAL, Orientation.SAGITTAL)
+SLAB_CHOICES: tuple[tuple[SlabMode | None, str], ...] = (
+    (None, "Thin"),
+    (SlabMode.MIP, "MIP"),
+    (SlabMode.MINIP, "MinIP"),
+    (SlabMode.AVERAGE, "Average"),
+)
+DEFAULT_SLAB_MM = 10.0
+Rendered = tuple[str, Orientation, object, object]  # what a view shows: stack, plane, oblique, slab
 TAG_DOCK_MIN_PX = 440  # the tag dock's width when it opens narrower: Tag, Name, VR and a readable Value
 
 
@@ -85,13 +120,19 @@ class MainWindow(QMainWindow):
         self.setDockNestingEnabled(True)
         self.resize(1440, 900)
 
+        self.state = ViewerState()
+        self._volumes: dict[str, StackVolume] = {}  # stack uid -> its slices, shared by its viewports
+        self._loaders: dict[str, VolumeLoader] = {}  # stack uid -> its whole volume, for MPR viewports
+        self._rendered: list[Rendered | None] = []  # per viewport: what its view shows
+        self._rendering = False  # a view's index changes because the state moved it
+        self._corner_html: dict[str, str] = {}  # extension texts of the active viewport's corner
+        self._slab_thickness = DEFAULT_SLAB_MM
+        self._active_uid_seen: str | None = None  # the active viewport's stack, as last announced
         self._stacks: dict[str, Stack] = {}
         self._contexts: dict[str, StackContext] = {}
         self._sources: dict[str, list[str]] = {}
         self._owners: dict[str, Owner] = {}  # stack uid -> patient, study, series it stands for
         self._bad_seen = 0  # unreadable slices of the shown volume already in the load report
-        self._volume: Any = None
-        self._current_uid: str | None = None
         self._jobs: list[Any] = []
         self._menus: dict[str, QMenu] = {}
         self._title_badge = ""
@@ -114,8 +155,15 @@ class MainWindow(QMainWindow):
 
     # ============================================================== construction
     def _build_central(self) -> None:
-        self.view = SliceView()
-        self.view.presets = self.settings.presets()
+        self.grid = ViewportGrid()
+        self.grid.view_created.connect(self._setup_view)
+        self.grid.activated.connect(self.state.set_active)
+        self.grid.stack_dropped.connect(self._on_stack_dropped)
+        self.grid.set_layout(self.state.layout)
+        self._rendered = [None] * self.state.layout.viewport_count
+        self.state.events.layout.connect(self._on_layout)
+        self.state.events.active.connect(self._on_active)
+        self.state.events.viewport.connect(self._on_viewport)
         self.slider = MarkedSlider()
         self.slider.setEnabled(False)
         self.slice_label = QLabel("– / –")
@@ -132,13 +180,32 @@ class MainWindow(QMainWindow):
         self._central_layout = QVBoxLayout(central)
         self._central_layout.setContentsMargins(0, 0, 0, 0)
         self._central_layout.setSpacing(0)
-        self._central_layout.addWidget(self.view, 1)
+        self._central_layout.addWidget(self.grid, 1)
         self._central_layout.addWidget(bar)
         self.setCentralWidget(central)
 
-        self.slider.valueChanged.connect(self.view.set_index)
-        self.view.index_changed.connect(self._on_index_changed)
-        self.view.hover_text.connect(self._on_hover)
+        self.slider.valueChanged.connect(lambda i: self.view.set_index(i))
+
+    @property
+    def view(self) -> SliceView:
+        """The active viewport's slice view: keys, menus, the slider and the AI act on it."""
+        return self.grid.view(self.state.active)
+
+    def views(self) -> list[SliceView]:
+        """Every viewport's slice view, in layout order."""
+        return self.grid.views()
+
+    def _setup_view(self, view: SliceView) -> None:
+        """A new viewport's view: presets, cine speed, privacy and its signals."""
+        view.presets = self.settings.presets()
+        view.set_cine_fps(self.settings.cine_fps)
+        view.set_show_phi(not self.settings.privacy)
+        view.index_changed.connect(lambda i, v=view: self._on_view_index(v, i))
+        view.hover_text.connect(self._on_hover)
+        view.playing_changed.connect(lambda on, v=view: self._on_playing(on) if v is self.view else None)
+        view.tool_changed.connect(
+            lambda t, v=view: self.act_ruler.setChecked(t == "ruler") if v is self.view else None
+        )
 
     def _build_docks(self) -> None:
         self.browser = StudyBrowser()
@@ -180,7 +247,6 @@ class MainWindow(QMainWindow):
 
     def _build_actions(self) -> None:
         self.actions_registry = ActionRegistry(self)
-        v = self.view
         specs = [
             ActionSpec("open", "Open files…", self.open_files_dialog, ("Ctrl+O",), "File",
                        icon="open-file", tip="Open DICOM files or a .zip"),
@@ -197,47 +263,52 @@ class MainWindow(QMainWindow):
             ActionSpec("clear_all", "Clear all", self.clear_all, ("Ctrl+Shift+W",), "File",
                        help="Close every study"),
             ActionSpec("quit", "Quit", self.close, ("Ctrl+Q",), "File"),
-            ActionSpec("next_slice", "Next slice", lambda: v.step(1), ("Down",), "Navigation",
+            ActionSpec("next_slice", "Next slice", lambda: self.view.step(1), ("Down",), "Navigation",
                        shortcut=False),
-            ActionSpec("previous_slice", "Previous slice", lambda: v.step(-1), ("Up",), "Navigation",
+            ActionSpec("previous_slice", "Previous slice", lambda: self.view.step(-1), ("Up",), "Navigation",
                        shortcut=False),
-            ActionSpec("page_forward", "10 slices forward", lambda: v.step(PAGE_STEP), ("PgDown",),
+            ActionSpec("page_forward", "10 slices forward", lambda: self.view.step(PAGE_STEP), ("PgDown",),
                        "Navigation", shortcut=False),
-            ActionSpec("page_back", "10 slices back", lambda: v.step(-PAGE_STEP), ("PgUp",), "Navigation",
+            ActionSpec("page_back", "10 slices back", lambda: self.view.step(-PAGE_STEP),
+                       ("PgUp",), "Navigation",
                        shortcut=False),
-            ActionSpec("first_slice", "First slice", lambda: v.set_index(0), ("Home",), "Navigation",
+            ActionSpec("first_slice", "First slice", lambda: self.view.set_index(0), ("Home",), "Navigation",
                        shortcut=False),
-            ActionSpec("last_slice", "Last slice", lambda: v.set_index(v.count() - 1), ("End",),
+            ActionSpec("last_slice", "Last slice", lambda: self.view.set_index(self.view.count() - 1),
+                       ("End",),
                        "Navigation", shortcut=False),
             ActionSpec("next_stack", "Next stack (series)", lambda: self.step_stack(1), ("Right",),
                        "Navigation", shortcut=False),
             ActionSpec("previous_stack", "Previous stack (series)", lambda: self.step_stack(-1), ("Left",),
                        "Navigation", shortcut=False),
-            ActionSpec("cine", "Cine play/pause", v.toggle_cine, ("C",), "Navigation",
+            ActionSpec("cine", "Cine play/pause", lambda: self.view.toggle_cine(), ("C",), "Navigation",
                        icon="play", checkable=True, help="Cine play / pause (fps in the toolbar)"),
             # Space only when the focused widget leaves it unused (a focused button keeps its Space)
-            ActionSpec("cine_space", "Cine play/pause", v.toggle_cine, ("Space",), "Navigation",
+            ActionSpec("cine_space", "Cine play/pause", lambda: self.view.toggle_cine(),
+                       ("Space",), "Navigation",
                        shortcut=False, help="Cine play / pause"),
             ActionSpec("header_window", "Header window", self._header_window, ("0",), "Window",
                        help="The DICOM header's window"),
             ActionSpec("invert", "Invert", self._invert, ("I",), "Window", icon="invert",
                        help="Invert grey scale"),
-            ActionSpec("zoom_in", "Zoom in", lambda: v.zoom_by(KEY_ZOOM_FACTOR),
+            ActionSpec("zoom_in", "Zoom in", lambda: self.view.zoom_by(KEY_ZOOM_FACTOR),
                        ("+", "Shift++", "=", "Ctrl++", "Ctrl+Shift++", "Ctrl+="), "View",
                        keys_text="+ or = (also Ctrl +)"),
-            ActionSpec("zoom_out", "Zoom out", lambda: v.zoom_by(1 / KEY_ZOOM_FACTOR), ("-", "Ctrl+-"),
+            ActionSpec("zoom_out", "Zoom out", lambda: self.view.zoom_by(1 / KEY_ZOOM_FACTOR),
+                       ("-", "Ctrl+-"),
                        "View", keys_text="- (also Ctrl -)"),
-            ActionSpec("fit", "Fit to window", v.fit, ("F",), "View", icon="fit",
+            ActionSpec("fit", "Fit to window", lambda: self.view.fit(), ("F",), "View", icon="fit",
                        help="Fit image to window"),
-            ActionSpec("actual_size", "Actual size 1:1", v.one_to_one, ("Ctrl+0",), "View",
+            ActionSpec("actual_size", "Actual size 1:1", lambda: self.view.one_to_one(), ("Ctrl+0",), "View",
                        icon="one-to-one", help="Actual size (1 image pixel = 1 screen pixel)"),
-            ActionSpec("reset", "Reset view", v.reset_view, ("R",), "View", icon="reset",
+            ActionSpec("reset", "Reset view", lambda: self.view.reset_view(), ("R",), "View", icon="reset",
                        help="Reset view: fit, header window, no inversion, no measurements"),
-            ActionSpec("rotate_cw", "Rotate 90° clockwise", lambda: v.rotate(1), ("Ctrl+R",), "View"),
-            ActionSpec("rotate_ccw", "Rotate 90° anticlockwise", lambda: v.rotate(-1), ("Ctrl+Shift+R",),
+            ActionSpec("rotate_cw", "Rotate 90° clockwise", lambda: self.view.rotate(1), ("Ctrl+R",), "View"),
+            ActionSpec("rotate_ccw", "Rotate 90° anticlockwise", lambda: self.view.rotate(-1),
+                       ("Ctrl+Shift+R",),
                        "View"),
-            ActionSpec("flip_h", "Flip horizontally", v.flip_horizontal, ("H",), "View"),
-            ActionSpec("flip_v", "Flip vertically", v.flip_vertical, ("V",), "View"),
+            ActionSpec("flip_h", "Flip horizontally", lambda: self.view.flip_horizontal(), ("H",), "View"),
+            ActionSpec("flip_v", "Flip vertically", lambda: self.view.flip_vertical(), ("V",), "View"),
             ActionSpec("fullscreen", "Full screen", self._toggle_fullscreen, ("F11",), "View"),
             ActionSpec("privacy", "Privacy: hide patient identifiers",
                        lambda: self._on_privacy(self.act_privacy.isChecked()), ("Ctrl+Shift+P",), "View",
@@ -245,7 +316,8 @@ class MainWindow(QMainWindow):
                        help="Privacy: hide patient name and ID on screen"),
             ActionSpec("ruler", "Distance ruler", self._on_ruler_action, ("M",), "Tools", icon="ruler",
                        checkable=True, help="Distance ruler on / off (mm; pixels without PixelSpacing)"),
-            ActionSpec("clear_measurements", "Remove measurements", v.clear_measurements, ("Del",),
+            ActionSpec("clear_measurements", "Remove measurements", lambda: self.view.clear_measurements(),
+                       ("Del",),
                        "Tools", shortcut=False),
             ActionSpec("escape", "Stop cine, back to the window/level tool", self._escape, ("Esc",),
                        "Tools", shortcut=False),
@@ -262,6 +334,22 @@ class MainWindow(QMainWindow):
             specs.append(ActionSpec(f"preset_{name}", f"{name.capitalize()}  ({w.width:g}/{w.level:g})",
                                     partial(self._apply_preset, name), (str(k),), "Window",
                                     help=f"Preset {name} (W {w.width:g} / L {w.level:g})"))
+        for layout, key in LAYOUT_KEYS.items():
+            specs.append(ActionSpec(f"layout_{layout.value}", f"Layout {layout.value.replace('x', '×')}",
+                                    partial(self.set_layout, layout), (key,), "Layout",
+                                    help=f"Layout {layout.value.replace('x', '×')} (viewports)"))
+        specs += [
+            ActionSpec("layout_mpr", "MPR: axial | coronal | sagittal", self.show_mpr, ("Alt+M",), "Layout",
+                       help="MPR layout: the active stack axial, coronal and sagittal"),
+            ActionSpec("next_viewport", "Next viewport", self._step_viewport, ("F6",), "Layout",
+                       help="Make the next viewport active (or click one)"),
+            ActionSpec("slab_cycle", "Slab: thin / MIP / MinIP / average", self._cycle_slab, ("Alt+T",),
+                       "Layout", help="Thick slab of the active MPR viewport: thin, MIP, MinIP, average"),
+        ]
+        for orientation, (key, text) in PLANE_KEYS.items():
+            specs.append(ActionSpec(f"plane_{orientation.value}", f"Plane: {text}",
+                                    partial(self.set_plane, orientation), (key,), "Layout",
+                                    help=f"Active viewport: {text.lower()} plane"))
         for spec in specs:
             self.add_action(spec)
         act = self.actions_registry.action
@@ -281,8 +369,6 @@ class MainWindow(QMainWindow):
         self.preset_actions.setExclusive(False)
         for name in PRESET_KEYS:
             self.preset_actions.addAction(act(f"preset_{name}"))
-        self.view.playing_changed.connect(self._on_playing)
-        self.view.tool_changed.connect(lambda t: self.act_ruler.setChecked(t == "ruler"))
 
     def _build_menus(self) -> None:
         fm = self.menu("File")
@@ -324,6 +410,13 @@ class MainWindow(QMainWindow):
         )
         vm.addSeparator()
         vm.addActions([self.act_privacy, self.act_fullscreen])
+        lm = self.menu("Layout")
+        lm.addActions([self.actions_registry.action(f"layout_{layout.value}") for layout in LAYOUT_KEYS])
+        lm.addAction(self.actions_registry.action("layout_mpr"))
+        lm.addSeparator()
+        lm.addActions([self.actions_registry.action(f"plane_{o.value}") for o in PLANE_KEYS])
+        lm.addSeparator()
+        lm.addActions([self.actions_registry.action(a) for a in ("slab_cycle", "next_viewport")])
         tm = self.menu("Tools")
         tm.addActions([self.act_ruler, self.act_clear, self.act_tags, self.act_report])
         save = tm.addMenu("Save current window as preset")
@@ -366,6 +459,32 @@ class MainWindow(QMainWindow):
         self.fps_spin.valueChanged.connect(self._on_fps)
         tb.addWidget(self.fps_spin)
         tb.addSeparator()
+        layouts = QToolButton()
+        layouts.setIcon(icon("layout"))
+        layouts.setText("Layout")
+        layouts.setToolTip("Viewport layout and MPR (Alt+1…Alt+6, Alt+M)")
+        layouts.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        layouts.setMenu(self.menu("Layout"))
+        layouts.setObjectName("layoutButton")
+        tb.addWidget(layouts)
+        self.slab_combo = QComboBox()
+        self.slab_combo.addItems([text for _, text in SLAB_CHOICES])
+        self.slab_combo.setToolTip("Thick slab of the active MPR viewport (Alt+T)")
+        self.slab_combo.setFocusPolicy(Qt.FocusPolicy.ClickFocus)
+        self.slab_combo.currentIndexChanged.connect(self._on_slab_combo)
+        tb.addWidget(self.slab_combo)
+        self.slab_spin = QDoubleSpinBox()
+        self.slab_spin.setRange(1.0, 100.0)
+        self.slab_spin.setDecimals(0)
+        self.slab_spin.setSingleStep(1.0)
+        self.slab_spin.setSuffix(" mm")
+        self.slab_spin.setValue(self._slab_thickness)
+        self.slab_spin.setToolTip("Slab thickness")
+        self.slab_spin.setFocusPolicy(Qt.FocusPolicy.ClickFocus)
+        self.slab_spin.valueChanged.connect(self._on_slab_spin)
+        tb.addWidget(self.slab_spin)
+        self._sync_slab_controls()
+        tb.addSeparator()
         tb.addActions([self.act_tags, self.act_report, self.act_export])
         tb.addSeparator()
         tb.addActions([self.act_privacy, self.act_help])
@@ -391,7 +510,19 @@ class MainWindow(QMainWindow):
         return self._volume
 
     def current_slice(self) -> int:
-        return self.view.index
+        """The active viewport's slice of its stack (for an MPR plane: the slice nearest its centre)."""
+        return self.view.native_index()
+
+    @property
+    def _current_uid(self) -> str | None:
+        """The stack of the active viewport."""
+        return self.state.viewport(self.state.active).stack_key
+
+    @property
+    def _volume(self) -> StackVolume | None:
+        """The slices of the active viewport's stack (also while it shows MPR planes)."""
+        uid = self._current_uid
+        return None if uid is None else self._volumes.get(uid)
 
     def loaded_stacks(self) -> list[Stack]:
         return [self._stacks[uid] for uid in self.browser.stack_uids() if uid in self._stacks]
@@ -408,41 +539,291 @@ class MainWindow(QMainWindow):
 
     # ============================================================== public API: navigation
     def set_slice(self, index: int) -> None:
-        self.view.set_index(index)
+        """Go to slice ``index`` of the active viewport's stack (an MPR viewport moves to the plane through
+        that slice's centre)."""
+        planes = self.view.planes()
+        if planes is None:
+            self.view.set_index(index)
+            return
+        geom = planes.geometry
+        k = max(0, min(geom.shape[0] - 1, int(index)))
+        centre = geom.voxel_to_patient((k, (geom.rows - 1) / 2, (geom.columns - 1) / 2))
+        self.state.go_to_point(self.state.active, [float(v) for v in centre])
 
     def show_stack(self, stack_uid: str) -> None:
+        """Show a stack in the active viewport (in the viewport's plane when the stack allows it)."""
         stack = self._stacks.get(stack_uid)
         if stack is None:
             raise ValueError(f"Unknown stack {stack_uid!r}")
         self.browser.select(stack_uid)
         if stack_uid == self._current_uid:
             return
-        from viewer.core.dicom.volume import StackVolume
+        self.show_in_viewport(self.state.active, stack_uid)
 
-        old = self._volume
-        self._volume = StackVolume(stack)
-        self._current_uid = stack_uid
+    def show_in_viewport(self, index: int, stack_uid: str, orientation: Orientation | None = None) -> None:
+        """Put a stack into viewport ``index`` (a drop from the browser), in ``orientation`` or the plane
+        the viewport shows now (as acquired when the stack has no geometry for it)."""
+        if stack_uid not in self._stacks:
+            raise ValueError(f"Unknown stack {stack_uid!r}")
+        entry = self.state.catalogue[stack_uid]
+        want = orientation or self.state.viewport(index).orientation
+        if entry.geometry is None or entry.stack.is_color or len(entry.stack) < 2:
+            want = Orientation.NATIVE
+        # a stack opens at its first slice (as before viewports); MPR planes open through the middle
+        self.state.show(index, stack_uid, want, first=want is Orientation.NATIVE)
+
+    def set_layout(self, layout: Layout) -> None:
+        """Switch the viewport layout; new viewports show the next stacks of the browser."""
+        self.state.set_layout(layout)
+
+    def show_mpr(self) -> None:
+        """MPR layout: the active viewport's stack axial | coronal | sagittal."""
+        uid = self._current_uid
+        if uid is None:
+            self.show_status("Nothing to reslice: open a study first")
+            return
+        entry = self.state.catalogue[uid]
+        if entry.geometry is None or entry.stack.is_color or len(entry.stack) < 2:
+            self.show_status("This stack cannot be resliced (no patient geometry, colour, or one slice)")
+            return
+        self.state.set_layout(Layout.ONE_BY_THREE)
+        for i, plane in enumerate(MPR_PLANES):
+            self.state.show(i, uid, plane)
+        self.state.set_active(0)
+
+    def set_plane(self, orientation: Orientation) -> None:
+        """Show the active viewport's stack in another plane (resliced from the whole volume)."""
+        index = self.state.active
+        vp = self.state.viewport(index)
+        if vp.stack_key is None:
+            self.show_status("Nothing to reslice: open a study first")
+            return
+        entry = self.state.catalogue[vp.stack_key]
+        if orientation is not Orientation.NATIVE and (entry.stack.is_color or len(entry.stack) < 2):
+            self.show_status("This stack cannot be resliced (colour, or one slice)")
+            return
+        try:
+            self.state.set_orientation(index, orientation)
+        except ViewerStateError as exc:
+            self.show_status(str(exc))
+
+    def set_slab(self, mode: SlabMode | None, thickness_mm: float | None = None) -> None:
+        """Thick slab (MIP / MinIP / average) of ``thickness_mm`` in the active MPR viewport; None: thin."""
+        if thickness_mm is not None:
+            self._slab_thickness = float(thickness_mm)
+        vp = self.state.viewport(self.state.active)
+        if vp.stack_key is None:
+            return
+        if vp.orientation is Orientation.NATIVE and mode is not None:
+            self.show_status("Slabs are made of resliced planes: choose a plane first (Alt+A, Alt+C, Alt+S)")
+            self._sync_slab_controls()
+            return
+        slab = None if mode is None else Slab(mode, self._slab_thickness)
+        self.state.set_slab(self.state.active, slab)
+
+    def _cycle_slab(self) -> None:
+        vp = self.state.viewport(self.state.active)
+        modes = [m for m, _ in SLAB_CHOICES]
+        current = vp.slab.mode if vp.slab is not None else None
+        self.set_slab(modes[(modes.index(current) + 1) % len(modes)])
+
+    def _step_viewport(self) -> None:
+        self.state.set_active((self.state.active + 1) % len(self.state.viewports))
+
+    # --- rendering the state ----------------------------------------------------------------------
+    def _on_layout(self, layout: Layout) -> None:
+        removed = self.grid.set_layout(layout)
+        for view in removed:
+            view.stop_cine()
+            view.clear()
+        n = layout.viewport_count
+        self._rendered = (self._rendered + [None] * n)[:n]
+        self._release_unused()
+        self._fill_empty_viewports()
+        self.grid.set_active(self.state.active)
+
+    def _fill_empty_viewports(self) -> None:
+        """New, empty viewports show the stacks after the active one in the browser (then from the top)."""
+        uids = [u for u in self.browser.stack_uids() if u in self._stacks]
+        if not uids:
+            return
+        shown = [vp.stack_key for vp in self.state.viewports]
+        start = uids.index(self._current_uid) + 1 if self._current_uid in uids else 0
+        order = uids[start:] + uids[:start]
+        fresh = [u for u in order if u not in shown]
+        for i, vp in enumerate(self.state.viewports):
+            if vp.stack_key is None and fresh:
+                self.show_in_viewport(i, fresh.pop(0), Orientation.NATIVE)
+
+    def _on_active(self, index: int) -> None:
+        old = self._active_uid_seen
+        self.grid.set_active(index)
+        for key in list(self._corner_html):
+            for v in self.views():
+                v.overlay.set_extra_html(key, "")
+            self.view.overlay.set_extra_html(key, self._corner_html[key])
+        view = self.view
+        self.act_ruler.setChecked(view.tool == "ruler")
+        self._on_playing(view.cine_timer.isActive())
+        if not view.hasFocus():
+            view.setFocus()
+        self._active_changed(old)
+
+    def _active_changed(self, old_uid: str | None) -> None:
+        """The active viewport, or what it shows, changed: slider, title, tags and the stack_shown signal."""
+        uid = self._current_uid
+        self._active_uid_seen = uid
+        view = self.view
+        n = view.count()
         self.slider.blockSignals(True)
-        self.slider.setRange(0, max(0, len(stack) - 1))
-        self.slider.setValue(0)
-        self.slider.setEnabled(len(stack) > 1)
+        self.slider.setRange(0, max(0, n - 1))
+        self.slider.setValue(view.index if n else 0)
+        self.slider.setEnabled(n > 1)
         self.slider.blockSignals(False)
-        for key in list(self.slider.marks()):
-            self.slider.set_marks(key, [], "")
-        self._bad_seen = 0
-        self.view.set_volume(self._volume, self._contexts[stack_uid], index=0)
-        if old is not None:
-            old.close()
+        if uid != old_uid or view.planes() is not None:
+            for key in list(self.slider.marks()):  # marks are slice indices of the stack's own slices
+                self.slider.set_marks(key, [], "")
+        self.slice_label.setText(f"{view.index + 1} / {n}" if n else "– / –")
         self._update_title()
-        self._decode_timer.start()
-        self.stack_shown.emit(stack)
-        self._update_tags()
+        if uid is None:
+            self._decode_timer.stop()
+            self._hide_progress()
+            self.hover_label.setText("")
+            self.tag_browser.set_source(None)
+        elif uid != old_uid:
+            self._bad_seen = 0
+            self._decode_timer.start()
+            self.stack_shown.emit(self._stacks[uid])
+            self._update_tags()
+        self._sync_slab_controls()
+
+    def _on_viewport(self, index: int, vp: ViewportState) -> None:
+        if index >= len(self._rendered):
+            return
+        old_uid = self._active_uid_seen
+        view = self.grid.view(index)
+        if vp.stack_key is None:
+            if self._rendered[index] is not None:
+                view.clear()
+                self._rendered[index] = None
+                self._release_unused()
+                if index == self.state.active:
+                    self._active_changed(old_uid)
+            return
+        entry = self.state.catalogue[vp.stack_key]
+        want: Rendered = (vp.stack_key, vp.orientation, vp.oblique, vp.slab)
+        if self._rendered[index] != want:
+            source = self._source(entry, vp)
+            self._rendering = True
+            try:
+                view.set_volume(source, self._contexts[vp.stack_key], index=self._index_of(entry, vp, source))
+            finally:
+                self._rendering = False
+            self._rendered[index] = want
+            self._release_unused()
+            if index == self.state.active:
+                self._active_changed(old_uid)
+            return
+        target = self._index_of(entry, vp, view.volume)
+        if view.index != target:
+            self._rendering = True
+            try:
+                view.set_index(target)
+            finally:
+                self._rendering = False
+
+    def _source(self, entry: CatalogueEntry, vp: ViewportState) -> StackVolume | PlaneSlices:
+        uid = entry.key
+        volume = self._volumes.get(uid)
+        if volume is None:
+            volume = self._volumes[uid] = StackVolume(entry.stack)
+        if vp.orientation is Orientation.NATIVE:
+            return volume
+        loader = self._loaders.get(uid)
+        if loader is None:
+            loader = self._loaders[uid] = VolumeLoader(entry.stack)
+        return PlaneSlices(loader, entry, vp)
+
+    @staticmethod
+    def _index_of(entry: CatalogueEntry, vp: ViewportState, source: object) -> int:
+        """The view index of the viewport's position (mm, or a slice index without geometry)."""
+        if isinstance(source, PlaneSlices):
+            return source.index_of(vp.position_mm)
+        if entry.geometry is None:
+            return max(0, min(entry.slice_count - 1, round(vp.position_mm)))
+        return entry.geometry.nearest_slice(vp.position_mm)
+
+    def _on_view_index(self, view: SliceView, index: int) -> None:
+        """A view moved (wheel, keys, cine, slider): the state learns its position, and sync follows."""
+        i = self.grid.index_of(view)
+        if i is None:
+            return
+        if not self._rendering and i < len(self._rendered) and self._rendered[i] is not None:
+            vp = self.state.viewport(i)
+            if vp.stack_key is not None:
+                entry = self.state.catalogue[vp.stack_key]
+                planes = view.planes()
+                if planes is not None:
+                    position = planes.position(index)
+                elif entry.geometry is not None:
+                    position = float(entry.geometry.locations[index])
+                else:
+                    position = float(index)
+                if position != vp.position_mm:
+                    self.state.set_position(i, position)
+        if view is self.view:
+            self._on_index_changed(index)
+
+    def _release_unused(self) -> None:
+        """Close the slices and volumes of stacks no viewport shows any more."""
+        shown = {vp.stack_key for vp in self.state.viewports if vp.stack_key is not None}
+        mpr = {
+            vp.stack_key
+            for vp in self.state.viewports
+            if vp.stack_key is not None and vp.orientation is not Orientation.NATIVE
+        }
+        for uid in [u for u in self._volumes if u not in shown]:
+            self._volumes.pop(uid).close()
+        for uid in [u for u in self._loaders if u not in mpr]:
+            self._loaders.pop(uid).close()
+
+    def _on_stack_dropped(self, index: int, stack_uid: str) -> None:
+        if stack_uid not in self._stacks:
+            return
+        self.state.set_active(index)
+        self.browser.select(stack_uid)
+        if self.state.viewport(index).stack_key != stack_uid:
+            self.show_in_viewport(index, stack_uid)
+        self.view.setFocus()
+
+    def _sync_slab_controls(self) -> None:
+        if not hasattr(self, "slab_combo"):
+            return
+        vp = self.state.viewport(self.state.active)
+        mode = vp.slab.mode if vp.slab is not None else None
+        self.slab_combo.blockSignals(True)
+        self.slab_combo.setCurrentIndex([m for m, _ in SLAB_CHOICES].index(mode))
+        self.slab_combo.blockSignals(False)
+        self.slab_combo.setEnabled(vp.orientation is not Orientation.NATIVE)
+        self.slab_spin.blockSignals(True)
+        self.slab_spin.setValue(vp.slab.thickness_mm if vp.slab is not None else self._slab_thickness)
+        self.slab_spin.blockSignals(False)
+        self.slab_spin.setEnabled(vp.orientation is not Orientation.NATIVE)
+
+    def _on_slab_combo(self, row: int) -> None:
+        self.set_slab(SLAB_CHOICES[row][0])
+
+    def _on_slab_spin(self, value: float) -> None:
+        self._slab_thickness = float(value)
+        vp = self.state.viewport(self.state.active)
+        if vp.slab is not None:
+            self.set_slab(vp.slab.mode, value)
 
     def show_item(self, stack_uid: str, index: int = 0) -> None:
         """Show a stack at a slice (a double-click in the load report); a closed stack is ignored."""
         if stack_uid in self._stacks:
             self.show_stack(stack_uid)
-            self.view.set_index(index)
+            self.set_slice(index)
             self.view.setFocus()
 
     def close_study(self) -> None:
@@ -462,24 +843,12 @@ class MainWindow(QMainWindow):
         gone = set(uids)
         if not gone:
             return
-        if self._current_uid in gone:
-            self.view.clear()
-            self._decode_timer.stop()
-            self._hide_progress()
-            if self._volume is not None:
-                self._volume.close()
-            self._volume = None
-            self._current_uid = None
-            self.slider.blockSignals(True)
-            self.slider.setRange(0, 0)
-            self.slider.setEnabled(False)
-            self.slider.blockSignals(False)
-            self.slice_label.setText("– / –")
-            self.hover_label.setText("")
-            self.tag_browser.set_source(None)
         for uid in gone:
+            if uid in self.state.catalogue:
+                self.state.remove_stack(uid)  # its viewports are emptied (and their views cleared)
             for table in (self._stacks, self._contexts, self._sources, self._owners):
                 table.pop(uid, None)
+        self._release_unused()
         self.browser.remove_stacks(gone)
         self.report_panel.forget_stacks(gone)
         self.stacks_closed.emit(sorted(gone))
@@ -580,6 +949,11 @@ class MainWindow(QMainWindow):
         self.slider.set_marks(key, indices, color)
 
     def set_image_corner_text(self, key: str, html: str) -> None:
+        """An extension's text in the active viewport's corner (it moves with the active viewport)."""
+        if html:
+            self._corner_html[key] = html
+        else:
+            self._corner_html.pop(key, None)
         self.view.overlay.set_extra_html(key, html)
 
     def set_title_badge(self, text: str) -> None:
@@ -631,9 +1005,13 @@ class MainWindow(QMainWindow):
         if self.is_loading():
             return
         vol = self._volume
-        reach = vol.prefetch_reach(self.view.index) if vol is not None else []
+        if vol is None:
+            self._decode_timer.stop()
+            self._hide_progress()
+            return
+        reach = vol.prefetch_reach(self.view.native_index())
         done = sum(1 for i in reach if vol.cached(i) is not None or i in vol.bad_slices)
-        if vol is None or done >= len(reach):
+        if done >= len(reach):
             self._decode_timer.stop()
             self._hide_progress()
             return
@@ -681,6 +1059,7 @@ class MainWindow(QMainWindow):
                 for series in study.series:
                     for stack in series.stacks:
                         if stack.uid not in self._stacks:
+                            self.state.add_stack(stack)
                             self._stacks[stack.uid] = stack
                             self._contexts[stack.uid] = StackContext(stack, patient, study)
                             self._sources[stack.uid] = list(job.paths)
@@ -795,7 +1174,8 @@ class MainWindow(QMainWindow):
 
     def _set_privacy(self, on: bool) -> None:
         self.act_privacy.setIcon(icon("privacy-on" if on else "privacy-off"))
-        self.view.set_show_phi(not on)
+        for view in self.views():
+            view.set_show_phi(not on)
         self.browser.set_privacy(on)
         self.report_panel.set_privacy(on)
         self.tag_browser.set_privacy(on)
@@ -809,7 +1189,8 @@ class MainWindow(QMainWindow):
         self.act_cine.setIcon(icon("pause" if playing else "play"))
 
     def _on_fps(self, fps: int) -> None:
-        self.view.set_cine_fps(fps)
+        for view in self.views():
+            view.set_cine_fps(fps)
         self.settings.cine_fps = fps
 
     def _apply_preset(self, name: str) -> None:
@@ -826,7 +1207,8 @@ class MainWindow(QMainWindow):
         self._reload_presets()
 
     def _reload_presets(self) -> None:
-        self.view.presets = self.settings.presets()
+        for view in self.views():
+            view.presets = self.settings.presets()
         for k, (act, name) in enumerate(
             zip(self.preset_actions.actions(), PRESET_KEYS, strict=True), start=1
         ):
@@ -869,6 +1251,7 @@ class MainWindow(QMainWindow):
 
     # ============================================================== view feedback
     def _on_index_changed(self, index: int) -> None:
+        """The active view moved to ``index`` (its own numbering: slices, or MPR planes)."""
         n = self.view.count()
         if self.slider.value() != index:
             self.slider.blockSignals(True)
@@ -878,7 +1261,7 @@ class MainWindow(QMainWindow):
         self._note_bad_slices()
         if self.tag_dock.isVisible():
             self._update_tags_later()  # not on every step: re-reading a header would slow scrolling
-        self.slice_changed.emit(index)
+        self.slice_changed.emit(self.view.native_index())
 
     def _on_hover(self, text: str) -> None:
         self.hover_label.setText(text)
@@ -894,10 +1277,9 @@ class MainWindow(QMainWindow):
         stack = self.current_stack()
         if stack is None or not self.tag_dock.isVisible():
             return
-        info = stack.slices[self.view.index]
-        self.tag_browser.set_source(
-            info.source, f"Slice {self.view.index + 1} / {len(stack)}: {info.source.display_name}"
-        )
+        k = self.view.native_index()
+        info = stack.slices[k]
+        self.tag_browser.set_source(info.source, f"Slice {k + 1} / {len(stack)}: {info.source.display_name}")
 
     def _update_title(self) -> None:
         parts = [APP_NAME]
@@ -943,7 +1325,8 @@ class MainWindow(QMainWindow):
     def closeEvent(self, ev: QCloseEvent) -> None:
         self._closed = True
         self.about_to_close.emit()
-        self.view.stop_cine()
+        for view in self.views():
+            view.stop_cine()
         self._decode_timer.stop()
         for job in list(self._jobs):
             job.cancel()
@@ -951,9 +1334,14 @@ class MainWindow(QMainWindow):
         self._jobs.clear()
         self.settings.save_window(bytes(self.saveGeometry().data()), bytes(self.saveState().data()))
         self.settings.sync()
-        if self._volume is not None:
-            self._volume.close()
-            self._volume = None
+        for view in self.views():
+            view.clear()
+        for volume in self._volumes.values():
+            volume.close()
+        for loader in self._loaders.values():
+            loader.close()
+        self._volumes.clear()
+        self._loaders.clear()
         super().closeEvent(ev)
 
 

@@ -107,6 +107,7 @@ class OverlayWidget(QWidget):
     """
 
     MARGIN = 10
+    COMPACT_WIDTH = 560  # px: a narrower viewport (2x2 at 1366x768) shows a shorter top-left corner
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -122,6 +123,7 @@ class OverlayWidget(QWidget):
         self._extra_html: dict[str, str] = {}
         self._hint = ""
         self.show_phi = True
+        self.shares_screen = False  # one of several viewports on screen (set by the viewport grid)
         self.visible_text = True
         self._font = QFont()
         self._font.setPointSizeF(9.5)
@@ -166,13 +168,20 @@ class OverlayWidget(QWidget):
         self._hint = text
         self.update()
 
+    @property
+    def compact(self) -> bool:
+        """True in a narrow viewport of a multi-viewport layout (``shares_screen``): the top-left corner keeps
+        name and ID, not demographics and study (the single viewport shows them all)."""
+        return self.shares_screen and 0 < self.width() < self.COMPACT_WIDTH
+
     def corner_lines(self, corner: str) -> list[str]:
         """The lines of a corner as painted now (PHI and identifying lines only when shown)."""
         lines = list(self._corners[corner])
-        if self.show_identifying:
+        compact_left = corner == "top_left" and self.compact
+        if self.show_identifying and not compact_left:
             lines = self._identifying[corner] + lines
         if corner == "top_left" and self.show_phi:
-            lines = self._phi + lines
+            lines = (self._phi[:2] if compact_left else self._phi) + lines
         return lines
 
     def corner_text(self, corner: str) -> str:
@@ -218,17 +227,10 @@ class OverlayWidget(QWidget):
             return
         fm = QFontMetrics(self._font)
         lh = fm.height()
-        for corner in CORNERS:
-            lines = self.corner_lines(corner)
-            if not lines:
-                continue
-            painted.extend(lines)
-            pm = self._corner_pixmap(corner, tuple(lines))
-            pw = pm.width() / pm.devicePixelRatio()
-            ph = pm.height() / pm.devicePixelRatio()
-            x = w - m - pw if corner.endswith("right") else m
-            y = h - m - ph if corner.startswith("bottom") else m
-            p.drawPixmap(QPointF(x, y), pm)
+        rects = self._corner_rects(w, h)
+        for corner, (pm, rect) in rects.items():
+            painted.extend(self.corner_lines(corner))
+            p.drawPixmap(rect.topLeft(), pm)
         if self._orientation:
             painted.extend(v for v in self._orientation.values() if v)
             p.setFont(self._orient_font)
@@ -239,18 +241,19 @@ class OverlayWidget(QWidget):
                 self._shadowed(p, m, cy, o["left"], self._accent)
             if o.get("right"):
                 self._shadowed(p, w - m - ofm.horizontalAdvance(o["right"]), cy, o["right"], self._accent)
+            taken = [r for _, r in rects.values()]
             if o.get("top"):
-                self._shadowed(
-                    p, (w - ofm.horizontalAdvance(o["top"])) / 2, m + ofm.ascent(), o["top"], self._accent
-                )
+                lw = ofm.horizontalAdvance(o["top"])
+                box = QRectF((w - lw) / 2, m, lw, ofm.height())
+                below = max((r.bottom() for r in taken if r.intersects(box)), default=None)
+                y = m + ofm.ascent() if below is None else below + 2 + ofm.ascent()  # under the corner text
+                self._shadowed(p, (w - lw) / 2, y, o["top"], self._accent)
             if o.get("bottom"):
-                self._shadowed(
-                    p,
-                    (w - ofm.horizontalAdvance(o["bottom"])) / 2,
-                    h - m - ofm.descent(),
-                    o["bottom"],
-                    self._accent,
-                )
+                lw = ofm.horizontalAdvance(o["bottom"])
+                box = QRectF((w - lw) / 2, h - m - ofm.height(), lw, ofm.height())
+                above = min((r.top() for r in taken if r.intersects(box)), default=None)
+                y = h - m - ofm.descent() if above is None else above - 2 - ofm.descent()
+                self._shadowed(p, (w - lw) / 2, y, o["bottom"], self._accent)
         if self._extra_html:
             doc = QTextDocument()
             doc.setDefaultFont(self._font)
@@ -264,6 +267,29 @@ class OverlayWidget(QWidget):
             p.translate(QPointF(w - m - size.width(), top))
             doc.drawContents(p)
         p.end()
+
+    def _corner_rects(self, w: float, h: float) -> dict[str, tuple[QPixmap, QRectF]]:
+        """Each corner's text and where it goes. In a narrow viewport, where a left and a right corner
+        would overlap, the right one moves below (top) or above (bottom) the left one."""
+        m = self.MARGIN
+        placed: dict[str, tuple[QPixmap, QRectF]] = {}
+        for corner in CORNERS:
+            lines = self.corner_lines(corner)
+            if not lines:
+                continue
+            pm = self._corner_pixmap(corner, tuple(lines))
+            pw = pm.width() / pm.devicePixelRatio()
+            ph = pm.height() / pm.devicePixelRatio()
+            x = w - m - pw if corner.endswith("right") else m
+            y = h - m - ph if corner.startswith("bottom") else m
+            placed[corner] = (pm, QRectF(x, y, pw, ph))
+        for left, right, down in (("top_left", "top_right", True), ("bottom_left", "bottom_right", False)):
+            if left in placed and right in placed:
+                lr, (pm, rr) = placed[left][1], placed[right]
+                if lr.right() + m > rr.left():
+                    y = lr.bottom() if down else lr.top() - rr.height()
+                    placed[right] = (pm, QRectF(rr.left(), y, rr.width(), rr.height()))
+        return placed
 
     def _corner_pixmap(self, corner: str, lines: tuple[str, ...]) -> QPixmap:
         """The corner's text pre-rendered with its shadow; re-rendered only when the text changes."""

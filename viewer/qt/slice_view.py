@@ -21,7 +21,9 @@ from viewer.core.constants import Window
 from viewer.core.dicom.model import Patient, Stack, Study
 from viewer.core.dicom.voi import VoiRamp
 from viewer.core.errors import PixelDecodeError
+from viewer.core.geometry.reslice import SlabMode
 from viewer.core.geometry.stack import patient_position, slice_position_mm
+from viewer.core.state.mpr import PlaneSlices
 from viewer.core.windowing import drag_window
 from viewer.qt.header_voi import header_ramp, ramp_lookup_table
 from viewer.qt.overlays import (
@@ -42,7 +44,10 @@ PAGE_STEP = 10
 PREFETCH_CHECK = 10  # re-arm the volume's background prefetch when a neighbour this close is missing
 FAST_DRAG_FACTOR = 4.0  # Ctrl+drag window/level speed-up
 KEY_ZOOM_FACTOR = 1.25
-EMPTY_HINT = "Drop DICOM files, folders or a .zip here\nor use File › Open (Ctrl+O)"
+EMPTY_HINT = (
+    "Drop DICOM files, folders or a .zip here\nor use File › Open (Ctrl+O)"
+    "\nor drag a series here from Studies"
+)
 _INVERTED_LUT = np.arange(255, -1, -1, dtype=np.uint8)
 # Display turns, applied after the image's own axes: screen (x, y) = matrix @ image (col, row); y is down.
 ROTATE_CW = np.array([[0, -1], [1, 0]], dtype=int)
@@ -56,6 +61,18 @@ def decode_failure_text(index: int, message: str) -> str:
     ``Slice 4 cannot be shown: E-CORRUPT (damaged compressed data)``."""
     code = code_in(message)
     return f"Slice {index + 1} cannot be shown: {code} ({describe(code)})\n{message}"
+
+
+def mpr_label(planes: PlaneSlices) -> str:
+    """The overlay's plane line, e.g. ``Coronal`` or ``Sagittal  MIP 10 mm``."""
+    text = planes.orientation.value.capitalize()
+    slab = planes.slab
+    if slab is not None and slab.thickness_mm > 0:
+        text += f"  {SLAB_NAMES[slab.mode]} {slab.thickness_mm:g} mm"
+    return text
+
+
+SLAB_NAMES = {SlabMode.MIP: "MIP", SlabMode.MINIP: "MinIP", SlabMode.AVERAGE: "Average"}
 
 
 @dataclass(frozen=True)
@@ -168,6 +185,9 @@ class SliceView(QWidget):
         self.vb.sigWindowDrag.connect(self._on_window_drag)
         self.vb.sigToolDrag.connect(self._on_tool_drag)
         self.vb.sigRangeChanged.connect(self._on_range_changed)
+        self._fitted = False  # the view is fitted (not zoomed or panned since): it refits when resized
+        self.vb.sigRangeChangedManually.connect(self._on_user_range)
+        self.vb.sigResized.connect(self._on_resized)
         self.graphics.scene().sigMouseMoved.connect(self._on_mouse_moved)
         self.graphics.viewport().installEventFilter(self)
 
@@ -180,7 +200,8 @@ class SliceView(QWidget):
         self.context = context
         stack = context.stack
         first = stack.slices[0]
-        self._spacing = first.pixel_spacing
+        planes = self.planes()
+        self._spacing = planes.plane(0).spacing if planes is not None else first.pixel_spacing
         self._turn = np.eye(2, dtype=int)
         self._apply_transform()
         self._window_from_data = False
@@ -226,6 +247,27 @@ class SliceView(QWidget):
         self.overlay.set_phi_lines([])
         self.overlay.set_orientation({})
         self.overlay.set_hint(EMPTY_HINT)
+
+    def planes(self) -> PlaneSlices | None:
+        """The MPR planes shown (None for the stack's own slices)."""
+        return self.volume if isinstance(self.volume, PlaneSlices) else None
+
+    def native_index(self) -> int:
+        """The stack slice nearest what is shown: :attr:`index` for the stack's own slices, else the slice
+        nearest the centre of the shown plane."""
+        planes = self.planes()
+        if planes is None:
+            return self._index
+        return planes.geometry.nearest_slice(planes.plane(self._index).center)
+
+    def image_size(self) -> tuple[int, int]:
+        """(rows, columns) of the shown images."""
+        planes = self.planes()
+        if planes is not None:
+            return planes.plane(0).size
+        if self.context is None:
+            return (1, 1)
+        return (self.context.stack.rows, self.context.stack.columns)
 
     def is_color(self) -> bool:
         return self._data is not None and self._data.ndim == 3
@@ -295,7 +337,9 @@ class SliceView(QWidget):
         if near is None or data is None:
             self._data = None
             self.image.clear()
-            self.overlay.set_hint(f"Decoding slice {index + 1}…")
+            self.overlay.set_hint(
+                "Loading the volume for MPR…" if self.planes() is not None else f"Decoding slice {index + 1}…"
+            )
             self._set_shown(-1)
             return
         if self.overlay._hint:
@@ -410,8 +454,8 @@ class SliceView(QWidget):
         """The image's extent in view coordinates (mm, or pixels without PixelSpacing), turned."""
         if self.context is None:
             return QRectF(0, 0, 1, 1)
-        st = self.context.stack
-        return self._image_transform().mapRect(QRectF(0, 0, st.columns, st.rows))
+        rows, cols = self.image_size()
+        return self._image_transform().mapRect(QRectF(0, 0, cols, rows))
 
     def _image_transform(self) -> QTransform:
         """Pixel -> view: scale by the pixel spacing, then the display turn."""
@@ -452,6 +496,15 @@ class SliceView(QWidget):
 
     def fit(self) -> None:
         self.vb.setRange(rect=self.image_rect(), padding=0.02)
+        self._fitted = True
+
+    def _on_user_range(self, *args: Any) -> None:
+        self._fitted = False  # zoomed or panned with the mouse: a resize keeps that view
+
+    def _on_resized(self, *args: Any) -> None:
+        """A viewport resized (layout switch, window resize): a fitted image is fitted again."""
+        if self._fitted and self.context is not None:
+            self.fit()
 
     def one_to_one(self) -> None:
         """One image pixel per screen pixel, centred on the current view centre."""
@@ -463,9 +516,11 @@ class SliceView(QWidget):
         w = max(self.vb.width(), 1.0) * x_sp
         h = max(self.vb.height(), 1.0) * y_sp
         self.vb.setRange(xRange=(cx - w / 2, cx + w / 2), yRange=(cy - h / 2, cy + h / 2), padding=0)
+        self._fitted = False
 
     def zoom_by(self, factor: float) -> None:
         self.vb.scaleBy((1 / factor, 1 / factor))
+        self._fitted = False
 
     def zoom_factor(self) -> float:
         """Screen pixels per image pixel (1.0 = 1:1)."""
@@ -561,7 +616,8 @@ class SliceView(QWidget):
         if ctx is None or self.volume is None:
             return
         st = ctx.stack
-        info = st.slices[self._index]
+        planes = self.planes()
+        info = st.slices[self.native_index()]
         phi: list[str] = []
         study_lines: list[str] = []  # identifying: left out of de-identified exports
         if ctx.patient is not None:
@@ -578,16 +634,28 @@ class SliceView(QWidget):
                 study_lines.append(format_date(ctx.study.date))
         se = f"Se {st.series_number}" if st.series_number is not None else ""
         top_right = ["  ".join(v for v in (st.modality, se, st.label) if v)]
-        bottom_left = [f"Im {self._index + 1} / {len(st)}"]
+        count = len(planes) if planes is not None else len(st)
+        bottom_left = [f"Im {self._index + 1} / {count}"]
         if self._shown != self._index:
             shown = f"showing {self._shown + 1}, " if self._shown >= 0 else ""
-            bottom_left.append(f"({shown}decoding {self._index + 1}…)")
-        pos = slice_position_mm(st, self._index)
+            what = "loading the volume for" if planes is not None else "decoding"
+            bottom_left.append(f"({shown}{what} {self._index + 1}…)")
         parts = []
-        if pos is not None:
-            parts.append(f"Pos {pos:.1f} mm")
-        if info.slice_thickness is not None:
-            parts.append(f"Thk {info.slice_thickness:g} mm")
+        if planes is not None:
+            top_right.append(mpr_label(planes))
+            parts.append(f"Pos {planes.position(self._index):.1f} mm")
+            slab = planes.slab
+            if slab is not None and slab.thickness_mm > 0:
+                parts.append(f"Thk {slab.thickness_mm:g} mm")
+            else:
+                parts.append(f"Step {planes.grid.step:.2g} mm")
+            bottom_left.extend(planes.warnings())
+        else:
+            pos = slice_position_mm(st, self._index)
+            if pos is not None:
+                parts.append(f"Pos {pos:.1f} mm")
+            if info.slice_thickness is not None:
+                parts.append(f"Thk {info.slice_thickness:g} mm")
         if parts:
             bottom_left.append("   ".join(parts))
         if self._spacing is None:
@@ -606,7 +674,8 @@ class SliceView(QWidget):
         self.overlay.set_corner("top_right", top_right, identifying=[series_line])
         self.overlay.set_corner("bottom_left", bottom_left)
         self.overlay.set_corner("bottom_right", bottom_right)
-        self.overlay.set_orientation(turned_orientation_labels(info.orientation, self._turn))
+        iop = planes.plane(self._index).iop if planes is not None else info.orientation
+        self.overlay.set_orientation(turned_orientation_labels(iop, self._turn))
 
     def hover_info(self, scene_pos: QPointF) -> str:
         """Status text for a scene position: pixel, value (HU for CT) and patient position in mm."""
@@ -624,8 +693,14 @@ class SliceView(QWidget):
         else:
             val_text = "RGB " + ",".join(str(int(v)) for v in value)
         text = f"x {col}  y {row}   {val_text}"
-        info = self.context.stack.slices[self._shown if self._shown >= 0 else self._index]
-        mm = patient_position(info.position, info.orientation, info.pixel_spacing, row, col)
+        planes = self.planes()
+        if planes is not None:
+            p3 = planes.plane(self._shown if self._shown >= 0 else self._index).pixel_to_patient(
+                np.array(row), np.array(col))
+            mm: tuple[float, float, float] | None = (float(p3[0]), float(p3[1]), float(p3[2]))
+        else:
+            info = self.context.stack.slices[self._shown if self._shown >= 0 else self._index]
+            mm = patient_position(info.position, info.orientation, info.pixel_spacing, row, col)
         if mm is not None:
             text += f"   ({mm[0]:.1f}, {mm[1]:.1f}, {mm[2]:.1f}) mm"
         return text

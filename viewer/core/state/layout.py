@@ -22,6 +22,7 @@ class Layout(str, Enum):
     TWO_BY_ONE = "2x1"  # two rows, one column
     TWO_BY_TWO = "2x2"
     ONE_PLUS_THREE = "1+3"  # a large viewport on the left, three stacked on the right
+    ONE_BY_THREE = "1x3"  # one row, three columns (MPR: axial | coronal | sagittal)
 
     @property
     def cells(self) -> tuple[Cell, ...]:
@@ -47,4 +48,5 @@ _CELLS: dict[Layout, tuple[Cell, ...]] = {
     Layout.TWO_BY_ONE: (Cell(0, 0), Cell(1, 0)),
     Layout.TWO_BY_TWO: (Cell(0, 0), Cell(0, 1), Cell(1, 0), Cell(1, 1)),
     Layout.ONE_PLUS_THREE: (Cell(0, 0, row_span=3, column_span=2), Cell(0, 2), Cell(1, 2), Cell(2, 2)),
+    Layout.ONE_BY_THREE: (Cell(0, 0), Cell(0, 1), Cell(0, 2)),
 }

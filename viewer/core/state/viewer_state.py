@@ -146,9 +146,12 @@ class ViewerState:
         n = layout.viewport_count
         self._viewports = (self._viewports + [ViewportState()] * n)[:n]
         self._layout = layout
+        moved = self._active >= n
+        if moved:  # before the layout event: its listeners read the active viewport
+            self._active = 0
         self.events.layout.emit(layout)
-        if self._active >= n:
-            self.set_active(0)
+        if moved:
+            self.events.active.emit(0)
 
     def set_active(self, index: int) -> None:
         self._check_viewport(index)
@@ -181,14 +184,17 @@ class ViewerState:
             self.events.sync.emit(new)
 
     # --- what a viewport shows -------------------------------------------------------------------
-    def show(self, index: int, key: str, orientation: Orientation = Orientation.NATIVE) -> None:
-        """Put a stack into a viewport (drag and drop from the browser), at its middle position,
-        with the header's window and a fitted, unrotated view."""
+    def show(
+        self, index: int, key: str, orientation: Orientation = Orientation.NATIVE, *, first: bool = False
+    ) -> None:
+        """Put a stack into a viewport (drag and drop from the browser), at its middle position (``first``:
+        at its first slice or plane), with the header's window and a fitted, unrotated view."""
         self._check_viewport(index)
         entry = self._entry(key)
         window: Window | None = entry.stack.slices[0].window if entry.stack.slices else None
         vp = ViewportState(stack_key=key, orientation=self._usable(entry, orientation), window=window)
-        self._set(index, replace(vp, position_mm=scroll_grid(entry, vp).middle))
+        grid = scroll_grid(entry, vp)
+        self._set(index, replace(vp, position_mm=grid.snap(grid.low) if first else grid.middle))
 
     def set_orientation(
         self, index: int, orientation: Orientation, *, oblique: tuple[Vec3, Vec3] | None = None
