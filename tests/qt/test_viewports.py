@@ -239,3 +239,27 @@ def test_series_of_one_frame_of_reference_scroll_together_by_position(qtbot: QtB
     w.state.set_active(w.grid.index_of(low) or 0)
     w.set_slice(4)
     assert low.index == 4 and high.index == 2
+
+
+def test_reference_lines_show_the_other_viewports_planes_and_follow_them(
+    qtbot: QtBot, volume_window: MainWindow
+) -> None:
+    w = volume_window
+    w.show_mpr()
+    for k in range(3):
+        settled(qtbot, w, k)
+    axial, coronal, sagittal = w.views()
+    k, i = 4, 6
+    w.state.go_to_point(0, voxel_point(k, 0, 0))  # the axial viewport to slice k
+    w.state.go_to_point(2, voxel_point(0, 0, i))  # the sagittal viewport to column i
+    lines = coronal.reference_lines()
+    assert set(lines) == {"viewport0", "viewport2"}
+    (r0, _), (r1, _) = lines["viewport0"]  # the axial plane: a row of the coronal image (head at the top)
+    assert r0 == pytest.approx(SLICES - 1 - k) and r1 == pytest.approx(SLICES - 1 - k)
+    (_, c0), (_, c1) = lines["viewport2"]  # the sagittal plane: a column
+    assert c0 == pytest.approx(i) and c1 == pytest.approx(i)
+    assert set(axial.reference_lines()) == {"viewport1", "viewport2"}
+    qtbot.keyClick(w.view, Qt.Key.Key_L, Qt.KeyboardModifier.AltModifier)  # lines off
+    assert all(not v.reference_lines() for v in w.views())
+    qtbot.keyClick(w.view, Qt.Key.Key_L, Qt.KeyboardModifier.AltModifier)
+    assert set(sagittal.reference_lines()) == {"viewport0", "viewport1"}

@@ -47,6 +47,7 @@ from viewer.core.dicom.model import LoadReport, Stack
 from viewer.core.dicom.volume import StackVolume
 from viewer.core.errors import ViewerStateError
 from viewer.core.geometry.orientation import Orientation
+from viewer.core.geometry.plane import Plane, native_plane, reference_line
 from viewer.core.geometry.reslice import Slab, SlabMode
 from viewer.core.state.catalogue import CatalogueEntry
 from viewer.core.state.layout import Layout
@@ -60,7 +61,7 @@ from viewer.qt.help_dialog import KeyboardHelp, mouse_bindings
 from viewer.qt.load_report import LoadReportPanel
 from viewer.qt.settings import MAX_CINE_FPS, MIN_CINE_FPS, Settings
 from viewer.qt.slice_slider import MarkedSlider
-from viewer.qt.slice_view import KEY_ZOOM_FACTOR, PAGE_STEP, SliceView, StackContext
+from viewer.qt.slice_view import KEY_ZOOM_FACTOR, PAGE_STEP, ReferenceLine, SliceView, StackContext
 from viewer.qt.style import icon
 from viewer.qt.tag_browser import TagBrowser
 from viewer.qt.viewport_grid import ViewportGrid
@@ -95,6 +96,7 @@ SLAB_CHOICES: tuple[tuple[SlabMode | None, str], ...] = (
     (SlabMode.AVERAGE, "Average"),
 )
 DEFAULT_SLAB_MM = 10.0
+REFERENCE_COLORS = ("#f0c040", "#40c8f0", "#70e070", "#f07098", "#c090ff", "#ff9a40")  # by viewport
 Rendered = tuple[str, Orientation, object, object]  # what a view shows: stack, plane, oblique, slab
 TAG_DOCK_MIN_PX = 440  # the tag dock's width when it opens narrower: Tag, Name, VR and a readable Value
 
@@ -128,6 +130,7 @@ class MainWindow(QMainWindow):
         self._corner_html: dict[str, str] = {}  # extension texts of the active viewport's corner
         self._slab_thickness = DEFAULT_SLAB_MM
         self._active_uid_seen: str | None = None  # the active viewport's stack, as last announced
+        self._moving = False  # a view's move is being synced: reference lines are drawn once, after
         self._stacks: dict[str, Stack] = {}
         self._contexts: dict[str, StackContext] = {}
         self._sources: dict[str, list[str]] = {}
@@ -343,6 +346,9 @@ class MainWindow(QMainWindow):
                        help="MPR layout: the active stack axial, coronal and sagittal"),
             ActionSpec("next_viewport", "Next viewport", self._step_viewport, ("F6",), "Layout",
                        help="Make the next viewport active (or click one)"),
+            ActionSpec("reference_lines", "Reference lines", self._refresh_reference_lines, ("Alt+L",),
+                       "Layout",
+                       checkable=True, help="Reference lines: the other viewports' planes on / off"),
             ActionSpec("slab_cycle", "Slab: thin / MIP / MinIP / average", self._cycle_slab, ("Alt+T",),
                        "Layout", help="Thick slab of the active MPR viewport: thin, MIP, MinIP, average"),
         ]
@@ -365,6 +371,8 @@ class MainWindow(QMainWindow):
         self.act_report, self.act_help = act("report"), act("help")
         self.act_fullscreen, self.act_about = act("fullscreen"), act("about")
         self.act_header_window = act("header_window")
+        self.act_reference_lines = act("reference_lines")
+        self.act_reference_lines.setChecked(True)
         self.preset_actions = QActionGroup(self)
         self.preset_actions.setExclusive(False)
         for name in PRESET_KEYS:
@@ -416,7 +424,9 @@ class MainWindow(QMainWindow):
         lm.addSeparator()
         lm.addActions([self.actions_registry.action(f"plane_{o.value}") for o in PLANE_KEYS])
         lm.addSeparator()
-        lm.addActions([self.actions_registry.action(a) for a in ("slab_cycle", "next_viewport")])
+        lm.addActions(
+            [self.actions_registry.action(a) for a in ("reference_lines", "slab_cycle", "next_viewport")]
+        )
         tm = self.menu("Tools")
         tm.addActions([self.act_ruler, self.act_clear, self.act_tags, self.act_report])
         save = tm.addMenu("Save current window as preset")
@@ -641,6 +651,7 @@ class MainWindow(QMainWindow):
         self._release_unused()
         self._fill_empty_viewports()
         self.grid.set_active(self.state.active)
+        self._refresh_reference_lines()
 
     def _fill_empty_viewports(self) -> None:
         """New, empty viewports show the stacks after the active one in the browser (then from the top)."""
@@ -723,6 +734,7 @@ class MainWindow(QMainWindow):
             self._release_unused()
             if index == self.state.active:
                 self._active_changed(old_uid)
+            self._refresh_reference_lines()
             return
         target = self._index_of(entry, vp, view.volume)
         if view.index != target:
@@ -731,6 +743,7 @@ class MainWindow(QMainWindow):
                 view.set_index(target)
             finally:
                 self._rendering = False
+            self._refresh_reference_lines()
 
     def _source(self, entry: CatalogueEntry, vp: ViewportState) -> StackVolume | PlaneSlices:
         uid = entry.key
@@ -770,9 +783,48 @@ class MainWindow(QMainWindow):
                 else:
                     position = float(index)
                 if position != vp.position_mm:
-                    self.state.set_position(i, position)
+                    self._moving = True
+                    try:
+                        self.state.set_position(i, position)  # synced viewports follow
+                    finally:
+                        self._moving = False
+                    self._refresh_reference_lines()
         if view is self.view:
             self._on_index_changed(index)
+
+    def _viewport_plane(self, index: int) -> Plane | None:
+        """The plane viewport ``index`` shows now (None: empty, or a stack without geometry)."""
+        vp = self.state.viewports[index]
+        if vp.stack_key is None or self._rendered[index] is None:
+            return None
+        view = self.grid.view(index)
+        planes = view.planes()
+        if planes is not None:
+            return planes.plane(view.index)
+        geom = self.state.catalogue[vp.stack_key].geometry
+        return None if geom is None or not view.count() else native_plane(geom, view.index)
+
+    def _refresh_reference_lines(self) -> None:
+        """Each viewport draws the planes of the other viewports of its frame of reference as lines."""
+        if self._moving or not hasattr(self, "act_reference_lines"):
+            return
+        n = len(self._rendered)
+        on = self.act_reference_lines.isChecked() and n > 1
+        planes = [self._viewport_plane(i) for i in range(n)] if on else [None] * n
+        frames = [
+            self.state.catalogue[vp.stack_key].frame_of_reference_uid if vp.stack_key else None
+            for vp in self.state.viewports
+        ]
+        for i, view in enumerate(self.views()):
+            lines: list[ReferenceLine] = []
+            target = planes[i]
+            for j, other in enumerate(planes):
+                if target is None or other is None or j == i or frames[j] is None or frames[j] != frames[i]:
+                    continue
+                seg = reference_line(target, other)
+                if seg is not None:
+                    lines.append(ReferenceLine(f"viewport{j}", seg[0], seg[1], REFERENCE_COLORS[j % 6]))
+            view.set_reference_lines(lines)
 
     def _release_unused(self) -> None:
         """Close the slices and volumes of stacks no viewport shows any more."""

@@ -7,13 +7,14 @@ inversion a lookup table, so pixels are never rewritten for display.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QEvent, QPointF, QRectF, Qt, QTimer, Signal
-from PySide6.QtGui import QResizeEvent, QTransform
+from PySide6.QtGui import QColor, QResizeEvent, QTransform
 from PySide6.QtWidgets import QVBoxLayout, QWidget
 
 from viewer.core.codes import code_in, describe
@@ -73,6 +74,16 @@ def mpr_label(planes: PlaneSlices) -> str:
 
 
 SLAB_NAMES = {SlabMode.MIP: "MIP", SlabMode.MINIP: "MinIP", SlabMode.AVERAGE: "Average"}
+
+
+@dataclass(frozen=True)
+class ReferenceLine:
+    """Another viewport's plane crossing this image: ends in pixel (row, col), and its colour."""
+
+    key: str
+    start: tuple[float, float]
+    end: tuple[float, float]
+    color: str
 
 
 @dataclass(frozen=True)
@@ -172,6 +183,8 @@ class SliceView(QWidget):
         self._turn = np.eye(2, dtype=int)  # rotation/flip on screen (ROTATE_CW, FLIP_H, FLIP_V products)
         self._last_scene_pos: QPointF | None = None  # the cursor, for the readout while scrolling
         self._rulers: list[Ruler] = []
+        self._ref_items: dict[str, pg.PlotCurveItem] = {}  # other viewports' planes, by viewport key
+        self._ref_lines: dict[str, ReferenceLine] = {}
         self._active_ruler: Ruler | None = None
         self.presets: dict[str, Any] = {}
         self.wl_sensitivity = 1.0
@@ -237,6 +250,7 @@ class SliceView(QWidget):
     def clear(self) -> None:
         self.stop_cine()
         self.clear_measurements()
+        self.set_reference_lines([])
         self.volume = None
         self.context = None
         self._data = None
@@ -604,6 +618,41 @@ class SliceView(QWidget):
         self._active_ruler.set_end(current)
         if finished:
             self._active_ruler = None
+
+    # --- reference lines -------------------------------------------------------------------------
+    def set_reference_lines(self, lines: Sequence[ReferenceLine]) -> None:
+        """Draw other viewports' planes as lines: segments in this image's pixel coordinates (row, col of
+        pixel centres), children of the image item so they follow zoom, pan, rotation and flips."""
+        wanted = {line.key: line for line in lines}
+        for key in [k for k in self._ref_items if k not in wanted]:
+            self._ref_lines.pop(key, None)
+            item = self._ref_items.pop(key)
+            item.setParentItem(None)
+            if item.scene() is not None:
+                item.scene().removeItem(item)
+        for key, line in wanted.items():
+            if self._ref_lines.get(key) == line:
+                continue  # unchanged (the viewport that moved was parallel, or another one)
+            self._ref_lines[key] = line
+            (r0, c0), (r1, c1) = line.start, line.end
+            xs, ys = [c0 + 0.5, c1 + 0.5], [r0 + 0.5, r1 + 0.5]  # pixel centres of the image item
+            item = self._ref_items.get(key)
+            if item is None:
+                pen = pg.mkPen(QColor(line.color), width=1.2, style=Qt.PenStyle.DashLine)
+                pen.setCosmetic(True)
+                item = pg.PlotCurveItem(xs, ys, pen=pen)
+                item.setParentItem(self.image)
+                self._ref_items[key] = item
+            else:
+                item.setData(xs, ys)
+
+    def reference_lines(self) -> dict[str, tuple[tuple[float, float], tuple[float, float]]]:
+        """The drawn reference lines: key -> ((row, col), (row, col)) of their ends."""
+        out = {}
+        for key, item in self._ref_items.items():
+            xs, ys = item.getData()
+            out[key] = ((float(ys[0]) - 0.5, float(xs[0]) - 0.5), (float(ys[1]) - 0.5, float(xs[1]) - 0.5))
+        return out
 
     # --- overlays and hover ----------------------------------------------------------------------
     def set_show_phi(self, show: bool) -> None:

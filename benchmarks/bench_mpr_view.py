@@ -1,0 +1,142 @@
+"""MPR in the window: GUI-thread time per plane change (reslice + set image + render) in the MPR layout.
+
+Run: ``QT_QPA_PLATFORM=offscreen .venv/bin/python benchmarks/bench_mpr_view.py [--changes 60 --rounds 3]``.
+
+A 512x512x300 CT (0.5 mm pixels, 1 mm slices) is opened, shown as axial | coronal | sagittal (Alt+M) and,
+once its volume is loaded (on the loader's thread, not measured here), each round moves every viewport
+to a new plane in rotating order (interleaved, so machine load hits all alike): the axial plane (a strided
+copy of one slice: the baseline a user would have from a plain slice change), the coronal and sagittal
+planes (resliced on the GUI thread when the plane changes), and a 10 mm MIP slab of the coronal plane.
+Then a 2x2 layout (acquired | coronal / sagittal | coronal MIP) is scrolled in its acquired viewport, with
+the reference lines of that viewport redrawn in the other three, against the same change in 1x1 (issue
+12's budget: <= 6 ms per slice change including render).
+Each time is ``view.set_index`` + ``repaint`` + ``processEvents`` of the window, i.e. all the GUI thread
+does for one plane change; medians and the ratio to the axial change are printed. Issue 12's budget:
+coronal + sagittal reslice <= 15 ms, 10 mm slab MIP <= 25 ms; the GUI thread never decodes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from PySide6.QtWidgets import QApplication  # noqa: E402
+
+from tests.factories import write_ct_series  # noqa: E402
+from viewer.core.geometry.orientation import Orientation  # noqa: E402
+from viewer.core.geometry.reslice import SlabMode  # noqa: E402
+from viewer.core.state.layout import Layout  # noqa: E402
+from viewer.qt.app import build_main_window, create_application  # noqa: E402
+from viewer.qt.main_window import MainWindow  # noqa: E402
+from viewer.qt.slice_view import SliceView  # noqa: E402
+
+SIZE = (1600, 900)
+LOAD_TIMEOUT_S = 300
+
+
+def _wait(app: QApplication, done: object, what: str) -> None:
+    deadline = time.perf_counter() + LOAD_TIMEOUT_S
+    while not done():  # type: ignore[operator]
+        if time.perf_counter() > deadline:
+            raise TimeoutError(f"{what} took more than {LOAD_TIMEOUT_S} s")
+        app.processEvents()
+        time.sleep(0.005)
+
+
+def _change(app: QApplication, view: SliceView, index: int) -> float:
+    t = time.perf_counter()
+    view.set_index(index)
+    view.repaint()
+    app.processEvents()
+    return time.perf_counter() - t
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--changes", type=int, default=60)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    os.environ.setdefault("SLICEWISE_DATA_DIR", tempfile.mkdtemp(prefix="slicewise-bench-"))
+    app = create_application()
+    with tempfile.TemporaryDirectory(prefix="slicewise-bench-") as tmp:
+        folder = Path(tmp) / "ct300"
+        write_ct_series(folder, 300, rows=512, columns=512, spacing_z=1.0, shuffle=False, random_names=False)
+        window: MainWindow = build_main_window(offer_resume=False)
+        window.resize(*SIZE)
+        window.show()
+        window.open_paths([folder])
+        _wait(app, lambda: window.current_volume() is not None and not window.is_loading(), "Scanning")
+        t0 = time.perf_counter()
+        window.show_mpr()
+        views = window.views()
+        _wait(app, lambda: all(v.shown_index == v.index for v in views), "Loading the volume")
+        print(f"volume loaded for MPR in {time.perf_counter() - t0:.2f} s (loader thread; GUI stayed live)")
+        axial, coronal, sagittal = views
+        window.state.set_active(1)
+        names = ("axial", "coronal", "sagittal", "coronal MIP 10 mm")
+        timings: dict[str, list[float]] = {name: [] for name in names}
+        order = list(timings)
+        for r in range(args.rounds):
+            for k in range(args.changes):
+                for name in order[k % 4 :] + order[: k % 4]:
+                    if name == "coronal MIP 10 mm":
+                        continue
+                    view = {"axial": axial, "coronal": coronal, "sagittal": sagittal}[name]
+                    n = view.count()
+                    timings[name].append(_change(app, view, (37 * (k + r * args.changes) + 11) % n))
+            window.set_slab(SlabMode.MIP, 10.0)
+            _wait(app, lambda: coronal.shown_index == coronal.index, "The slab")
+            for k in range(args.changes):
+                n = coronal.count()
+                timings["coronal MIP 10 mm"].append(_change(app, coronal, (53 * k + 7) % n))
+            window.set_slab(None)
+            _wait(app, lambda: coronal.shown_index == coronal.index, "The thin plane")
+        # 2x2: the stack as acquired (scrolled), coronal, sagittal and a MIP coronal, with reference lines
+        # of the scrolled viewport drawn in the other three; against the same slice change in 1x1
+        uid = window.current_stack().uid  # type: ignore[union-attr]
+        grid: list[float] = []
+        single: list[float] = []
+        for r in range(args.rounds):
+            window.set_layout(Layout.ONE)
+            window.set_plane(Orientation.NATIVE)
+            view = window.views()[0]
+            _wait(app, lambda v=view: v.shown_index == v.index, "1x1")
+            for k in range(args.changes):
+                single.append(_change(app, view, (41 * k + 3 + r) % view.count()))
+            window.set_layout(Layout.TWO_BY_TWO)
+            for i, plane in ((1, Orientation.CORONAL), (2, Orientation.SAGITTAL), (3, Orientation.CORONAL)):
+                window.show_in_viewport(i, uid, plane)
+            window.state.set_active(3)
+            window.set_slab(SlabMode.MIP, 10.0)
+            window.state.set_active(0)
+            views = window.views()
+            _wait(app, lambda vs=views: all(v.shown_index == v.index for v in vs), "2x2")
+            for k in range(args.changes):
+                grid.append(_change(app, views[0], (41 * k + 3 + r) % views[0].count()))
+        ms, mg = statistics.median(single) * 1000, statistics.median(grid) * 1000
+        print(f"slice change of the acquired stack, {args.rounds} x {args.changes} changes, incl. render "
+              "(median):")
+        print(f"  1x1 {ms:.2f} ms   2x2 with reference lines in the other three {mg:.2f} ms   "
+              f"ratio {mg / ms:.2f}x")
+        base = statistics.median(timings["axial"]) * 1000
+        print(f"plane change in the MPR layout, 512x512x300 int16, {args.rounds} x {args.changes} changes, "
+              f"GUI thread incl. render (median, p95):")
+        for name, values in timings.items():
+            med = statistics.median(values) * 1000
+            p95 = sorted(values)[int(0.95 * (len(values) - 1))] * 1000
+            print(f"  {name:18s} {med:6.2f} ms   p95 {p95:6.2f} ms   ratio to axial {med / base:.2f}x")
+        window.close()
+
+
+if __name__ == "__main__":
+    main()
