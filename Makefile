@@ -42,6 +42,7 @@ bench: $(DEV_STAMP)
 	QT_QPA_PLATFORM=offscreen $(PY) benchmarks/bench_infer.py
 	$(PY) benchmarks/bench_review_hwm.py
 	$(PY) benchmarks/bench_mpr.py
+	QT_QPA_PLATFORM=offscreen $(PY) benchmarks/bench_mpr_view.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

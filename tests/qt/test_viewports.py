@@ -263,3 +263,19 @@ def test_reference_lines_show_the_other_viewports_planes_and_follow_them(
     assert all(not v.reference_lines() for v in w.views())
     qtbot.keyClick(w.view, Qt.Key.Key_L, Qt.KeyboardModifier.AltModifier)
     assert set(sagittal.reference_lines()) == {"viewport0", "viewport1"}
+
+
+def test_corner_texts_of_a_narrow_viewport_do_not_overlap(qtbot: QtBot, two_series: MainWindow) -> None:
+    w = two_series
+    w.resize(1000, 700)
+    w.set_layout(Layout.ONE_BY_THREE)
+    view = w.views()[0]
+    qtbot.waitUntil(lambda: view.overlay.width() < view.overlay.COMPACT_WIDTH, timeout=5000)
+    overlay = view.overlay
+    assert overlay.compact  # several viewports share the screen: a shorter top-left corner
+    assert not any("CT Head" in line for line in overlay.corner_lines("top_left"))
+    rects = [r for _, r in overlay._corner_rects(overlay.width(), overlay.height()).values()]
+    assert len(rects) == 4
+    assert not any(a.intersects(b) for k, a in enumerate(rects) for b in rects[k + 1 :])
+    w.set_layout(Layout.ONE)
+    assert not w.views()[0].overlay.compact  # the single viewport shows every line
