@@ -98,6 +98,7 @@ SLAB_CHOICES: tuple[tuple[SlabMode | None, str], ...] = (
 DEFAULT_SLAB_MM = 10.0
 REFERENCE_COLORS = ("#f0c040", "#40c8f0", "#70e070", "#f07098", "#c090ff", "#ff9a40")  # by viewport
 Rendered = tuple[str, Orientation, object, object]  # what a view shows: stack, plane, oblique, slab
+Segment = tuple[tuple[float, float], tuple[float, float]]  # a reference line's ends, pixel (row, col)
 TAG_DOCK_MIN_PX = 440  # the tag dock's width when it opens narrower: Tag, Name, VR and a readable Value
 
 
@@ -131,6 +132,8 @@ class MainWindow(QMainWindow):
         self._slab_thickness = DEFAULT_SLAB_MM
         self._active_uid_seen: str | None = None  # the active viewport's stack, as last announced
         self._moving = False  # a view's move is being synced: reference lines are drawn once, after
+        # (target viewport, other viewport) -> (their planes, the segment): recomputed when a plane moves
+        self._ref_cache: dict[tuple[int, int], tuple[Plane, Plane, Segment | None]] = {}
         self._stacks: dict[str, Stack] = {}
         self._contexts: dict[str, StackContext] = {}
         self._sources: dict[str, list[str]] = {}
@@ -645,6 +648,7 @@ class MainWindow(QMainWindow):
         removed = self.grid.set_layout(layout)
         for view in removed:
             view.stop_cine()
+            _close_planes(view)
             view.clear()
         n = layout.viewport_count
         self._rendered = (self._rendered + [None] * n)[:n]
@@ -715,6 +719,7 @@ class MainWindow(QMainWindow):
         view = self.grid.view(index)
         if vp.stack_key is None:
             if self._rendered[index] is not None:
+                _close_planes(view)
                 view.clear()
                 self._rendered[index] = None
                 self._release_unused()
@@ -725,11 +730,14 @@ class MainWindow(QMainWindow):
         want: Rendered = (vp.stack_key, vp.orientation, vp.oblique, vp.slab)
         if self._rendered[index] != want:
             source = self._source(entry, vp)
+            old = view.planes()
             self._rendering = True
             try:
                 view.set_volume(source, self._contexts[vp.stack_key], index=self._index_of(entry, vp, source))
             finally:
                 self._rendering = False
+            if old is not None:
+                old.close()
             self._rendered[index] = want
             self._release_unused()
             if index == self.state.active:
@@ -821,7 +829,12 @@ class MainWindow(QMainWindow):
             for j, other in enumerate(planes):
                 if target is None or other is None or j == i or frames[j] is None or frames[j] != frames[i]:
                     continue
-                seg = reference_line(target, other)
+                known = self._ref_cache.get((i, j))
+                if known is not None and known[0] == target and known[1] == other:
+                    seg = known[2]
+                else:
+                    seg = reference_line(target, other)
+                    self._ref_cache[(i, j)] = (target, other, seg)
                 if seg is not None:
                     lines.append(ReferenceLine(f"viewport{j}", seg[0], seg[1], REFERENCE_COLORS[j % 6]))
             view.set_reference_lines(lines)
@@ -1387,6 +1400,7 @@ class MainWindow(QMainWindow):
         self.settings.save_window(bytes(self.saveGeometry().data()), bytes(self.saveState().data()))
         self.settings.sync()
         for view in self.views():
+            _close_planes(view)
             view.clear()
         for volume in self._volumes.values():
             volume.close()
@@ -1395,6 +1409,13 @@ class MainWindow(QMainWindow):
         self._volumes.clear()
         self._loaders.clear()
         super().closeEvent(ev)
+
+
+def _close_planes(view: SliceView) -> None:
+    """Stop the reslice thread of a view's MPR planes (before the view drops them)."""
+    planes = view.planes()
+    if planes is not None:
+        planes.close()
 
 
 def _needs_attention(report: LoadReport) -> bool:

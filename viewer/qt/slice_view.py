@@ -687,7 +687,9 @@ class SliceView(QWidget):
         bottom_left = [f"Im {self._index + 1} / {count}"]
         if self._shown != self._index:
             shown = f"showing {self._shown + 1}, " if self._shown >= 0 else ""
-            what = "loading the volume for" if planes is not None else "decoding"
+            what = "decoding"
+            if planes is not None:
+                what = "reslicing" if planes.loader.ready() else "loading the volume for"
             bottom_left.append(f"({shown}{what} {self._index + 1}…)")
         parts = []
         if planes is not None:

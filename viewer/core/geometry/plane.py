@@ -119,7 +119,7 @@ class Line:
 def intersection_line(a: Plane, b: Plane) -> Line | None:
     """The line both planes contain, or ``None`` when they are parallel."""
     na, nb = a.normal, b.normal
-    d = np.cross(na, nb)
+    d = cross3(na, nb)
     norm = float(np.linalg.norm(d))
     if norm < PARALLEL_TOLERANCE:
         return None

@@ -3,9 +3,11 @@ through, resliced from it.
 
 :class:`PlaneSlices` looks like a :class:`~viewer.core.dicom.volume.StackVolume` to the slice view
 (``len``, ``cached``, ``get_slice``, ``request_slice`` ...): its "slices" are the planes of the viewport's
-scroll grid (axial / coronal / sagittal / oblique, optionally a thick slab). Nothing here decodes on the
-caller's thread: until the volume is loaded (by :class:`VolumeLoader`'s own thread) every plane reports
-"not yet decoded", so the view shows its placeholder; once loaded, one plane is one reslice (1-10 ms).
+scroll grid (axial / coronal / sagittal / oblique, optionally a thick slab). Nothing here decodes or
+reslices on the caller's (GUI) thread: the volume is loaded by :class:`VolumeLoader`'s thread, and each
+plane not in the cache is resliced on the viewport's own reslice thread (1-20 ms; a sagittal plane of an
+axial stack is a memory-bound gather), newest request first: planes asked for meanwhile and no longer
+wanted are skipped. Until a plane arrives the view shows the nearest plane it has (or its placeholder).
 """
 
 from __future__ import annotations
@@ -128,6 +130,10 @@ class PlaneSlices:
         self._base: Plane = base_plane(entry.geometry, vp)
         self._count = round((self.grid.high - self.grid.low) / self.grid.step) + 1
         self._cache: OrderedDict[int, ResliceResult] = OrderedDict()
+        self._lock = threading.Lock()  # the cache and the wanted plane (GUI and reslice threads)
+        self._wanted: int | None = None  # the newest plane requested
+        self._pool: ThreadPoolExecutor | None = None  # the reslice thread, started on the first request
+        self._closed = False
         self.bad_slices: dict[int, str] = {}
 
     # --- geometry ----------------------------------------------------------------------------------
@@ -152,26 +158,33 @@ class PlaneSlices:
 
     def warnings(self) -> tuple[str, ...]:
         """Why the planes are resampled (uneven spacing, gantry tilt), once a plane was made."""
-        for result in self._cache.values():
-            return result.warnings
+        with self._lock:
+            for result in self._cache.values():
+                return result.warnings
         return ()
 
     # --- the slice-source protocol of the slice view -------------------------------------------------
     def needs_decoder(self, index: int) -> bool:
-        """True while the volume loads (a failed load needs nothing more: get_slice says why)."""
-        return not self.loader.ready() and self.loader.error() is None
+        """True until the plane is resliced (a failed load needs nothing more: get_slice says why)."""
+        return self.cached(index) is None and self.loader.error() is None
 
     def cached(self, index: int) -> np.ndarray | None:
-        """The resliced plane once the volume is loaded (resliced now if needed: 1-10 ms), else None."""
-        if not self.loader.ready():
-            return None
-        return self.result(index).image
+        """The plane when it is resliced already, else None (never reslices here)."""
+        with self._lock:
+            hit = self._cache.get(index)
+            if hit is None:
+                return None
+            self._cache.move_to_end(index)
+            return hit.image
 
     def result(self, index: int) -> ResliceResult:
+        """Plane ``index``, from the cache or resliced now on the calling thread."""
         index = self._check(index)
-        hit = self._cache.get(index)
+        if index in self.bad_slices:
+            raise PixelDecodeError(self.bad_slices[index])
+        with self._lock:
+            hit = self._cache.get(index)
         if hit is not None:
-            self._cache.move_to_end(index)
             return hit
         volume = self.loader.array()
         if volume is None:
@@ -185,24 +198,56 @@ class PlaneSlices:
         except GeometryError as exc:
             self.bad_slices[index] = str(exc)
             raise PixelDecodeError(f"Plane {index + 1} cannot be resliced ({exc})") from exc
-        self._cache[index] = result
-        while len(self._cache) > PLANE_CACHE:
-            self._cache.popitem(last=False)
+        with self._lock:
+            self._cache[index] = result
+            while len(self._cache) > PLANE_CACHE:
+                self._cache.popitem(last=False)
         return result
 
     def get_slice(self, index: int) -> np.ndarray:
         return self.result(index).image
 
     def request_slice(self, index: int, callback: Callable[[int], None]) -> np.ndarray | None:
-        """The plane now when the volume is loaded, else None and ``callback(index)`` once it is (on
-        the loader's thread)."""
+        """The plane now when it is resliced already, else None and ``callback(index)`` from the reslice
+        thread once it is (or once a newer request made it unwanted: the view then ignores it)."""
         if not self.needs_decoder(index):
             return self.get_slice(index)
-        self.loader.on_ready(lambda: callback(index))
+        index = self._check(index)
+        with self._lock:
+            self._wanted = index
+        self.loader.on_ready(lambda: self._submit(index, callback))
         return None
 
+    def _submit(self, index: int, callback: Callable[[int], None]) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(1, thread_name_prefix="reslice")
+            pool = self._pool
+        try:
+            pool.submit(self._run, index, callback)
+        except RuntimeError:  # closed meanwhile
+            return
+
+    def _run(self, index: int, callback: Callable[[int], None]) -> None:
+        with self._lock:
+            wanted = self._wanted == index and not self._closed
+        if wanted and self.loader.ready():
+            try:
+                self.result(index)
+            except PixelDecodeError as exc:  # recorded in bad_slices; the view shows why
+                log.warning("Plane not resliced (%s)", type(exc.__cause__).__name__)
+            except Exception as exc:  # never let the reslice thread die silently
+                log.error("Reslicing failed (%s)", type(exc).__name__)
+                self.bad_slices[index] = f"Reslicing failed ({type(exc).__name__})"
+        callback(index)
+
     def nearest_cached(self, index: int, reach: int = 64) -> int | None:
-        return index if self.loader.ready() else None
+        """The resliced plane nearest ``index`` (shown while ``index`` is resliced)."""
+        with self._lock:
+            near = [k for k in self._cache if abs(k - index) <= reach]
+        return min(near, key=lambda k: abs(k - index)) if near else None
 
     def prefetch(self, index: int) -> None:
         """Nothing to prefetch: the loader loads the whole volume."""
@@ -224,8 +269,14 @@ class PlaneSlices:
         return Window.from_levels(low, high) if high > low else Window(400, 40)
 
     def close(self) -> None:
-        """The loader is shared by the stack's MPR viewports and closed by its owner."""
-        self._cache.clear()
+        """Stop the reslice thread (a plane being resliced finishes; queued ones are dropped) and free the
+        cache. The loader is shared by the stack's MPR viewports and closed by its owner."""
+        with self._lock:
+            self._closed = True
+            pool, self._pool = self._pool, None
+            self._cache.clear()
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
 
     def _check(self, index: int) -> int:
         if not 0 <= index < self._count:
