@@ -242,18 +242,20 @@ class OverlayWidget(QWidget):
             if o.get("right"):
                 self._shadowed(p, w - m - ofm.horizontalAdvance(o["right"]), cy, o["right"], self._accent)
             taken = [r for _, r in rects.values()]
-            if o.get("top"):
-                lw = ofm.horizontalAdvance(o["top"])
-                box = QRectF((w - lw) / 2, m, lw, ofm.height())
-                below = max((r.bottom() for r in taken if r.intersects(box)), default=None)
-                y = m + ofm.ascent() if below is None else below + 2 + ofm.ascent()  # under the corner text
-                self._shadowed(p, (w - lw) / 2, y, o["top"], self._accent)
-            if o.get("bottom"):
-                lw = ofm.horizontalAdvance(o["bottom"])
-                box = QRectF((w - lw) / 2, h - m - ofm.height(), lw, ofm.height())
-                above = min((r.top() for r in taken if r.intersects(box)), default=None)
-                y = h - m - ofm.descent() if above is None else above - 2 - ofm.descent()
-                self._shadowed(p, (w - lw) / 2, y, o["bottom"], self._accent)
+            for edge, down in (("top", True), ("bottom", False)):
+                if not o.get(edge):
+                    continue
+                lw = ofm.horizontalAdvance(o[edge])
+                box = QRectF((w - lw) / 2, m if down else h - m - ofm.height(), lw, ofm.height())
+                for _ in taken:  # off the corner texts it would cover (narrow viewports), towards the centre
+                    hit = [r for r in taken if r.intersects(box)]
+                    if not hit:
+                        break
+                    if down:
+                        box.moveTop(max(r.bottom() for r in hit) + 2)
+                    else:
+                        box.moveTop(min(r.top() for r in hit) - 2 - box.height())
+                self._shadowed(p, box.left(), box.top() + ofm.ascent(), o[edge], self._accent)
         if self._extra_html:
             doc = QTextDocument()
             doc.setDefaultFont(self._font)
