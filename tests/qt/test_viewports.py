@@ -11,7 +11,7 @@ from PySide6.QtGui import QDragEnterEvent, QDropEvent, QMouseEvent
 from PySide6.QtWidgets import QApplication, QWidget
 from pytestqt.qtbot import QtBot
 
-from tests.factories import write_ct_series, write_geometry_series
+from tests.factories import write_ct_series, write_geometry_series, write_tilted_series
 from tests.qt.viewer_helpers import make_window, open_and_wait
 from viewer.core.geometry.orientation import Orientation
 from viewer.core.geometry.reslice import SlabMode
@@ -279,3 +279,15 @@ def test_corner_texts_of_a_narrow_viewport_do_not_overlap(qtbot: QtBot, two_seri
     assert not any(a.intersects(b) for k, a in enumerate(rects) for b in rects[k + 1 :])
     w.set_layout(Layout.ONE)
     assert not w.views()[0].overlay.compact  # the single viewport shows every line
+
+
+def test_a_tilted_stack_resliced_says_so_in_its_corner(qtbot: QtBot, tmp_path: Path) -> None:
+    write_tilted_series(tmp_path / "tilt", 10, tilt_deg=15.0)
+    w = make_window(qtbot)
+    open_and_wait(qtbot, w, [tmp_path / "tilt"])
+    assert "Gantry tilt" not in w.view.overlay.corner_text("bottom_left")
+    w.set_plane(Orientation.SAGITTAL)
+    settled(qtbot, w, 0)
+    corner = w.view.overlay.corner_text("bottom_left")
+    assert "Gantry tilt 15.0°: slices resampled to an upright grid" in corner
+    assert w.view.overlay.orientation() == {"left": "A", "right": "P", "top": "S", "bottom": "I"}

@@ -12,12 +12,11 @@ wanted are skipped. Until a plane arrives the view shows the nearest plane it ha
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 
@@ -36,7 +35,6 @@ from viewer.core.state.viewport import ViewportState
 log = logging.getLogger(__name__)
 
 PLANE_CACHE = 8  # resliced planes kept per viewport (back-and-forth scrolling, repaints)
-CLOSE_WAIT_S = 5.0  # how long close() waits for a cancelled load to stop
 
 
 class VolumeLoader:
@@ -95,7 +93,7 @@ class VolumeLoader:
         callback()
 
     def _done(self, future: Future[np.ndarray]) -> None:
-        if not future.cancelled() and future.exception() is not None:
+        if not future.cancelled() and future.exception() is not None and not self._cancel.is_set():
             log.warning("Volume for MPR not loaded (%s)", type(future.exception()).__name__)
         with self._lock:
             callbacks, self._callbacks = self._callbacks, []
@@ -103,14 +101,13 @@ class VolumeLoader:
             cb()
 
     def close(self) -> None:
-        """Cancel a running load (load_all checks every 0.1 s) and free the volume (idempotent)."""
+        """Cancel a running load (load_all checks every 0.1 s) and free the volume once it has stopped;
+        never waits (idempotent)."""
         self._cancel.set()
-        self._pool.shutdown(wait=False, cancel_futures=True)
-        with contextlib.suppress(CancelledError, TimeoutError):  # nothing more to wait for
-            self._future.exception(timeout=CLOSE_WAIT_S)
         with self._lock:
             self._callbacks.clear()
-        self._volume.close()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._future.add_done_callback(lambda _f: self._volume.close())  # at once when already done
 
 
 class PlaneSlices:
