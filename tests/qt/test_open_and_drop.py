@@ -136,3 +136,32 @@ def test_two_patients_sharing_a_series_uid_are_both_in_the_catalogue_and_open(
         assert window.current_stack() is stack
         assert window.current_volume() is not None and len(window.current_volume()) == len(stack)
     qtbot.waitUntil(lambda: not window.is_loading())
+
+
+def test_the_first_files_are_previewed_while_a_big_folder_is_scanned(qtbot: QtBot, tmp_path: Path) -> None:
+    """A preview of the first files read is shown before the scan ends, then replaced by the final stack
+    (the same file's pixels); nothing of the preview is left behind."""
+    import numpy as np
+
+    from viewer.core.dicom.model import Stack
+    from viewer.core.dicom.volume import StackVolume
+
+    write_ct_series(tmp_path / "ct", 120)
+    window = make_window(qtbot)
+    shown: list[tuple[Stack, int]] = []  # (provisional stack, slices in the view when it arrived)
+    window.open_paths([tmp_path / "ct"])
+    job = next(j for j in window._jobs if hasattr(j, "provisional"))
+    # connected after the window's own slot, so it sees what the window did with the preview
+    job.provisional.connect(lambda stack: shown.append((stack, window.view.count())))
+    with qtbot.waitSignal(window.load_finished, timeout=LOAD_TIMEOUT_MS):
+        pass
+    assert shown, "no preview for a 120-file folder"
+    preview, count = shown[0]
+    assert 1 < len(preview) < 120 and count == len(preview)  # the view showed the preview
+    final = window.current_stack()
+    assert final is not None and len(final) == 120 and window.view.count() == 120
+    assert window._preview is None
+    info = preview.slices[len(preview) // 2]
+    k = next(i for i, s in enumerate(final.slices) if s.source == info.source)
+    with StackVolume(preview) as vol:
+        np.testing.assert_array_equal(vol.get_slice(len(preview) // 2), window.current_volume().get_slice(k))

@@ -144,6 +144,7 @@ class MainWindow(QMainWindow):
         self._title_badge = ""
         self._help: KeyboardHelp | None = None
         self._closed = False  # set by closeEvent: queued worker results are then dropped
+        self._preview: StackVolume | None = None  # the first files of a folder still being scanned
 
         # the tag browser follows scrolling once it pauses
         self._update_tags_later = qdebounced(self._update_tags, TAG_REFRESH_DELAY_MS, parent=self)
@@ -933,6 +934,7 @@ class MainWindow(QMainWindow):
         self.settings.last_folder = str(first if first.is_dir() else first.parent)
         job = LoadJob(names, self)
         job.progress.connect(self._on_load_progress)
+        job.provisional.connect(self._on_load_provisional)
         job.done.connect(lambda report, j=job: self._on_load_done(j, report))
         job.failed.connect(lambda msg, j=job: self._on_load_failed(j, msg))
         self._jobs.append(job)
@@ -1109,6 +1111,27 @@ class MainWindow(QMainWindow):
     def _on_load_progress(self, done: int, total: int) -> None:
         self._show_progress("Scanning", done, total)
 
+    def _on_load_provisional(self, stack: Stack) -> None:
+        """The first files of a big folder, sorted among themselves: shown while the scan goes on when the
+        viewer shows nothing yet (first image in ~0.02 s instead of after the whole scan, 0.2-0.4 s for
+        1,000 files, far longer on a network share). Only the image and a "Preview" line: the final stack
+        replaces it when the scan ends (or the view empties if it finds nothing)."""
+        if self._closed or self._preview is not None or any(r is not None for r in self._rendered):
+            return
+        self._preview = StackVolume(stack)
+        self.view.set_volume(self._preview, StackContext(stack), index=len(stack) // 2)
+        self.show_status(f"Preview of the first {len(stack)} files while the rest are scanned…", 0)
+
+    def _end_preview(self) -> None:
+        """The scan ended: its stacks are shown by now; a view still on the preview is emptied."""
+        preview, self._preview = self._preview, None
+        if preview is None:
+            return
+        for view in self.grid.views():
+            if view.volume is preview:
+                view.clear()
+        preview.close()
+
     def _on_load_done(self, job: LoadJob, report: LoadReport) -> None:
         self._forget(job)
         if self._closed:
@@ -1140,6 +1163,7 @@ class MainWindow(QMainWindow):
             thumbs._thread.finished.connect(lambda j=thumbs: self._forget(j))
             self._jobs.append(thumbs)
             thumbs.start()
+        self._end_preview()
         if not report.all_stacks() and not report.cancelled:
             self.show_status("No displayable DICOM images found: see the load report", 10000)
             self.report_dock.show()
@@ -1150,6 +1174,7 @@ class MainWindow(QMainWindow):
         if self._closed:
             return
         self._hide_progress()
+        self._end_preview()
         if self.privacy_mode():  # an exception's text may name a folder (often the patient's name)
             message = f"{message.split(':', 1)[0]} (details hidden in privacy mode)"
         self.show_status(f"Loading failed: {message}", 10000)
@@ -1402,6 +1427,7 @@ class MainWindow(QMainWindow):
         for view in self.views():
             _close_planes(view)
             view.clear()
+        self._end_preview()
         for volume in self._volumes.values():
             volume.close()
         for loader in self._loaders.values():
