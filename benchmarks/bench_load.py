@@ -5,10 +5,8 @@ in a temporary folder. For each case, one child process times every method in tu
 methods interleaved, so a shared machine's drift hits all alike; the files in the page cache after a
 warm-up round), and prints medians and ratios:
 
-- slicewise, no reservation (an extra row): plain ``load_paths()`` as the viewer's scan calls it, the
-  middle slice, ``load_all``
-- slicewise: ``load_paths(reserve_volume=True)`` as ``slicewise predict`` calls it, its provisional
-  stack's middle slice (first slice: ``on_provisional``, from the first files read), the final stack's
+- slicewise: ``load_paths(whole_volume=True, on_provisional=...)``: the provisional stack's middle
+  slice (first slice: from the first files read, as the viewer previews them), the final stack's
   middle slice, then ``load_all`` (int16 for this CT, see ``modality_dtype``)
 - naive int16 (the baseline): ``dcmread`` every file, sort by position, ``np.stack`` of
   ``pixel_array`` (int16), rescale in int16
@@ -61,35 +59,11 @@ def _files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file())
 
 
-def method_ours_unreserved(folder: Path) -> dict[str, float]:
-    """``load_paths()`` as the viewer's scan calls it (no reservation, no provisional stack), then the
-    middle slice and ``load_all``: an extra row showing what the overlapped prefault changes."""
-    from viewer.core.dicom.loader import load_paths
-    from viewer.core.dicom.volume import StackVolume
-
-    t0 = time.perf_counter()
-    report = load_paths([folder])
-    t_scan = time.perf_counter() - t0
-    (stack,) = report.all_stacks()
-    with StackVolume(stack) as vol:
-        vol.get_slice(len(vol) // 2)
-        t_first = time.perf_counter() - t0
-        volume = vol.load_all()
-    t_full = time.perf_counter() - t0
-    return {
-        "scan": t_scan,
-        "first": t_first,
-        "first_final": t_first,
-        "full": t_full,
-        "nbytes": volume.nbytes,
-        "itemsize": volume.itemsize,
-    }
-
-
 def method_ours(folder: Path) -> dict[str, float]:
-    """What ``slicewise predict`` does: ``load_paths(reserve_volume=True)`` (the volume's memory faulted
-    in during the scan); the first slice shown from the provisional stack (``on_provisional``, the
-    first files read) and again from the final one; then ``load_all``."""
+    """What the viewer and ``slicewise predict`` do: ``load_paths`` (``whole_volume=True``: a compressed
+    folder's decoders start during the scan), the first slice shown from the provisional stack
+    (``on_provisional``, the first files read, as the viewer previews them) and again from the final
+    one; then ``load_all``."""
     from viewer.core.dicom.loader import load_paths
     from viewer.core.dicom.model import Stack
     from viewer.core.dicom.volume import StackVolume
@@ -102,7 +76,7 @@ def method_ours(folder: Path) -> dict[str, float]:
             early.get_slice(len(early) // 2)
         t_early.append(time.perf_counter() - t0)
 
-    report = load_paths([folder], reserve_volume=True, on_provisional=show_provisional)
+    report = load_paths([folder], whole_volume=True, on_provisional=show_provisional)
     t_scan = time.perf_counter() - t0
     (stack,) = report.all_stacks()
     vol = StackVolume(stack)
@@ -202,7 +176,6 @@ METHODS: dict[str, Callable[[Path], dict[str, float]]] = {
     "raw_kept": method_raw_kept,
     "naive": method_naive,
     "naive_float32": method_naive_float32,
-    "ours_unreserved": method_ours_unreserved,
     "ours": method_ours,
 }
 LABELS = {
@@ -210,7 +183,6 @@ LABELS = {
     "raw_kept": "raw read, bytes kept (floor)",
     "naive": "naive int16 loop (baseline)",
     "naive_float32": "naive float32 loop (extra)",
-    "ours_unreserved": "slicewise, no reservation (extra)",
     "ours": "slicewise (int16)",
 }
 
@@ -349,7 +321,7 @@ def run_json(args: list[str]) -> Any:
 
 
 def report_case(name: str, folder: Path, repeats: int, jpeg2000: bool = False) -> None:
-    methods = ["raw", "raw_kept", "naive", "naive_float32", "ours_unreserved", "ours"]
+    methods = ["raw", "raw_kept", "naive", "naive_float32", "ours"]
     results = run_json(["--timings", ",".join(methods), str(repeats), str(folder)])
     peaks = {m: run_json(["--peak", m, str(folder)]) for m in methods if m not in ("raw", "raw_kept")}
     ours, naive, floor = results["ours"], results["naive"], results["raw_kept"]
@@ -376,12 +348,6 @@ def report_case(name: str, folder: Path, repeats: int, jpeg2000: bool = False) -
     print(
         f"  slicewise: scan {ours['scan']:.3f} s, first slice {ours['first']:.3f} s (provisional stack), "
         f"{ours['first_final']:.3f} s (final stack), full {ours['full']:.3f} s"
-    )
-    plain = results["ours_unreserved"]
-    print(
-        f"  without the reservation (load_paths() as the viewer scans): scan {plain['scan']:.3f} s, "
-        f"first slice {plain['first']:.3f} s, full {plain['full']:.3f} s "
-        f"({plain['full'] / naive['full']:.2f} x naive)"
     )
     print(f"  full / naive int16 = {r_full:.2f}  (target <= 0.60) {ok[r_full <= 0.6]}")
     if not jpeg2000:

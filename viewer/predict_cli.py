@@ -323,8 +323,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             bar.n = done
             bar.refresh()
 
-        # every CT stack is loaded whole next: fault the volume's memory in while the headers are read
-        report = load_paths(args.paths, progress=scan_progress, reserve_volume=True)
+        # every CT stack is loaded whole next: a compressed folder's decoders start during the scan
+        report = load_paths(args.paths, progress=scan_progress, whole_volume=True)
     if report.skipped:
         from viewer.core.codes import summarise
 

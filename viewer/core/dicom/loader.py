@@ -4,20 +4,17 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 
 from viewer.core.codes import summarise
-from viewer.core.constants import PREFAULT_MIN_BYTES
-from viewer.core.dicom import prefault
 from viewer.core.dicom.grouping import build_tree
 from viewer.core.dicom.header import ARCHIVE_CODE, HeaderRecord, read_header
 from viewer.core.dicom.isolated import warm_async as warm_decoders
 from viewer.core.dicom.model import LoadReport, SkippedFile, SliceSource, Stack
-from viewer.core.dicom.pixels import is_fast_path, modality_dtype
-from viewer.core.dicom.pool import POOL_MIN_SLICES, series_budget, wants_pool
+from viewer.core.dicom.pixels import is_fast_path
+from viewer.core.dicom.pool import POOL_MIN_SLICES, wants_pool
 from viewer.core.dicom.sources import ArchiveCache, Discovery, discover, expand_archive
 
 logger = logging.getLogger(__name__)
@@ -105,67 +102,29 @@ def scan_headers(
     return records, skipped, cancelled
 
 
-def reservation_bytes(first: Sequence[HeaderRecord], files: int) -> int:
-    """The bytes worth faulting in ahead for a whole-volume load, from the first records read: every
-    file like the first (its frame count and slice size, in its modality dtype); 0 when not worth it
-    (colour, small, or over the series budget, which load_all would refuse anyway)."""
-    if not first or first[0].info.is_color:
-        return 0
-    info = first[0].info
-    frames = sum(1 for r in first if r.order == first[0].order)
-    nbytes = files * frames * info.rows * info.columns * modality_dtype([info]).itemsize
-    return nbytes if PREFAULT_MIN_BYTES <= nbytes <= series_budget() else 0
-
-
 class _EarlyWork:
-    """What ``load_paths`` starts from the first chunks of headers, before the scan ends: the volume's
-    memory (``reserve_volume``), faulted in as far as the largest series found so far, and the
-    provisional stack (``on_provisional``)."""
+    """What ``load_paths`` starts from the first chunk of headers, before the scan ends: the decoder
+    processes of a compressed volume that will be loaded whole (``whole_volume``), and the provisional
+    stack (``on_provisional``)."""
 
-    def __init__(self, files: int, reserve_volume: bool, on_provisional: ProvisionalFn | None) -> None:
+    def __init__(self, files: int, whole_volume: bool, on_provisional: ProvisionalFn | None) -> None:
         self.files = files
-        self.reserve_volume = reserve_volume
+        self.whole_volume = whole_volume
         self.on_provisional = on_provisional
-        self.reservation: prefault.VolumeReservation | None = None
-        self.started = not (reserve_volume or on_provisional is not None)
-        self.itemsize = 2
-        self.counts: Counter[tuple[str, int, int]] = Counter()  # slices per (series, rows, columns)
+        self.started = not (whole_volume or on_provisional is not None)
 
     def __call__(self, records: list[HeaderRecord]) -> None:
-        if not records:
+        if not records or self.started:
             return
-        if not self.started:
-            self.started = True
-            self._start(records)
-        if self.reservation is not None:
-            self.counts.update((r.series_uid, r.info.rows, r.info.columns) for r in records)
-            largest = max(n * rows * cols for (_, rows, cols), n in self.counts.items())
-            self.reservation.want(largest * self.itemsize + prefault.AHEAD_BYTES)
-
-    def _start(self, records: list[HeaderRecord]) -> None:
-        if self.reserve_volume:
-            nbytes = reservation_bytes(records, self.files)
-            if nbytes:
-                self.itemsize = modality_dtype([records[0].info]).itemsize
-                self.reservation = prefault.reserve(nbytes, target=0)
-            if self.files >= 2 * POOL_MIN_SLICES and not is_fast_path(records[0].info):
-                # A whole compressed volume follows: start the decoder processes now, during the scan
-                # (without reserve_volume they start after it, which favours the first slice).
-                warm_decoders(bulk=True)
+        self.started = True
+        if self.whole_volume and self.files >= 2 * POOL_MIN_SLICES and not is_fast_path(records[0].info):
+            # A whole compressed volume follows: start the decoder processes now, during the scan
+            # (otherwise they start after it, which favours the first slice).
+            warm_decoders(bulk=True)
         if self.on_provisional is not None:
             stack = provisional_stack(records)
             if stack is not None:
                 self.on_provisional(stack)
-
-    def finish(self, ok: bool) -> None:
-        """After the scan: an unclaimed reservation expires later (``ok``) or is released now."""
-        if self.reservation is None:
-            return
-        if ok:
-            self.reservation.settle()
-            self.reservation.expire_after(prefault.RESERVATION_TTL_S)
-        else:
-            prefault.release(self.reservation)
 
 
 def provisional_stack(records: Sequence[HeaderRecord]) -> Stack | None:
@@ -191,7 +150,7 @@ def load_paths(
     *,
     progress: ProgressFn | None = None,
     cancel: CancelFn | None = None,
-    reserve_volume: bool = False,
+    whole_volume: bool = False,
     on_provisional: ProvisionalFn | None = None,
 ) -> LoadReport:
     """Scan files, folders (recursive), zip archives and DICOMDIRs into a patient tree.
@@ -200,21 +159,14 @@ def load_paths(
     is polled often (the load stops within a fraction of a second and returns what was found,
     with ``cancelled=True``). Nothing is written to the scanned folders.
 
-    ``reserve_volume``: a whole-volume load (:meth:`StackVolume.load_all`) will follow, so fault its
-    memory in on a background thread while the headers are read (:mod:`~viewer.core.dicom.prefault`).
+    ``whole_volume``: a whole-volume load (:meth:`StackVolume.load_all`) will follow, so a compressed
+    folder's decoder processes start during the scan.
     ``on_provisional(stack)`` is called once, on the calling thread, with :func:`provisional_stack` of
     the first files read, long before a big folder's scan ends.
     """
     start = time.perf_counter()
     found = discover(paths, cancel)
-    early = _EarlyWork(len(found.sources), reserve_volume, on_provisional)
-    ok = False
-    try:
-        report = _load(found, start, progress, cancel, early)
-        ok = not report.cancelled
-        return report
-    finally:
-        early.finish(ok)
+    return _load(found, start, progress, cancel, _EarlyWork(len(found.sources), whole_volume, on_provisional))
 
 
 def _load(

@@ -23,7 +23,6 @@ from collections.abc import Callable
 import numpy as np
 
 from viewer.core.constants import MAX_SERIES_BYTES, MAX_SERIES_BYTES_FRACTION_OF_RAM, PREFAULT_MIN_BYTES
-from viewer.core.dicom import prefault
 from viewer.core.dicom.header import too_large_message
 from viewer.core.dicom.model import SliceInfo, Stack
 from viewer.core.dicom.worker import (
@@ -315,16 +314,12 @@ def allocate_volume(shape: tuple[int, int, int], dtype: np.dtype | type = np.flo
     Touching a fresh 300 MB array page by page costs about 0.5 s on a virtual machine (one fault per
     4 KB page); ``MAP_POPULATE`` maps the same memory about 4x faster. Elsewhere (or if the mapping
     fails) this is ``np.empty``. The array owns the mapping: it is unmapped when the array is freed.
-    A pending :mod:`~viewer.core.dicom.prefault` reservation that fits is used instead of a new mapping.
     """
     dtype = np.dtype(dtype)
     nbytes = int(np.prod(shape)) * dtype.itemsize
     populate = getattr(mmap, "MAP_POPULATE", None)
     if populate is None or nbytes < PREFAULT_MIN_BYTES:
         return np.empty(shape, dtype=dtype)
-    reserved = prefault.claim(nbytes)  # faulted in during the header scan (load_paths(reserve_volume=True))
-    if reserved is not None:
-        return np.frombuffer(reserved, dtype=dtype, count=int(np.prod(shape))).reshape(shape)
     try:
         buf = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | populate)
     except (OSError, ValueError):
