@@ -209,3 +209,35 @@ def test_tag_browser_reads_a_gzip_file_header(tmp_path: Path) -> None:
     (stack,) = load_paths([packed]).all_stacks()
     ds = read_header(stack.slices[0].source)
     assert ds.Modality == "CT" and "PixelData" not in ds
+
+
+def test_image_only_hides_the_side_panels_and_brings_them_back(qtbot) -> None:
+    """View › Image only: every docked panel hidden, the image area grows; unchecked, the same panels
+    come back."""
+    from PySide6.QtWidgets import QDockWidget
+
+    from tests.qt.viewer_helpers import make_window
+
+    window = make_window(qtbot)
+    qtbot.waitUntil(lambda: window.grid.width() > 0, timeout=5000)
+    shown = {d.objectName() for d in window.findChildren(QDockWidget) if d.isVisible()}
+    assert shown  # the studies browser at least
+    width = window.grid.width()
+    window.act_image_only.trigger()
+    qtbot.waitUntil(lambda: window.grid.width() > width, timeout=5000)
+    assert not [d for d in window.findChildren(QDockWidget) if d.isVisible()]
+    window.act_image_only.trigger()
+    qtbot.waitUntil(lambda: window.grid.width() == width, timeout=5000)
+    assert {d.objectName() for d in window.findChildren(QDockWidget) if d.isVisible()} == shown
+
+
+def test_the_window_starts_no_bigger_than_the_screen(qtbot) -> None:
+    from PySide6.QtGui import QGuiApplication
+
+    from viewer.qt.app import build_main_window
+
+    window = build_main_window()  # its own start size (make_window resizes)
+    qtbot.addWidget(window)
+    avail = QGuiApplication.primaryScreen().availableGeometry()
+    assert avail.width() < 1440  # the offscreen screen is 800 x 600: smaller than the default size
+    assert window.width() <= avail.width() and window.height() <= avail.height()

@@ -12,13 +12,14 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from PySide6.QtCore import QStandardPaths, Qt, QTimer, Signal
+from PySide6.QtCore import QByteArray, QSize, QStandardPaths, Qt, QTimer, Signal
 from PySide6.QtGui import (
     QAction,
     QActionGroup,
     QCloseEvent,
     QDragEnterEvent,
     QDropEvent,
+    QGuiApplication,
     QKeyEvent,
     QKeySequence,
 )
@@ -121,7 +122,7 @@ class MainWindow(QMainWindow):
         self.setWindowIcon(icon("slicewise"))
         self.setAcceptDrops(True)
         self.setDockNestingEnabled(True)
-        self.resize(1440, 900)
+        self.resize(_start_size(self))
 
         self.state = ViewerState()
         self._volumes: dict[str, StackVolume] = {}  # stack uid -> its slices, shared by its viewports
@@ -145,6 +146,7 @@ class MainWindow(QMainWindow):
         self._help: KeyboardHelp | None = None
         self._closed = False  # set by closeEvent: queued worker results are then dropped
         self._preview: StackVolume | None = None  # the first files of a folder still being scanned
+        self._panels_state: QByteArray | None = None  # the docks as they were before "Image only"
 
         # the tag browser follows scrolling once it pauses
         self._update_tags_later = qdebounced(self._update_tags, TAG_REFRESH_DELAY_MS, parent=self)
@@ -317,6 +319,9 @@ class MainWindow(QMainWindow):
             ActionSpec("flip_h", "Flip horizontally", lambda: self.view.flip_horizontal(), ("H",), "View"),
             ActionSpec("flip_v", "Flip vertically", lambda: self.view.flip_vertical(), ("V",), "View"),
             ActionSpec("fullscreen", "Full screen", self._toggle_fullscreen, ("F11",), "View"),
+            ActionSpec("image_only", "Image only (hide the side panels)", self._toggle_image_only,
+                       ("Ctrl+Shift+F",), "View", checkable=True,
+                       help="Image only: hide the side panels, or bring them back as they were"),
             ActionSpec("privacy", "Privacy: hide patient identifiers",
                        lambda: self._on_privacy(self.act_privacy.isChecked()), ("Ctrl+Shift+P",), "View",
                        icon="privacy-off", checkable=True,
@@ -374,6 +379,7 @@ class MainWindow(QMainWindow):
         self.act_cine, self.act_tags, self.act_privacy = act("cine"), act("tags"), act("privacy")
         self.act_report, self.act_help = act("report"), act("help")
         self.act_fullscreen, self.act_about = act("fullscreen"), act("about")
+        self.act_image_only = act("image_only")
         self.act_header_window = act("header_window")
         self.act_reference_lines = act("reference_lines")
         self.act_reference_lines.setChecked(True)
@@ -1317,6 +1323,18 @@ class MainWindow(QMainWindow):
     def _toggle_fullscreen(self) -> None:
         self.setWindowState(self.windowState() ^ Qt.WindowState.WindowFullScreen)
 
+    def _toggle_image_only(self) -> None:
+        """Hide every docked panel (the image takes the window: on a 1366 x 768 screen 66 % of it
+        instead of about a third), or bring the panels back where they were."""
+        if self.act_image_only.isChecked():
+            self._panels_state = self.saveState()
+            for dock in self.findChildren(QDockWidget):
+                if not dock.isFloating():
+                    dock.hide()
+        elif self._panels_state is not None:
+            self.restoreState(self._panels_state)
+            self._panels_state = None
+
     def show_help(self) -> KeyboardHelp:
         if self._help is not None:
             self._help.close()
@@ -1435,6 +1453,21 @@ class MainWindow(QMainWindow):
         self._volumes.clear()
         self._loaders.clear()
         super().closeEvent(ev)
+
+
+START_SIZE = (1440, 900)
+
+
+def _start_size(window: QWidget) -> QSize:
+    """The first size of the window: 1440 x 900, never more than the screen offers (on a 1366 x 768
+    laptop screen a bigger window put the timeline and the status bar below its edge where no window
+    manager maximised it)."""
+    width, height = START_SIZE
+    screen = window.screen() or QGuiApplication.primaryScreen()
+    if screen is not None:
+        avail = screen.availableGeometry()
+        width, height = min(width, avail.width()), min(height, avail.height())
+    return QSize(width, height)
 
 
 def _close_planes(view: SliceView) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QPointF, QSize, Qt, Signal
-from PySide6.QtGui import QColor
+from PySide6.QtGui import QColor, QGuiApplication
 from PySide6.QtWidgets import (
     QCheckBox,
     QGraphicsItem,
@@ -40,8 +40,17 @@ CLASS_COLORS: dict[str, str] = {
 }
 FALLBACK_COLORS = ("#e3b341", "#f778ba", "#a5d6ff", "#7ee787", "#ffdf5d", "#bc8cff")
 CURRENT_LINE_COLOR = "#2f81f7"
-TIMELINE_HEIGHT = 190
+TIMELINE_HEIGHT = 190  # px, on screens 950 px high and more
 FLAG_FILL = (255, 123, 114, 40)
+
+
+def timeline_height() -> int:
+    """:data:`TIMELINE_HEIGHT`, or a fifth of a smaller screen's height (at least 120 px): on a 1366 x 768
+    laptop screen the strip leaves the image 40 px more."""
+    screen = QGuiApplication.primaryScreen()
+    if screen is None:
+        return TIMELINE_HEIGHT
+    return max(120, min(TIMELINE_HEIGHT, screen.availableGeometry().height() // 5))
 
 
 def class_color(name: str, index: int) -> str:
@@ -160,7 +169,7 @@ class PredictionTimeline(QWidget):
         self._checks_row.addWidget(self.title, 1)
 
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
-        self.setFixedHeight(TIMELINE_HEIGHT)  # the image keeps the space; the strip stays readable
+        self.setFixedHeight(timeline_height())  # the image keeps the space; the strip stays readable
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.setSpacing(1)
