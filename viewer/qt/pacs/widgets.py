@@ -41,6 +41,17 @@ def _dicom_date(text: str) -> str:
     return f"{text[0:4]}-{text[4:6]}-{text[6:8]}" if len(text) == 8 and text.isdigit() else text
 
 
+def series_label(s: SeriesMatch) -> str:
+    """``Se 2 · Head 5mm · CT · 32 images``: what a series row says."""
+    parts = [
+        "" if s.series_number is None else f"Se {s.series_number}",
+        s.series_description,
+        s.modality,
+        "" if s.num_instances is None else f"{s.num_instances} images",
+    ]
+    return " · ".join(p for p in parts if p)
+
+
 class NodeDialog(QDialog):
     """Add, edit, remove PACS nodes and test a connection. Shown with ``show()`` (never ``exec()``)."""
 
@@ -105,10 +116,24 @@ class NodeDialog(QDialog):
         layout.addWidget(self.node_list, 1)
         layout.addLayout(right, 2)
 
+        self.protocol.currentTextChanged.connect(self._protocol_changed)
+        self.auth.currentTextChanged.connect(self._auth_changed)
+        self._protocol_changed(self.protocol.currentText())
+        self._auth_changed(self.auth.currentText())
         self.btn_new.clicked.connect(self.clear_form)
         self.btn_save.clicked.connect(self._save)
         self.btn_remove.clicked.connect(self._remove)
         self.btn_test.clicked.connect(self._test)
+
+    def _protocol_changed(self, text: str) -> None:
+        web = text == NodeProtocol.DICOMWEB.value
+        self.url.setEnabled(web)
+        for w in (self.host, self.port, self.called_ae, self.calling_ae):
+            w.setEnabled(not web)
+
+    def _auth_changed(self, text: str) -> None:
+        self.username.setEnabled(text == AuthKind.BASIC.value)
+        self.secret.setEnabled(text != AuthKind.NONE.value)
 
     # --- form <-> entry ---------------------------------------------------------------------------
     def clear_form(self) -> None:
@@ -352,14 +377,11 @@ class QueryPanel(QWidget):
             return
         parent.takeChildren()
         for s in sorted(series, key=lambda m: (m.series_number is None, m.series_number or 0)):
-            number = "" if s.series_number is None else f"#{s.series_number} "
-            count = "" if s.num_instances is None else f"{s.num_instances} images"
-            child = QTreeWidgetItem(
-                ["", "", "", f"{number}{s.series_description}".strip(), s.modality, count]
-            )
+            child = QTreeWidgetItem([series_label(s)])
             child.setData(0, UID_ROLE, s.study_uid)
             child.setData(0, SERIES_ROLE, s)
             parent.addChild(child)
+            child.setFirstColumnSpanned(True)  # one readable line, however narrow the dock
         parent.setChildIndicatorPolicy(QTreeWidgetItem.ChildIndicatorPolicy.DontShowIndicatorWhenChildless)
 
     def _expanded(self, item: QTreeWidgetItem) -> None:
