@@ -15,6 +15,7 @@ from pytestqt.qtbot import QtBot
 
 from tests.pacs.conftest import Loaded, dimse_node, web_node
 from tests.pacs.orthanc import PASSWORD, USER, free_port
+from viewer.core.pacs import DicomWebClient, StudyQuery
 from viewer.core.pacs.models import RetrieveReport, SeriesMatch
 from viewer.core.pacs.secrets import FileSecretStore, SecretBackend
 from viewer.qt.app import build_main_window
@@ -253,3 +254,46 @@ def test_secrets_never_in_settings_with_a_token(window: MainWindow, tmp_path: Pa
     assert "token-node" in window.settings.path.read_text()
     entry = pacs.nodes.get("token-node")
     assert entry is not None and entry.node.secret == "tok-123-secret"
+
+
+def test_send_ai_result_back_lists_each_object(
+    qtbot: QtBot, window: MainWindow, orthanc: Loaded, tmp_path: Path
+) -> None:
+    """Analyze a stack with the real (tiny) model, send its AI SR + KOS to Orthanc by STOW-RS: each
+    object's outcome is listed and Orthanc holds them, filed with the study (identity included)."""
+    from pydicom import dcmread
+
+    from tests.core.inference_models import build_model, write_bleed_series
+
+    pacs = controller(window)
+    ai = window.ai_controller
+    assert ai is not None
+    add_web_node(window, orthanc)
+    pacs.panel.btn_send.click()  # nothing analysed yet
+    assert pacs.panel.status.text() == "No AI result to send: analyze a stack first"
+
+    ai.set_model_path(build_model(tmp_path / "tiny.onnx"))
+    ai.set_provider("cpu")
+    write_bleed_series(tmp_path / "head", 12, (5, 6))
+    with qtbot.waitSignal(window.load_finished, timeout=WAIT_MS):
+        window.open_paths([tmp_path / "head"])
+    qtbot.waitUntil(lambda: window.current_stack() is not None, timeout=WAIT_MS)
+    ai.analyze()
+    qtbot.waitUntil(lambda: ai.prediction() is not None, timeout=WAIT_MS)
+    study_uid = str(dcmread(next((tmp_path / "head").iterdir()), stop_before_pixels=True).StudyInstanceUID)
+    try:
+        with qtbot.waitSignal(pacs.send_finished, timeout=WAIT_MS) as sent:
+            pacs.panel.btn_send.click()
+        outcomes = sent.args[0]
+        assert len(outcomes) >= 1 and all(o.ok for o in outcomes), pacs.panel.status.text()
+        lines = pacs.panel.status.text().splitlines()
+        assert lines[0] == f"Sent {len(outcomes)} of {len(outcomes)} objects to test-orthanc:"
+        assert "SR: stored (status 0x0000)" in lines
+        for o in outcomes:  # in the PACS, in the analysed study
+            assert orthanc.server.lookup(o.sop_instance_uid, "Instance")
+        with DicomWebClient(web_node(orthanc.server)) as web:
+            assert [m.study_uid for m in web.find_studies(StudyQuery(study_uid=study_uid))] == [study_uid]
+        assert not any((Path(window.settings.path).parent / "pacs-outbox").rglob("*.dcm"))  # cleaned up
+    finally:
+        with contextlib.suppress(Exception):
+            orthanc.server.delete_study(study_uid)

@@ -9,13 +9,18 @@ never a patient); the log gets only their type.
 from __future__ import annotations
 
 import logging
+import shutil
+import tempfile
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QObject, Signal
 
 from viewer.core.errors import PacsConfigError
-from viewer.core.pacs.models import SeriesMatch, StudyQuery
+from viewer.core.pacs.models import SeriesMatch, StoreOutcome, StudyQuery
 from viewer.core.pacs.secrets import SecretStore
+from viewer.core.paths import user_data_path
+from viewer.core.review.fileutil import private_dir
 from viewer.qt.actions import ActionSpec
 from viewer.qt.pacs.nodes import NodeEntry, NodeStore, make_client
 from viewer.qt.pacs.widgets import NodeDialog, QueryPanel
@@ -33,6 +38,7 @@ class PacsController(QObject):
     """Owns the PACS dock, the node dialog, the node store and the running PACS jobs of one window."""
 
     retrieve_finished = Signal(object)  # list[RetrieveReport]
+    send_finished = Signal(object)  # list[StoreOutcome] ([] when the send failed as a whole)
 
     def __init__(
         self, window: Any, secrets: SecretStore | None = None, cache: InstanceCache | None = None
@@ -53,6 +59,7 @@ class PacsController(QObject):
         self.panel.retrieve_requested.connect(self.retrieve)
         self.panel.cancel_requested.connect(self.cancel_retrieve)
         self.panel.edit_nodes_requested.connect(self.show_nodes)
+        self.panel.send_requested.connect(self.send_ai_result)
         window.add_action(
             ActionSpec(
                 "pacs_query",
@@ -247,12 +254,72 @@ class PacsController(QObject):
             self.window.open_paths(folders)
         self.retrieve_finished.emit(reports)
 
+    # --- send back ---------------------------------------------------------------------------------
+    def send_ai_result(self, name: str) -> PacsCallJob | None:
+        """Send the shown AI result (SR + KOS, with the patient's identity: the PACS files them with the
+        study) to the node ``name``; the dock lists each object's outcome. The objects are written into a
+        private outbox folder that is removed once the PACS has answered."""
+        ai = getattr(self.window, "ai_controller", None)
+        entry = self._entry(name)
+        if entry is None:
+            return None
+        if ai is None or ai.prediction() is None:
+            self.panel.show_message("No AI result to send: analyze a stack first", ok=False)
+            return None
+        outbox = Path(tempfile.mkdtemp(prefix="send-", dir=private_dir(user_data_path() / "pacs-outbox")))
+        paths: list[Path] = ai.export_dicom(outbox, include_identity=True)
+        if not paths:
+            shutil.rmtree(outbox, ignore_errors=True)
+            self.panel.show_message(
+                "The AI result could not be written as DICOM (see the status bar)", ok=False
+            )
+            return None
+
+        def store(client: PacsClient) -> list[tuple[str, StoreOutcome]]:
+            kinds = [_object_kind(p) for p in paths]
+            return list(zip(kinds, client.store(paths), strict=True))
+
+        job = self._start(entry, store)
+
+        def done(outcomes: list[tuple[str, StoreOutcome]]) -> None:
+            shutil.rmtree(outbox, ignore_errors=True)
+            sent = sum(o.ok for _k, o in outcomes)
+            lines = [f"Sent {sent} of {len(outcomes)} objects to {name}:"]
+            for kind, o in outcomes:
+                status = "" if o.status is None else f" (status 0x{o.status:04X})"
+                lines.append(
+                    f"{kind}: {'stored' if o.ok else 'refused: ' + (o.reason or 'no reason')}{status}"
+                )
+            self.panel.show_message("\n".join(lines), ok=sent == len(outcomes))
+            self.send_finished.emit([o for _k, o in outcomes])
+
+        def failed(message: str) -> None:
+            shutil.rmtree(outbox, ignore_errors=True)
+            self.panel.show_message(f"Send failed: {message}", ok=False)
+            self.send_finished.emit([])
+
+        job.done.connect(done)
+        job.failed.connect(failed)
+        self.panel.show_message(f"Sending {len(paths)} objects…", ok=True)
+        job.start()
+        return job
+
     def shutdown(self) -> None:
         """Cancel and wait for every PACS job (closing the window)."""
         for job in list(self._jobs):
             job.cancel()
         for job in list(self._jobs):
             job.wait(JOB_WAIT_MS)
+
+
+def _object_kind(path: Path) -> str:
+    """'SR', 'KO', … of a file about to be sent (its Modality), for the per-object status."""
+    from pydicom import dcmread
+
+    try:
+        return str(dcmread(path, stop_before_pixels=True).get("Modality", "object"))
+    except Exception:  # a file we just wrote; the store itself reports a damaged one
+        return "object"
 
 
 def attach(

@@ -224,6 +224,7 @@ class QueryPanel(QWidget):
     series_requested = Signal(str, str)  # node name, study UID
     retrieve_requested = Signal(str, str, object)  # node name, study UID, list[SeriesMatch] ([] = all)
     cancel_requested = Signal()
+    send_requested = Signal(str)  # node name
     edit_nodes_requested = Signal()
 
     def __init__(self, parent: QWidget | None = None) -> None:
@@ -253,6 +254,11 @@ class QueryPanel(QWidget):
         self.btn_retrieve.setEnabled(False)
         self.btn_cancel = QPushButton("Cancel")
         self.btn_cancel.setEnabled(False)
+        self.btn_send = QPushButton("Send AI result")
+        self.btn_send.setToolTip(
+            "Send the shown AI result (AI Result SR and key images), with the patient's identity,"
+            " to this PACS"
+        )
         self.progress = QProgressBar()
         self.progress.setFormat("%v / %m instances")
         self.progress.hide()
@@ -278,6 +284,7 @@ class QueryPanel(QWidget):
         actions = QHBoxLayout()
         actions.addWidget(self.btn_retrieve)
         actions.addWidget(self.btn_cancel)
+        actions.addWidget(self.btn_send)
         actions.addWidget(self.progress, 1)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
@@ -293,6 +300,7 @@ class QueryPanel(QWidget):
         self.btn_nodes.clicked.connect(self.edit_nodes_requested)
         self.btn_retrieve.clicked.connect(self._retrieve)
         self.btn_cancel.clicked.connect(self.cancel_requested)
+        self.btn_send.clicked.connect(self._send)
         self.results.itemExpanded.connect(self._expanded)
         self.results.itemSelectionChanged.connect(self._selection_changed)
 
@@ -405,6 +413,12 @@ class QueryPanel(QWidget):
         if any(item.parent() is None and item.data(0, UID_ROLE) == study_uid for item in selected):
             series = []  # the study row selected: every series
         self.retrieve_requested.emit(self.node.currentText(), study_uid, series)
+
+    def _send(self) -> None:
+        if not self.node.currentText():
+            self.show_message("No PACS node chosen: add one with Nodes…", ok=False)
+            return
+        self.send_requested.emit(self.node.currentText())
 
     def set_retrieving(self, running: bool) -> None:
         self.btn_cancel.setEnabled(running)
