@@ -4,6 +4,7 @@ retrieves into the cache, the study opened in the window. Every wait has a timeo
 from __future__ import annotations
 
 import contextlib
+import logging
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -178,11 +179,16 @@ def dimse_node_at_dead_port() -> object:
     return PacsNode("dead", host="127.0.0.1", port=free_port(), called_ae="ORTHANC", connect_timeout_s=2)
 
 
-def _select_series(qtbot: QtBot, window: MainWindow, orthanc: Loaded) -> QTreeWidgetItem:
+def _select_series(
+    qtbot: QtBot, window: MainWindow, orthanc: Loaded, protocol: NodeProtocol = NodeProtocol.DICOMWEB
+) -> QTreeWidgetItem:
     pacs = controller(window)
     pacs.show_query()
     assert pacs.dock.isVisible()
-    add_web_node(window, orthanc)
+    if protocol is NodeProtocol.DICOMWEB:
+        add_web_node(window, orthanc)
+    else:
+        pacs.save_node(NodeEntry(dimse_node(orthanc.server), NodeProtocol.DIMSE), "")
     search(qtbot, window, "SYNTH*")
     study = pacs.panel.study_item(orthanc.demo_study_uid)
     assert study is not None
@@ -194,11 +200,17 @@ def _select_series(qtbot: QtBot, window: MainWindow, orthanc: Loaded) -> QTreeWi
     return child
 
 
+@pytest.mark.parametrize("protocol", list(NodeProtocol))
 def test_retrieve_series_shows_progress_and_opens_the_study(
-    qtbot: QtBot, window: MainWindow, orthanc: Loaded
+    qtbot: QtBot,
+    window: MainWindow,
+    orthanc: Loaded,
+    protocol: NodeProtocol,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.INFO)
     pacs = controller(window)
-    _select_series(qtbot, window, orthanc)
+    _select_series(qtbot, window, orthanc, protocol)
     with qtbot.waitSignal(window.load_finished, timeout=WAIT_MS) as loaded:
         pacs.panel.btn_retrieve.click()
         job = pacs._retrieve
@@ -215,6 +227,20 @@ def test_retrieve_series_shows_progress_and_opens_the_study(
     files = sorted(pacs.cache.root.rglob("*.dcm"))
     assert len(files) == n
     assert all("SYNTH" not in str(f) and orthanc.demo_study_uid not in str(f) for f in files)
+    # search, series query and retrieve logged no patient name or ID
+    assert caplog.records and not [r for r in caplog.records if "SYNTH" in r.getMessage()]
+
+
+def test_closing_the_window_mid_retrieve_stops_the_job(
+    qtbot: QtBot, window: MainWindow, orthanc: Loaded
+) -> None:
+    pacs = controller(window)
+    _select_series(qtbot, window, orthanc)
+    pacs.panel.btn_retrieve.click()
+    job = pacs._retrieve
+    assert job is not None and job.is_running()
+    window.close()  # about_to_close -> cancel and wait (bounded)
+    assert job.is_cancelled() and job.wait(WAIT_MS) and not job.is_running()
 
 
 def test_cancel_mid_retrieve_stops_it(qtbot: QtBot, window: MainWindow, orthanc: Loaded) -> None:
