@@ -18,6 +18,7 @@ from viewer.core.dicom.isolated import warm_async as warm_decoders
 from viewer.core.paths import demo_study_dir
 from viewer.qt.ai import attach as attach_ai
 from viewer.qt.main_window import MainWindow
+from viewer.qt.pacs import attach as attach_pacs
 from viewer.qt.review import attach as attach_review
 from viewer.qt.settings import Settings
 from viewer.qt.style import apply_dark_theme, icon
@@ -62,7 +63,7 @@ def build_main_window(
     *,
     offer_resume: bool = True,
 ) -> MainWindow:
-    """A configured MainWindow (not shown) with the AI and review extensions attached.
+    """A configured MainWindow (not shown) with the AI, review and PACS extensions attached.
 
     ``paths`` start loading at once; ``offer_resume`` asks to reopen the last review session.
     Usable from tests.
@@ -71,6 +72,7 @@ def build_main_window(
     window = MainWindow(settings=settings)
     ai = attach_ai(window)
     attach_review(window, offer_resume=offer_resume)  # after the AI: it connects to its predictions
+    attach_pacs(window)
     ai.dock.raise_()  # the findings tab in front until a review session is opened
     if paths:
         window.open_paths(paths)

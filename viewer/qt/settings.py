@@ -150,6 +150,15 @@ class Settings:
         self._qs.setValue("window/geometry", geometry)
         self._qs.setValue("window/state", state)
 
+    @property
+    def pacs_nodes_json(self) -> str:
+        """The PACS nodes (a JSON list, without secrets: see viewer.qt.pacs.nodes)."""
+        return str(self._qs.value("pacs/nodes", "[]") or "[]")
+
+    @pacs_nodes_json.setter
+    def pacs_nodes_json(self, value: str) -> None:
+        self._qs.setValue("pacs/nodes", value)
+
     # --- recent studies ---------------------------------------------------------------------------
     def recent(self) -> list[list[str]]:
         """Recently opened path groups, newest first (one entry per open action); when remembering is

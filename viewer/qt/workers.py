@@ -12,12 +12,16 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PySide6.QtCore import QObject, QThread, Signal
 
 from viewer.core.dicom.model import LoadReport, Stack
-from viewer.core.errors import DicomError
+from viewer.core.errors import DicomError, PacsError
+
+if TYPE_CHECKING:  # the PACS clients (pynetdicom, dicomweb-client) load only when a PACS is used
+    from viewer.core.pacs import InstanceCache, PacsClient, RetrievedInstance, RetrieveReport, SeriesMatch
 
 logger = logging.getLogger(__name__)
 
@@ -165,3 +169,94 @@ def make_thumbnail(data: np.ndarray, levels: tuple[float, float], invert: bool) 
     if invert:
         out = 1.0 - out
     return np.ascontiguousarray((out * 255.0).round().astype(np.uint8))
+
+
+class PacsCallJob(_Job):
+    """One PACS operation (echo, a query) on a worker thread: ``call(client)`` with a client made there
+    by ``make_client`` (DICOMweb sessions are not shared between threads); ``done`` carries the result.
+
+    A :class:`PacsError` is expected (server down, refused, bad answer): ``failed`` carries its message
+    (it names the node, never a patient) and the log only its type.
+    """
+
+    done = Signal(object)
+
+    def __init__(
+        self,
+        make_client: Callable[[], PacsClient],
+        call: Callable[[PacsClient], object],
+        parent: QObject | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self._make_client = make_client
+        self._call = call
+
+    def _run(self) -> None:
+        try:
+            client = self._make_client()
+            try:
+                result = self._call(client)
+            finally:
+                client.close()
+        except PacsError as exc:
+            logger.info("PACS operation failed (%s)", type(exc).__name__)
+            self.failed.emit(str(exc))
+            return
+        self.done.emit(result)
+
+
+class PacsRetrieveJob(_Job):
+    """Retrieve a study (every series) or some of its series into the instance cache, with progress
+    (instances arrived, instances expected) and cancel; ``done`` carries the list of RetrieveReports
+    (the last one marked ``cancelled`` when the user stopped it)."""
+
+    done = Signal(object)
+
+    def __init__(
+        self,
+        make_client: Callable[[], PacsClient],
+        cache: InstanceCache,
+        study_uid: str,
+        series: Sequence[SeriesMatch] = (),
+        parent: QObject | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self._make_client = make_client
+        self.cache = cache
+        self.study_uid = study_uid
+        self.series = list(series)
+
+    def _run(self) -> None:
+        reports: list[RetrieveReport] = []
+        try:
+            client = self._make_client()
+            try:
+                series = self.series or client.find_series(self.study_uid)
+                total = sum(s.num_instances or 0 for s in series)
+                arrived = 0
+
+                def on_instance(_item: RetrievedInstance) -> None:
+                    nonlocal arrived
+                    arrived += 1
+                    self._emit_progress(arrived, max(total, arrived))
+
+                for s in series:
+                    if self.is_cancelled():
+                        break
+                    report = client.retrieve_series(
+                        self.study_uid,
+                        s.series_uid,
+                        self.cache,
+                        on_instance=on_instance,
+                        cancel=self.is_cancelled,
+                    )
+                    reports.append(report)
+                    if report.cancelled:
+                        break
+            finally:
+                client.close()
+        except PacsError as exc:
+            logger.info("PACS retrieve failed (%s)", type(exc).__name__)
+            self.failed.emit(str(exc))
+            return
+        self.done.emit(reports)

@@ -1,0 +1,325 @@
+"""The PACS dock and node dialog against the real Orthanc: real widgets (offscreen), real jobs, real
+retrieves into the cache, the study opened in the window. Every wait has a timeout."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QTreeWidgetItem
+from pytestqt.qtbot import QtBot
+
+from tests.pacs.conftest import Loaded, dimse_node, web_node
+from tests.pacs.orthanc import PASSWORD, USER, free_port
+from viewer.core.pacs import DicomWebClient, StudyQuery
+from viewer.core.pacs.models import RetrieveReport, SeriesMatch
+from viewer.core.pacs.secrets import FileSecretStore, SecretBackend
+from viewer.qt.app import build_main_window
+from viewer.qt.main_window import MainWindow
+from viewer.qt.pacs import PacsController
+from viewer.qt.pacs.nodes import NodeEntry, NodeProtocol
+from viewer.qt.pacs.widgets import SERIES_ROLE
+
+WAIT_MS = 15_000
+
+
+@pytest.fixture
+def window(qtbot: QtBot) -> Iterator[MainWindow]:
+    with no_system_keyring():
+        win = build_main_window(offer_resume=False)
+    qtbot.addWidget(win)
+    win.resize(1200, 800)
+    win.show()
+    yield win
+    controller(win).shutdown()
+
+
+@contextlib.contextmanager
+def no_system_keyring() -> Iterator[None]:
+    """Never the user's keyring in a test: keyring (when installed) gets its 'fail' backend, so the
+    secrets go to the 0600 file in the test's own data folder."""
+    try:
+        import keyring
+        from keyring.backends import fail
+    except ImportError:
+        yield
+        return
+    previous = keyring.get_keyring()
+    keyring.set_keyring(fail.Keyring())
+    try:
+        yield
+    finally:
+        keyring.set_keyring(previous)
+
+
+def controller(win: MainWindow) -> PacsController:
+    pacs = win.pacs_controller  # type: ignore[attr-defined]
+    assert isinstance(pacs, PacsController)
+    return pacs
+
+
+def add_web_node(win: MainWindow, orthanc: Loaded) -> str:
+    controller(win).save_node(NodeEntry(web_node(orthanc.server), NodeProtocol.DICOMWEB), "")
+    return "test-orthanc"
+
+
+def search(qtbot: QtBot, win: MainWindow, patient_name: str) -> None:
+    panel = controller(win).panel
+    panel.patient_name.setText(patient_name)
+    panel.btn_search.click()
+    qtbot.waitUntil(lambda: panel.btn_search.isEnabled(), timeout=WAIT_MS)
+
+
+def test_add_node_test_connection_and_secret_kept_out_of_settings(
+    qtbot: QtBot, window: MainWindow, orthanc: Loaded
+) -> None:
+    pacs = controller(window)
+    dialog = pacs.show_nodes()
+    server = orthanc.server
+    # a DICOMweb node with basic auth, typed into the dialog
+    dialog.name.setText("orthanc-web")
+    dialog.protocol.setCurrentText(NodeProtocol.DICOMWEB.value)
+    dialog.url.setText(server.dicomweb_url)
+    dialog.auth.setCurrentText("basic")
+    dialog.username.setText(USER)
+    dialog.secret.setText(PASSWORD)
+    dialog.btn_save.click()
+    assert pacs.panel.node.findText("orthanc-web") >= 0
+    dialog.btn_test.click()
+    qtbot.waitUntil(lambda: dialog.btn_test.isEnabled(), timeout=WAIT_MS)
+    assert dialog.result_label.text().startswith("Connection OK"), dialog.result_label.text()
+    assert " ms" in dialog.result_label.text()
+
+    # the wrong password: an authentication failure, said as such
+    dialog.secret.setText("wrong-password")
+    dialog.btn_test.click()
+    qtbot.waitUntil(lambda: dialog.btn_test.isEnabled(), timeout=WAIT_MS)
+    text = dialog.result_label.text()
+    assert text.startswith("Connection failed") and ("401" in text or "authenticat" in text.lower()), text
+
+    # a DIMSE node: C-ECHO OK, then a port where nothing listens
+    dialog.btn_new.click()
+    dialog.name.setText("orthanc-dimse")
+    dialog.protocol.setCurrentText(NodeProtocol.DIMSE.value)
+    node = dimse_node(server)
+    dialog.host.setText(node.host)
+    dialog.port.setValue(node.port)
+    dialog.called_ae.setText(node.called_ae)
+    dialog.calling_ae.setText(node.calling_ae)
+    dialog.btn_test.click()
+    qtbot.waitUntil(lambda: dialog.btn_test.isEnabled(), timeout=WAIT_MS)
+    assert dialog.result_label.text().startswith("Connection OK"), dialog.result_label.text()
+    dead = free_port()
+    dialog.port.setValue(dead)
+    dialog.btn_test.click()
+    qtbot.waitUntil(lambda: dialog.btn_test.isEnabled(), timeout=WAIT_MS)
+    text = dialog.result_label.text()
+    assert text.startswith("Connection failed") and f"127.0.0.1:{dead}" in text, text
+
+    # the password is in the 0600 secret file (no keyring backend here), never in the settings file
+    window.settings.sync()
+    settings_text = window.settings.path.read_text()
+    assert "orthanc-web" in settings_text and server.dicomweb_url in settings_text
+    assert PASSWORD not in settings_text
+    secrets = pacs.nodes.secrets
+    assert secrets.backend is SecretBackend.FILE and isinstance(secrets, FileSecretStore)
+    assert PASSWORD in secrets.path.read_text()
+    assert stat.S_IMODE(secrets.path.stat().st_mode) == 0o600
+    assert "file only you can read" in dialog.secret_note.text()
+    # a saved node comes back with its secret; removing it removes the secret too
+    entry = pacs.nodes.get("orthanc-web")
+    assert entry is not None and entry.node.secret == PASSWORD
+    (listed,) = dialog.node_list.findItems("orthanc-web", Qt.MatchFlag.MatchExactly)
+    dialog.node_list.setCurrentItem(listed)
+    assert dialog.name.text() == "orthanc-web" and dialog.secret.text() == PASSWORD
+    dialog.btn_remove.click()
+    assert pacs.nodes.names() == []
+    assert PASSWORD not in secrets.path.read_text()
+
+
+def test_search_by_wildcard_lists_study_and_series(qtbot: QtBot, window: MainWindow, orthanc: Loaded) -> None:
+    pacs = controller(window)
+    add_web_node(window, orthanc)
+    search(qtbot, window, "SYN*")
+    item = pacs.panel.study_item(orthanc.demo_study_uid)
+    assert item is not None, pacs.panel.status.text()
+    assert item.text(1) == "SYNTH-0001" and item.text(2) == "2026-01-01" and item.text(4) == "CT"
+    item.setExpanded(True)
+    qtbot.waitUntil(lambda: item.childCount() == 1, timeout=WAIT_MS)
+    series = item.child(0).data(0, SERIES_ROLE)
+    assert isinstance(series, SeriesMatch) and series.series_uid == orthanc.demo_series_uid
+    assert item.child(0).text(0) == f"Se 2 · Head 5mm (synthetic) · CT · {len(orthanc.demo_files)} images"
+
+    search(qtbot, window, "NOBODY*")
+    assert pacs.panel.results.topLevelItemCount() == 0
+    assert pacs.panel.status.text() == "0 studies found"
+
+
+def test_bad_date_and_unreachable_node_are_shown_in_the_dock(qtbot: QtBot, window: MainWindow) -> None:
+    pacs = controller(window)
+    node = dimse_node_at_dead_port()
+    pacs.save_node(NodeEntry(node, NodeProtocol.DIMSE), "")
+    pacs.panel.date_from.setText("2026-13-01")
+    pacs.panel.btn_search.click()
+    assert "From date '2026-13-01' is not YYYY-MM-DD" in pacs.panel.status.text()
+    pacs.panel.date_from.clear()
+    search(qtbot, window, "SYN*")
+    text = pacs.panel.status.text()
+    assert text.startswith("Search failed: Cannot connect to the PACS at 127.0.0.1:"), text
+
+
+def dimse_node_at_dead_port() -> object:
+    from viewer.core.pacs.node import PacsNode
+
+    return PacsNode("dead", host="127.0.0.1", port=free_port(), called_ae="ORTHANC", connect_timeout_s=2)
+
+
+def _select_series(
+    qtbot: QtBot, window: MainWindow, orthanc: Loaded, protocol: NodeProtocol = NodeProtocol.DICOMWEB
+) -> QTreeWidgetItem:
+    pacs = controller(window)
+    pacs.show_query()
+    assert pacs.dock.isVisible()
+    if protocol is NodeProtocol.DICOMWEB:
+        add_web_node(window, orthanc)
+    else:
+        pacs.save_node(NodeEntry(dimse_node(orthanc.server), NodeProtocol.DIMSE), "")
+    search(qtbot, window, "SYNTH*")
+    study = pacs.panel.study_item(orthanc.demo_study_uid)
+    assert study is not None
+    study.setExpanded(True)
+    qtbot.waitUntil(lambda: study.childCount() == 1, timeout=WAIT_MS)
+    child = study.child(0)
+    pacs.panel.results.setCurrentItem(child)
+    assert pacs.panel.btn_retrieve.isEnabled()
+    return child
+
+
+@pytest.mark.parametrize("protocol", list(NodeProtocol))
+def test_retrieve_series_shows_progress_and_opens_the_study(
+    qtbot: QtBot,
+    window: MainWindow,
+    orthanc: Loaded,
+    protocol: NodeProtocol,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    pacs = controller(window)
+    _select_series(qtbot, window, orthanc, protocol)
+    with qtbot.waitSignal(window.load_finished, timeout=WAIT_MS) as loaded:
+        pacs.panel.btn_retrieve.click()
+        job = pacs._retrieve
+        assert job is not None
+        assert pacs.panel.progress.isVisible() and pacs.panel.btn_cancel.isEnabled()
+    n = len(orthanc.demo_files)
+    assert (pacs.panel.progress.value(), pacs.panel.progress.maximum()) == (n, n)
+    report = loaded.args[0]
+    assert [len(s.slices) for s in report.all_stacks()] == [n] and not report.skipped
+    assert window.current_stack() is not None
+    assert pacs.panel.status.text() == f"{n} instances in 1 series"
+    assert not pacs.panel.progress.isVisible() and not pacs.panel.btn_cancel.isEnabled()
+    # the files are in the bounded cache, under names without patient data or UIDs
+    files = sorted(pacs.cache.root.rglob("*.dcm"))
+    assert len(files) == n
+    assert all("SYNTH" not in str(f) and orthanc.demo_study_uid not in str(f) for f in files)
+    # search, series query and retrieve logged no patient name or ID
+    assert caplog.records and not [r for r in caplog.records if "SYNTH" in r.getMessage()]
+
+
+def test_closing_the_window_mid_retrieve_stops_the_job(
+    qtbot: QtBot, window: MainWindow, orthanc: Loaded
+) -> None:
+    pacs = controller(window)
+    _select_series(qtbot, window, orthanc)
+    pacs.panel.btn_retrieve.click()
+    job = pacs._retrieve
+    assert job is not None and job.is_running()
+    window.close()  # about_to_close -> cancel and wait (bounded)
+    assert job.is_cancelled() and job.wait(WAIT_MS) and not job.is_running()
+
+
+def test_cancel_mid_retrieve_stops_it(qtbot: QtBot, window: MainWindow, orthanc: Loaded) -> None:
+    pacs = controller(window)
+    _select_series(qtbot, window, orthanc)
+    opened: list[object] = []
+    window.load_finished.connect(opened.append)
+    with qtbot.waitSignal(pacs.retrieve_finished, timeout=WAIT_MS) as finished:
+        pacs.panel.btn_retrieve.click()
+        job = pacs._retrieve
+        assert job is not None
+        # the Cancel button's action, run on the first arrived instance (in the job's thread, so the
+        # retrieve cannot have finished before it)
+        job.progress.connect(lambda _d, _t: job.cancel(), Qt.ConnectionType.DirectConnection)
+    reports: list[RetrieveReport] = finished.args[0]
+    assert len(reports) == 1 and reports[0].cancelled
+    assert 1 <= len(reports[0].instances) < len(orthanc.demo_files)
+    assert pacs.panel.status.text().startswith("Retrieve cancelled")
+    assert not pacs.panel.btn_cancel.isEnabled()
+    qtbot.wait(100)
+    assert opened == [] and not window.is_loading()
+
+
+def test_secrets_never_in_settings_with_a_token(window: MainWindow, tmp_path: Path) -> None:
+    from viewer.core.pacs.node import AuthKind, PacsNode
+
+    pacs = controller(window)
+    node = PacsNode(
+        "token-node",
+        dicomweb_url="https://pacs.example/dicom-web",
+        auth=AuthKind.BEARER,
+        secret="tok-123-secret",
+    )
+    pacs.save_node(NodeEntry(node, NodeProtocol.DICOMWEB), "")
+    window.settings.sync()
+    assert "tok-123-secret" not in window.settings.path.read_text()
+    assert "token-node" in window.settings.path.read_text()
+    entry = pacs.nodes.get("token-node")
+    assert entry is not None and entry.node.secret == "tok-123-secret"
+
+
+def test_send_ai_result_back_lists_each_object(
+    qtbot: QtBot, window: MainWindow, orthanc: Loaded, tmp_path: Path
+) -> None:
+    """Analyze a stack with the real (tiny) model, send its AI SR + KOS to Orthanc by STOW-RS: each
+    object's outcome is listed and Orthanc holds them, filed with the study (identity included)."""
+    from pydicom import dcmread
+
+    from tests.core.inference_models import build_model, write_bleed_series
+
+    pacs = controller(window)
+    ai = window.ai_controller
+    assert ai is not None
+    add_web_node(window, orthanc)
+    pacs.panel.btn_send.click()  # nothing analysed yet
+    assert pacs.panel.status.text() == "No AI result to send: analyze a stack first"
+
+    ai.set_model_path(build_model(tmp_path / "tiny.onnx"))
+    ai.set_provider("cpu")
+    write_bleed_series(tmp_path / "head", 12, (5, 6))
+    with qtbot.waitSignal(window.load_finished, timeout=WAIT_MS):
+        window.open_paths([tmp_path / "head"])
+    qtbot.waitUntil(lambda: window.current_stack() is not None, timeout=WAIT_MS)
+    ai.analyze()
+    qtbot.waitUntil(lambda: ai.prediction() is not None, timeout=WAIT_MS)
+    study_uid = str(dcmread(next((tmp_path / "head").iterdir()), stop_before_pixels=True).StudyInstanceUID)
+    try:
+        with qtbot.waitSignal(pacs.send_finished, timeout=WAIT_MS) as sent:
+            pacs.panel.btn_send.click()
+        outcomes = sent.args[0]
+        assert len(outcomes) >= 1 and all(o.ok for o in outcomes), pacs.panel.status.text()
+        lines = pacs.panel.status.text().splitlines()
+        assert lines[0] == f"Sent {len(outcomes)} of {len(outcomes)} objects to test-orthanc:"
+        assert "SR: stored (status 0x0000)" in lines
+        for o in outcomes:  # in the PACS, in the analysed study
+            assert orthanc.server.lookup(o.sop_instance_uid, "Instance")
+        with DicomWebClient(web_node(orthanc.server)) as web:
+            assert [m.study_uid for m in web.find_studies(StudyQuery(study_uid=study_uid))] == [study_uid]
+        assert not any((Path(window.settings.path).parent / "pacs-outbox").rglob("*.dcm"))  # cleaned up
+    finally:
+        with contextlib.suppress(Exception):
+            orthanc.server.delete_study(study_uid)

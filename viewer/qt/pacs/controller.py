@@ -1,0 +1,331 @@
+"""Studies from a PACS in the main window: File › Query PACS… (a dock) and File › PACS nodes… (a dialog).
+
+Every PACS operation runs as a job (:mod:`viewer.qt.workers`) with a client made on the job's thread.
+Retrieved series land in the bounded :class:`~viewer.core.pacs.InstanceCache` and are then opened with
+``window.open_paths`` like any folder. Errors are shown in the dock (the PACS messages name the node,
+never a patient); the log gets only their type.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from PySide6.QtCore import QObject, Signal
+
+from viewer.core.errors import PacsConfigError
+from viewer.core.pacs.models import SeriesMatch, StoreOutcome, StudyQuery
+from viewer.core.pacs.secrets import SecretStore
+from viewer.core.paths import user_data_path
+from viewer.core.review.fileutil import private_dir
+from viewer.qt.actions import ActionSpec
+from viewer.qt.pacs.nodes import NodeEntry, NodeStore, make_client
+from viewer.qt.pacs.widgets import NodeDialog, QueryPanel
+from viewer.qt.workers import PacsCallJob, PacsRetrieveJob
+
+if TYPE_CHECKING:
+    from viewer.core.pacs import InstanceCache, PacsClient, RetrieveReport
+
+logger = logging.getLogger(__name__)
+
+JOB_WAIT_MS = 10_000  # how long closing the window waits for a PACS job to stop
+
+
+class PacsController(QObject):
+    """Owns the PACS dock, the node dialog, the node store and the running PACS jobs of one window."""
+
+    retrieve_finished = Signal(object)  # list[RetrieveReport]
+    send_finished = Signal(object)  # list[StoreOutcome] ([] when the send failed as a whole)
+
+    def __init__(
+        self, window: Any, secrets: SecretStore | None = None, cache: InstanceCache | None = None
+    ) -> None:
+        super().__init__(window)
+        self.window = window
+        self.nodes = NodeStore(window.settings, secrets)
+        self._cache = cache
+        self.panel = QueryPanel()
+        self.dock = window.add_dock(self.panel, "PACS")
+        self.dock.hide()
+        self.dialog: NodeDialog | None = None
+        self._jobs: list[Any] = []
+        self._retrieve: PacsRetrieveJob | None = None
+
+        self.panel.search_requested.connect(self.search)
+        self.panel.series_requested.connect(self.list_series)
+        self.panel.retrieve_requested.connect(self.retrieve)
+        self.panel.cancel_requested.connect(self.cancel_retrieve)
+        self.panel.edit_nodes_requested.connect(self.show_nodes)
+        self.panel.send_requested.connect(self.send_ai_result)
+        window.add_action(
+            ActionSpec(
+                "pacs_query",
+                "Query PACS…",
+                self.show_query,
+                section="File",
+                help="Search a PACS and retrieve studies",
+            )
+        )
+        window.add_action(
+            ActionSpec(
+                "pacs_nodes",
+                "PACS nodes…",
+                self.show_nodes,
+                section="File",
+                help="Add, edit and test PACS connections",
+            )
+        )
+        menu = window.menu("File")
+        first = menu.actions()[0] if menu.actions() else None
+        for action_id in ("pacs_query", "pacs_nodes"):
+            menu.insertAction(first, window.actions_registry.action(action_id))
+        if first is not None:
+            menu.insertSeparator(first)
+        window.about_to_close.connect(self.shutdown)
+        self.refresh_nodes()
+
+    @property
+    def cache(self) -> InstanceCache:
+        if self._cache is None:
+            from viewer.core.pacs import InstanceCache
+
+            self._cache = InstanceCache()
+        return self._cache
+
+    # --- nodes ------------------------------------------------------------------------------------
+    def refresh_nodes(self) -> None:
+        names = self.nodes.names()
+        self.panel.set_nodes(names)
+        if self.dialog is not None:
+            self.dialog.node_list.clear()
+            self.dialog.node_list.addItems(names)
+
+    def show_nodes(self) -> NodeDialog:
+        if self.dialog is None:
+            self.dialog = NodeDialog(self.nodes.secrets.describe(), self.window)
+            self.dialog.save_requested.connect(self.save_node)
+            self.dialog.remove_requested.connect(self.remove_node)
+            self.dialog.test_requested.connect(self.test_node)
+            self.dialog.node_list.currentTextChanged.connect(self._pick_node)
+            self.refresh_nodes()
+        self.dialog.show()
+        self.dialog.raise_()
+        return self.dialog
+
+    def _pick_node(self, name: str) -> None:
+        entry = self.nodes.get(name) if name else None
+        if entry is not None and self.dialog is not None:
+            self.dialog.show_entry(entry)
+
+    def save_node(self, entry: NodeEntry, replaces: str) -> None:
+        try:
+            self.nodes.save(entry, replaces=replaces or None)
+        except PacsConfigError as exc:
+            if self.dialog is not None:
+                self.dialog.set_result(str(exc), ok=False)
+            return
+        self.refresh_nodes()
+        if self.dialog is not None:
+            self.dialog.set_result(f"Saved {entry.name!r}", ok=True)
+
+    def remove_node(self, name: str) -> None:
+        self.nodes.remove(name)
+        self.refresh_nodes()
+
+    def test_node(self, entry: NodeEntry) -> PacsCallJob:
+        job = self._start(entry, lambda client: client.echo())
+        dialog = self.dialog
+
+        def done(seconds: float) -> None:
+            if dialog is not None:
+                dialog.btn_test.setEnabled(True)
+                dialog.set_result(
+                    f"Connection OK ({entry.address()}): {float(seconds) * 1000:.0f} ms", ok=True
+                )
+
+        def failed(message: str) -> None:
+            if dialog is not None:
+                dialog.btn_test.setEnabled(True)
+                dialog.set_result(f"Connection failed: {message}", ok=False)
+
+        job.done.connect(done)
+        job.failed.connect(failed)
+        job.start()
+        return job
+
+    # --- query ------------------------------------------------------------------------------------
+    def show_query(self) -> None:
+        self.dock.show()
+        self.dock.raise_()
+        self.panel.patient_name.setFocus()
+
+    def _entry(self, name: str) -> NodeEntry | None:
+        entry = self.nodes.get(name)
+        if entry is None:
+            self.panel.show_message(f"No PACS node named {name!r}", ok=False)
+        return entry
+
+    def _start(self, entry: NodeEntry, call: Any) -> PacsCallJob:
+        job = PacsCallJob(lambda: make_client(entry), call, self)
+        self._track(job)
+        return job
+
+    def _track(self, job: Any) -> None:
+        self._jobs.append(job)
+        job.done.connect(lambda _r, j=job: self._forget(j))
+        job.failed.connect(lambda _m, j=job: self._forget(j))
+
+    def _forget(self, job: Any) -> None:
+        if job in self._jobs:
+            self._jobs.remove(job)
+
+    def search(self, name: str, query: StudyQuery) -> PacsCallJob | None:
+        entry = self._entry(name)
+        if entry is None:
+            return None
+        job = self._start(entry, lambda client: client.find_studies(query))
+        job.done.connect(self.panel.show_studies)
+        job.failed.connect(lambda message: self.panel.show_message(f"Search failed: {message}", ok=False))
+        job.start()
+        return job
+
+    def list_series(self, name: str, study_uid: str) -> PacsCallJob | None:
+        entry = self._entry(name)
+        if entry is None:
+            return None
+        job = self._start(entry, lambda client: client.find_series(study_uid))
+        job.done.connect(lambda series: self.panel.show_series(study_uid, series))
+        job.failed.connect(
+            lambda message: self.panel.show_message(f"Series query failed: {message}", ok=False)
+        )
+        job.start()
+        return job
+
+    # --- retrieve ---------------------------------------------------------------------------------
+    def retrieve(self, name: str, study_uid: str, series: list[SeriesMatch]) -> PacsRetrieveJob | None:
+        if self._retrieve is not None:
+            self.panel.show_message("A retrieve is already running", ok=False)
+            return None
+        entry = self._entry(name)
+        if entry is None:
+            return None
+
+        def client() -> PacsClient:
+            return make_client(entry)
+
+        job = PacsRetrieveJob(client, self.cache, study_uid, series, self)
+        self._retrieve = job
+        self._track(job)
+        job.progress.connect(self.panel.set_progress)
+        job.done.connect(self._retrieved)
+        job.failed.connect(self._retrieve_failed)
+        self.panel.set_retrieving(True)
+        self.panel.show_message("Retrieving…", ok=True)
+        job.start()
+        return job
+
+    def cancel_retrieve(self) -> None:
+        if self._retrieve is not None:
+            self._retrieve.cancel()
+            self.panel.show_message("Cancelling…", ok=True)
+
+    def _retrieve_failed(self, message: str) -> None:
+        self._retrieve = None
+        self.panel.set_retrieving(False)
+        self.panel.show_message(f"Retrieve failed: {message}", ok=False)
+
+    def _retrieved(self, reports: list[RetrieveReport]) -> None:
+        self._retrieve = None
+        self.panel.set_retrieving(False)
+        arrived = sum(len(r.instances) for r in reports)
+        failed = [f for r in reports for f in r.failed]
+        cancelled = any(r.cancelled for r in reports) or not reports
+        parts = [f"{arrived} instances in {len(reports)} series"]
+        if cancelled:
+            parts.insert(0, "Retrieve cancelled")
+        if failed:
+            parts.append(f"{len(failed)} failed: " + "; ".join(f.reason for f in failed[:3]))
+        self.panel.show_message(", ".join(parts), ok=not failed and not cancelled)
+        folders = [str(r.folder) for r in reports if r.instances and not r.cancelled]
+        if folders:
+            self.window.open_paths(folders)
+        self.retrieve_finished.emit(reports)
+
+    # --- send back ---------------------------------------------------------------------------------
+    def send_ai_result(self, name: str) -> PacsCallJob | None:
+        """Send the shown AI result (SR + KOS, with the patient's identity: the PACS files them with the
+        study) to the node ``name``; the dock lists each object's outcome. The objects are written into a
+        private outbox folder that is removed once the PACS has answered."""
+        ai = getattr(self.window, "ai_controller", None)
+        entry = self._entry(name)
+        if entry is None:
+            return None
+        if ai is None or ai.prediction() is None:
+            self.panel.show_message("No AI result to send: analyze a stack first", ok=False)
+            return None
+        outbox = Path(tempfile.mkdtemp(prefix="send-", dir=private_dir(user_data_path() / "pacs-outbox")))
+        paths: list[Path] = ai.export_dicom(outbox, include_identity=True)
+        if not paths:
+            shutil.rmtree(outbox, ignore_errors=True)
+            self.panel.show_message(
+                "The AI result could not be written as DICOM (see the status bar)", ok=False
+            )
+            return None
+
+        def store(client: PacsClient) -> list[tuple[str, StoreOutcome]]:
+            kinds = [_object_kind(p) for p in paths]
+            return list(zip(kinds, client.store(paths), strict=True))
+
+        job = self._start(entry, store)
+
+        def done(outcomes: list[tuple[str, StoreOutcome]]) -> None:
+            shutil.rmtree(outbox, ignore_errors=True)
+            sent = sum(o.ok for _k, o in outcomes)
+            lines = [f"Sent {sent} of {len(outcomes)} objects to {name}:"]
+            for kind, o in outcomes:
+                status = "" if o.status is None else f" (status 0x{o.status:04X})"
+                lines.append(
+                    f"{kind}: {'stored' if o.ok else 'refused: ' + (o.reason or 'no reason')}{status}"
+                )
+            self.panel.show_message("\n".join(lines), ok=sent == len(outcomes))
+            self.send_finished.emit([o for _k, o in outcomes])
+
+        def failed(message: str) -> None:
+            shutil.rmtree(outbox, ignore_errors=True)
+            self.panel.show_message(f"Send failed: {message}", ok=False)
+            self.send_finished.emit([])
+
+        job.done.connect(done)
+        job.failed.connect(failed)
+        self.panel.show_message(f"Sending {len(paths)} objects…", ok=True)
+        job.start()
+        return job
+
+    def shutdown(self) -> None:
+        """Cancel and wait for every PACS job (closing the window)."""
+        for job in list(self._jobs):
+            job.cancel()
+        for job in list(self._jobs):
+            job.wait(JOB_WAIT_MS)
+
+
+def _object_kind(path: Path) -> str:
+    """'SR', 'KO', … of a file about to be sent (its Modality), for the per-object status."""
+    from pydicom import dcmread
+
+    try:
+        return str(dcmread(path, stop_before_pixels=True).get("Modality", "object"))
+    except Exception:  # a file we just wrote; the store itself reports a damaged one
+        return "object"
+
+
+def attach(
+    window: Any, secrets: SecretStore | None = None, cache: InstanceCache | None = None
+) -> PacsController:
+    """Add the PACS dock, dialog and File menu entries to ``window`` (a MainWindow)."""
+    controller = PacsController(window, secrets, cache)
+    window.pacs_controller = controller  # keep a Python reference for the window's lifetime
+    return controller

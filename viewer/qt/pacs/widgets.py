@@ -1,0 +1,438 @@
+"""The PACS widgets: the node editor (a non-modal dialog) and the query panel (a dock).
+
+They hold no threads and no clients: :mod:`viewer.qt.pacs.controller` connects their signals to jobs.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QComboBox,
+    QDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QTreeWidget,
+    QTreeWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from viewer.core.constants import PACS_DEFAULT_CALLING_AE
+from viewer.core.errors import PacsConfigError
+from viewer.core.pacs.models import SeriesMatch, StudyMatch, StudyQuery
+from viewer.core.pacs.node import AuthKind, PacsNode
+from viewer.qt.pacs.nodes import NodeEntry, NodeProtocol
+
+STUDY_COLUMNS = ("Patient", "Patient ID", "Date", "Description", "Modality", "Series")
+UID_ROLE = Qt.ItemDataRole.UserRole
+SERIES_ROLE = Qt.ItemDataRole.UserRole + 1
+
+
+def _dicom_date(text: str) -> str:
+    return f"{text[0:4]}-{text[4:6]}-{text[6:8]}" if len(text) == 8 and text.isdigit() else text
+
+
+def series_label(s: SeriesMatch) -> str:
+    """``Se 2 · Head 5mm · CT · 32 images``: what a series row says."""
+    parts = [
+        "" if s.series_number is None else f"Se {s.series_number}",
+        s.series_description,
+        s.modality,
+        "" if s.num_instances is None else f"{s.num_instances} images",
+    ]
+    return " · ".join(p for p in parts if p)
+
+
+class NodeDialog(QDialog):
+    """Add, edit, remove PACS nodes and test a connection. Shown with ``show()`` (never ``exec()``)."""
+
+    save_requested = Signal(object, str)  # NodeEntry, name of the node it replaces ('' = new)
+    remove_requested = Signal(str)
+    test_requested = Signal(object)  # NodeEntry
+
+    def __init__(self, secret_note: str, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("PACS nodes")
+        self.setModal(False)
+        self.node_list = QListWidget()
+        self.name = QLineEdit()
+        self.protocol = QComboBox()
+        self.protocol.addItems([p.value for p in NodeProtocol])
+        self.url = QLineEdit()
+        self.url.setPlaceholderText("http://pacs:8042/dicom-web")
+        self.host = QLineEdit()
+        self.port = QSpinBox()
+        self.port.setRange(1, 65535)
+        self.port.setValue(104)
+        self.called_ae = QLineEdit("ANY-SCP")
+        self.calling_ae = QLineEdit(PACS_DEFAULT_CALLING_AE)
+        self.auth = QComboBox()
+        self.auth.addItems([a.value for a in AuthKind])
+        self.username = QLineEdit()
+        self.secret = QLineEdit()
+        self.secret.setEchoMode(QLineEdit.EchoMode.Password)
+        self.secret.setPlaceholderText("password or token")
+        self.btn_new = QPushButton("New")
+        self.btn_save = QPushButton("Save")
+        self.btn_remove = QPushButton("Remove")
+        self.btn_test = QPushButton("Test connection")
+        self.result_label = QLabel("")
+        self.result_label.setWordWrap(True)
+        self.result_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.secret_note = QLabel(secret_note)
+        self.secret_note.setWordWrap(True)
+        self._editing = ""
+
+        form = QFormLayout()
+        form.addRow("Name", self.name)
+        form.addRow("Protocol", self.protocol)
+        form.addRow("DICOMweb URL", self.url)
+        form.addRow("Host", self.host)
+        form.addRow("Port", self.port)
+        form.addRow("Called AE", self.called_ae)
+        form.addRow("Calling AE", self.calling_ae)
+        form.addRow("Authentication", self.auth)
+        form.addRow("User name", self.username)
+        form.addRow("Password / token", self.secret)
+        buttons = QHBoxLayout()
+        for b in (self.btn_new, self.btn_save, self.btn_remove, self.btn_test):
+            buttons.addWidget(b)
+        right = QVBoxLayout()
+        right.addLayout(form)
+        right.addLayout(buttons)
+        right.addWidget(self.result_label)
+        right.addWidget(self.secret_note)
+        right.addStretch(1)
+        layout = QHBoxLayout(self)
+        layout.addWidget(self.node_list, 1)
+        layout.addLayout(right, 2)
+
+        self.protocol.currentTextChanged.connect(self._protocol_changed)
+        self.auth.currentTextChanged.connect(self._auth_changed)
+        self._protocol_changed(self.protocol.currentText())
+        self._auth_changed(self.auth.currentText())
+        self.btn_new.clicked.connect(self.clear_form)
+        self.btn_save.clicked.connect(self._save)
+        self.btn_remove.clicked.connect(self._remove)
+        self.btn_test.clicked.connect(self._test)
+
+    def _protocol_changed(self, text: str) -> None:
+        web = text == NodeProtocol.DICOMWEB.value
+        self.url.setEnabled(web)
+        for w in (self.host, self.port, self.called_ae, self.calling_ae):
+            w.setEnabled(not web)
+
+    def _auth_changed(self, text: str) -> None:
+        self.username.setEnabled(text == AuthKind.BASIC.value)
+        self.secret.setEnabled(text != AuthKind.NONE.value)
+
+    # --- form <-> entry ---------------------------------------------------------------------------
+    def clear_form(self) -> None:
+        self._editing = ""
+        self.node_list.setCurrentRow(-1)
+        for w in (self.name, self.url, self.host, self.username, self.secret):
+            w.clear()
+        self.port.setValue(104)
+        self.called_ae.setText("ANY-SCP")
+        self.calling_ae.setText(PACS_DEFAULT_CALLING_AE)
+        self.auth.setCurrentText(AuthKind.NONE.value)
+        self.result_label.clear()
+
+    def show_entry(self, entry: NodeEntry) -> None:
+        n = entry.node
+        self._editing = n.name
+        self.name.setText(n.name)
+        self.protocol.setCurrentText(entry.protocol.value)
+        self.url.setText(n.dicomweb_url)
+        self.host.setText(n.host)
+        self.port.setValue(n.port)
+        self.called_ae.setText(n.called_ae)
+        self.calling_ae.setText(n.calling_ae)
+        self.auth.setCurrentText(n.auth.value)
+        self.username.setText(n.username)
+        self.secret.setText(n.secret)
+        self.result_label.clear()
+
+    def entry(self) -> NodeEntry:
+        """The form as a node; :class:`PacsConfigError` says what is missing or invalid."""
+        name = self.name.text().strip()
+        if not name:
+            raise PacsConfigError("The node needs a name")
+        protocol = NodeProtocol(self.protocol.currentText())
+        url = self.url.text().strip()
+        host = self.host.text().strip()
+        if protocol is NodeProtocol.DICOMWEB and not url:
+            raise PacsConfigError(f"PACS {name!r}: DICOMweb needs a URL")
+        if protocol is NodeProtocol.DIMSE and not host:
+            raise PacsConfigError(f"PACS {name!r}: DIMSE needs a host")
+        node = PacsNode(
+            name=name,
+            host=host,
+            port=self.port.value(),
+            called_ae=self.called_ae.text().strip(),
+            calling_ae=self.calling_ae.text().strip(),
+            dicomweb_url=url,
+            auth=AuthKind(self.auth.currentText()),
+            username=self.username.text().strip(),
+            secret=self.secret.text(),
+        )
+        return NodeEntry(node, protocol)
+
+    def set_result(self, text: str, ok: bool) -> None:
+        self.result_label.setText(text)
+        self.result_label.setStyleSheet("color: #6c6;" if ok else "color: #e66;")
+
+    # --- buttons ----------------------------------------------------------------------------------
+    def _save(self) -> None:
+        try:
+            entry = self.entry()
+        except PacsConfigError as exc:
+            self.set_result(str(exc), ok=False)
+            return
+        self.save_requested.emit(entry, self._editing)
+        self._editing = entry.name
+
+    def _remove(self) -> None:
+        if self._editing:
+            self.remove_requested.emit(self._editing)
+            self.clear_form()
+
+    def _test(self) -> None:
+        try:
+            entry = self.entry()
+        except PacsConfigError as exc:
+            self.set_result(str(exc), ok=False)
+            return
+        self.set_result("Testing…", ok=True)
+        self.btn_test.setEnabled(False)
+        self.test_requested.emit(entry)
+
+
+class QueryPanel(QWidget):
+    """Query fields, the results tree (studies, their series as children), retrieve with progress."""
+
+    search_requested = Signal(str, object)  # node name, StudyQuery
+    series_requested = Signal(str, str)  # node name, study UID
+    retrieve_requested = Signal(str, str, object)  # node name, study UID, list[SeriesMatch] ([] = all)
+    cancel_requested = Signal()
+    send_requested = Signal(str)  # node name
+    edit_nodes_requested = Signal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.node = QComboBox()
+        self.btn_nodes = QPushButton("Nodes…")
+        self.patient_name = QLineEdit()
+        self.patient_name.setPlaceholderText("e.g. SMITH* (* and ? wildcards)")
+        self.patient_id = QLineEdit()
+        self.date_from = QLineEdit()
+        self.date_from.setPlaceholderText("YYYY-MM-DD")
+        self.date_to = QLineEdit()
+        self.date_to.setPlaceholderText("YYYY-MM-DD")
+        self.modality = QComboBox()
+        self.modality.setEditable(True)
+        self.modality.addItems(["", "CT", "MR", "CR", "DX", "US", "PT", "NM", "XA", "MG"])
+        self.accession = QLineEdit()
+        self.description = QLineEdit()
+        self.btn_search = QPushButton("Search")
+        self.btn_search.setDefault(True)
+        self.results = QTreeWidget()
+        self.results.setHeaderLabels(list(STUDY_COLUMNS))
+        self.results.setRootIsDecorated(True)
+        self.results.setUniformRowHeights(True)
+        self.results.header().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.btn_retrieve = QPushButton("Retrieve")
+        self.btn_retrieve.setEnabled(False)
+        self.btn_cancel = QPushButton("Cancel")
+        self.btn_cancel.setEnabled(False)
+        self.btn_send = QPushButton("Send AI result")
+        self.btn_send.setToolTip(
+            "Send the shown AI result (AI Result SR and key images), with the patient's identity,"
+            " to this PACS"
+        )
+        self.progress = QProgressBar()
+        self.progress.setFormat("%v / %m instances")
+        self.progress.hide()
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+
+        node_row = QHBoxLayout()
+        node_row.addWidget(self.node, 1)
+        node_row.addWidget(self.btn_nodes)
+        dates = QHBoxLayout()
+        dates.addWidget(self.date_from)
+        dates.addWidget(QLabel("to"))
+        dates.addWidget(self.date_to)
+        form = QFormLayout()
+        form.addRow("PACS", node_row)
+        form.addRow("Patient name", self.patient_name)
+        form.addRow("Patient ID", self.patient_id)
+        form.addRow("Study date", dates)
+        form.addRow("Modality", self.modality)
+        form.addRow("Accession", self.accession)
+        form.addRow("Description", self.description)
+        actions = QHBoxLayout()
+        actions.addWidget(self.btn_retrieve)
+        actions.addWidget(self.btn_cancel)
+        actions.addWidget(self.btn_send)
+        actions.addWidget(self.progress, 1)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addLayout(form)
+        layout.addWidget(self.btn_search)
+        layout.addWidget(self.results, 1)
+        layout.addLayout(actions)
+        layout.addWidget(self.status)
+
+        self.btn_search.clicked.connect(self._search)
+        for edit in (self.patient_name, self.patient_id, self.accession, self.description):
+            edit.returnPressed.connect(self._search)
+        self.btn_nodes.clicked.connect(self.edit_nodes_requested)
+        self.btn_retrieve.clicked.connect(self._retrieve)
+        self.btn_cancel.clicked.connect(self.cancel_requested)
+        self.btn_send.clicked.connect(self._send)
+        self.results.itemExpanded.connect(self._expanded)
+        self.results.itemSelectionChanged.connect(self._selection_changed)
+
+    # --- nodes ------------------------------------------------------------------------------------
+    def set_nodes(self, names: list[str]) -> None:
+        current = self.node.currentText()
+        self.node.clear()
+        self.node.addItems(names)
+        if current in names:
+            self.node.setCurrentText(current)
+        self.btn_search.setEnabled(bool(names))
+        if not names:
+            self.show_message("Add a PACS node (Nodes…) to search.", ok=True)
+
+    # --- query ------------------------------------------------------------------------------------
+    def query(self) -> StudyQuery:
+        """The form as a query; ValueError names a malformed date."""
+
+        def day(edit: QLineEdit, what: str) -> date | None:
+            text = edit.text().strip()
+            if not text:
+                return None
+            try:
+                return date.fromisoformat(text)
+            except ValueError:
+                raise ValueError(f"{what} date {text!r} is not YYYY-MM-DD") from None
+
+        return StudyQuery(
+            patient_name=self.patient_name.text().strip(),
+            patient_id=self.patient_id.text().strip(),
+            date_from=day(self.date_from, "From"),
+            date_to=day(self.date_to, "To"),
+            modality=self.modality.currentText().strip().upper(),
+            accession_number=self.accession.text().strip(),
+            study_description=self.description.text().strip(),
+        )
+
+    def _search(self) -> None:
+        if not self.node.currentText():
+            self.show_message("No PACS node chosen: add one with Nodes…", ok=False)
+            return
+        try:
+            query = self.query()
+        except ValueError as exc:
+            self.show_message(str(exc), ok=False)
+            return
+        self.show_message("Searching…", ok=True)
+        self.btn_search.setEnabled(False)
+        self.search_requested.emit(self.node.currentText(), query)
+
+    def show_studies(self, studies: list[StudyMatch]) -> None:
+        self.btn_search.setEnabled(True)
+        self.results.clear()
+        items = []
+        for s in studies:
+            item = QTreeWidgetItem(
+                [
+                    s.patient_name.replace("^", " ").strip(),
+                    s.patient_id,
+                    _dicom_date(s.study_date),
+                    s.study_description,
+                    "/".join(s.modalities),
+                    "" if s.num_series is None else str(s.num_series),
+                ]
+            )
+            item.setData(0, UID_ROLE, s.study_uid)
+            item.setChildIndicatorPolicy(QTreeWidgetItem.ChildIndicatorPolicy.ShowIndicator)
+            items.append(item)
+        self.results.addTopLevelItems(items)
+        self.show_message(f"{len(studies)} studies found", ok=True)
+
+    def study_item(self, study_uid: str) -> QTreeWidgetItem | None:
+        for k in range(self.results.topLevelItemCount()):
+            item = self.results.topLevelItem(k)
+            if item is not None and item.data(0, UID_ROLE) == study_uid:
+                return item
+        return None
+
+    def show_series(self, study_uid: str, series: list[SeriesMatch]) -> None:
+        parent = self.study_item(study_uid)
+        if parent is None:
+            return
+        parent.takeChildren()
+        for s in sorted(series, key=lambda m: (m.series_number is None, m.series_number or 0)):
+            child = QTreeWidgetItem([series_label(s)])
+            child.setData(0, UID_ROLE, s.study_uid)
+            child.setData(0, SERIES_ROLE, s)
+            parent.addChild(child)
+            child.setFirstColumnSpanned(True)  # one readable line, however narrow the dock
+        parent.setChildIndicatorPolicy(QTreeWidgetItem.ChildIndicatorPolicy.DontShowIndicatorWhenChildless)
+
+    def _expanded(self, item: QTreeWidgetItem) -> None:
+        if item.parent() is None and item.childCount() == 0 and self.node.currentText():
+            self.series_requested.emit(self.node.currentText(), str(item.data(0, UID_ROLE)))
+
+    def _selection_changed(self) -> None:
+        self.btn_retrieve.setEnabled(bool(self.results.selectedItems()) and not self.btn_cancel.isEnabled())
+
+    # --- retrieve ---------------------------------------------------------------------------------
+    def _retrieve(self) -> None:
+        selected = self.results.selectedItems()
+        if not selected or not self.node.currentText():
+            return
+        study_uid = str(selected[0].data(0, UID_ROLE))
+        series = [
+            s
+            for item in selected
+            if isinstance(s := item.data(0, SERIES_ROLE), SeriesMatch) and s.study_uid == study_uid
+        ]
+        if any(item.parent() is None and item.data(0, UID_ROLE) == study_uid for item in selected):
+            series = []  # the study row selected: every series
+        self.retrieve_requested.emit(self.node.currentText(), study_uid, series)
+
+    def _send(self) -> None:
+        if not self.node.currentText():
+            self.show_message("No PACS node chosen: add one with Nodes…", ok=False)
+            return
+        self.send_requested.emit(self.node.currentText())
+
+    def set_retrieving(self, running: bool) -> None:
+        self.btn_cancel.setEnabled(running)
+        self.btn_retrieve.setEnabled(not running and bool(self.results.selectedItems()))
+        self.progress.setVisible(running)
+        if running:
+            self.progress.setRange(0, 0)
+
+    def set_progress(self, done: int, total: int) -> None:
+        self.progress.setRange(0, max(total, 1))
+        self.progress.setValue(done)
+
+    def show_message(self, text: str, ok: bool) -> None:
+        self.status.setText(text)
+        self.status.setStyleSheet("" if ok else "color: #e66;")
+        if not ok:
+            self.btn_search.setEnabled(self.node.count() > 0)
