@@ -21,6 +21,8 @@ from viewer.core.dicom.model import LoadReport, Stack
 from viewer.core.errors import DicomError, PacsError
 
 if TYPE_CHECKING:  # the PACS clients (pynetdicom, dicomweb-client) load only when a PACS is used
+    from datetime import date
+
     from viewer.core.pacs import InstanceCache, PacsClient, RetrievedInstance, RetrieveReport, SeriesMatch
 
 logger = logging.getLogger(__name__)
@@ -203,6 +205,53 @@ class PacsCallJob(_Job):
             self.failed.emit(str(exc))
             return
         self.done.emit(result)
+
+
+class PacsWorklistJob(_Job):
+    """Build the AI-ordered PACS worklist (:func:`viewer.core.pacs.worklist.build_worklist`) on a worker
+    thread: progress is (studies read, studies found); cancel stops after the current study; ``done``
+    carries the ordered list of WorklistRows (those made so far when cancelled)."""
+
+    done = Signal(object)
+
+    def __init__(
+        self,
+        make_client: Callable[[], PacsClient],
+        cache: InstanceCache,
+        date_from: date,
+        date_to: date,
+        head_only: bool = True,
+        parent: QObject | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self._make_client = make_client
+        self.cache = cache
+        self.date_from = date_from
+        self.date_to = date_to
+        self.head_only = head_only
+
+    def _run(self) -> None:
+        from viewer.core.pacs.worklist import build_worklist
+
+        try:
+            client = self._make_client()
+            try:
+                rows = build_worklist(
+                    client,
+                    self.cache,
+                    date_from=self.date_from,
+                    date_to=self.date_to,
+                    head_only=self.head_only,
+                    on_progress=self._emit_progress,
+                    cancel=self.is_cancelled,
+                )
+            finally:
+                client.close()
+        except PacsError as exc:
+            logger.info("PACS worklist failed (%s)", type(exc).__name__)
+            self.failed.emit(str(exc))
+            return
+        self.done.emit(rows)
 
 
 class PacsRetrieveJob(_Job):

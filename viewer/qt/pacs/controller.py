@@ -1,4 +1,5 @@
-"""Studies from a PACS in the main window: File › Query PACS… (a dock) and File › PACS nodes… (a dialog).
+"""Studies from a PACS in the main window: File › Query PACS… and File › PACS worklist… (two tabs of one
+dock) and File › PACS nodes… (a dialog).
 
 Every PACS operation runs as a job (:mod:`viewer.qt.workers`) with a client made on the job's thread.
 Retrieved series land in the bounded :class:`~viewer.core.pacs.InstanceCache` and are then opened with
@@ -11,10 +12,12 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
+from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QObject, Signal
+from PySide6.QtWidgets import QTabWidget
 
 from viewer.core.errors import PacsConfigError
 from viewer.core.pacs.models import SeriesMatch, StoreOutcome, StudyQuery
@@ -24,7 +27,8 @@ from viewer.core.review.fileutil import private_dir
 from viewer.qt.actions import ActionSpec
 from viewer.qt.pacs.nodes import NodeEntry, NodeStore, make_client
 from viewer.qt.pacs.widgets import NodeDialog, QueryPanel
-from viewer.qt.workers import PacsCallJob, PacsRetrieveJob
+from viewer.qt.pacs.worklist_panel import WorklistPanel
+from viewer.qt.workers import PacsCallJob, PacsRetrieveJob, PacsWorklistJob
 
 if TYPE_CHECKING:
     from viewer.core.pacs import InstanceCache, PacsClient, RetrieveReport
@@ -39,6 +43,7 @@ class PacsController(QObject):
 
     retrieve_finished = Signal(object)  # list[RetrieveReport]
     send_finished = Signal(object)  # list[StoreOutcome] ([] when the send failed as a whole)
+    worklist_finished = Signal(object)  # list[WorklistRow] ([] when the refresh failed)
 
     def __init__(
         self, window: Any, secrets: SecretStore | None = None, cache: InstanceCache | None = None
@@ -48,11 +53,16 @@ class PacsController(QObject):
         self.nodes = NodeStore(window.settings, secrets)
         self._cache = cache
         self.panel = QueryPanel()
-        self.dock = window.add_dock(self.panel, "PACS")
+        self.worklist = WorklistPanel()
+        self.tabs = QTabWidget()
+        self.tabs.addTab(self.panel, "Query")
+        self.tabs.addTab(self.worklist, "Worklist")
+        self.dock = window.add_dock(self.tabs, "PACS")
         self.dock.hide()
         self.dialog: NodeDialog | None = None
         self._jobs: list[Any] = []
         self._retrieve: PacsRetrieveJob | None = None
+        self._worklist_job: PacsWorklistJob | None = None
 
         self.panel.search_requested.connect(self.search)
         self.panel.series_requested.connect(self.list_series)
@@ -60,6 +70,9 @@ class PacsController(QObject):
         self.panel.cancel_requested.connect(self.cancel_retrieve)
         self.panel.edit_nodes_requested.connect(self.show_nodes)
         self.panel.send_requested.connect(self.send_ai_result)
+        self.worklist.refresh_requested.connect(self.refresh_worklist)
+        self.worklist.cancel_requested.connect(self.cancel_worklist)
+        self.worklist.open_requested.connect(self.open_from_worklist)
         window.add_action(
             ActionSpec(
                 "pacs_query",
@@ -67,6 +80,15 @@ class PacsController(QObject):
                 self.show_query,
                 section="File",
                 help="Search a PACS and retrieve studies",
+            )
+        )
+        window.add_action(
+            ActionSpec(
+                "pacs_worklist",
+                "PACS worklist…",
+                self.show_worklist,
+                section="File",
+                help="Today's CT heads from the PACS, AI-positive first",
             )
         )
         window.add_action(
@@ -80,7 +102,7 @@ class PacsController(QObject):
         )
         menu = window.menu("File")
         first = menu.actions()[0] if menu.actions() else None
-        for action_id in ("pacs_query", "pacs_nodes"):
+        for action_id in ("pacs_query", "pacs_worklist", "pacs_nodes"):
             menu.insertAction(first, window.actions_registry.action(action_id))
         if first is not None:
             menu.insertSeparator(first)
@@ -99,6 +121,7 @@ class PacsController(QObject):
     def refresh_nodes(self) -> None:
         names = self.nodes.names()
         self.panel.set_nodes(names)
+        self.worklist.set_nodes(names)
         if self.dialog is not None:
             self.dialog.node_list.clear()
             self.dialog.node_list.addItems(names)
@@ -160,7 +183,13 @@ class PacsController(QObject):
     def show_query(self) -> None:
         self.dock.show()
         self.dock.raise_()
+        self.tabs.setCurrentWidget(self.panel)
         self.panel.patient_name.setFocus()
+
+    def show_worklist(self) -> None:
+        self.dock.show()
+        self.dock.raise_()
+        self.tabs.setCurrentWidget(self.worklist)
 
     def _entry(self, name: str) -> NodeEntry | None:
         entry = self.nodes.get(name)
@@ -202,6 +231,73 @@ class PacsController(QObject):
             lambda message: self.panel.show_message(f"Series query failed: {message}", ok=False)
         )
         job.start()
+        return job
+
+    # --- worklist ---------------------------------------------------------------------------------
+    def refresh_worklist(
+        self, name: str, date_from: date, date_to: date, head_only: bool = True
+    ) -> PacsWorklistJob | None:
+        """The CT heads of the date range with their AI results from the PACS, on a worker thread."""
+        if self._worklist_job is not None:
+            self.worklist.show_message("A worklist refresh is already running", ok=False)
+            return None
+        entry = self.nodes.get(name)
+        if entry is None:
+            self.worklist.show_message(f"No PACS node named {name!r}", ok=False)
+            return None
+
+        def client() -> PacsClient:
+            return make_client(entry)
+
+        job = PacsWorklistJob(client, self.cache, date_from, date_to, head_only, self)
+        self._worklist_job = job
+        self._track(job)
+        job.progress.connect(self.worklist.set_progress)
+        job.done.connect(self._worklist_done)
+        job.failed.connect(self._worklist_failed)
+        self.worklist.set_running(True, "studies")
+        self.worklist.show_message("Reading the worklist and its AI results…", ok=True)
+        job.start()
+        return job
+
+    def cancel_worklist(self) -> None:
+        if self._worklist_job is not None:
+            self._worklist_job.cancel()
+            self.worklist.show_message("Cancelling…", ok=True)
+        elif self._retrieve is not None:
+            self.cancel_retrieve()
+
+    def _worklist_done(self, rows: list[Any]) -> None:
+        job, self._worklist_job = self._worklist_job, None
+        self.worklist.set_running(False)
+        self.worklist.show_rows(rows)
+        if job is not None and job.is_cancelled():
+            self.worklist.show_message(f"Refresh cancelled: {len(rows)} studies read", ok=False)
+        self.worklist_finished.emit(rows)
+
+    def _worklist_failed(self, message: str) -> None:
+        self._worklist_job = None
+        self.worklist.set_running(False)
+        self.worklist.show_message(f"Worklist failed: {message}", ok=False)
+        self.worklist_finished.emit([])
+
+    def open_from_worklist(self, name: str, study_uid: str) -> PacsRetrieveJob | None:
+        """Retrieve the whole study by the query tab's path and open it (a study without an AI result is
+        analysed on open, as any study)."""
+        job = self.retrieve(name, study_uid, [])
+        if job is None:
+            self.worklist.show_message(self.panel.status.text(), ok=False)
+            return None
+        self.worklist.set_running(True, "instances")
+        job.progress.connect(self.worklist.set_progress)
+
+        def finished(ok: bool) -> None:
+            self.worklist.set_running(False)
+            self.worklist.show_message(self.panel.status.text(), ok=ok)
+
+        job.done.connect(lambda reports: finished(all(r.complete for r in reports) and bool(reports)))
+        job.failed.connect(lambda _message: finished(False))
+        self.worklist.show_message("Retrieving…", ok=True)
         return job
 
     # --- retrieve ---------------------------------------------------------------------------------

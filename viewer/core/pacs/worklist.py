@@ -1,0 +1,245 @@
+"""A reading worklist from the PACS (issue 13 item 4): the CT heads of a date range, each with the AI
+result that Slicewise's AI node (or a viewer's "Send AI result") stored into the study, ordered so that
+AI-positive studies are read first.
+
+For every CT study of the range (``ModalitiesInStudy = CT``; head studies by Study Description where
+the PACS gives one, every CT where it gives none) the SR series of the study are listed, retrieved
+(small objects, kept in the instance cache so a refresh does not download them again) and read. A
+Slicewise AI Result SR is recognised by its Contributing Equipment (Manufacturer "Slicewise", Purpose of
+Reference 99IHE 1630 "Processing Algorithm", see :mod:`viewer.core.airesults.ai_sr`); other SRs (a
+reader's review SR, other vendors' reports) are ignored. The study decision is that of the viewer
+(``StackPrediction.study_positive``): positive when a finding group's Presence is Present (the ``any``
+group, or a subtype), negative when all are Absent; the probability shown is the ``any`` group's. An
+applicability group saying "Out of scope" makes the row "out of scope". Studies without such an SR are
+"not analysed" (the viewer analyses them when they are opened).
+
+Order: AI-positive first; then by probability (highest first, rows without one last); then by study
+date and time (oldest first: the longest waiting). Nothing here logs patient data: only counts and
+error types.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import date
+from enum import Enum
+from pathlib import Path
+from typing import Final
+
+import highdicom as hd
+from pydicom import Dataset, dcmread
+
+from viewer.core.airesults import codes as c
+from viewer.core.airesults.ai_sr import MANUFACTURER
+from viewer.core.airesults.identity import COMPREHENSIVE_3D_SR
+from viewer.core.applicability.codes import Scope
+from viewer.core.errors import PacsError
+from viewer.core.pacs.cache import InstanceCache
+from viewer.core.pacs.models import CancelFn, StudyMatch, StudyQuery
+from viewer.core.pacs.protocol import PacsClient
+
+logger = logging.getLogger(__name__)
+
+# Words of a Study Description that name a head / brain examination (upper-case substrings)
+HEAD_WORDS: Final[tuple[str, ...]] = (
+    "HEAD", "BRAIN", "CRANI", "SKULL", "NEURO", "CEREB", "STROKE", "KOPF", "SCHAED", "SCHÄD", "CCT", "CT CH",
+)
+ProgressFn = Callable[[int, int], None]
+
+
+class AiStatus(str, Enum):
+    POSITIVE = "AI positive"
+    NEGATIVE = "AI negative"
+    OUT_OF_SCOPE = "out of scope"
+    UNREADABLE = "AI result unreadable"
+    NOT_ANALYSED = "not analysed"
+
+
+@dataclass(frozen=True)
+class AiStudyResult:
+    """What one Slicewise AI Result SR says about its study."""
+
+    status: AiStatus
+    probability: float | None
+    model: str = ""  # "name version"
+    sop_instance_uid: str = ""
+
+
+@dataclass(frozen=True)
+class WorklistRow:
+    study: StudyMatch
+    status: AiStatus
+    probability: float | None = None
+    model: str = ""
+    ai_results: int = 0  # Slicewise AI SRs found in the study
+
+    def sort_key(self) -> tuple[bool, bool, float, str]:
+        prob = self.probability
+        return (
+            self.status is not AiStatus.POSITIVE,
+            prob is None,
+            -(prob or 0.0),
+            (self.study.study_date or "99999999") + (self.study.study_time or ""),
+        )
+
+
+def order_rows(rows: Sequence[WorklistRow]) -> list[WorklistRow]:
+    """AI-positive first, then by probability (highest first, none last), then oldest first."""
+    return sorted(rows, key=WorklistRow.sort_key)
+
+
+def is_head_study(study: StudyMatch) -> bool:
+    """A head examination by its Study Description; True when the PACS gives no description."""
+    text = study.study_description.strip().upper()
+    return not text or any(word in text for word in HEAD_WORDS)
+
+
+def _is_slicewise_algorithm(ds: Dataset) -> bool:
+    for item in ds.get("ContributingEquipmentSequence", []):
+        purposes = item.get("PurposeOfReferenceCodeSequence", [])
+        if str(item.get("Manufacturer", "")) != MANUFACTURER:
+            continue
+        if any(
+            str(p.get("CodeValue", "")) == c.PROCESSING_ALGORITHM.value
+            and str(p.get("CodingSchemeDesignator", "")) == c.PROCESSING_ALGORITHM.scheme_designator
+            for p in purposes
+        ):
+            return True
+    return False
+
+
+def is_slicewise_ai_sr(ds: Dataset) -> bool:
+    """A Comprehensive 3D SR made by Slicewise's algorithm (not a review SR, not another vendor's)."""
+    return str(ds.get("SOPClassUID", "")) == COMPREHENSIVE_3D_SR and _is_slicewise_algorithm(ds)
+
+
+def _same(a: object, b: hd.sr.CodedConcept) -> bool:
+    """``a`` is the coded concept ``b`` (same value and scheme)."""
+    return (
+        isinstance(a, hd.sr.CodedConcept)
+        and a.value == b.value
+        and a.scheme_designator == b.scheme_designator
+    )
+
+
+def read_ai_result(ds: Dataset) -> AiStudyResult | None:
+    """The study decision of a Slicewise AI Result SR (None for any other SR). An SR that claims to be
+    Slicewise's but has no readable ``any`` decision is :attr:`AiStatus.UNREADABLE`."""
+    if not is_slicewise_ai_sr(ds):
+        return None
+    uid = str(ds.get("SOPInstanceUID", ""))
+    model = str(ds.ContributingEquipmentSequence[0].get("ManufacturerModelName", ""))
+    try:
+        report = hd.sr.Comprehensive3DSR.from_dataset(ds).content
+        if not isinstance(report, hd.sr.MeasurementReport):
+            raise ValueError("not a TID 1500 Measurement Report")
+        groups = list(report.get_image_measurement_groups())
+    except (ValueError, TypeError, AttributeError, KeyError, IndexError) as exc:
+        logger.info("AI SR content unreadable (%s)", type(exc).__name__)
+        return AiStudyResult(AiStatus.UNREADABLE, None, model, uid)
+    out_of_scope = any(
+        _same(q.name, c.APPLICABILITY) and _same(q.value, c.SCOPE_CODES[Scope.OUT_OF_SCOPE])
+        for g in groups
+        for q in g.get_qualitative_evaluations()
+    )
+    any_code = c.CLASS_CODES["any"]
+    decisions: list[bool] = []  # one per finding group with a Present / Absent decision
+    prob: float | None = None
+    for g in groups:
+        if g.finding_type is None:
+            continue
+        presence = [q.value for q in g.get_qualitative_evaluations() if _same(q.name, c.PRESENCE)]
+        if presence and (_same(presence[0], c.PRESENT) or _same(presence[0], c.ABSENT)):
+            decisions.append(_same(presence[0], c.PRESENT))
+        if _same(g.finding_type, any_code):
+            probs = [float(m.value) for m in g.get_measurements() if _same(m.name, c.PROBABILITY)]
+            prob = probs[0] if probs else None
+    if out_of_scope:
+        return AiStudyResult(AiStatus.OUT_OF_SCOPE, prob, model, uid)
+    if not decisions:
+        return AiStudyResult(AiStatus.UNREADABLE, None, model, uid)
+    status = AiStatus.POSITIVE if any(decisions) else AiStatus.NEGATIVE
+    return AiStudyResult(status, prob, model, uid)
+
+
+def _rank(result: AiStudyResult) -> tuple[int, float]:
+    order = {AiStatus.POSITIVE: 0, AiStatus.NEGATIVE: 1, AiStatus.OUT_OF_SCOPE: 2, AiStatus.UNREADABLE: 3}
+    return order.get(result.status, 4), -(result.probability or 0.0)
+
+
+def study_ai_results(
+    client: PacsClient, study_uid: str, cache: InstanceCache, cancel: CancelFn | None = None
+) -> list[AiStudyResult]:
+    """The Slicewise AI results stored in ``study_uid``: its SR series retrieved into ``cache`` and read."""
+    results = []
+    for series in client.find_series(study_uid):
+        if series.modality.upper() != "SR":
+            continue
+        report = client.retrieve_series(study_uid, series.series_uid, cache, cancel=cancel)
+        if report.failed:
+            logger.info("AI worklist: %d SR instances did not arrive", len(report.failed))
+        for inst in report.instances:
+            result = _read_file(inst.path)
+            if result is not None:
+                results.append(result)
+        if report.cancelled:
+            break
+    return results
+
+
+def _read_file(path: Path) -> AiStudyResult | None:
+    try:
+        ds = dcmread(path)
+    except (OSError, ValueError, EOFError) as exc:  # a damaged file in the cache
+        logger.info("AI worklist: an SR file could not be read (%s)", type(exc).__name__)
+        return None
+    return read_ai_result(ds)
+
+
+def build_worklist(
+    client: PacsClient,
+    cache: InstanceCache,
+    *,
+    date_from: date | None = None,
+    date_to: date | None = None,
+    head_only: bool = True,
+    on_progress: ProgressFn | None = None,
+    cancel: CancelFn | None = None,
+) -> list[WorklistRow]:
+    """The ordered worklist of the CT (head) studies from ``date_from`` to ``date_to`` (both default to
+    today). A study whose AI results cannot be fetched (a :class:`PacsError` for that study) is listed
+    as :attr:`AiStatus.UNREADABLE`; a failure of the study query itself raises. On cancel, the rows made
+    so far are returned (the rest as "not analysed" is not claimed: they are left out)."""
+    today = date.today()
+    query = StudyQuery(date_from=date_from or today, date_to=date_to or date_from or today, modality="CT")
+    studies = [
+        s
+        for s in client.find_studies(query)
+        if (not s.modalities or "CT" in s.modalities) and (not head_only or is_head_study(s))
+    ]
+    rows: list[WorklistRow] = []
+    for k, study in enumerate(studies):
+        if cancel is not None and cancel():
+            break
+        try:
+            results = study_ai_results(client, study.study_uid, cache, cancel)
+        except PacsError as exc:
+            logger.info("AI worklist: a study's AI results could not be fetched (%s)", type(exc).__name__)
+            rows.append(WorklistRow(study, AiStatus.UNREADABLE))
+        else:
+            if results:
+                best = min(results, key=_rank)
+                rows.append(WorklistRow(study, best.status, best.probability, best.model, len(results)))
+            else:
+                rows.append(WorklistRow(study, AiStatus.NOT_ANALYSED))
+        if on_progress is not None:
+            on_progress(k + 1, len(studies))
+    logger.info(
+        "AI worklist: %d studies, %d AI-positive, %d not analysed",
+        len(rows),
+        sum(r.status is AiStatus.POSITIVE for r in rows),
+        sum(r.status is AiStatus.NOT_ANALYSED for r in rows),
+    )
+    return order_rows(rows)
