@@ -70,6 +70,7 @@ class Worklist:
     positive_sr: Dataset
     negative_sr: Dataset
     positive_pred: StackPrediction
+    negative_sr_path: Path
 
 
 def _write_study(folder: Path, bleed: tuple[int, ...], time: str, day: date = DAY) -> Study:
@@ -149,6 +150,7 @@ def worklist(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worklist]:
             pos_sr,
             neg_sr,
             pos_pred,
+            neg_path,
         )
 
 
@@ -169,6 +171,25 @@ def test_read_ai_result_decision_probability_and_foreign_srs(worklist: Worklist)
     empty.ContentSequence = []
     broken = read_ai_result(empty)
     assert broken is not None and broken.status is AiStatus.UNREADABLE
+    # an applicability decision "Out of scope" recorded in the SR makes the study "out of scope"
+    scoped = pydicom.dcmread(worklist.negative_sr_path)
+    (scope,) = [
+        i for i in _content_items(scoped) if i.ConceptNameCodeSequence[0].get("CodeValue") == "APPLICABILITY"
+    ]
+    scope.ConceptCodeSequence[0].CodeValue = "OUT-OF-SCOPE"
+    scope.ConceptCodeSequence[0].CodeMeaning = "Out of scope"
+    before = copy.deepcopy(scoped)
+    out = read_ai_result(scoped)
+    assert out is not None and out.status is AiStatus.OUT_OF_SCOPE
+    assert scoped == before  # reading leaves the dataset as it was
+
+
+def _content_items(ds: Dataset) -> list[Dataset]:
+    out = []
+    for item in ds.get("ContentSequence", []):
+        out.append(item)
+        out.extend(_content_items(item))
+    return out
 
 
 def test_head_study_by_description() -> None:
