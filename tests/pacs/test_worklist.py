@@ -286,3 +286,21 @@ def test_worklist_tab_orders_colours_and_opens_a_study(
     assert stacks[0].study_instance_uid == worklist.unanalysed.uid
     qtbot.waitUntil(lambda: not panel.btn_cancel.isEnabled(), timeout=WAIT_MS)
     assert panel.status.text() == "7 instances in 2 series"  # the CT and the other vendor's SR
+
+
+def test_worklist_refresh_cancel_and_unknown_node(
+    qtbot: QtBot, window: MainWindow, worklist: Worklist
+) -> None:
+    pacs = controller(window)
+    panel = pacs.worklist
+    assert pacs.refresh_worklist("nowhere", DAY, DAY) is None
+    assert panel.status.text() == "No PACS node named 'nowhere'"
+    pacs.save_node(NodeEntry(web_node(worklist.server), NodeProtocol.DICOMWEB), "")
+    panel.date_from.setDate(QDate(DAY.year, DAY.month, DAY.day))
+    panel.date_to.setDate(QDate(DAY.year, DAY.month, DAY.day))
+    with qtbot.waitSignal(pacs.worklist_finished, timeout=WAIT_MS) as finished:
+        panel.btn_refresh.click()
+        panel.btn_cancel.click()  # before the job can have answered: its result is marked cancelled
+    assert len(finished.args[0]) <= 3
+    assert panel.status.text().startswith("Refresh cancelled: ")
+    assert not panel.btn_cancel.isEnabled() and panel.btn_refresh.isEnabled()
