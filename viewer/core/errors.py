@@ -102,3 +102,8 @@ class PacsCancelled(InferenceCancelled):
 
 class AiNodeError(SlicewiseError):
     """The AI node (``slicewise listen`` / ``watch``) cannot run: its state folder, queue or settings."""
+
+
+class MeasurementError(SlicewiseError):
+    """A measurement cannot be computed (image not 2D, unknown shape), or the measurement store is
+    unreadable."""

@@ -46,10 +46,13 @@ from viewer.core.constants import APP_NAME, INTENDED_USE, PRESET_KEYS, TAG_REFRE
 from viewer.core.dicom.catalogue import Owner, rekey_report, stack_owner
 from viewer.core.dicom.model import LoadReport, Stack
 from viewer.core.dicom.volume import StackVolume
-from viewer.core.errors import ViewerStateError
+from viewer.core.errors import MeasurementError, ViewerStateError
 from viewer.core.geometry.orientation import Orientation
 from viewer.core.geometry.plane import Plane, native_plane, reference_line
 from viewer.core.geometry.reslice import Slab, SlabMode
+from viewer.core.measure import Measurement
+from viewer.core.measure_store import MeasurementSet, MeasurementStore
+from viewer.core.paths import user_data_path
 from viewer.core.state.catalogue import CatalogueEntry
 from viewer.core.state.layout import Layout
 from viewer.core.state.mpr import PlaneSlices, VolumeLoader
@@ -66,7 +69,7 @@ from viewer.qt.slice_view import KEY_ZOOM_FACTOR, PAGE_STEP, ReferenceLine, Slic
 from viewer.qt.style import icon
 from viewer.qt.tag_browser import TagBrowser
 from viewer.qt.viewport_grid import ViewportGrid
-from viewer.qt.workers import LoadJob, ThumbnailJob
+from viewer.qt.workers import LoadJob, ThumbnailJob, log_failure
 
 if TYPE_CHECKING:
     from viewer.qt.ai.controller import AIController
@@ -125,6 +128,8 @@ class MainWindow(QMainWindow):
         self.resize(_start_size(self))
 
         self.state = ViewerState()
+        self.measurements = MeasurementSet(self._load_measurements())  # every study's, shared by viewports
+        self.measurements.changed.connect(self._save_measurements)
         self._volumes: dict[str, StackVolume] = {}  # stack uid -> its slices, shared by its viewports
         self._loaders: dict[str, VolumeLoader] = {}  # stack uid -> its whole volume, for MPR viewports
         self._rendered: list[Rendered | None] = []  # per viewport: what its view shows
@@ -212,9 +217,42 @@ class MainWindow(QMainWindow):
         view.index_changed.connect(lambda i, v=view: self._on_view_index(v, i))
         view.hover_text.connect(self._on_hover)
         view.playing_changed.connect(lambda on, v=view: self._on_playing(on) if v is self.view else None)
-        view.tool_changed.connect(
-            lambda t, v=view: self.act_ruler.setChecked(t == "ruler") if v is self.view else None
-        )
+        view.tool_changed.connect(lambda t, v=view: self._show_tool(t) if v is self.view else None)
+        view.set_measurement_set(self.measurements)
+
+    def _show_tool(self, tool: str) -> None:
+        for name, act in self._tool_actions().items():
+            act.setChecked(tool == name)
+
+    def _tool_actions(self) -> dict[str, QAction]:
+        return {"ruler": self.act_ruler, "ellipse": self.act_ellipse, "rectangle": self.act_rectangle}
+
+    def _on_tool_action(self, tool: str) -> None:
+        self.view.set_tool(tool if self._tool_actions()[tool].isChecked() else "window")
+
+    # ============================================================== measurements (per study, persistent)
+    def _measurement_store(self) -> MeasurementStore:
+        return MeasurementStore(user_data_path())
+
+    def _load_measurements(self) -> list[Measurement]:
+        store = self._measurement_store()
+        try:
+            return store.load()
+        except MeasurementError as exc:
+            log_failure(logger, logging.WARNING, "Measurement store unreadable; set aside", exc)
+            try:
+                store.set_aside()
+            except OSError as move_exc:
+                log_failure(logger, logging.WARNING, "Could not set the damaged measurement store aside",
+                            move_exc)
+            return []
+
+    def _save_measurements(self, *_: object) -> None:
+        try:
+            self._measurement_store().save(self.measurements)
+        except OSError as exc:
+            log_failure(logger, logging.WARNING, "Measurements could not be saved", exc)
+            self.show_status("Measurements could not be saved (see the log)")
 
     def _build_docks(self) -> None:
         self.browser = StudyBrowser()
@@ -311,7 +349,7 @@ class MainWindow(QMainWindow):
             ActionSpec("actual_size", "Actual size 1:1", lambda: self.view.one_to_one(), ("Ctrl+0",), "View",
                        icon="one-to-one", help="Actual size (1 image pixel = 1 screen pixel)"),
             ActionSpec("reset", "Reset view", lambda: self.view.reset_view(), ("R",), "View", icon="reset",
-                       help="Reset view: fit, header window, no inversion, no measurements"),
+                       help="Reset view: fit, header window, no inversion"),
             ActionSpec("rotate_cw", "Rotate 90° clockwise", lambda: self.view.rotate(1), ("Ctrl+R",), "View"),
             ActionSpec("rotate_ccw", "Rotate 90° anticlockwise", lambda: self.view.rotate(-1),
                        ("Ctrl+Shift+R",),
@@ -326,11 +364,21 @@ class MainWindow(QMainWindow):
                        lambda: self._on_privacy(self.act_privacy.isChecked()), ("Ctrl+Shift+P",), "View",
                        icon="privacy-off", checkable=True,
                        help="Privacy: hide patient name and ID on screen"),
-            ActionSpec("ruler", "Distance ruler", self._on_ruler_action, ("M",), "Tools", icon="ruler",
+            ActionSpec("ruler", "Distance ruler", partial(self._on_tool_action, "ruler"), ("M",), "Tools",
+                       icon="ruler",
                        checkable=True, help="Distance ruler on / off (mm; pixels without PixelSpacing)"),
-            ActionSpec("clear_measurements", "Remove measurements", lambda: self.view.clear_measurements(),
-                       ("Del",),
-                       "Tools", shortcut=False),
+            ActionSpec("ellipse", "Ellipse ROI", partial(self._on_tool_action, "ellipse"), ("E",), "Tools",
+                       checkable=True,
+                       help="Ellipse ROI on / off: mean, SD, min, max (HU for CT), area (mm² or px)"),
+            ActionSpec("rectangle", "Rectangle ROI", partial(self._on_tool_action, "rectangle"), ("B",),
+                       "Tools", checkable=True,
+                       help="Rectangle (box) ROI on / off: mean, SD, min, max, area"),
+            ActionSpec("clear_measurements", "Remove the last measurement on this slice",
+                       lambda: self.view.delete_measurement(), ("Del",), "Tools", shortcut=False,
+                       help="Remove the newest measurement of the shown slice (measurements are saved "
+                            "per study and shown again when it is reopened)"),
+            ActionSpec("clear_slice_measurements", "Remove all measurements on this slice",
+                       lambda: self.view.clear_measurements(), ("Shift+Del",), "Tools", shortcut=False),
             ActionSpec("escape", "Stop cine, back to the window/level tool", self._escape, ("Esc",),
                        "Tools", shortcut=False),
             ActionSpec("tags", "DICOM tags…", self._toggle_tags, ("Ctrl+T",), "Tools", icon="tags",
@@ -376,6 +424,8 @@ class MainWindow(QMainWindow):
         self.act_invert, self.act_reset, self.act_fit = act("invert"), act("reset"), act("fit")
         self.act_1to1, self.act_ruler = act("actual_size"), act("ruler")
         self.act_clear = act("clear_measurements")
+        self.act_clear_slice = act("clear_slice_measurements")
+        self.act_ellipse, self.act_rectangle = act("ellipse"), act("rectangle")
         self.act_cine, self.act_tags, self.act_privacy = act("cine"), act("tags"), act("privacy")
         self.act_report, self.act_help = act("report"), act("help")
         self.act_fullscreen, self.act_about = act("fullscreen"), act("about")
@@ -438,7 +488,8 @@ class MainWindow(QMainWindow):
             [self.actions_registry.action(a) for a in ("reference_lines", "slab_cycle", "next_viewport")]
         )
         tm = self.menu("Tools")
-        tm.addActions([self.act_ruler, self.act_clear, self.act_tags, self.act_report])
+        tm.addActions([self.act_ruler, self.act_ellipse, self.act_rectangle, self.act_clear,
+                       self.act_clear_slice, self.act_tags, self.act_report])
         save = tm.addMenu("Save current window as preset")
         for k, name in enumerate(PRESET_KEYS, start=1):
             act = save.addAction(f"{k}  {name.capitalize()}")
@@ -685,7 +736,7 @@ class MainWindow(QMainWindow):
                 v.overlay.set_extra_html(key, "")
             self.view.overlay.set_extra_html(key, self._corner_html[key])
         view = self.view
-        self.act_ruler.setChecked(view.tool == "ruler")
+        self._show_tool(view.tool)
         self._on_playing(view.cine_timer.isActive())
         if not view.hasFocus():
             view.setFocus()
@@ -1276,9 +1327,6 @@ class MainWindow(QMainWindow):
         self.report_panel.set_privacy(on)
         self.tag_browser.set_privacy(on)
         self.privacy_changed.emit(on)
-
-    def _on_ruler_action(self) -> None:
-        self.view.set_tool("ruler" if self.act_ruler.isChecked() else "window")
 
     def _on_playing(self, playing: bool) -> None:
         self.act_cine.setChecked(playing)

@@ -24,6 +24,8 @@ from viewer.core.dicom.voi import VoiRamp
 from viewer.core.errors import PixelDecodeError
 from viewer.core.geometry.reslice import SlabMode
 from viewer.core.geometry.stack import patient_position, slice_position_mm
+from viewer.core.measure import NATIVE_PLANE, ImageRef, Measurement, Shape, measurement_text, value_unit
+from viewer.core.measure_store import MeasurementSet
 from viewer.core.state.mpr import PlaneSlices
 from viewer.core.windowing import drag_window
 from viewer.qt.header_voi import header_ramp, ramp_lookup_table
@@ -35,7 +37,7 @@ from viewer.qt.overlays import (
     lossy_marker,
     turned_orientation_labels,
 )
-from viewer.qt.tools import Ruler
+from viewer.qt.tools import MeasurementGraphic
 from viewer.qt.workers import log_failure
 
 logger = logging.getLogger(__name__)
@@ -54,6 +56,8 @@ _INVERTED_LUT = np.arange(255, -1, -1, dtype=np.uint8)
 ROTATE_CW = np.array([[0, -1], [1, 0]], dtype=int)
 FLIP_H = np.array([[-1, 0], [0, 1]], dtype=int)
 FLIP_V = np.array([[1, 0], [0, -1]], dtype=int)
+DRAW_TOOLS = {"ruler": Shape.RULER, "ellipse": Shape.ELLIPSE, "rectangle": Shape.RECTANGLE}
+TOOLS = ("window", *DRAW_TOOLS)
 
 
 def decode_failure_text(index: int, message: str) -> str:
@@ -104,7 +108,7 @@ class SliceViewBox(pg.ViewBox):
 
     def __init__(self) -> None:
         super().__init__(invertY=True, lockAspect=True, enableMenu=False)
-        self.tool = "window"  # or "ruler"
+        self.tool = "window"  # or one of DRAW_TOOLS
         self._wheel_accum = 0
 
     def wheelEvent(self, ev: Any, axis: Any = None) -> None:
@@ -122,7 +126,7 @@ class SliceViewBox(pg.ViewBox):
         shift = bool(ev.modifiers() & Qt.KeyboardModifier.ShiftModifier)
         if ev.button() == Qt.MouseButton.LeftButton and not shift:
             ev.accept()
-            if self.tool == "ruler":
+            if self.tool in DRAW_TOOLS:
                 start = self.mapToView(ev.buttonDownPos())
                 self.sigToolDrag.emit(start, self.mapToView(ev.pos()), bool(ev.isFinish()))
                 return
@@ -182,10 +186,14 @@ class SliceView(QWidget):
         self._spacing: tuple[float, float] | None = None
         self._turn = np.eye(2, dtype=int)  # rotation/flip on screen (ROTATE_CW, FLIP_H, FLIP_V products)
         self._last_scene_pos: QPointF | None = None  # the cursor, for the readout while scrolling
-        self._rulers: list[Ruler] = []
+        self.measurement_set = MeasurementSet()  # the window shares one set between its viewports
+        self.measurement_set.changed.connect(self._on_measurements_changed)
+        self._graphics: list[MeasurementGraphic] = []  # the shown image's measurements
+        self._drawn_ref: ImageRef | None = None
+        self._draft: MeasurementGraphic | None = None  # the one being drawn (in the set when released)
+        self._draft_start: tuple[float, float] = (0.0, 0.0)
         self._ref_items: dict[str, pg.PlotCurveItem] = {}  # other viewports' planes, by viewport key
         self._ref_lines: dict[str, ReferenceLine] = {}
-        self._active_ruler: Ruler | None = None
         self.presets: dict[str, Any] = {}
         self.wl_sensitivity = 1.0
         self.cine_timer = QTimer(self)
@@ -208,7 +216,7 @@ class SliceView(QWidget):
     def set_volume(self, volume: Any, context: StackContext, index: int = 0) -> None:
         """Show ``volume`` (a StackVolume) at ``index``; resets window, zoom and measurements."""
         self.stop_cine()
-        self.clear_measurements()
+        self._drop_graphics()
         self.volume = volume
         self.context = context
         stack = context.stack
@@ -249,7 +257,7 @@ class SliceView(QWidget):
 
     def clear(self) -> None:
         self.stop_cine()
-        self.clear_measurements()
+        self._drop_graphics()
         self.set_reference_lines([])
         self.volume = None
         self.context = None
@@ -377,6 +385,7 @@ class SliceView(QWidget):
         if index != self._shown:
             self._shown = index
             self.shown_changed.emit(index)
+        self._sync_measurements()
 
     def _on_slice_ready(self, volume: Any, index: int) -> None:
         """A requested slice is decoded (or known bad): show it if it is still the one wanted."""
@@ -499,10 +508,6 @@ class SliceView(QWidget):
     def _turn_by(self, matrix: np.ndarray) -> None:
         if self.context is None:
             return
-        for ruler in self._rulers:  # drawn in view coordinates: they would not follow the image
-            ruler.remove()
-        self._rulers.clear()
-        self._active_ruler = None
         self._turn = matrix @ self._turn
         self._apply_transform()
         self.fit()
@@ -549,11 +554,10 @@ class SliceView(QWidget):
         return (col_sp, row_sp) if self._turn[0, 0] != 0 else (row_sp, col_sp)
 
     def reset_view(self) -> None:
-        """R: fit, header window, no inversion, no measurements."""
+        """R: fit, header window, no inversion (measurements stay: Del removes them)."""
         self._user_invert = False
         self._update_lut()
         self.reset_window()
-        self.clear_measurements()
         if self.context is not None and not np.array_equal(self._turn, np.eye(2, dtype=int)):
             self._turn = np.eye(2, dtype=int)
             self._apply_transform()
@@ -586,13 +590,13 @@ class SliceView(QWidget):
         if n:
             self.set_index((self._index + 1) % n)
 
-    # --- tools -----------------------------------------------------------------------------------
+    # --- tools and measurements ---------------------------------------------------------------
     def set_tool(self, tool: str) -> None:
-        if tool not in ("window", "ruler"):
-            raise ValueError(f"Unknown tool {tool!r}; known: window, ruler")
+        if tool not in TOOLS:
+            raise ValueError(f"Unknown tool {tool!r}; known: {', '.join(TOOLS)}")
         self.vb.tool = tool
         self.graphics.viewport().setCursor(
-            Qt.CursorShape.CrossCursor if tool == "ruler" else Qt.CursorShape.ArrowCursor
+            Qt.CursorShape.CrossCursor if tool in DRAW_TOOLS else Qt.CursorShape.ArrowCursor
         )
         self.tool_changed.emit(tool)
 
@@ -600,24 +604,92 @@ class SliceView(QWidget):
     def tool(self) -> str:
         return self.vb.tool
 
-    def measurements(self) -> list[Ruler]:
-        return list(self._rulers)
+    def set_measurement_set(self, measurements: MeasurementSet) -> None:
+        """Share ``measurements`` (the window's, with every viewport) instead of this view's own."""
+        self.measurement_set.changed.disconnect(self._on_measurements_changed)
+        self.measurement_set = measurements
+        measurements.changed.connect(self._on_measurements_changed)
+        self._sync_measurements(force=True)
+
+    def image_ref(self, index: int | None = None) -> ImageRef | None:
+        """The image a measurement on slice ``index`` (default: the shown one) belongs to."""
+        ctx = self.context
+        i = self._shown if index is None else index
+        if ctx is None or self.volume is None or i < 0:
+            return None
+        st = ctx.stack
+        planes = self.planes()
+        if planes is not None:
+            return ImageRef(st.study_instance_uid, st.series_instance_uid, planes.orientation.value, "", i)
+        info = st.slices[i]
+        return ImageRef(st.study_instance_uid, st.series_instance_uid, NATIVE_PLANE, info.sop_instance_uid,
+                        info.source.frame)
+
+    def measurements(self) -> list[MeasurementGraphic]:
+        """The measurements drawn: those of the shown image only."""
+        return list(self._graphics)
+
+    def delete_measurement(self) -> Measurement | None:
+        """Del: remove the newest measurement of the shown image (None when it has none)."""
+        ref = self.image_ref()
+        return self.measurement_set.remove_last(ref) if ref is not None else None
 
     def clear_measurements(self) -> None:
-        for r in self._rulers:
-            r.remove()
-        self._rulers.clear()
-        self._active_ruler = None
+        """Remove every measurement of the shown image."""
+        ref = self.image_ref()
+        if ref is not None:
+            for m in self.measurement_set.on(ref):
+                self.measurement_set.remove(m.id)
+
+    def measurement_label(self, m: Measurement) -> str:
+        unit = value_unit(self.context.stack.modality) if self.context is not None else ""
+        return measurement_text(m, self._data, self._spacing, unit)
+
+    def _drop_graphics(self) -> None:
+        for g in self._graphics:
+            g.remove()
+        self._graphics.clear()
+        self._drawn_ref = None
+        if self._draft is not None:
+            self._draft.remove()
+            self._draft = None
+
+    def _on_measurements_changed(self, ref: ImageRef) -> None:
+        if ref == self._drawn_ref:
+            self._sync_measurements(force=True)
+
+    def _sync_measurements(self, force: bool = False) -> None:
+        """Draw the shown image's measurements (and only those)."""
+        ref = self.image_ref()
+        if ref == self._drawn_ref and not force:
+            return
+        for g in self._graphics:
+            g.remove()
+        self._graphics.clear()
+        self._drawn_ref = ref
+        if ref is None:
+            return
+        for m in self.measurement_set.on(ref):
+            self._graphics.append(MeasurementGraphic(self.image, m, self.measurement_label(m), self._spacing))
 
     def _on_tool_drag(self, start: QPointF, current: QPointF, finished: bool) -> None:
-        if self.volume is None:
+        ref = self.image_ref()
+        shape = DRAW_TOOLS.get(self.tool)
+        if ref is None or shape is None:
             return
-        if self._active_ruler is None:
-            self._active_ruler = Ruler(self.vb, start, calibrated=self._spacing is not None)
-            self._rulers.append(self._active_ruler)
-        self._active_ruler.set_end(current)
+        if self._draft is None:
+            p = self.image.mapFromView(start)
+            self._draft_start = (float(p.x()), float(p.y()))
+        q = self.image.mapFromView(current)
+        m = Measurement(shape, ref, self._draft_start, (float(q.x()), float(q.y())))
+        if self._draft is not None:
+            self._draft.remove()
+            self._draft = None
         if finished:
-            self._active_ruler = None
+            if m.start != m.end:
+                self.measurement_set.add(m)
+            return
+        self._draft = MeasurementGraphic(self.image, m, self.measurement_label(m), self._spacing)
 
     # --- reference lines -------------------------------------------------------------------------
     def set_reference_lines(self, lines: Sequence[ReferenceLine]) -> None:
