@@ -163,7 +163,7 @@ def test_ruler_measures_in_millimetres(qtbot: QtBot, loaded: MainWindow) -> None
     vp = view.graphics.viewport()
     a, b = QPoint(vp.width() // 2 - 100, vp.height() // 2), QPoint(vp.width() // 2 + 100, vp.height() // 2)
     mouse_drag(qtbot, vp, a, b)
-    rulers = view.measurements()
+    rulers = view.measurements()  # drawn graphics of the shown slice
     assert len(rulers) == 1
     start_mm = view.vb.mapSceneToView(view.graphics.mapToScene(a))
     end_mm = view.vb.mapSceneToView(view.graphics.mapToScene(b))
