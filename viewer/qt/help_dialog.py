@@ -25,6 +25,7 @@ def mouse_bindings() -> list[Binding]:
         ("Navigation", "Mouse wheel", "Next / previous slice"),
         ("Window", "Left-drag", "Window / level: horizontal = width, vertical = level"),
         ("Window", "Ctrl + left-drag", "Window / level, 4× faster"),
+        ("Tools", "Left-drag with M / E / B", "Draw a ruler / ellipse / rectangle ROI on the shown slice"),
         ("View", "Ctrl + wheel", "Zoom around the cursor"),
         ("View", "Right-drag", "Zoom"),
         ("View", "Middle-drag or Shift + left-drag", "Pan"),
