@@ -1,0 +1,181 @@
+"""The reader's measurements of one series as a TID 1500 Measurement Report (Comprehensive 3D SR).
+
+Each ellipse or rectangle ROI is a TID 1410 planar ROI group (the ROI as an image region in the source
+slice's pixel coordinates, DICOM's convention: (0, 0) is the top-left corner of the top-left pixel)
+with its mean, standard deviation, minimum and maximum (for CT: Attenuation Coefficient in HU with the
+statistic as derivation) and its area (mm², or pixels without PixelSpacing); each ruler is a TID 1501
+group with a Length and its two end points. Only measurements on the series' own slices are written
+(an MPR plane is no stored image to reference).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final
+
+import highdicom as hd
+import numpy as np
+from pydicom.sr.codedict import codes
+
+from viewer.core.airesults.identity import SourceSeries, evidence_item, mark_deidentified, stable_uid
+from viewer.core.errors import MeasurementError
+from viewer.core.measure import NATIVE_PLANE, Measurement, RoiStats, Shape, Spacing, ruler_length
+
+MANUFACTURER: Final = "Slicewise"
+MEASUREMENT_SR_SERIES_NUMBER: Final = 9903
+SERIES_DESCRIPTION: Final = "Slicewise measurements (research use only)"
+IMAGING_PROCEDURE: Final = hd.sr.CodedConcept("363679005", "SCT", "Imaging procedure")
+PIXELS_UNIT: Final = hd.sr.CodedConcept("{pixels}", "UCUM", "pixels")
+HU: Final = hd.sr.CodedConcept("[hnsf'U]", "UCUM", "Hounsfield unit")
+STATISTICS: Final = (
+    (codes.SCT.Mean, "mean"),
+    (codes.SCT.StandardDeviation, "sd"),
+    (codes.SCT.Minimum, "minimum"),
+    (codes.SCT.Maximum, "maximum"),
+)
+
+
+@dataclass(frozen=True)
+class MeasuredItem:
+    """One measurement with its slice's place in the series and its numbers (stats for an ROI)."""
+
+    measurement: Measurement
+    slice_index: int
+    spacing: Spacing
+    stats: RoiStats | None = None
+
+
+def _source_image(source: SourceSeries, index: int) -> hd.sr.SourceImageForRegion:
+    frame = source.frame(index)
+    return hd.sr.SourceImageForRegion(
+        source.sop_class_uid, source.slice_uids[index], [frame] if frame is not None else None
+    )
+
+
+def _graphic(m: Measurement) -> tuple[hd.sr.GraphicTypeValues, np.ndarray]:
+    (x0, y0), (x1, y1) = m.start, m.end
+    if m.shape is Shape.RULER:
+        return hd.sr.GraphicTypeValues.POLYLINE, np.array([[x0, y0], [x1, y1]], dtype=float)
+    if m.shape is Shape.RECTANGLE:
+        pts = [[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]
+        return hd.sr.GraphicTypeValues.POLYLINE, np.array(pts, dtype=float)
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    a, b = abs(x1 - x0) / 2, abs(y1 - y0) / 2
+    major = [[cx - a, cy], [cx + a, cy]]
+    minor = [[cx, cy - b], [cx, cy + b]]
+    if b > a:
+        major, minor = minor, major
+    return hd.sr.GraphicTypeValues.ELLIPSE, np.array(major + minor, dtype=float)
+
+
+def _tracking(m: Measurement, kind: str) -> hd.sr.TrackingIdentifier:
+    return hd.sr.TrackingIdentifier(
+        uid=stable_uid(f"slicewise/measurement/{m.id}"), identifier=f"{kind} {m.id[:8]}"
+    )
+
+
+def _roi_group(
+    item: MeasuredItem, source: SourceSeries, ct: bool
+) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations:
+    m, stats = item.measurement, item.stats
+    if stats is None or stats.pixels == 0:
+        raise MeasurementError(f"The {m.shape.value} ROI {m.id[:8]} has no statistics (no pixel inside)")
+    graphic_type, data = _graphic(m)
+    region = hd.sr.ImageRegion(graphic_type, data, _source_image(source, item.slice_index))
+    values = []
+    for code, attr in STATISTICS:
+        if ct:
+            values.append(
+                hd.sr.Measurement(
+                    codes.DCM.AttenuationCoefficient, float(getattr(stats, attr)), HU, derivation=code
+                )
+            )
+        else:
+            values.append(hd.sr.Measurement(code, float(getattr(stats, attr)), codes.UCUM.NoUnits))
+    area_unit = codes.UCUM.SquareMillimeter if stats.area_unit == "mm²" else PIXELS_UNIT
+    values.append(hd.sr.Measurement(codes.SCT.Area, float(stats.area), area_unit))
+    return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+        tracking_identifier=_tracking(m, f"{m.shape.value} ROI"),
+        referenced_region=region,
+        measurements=values,
+    )
+
+
+def _ruler_group(item: MeasuredItem, source: SourceSeries) -> hd.sr.MeasurementsAndQualitativeEvaluations:
+    m = item.measurement
+    length, unit = ruler_length(m.start, m.end, item.spacing)
+    graphic_type, data = _graphic(m)
+    coords = hd.sr.CoordinatesForMeasurement(graphic_type, data, _source_image(source, item.slice_index))
+    value = hd.sr.Measurement(
+        codes.SCT.Length,
+        float(length),
+        codes.UCUM.Millimeter if unit == "mm" else PIXELS_UNIT,
+        referenced_coordinates=[coords],
+    )
+    return hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=_tracking(m, "ruler"), measurements=[value]
+    )
+
+
+def build_measurement_sr(
+    items: Sequence[MeasuredItem], source: SourceSeries, modality: str, *, include_identity: bool = False
+) -> hd.sr.Comprehensive3DSR:
+    """The Measurement Report of ``items`` (measurements on ``source``'s own slices), de-identified
+    unless ``include_identity``."""
+    native = [i for i in items if i.measurement.ref.plane == NATIVE_PLANE]
+    if not native:
+        raise MeasurementError(
+            "No measurement on this series' own slices to export (MPR planes are not stored)"
+        )
+    groups: list[
+        hd.sr.MeasurementsAndQualitativeEvaluations | hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations
+    ] = []
+    for item in native:
+        ref = item.measurement.ref
+        if (
+            not 0 <= item.slice_index < len(source.slice_uids)
+            or source.slice_uids[item.slice_index] != ref.sop_uid
+        ):
+            raise MeasurementError(
+                f"Measurement {item.measurement.id[:8]} names slice {item.slice_index}, "
+                "which is not its image in this series"
+            )
+        if item.measurement.shape is Shape.RULER:
+            groups.append(_ruler_group(item, source))
+        else:
+            groups.append(_roi_group(item, source, modality == "CT"))
+    device = hd.sr.ObserverContext(
+        codes.DCM.Device,
+        hd.sr.DeviceObserverIdentifyingAttributes(uid=stable_uid("slicewise/viewer"), name=MANUFACTURER),
+    )
+    report = hd.sr.MeasurementReport(
+        observation_context=hd.sr.ObservationContext(observer_device_context=device),
+        procedure_reported=IMAGING_PROCEDURE,
+        imaging_measurements=groups,
+    )
+    used = sorted({i.slice_index for i in native})
+    evidence = [
+        evidence_item(
+            source, source.slice_uids[i], source.sop_class_uid, source.series_instance_uid, include_identity
+        )
+        for i in dict.fromkeys(used)
+    ]
+    evidence = list({ds.SOPInstanceUID: ds for ds in evidence}.values())
+    mode = "identified" if include_identity else "deidentified"
+    sr = hd.sr.Comprehensive3DSR(
+        evidence=evidence,
+        content=report[0],
+        series_instance_uid=stable_uid(f"slicewise/measurement-sr/series/{source.study_instance_uid}/{mode}"),
+        series_number=MEASUREMENT_SR_SERIES_NUMBER,
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+        manufacturer=MANUFACTURER,
+        is_complete=True,
+        is_final=False,
+        is_verified=False,
+        series_description=SERIES_DESCRIPTION,
+    )
+    if not include_identity:
+        mark_deidentified(sr, "Slicewise: identifiers omitted, UIDs retained")
+    return sr
