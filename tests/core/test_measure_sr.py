@@ -50,7 +50,9 @@ def test_rois_and_a_ruler_round_trip_with_their_statistics(tmp_path: Path) -> No
     assert CANARY_NAME.encode() not in raw
     back = hd.sr.Comprehensive3DSR.from_dataset(pydicom.dcmread(io.BytesIO(raw)))
     assert back.StudyInstanceUID == stack.study_instance_uid
-    groups = back.content.get_planar_roi_measurement_groups()
+    report = back.content
+    assert isinstance(report, hd.sr.MeasurementReport)
+    groups = report.get_planar_roi_measurement_groups()
     assert len(groups) == 2
     ell = groups[0]
     assert ell.reference_type == hd.sr.CodedConcept("111030", "DCM", "Image Region")
@@ -72,7 +74,7 @@ def test_rois_and_a_ruler_round_trip_with_their_statistics(tmp_path: Path) -> No
     assert by_derivation["Area"].unit.value == "mm2"
     assert groups[1].roi.graphic_type == hd.sr.GraphicTypeValues.POLYLINE
     assert np.allclose(groups[1].roi.value, [[10, 10], [20, 10], [20, 30], [10, 30], [10, 10]])
-    (other,) = back.content.get_image_measurement_groups()  # the ruler (TID 1501)
+    (other,) = report.get_image_measurement_groups()  # the ruler (TID 1501)
     (length,) = other.get_measurements()
     assert length.value == pytest.approx(np.hypot(30 * spacing[1], 40 * spacing[0]))  # type: ignore[index]
 
