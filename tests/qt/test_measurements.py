@@ -169,3 +169,33 @@ def test_a_damaged_store_is_set_aside_and_the_window_still_opens(qtbot: QtBot, s
     w = _open(qtbot, series)
     assert len(w.measurements) == 0
     assert (user_data_path() / (STORE_FILE + ".damaged")).read_text() == "{damaged"
+
+
+def test_the_shown_series_measurements_export_as_a_measurement_sr(
+    qtbot: QtBot, series: Path, tmp_path: Path
+) -> None:
+    import highdicom as hd
+    import pydicom
+
+    w = _open(qtbot, series)
+    view = w.view
+    w.set_slice(7)
+    qtbot.keyClick(view, Qt.Key.Key_E)
+    _centre_drag(qtbot, view, half=40)
+    label = view.measurements()[0].text()
+    w.set_slice(8)
+    qtbot.keyClick(view, Qt.Key.Key_M)
+    _centre_drag(qtbot, view)
+    path = w.export_measurement_sr(tmp_path / "sr")
+    raw = path.read_bytes()
+    assert b"CANARY" not in raw  # de-identified by default
+    sr = hd.sr.Comprehensive3DSR.from_dataset(pydicom.dcmread(path))
+    report = sr.content
+    assert isinstance(report, hd.sr.MeasurementReport)
+    (roi,) = report.get_planar_roi_measurement_groups()
+    means = [
+        m.value for m in roi.get_measurements() if m.derivation is not None and m.derivation.meaning == "Mean"
+    ]
+    assert means == [pytest.approx(float(label.split()[1]), abs=0.05)]  # the label's mean, from the HU values
+    (ruler,) = report.get_image_measurement_groups()
+    assert ruler.get_measurements()[0].unit.value == "mm"

@@ -42,6 +42,8 @@ from PySide6.QtWidgets import (
 )
 from superqt.utils import qdebounced
 
+from viewer.core.airesults.identity import read_first_header, source_from_stack
+from viewer.core.airesults.writer import write_dataset
 from viewer.core.constants import APP_NAME, INTENDED_USE, PRESET_KEYS, TAG_REFRESH_DELAY_MS
 from viewer.core.dicom.catalogue import Owner, rekey_report, stack_owner
 from viewer.core.dicom.model import LoadReport, Stack
@@ -50,7 +52,8 @@ from viewer.core.errors import MeasurementError, ViewerStateError
 from viewer.core.geometry.orientation import Orientation
 from viewer.core.geometry.plane import Plane, native_plane, reference_line
 from viewer.core.geometry.reslice import Slab, SlabMode
-from viewer.core.measure import Measurement
+from viewer.core.measure import NATIVE_PLANE, ROI_SHAPES, Measurement, roi_stats
+from viewer.core.measure_sr import MeasuredItem, build_measurement_sr
 from viewer.core.measure_store import MeasurementSet, MeasurementStore
 from viewer.core.paths import user_data_path
 from viewer.core.state.catalogue import CatalogueEntry
@@ -377,6 +380,9 @@ class MainWindow(QMainWindow):
                        lambda: self.view.delete_measurement(), ("Del",), "Tools", shortcut=False,
                        help="Remove the newest measurement of the shown slice (measurements are saved "
                             "per study and shown again when it is reopened)"),
+            ActionSpec("measurement_sr", "Export measurements as DICOM SR…",
+                       self.export_measurement_sr_dialog, (), "Tools",
+                       help="The shown series' measurements as a TID 1500 measurement report (DICOM SR)"),
             ActionSpec("clear_slice_measurements", "Remove all measurements on this slice",
                        lambda: self.view.clear_measurements(), ("Shift+Del",), "Tools", shortcut=False),
             ActionSpec("escape", "Stop cine, back to the window/level tool", self._escape, ("Esc",),
@@ -425,6 +431,7 @@ class MainWindow(QMainWindow):
         self.act_1to1, self.act_ruler = act("actual_size"), act("ruler")
         self.act_clear = act("clear_measurements")
         self.act_clear_slice = act("clear_slice_measurements")
+        self.act_measurement_sr = act("measurement_sr")
         self.act_ellipse, self.act_rectangle = act("ellipse"), act("rectangle")
         self.act_cine, self.act_tags, self.act_privacy = act("cine"), act("tags"), act("privacy")
         self.act_report, self.act_help = act("report"), act("help")
@@ -489,7 +496,7 @@ class MainWindow(QMainWindow):
         )
         tm = self.menu("Tools")
         tm.addActions([self.act_ruler, self.act_ellipse, self.act_rectangle, self.act_clear,
-                       self.act_clear_slice, self.act_tags, self.act_report])
+                       self.act_clear_slice, self.act_measurement_sr, self.act_tags, self.act_report])
         save = tm.addMenu("Save current window as preset")
         for k, name in enumerate(PRESET_KEYS, start=1):
             act = save.addAction(f"{k}  {name.capitalize()}")
@@ -1301,6 +1308,51 @@ class MainWindow(QMainWindow):
         path, _ = QFileDialog.getSaveFileName(self, "Export view as PNG", default, "PNG image (*.png)")
         if path:
             self.export_view(path)
+
+    def export_measurement_sr_dialog(self) -> None:
+        if self.current_stack() is None:
+            self.show_status("Nothing to export: open a study first")
+            return
+        folder = QFileDialog.getExistingDirectory(
+            self, "Export measurements as DICOM SR", str(self.export_dir())
+        )
+        if not folder:
+            return
+        try:
+            path = self.export_measurement_sr(folder)
+        except (MeasurementError, OSError) as exc:
+            log_failure(logger, logging.WARNING, "Measurement SR not written", exc)
+            self.show_status(f"Measurement SR not written: {exc}")
+            return
+        self.settings.export_folder = str(path.parent)
+        self.show_status(f"Measurement SR written: {path.name}")
+
+    def export_measurement_sr(self, folder: str | Path) -> Path:
+        """Write the shown series' measurements (on its own slices) as a TID 1500 measurement SR into
+        ``folder``; ROI statistics come from the slices' modality values (decoded here when needed). An
+        ROI with no pixel centre inside is left out. De-identified unless File › Include patient name/ID
+        is ticked (and privacy is off)."""
+        stack = self.current_stack()
+        volume = self._volumes.get(stack.uid) if stack is not None else None
+        if stack is None or volume is None:
+            raise MeasurementError("No series is shown")
+        index = {(s.sop_instance_uid, s.source.frame): i for i, s in enumerate(stack.slices)}
+        items = []
+        for m in self.measurements.of_study(stack.study_instance_uid):
+            r = m.ref
+            i = index.get((r.sop_uid, r.frame))
+            if r.series_uid != stack.series_instance_uid or r.plane != NATIVE_PLANE or i is None:
+                continue
+            spacing = stack.slices[i].pixel_spacing
+            stats = None
+            if m.shape in ROI_SHAPES:
+                stats = roi_stats(volume.get_slice(i), m.shape, m.start, m.end, spacing)
+            if stats is None or stats.pixels:
+                items.append(MeasuredItem(m, i, spacing, stats))
+        include = self.act_export_phi.isChecked() and not self.privacy_mode()
+        sr = build_measurement_sr(items, source_from_stack(stack, read_first_header(stack)), stack.modality,
+                                  include_identity=include)
+        return write_dataset(sr, Path(folder))
 
     def export_view(self, path: str | Path) -> Path:
         include = self.act_export_phi.isChecked() and not self.privacy_mode()
