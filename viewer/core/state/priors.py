@@ -14,6 +14,9 @@ from difflib import SequenceMatcher
 import numpy as np
 
 from viewer.core.dicom.model import Stack
+from viewer.core.state.catalogue import CatalogueEntry
+from viewer.core.state.planes import base_plane, scroll_grid
+from viewer.core.state.viewport import ViewportState
 
 PARALLEL_COS = 0.9  # series whose slice normals lie within ~25° count as the same orientation
 
@@ -73,3 +76,36 @@ def _normal(stack: Stack) -> np.ndarray | None:
     n = np.cross(np.asarray(iop[:3], float), np.asarray(iop[3:], float))
     norm = float(np.linalg.norm(n))
     return n / norm if norm > 0 else None
+
+
+def comparison_pair(active: StudyRef, studies: Sequence[StudyRef]) -> tuple[StudyRef, StudyRef] | None:
+    """(current, prior) for the study on screen: itself and its latest earlier study, or, when it is the
+    earliest one, the patient's latest study and itself."""
+    prior = find_prior(active, studies)
+    if prior is not None:
+        return active, prior
+    later = [
+        s
+        for s in studies
+        if active.patient_key
+        and active.date
+        and s.patient_key == active.patient_key
+        and s.study_uid != active.study_uid
+        and s.date > active.date
+    ]
+    return (max(later, key=lambda s: s.date), active) if later else None
+
+
+def aligned_position(
+    current: CatalogueEntry, current_vp: ViewportState, prior: CatalogueEntry, prior_vp: ViewportState
+) -> float:
+    """Where the prior viewport starts when its frame of reference differs from the current one's: the
+    current viewport's distance from its stack's middle, applied from the prior stack's middle (the
+    two are then linked with the offset this gives; the reader can unlink, adjust and link again)."""
+    grid_c, grid_p = scroll_grid(current, current_vp), scroll_grid(prior, prior_vp)
+    sign = 1.0
+    if current.geometry is not None and prior.geometry is not None:
+        n_current = base_plane(current.geometry, current_vp).normal
+        cos = float(np.dot(n_current, base_plane(prior.geometry, prior_vp).normal))
+        sign = 1.0 if cos >= 0 else -1.0
+    return grid_p.snap(grid_p.middle + sign * (current_vp.position_mm - grid_c.middle))
