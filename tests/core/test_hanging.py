@@ -24,7 +24,7 @@ from viewer.core.state.hanging import (
     protocols_to_json,
 )
 from viewer.core.state.layout import Layout
-from viewer.core.state.priors import StudyRef, find_prior, matching_series
+from viewer.core.state.priors import StudyRef, comparison_pair, find_prior, matching_series
 
 
 def _study(folders: list[Path]) -> tuple[Study, list[Stack]]:
@@ -162,4 +162,8 @@ def test_prior_is_the_latest_earlier_study_and_its_best_matching_series(tmp_path
     best = matching_series(cur[0], prior.stacks)
     assert best is not None and best.series_description == "Head 5mm std"  # CT, closest description
     assert find_prior(studies[2], studies) is None  # nothing earlier
+    assert comparison_pair(current, studies) == (current, prior)
+    pair = comparison_pair(studies[2], studies)  # shown the earliest: compared with the latest
+    assert pair is not None and (pair[0].study_uid, pair[1].study_uid) == (cur_uid, older_uid)
+    assert comparison_pair(studies[3], studies) is None  # the other patient has one study
     assert find_prior(StudyRef("P1", cur_uid, "", tuple(cur)), studies) is None  # no date
