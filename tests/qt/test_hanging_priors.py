@@ -54,6 +54,7 @@ def test_a_head_ct_opened_into_an_empty_viewer_hangs_brain_and_bone(qtbot: QtBot
     open_and_wait(qtbot, window, [tmp_path / "chest"])
     assert window.state.layout is Layout.ONE
     # and the action hangs the shown study again on demand (CT chest: one viewport, header window)
+    window.view.set_window(Window(1500, -600))
     _trigger(window, "apply_hanging")
     assert window.state.layout is Layout.ONE
     assert window.view.current_window() == Window(80, 40)  # the factories' header window
@@ -86,6 +87,7 @@ def test_compare_with_prior_links_scrolling_at_the_matching_anatomy(qtbot: QtBot
     assert left.context.study is not None and left.context.study.date == "20260301"  # current | prior
     assert right.context.study is not None and right.context.study.date == "20240115"
     assert window.state.link_offset(0, 1) is not None
+    assert right.current_window() == left.current_window()  # the prior in the current's window
     assert all(LINK_MARK_KEY in v.overlay.extra_html() for v in window.views())
     for steps in (3, 4, -5):
         window.state.set_active(0)
@@ -103,6 +105,23 @@ def test_compare_with_prior_links_scrolling_at_the_matching_anatomy(qtbot: QtBot
     _trigger(window, "link_scroll")  # linked again at these positions: the new offset holds
     window.views()[0].step(-2)
     assert _hu(window, 1, qtbot) == _hu(window, 0, qtbot) - 1
+
+
+def test_compare_from_the_current_study_keeps_its_slice_and_window(qtbot: QtBot, tmp_path: Path) -> None:
+    write_ct_series(tmp_path / "now", 8, rows=16, columns=16, study_date="20260301", seed=1)
+    write_ct_series(tmp_path / "then", 8, rows=16, columns=16, study_date="20240115", seed=2,
+                    positions=[-40.0 + 5.0 * k for k in range(8)])
+    window = make_window(qtbot)
+    open_and_wait(qtbot, window, [tmp_path / "then"])
+    open_and_wait(qtbot, window, [tmp_path / "now"])  # the current study, shown in the active viewport
+    window.view.set_index(5)
+    window.view.set_window(Window(300, 30))
+    _trigger(window, "compare_prior")
+    left, right = window.views()
+    assert left.context is not None and left.context.study is not None
+    assert left.context.study.date == "20260301" and left.index == 5
+    assert right.current_window() == left.current_window() == Window(300, 30)
+    assert _hu(window, 1, qtbot) == _hu(window, 0, qtbot) == 5
 
 
 def test_compare_with_prior_needs_an_earlier_study_of_the_same_patient(qtbot: QtBot, tmp_path: Path) -> None:

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LINK_MARK_KEY = "scroll-link"
-LINK_MARK_HTML = "<span style='color:#40c8f0'>&#128279; linked</span>"
+LINK_MARK_HTML = "<span style='color:#40c8f0'><b>linked</b></span>"
 
 
 class HangingController(QObject):
@@ -119,8 +119,7 @@ class HangingController(QObject):
             for i, planned in enumerate(hung.viewports):
                 w.show_in_viewport(i, planned.stack_key, planned.orientation)
             for i, planned in enumerate(hung.viewports):
-                if planned.window is not None:
-                    self._set_view_window(i, planned.window)
+                self._set_view_window(i, planned.window)
             w.state.set_active(0)
         finally:
             self._placing = False
@@ -166,6 +165,7 @@ class HangingController(QObject):
             if not same_frame:
                 state.set_position(1, aligned_position(ec, state.viewport(0), ep, state.viewport(1)))
                 state.link(0, 1)
+            self._set_view_window(1, w.grid.view(0).current_window())  # compared in the same window
             state.set_active(0)
         finally:
             self._placing = False
@@ -203,9 +203,13 @@ class HangingController(QObject):
         )
 
     def refresh_link_marks(self) -> None:
+        """The *linked* mark on each viewport whose scrolling is linked (redrawn only when it changes:
+        this runs on every viewport event, scrolling included)."""
         for i, view in enumerate(self._window.views()):
             if i < len(self._window.state.viewports):
-                view.overlay.set_extra_html(LINK_MARK_KEY, LINK_MARK_HTML if self.linked(i) else "")
+                want = LINK_MARK_HTML if self.linked(i) else ""
+                if view.overlay.extra_html().get(LINK_MARK_KEY, "") != want:
+                    view.overlay.set_extra_html(LINK_MARK_KEY, want)
 
     def _studies(self) -> list[StudyRef]:
         w = self._window
@@ -239,11 +243,18 @@ class HangingController(QObject):
         view.window_changed.connect(lambda win, v=view: self._on_view_window(v, win))
         view.zoom_changed.connect(lambda _z, v=view: self._on_view_zoom(v))
 
-    def _set_view_window(self, index: int, window: Window) -> None:
+    def _set_view_window(self, index: int, window: Window | None) -> None:
+        """Give one viewport ``window`` (None: its header's window, VOI LUT included), not synced."""
+        view = self._window.grid.view(index)
         was, self._placing = self._placing, True
         try:
-            self._window.grid.view(index).set_window(window)
-            self._window.state.set_window(index, window, sync=False)
+            if window is None:
+                view.reset_window()
+            else:
+                view.set_window(window)
+            self._window.state.set_window(index, view.current_window(), sync=False)
+        except ViewerStateError as exc:
+            log.info("Window not recorded: %s", type(exc).__name__)
         finally:
             self._placing = was
 
