@@ -232,6 +232,7 @@ def bench_gui(model: Path, repeats: int) -> tuple[float, float] | None:
         write_ct_series(f, 40, rows=512, columns=512, seed=k)
         folders.append(f)
     w = MainWindow()
+    w.settings.hang_on_open = False  # one viewport, as before hanging protocols
     ctrl = attach(w)
     ctrl.set_model_path(model)
     ctrl.set_provider("cpu")

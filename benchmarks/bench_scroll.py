@@ -63,6 +63,7 @@ def bench_bare(app: QApplication, frames: list[np.ndarray], changes: int) -> lis
 def _open_window(app: QApplication, folder: Path) -> tuple[MainWindow, StackVolume]:
     """A shown main window with ``folder`` loaded, and the volume on screen."""
     window = build_main_window(offer_resume=False)
+    window.settings.hang_on_open = False  # one viewport, as the baseline (the head CT protocol shows two)
     window.resize(*SIZE)
     window.show()
     window.open_paths([folder])

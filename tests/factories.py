@@ -30,6 +30,9 @@ def make_ct_slice(
     series_description: str = "Head 5mm",
     image_type: Sequence[str] = ("ORIGINAL", "PRIMARY", "AXIAL"),
     window: tuple[float, float] | None = (80.0, 40.0),
+    study_date: str = "20260101",
+    study_description: str = "CT Head",
+    modality: str = "CT",
 ) -> FileDataset:
     """One CT slice storing ``hu`` as int16 with slope 1 / intercept -1024."""
     meta = FileMetaDataset()
@@ -46,11 +49,11 @@ def make_ct_slice(
     ds.PatientID = patient_id
     ds.PatientBirthDate = "19700101"
     ds.PatientSex = "O"
-    ds.StudyDate = "20260101"
-    ds.StudyDescription = "CT Head"
+    ds.StudyDate = study_date
+    ds.StudyDescription = study_description
     ds.SeriesDescription = series_description
     ds.SeriesNumber = 2
-    ds.Modality = "CT"
+    ds.Modality = modality
     ds.ImageType = list(image_type)
     ds.InstanceNumber = instance_number
     ds.ImagePositionPatient = [float(v) for v in position]
@@ -87,8 +90,13 @@ def write_ct_series(
     series_uid: str | None = None,
     patient_name: str = CANARY_NAME,
     patient_id: str = CANARY_ID,
+    study_date: str = "20260101",
+    study_description: str = "CT Head",
+    series_description: str = "Head 5mm",
+    modality: str = "CT",
 ) -> list[Path]:
-    """Write an axial CT series whose slice ``k`` has HU value ``k`` in its top-left pixel.
+    """Write an axial CT series whose slice ``k`` has HU value ``k`` in its top-left pixel (``modality``
+    only relabels it, e.g. "MR" for protocol tests).
 
     Returns the paths in true (ascending z) order, whatever names and write order were used.
     """
@@ -117,6 +125,10 @@ def write_ct_series(
             frame_of_reference_uid=for_uid,
             patient_name=patient_name,
             patient_id=patient_id,
+            study_date=study_date,
+            study_description=study_description,
+            series_description=series_description,
+            modality=modality,
         )
         name = f"{rng.getrandbits(48):012x}.dcm" if random_names else f"slice_{k:04d}.dcm"
         path = folder / name

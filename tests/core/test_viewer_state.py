@@ -188,8 +188,11 @@ def test_window_and_zoom_sync_toggles(two_series: tuple[Stack, Stack, Stack], tm
     state.set_sync(window=True, zoom=True)
     state.set_window(0, bone)
     assert state.viewport(1).window == bone and state.viewport(2).window == brain  # CT only
+    state.set_window(0, brain, sync=False)  # a per-viewport window (a hanging protocol's) stays there
+    assert state.viewport(0).window == brain and state.viewport(1).window == bone
+    assert state.same_modality(0) == [1]
     state.set_zoom(1, 2.0, pan=(3.0, -4.0))
-    assert [vp.zoom for vp in state.viewports] == [2.0, 2.0, 2.0, 1.0]  # the empty viewport stays
+    assert [vp.zoom for vp in state.viewports] == [2.0, 2.0, 1.0, 1.0]  # CT only; the empty one stays
     assert state.viewport(0).pan == (3.0, -4.0)
     with pytest.raises(ViewerStateError, match="positive"):
         state.set_window(0, Window(width=0.0, level=0.0))

@@ -16,8 +16,12 @@ from viewer.qt.main_window import MainWindow
 LOAD_TIMEOUT_MS = 60_000
 
 
-def make_window(qtbot: QtBot, size: tuple[int, int] = (1200, 800)) -> MainWindow:
+def make_window(qtbot: QtBot, size: tuple[int, int] = (1200, 800), *, hang: bool = False) -> MainWindow:
+    """A shown main window. ``hang``: a study opened into it is hung by its protocol (the app's default;
+    off here because most tests are about one viewport, and the default head CT protocol shows two)."""
     window = build_main_window()
+    window.settings.hang_on_open = hang
+    window.hanging.act_hang_on_open.setChecked(hang)
     qtbot.addWidget(window)
     window.resize(*size)
     window.show()

@@ -64,6 +64,7 @@ from viewer.core.state.viewport import ViewportState
 from viewer.qt.actions import ActionRegistry, ActionSpec, Binding
 from viewer.qt.browser import StudyBrowser
 from viewer.qt.export import export_png
+from viewer.qt.hanging import HangingController
 from viewer.qt.help_dialog import KeyboardHelp, mouse_bindings
 from viewer.qt.load_report import LoadReportPanel
 from viewer.qt.settings import MAX_CINE_FPS, MIN_CINE_FPS, Settings
@@ -169,6 +170,7 @@ class MainWindow(QMainWindow):
         self._build_menus()
         self._build_toolbar()
         self._apply_settings()
+        self.hanging = HangingController(self)  # Layout menu: hanging protocols, priors, links, sync
 
     # ============================================================== construction
     def _build_central(self) -> None:
@@ -1219,7 +1221,10 @@ class MainWindow(QMainWindow):
         hint = "  (see View › Load report)" if self.report_panel.has_issues() else ""
         self.show_status(report.summary() + hint, 8000)
         if new:  # a newly opened study is shown (and selected in the browser), not just listed
-            self.show_stack(_preferred_stack(new).uid)
+            first = _preferred_stack(new).uid
+            empty = self.settings.hang_on_open and all(vp.is_empty for vp in self.state.viewports)
+            if not (empty and self.hanging.hang(first) is not None):  # its protocol, in an empty viewer
+                self.show_stack(first)
         if new:
             thumbs = ThumbnailJob(new, self)
             thumbs.ready.connect(self.browser.set_thumbnail)

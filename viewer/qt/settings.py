@@ -131,6 +131,15 @@ class Settings:
         self._qs.setValue("view/privacy", bool(value))
 
     @property
+    def hang_on_open(self) -> bool:
+        """Whether a study opened into an empty viewer is shown by its hanging protocol (default: yes)."""
+        return _as_bool(self._qs.value("view/hang_on_open", True))
+
+    @hang_on_open.setter
+    def hang_on_open(self, value: bool) -> None:
+        self._qs.setValue("view/hang_on_open", bool(value))
+
+    @property
     def export_demographics(self) -> bool:
         return _as_bool(self._qs.value("export/include_demographics", False))
 

@@ -548,6 +548,26 @@ class SliceView(QWidget):
         span = x1 - x0
         return float(self.vb.width() / span * x_sp) if span > 0 else 1.0
 
+    def view_frame(self) -> tuple[float, float, float]:
+        """(view units per screen pixel, view centre's x and y offset from the image centre): what zoom
+        sync copies to other viewports."""
+        (x0, x1), (y0, y1) = self.vb.viewRange()
+        centre = self.image_rect().center()
+        per_px = (x1 - x0) / max(float(self.vb.width()), 1.0)
+        return per_px, (x0 + x1) / 2 - centre.x(), (y0 + y1) / 2 - centre.y()
+
+    def set_view_frame(self, per_px: float, dx: float, dy: float) -> None:
+        """Show ``per_px`` view units (mm, or pixels without spacing) per screen pixel, centred ``dx, dy``
+        from the image centre (see :meth:`view_frame`)."""
+        if self.context is None or not per_px > 0:
+            return
+        centre = self.image_rect().center()
+        cx, cy = centre.x() + dx, centre.y() + dy
+        w = max(float(self.vb.width()), 1.0) * per_px
+        h = max(float(self.vb.height()), 1.0) * per_px
+        self.vb.setRange(xRange=(cx - w / 2, cx + w / 2), yRange=(cy - h / 2, cy + h / 2), padding=0)
+        self._fitted = False
+
     def _screen_spacing(self) -> tuple[float, float]:
         """View units per image pixel along the screen's x and y (the turn may swap rows and columns)."""
         row_sp, col_sp = self._spacing if self._spacing else (1.0, 1.0)

@@ -12,7 +12,10 @@ Sync rules (``SyncSettings``):
   were linked (``link``), by the same distance plus the offset captured at link time (priors,
   other scanners).
 * **window**: a new window is copied to viewports showing the same modality.
-* **zoom**: zoom and pan are copied to every other viewport showing a stack.
+* **zoom**: zoom and pan are copied to viewports showing the same modality.
+
+Both copy only changes made with ``sync=True`` (the default: the user's own change in a viewport); a
+change that is itself applied per viewport (a hanging protocol's window) passes ``sync=False``.
 """
 
 from __future__ import annotations
@@ -309,30 +312,37 @@ class ViewerState:
             self.events.links.emit()
 
     # --- window, zoom, pan, rotation -------------------------------------------------------------
-    def set_window(self, index: int, window: Window) -> None:
-        vp, entry = self._shown(index)
+    def set_window(self, index: int, window: Window, *, sync: bool = True) -> None:
+        vp, _ = self._shown(index)
         if not window.width > 0:
             raise ViewerStateError(f"Window width {window.width:g} must be positive")
         self._set(index, replace(vp, window=window))
-        if self._sync.window:
-            for i, other in enumerate(self._viewports):
-                same_modality = (
-                    other.stack_key is not None
-                    and self._catalogue[other.stack_key].modality == entry.modality
-                )
-                if i != index and same_modality:
-                    self._set(i, replace(other, window=window))
+        if self._sync.window and sync:
+            for i in self.same_modality(index):
+                self._set(i, replace(self._viewports[i], window=window))
 
-    def set_zoom(self, index: int, zoom: float, pan: tuple[float, float] | None = None) -> None:
+    def set_zoom(
+        self, index: int, zoom: float, pan: tuple[float, float] | None = None, *, sync: bool = True
+    ) -> None:
         vp, _ = self._shown(index)
         if not MIN_ZOOM <= zoom <= MAX_ZOOM:
             raise ViewerStateError(f"Zoom {zoom:g} is outside {MIN_ZOOM:g}..{MAX_ZOOM:g}")
         new_pan = vp.pan if pan is None else (float(pan[0]), float(pan[1]))
         self._set(index, replace(vp, zoom=float(zoom), pan=new_pan))
-        if self._sync.zoom:
-            for i, other in enumerate(self._viewports):
-                if i != index and other.stack_key is not None:
-                    self._set(i, replace(other, zoom=float(zoom), pan=new_pan))
+        if self._sync.zoom and sync:
+            for i in self.same_modality(index):
+                self._set(i, replace(self._viewports[i], zoom=float(zoom), pan=new_pan))
+
+    def same_modality(self, index: int) -> list[int]:
+        """The other viewports showing a stack of viewport ``index``'s modality (window/zoom sync)."""
+        _, entry = self._shown(index)
+        return [
+            i
+            for i, other in enumerate(self._viewports)
+            if i != index
+            and other.stack_key is not None
+            and self._catalogue[other.stack_key].modality == entry.modality
+        ]
 
     def rotate(self, index: int, quarter_turns: int = 1) -> None:
         """Rotate the view clockwise by quarter turns (negative: counter-clockwise)."""

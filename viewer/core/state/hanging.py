@@ -1,0 +1,280 @@
+"""Hanging protocols: which layout, series, plane and window a newly opened study is shown with.
+
+A protocol is a row of a small rule table: it matches a study by modality and words of its study or
+series descriptions (a stand-in for the body part), and says the layout and, per viewport, which series
+(:class:`SeriesChoice`), which plane and which window preset. The first matching protocol wins; the
+table is kept as JSON in the settings folder (``hanging_protocols.json``), written with the built-in
+defaults when missing, so users can edit it. A file that cannot be read or understood is reported
+(:class:`HangingProtocolError`, with the place and the reason) and the built-in defaults are used.
+
+Qt-free: the window applies a :class:`HangingPlan` through the viewer state.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from pathlib import Path
+
+from viewer.core.constants import Window
+from viewer.core.dicom.model import Stack
+from viewer.core.errors import SlicewiseError
+from viewer.core.geometry.orientation import Orientation
+from viewer.core.review.fileutil import atomic_write_bytes, private_dir
+from viewer.core.state.layout import Layout
+
+log = logging.getLogger(__name__)
+
+PROTOCOLS_FILENAME = "hanging_protocols.json"
+FORMAT_VERSION = 1
+BONE_WORDS = ("bone", "osteo", "knochen")
+
+
+class HangingProtocolError(SlicewiseError):
+    """The hanging-protocol file is unreadable or does not describe valid protocols."""
+
+
+class SeriesChoice(str, Enum):
+    """Which of the study's series a viewport shows."""
+
+    MAIN = "main"  # the longest non-localizer series (what a study opens with)
+    BONE = "bone"  # the thinnest series described as bone (kernel), else the main one
+    NEXT = "next"  # the next series not yet shown by this protocol, else the main one
+
+
+@dataclass(frozen=True)
+class ViewportRule:
+    series: SeriesChoice = SeriesChoice.MAIN
+    orientation: Orientation = Orientation.NATIVE
+    window: str | None = None  # a window preset's name; None: the header's window
+
+
+@dataclass(frozen=True)
+class HangingProtocol:
+    name: str
+    modality: str  # "CT", "MR", ... ("*": any)
+    layout: Layout
+    viewports: tuple[ViewportRule, ...]
+    # words of which one must occur in the study or a series description (any case); empty: any study
+    keywords: tuple[str, ...] = ()
+    min_series: int = 1  # the study must have at least this many image series
+
+    def __post_init__(self) -> None:
+        if not self.viewports:
+            raise ValueError(f"protocol {self.name!r} has no viewports")
+        if len(self.viewports) > self.layout.viewport_count:
+            raise ValueError(
+                f"protocol {self.name!r}: {len(self.viewports)} viewports do not fit the "
+                f"{self.layout.value} layout ({self.layout.viewport_count})"
+            )
+
+    def matches(self, study: StudySeries) -> bool:
+        if self.modality != "*" and self.modality.upper() != study.modality.upper():
+            return False
+        if len(study.stacks) < self.min_series:
+            return False
+        if not self.keywords:
+            return True
+        text = " ".join([study.description, *(s.series_description for s in study.stacks)]).lower()
+        return any(word.lower() in text for word in self.keywords)
+
+
+@dataclass(frozen=True)
+class StudySeries:
+    """One study's image stacks (localizers left out) and its description, as the protocols see it."""
+
+    description: str
+    stacks: tuple[Stack, ...]
+
+    @property
+    def modality(self) -> str:
+        return self.main.modality if self.stacks else ""
+
+    @property
+    def main(self) -> Stack:
+        return max(self.stacks, key=len)
+
+    @classmethod
+    def of(cls, description: str, stacks: Sequence[Stack]) -> StudySeries:
+        images = [s for s in stacks if s.label != "localizer"] or list(stacks)
+        return cls(description=description, stacks=tuple(images))
+
+
+@dataclass(frozen=True)
+class PlannedViewport:
+    stack_key: str
+    orientation: Orientation
+    window: Window | None  # None: the header's window
+
+
+@dataclass(frozen=True)
+class HangingPlan:
+    protocol: str
+    layout: Layout
+    viewports: tuple[PlannedViewport, ...]
+
+
+DEFAULT_PROTOCOLS: tuple[HangingProtocol, ...] = (
+    HangingProtocol(
+        "Head CT: brain | bone",
+        "CT",
+        Layout.ONE_BY_TWO,
+        (ViewportRule(SeriesChoice.MAIN, window="brain"), ViewportRule(SeriesChoice.BONE, window="bone")),
+        keywords=("head", "brain", "skull", "cranial", "cerebr", "neuro", "kopf", "schädel"),
+    ),
+    HangingProtocol("CT", "CT", Layout.ONE, (ViewportRule(),)),
+    HangingProtocol(
+        "MR: four series",
+        "MR",
+        Layout.TWO_BY_TWO,
+        (ViewportRule(), ViewportRule(SeriesChoice.NEXT), ViewportRule(SeriesChoice.NEXT),
+         ViewportRule(SeriesChoice.NEXT)),
+        min_series=4,
+    ),
+    HangingProtocol("MR", "MR", Layout.ONE, (ViewportRule(),)),
+)
+
+
+def choose_protocol(protocols: Sequence[HangingProtocol], study: StudySeries) -> HangingProtocol | None:
+    """The first protocol that matches ``study`` (None: no protocol, or a study without images)."""
+    if not study.stacks:
+        return None
+    return next((p for p in protocols if p.matches(study)), None)
+
+
+def plan(protocol: HangingProtocol, study: StudySeries, presets: Mapping[str, Window]) -> HangingPlan:
+    """What each viewport shows under ``protocol``; an unknown preset name leaves the header's window."""
+    main = study.main
+    used: list[str] = []
+    viewports: list[PlannedViewport] = []
+    for rule in protocol.viewports:
+        stack = _pick(rule.series, study, main, used)
+        used.append(stack.uid)
+        window = presets.get(rule.window) if rule.window else None
+        if rule.window and window is None:
+            log.warning("Hanging protocol names an unknown window preset; the header window is used")
+        viewports.append(PlannedViewport(stack.uid, rule.orientation, window))
+    return HangingPlan(protocol.name, protocol.layout, tuple(viewports))
+
+
+def _pick(choice: SeriesChoice, study: StudySeries, main: Stack, used: Sequence[str]) -> Stack:
+    if choice is SeriesChoice.BONE:
+        bone = [s for s in study.stacks if any(w in s.series_description.lower() for w in BONE_WORDS)]
+        if bone:  # the thinnest bone series (spacing unknown last), then the longest
+            return min(bone, key=lambda s: (s.slice_spacing or float("inf"), -len(s)))
+        return main
+    if choice is SeriesChoice.NEXT:
+        ordered = [main, *sorted((s for s in study.stacks if s is not main), key=_series_order)]
+        return next((s for s in ordered if s.uid not in used), main)
+    return main
+
+
+def _series_order(stack: Stack) -> tuple[int, str]:
+    return (stack.series_number if stack.series_number is not None else 1 << 30, stack.uid)
+
+
+# --- the JSON file ---------------------------------------------------------------------------------
+def protocols_to_json(protocols: Sequence[HangingProtocol]) -> str:
+    rows = []
+    for p in protocols:
+        row = asdict(p)
+        row["layout"] = p.layout.value
+        row["keywords"] = list(p.keywords)
+        row["viewports"] = [
+            {"series": v.series.value, "orientation": v.orientation.value, "window": v.window}
+            for v in p.viewports
+        ]
+        rows.append(row)
+    return json.dumps({"version": FORMAT_VERSION, "protocols": rows}, indent=2, ensure_ascii=False) + "\n"
+
+
+def protocols_from_json(text: str, source: str = PROTOCOLS_FILENAME) -> tuple[HangingProtocol, ...]:
+    """Parse the protocol file; raises :class:`HangingProtocolError` saying where and why."""
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise HangingProtocolError(f"{source}: not valid JSON (line {exc.lineno}, column {exc.colno}: "
+                                   f"{exc.msg})") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("protocols"), list):
+        raise HangingProtocolError(f"{source}: expected an object with a 'protocols' list")
+    if doc.get("version", FORMAT_VERSION) != FORMAT_VERSION:
+        raise HangingProtocolError(f"{source}: version {doc.get('version')!r} is not {FORMAT_VERSION}")
+    protocols = []
+    for n, row in enumerate(doc["protocols"], start=1):
+        try:
+            protocols.append(_protocol_of(row))
+        except (KeyError, TypeError, ValueError) as exc:
+            what = f"missing key {exc}" if isinstance(exc, KeyError) else str(exc)
+            raise HangingProtocolError(f"{source}: protocol {n}: {what}") from None
+    if not protocols:
+        raise HangingProtocolError(f"{source}: the 'protocols' list is empty")
+    return tuple(protocols)
+
+
+def _protocol_of(row: object) -> HangingProtocol:
+    if not isinstance(row, dict):
+        raise TypeError("each protocol must be an object")
+    viewports = row["viewports"]
+    if not isinstance(viewports, list):
+        raise TypeError("'viewports' must be a list")
+    keywords = row.get("keywords", [])
+    if not isinstance(keywords, list) or not all(isinstance(k, str) for k in keywords):
+        raise TypeError("'keywords' must be a list of words")
+    rules = []
+    for v in viewports:
+        if not isinstance(v, dict):
+            raise TypeError("each viewport must be an object")
+        window = v.get("window")
+        if window is not None and not isinstance(window, str):
+            raise TypeError("a viewport's 'window' must be a preset name or null")
+        rules.append(
+            ViewportRule(
+                SeriesChoice(v.get("series", SeriesChoice.MAIN.value)),
+                Orientation(v.get("orientation", Orientation.NATIVE.value)),
+                window,
+            )
+        )
+    min_series = row.get("min_series", 1)
+    if not isinstance(min_series, int) or min_series < 1:
+        raise ValueError("'min_series' must be a whole number >= 1")
+    return HangingProtocol(
+        name=str(row["name"]),
+        modality=str(row["modality"]),
+        layout=Layout(row["layout"]),
+        viewports=tuple(rules),
+        keywords=tuple(keywords),
+        min_series=min_series,
+    )
+
+
+@dataclass(frozen=True)
+class ProtocolTable:
+    """The protocols in use and, when the file was refused, why (shown to the user once)."""
+
+    protocols: tuple[HangingProtocol, ...] = DEFAULT_PROTOCOLS
+    error: str | None = None
+    path: Path | None = field(default=None, compare=False)
+
+
+def load_protocols(path: Path) -> ProtocolTable:
+    """The protocols of ``path``; a missing file is created with the defaults; a bad one gives the
+    defaults and the error (never raises for the file's content)."""
+    if not path.exists():
+        try:
+            private_dir(path.parent)
+            atomic_write_bytes(path, protocols_to_json(DEFAULT_PROTOCOLS).encode("utf-8"))
+        except OSError as exc:
+            log.warning("Could not write the default hanging protocols (%s)", type(exc).__name__)
+        return ProtocolTable(path=path)
+    try:
+        text = path.read_text(encoding="utf-8")
+        return ProtocolTable(protocols_from_json(text, path.name), path=path)
+    except (OSError, UnicodeDecodeError) as exc:
+        error = f"{path.name}: cannot be read ({type(exc).__name__})"
+    except HangingProtocolError as exc:
+        error = str(exc)
+    log.warning("Hanging protocols refused, using the built-in defaults: %s", error)
+    return ProtocolTable(error=f"{error}. The built-in hanging protocols are used.", path=path)

@@ -1,0 +1,291 @@
+"""Hanging protocols, prior comparison, scroll links and window/zoom sync in the main window.
+
+The decisions live in the core (:mod:`viewer.core.state.hanging`, :mod:`viewer.core.state.priors`,
+:class:`~viewer.core.state.viewer_state.ViewerState`'s sync rules and links); this module registers the
+Layout menu's actions, applies plans to the viewports and keeps the views' window and zoom in step.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from PySide6.QtCore import QObject
+
+from viewer.core.constants import Window
+from viewer.core.errors import ViewerStateError
+from viewer.core.state.hanging import (
+    PROTOCOLS_FILENAME,
+    HangingPlan,
+    ProtocolTable,
+    StudySeries,
+    choose_protocol,
+    load_protocols,
+    plan,
+)
+from viewer.core.state.layout import Layout
+from viewer.core.state.priors import StudyRef, aligned_position, comparison_pair, matching_series
+from viewer.qt.actions import ActionSpec
+from viewer.qt.slice_view import SliceView
+
+if TYPE_CHECKING:
+    from viewer.qt.main_window import MainWindow
+
+log = logging.getLogger(__name__)
+
+LINK_MARK_KEY = "scroll-link"
+LINK_MARK_HTML = "<span style='color:#40c8f0'><b>linked</b></span>"
+
+
+class HangingController(QObject):
+    """Owns the protocol table and the Layout menu's hanging, prior, link and sync actions."""
+
+    def __init__(self, window: MainWindow) -> None:
+        super().__init__(window)
+        self._window = window
+        self._placing = False  # a plan is being applied: its windows and zooms are not synced
+        self.table: ProtocolTable = load_protocols(window.settings.path.parent / PROTOCOLS_FILENAME)
+        if self.table.error:
+            window.show_status(self.table.error, 20_000)
+        state = window.state
+        specs = [
+            ActionSpec("apply_hanging", "Apply hanging protocol", self.apply_hanging, ("Alt+H",), "Layout",
+                       help="Apply the hanging protocol of the shown study (layout, series, windows)"),
+            ActionSpec("hang_on_open", "Hang new studies by protocol", self._on_hang_on_open, (), "Layout",
+                       checkable=True, help="A study opened into an empty viewer is shown by its protocol"),
+            ActionSpec("compare_prior", "Compare with prior", self.compare_with_prior, ("Alt+P",), "Layout",
+                       help="Current | prior study of this patient side by side, scrolling linked"),
+            ActionSpec("link_scroll", "Link scrolling here", self.link_active, ("Alt+K",), "Layout",
+                       help="Link the active viewport's scrolling to the others at their present positions"),
+            ActionSpec("unlink_scroll", "Unlink scrolling", self.unlink_active, ("Alt+U",), "Layout",
+                       help="Unlink the active viewport's scrolling (to adjust a prior, then link again)"),
+            ActionSpec("sync_window", "Window/level sync", self._on_sync_window, ("Alt+W",), "Layout",
+                       checkable=True, help="Window/level sync: the active viewport's window goes to the "
+                       "others of its modality"),
+            ActionSpec("sync_zoom", "Zoom sync", self._on_sync_zoom, ("Alt+Z",), "Layout", checkable=True,
+                       help="Zoom sync: the active viewport's zoom and pan go to the others of its modality"),
+        ]
+        menu = window.menu("Layout")
+        menu.addSeparator()
+        for spec in specs:
+            menu.addAction(window.add_action(spec))
+        self.act_sync_window = window.actions_registry.action("sync_window")
+        self.act_sync_zoom = window.actions_registry.action("sync_zoom")
+        self.act_hang_on_open = window.actions_registry.action("hang_on_open")
+        self.act_hang_on_open.setChecked(window.settings.hang_on_open)
+        self.act_sync_window.setChecked(state.sync.window)
+        self.act_sync_zoom.setChecked(state.sync.zoom)
+        state.events.links.connect(self.refresh_link_marks)
+        state.events.viewport.connect(lambda *_: self.refresh_link_marks())
+        state.events.layout.connect(lambda *_: self.refresh_link_marks())
+        for view in window.views():
+            self._connect(view)
+        window.grid.view_created.connect(self._connect)
+
+    # --- hanging protocols -----------------------------------------------------------------------
+    def hang(self, stack_uid: str) -> HangingPlan | None:
+        """Show the study of ``stack_uid`` as its protocol says (None: no protocol matched)."""
+        w = self._window
+        ctx = w.stack_context(stack_uid)
+        if ctx is None or ctx.study is None:
+            return None
+        patient_id = ctx.patient.patient_id if ctx.patient else ""
+        stacks = [s for s in w.loaded_stacks() if self._study_key(s.uid) == (patient_id,
+                                                                              ctx.study.study_instance_uid)]
+        study = StudySeries.of(ctx.study.description, stacks)
+        protocol = choose_protocol(self.table.protocols, study)
+        if protocol is None:
+            return None
+        hung = plan(protocol, study, w.settings.presets())
+        self._place(hung)
+        w.show_status(f"Hanging protocol: {hung.protocol}", 5000)
+        return hung
+
+    def apply_hanging(self) -> None:
+        uid = self._window.state.viewport(self._window.state.active).stack_key
+        if uid is None:
+            self._window.show_status("Open a study first")
+        elif self.hang(uid) is None:
+            self._window.show_status("No hanging protocol matches this study")
+
+    def _on_hang_on_open(self) -> None:
+        self._window.settings.hang_on_open = self.act_hang_on_open.isChecked()
+
+    def _place(self, hung: HangingPlan) -> None:
+        w = self._window
+        self._placing = True
+        try:
+            w.state.set_layout(hung.layout)
+            for i, planned in enumerate(hung.viewports):
+                w.show_in_viewport(i, planned.stack_key, planned.orientation)
+            for i, planned in enumerate(hung.viewports):
+                self._set_view_window(i, planned.window)
+            w.state.set_active(0)
+        finally:
+            self._placing = False
+        w.browser.select(hung.viewports[0].stack_key)
+
+    # --- prior comparison and links --------------------------------------------------------------
+    def compare_with_prior(self) -> None:
+        w = self._window
+        state = w.state
+        vp = state.viewport(state.active)
+        uid = vp.stack_key
+        if uid is None:
+            w.show_status("Open a study first")
+            return
+        studies = self._studies()
+        key = self._study_key(uid)
+        active = next(s for s in studies if (s.patient_key, s.study_uid) == key)
+        pair = comparison_pair(active, studies)
+        if pair is None:
+            w.show_status("No other dated study of this patient (same Patient ID) is open to compare with")
+            return
+        current, prior = pair
+        shown = state.catalogue[uid].stack
+        other = matching_series(shown, (prior if current is active else current).stacks)
+        if other is None:
+            w.show_status(f"The other study has no {shown.modality} series to compare with")
+            return
+        cur_uid, prior_uid = (uid, other.uid) if current is active else (other.uid, uid)
+        position = vp.position_mm if current is active else None
+        self._placing = True
+        try:
+            state.set_layout(Layout.ONE_BY_TWO)
+            state.unlink(0, 1)
+            w.show_in_viewport(0, cur_uid, vp.orientation)
+            if position is not None:
+                state.set_position(0, position)
+            w.show_in_viewport(1, prior_uid, vp.orientation)
+            state.unlink(0, 1)  # an old offset of this pair would move the prior before it is placed
+            ec, ep = state.catalogue[cur_uid], state.catalogue[prior_uid]
+            same_frame = ec.frame_of_reference_uid is not None and (
+                ec.frame_of_reference_uid == ep.frame_of_reference_uid
+            )
+            if not same_frame:
+                state.set_position(1, aligned_position(ec, state.viewport(0), ep, state.viewport(1)))
+                state.link(0, 1)
+            self._set_view_window(1, w.grid.view(0).current_window())  # compared in the same window
+            state.set_active(0)
+        finally:
+            self._placing = False
+        w.show_status("Current | prior" + ("" if same_frame else ": scrolling linked (Alt+U unlinks)"), 6000)
+
+    def link_active(self) -> None:
+        """Link the active viewport with every other one showing another stack, at today's positions."""
+        state = self._window.state
+        a = state.active
+        if state.viewport(a).stack_key is None:
+            self._window.show_status("Nothing to link: the active viewport is empty")
+            return
+        linked = 0
+        for b, vp in enumerate(state.viewports):
+            if b != a and vp.stack_key not in (None, state.viewport(a).stack_key):
+                try:
+                    state.link(a, b)
+                    linked += 1
+                except ViewerStateError as exc:
+                    log.info("Not linked: %s", type(exc).__name__)
+        text = f"Scrolling linked with {linked} viewport(s)" if linked else "Nothing to link"
+        self._window.show_status(text)
+
+    def unlink_active(self) -> None:
+        state = self._window.state
+        for b in range(len(state.viewports)):
+            if b != state.active:
+                state.unlink(state.active, b)
+        self._window.show_status("Scrolling unlinked")
+
+    def linked(self, index: int) -> bool:
+        state = self._window.state
+        return any(
+            state.link_offset(index, j) is not None for j in range(len(state.viewports)) if j != index
+        )
+
+    def refresh_link_marks(self) -> None:
+        """The *linked* mark on each viewport whose scrolling is linked (redrawn only when it changes:
+        this runs on every viewport event, scrolling included)."""
+        for i, view in enumerate(self._window.views()):
+            if i < len(self._window.state.viewports):
+                want = LINK_MARK_HTML if self.linked(i) else ""
+                if view.overlay.extra_html().get(LINK_MARK_KEY, "") != want:
+                    view.overlay.set_extra_html(LINK_MARK_KEY, want)
+
+    def _studies(self) -> list[StudyRef]:
+        w = self._window
+        groups: dict[tuple[str, str], list[str]] = {}
+        dates: dict[tuple[str, str], str] = {}
+        for stack in w.loaded_stacks():
+            key = self._study_key(stack.uid)
+            ctx = w.stack_context(stack.uid)
+            groups.setdefault(key, []).append(stack.uid)
+            dates[key] = ctx.study.date if ctx is not None and ctx.study is not None else ""
+        cat = w.state.catalogue
+        return [
+            StudyRef(key[0], key[1], dates[key], tuple(cat[u].stack for u in uids if u in cat))
+            for key, uids in groups.items()
+        ]
+
+    def _study_key(self, uid: str) -> tuple[str, str]:
+        ctx = self._window.stack_context(uid)
+        patient = ctx.patient.patient_id if ctx is not None and ctx.patient is not None else ""
+        study = ctx.study.study_instance_uid if ctx is not None and ctx.study is not None else ""
+        return patient, study or (ctx.stack.study_instance_uid if ctx is not None else "")
+
+    # --- window and zoom sync --------------------------------------------------------------------
+    def _on_sync_window(self) -> None:
+        self._window.state.set_sync(window=self.act_sync_window.isChecked())
+
+    def _on_sync_zoom(self) -> None:
+        self._window.state.set_sync(zoom=self.act_sync_zoom.isChecked())
+
+    def _connect(self, view: SliceView) -> None:
+        view.window_changed.connect(lambda win, v=view: self._on_view_window(v, win))
+        view.zoom_changed.connect(lambda _z, v=view: self._on_view_zoom(v))
+
+    def _set_view_window(self, index: int, window: Window | None) -> None:
+        """Give one viewport ``window`` (None: its header's window, VOI LUT included), not synced."""
+        view = self._window.grid.view(index)
+        was, self._placing = self._placing, True
+        try:
+            if window is None:
+                view.reset_window()
+            else:
+                view.set_window(window)
+            self._window.state.set_window(index, view.current_window(), sync=False)
+        except ViewerStateError as exc:
+            log.info("Window not recorded: %s", type(exc).__name__)
+        finally:
+            self._placing = was
+
+    def _on_view_window(self, view: SliceView, window: Window) -> None:
+        """A view's window changed: the state records it; the active one's goes to its modality's others."""
+        w = self._window
+        i = w.grid.index_of(view)
+        if self._placing or i is None or i >= len(w.state.viewports) or w.state.viewport(i).stack_key is None:
+            return
+        sync = i == w.state.active and w.state.sync.window
+        try:
+            w.state.set_window(i, window, sync=False)
+        except ViewerStateError:
+            return
+        if sync:
+            for j in w.state.same_modality(i):
+                self._set_view_window(j, window)
+
+    def _on_view_zoom(self, view: SliceView) -> None:
+        """The active view zoomed or panned: the others of its modality show the same scale (mm per screen
+        pixel) around the same point relative to their image centre."""
+        w = self._window
+        i = w.grid.index_of(view)
+        if self._placing or i is None or i != w.state.active or not w.state.sync.zoom:
+            return
+        if i >= len(w.state.viewports) or w.state.viewport(i).stack_key is None:
+            return
+        frame = view.view_frame()
+        self._placing = True
+        try:
+            for j in w.state.same_modality(i):
+                w.grid.view(j).set_view_frame(*frame)
+        finally:
+            self._placing = False
