@@ -12,6 +12,7 @@ import html
 import logging
 import threading
 from collections import OrderedDict
+from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
     from viewer.core.tasks.registry import DicomOutputs
 
 log = logging.getLogger(__name__)
+EXPORT_TIMEOUT_S = 60.0  # an export waits at most this long for the helper process
 
 ANALYZE_KEY = "F5"
 NEXT_KEY = "N"  # next flagged run (its first slice)
@@ -495,25 +497,26 @@ class AIController(QObject):
 
     # --- AI results as DICOM -----------------------------------------------------------------------
     def _write_dicom_in_background(self, stack: Stack, prediction: StackPrediction) -> None:
-        """Analyze writes the AI SR + KOS, de-identified, into the "AI results" folder beside the cache
-        (a daemon thread: header read and SR build never hold up the GUI; nothing waits for it)."""
-        folder = ai_results_dir()
-        writer = self._dicom_writer()
+        """Analyze writes the AI SR + KOS, de-identified, into the "AI results" folder beside the cache,
+        in the helper process of :mod:`viewer.core.airesults.process` (highdicom's first use holds the
+        GIL for about a second: on a thread here it froze the event loop); nothing waits for it."""
+        from viewer.core.airesults import process
 
-        def write() -> None:
-            from viewer.core.airesults.identity import read_first_header, source_from_stack
-
-            try:
-                writer(prediction, source_from_stack(stack, read_first_header(stack)), folder, False)
-            except Exception as exc:  # logged by type only (messages may carry paths)
+        def done(future: Future[list[Path]]) -> None:
+            exc = future.exception() if not future.cancelled() else None
+            if exc is not None:  # logged by type only (messages may carry paths)
                 log.warning("The AI DICOM objects could not be written (%s)", type(exc).__name__)
 
-        threading.Thread(target=write, name="ai-dicom", daemon=True).start()
+        try:
+            future = process.submit(self._dicom_writer(), prediction, stack, ai_results_dir(), False)
+            future.add_done_callback(done)
+        except (OSError, RuntimeError) as exc:
+            log.warning("The AI DICOM objects could not be written (%s)", type(exc).__name__)
 
     def export_dicom(self, folder: Path | None = None, *, include_identity: bool | None = None) -> list[Path]:
         """Write the shown result's AI SR + KOS into ``folder`` (the AI results folder by default);
         de-identified unless ``include_identity`` (default: the identity toggle of the AI menu)."""
-        from viewer.core.airesults.identity import read_first_header, source_from_stack
+        from viewer.core.airesults import process
         from viewer.core.errors import SlicewiseError
 
         prediction = self._shown
@@ -522,11 +525,11 @@ class AIController(QObject):
             self.window.show_status("No AI result to export: analyze a stack first", 5000)
             return []
         identity = self.dicom_identity_action.isChecked() if include_identity is None else include_identity
-        stack = entry[0]
-        try:
-            source = source_from_stack(stack, read_first_header(stack))
-            paths = self._dicom_writer()(prediction, source, folder or ai_results_dir(), identity)
-        except (SlicewiseError, OSError, ValueError) as exc:
+        try:  # in the helper process (see _write_dicom_in_background); the GIL stays free meanwhile
+            writer = self._dicom_writer()
+            future = process.submit(writer, prediction, entry[0], folder or ai_results_dir(), identity)
+            paths = future.result(timeout=EXPORT_TIMEOUT_S)
+        except (SlicewiseError, OSError, ValueError, RuntimeError, TimeoutError) as exc:
             log.warning("AI DICOM export failed (%s)", type(exc).__name__)
             self.window.show_status(f"AI DICOM export failed ({type(exc).__name__})", 8000)
             return []
