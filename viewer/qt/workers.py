@@ -207,12 +207,10 @@ class PacsCallJob(_Job):
         self.done.emit(result)
 
 
-class PacsWorklistJob(_Job):
+class PacsWorklistJob(PacsCallJob):
     """Build the AI-ordered PACS worklist (:func:`viewer.core.pacs.worklist.build_worklist`) on a worker
     thread: progress is (studies read, studies found); cancel stops after the current study; ``done``
     carries the ordered list of WorklistRows (those made so far when cancelled)."""
-
-    done = Signal(object)
 
     def __init__(
         self,
@@ -223,35 +221,24 @@ class PacsWorklistJob(_Job):
         head_only: bool = True,
         parent: QObject | None = None,
     ) -> None:
-        super().__init__(parent)
-        self._make_client = make_client
+        super().__init__(make_client, self._build, parent)
         self.cache = cache
         self.date_from = date_from
         self.date_to = date_to
         self.head_only = head_only
 
-    def _run(self) -> None:
+    def _build(self, client: PacsClient) -> object:
         from viewer.core.pacs.worklist import build_worklist
 
-        try:
-            client = self._make_client()
-            try:
-                rows = build_worklist(
-                    client,
-                    self.cache,
-                    date_from=self.date_from,
-                    date_to=self.date_to,
-                    head_only=self.head_only,
-                    on_progress=self._emit_progress,
-                    cancel=self.is_cancelled,
-                )
-            finally:
-                client.close()
-        except PacsError as exc:
-            logger.info("PACS worklist failed (%s)", type(exc).__name__)
-            self.failed.emit(str(exc))
-            return
-        self.done.emit(rows)
+        return build_worklist(
+            client,
+            self.cache,
+            date_from=self.date_from,
+            date_to=self.date_to,
+            head_only=self.head_only,
+            on_progress=self._emit_progress,
+            cancel=self.is_cancelled,
+        )
 
 
 class PacsRetrieveJob(_Job):

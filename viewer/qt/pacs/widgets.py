@@ -52,6 +52,15 @@ def series_label(s: SeriesMatch) -> str:
     return " · ".join(p for p in parts if p)
 
 
+
+def set_node_names(combo: QComboBox, names: list[str]) -> None:
+    """Fill a node chooser with ``names``, keeping the chosen node when it is still there."""
+    current = combo.currentText()
+    combo.clear()
+    combo.addItems(names)
+    if current in names:
+        combo.setCurrentText(current)
+
 class NodeDialog(QDialog):
     """Add, edit, remove PACS nodes and test a connection. Shown with ``show()`` (never ``exec()``)."""
 
@@ -306,11 +315,7 @@ class QueryPanel(QWidget):
 
     # --- nodes ------------------------------------------------------------------------------------
     def set_nodes(self, names: list[str]) -> None:
-        current = self.node.currentText()
-        self.node.clear()
-        self.node.addItems(names)
-        if current in names:
-            self.node.setCurrentText(current)
+        set_node_names(self.node, names)
         self.btn_search.setEnabled(bool(names))
         if not names:
             self.show_message("Add a PACS node (Nodes…) to search.", ok=True)

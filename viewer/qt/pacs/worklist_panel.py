@@ -28,7 +28,7 @@ from PySide6.QtWidgets import (
 )
 
 from viewer.core.pacs.worklist import AiStatus, WorklistRow
-from viewer.qt.pacs.widgets import UID_ROLE, _dicom_date
+from viewer.qt.pacs.widgets import UID_ROLE, _dicom_date, set_node_names
 
 WORKLIST_COLUMNS = ("AI", "Probability", "Patient", "Patient ID", "Date", "Time", "Description")
 STATUS_ROLE = Qt.ItemDataRole.UserRole + 2
@@ -110,11 +110,7 @@ class WorklistPanel(QWidget):
         self.rows.itemDoubleClicked.connect(self._open)
 
     def set_nodes(self, names: list[str]) -> None:
-        current = self.node.currentText()
-        self.node.clear()
-        self.node.addItems(names)
-        if current in names:
-            self.node.setCurrentText(current)
+        set_node_names(self.node, names)
         self.btn_refresh.setEnabled(bool(names) and not self.btn_cancel.isEnabled())
 
     def date_range(self) -> tuple[date, date]:
