@@ -64,12 +64,26 @@ def test_timeline_click_and_current_line(qtbot, prediction: StackPrediction) -> 
     tl.set_prediction(prediction)
     tl.show()
     qtbot.waitExposed(tl)
-    tl.set_current_slice(3)
-    assert tl.current_line.value() == 3
+    tl.set_current_slice(3)  # the line follows within one cursor interval (~30 updates a second)
+    qtbot.waitUntil(lambda: tl.current_line.value() == 3, timeout=2000)
     with qtbot.waitSignal(tl.slice_requested, timeout=2000) as blocker:
         qtbot.mouseClick(tl.plot.viewport(), Qt.MouseButton.LeftButton, pos=tl.view_to_widget(12, 0.5))
     assert blocker.args == [12]
-    assert tl.current_line.value() == 12
+    qtbot.waitUntil(lambda: tl.current_line.value() == 12, timeout=2000)
+
+
+def test_timeline_line_ends_on_the_last_slice_of_a_fast_scroll(qtbot, prediction: StackPrediction) -> None:
+    """While scrolling the line is moved at most every cursor interval; it always ends on the newest
+    slice (none of the coalesced ones is left showing)."""
+    tl = PredictionTimeline()
+    qtbot.addWidget(tl)
+    tl.set_prediction(prediction)
+    tl.show()
+    qtbot.waitExposed(tl)
+    for k in range(1, 16):
+        tl.set_current_slice(k)
+    assert tl.current_slice() == 15 and tl.current_line.value() != 15  # not every step repaints
+    qtbot.waitUntil(lambda: tl.current_line.value() == 15, timeout=2000)
 
 
 def test_findings_panel_rows_and_range_click(qtbot, prediction: StackPrediction) -> None:
