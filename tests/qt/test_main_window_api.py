@@ -231,6 +231,20 @@ def test_image_only_hides_the_side_panels_and_brings_them_back(qtbot) -> None:
     assert {d.objectName() for d in window.findChildren(QDockWidget) if d.isVisible()} == shown
 
 
+def test_closing_in_image_only_keeps_the_panels_for_the_next_start(qtbot) -> None:
+    from PySide6.QtWidgets import QDockWidget
+
+    from tests.qt.viewer_helpers import make_window
+
+    first = make_window(qtbot)
+    shown = {d.objectName() for d in first.findChildren(QDockWidget) if d.isVisible()}
+    first.act_image_only.trigger()
+    first.close()  # the reader quits with the panels hidden
+    second = make_window(qtbot)
+    qtbot.waitUntil(lambda: bool(second.findChildren(QDockWidget)), timeout=5000)
+    assert {d.objectName() for d in second.findChildren(QDockWidget) if d.isVisible()} == shown
+
+
 def test_the_window_starts_no_bigger_than_the_screen(qtbot) -> None:
     from PySide6.QtGui import QGuiApplication
 

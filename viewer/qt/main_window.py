@@ -1545,7 +1545,9 @@ class MainWindow(QMainWindow):
             job.cancel()
         self.wait_for_jobs()
         self._jobs.clear()
-        self.settings.save_window(bytes(self.saveGeometry().data()), bytes(self.saveState().data()))
+        # closed in "Image only": keep the panels as they were before, or the next start shows none
+        panels = self._panels_state if self._panels_state is not None else self.saveState()
+        self.settings.save_window(bytes(self.saveGeometry().data()), bytes(panels.data()))
         self.settings.sync()
         for view in self.views():
             _close_planes(view)
