@@ -68,6 +68,26 @@ def test_zero_pixel_spacing_shows_the_image_in_pixels(qtbot: QtBot, tmp_path: Pa
     assert any(
         "PixelSpacing" in line and "pixels" in line for line in view.overlay.corner_lines("bottom_left")
     )
+    assert view.overlay.scale_bar() is None  # no millimetres to show
+
+
+def test_scale_bar_shows_a_round_length_at_the_view_scale(qtbot: QtBot, tmp_path: Path) -> None:
+    from tests.factories import write_ct_series
+
+    write_ct_series(tmp_path / "ct", 3, rows=64, columns=64)
+    window = make_window(qtbot)
+    open_and_wait(qtbot, window, [tmp_path / "ct"])
+    view = window.view
+    col_spacing = window.current_stack().slices[0].pixel_spacing[1]
+    for _ in range(2):
+        bar = view.overlay.scale_bar()
+        assert bar is not None
+        mm, px = bar
+        assert px == pytest.approx(mm * view.zoom_factor() / col_spacing, rel=1e-3)  # screen px per mm
+        assert 30 <= px <= 0.2 * view.overlay.width()
+        view.overlay.repaint()
+        assert f"{mm} mm" in view.overlay.painted_texts
+        view.zoom_by(2.0)  # the bar follows the zoom
 
 
 def _move_mouse(widget: object, pos: QPointF) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -98,6 +99,19 @@ class CornerText:
     phi: list[str]
 
 
+SCALE_LENGTHS_MM = (1, 2, 5, 10, 20, 50, 100, 200, 500)
+SCALE_MIN_PX = 30
+
+
+def scale_bar(mm_per_px: float, max_px: float) -> tuple[int, float] | None:
+    """The scale bar for a view showing ``mm_per_px``: (length in mm, length in screen px), the longest
+    round length that fits in ``max_px``; None when even 1 mm is too long or shorter than 30 px."""
+    if not (mm_per_px > 0 and math.isfinite(mm_per_px)):
+        return None
+    fitting = [(mm, mm / mm_per_px) for mm in SCALE_LENGTHS_MM if SCALE_MIN_PX <= mm / mm_per_px <= max_px]
+    return fitting[-1] if fitting else None
+
+
 class OverlayWidget(QWidget):
     """Transparent layer over the image view that paints corner text and orientation letters.
 
@@ -122,6 +136,7 @@ class OverlayWidget(QWidget):
         self._orientation: dict[str, str] = {}
         self._extra_html: dict[str, str] = {}
         self._hint = ""
+        self._mm_per_px: float | None = None  # None: no scale bar (no valid PixelSpacing)
         self.show_phi = True
         self.shares_screen = False  # one of several viewports on screen (set by the viewport grid)
         self.visible_text = True
@@ -167,6 +182,18 @@ class OverlayWidget(QWidget):
     def set_hint(self, text: str) -> None:
         self._hint = text
         self.update()
+
+    def set_scale(self, mm_per_px: float | None) -> None:
+        """Millimetres per screen pixel of the image (None: no scale bar, e.g. without PixelSpacing)."""
+        if mm_per_px != self._mm_per_px:
+            self._mm_per_px = mm_per_px
+            self.update()
+
+    def scale_bar(self) -> tuple[int, float] | None:
+        """The scale bar painted now: (mm, screen px), or None."""
+        if self._mm_per_px is None:
+            return None
+        return scale_bar(self._mm_per_px, self.width() * 0.2)
 
     @property
     def compact(self) -> bool:
@@ -256,6 +283,20 @@ class OverlayWidget(QWidget):
                     else:
                         box.moveTop(min(r.top() for r in hit) - 2 - box.height())
                 self._shadowed(p, box.left(), box.top() + ofm.ascent(), o[edge], self._accent)
+        bar = self.scale_bar()
+        if bar is not None:  # bottom centre, above the bottom orientation letter
+            mm, length = bar
+            label = f"{mm} mm"
+            painted.append(label)
+            y = h - m - QFontMetrics(self._orient_font).height() - 10
+            x0, x1 = (w - length) / 2, (w + length) / 2
+            for pen_color, dy in ((self._shadow, 1.0), (self._accent, 0.0)):
+                p.setPen(pen_color)
+                p.drawLine(QPointF(x0 + dy, y + dy), QPointF(x1 + dy, y + dy))
+                for x in (x0, x1):
+                    p.drawLine(QPointF(x + dy, y - 4 + dy), QPointF(x + dy, y + dy))
+            p.setFont(self._font)
+            self._shadowed(p, (w - fm.horizontalAdvance(label)) / 2, y - 6, label, self._accent)
         if self._extra_html:
             doc = QTextDocument()
             doc.setDefaultFont(self._font)

@@ -811,6 +811,8 @@ class SliceView(QWidget):
             label = self._ramp.label if self._ramp is not None else format_window(self._window)
             bottom_right.append(label + ("  INV" if self.inverted else ""))
         bottom_right.append(f"Zoom {self.zoom_factor():.2f}×")
+        (x0, x1), _ = self.vb.viewRange()  # view units are mm when the slice has a valid PixelSpacing
+        self.overlay.set_scale((x1 - x0) / self.vb.width() if self._spacing and self.vb.width() > 0 else None)
         self.overlay.set_phi_lines(phi)
         self.overlay.set_corner("top_left", [], identifying=study_lines)
         series_line = st.series_description or "(no description)"
