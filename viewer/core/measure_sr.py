@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Final
 
 import highdicom as hd
@@ -19,8 +20,18 @@ import numpy as np
 from pydicom.sr.codedict import codes
 
 from viewer.core.airesults.identity import SourceSeries, evidence_item, mark_deidentified, stable_uid
+from viewer.core.dicom.model import Stack
 from viewer.core.errors import MeasurementError
-from viewer.core.measure import NATIVE_PLANE, Measurement, RoiStats, Shape, Spacing, ruler_length
+from viewer.core.measure import (
+    NATIVE_PLANE,
+    ROI_SHAPES,
+    Measurement,
+    RoiStats,
+    Shape,
+    Spacing,
+    roi_stats,
+    ruler_length,
+)
 
 MANUFACTURER: Final = "Slicewise"
 MEASUREMENT_SR_SERIES_NUMBER: Final = 9903
@@ -179,3 +190,28 @@ def build_measurement_sr(
     if not include_identity:
         mark_deidentified(sr, "Slicewise: identifiers omitted, UIDs retained")
     return sr
+
+
+def write_measurement_sr(
+    stack: Stack, placed: Sequence[tuple[Measurement, int]], folder: Path, include_identity: bool
+) -> Path:
+    """Decode the slices that carry ROIs, compute their statistics from the modality values, build the
+    SR of ``placed`` (each measurement with its slice index in ``stack``) and write it into ``folder``
+    (run in the helper process of :mod:`viewer.core.airesults.process`, so the viewer neither decodes
+    nor holds the GIL for highdicom). An ROI with no pixel centre inside is left out."""
+    from viewer.core.airesults.identity import read_first_header, source_from_stack
+    from viewer.core.airesults.writer import write_dataset
+    from viewer.core.dicom.volume import StackVolume
+
+    items = []
+    with StackVolume(stack) as volume:
+        for m, i in placed:
+            spacing = stack.slices[i].pixel_spacing
+            stats = None
+            if m.shape in ROI_SHAPES:
+                stats = roi_stats(volume.get_slice(i), m.shape, m.start, m.end, spacing)
+            if stats is None or stats.pixels:
+                items.append(MeasuredItem(m, i, spacing, stats))
+    source = source_from_stack(stack, read_first_header(stack))
+    sr = build_measurement_sr(items, source, stack.modality, include_identity=include_identity)
+    return write_dataset(sr, folder)

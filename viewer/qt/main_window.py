@@ -42,8 +42,6 @@ from PySide6.QtWidgets import (
 )
 from superqt.utils import qdebounced
 
-from viewer.core.airesults.identity import read_first_header, source_from_stack
-from viewer.core.airesults.writer import write_dataset
 from viewer.core.constants import APP_NAME, INTENDED_USE, PRESET_KEYS, TAG_REFRESH_DELAY_MS
 from viewer.core.dicom.catalogue import Owner, rekey_report, stack_owner
 from viewer.core.dicom.model import LoadReport, Stack
@@ -52,8 +50,7 @@ from viewer.core.errors import MeasurementError, ViewerStateError
 from viewer.core.geometry.orientation import Orientation
 from viewer.core.geometry.plane import Plane, native_plane, reference_line
 from viewer.core.geometry.reslice import Slab, SlabMode
-from viewer.core.measure import NATIVE_PLANE, ROI_SHAPES, Measurement, roi_stats
-from viewer.core.measure_sr import MeasuredItem, build_measurement_sr
+from viewer.core.measure import NATIVE_PLANE, Measurement
 from viewer.core.measure_store import MeasurementSet, MeasurementStore
 from viewer.core.paths import user_data_path
 from viewer.core.state.catalogue import CatalogueEntry
@@ -1334,30 +1331,29 @@ class MainWindow(QMainWindow):
 
     def export_measurement_sr(self, folder: str | Path) -> Path:
         """Write the shown series' measurements (on its own slices) as a TID 1500 measurement SR into
-        ``folder``; ROI statistics come from the slices' modality values (decoded here when needed). An
-        ROI with no pixel centre inside is left out. De-identified unless File › Include patient name/ID
-        is ticked (and privacy is off)."""
+        ``folder``; ROI statistics come from the slices' modality values. The slices are decoded and the
+        SR built in the helper process (:func:`viewer.core.measure_sr.write_measurement_sr`); this waits
+        for it, at most ``process.RESULT_TIMEOUT_S``. De-identified unless File › Include patient
+        name/ID is ticked (and privacy is off)."""
+        from viewer.core.airesults import process
+        from viewer.core.measure_sr import write_measurement_sr
+
         stack = self.current_stack()
-        volume = self._volumes.get(stack.uid) if stack is not None else None
-        if stack is None or volume is None:
+        if stack is None:
             raise MeasurementError("No series is shown")
         index = {(s.sop_instance_uid, s.source.frame): i for i, s in enumerate(stack.slices)}
-        items = []
+        placed = []
         for m in self.measurements.of_study(stack.study_instance_uid):
             r = m.ref
             i = index.get((r.sop_uid, r.frame))
-            if r.series_uid != stack.series_instance_uid or r.plane != NATIVE_PLANE or i is None:
-                continue
-            spacing = stack.slices[i].pixel_spacing
-            stats = None
-            if m.shape in ROI_SHAPES:
-                stats = roi_stats(volume.get_slice(i), m.shape, m.start, m.end, spacing)
-            if stats is None or stats.pixels:
-                items.append(MeasuredItem(m, i, spacing, stats))
+            if r.series_uid == stack.series_instance_uid and r.plane == NATIVE_PLANE and i is not None:
+                placed.append((m, i))
         include = self.act_export_phi.isChecked() and not self.privacy_mode()
-        sr = build_measurement_sr(items, source_from_stack(stack, read_first_header(stack)), stack.modality,
-                                  include_identity=include)
-        return write_dataset(sr, Path(folder))
+        future = process.call(write_measurement_sr, stack, placed, Path(folder), include)
+        try:
+            return future.result(timeout=process.RESULT_TIMEOUT_S)
+        except TimeoutError as exc:
+            raise MeasurementError("The measurement SR was not written in time") from exc
 
     def export_view(self, path: str | Path) -> Path:
         include = self.act_export_phi.isChecked() and not self.privacy_mode()

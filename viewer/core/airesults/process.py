@@ -1,4 +1,5 @@
-"""AI result objects built and written in one helper process, not in the viewer's.
+"""DICOM objects (AI results, measurement SRs) built and written in one helper process, not in the
+viewer's.
 
 highdicom's first use in a process parses the DICOM standard's module tables (``json.loads`` of a large
 file) in one C call that holds the GIL for about a second; run on a thread of the viewer, that froze
@@ -19,13 +20,16 @@ from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
+from typing import TypeVar
 
 from viewer.core.airesults.identity import SourceSeries
 from viewer.core.dicom.model import Stack
 from viewer.core.inference.results import StackPrediction
 
+_T = TypeVar("_T")
 Writer = Callable[[StackPrediction, SourceSeries, Path, bool], list[Path]]
 
+RESULT_TIMEOUT_S = 60.0  # a caller that waits for the helper waits at most this long
 _LOCK = threading.Lock()
 _EXECUTOR: list[ProcessPoolExecutor] = []
 
@@ -51,6 +55,11 @@ def submit(
 ) -> Future[list[Path]]:
     """Write ``prediction``'s objects into ``folder`` in the helper process; the future holds the paths
     (or the exception). ``writer`` must be a module-level function (it is pickled by name)."""
+    return call(write_objects, writer, prediction, stack, folder, include_identity)
+
+
+def call(fn: Callable[..., _T], *args: object) -> Future[_T]:
+    """Run the module-level ``fn(*args)`` in the helper process (started on first use)."""
     for _attempt in range(2):
         with _LOCK:
             if not _EXECUTOR:
@@ -64,7 +73,7 @@ def submit(
                 )
             executor = _EXECUTOR[0]
         try:
-            return executor.submit(write_objects, writer, prediction, stack, folder, include_identity)
+            return executor.submit(fn, *args)
         except BrokenProcessPool:  # the helper died (killed, out of memory): start a new one
             with _LOCK:
                 if _EXECUTOR and _EXECUTOR[0] is executor:

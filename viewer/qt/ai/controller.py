@@ -46,7 +46,6 @@ if TYPE_CHECKING:
     from viewer.core.tasks.registry import DicomOutputs
 
 log = logging.getLogger(__name__)
-EXPORT_TIMEOUT_S = 60.0  # an export waits at most this long for the helper process
 
 ANALYZE_KEY = "F5"
 NEXT_KEY = "N"  # next flagged run (its first slice)
@@ -528,7 +527,7 @@ class AIController(QObject):
         try:  # in the helper process (see _write_dicom_in_background); the GIL stays free meanwhile
             writer = self._dicom_writer()
             future = process.submit(writer, prediction, entry[0], folder or ai_results_dir(), identity)
-            paths = future.result(timeout=EXPORT_TIMEOUT_S)
+            paths = future.result(timeout=process.RESULT_TIMEOUT_S)
         except (SlicewiseError, OSError, ValueError, RuntimeError, TimeoutError) as exc:
             log.warning("AI DICOM export failed (%s)", type(exc).__name__)
             self.window.show_status(f"AI DICOM export failed ({type(exc).__name__})", 8000)
