@@ -46,7 +46,7 @@ from viewer.core.constants import APP_NAME, INTENDED_USE, PRESET_KEYS, TAG_REFRE
 from viewer.core.dicom.catalogue import Owner, rekey_report, stack_owner
 from viewer.core.dicom.model import LoadReport, Stack
 from viewer.core.dicom.volume import StackVolume
-from viewer.core.errors import MeasurementError, ViewerStateError
+from viewer.core.errors import MeasurementError, SlicewiseError, ViewerStateError
 from viewer.core.geometry.orientation import Orientation
 from viewer.core.geometry.plane import Plane, native_plane, reference_line
 from viewer.core.geometry.reslice import Slab, SlabMode
@@ -1352,8 +1352,12 @@ class MainWindow(QMainWindow):
         future = process.call(write_measurement_sr, stack, placed, Path(folder), include)
         try:
             return future.result(timeout=process.RESULT_TIMEOUT_S)
+        except (MeasurementError, OSError):
+            raise
         except TimeoutError as exc:
             raise MeasurementError("The measurement SR was not written in time") from exc
+        except (SlicewiseError, RuntimeError, ValueError) as exc:  # a bad slice, a dead helper process
+            raise MeasurementError(f"The measurement SR could not be built ({type(exc).__name__})") from exc
 
     def export_view(self, path: str | Path) -> Path:
         include = self.act_export_phi.isChecked() and not self.privacy_mode()
