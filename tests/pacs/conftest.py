@@ -3,9 +3,11 @@ loaded with the demo study and pydicom's vendor files; nodes for both protocols;
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from pydicom import dcmread
@@ -22,6 +24,12 @@ from tests.pacs.orthanc import (
 )
 from viewer.core.pacs import AuthKind, InstanceCache, PacsNode
 from viewer.core.paths import demo_study_dir
+
+if TYPE_CHECKING:
+    from pytestqt.qtbot import QtBot
+
+    from viewer.qt.main_window import MainWindow
+    from viewer.qt.pacs import PacsController
 
 # pydicom's vendor files with distinct SOP Instance UIDs: explicit LE CT, J2K lossless MR, JPEG RGB SC,
 # J2K enhanced MR (multi-frame)
@@ -86,3 +94,43 @@ def web_node(server: Orthanc, **changes: object) -> PacsNode:
 @pytest.fixture
 def cache(tmp_path: Path) -> InstanceCache:
     return InstanceCache(tmp_path / "pacs-cache")
+
+
+@contextlib.contextmanager
+def no_system_keyring() -> Iterator[None]:
+    """Never the user's keyring in a test: keyring (when installed) gets its 'fail' backend, so the
+    secrets go to the 0600 file in the test's own data folder."""
+    try:
+        import keyring
+        from keyring.backends import fail
+    except ImportError:
+        yield
+        return
+    previous = keyring.get_keyring()
+    keyring.set_keyring(fail.Keyring())
+    try:
+        yield
+    finally:
+        keyring.set_keyring(previous)
+
+
+def controller(win: MainWindow) -> PacsController:
+    from viewer.qt.pacs import PacsController
+
+    pacs = win.pacs_controller  # type: ignore[attr-defined]
+    assert isinstance(pacs, PacsController)
+    return pacs
+
+
+@pytest.fixture
+def window(qtbot: QtBot) -> Iterator[MainWindow]:
+    """The real main window with its PACS dock, never touching the user's keyring (the GUI tests)."""
+    from viewer.qt.app import build_main_window
+
+    with no_system_keyring():
+        win = build_main_window(offer_resume=False)
+    qtbot.addWidget(win)
+    win.resize(1200, 800)
+    win.show()
+    yield win
+    controller(win).shutdown()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import stat
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,53 +13,16 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QTreeWidgetItem
 from pytestqt.qtbot import QtBot
 
-from tests.pacs.conftest import Loaded, dimse_node, web_node
+from tests.pacs.conftest import Loaded, controller, dimse_node, web_node
 from tests.pacs.orthanc import PASSWORD, USER, free_port
 from viewer.core.pacs import DicomWebClient, StudyQuery
 from viewer.core.pacs.models import RetrieveReport, SeriesMatch
 from viewer.core.pacs.secrets import FileSecretStore, SecretBackend
-from viewer.qt.app import build_main_window
 from viewer.qt.main_window import MainWindow
-from viewer.qt.pacs import PacsController
 from viewer.qt.pacs.nodes import NodeEntry, NodeProtocol
 from viewer.qt.pacs.widgets import SERIES_ROLE
 
 WAIT_MS = 15_000
-
-
-@pytest.fixture
-def window(qtbot: QtBot) -> Iterator[MainWindow]:
-    with no_system_keyring():
-        win = build_main_window(offer_resume=False)
-    qtbot.addWidget(win)
-    win.resize(1200, 800)
-    win.show()
-    yield win
-    controller(win).shutdown()
-
-
-@contextlib.contextmanager
-def no_system_keyring() -> Iterator[None]:
-    """Never the user's keyring in a test: keyring (when installed) gets its 'fail' backend, so the
-    secrets go to the 0600 file in the test's own data folder."""
-    try:
-        import keyring
-        from keyring.backends import fail
-    except ImportError:
-        yield
-        return
-    previous = keyring.get_keyring()
-    keyring.set_keyring(fail.Keyring())
-    try:
-        yield
-    finally:
-        keyring.set_keyring(previous)
-
-
-def controller(win: MainWindow) -> PacsController:
-    pacs = win.pacs_controller  # type: ignore[attr-defined]
-    assert isinstance(pacs, PacsController)
-    return pacs
 
 
 def add_web_node(win: MainWindow, orthanc: Loaded) -> str:

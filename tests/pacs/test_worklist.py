@@ -27,9 +27,8 @@ from pytestqt.qtbot import QtBot
 
 from tests.core.inference_models import build_model, write_bleed_series
 from tests.factories import CANARY_ID, CANARY_NAME, make_ct_slice
-from tests.pacs.conftest import dimse_node, web_node
+from tests.pacs.conftest import controller, dimse_node, web_node
 from tests.pacs.orthanc import Orthanc, running_orthanc, unavailable_reason
-from tests.pacs.test_pacs_gui import controller, no_system_keyring
 from viewer.core.airesults.ai_sr import build_ai_sr
 from viewer.core.airesults.identity import read_first_header, source_from_stack
 from viewer.core.dicom.loader import load_paths
@@ -44,7 +43,6 @@ from viewer.core.pacs.worklist import (
     is_head_study,
     read_ai_result,
 )
-from viewer.qt.app import build_main_window
 from viewer.qt.main_window import MainWindow
 from viewer.qt.pacs.nodes import NodeEntry, NodeProtocol
 from viewer.qt.pacs.worklist_panel import STATUS_COLOURS, STATUS_ROLE
@@ -238,17 +236,6 @@ def test_worklist_lists_positive_negative_then_not_analysed(
     files = list(cache.root.rglob("*.dcm"))
     assert files and all(pydicom.dcmread(f, stop_before_pixels=True).Modality == "SR" for f in files)
     assert CANARY_NAME.split("^")[0] not in caplog.text and CANARY_ID not in caplog.text
-
-
-@pytest.fixture
-def window(qtbot: QtBot) -> Iterator[MainWindow]:
-    with no_system_keyring():
-        win = build_main_window(offer_resume=False)
-    qtbot.addWidget(win)
-    win.resize(1200, 800)
-    win.show()
-    yield win
-    controller(win).shutdown()
 
 
 def test_worklist_tab_orders_colours_and_opens_a_study(

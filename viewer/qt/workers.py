@@ -241,12 +241,10 @@ class PacsWorklistJob(PacsCallJob):
         )
 
 
-class PacsRetrieveJob(_Job):
+class PacsRetrieveJob(PacsCallJob):
     """Retrieve a study (every series) or some of its series into the instance cache, with progress
     (instances arrived, instances expected) and cancel; ``done`` carries the list of RetrieveReports
     (the last one marked ``cancelled`` when the user stopped it)."""
-
-    done = Signal(object)
 
     def __init__(
         self,
@@ -256,43 +254,29 @@ class PacsRetrieveJob(_Job):
         series: Sequence[SeriesMatch] = (),
         parent: QObject | None = None,
     ) -> None:
-        super().__init__(parent)
-        self._make_client = make_client
+        super().__init__(make_client, self._retrieve, parent)
         self.cache = cache
         self.study_uid = study_uid
         self.series = list(series)
 
-    def _run(self) -> None:
+    def _retrieve(self, client: PacsClient) -> list[RetrieveReport]:
         reports: list[RetrieveReport] = []
-        try:
-            client = self._make_client()
-            try:
-                series = self.series or client.find_series(self.study_uid)
-                total = sum(s.num_instances or 0 for s in series)
-                arrived = 0
+        series = self.series or client.find_series(self.study_uid)
+        total = sum(s.num_instances or 0 for s in series)
+        arrived = 0
 
-                def on_instance(_item: RetrievedInstance) -> None:
-                    nonlocal arrived
-                    arrived += 1
-                    self._emit_progress(arrived, max(total, arrived))
+        def on_instance(_item: RetrievedInstance) -> None:
+            nonlocal arrived
+            arrived += 1
+            self._emit_progress(arrived, max(total, arrived))
 
-                for s in series:
-                    if self.is_cancelled():
-                        break
-                    report = client.retrieve_series(
-                        self.study_uid,
-                        s.series_uid,
-                        self.cache,
-                        on_instance=on_instance,
-                        cancel=self.is_cancelled,
-                    )
-                    reports.append(report)
-                    if report.cancelled:
-                        break
-            finally:
-                client.close()
-        except PacsError as exc:
-            logger.info("PACS retrieve failed (%s)", type(exc).__name__)
-            self.failed.emit(str(exc))
-            return
-        self.done.emit(reports)
+        for s in series:
+            if self.is_cancelled():
+                break
+            report = client.retrieve_series(
+                self.study_uid, s.series_uid, self.cache, on_instance=on_instance, cancel=self.is_cancelled
+            )
+            reports.append(report)
+            if report.cancelled:
+                break
+        return reports
