@@ -44,8 +44,18 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _common(p: argparse.ArgumentParser) -> None:
+    from viewer.core.ainode.node import DEFAULT_QUIET_S, DEFAULT_RELEASE_QUIET_S
+
     p.add_argument("--state", type=Path, default=None, help="queue and spool folder (default: per user)")
-    p.add_argument("--quiet", type=float, default=5.0, help="seconds a series must be quiet before analysis")
+    p.add_argument(
+        "--quiet", type=float, default=DEFAULT_QUIET_S, help="seconds a series must be quiet before analysis"
+    )
+    p.add_argument(
+        "--release-quiet",
+        type=float,
+        default=DEFAULT_RELEASE_QUIET_S,
+        help="seconds after the sender released its association (listen: instead of --quiet)",
+    )
     p.add_argument("--keep-hours", type=float, default=24.0, help="hours finished series stay in the spool")
     p.add_argument("--model", type=Path, default=None, help="ONNX model (default: the bundled model)")
     p.add_argument("--provider", choices=("auto", "cpu", "cuda"), default="auto")
@@ -164,7 +174,12 @@ def _run(command: str, args: argparse.Namespace, secret: str) -> int:
         cache=PredictionCache(state / "cache"),
     )
     config = NodeConfig(
-        state_dir=state, store_to=target, store_via=via, quiet_s=args.quiet, keep_s=args.keep_hours * 3600
+        state_dir=state,
+        store_to=target,
+        store_via=via,
+        quiet_s=args.quiet,
+        release_quiet_s=args.release_quiet,
+        keep_s=args.keep_hours * 3600,
     )
     node = AiNode(config, engine)
     _say(f"AI node: model {engine.info.label} ({engine.info.short_hash}). {engine.info.intended_use}")

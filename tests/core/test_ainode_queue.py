@@ -204,3 +204,96 @@ def test_finished_series_leave_the_spool_after_the_retention_time(node: AiNode, 
         and len(node.queue.files(ct_uid)) == 4
     )
     assert node.ingest(mr[0].read_bytes()) is Ingested.NEW  # a late re-send is received again
+
+
+def test_a_released_series_is_due_after_the_release_quiet_time(tmp_path: Path) -> None:
+    queue = NodeQueue(tmp_path / "q.sqlite3")
+    queue.add_instance("1.1", "S1", "ST", "a/1.dcm")
+    queue.add_instance("2.1", "S2", "ST", "b/1.dcm")
+    row = queue.series("S1")
+    assert row is not None
+    t0 = row.last_received
+    queue.mark_released(["S1"], now=t0 + 0.1)
+    assert queue.take_due(30.0, now=t0 + 0.3, release_quiet_s=0.5) is None  # released 0.2 s ago
+    taken = queue.take_due(30.0, now=t0 + 0.7, release_quiet_s=0.5)
+    assert taken is not None and taken.series_uid == "S1"
+    assert queue.take_due(30.0, now=t0 + 0.7, release_quiet_s=0.5) is None  # S2 was never released
+    # a series continued by another association after its release waits the full quiet time again
+    queue.mark_released(["S2"], now=time.time())
+    queue.add_instance("2.2", "S2", "ST", "b/2.dcm")
+    later = time.time() + 1.0
+    assert queue.take_due(30.0, now=later, release_quiet_s=0.5) is None
+    assert queue.take_due(30.0, now=later + 30.0, release_quiet_s=0.5) is not None
+    queue.close()
+
+
+def test_a_version_1_queue_is_upgraded_in_place(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "q.sqlite3"
+    queue = NodeQueue(path)
+    queue.add_instance("1.1", "S1", "ST", "a/1.dcm")
+    queue.close()
+    db = sqlite3.connect(str(path))  # what schema 1 wrote: no `released` column
+    db.execute("ALTER TABLE series DROP COLUMN released")
+    db.execute("UPDATE meta SET value='1' WHERE key='schema'")
+    db.commit()
+    db.close()
+    queue = NodeQueue(path)
+    assert queue.get_meta("schema") == "2"
+    row = queue.series("S1")
+    assert row is not None and row.state is SeriesState.RECEIVING and row.instances == 1
+    queue.mark_released(["S1"], now=row.last_received + 0.1)
+    assert queue.take_due(30.0, now=row.last_received + 1.0, release_quiet_s=0.5) is not None
+    queue.close()
+
+
+def _send_series(port: int, files: list[Path], *, abort: bool) -> None:
+    from pynetdicom import AE
+    from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
+
+    ae = AE(ae_title="CT_SCANNER")
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 10
+    ae.add_requested_context(CTImageStorage)
+    assoc = ae.associate("127.0.0.1", port, ae_title="SLICEWISE_AI")
+    assert assoc.is_established
+    assert [int(assoc.send_c_store(p).Status) for p in files] == [0] * len(files)
+    assoc.abort() if abort else assoc.release()
+
+
+def test_the_scp_analyses_a_series_once_its_sender_releases_the_association(tmp_path: Path) -> None:
+    """With a 60 s quiet time, a series whose association was released is taken within seconds; one whose
+    association was aborted keeps waiting (the sender may come back)."""
+    from viewer.core.ainode.scp import IntakeScp
+    from viewer.core.pacs import LocalAe
+
+    engine = InferenceEngine(
+        build_model(tmp_path / "m.onnx"), provider="cpu", threads=1, cache=PredictionCache(tmp_path / "cache")
+    )
+    nowhere = PacsNode(name="down", host="127.0.0.1", port=closed_port(), called_ae="PACS", calling_ae="AI")
+    config = NodeConfig(tmp_path / "state", nowhere, quiet_s=60.0, release_quiet_s=0.2, poll_s=0.05)
+    ai = AiNode(config, engine)
+    scp = IntakeScp(ai, LocalAe("SLICEWISE_AI", "127.0.0.1", 0), allowed_calling_aes=["CT_SCANNER"])
+    released = write_bleed_series(tmp_path / "released", 4, bleed=(1, 2))
+    aborted = write_bleed_series(tmp_path / "aborted", 4, bleed=(1, 2))
+    uid_released = str(dcmread(released[0], stop_before_pixels=True).SeriesInstanceUID)
+    uid_aborted = str(dcmread(aborted[0], stop_before_pixels=True).SeriesInstanceUID)
+    try:
+        port = scp.start()
+        ai.start()
+        _send_series(port, aborted, abort=True)
+        _send_series(port, released, abort=False)
+        deadline = time.monotonic() + 30.0
+        while time.monotonic() < deadline:
+            row = ai.queue.series(uid_released)
+            if row is not None and row.state is not SeriesState.RECEIVING:
+                break
+            time.sleep(0.05)
+        row = ai.queue.series(uid_released)
+        assert row is not None and row.state is not SeriesState.RECEIVING and row.analyses == 1
+        time.sleep(0.5)  # the release quiet time has passed twice over for the aborted series too
+        other = ai.queue.series(uid_aborted)
+        assert other is not None and other.state is SeriesState.RECEIVING and other.analyses == 0
+    finally:
+        scp.stop()
+        ai.stop(timeout_s=10)

@@ -3,7 +3,8 @@ result object stored back to the PACS.
 
 - :meth:`AiNode.ingest` checks one received instance, writes it to the spool and records it in the queue
   (both durable) and only then returns: the Storage SCP answers the C-STORE after it.
-- A worker thread takes each series once it has been quiet for ``quiet_s`` seconds, loads it with the
+- A worker thread takes each series once it has been quiet for ``quiet_s`` seconds (``release_quiet_s``
+  once the sender released the association that brought its latest instances), loads it with the
   ordinary local loader, and per stack: the applicability check (out of scope: recorded as refused with
   its codes, never run), the pixels, the result key (pixel digest + model hash + preprocessing, the
   prediction cache's key), the model (or the prediction cache), the result objects (the AI Result SR
@@ -22,7 +23,7 @@ import logging
 import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -46,6 +47,10 @@ if logging.getLogger("highdicom").level < logging.WARNING:
     logging.getLogger("highdicom").setLevel(logging.WARNING)
 
 DEFAULT_QUIET_S = 5.0
+# once the sender released the association that brought a series' latest instances, it is due after this
+# (a sender that sends one series over several associations continues within it, or the series waits the
+# full quiet time again)
+DEFAULT_RELEASE_QUIET_S = 0.5
 POLL_S = 0.2
 STORE_RETRY_FIRST_S = 5.0
 STORE_RETRY_MAX_S = 300.0
@@ -64,6 +69,7 @@ class NodeConfig:
     store_to: PacsNode
     store_via: StoreProtocol = StoreProtocol.DIMSE
     quiet_s: float = DEFAULT_QUIET_S
+    release_quiet_s: float = DEFAULT_RELEASE_QUIET_S
     poll_s: float = POLL_S
     store_retry_first_s: float = STORE_RETRY_FIRST_S
     keep_s: float = KEEP_S
@@ -93,20 +99,40 @@ class AiNode:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._busy = threading.Lock()
+        self._association_series: dict[Hashable, set[str]] = {}  # open association -> series received
+        self._association_lock = threading.Lock()
         recovered = self.queue.recover()
         if recovered:
             log.info("AI node: %d series interrupted by a restart will be analysed again", recovered)
 
     # --- intake -----------------------------------------------------------------------------------
-    def ingest(self, data: bytes) -> Ingested:
+    def ingest(self, data: bytes, *, association: Hashable | None = None) -> Ingested:
         """Keep one Part-10 instance: checked, written to the spool and recorded, durably, before this
-        returns. Raises :class:`PacsResponseError` for an unusable instance."""
+        returns. Raises :class:`PacsResponseError` for an unusable instance. ``association`` (any key
+        of the sender's open association) lets :meth:`association_released` make its series due early."""
         head = inspect_instance(data)
         if self.queue.has_instance(head.sop_instance_uid):
             return Ingested.DUPLICATE
         name = self.spool.write_instance(head.series_uid, head.sop_instance_uid, data)
         added = self.queue.add_instance(head.sop_instance_uid, head.series_uid, head.study_uid, name)
+        if added and association is not None:
+            with self._association_lock:
+                self._association_series.setdefault(association, set()).add(head.series_uid)
         return Ingested.NEW if added else Ingested.DUPLICATE
+
+    def association_released(self, association: Hashable) -> None:
+        """The sender ended ``association`` normally: what it sent is complete as far as it knows, so its
+        series are analysed ``release_quiet_s`` from now rather than after the full quiet time."""
+        with self._association_lock:
+            series = self._association_series.pop(association, set())
+        if series:
+            self.queue.mark_released(series)
+
+    def association_lost(self, association: Hashable) -> None:
+        """``association`` was aborted or dropped: its series wait the full quiet time (the sender may
+        resume)."""
+        with self._association_lock:
+            self._association_series.pop(association, None)
 
     # --- worker -----------------------------------------------------------------------------------
     def start(self) -> None:
@@ -175,7 +201,7 @@ class AiNode:
     def run_once(self, now: float | None = None) -> bool:
         """Process one due series (if any); True when one was processed."""
         with self._busy:
-            row = self.queue.take_due(self.config.quiet_s, now)
+            row = self.queue.take_due(self.config.quiet_s, now, release_quiet_s=self.config.release_quiet_s)
             if row is None:
                 return False
             self._process(row)

@@ -4,7 +4,8 @@ lost.
 
 An instance is recorded here (after its file is in the spool) *before* the C-STORE response goes back, so
 what the sender was told is stored is on disk. A series is RECEIVING while instances arrive; once it has
-been quiet for the configured time the worker takes it (ANALYSING), and records what happened per stack
+been quiet for the configured time (or, once the sender released its association, for the shorter
+release quiet time) the worker takes it (ANALYSING), and records what happened per stack
 (a series may hold a localizer beside the axial stack): DONE (result stored back), REFUSED (out of scope,
 with the reason codes), FAILED (unreadable), or STORE_PENDING (analysed, the PACS did not take the result
 yet: retried with backoff, never re-analysed). A new instance for a finished series makes it RECEIVING
@@ -24,7 +25,7 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
@@ -34,7 +35,7 @@ from typing import Any
 from viewer.core.errors import AiNodeError
 from viewer.core.review.fileutil import create_private_file
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: series.released
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -55,7 +56,8 @@ CREATE TABLE IF NOT EXISTS series (
     next_try REAL NOT NULL DEFAULT 0,
     attempts INTEGER NOT NULL DEFAULT 0,
     reason TEXT NOT NULL DEFAULT '',
-    updated REAL NOT NULL
+    updated REAL NOT NULL,
+    released REAL NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS results (
     result_key TEXT PRIMARY KEY,
@@ -136,13 +138,15 @@ class NodeQueue:
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(_SCHEMA)
             version = self._meta("schema")
-            if version is None:
-                self._set_meta("schema", str(SCHEMA_VERSION))
-            elif int(version) > SCHEMA_VERSION:
+            if version is not None and int(version) > SCHEMA_VERSION:
                 raise AiNodeError(
                     f"The AI node queue was written by a newer Slicewise (schema {version}); "
                     f"this one reads schema {SCHEMA_VERSION}"
                 )
+            if version is not None and int(version) < 2:
+                self._db.execute("ALTER TABLE series ADD COLUMN released REAL NOT NULL DEFAULT 0")
+            if version is None or int(version) < SCHEMA_VERSION:
+                self._set_meta("schema", str(SCHEMA_VERSION))
             salt = self._meta("log_salt")
             if salt is None:
                 salt = secrets.token_hex(16)
@@ -238,15 +242,37 @@ class NodeQueue:
             )
             return int(cur.rowcount)
 
-    def take_due(self, quiet_s: float, now: float | None = None) -> SeriesRow | None:
-        """The oldest series quiet for ``quiet_s`` (or a result store due for a retry), marked ANALYSING;
-        returned as it was (its state says which of the two)."""
+    def mark_released(self, series_uids: Iterable[str], now: float | None = None) -> None:
+        """The sender released (normally ended) the association that sent these series' latest
+        instances: each is due ``release_quiet_s`` after this instead of ``quiet_s`` after its last
+        instance. An instance received later (another association) clears this again."""
         now = time.time() if now is None else now
         with self._tx() as db:
+            db.executemany(
+                "UPDATE series SET released=? WHERE series_uid=? AND state=?",
+                [(now, uid, SeriesState.RECEIVING.value) for uid in series_uids],
+            )
+
+    def take_due(
+        self, quiet_s: float, now: float | None = None, *, release_quiet_s: float | None = None
+    ) -> SeriesRow | None:
+        """The oldest series quiet for ``quiet_s`` -- or released by its sender ``release_quiet_s`` ago
+        with nothing received since -- (or a result store due for a retry), marked ANALYSING; returned
+        as it was (its state says which)."""
+        now = time.time() if now is None else now
+        released_before = now - (quiet_s if release_quiet_s is None else release_quiet_s)
+        with self._tx() as db:
             row = db.execute(
-                f"SELECT {_SERIES_COLS} FROM series WHERE (state=? AND last_received<=?) "
+                f"SELECT {_SERIES_COLS} FROM series WHERE (state=? AND (last_received<=? OR "
+                "(released>=last_received AND released<=?))) "
                 "OR (state=? AND next_try<=?) ORDER BY last_received LIMIT 1",
-                (SeriesState.RECEIVING.value, now - quiet_s, SeriesState.STORE_PENDING.value, now),
+                (
+                    SeriesState.RECEIVING.value,
+                    now - quiet_s,
+                    released_before,
+                    SeriesState.STORE_PENDING.value,
+                    now,
+                ),
             ).fetchone()
             if row is None:
                 return None

@@ -1,6 +1,7 @@
 """The AI node's Storage SCP: CT and MR image storage (the common transfer syntaxes) and C-ECHO, from the
 allowed calling AE titles only; every instance goes through :meth:`AiNode.ingest` (spool + queue, durable)
-before the C-STORE response is sent.
+before the C-STORE response is sent. When the sender releases its association normally, the series it
+sent are analysed after the node's short release quiet time instead of the full quiet time.
 
 Answers: 0x0000 stored (or already received: the first copy is kept); 0xC000 the instance cannot be
 understood (not DICOM, no UIDs, truncated pixels); 0xA700 the node could not keep it (disk, database), so
@@ -70,7 +71,13 @@ class IntakeScp:
             self._server = ae.start_server(
                 (self.local.host, self.local.port),
                 block=False,
-                evt_handlers=[(evt.EVT_C_STORE, self._on_store), (evt.EVT_REJECTED, self._on_rejected)],
+                evt_handlers=[
+                    (evt.EVT_C_STORE, self._on_store),
+                    (evt.EVT_REJECTED, self._on_rejected),
+                    (evt.EVT_RELEASED, self._on_released),
+                    (evt.EVT_ABORTED, self._on_lost),
+                    (evt.EVT_CONN_CLOSE, self._on_lost),
+                ],
             )
         except OSError as exc:
             raise AiNodeError(
@@ -96,10 +103,16 @@ class IntakeScp:
         calling = str(getattr(event.assoc.requestor, "ae_title", "") or "")
         log.warning("AI node: association from calling AE %r refused (not in --allow)", calling)
 
+    def _on_released(self, event: Any) -> None:
+        self.node.association_released(id(event.assoc))
+
+    def _on_lost(self, event: Any) -> None:  # after a release this finds nothing left to forget
+        self.node.association_lost(id(event.assoc))
+
     def _on_store(self, event: Any) -> int:
         try:
             data = event.encoded_dataset(include_meta=True)
-            outcome = self.node.ingest(data)
+            outcome = self.node.ingest(data, association=id(event.assoc))
         except PacsResponseError as exc:
             with self._lock:
                 self.refused += 1
