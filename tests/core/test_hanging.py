@@ -167,3 +167,38 @@ def test_prior_is_the_latest_earlier_study_and_its_best_matching_series(tmp_path
     assert pair is not None and (pair[0].study_uid, pair[1].study_uid) == (cur_uid, older_uid)
     assert comparison_pair(studies[3], studies) is None  # the other patient has one study
     assert find_prior(StudyRef("P1", cur_uid, "", tuple(cur)), studies) is None  # no date
+
+
+def _set_body_part(folder: Path, value: str) -> None:
+    from pydicom import dcmread
+
+    for path in folder.glob("*.dcm"):
+        ds = dcmread(path)
+        ds.BodyPartExamined = value
+        ds.save_as(path)
+
+
+def test_body_part_examined_decides_over_the_descriptions(tmp_path: Path) -> None:
+    """A head CT whose descriptions say nothing of the head hangs as a head CT by its BodyPartExamined;
+    a series described "Head" but examined as CHEST does not."""
+    head = _write(tmp_path / "head", generate_uid(), "CT routine", "Axial 5mm")
+    _set_body_part(head, "Head")
+    study, stacks = _study([head])
+    assert stacks[0].body_part == "HEAD"  # upper case
+    protocol = choose_protocol(DEFAULT_PROTOCOLS, StudySeries.of(study.description, stacks))
+    assert protocol is not None and protocol.name.startswith("Head CT")
+
+    chest = _write(tmp_path / "chest", generate_uid(), "CT Head and chest", "Head 5mm")
+    _set_body_part(chest, "CHEST")
+    study, stacks = _study([chest])
+    protocol = choose_protocol(DEFAULT_PROTOCOLS, StudySeries.of(study.description, stacks))
+    assert protocol is not None and protocol.name == "CT"
+
+
+def test_a_body_part_only_protocol_matches_nothing_without_body_part(tmp_path: Path) -> None:
+    rows = json.loads(protocols_to_json(DEFAULT_PROTOCOLS))
+    rows["protocols"][0]["keywords"] = []
+    (head_only, *_) = protocols_from_json(json.dumps(rows))
+    assert head_only.body_parts == ("HEAD", "BRAIN", "SKULL") and head_only.keywords == ()
+    study, stacks = _study([_write(tmp_path / "a", generate_uid(), "CT HEAD", "Head 5mm")])
+    assert not head_only.matches(StudySeries.of(study.description, stacks))

@@ -298,6 +298,7 @@ def build_stacks(
                 label=label,
                 slice_spacing=spacing,
                 frame_of_reference_uid=first.frame_of_reference_uid,
+                body_part=first.body_part,
             )
         )
     return stacks

@@ -73,6 +73,7 @@ class HeaderRecord:
     series_uid: str = ""
     series_number: int | None = None
     series_description: str = ""
+    body_part: str = ""  # BodyPartExamined, upper case ("HEAD"), "" when absent
     modality: str = ""
     frame_of_reference_uid: str | None = None
     # --- how good this copy of its SOP instance is, to choose between duplicates (grouping.duplicates)
@@ -529,6 +530,7 @@ def _records(
         series_uid=_text(g, "SeriesInstanceUID"),
         series_number=_int(g("SeriesNumber")),
         series_description=_text(g, "SeriesDescription"),
+        body_part=_text(g, "BodyPartExamined").upper(),
         modality=_text(g, "Modality").upper(),
         frame_of_reference_uid=_text(g, "FrameOfReferenceUID") or None,
         pixel_intact=intact,

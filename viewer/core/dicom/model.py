@@ -94,6 +94,7 @@ class Stack:
     label: str = ""  # why this stack was split from its series, "" when it was not
     slice_spacing: float | None = None  # median distance between neighbouring slices (mm)
     frame_of_reference_uid: str | None = None
+    body_part: str = ""  # BodyPartExamined of the first slice, upper case; "" when absent
 
     def __len__(self) -> int:
         return len(self.slices)

@@ -42,6 +42,7 @@ KNOWN: dict[str, tuple[int, str]] = {
     "AcquisitionNumber": (0x00200012, "IS"),
     "BitsAllocated": (0x00280100, "US"),
     "BitsStored": (0x00280101, "US"),
+    "BodyPartExamined": (0x00180015, "CS"),
     "Columns": (0x00280011, "US"),
     "DirectoryRecordSequence": (0x00041220, "SQ"),
     "FrameOfReferenceUID": (0x00200052, "UI"),

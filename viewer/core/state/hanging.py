@@ -1,7 +1,8 @@
 """Hanging protocols: which layout, series, plane and window a newly opened study is shown with.
 
-A protocol is a row of a small rule table: it matches a study by modality and words of its study or
-series descriptions (a stand-in for the body part), and says the layout and, per viewport, which series
+A protocol is a row of a small rule table: it matches a study by modality and by body part -- the series'
+BodyPartExamined where the study has one, else words of its study or series descriptions -- and says
+the layout and, per viewport, which series
 (:class:`SeriesChoice`), which plane and which window preset. The first matching protocol wins; the
 table is kept as JSON in the settings folder (``hanging_protocols.json``), written with the built-in
 defaults when missing, so users can edit it. A file that cannot be read or understood is reported
@@ -61,6 +62,9 @@ class HangingProtocol:
     # words of which one must occur in the study or a series description (any case); empty: any study
     keywords: tuple[str, ...] = ()
     min_series: int = 1  # the study must have at least this many image series
+    # BodyPartExamined values (CID 4031, e.g. "HEAD", "BRAIN") of which the study's series must name one;
+    # decisive when the series carry BodyPartExamined, else the keywords decide
+    body_parts: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.viewports:
@@ -76,10 +80,17 @@ class HangingProtocol:
             return False
         if len(study.stacks) < self.min_series:
             return False
-        if not self.keywords:
-            return True
-        text = " ".join([study.description, *(s.series_description for s in study.stacks)]).lower()
-        return any(word.lower() in text for word in self.keywords)
+        if self.body_parts and study.body_parts:
+            return bool(study.body_parts & {_body_part(b) for b in self.body_parts})
+        if self.keywords:
+            text = " ".join([study.description, *(s.series_description for s in study.stacks)]).lower()
+            return any(word.lower() in text for word in self.keywords)
+        return not self.body_parts  # a body-part rule cannot match a study that names none
+
+
+def _body_part(value: str) -> str:
+    """BodyPartExamined compared without case, spaces or underscores ("Head " == "HEAD")."""
+    return value.upper().replace(" ", "").replace("_", "")
 
 
 @dataclass(frozen=True)
@@ -92,6 +103,11 @@ class StudySeries:
     @property
     def modality(self) -> str:
         return self.main.modality if self.stacks else ""
+
+    @property
+    def body_parts(self) -> frozenset[str]:
+        """The BodyPartExamined values its image series name (normalised); empty when none does."""
+        return frozenset(_body_part(s.body_part) for s in self.stacks if s.body_part.strip())
 
     @property
     def main(self) -> Stack:
@@ -124,6 +140,7 @@ DEFAULT_PROTOCOLS: tuple[HangingProtocol, ...] = (
         Layout.ONE_BY_TWO,
         (ViewportRule(SeriesChoice.MAIN, window="brain"), ViewportRule(SeriesChoice.BONE, window="bone")),
         keywords=("head", "brain", "skull", "cranial", "cerebr", "neuro", "kopf", "schädel"),
+        body_parts=("HEAD", "BRAIN", "SKULL"),
     ),
     HangingProtocol("CT", "CT", Layout.ONE, (ViewportRule(),)),
     HangingProtocol(
@@ -183,6 +200,7 @@ def protocols_to_json(protocols: Sequence[HangingProtocol]) -> str:
         row = asdict(p)
         row["layout"] = p.layout.value
         row["keywords"] = list(p.keywords)
+        row["body_parts"] = list(p.body_parts)
         row["viewports"] = [
             {"series": v.series.value, "orientation": v.orientation.value, "window": v.window}
             for v in p.viewports
@@ -223,6 +241,9 @@ def _protocol_of(row: object) -> HangingProtocol:
     keywords = row.get("keywords", [])
     if not isinstance(keywords, list) or not all(isinstance(k, str) for k in keywords):
         raise TypeError("'keywords' must be a list of words")
+    body_parts = row.get("body_parts", [])
+    if not isinstance(body_parts, list) or not all(isinstance(b, str) for b in body_parts):
+        raise TypeError("'body_parts' must be a list of BodyPartExamined values")
     rules = []
     for v in viewports:
         if not isinstance(v, dict):
@@ -247,6 +268,7 @@ def _protocol_of(row: object) -> HangingProtocol:
         viewports=tuple(rules),
         keywords=tuple(keywords),
         min_series=min_series,
+        body_parts=tuple(body_parts),
     )
 
 
