@@ -48,3 +48,23 @@ def test_importing_every_core_module_loads_no_gui_or_torch() -> None:
     loaded = json.loads(result.stdout.strip().splitlines()[-1])
     bad = [m for m in loaded if any(m == f or m.startswith(f + ".") for f in FORBIDDEN_IN_CORE)]
     assert bad == []
+
+
+def test_the_viewer_window_starts_without_highdicom_or_torch() -> None:
+    """highdicom's first use holds the GIL for about a second: the window and its controllers never
+    import it (DICOM objects are built in the helper process of viewer.core.airesults.process)."""
+    code = (
+        "import json, os, sys\n"
+        "os.environ['QT_QPA_PLATFORM'] = 'offscreen'\n"
+        "from PySide6.QtWidgets import QApplication\n"
+        "app = QApplication([])\n"
+        "from viewer.qt.app import build_main_window\n"
+        "window = build_main_window(offer_resume=False)\n"
+        "print(json.dumps(sorted(sys.modules)))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300, check=True
+    )
+    loaded = json.loads(result.stdout.strip().splitlines()[-1])
+    assert "viewer.qt.main_window" in loaded
+    assert [m for m in loaded if m.split(".")[0] in ("highdicom", "torch", "training")] == []

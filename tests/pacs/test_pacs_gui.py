@@ -285,3 +285,58 @@ def test_send_ai_result_back_lists_each_object(
     finally:
         with contextlib.suppress(Exception):
             orthanc.server.delete_study(study_uid)
+
+
+def test_send_review_sends_the_review_sr_with_the_ai_result_it_references(
+    qtbot: QtBot, window: MainWindow, orthanc: Loaded, tmp_path: Path
+) -> None:
+    """A reviewed study: Send review stores the reader's review SR and the AI SR + KOS it references in
+    the PACS (identity included, the review SR's evidence naming the stored AI SR)."""
+    from pydicom import dcmread
+
+    from tests.core.inference_models import build_model, write_bleed_series
+
+    pacs = controller(window)
+    ai, review = window.ai_controller, window.review_controller  # type: ignore[attr-defined]
+    assert ai is not None and review is not None
+    add_web_node(window, orthanc)
+    pacs.panel.btn_send_review.click()  # no session yet
+    assert pacs.panel.status.text() == "No review to send: open a review session and a study first"
+
+    ai.set_model_path(build_model(tmp_path / "tiny.onnx"))
+    ai.set_provider("cpu")
+    write_bleed_series(tmp_path / "head", 12, (5, 6))
+    with qtbot.waitSignal(window.load_finished, timeout=WAIT_MS):
+        window.open_paths([tmp_path / "head"])
+    qtbot.waitUntil(lambda: window.current_stack() is not None, timeout=WAIT_MS)
+    assert review.new_session("PACS review") is not None
+    ai.analyze()
+    qtbot.waitUntil(lambda: (s := review.current_study()) is not None and s.ai is not None, timeout=WAIT_MS)
+    study_uid = str(dcmread(next((tmp_path / "head").iterdir()), stop_before_pixels=True).StudyInstanceUID)
+    try:
+        with qtbot.waitSignal(pacs.send_finished, timeout=WAIT_MS) as sent:
+            pacs.panel.btn_send_review.click()
+        outcomes = sent.args[0]
+        assert len(outcomes) >= 2 and all(o.ok for o in outcomes), pacs.panel.status.text()
+        lines = pacs.panel.status.text().splitlines()
+        assert "SR (reader review): stored (status 0x0000)" in lines and "SR: stored (status 0x0000)" in lines
+        stored = {o.sop_instance_uid for o in outcomes}
+        srs = []
+        for uid in stored:
+            instance = orthanc.server.lookup(uid, "Instance")
+            data = orthanc.server.request("GET", f"/instances/{instance}/simplified-tags")
+            assert data["StudyInstanceUID"] == study_uid  # filed with the analysed study
+            if data.get("Modality") == "SR":
+                srs.append(data)
+        (reader_sr,) = [d for d in srs if "reader review" in d.get("SeriesDescription", "")]
+        (ai_sr,) = [d for d in srs if d is not reader_sr]
+        evidence = [
+            inst["ReferencedSOPInstanceUID"]
+            for item in reader_sr["CurrentRequestedProcedureEvidenceSequence"]
+            for series in item["ReferencedSeriesSequence"]
+            for inst in series["ReferencedSOPSequence"]
+        ]
+        assert ai_sr["SOPInstanceUID"] in evidence  # the review's reference resolves in the PACS
+    finally:
+        with contextlib.suppress(Exception):
+            orthanc.server.delete_study(study_uid)

@@ -36,12 +36,12 @@ from viewer.core.dicom.volume import StackVolume
 from viewer.core.inference.engine import InferenceEngine
 from viewer.core.inference.results import StackPrediction
 from viewer.core.pacs import DicomWebClient, DimseClient, InstanceCache
+from viewer.core.pacs.ai_sr_reader import read_ai_result
 from viewer.core.pacs.worklist import (
     AiStatus,
     WorklistRow,
     build_worklist,
     is_head_study,
-    read_ai_result,
 )
 from viewer.qt.main_window import MainWindow
 from viewer.qt.pacs.nodes import NodeEntry, NodeProtocol

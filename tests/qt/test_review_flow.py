@@ -344,3 +344,25 @@ def test_worklist_names_studies_by_patient_date_description_and_modality(
     w.act_privacy.trigger()  # identifiers hidden: the patient becomes a number
     (row,) = rc.worklist.row_texts()
     assert row[1] == "Patient 1" and "Doe" not in " ".join(row)
+
+
+def test_review_sr_export_is_built_outside_the_viewer_and_de_identified(
+    qtbot, make, series: Path, tmp_path: Path
+) -> None:
+    """Review › Export DICOM SR writes the reader's review SR (built in the helper process) de-identified
+    by default, with the patient's identity when asked."""
+    from pydicom import dcmread
+
+    w, ai, rc = make()
+    _open(qtbot, w, series)
+    assert rc.new_session("Export") is not None
+    ai.analyze()
+    qtbot.waitUntil(lambda: (s := rc.current_study()) is not None and s.ai is not None, timeout=30_000)
+    out = rc.export("sr", tmp_path / "review.dcm")
+    assert out == tmp_path / "review.dcm"
+    sr = dcmread(out)
+    assert "reader review" in sr.SeriesDescription and sr.PatientIdentityRemoved == "YES"
+    assert CANARY_NAME not in str(sr.get("PatientName", "")) and CANARY_ID not in str(sr.get("PatientID", ""))
+    rc.act_identifiers.setChecked(True)
+    full = dcmread(rc.export("sr", tmp_path / "full.dcm"))
+    assert str(full.PatientID) == CANARY_ID and str(full.StudyInstanceUID) == rc.current_study_uid

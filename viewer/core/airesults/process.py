@@ -13,6 +13,7 @@ and is shut down at exit.
 from __future__ import annotations
 
 import atexit
+import importlib
 import multiprocessing
 import os
 import threading
@@ -79,6 +80,18 @@ def call(fn: Callable[..., _T], *args: object) -> Future[_T]:
                 if _EXECUTOR and _EXECUTOR[0] is executor:
                     _EXECUTOR.clear()
     raise BrokenProcessPool("The AI results helper process could not be started")
+
+
+def run_named(target: str, *args: object) -> object:
+    """Import ``target`` ("package.module:function") and call it (runs in the helper process)."""
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)(*args)
+
+
+def call_named(target: str, *args: object) -> Future[object]:
+    """:func:`call` for a function named "package.module:function": its module (highdicom, say) is
+    imported in the helper process only, never in the viewer's."""
+    return call(run_named, target, *args)
 
 
 def shutdown() -> None:

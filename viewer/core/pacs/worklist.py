@@ -28,13 +28,6 @@ from enum import Enum
 from pathlib import Path
 from typing import Final
 
-import highdicom as hd
-from pydicom import Dataset, dcmread
-
-from viewer.core.airesults import codes as c
-from viewer.core.airesults.ai_sr import MANUFACTURER
-from viewer.core.airesults.identity import COMPREHENSIVE_3D_SR
-from viewer.core.applicability.codes import Scope
 from viewer.core.errors import PacsError
 from viewer.core.pacs.cache import InstanceCache
 from viewer.core.pacs.models import CancelFn, StudyMatch, StudyQuery
@@ -96,74 +89,6 @@ def is_head_study(study: StudyMatch) -> bool:
     return not text or any(word in text for word in HEAD_WORDS)
 
 
-def _is_slicewise_algorithm(ds: Dataset) -> bool:
-    for item in ds.get("ContributingEquipmentSequence", []):
-        purposes = item.get("PurposeOfReferenceCodeSequence", [])
-        if str(item.get("Manufacturer", "")) != MANUFACTURER:
-            continue
-        if any(
-            str(p.get("CodeValue", "")) == c.PROCESSING_ALGORITHM.value
-            and str(p.get("CodingSchemeDesignator", "")) == c.PROCESSING_ALGORITHM.scheme_designator
-            for p in purposes
-        ):
-            return True
-    return False
-
-
-def is_slicewise_ai_sr(ds: Dataset) -> bool:
-    """A Comprehensive 3D SR made by Slicewise's algorithm (not a review SR, not another vendor's)."""
-    return str(ds.get("SOPClassUID", "")) == COMPREHENSIVE_3D_SR and _is_slicewise_algorithm(ds)
-
-
-def _same(a: object, b: hd.sr.CodedConcept) -> bool:
-    """``a`` is the coded concept ``b`` (same value and scheme)."""
-    return (
-        isinstance(a, hd.sr.CodedConcept)
-        and a.value == b.value
-        and a.scheme_designator == b.scheme_designator
-    )
-
-
-def read_ai_result(ds: Dataset) -> AiStudyResult | None:
-    """The study decision of a Slicewise AI Result SR (None for any other SR). An SR that claims to be
-    Slicewise's but has no readable ``any`` decision is :attr:`AiStatus.UNREADABLE`."""
-    if not is_slicewise_ai_sr(ds):
-        return None
-    uid = str(ds.get("SOPInstanceUID", ""))
-    model = str(ds.ContributingEquipmentSequence[0].get("ManufacturerModelName", ""))
-    try:
-        report = hd.sr.Comprehensive3DSR.from_dataset(ds).content
-        if not isinstance(report, hd.sr.MeasurementReport):
-            raise ValueError("not a TID 1500 Measurement Report")
-        groups = list(report.get_image_measurement_groups())
-    except (ValueError, TypeError, AttributeError, KeyError, IndexError) as exc:
-        logger.info("AI SR content unreadable (%s)", type(exc).__name__)
-        return AiStudyResult(AiStatus.UNREADABLE, None, model, uid)
-    out_of_scope = any(
-        _same(q.name, c.APPLICABILITY) and _same(q.value, c.SCOPE_CODES[Scope.OUT_OF_SCOPE])
-        for g in groups
-        for q in g.get_qualitative_evaluations()
-    )
-    any_code = c.CLASS_CODES["any"]
-    decisions: list[bool] = []  # one per finding group with a Present / Absent decision
-    prob: float | None = None
-    for g in groups:
-        if g.finding_type is None:
-            continue
-        presence = [q.value for q in g.get_qualitative_evaluations() if _same(q.name, c.PRESENCE)]
-        if presence and (_same(presence[0], c.PRESENT) or _same(presence[0], c.ABSENT)):
-            decisions.append(_same(presence[0], c.PRESENT))
-        if _same(g.finding_type, any_code):
-            probs = [float(m.value) for m in g.get_measurements() if _same(m.name, c.PROBABILITY)]
-            prob = probs[0] if probs else None
-    if out_of_scope:
-        return AiStudyResult(AiStatus.OUT_OF_SCOPE, prob, model, uid)
-    if not decisions:
-        return AiStudyResult(AiStatus.UNREADABLE, None, model, uid)
-    status = AiStatus.POSITIVE if any(decisions) else AiStatus.NEGATIVE
-    return AiStudyResult(status, prob, model, uid)
-
-
 def _rank(result: AiStudyResult) -> tuple[int, float]:
     order = {AiStatus.POSITIVE: 0, AiStatus.NEGATIVE: 1, AiStatus.OUT_OF_SCOPE: 2, AiStatus.UNREADABLE: 3}
     return order.get(result.status, 4), -(result.probability or 0.0)
@@ -190,12 +115,17 @@ def study_ai_results(
 
 
 def _read_file(path: Path) -> AiStudyResult | None:
+    """Read one cached SR in the helper process (highdicom stays out of the viewer's process)."""
+    from viewer.core.airesults import process
+
     try:
-        ds = dcmread(path)
-    except (OSError, ValueError, EOFError) as exc:  # a damaged file in the cache
-        logger.info("AI worklist: an SR file could not be read (%s)", type(exc).__name__)
+        result = process.call_named("viewer.core.pacs.ai_sr_reader:read_ai_result_file", path).result(
+            timeout=process.RESULT_TIMEOUT_S
+        )
+    except (RuntimeError, TimeoutError, OSError) as exc:  # a dead or stuck helper process
+        logger.info("AI worklist: an SR could not be read (%s)", type(exc).__name__)
         return None
-    return read_ai_result(ds)
+    return result if isinstance(result, AiStudyResult) else None
 
 
 def build_worklist(

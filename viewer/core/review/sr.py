@@ -124,12 +124,24 @@ def build_sr(
 ) -> hd.sr.Comprehensive3DSR:
     """The reader's review SR for one study of ``session``. ``source``: an image header of the study,
     used only with ``include_identifiers`` to copy the patient and study identity."""
-    study = session.study(study_uid)
+    return build_study_sr(
+        session.study(study_uid), session.info.reader, include_identifiers=include_identifiers, source=source
+    )
+
+
+def build_study_sr(
+    study: StudyReview,
+    reader: str,
+    *,
+    include_identifiers: bool = False,
+    source: Dataset | None = None,
+) -> hd.sr.Comprehensive3DSR:
+    """The review SR of ``study`` (a snapshot of one session study) read by ``reader``."""
     if study.ai is None:
         raise ReviewStoreError("This study has no AI result yet, so there is no series to report on")
     ai = study.ai
     series = _source(study, source, include_identifiers)
-    reader_name = session.info.reader if include_identifiers and session.info.reader else "Reader"
+    reader_name = reader if include_identifiers and reader else "Reader"
     if "^" not in reader_name:
         reader_name += "^"  # one-component person name, made explicit
     context = hd.sr.ObservationContext(
@@ -187,10 +199,18 @@ def write_sr(
     source: Dataset | None = None,
 ) -> Path:
     """Build and save the review SR (atomically, 0600); returns the path."""
+    study = session.study(study_uid)
+    return write_study_sr(study, session.info.reader, Path(path), include_identifiers, source)
+
+
+def write_study_sr(
+    study: StudyReview, reader: str, path: Path, include_identifiers: bool, source: Dataset | None
+) -> Path:
+    """:func:`write_sr` from a snapshot of the study (picklable: the viewer runs it in the helper process
+    of :mod:`viewer.core.airesults.process`, where highdicom's tables are already loaded)."""
     from viewer.core.airesults.writer import dataset_bytes
     from viewer.core.review.fileutil import atomic_write_bytes
 
-    sr = build_sr(session, study_uid, include_identifiers=include_identifiers, source=source)
-    path = Path(path)
+    sr = build_study_sr(study, reader, include_identifiers=include_identifiers, source=source)
     atomic_write_bytes(path, dataset_bytes(sr))
     return path

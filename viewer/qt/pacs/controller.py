@@ -70,6 +70,7 @@ class PacsController(QObject):
         self.panel.cancel_requested.connect(self.cancel_retrieve)
         self.panel.edit_nodes_requested.connect(self.show_nodes)
         self.panel.send_requested.connect(self.send_ai_result)
+        self.panel.send_review_requested.connect(self.send_review)
         self.worklist.refresh_requested.connect(self.refresh_worklist)
         self.worklist.cancel_requested.connect(self.cancel_worklist)
         self.worklist.open_requested.connect(self.open_from_worklist)
@@ -362,7 +363,7 @@ class PacsController(QObject):
         if ai is None or ai.prediction() is None:
             self.panel.show_message("No AI result to send: analyze a stack first", ok=False)
             return None
-        outbox = Path(tempfile.mkdtemp(prefix="send-", dir=private_dir(user_data_path() / "pacs-outbox")))
+        outbox = _new_outbox()
         paths: list[Path] = ai.export_dicom(outbox, include_identity=True)
         if not paths:
             shutil.rmtree(outbox, ignore_errors=True)
@@ -370,6 +371,34 @@ class PacsController(QObject):
                 "The AI result could not be written as DICOM (see the status bar)", ok=False
             )
             return None
+        return self._send_objects(entry, name, outbox, paths)
+
+    def send_review(self, name: str) -> PacsCallJob | None:
+        """Send the reader's review SR of the shown study to ``name``, with the AI result objects it
+        references (so the reference resolves in the PACS), all with the patient's identity."""
+        from viewer.core.errors import SlicewiseError
+
+        review = getattr(self.window, "review_controller", None)
+        ai = getattr(self.window, "ai_controller", None)
+        entry = self._entry(name)
+        if entry is None:
+            return None
+        if review is None or review.session is None or review.current_study_uid is None:
+            self.panel.show_message("No review to send: open a review session and a study first", ok=False)
+            return None
+        outbox = _new_outbox()
+        paths: list[Path] = ai.export_dicom(outbox, include_identity=True) if ai is not None else []
+        try:
+            paths.append(review.write_review_sr(outbox / "review-sr.dcm", include_identifiers=True))
+        except (SlicewiseError, OSError, ValueError, RuntimeError, TimeoutError) as exc:
+            shutil.rmtree(outbox, ignore_errors=True)
+            self.panel.show_message(f"The review SR could not be written: {exc}", ok=False)
+            return None
+        return self._send_objects(entry, name, outbox, paths)
+
+    def _send_objects(self, entry: NodeEntry, name: str, outbox: Path, paths: list[Path]) -> PacsCallJob:
+        """Store ``paths`` (files in ``outbox``, removed once the PACS has answered) on the node; the dock
+        lists each object's outcome."""
 
         def store(client: PacsClient) -> list[tuple[str, StoreOutcome]]:
             kinds = [_object_kind(p) for p in paths]
@@ -408,14 +437,22 @@ class PacsController(QObject):
             job.wait(JOB_WAIT_MS)
 
 
+def _new_outbox() -> Path:
+    """A private folder for objects on their way to a PACS."""
+    return Path(tempfile.mkdtemp(prefix="send-", dir=private_dir(user_data_path() / "pacs-outbox")))
+
+
 def _object_kind(path: Path) -> str:
-    """'SR', 'KO', … of a file about to be sent (its Modality), for the per-object status."""
+    """'SR', 'KO', 'SR (reader review)' … of a file about to be sent (its Modality), for the per-object
+    status."""
     from pydicom import dcmread
 
     try:
-        return str(dcmread(path, stop_before_pixels=True).get("Modality", "object"))
+        ds = dcmread(path, stop_before_pixels=True)
     except Exception:  # a file we just wrote; the store itself reports a damaged one
         return "object"
+    kind = str(ds.get("Modality", "object"))
+    return f"{kind} (reader review)" if "reader review" in str(ds.get("SeriesDescription", "")) else kind
 
 
 def attach(

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from datetime import date
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import Qt, Signal, SignalInstance
 from PySide6.QtWidgets import (
     QComboBox,
     QDialog,
@@ -234,6 +234,7 @@ class QueryPanel(QWidget):
     retrieve_requested = Signal(str, str, object)  # node name, study UID, list[SeriesMatch] ([] = all)
     cancel_requested = Signal()
     send_requested = Signal(str)  # node name
+    send_review_requested = Signal(str)  # node name
     edit_nodes_requested = Signal()
 
     def __init__(self, parent: QWidget | None = None) -> None:
@@ -268,6 +269,11 @@ class QueryPanel(QWidget):
             "Send the shown AI result (AI Result SR and key images), with the patient's identity,"
             " to this PACS"
         )
+        self.btn_send_review = QPushButton("Send review")
+        self.btn_send_review.setToolTip(
+            "Send the reader's review SR of the shown study, with the AI result it reviews (AI Result SR and"
+            " key images), with the patient's identity, to this PACS"
+        )
         self.progress = QProgressBar()
         self.progress.setFormat("%v / %m instances")
         self.progress.hide()
@@ -294,6 +300,7 @@ class QueryPanel(QWidget):
         actions.addWidget(self.btn_retrieve)
         actions.addWidget(self.btn_cancel)
         actions.addWidget(self.btn_send)
+        actions.addWidget(self.btn_send_review)
         actions.addWidget(self.progress, 1)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
@@ -309,7 +316,8 @@ class QueryPanel(QWidget):
         self.btn_nodes.clicked.connect(self.edit_nodes_requested)
         self.btn_retrieve.clicked.connect(self._retrieve)
         self.btn_cancel.clicked.connect(self.cancel_requested)
-        self.btn_send.clicked.connect(self._send)
+        self.btn_send.clicked.connect(lambda: self._send(self.send_requested))
+        self.btn_send_review.clicked.connect(lambda: self._send(self.send_review_requested))
         self.results.itemExpanded.connect(self._expanded)
         self.results.itemSelectionChanged.connect(self._selection_changed)
 
@@ -419,11 +427,11 @@ class QueryPanel(QWidget):
             series = []  # the study row selected: every series
         self.retrieve_requested.emit(self.node.currentText(), study_uid, series)
 
-    def _send(self) -> None:
+    def _send(self, signal: SignalInstance) -> None:
         if not self.node.currentText():
             self.show_message("No PACS node chosen: add one with Nodes…", ok=False)
             return
-        self.send_requested.emit(self.node.currentText())
+        signal.emit(self.node.currentText())
 
     def set_retrieving(self, running: bool) -> None:
         self.btn_cancel.setEnabled(running)

@@ -26,12 +26,11 @@ from PySide6.QtWidgets import (
 )
 
 from viewer.core.dicom.model import LoadReport, Stack
-from viewer.core.errors import ReviewStoreError
+from viewer.core.errors import ReviewStoreError, SlicewiseError
 from viewer.core.inference.results import SliceRange, StackPrediction
 from viewer.core.review import ReviewSession, ReviewStore
 from viewer.core.review.export import agreement_summary, export_csv, export_json
 from viewer.core.review.models import Position, StudyReview, WorklistOrder
-from viewer.core.review.sr import write_sr
 from viewer.qt.actions import ActionSpec
 from viewer.qt.overlays import format_date
 from viewer.qt.review.widgets import (
@@ -749,17 +748,35 @@ class ReviewController(QObject):
                 out = export_csv(self.session, path, include_identifiers=full, include_free_text=full)
             elif kind == "json":
                 out = export_json(self.session, path, include_identifiers=full, include_free_text=full)
-            elif kind == "sr" and self.current_study_uid is not None:
-                source = _first_header(self.window.current_stack()) if full else None
-                out = write_sr(self.session, self.current_study_uid, path, include_identifiers=full,
-                               source=source)
+            elif kind == "sr":
+                out = self.write_review_sr(path, include_identifiers=full)
             else:
                 return None
-        except (ReviewStoreError, OSError, ValueError) as exc:
+        except (SlicewiseError, OSError, ValueError, RuntimeError, TimeoutError) as exc:
             self._message(f"Export failed: {exc}")
             return None
         self.window.show_status("Exported" + ("" if full else " (de-identified)"), 5000)
         return out
+
+    def write_review_sr(self, path: Path, *, include_identifiers: bool) -> Path:
+        """Write the reader's review SR of the current study to ``path``, built in the helper process
+        (highdicom's first use holds the GIL for a second). Raises ReviewStoreError without a study or
+        an AI result, or the helper's error."""
+        from viewer.core.airesults import process
+
+        if self.session is None or self.current_study_uid is None:
+            raise ReviewStoreError("No study of a review session is shown")
+        study = self.session.study(self.current_study_uid)
+        source = _first_header(self.window.current_stack()) if include_identifiers else None
+        future = process.call_named(
+            "viewer.core.review.sr:write_study_sr",
+            study,
+            self.session.info.reader,
+            Path(path),
+            include_identifiers,
+            source,
+        )
+        return Path(str(future.result(timeout=process.RESULT_TIMEOUT_S)))
 
     def _summary_dialog(self) -> SummaryDialog | None:
         if self.session is None:
