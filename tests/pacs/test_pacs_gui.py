@@ -149,8 +149,8 @@ def _select_series(
     assert pacs.dock.isVisible()
     if protocol is NodeProtocol.DICOMWEB:
         add_web_node(window, orthanc)
-    else:
-        pacs.save_node(NodeEntry(dimse_node(orthanc.server), NodeProtocol.DIMSE), "")
+    else:  # C-MOVE: Orthanc knows CLIENT_AET at scp_port (tests/pacs/orthanc.py)
+        pacs.save_node(NodeEntry(dimse_node(orthanc.server), protocol, orthanc.server.scp_port), "")
     search(qtbot, window, "SYNTH*")
     study = pacs.panel.study_item(orthanc.demo_study_uid)
     assert study is not None
@@ -184,6 +184,8 @@ def test_retrieve_series_shows_progress_and_opens_the_study(
     assert [len(s.slices) for s in report.all_stacks()] == [n] and not report.skipped
     assert window.current_stack() is not None
     assert pacs.panel.status.text() == f"{n} instances in 1 series"
+    # C-MOVE went through the window's own Storage SCP, still listening for the next retrieve
+    assert (pacs._receivers is not None) is (protocol is NodeProtocol.DIMSE_MOVE)
     assert not pacs.panel.progress.isVisible() and not pacs.panel.btn_cancel.isEnabled()
     # the files are in the bounded cache, under names without patient data or UIDs
     files = sorted(pacs.cache.root.rglob("*.dcm"))

@@ -605,3 +605,32 @@ class StorageScp:
             return 0xA700  # nothing asked for it: refuse rather than store unrequested data
         data = event.encoded_dataset(include_meta=True)
         return 0x0000 if sink.accept(data, str(event.request.AffectedSOPInstanceUID or "")) else 0xC000
+
+
+class StorageScpPool:
+    """Slicewise's running Storage SCPs, one per (AE title, port), started on first use and kept
+    listening (a workstation that retrieves by C-MOVE must be reachable while it waits) until
+    :meth:`stop_all`. Thread-safe: retrieve jobs ask for their SCP from worker threads."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running: dict[tuple[str, int], StorageScp] = {}
+
+    def get(self, local: LocalAe, *, allowed_calling_aes: Sequence[str] = ()) -> StorageScp:
+        """The SCP listening as ``local`` (started now if needed; :class:`PacsError` if it cannot
+        listen). ``allowed_calling_aes`` applies when it is started."""
+        key = (local.ae_title, local.port)
+        with self._lock:
+            scp = self._running.get(key)
+            if scp is None:
+                scp = StorageScp(local, allowed_calling_aes=allowed_calling_aes)
+                scp.start()
+                self._running[key] = scp
+            return scp
+
+    def stop_all(self) -> None:
+        with self._lock:
+            running, self._running = list(self._running.values()), {}
+        for scp in running:
+            scp.stop()
+

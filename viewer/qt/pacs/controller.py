@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
+import threading
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,13 +26,14 @@ from viewer.core.pacs.secrets import SecretStore
 from viewer.core.paths import user_data_path
 from viewer.core.review.fileutil import private_dir
 from viewer.qt.actions import ActionSpec
-from viewer.qt.pacs.nodes import NodeEntry, NodeStore, make_client
+from viewer.qt.pacs.nodes import NodeEntry, NodeProtocol, NodeStore, make_client
 from viewer.qt.pacs.widgets import NodeDialog, QueryPanel
 from viewer.qt.pacs.worklist_panel import WorklistPanel
 from viewer.qt.workers import PacsCallJob, PacsRetrieveJob, PacsWorklistJob
 
 if TYPE_CHECKING:
     from viewer.core.pacs import InstanceCache, PacsClient, RetrieveReport
+    from viewer.core.pacs.dimse import StorageScpPool
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +65,8 @@ class PacsController(QObject):
         self._jobs: list[Any] = []
         self._retrieve: PacsRetrieveJob | None = None
         self._worklist_job: PacsWorklistJob | None = None
+        self._receivers: StorageScpPool | None = None  # C-MOVE destinations, created on first use
+        self._receivers_lock = threading.Lock()
 
         self.panel.search_requested.connect(self.search)
         self.panel.series_requested.connect(self.list_series)
@@ -192,6 +196,17 @@ class PacsController(QObject):
         self.dock.raise_()
         self.tabs.setCurrentWidget(self.worklist)
 
+    def _client(self, entry: NodeEntry) -> PacsClient:
+        """A client for ``entry`` (called on worker threads); C-MOVE nodes share the window's Storage
+        SCPs, started on first use and stopped with the window."""
+        with self._receivers_lock:
+            if entry.protocol is NodeProtocol.DIMSE_MOVE and self._receivers is None:
+                from viewer.core.pacs.dimse import StorageScpPool
+
+                self._receivers = StorageScpPool()
+            receivers = self._receivers
+        return make_client(entry, receivers)
+
     def _entry(self, name: str) -> NodeEntry | None:
         entry = self.nodes.get(name)
         if entry is None:
@@ -199,7 +214,7 @@ class PacsController(QObject):
         return entry
 
     def _start(self, entry: NodeEntry, call: Any) -> PacsCallJob:
-        job = PacsCallJob(lambda: make_client(entry), call, self)
+        job = PacsCallJob(lambda: self._client(entry), call, self)
         self._track(job)
         return job
 
@@ -248,7 +263,7 @@ class PacsController(QObject):
             return None
 
         def client() -> PacsClient:
-            return make_client(entry)
+            return self._client(entry)
 
         job = PacsWorklistJob(client, self.cache, date_from, date_to, head_only, self)
         self._worklist_job = job
@@ -311,7 +326,7 @@ class PacsController(QObject):
             return None
 
         def client() -> PacsClient:
-            return make_client(entry)
+            return self._client(entry)
 
         job = PacsRetrieveJob(client, self.cache, study_uid, series, self)
         self._retrieve = job
@@ -435,6 +450,10 @@ class PacsController(QObject):
             job.cancel()
         for job in list(self._jobs):
             job.wait(JOB_WAIT_MS)
+        with self._receivers_lock:
+            receivers, self._receivers = self._receivers, None
+        if receivers is not None:
+            receivers.stop_all()
 
 
 def _new_outbox() -> Path:

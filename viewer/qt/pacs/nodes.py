@@ -21,6 +21,7 @@ from viewer.qt.settings import Settings
 
 if TYPE_CHECKING:
     from viewer.core.pacs import PacsClient
+    from viewer.core.pacs.dimse import StorageScpPool
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +31,14 @@ class NodeProtocol(str, Enum):
 
     DICOMWEB = "DICOMweb"
     DIMSE = "DIMSE (C-GET)"
+    DIMSE_MOVE = "DIMSE (C-MOVE)"  # the PACS sends to Slicewise's Storage SCP (calling AE, receive port)
+
+    @property
+    def is_dimse(self) -> bool:
+        return self is not NodeProtocol.DICOMWEB
+
+
+DEFAULT_RECEIVE_PORT = 11112  # where Slicewise's Storage SCP listens for C-MOVE (the DICOM registered port)
 
 
 @dataclass(frozen=True)
@@ -38,6 +47,11 @@ class NodeEntry:
 
     node: PacsNode
     protocol: NodeProtocol
+    receive_port: int = DEFAULT_RECEIVE_PORT  # C-MOVE: our Storage SCP's port, known to the PACS
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.receive_port <= 65535:
+            raise PacsConfigError(f"PACS {self.name!r}: receive port {self.receive_port} is not in 1-65535")
 
     @property
     def name(self) -> str:
@@ -47,16 +61,26 @@ class NodeEntry:
         return (
             self.node.dicomweb_url
             if self.protocol is NodeProtocol.DICOMWEB
-            else (f"{self.node.called_ae}@{self.node.dimse_address}")
+            else f"{self.node.called_ae}@{self.node.dimse_address}"
         )
 
 
-def make_client(entry: NodeEntry) -> PacsClient:
-    """A new client for ``entry`` (create one per thread: DICOMweb sessions are not shared)."""
+def make_client(entry: NodeEntry, receivers: StorageScpPool | None = None) -> PacsClient:
+    """A new client for ``entry`` (create one per thread: DICOMweb sessions are not shared). C-MOVE
+    nodes retrieve into the Storage SCP of ``receivers`` listening as the node's calling AE on its
+    receive port (started on first use, accepting only the node's own AE title)."""
     from viewer.core.pacs import DicomWebClient, DimseClient  # loaded when a PACS is first used
+    from viewer.core.pacs.dimse import RetrieveMethod
+    from viewer.core.pacs.node import LocalAe
 
     if entry.protocol is NodeProtocol.DICOMWEB:
         return DicomWebClient(entry.node)
+    if entry.protocol is NodeProtocol.DIMSE_MOVE:
+        if receivers is None:
+            raise PacsConfigError(f"PACS {entry.name!r}: C-MOVE needs Slicewise's Storage SCP")
+        local = LocalAe(entry.node.calling_ae, "0.0.0.0", entry.receive_port)
+        scp = receivers.get(local, allowed_calling_aes=[entry.node.called_ae])
+        return DimseClient(entry.node, storage=scp, method=RetrieveMethod.MOVE)
     return DimseClient(entry.node)
 
 
@@ -72,6 +96,7 @@ def _to_json(entry: NodeEntry) -> dict[str, object]:
         "calling_ae": n.calling_ae,
         "auth": n.auth.value,
         "username": n.username,
+        "receive_port": entry.receive_port,
     }
 
 
@@ -87,7 +112,8 @@ def _from_json(item: dict[str, object], secret: str) -> NodeEntry:
         username=str(item.get("username", "")),
         secret=secret,
     )
-    return NodeEntry(node, NodeProtocol(str(item.get("protocol", NodeProtocol.DICOMWEB.value))))
+    protocol = NodeProtocol(str(item.get("protocol", NodeProtocol.DICOMWEB.value)))
+    return NodeEntry(node, protocol, int(str(item.get("receive_port", DEFAULT_RECEIVE_PORT))))
 
 
 class NodeStore:

@@ -30,7 +30,7 @@ from viewer.core.constants import PACS_DEFAULT_CALLING_AE
 from viewer.core.errors import PacsConfigError
 from viewer.core.pacs.models import SeriesMatch, StudyMatch, StudyQuery
 from viewer.core.pacs.node import AuthKind, PacsNode
-from viewer.qt.pacs.nodes import NodeEntry, NodeProtocol
+from viewer.qt.pacs.nodes import DEFAULT_RECEIVE_PORT, NodeEntry, NodeProtocol
 
 STUDY_COLUMNS = ("Patient", "Patient ID", "Date", "Description", "Modality", "Series")
 UID_ROLE = Qt.ItemDataRole.UserRole
@@ -84,6 +84,13 @@ class NodeDialog(QDialog):
         self.port.setValue(104)
         self.called_ae = QLineEdit("ANY-SCP")
         self.calling_ae = QLineEdit(PACS_DEFAULT_CALLING_AE)
+        self.receive_port = QSpinBox()
+        self.receive_port.setRange(1, 65535)
+        self.receive_port.setValue(DEFAULT_RECEIVE_PORT)
+        self.receive_port.setToolTip(
+            "C-MOVE: the port Slicewise listens on for the PACS to send to (the PACS must know the calling"
+            " AE title with this computer's address and this port)"
+        )
         self.auth = QComboBox()
         self.auth.addItems([a.value for a in AuthKind])
         self.username = QLineEdit()
@@ -109,6 +116,7 @@ class NodeDialog(QDialog):
         form.addRow("Port", self.port)
         form.addRow("Called AE", self.called_ae)
         form.addRow("Calling AE", self.calling_ae)
+        form.addRow("Receive port", self.receive_port)
         form.addRow("Authentication", self.auth)
         form.addRow("User name", self.username)
         form.addRow("Password / token", self.secret)
@@ -139,6 +147,7 @@ class NodeDialog(QDialog):
         self.url.setEnabled(web)
         for w in (self.host, self.port, self.called_ae, self.calling_ae):
             w.setEnabled(not web)
+        self.receive_port.setEnabled(text == NodeProtocol.DIMSE_MOVE.value)
 
     def _auth_changed(self, text: str) -> None:
         self.username.setEnabled(text == AuthKind.BASIC.value)
@@ -151,6 +160,7 @@ class NodeDialog(QDialog):
         for w in (self.name, self.url, self.host, self.username, self.secret):
             w.clear()
         self.port.setValue(104)
+        self.receive_port.setValue(DEFAULT_RECEIVE_PORT)
         self.called_ae.setText("ANY-SCP")
         self.calling_ae.setText(PACS_DEFAULT_CALLING_AE)
         self.auth.setCurrentText(AuthKind.NONE.value)
@@ -164,6 +174,7 @@ class NodeDialog(QDialog):
         self.url.setText(n.dicomweb_url)
         self.host.setText(n.host)
         self.port.setValue(n.port)
+        self.receive_port.setValue(entry.receive_port)
         self.called_ae.setText(n.called_ae)
         self.calling_ae.setText(n.calling_ae)
         self.auth.setCurrentText(n.auth.value)
@@ -181,7 +192,7 @@ class NodeDialog(QDialog):
         host = self.host.text().strip()
         if protocol is NodeProtocol.DICOMWEB and not url:
             raise PacsConfigError(f"PACS {name!r}: DICOMweb needs a URL")
-        if protocol is NodeProtocol.DIMSE and not host:
+        if protocol.is_dimse and not host:
             raise PacsConfigError(f"PACS {name!r}: DIMSE needs a host")
         node = PacsNode(
             name=name,
@@ -194,7 +205,7 @@ class NodeDialog(QDialog):
             username=self.username.text().strip(),
             secret=self.secret.text(),
         )
-        return NodeEntry(node, protocol)
+        return NodeEntry(node, protocol, self.receive_port.value())
 
     def set_result(self, text: str, ok: bool) -> None:
         self.result_label.setText(text)
