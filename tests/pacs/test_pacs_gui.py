@@ -342,3 +342,35 @@ def test_send_review_sends_the_review_sr_with_the_ai_result_it_references(
     finally:
         with contextlib.suppress(Exception):
             orthanc.server.delete_study(study_uid)
+
+
+def test_the_first_image_is_shown_while_the_study_arrives(
+    qtbot: QtBot, window: MainWindow, orthanc: Loaded
+) -> None:
+    """The retrieve job hands over the first image instance as soon as it is in the cache (before the
+    study is complete); the window shows it as a preview until the study is loaded."""
+    from pydicom import dcmread
+
+    from viewer.qt.workers import PacsRetrieveJob
+
+    pacs = controller(window)
+    add_web_node(window, orthanc)
+    entry = pacs.nodes.get("test-orthanc")
+    assert entry is not None
+    job = PacsRetrieveJob(lambda: pacs._client(entry), pacs.cache, orthanc.demo_study_uid, [], window)
+    seen: list[tuple[object, bool, int]] = []
+    progress: list[int] = []
+    job.progress.connect(lambda done, _total: progress.append(done))
+    job.first_image.connect(
+        lambda stack: seen.append((stack, window.show_preview(stack, "First image"), len(progress)))
+    )
+    with qtbot.waitSignal(job.done, timeout=WAIT_MS):
+        job.start()
+    assert len(seen) == 1
+    stack, shown, arrived_before = seen[0]
+    uids = {str(dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in orthanc.demo_files}
+    assert len(stack.slices) == 1 and stack.slices[0].sop_instance_uid in uids  # type: ignore[attr-defined]
+    assert shown and arrived_before < len(orthanc.demo_files)  # shown before the study had arrived
+    assert window.view.volume is not None and window.current_stack() is None  # a preview, not a stack
+    window.end_preview()
+    assert window.view.volume is None

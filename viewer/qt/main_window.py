@@ -1179,14 +1179,21 @@ class MainWindow(QMainWindow):
         viewer shows nothing yet (first image in ~0.02 s instead of after the whole scan, 0.2-0.4 s for
         1,000 files, far longer on a network share). Only the image and a "Preview" line: the final stack
         replaces it when the scan ends (or the view empties if it finds nothing)."""
+        self.show_preview(stack, f"Preview of the first {len(stack)} files while the rest are scanned…")
+
+    def show_preview(self, stack: Stack, message: str) -> bool:
+        """Show ``stack`` (not added to the browser) with ``message`` in the status bar while the viewer
+        shows nothing else, until the next load ends or :meth:`end_preview`; False when something is
+        shown already (a preview never replaces what the reader is looking at)."""
         if self._closed or self._preview is not None or any(r is not None for r in self._rendered):
-            return
+            return False
         self._preview = StackVolume(stack)
         self.view.set_volume(self._preview, StackContext(stack), index=len(stack) // 2)
-        self.show_status(f"Preview of the first {len(stack)} files while the rest are scanned…", 0)
+        self.show_status(message, 0)
+        return True
 
-    def _end_preview(self) -> None:
-        """The scan ended: its stacks are shown by now; a view still on the preview is emptied."""
+    def end_preview(self) -> None:
+        """The load ended: its stacks are shown by now; a view still on the preview is emptied."""
         preview, self._preview = self._preview, None
         if preview is None:
             return
@@ -1229,7 +1236,7 @@ class MainWindow(QMainWindow):
             thumbs._thread.finished.connect(lambda j=thumbs: self._forget(j))
             self._jobs.append(thumbs)
             thumbs.start()
-        self._end_preview()
+        self.end_preview()
         if not report.all_stacks() and not report.cancelled:
             self.show_status("No displayable DICOM images found: see the load report", 10000)
             self.report_dock.show()
@@ -1240,7 +1247,7 @@ class MainWindow(QMainWindow):
         if self._closed:
             return
         self._hide_progress()
-        self._end_preview()
+        self.end_preview()
         if self.privacy_mode():  # an exception's text may name a folder (often the patient's name)
             message = f"{message.split(':', 1)[0]} (details hidden in privacy mode)"
         self.show_status(f"Loading failed: {message}", 10000)
@@ -1552,7 +1559,7 @@ class MainWindow(QMainWindow):
         for view in self.views():
             _close_planes(view)
             view.clear()
-        self._end_preview()
+        self.end_preview()
         for volume in self._volumes.values():
             volume.close()
         for loader in self._loaders.values():

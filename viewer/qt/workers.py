@@ -18,7 +18,7 @@ import numpy as np
 from PySide6.QtCore import QObject, QThread, Signal
 
 from viewer.core.dicom.model import LoadReport, Stack
-from viewer.core.errors import DicomError, PacsError
+from viewer.core.errors import DicomError, PacsError, SlicewiseError
 
 if TYPE_CHECKING:  # the PACS clients (pynetdicom, dicomweb-client) load only when a PACS is used
     from datetime import date
@@ -244,7 +244,11 @@ class PacsWorklistJob(PacsCallJob):
 class PacsRetrieveJob(PacsCallJob):
     """Retrieve a study (every series) or some of its series into the instance cache, with progress
     (instances arrived, instances expected) and cancel; ``done`` carries the list of RetrieveReports
-    (the last one marked ``cancelled`` when the user stopped it)."""
+    (the last one marked ``cancelled`` when the user stopped it). ``first_image`` carries a one-image
+    Stack of the first image instance to arrive (its header read here, on the job's thread), so the
+    window can show it while the rest of the study arrives."""
+
+    first_image = Signal(object)  # Stack
 
     def __init__(
         self,
@@ -264,11 +268,14 @@ class PacsRetrieveJob(PacsCallJob):
         series = self.series or client.find_series(self.study_uid)
         total = sum(s.num_instances or 0 for s in series)
         arrived = 0
+        previewed = False
 
-        def on_instance(_item: RetrievedInstance) -> None:
-            nonlocal arrived
+        def on_instance(item: RetrievedInstance) -> None:
+            nonlocal arrived, previewed
             arrived += 1
             self._emit_progress(arrived, max(total, arrived))
+            if not previewed:
+                previewed = self._emit_first_image(item.path)
 
         for s in series:
             if self.is_cancelled():
@@ -280,3 +287,18 @@ class PacsRetrieveJob(PacsCallJob):
             if report.cancelled:
                 break
         return reports
+
+    def _emit_first_image(self, path: Path) -> bool:
+        """Emit ``first_image`` for ``path`` if it holds an image; True once emitted (or not worth
+        trying again: a file the loader cannot read is not previewed, the full load reports it)."""
+        from viewer.core.dicom.loader import load_paths
+
+        try:
+            stacks = load_paths([path]).all_stacks()
+        except (SlicewiseError, OSError, ValueError) as exc:
+            logger.debug("No preview of the first retrieved instance (%s)", type(exc).__name__)
+            return True
+        if not stacks:
+            return False  # not an image (an SR, a KOS): the next instance may be one
+        self.first_image.emit(stacks[0])
+        return True

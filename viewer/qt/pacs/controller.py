@@ -32,6 +32,7 @@ from viewer.qt.pacs.worklist_panel import WorklistPanel
 from viewer.qt.workers import PacsCallJob, PacsRetrieveJob, PacsWorklistJob
 
 if TYPE_CHECKING:
+    from viewer.core.dicom.model import Stack
     from viewer.core.pacs import InstanceCache, PacsClient, RetrieveReport
     from viewer.core.pacs.dimse import StorageScpPool
 
@@ -332,6 +333,7 @@ class PacsController(QObject):
         self._retrieve = job
         self._track(job)
         job.progress.connect(self.panel.set_progress)
+        job.first_image.connect(self._first_image_arrived)
         job.done.connect(self._retrieved)
         job.failed.connect(self._retrieve_failed)
         self.panel.set_retrieving(True)
@@ -344,7 +346,13 @@ class PacsController(QObject):
             self._retrieve.cancel()
             self.panel.show_message("Cancelling…", ok=True)
 
+    def _first_image_arrived(self, stack: Stack) -> None:
+        """Show the first image of a retrieve at once (when the viewer shows nothing yet); the whole
+        study replaces it once it has arrived and loaded."""
+        self.window.show_preview(stack, "First image of the study while the rest arrives…")
+
     def _retrieve_failed(self, message: str) -> None:
+        self.window.end_preview()
         self._retrieve = None
         self.panel.set_retrieving(False)
         self.panel.show_message(f"Retrieve failed: {message}", ok=False)
@@ -363,7 +371,9 @@ class PacsController(QObject):
         self.panel.show_message(", ".join(parts), ok=not failed and not cancelled)
         folders = [str(r.folder) for r in reports if r.instances and not r.cancelled]
         if folders:
-            self.window.open_paths(folders)
+            self.window.open_paths(folders)  # its end replaces the first-image preview
+        else:
+            self.window.end_preview()
         self.retrieve_finished.emit(reports)
 
     # --- send back ---------------------------------------------------------------------------------
