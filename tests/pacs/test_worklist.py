@@ -199,6 +199,36 @@ def test_head_study_by_description() -> None:
     assert not is_head_study(StudyMatch("1", study_description="CT Abdomen"))
 
 
+@pytest.mark.parametrize("protocol", ["dicomweb", "dimse"])
+def test_the_series_body_part_decides_over_the_study_description(
+    worklist: Worklist, tmp_path: Path, protocol: str
+) -> None:
+    """A study described "CT routine" whose series are BodyPartExamined HEAD is listed; one described
+    "CT Head" whose series are CHEST is not (the PACS answers BodyPartExamined at series level)."""
+    day = date(2025, 11, 7)
+    server = worklist.server
+    uids = []
+    for name, description, part in (("routine", "CT routine", "HEAD"), ("chest", "CT Head", "CHEST")):
+        study = _write_study(tmp_path / name, (), "090000", day)
+        for path in study.files:
+            ds = pydicom.dcmread(path)
+            ds.StudyDescription, ds.BodyPartExamined = description, part
+            ds.save_as(path, enforce_file_format=True)
+        server.upload(study.files)
+        uids.append(study.uid)
+    client = DicomWebClient(web_node(server)) if protocol == "dicomweb" else DimseClient(dimse_node(server))
+    try:
+        assert [s.body_part for s in client.find_series(uids[0])] == ["HEAD"]
+        rows = build_worklist(client, InstanceCache(tmp_path / "cache"), date_from=day, date_to=day)
+        assert [r.study.study_uid for r in rows] == [uids[0]]
+        wide = build_worklist(client, InstanceCache(tmp_path / "cache"), date_from=day, head_only=False)
+        assert sorted(r.study.study_uid for r in wide) == sorted(uids)
+    finally:
+        client.close()
+        for uid in uids:
+            server.delete_study(uid)
+
+
 def _expect(rows: list[WorklistRow], w: Worklist) -> None:
     assert [r.study.study_uid for r in rows] == [w.positive.uid, w.negative.uid, w.unanalysed.uid]
     assert [r.status for r in rows] == [AiStatus.POSITIVE, AiStatus.NEGATIVE, AiStatus.NOT_ANALYSED]
@@ -221,7 +251,7 @@ def test_worklist_lists_positive_negative_then_not_analysed(
             client, cache, date_from=DAY, date_to=DAY, on_progress=lambda d, t: progress.append((d, t))
         )
         _expect(rows, worklist)
-        assert progress[-1] == (3, 3)
+        assert progress[-1] == (4, 4)  # every CT study of the day is looked at (the abdomen too)
         # the head filter: without it the CT abdomen of the day is listed (not analysed), not the other day
         wide = build_worklist(client, cache, date_from=DAY, date_to=DAY, head_only=False)
         uids = [r.study.study_uid for r in wide]

@@ -57,7 +57,7 @@ _ACCESSION, _STUDY_DESC, _MODALITIES, _MODALITY = "00080050", "00081030", "00080
 _N_SERIES, _N_STUDY_INSTANCES, _N_SERIES_INSTANCES = "00201206", "00201208", "00201209"
 _SERIES_NUMBER, _SERIES_DESC, _INSTANCE_NUMBER = "00200011", "0008103E", "00200013"
 _FAILED_SOP_SEQUENCE, _REFERENCED_SOP_SEQUENCE, _FAILURE_REASON = "00081198", "00081199", "00081197"
-_REFERENCED_SOP_UID = "00081155"
+_REFERENCED_SOP_UID, _BODY_PART = "00081155", "00180015"
 
 
 def _value(item: dict[str, Any], tag: str) -> Any:
@@ -247,7 +247,13 @@ class DicomWebClient:
             ]
 
     def find_series(self, study_uid: str) -> list[SeriesMatch]:
-        fields = ["SeriesDescription", "SeriesNumber", "Modality", "NumberOfSeriesRelatedInstances"]
+        fields = [
+            "SeriesDescription",
+            "SeriesNumber",
+            "Modality",
+            "NumberOfSeriesRelatedInstances",
+            "BodyPartExamined",
+        ]
         with self._translated("a series query"):
             answer = _objects(self._client.search_for_series(study_instance_uid=study_uid, fields=fields))
             return [
@@ -258,6 +264,7 @@ class DicomWebClient:
                     series_number=_int(item, _SERIES_NUMBER),
                     series_description=_text(item, _SERIES_DESC),
                     num_instances=_int(item, _N_SERIES_INSTANCES),
+                    body_part=_text(item, _BODY_PART).upper(),
                 )
                 for item in answer
                 if _text(item, _SERIES_UID)

@@ -301,6 +301,7 @@ class DimseClient:
         ds.SeriesNumber = None
         ds.SeriesDescription = ""
         ds.NumberOfSeriesRelatedInstances = None
+        ds.BodyPartExamined = ""
         return [
             SeriesMatch(
                 study_uid=study_uid,
@@ -309,6 +310,7 @@ class DimseClient:
                 series_number=_i(item, "SeriesNumber"),
                 series_description=_s(item, "SeriesDescription"),
                 num_instances=_i(item, "NumberOfSeriesRelatedInstances"),
+                body_part=_s(item, "BodyPartExamined").upper(),
             )
             for item in self._find(ds, "series query (C-FIND)")
             if _s(item, "SeriesInstanceUID")

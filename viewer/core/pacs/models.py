@@ -71,6 +71,7 @@ class SeriesMatch:
     series_number: int | None = None
     series_description: str = ""
     num_instances: int | None = None
+    body_part: str = ""  # BodyPartExamined, upper case, when the PACS answers it
 
 
 @dataclass(frozen=True)

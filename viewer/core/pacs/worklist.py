@@ -2,8 +2,9 @@
 result that Slicewise's AI node (or a viewer's "Send AI result") stored into the study, ordered so that
 AI-positive studies are read first.
 
-For every CT study of the range (``ModalitiesInStudy = CT``; head studies by Study Description where
-the PACS gives one, every CT where it gives none) the SR series of the study are listed, retrieved
+For every CT study of the range (``ModalitiesInStudy = CT``; head studies by their series'
+BodyPartExamined where the PACS answers it, else by Study Description, every CT where it gives neither)
+the SR series of the study are listed, retrieved
 (small objects, kept in the instance cache so a refresh does not download them again) and read. A
 Slicewise AI Result SR is recognised by its Contributing Equipment (Manufacturer "Slicewise", Purpose of
 Reference 99IHE 1630 "Processing Algorithm", see :mod:`viewer.core.airesults.ai_sr`); other SRs (a
@@ -30,7 +31,7 @@ from typing import Final
 
 from viewer.core.errors import PacsError
 from viewer.core.pacs.cache import InstanceCache
-from viewer.core.pacs.models import CancelFn, StudyMatch, StudyQuery
+from viewer.core.pacs.models import CancelFn, SeriesMatch, StudyMatch, StudyQuery
 from viewer.core.pacs.protocol import PacsClient
 
 logger = logging.getLogger(__name__)
@@ -39,6 +40,8 @@ logger = logging.getLogger(__name__)
 HEAD_WORDS: Final[tuple[str, ...]] = (
     "HEAD", "BRAIN", "CRANI", "SKULL", "NEURO", "CEREB", "STROKE", "KOPF", "SCHAED", "SCHÄD", "CCT", "CT CH",
 )
+# BodyPartExamined values (CID 4031) of a head examination
+HEAD_BODY_PARTS: Final[tuple[str, ...]] = ("HEAD", "BRAIN", "SKULL")
 ProgressFn = Callable[[int, int], None]
 
 
@@ -83,8 +86,12 @@ def order_rows(rows: Sequence[WorklistRow]) -> list[WorklistRow]:
     return sorted(rows, key=WorklistRow.sort_key)
 
 
-def is_head_study(study: StudyMatch) -> bool:
-    """A head examination by its Study Description; True when the PACS gives no description."""
+def is_head_study(study: StudyMatch, series: Sequence[SeriesMatch] = ()) -> bool:
+    """A head examination: by its series' BodyPartExamined where the PACS gives one (HEAD, BRAIN,
+    SKULL), else by its Study Description; True when the PACS gives neither."""
+    parts = {s.body_part.replace(" ", "").replace("_", "") for s in series if s.body_part.strip()}
+    if parts:
+        return bool(parts & set(HEAD_BODY_PARTS))
     text = study.study_description.strip().upper()
     return not text or any(word in text for word in HEAD_WORDS)
 
@@ -95,11 +102,16 @@ def _rank(result: AiStudyResult) -> tuple[int, float]:
 
 
 def study_ai_results(
-    client: PacsClient, study_uid: str, cache: InstanceCache, cancel: CancelFn | None = None
+    client: PacsClient,
+    study_uid: str,
+    cache: InstanceCache,
+    cancel: CancelFn | None = None,
+    series_list: Sequence[SeriesMatch] | None = None,
 ) -> list[AiStudyResult]:
-    """The Slicewise AI results stored in ``study_uid``: its SR series retrieved into ``cache`` and read."""
+    """The Slicewise AI results stored in ``study_uid``: its SR series (of ``series_list``, else asked
+    for) retrieved into ``cache`` and read."""
     results = []
-    for series in client.find_series(study_uid):
+    for series in client.find_series(study_uid) if series_list is None else series_list:
         if series.modality.upper() != "SR":
             continue
         report = client.retrieve_series(study_uid, series.series_uid, cache, cancel=cancel)
@@ -144,26 +156,14 @@ def build_worklist(
     so far are returned (the rest as "not analysed" is not claimed: they are left out)."""
     today = date.today()
     query = StudyQuery(date_from=date_from or today, date_to=date_to or date_from or today, modality="CT")
-    studies = [
-        s
-        for s in client.find_studies(query)
-        if (not s.modalities or "CT" in s.modalities) and (not head_only or is_head_study(s))
-    ]
+    studies = [s for s in client.find_studies(query) if not s.modalities or "CT" in s.modalities]
     rows: list[WorklistRow] = []
     for k, study in enumerate(studies):
         if cancel is not None and cancel():
             break
-        try:
-            results = study_ai_results(client, study.study_uid, cache, cancel)
-        except PacsError as exc:
-            logger.info("AI worklist: a study's AI results could not be fetched (%s)", type(exc).__name__)
-            rows.append(WorklistRow(study, AiStatus.UNREADABLE))
-        else:
-            if results:
-                best = min(results, key=_rank)
-                rows.append(WorklistRow(study, best.status, best.probability, best.model, len(results)))
-            else:
-                rows.append(WorklistRow(study, AiStatus.NOT_ANALYSED))
+        row = _study_row(client, study, cache, cancel, head_only)
+        if row is not None:
+            rows.append(row)
         if on_progress is not None:
             on_progress(k + 1, len(studies))
     logger.info(
@@ -173,3 +173,21 @@ def build_worklist(
         sum(r.status is AiStatus.NOT_ANALYSED for r in rows),
     )
     return order_rows(rows)
+
+
+def _study_row(
+    client: PacsClient, study: StudyMatch, cache: InstanceCache, cancel: CancelFn | None, head_only: bool
+) -> WorklistRow | None:
+    """The study's row; None when only head studies are wanted and this is not one."""
+    try:
+        series = client.find_series(study.study_uid)
+        if head_only and not is_head_study(study, series):
+            return None
+        results = study_ai_results(client, study.study_uid, cache, cancel, series)
+    except PacsError as exc:
+        logger.info("AI worklist: a study's AI results could not be fetched (%s)", type(exc).__name__)
+        return WorklistRow(study, AiStatus.UNREADABLE) if not head_only or is_head_study(study) else None
+    if not results:
+        return WorklistRow(study, AiStatus.NOT_ANALYSED)
+    best = min(results, key=_rank)
+    return WorklistRow(study, best.status, best.probability, best.model, len(results))
