@@ -85,8 +85,9 @@ def test_slice_keys_name_each_frame_by_uids_whatever_the_path(tmp_path: Path) ->
     keys = [stack.slice_key(k) for k in range(len(stack))]
     assert len(set(keys)) == 6
     assert {k.sop_instance_uid for k in keys} == {str(dcmread(f).SOPInstanceUID) for f in files}
-    assert all(k.study_uid == stack.study_instance_uid and k.series_uid == stack.series_instance_uid
-               for k in keys)
+    assert all(
+        k.study_uid == stack.study_instance_uid and k.series_uid == stack.series_instance_uid for k in keys
+    )
     # the same images from a zip archive (other paths, another order of discovery): the same keys
     archive = tmp_path / "copy.zip"
     with zipfile.ZipFile(archive, "w") as zf:
@@ -154,8 +155,10 @@ def test_review_store_keeps_a_source_per_study_and_merges_it(tmp_path: Path) -> 
     assert study.source == SourceRef.pacs("main", SourceKind.DIMSE) and study.paths == ("/data/a", "/data/b")
     with pytest.raises(ValueError, match="not both"):
         session.add_study("1.3", ["/x"], source=web)
-    kinds = [json.loads(r[0])["source"] for r in store._conn.execute(
-        "SELECT payload FROM events WHERE kind = 'add_study' ORDER BY seq")]
+    kinds = [
+        json.loads(r[0])["source"]
+        for r in store._conn.execute("SELECT payload FROM events WHERE kind = 'add_study' ORDER BY seq")
+    ]
     assert kinds == ["local", "local", "dimse"]
     # the JSON export names the kind always, the node and paths only with identifiers
     plain = session_document(session)
@@ -188,12 +191,14 @@ def _v2_database(db: Path, study_paths: dict[str, list[str]]) -> None:
         for statement in MIGRATIONS[version - 1]:
             assert isinstance(statement, str)
             conn.execute(statement)
-        conn.execute("INSERT INTO schema_version VALUES (?, '2026-01-01T00:00:00+00:00', '0.4.0')", (version,))
+        conn.execute(
+            "INSERT INTO schema_version VALUES (?, '2026-01-01T00:00:00+00:00', '0.4.0')", (version,)
+        )
     conn.execute("INSERT INTO sessions VALUES ('s1', 'Old batch', 'R', '2026-01-01', '2026-01-02')")
     for k, (uid, paths) in enumerate(study_paths.items()):
         conn.execute(
-            "INSERT INTO studies (id, session_id, study_uid, position, paths, note, done, added_at, updated_at)"
-            " VALUES (?, 's1', ?, ?, ?, 'a note', ?, '2026-01-01', '2026-01-01')",
+            "INSERT INTO studies (id, session_id, study_uid, position, paths, note, done, added_at,"
+            " updated_at) VALUES (?, 's1', ?, ?, ?, 'a note', ?, '2026-01-01', '2026-01-01')",
             (k + 1, uid, k, json.dumps(paths), k % 2),
         )
     conn.execute(
@@ -222,16 +227,25 @@ def test_migration_from_v2_turns_paths_into_local_sources_and_loses_nothing(tmp_
     write_ct_series(tmp_path / "b", 3, seed=5)
     uid_a = _stacks(tmp_path / "a")[0].study_instance_uid
     uid_b = _stacks(tmp_path / "b")[0].study_instance_uid
-    studies = {uid_a: [str(tmp_path / "a")], uid_b: [str(tmp_path / "b"), str(tmp_path / "gone.zip")],
-               "9.9.9": []}
+    studies = {
+        uid_a: [str(tmp_path / "a")],
+        uid_b: [str(tmp_path / "b"), str(tmp_path / "gone.zip")],
+        "9.9.9": [],
+    }
     db = tmp_path / "review" / "r.sqlite3"
     db.parent.mkdir()
     _v2_database(db, studies)
     before = sqlite3.connect(db)
     old = {
         t: _rows(before, t, c)
-        for t, c in (("sessions", "*"), ("studies", "*"), ("findings", "*"), ("positions", "*"),
-                     ("events", "*"), ("meta", "*"))
+        for t, c in (
+            ("sessions", "*"),
+            ("studies", "*"),
+            ("findings", "*"),
+            ("positions", "*"),
+            ("events", "*"),
+            ("meta", "*"),
+        )
     }
     before.close()
 
@@ -266,7 +280,9 @@ def test_migration_from_v2_turns_paths_into_local_sources_and_loses_nothing(tmp_
         located = LocalStudyLocator().locate(study.study_uid, study.source)
         (stack,) = _stacks(*located.paths)
         assert stack.study_instance_uid == study.study_uid and len(stack) == n
-    assert LocalStudyLocator().locate(uid_b, b.source).problems == (f"{tmp_path / 'gone.zip'}: no longer exists",)
+    assert LocalStudyLocator().locate(uid_b, b.source).problems == (
+        f"{tmp_path / 'gone.zip'}: no longer exists",
+    )
     # new writes use the new columns; the session goes on
     session.add_study(uid_a, source=SourceRef.pacs("main", SourceKind.DICOMWEB))
     session.set_last_position(uid_b, uid_b, 1, SliceKey(uid_b, "s", "i", 0))

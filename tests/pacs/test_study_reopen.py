@@ -94,7 +94,9 @@ def test_pacs_down_opens_the_cached_copy_else_says_so(orthanc: Loaded, cache: In
         down.locate(orthanc.demo_study_uid, source)
 
 
-def test_cache_folders_recorded_as_paths_become_the_pacs_source(orthanc: Loaded, cache: InstanceCache) -> None:
+def test_cache_folders_recorded_as_paths_become_the_pacs_source(
+    orthanc: Loaded, cache: InstanceCache
+) -> None:
     """Review databases written before sources were kept a retrieved study as its cache folders."""
     with DicomWebClient(web_node(orthanc.server)) as client:
         report = client.retrieve_series(orthanc.demo_study_uid, orthanc.demo_series_uid, cache)
@@ -103,7 +105,9 @@ def test_cache_folders_recorded_as_paths_become_the_pacs_source(orthanc: Loaded,
     upgraded = pacs_source_of_cache_paths(legacy, orthanc.demo_study_uid, cache, nodes)
     assert upgraded == SourceRef.pacs("test-orthanc", SourceKind.DICOMWEB)
     assert pacs_source_of_cache_paths(legacy, "1.2.3", cache, nodes) is None  # another study's
-    assert pacs_source_of_cache_paths(SourceRef.local(["/data/a"]), orthanc.demo_study_uid, cache, nodes) is None
+    assert (
+        pacs_source_of_cache_paths(SourceRef.local(["/data/a"]), orthanc.demo_study_uid, cache, nodes) is None
+    )
     _evict_all(cache)
     located = PacsStudyLocator(_connect(orthanc), cache).locate(orthanc.demo_study_uid, upgraded)
     assert located.retrieved == len(orthanc.demo_files)
@@ -159,7 +163,9 @@ def test_review_session_reopens_a_pacs_study_after_the_cache_was_cleared(
         win2.close()
 
 
-def test_review_says_why_a_study_cannot_be_had_again(qtbot: QtBot, window: MainWindow, tmp_path: Path) -> None:
+def test_review_says_why_a_study_cannot_be_had_again(
+    qtbot: QtBot, window: MainWindow, tmp_path: Path
+) -> None:
     review = window.review_controller  # type: ignore[attr-defined]
     session = review.new_session("Gone")
     assert session is not None
