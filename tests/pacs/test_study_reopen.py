@@ -144,6 +144,10 @@ def test_review_session_reopens_a_pacs_study_after_the_cache_was_cleared(
     assert session.study(orthanc.demo_study_uid).source == SourceRef.pacs("test-orthanc", SourceKind.DICOMWEB)
     window.set_slice(7)
     review.save_position()
+    pos = session.last_position()
+    assert pos is not None and pos.slice_index == 7 and pos.slice_key == stack.slice_key(7)
+    # as if the study had been sorted otherwise when this was saved: the UIDs, not the index, decide
+    session.set_last_position(stack.study_instance_uid, stack.uid, 0, stack.slice_key(7))
     window.close()  # releases the session
     _evict_all(pacs.cache)
 
