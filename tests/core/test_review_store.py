@@ -227,7 +227,7 @@ def _v1_database(path: Path) -> None:
 
 
 def test_migration_from_v1_keeps_data_and_backs_up(tmp_path: Path) -> None:
-    assert SCHEMA_VERSION == len(MIGRATIONS) == 2
+    assert SCHEMA_VERSION == len(MIGRATIONS) == 3
     db = tmp_path / "r.sqlite3"
     _v1_database(db)
     store = ReviewStore.open(db)

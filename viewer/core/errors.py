@@ -107,3 +107,9 @@ class AiNodeError(SlicewiseError):
 class MeasurementError(SlicewiseError):
     """A measurement cannot be computed (image not 2D, unknown shape), or the measurement store is
     unreadable."""
+
+
+class StudySourceError(SlicewiseError):
+    """A study's recorded source (local files or a PACS node) is unusable, or the study cannot be had
+    from it again: the files are gone, the node is no longer configured, the PACS no longer holds it.
+    Messages say which source (kind, node name, how many paths), never a path or a patient value."""

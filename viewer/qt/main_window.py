@@ -50,6 +50,7 @@ from viewer.core.errors import MeasurementError, SlicewiseError, ViewerStateErro
 from viewer.core.geometry.orientation import Orientation
 from viewer.core.geometry.plane import Plane, native_plane, reference_line
 from viewer.core.geometry.reslice import Slab, SlabMode
+from viewer.core.location import SourceRef
 from viewer.core.measure import NATIVE_PLANE, Measurement
 from viewer.core.measure_store import MeasurementSet, MeasurementStore
 from viewer.core.paths import user_data_path
@@ -143,7 +144,7 @@ class MainWindow(QMainWindow):
         self._ref_cache: dict[tuple[int, int], tuple[Plane, Plane, Segment | None]] = {}
         self._stacks: dict[str, Stack] = {}
         self._contexts: dict[str, StackContext] = {}
-        self._sources: dict[str, list[str]] = {}
+        self._sources: dict[str, SourceRef] = {}  # stack uid -> where its study came from
         self._owners: dict[str, Owner] = {}  # stack uid -> patient, study, series it stands for
         self._bad_seen = 0  # unreadable slices of the shown volume already in the load report
         self._jobs: list[Any] = []
@@ -609,7 +610,13 @@ class MainWindow(QMainWindow):
         return self._contexts.get(stack_uid)
 
     def source_paths(self, stack_uid: str) -> list[str]:
-        return list(self._sources.get(stack_uid, []))
+        """The local paths a stack was opened from ([] for one retrieved from a PACS)."""
+        source = self._sources.get(stack_uid)
+        return list(source.paths) if source is not None else []
+
+    def stack_source(self, stack_uid: str) -> SourceRef | None:
+        """Where a stack's study came from: local paths or a PACS node (None for an unknown stack)."""
+        return self._sources.get(stack_uid)
 
     def privacy_mode(self) -> bool:
         return self.act_privacy.isChecked()
@@ -987,15 +994,18 @@ class MainWindow(QMainWindow):
             self.show_stack(_preferred_stack(left).uid)
         self.show_status(f"Closed {len(gone)} stack(s)")
 
-    def open_paths(self, paths: Sequence[str | Path]) -> None:
-        """Load ``paths`` (files, folders, zips, DICOMDIR) in the background, like a drop."""
+    def open_paths(self, paths: Sequence[str | Path], *, source: SourceRef | None = None) -> None:
+        """Load ``paths`` (files, folders, zips, DICOMDIR) in the background, like a drop. ``source``
+        says where the study came from when that is not these paths (a PACS node: the paths are its
+        cache folders, neither recent studies nor the dialogs' last folder)."""
         names = [str(p) for p in paths]
         if not names:
             return
-        self.settings.add_recent(names)
-        first = Path(names[0])
-        self.settings.last_folder = str(first if first.is_dir() else first.parent)
-        job = LoadJob(names, self)
+        if source is None or not source.is_pacs:
+            self.settings.add_recent(names)
+            first = Path(names[0])
+            self.settings.last_folder = str(first if first.is_dir() else first.parent)
+        job = LoadJob(names, self, source=source)
         job.progress.connect(self._on_load_progress)
         job.provisional.connect(self._on_load_provisional)
         job.done.connect(lambda report, j=job: self._on_load_done(j, report))
@@ -1220,7 +1230,7 @@ class MainWindow(QMainWindow):
                             self.state.add_stack(stack)
                             self._stacks[stack.uid] = stack
                             self._contexts[stack.uid] = StackContext(stack, patient, study)
-                            self._sources[stack.uid] = list(job.paths)
+                            self._sources[stack.uid] = job.source or SourceRef.local(job.paths)
                             self._owners[stack.uid] = stack_owner(patient, study, stack)
         hint = "  (see View › Load report)" if self.report_panel.has_issues() else ""
         self.show_status(report.summary() + hint, 8000)

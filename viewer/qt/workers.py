@@ -18,11 +18,12 @@ import numpy as np
 from PySide6.QtCore import QObject, QThread, Signal
 
 from viewer.core.dicom.model import LoadReport, Stack
-from viewer.core.errors import DicomError, PacsError, SlicewiseError
+from viewer.core.errors import DicomError, PacsError, SlicewiseError, StudySourceError
 
 if TYPE_CHECKING:  # the PACS clients (pynetdicom, dicomweb-client) load only when a PACS is used
     from datetime import date
 
+    from viewer.core.location import SourceRef, StudyLocator
     from viewer.core.pacs import InstanceCache, PacsClient, RetrievedInstance, RetrieveReport, SeriesMatch
 
 logger = logging.getLogger(__name__)
@@ -111,9 +112,12 @@ class LoadJob(_Job):
     done = Signal(object)
     provisional = Signal(object)
 
-    def __init__(self, paths: Sequence[str | Path], parent: QObject | None = None) -> None:
+    def __init__(
+        self, paths: Sequence[str | Path], parent: QObject | None = None, *, source: SourceRef | None = None
+    ) -> None:
         super().__init__(parent)
         self.paths = [str(p) for p in paths]
+        self.source = source  # where the study came from, when not simply these paths (a PACS)
 
     def _run(self) -> None:
         from viewer.core.dicom.loader import load_paths
@@ -262,6 +266,7 @@ class PacsRetrieveJob(PacsCallJob):
         self.cache = cache
         self.study_uid = study_uid
         self.series = list(series)
+        self.source: SourceRef | None = None  # the node and series, recorded with the opened study
 
     def _retrieve(self, client: PacsClient) -> list[RetrieveReport]:
         reports: list[RetrieveReport] = []
@@ -302,3 +307,31 @@ class PacsRetrieveJob(PacsCallJob):
             return False  # not an image (an SR, a KOS): the next instance may be one
         self.first_image.emit(stacks[0])
         return True
+
+class LocateJob(_Job):
+    """Find a study again from its recorded source (:class:`viewer.core.location.StudyLocator`: local
+    files, or a retrieve from its PACS into the cache) on a worker thread; progress is (instances
+    arrived, expected); ``done`` carries the :class:`~viewer.core.location.LocatedStudy`. A study that
+    cannot be had (files gone, node removed, PACS down) is ``failed`` with the reason (it names the
+    source, never a patient); the log gets only its type."""
+
+    done = Signal(object)
+
+    def __init__(
+        self, locator: StudyLocator, study_uid: str, source: SourceRef, parent: QObject | None = None
+    ) -> None:
+        super().__init__(parent)
+        self.locator = locator
+        self.study_uid = study_uid
+        self.source = source
+
+    def _run(self) -> None:
+        try:
+            located = self.locator.locate(
+                self.study_uid, self.source, progress=self._emit_progress, cancel=self.is_cancelled
+            )
+        except (StudySourceError, PacsError) as exc:
+            logger.info("A study could not be found again (%s)", type(exc).__name__)
+            self.failed.emit(str(exc))
+            return
+        self.done.emit(located)

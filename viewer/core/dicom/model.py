@@ -2,7 +2,9 @@
 
 These are the contract between the DICOM core, the Qt layer, the inference engine, the review store
 and the training package. Pixel data is never held here: :class:`SliceSource` says where a frame's
-bytes are, and :mod:`viewer.core.dicom.volume` decodes them lazily.
+bytes are (for decoding, this load only), and :mod:`viewer.core.dicom.volume` decodes them lazily.
+:class:`SliceKey` says which image a slice is, by UIDs, wherever its bytes came from: what outlives
+a load (review positions, measurements, AI results) keys slices by it, never by path.
 """
 
 from __future__ import annotations
@@ -32,6 +34,18 @@ class SliceSource:
         """Short name for on-screen reports (never logged: file names can carry PHI)."""
         name = self.member if self.member is not None else self.path.name
         return f"{name} [frame {self.frame + 1}]" if self.frame else name
+
+
+@dataclass(frozen=True, order=True)
+class SliceKey:
+    """One image's identity, whatever source its bytes came from (a folder, a zip, a PACS retrieve into
+    the cache): frame ``frame`` of SOP instance ``sop_instance_uid`` in series ``series_uid`` of study
+    ``study_uid``. The same key names the same image after the study is opened again from elsewhere."""
+
+    study_uid: str
+    series_uid: str
+    sop_instance_uid: str
+    frame: int = 0
 
 
 @dataclass(frozen=True)
@@ -98,6 +112,22 @@ class Stack:
 
     def __len__(self) -> int:
         return len(self.slices)
+
+    def slice_key(self, index: int) -> SliceKey:
+        """The UID identity of slice ``index`` (see :class:`SliceKey`)."""
+        info = self.slices[index]
+        return SliceKey(
+            self.study_instance_uid, self.series_instance_uid, info.sop_instance_uid, info.source.frame
+        )
+
+    def index_of(self, key: SliceKey) -> int | None:
+        """The index of the slice ``key`` names in this stack, None when it is not one of them."""
+        if key.study_uid != self.study_instance_uid or key.series_uid != self.series_instance_uid:
+            return None
+        for k, info in enumerate(self.slices):
+            if info.sop_instance_uid == key.sop_instance_uid and info.source.frame == key.frame:
+                return k
+        return None
 
     @property
     def is_color(self) -> bool:

@@ -128,6 +128,19 @@ class InstanceCache:
         self.touch(study)
         return folder
 
+    def cached_series_folders(
+        self, node_name: str, study_uid: str, series_uids: Iterable[str] = ()
+    ) -> list[Path]:
+        """The series folders of a study (``series_uids`` only, when given) holding at least one
+        instance now; nothing is created."""
+        study = self.study_folder(node_name, study_uid)
+        wanted = [study / _key("series", uid) for uid in series_uids]
+        try:
+            folders = wanted or sorted(p for p in study.iterdir() if p.is_dir())
+        except OSError:
+            return []
+        return [f for f in folders if any(f.glob("*.dcm"))]
+
     @staticmethod
     def instance_path(folder: Path, sop_instance_uid: str) -> Path:
         return folder / f"{_key('instance', sop_instance_uid)}.dcm"

@@ -312,6 +312,7 @@ def session_document(
         d: dict[str, Any] = {
             "study_uid": s.study_uid,
             "position": s.position + 1,
+            "source_kind": s.source.kind.value,  # local / dicomweb / dimse (no path, no node)
             "done": s.done,
             "done_at": s.done_at,
             "ai": None
@@ -334,6 +335,7 @@ def session_document(
         }
         if include_identifiers:
             d["source_paths"] = list(s.paths)
+            d["source"] = s.source.to_dict()  # where to get it again: paths, or node and series
         if include_free_text:
             d.update(note=s.note, note_at=s.note_at, impression=s.impression, impression_at=s.impression_at)
         studies.append(d)

@@ -6,7 +6,9 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Final, Literal
 
+from viewer.core.dicom.model import SliceKey
 from viewer.core.inference.results import SliceRange
+from viewer.core.location.ref import SourceRef
 
 Decision = Literal["confirmed", "rejected", "uncertain"]
 DECISIONS: Final[tuple[str, ...]] = ("confirmed", "rejected", "uncertain")
@@ -90,7 +92,8 @@ class StudyReview:
 
     study_uid: str
     position: int  # original worklist order, 0-based
-    paths: tuple[str, ...]  # what the reader opened it from (PHI: never logged, exported on opt-in only)
+    paths: tuple[str, ...]  # every local path it was opened from (PHI: never logged, exported on opt-in only)
+    source: SourceRef  # where to get it again: local files or a PACS node (viewer.core.location)
     added_at: str
     updated_at: str
     ai: AIResult | None
@@ -119,12 +122,14 @@ class StudyReview:
 
 @dataclass(frozen=True)
 class Position:
-    """Where the reader was: study, stack and slice (for resume)."""
+    """Where the reader was: study, stack and slice (for resume). ``slice_key`` names the slice by UIDs
+    (None in positions saved before v3), so it is found again however the study was reopened."""
 
     study_uid: str
     stack_uid: str
     slice_index: int
     updated_at: str
+    slice_key: SliceKey | None = None
 
 
 class StoreWarningCode(str, Enum):

@@ -1,12 +1,18 @@
 """The review database schema and its forward-only migrations.
 
 Each entry of :data:`MIGRATIONS` takes the database from version ``N - 1`` to ``N``; version 0 is an
-empty file. Never edit a released step: append a new one.
+empty file. A step is an SQL statement or a function of the connection (for conversions SQL cannot say
+safely); all steps of all versions run in one transaction. Never edit a released step: append a new one.
 """
 
 from __future__ import annotations
 
-from typing import Final
+import json
+import sqlite3
+from collections.abc import Callable
+from typing import Final, TypeAlias
+
+Step: TypeAlias = "str | Callable[[sqlite3.Connection], None]"
 
 _V1: Final[tuple[str, ...]] = (
     """CREATE TABLE schema_version (
@@ -90,6 +96,37 @@ _V2: Final[tuple[str, ...]] = (
     "CREATE INDEX events_session ON events (session_id, seq)",
 )
 
+
+
+def _paths_to_local_sources(conn: sqlite3.Connection) -> None:
+    """v3: every study recorded before sources were (by the JSON list in ``paths``) becomes a local
+    source with those paths. ``paths`` itself is left as it was (older versions read it)."""
+    rows = conn.execute("SELECT id, paths FROM studies").fetchall()
+    for study_id, paths in rows:
+        try:
+            items = json.loads(paths or "[]")
+        except ValueError:
+            items = []
+        if not isinstance(items, list):
+            items = []
+        kept = list(dict.fromkeys(str(p) for p in items if isinstance(p, str) and p))
+        conn.execute("UPDATE studies SET locator = ? WHERE id = ?", (json.dumps({"paths": kept}), study_id))
+
+
+# v3: studies are referenced by UID *and source* (local files, or a PACS node by name and protocol, see
+# viewer.core.location.SourceRef), so a study retrieved from a PACS is retrieved again when the cache
+# has evicted it; positions name the slice by UIDs (viewer.core.dicom.model.SliceKey), not only its index.
+_V3: Final[tuple[Step, ...]] = (
+    "ALTER TABLE studies ADD COLUMN source_kind TEXT NOT NULL DEFAULT 'local'"
+    " CHECK (source_kind IN ('local', 'dicomweb', 'dimse'))",
+    "ALTER TABLE studies ADD COLUMN source_node TEXT NOT NULL DEFAULT ''",
+    """ALTER TABLE studies ADD COLUMN locator TEXT NOT NULL DEFAULT '{"paths": []}'""",
+    _paths_to_local_sources,
+    "ALTER TABLE positions ADD COLUMN series_uid TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE positions ADD COLUMN sop_instance_uid TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE positions ADD COLUMN frame INTEGER NOT NULL DEFAULT 0",
+)
+
 #: MIGRATIONS[n - 1] upgrades version n - 1 to version n.
-MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (_V1, _V2)
+MIGRATIONS: Final[tuple[tuple[Step, ...], ...]] = (_V1, _V2, _V3)
 SCHEMA_VERSION: Final = len(MIGRATIONS)

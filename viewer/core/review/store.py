@@ -28,8 +28,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, ClassVar, Final, TypeVar
 
-from viewer.core.errors import ReviewStoreError, SessionLockedError
+from viewer.core.dicom.model import SliceKey
+from viewer.core.errors import ReviewStoreError, SessionLockedError, StudySourceError
 from viewer.core.inference.results import SliceRange, StackPrediction
+from viewer.core.location.ref import SourceRef
 from viewer.core.paths import user_data_path
 from viewer.core.review import highwater
 from viewer.core.review.fileutil import (
@@ -468,8 +470,11 @@ class ReviewStore:
         try:
             current = _schema_version(conn)  # re-read under the write lock: another process may have won
             for target in range(current + 1, SCHEMA_VERSION + 1):
-                for statement in MIGRATIONS[target - 1]:
-                    conn.execute(statement)
+                for step in MIGRATIONS[target - 1]:
+                    if isinstance(step, str):
+                        conn.execute(step)
+                    else:
+                        step(conn)
                 conn.execute(
                     "INSERT INTO schema_version (version, applied_at, app_version) VALUES (?, ?, ?)",
                     (target, now_iso(), _app_version()),
@@ -718,40 +723,61 @@ class ReviewSession:
 
     @staticmethod
     def _ensure_study(
-        conn: sqlite3.Connection, session_id: str, study_uid: str, paths: Sequence[str], ts: str
+        conn: sqlite3.Connection, session_id: str, study_uid: str, source: SourceRef, ts: str
     ) -> int:
+        """The study's row id, adding it when new. Its source is merged with ``source``
+        (:meth:`SourceRef.merged`); the legacy ``paths`` column keeps every local path ever recorded."""
         row = conn.execute(
-            "SELECT id, paths FROM studies WHERE session_id = ? AND study_uid = ?", (session_id, study_uid)
+            "SELECT id, paths, source_kind, source_node, locator FROM studies "
+            "WHERE session_id = ? AND study_uid = ?",
+            (session_id, study_uid),
         ).fetchone()
         if row is not None:
             known = list(json.loads(row[1]))
-            new = [str(p) for p in paths if str(p) not in known]
-            if new:
+            new = [p for p in source.paths if p not in known]
+            try:
+                current: SourceRef | None = SourceRef.from_columns(row[2], row[3], row[4])
+            except StudySourceError:
+                log.warning("Review store: a study's recorded source was unreadable; replaced")
+                current = None
+            merged = source if current is None else current.merged(source)
+            if new or merged != current:
                 conn.execute(
-                    "UPDATE studies SET paths = ?, updated_at = ? WHERE id = ?",
-                    (json.dumps(known + new), ts, row[0]),
+                    "UPDATE studies SET paths = ?, source_kind = ?, source_node = ?, locator = ?,"
+                    " updated_at = ? WHERE id = ?",
+                    (json.dumps(known + new), *merged.to_columns(), ts, row[0]),
                 )
             return int(row[0])
         pos = conn.execute(
             "SELECT COALESCE(MAX(position) + 1, 0) FROM studies WHERE session_id = ?", (session_id,)
         ).fetchone()[0]
         cur = conn.execute(
-            "INSERT INTO studies (session_id, study_uid, position, paths, added_at, updated_at) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (session_id, study_uid, int(pos), json.dumps([str(p) for p in paths]), ts, ts),
+            "INSERT INTO studies (session_id, study_uid, position, paths, source_kind, source_node, locator,"
+            " added_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (session_id, study_uid, int(pos), json.dumps(list(source.paths)), *source.to_columns(), ts, ts),
         )
         return int(cur.lastrowid or 0)
 
-    def add_study(self, study_uid: str, paths: Sequence[str | Path] = ()) -> None:
-        """Append a study to the worklist (idempotent; new source paths are merged)."""
+    @staticmethod
+    def _source(paths: Sequence[str | Path], source: SourceRef | None) -> SourceRef:
+        if source is not None and paths:
+            raise ValueError("Give a study's paths or its source, not both")
+        return source if source is not None else SourceRef.local(paths)
+
+    def add_study(
+        self, study_uid: str, paths: Sequence[str | Path] = (), *, source: SourceRef | None = None
+    ) -> None:
+        """Append a study to the worklist (idempotent), opened from ``paths`` (a local source) or from
+        ``source`` (local files or a PACS node); a known study's source is merged
+        (:meth:`SourceRef.merged`: new paths or series join, another source replaces it)."""
         if not study_uid:
             raise ValueError("A study needs a StudyInstanceUID")
-        str_paths = [str(p) for p in paths]
+        ref = self._source(paths, source)
         self._write(
             "add_study",
             study_uid,
-            {"n_paths": len(str_paths)},
-            lambda conn, ts: self._ensure_study(conn, self.id, study_uid, str_paths, ts),
+            {"n_paths": len(ref.paths), "source": ref.kind.value},
+            lambda conn, ts: self._ensure_study(conn, self.id, study_uid, ref, ts),
         )
 
     def record_ai_result(
@@ -759,19 +785,21 @@ class ReviewSession:
         prediction: StackPrediction,
         *,
         paths: Sequence[str | Path] = (),
+        source: SourceRef | None = None,
         sop_class_uid: str = CT_IMAGE_STORAGE,
     ) -> None:
-        """Store the model's result for the prediction's study (added to the worklist if new).
+        """Store the model's result for the prediction's study (added to the worklist if new, opened
+        from ``paths`` or ``source`` as in :meth:`add_study`).
 
         AI findings are kept per class: recording a new result for the same study updates them and
         keeps the reader's decisions.
         """
         study_uid = prediction.study_instance_uid
-        str_paths = [str(p) for p in paths]
+        ref = self._source(paths, source)
         positive = bool(prediction.positive_findings())
 
         def action(conn: sqlite3.Connection, ts: str) -> None:
-            study_id = self._ensure_study(conn, self.id, study_uid, str_paths, ts)
+            study_id = self._ensure_study(conn, self.id, study_uid, ref, ts)
             conn.execute(
                 """INSERT INTO ai_results (study_id, stack_uid, series_uid, model_name, model_version,
                        model_sha256, class_names, study_probs, thresholds, slice_uids, sop_class_uid, badge,
@@ -959,28 +987,45 @@ class ReviewSession:
 
         self._write("done", study_uid, {"done": done}, action)
 
-    def set_last_position(self, study_uid: str, stack_uid: str, slice_index: int) -> None:
+    def set_last_position(
+        self, study_uid: str, stack_uid: str, slice_index: int, slice_key: SliceKey | None = None
+    ) -> None:
+        """Where the reader is; ``slice_key`` names the slice by UIDs (found again after a reopen that
+        sorts or splits the study differently)."""
+        key = slice_key or SliceKey(study_uid, "", "", 0)
+
         def action(conn: sqlite3.Connection, ts: str) -> None:
             conn.execute(
-                "INSERT INTO positions (session_id, study_uid, stack_uid, slice_index, updated_at) "
-                "VALUES (?, ?, ?, ?, ?) ON CONFLICT(session_id) DO UPDATE SET study_uid = excluded.study_uid,"
+                "INSERT INTO positions (session_id, study_uid, stack_uid, slice_index, series_uid,"
+                " sop_instance_uid, frame, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT(session_id) DO UPDATE SET study_uid = excluded.study_uid,"
                 " stack_uid = excluded.stack_uid, slice_index = excluded.slice_index,"
-                " updated_at = excluded.updated_at",
-                (self.id, study_uid, stack_uid, int(slice_index), ts),
+                " series_uid = excluded.series_uid, sop_instance_uid = excluded.sop_instance_uid,"
+                " frame = excluded.frame, updated_at = excluded.updated_at",
+                (
+                    self.id,
+                    study_uid,
+                    stack_uid,
+                    int(slice_index),
+                    key.series_uid,
+                    key.sop_instance_uid,
+                    int(key.frame),
+                    ts,
+                ),
             )
 
         self._write("position", study_uid, {"slice": int(slice_index)}, action)
 
     # --- reads -------------------------------------------------------------------------------------
     def last_position(self) -> Position | None:
-        rows = self.store._read(
-            "SELECT study_uid, stack_uid, slice_index, updated_at FROM positions WHERE session_id = ?",
-            (self.id,),
-        )
+        rows = self.store._read("SELECT * FROM positions WHERE session_id = ?", (self.id,))
         if not rows:
             return None
         r = rows[0]
-        return Position(r["study_uid"], r["stack_uid"], int(r["slice_index"]), r["updated_at"])
+        key = None
+        if r["sop_instance_uid"]:
+            key = SliceKey(r["study_uid"], r["series_uid"], r["sop_instance_uid"], int(r["frame"]))
+        return Position(r["study_uid"], r["stack_uid"], int(r["slice_index"]), r["updated_at"], key)
 
     def studies(self) -> list[StudyReview]:
         """Every study of the worklist, in original order."""
@@ -1046,10 +1091,17 @@ class ReviewSession:
                     updated_at=f["updated_at"],
                 )
             )
+        paths = tuple(json.loads(r["paths"]))
+        try:
+            source = SourceRef.from_columns(r["source_kind"], r["source_node"], r["locator"])
+        except StudySourceError:
+            log.warning("Review store: a study's recorded source is unreadable; using its paths")
+            source = SourceRef.local(paths)
         return StudyReview(
             study_uid=r["study_uid"],
             position=int(r["position"]),
-            paths=tuple(json.loads(r["paths"])),
+            paths=paths,
+            source=source,
             added_at=r["added_at"],
             updated_at=r["updated_at"],
             ai=ai,

@@ -3,8 +3,10 @@ dock) and File › PACS nodes… (a dialog).
 
 Every PACS operation runs as a job (:mod:`viewer.qt.workers`) with a client made on the job's thread.
 Retrieved series land in the bounded :class:`~viewer.core.pacs.InstanceCache` and are then opened with
-``window.open_paths`` like any folder. Errors are shown in the dock (the PACS messages name the node,
-never a patient); the log gets only their type.
+``window.open_paths`` like any folder, with their source (this node, by name and protocol, and the
+series) so a review session gets them again from the PACS (:meth:`PacsController.study_locator`), not
+from cache folders that eviction removes. Errors are shown in the dock (the PACS messages name the
+node, never a patient); the log gets only their type.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtWidgets import QTabWidget
 
-from viewer.core.errors import PacsConfigError
+from viewer.core.errors import PacsConfigError, StudySourceError
+from viewer.core.location import SourceKind, SourceRef
 from viewer.core.pacs.models import SeriesMatch, StoreOutcome, StudyQuery
 from viewer.core.pacs.secrets import SecretStore
 from viewer.core.paths import user_data_path
@@ -35,6 +38,7 @@ if TYPE_CHECKING:
     from viewer.core.dicom.model import Stack
     from viewer.core.pacs import InstanceCache, PacsClient, RetrieveReport
     from viewer.core.pacs.dimse import StorageScpPool
+    from viewer.core.pacs.locator import PacsStudyLocator
 
 logger = logging.getLogger(__name__)
 
@@ -163,6 +167,29 @@ class PacsController(QObject):
     def remove_node(self, name: str) -> None:
         self.nodes.remove(name)
         self.refresh_nodes()
+
+    def node_kinds(self) -> dict[str, SourceKind]:
+        """Each configured node's name and the protocol Slicewise uses with it."""
+        return {e.name: e.source_kind for e in self.nodes.entries()}
+
+    def study_locator(self) -> PacsStudyLocator:
+        """Gets a study again from the PACS node it was retrieved from, through this window's cache (only
+        what the cache evicted is retrieved again). The nodes are read now, on the GUI thread; a source
+        naming a node no longer configured fails with a :class:`StudySourceError` saying so."""
+        from viewer.core.pacs.locator import PacsStudyLocator
+
+        entries = {e.name: e for e in self.nodes.entries()}
+
+        def connect(source: SourceRef) -> PacsClient:
+            entry = entries.get(source.node)
+            if entry is None:
+                raise StudySourceError(
+                    f"PACS node “{source.node}” is no longer configured (File › PACS nodes…): the study "
+                    "cannot be retrieved again"
+                )
+            return self._client(entry)
+
+        return PacsStudyLocator(connect, self.cache)
 
     def test_node(self, entry: NodeEntry) -> PacsCallJob:
         job = self._start(entry, lambda client: client.echo())
@@ -330,6 +357,7 @@ class PacsController(QObject):
             return self._client(entry)
 
         job = PacsRetrieveJob(client, self.cache, study_uid, series, self)
+        job.source = SourceRef.pacs(entry.name, entry.source_kind, [s.series_uid for s in series])
         self._retrieve = job
         self._track(job)
         job.progress.connect(self.panel.set_progress)
@@ -358,7 +386,7 @@ class PacsController(QObject):
         self.panel.show_message(f"Retrieve failed: {message}", ok=False)
 
     def _retrieved(self, reports: list[RetrieveReport]) -> None:
-        self._retrieve = None
+        job, self._retrieve = self._retrieve, None
         self.panel.set_retrieving(False)
         arrived = sum(len(r.instances) for r in reports)
         failed = [f for r in reports for f in r.failed]
@@ -371,7 +399,8 @@ class PacsController(QObject):
         self.panel.show_message(", ".join(parts), ok=not failed and not cancelled)
         folders = [str(r.folder) for r in reports if r.instances and not r.cancelled]
         if folders:
-            self.window.open_paths(folders)  # its end replaces the first-image preview
+            # its end replaces the first-image preview
+            self.window.open_paths(folders, source=job.source if job is not None else None)
         else:
             self.window.end_preview()
         self.retrieve_finished.emit(reports)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from viewer.core.constants import PACS_DEFAULT_CALLING_AE
 from viewer.core.errors import PacsConfigError
+from viewer.core.location import SourceKind
 from viewer.core.pacs.node import AuthKind, PacsNode
 from viewer.core.pacs.secrets import SecretStore, default_secret_store
 from viewer.qt.settings import Settings
@@ -56,6 +57,11 @@ class NodeEntry:
     @property
     def name(self) -> str:
         return self.node.name
+
+    @property
+    def source_kind(self) -> SourceKind:
+        """How a study retrieved through this node is recorded (viewer.core.location.SourceRef)."""
+        return SourceKind.DICOMWEB if self.protocol is NodeProtocol.DICOMWEB else SourceKind.DIMSE
 
     def address(self) -> str:
         return (

@@ -4,12 +4,17 @@ Every decision goes straight to the :class:`~viewer.core.review.ReviewStore` (co
 UI shows it). AI results arrive through :meth:`ReviewController.on_prediction`: :meth:`connect_ai`
 connects the AI controller's ``prediction_ready(stack, prediction)`` signal, emitted for every result,
 displayed or not (background auto-analysis included).
+
+Each study is recorded with its source (local paths, or the PACS node it was retrieved from; see
+:mod:`viewer.core.location`); a study of the worklist not open in the window is found again through
+one :class:`~viewer.core.location.StudyLocator` for both (:meth:`ReviewController.reopen_study`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +33,14 @@ from PySide6.QtWidgets import (
 from viewer.core.dicom.model import LoadReport, Stack
 from viewer.core.errors import ReviewStoreError, SlicewiseError
 from viewer.core.inference.results import SliceRange, StackPrediction
+from viewer.core.location import (
+    LocalStudyLocator,
+    LocatedStudy,
+    SourceKind,
+    SourceRef,
+    StudyLocator,
+    StudyLocators,
+)
 from viewer.core.review import ReviewSession, ReviewStore
 from viewer.core.review.export import agreement_summary, export_csv, export_json
 from viewer.core.review.models import Position, StudyReview, WorklistOrder
@@ -41,6 +54,7 @@ from viewer.qt.review.widgets import (
     SummaryDialog,
     WorklistPanel,
 )
+from viewer.qt.workers import LocateJob
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +63,7 @@ log = logging.getLogger(__name__)
 KEY_CONFIRM, KEY_REJECT, KEY_UNCERTAIN, KEY_DONE, KEY_UNDO = "A", "X", "U", "Ctrl+Return", "Ctrl+Z"
 KEY_NEXT_STUDY, KEY_PREV_STUDY = "]", "["
 POSITION_SAVE_MS = 400  # the slice position is saved this long after the reader stops scrolling
+LOCATE_WAIT_MS = 10_000  # how long closing the window waits for a study being fetched again
 
 
 class ResumeBanner(QWidget):
@@ -87,6 +102,7 @@ class ReviewController(QObject):
         self._pending_position: Position | None = None
         self._resume_id: str | None = None
         self._store_note = ""
+        self._locate_job: LocateJob | None = None
 
         self.worklist = WorklistPanel()
         self.panel = ReviewPanel()
@@ -279,7 +295,12 @@ class ReviewController(QObject):
         self._update_ui()
 
     def shutdown(self) -> None:
-        """Window closing: flush the text fields and the position, release the session lock."""
+        """Window closing: stop fetching a study, flush the text fields and the position, release the
+        session lock."""
+        job, self._locate_job = self._locate_job, None
+        if job is not None:
+            job.cancel()
+            job.wait(LOCATE_WAIT_MS)
         self.close_session()
 
     def new_session_dialog(self) -> None:
@@ -341,11 +362,10 @@ class ReviewController(QObject):
         self._pending_position = pos
         if not self._apply_pending_position():
             try:
-                paths = session.study(pos.study_uid).paths
+                study = session.study(pos.study_uid)
             except ReviewStoreError:
-                paths = ()
-            if paths:
-                self.window.open_paths(list(paths))
+                return True
+            self.reopen_study(study)
         return True
 
     def _apply_pending_position(self) -> bool:
@@ -355,11 +375,19 @@ class ReviewController(QObject):
         stacks = self.window.loaded_stacks()
         target = next((s for s in stacks if s.uid == pos.stack_uid), None)
         index = pos.slice_index
+        key = pos.slice_key
+        if key is not None:  # the slice by UIDs: the same image however the study was opened again
+            found = [(s, s.index_of(key)) for s in stacks if s.study_instance_uid == pos.study_uid]
+            hits = [(s, k) for s, k in found if k is not None]
+            hit = next(((s, k) for s, k in hits if s.uid == pos.stack_uid), hits[0] if hits else None)
+            if hit is not None:
+                target, index = hit[0], int(hit[1])
         if target is None:  # not analysed yet, or the stack was not found: the study's first stack
             target = next((s for s in stacks if s.study_instance_uid == pos.study_uid), None)
             index = 0
         if target is None:
             return False
+        index = min(index, len(target) - 1)
         self._pending_position = None
         current = self.window.current_stack()
         if current is None or current.uid != target.uid:
@@ -437,9 +465,8 @@ class ReviewController(QObject):
             return 0
         added = 0
         for uid in study_uids:
-            paths = [p for st in self.window.loaded_stacks() if st.study_instance_uid == uid
-                     for p in self.window.source_paths(st.uid)]
-            if self._guard("add study", session.add_study, uid, list(dict.fromkeys(paths))):
+            source = self._study_source(uid)
+            if self._guard("add study", partial(session.add_study, uid, source=source)):
                 added += 1
             pending = self._pending.pop(uid, None)
             if pending is not None:
@@ -464,7 +491,8 @@ class ReviewController(QObject):
             return
         if not (add or self._choice.get(uid) or self._in_session(uid)):
             return
-        self._guard("add study", self.session.add_study, uid, self.window.source_paths(stack.uid))
+        session, source = self.session, self._stack_source(stack)
+        self._guard("add study", partial(session.add_study, uid, source=source))
         pending = self._pending.pop(uid, None)
         if pending is not None:
             self._record(pending[0], pending[1])
@@ -479,8 +507,10 @@ class ReviewController(QObject):
         stack = self.window.current_stack()
         if self.session is None or self.session.read_only or stack is None:
             return
-        self._guard("position", self.session.set_last_position, stack.study_instance_uid, stack.uid,
-                    self.window.current_slice())
+        index = self.window.current_slice()
+        key = stack.slice_key(index) if 0 <= index < len(stack) else None
+        self._guard("position", self.session.set_last_position, stack.study_instance_uid, stack.uid, index,
+                    key)
 
     # --- AI results ----------------------------------------------------------------------------------
     def connect_ai(self, ai_controller: Any) -> None:
@@ -509,10 +539,10 @@ class ReviewController(QObject):
         if (existing is not None and existing.model_sha256 == prediction.model_sha256
                 and existing.stack_uid == prediction.stack_uid):
             return  # the same result shown again (cache): nothing new to record
-        paths = self.window.source_paths(stack.uid) if stack is not None else []
+        source = self._stack_source(stack) if stack is not None else SourceRef.local(())
         session = self.session
         self._guard("AI result", lambda: session.record_ai_result(
-            prediction, paths=paths, sop_class_uid=_sop_class_uid(stack)))
+            prediction, source=source, sop_class_uid=_sop_class_uid(stack)))
 
     # --- decisions -----------------------------------------------------------------------------------
     def _writable(self) -> ReviewSession | None:
@@ -640,7 +670,8 @@ class ReviewController(QObject):
         return uid
 
     def go_to_study(self, study_uid: str) -> None:
-        """Show a study of the worklist: its analysed stack if loaded, else load it from its paths."""
+        """Show a study of the worklist: its analysed stack if loaded, else get it again from its source
+        (its files, or its PACS) and load it."""
         if self.session is None:
             return
         try:
@@ -652,12 +683,79 @@ class ReviewController(QObject):
         if stacks:
             preferred = next((s for s in stacks if study.ai and s.uid == study.ai.stack_uid), stacks[0])
             self.window.show_stack(preferred.uid)
-        elif study.paths:
+        elif not study.source.is_empty:
             self.panel.flush_text()
             self.current_study_uid = study_uid
             self._pending_position = Position(study_uid, study.ai.stack_uid if study.ai else "", 0, "")
-            self.window.open_paths(list(study.paths))
+            self.reopen_study(study)
         self._update_ui()
+
+    # --- sources -------------------------------------------------------------------------------------
+    def _stack_source(self, stack: Stack) -> SourceRef:
+        source = self.window.stack_source(stack.uid)
+        return source if source is not None else SourceRef.local(())
+
+    def _study_source(self, study_uid: str) -> SourceRef:
+        """The source of a study open in the window (its stacks' sources merged)."""
+        source = SourceRef.local(())
+        for stack in self.window.loaded_stacks():
+            if stack.study_instance_uid == study_uid:
+                source = source.merged(self._stack_source(stack))
+        return source
+
+    def study_locator(self) -> StudyLocator:
+        """Local files, and the PACS nodes of this window's PACS controller (when it has one)."""
+        locators: dict[SourceKind, StudyLocator] = {SourceKind.LOCAL: LocalStudyLocator()}
+        pacs = getattr(self.window, "pacs_controller", None)
+        if pacs is not None:
+            remote = pacs.study_locator()
+            locators.update({SourceKind.DICOMWEB: remote, SourceKind.DIMSE: remote})
+        return StudyLocators(locators)
+
+    def _recorded_source(self, study: StudyReview) -> SourceRef:
+        """``study.source``; a local source that is really a PACS study's cache folders (recorded so by
+        versions before sources were) becomes that PACS source, so eviction no longer loses it."""
+        pacs = getattr(self.window, "pacs_controller", None)
+        if pacs is None or study.source.is_pacs:
+            return study.source
+        from viewer.core.pacs.locator import pacs_source_of_cache_paths
+
+        upgraded = pacs_source_of_cache_paths(study.source, study.study_uid, pacs.cache, pacs.node_kinds())
+        return upgraded or study.source
+
+    def reopen_study(self, study: StudyReview) -> LocateJob | None:
+        """Get a study of the session again from where it came from, in the background (files still
+        there, or a retrieve from its PACS through the cache), then open it; what went wrong is shown on
+        the review panel and the status bar."""
+        if self._locate_job is not None:
+            self._message("Still getting another study: wait for it, then try again")
+            return None
+        source = self._recorded_source(study)
+        job = LocateJob(self.study_locator(), study.study_uid, source, self)
+        self._locate_job = job
+        if source.is_pacs:
+            self.window.show_status(f"Review: getting the study from {source.describe()}…", 0)
+            job.progress.connect(
+                lambda done, total: self.window.show_status(
+                    f"Review: getting the study from {source.describe()}: {done}/{total} instances", 0))
+        job.done.connect(self._located)
+        job.failed.connect(self._locate_failed)
+        job.start()
+        return job
+
+    def _located(self, located: LocatedStudy) -> None:
+        self._locate_job = None
+        if located.problems:
+            more = f" (and {len(located.problems) - 2} more)" if len(located.problems) > 2 else ""
+            self._message("Review: the study was opened with gaps: " + "; ".join(located.problems[:2]) + more)
+        if located.cancelled or not located.paths:
+            return
+        self.window.open_paths(list(located.paths), source=located.source)
+
+    def _locate_failed(self, message: str) -> None:
+        self._locate_job = None
+        self._pending_position = None
+        self._message(f"Review: the study cannot be opened again: {message}")
 
     def _jump(self, index: int) -> None:
         self.window.set_slice(index)
