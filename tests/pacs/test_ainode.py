@@ -453,7 +453,9 @@ def test_watch_command_once_stores_the_result_of_todays_study(
     secret.chmod(0o600)
     args = [
         *("watch", "--dicomweb", server.dicomweb_url, "--user", USER, "--secret-file", str(secret)),
-        *("--state", str(tmp_path / "state"), "--quiet", "0", "--model", str(model)),
+        # a long quiet time: the watched series is whole once retrieved, so it is analysed after the
+        # release quiet time (with --quiet 0 it could be taken half-way through the batch)
+        *("--state", str(tmp_path / "state"), "--quiet", "30", "--model", str(model)),
         *("--provider", "cpu", "--threads", "1", "--once", "--since", now.date().isoformat()),
     ]
     env = dict(os.environ, SLICEWISE_DATA_DIR=str(tmp_path / "data"))

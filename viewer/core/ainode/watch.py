@@ -75,15 +75,19 @@ class DicomWebWatcher:
         tag = self.node.queue.tag(series_uid)
         report = self.client.retrieve_series(study_uid, series_uid, self.cache)
         fed = 0
+        batch = ("watch", series_uid)  # the retrieved series, like one sender's association
         try:
             for item in report.instances:
                 try:
-                    if self.node.ingest(item.path.read_bytes()).value == "new":
+                    if self.node.ingest(item.path.read_bytes(), association=batch).value == "new":
                         fed += 1
                 except PacsResponseError as exc:
                     log.warning("AI node watch: series %s: an instance was refused: %s", tag, exc)
         finally:
             shutil.rmtree(report.folder, ignore_errors=True)
+            # everything the PACS had of the series is in: analysed after the release quiet time, not
+            # after the full quiet time (nor, with a short one, half-way through the batch)
+            self.node.association_released(batch)
         if report.failed:
             log.warning("AI node watch: series %s: %d instance(s) not retrieved", tag, len(report.failed))
         log.info("AI node watch: series %s: %d new instance(s) queued", tag, fed)
