@@ -35,14 +35,14 @@ def test_rois_and_a_ruler_round_trip_with_their_statistics(tmp_path: Path) -> No
         stack.study_instance_uid, stack.series_instance_uid, NATIVE_PLANE, info.sop_instance_uid, 0
     )
     values = np.where(np.arange(64)[None, :] < 32, 30, -1000).astype(np.int16).repeat(64, axis=0)
-    ellipse = Measurement(Shape.ELLIPSE, ref, (20.0, 20.0), (44.0, 36.0))
-    rect = Measurement(Shape.RECTANGLE, ref, (10.0, 10.0), (20.0, 30.0))
-    ruler = Measurement(Shape.RULER, ref, (0.0, 0.0), (30.0, 40.0))
+    ellipse = Measurement(Shape.ELLIPSE, ref, ((20.0, 20.0), (44.0, 36.0)))
+    rect = Measurement(Shape.RECTANGLE, ref, ((10.0, 10.0), (20.0, 30.0)))
+    ruler = Measurement(Shape.RULER, ref, ((0.0, 0.0), (30.0, 40.0)))
     items = [
         MeasuredItem(
-            ellipse, 2, spacing, roi_stats(values, Shape.ELLIPSE, ellipse.start, ellipse.end, spacing)
+            ellipse, 2, spacing, roi_stats(values, Shape.ELLIPSE, (ellipse.start, ellipse.end), spacing)
         ),
-        MeasuredItem(rect, 2, spacing, roi_stats(values, Shape.RECTANGLE, rect.start, rect.end, spacing)),
+        MeasuredItem(rect, 2, spacing, roi_stats(values, Shape.RECTANGLE, (rect.start, rect.end), spacing)),
         MeasuredItem(ruler, 2, spacing),
     ]
     sr = build_measurement_sr(items, source, "CT")
@@ -85,12 +85,12 @@ def test_mpr_only_or_a_wrong_slice_is_a_typed_error(tmp_path: Path) -> None:
     mpr = ImageRef(stack.study_instance_uid, stack.series_instance_uid, "coronal", "", 3)
     with pytest.raises(MeasurementError, match="own slices"):
         build_measurement_sr(
-            [MeasuredItem(Measurement(Shape.RULER, mpr, (0, 0), (1, 1)), 3, None)], source, "CT"
+            [MeasuredItem(Measurement(Shape.RULER, mpr, ((0, 0), (1, 1))), 3, None)], source, "CT"
         )
     ref = ImageRef(
         stack.study_instance_uid, stack.series_instance_uid, NATIVE_PLANE, stack.slices[1].sop_instance_uid, 0
     )
     with pytest.raises(MeasurementError, match="not its image"):
         build_measurement_sr(
-            [MeasuredItem(Measurement(Shape.RULER, ref, (0, 0), (1, 1)), 4, None)], source, "CT"
+            [MeasuredItem(Measurement(Shape.RULER, ref, ((0, 0), (1, 1))), 4, None)], source, "CT"
         )
