@@ -33,7 +33,9 @@ class MeasurementEditor:
 
     def add(self, m: Measurement) -> None:
         self.measurements.add(m)
-        self.history.push(Command(f"add {_name([m])}", lambda: self._drop([m]), lambda: self._put([(m, None)])))
+        self.history.push(
+            Command(f"add {_name([m])}", lambda: self._drop([m]), lambda: self._put([(m, None)]))
+        )
 
     def delete(self, ids: Sequence[str]) -> list[Measurement]:
         """Delete these measurements (one undo step for all); those already gone are skipped."""
@@ -42,7 +44,9 @@ class MeasurementEditor:
             return []
         gone = [m for m, _ in placed]
         self._drop(gone)
-        self.history.push(Command(f"delete {_name(gone)}", lambda: self._put(placed), lambda: self._drop(gone)))
+        self.history.push(
+            Command(f"delete {_name(gone)}", lambda: self._put(placed), lambda: self._drop(gone))
+        )
         return gone
 
     def change(self, new: Measurement) -> bool:

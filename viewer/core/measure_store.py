@@ -106,6 +106,7 @@ def _point(p: object) -> tuple[float, float]:
 
 
 def _from_json(study_uid: str, d: dict[str, object], version: int) -> Measurement:
+    points: tuple[tuple[float, float], ...]
     if version == 1:  # {"start": [x, y], "end": [x, y]}: rulers, ellipses and rectangles
         points = (_point(d["start"]), _point(d["end"]))
     else:
