@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +49,35 @@ def _convex_oracle(points: list[tuple[float, float]], shape: tuple[int, int]) ->
         cross = (x1 - x0) * (yy - y0) - (y1 - y0) * (xx - x0)
         inside &= cross > 0
     return inside
+
+
+def pnpoly_oracle(points: Sequence[tuple[float, float]], shape: tuple[int, int]) -> np.ndarray:
+    """W. R. Franklin's PNPOLY ray test at every pixel centre, one pixel at a time (slow, obvious, and
+    independent of the scanline fill)."""
+    rows, cols = shape
+    mask = np.zeros(shape, dtype=bool)
+    n = len(points)
+    for r in range(rows):
+        y = r + 0.5
+        for c in range(cols):
+            x = c + 0.5
+            inside = False
+            j = n - 1
+            for i in range(n):
+                xi, yi = points[i]
+                xj, yj = points[j]
+                if (yi > y) != (yj > y) and x < (xj - xi) * (y - yi) / (yj - yi) + xi:
+                    inside = not inside
+                j = i
+            mask[r, c] = inside
+    return mask
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_random_self_intersecting_polygon_matches_the_ray_test(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    pts = [(float(x), float(y)) for x, y in rng.uniform(-3, 27, size=(9, 2))]  # crossing edges, off-image
+    assert np.array_equal(polygon_mask(pts, (24, 24)), pnpoly_oracle(pts, (24, 24)))
 
 
 @pytest.mark.parametrize(

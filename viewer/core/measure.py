@@ -161,8 +161,8 @@ def polygon_mask(points: Sequence[Point], image_shape: tuple[int, int]) -> np.nd
     ys = np.arange(r_lo, r_hi + 1, dtype=np.float64) + 0.5  # (R,)
     lo, hi = np.minimum(y0, y1), np.maximum(y0, y1)
     crosses = (ys[:, None] >= lo[None, :]) & (ys[:, None] < hi[None, :])  # (R, E), horizontal edges never
-    with np.errstate(divide="ignore", invalid="ignore"):
-        t = (ys[:, None] - y0[None, :]) / (y1 - y0)[None, :]
+    dy = np.where(y1 != y0, y1 - y0, 1.0)  # horizontal edges never cross (see ``crosses``)
+    t = (ys[:, None] - y0[None, :]) / dy[None, :]
     xs = np.where(crosses, x0[None, :] + t * (x1 - x0)[None, :], np.inf)
     xs.sort(axis=1)
     counts = crosses.sum(axis=1)

@@ -237,10 +237,12 @@ class MeasurementLayer(QObject):
 
     # --- mouse ---------------------------------------------------------------------------------------
     def _image_point(self, scene_pos: QPointF) -> Point:
+        self.view.vb.updateMatrix()  # pyqtgraph applies a new view range lazily (at the next paint)
         p = self.view.image.mapFromScene(scene_pos)
         return float(p.x()), float(p.y())
 
     def _to_scene(self, pts: np.ndarray) -> np.ndarray:
+        self.view.vb.updateMatrix()
         t = self.view.image.sceneTransform()
         x, y = pts[:, 0], pts[:, 1]
         return np.column_stack([t.m11() * x + t.m21() * y + t.dx(), t.m12() * x + t.m22() * y + t.dy()])
