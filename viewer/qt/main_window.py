@@ -236,10 +236,17 @@ class MainWindow(QMainWindow):
         view.hover_text.connect(self._on_hover)
         view.playing_changed.connect(lambda on, v=view: self._on_playing(on) if v is self.view else None)
         view.tool_changed.connect(lambda t, v=view: self._show_tool(t) if v is self.view else None)
-        view.status_hint.connect(
-            lambda text, v=view: self.show_status(text, 8000) if v is self.view else None
-        )
+        view.status_hint.connect(lambda text, v=view: self._show_hint(v, text))
         view.set_measurement_set(self.measurements, self.undo_stack)
+
+    def _show_hint(self, view: SliceView, text: str) -> None:
+        """A drawing tool's next step in the status bar (an empty text clears it)."""
+        if view is not self.view:
+            return
+        if text:
+            self.show_status(text, 0)
+        else:
+            self.statusBar().clearMessage()
 
     def _show_tool(self, tool: str) -> None:
         for name, act in self._tool_actions().items():

@@ -31,7 +31,7 @@ from viewer.core.measure import (
 from viewer.core.measure_edit import MeasurementEditor
 from viewer.core.measure_store import MeasurementSet
 from viewer.core.undo import UndoStack
-from viewer.qt.tools import Hit, MeasurementGraphic, hit_test
+from viewer.qt.tools import Hit, LabelOption, MeasurementGraphic, hit_test
 
 if TYPE_CHECKING:
     from viewer.qt.slice_view import SliceView
@@ -123,7 +123,39 @@ class MeasurementLayer(QObject):
         return measurement_text(m, view.current_data(), view.spacing(), unit)
 
     def _graphic(self, m: Measurement) -> MeasurementGraphic:
-        return MeasurementGraphic(self.view.image, m, self.label(m), self.view.spacing(), self.scale())
+        g = MeasurementGraphic(self.view.image, m, self.label(m), self.view.spacing(), self.scale())
+        self.view.vb.updateMatrix()
+        options = g.label_options(self.view.vb.sceneBoundingRect())
+        g.put_label(options[0])
+        return g
+
+    def place_labels(self) -> None:
+        """Each label where it is not clipped and clear of the others (after drawing, a pan or a zoom):
+        oldest first, each at its first free place; when a label has none, an earlier label in its way
+        moves to another free place of its own if it has one."""
+        shown = [g for g in self.graphics if g.label.isVisible()]
+        if not shown:
+            return
+        self.view.vb.updateMatrix()
+        visible = self.view.vb.sceneBoundingRect()
+        options = [g.label_options(visible) for g in shown]
+        chosen: list[LabelOption] = []
+        for opts in options:
+            free = [o for o in opts if not any(o.rect.intersects(c.rect) for c in chosen)]
+            if free:
+                chosen.append(free[0])
+                continue
+            want = opts[0]
+            for j, c in enumerate(chosen):
+                if not want.rect.intersects(c.rect):
+                    continue
+                others = [x.rect for i, x in enumerate(chosen) if i != j] + [want.rect]
+                moved = [o for o in options[j] if not any(o.rect.intersects(r) for r in others)]
+                if moved:
+                    chosen[j] = moved[0]
+            chosen.append(want)
+        for g, option in zip(shown, chosen, strict=True):
+            g.put_label(option)
 
     def sync(self, force: bool = False) -> None:
         """Draw the shown image's measurements; a change of image ends any drawing or selection."""
@@ -147,16 +179,19 @@ class MeasurementLayer(QObject):
             g.set_selected(m.id == self.selected_id)
             self.graphics.append(g)
             ids.add(m.id)
+        self.place_labels()
         if self.selected_id not in ids:
             self.selected_id = None
 
     def on_zoom(self) -> None:
-        """Redraw when the zoom changed enough for arrow heads and arcs to look wrong."""
-        if not any(g.measurement.shape in (Shape.ARROW, Shape.ANGLE) for g in self.graphics):
-            return
+        """The view moved: labels stay unclipped, and arrow heads and arcs are redrawn when the zoom
+        changed enough for them to look wrong."""
         ratio = self.scale() / self._drawn_scale
-        if ratio > RESCALE or ratio < 1 / RESCALE:
+        sized = any(g.measurement.shape in (Shape.ARROW, Shape.ANGLE) for g in self.graphics)
+        if sized and (ratio > RESCALE or ratio < 1 / RESCALE):
             self.sync(force=True)
+        else:
+            self.place_labels()
 
     def drop(self) -> None:
         """Forget what is drawn (a new stack, or none)."""
@@ -180,6 +215,8 @@ class MeasurementLayer(QObject):
         """Drop a measurement being drawn or dragged (Esc, another tool, another slice); True if there
         was one."""
         busy = bool(self._draft is not None or self._pending or self._path or self._edit)
+        if self._pending:
+            self.view.show_hint("")
         self._set_draft(None)
         self._pending.clear()
         self._path.clear()
@@ -386,6 +423,7 @@ class MeasurementLayer(QObject):
         a, v = self._pending
         self._pending.clear()
         self._set_draft(None)
+        self.view.show_hint("")
         if ref is not None and c != v:
             self.edits.add(Measurement(Shape.ANGLE, ref, (a, v, c)))
 
@@ -397,6 +435,7 @@ class MeasurementLayer(QObject):
                 return
             self._pending.clear()
             self._set_draft(None)
+            self.view.show_hint("")
             if p0 != p1:
                 self.edits.add(m)
             return
@@ -419,10 +458,16 @@ class MeasurementLayer(QObject):
         editor.measurement_id = m.id
         editor.setText(m.text)
         editor.adjustSize()
-        tail = self.view.image.mapToScene(QPointF(*m.end))
+        g = next((g for g in self.graphics if g.measurement.id == m.id), None)
         vp = self.view.graphics.viewport()
-        x = int(min(max(tail.x() + 6, 0), max(vp.width() - editor.width(), 0)))
-        y = int(min(max(tail.y() - editor.height() / 2, 0), max(vp.height() - editor.height(), 0)))
+        self.view.vb.updateMatrix()
+        if g is not None:  # where its label goes
+            rect = g.editor_rect(editor.width(), editor.height(), self.view.vb.sceneBoundingRect())
+            at = self.view.graphics.mapFromScene(rect.topLeft())
+        else:
+            at = self.view.graphics.mapFromScene(self.view.image.mapToScene(QPointF(*m.end)))
+        x = int(min(max(at.x(), 0), max(vp.width() - editor.width(), 0)))
+        y = int(min(max(at.y(), 0), max(vp.height() - editor.height(), 0)))
         editor.move(x, y)
         editor.show()
         editor.raise_()

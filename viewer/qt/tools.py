@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QPointF
+from PySide6.QtCore import QPointF, QRectF
 from PySide6.QtGui import QColor, QFont
 
 from viewer.core.measure import ANGLE_SHAPES, ROI_SHAPES, Measurement, Point, Shape, Spacing, ruler_length
@@ -110,22 +110,45 @@ def handles(m: Measurement) -> tuple[Point, ...]:
     return () if m.shape is Shape.FREEHAND else m.points
 
 
-def label_anchor(m: Measurement) -> tuple[Point, tuple[float, float]]:
-    """Where the label goes (image coordinates) and its anchor: beside the ROI's top-right corner, at an
-    angle's vertex, between a Cobb angle's lines, at an arrow's tail, beyond a ruler's right end."""
+Placement = tuple[Point, tuple[float, float]]  # where (image coordinates), the label's anchor
+
+
+def label_places(m: Measurement) -> list[Placement]:
+    """Where the label may go, best first (the first that fits on screen is used): beside an ROI's
+    rightmost point (else its leftmost, lowest, highest), at an angle's vertex, between a Cobb angle's
+    lines, at an arrow's tail (on the side away from its tip), beyond a ruler's end."""
     pts = np.array(m.points, dtype=float)
     if m.shape in ROI_SHAPES:
-        return (float(pts[:, 0].max()), float(pts[:, 1].min())), (0.0, 1.0)
+        xs, ys = outline(m)
+        ring = np.column_stack([xs, ys])
+        right, left = ring[int(np.argmax(xs))], ring[int(np.argmin(xs))]
+        low, high = ring[int(np.argmax(ys))], ring[int(np.argmin(ys))]
+        return [
+            ((float(right[0]), float(right[1])), (-0.04, 0.5)),
+            ((float(left[0]), float(left[1])), (1.04, 0.5)),
+            ((float(low[0]), float(low[1])), (0.5, -0.1)),
+            ((float(high[0]), float(high[1])), (0.5, 1.1)),
+        ]
     if m.shape is Shape.ANGLE:
-        return m.points[1], (1.0, 0.0)
+        v = m.points[1]
+        return [(v, (1.1, 0.0)), (v, (-0.1, 0.0)), (v, (1.1, 1.0)), (v, (-0.1, 1.0))]
     if m.shape is Shape.COBB:
         mid = pts.mean(axis=0)
-        return (float(mid[0]), float(mid[1])), (0.0, 0.5)
+        at = (float(mid[0]), float(mid[1]))
+        return [(at, (-0.05, 0.5)), (at, (1.05, 0.5))]
     if m.shape is Shape.ARROW:
         tip, tail = m.start, m.end
-        return tail, ((0.0 if tail[0] >= tip[0] else 1.0), (0.0 if tail[1] >= tip[1] else 1.0))
-    right = max(m.points, key=lambda p: p[0])
-    return right, (0.0, 1.0)
+        ax, ay = (0.0 if tail[0] >= tip[0] else 1.0), (0.0 if tail[1] >= tip[1] else 1.0)
+        return [(tail, (ax, ay)), (tail, (1 - ax, ay)), (tail, (ax, 1 - ay)), (tail, (1 - ax, 1 - ay))]
+    right, left = max(m.points), min(m.points)
+    return [(right, (0.0, 1.0)), (left, (1.0, 1.0)), (right, (0.0, 0.0)), (left, (1.0, 0.0))]
+
+
+@dataclass(frozen=True)
+class LabelOption:
+    at: Point  # image coordinates
+    anchor: tuple[float, float]
+    rect: QRectF  # what the label covers there, scene coordinates
 
 
 class MeasurementGraphic:
@@ -160,7 +183,7 @@ class MeasurementGraphic:
         self.label.setFont(font)
         self.label.setParentItem(parent)
         self.label.setZValue(21)
-        (lx, ly), anchor = label_anchor(m)
+        (lx, ly), anchor = label_places(m)[0]
         self.label.setAnchor(anchor)
         self.label.setPos(lx, ly)
         self.label.setVisible(bool(text))
@@ -175,6 +198,30 @@ class MeasurementGraphic:
         item.setParentItem(self._parent)
         item.setZValue(z)
         self.items.append(item)
+
+    def label_options(self, visible: QRectF) -> list[LabelOption]:
+        """The label's places (:func:`label_places`) with the rectangle each would take (scene
+        coordinates), those wholly inside ``visible`` (the view) first."""
+        size = self.label.textItem.boundingRect()
+        w, h = size.width(), size.height()
+        options = []
+        for (x, y), (ax, ay) in label_places(self.measurement):
+            at = self._parent.mapToScene(QPointF(x, y))
+            options.append(LabelOption((x, y), (ax, ay), QRectF(at.x() - ax * w, at.y() - ay * h, w, h)))
+        return sorted(options, key=lambda o: not visible.contains(o.rect))
+
+    def put_label(self, option: LabelOption) -> None:
+        self.label.setAnchor(option.anchor)
+        self.label.setPos(*option.at)
+
+    def editor_rect(self, w: float, h: float, visible: QRectF) -> QRectF:
+        """Where an editor of this size goes: the label's place (scene coordinates)."""
+        options = []
+        for (x, y), (ax, ay) in label_places(self.measurement):
+            at = self._parent.mapToScene(QPointF(x, y))
+            options.append(QRectF(at.x() - ax * w, at.y() - ay * h, w, h))
+        inside = [r for r in options if visible.contains(r)]
+        return (inside or options)[0]
 
     def set_selected(self, selected: bool) -> None:
         """Drawn brighter and thicker, with its handles, while selected."""
