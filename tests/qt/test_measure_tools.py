@@ -305,3 +305,44 @@ def test_new_kinds_persist_show_only_on_their_slice_and_export_as_sr(
     assert [g.text() for g in w2.view.measurements()] == texts
     w2.set_slice(6)
     assert w2.view.measurements() == []
+
+
+def _label_rects(qtbot: QtBot, view: SliceView) -> list[object]:
+    view.graphics.viewport().repaint()  # pyqtgraph places a text item at its next paint
+    qtbot.wait(10)
+    return [g.label.sceneBoundingRect() for g in view.measurements()]
+
+
+def test_labels_stay_inside_the_view_and_clear_of_each_other(qtbot: QtBot, series: Path) -> None:
+    """Seen at 1920x1080: an ROI label at the right edge was cut off, and a freehand ROI's label
+    covered an angle's drawn at its right."""
+    w = _open(qtbot, series)
+    view = w.view
+    vp = view.graphics.viewport()
+    right = QPoint(vp.width() - 12, vp.height() // 2)
+    qtbot.keyClick(view, Qt.Key.Key_B)
+    mouse_drag(qtbot, vp, right - QPoint(120, 40), right)  # an ROI touching the right edge
+    c = _centre(view)
+    qtbot.keyClick(view, Qt.Key.Key_L)
+    mouse_path(qtbot, vp, [c + QPoint(int(-60 * math.cos(t)) - 60, int(50 * math.sin(t)))
+                           for t in np.linspace(0, 2 * math.pi, 24)])
+    qtbot.keyClick(view, Qt.Key.Key_G)  # its vertex just right of the freehand ROI: where its label goes
+    mouse_drag(qtbot, vp, c + QPoint(140, -60), c + QPoint(40, 10))
+    _click(qtbot, view, c + QPoint(140, 70))
+    assert _shapes(view) == [Shape.RECTANGLE, Shape.FREEHAND, Shape.ANGLE]
+    visible = view.vb.sceneBoundingRect()
+    _rect, free, angle = view.measurements()
+    # where each would go alone: the angle's label places all lie under the freehand ROI's first choice
+    first = free.label_options(visible)[0].rect
+    assert all(o.rect.intersects(first) for o in angle.label_options(visible))
+    rects = _label_rects(qtbot, view)
+    assert all(visible.contains(r) for r in rects), (visible, rects)
+    assert not any(a.intersects(b) for k, a in enumerate(rects) for b in rects[k + 1 :]), rects
+    view.zoom_by(1.6)  # after a zoom they are placed again
+    visible = view.vb.sceneBoundingRect()
+    on_screen = [
+        r
+        for r, g in zip(_label_rects(qtbot, view), view.measurements(), strict=True)
+        if all(visible.contains(view.image.mapToScene(QPointF(*p))) for p in g.measurement.points)
+    ]
+    assert on_screen and all(visible.contains(r) for r in on_screen)
