@@ -12,7 +12,7 @@ import numpy as np
 import pydicom
 import pytest
 from PySide6.QtCore import QEvent, QPoint, QPointF, Qt
-from PySide6.QtGui import QMouseEvent
+from PySide6.QtGui import QImage, QMouseEvent
 from PySide6.QtWidgets import QApplication
 from pytestqt.qtbot import QtBot
 
@@ -20,6 +20,7 @@ from tests.core.test_measure_shapes import pnpoly_oracle
 from tests.factories import write_ct_series
 from tests.qt.viewer_helpers import make_window, mouse_drag, mouse_path, open_and_wait
 from viewer.core.measure import RoiStats, Shape, angle_degrees, polygon_area, stats_text
+from viewer.qt.export import render_view
 from viewer.qt.main_window import MainWindow
 from viewer.qt.slice_view import SliceView
 
@@ -85,6 +86,11 @@ def _double_click(view: SliceView, p: QPoint) -> None:
             kind, QPointF(p), QPointF(vp.mapToGlobal(p)), left, buttons, Qt.KeyboardModifier.NoModifier
         )
         QApplication.sendEvent(vp, ev)
+
+
+def _pixels(image: QImage) -> np.ndarray:
+    image = image.convertToFormat(QImage.Format.Format_RGB32)
+    return np.frombuffer(image.constBits(), np.uint8, count=image.sizeInBytes()).copy()
 
 
 def _shapes(view: SliceView) -> list[Shape]:
@@ -197,7 +203,10 @@ def test_select_move_reshape_delete_and_undo_redo(qtbot: QtBot, series: Path) ->
     mouse_drag(qtbot, vp, c + QPoint(-100, 0), c + QPoint(100, 0))
     mouse_drag(qtbot, vp, c + QPoint(-100, 120), c + QPoint(100, 120))
     first, second = (g.measurement for g in view.measurements())
+    plain = _pixels(render_view(view))
     _click(qtbot, view, c)  # on the first ruler: selected, even with the ruler tool
+    assert view.layer.selected_id == first.id
+    assert np.array_equal(_pixels(render_view(view)), plain)  # a PNG export shows no selection
     assert view.layer.selected_id == first.id
     assert view.measurements()[0].selected and not view.measurements()[1].selected
     mouse_drag(qtbot, vp, c + QPoint(20, 0), c + QPoint(60, -40))  # drag its body: moved

@@ -10,6 +10,8 @@ move)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -237,6 +239,17 @@ class MeasurementLayer(QObject):
         self.selected_id = measurement_id
         for g in self.graphics:
             g.set_selected(g.measurement.id == measurement_id)
+
+    @contextmanager
+    def unselected(self) -> Iterator[None]:
+        """Drawn without the selection's highlight and handles for a while (a PNG export)."""
+        kept = self.selected_id
+        self.select(None)
+        try:
+            yield
+        finally:
+            if kept is not None and kept in self.measurements:
+                self.select(kept)
 
     def escape(self) -> bool:
         """Esc: end a drawing or text edit, else drop the selection; False when there was neither."""
