@@ -26,7 +26,11 @@ def test_no_key_means_two_things_and_f1_lists_each_once(qtbot: QtBot) -> None:
     assert registry.key_owner("M") == "ruler"
     assert registry.key_owner("D") is None  # a stray D does nothing
     assert registry.key_owner("Ctrl+Return") == "review_done"
-    assert registry.key_owner("Ctrl+Z") == "review_undo"
+    assert registry.key_owner("Ctrl+Z") == "undo"  # one history: measurements and study done
+    assert registry.key_owner("Ctrl+Shift+Z") == registry.key_owner("Ctrl+Y") == "redo"
+    assert [registry.key_owner(k) for k in ("L", "G", "Shift+G", "T", "F2")] == [
+        "freehand", "angle", "cobb", "arrow", "edit_arrow_text"
+    ]
     keys = [k for _section, k, _text in window.bindings()]
     assert len(keys) == len(set(keys))
 

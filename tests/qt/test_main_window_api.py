@@ -29,11 +29,11 @@ def loaded(qtbot: QtBot, tmp_path: Path) -> MainWindow:
 def test_menus_are_created_on_demand_in_order(qtbot: QtBot) -> None:
     window = MainWindow()  # bare: no AI or review extension attached
     qtbot.addWidget(window)
-    assert window.menu_names() == ["File", "View", "Layout", "Tools", "Help"]
+    assert window.menu_names() == ["File", "Edit", "View", "Layout", "Tools", "Help"]
     session = window.menu("Session")
     ai = window.menu("AI")
     assert window.menu("AI") is ai and session is not ai
-    assert window.menu_names() == ["File", "View", "Layout", "Tools", "AI", "Session", "Help"]
+    assert window.menu_names() == ["File", "Edit", "View", "Layout", "Tools", "AI", "Session", "Help"]
 
 
 def test_set_slice_clamps_and_emits(qtbot: QtBot, loaded: MainWindow) -> None:
@@ -193,7 +193,7 @@ def test_tag_browser_reads_a_zip_member_header(tmp_path: Path) -> None:
 
 def test_app_window_has_ai_and_session_menus(qtbot: QtBot) -> None:
     window = make_window(qtbot)
-    assert window.menu_names() == ["File", "View", "Layout", "Tools", "AI", "Session", "Help"]
+    assert window.menu_names() == ["File", "Edit", "View", "Layout", "Tools", "AI", "Session", "Help"]
     assert window.ai_controller is not None and window.review_controller is not None
 
 

@@ -325,7 +325,11 @@ def test_study_done_needs_ctrl_says_so_and_is_undone_with_ctrl_z(qtbot, make, tm
     qtbot.keyClick(w.view, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
     study = rc.current_study()
     assert study is not None and not study.done and rc.panel.done.isChecked() is False
-    assert "undone" in w.statusBar().currentMessage()
+    assert w.statusBar().currentMessage().startswith("Undone: study marked done")
+    ctrl_shift = Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier
+    qtbot.keyClick(w.view, Qt.Key.Key_Z, ctrl_shift)
+    study = rc.current_study()
+    assert study is not None and study.done  # redone
 
 
 def test_worklist_names_studies_by_patient_date_description_and_modality(

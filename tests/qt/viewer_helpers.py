@@ -107,3 +107,22 @@ def mouse_drag(
         send(QEvent.Type.MouseMove, p, button)
     qtbot.wait(25)
     send(QEvent.Type.MouseButtonRelease, end, Qt.MouseButton.NoButton)
+
+
+def mouse_path(qtbot: QtBot, widget: QWidget, points: Sequence[QPoint]) -> None:
+    """A left-button drag through ``points`` (press at the first, release at the last), as a hand would
+    draw a freehand outline."""
+
+    def send(kind: QEvent.Type, p: QPoint, button: Qt.MouseButton, buttons: Qt.MouseButton) -> None:
+        ev = QMouseEvent(
+            kind, QPointF(p), QPointF(widget.mapToGlobal(p)), button, buttons, Qt.KeyboardModifier.NoModifier
+        )
+        QApplication.sendEvent(widget, ev)
+
+    left = Qt.MouseButton.LeftButton
+    send(QEvent.Type.MouseButtonPress, points[0], left, left)
+    for p in points[1:]:
+        qtbot.wait(20)
+        send(QEvent.Type.MouseMove, p, Qt.MouseButton.NoButton, left)
+    qtbot.wait(20)
+    send(QEvent.Type.MouseButtonRelease, points[-1], left, Qt.MouseButton.NoButton)

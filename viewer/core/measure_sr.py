@@ -1,15 +1,21 @@
 """The reader's measurements of one series as a TID 1500 Measurement Report (Comprehensive 3D SR).
 
-Each ellipse or rectangle ROI is a TID 1410 planar ROI group (the ROI as an image region in the source
-slice's pixel coordinates, DICOM's convention: (0, 0) is the top-left corner of the top-left pixel)
-with its mean, standard deviation, minimum and maximum (for CT: Attenuation Coefficient in HU with the
-statistic as derivation) and its area (mm², or pixels without PixelSpacing); each ruler is a TID 1501
-group with a Length and its two end points. Only measurements on the series' own slices are written
-(an MPR plane is no stored image to reference).
+Each ellipse, rectangle or freehand ROI is a TID 1410 planar ROI group (the ROI as an image region in
+the source slice's pixel coordinates, DICOM's convention: (0, 0) is the top-left corner of the top-left
+pixel; a freehand ROI as a closed POLYLINE) with its mean, standard deviation, minimum and maximum (for
+CT: Attenuation Coefficient in HU with the statistic as derivation) and its area (SCT 42798000 *Area*,
+UCUM ``mm2``, or ``{pixels}`` without PixelSpacing); each ruler is a TID 1501 group with a Length (SCT
+410668003, ``mm``) and its two end points; each angle a TID 1501 group with an Angle (SCT 1483009, UCUM
+``deg``) and its three points, each Cobb angle one with a Cobb angle (SCT 285285000, ``deg``) and its two
+lines. An arrow is a TID 1410 group whose region is the POINT at its tip; its text (the reader's free
+text, which may name the patient) is its tracking identifier only when identifiers are included, else
+it is ``arrow``. Only measurements on the series' own slices are written (an MPR plane is no stored image
+to reference).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +35,7 @@ from viewer.core.measure import (
     RoiStats,
     Shape,
     Spacing,
+    angle_degrees,
     roi_stats,
     ruler_length,
 )
@@ -39,6 +46,8 @@ SERIES_DESCRIPTION: Final = "Slicewise measurements (research use only)"
 IMAGING_PROCEDURE: Final = hd.sr.CodedConcept("363679005", "SCT", "Imaging procedure")
 PIXELS_UNIT: Final = hd.sr.CodedConcept("{pixels}", "UCUM", "pixels")
 HU: Final = hd.sr.CodedConcept("[hnsf'U]", "UCUM", "Hounsfield unit")
+ANGLE_CONCEPTS: Final = {Shape.ANGLE: codes.SCT.Angle, Shape.COBB: codes.SCT.CobbAngle}
+TRACKING_TEXT_MAX: Final = 64  # the Tracking Identifier is a TEXT item; keep it to an LO's length
 STATISTICS: Final = (
     (codes.SCT.Mean, "mean"),
     (codes.SCT.StandardDeviation, "sd"),
@@ -66,6 +75,12 @@ def _source_image(source: SourceSeries, index: int) -> hd.sr.SourceImageForRegio
 
 def _graphic(m: Measurement) -> tuple[hd.sr.GraphicTypeValues, np.ndarray]:
     (x0, y0), (x1, y1) = m.start, m.end
+    if m.shape is Shape.FREEHAND:  # a closed polyline: the first point again at the end
+        return hd.sr.GraphicTypeValues.POLYLINE, np.array([*m.points, m.points[0]], dtype=float)
+    if m.shape is Shape.ARROW:
+        return hd.sr.GraphicTypeValues.POINT, np.array([m.start], dtype=float)
+    if m.shape is Shape.ANGLE:
+        return hd.sr.GraphicTypeValues.POLYLINE, np.array(m.points, dtype=float)
     if m.shape is Shape.RULER:
         return hd.sr.GraphicTypeValues.POLYLINE, np.array([[x0, y0], [x1, y1]], dtype=float)
     if m.shape is Shape.RECTANGLE:
@@ -113,6 +128,47 @@ def _roi_group(
     )
 
 
+def _arrow_group(
+    item: MeasuredItem, source: SourceSeries, include_identity: bool
+) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations:
+    m = item.measurement
+    graphic_type, data = _graphic(m)
+    region = hd.sr.ImageRegion(graphic_type, data, _source_image(source, item.slice_index))
+    text = " ".join(m.text.split()) if include_identity else ""
+    label = f"arrow: {text}" if text else "arrow"
+    return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(
+            uid=stable_uid(f"slicewise/measurement/{m.id}"), identifier=label[:TRACKING_TEXT_MAX]
+        ),
+        referenced_region=region,
+    )
+
+
+def _angle_group(item: MeasuredItem, source: SourceSeries) -> hd.sr.MeasurementsAndQualitativeEvaluations:
+    m = item.measurement
+    degrees = angle_degrees(m, item.spacing)
+    if math.isnan(degrees):  # an arm without length
+        raise MeasurementError(f"The {m.shape.value} {m.id[:8]} has an arm of no length")
+    image = _source_image(source, item.slice_index)
+    if m.shape is Shape.COBB:
+        coords = [
+            hd.sr.CoordinatesForMeasurement(
+                hd.sr.GraphicTypeValues.POLYLINE, np.array(m.points[k : k + 2], dtype=float), image
+            )
+            for k in (0, 2)
+        ]
+    else:
+        graphic_type, data = _graphic(m)
+        coords = [hd.sr.CoordinatesForMeasurement(graphic_type, data, image)]
+    value = hd.sr.Measurement(
+        ANGLE_CONCEPTS[m.shape], float(degrees), codes.UCUM.Degree, referenced_coordinates=coords
+    )
+    name = "Cobb angle" if m.shape is Shape.COBB else "angle"
+    return hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=_tracking(m, name), measurements=[value]
+    )
+
+
 def _ruler_group(item: MeasuredItem, source: SourceSeries) -> hd.sr.MeasurementsAndQualitativeEvaluations:
     m = item.measurement
     length, unit = ruler_length(m.start, m.end, item.spacing)
@@ -152,8 +208,13 @@ def build_measurement_sr(
                 f"Measurement {item.measurement.id[:8]} names slice {item.slice_index}, "
                 "which is not its image in this series"
             )
-        if item.measurement.shape is Shape.RULER:
+        shape = item.measurement.shape
+        if shape is Shape.RULER:
             groups.append(_ruler_group(item, source))
+        elif shape in ANGLE_CONCEPTS:
+            groups.append(_angle_group(item, source))
+        elif shape is Shape.ARROW:
+            groups.append(_arrow_group(item, source, include_identity))
         else:
             groups.append(_roi_group(item, source, modality == "CT"))
     device = hd.sr.ObserverContext(
@@ -198,7 +259,8 @@ def write_measurement_sr(
     """Decode the slices that carry ROIs, compute their statistics from the modality values, build the
     SR of ``placed`` (each measurement with its slice index in ``stack``) and write it into ``folder``
     (run in the helper process of :mod:`viewer.core.airesults.process`, so the viewer neither decodes
-    nor holds the GIL for highdicom). An ROI with no pixel centre inside is left out."""
+    nor holds the GIL for highdicom). An ROI with no pixel centre inside and an angle with an arm of no
+    length are left out."""
     from viewer.core.airesults.identity import read_first_header, source_from_stack
     from viewer.core.airesults.writer import write_dataset
     from viewer.core.dicom.volume import StackVolume
@@ -209,7 +271,9 @@ def write_measurement_sr(
             spacing = stack.slices[i].pixel_spacing
             stats = None
             if m.shape in ROI_SHAPES:
-                stats = roi_stats(volume.get_slice(i), m.shape, m.start, m.end, spacing)
+                stats = roi_stats(volume.get_slice(i), m.shape, m.points, spacing)
+            if m.shape in ANGLE_CONCEPTS and math.isnan(angle_degrees(m, spacing)):
+                continue
             if stats is None or stats.pixels:
                 items.append(MeasuredItem(m, i, spacing, stats))
     source = source_from_stack(stack, read_first_header(stack))

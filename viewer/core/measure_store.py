@@ -22,11 +22,13 @@ from viewer.core.review.fileutil import atomic_write_bytes
 log = logging.getLogger(__name__)
 
 STORE_FILE = "measurements.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: "points" (and "text") per measurement, every shape; 1: "start"/"end" (read too)
+READABLE_VERSIONS = (1, 2)
 
 
 class MeasurementSet:
-    """Every measurement, by id. ``changed`` is emitted after each add/remove (with the ImageRef touched)."""
+    """Every measurement, by id, oldest first. ``changed`` is emitted after each add/remove/replace with
+    the ImageRef touched (twice when a replacement moves a measurement to another image)."""
 
     changed = Signal(object)  # ImageRef
 
@@ -39,8 +41,24 @@ class MeasurementSet:
     def __iter__(self) -> Iterator[Measurement]:
         return iter(list(self._items.values()))
 
-    def add(self, m: Measurement) -> None:
-        self._items[m.id] = m
+    def __contains__(self, measurement_id: object) -> bool:
+        return measurement_id in self._items
+
+    def get(self, measurement_id: str) -> Measurement | None:
+        return self._items.get(measurement_id)
+
+    def position(self, measurement_id: str) -> int:
+        """Where a measurement is in the oldest-first order (to put it back there)."""
+        return list(self._items).index(measurement_id)
+
+    def add(self, m: Measurement, position: int | None = None) -> None:
+        """Add ``m`` (newest, or at ``position`` in the oldest-first order)."""
+        if position is None or position >= len(self._items):
+            self._items[m.id] = m
+        else:
+            items = list(self._items.values())
+            items.insert(max(0, position), m)
+            self._items = {x.id: x for x in items}
         self.changed.emit(m.ref)
 
     def remove(self, measurement_id: str) -> Measurement:
@@ -50,14 +68,21 @@ class MeasurementSet:
         self.changed.emit(m.ref)
         return m
 
+    def replace(self, m: Measurement) -> Measurement:
+        """Put ``m`` in place of the measurement with its id (moved, reshaped or retexted); returns the old
+        one."""
+        old = self._items.get(m.id)
+        if old is None:
+            raise MeasurementError(f"No measurement with id {m.id}")
+        self._items[m.id] = m
+        self.changed.emit(m.ref)
+        if old.ref != m.ref:
+            self.changed.emit(old.ref)
+        return old
+
     def on(self, ref: ImageRef) -> list[Measurement]:
         """The measurements of one image, oldest first."""
         return [m for m in self._items.values() if m.ref == ref]
-
-    def remove_last(self, ref: ImageRef) -> Measurement | None:
-        """Remove the newest measurement of an image (None when it has none)."""
-        mine = self.on(ref)
-        return self.remove(mine[-1].id) if mine else None
 
     def of_study(self, study_uid: str) -> list[Measurement]:
         return [m for m in self._items.values() if m.ref.study_uid == study_uid]
@@ -65,28 +90,45 @@ class MeasurementSet:
 
 def _to_json(m: Measurement) -> dict[str, object]:
     r = m.ref
-    return {
-        "id": m.id, "shape": m.shape.value, "start": list(m.start), "end": list(m.end),
+    d: dict[str, object] = {
+        "id": m.id, "shape": m.shape.value, "points": [list(p) for p in m.points],
         "series_uid": r.series_uid, "plane": r.plane, "sop_uid": r.sop_uid, "frame": r.frame,
     }
+    if m.text:
+        d["text"] = m.text
+    return d
 
 
-def _from_json(study_uid: str, d: dict[str, object]) -> Measurement:
-    start, end = d["start"], d["end"]
-    if not (isinstance(start, list) and isinstance(end, list) and len(start) == 2 and len(end) == 2):
-        raise ValueError("start/end must be two numbers each")
+def _point(p: object) -> tuple[float, float]:
+    if not (isinstance(p, list) and len(p) == 2 and all(isinstance(v, int | float) for v in p)):
+        raise ValueError("a point must be two numbers")
+    return float(p[0]), float(p[1])
+
+
+def _from_json(study_uid: str, d: dict[str, object], version: int) -> Measurement:
+    points: tuple[tuple[float, float], ...]
+    if version == 1:  # {"start": [x, y], "end": [x, y]}: rulers, ellipses and rectangles
+        points = (_point(d["start"]), _point(d["end"]))
+    else:
+        raw = d["points"]
+        if not isinstance(raw, list):
+            raise ValueError("'points' is not a list")
+        points = tuple(_point(p) for p in raw)
     frame = d["frame"]
     if not isinstance(frame, int):
         raise ValueError("frame must be an integer")
+    text = d.get("text", "")
+    if not isinstance(text, str):
+        raise ValueError("text must be a string")
     ref = ImageRef(study_uid, str(d["series_uid"]), str(d["plane"]), str(d["sop_uid"]), frame)
-    return Measurement(
-        shape=Shape(str(d["shape"])), ref=ref,
-        start=(float(start[0]), float(start[1])), end=(float(end[0]), float(end[1])), id=str(d["id"]),
-    )
+    return Measurement(shape=Shape(str(d["shape"])), ref=ref, points=points, text=text, id=str(d["id"]))
 
 
 class MeasurementStore:
-    """The JSON file: ``{"version": 1, "studies": {StudyInstanceUID: [measurement, ...]}}``."""
+    """The JSON file: ``{"version": 2, "studies": {StudyInstanceUID: [measurement, ...]}}``, each
+    measurement ``{"id", "shape", "points": [[x, y], ...], "text" (arrows), "series_uid", "plane",
+    "sop_uid", "frame"}``. Version 1 files (``"start"``/``"end"`` instead of ``"points"``) are read too;
+    the next save writes version 2."""
 
     def __init__(self, folder: Path) -> None:
         self.path = Path(folder) / STORE_FILE
@@ -102,14 +144,14 @@ class MeasurementStore:
             raise MeasurementError(f"Cannot read the measurement store ({type(exc).__name__})") from exc
         try:
             doc = json.loads(raw)
-            if not isinstance(doc, dict) or doc.get("version") != FORMAT_VERSION:
-                version = doc.get("version") if isinstance(doc, dict) else "?"
+            version = doc.get("version") if isinstance(doc, dict) else "?"
+            if version not in READABLE_VERSIONS:
                 raise ValueError(f"unknown format (version {version})")
             studies = doc["studies"]
             if not isinstance(studies, dict):
                 raise ValueError("'studies' is not an object")
-            return [_from_json(str(uid), d) for uid, items in studies.items() for d in items]
-        except (ValueError, KeyError, TypeError) as exc:
+            return [_from_json(str(uid), d, int(version)) for uid, items in studies.items() for d in items]
+        except (ValueError, KeyError, TypeError, MeasurementError) as exc:
             raise MeasurementError(f"The measurement store {STORE_FILE} is damaged: {exc}") from exc
 
     def save(self, measurements: Iterable[Measurement]) -> None:

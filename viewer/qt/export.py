@@ -13,13 +13,14 @@ logger = logging.getLogger(__name__)
 
 
 def render_view(view: SliceView, *, include_demographics: bool = False) -> QImage:
-    """The image as displayed (zoom, window, overlays, measurements).
+    """The image as displayed (zoom, window, overlays, measurements; a selected measurement is drawn
+    as if it were not).
 
     De-identified unless asked: no patient name or ID, no study or series description, no date, no
     hint text (``view.overlay.painted_texts`` lists what was drawn). With ``include_demographics``
     the overlay is drawn as on screen (privacy mode still hides the name and ID).
     """
-    with view.overlay.deidentified(not include_demographics):
+    with view.overlay.deidentified(not include_demographics), view.layer.unselected():
         return view.graphics.grab().toImage()
 
 

@@ -25,7 +25,15 @@ def mouse_bindings() -> list[Binding]:
         ("Navigation", "Mouse wheel", "Next / previous slice"),
         ("Window", "Left-drag", "Window / level: horizontal = width, vertical = level"),
         ("Window", "Ctrl + left-drag", "Window / level, 4× faster"),
-        ("Tools", "Left-drag with M / E / B", "Draw a ruler / ellipse / rectangle ROI on the shown slice"),
+        ("Tools", "Left-drag with M / E / B / L", "Draw a ruler / ellipse / rectangle / freehand ROI on the "
+         "shown slice"),
+        ("Tools", "G: drag, then click", "Angle: drag one arm to the vertex, then click the other arm's end"),
+        ("Tools", "Shift+G: drag twice", "Cobb angle: drag the two lines"),
+        ("Tools", "T: drag, then type", "Arrow: drag from the tip; type its text, Return"),
+        ("Tools", "Click a measurement", "Select it (Del deletes it; right-click: its menu)"),
+        ("Tools", "Drag a measurement", "Move it (with a drawing tool: the selected one); drag a handle of "
+         "the selected one to reshape it"),
+        ("Tools", "Double-click an arrow", "Edit its text"),
         ("View", "Ctrl + wheel", "Zoom around the cursor"),
         ("View", "Right-drag", "Zoom"),
         ("View", "Middle-drag or Shift + left-drag", "Pan"),

@@ -59,6 +59,7 @@ from viewer.core.state.layout import Layout
 from viewer.core.state.mpr import PlaneSlices, VolumeLoader
 from viewer.core.state.viewer_state import ViewerState
 from viewer.core.state.viewport import ViewportState
+from viewer.core.undo import UndoStack
 from viewer.qt.actions import ActionRegistry, ActionSpec, Binding
 from viewer.qt.browser import StudyBrowser
 from viewer.qt.export import export_png
@@ -79,7 +80,19 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-MENU_ORDER = ("File", "View", "Layout", "Tools", "AI", "Session", "Help")
+MENU_ORDER = ("File", "Edit", "View", "Layout", "Tools", "AI", "Session", "Help")
+# the drawing tools: (action id = tool name, menu text, key, F1 help)
+MEASURE_TOOLS = (
+    ("ruler", "Distance ruler", "M", "Distance ruler on / off (mm; pixels without PixelSpacing)"),
+    ("ellipse", "Ellipse ROI", "E",
+     "Ellipse ROI on / off: mean, SD, min, max (HU for CT), area (mm² or px²)"),
+    ("rectangle", "Rectangle ROI", "B", "Rectangle (box) ROI on / off: mean, SD, min, max, area"),
+    ("freehand", "Freehand ROI", "L", "Freehand (lasso) ROI on / off: drag round the region; mean, SD, min, "
+     "max, area"),
+    ("angle", "Angle", "G", "Angle on / off: drag one arm to the vertex, then click the other arm's end"),
+    ("cobb", "Cobb angle", "Shift+G", "Cobb angle on / off: drag two lines; the angle between them (0-90°)"),
+    ("arrow", "Arrow with text", "T", "Arrow on / off: drag from the tip, then type its text (Return)"),
+)
 LAYOUT_KEYS = {
     Layout.ONE: "Alt+1",
     Layout.ONE_BY_TWO: "Alt+2",
@@ -132,6 +145,8 @@ class MainWindow(QMainWindow):
         self.state = ViewerState()
         self.measurements = MeasurementSet(self._load_measurements())  # every study's, shared by viewports
         self.measurements.changed.connect(self._save_measurements)
+        self.undo_stack = UndoStack()  # Ctrl+Z: the user's last change (a measurement, a review's study done)
+        self.undo_stack.changed.connect(self._update_undo_actions)
         self._volumes: dict[str, StackVolume] = {}  # stack uid -> its slices, shared by its viewports
         self._loaders: dict[str, VolumeLoader] = {}  # stack uid -> its whole volume, for MPR viewports
         self._rendered: list[Rendered | None] = []  # per viewport: what its view shows
@@ -221,14 +236,42 @@ class MainWindow(QMainWindow):
         view.hover_text.connect(self._on_hover)
         view.playing_changed.connect(lambda on, v=view: self._on_playing(on) if v is self.view else None)
         view.tool_changed.connect(lambda t, v=view: self._show_tool(t) if v is self.view else None)
-        view.set_measurement_set(self.measurements)
+        view.status_hint.connect(lambda text, v=view: self._show_hint(v, text))
+        view.set_measurement_set(self.measurements, self.undo_stack)
+
+    def _show_hint(self, view: SliceView, text: str) -> None:
+        """A drawing tool's next step in the status bar (an empty text clears it)."""
+        if view is not self.view:
+            return
+        if text:
+            self.show_status(text, 0)
+        else:
+            self.statusBar().clearMessage()
 
     def _show_tool(self, tool: str) -> None:
         for name, act in self._tool_actions().items():
             act.setChecked(tool == name)
 
     def _tool_actions(self) -> dict[str, QAction]:
-        return {"ruler": self.act_ruler, "ellipse": self.act_ellipse, "rectangle": self.act_rectangle}
+        return {name: self.actions_registry.action(name) for name, *_ in MEASURE_TOOLS}
+
+    # ============================================================== undo / redo (one history)
+    def undo(self) -> None:
+        """Ctrl+Z: undo the last change the user made (a measurement, a review's study done)."""
+        command = self.undo_stack.undo()
+        self.show_status(f"Undone: {command.text} (Ctrl+Shift+Z redoes)" if command else "Nothing to undo")
+
+    def redo(self) -> None:
+        command = self.undo_stack.redo()
+        self.show_status(f"Redone: {command.text}" if command else "Nothing to redo")
+
+    def _update_undo_actions(self) -> None:
+        stack = self.undo_stack
+        undo, redo = self.actions_registry.action("undo"), self.actions_registry.action("redo")
+        undo.setText(f"Undo {stack.undo_text()}" if stack.can_undo() else "Undo")
+        redo.setText(f"Redo {stack.redo_text()}" if stack.can_redo() else "Redo")
+        undo.setEnabled(stack.can_undo())
+        redo.setEnabled(stack.can_redo())
 
     def _on_tool_action(self, tool: str) -> None:
         self.view.set_tool(tool if self._tool_actions()[tool].isChecked() else "window")
@@ -367,26 +410,30 @@ class MainWindow(QMainWindow):
                        lambda: self._on_privacy(self.act_privacy.isChecked()), ("Ctrl+Shift+P",), "View",
                        icon="privacy-off", checkable=True,
                        help="Privacy: hide patient name and ID on screen"),
-            ActionSpec("ruler", "Distance ruler", partial(self._on_tool_action, "ruler"), ("M",), "Tools",
-                       icon="ruler",
-                       checkable=True, help="Distance ruler on / off (mm; pixels without PixelSpacing)"),
-            ActionSpec("ellipse", "Ellipse ROI", partial(self._on_tool_action, "ellipse"), ("E",), "Tools",
-                       checkable=True,
-                       help="Ellipse ROI on / off: mean, SD, min, max (HU for CT), area (mm² or px)"),
-            ActionSpec("rectangle", "Rectangle ROI", partial(self._on_tool_action, "rectangle"), ("B",),
-                       "Tools", checkable=True,
-                       help="Rectangle (box) ROI on / off: mean, SD, min, max, area"),
-            ActionSpec("clear_measurements", "Remove the last measurement on this slice",
+            *(ActionSpec(name, text, partial(self._on_tool_action, name), (key,), "Tools",
+                         icon="ruler" if name == "ruler" else "", checkable=True, help=help_text)
+              for name, text, key, help_text in MEASURE_TOOLS),
+            ActionSpec("clear_measurements", "Delete measurement",
                        lambda: self.view.delete_measurement(), ("Del",), "Tools", shortcut=False,
-                       help="Remove the newest measurement of the shown slice (measurements are saved "
-                            "per study and shown again when it is reopened)"),
+                       help="Delete the selected measurement (click one to select it), else the newest on "
+                            "the shown slice (measurements are saved per study and shown again when it is "
+                            "reopened)"),
+            ActionSpec("edit_arrow_text", "Edit arrow text", lambda: self.view.layer.edit_text(), ("F2",),
+                       "Tools", help="Edit the selected arrow's text (or double-click the arrow)"),
+            ActionSpec("undo", "Undo", self.undo, ("Ctrl+Z",), "Edit",
+                       help="Undo the last change: a measurement drawn, moved, edited or deleted, or a "
+                            "review's study done"),
+            ActionSpec("redo", "Redo", self.redo, ("Ctrl+Shift+Z", "Ctrl+Y"), "Edit",
+                       help="Redo what was undone"),
             ActionSpec("measurement_sr", "Export measurements as DICOM SR…",
                        self.export_measurement_sr_dialog, (), "Tools",
                        help="The shown series' measurements as a TID 1500 measurement report (DICOM SR)"),
-            ActionSpec("clear_slice_measurements", "Remove all measurements on this slice",
+            ActionSpec("clear_slice_measurements", "Delete all measurements on this slice",
                        lambda: self.view.clear_measurements(), ("Shift+Del",), "Tools", shortcut=False),
             ActionSpec("escape", "Stop cine, back to the window/level tool", self._escape, ("Esc",),
-                       "Tools", shortcut=False),
+                       "Tools", shortcut=False,
+                       help="Cancel a half-drawn measurement or the selection, else stop cine and go back "
+                            "to the window/level tool"),
             ActionSpec("tags", "DICOM tags…", self._toggle_tags, ("Ctrl+T",), "Tools", icon="tags",
                        help="DICOM tag browser for the current slice"),
             ActionSpec("report", "Load report", self._show_report, (), "Tools", icon="report",
@@ -433,6 +480,8 @@ class MainWindow(QMainWindow):
         self.act_clear_slice = act("clear_slice_measurements")
         self.act_measurement_sr = act("measurement_sr")
         self.act_ellipse, self.act_rectangle = act("ellipse"), act("rectangle")
+        self.act_undo, self.act_redo = act("undo"), act("redo")
+        self._update_undo_actions()
         self.act_cine, self.act_tags, self.act_privacy = act("cine"), act("tags"), act("privacy")
         self.act_report, self.act_help = act("report"), act("help")
         self.act_fullscreen, self.act_about = act("fullscreen"), act("about")
@@ -464,6 +513,8 @@ class MainWindow(QMainWindow):
         fm.addActions([self.act_close_study, self.act_clear_all])
         fm.addSeparator()
         fm.addAction(self.act_quit)
+        em = self.menu("Edit")
+        em.addActions([self.act_undo, self.act_redo])
         vm = self.menu("View")
         wm = vm.addMenu(icon("window-level"), "Window preset")
         wm.addActions(self.preset_actions.actions())
@@ -495,8 +546,12 @@ class MainWindow(QMainWindow):
             [self.actions_registry.action(a) for a in ("reference_lines", "slab_cycle", "next_viewport")]
         )
         tm = self.menu("Tools")
-        tm.addActions([self.act_ruler, self.act_ellipse, self.act_rectangle, self.act_clear,
-                       self.act_clear_slice, self.act_measurement_sr, self.act_tags, self.act_report])
+        tm.addActions(list(self._tool_actions().values()))
+        tm.addSeparator()
+        tm.addActions([self.act_clear, self.act_clear_slice, self.actions_registry.action("edit_arrow_text"),
+                       self.act_measurement_sr])
+        tm.addSeparator()
+        tm.addActions([self.act_tags, self.act_report])
         save = tm.addMenu("Save current window as preset")
         for k, name in enumerate(PRESET_KEYS, start=1):
             act = save.addAction(f"{k}  {name.capitalize()}")
@@ -525,7 +580,15 @@ class MainWindow(QMainWindow):
         wl_menu.addAction(self.act_header_window)
         wl.setMenu(wl_menu)
         tb.addWidget(wl)
-        tb.addActions([self.act_invert, self.act_reset, self.act_fit, self.act_1to1, self.act_ruler])
+        tb.addActions([self.act_invert, self.act_reset, self.act_fit, self.act_1to1])
+        measure = QToolButton()  # the ruler, with every measurement tool in its menu
+        measure.setObjectName("measureToolButton")
+        measure.setDefaultAction(self.act_ruler)
+        measure.setPopupMode(QToolButton.ToolButtonPopupMode.MenuButtonPopup)
+        measure_menu = QMenu(measure)
+        measure_menu.addActions(list(self._tool_actions().values()))
+        measure.setMenu(measure_menu)
+        tb.addWidget(measure)
         tb.addSeparator()
         tb.addAction(self.act_cine)
         self.fps_spin = QSpinBox()
@@ -1476,6 +1539,9 @@ class MainWindow(QMainWindow):
             self.view.reset_window()
 
     def _escape(self) -> None:
+        """Esc: first a half-drawn measurement, a text edit or the selection, then cine and the tool."""
+        if self.view.layer.escape():
+            return
         self.view.stop_cine()
         self.view.set_tool("window")
 

@@ -7,13 +7,13 @@ inversion a lookup table, so pixels are never rewritten for display.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QEvent, QPointF, QRectF, Qt, QTimer, Signal
+from PySide6.QtCore import QEvent, QPoint, QPointF, QRectF, Qt, QTimer, Signal
 from PySide6.QtGui import QColor, QResizeEvent, QTransform
 from PySide6.QtWidgets import QVBoxLayout, QWidget
 
@@ -24,11 +24,13 @@ from viewer.core.dicom.voi import VoiRamp
 from viewer.core.errors import PixelDecodeError
 from viewer.core.geometry.reslice import SlabMode
 from viewer.core.geometry.stack import patient_position, slice_position_mm
-from viewer.core.measure import NATIVE_PLANE, ImageRef, Measurement, Shape, measurement_text, value_unit
+from viewer.core.measure import NATIVE_PLANE, ImageRef, Measurement, Shape, Spacing
 from viewer.core.measure_store import MeasurementSet
 from viewer.core.state.mpr import PlaneSlices
+from viewer.core.undo import UndoStack
 from viewer.core.windowing import drag_window
 from viewer.qt.header_voi import header_ramp, ramp_lookup_table
+from viewer.qt.measure_layer import MeasurementLayer
 from viewer.qt.overlays import (
     OverlayWidget,
     demographics_line,
@@ -56,7 +58,15 @@ _INVERTED_LUT = np.arange(255, -1, -1, dtype=np.uint8)
 ROTATE_CW = np.array([[0, -1], [1, 0]], dtype=int)
 FLIP_H = np.array([[-1, 0], [0, 1]], dtype=int)
 FLIP_V = np.array([[1, 0], [0, -1]], dtype=int)
-DRAW_TOOLS = {"ruler": Shape.RULER, "ellipse": Shape.ELLIPSE, "rectangle": Shape.RECTANGLE}
+DRAW_TOOLS = {
+    "ruler": Shape.RULER,
+    "ellipse": Shape.ELLIPSE,
+    "rectangle": Shape.RECTANGLE,
+    "freehand": Shape.FREEHAND,
+    "angle": Shape.ANGLE,
+    "cobb": Shape.COBB,
+    "arrow": Shape.ARROW,
+}
 TOOLS = ("window", *DRAW_TOOLS)
 
 
@@ -105,11 +115,16 @@ class SliceViewBox(pg.ViewBox):
     sigWheelSteps = Signal(int)
     sigWindowDrag = Signal(float, float, bool, bool)  # dx, dy (screen px since press), fast, finished
     sigToolDrag = Signal(QPointF, QPointF, bool)  # start, current (view coords), finished
+    sigEditDrag = Signal(QPointF, bool)  # current (scene coords), finished: a measurement being moved
+    sigClick = Signal(QPointF, QPoint, object, bool)  # scene pos, screen pos, Qt.MouseButton, double
 
     def __init__(self) -> None:
         super().__init__(invertY=True, lockAspect=True, enableMenu=False)
         self.tool = "window"  # or one of DRAW_TOOLS
         self._wheel_accum = 0
+        # a left press at this scene position grabs a measurement (then the drag edits it, whatever the tool)
+        self.grab: Callable[[QPointF], bool] | None = None
+        self._editing = False
 
     def wheelEvent(self, ev: Any, axis: Any = None) -> None:
         if ev.modifiers() & Qt.KeyboardModifier.ControlModifier:
@@ -126,6 +141,12 @@ class SliceViewBox(pg.ViewBox):
         shift = bool(ev.modifiers() & Qt.KeyboardModifier.ShiftModifier)
         if ev.button() == Qt.MouseButton.LeftButton and not shift:
             ev.accept()
+            if ev.isStart():
+                self._editing = self.grab is not None and self.grab(ev.buttonDownScenePos())
+            if self._editing:
+                self._editing = not ev.isFinish()
+                self.sigEditDrag.emit(ev.scenePos(), bool(ev.isFinish()))
+                return
             if self.tool in DRAW_TOOLS:
                 start = self.mapToView(ev.buttonDownPos())
                 self.sigToolDrag.emit(start, self.mapToView(ev.pos()), bool(ev.isFinish()))
@@ -137,7 +158,8 @@ class SliceViewBox(pg.ViewBox):
         super().mouseDragEvent(ev, axis)  # shift+left / middle = pan, right = zoom
 
     def mouseClickEvent(self, ev: Any) -> None:
-        ev.accept()  # no pyqtgraph context menu on the image
+        ev.accept()  # no pyqtgraph context menu on the image: the measurements' own, on a measurement
+        self.sigClick.emit(ev.scenePos(), ev.screenPos().toPoint(), ev.button(), bool(ev.double()))
 
 
 class SliceView(QWidget):
@@ -148,6 +170,7 @@ class SliceView(QWidget):
     hover_text = Signal(str)
     playing_changed = Signal(bool)
     tool_changed = Signal(str)
+    status_hint = Signal(str)  # what to do next (a half-drawn angle), for the status bar
     zoom_changed = Signal(float)
     shown_changed = Signal(int)  # the slice whose pixels are on screen (differs from index while decoding)
     _slice_ready = Signal(object, int)  # (volume, index), emitted by the volume's request thread
@@ -186,12 +209,7 @@ class SliceView(QWidget):
         self._spacing: tuple[float, float] | None = None
         self._turn = np.eye(2, dtype=int)  # rotation/flip on screen (ROTATE_CW, FLIP_H, FLIP_V products)
         self._last_scene_pos: QPointF | None = None  # the cursor, for the readout while scrolling
-        self.measurement_set = MeasurementSet()  # the window shares one set between its viewports
-        self.measurement_set.changed.connect(self._on_measurements_changed)
-        self._graphics: list[MeasurementGraphic] = []  # the shown image's measurements
-        self._drawn_ref: ImageRef | None = None
-        self._draft: MeasurementGraphic | None = None  # the one being drawn (in the set when released)
-        self._draft_start: tuple[float, float] = (0.0, 0.0)
+        self.layer = MeasurementLayer(self)  # the shown image's measurements, drawing and editing them
         self._ref_items: dict[str, pg.PlotCurveItem] = {}  # other viewports' planes, by viewport key
         self._ref_lines: dict[str, ReferenceLine] = {}
         self.presets: dict[str, Any] = {}
@@ -204,7 +222,10 @@ class SliceView(QWidget):
         self.vb.sigWheelSteps.connect(lambda n: self.set_index(self._index + n))
         self._slice_ready.connect(self._on_slice_ready, Qt.ConnectionType.QueuedConnection)
         self.vb.sigWindowDrag.connect(self._on_window_drag)
-        self.vb.sigToolDrag.connect(self._on_tool_drag)
+        self.vb.sigToolDrag.connect(self.layer.tool_drag)
+        self.vb.sigEditDrag.connect(self.layer.edit_drag)
+        self.vb.sigClick.connect(self.layer.click)
+        self.vb.grab = self.layer.grab
         self.vb.sigRangeChanged.connect(self._on_range_changed)
         self._fitted = False  # the view is fitted (not zoomed or panned since): it refits when resized
         self.vb.sigRangeChangedManually.connect(self._on_user_range)
@@ -216,7 +237,7 @@ class SliceView(QWidget):
     def set_volume(self, volume: Any, context: StackContext, index: int = 0) -> None:
         """Show ``volume`` (a StackVolume) at ``index``; resets window, zoom and measurements."""
         self.stop_cine()
-        self._drop_graphics()
+        self.layer.drop()
         self.volume = volume
         self.context = context
         stack = context.stack
@@ -257,7 +278,7 @@ class SliceView(QWidget):
 
     def clear(self) -> None:
         self.stop_cine()
-        self._drop_graphics()
+        self.layer.drop()
         self.set_reference_lines([])
         self.volume = None
         self.context = None
@@ -385,7 +406,7 @@ class SliceView(QWidget):
         if index != self._shown:
             self._shown = index
             self.shown_changed.emit(index)
-        self._sync_measurements()
+        self.layer.sync()
 
     def _on_slice_ready(self, volume: Any, index: int) -> None:
         """A requested slice is decoded (or known bad): show it if it is still the one wanted."""
@@ -585,6 +606,7 @@ class SliceView(QWidget):
 
     def _on_range_changed(self, *args: Any) -> None:
         self._update_overlay()
+        self.layer.on_zoom()
         self.zoom_changed.emit(self.zoom_factor())
 
     # --- cine ------------------------------------------------------------------------------------
@@ -614,6 +636,8 @@ class SliceView(QWidget):
     def set_tool(self, tool: str) -> None:
         if tool not in TOOLS:
             raise ValueError(f"Unknown tool {tool!r}; known: {', '.join(TOOLS)}")
+        if tool != self.vb.tool:
+            self.layer.cancel_drawing()
         self.vb.tool = tool
         self.graphics.viewport().setCursor(
             Qt.CursorShape.CrossCursor if tool in DRAW_TOOLS else Qt.CursorShape.ArrowCursor
@@ -624,12 +648,25 @@ class SliceView(QWidget):
     def tool(self) -> str:
         return self.vb.tool
 
-    def set_measurement_set(self, measurements: MeasurementSet) -> None:
-        """Share ``measurements`` (the window's, with every viewport) instead of this view's own."""
-        self.measurement_set.changed.disconnect(self._on_measurements_changed)
-        self.measurement_set = measurements
-        measurements.changed.connect(self._on_measurements_changed)
-        self._sync_measurements(force=True)
+    def draw_shape(self) -> Shape | None:
+        """The shape the current tool draws (None: window/level)."""
+        return DRAW_TOOLS.get(self.vb.tool)
+
+    def spacing(self) -> Spacing:
+        """The shown image's pixel spacing (row, column) in mm; None when it has none."""
+        return self._spacing
+
+    def show_hint(self, text: str) -> None:
+        self.status_hint.emit(text)
+
+    @property
+    def measurement_set(self) -> MeasurementSet:
+        return self.layer.measurements
+
+    def set_measurement_set(self, measurements: MeasurementSet, history: UndoStack | None = None) -> None:
+        """Share ``measurements`` (the window's, with every viewport) and the window's undo ``history``
+        instead of this view's own."""
+        self.layer.set_measurement_set(measurements, history)
 
     def image_ref(self, index: int | None = None) -> ImageRef | None:
         """The image a measurement on slice ``index`` (default: the shown one) belongs to."""
@@ -647,69 +684,18 @@ class SliceView(QWidget):
 
     def measurements(self) -> list[MeasurementGraphic]:
         """The measurements drawn: those of the shown image only."""
-        return list(self._graphics)
+        return list(self.layer.graphics)
 
     def delete_measurement(self) -> Measurement | None:
-        """Del: remove the newest measurement of the shown image (None when it has none)."""
-        ref = self.image_ref()
-        return self.measurement_set.remove_last(ref) if ref is not None else None
+        """Del: delete the selected measurement, else the newest of the shown image (None when none)."""
+        return self.layer.delete()
 
     def clear_measurements(self) -> None:
-        """Remove every measurement of the shown image."""
-        ref = self.image_ref()
-        if ref is not None:
-            for m in self.measurement_set.on(ref):
-                self.measurement_set.remove(m.id)
+        """Delete every measurement of the shown image (one undo step)."""
+        self.layer.delete_all()
 
     def measurement_label(self, m: Measurement) -> str:
-        unit = value_unit(self.context.stack.modality) if self.context is not None else ""
-        return measurement_text(m, self._data, self._spacing, unit)
-
-    def _drop_graphics(self) -> None:
-        for g in self._graphics:
-            g.remove()
-        self._graphics.clear()
-        self._drawn_ref = None
-        if self._draft is not None:
-            self._draft.remove()
-            self._draft = None
-
-    def _on_measurements_changed(self, ref: ImageRef) -> None:
-        if ref == self._drawn_ref:
-            self._sync_measurements(force=True)
-
-    def _sync_measurements(self, force: bool = False) -> None:
-        """Draw the shown image's measurements (and only those)."""
-        ref = self.image_ref()
-        if ref == self._drawn_ref and not force:
-            return
-        for g in self._graphics:
-            g.remove()
-        self._graphics.clear()
-        self._drawn_ref = ref
-        if ref is None:
-            return
-        for m in self.measurement_set.on(ref):
-            self._graphics.append(MeasurementGraphic(self.image, m, self.measurement_label(m), self._spacing))
-
-    def _on_tool_drag(self, start: QPointF, current: QPointF, finished: bool) -> None:
-        ref = self.image_ref()
-        shape = DRAW_TOOLS.get(self.tool)
-        if ref is None or shape is None:
-            return
-        if self._draft is None:
-            p = self.image.mapFromView(start)
-            self._draft_start = (float(p.x()), float(p.y()))
-        q = self.image.mapFromView(current)
-        m = Measurement(shape, ref, self._draft_start, (float(q.x()), float(q.y())))
-        if self._draft is not None:
-            self._draft.remove()
-            self._draft = None
-        if finished:
-            if m.start != m.end:
-                self.measurement_set.add(m)
-            return
-        self._draft = MeasurementGraphic(self.image, m, self.measurement_label(m), self._spacing)
+        return self.layer.label(m)
 
     # --- reference lines -------------------------------------------------------------------------
     def set_reference_lines(self, lines: Sequence[ReferenceLine]) -> None:
@@ -852,6 +838,7 @@ class SliceView(QWidget):
 
     def _on_mouse_moved(self, scene_pos: QPointF) -> None:
         self._last_scene_pos = QPointF(scene_pos)
+        self.layer.hover(scene_pos)
         self.hover_text.emit(self.hover_info(scene_pos))
 
     def _refresh_hover(self) -> None:

@@ -44,6 +44,7 @@ from viewer.core.location import (
 from viewer.core.review import ReviewSession, ReviewStore
 from viewer.core.review.export import agreement_summary, export_csv, export_json
 from viewer.core.review.models import Position, StudyReview, WorklistOrder
+from viewer.core.undo import Command, UndoStack
 from viewer.qt.actions import ActionSpec
 from viewer.qt.overlays import format_date
 from viewer.qt.review.widgets import (
@@ -59,7 +60,8 @@ from viewer.qt.workers import LocateJob
 log = logging.getLogger(__name__)
 
 # Review keys: A / X / U mean nothing else in the viewer; "study done" needs Ctrl (no stray letter
-# toggles it), says what it did in the status bar and is undone with Ctrl+Z.
+# toggles it), says what it did in the status bar and is a step of the window's one undo history
+# (Ctrl+Z, Edit › Undo: the last change, a measurement's or this).
 KEY_CONFIRM, KEY_REJECT, KEY_UNCERTAIN, KEY_DONE, KEY_UNDO = "A", "X", "U", "Ctrl+Return", "Ctrl+Z"
 KEY_NEXT_STUDY, KEY_PREV_STUDY = "]", "["
 POSITION_SAVE_MS = 400  # the slice position is saved this long after the reader stops scrolling
@@ -117,7 +119,6 @@ class ReviewController(QObject):
         self.review_dock = window.add_dock(self.panel, "Review")
         window.add_status_widget(self.status)
 
-        self._undo: list[tuple[str, bool]] = []
         self._choice: dict[str, bool] = {}  # study uid -> the reader's answer to "add to session?"
         self.add_prompt: QMessageBox | None = None  # (study uid, done before) of "study done" changes
         self._position_timer = QTimer(self)
@@ -204,9 +205,6 @@ class ReviewController(QObject):
                                             help="Review: mark the selected finding uncertain"))
         self.act_done = add(ActionSpec("review_done", "Study done / not done", self._done_key, (KEY_DONE,),
                                        "Review", help="Review: mark the study done / not done"))
-        self.act_undo = add(ActionSpec("review_undo", "Undo study done", self.undo_done, (KEY_UNDO,),
-                                       "Review",
-                                       help="Review: undo the last study done / not done"))
         self.act_next_study = add(ActionSpec("review_next_study", "Next unreviewed study",
                                              lambda: self.step_study(1), (KEY_NEXT_STUDY,), "Review",
                                              help="Review: next unreviewed study"))
@@ -227,7 +225,7 @@ class ReviewController(QObject):
                                               lambda: None, (), "Review", checkable=True))
         menu.addActions([self.act_new, self.act_open, self.act_rename, self.act_close, self.act_add_loaded])
         menu.addSeparator()
-        menu.addActions([self.act_confirm, self.act_reject, self.act_uncertain, self.act_done, self.act_undo,
+        menu.addActions([self.act_confirm, self.act_reject, self.act_uncertain, self.act_done,
                          self.act_next_study, self.act_prev_study])
         menu.addSeparator()
         menu.addActions([self.act_csv, self.act_json, self.act_sr, self.act_summary, self.act_identifiers])
@@ -591,17 +589,19 @@ class ReviewController(QObject):
             return
         self.set_done(not study.done)
 
-    def undo_done(self) -> bool:
-        """Ctrl+Z: undo the last "study done" change of this run (False when there is none)."""
+    def _done_command(self, uid: str, before: bool, after: bool) -> Command:
+        """The undo step of a "study done" change (in this session only: False once it is closed)."""
         session = self._writable()
-        if session is None or not self._undo:
-            self.window.show_status("Review: nothing to undo")
-            return False
-        uid, before = self._undo.pop()
-        if self._guard("undo", session.set_done, uid, before):
-            self.window.show_status(f"Review: undone, study {'done' if before else 'not done'} again")
-        self._update_ui()
-        return True
+
+        def put(done: bool) -> bool:
+            if session is None or self._writable() is not session:
+                return False
+            ok = self._guard("undo", session.set_done, uid, done)
+            self._update_ui()
+            return ok
+
+        state = "done" if after else "not done"
+        return Command(f"study marked {state}", lambda: put(before), lambda: put(after))
 
     def add_finding(self, class_name: str, start: int, stop: int) -> None:
         session = self._writable()
@@ -649,8 +649,9 @@ class ReviewController(QObject):
         self.panel.flush_text()
         before = study.done if study is not None else False
         if self._guard("done", session.set_done, self.current_study_uid, done):
-            if before != done:
-                self._undo.append((self.current_study_uid, before))
+            history = getattr(self.window, "undo_stack", None)
+            if before != done and isinstance(history, UndoStack):
+                history.push(self._done_command(self.current_study_uid, before, done))
             state = "done" if done else "not done"
             self.window.show_status(f"Review: study marked {state} ({KEY_UNDO} undoes)", 8000)
         self._update_ui()
