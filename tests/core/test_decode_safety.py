@@ -378,3 +378,28 @@ def test_a_process_start_that_never_returns_times_out_and_the_next_start_works()
         assert run_in_spawner(lambda: 42, timeout=5) == 42  # served by a new spawner thread
     finally:
         release.set()
+
+
+def test_two_requesters_of_one_volume_each_get_their_slice(tmp_path: Path) -> None:
+    """Two viewports on one series: a newer request of one viewport must not drop the other's unstarted
+    request (it did: the first viewport stayed on "Decoding..." until the user scrolled)."""
+    import threading
+    from collections.abc import Callable
+
+    stack = _rle_stack(tmp_path / "rle", 8)
+    with StackVolume(stack) as vol:
+        gate = threading.Event()
+        vol._requester.submit(gate.wait, 30)  # the request thread is busy: both requests queue up
+        got: dict[str, list[int]] = {"a": [], "b": []}
+        done = {"a": threading.Event(), "b": threading.Event()}
+
+        def callback(name: str) -> Callable[[int], None]:
+            return lambda i: (got[name].append(i), done[name].set())
+
+        assert vol.request_slice(2, callback("a"), requester="a") is None
+        assert vol.request_slice(5, callback("b"), requester="b") is None
+        assert vol.request_slice(6, callback("b"), requester="b") is None  # supersedes b's slice 5 only
+        gate.set()
+        assert done["a"].wait(30) and done["b"].wait(30)
+        assert got == {"a": [2], "b": [6]}
+        assert vol.cached(2) is not None and vol.cached(6) is not None

@@ -273,7 +273,7 @@ class SliceView(QWidget):
         if volume.cached(mid) is not None or not volume.needs_decoder(mid):
             return volume.default_window()
         self._window_from_data = True
-        volume.request_slice(mid, lambda i, v=volume: self._slice_ready.emit(v, i))
+        volume.request_slice(mid, lambda i, v=volume: self._slice_ready.emit(v, i), requester=id(self))
         return Window(400, 40)
 
     def clear(self) -> None:
@@ -347,7 +347,9 @@ class SliceView(QWidget):
         if volume.cached(index) is not None or index in volume.bad_slices or not volume.needs_decoder(index):
             self._show(index)
         else:
-            data = volume.request_slice(index, lambda i, v=volume: self._slice_ready.emit(v, i))
+            data = volume.request_slice(
+                index, lambda i, v=volume: self._slice_ready.emit(v, i), requester=id(self)
+            )
             if data is not None:
                 self._show(index)
             else:

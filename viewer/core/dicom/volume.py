@@ -6,7 +6,7 @@ import contextlib
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
 import numpy as np
@@ -80,7 +80,7 @@ class StackVolume:
         self._archives = ArchiveCache()
         self._prefetcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="slice-prefetch")
         self._requester = ThreadPoolExecutor(max_workers=1, thread_name_prefix="slice-request")
-        self._request_seq = 0
+        self._request_seqs: dict[Hashable, int] = {}  # requester -> its latest request's number
         self._generation = 0
         self._closed = False
         if stack.slices and not is_fast_path(stack.slices[0]):
@@ -205,25 +205,28 @@ class StackVolume:
         two, no decoder involved)."""
         return not is_fast_path(self.stack.slices[self._check_index(i)])
 
-    def request_slice(self, i: int, callback: Callable[[int], None]) -> np.ndarray | None:
+    def request_slice(
+        self, i: int, callback: Callable[[int], None], *, requester: Hashable = None
+    ) -> np.ndarray | None:
         """The slice if it is decoded already (never decodes here); else None, and it is decoded on this
         volume's request thread, which then calls ``callback(i)`` (from that thread) once the slice is
-        in the cache or in :attr:`bad_slices`. A newer request supersedes older ones not yet started.
+        in the cache or in :attr:`bad_slices`. A newer request of the same ``requester`` (each viewport
+        showing this volume is one) supersedes its older ones not yet started; other requesters' stand.
         """
         i = self._check_index(i)
         hit = self.cached(i)
         if hit is not None or self._closed:
             return hit
         with self._lock:
-            self._request_seq += 1
-            seq = self._request_seq
+            seq = self._request_seqs.get(requester, 0) + 1
+            self._request_seqs[requester] = seq
         with contextlib.suppress(RuntimeError):  # closed concurrently
-            self._requester.submit(self._request_run, i, seq, callback)
+            self._requester.submit(self._request_run, i, requester, seq, callback)
         return None
 
-    def _request_run(self, i: int, seq: int, callback: Callable[[int], None]) -> None:
-        if self._closed or (seq != self._request_seq and self.cached(i) is None):
-            return  # superseded before it started: the newer request is what the viewer waits for
+    def _request_run(self, i: int, requester: Hashable, seq: int, callback: Callable[[int], None]) -> None:
+        if self._closed or (seq != self._request_seqs.get(requester) and self.cached(i) is None):
+            return  # superseded before it started: the requester's newer request is what it waits for
         with contextlib.suppress(DicomError):  # recorded in bad_slices
             self.get_slice(i)
         if not self._closed:

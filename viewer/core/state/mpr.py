@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
@@ -204,9 +204,12 @@ class PlaneSlices:
     def get_slice(self, index: int) -> np.ndarray:
         return self.result(index).image
 
-    def request_slice(self, index: int, callback: Callable[[int], None]) -> np.ndarray | None:
+    def request_slice(
+        self, index: int, callback: Callable[[int], None], *, requester: Hashable = None
+    ) -> np.ndarray | None:
         """The plane now when it is resliced already, else None and ``callback(index)`` from the reslice
-        thread once it is (or once a newer request made it unwanted: the view then ignores it)."""
+        thread once it is (or once a newer request made it unwanted: the view then ignores it). One
+        viewport's planes: ``requester`` is accepted like :meth:`StackVolume.request_slice`'s."""
         if not self.needs_decoder(index):
             return self.get_slice(index)
         index = self._check(index)
