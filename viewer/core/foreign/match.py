@@ -16,7 +16,6 @@ from viewer.core.foreign.model import (
     MaskFrame,
     ReportEntry,
     ReportObject,
-    Segment,
     SegObject,
 )
 
@@ -144,34 +143,47 @@ def place(objects: Sequence[ForeignObject], stacks: Iterable[Stack]) -> list[Pla
     return [place_seg(o, index) if isinstance(o, SegObject) else place_report(o, index) for o in objects]
 
 
-def compose_rgba(
-    layers: Sequence[tuple[SegObject, MaskFrame]],
-    shape: tuple[int, int],
-    hidden: set[tuple[str, int]] | None = None,
-) -> np.ndarray | None:
-    """One slice's masks as a premultiplied-free RGBA uint8 image (rows, columns, 4): each segment in
-    its colour, opaque where a binary mask is set, alpha = probability for fractional ones (later
-    frames over earlier where they are stronger). None when nothing is to be drawn."""
-    hidden = hidden or set()
-    out: np.ndarray | None = None
-    colours: dict[tuple[str, int], Segment] = {}
-    for obj, frame in layers:
-        key = (obj.sop_instance_uid, frame.segment)
-        if key in hidden:
-            continue
-        if key not in colours:
-            colours[key] = next(
-                (s for s in obj.segments if s.number == frame.segment), Segment(frame.segment, "")
-            )
-        if out is None:
-            out = np.zeros((*shape, 4), dtype=np.uint8)
-        mask = frame.mask
-        alpha = (
-            (mask.astype(np.float32) * 255.0 + 0.5).astype(np.uint8)
-            if mask.dtype != np.bool_
-            else (mask.astype(np.uint8) * 255)
-        )
+@dataclass(frozen=True, eq=False)
+class OverlayTile:
+    """One slice's visible masks as an RGBA uint8 image cropped to where they are drawn: ``rgba``
+    (height, width, 4) starts at pixel (``row``, ``column``) of the slice."""
+
+    rgba: np.ndarray
+    row: int
+    column: int
+
+
+def _colour(obj: SegObject, number: int) -> tuple[int, int, int]:
+    for s in obj.segments:
+        if s.number == number:
+            return s.color
+    return (255, 80, 80)
+
+
+def compose_overlay(
+    layers: Sequence[tuple[SegObject, MaskFrame]], hidden: frozenset[tuple[str, int]] = frozenset()
+) -> OverlayTile | None:
+    """Each visible segment in its colour: opaque where a binary mask is set, alpha = the value for
+    fractional masks and maps (a stronger frame wins where two overlap). ``hidden`` holds
+    (SEG SOP Instance UID, segment number) pairs. None when nothing is to be drawn."""
+    shown = [(o, f) for o, f in layers if (o.sop_instance_uid, f.segment) not in hidden]
+    boxes = []
+    for _, f in shown:
+        rows, cols = np.flatnonzero(f.mask.any(axis=1)), np.flatnonzero(f.mask.any(axis=0))
+        if rows.size:
+            boxes.append((int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1))
+    if not boxes:
+        return None
+    r0, r1 = min(b[0] for b in boxes), max(b[1] for b in boxes)
+    c0, c1 = min(b[2] for b in boxes), max(b[3] for b in boxes)
+    out = np.zeros((r1 - r0, c1 - c0, 4), dtype=np.uint8)
+    for obj, frame in shown:
+        mask = frame.mask[r0:r1, c0:c1]
+        if mask.dtype == np.bool_:
+            alpha = mask.astype(np.uint8) * np.uint8(255)
+        else:
+            alpha = (np.clip(mask, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
         stronger = alpha > out[..., 3]
-        out[stronger, :3] = colours[key].color
+        out[stronger, :3] = _colour(obj, frame.segment)
         out[stronger, 3] = alpha[stronger]
-    return out
+    return OverlayTile(out, r0, c0)
