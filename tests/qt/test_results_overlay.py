@@ -127,7 +127,9 @@ def test_results_list_jumps_to_the_referenced_slice(qtbot: QtBot, study: Path) -
     texts = dict(controller.panel.texts())
     seg_title = next(t for t in texts if t.startswith("SEG · Other vendor segmentation"))
     assert "Head 5mm" in seg_title
-    assert ("Haemorrhage (Hemorrhage)", "Morphologically Abnormal Structure", "slices 3–4") in texts[seg_title]
+    assert ("Haemorrhage (Hemorrhage)", "Morphologically Abnormal Structure", "slices 3–4") in texts[
+        seg_title
+    ]
     sr_title = next(t for t in texts if t.startswith("SR · Imaging Measurement Report"))
     rows = texts[sr_title]
     assert ("Lesion 1: Area", "42 mm2", "slice 3") in rows
@@ -163,7 +165,9 @@ def test_unreferenced_and_malformed_objects_are_listed_and_the_series_loads(
     controller = _open(qtbot, window, [folder])
     assert len(window.loaded_stacks()) == 1 and len(window.loaded_stacks()[0]) == N
     texts = dict(controller.panel.texts())
-    assert any(t.startswith("SEG · Liver Segmentation") and t.endswith("references no loaded image") for t in texts)
+    assert any(
+        t.startswith("SEG · Liver Segmentation") and t.endswith("references no loaded image") for t in texts
+    )
     liver = next(rows for t, rows in texts.items() if t.startswith("SEG · Liver"))
     assert liver[0][:2] == ("Liver", "Tissue")
     assert any(t.startswith("SR · ") and t.endswith("references no loaded image") for t in texts)
