@@ -135,7 +135,7 @@ def bench_overlay_ab(
     tiles = []
     for i in range(n):
         t = time.perf_counter()
-        tile = compose_overlay(controller._masks[SliceAt(uid, i)])
+        tile = compose_overlay(controller.layers(SliceAt(uid, i)))
         assert tile is not None
         tile_pixmap(tile)
         tiles.append(time.perf_counter() - t)

@@ -81,17 +81,23 @@ def write_seg(
 
 
 def write_measurement_sr(
-    sources: Sequence[FileDataset], folder: Path, slice_index: int, *, name: str = "sr.dcm"
+    sources: Sequence[FileDataset],
+    folder: Path,
+    slice_index: int,
+    *,
+    name: str = "sr.dcm",
+    at: tuple[float, float] = (0.0, 0.0),
 ) -> Path:
-    """A TID 1500 report with one planar ROI group on slice ``slice_index``: a polygon, its area (42 mm2)
-    and a qualitative finding; and one image-level group (finding Haemorrhage on two slices)."""
+    """A TID 1500 report with one planar ROI group on slice ``slice_index``: a polygon (columns 10-30, rows
+    10-25, moved by ``at``), its area (42 mm2) and a qualitative finding; and one image-level group
+    (finding Haemorrhage on two slices)."""
     src = sources[slice_index]
     image = hd.sr.SourceImageForRegion(
         referenced_sop_class_uid=src.SOPClassUID, referenced_sop_instance_uid=src.SOPInstanceUID
     )
     polygon = hd.sr.ImageRegion(
         graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
-        graphic_data=np.array([[10.0, 10.0], [30.0, 10.0], [30.0, 25.0], [10.0, 25.0], [10.0, 10.0]]),
+        graphic_data=np.array([[10.0, 10.0], [30.0, 10.0], [30.0, 25.0], [10.0, 25.0], [10.0, 10.0]]) + at,
         source_image=image,
     )
     roi_group = hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
@@ -138,9 +144,14 @@ def write_measurement_sr(
 
 
 def write_gsps(
-    sources: Sequence[FileDataset], folder: Path, slice_index: int, *, name: str = "gsps.dcm"
+    sources: Sequence[FileDataset],
+    folder: Path,
+    slice_index: int,
+    *,
+    name: str = "gsps.dcm",
+    at: tuple[float, float] = (0.0, 0.0),
 ) -> Path:
-    """A GSPS with one polyline and one text on slice ``slice_index``."""
+    """A GSPS with one polyline and one text on slice ``slice_index`` (moved by ``at``)."""
     src = sources[slice_index]
     ref_image = Dataset()
     ref_image.ReferencedSOPClassUID = src.SOPClassUID
@@ -152,13 +163,13 @@ def write_gsps(
     obj.GraphicAnnotationUnits = "PIXEL"
     obj.GraphicDimensions = 2
     obj.NumberOfGraphicPoints = 3
-    obj.GraphicData = [5.0, 5.0, 20.0, 5.0, 20.0, 15.0]
+    obj.GraphicData = [v + at[k % 2] for k, v in enumerate([5.0, 5.0, 20.0, 5.0, 20.0, 15.0])]
     obj.GraphicType = "POLYLINE"
     obj.GraphicFilled = "N"
     text = Dataset()
     text.AnchorPointAnnotationUnits = "PIXEL"
     text.UnformattedTextValue = "see here"
-    text.AnchorPoint = [20.0, 15.0]
+    text.AnchorPoint = [20.0 + at[0], 15.0 + at[1]]
     text.AnchorPointVisibility = "Y"
     annotation = Dataset()
     annotation.GraphicLayer = "READER"

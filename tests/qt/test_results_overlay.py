@@ -127,9 +127,7 @@ def test_results_list_jumps_to_the_referenced_slice(qtbot: QtBot, study: Path) -
     texts = dict(controller.panel.texts())
     seg_title = next(t for t in texts if t.startswith("SEG · Other vendor segmentation"))
     assert "Head 5mm" in seg_title
-    assert ("Haemorrhage (Hemorrhage)", "Morphologically Abnormal Structure", "slices 3–4") in texts[
-        seg_title
-    ]
+    assert ("Haemorrhage", "Hemorrhage", "slices 3–4") in texts[seg_title]
     sr_title = next(t for t in texts if t.startswith("SR · Imaging Measurement Report"))
     rows = texts[sr_title]
     assert ("Lesion 1: Area", "42 mm2", "slice 3") in rows
@@ -147,7 +145,9 @@ def test_results_list_jumps_to_the_referenced_slice(qtbot: QtBot, study: Path) -
     assert window.slider.marks()["results"] == [2, 3, 4]
     # the presentation state's polyline and text on slice 5
     window.view.set_index(4)
-    assert [g.items[-1].toPlainText() for g in controller.graphics(window.view)] == ["READER", "see here"]
+    graphics = controller.graphics(window.view)
+    assert len(graphics) == 2 and len(graphics[0].items) == 1  # the polyline, unlabelled
+    assert graphics[1].items[-1].toPlainText() == "see here"
 
 
 def test_unreferenced_and_malformed_objects_are_listed_and_the_series_loads(
@@ -169,7 +169,7 @@ def test_unreferenced_and_malformed_objects_are_listed_and_the_series_loads(
         t.startswith("SEG · Liver Segmentation") and t.endswith("references no loaded image") for t in texts
     )
     liver = next(rows for t, rows in texts.items() if t.startswith("SEG · Liver"))
-    assert liver[0][:2] == ("Liver", "Tissue")
+    assert liver[0][:2] == ("Liver", "Tissue")  # its type is its label: the category is shown
     assert any(t.startswith("SR · ") and t.endswith("references no loaded image") for t in texts)
     broken = next(t for t in texts if "broken_seg.dcm" in t)
     assert broken.endswith("not shown: unreadable result object")

@@ -16,6 +16,7 @@ from PySide6.QtCore import QCoreApplication, QDeadlineTimer, QEventLoop, QObject
 
 from viewer.core.codes import Code, describe
 from viewer.core.dicom.model import LoadReport, ResultFile
+from viewer.core.foreign.kinds import ResultKind, result_kind
 from viewer.core.foreign.match import (
     MaskFrame,
     Placed,
@@ -39,6 +40,7 @@ logger = logging.getLogger(__name__)
 TOGGLE_KEY = "O"
 OPACITY_KEY = "Shift+O"
 OPACITY_STEPS = (0.25, 0.5, 0.75, 1.0)
+DEFAULT_OPACITY = 0.4  # the anatomy under a segment stays readable
 MARK_COLOR = "#ffb000"
 REPORT_SECTION = "Result objects not shown"
 
@@ -56,15 +58,16 @@ class ResultsController(QObject):
         self.failures: list[ResultFailure] = []
         self.placed: list[Placed] = []
         self.visible = True
-        self.opacity = 0.5
+        self.opacity = DEFAULT_OPACITY
         self.hidden: set[tuple[str, int]] = set()
         self._pending = 0
         self._masks: dict[SliceAt, list[tuple[SegObject, MaskFrame]]] = {}
-        self._entries: dict[SliceAt, list[PlacedEntry]] = {}
+        self._entries: dict[SliceAt, list[tuple[PlacedEntry, bool]]] = {}
         self._cache = PixmapCache()
         self._overlays: dict[SliceView, LabelOverlay] = {}
         self._graphics: dict[SliceView, tuple[SliceAt | None, list[RegionGraphic]]] = {}
         self.panel = ResultsPanel()
+        self.panel.set_opacity(self.opacity)
         self.dock = window.add_dock(self.panel, "Results")
         self._build_actions()
         self.panel.show_requested.connect(window.show_item)
@@ -214,16 +217,18 @@ class ResultsController(QObject):
     def _place(self) -> None:
         self.placed = place(self.objects, self.window.loaded_stacks())
         masks: dict[SliceAt, list[tuple[SegObject, MaskFrame]]] = defaultdict(list)
-        entries: dict[SliceAt, list[PlacedEntry]] = defaultdict(list)
+        entries: dict[SliceAt, list[tuple[PlacedEntry, bool]]] = defaultdict(list)  # (entry, labelled)
         for p in self.placed:
             if isinstance(p, PlacedSeg):
                 for at, frames in p.layers.items():
                     masks[at].extend((p.obj, f) for f in frames)
             else:
+                # a presentation state's texts are its labels; an SR region is named by its group
+                labelled = p.obj.kind is not ResultKind.PRESENTATION_STATE
                 for e in p.entries:
                     if e.entry.graphic is not None:
                         for at in e.slices:
-                            entries[at].append(e)
+                            entries[at].append((e, labelled or e.entry.kind is EntryKind.TEXT))
         self._masks, self._entries = dict(masks), dict(entries)
         self._cache.clear()
         self.panel.set_rows(object_rows(self.placed, self.failures, self._stack_name), self.hidden)
@@ -290,8 +295,10 @@ class ResultsController(QObject):
             g.remove()
         new = []
         if want is not None:
-            for e in self._entries.get(want, []):
-                new.append(RegionGraphic(view.image, e.entry.graphic, self._label(e, want)))
+            for e, labelled in self._entries.get(want, []):
+                new.append(
+                    RegionGraphic(view.image, e.entry.graphic, self._label(e, want) if labelled else "")
+                )
         self._graphics[view] = (want, new)
 
     def _label(self, e: PlacedEntry, at: SliceAt) -> str:
@@ -314,6 +321,10 @@ class ResultsController(QObject):
             if e.entry.group == group and e.entry.tracking_uid == tracking_uid
         ]
 
+    def layers(self, at: SliceAt) -> list[tuple[SegObject, MaskFrame]]:
+        """The masks placed on slice ``at`` (every SEG's), in load order."""
+        return list(self._masks.get(at, ()))
+
     def graphics(self, view: SliceView) -> list[RegionGraphic]:
         return list(self._graphics.get(view, (None, []))[1])
 
@@ -328,9 +339,7 @@ class ResultsController(QObject):
         self.window.set_slice_marks("results", sorted(marks), MARK_COLOR)
 
 
-def _kind(f: ResultFile) -> Any:
-    from viewer.core.foreign.kinds import ResultKind, result_kind
-
+def _kind(f: ResultFile) -> ResultKind:
     return result_kind(f.sop_class_uid) or ResultKind.SR
 
 

@@ -30,6 +30,10 @@ from viewer.qt.tree_items import children, top_items
 
 TARGET_ROLE = Qt.ItemDataRole.UserRole + 1  # (stack uid, slice index) a double-click shows
 SEGMENT_ROLE = Qt.ItemDataRole.UserRole + 2  # (SEG SOP Instance UID, segment number) of a segment row
+STATUS_ROLE = Qt.ItemDataRole.UserRole + 3  # an object row's status (where it applies, or why not)
+MAX_COLUMN_PX = 220  # a long name is elided (its tooltip has it all) rather than widening the dock
+MAX_PANEL_PX = 560
+COLUMN_SLACK_PX = 48  # indentation, check box and swatch beside a row's first-column text
 NOT_LOADED = "references no loaded image"
 StackName = Callable[[str], str]
 
@@ -43,6 +47,7 @@ class ResultRow:
     slices: tuple[SliceAt, ...] = ()
     color: tuple[int, int, int] | None = None
     segment: tuple[str, int] | None = None
+    tip: str = ""  # more than the columns show (a segment's type, category and algorithm)
 
 
 @dataclass(frozen=True)
@@ -84,15 +89,16 @@ def object_rows(
         rows: list[ResultRow] = []
         if isinstance(p, PlacedSeg):
             title = f"{obj.kind} · {obj.description or 'segmentation'}"
-            for seg in p.obj.segments:
-                what = seg.label + (f" ({seg.type})" if seg.type and seg.type != seg.label else "")
+            for seg in p.obj.segments:  # value: what it is (its type, else its category)
+                value = seg.type if seg.type and seg.type != seg.label else seg.category
                 rows.append(
                     ResultRow(
-                        what,
-                        seg.category,
+                        seg.label,
+                        value,
                         tuple(p.slices_of(seg.number)),
                         seg.color,
                         (p.obj.sop_instance_uid, seg.number),
+                        " · ".join(v for v in (seg.type, seg.category, seg.algorithm) if v),
                     )
                 )
             if p.unplaced and p.references_loaded:
@@ -184,21 +190,23 @@ class ResultsPanel(QWidget):
             else "No SEG, SR or presentation state in the opened folders"
         )
         for obj in objects:
-            top = QTreeWidgetItem(self.tree, [obj.title, "", obj.status])
+            # one line across the columns: the object and where it applies (or why it is not shown)
+            top = QTreeWidgetItem(self.tree, [f"{obj.title}  —  {obj.status}"])
+            top.setData(0, STATUS_ROLE, obj.status)
+            top.setFirstColumnSpanned(True)
             font = top.font(0)
             font.setBold(True)
             top.setFont(0, font)
-            top.setToolTip(0, obj.title)
-            top.setToolTip(2, obj.status)
+            top.setToolTip(0, f"{obj.title}\n{obj.status}")
             if obj.code:
-                top.setForeground(2, QBrush(QColor(WARNING_COLOR)))
+                top.setForeground(0, QBrush(QColor(WARNING_COLOR)))
             first = next((r.slices[0] for r in obj.rows if r.slices), None)
             if first is not None:
                 top.setData(0, TARGET_ROLE, (first.stack_uid, first.index))
             for row in obj.rows:
                 item = QTreeWidgetItem(top, [row.what, row.value, slices_text(row.slices)])
                 item.setToolTip(0, row.what)
-                item.setToolTip(1, row.value)
+                item.setToolTip(1, row.tip or row.value)
                 if row.slices:
                     item.setData(0, TARGET_ROLE, (row.slices[0].stack_uid, row.slices[0].index))
                 if row.color is not None:
@@ -210,9 +218,19 @@ class ResultsPanel(QWidget):
                         0, Qt.CheckState.Unchecked if row.segment in hidden else Qt.CheckState.Checked
                     )
             top.setExpanded(True)
-        for col in range(3):
-            self.tree.resizeColumnToContents(col)
+        self._fit_columns()
         self._filling = False
+
+    def _fit_columns(self) -> None:
+        """Columns as wide as the rows under the objects need (the object lines span all columns)."""
+        metrics = self.tree.fontMetrics()
+        rows = [c for top in top_items(self.tree) for c in children(top)]
+        for col in range(3):
+            widest = max((metrics.horizontalAdvance(r.text(col)) for r in rows), default=40)
+            self.tree.setColumnWidth(col, min(widest + (COLUMN_SLACK_PX if col == 0 else 16), MAX_COLUMN_PX))
+        total = sum(self.tree.columnWidth(c) for c in range(3))
+        scroll = self.tree.verticalScrollBar().sizeHint().width()
+        self.tree.setMinimumWidth(min(total + scroll + 2 * self.tree.frameWidth(), MAX_PANEL_PX))
 
     def _on_double_click(self, item: QTreeWidgetItem, _column: int) -> None:
         target = item.data(0, TARGET_ROLE)
@@ -230,7 +248,10 @@ class ResultsPanel(QWidget):
     def texts(self) -> list[tuple[str, list[tuple[str, str, str]]]]:
         """(top row text, [(what, value, where) of its rows]) for every object, top to bottom."""
         return [
-            (f"{top.text(0)} | {top.text(2)}", [(c.text(0), c.text(1), c.text(2)) for c in children(top)])
+            (
+                f"{top.text(0).split('  —  ')[0]} | {top.data(0, STATUS_ROLE)}",
+                [(c.text(0), c.text(1), c.text(2)) for c in children(top)],
+            )
             for top in top_items(self.tree)
         ]
 
