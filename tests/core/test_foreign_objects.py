@@ -276,3 +276,38 @@ def test_real_binary_seg_masks_match_pydicom_and_a_cut_down_copy_is_refused() ->
     (failure,) = _read(report)
     assert isinstance(failure, ResultFailure)
     assert failure.reason == "1 frames but 3 Per-frame Functional Groups items"
+
+
+def test_slicewise_own_ai_sr_and_kos_are_read_back_on_the_flagged_slices(tmp_path: Path) -> None:
+    """The AI Result SR Analyze writes (TID 1500, one group per class with the flagged slices as its
+    source images) and its Key Object Selection, read as another system's results would be."""
+    from tests.core.inference_models import build_model, write_bleed_series
+    from viewer.core.airesults.identity import read_first_header, source_from_stack
+    from viewer.core.airesults.writer import write_ai_objects
+    from viewer.core.dicom.volume import StackVolume
+    from viewer.core.inference.engine import InferenceEngine
+
+    write_bleed_series(tmp_path / "ct", 6, (2, 3))
+    (stack,) = _load(tmp_path / "ct").all_stacks()
+    engine = InferenceEngine(build_model(tmp_path / "tiny.onnx"), provider="cpu", cache=None)
+    volume = StackVolume(stack)
+    try:
+        pred = engine.predict_volume(volume, use_cache=False)
+    finally:
+        volume.close()
+    assert pred.study_positive
+    write_ai_objects(pred, source_from_stack(stack, read_first_header(stack)), tmp_path / "ai")
+    report = _load(tmp_path / "ct", tmp_path / "ai")
+    objects = [o for o in _read(report) if not isinstance(o, ResultFailure)]
+    assert len(objects) == len(report.result_files) == 2  # AI SR + KOS
+    placed = place(objects, report.all_stacks())
+    sr = next(p for p in placed if isinstance(p, PlacedReport) and p.obj.title == "Imaging Measurement Report")
+    assert sr.references_loaded
+    for finding in pred.findings:
+        if not finding.flagged_ranges:
+            continue
+        flagged = sorted({i for r in finding.flagged_ranges for i in range(r.start, r.stop + 1)})
+        rows = [e for e in sr.entries if e.entry.kind is EntryKind.FINDING and e.entry.name == "Finding"]
+        assert any([s.index for s in e.slices] == flagged for e in rows), (finding.class_name, flagged)
+    kos = next(p for p in placed if isinstance(p, PlacedReport) and p is not sr)
+    assert kos.references_loaded and any(e.entry.kind is EntryKind.IMAGE and e.slices for e in kos.entries)

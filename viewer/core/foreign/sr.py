@@ -26,6 +26,7 @@ FINDING = ("DCM", "121071")
 IMAGE_LIBRARY = ("DCM", "111028")
 MEASUREMENT_GROUP = ("DCM", "125007")
 SOURCE_IMAGES = {("SCT", "260753009"), ("SRT", "R-10217"), ("DCM", "121112")}  # Source, Source of Measurement
+IMAGE_TYPES = frozenset({"IMAGE", "COMPOSITE"})  # a key object selection may reference images as COMPOSITE
 _NAMING = {TRACKING_ID, TRACKING_UID, FINDING}  # name the group, not listed as entries
 SCOORD_TYPES = {t.value: t for t in GraphicType if t is not GraphicType.POLYGON}
 
@@ -145,7 +146,7 @@ class _Walker:
                 uid = str(getattr(item, "UID", "") or "")
             elif name == FINDING and vtype == "CODE":
                 finding = meaning(item, "ConceptCodeSequence")
-            elif vtype == "IMAGE" and name in SOURCE_IMAGES:
+            elif vtype in IMAGE_TYPES and name in SOURCE_IMAGES:
                 images.extend(image_refs(item))
             elif vtype == "SCOORD":  # a planar ROI group's region: its image is the group's
                 images.extend(r for c in _children(item) for r in image_refs(c))
@@ -166,7 +167,10 @@ class _Walker:
         name = meaning(item, "ConceptNameCodeSequence")
         children = _children(item)
         own_images = [
-            r for c in children if str(getattr(c, "ValueType", "")).upper() == "IMAGE" for r in image_refs(c)
+            r
+            for c in children
+            if str(getattr(c, "ValueType", "")).upper() in IMAGE_TYPES
+            for r in image_refs(c)
         ]
         base = ReportEntry(
             EntryKind.TEXT, name, group=group.label, tracking_uid=group.tracking_uid, code=name_key
@@ -178,10 +182,11 @@ class _Walker:
             inner = _Group() if name_key == MEASUREMENT_GROUP else group
             self.walk(children, inner, depth + 1)
             return
-        if vtype == "IMAGE":
+        if vtype in IMAGE_TYPES:
             refs = image_refs(item)
             self.referenced.update(refs)
-            if name_key not in SOURCE_IMAGES:  # a group's source images are on its entries
+            in_group = bool(group.label or group.tracking_uid)
+            if name_key not in SOURCE_IMAGES or not in_group:  # a group's source images are on its entries
                 self.entries.append(replace(base, kind=EntryKind.IMAGE, value="image", images=tuple(refs)))
             return
         if vtype == "SCOORD":
@@ -266,7 +271,7 @@ class _Walker:
             self.count += 1
             if self.count > MAX_ITEMS:
                 raise ResultObjectError(f"More than {MAX_ITEMS} content items")
-            if str(getattr(item, "ValueType", "")).upper() == "IMAGE":
+            if str(getattr(item, "ValueType", "")).upper() in IMAGE_TYPES:
                 self.referenced.update(image_refs(item))
             self._collect(_children(item), depth + 1)
 
