@@ -85,7 +85,8 @@ def bench_viewer(
     SEG of every slice, whose overlay follows every change (issue 11 item 5: at most +1 ms)."""
     window, vol = _open_window(app, folder)
     if results:
-        controller = window.results_controller  # type: ignore[attr-defined]
+        controller = window.results_controller
+        assert controller is not None
         if not controller.wait(120_000) or not controller.placed:
             raise RuntimeError("the SEG of the results case was not read")
     for i in range(len(vol)):  # decode everything first: this measures the view, not the decoder
@@ -125,7 +126,8 @@ def bench_overlay_ab(
     from viewer.qt.results.overlay import tile_pixmap
 
     window, vol = _open_window(app, folder)
-    controller = window.results_controller  # type: ignore[attr-defined]
+    controller = window.results_controller
+    assert controller is not None
     if not controller.wait(120_000) or not controller.placed:
         raise RuntimeError("the SEG of the results case was not read")
     for i in range(len(vol)):

@@ -37,7 +37,7 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _controller(window: MainWindow) -> ResultsController:
-    controller = window.results_controller  # type: ignore[attr-defined]
+    controller = window.results_controller
     assert isinstance(controller, ResultsController)
     return controller
 
