@@ -156,6 +156,21 @@ def test_gsps_annotations(series: tuple[Path, list[Path]], tmp_path: Path) -> No
     assert line.graphic is not None and line.graphic.type is GraphicType.POLYLINE
     assert line.images == (ImageRef(sources[4].SOPInstanceUID, 0),)
     assert text.value == "see here" and text.graphic is not None and text.graphic.points == ((20.0, 15.0),)
+    assert not line.graphic.relative
+
+
+def test_gsps_display_units_are_scaled_by_the_image(series: tuple[Path, list[Path]], tmp_path: Path) -> None:
+    path = write_gsps(source_datasets(series[1]), tmp_path, 1)
+    ds = dcmread(path)
+    obj = ds.GraphicAnnotationSequence[0].GraphicObjectSequence[0]
+    obj.GraphicAnnotationUnits = "DISPLAY"
+    obj.GraphicData = [0.25, 0.5, 0.75, 0.5]
+    ds.save_as(path)
+    (gsps,) = _read(_load(path))
+    assert isinstance(gsps, ReportObject)
+    graphic = gsps.entries[0].graphic
+    assert graphic is not None and graphic.relative
+    assert graphic.in_pixels(64, 128).points == ((32.0, 32.0), (96.0, 32.0))
 
 
 def test_outlines() -> None:
@@ -301,7 +316,9 @@ def test_slicewise_own_ai_sr_and_kos_are_read_back_on_the_flagged_slices(tmp_pat
     objects = [o for o in _read(report) if not isinstance(o, ResultFailure)]
     assert len(objects) == len(report.result_files) == 2  # AI SR + KOS
     placed = place(objects, report.all_stacks())
-    sr = next(p for p in placed if isinstance(p, PlacedReport) and p.obj.title == "Imaging Measurement Report")
+    sr = next(
+        p for p in placed if isinstance(p, PlacedReport) and p.obj.title == "Imaging Measurement Report"
+    )
     assert sr.references_loaded
     for finding in pred.findings:
         if not finding.flagged_ranges:

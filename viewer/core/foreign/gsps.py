@@ -1,7 +1,8 @@
 """Grayscale Softcopy Presentation States: their graphic and text annotations per referenced image.
 
 Only the annotations are shown; the state's window, spatial transform, shutters and displayed area are
-not applied (listed as a note). DISPLAY-unit coordinates are taken relative to the whole image."""
+not applied (listed as a note). DISPLAY-unit coordinates (0-1) are kept relative and drawn relative to
+the whole image (the displayed area is not applied)."""
 
 from __future__ import annotations
 
@@ -43,24 +44,22 @@ class _as_item:
         self.ReferencedSOPSequence = [ref]
 
 
-def _points(values: Any, units: str, size: tuple[int, int] | None) -> tuple[Point, ...]:
+def _graphic(gtype: GraphicType, values: Any, units: str) -> Graphic:
     try:
         flat = [float(v) for v in (values or ())]
     except (TypeError, ValueError) as exc:
         raise ResultObjectError("GraphicData is not numeric") from exc
     if not flat or len(flat) % 2:
         raise ResultObjectError(f"GraphicData holds {len(flat)} values (pairs expected)")
-    pts = list(zip(flat[0::2], flat[1::2], strict=True))
-    if units.upper() == "DISPLAY" and size is not None:
-        rows, cols = size
-        pts = [(x * cols, y * rows) for x, y in pts]
-    return tuple(pts)
+    points: tuple[Point, ...] = tuple(zip(flat[0::2], flat[1::2], strict=True))
+    if gtype is GraphicType.POLYLINE and len(points) > 2 and points[0] == points[-1]:
+        gtype = GraphicType.POLYGON
+    return Graphic(gtype, points, relative=units.strip().upper() == "DISPLAY")
 
 
-def read_gsps(ds: Any, sizes: dict[str, tuple[int, int]] | None = None) -> ReportObject:
-    """The graphic and text annotations of a GSPS dataset; ``sizes`` (SOP UID -> rows, columns) turns
-    DISPLAY units into pixels when known."""
-    sizes = sizes or {}
+def read_gsps(ds: Any) -> ReportObject:
+    """The graphic and text annotations of a GSPS dataset (DISPLAY units kept relative: the viewer
+    scales them by the image's size)."""
     all_images = _series_images(ds)
     entries: list[ReportEntry] = []
     referenced: set[ImageRef] = set(all_images)
@@ -72,25 +71,22 @@ def read_gsps(ds: Any, sizes: dict[str, tuple[int, int]] | None = None) -> Repor
         ] or all_images
         referenced.update(refs)
         layer = str(getattr(annotation, "GraphicLayer", "") or "") or f"Annotation {k}"
-        size = sizes.get(refs[0].sop_instance_uid) if refs else None
         for obj in getattr(annotation, "GraphicObjectSequence", None) or ():
             kind = str(getattr(obj, "GraphicType", "") or "").upper()
             gtype = GSPS_TYPES.get(kind)
             if gtype is None:
                 raise ResultObjectError(f"GSPS GraphicType {kind!r} is not one of {', '.join(GSPS_TYPES)}")
-            points = _points(
-                getattr(obj, "GraphicData", None), str(getattr(obj, "GraphicAnnotationUnits", "")), size
+            graphic = _graphic(
+                gtype, getattr(obj, "GraphicData", None), str(getattr(obj, "GraphicAnnotationUnits", ""))
             )
-            if gtype is GraphicType.POLYLINE and len(points) > 2 and points[0] == points[-1]:
-                gtype = GraphicType.POLYGON
             entries.append(
                 ReportEntry(
                     EntryKind.REGION,
                     kind.lower(),
-                    gtype.value.lower(),
+                    graphic.type.value.lower(),
                     group=layer,
                     images=tuple(refs),
-                    graphic=Graphic(gtype, points),
+                    graphic=graphic,
                 )
             )
         for text in getattr(annotation, "TextObjectSequence", None) or ():
@@ -100,9 +96,11 @@ def read_gsps(ds: Any, sizes: dict[str, tuple[int, int]] | None = None) -> Repor
             if anchor is None:
                 anchor = getattr(text, "BoundingBoxTopLeftHandCorner", None)
                 units = str(getattr(text, "BoundingBoxAnnotationUnits", "") or "")
-            graphic = Graphic(GraphicType.POINT, _points(anchor, units, size)) if anchor is not None else None
+            anchor_point = _graphic(GraphicType.POINT, anchor, units) if anchor is not None else None
             entries.append(
-                ReportEntry(EntryKind.TEXT, "text", value, group=layer, images=tuple(refs), graphic=graphic)
+                ReportEntry(
+                    EntryKind.TEXT, "text", value, group=layer, images=tuple(refs), graphic=anchor_point
+                )
             )
     notes = []
     if any(k in ds for k in NOT_APPLIED):

@@ -76,6 +76,13 @@ class Graphic:
 
     type: GraphicType
     points: tuple[Point, ...]
+    relative: bool = False  # GSPS DISPLAY units: fractions of the image's width and height
+
+    def in_pixels(self, rows: int, columns: int) -> Graphic:
+        """The graphic in image pixels (relative points scaled by the image's size)."""
+        if not self.relative:
+            return self
+        return Graphic(self.type, tuple((x * columns, y * rows) for x, y in self.points))
 
 
 class EntryKind(str, Enum):

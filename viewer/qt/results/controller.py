@@ -295,10 +295,11 @@ class ResultsController(QObject):
             g.remove()
         new = []
         if want is not None:
+            rows, columns = view.image_size()
             for e, labelled in self._entries.get(want, []):
-                new.append(
-                    RegionGraphic(view.image, e.entry.graphic, self._label(e, want) if labelled else "")
-                )
+                graphic = e.entry.graphic.in_pixels(rows, columns) if e.entry.graphic is not None else None
+                label = self._label(e, want) if labelled else ""
+                new.append(RegionGraphic(view.image, graphic, label))
         self._graphics[view] = (want, new)
 
     def _label(self, e: PlacedEntry, at: SliceAt) -> str:
