@@ -204,3 +204,36 @@ def blob_masks(n: int, rows: int, cols: int, slices: Sequence[int]) -> np.ndarra
         masks[s, 20:26, 30:38, 0] = True
     masks[slices[0], 40:44, 10:14, 1] = True
     return masks
+
+
+def write_parametric_map(sources: Sequence[FileDataset], folder: Path, values: np.ndarray) -> Path:
+    """A float Parametric Map ("bleed probability", 0..1) of ``values`` ([slices, rows, columns])."""
+    mapping = hd.pm.RealWorldValueMapping(
+        lut_label="PROB",
+        lut_explanation="Bleed probability",
+        unit=codes.UCUM.NoUnits,
+        value_range=(0.0, 1.0),
+        slope=1.0,
+        intercept=0.0,
+    )
+    pm = hd.pm.ParametricMap(
+        source_images=list(sources),
+        pixel_array=values.astype(np.float32),
+        series_instance_uid=generate_uid(),
+        series_number=52,
+        sop_instance_uid=generate_uid(),
+        instance_number=1,
+        manufacturer="Other AI Inc.",
+        manufacturer_model_name="BleedMap",
+        software_versions="1.0",
+        device_serial_number="1",
+        contains_recognizable_visual_features=False,
+        real_world_value_mappings=[mapping],
+        window_center=0.5,
+        window_width=1.0,
+        content_label="PROBMAP",
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "pm.dcm"
+    pm.save_as(path)
+    return path

@@ -328,3 +328,26 @@ def test_slicewise_own_ai_sr_and_kos_are_read_back_on_the_flagged_slices(tmp_pat
         assert any([s.index for s in e.slices] == flagged for e in rows), (finding.class_name, flagged)
     kos = next(p for p in placed if isinstance(p, PlacedReport) and p is not sr)
     assert kos.references_loaded and any(e.entry.kind is EntryKind.IMAGE and e.slices for e in kos.entries)
+
+
+def test_parametric_map_is_a_probability_overlay(series: tuple[Path, list[Path]], tmp_path: Path) -> None:
+    from tests.result_objects import write_parametric_map
+
+    _, paths = series
+    values = np.zeros((N, SIZE, SIZE), dtype=np.float32)
+    values[2, 10:20, 10:20] = 0.25
+    values[2, 14, 14] = 1.0
+    report = _load(paths[0].parent, write_parametric_map(source_datasets(paths), tmp_path, values))
+    assert [len(s) for s in report.all_stacks()] == [N]  # the map is not a stack of its own
+    (pm,) = _read(report)
+    assert isinstance(pm, SegObject) and pm.kind is ResultKind.PARAMETRIC_MAP and pm.fractional
+    assert pm.segments[0].label == "PROB"
+    assert any("range 0 to 1" in n for n in pm.notes)
+    placed = place([pm], report.all_stacks())[0]
+    assert isinstance(placed, PlacedSeg)
+    uid = report.all_stacks()[0].uid
+    assert sorted(placed.layers) == [SliceAt(uid, 2)]  # empty frames left out
+    (frame,) = placed.layers[SliceAt(uid, 2)]
+    assert frame.mask[14, 14] == pytest.approx(1.0) and frame.mask[10, 10] == pytest.approx(0.25)
+    tile = compose_overlay([(pm, frame)])
+    assert tile is not None and (tile.row, tile.column) == (10, 10) and tile.rgba[4, 4, 3] == 255

@@ -49,6 +49,9 @@ def _segments(ds: Any) -> tuple[Segment, ...]:
 
 def _map_segment(ds: Any) -> Segment:
     mapping = first_item(ds, "RealWorldValueMappingSequence")
+    for groups in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
+        if mapping is None:  # where highdicom and most writers put it: a functional group
+            mapping = first_item(first_item(ds, groups), "RealWorldValueMappingSequence")
     quantity = first_item(mapping, "QuantityDefinitionSequence") if mapping is not None else None
     label = (
         (str(getattr(mapping, "LUTLabel", "") or "") if mapping is not None else "")
