@@ -111,7 +111,6 @@ def test_enhanced_ct_functional_groups() -> None:
         "image_dfl.dcm",
         "J2K_pixelrep_mismatch.dcm",
         "RG1_UNCR.dcm",
-        "liver_1frame.dcm",
     ],
 )
 def test_greyscale_files_match_pydicom(name: str) -> None:

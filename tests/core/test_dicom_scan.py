@@ -216,11 +216,19 @@ def test_huge_frame_count_refused(tmp_path: Path) -> None:
     assert "frames" in report.skipped[0].reason
 
 
-@pytest.mark.parametrize("name", ["test-SR.dcm", "rtplan.dcm", "rtstruct.dcm", "waveform_ecg.dcm"])
+@pytest.mark.parametrize("name", ["rtplan.dcm", "rtstruct.dcm", "waveform_ecg.dcm"])
 def test_objects_without_pixels_skipped(name: str) -> None:
     report = load_paths([str(get_testdata_file(name))])
     assert [s.code for s in report.skipped] == ["E-NO-PIXELS"]
     assert report.all_stacks() == []
+
+
+@pytest.mark.parametrize("name", ["test-SR.dcm", "reportsi.dcm", "liver.dcm"])
+def test_result_objects_set_aside_not_skipped_or_loaded(name: str) -> None:
+    """SRs and SEGs are others' results (viewer.core.foreign), not files without images or stacks."""
+    report = load_paths([str(get_testdata_file(name))])
+    assert report.skipped == () and report.all_stacks() == []
+    assert [f.code for f in report.result_files] == ["RESULT"]
 
 
 def test_charsets_never_raise() -> None:
@@ -312,7 +320,7 @@ def test_malformed_number_of_frames_refused_when_only_a_decoder_could_count(tmp_
 
 
 def test_skipped_files_counted_by_code(tmp_path: Path) -> None:
-    for name in ("test-SR.dcm", "rtplan.dcm", "waveform_ecg.dcm"):
+    for name in ("rtstruct.dcm", "rtplan.dcm", "waveform_ecg.dcm"):
         shutil.copy(str(get_testdata_file(name)), tmp_path / name)
     (tmp_path / "notes.txt").write_text("not dicom\n" * 10)
     write_ct_series(tmp_path / "ct", 3)

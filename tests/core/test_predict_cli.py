@@ -186,7 +186,7 @@ def test_skipped_files_reported_by_code(
     from pydicom.data import get_testdata_file
 
     write_ct_series(tmp_path / "in" / "ct", 4, rows=32, columns=32)
-    for name in ("test-SR.dcm", "rtplan.dcm", "rtstruct.dcm"):
+    for name in ("waveform_ecg.dcm", "rtplan.dcm", "rtstruct.dcm"):
         shutil.copy(str(get_testdata_file(name)), tmp_path / "in" / name)
     shutil.copy(str(get_testdata_file("DICOMDIR-bigEnd")), tmp_path / "in" / "INDEX")
     out = tmp_path / "r.json"

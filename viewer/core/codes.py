@@ -35,6 +35,9 @@ class Code(str, Enum):
     NO_DECODER = "E-NO-DECODER"  # no permissively licensed decoder installed for the syntax
     DECODE = "E-DECODE"  # a decoder refused the frame, with no more specific code
     ARCHIVE = "ARCHIVE"  # internal: the header reader found an archive, the loader expands it
+    RESULT = "RESULT"  # internal: a SEG/SR/... set aside to be read as results (viewer.core.foreign)
+    RESULT_MALFORMED = "E-RESULT-MALFORMED"  # a SEG/SR/... whose content cannot be read
+    NO_LOADED_IMAGE = "E-NO-LOADED-IMAGE"  # a SEG/SR/... that references none of the loaded images
 
     def __str__(self) -> str:  # "E-READ", not "Code.READ" (f-strings, logging, Qt labels)
         return str(self.value)
@@ -62,6 +65,9 @@ _DESCRIPTIONS: dict[Code, str] = {
     Code.NO_DECODER: "no decoder installed",
     Code.DECODE: "cannot be decoded",
     Code.ARCHIVE: "archive",
+    Code.RESULT: "result object",
+    Code.RESULT_MALFORMED: "unreadable result object",
+    Code.NO_LOADED_IMAGE: "references no loaded image",
 }
 
 

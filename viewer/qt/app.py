@@ -19,6 +19,7 @@ from viewer.core.paths import demo_study_dir
 from viewer.qt.ai import attach as attach_ai
 from viewer.qt.main_window import MainWindow
 from viewer.qt.pacs import attach as attach_pacs
+from viewer.qt.results import attach as attach_results
 from viewer.qt.review import attach as attach_review
 from viewer.qt.settings import Settings
 from viewer.qt.style import apply_dark_theme, icon
@@ -73,6 +74,7 @@ def build_main_window(
     ai = attach_ai(window)
     attach_review(window, offer_resume=offer_resume)  # after the AI: it connects to its predictions
     attach_pacs(window)
+    attach_results(window)
     ai.dock.raise_()  # the findings tab in front until a review session is opened
     if paths:
         window.open_paths(paths)

@@ -114,6 +114,7 @@ class LoadReportPanel(QWidget):
         self._privacy = False
         self._bad: dict[tuple[str, int], tuple[Stack, str, Patient | None]] = {}
         self.patient_number: PatientNumber | None = None  # set by the window: the browser's numbering
+        self._extra: dict[str, list[ReportRow]] = {}  # sections added by extensions (result objects)
 
     def add_report(self, report: LoadReport) -> None:
         self.reports.append(report)
@@ -128,6 +129,11 @@ class LoadReportPanel(QWidget):
         self._bad[key] = (stack, message, patient)
         self._render()
         return True
+
+    def set_section(self, title: str, rows: list[ReportRow]) -> None:
+        """An extension's own section (e.g. result objects that are not shown), replaced on each call."""
+        self._extra[title] = list(rows)
+        self._render()
 
     def forget_stacks(self, uids: set[str]) -> None:
         """Drop the unreadable-slice rows of stacks that were closed."""
@@ -147,7 +153,7 @@ class LoadReportPanel(QWidget):
             bad_slice_row(st, i, msg, patient_label(p, number(p) if number and p else 1, self._privacy))
             for (_, i), (st, msg, p) in sorted(self._bad.items(), key=lambda kv: kv[0])
         ]
-        return {"Slices that cannot be shown": bad, **out}
+        return {"Slices that cannot be shown": bad, **out, **self._extra}
 
     def _render(self) -> None:
         self.tree.clear()

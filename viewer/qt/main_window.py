@@ -76,6 +76,7 @@ from viewer.qt.workers import LoadJob, ThumbnailJob, log_failure
 
 if TYPE_CHECKING:
     from viewer.qt.ai.controller import AIController
+    from viewer.qt.results.controller import ResultsController
     from viewer.qt.review.controller import ReviewController
 
 logger = logging.getLogger(__name__)
@@ -132,6 +133,7 @@ class MainWindow(QMainWindow):
     # Set by viewer.qt.ai.attach / viewer.qt.review.attach (viewer.qt.app.build_main_window).
     ai_controller: AIController | None = None
     review_controller: ReviewController | None = None
+    results_controller: ResultsController | None = None  # viewer.qt.results.attach: others' SEG/SR/...
 
     def __init__(self, settings: Settings | None = None, parent: QWidget | None = None) -> None:
         super().__init__(parent)

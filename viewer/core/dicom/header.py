@@ -16,10 +16,11 @@ from viewer.core.codes import Code
 from viewer.core.constants import MAX_FRAME_BYTES, MAX_INFLATED_BYTES, MAX_INFLATION_RATIO, Window
 from viewer.core.dicom import rawheader
 from viewer.core.dicom.files import open_regular
-from viewer.core.dicom.model import SkippedFile, SliceInfo, SliceSource
+from viewer.core.dicom.model import ResultFile, SkippedFile, SliceInfo, SliceSource
 from viewer.core.dicom.sources import GZIP_MAGIC, MEDIA_STORAGE_DIRECTORY, ZIP_MAGIC, ArchiveCache
 from viewer.core.dicom.voi import read_voi_lut, voi_function
 from viewer.core.errors import ImageTooLargeError, NotDicomError, NotRegularFileError
+from viewer.core.foreign.kinds import result_kind
 
 logger = logging.getLogger(__name__)
 
@@ -445,6 +446,10 @@ def _records(
     sop_class = _text(meta, "MediaStorageSOPClassUID") if meta is not None else ""
     if sop_class == MEDIA_STORAGE_DIRECTORY or "DirectoryRecordSequence" in ds:
         return SkippedFile(label, Code.DICOMDIR, "DICOMDIR index, not an image")
+    result_class = sop_class or _text(g, "SOPClassUID")
+    kind = result_kind(result_class)
+    if kind is not None:  # others' results: read by viewer.core.foreign, never loaded as images
+        return ResultFile(label, Code.RESULT, f"{kind} object", source=source, sop_class_uid=result_class)
     if not pixel.present:
         return SkippedFile(label, Code.NO_PIXELS, "No image data (e.g. a report or presentation state)")
     rows, columns = _int(g("Rows")) or 0, _int(g("Columns")) or 0

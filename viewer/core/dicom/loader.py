@@ -12,7 +12,7 @@ from viewer.core.codes import summarise
 from viewer.core.dicom.grouping import build_tree
 from viewer.core.dicom.header import ARCHIVE_CODE, HeaderRecord, read_header
 from viewer.core.dicom.isolated import warm_async as warm_decoders
-from viewer.core.dicom.model import LoadReport, SkippedFile, SliceSource, Stack
+from viewer.core.dicom.model import LoadReport, ResultFile, SkippedFile, SliceSource, Stack
 from viewer.core.dicom.pixels import is_fast_path
 from viewer.core.dicom.pool import POOL_MIN_SLICES, wants_pool
 from viewer.core.dicom.sources import ArchiveCache, Discovery, discover, expand_archive
@@ -204,6 +204,8 @@ def _load(
             )
             records.extend(more)
             skipped.extend(more_skipped)
+    results = tuple(s for s in skipped if isinstance(s, ResultFile))  # others' SEG/SR/...: not skipped
+    skipped = [s for s in skipped if not isinstance(s, ResultFile)]
     patients, duplicates = build_tree(records) if records else ((), [])
     skipped.extend(duplicates)
     by_uid: dict[str, Stack] = {}
@@ -228,6 +230,7 @@ def _load(
         elapsed_s=time.perf_counter() - start,
         cancelled=cancelled,
         stacks_by_uid=by_uid,
+        result_files=results,
     )
     logger.info("Scan: %s in %.2f s", report.summary(), report.elapsed_s)
     return report

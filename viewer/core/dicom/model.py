@@ -183,6 +183,15 @@ class SkippedFile:
 
 
 @dataclass(frozen=True)
+class ResultFile(SkippedFile):
+    """A result object (SEG, Parametric Map, SR, presentation state) that the scan set aside to be read
+    as results (:mod:`viewer.core.foreign`), not loaded as images; ``code`` is ``RESULT``."""
+
+    source: SliceSource | None = None
+    sop_class_uid: str = ""
+
+
+@dataclass(frozen=True)
 class LoadReport:
     """Everything a scan found: the patient tree, the files skipped and why, and load warnings."""
 
@@ -193,6 +202,7 @@ class LoadReport:
     elapsed_s: float = 0.0
     cancelled: bool = False
     stacks_by_uid: dict[str, Stack] = field(default_factory=dict, compare=False, repr=False)
+    result_files: tuple[ResultFile, ...] = ()  # others' SEG/SR/... found, read by viewer.core.foreign
 
     def skipped_by_code(self) -> dict[str, int]:
         """{code: files}, most frequent first: e.g. {'E-NO-PIXELS': 12, 'E-DICOMDIR': 1}."""
