@@ -33,6 +33,11 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--max-slices", type=int, default=40)
     s.add_argument("--rle", action="store_true", help="RLE Lossless compressed pixel data")
     s.add_argument(
+        "--masks",
+        action="store_true",
+        help="also write per-subtype lesion masks (blood fraction x 255, uint8) to OUT/masks/study_XXXX.npz",
+    )
+    s.add_argument(
         "--wide",
         action="store_true",
         help="the training distribution (training.synth.WIDE): 256/512 matrices, 180-400 mm fields, 1-5 mm "
@@ -218,7 +223,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             base = WIDE if args.wide else shifted_config(args.shift, SynthConfig(size=args.size))
             cfg = dataclasses.replace(base, min_slices=args.min_slices, max_slices=args.max_slices)
             labels = generate_dataset(
-                args.out, args.studies, seed=args.seed, cfg=cfg, rle=args.rle, progress=True
+                args.out, args.studies, seed=args.seed, cfg=cfg, rle=args.rle, progress=True, masks=args.masks
             )
             print(f"wrote {args.studies} studies and {labels}")
         elif args.cmd == "train":

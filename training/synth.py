@@ -134,6 +134,9 @@ class SynthStudy:
     z_mm: np.ndarray  # (S,) slice centres
     thickness: float = SLICE_THICKNESS_MM
     kernel: str = "standard"
+    # per subtype present: (S, H, W) float32 blood fraction in [0, 1] on the written pixel grid (mean
+    # over the slice's z sub-samples, like the label areas; before blur, noise and motion)
+    fractions: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def field_of_view_mm(self) -> float:
@@ -504,6 +507,7 @@ def render_study(
     n, k = n_slices, SUB_SAMPLES
     hu = np.empty((n, size, size), dtype=np.float32)
     areas: dict[str, np.ndarray] = {}
+    fractions: dict[str, np.ndarray] = {}
     chunk = max(1, 2_000_000 // (size * size * k))
     for lo in range(0, n, chunk):
         hi = min(n, lo + chunk)
@@ -511,8 +515,9 @@ def render_study(
         tissue, fracs = _render_planes(head, lesions, x, y, zs.astype(np.float32), cfg.anatomy)
         hu[lo:hi] = tissue.reshape(hi - lo, k, size, size).mean(axis=1)  # partial volume along z
         for kind, frac in fracs.items():
-            area = frac.reshape(hi - lo, k, size, size).mean(axis=1).sum(axis=(1, 2)) * ps * ps
-            areas.setdefault(kind, np.zeros(n, dtype=np.float32))[lo:hi] = area
+            mean = frac.reshape(hi - lo, k, size, size).mean(axis=1)
+            fractions.setdefault(kind, np.zeros((n, size, size), dtype=np.float32))[lo:hi] = mean
+            areas.setdefault(kind, np.zeros(n, dtype=np.float32))[lo:hi] = mean.sum(axis=(1, 2)) * ps * ps
 
     # artefacts on the object: beam hardening near the skull base, motion (ghosting) on a few slices
     if rng.random() < cfg.p_streaks:
@@ -550,7 +555,14 @@ def render_study(
         labels[:, RSNA_CLASSES.index(kind)] |= (area >= MIN_LABEL_AREA_MM2).astype(np.uint8)
     labels[:, 0] = labels[:, 1:].max(axis=1)
     return SynthStudy(
-        hu=hu, labels=labels, lesions=lesions, pixel_spacing=ps, z_mm=z_mm, thickness=thickness, kernel=kernel
+        hu=hu,
+        labels=labels,
+        lesions=lesions,
+        pixel_spacing=ps,
+        z_mm=z_mm,
+        thickness=thickness,
+        kernel=kernel,
+        fractions=fractions,
     )
 
 
@@ -659,6 +671,39 @@ def write_study(
     return sops
 
 
+def write_masks(study: SynthStudy, path: Path, sops: list[str]) -> Path:
+    """Write the study's per-subtype blood fractions beside its DICOM: a compressed ``.npz`` with one
+    (S, rows, columns) uint8 array per subtype (fraction x 255, rounded; all five, zeros when absent),
+    in the slice order of ``sops`` (the written files' SOPInstanceUIDs, ascending z) on their pixel
+    grid, plus ``classes``, ``sop_instance_uids``, ``pixel_spacing``, ``z_mm`` and ``thickness``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    shape = study.hu.shape
+    arrays: dict[str, np.ndarray] = {}
+    for kind in SUBTYPES:
+        frac = study.fractions.get(kind)
+        arrays[kind] = (
+            np.zeros(shape, dtype=np.uint8)
+            if frac is None
+            else np.rint(np.clip(frac, 0.0, 1.0) * 255.0).astype(np.uint8)
+        )
+    np.savez_compressed(
+        path,
+        classes=np.array(SUBTYPES),
+        sop_instance_uids=np.array(sops),
+        pixel_spacing=np.float64(study.pixel_spacing),
+        z_mm=study.z_mm,
+        thickness=np.float64(study.thickness),
+        **arrays,
+    )
+    return path
+
+
+def read_masks(path: Path) -> dict[str, np.ndarray]:
+    """The per-subtype blood fractions written by :func:`write_masks`, as float32 in [0, 1]."""
+    with np.load(path) as data:
+        return {str(k): data[str(k)].astype(np.float32) / np.float32(255.0) for k in data["classes"]}
+
+
 def label_rows(sops: list[str], labels: np.ndarray) -> Iterator[tuple[str, int]]:
     """RSNA 2019 rows ``(ID_<sop>_<subtype>, 0/1)`` for each slice, subtypes first, then ``any``."""
     for sop, lab in zip(sops, labels):
@@ -674,8 +719,12 @@ def generate_dataset(
     cfg: SynthConfig = SynthConfig(),
     rle: bool = False,
     progress: bool = False,
+    masks: bool = False,
 ) -> Path:
-    """Write ``n_studies`` studies under ``out/study_XXXX`` and ``out/labels.csv``; returns the CSV path."""
+    """Write ``n_studies`` studies under ``out/study_XXXX`` and ``out/labels.csv``; returns the CSV path.
+
+    ``masks``: also the per-subtype blood fractions, ``out/masks/study_XXXX.npz`` (:func:`write_masks`).
+    """
     out.mkdir(parents=True, exist_ok=True)
     ss = np.random.SeedSequence(seed)
     labels_path = out / "labels.csv"
@@ -692,6 +741,8 @@ def generate_dataset(
             n = int(rng.integers(cfg.min_slices, cfg.max_slices + 1))
             study = render_study(rng, n, cfg)
             sops = write_study(study, out / f"study_{i:04d}", index=i, rng=rng, rle=rle)
+            if masks:
+                write_masks(study, out / "masks" / f"study_{i:04d}.npz", sops)
             writer.writerows(label_rows(sops, study.labels))
     log.info("wrote %d synthetic studies", n_studies)
     return labels_path
@@ -721,9 +772,11 @@ __all__ = [
     "SynthStudy",
     "blur_inplane",
     "generate_dataset",
+    "read_masks",
     "render_study",
     "rsna_id",
     "shifted_config",
     "write_demo_study",
+    "write_masks",
     "write_study",
 ]
