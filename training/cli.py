@@ -136,6 +136,29 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--command", action="append", default=[], help="a reproduce line (repeatable)")
     c.add_argument("--note", action="append", default=[], help="a line for the Limits section (repeatable)")
 
+    g = sub.add_parser(
+        "segment",
+        help="train the small segmentation-only model (task slice_segmentation) on fresh synthetic studies "
+        "and their masks, export it to OUT/slicewise_seg.onnx with a parity check",
+    )
+    g.add_argument("--out", required=True, type=Path)
+    for name, default in (
+        ("studies", 120),
+        ("seed", 1_100_011),
+        ("val_studies", 16),
+        ("input_size", 128),
+        ("synth_size", 256),
+        ("min_slices", 20),
+        ("max_slices", 30),
+        ("base", 8),
+        ("batch", 16),
+        ("lr", 3e-3),
+        ("max_minutes", 10.0),
+        ("max_epochs", 40),
+        ("threads", 2),
+    ):
+        g.add_argument("--" + name.replace("_", "-"), dest=name, type=type(default), default=default)
+
     x = sub.add_parser("export", help="export a checkpoint to one .onnx file and check parity")
     x.add_argument("checkpoint", type=Path)
     x.add_argument("--out", required=True, type=Path)
@@ -321,6 +344,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 notes=args.note,
             )
             print(f"wrote {args.out}")
+        elif args.cmd == "segment":
+            from training.seg import SegConfig, train_segmentation
+
+            if args.studies < 2 or args.val_studies < 1 or args.input_size % 8:
+                raise ValueError("need --studies >= 2, --val-studies >= 1 and --input-size divisible by 8")
+            fields = {f.name for f in dataclasses.fields(SegConfig)}
+            seg_cfg = SegConfig(**{k: v for k, v in vars(args).items() if k in fields})
+            path, seg_metrics = train_segmentation(seg_cfg)
+            print(json.dumps(seg_metrics, indent=2, default=str))
+            print(f"wrote {path}")
         elif args.cmd == "export":
             from training.export import DEFAULT_INTENDED_USE, DEFAULT_TRAIN_DATA, export_checkpoint
 

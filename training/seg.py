@@ -1,0 +1,344 @@
+"""A small segmentation-only model for the ``slice_segmentation`` task (issue 11 item 6).
+
+    slices [B, S, C, H, W] (preprocessing version 1: pad to square, area resize, CT windows)
+      -> per slice a tiny 2D U-Net (3 down / 3 up stages, skip connections)
+      -> sigmoid -> ``slice_masks`` [B, S, K, H, W], K = the five haemorrhage subtypes
+
+Trained on freshly rendered synthetic studies (:func:`training.synth.render_study`, in memory) against
+their per-subtype blood fractions (the masks of ``slicewise-train synth --masks``), moved onto the model
+grid with the same pad + area resize as the pixels; loss = BCE (soft targets) + soft Dice per class.
+Exported with the legacy TorchScript exporter (opset 17, dynamic batch and slice axes) and checked
+against ONNX Runtime. ``slicewise-train segment`` runs it all.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from training.errors import ExportParityError
+from training.export import DEFAULT_INTENDED_USE, json_safe
+from training.synth import SUBTYPES, SynthConfig, render_study
+from viewer.core.constants import MIN_SLICES_FOR_MODEL, MODEL_INPUT_NAME, MODEL_WINDOWS, ONNX_SCHEMA_VERSION
+from viewer.core.preprocess import PreprocessSpec, pad_to_square, preprocess, resize_slices
+
+log = logging.getLogger(__name__)
+
+SEG_TASK = "slice_segmentation"
+SEG_OUTPUT = "slice_masks"
+SEG_MODEL_NAME = "slicewise-ich-seg"
+SEG_MODEL_VERSION = "0.1.0"
+PARITY_SLICES: tuple[int, ...] = (1, 3, 17)
+PARITY_ATOL = 1e-4
+
+
+@dataclass
+class SegConfig:
+    out: Path
+    studies: int = 120
+    seed: int = 1_100_011  # training studies; validation uses seed + 1 (never a seed of train.py)
+    val_studies: int = 16
+    input_size: int = 128
+    synth_size: int = 256
+    min_slices: int = 20
+    max_slices: int = 30
+    base: int = 8  # channels of the first U-Net stage (x2 per stage)
+    batch: int = 16
+    lr: float = 3e-3
+    max_minutes: float = 10.0
+    max_epochs: int = 40
+    negative_share: float = 0.3  # share of lesion-free slices kept in the training set
+    threads: int = 2
+
+
+class TinyUNet(nn.Module):
+    """(N, C, H, W) -> (N, K, H, W) logits; H and W divisible by 8."""
+
+    def __init__(self, in_channels: int = 3, num_classes: int = len(SUBTYPES), base: int = 8) -> None:
+        super().__init__()
+        widths = (base, base * 2, base * 4, base * 8)
+
+        def block(cin: int, cout: int) -> nn.Sequential:
+            return nn.Sequential(
+                nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+                nn.BatchNorm2d(cout),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(cout, cout, 3, padding=1, bias=False),
+                nn.BatchNorm2d(cout),
+                nn.ReLU(inplace=True),
+            )
+
+        self.down = nn.ModuleList()
+        cin = in_channels
+        for w in widths:
+            self.down.append(block(cin, w))
+            cin = w
+        self.up = nn.ModuleList()
+        for w in reversed(widths[:-1]):
+            self.up.append(block(cin + w, w))
+            cin = w
+        self.head = nn.Conv2d(cin, num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = []
+        for i, stage in enumerate(self.down):
+            x = stage(x if i == 0 else F.max_pool2d(x, 2))
+            skips.append(x)
+        for stage, skip in zip(self.up, reversed(skips[:-1])):
+            x = stage(torch.cat([F.interpolate(x, scale_factor=2.0, mode="nearest"), skip], dim=1))
+        return self.head(x)
+
+
+class SegExportWrapper(nn.Module):
+    """[B, S, C, H, W] -> sigmoid masks [B, S, K, H, W] (the ONNX graph)."""
+
+    def __init__(self, net: TinyUNet) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, s = x.shape[0], x.shape[1]
+        y = torch.sigmoid(self.net(x.flatten(0, 1)))
+        return y.reshape(b, s, y.shape[1], y.shape[2], y.shape[3])
+
+
+def spec(size: int) -> PreprocessSpec:
+    return PreprocessSpec(version=1, size=size, windows=MODEL_WINDOWS)
+
+
+def masks_to_grid(fractions: np.ndarray, size: int) -> np.ndarray:
+    """(S, K, H, W) fractions -> (S, K, size, size) on the model grid (the pixels' pad + area resize)."""
+    s, k, h, w = fractions.shape
+    flat = fractions.reshape(s * k, h, w).astype(np.float32)
+    return resize_slices(pad_to_square(flat, fill=0.0), size).reshape(s, k, size, size)
+
+
+def study_fractions(study: Any) -> np.ndarray:
+    """(S, K, H, W) float32 blood fractions of a synthetic study, K in SUBTYPES order."""
+    out = np.zeros((study.hu.shape[0], len(SUBTYPES), *study.hu.shape[1:]), dtype=np.float32)
+    for k, kind in enumerate(SUBTYPES):
+        if kind in study.fractions:
+            out[:, k] = study.fractions[kind]
+    return out
+
+
+def make_slices(
+    n_studies: int, seed: int, cfg: SegConfig, *, negative_share: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Render ``n_studies`` studies and keep their lesion slices (and a share of the others):
+    (inputs (N, C, size, size) uint8 = x * 255, targets (N, K, size, size) uint8 = fraction * 255)."""
+    synth = SynthConfig(size=cfg.synth_size, p_negative=0.2)
+    xs: list[np.ndarray] = []
+    ys: list[np.ndarray] = []
+    for child in np.random.SeedSequence(seed).spawn(n_studies):
+        rng = np.random.default_rng(child)
+        study = render_study(rng, int(rng.integers(cfg.min_slices, cfg.max_slices + 1)), synth)
+        target = masks_to_grid(study_fractions(study), cfg.input_size)
+        lesion = target.reshape(len(target), -1).max(axis=1) > 0.05
+        keep = lesion | (rng.random(len(target)) < negative_share)
+        if not keep.any():
+            continue
+        x = preprocess(study.hu[keep], spec(cfg.input_size))
+        xs.append(np.rint(x * 255.0).astype(np.uint8))
+        ys.append(np.rint(np.clip(target[keep], 0.0, 1.0) * 255.0).astype(np.uint8))
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def seg_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """BCE with soft targets + (1 - soft Dice), the Dice per class over the batch."""
+    bce = F.binary_cross_entropy_with_logits(logits, target)
+    p = torch.sigmoid(logits)
+    dims = (0, 2, 3)
+    inter = (p * target).sum(dims)
+    dice = (2 * inter + 1.0) / (p.sum(dims) + target.sum(dims) + 1.0)
+    return bce + (1.0 - dice).mean()
+
+
+def dice_scores(pred: np.ndarray, truth: np.ndarray, threshold: float = 0.5) -> list[float | None]:
+    """Per-class Dice of ``pred >= threshold`` vs ``truth >= 0.5`` over all (N, K, H, W) pixels
+    (None for a class absent from both)."""
+    out: list[float | None] = []
+    for k in range(pred.shape[1]):
+        p, t = pred[:, k] >= threshold, truth[:, k] >= 0.5
+        denom = int(p.sum()) + int(t.sum())
+        out.append(None if denom == 0 else 2.0 * float((p & t).sum()) / denom)
+    return out
+
+
+def _predict(net: TinyUNet, x_u8: np.ndarray, batch: int = 64) -> np.ndarray:
+    net.eval()
+    outs = []
+    with torch.no_grad():
+        for lo in range(0, len(x_u8), batch):
+            x = torch.from_numpy(x_u8[lo : lo + batch].astype(np.float32) / 255.0)
+            outs.append(torch.sigmoid(net(x)).numpy())
+    return np.concatenate(outs)
+
+
+def train_segmentation(cfg: SegConfig) -> tuple[Path, dict[str, Any]]:
+    """Train, export ``cfg.out / slicewise_seg.onnx`` with a parity check; returns (path, metrics)."""
+    torch.set_num_threads(max(1, cfg.threads))
+    torch.manual_seed(cfg.seed)
+    t0 = time.perf_counter()
+    x_tr, y_tr = make_slices(cfg.studies, cfg.seed, cfg, negative_share=cfg.negative_share)
+    x_va, y_va = make_slices(cfg.val_studies, cfg.seed + 1, cfg, negative_share=0.1)
+    t_data = time.perf_counter() - t0
+    log.info("data: %d train / %d val slices in %.0f s", len(x_tr), len(x_va), t_data)
+    net = TinyUNet(in_channels=len(MODEL_WINDOWS), base=cfg.base)
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=1e-4)
+    steps_per_epoch = max(1, len(x_tr) // cfg.batch)
+    rng = np.random.default_rng(cfg.seed)
+    best: tuple[float, dict[str, torch.Tensor]] | None = None
+    history: list[dict[str, Any]] = []
+    t_train = time.perf_counter()
+    deadline = t_train + cfg.max_minutes * 60.0
+    for epoch in range(cfg.max_epochs):
+        net.train()
+        order = rng.permutation(len(x_tr))
+        losses = []
+        for i in range(steps_per_epoch):
+            idx = np.sort(order[i * cfg.batch : (i + 1) * cfg.batch])
+            x = torch.from_numpy(x_tr[idx].astype(np.float32) / 255.0)
+            y = torch.from_numpy(y_tr[idx].astype(np.float32) / 255.0)
+            if rng.random() < 0.5:  # left-right flip: lesions occur on both sides
+                x, y = x.flip(-1), y.flip(-1)
+            # warm-up, then cosine decay over the time budget (the number of epochs is not known ahead)
+            frac = min(1.0, (time.perf_counter() - t_train) / (deadline - t_train))
+            for group in opt.param_groups:
+                group["lr"] = cfg.lr * min(1.0, 20.0 * frac + 0.05) * 0.5 * (1.0 + np.cos(np.pi * frac))
+            loss = seg_loss(net(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.detach()))
+            if time.perf_counter() > deadline:
+                break
+        dice = dice_scores(_predict(net, x_va), y_va.astype(np.float32) / 255.0)
+        mean_dice = float(np.mean([d for d in dice if d is not None] or [0.0]))
+        history.append({"epoch": epoch, "loss": float(np.mean(losses)), "val_dice": dice})
+        log.info("epoch %d loss %.4f val dice %s (mean %.3f)", epoch, np.mean(losses), dice, mean_dice)
+        if best is None or mean_dice > best[0]:
+            best = (mean_dice, {k: v.detach().clone() for k, v in net.state_dict().items()})
+        if time.perf_counter() > deadline:
+            break
+    assert best is not None
+    net.load_state_dict(best[1])
+    train_s = time.perf_counter() - t_train
+    metrics = {
+        "train_slices": len(x_tr),
+        "val_slices": len(x_va),
+        "data_s": round(t_data, 1),
+        "train_s": round(train_s, 1),
+        "epochs": len(history),
+        "val_dice": dict(zip(SUBTYPES, history[-1]["val_dice"])),
+        "best_val_mean_dice": round(best[0], 4),
+        "train_studies": f"{cfg.studies} fresh studies (training.synth SynthConfig(size={cfg.synth_size}), "
+        f"seed {cfg.seed}); validation {cfg.val_studies} (seed {cfg.seed + 1})",
+    }
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    torch.save(
+        {"state_dict": net.state_dict(), "config": _cfg_dict(cfg), "metrics": metrics}, cfg.out / "seg.pt"
+    )
+    path = cfg.out / "slicewise_seg.onnx"
+    metrics["parity_max_abs_diff"] = export_segmentation(net, path, seg_metadata(cfg.input_size, metrics))
+    (cfg.out / "metrics.json").write_text(json.dumps(json_safe(metrics), indent=2))
+    return path, metrics
+
+
+def _cfg_dict(cfg: SegConfig) -> dict[str, Any]:
+    d = asdict(cfg)
+    d["out"] = str(cfg.out)
+    return d
+
+
+def seg_metadata(size: int, metrics: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "schema_version": ONNX_SCHEMA_VERSION,
+        "task": SEG_TASK,
+        "model_name": SEG_MODEL_NAME,
+        "model_version": SEG_MODEL_VERSION,
+        "class_names": list(SUBTYPES),
+        "modality": "CT",
+        "input_layout": "BSCHW",
+        "input_size": size,
+        "windows": [{"width": w.width, "level": w.level} for w in MODEL_WINDOWS],
+        "slice_order": "ascending_position",
+        "thresholds": {c: 0.5 for c in SUBTYPES},  # a pixel belongs to the class at probability >= 0.5
+        "intended_use": DEFAULT_INTENDED_USE,
+        "min_slices": MIN_SLICES_FOR_MODEL,
+        "train_data": "synthetic head CT studies and their blood-fraction masks from training.synth",
+        "metrics": metrics or {},
+        "exporter": {"torch": torch.__version__, "onnx": onnx.__version__, "opset": 17, "dynamo": False},
+    }
+
+
+def export_segmentation(
+    net: TinyUNet, out_path: Path, metadata: dict[str, Any], *, slice_counts: Sequence[int] = PARITY_SLICES
+) -> float:
+    """Legacy exporter, opset 17, dynamic batch/slices; returns the parity max abs diff (raises beyond
+    :data:`PARITY_ATOL`)."""
+    import onnxruntime as ort
+
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    wrapper = SegExportWrapper(net.eval().cpu()).eval()
+    size = int(metadata["input_size"])
+    channels = len(metadata["windows"])
+    tmp = out_path.with_suffix(".tmp.onnx")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            wrapper,
+            (torch.rand(1, 2, channels, size, size),),
+            str(tmp),
+            dynamo=False,
+            opset_version=17,
+            input_names=[MODEL_INPUT_NAME],
+            output_names=[SEG_OUTPUT],
+            dynamic_axes={
+                MODEL_INPUT_NAME: {0: "batch", 1: "num_slices"},
+                SEG_OUTPUT: {0: "batch", 1: "num_slices"},
+            },
+        )
+    model = onnx.load(str(tmp))
+    onnx.helper.set_model_props(
+        model, {k: json.dumps(json_safe(v), allow_nan=False) for k, v in metadata.items()}
+    )
+    model.doc_string = "Slicewise tiny U-Net haemorrhage segmentation. " + str(
+        metadata.get("intended_use", "")
+    )
+    onnx.checker.check_model(model)
+    onnx.save(model, str(out_path))
+    tmp.unlink(missing_ok=True)
+    sess = ort.InferenceSession(str(out_path), providers=["CPUExecutionProvider"])
+    gen = torch.Generator().manual_seed(0)
+    worst = 0.0
+    for b in (1, 2):
+        for s in slice_counts:
+            x = torch.rand(b, s, channels, size, size, generator=gen)
+            with torch.no_grad():
+                ref = wrapper(x).numpy()
+            (got,) = sess.run([SEG_OUTPUT], {MODEL_INPUT_NAME: x.numpy()})
+            if ref.shape != got.shape:
+                raise ExportParityError(
+                    f"shape mismatch at batch={b}, slices={s}: {ref.shape} vs {got.shape}"
+                )
+            worst = max(worst, float(np.max(np.abs(ref - got))))
+            if worst > PARITY_ATOL:
+                raise ExportParityError(
+                    f"ONNX Runtime differs from PyTorch by {worst:.2e} at batch={b}, slices={s}"
+                )
+    log.info("segmentation parity ok: max abs diff %.2e", worst)
+    return worst
