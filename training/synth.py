@@ -686,15 +686,14 @@ def write_masks(study: SynthStudy, path: Path, sops: list[str]) -> Path:
             if frac is None
             else np.rint(np.clip(frac, 0.0, 1.0) * 255.0).astype(np.uint8)
         )
-    np.savez_compressed(
-        path,
+    arrays.update(
         classes=np.array(SUBTYPES),
         sop_instance_uids=np.array(sops),
-        pixel_spacing=np.float64(study.pixel_spacing),
+        pixel_spacing=np.array(study.pixel_spacing, dtype=np.float64),
         z_mm=study.z_mm,
-        thickness=np.float64(study.thickness),
-        **arrays,
+        thickness=np.array(study.thickness, dtype=np.float64),
     )
+    np.savez_compressed(path, **arrays)  # type: ignore[arg-type]  # numpy's stub: **kwds meet allow_pickle
     return path
 
 

@@ -1,7 +1,9 @@
 """``slicewise predict PATH... --out results.json|results.csv``: the inference engine without Qt.
 
-``--dicom-out DIR`` also writes each analysed stack's AI Result SR and Key Object Selection
-(:mod:`viewer.core.airesults`), de-identified unless ``--include-identifiers``.
+``--dicom-out DIR`` also writes each analysed stack's DICOM objects of the model's task (the AI Result
+SR and Key Object Selection of slice classification, the DICOM Segmentation of slice segmentation;
+:mod:`viewer.core.airesults`), de-identified unless ``--include-identifiers``. The model's task
+(:mod:`viewer.core.tasks`) makes each stack's JSON fields; CSV needs a task with per-slice probabilities.
 
 Exit codes: 0 every analysable stack was analysed; 1 some stacks failed, some slices could not be
 decoded (the stacks are listed) or none could be analysed;
@@ -140,48 +142,6 @@ def _stack_record(stack: Any, patient: Any, study: Any, identifiers: bool) -> di
     return rec
 
 
-def _prediction_fields(pred: Any) -> dict[str, Any]:
-    names = list(pred.class_names)
-    return {
-        "status": "ok",
-        "applicability": pred.applicability.as_dict() if pred.applicability is not None else None,
-        "study_decision": {
-            "positive": pred.study_positive,
-            "label": "ICH suspected" if pred.study_positive else "No ICH flagged",
-            "study_prob": round(float(pred.study_prob), 6),
-            "study_thresholds": {n: float(t) for n, t in zip(names, pred.study_thresholds)},
-            "positive_classes": [f.class_name for f in pred.findings if f.positive],
-        },
-        "badge": pred.badge(),
-        "from_cache": pred.from_cache,
-        "elapsed_s": round(float(pred.elapsed_s), 4),
-        "study_probs": {n: round(float(p), 6) for n, p in zip(names, pred.study_probs)},
-        "findings": [
-            {
-                "class": f.class_name,
-                "study_prob": round(f.study_prob, 6),
-                "threshold": f.threshold,
-                "study_threshold": f.study_threshold,
-                "positive": f.positive,
-                "flagged": f.flagged,
-                "flagged_ranges": [[r.start, r.stop] for r in f.flagged_ranges],
-                "flagged_ranges_1based": [str(r) for r in f.flagged_ranges],
-                "peak_slice": f.peak_slice,
-                "peak_prob": round(f.peak_prob, 6),
-            }
-            for f in pred.findings
-        ],
-        "slices": [
-            {
-                "index": i,
-                "sop_instance_uid": uid,
-                "probs": {n: round(float(p), 6) for n, p in zip(names, pred.slice_probs[i])},
-            }
-            for i, uid in enumerate(pred.slice_uids)
-        ],
-    }
-
-
 def _write_dicom_objects(stack: Any, pred: Any, task: str, folder: Path, identifiers: bool) -> dict[str, Any]:
     """The DICOM objects of the model's task (AI SR + KOS) in ``folder``; the record's
     ``dicom_objects`` (file names are UIDs)."""
@@ -308,6 +268,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         _say(f"slicewise predict: model error: {exc}")
         return EXIT_USAGE
     info = engine.info
+    from viewer.core.tasks import task_named
+
+    task = task_named(info.task)
+    if out.suffix.lower() == ".csv" and not task.tabular:
+        _say(
+            f"slicewise predict: error: the model's task {task.name!r} has no per-slice probabilities "
+            "for CSV rows; use --out results.json"
+        )
+        return EXIT_USAGE
     _say(f"Model {info.label} ({info.short_hash}) on {provider_label(engine.provider)}. {info.intended_use}")
     if engine.provider_note:
         _say(f"{'warning' if args.provider == 'cuda' else 'note'}: {engine.provider_note}")
@@ -347,8 +316,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         volume = None
         try:
             volume = StackVolume(stack)
-            pred = engine.predict_volume(volume, use_cache=not args.no_cache)
-            rec.update(_prediction_fields(pred))
+            pred = engine.analyse_volume(volume, use_cache=not args.no_cache)
+            rec.update(task.summary(pred))
             if args.dicom_out is not None:
                 identifiers = args.include_identifiers
                 rec.update(_write_dicom_objects(stack, pred, info.task, args.dicom_out, identifiers))
@@ -377,6 +346,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "sha256": info.sha256,
             "provider": engine.provider,
             "provider_note": engine.provider_note,
+            "task": info.task,
             "class_names": list(info.class_names),
             "thresholds": dict(zip(info.class_names, info.thresholds)),
             "study_thresholds": dict(zip(info.class_names, info.decision_thresholds)),

@@ -22,7 +22,7 @@ from viewer.core.tasks import (
     task_named,
     unregister_task,
 )
-from viewer.core.tasks.slice_classification import parse_outputs
+from viewer.core.tasks.slice_classification import build_result, parse_outputs, summary
 
 
 def test_a_model_without_a_task_is_a_slice_classifier(tmp_path: Path) -> None:
@@ -49,13 +49,13 @@ def _echo_parse(outputs: Sequence[np.ndarray], n: int, k: int) -> tuple[np.ndarr
 def custom_task() -> Iterator[Task]:
     written: list[Path] = []
 
-    def dicom(pred: StackPrediction, source: object, folder: Path, identity: bool) -> list[Path]:
+    def dicom(pred: object, source: object, folder: Path, identity: bool) -> list[Path]:
         written.append(folder)
         return []
 
     task = register_task(
         Task("test_only_study_probs", "test", (OutputSpec("study_probs", 2), OutputSpec("slice_probs", 3)),
-             _echo_parse, StackPrediction, dicom)
+             _echo_parse, StackPrediction, dicom, build_result, summary)
     )
     yield task
     unregister_task(task.name)

@@ -225,6 +225,37 @@ def resize_slices(hu: np.ndarray, size: int) -> np.ndarray:
     return np.matmul(np.matmul(rows, hu), cols.T)
 
 
+@lru_cache(maxsize=16)
+def _unresize_matrix(n: int, size: int, offset: int, count: int) -> np.ndarray:
+    """(count, size) weights that sample a ``size``-pixel model axis at the centres of pixels
+    ``offset .. offset + count - 1`` of the ``n``-pixel padded axis it was area-resized from (linear
+    interpolation between model pixel centres, clamped at the edges)."""
+    centres = (np.arange(count, dtype=np.float64) + offset + 0.5) * (size / n) - 0.5
+    centres = np.clip(centres, 0.0, size - 1.0)
+    lo = np.floor(centres).astype(np.int64)
+    hi = np.minimum(lo + 1, size - 1)
+    frac = centres - lo
+    out = np.zeros((count, size), dtype=np.float64)
+    np.add.at(out, (np.arange(count), lo), 1.0 - frac)
+    np.add.at(out, (np.arange(count), hi), frac)
+    return out.astype(np.float32)
+
+
+def model_grid_to_pixels(maps: np.ndarray, rows: int, columns: int) -> np.ndarray:
+    """Undo version 1's geometry: (..., size, size) maps on the model grid -> (..., rows, columns) on
+    the stack's pixel grid (the inverse of :func:`pad_to_square` + :func:`resize_slices`: each pixel
+    takes the map's value at its centre, the padding is cropped away)."""
+    arr = np.asarray(maps, dtype=np.float32)
+    if arr.ndim < 2 or arr.shape[-1] != arr.shape[-2]:
+        raise ValueError(f"expected square maps (..., size, size), got shape {arr.shape}")
+    if rows < 1 or columns < 1:
+        raise ValueError(f"the pixel grid must be at least 1 x 1, got {rows} x {columns}")
+    size, n = arr.shape[-1], max(rows, columns)
+    r = _unresize_matrix(n, size, (n - rows) // 2, rows)
+    c = _unresize_matrix(n, size, (n - columns) // 2, columns)
+    return np.matmul(np.matmul(r, arr), c.T)
+
+
 def window_channels(hu: np.ndarray, windows: Sequence[Window]) -> np.ndarray:
     """(S, H, W) HU -> (S, C, H, W) float32 in [0, 1], one channel per window."""
     s, h, w = hu.shape

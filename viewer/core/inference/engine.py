@@ -40,13 +40,13 @@ from viewer.core.inference.model import (
     read_model_bytes,
     sha256_bytes,
 )
-from viewer.core.inference.postprocess import make_findings
 from viewer.core.inference.results import StackPrediction
 from viewer.core.preprocess import geometry_from_stack, model_slice_order, preprocess
 
 if TYPE_CHECKING:
     from viewer.core.dicom.model import Stack
     from viewer.core.dicom.volume import StackVolume
+    from viewer.core.tasks.registry import TaskResult
 
 log = logging.getLogger(__name__)
 
@@ -308,6 +308,51 @@ class InferenceEngine:
         cancel: CancelFn | None = None,
         use_cache: bool = True,
     ) -> StackPrediction:
+        """:meth:`analyse_volume` for a slice classification model (the viewer's analysis panel);
+        a ModelContractError naming the task for a model of another task."""
+        self.require_classification()
+        return _as_stack_prediction(
+            self.analyse_volume(volume, progress=progress, cancel=cancel, use_cache=use_cache)
+        )
+
+    def predict_hu(
+        self,
+        stack: Stack,
+        hu: np.ndarray,
+        *,
+        progress: ProgressFn | None = None,
+        cancel: CancelFn | None = None,
+        use_cache: bool = True,
+        bad_slices: tuple[int, ...] = (),
+    ) -> StackPrediction:
+        """:meth:`analyse_hu` for a slice classification model (see :meth:`predict_volume`)."""
+        self.require_classification()
+        return _as_stack_prediction(
+            self.analyse_hu(
+                stack, hu, progress=progress, cancel=cancel, use_cache=use_cache, bad_slices=bad_slices
+            )
+        )
+
+    def require_classification(self) -> None:
+        """Raise ModelContractError unless the model's results are slice classifications (the parts of
+        the viewer that show probabilities per slice take no other task's results)."""
+        from viewer.core.tasks import task_named
+
+        task = task_named(self.info.task)
+        if not issubclass(task.result_type, StackPrediction):
+            raise ModelContractError(
+                f"this model's task is {task.name!r} ({task.description}); this part of Slicewise shows "
+                "slice classification results only. Run it with `slicewise predict --model ...`"
+            )
+
+    def analyse_volume(
+        self,
+        volume: StackVolume,
+        *,
+        progress: ProgressFn | None = None,
+        cancel: CancelFn | None = None,
+        use_cache: bool = True,
+    ) -> TaskResult:
         """Analyse an open stack: decode all slices, check applicability, then the cache, else run."""
         stack = volume.stack
         self.check_stack(stack)
@@ -325,11 +370,11 @@ class InferenceEngine:
             raise StackNotSupportedError(
                 f"{len(bad)} of {len(stack)} slices could not be decoded; the stack was not analysed."
             )
-        return self.predict_hu(
+        return self.analyse_hu(
             stack, hu, progress=progress, cancel=cancel, use_cache=use_cache, bad_slices=bad, _start=start
         )
 
-    def predict_hu(
+    def analyse_hu(
         self,
         stack: Stack,
         hu: np.ndarray,
@@ -339,12 +384,16 @@ class InferenceEngine:
         use_cache: bool = True,
         bad_slices: tuple[int, ...] = (),
         _start: float | None = None,
-    ) -> StackPrediction:
-        """Analyse ``hu`` (S, rows, cols) float32 HU, the pixels of ``stack`` in its slice order.
+    ) -> TaskResult:
+        """Analyse ``hu`` (S, rows, cols) float32 HU, the pixels of ``stack`` in its slice order; the
+        result is the model's task's (:mod:`viewer.core.tasks`).
 
         The applicability check runs first: an out-of-scope stack raises :class:`OutOfScopeError` and
         is never run (nor served from the cache). The cache is keyed by the pixels' content.
         """
+        from viewer.core.tasks import ResultContext, task_named
+
+        task = task_named(self.info.task)
         self.check_stack(stack)
         if hu.ndim != 3 or hu.shape[0] != len(stack):
             raise StackNotSupportedError(
@@ -355,32 +404,34 @@ class InferenceEngine:
         if scope.refused:
             log.info("Stack out of scope (%s)", ", ".join(scope.codes))
             raise OutOfScopeError(scope)
-        if use_cache:
+        cacheable = task.cache_arrays is not None
+        if use_cache and cacheable:
             hit = self.cached(stack, hu)
             if hit is not None:
                 return replace(hit, applicability=scope)
         x = self.preprocess(hu, progress=progress, cancel=cancel, stack=stack)
-        slice_probs, study_probs = self.run(x, progress=progress, cancel=cancel)
-        slice_probs[self.slice_order(stack)] = slice_probs.copy()  # back to the stack's order
-        elapsed = time.perf_counter() - start
-        if self.cache is not None:
+        arrays = self.run_outputs(x, progress=progress, cancel=cancel)
+        ctx = ResultContext(
+            stack=stack,
+            info=self.info,
+            slice_order=self.slice_order(stack),
+            provider=self.provider,
+            provider_note=self.provider_note,
+            elapsed_s=time.perf_counter() - start,
+            bad_slices=bad_slices,
+            applicability=scope,
+        )
+        result = task.build_result(ctx, arrays)
+        if self.cache is not None and task.cache_arrays is not None:
+            slice_probs, study_probs = task.cache_arrays(result)
             meta = {
                 "provider": self.provider,
                 "provider_note": self.provider_note,
-                "elapsed_s": elapsed,
+                "elapsed_s": ctx.elapsed_s,
                 "bad_slices": list(bad_slices),
             }
             self.cache.put(self.cache_key(hu), slice_probs, study_probs, meta)
-        pred = self._prediction(
-            stack,
-            slice_probs,
-            study_probs,
-            provider=self.provider,
-            note=self.provider_note,
-            elapsed=elapsed,
-            bad_slices=bad_slices,
-        )
-        return replace(pred, applicability=scope)
+        return result
 
     def preprocess(
         self,
@@ -416,10 +467,19 @@ class InferenceEngine:
     def run(
         self, x: np.ndarray, *, progress: ProgressFn | None = None, cancel: CancelFn | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Run the whole sequence through the model once (the GRU needs all slices).
+        """:meth:`run_outputs` of a slice classification model: (slice_probs (S, K), study_probs (K,)),
+        float32, clipped to [0, 1], in the model's slice order."""
+        self.require_classification()
+        slice_probs, study_probs = self.run_outputs(x, progress=progress, cancel=cancel)
+        return slice_probs, study_probs
+
+    def run_outputs(
+        self, x: np.ndarray, *, progress: ProgressFn | None = None, cancel: CancelFn | None = None
+    ) -> tuple[np.ndarray, ...]:
+        """Run the whole sequence through the model once (the GRU needs all slices); the outputs parsed
+        by the model's task (model slice order).
 
         Cancellable mid-run: a watcher thread polls ``cancel`` and sets ``RunOptions.terminate``.
-        Returns (slice_probs (S, K), study_probs (K,)), float32, clipped to [0, 1].
         """
         import onnxruntime as ort
 
@@ -456,10 +516,10 @@ class InferenceEngine:
             watcher.join()
         if cancelled.is_set():
             raise InferenceCancelled("Analysis cancelled")
-        slice_probs, study_probs = task.parse_outputs(outputs, n, len(self.info.class_names))
+        arrays = task.parse_outputs(outputs, n, len(self.info.class_names))
         if progress is not None:
             progress("Running model", 1, 1)
-        return slice_probs, study_probs
+        return arrays
 
     def _prediction(
         self,
@@ -473,31 +533,25 @@ class InferenceEngine:
         from_cache: bool = False,
         bad_slices: tuple[int, ...] = (),
     ) -> StackPrediction:
-        info = self.info
-        pred = StackPrediction(
-            stack_uid=stack.uid,
-            study_instance_uid=stack.study_instance_uid,
-            series_instance_uid=stack.series_instance_uid,
-            slice_uids=tuple(s.sop_instance_uid for s in stack.slices),
-            class_names=info.class_names,
-            slice_probs=slice_probs,
-            study_probs=study_probs,
-            thresholds=info.thresholds,
-            findings=make_findings(
-                info.class_names, slice_probs, study_probs, info.thresholds, info.decision_thresholds
-            ),
-            model_name=info.name,
-            model_version=info.version,
-            model_sha256=info.sha256,
+        from viewer.core.tasks import ResultContext
+        from viewer.core.tasks.slice_classification import build_prediction
+
+        ctx = ResultContext(
+            stack=stack,
+            info=self.info,
+            slice_order=np.arange(len(stack)),
             provider=provider,
             provider_note=note,
             elapsed_s=elapsed,
-            intended_use=info.intended_use,
-            study_thresholds=info.decision_thresholds,
+            bad_slices=bad_slices,
         )
-        return (
-            replace(pred, from_cache=from_cache, bad_slices=bad_slices) if from_cache or bad_slices else pred
-        )
+        return build_prediction(ctx, slice_probs, study_probs, from_cache=from_cache)
+
+
+def _as_stack_prediction(result: object) -> StackPrediction:
+    if not isinstance(result, StackPrediction):  # pragma: no cover - require_classification ran first
+        raise ModelContractError(f"expected a slice classification result, got {type(result).__name__}")
+    return result
 
 
 def _check_cancel(cancel: CancelFn | None) -> None:

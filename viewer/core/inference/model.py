@@ -245,7 +245,14 @@ def parse_metadata(meta: Mapping[str, str], path: Path, sha256: str) -> ModelInf
     metrics = _json(meta, "metrics") if "metrics" in meta else {}
     from viewer.core.tasks import task_name_from_metadata, task_named
 
-    task = task_named(task_name_from_metadata(meta)).name
+    task_entry = task_named(task_name_from_metadata(meta))
+    preprocessing = spec_for(meta, size=size, windows=windows)
+    if preprocessing.version not in task_entry.preprocessing_versions:
+        versions = ", ".join(map(str, task_entry.preprocessing_versions))
+        raise ModelContractError(
+            f"metadata 'preprocessing' version {preprocessing.version} cannot be used by task "
+            f"{task_entry.name!r} (it takes version(s) {versions})"
+        )
     return ModelInfo(
         path=path,
         sha256=sha256,
@@ -264,8 +271,8 @@ def parse_metadata(meta: Mapping[str, str], path: Path, sha256: str) -> ModelInf
         metadata=dict(meta),
         study_thresholds=study_thresholds,
         trained_range=trained_range,
-        preprocessing=spec_for(meta, size=size, windows=windows),
-        task=task,
+        preprocessing=preprocessing,
+        task=task_entry.name,
     )
 
 
@@ -330,7 +337,14 @@ def check_io(inputs: Sequence[Any], outputs: Sequence[Any], info: ModelInfo) -> 
         oshape = _dims(out.shape)
         if len(oshape) != rank:
             raise ModelContractError(f"output {name!r} has rank {len(oshape)}; expected rank {rank}")
-        if oshape[-1] is not None and oshape[-1] != k:
+        classes = oshape[spec.class_axis]
+        if classes is not None and classes != k:
             raise ModelContractError(
-                f"output {name!r} has {oshape[-1]} classes but metadata 'class_names' lists {k}"
+                f"output {name!r} has {classes} classes but metadata 'class_names' lists {k}"
             )
+        for axis in spec.size_axes:
+            if oshape[axis] is not None and oshape[axis] != info.input_size:
+                raise ModelContractError(
+                    f"output {name!r} axis {axis} is {oshape[axis]} px but metadata 'input_size' is "
+                    f"{info.input_size}"
+                )

@@ -4,9 +4,12 @@ DICOM objects record them. In the spirit of timm's ``register_model``: a task mo
 ``slice_classification``) and :func:`task_named` hands out the entry.
 
 A task says: its output tensors (name and rank, checked against the session before the first run),
-how the raw outputs become the result's arrays (shape and finiteness checks included), the result
-type, and the writer of its DICOM objects. Overlays are still the viewer's own (there are no map
-outputs yet).
+which preprocessing versions it can undo, how the raw outputs become the result's arrays (shape and
+finiteness checks included), how those arrays and the run's context (:class:`ResultContext`) become
+the result (:data:`BuildResult`, any object satisfying :class:`TaskResult`), the result's summary in
+``slicewise predict``'s JSON, whether ``predict`` can write it as CSV rows, whether the prediction
+cache keeps it, and the writer of its DICOM objects. The engine and ``predict`` hold no task-specific
+code. Overlays are still the viewer's own (it shows slice classification results only).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, Protocol
 
 import numpy as np
 
@@ -22,21 +25,66 @@ from viewer.core.errors import ModelContractError
 
 if TYPE_CHECKING:
     from viewer.core.airesults.identity import SourceSeries
-    from viewer.core.inference.results import StackPrediction
+    from viewer.core.applicability.codes import Applicability
+    from viewer.core.dicom.model import Stack
+    from viewer.core.inference.model import ModelInfo
 
 TASK_METADATA_KEY: Final = "task"
 DEFAULT_TASK: Final = "slice_classification"  # models without a ``task`` key (schema 1)
 
+
+class TaskResult(Protocol):
+    """What every task's result offers the engine, ``predict`` and the DICOM writers."""
+
+    @property
+    def stack_uid(self) -> str: ...
+
+    @property
+    def slice_uids(self) -> tuple[str, ...]: ...
+
+    @property
+    def class_names(self) -> tuple[str, ...]: ...
+
+    @property
+    def elapsed_s(self) -> float: ...
+
+    @property
+    def from_cache(self) -> bool: ...
+
+    @property
+    def bad_slices(self) -> tuple[int, ...]: ...
+
+
+@dataclass(frozen=True)
+class ResultContext:
+    """The run a result comes from: the stack, the model and how it ran."""
+
+    stack: Stack
+    info: ModelInfo
+    slice_order: np.ndarray  # stack index of each model input slice (outputs are in model order)
+    provider: str
+    provider_note: str
+    elapsed_s: float
+    bad_slices: tuple[int, ...] = ()
+    applicability: Applicability | None = None
+
+
 ParseOutputs = Callable[[Sequence[np.ndarray], int, int], tuple[np.ndarray, ...]]
-DicomOutputs = Callable[["StackPrediction", "SourceSeries", Path, bool], list[Path]]
+BuildResult = Callable[[ResultContext, tuple[np.ndarray, ...]], TaskResult]
+Summary = Callable[[TaskResult], dict[str, object]]
+DicomOutputs = Callable[[TaskResult, "SourceSeries", Path, bool], list[Path]]
+CacheArrays = Callable[[TaskResult], tuple[np.ndarray, np.ndarray]]
 
 
 @dataclass(frozen=True)
 class OutputSpec:
-    """One output tensor of the model: its name and rank; the last axis holds the classes."""
+    """One output tensor of the model: its name and rank; ``class_axis`` holds the classes and
+    ``size_axes`` (if any) are as long as the model's input size."""
 
     name: str
     rank: int
+    class_axis: int = -1
+    size_axes: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -50,6 +98,14 @@ class Task:
     result_type: type
     # (result, source series, folder, include identity) -> the DICOM files written
     dicom_outputs: DicomOutputs
+    # (run context, parsed arrays in model slice order) -> the result
+    build_result: BuildResult
+    # the result's fields in ``slicewise predict``'s JSON record of a stack (no identifiers)
+    summary: Summary
+    preprocessing_versions: tuple[int, ...] = (1, 2)  # the versions whose geometry the task can undo
+    tabular: bool = False  # ``predict --out x.csv``: the summary has per-slice ``probs`` rows
+    # (slice_probs, study_probs) the prediction cache stores; None: results are never cached
+    cache_arrays: CacheArrays | None = None
 
     @property
     def output_names(self) -> list[str]:
