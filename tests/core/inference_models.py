@@ -247,3 +247,82 @@ def write_bleed_series(folder: Path, n_slices: int, bleed: tuple[int, ...], size
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)
     return paths
+
+
+SEG_CLASSES = ("epidural", "intraparenchymal", "intraventricular", "subarachnoid", "subdural")
+SEG_CLASS_GAIN = (1.0, 0.0, 0.0, 0.0, 1.0)  # the blood-density mask goes to epidural and subdural
+
+
+def build_seg_model(
+    path: Path,
+    *,
+    input_size: int = 32,
+    metadata: Mapping[str, Any] | None = None,
+    out_classes: int = len(SEG_CLASSES),
+    out_size: int | None = None,
+) -> Path:
+    """A tiny ``slice_segmentation`` model (no torch): per pixel, blood density (brain window >= 60 HU
+    and the wide window below bone) -> sigmoid mask [B, S, K, h, w] for the classes with gain 1.
+
+    ``out_classes`` / ``out_size`` declare a wrong output shape on purpose."""
+    meta = default_metadata(input_size)
+    meta.update(
+        task="slice_segmentation",
+        model_name="tiny-seg-test",
+        class_names=list(SEG_CLASSES),
+        thresholds={c: 0.5 for c in SEG_CLASSES},
+    )
+    meta.update(metadata or {})
+    gain = np.array(SEG_CLASS_GAIN[:out_classes] + (0.0,) * max(0, out_classes - 5), dtype=np.float32)
+    inits = [
+        numpy_helper.from_array(np.array([0], dtype=np.int64), "c0"),
+        numpy_helper.from_array(np.array([2], dtype=np.int64), "c2"),
+        numpy_helper.from_array(np.array(0.75, dtype=np.float32), "blood_lo"),  # brain window: 60 HU
+        numpy_helper.from_array(np.array(0.7, dtype=np.float32), "bone_hi"),  # wide window: 116 HU
+        numpy_helper.from_array(np.array(60.0, dtype=np.float32), "steep"),
+        numpy_helper.from_array(gain.reshape(1, 1, -1, 1, 1), "gain"),
+    ]
+    nodes = [
+        helper.make_node("Gather", ["slices", "c0"], ["brain"], axis=2),  # [B, S, 1, H, W]
+        helper.make_node("Gather", ["slices", "c2"], ["wide"], axis=2),
+        helper.make_node("Sub", ["brain", "blood_lo"], ["d0"]),
+        helper.make_node("Sub", ["bone_hi", "wide"], ["d2"]),
+        helper.make_node("Mul", ["d0", "steep"], ["z0"]),
+        helper.make_node("Mul", ["d2", "steep"], ["z2"]),
+        helper.make_node("Sigmoid", ["z0"], ["p0"]),
+        helper.make_node("Sigmoid", ["z2"], ["p2"]),
+        helper.make_node("Mul", ["p0", "p2"], ["blood"]),
+        helper.make_node("Mul", ["blood", "gain"], ["masks_full" if out_size else "slice_masks"]),
+    ]
+    size = out_size or input_size
+    if out_size:  # really crop the maps, so that ONNX Runtime's shape inference agrees
+        inits += [
+            numpy_helper.from_array(np.array([0, 0], dtype=np.int64), "crop_lo"),
+            numpy_helper.from_array(np.array([out_size, out_size], dtype=np.int64), "crop_hi"),
+            numpy_helper.from_array(np.array([3, 4], dtype=np.int64), "crop_axes"),
+        ]
+        nodes.append(
+            helper.make_node("Slice", ["masks_full", "crop_lo", "crop_hi", "crop_axes"], ["slice_masks"])
+        )
+    graph = helper.make_graph(
+        nodes,
+        "tiny-seg",
+        [
+            helper.make_tensor_value_info(
+                "slices", TensorProto.FLOAT, ["batch", "num_slices", 3, input_size, input_size]
+            )
+        ],
+        [
+            helper.make_tensor_value_info(
+                "slice_masks", TensorProto.FLOAT, ["batch", "num_slices", out_classes, size, size]
+            )
+        ],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="tests")
+    model.ir_version = 8
+    helper.set_model_props(model, {k: json.dumps(v) for k, v in meta.items()})
+    onnx.checker.check_model(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save_model(model, str(path))
+    return path
