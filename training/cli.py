@@ -159,6 +159,17 @@ def _parser() -> argparse.ArgumentParser:
     ):
         g.add_argument("--" + name.replace("_", "-"), dest=name, type=type(default), default=default)
 
+    ge = sub.add_parser(
+        "segment-eval",
+        help="per-class Dice and volume error of a slice_segmentation model on fresh synthetic studies, run "
+        "through the viewer's engine",
+    )
+    ge.add_argument("model", type=Path)
+    ge.add_argument("--studies", type=int, default=24)
+    ge.add_argument("--seed", type=int, default=1_100_013, help="study seeds (never a training seed)")
+    ge.add_argument("--out", type=Path, default=None, help="also write the full JSON here")
+    ge.add_argument("--threads", type=int, default=2)
+
     x = sub.add_parser("export", help="export a checkpoint to one .onnx file and check parity")
     x.add_argument("checkpoint", type=Path)
     x.add_argument("--out", required=True, type=Path)
@@ -354,6 +365,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             path, seg_metrics = train_segmentation(seg_cfg)
             print(json.dumps(seg_metrics, indent=2, default=str))
             print(f"wrote {path}")
+        elif args.cmd == "segment-eval":
+            from training.seg import evaluate_segmentation
+
+            if not args.model.is_file():
+                raise FileNotFoundError(f"model not found: {args.model}")
+            result = evaluate_segmentation(
+                args.model, studies=args.studies, seed=args.seed, threads=args.threads
+            )
+            if args.out is not None:
+                args.out.write_text(json.dumps(result, indent=2))
+            print(json.dumps({k: v for k, v in result.items() if k != "volumes"}, indent=2))
         elif args.cmd == "export":
             from training.export import DEFAULT_INTENDED_USE, DEFAULT_TRAIN_DATA, export_checkpoint
 
