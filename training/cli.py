@@ -151,8 +151,9 @@ def _parser() -> argparse.ArgumentParser:
         ("min_slices", 20),
         ("max_slices", 30),
         ("base", 8),
-        ("batch", 16),
-        ("lr", 3e-3),
+        ("batch", 32),
+        ("crop", 64),
+        ("lr", 5e-3),
         ("max_minutes", 10.0),
         ("max_epochs", 40),
         ("threads", 2),
@@ -358,8 +359,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.cmd == "segment":
             from training.seg import SegConfig, train_segmentation
 
-            if args.studies < 2 or args.val_studies < 1 or args.input_size % 8:
-                raise ValueError("need --studies >= 2, --val-studies >= 1 and --input-size divisible by 8")
+            if args.studies < 2 or args.val_studies < 1 or args.input_size % 16 or args.crop % 16:
+                raise ValueError(
+                    "need --studies >= 2, --val-studies >= 1, --input-size and --crop divisible by 16"
+                )
             fields = {f.name for f in dataclasses.fields(SegConfig)}
             seg_cfg = SegConfig(**{k: v for k, v in vars(args).items() if k in fields})
             path, seg_metrics = train_segmentation(seg_cfg)
