@@ -99,7 +99,8 @@ class TinyUNet(nn.Module):
         for w in reversed(widths[:-1]):
             self.up.append(block(cin + w, w))
             cin = w
-        self.head = nn.Conv2d(cin, num_classes, 1)
+        self.head = nn.Conv2d(cin, num_classes, 1, bias=True)
+        assert self.head.bias is not None
         nn.init.constant_(self.head.bias, -3.0)  # prior: lesion pixels are rare (sigmoid(-3) = 0.05)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
