@@ -259,3 +259,111 @@ def oblique_plane(
         size=(nrows, ncols),
         orientation=Orientation.OBLIQUE,
     )
+
+
+# --- crosshair: rotating planes about a point, the point planes share ----------------------------------
+def rotate_vector(v: Sequence[float] | np.ndarray, axis: Sequence[float] | np.ndarray, angle: float) -> Vec3:
+    """``v`` rotated by ``angle`` radians about the unit ``axis`` (right-handed, Rodrigues' formula)."""
+    a = np.asarray(axis, float)
+    norm = float(np.linalg.norm(a))
+    if norm < 1e-12:
+        raise GeometryError("A rotation needs a non-zero axis")
+    a = a / norm
+    x = np.asarray(v, float)
+    cos, sin = math.cos(angle), math.sin(angle)
+    return _vec(x * cos + cross3(a, x) * sin + a * float(np.dot(a, x)) * (1 - cos))
+
+
+def signed_angle(u: Sequence[float] | np.ndarray, v: Sequence[float] | np.ndarray, axis: Sequence[float]
+                 | np.ndarray) -> float:
+    """The angle (radians, -pi..pi) turning ``u`` towards ``v`` about ``axis`` (both projected onto the
+    plane perpendicular to it): what a drag from ``u`` to ``v`` around a point means."""
+    a = np.asarray(axis, float) / float(np.linalg.norm(axis))
+    pu = np.asarray(u, float) - float(np.dot(u, a)) * a
+    pv = np.asarray(v, float) - float(np.dot(v, a)) * a
+    if np.linalg.norm(pu) < 1e-9 or np.linalg.norm(pv) < 1e-9:
+        return 0.0
+    return math.atan2(float(np.dot(a, cross3(pu, pv))), float(np.dot(pu, pv)))
+
+
+def common_point(planes: Sequence[Plane], near: Sequence[float] | np.ndarray) -> Vec3:
+    """The point on every plane closest to ``near`` (three crossing planes: their one common point; two:
+    the point of their line nearest ``near``; parallel planes: least squares)."""
+    p0 = np.asarray(near, float)
+    if not planes:
+        return _vec(p0)
+    normals = np.stack([p.normal for p in planes])
+    heights = np.array([p.position_mm for p in planes]) - normals @ p0
+    step, *_ = np.linalg.lstsq(normals, heights, rcond=None)  # minimum-norm move onto every plane
+    return _vec(p0 + step)
+
+
+def axis_step(geom: StackGeometry, direction: Sequence[float] | np.ndarray) -> float | None:
+    """The voxel step (mm) of the stack axis ``direction`` runs along (rows, columns or slices), or None
+    when it runs along none."""
+    d = np.asarray(direction, float)
+    for axis, step in _axes(geom):
+        if abs(abs(float(np.dot(axis, d))) - 1.0) < 1e-6:
+            return float(step)
+    return None
+
+
+def crosshair_plane(
+    geom: StackGeometry, row_dir: Sequence[float] | np.ndarray, col_dir: Sequence[float] | np.ndarray
+) -> Plane:
+    """An MPR plane of any direction for rotating the crosshair: through the volume centre, the image grid
+    kept steady while it turns about a stack axis it contains.
+
+    A direction along a stack axis samples at that axis's voxel step (so each image line is a voxel line
+    and reslicing blends whole lines instead of interpolating every pixel) and spans the volume's extent
+    along it; the other direction samples at the finest in-plane spacing and spans the volume's radius
+    about that axis, so the image size does not change with the angle (no refit, no jumping pixels while
+    dragging). A plane along no stack axis (double oblique) is ``oblique_plane``'s, fitted to the volume.
+    """
+    r = np.asarray(row_dir, float)
+    c = np.asarray(col_dir, float)
+    if np.linalg.norm(r) < 1e-9 or np.linalg.norm(cross3(r, c)) < 1e-9:
+        raise GeometryError("An oblique plane needs two non-parallel directions")
+    r = r / np.linalg.norm(r)
+    c = c - np.dot(c, r) * r
+    c = c / np.linalg.norm(c)
+    r_step, c_step = axis_step(geom, r), axis_step(geom, c)
+    if r_step is None and c_step is None:
+        return oblique_plane(geom, geom.corners().mean(axis=0), r, c)
+    if r_step is not None and c_step is not None:  # at 0° or 90°: the grid is the turned one's
+        if r_step > c_step:
+            c_step = None
+        else:
+            r_step = None
+    fine = min(geom.pixel_spacing)
+    corners = geom.corners()
+    centre = corners.mean(axis=0)
+    rel = corners - centre
+
+    def span(
+        d: np.ndarray, step: float, aligned: bool, other: np.ndarray, other_aligned: bool
+    ) -> tuple[float, int]:
+        """Start (mm from the centre along ``d``) and sample count."""
+        if aligned:  # from the first voxel centre to the last: every sample is a voxel centre
+            lo, count = _extent(rel, d, step)
+            return lo, count
+        if other_aligned:  # the radius about the other (axis) direction: the same at every angle
+            half = float(np.max(np.linalg.norm(rel - np.outer(rel @ other, other), axis=1)))
+        else:
+            half = float(np.max(np.abs(rel @ d)))
+        n = math.ceil(half / step - 1e-6)
+        return -n * step, 2 * n + 1
+
+    sr = r_step if r_step is not None else fine
+    sc = c_step if c_step is not None else fine
+    u0, ncols = span(r, sr, r_step is not None, c, c_step is not None)
+    v0, nrows = span(c, sc, c_step is not None, r, r_step is not None)
+    origin = centre + u0 * r + v0 * c
+    return Plane(
+        origin=_vec(origin),
+        row_dir=_vec(r),
+        col_dir=_vec(c),
+        spacing=(sc, sr),
+        size=(nrows, ncols),
+        orientation=Orientation.OBLIQUE,
+    )

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from viewer.core.geometry.orientation import Orientation
-from viewer.core.geometry.plane import Plane, native_plane, oblique_plane, standard_plane
+from viewer.core.geometry.plane import Plane, crosshair_plane, native_plane, standard_plane
 from viewer.core.geometry.reslice import normal_step
 from viewer.core.geometry.stack import StackGeometry
 from viewer.core.state.catalogue import CatalogueEntry
@@ -52,7 +52,7 @@ def base_plane(geom: StackGeometry, vp: ViewportState) -> Plane:
         return native_plane(geom, geom.shape[0] // 2)
     if vp.orientation is Orientation.OBLIQUE:
         row, col = vp.oblique if vp.oblique is not None else (geom.iop[:3], geom.iop[3:])
-        return oblique_plane(geom, geom.corners().mean(axis=0), row, col)
+        return crosshair_plane(geom, row, col)
     return standard_plane(geom, vp.orientation)
 
 

@@ -32,7 +32,7 @@ from viewer.core.constants import Window
 from viewer.core.dicom.model import Stack
 from viewer.core.errors import ViewerStateError
 from viewer.core.geometry.orientation import Orientation
-from viewer.core.geometry.plane import Plane
+from viewer.core.geometry.plane import Plane, common_point, rotate_vector
 from viewer.core.geometry.reslice import Slab
 from viewer.core.state.catalogue import CatalogueEntry
 from viewer.core.state.layout import Layout
@@ -62,6 +62,7 @@ class ViewerEvents(SignalGroup):
     selection = Signal(object)  # tuple[str, ...]
     sync = Signal(object)  # SyncSettings
     links = Signal()  # manual scroll links (offsets) changed
+    crosshair = Signal(str, object)  # frame key, point (patient mm) or None
 
 
 class ViewerState:
@@ -77,6 +78,7 @@ class ViewerState:
         self._selection: tuple[str, ...] = ()
         self._sync = SyncSettings()
         self._offsets: dict[tuple[str, str], float] = {}  # (stack a, stack b) -> pos_b - pos_a (mm)
+        self._crosshair: dict[str, Vec3] = {}  # frame key -> the crosshair point (patient mm)
 
     # --- reading ---------------------------------------------------------------------------------
     @property
@@ -134,6 +136,7 @@ class ViewerState:
         if key not in self._catalogue:
             raise ViewerStateError(f"No stack {key!r} in the catalogue")
         del self._catalogue[key]
+        self._crosshair.pop(key, None)
         self._offsets = {k: v for k, v in self._offsets.items() if key not in k}
         for i, vp in enumerate(self._viewports):
             if vp.stack_key == key:
@@ -310,6 +313,127 @@ class ViewerState:
         removed = [self._offsets.pop(k, None) for k in ((ka, kb), (kb, ka))]
         if any(v is not None for v in removed):
             self.events.links.emit()
+
+    # --- crosshair and oblique planes ------------------------------------------------------------
+    def frame_key(self, index: int) -> str | None:
+        """What viewport ``index`` shares a crosshair with: its stack's FrameOfReferenceUID (else the stack
+        itself); None when it is empty or its stack has no patient geometry."""
+        vp = self.viewport(index)
+        if vp.stack_key is None:
+            return None
+        entry = self._catalogue[vp.stack_key]
+        if entry.geometry is None:
+            return None
+        return entry.frame_of_reference_uid or entry.key
+
+    def frame_viewports(self, index: int) -> list[int]:
+        """The viewports sharing viewport ``index``'s crosshair (itself included)."""
+        key = self.frame_key(index)
+        if key is None:
+            return []
+        return [i for i in range(len(self._viewports)) if self.frame_key(i) == key]
+
+    def crosshair(self, index: int) -> Vec3 | None:
+        """The crosshair point (patient mm) of viewport ``index``'s frame of reference, if one was set."""
+        key = self.frame_key(index)
+        return None if key is None else self._crosshair.get(key)
+
+    def crosshair_or_default(self, index: int) -> Vec3:
+        """The crosshair point, else the point the frame's viewport planes share (the three MPR planes
+        cross in one point) nearest viewport ``index``'s image centre."""
+        known = self.crosshair(index)
+        if known is not None:
+            return known
+        vp, entry = self._shown(index)
+        own = plane_at(entry, vp)
+        if own is None:
+            raise ViewerStateError("This stack has no patient geometry for a crosshair")
+        planes = [p for i in self.frame_viewports(index) if (p := self.plane(i)) is not None]
+        return common_point(planes, own.center)
+
+    def plane(self, index: int) -> Plane | None:
+        """The plane viewport ``index`` shows (None: empty, or no patient geometry)."""
+        vp = self.viewport(index)
+        if vp.stack_key is None:
+            return None
+        return plane_at(self._catalogue[vp.stack_key], vp)
+
+    def set_crosshair(self, index: int, point: Sequence[float]) -> None:
+        """Put the crosshair of viewport ``index``'s frame of reference at a patient point: every other
+        viewport of that frame scrolls to the plane through it (viewport ``index`` stays: the point was
+        picked in its plane)."""
+        key = self.frame_key(index)
+        if key is None:
+            raise ViewerStateError(f"Viewport {index} shows no stack with patient geometry: no crosshair")
+        p = np.asarray(point, dtype=float).reshape(-1)
+        if p.shape != (3,) or not np.all(np.isfinite(p)):
+            raise ViewerStateError(f"A crosshair point needs three finite coordinates (mm), got {point!r}")
+        vec: Vec3 = (float(p[0]), float(p[1]), float(p[2]))
+        self._crosshair[key] = vec
+        for i in self.frame_viewports(index):
+            if i != index:
+                self._place(i, vec)
+        self.events.crosshair.emit(key, vec)
+
+    def _place(self, index: int, point: Vec3) -> None:
+        """Scroll viewport ``index`` (only it: no scroll sync) to the plane through ``point``."""
+        vp, entry = self._shown(index)
+        assert entry.geometry is not None
+        normal = base_plane(entry.geometry, vp).normal
+        snapped = scroll_grid(entry, vp).snap(float(np.dot(np.asarray(point), normal)))
+        if snapped != vp.position_mm:
+            self._set(index, replace(vp, position_mm=snapped))
+
+    def rotate_plane(
+        self, index: int, target: int, angle: float, *, start: tuple[Vec3, Vec3] | None = None
+    ) -> None:
+        """Turn viewport ``target``'s plane by ``angle`` radians about viewport ``index``'s normal, through
+        the crosshair point (a drag of ``target``'s crosshair line in viewport ``index``): ``target`` then
+        shows an oblique plane. ``start``: the (row, column) directions to turn from (the plane's at the
+        start of the drag, so a drag's steps never accumulate rounding), default its current ones."""
+        if index == target:
+            raise ViewerStateError("A viewport's plane turns about another viewport's normal, not its own")
+        key = self.frame_key(index)
+        if key is None or self.frame_key(target) != key:
+            raise ViewerStateError(
+                f"Viewports {index} and {target} do not share a frame of reference: no crosshair to turn"
+            )
+        axis_plane = self.plane(index)
+        target_plane = self.plane(target)
+        assert axis_plane is not None and target_plane is not None
+        point = self.crosshair_or_default(index)
+        row, col = start if start is not None else (target_plane.row_dir, target_plane.col_dir)
+        axis = axis_plane.normal
+        new_row, new_col = rotate_vector(row, axis, angle), rotate_vector(col, axis, angle)
+        vp, entry = self._shown(target)
+        new = replace(vp, orientation=Orientation.OBLIQUE, oblique=(new_row, new_col))
+        grid = scroll_grid(entry, new)
+        assert entry.geometry is not None
+        normal = base_plane(entry.geometry, new).normal
+        self._crosshair[key] = point
+        self._set(target, replace(new, position_mm=grid.snap(float(np.dot(np.asarray(point), normal)))))
+        self.events.crosshair.emit(key, point)
+
+    def reset_planes(self, index: int) -> None:
+        """Back to orthogonal planes: every oblique viewport of viewport ``index``'s frame of reference
+        shows the standard plane (axial, coronal or sagittal) its normal is nearest, through the crosshair."""
+        key = self.frame_key(index)
+        if key is None:
+            return
+        point = self._crosshair.get(key)
+        for i in self.frame_viewports(index):
+            vp, entry = self._shown(i)
+            if vp.orientation is not Orientation.OBLIQUE:
+                continue
+            plane = plane_at(entry, vp)
+            assert plane is not None and entry.geometry is not None
+            axis = int(np.argmax(np.abs(plane.normal)))
+            orientation = (Orientation.SAGITTAL, Orientation.CORONAL, Orientation.AXIAL)[axis]
+            new = replace(vp, orientation=orientation, oblique=None)
+            centre = point if point is not None else plane.center
+            normal = base_plane(entry.geometry, new).normal
+            position = scroll_grid(entry, new).snap(float(np.dot(np.asarray(centre), normal)))
+            self._set(i, replace(new, position_mm=position))
 
     # --- window, zoom, pan, rotation -------------------------------------------------------------
     def set_window(self, index: int, window: Window, *, sync: bool = True) -> None:
