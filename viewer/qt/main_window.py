@@ -58,17 +58,25 @@ from viewer.core.state.catalogue import CatalogueEntry
 from viewer.core.state.layout import Layout
 from viewer.core.state.mpr import PlaneSlices, VolumeLoader
 from viewer.core.state.viewer_state import ViewerState
-from viewer.core.state.viewport import ViewportState
+from viewer.core.state.viewport import Tool, ViewportState
 from viewer.core.undo import UndoStack
 from viewer.qt.actions import ActionRegistry, ActionSpec, Binding
 from viewer.qt.browser import StudyBrowser
+from viewer.qt.crosshair import CrosshairTool
 from viewer.qt.export import export_png
 from viewer.qt.hanging import HangingController
 from viewer.qt.help_dialog import KeyboardHelp, mouse_bindings
 from viewer.qt.load_report import LoadReportPanel
 from viewer.qt.settings import MAX_CINE_FPS, MIN_CINE_FPS, Settings
 from viewer.qt.slice_slider import MarkedSlider
-from viewer.qt.slice_view import KEY_ZOOM_FACTOR, PAGE_STEP, ReferenceLine, SliceView, StackContext
+from viewer.qt.slice_view import (
+    CROSSHAIR_TOOL,
+    KEY_ZOOM_FACTOR,
+    PAGE_STEP,
+    ReferenceLine,
+    SliceView,
+    StackContext,
+)
 from viewer.qt.style import icon
 from viewer.qt.tag_browser import TagBrowser
 from viewer.qt.viewport_grid import ViewportGrid
@@ -190,6 +198,7 @@ class MainWindow(QMainWindow):
     # ============================================================== construction
     def _build_central(self) -> None:
         self.grid = ViewportGrid()
+        self.crosshair_tool = CrosshairTool(self.state, self.grid, self)
         self.grid.view_created.connect(self._setup_view)
         self.grid.activated.connect(self.state.set_active)
         self.grid.stack_dropped.connect(self._on_stack_dropped)
@@ -240,6 +249,9 @@ class MainWindow(QMainWindow):
         view.tool_changed.connect(lambda t, v=view: self._show_tool(t) if v is self.view else None)
         view.status_hint.connect(lambda text, v=view: self._show_hint(v, text))
         view.set_measurement_set(self.measurements, self.undo_stack)
+        self.crosshair_tool.attach(view)
+        if self.state.tool is Tool.CROSSHAIR:
+            view.set_tool(CROSSHAIR_TOOL)
 
     def _show_hint(self, view: SliceView, text: str) -> None:
         """A drawing tool's next step in the status bar (an empty text clears it)."""
@@ -253,6 +265,8 @@ class MainWindow(QMainWindow):
     def _show_tool(self, tool: str) -> None:
         for name, act in self._tool_actions().items():
             act.setChecked(tool == name)
+        if "crosshair" in self.actions_registry:
+            self.actions_registry.action("crosshair").setChecked(tool == CROSSHAIR_TOOL)
 
     def _tool_actions(self) -> dict[str, QAction]:
         return {name: self.actions_registry.action(name) for name, *_ in MEASURE_TOOLS}
@@ -275,7 +289,25 @@ class MainWindow(QMainWindow):
         undo.setEnabled(stack.can_undo())
         redo.setEnabled(stack.can_redo())
 
+    def set_crosshair_tool(self, on: bool) -> None:
+        """The crosshair tool in every viewport (on), or back to window/level (off)."""
+        self.state.set_tool(Tool.CROSSHAIR if on else Tool.WINDOW)
+        for view in self.views():
+            if on or view.tool == CROSSHAIR_TOOL:
+                view.set_tool(CROSSHAIR_TOOL if on else "window")
+        self.actions_registry.action("crosshair").setChecked(on)
+        self._refresh_reference_lines()
+        if on:
+            self.show_status("Crosshair: click or drag to move the point; drag a line's outer part to turn "
+                             "that plane (Alt+O: orthogonal planes again)")
+
+    def reset_planes(self) -> None:
+        """Alt+O: the active viewport's frame of reference back to axial, coronal and sagittal planes."""
+        self.state.reset_planes(self.state.active)
+
     def _on_tool_action(self, tool: str) -> None:
+        if self.state.tool is Tool.CROSSHAIR:
+            self.set_crosshair_tool(False)
         self.view.set_tool(tool if self._tool_actions()[tool].isChecked() else "window")
 
     # ============================================================== measurements (per study, persistent)
@@ -461,6 +493,13 @@ class MainWindow(QMainWindow):
             ActionSpec("reference_lines", "Reference lines", self._refresh_reference_lines, ("Alt+L",),
                        "Layout",
                        checkable=True, help="Reference lines: the other viewports' planes on / off"),
+            ActionSpec("crosshair", "Crosshair",
+                       lambda: self.set_crosshair_tool(self.state.tool is not Tool.CROSSHAIR),
+                       ("Shift+X",), "Tools", checkable=True,
+                       help="Crosshair on / off (MPR): click or drag to move the point the other planes go "
+                            "through; drag the outer part of a line to turn that plane (oblique)"),
+            ActionSpec("reset_planes", "Orthogonal planes", self.reset_planes, ("Alt+O",), "Layout",
+                       help="Turned (oblique) MPR planes back to axial, coronal and sagittal"),
             ActionSpec("slab_cycle", "Slab: thin / MIP / MinIP / average", self._cycle_slab, ("Alt+T",),
                        "Layout", help="Thick slab of the active MPR viewport: thin, MIP, MinIP, average"),
         ]
@@ -545,10 +584,12 @@ class MainWindow(QMainWindow):
         lm.addActions([self.actions_registry.action(f"plane_{o.value}") for o in PLANE_KEYS])
         lm.addSeparator()
         lm.addActions(
-            [self.actions_registry.action(a) for a in ("reference_lines", "slab_cycle", "next_viewport")]
+            [self.actions_registry.action(a)
+             for a in ("reference_lines", "reset_planes", "slab_cycle", "next_viewport")]
         )
         tm = self.menu("Tools")
         tm.addActions(list(self._tool_actions().values()))
+        tm.addAction(self.actions_registry.action("crosshair"))
         tm.addSeparator()
         tm.addActions([self.act_clear, self.act_clear_slice, self.actions_registry.action("edit_arrow_text"),
                        self.act_measurement_sr])
@@ -867,6 +908,26 @@ class MainWindow(QMainWindow):
         if self._rendered[index] != want:
             source = self._source(entry, vp)
             old = view.planes()
+            turned = self._rendered[index]
+            if (
+                isinstance(source, PlaneSlices)
+                and old is not None
+                and turned is not None
+                and turned[0] == vp.stack_key
+                and turned[3] == vp.slab
+                and Orientation.OBLIQUE in (turned[1], vp.orientation)
+            ):  # the crosshair turned this plane: keep window, zoom and the image until the new plane
+                self._rendering = True
+                try:
+                    view.swap_planes(source, self._index_of(entry, vp, source))
+                finally:
+                    self._rendering = False
+                old.close()
+                self._rendered[index] = want
+                if index == self.state.active:
+                    self._active_changed(old_uid)
+                self._refresh_reference_lines()
+                return
             self._rendering = True
             try:
                 view.set_volume(source, self._contexts[vp.stack_key], index=self._index_of(entry, vp, source))
@@ -953,7 +1014,8 @@ class MainWindow(QMainWindow):
         if self._moving or not hasattr(self, "act_reference_lines"):
             return
         n = len(self._rendered)
-        on = self.act_reference_lines.isChecked() and n > 1
+        crosshair = self.state.tool is Tool.CROSSHAIR  # the crosshair's lines are the reference lines
+        on = (self.act_reference_lines.isChecked() or crosshair) and n > 1
         planes = [self._viewport_plane(i) for i in range(n)] if on else [None] * n
         frames = [
             self.state.catalogue[vp.stack_key].frame_of_reference_uid if vp.stack_key else None
@@ -1545,6 +1607,8 @@ class MainWindow(QMainWindow):
         if self.view.layer.escape():
             return
         self.view.stop_cine()
+        if self.state.tool is Tool.CROSSHAIR:
+            self.set_crosshair_tool(False)
         self.view.set_tool("window")
 
     # ============================================================== view feedback

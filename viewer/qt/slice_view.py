@@ -67,7 +67,8 @@ DRAW_TOOLS = {
     "cobb": Shape.COBB,
     "arrow": Shape.ARROW,
 }
-TOOLS = ("window", *DRAW_TOOLS)
+CROSSHAIR_TOOL = "crosshair"  # left click / drag moves the crosshair point or turns a plane (MPR)
+TOOLS = ("window", CROSSHAIR_TOOL, *DRAW_TOOLS)
 
 
 def decode_failure_text(index: int, message: str) -> str:
@@ -117,6 +118,7 @@ class SliceViewBox(pg.ViewBox):
     sigToolDrag = Signal(QPointF, QPointF, bool)  # start, current (view coords), finished
     sigEditDrag = Signal(QPointF, bool)  # current (scene coords), finished: a measurement being moved
     sigClick = Signal(QPointF, QPoint, object, bool)  # scene pos, screen pos, Qt.MouseButton, double
+    sigCrosshairDrag = Signal(QPointF, QPointF, bool)  # press, current (scene coords), finished
 
     def __init__(self) -> None:
         super().__init__(invertY=True, lockAspect=True, enableMenu=False)
@@ -139,6 +141,10 @@ class SliceViewBox(pg.ViewBox):
 
     def mouseDragEvent(self, ev: Any, axis: Any = None) -> None:
         shift = bool(ev.modifiers() & Qt.KeyboardModifier.ShiftModifier)
+        if ev.button() == Qt.MouseButton.LeftButton and not shift and self.tool == CROSSHAIR_TOOL:
+            ev.accept()
+            self.sigCrosshairDrag.emit(ev.buttonDownScenePos(), ev.scenePos(), bool(ev.isFinish()))
+            return
         if ev.button() == Qt.MouseButton.LeftButton and not shift:
             ev.accept()
             if ev.isStart():
@@ -159,6 +165,9 @@ class SliceViewBox(pg.ViewBox):
 
     def mouseClickEvent(self, ev: Any) -> None:
         ev.accept()  # no pyqtgraph context menu on the image: the measurements' own, on a measurement
+        if self.tool == CROSSHAIR_TOOL and ev.button() == Qt.MouseButton.LeftButton and not ev.double():
+            self.sigCrosshairDrag.emit(ev.scenePos(), ev.scenePos(), True)
+            return
         self.sigClick.emit(ev.scenePos(), ev.screenPos().toPoint(), ev.button(), bool(ev.double()))
 
 
@@ -173,6 +182,7 @@ class SliceView(QWidget):
     status_hint = Signal(str)  # what to do next (a half-drawn angle), for the status bar
     zoom_changed = Signal(float)
     shown_changed = Signal(int)  # the slice whose pixels are on screen (differs from index while decoding)
+    crosshair_drag = Signal(object, object, bool)  # press, current: (row, col) image pixels; finished
     _slice_ready = Signal(object, int)  # (volume, index), emitted by the volume's request thread
 
     def __init__(self, parent: QWidget | None = None) -> None:
@@ -225,6 +235,10 @@ class SliceView(QWidget):
         self.vb.sigToolDrag.connect(self.layer.tool_drag)
         self.vb.sigEditDrag.connect(self.layer.edit_drag)
         self.vb.sigClick.connect(self.layer.click)
+        self.vb.sigCrosshairDrag.connect(
+            lambda a, b, done: self.crosshair_drag.emit(self.pixel_at(a), self.pixel_at(b), done)
+        )
+        self._keep_image = False  # swap_planes: keep the old plane on screen until the new one arrives
         self.vb.grab = self.layer.grab
         self.vb.sigRangeChanged.connect(self._on_range_changed)
         self._fitted = False  # the view is fitted (not zoomed or panned since): it refits when resized
@@ -238,6 +252,7 @@ class SliceView(QWidget):
         """Show ``volume`` (a StackVolume) at ``index``; resets window, zoom and measurements."""
         self.stop_cine()
         self.layer.drop()
+        self._keep_image = False
         self.volume = volume
         self.context = context
         stack = context.stack
@@ -275,6 +290,36 @@ class SliceView(QWidget):
         self._window_from_data = True
         volume.request_slice(mid, lambda i, v=volume: self._slice_ready.emit(v, i), requester=id(self))
         return Window(400, 40)
+
+    def swap_planes(self, planes: PlaneSlices, index: int) -> None:
+        """Show other MPR planes of the shown stack (the crosshair turned): window, zoom and pan stay, and
+        the plane on screen stays until the new one is resliced (no placeholder flashing while dragging).
+        A plane of another size (standard -> oblique) keeps the scale and the image centre on screen (both
+        planes are centred on the volume), so the anatomy does not jump."""
+        old_rect = self.image_rect()
+        self.layer.drop()
+        self.volume = planes
+        self._spacing = planes.plane(0).spacing
+        self._apply_transform()
+        self._keep_image = True
+        self._index = max(0, min(len(planes) - 1, int(index)))  # valid for the overlay while the range moves
+        new_rect = self.image_rect()
+        if new_rect != old_rect:
+            d = new_rect.center() - old_rect.center()
+            (x0, x1), (y0, y1) = self.vb.viewRange()
+            fitted = self._fitted
+            self.vb.setRange(xRange=(x0 + d.x(), x1 + d.x()), yRange=(y0 + d.y(), y1 + d.y()), padding=0)
+            self._fitted = fitted
+        self.set_index(index, force=True)
+
+    def pixel_at(self, scene_pos: QPointF) -> tuple[float, float]:
+        """(row, col) image pixel (fractional, pixel centres at integers) under a scene position."""
+        p = self.image.mapFromScene(scene_pos)
+        return (float(p.y()) - 0.5, float(p.x()) - 0.5)
+
+    def scene_at(self, row: float, col: float) -> QPointF:
+        """The scene (view widget) position of image pixel (row, col): for distances in screen pixels."""
+        return self.image.mapToScene(QPointF(col + 0.5, row + 0.5))
 
     def clear(self) -> None:
         self.stop_cine()
@@ -379,6 +424,8 @@ class SliceView(QWidget):
         """While slice ``index`` decodes: the nearest decoded slice, else a placeholder."""
         near = self.volume.nearest_cached(index)
         data = self.volume.cached(near) if near is not None else None
+        if (near is None or data is None) and self._keep_image and self._data is not None:
+            return  # turned planes (swap_planes): the previous plane stays until this one is resliced
         if near is None or data is None:
             self._data = None
             self.image.clear()
@@ -642,7 +689,8 @@ class SliceView(QWidget):
             self.layer.cancel_drawing()
         self.vb.tool = tool
         self.graphics.viewport().setCursor(
-            Qt.CursorShape.CrossCursor if tool in DRAW_TOOLS else Qt.CursorShape.ArrowCursor
+            Qt.CursorShape.CrossCursor if tool in DRAW_TOOLS or tool == CROSSHAIR_TOOL
+            else Qt.CursorShape.ArrowCursor
         )
         self.tool_changed.emit(tool)
 
