@@ -7,6 +7,9 @@ random voxel and runs every method once, in rotating order (interleaved), so mac
 medians per method and the ratio baseline / ours are printed. Outputs are checked equal first (same values,
 same dtype) so the comparison is like for like.
 
+The oblique case is also timed with the two planes resliced at once on two threads, as the app does (each
+MPR viewport reslices on its own thread).
+
 Baselines:
 * ``numpy``: plain fancy indexing / reductions (``np.take(vol, j, axis=1)[::-1]``,
   ``vol[::-1, j-h:j+h+1, :].max(axis=1)``): only right for an untilted, evenly spaced stack.
@@ -22,6 +25,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -147,6 +151,13 @@ def run(rounds: int) -> None:
         lambda k, j, i: tuple(reslice(v16, straight, p).image for p in turned(straight, k, j, i, 30.0)),
         "cor+sag oblique 30deg int16",
     )
+    pair = ThreadPoolExecutor(2, thread_name_prefix="reslice")  # one per viewport, as in the app
+
+    def both_threads(k: int, j: int, i: int) -> tuple[np.ndarray, ...]:
+        futures = [pair.submit(reslice, v16, straight, p) for p in turned(straight, k, j, i, 30.0)]
+        return tuple(f.result(timeout=30).image for f in futures)
+
+    methods["cor+sag oblique 30deg int16: ours, 2 threads"] = (both_threads, "cor+sag oblique 30deg int16")
     methods["cor+sag oblique 30deg int16: map_coordinates"] = (
         lambda k, j, i: tuple(
             mapped(v16, straight, p, np.float32) for p in turned(straight, k, j, i, 30.0)
@@ -201,7 +212,12 @@ def run(rounds: int) -> None:
             got = methods[name][0](k, j, i)
             for a, b in zip(ref, got, strict=True):
                 assert a.shape == b.shape and a.dtype == b.dtype, (name, a.shape, b.shape, a.dtype, b.dtype)
-                atol = 1e-2 if "tilted" in group or "oblique" in group else 1e-3
+                if "oblique" in group:  # border pixels within 1/1000 voxel of the volume's edge: taken as
+                    # the edge voxel here, blended with the fill value by map_coordinates (< 1 HU apart)
+                    diff = np.abs(a.astype(np.float64) - b)
+                    assert diff.max() < 1.0 and np.mean(diff > 1e-2) < 0.005, (name, diff.max())
+                    continue
+                atol = 1e-2 if "tilted" in group else 1e-3
                 np.testing.assert_allclose(a, b, atol=atol, err_msg=name)
 
     times: dict[str, list[float]] = {name: [] for name in methods}
@@ -224,7 +240,7 @@ def run(rounds: int) -> None:
         for name in gnames:
             med = statistics.median(times[name]) * 1e3
             ratio = "" if name == gnames[0] else f"   baseline/ours {med / ours:6.2f}x"
-            print(f"  {name.split(': ')[1]:<16} {med:8.2f} ms median (n={len(times[name])}){ratio}")
+            print(f"  {name.split(': ')[1]:<18} {med:8.2f} ms median (n={len(times[name])}){ratio}")
 
 
 def main() -> None:

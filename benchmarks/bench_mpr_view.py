@@ -10,6 +10,10 @@ planes (resliced on the GUI thread when the plane changes), and a 10 mm MIP slab
 Then a 2x2 layout (acquired | coronal / sagittal | coronal MIP) is scrolled in its acquired viewport, with
 the reference lines of that viewport redrawn in the other three, against the same change in 1x1 (issue
 12's budget: <= 6 ms per slice change including render).
+Crosshair (``--crosshair``, on by default): coronal and sagittal turned 30° in the axial view (oblique
+planes); each change moves the crosshair point in the axial viewport (both oblique planes scroll to it) or
+turns the coronal plane one more degree; GUI-thread time (the state change, the views' requests, the
+reference lines, repaint) and time until both turned planes are on screen.
 Each time is ``view.set_index`` + ``repaint`` + ``processEvents`` of the window, i.e. all the GUI thread
 does for one plane change (the plane is resliced on the viewport's own thread), and for MPR also the time
 until the new plane is on screen; medians and the ratio to the axial change are printed. Issue 12's budget:
@@ -19,6 +23,7 @@ coronal + sagittal reslice <= 15 ms, 10 mm slab MIP <= 25 ms; the GUI thread nev
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import statistics
 import sys
@@ -31,6 +36,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import numpy as np  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
 from tests.factories import write_ct_series  # noqa: E402
@@ -76,6 +82,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--changes", type=int, default=60)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--crosshair", action=argparse.BooleanOptionalAction, default=True)
     args = parser.parse_args()
     os.environ.setdefault("SLICEWISE_DATA_DIR", tempfile.mkdtemp(prefix="slicewise-bench-"))
     app = create_application()
@@ -115,6 +122,43 @@ def main() -> None:
                 timings[name].append(_change(app, coronal, (53 * k + 7) % n, on_screen[name]))
             window.set_slab(None)
             _wait(app, lambda: coronal.shown_index == coronal.index, "The thin plane")
+        crosshair: dict[str, list[float]] = {"move (oblique cor+sag)": [], "turn coronal 1 deg": []}
+        crosshair_seen: dict[str, list[float]] = {name: [] for name in crosshair}
+        if args.crosshair:
+            window.state.set_active(0)
+            window.set_crosshair_tool(True)
+            window.state.rotate_plane(0, 1, math.radians(30))
+            window.state.rotate_plane(0, 2, math.radians(30))
+            _wait(app, lambda: all(v.shown_index == v.index for v in views), "The oblique planes")
+            rng = np.random.default_rng(3)
+            rows, cols = axial.image_size()
+            for _ in range(args.rounds):
+                for k in range(args.changes):
+                    for name in (list(crosshair) if k % 2 else list(crosshair)[::-1]):
+                        t = time.perf_counter()
+                        if name.startswith("move"):
+                            axial_plane = window.state.plane(0)
+                            assert axial_plane is not None
+                            rc = rng.uniform(0.25, 0.75, 2) * (rows, cols)
+                            window.state.set_crosshair(0, axial_plane.pixel_to_patient(rc[0], rc[1]))
+                        else:
+                            step = 1.0 if (k // 10) % 2 == 0 else -1.0
+                            window.state.rotate_plane(0, 1, math.radians(step))
+                        for v in views:
+                            v.repaint()
+                        app.processEvents()
+                        crosshair[name].append(time.perf_counter() - t)
+                        deadline = t + 10
+                        while (coronal.shown_index != coronal.index or sagittal.shown_index != sagittal.index
+                               or coronal.planes() is None) and time.perf_counter() < deadline:
+                            app.processEvents()
+                            time.sleep(0.0002)
+                        _wait(app, lambda: all(v.shown_index == v.index for v in views), "The turned plane")
+                        coronal.repaint()
+                        sagittal.repaint()
+                        crosshair_seen[name].append(time.perf_counter() - t)
+            window.set_crosshair_tool(False)
+            window.reset_planes()
         # 2x2: the stack as acquired (scrolled), coronal, sagittal and a MIP coronal, with reference lines
         # of the scrolled viewport drawn in the other three; against the same slice change in 1x1
         uid = window.current_stack().uid  # type: ignore[union-attr]
@@ -151,6 +195,16 @@ def main() -> None:
             seen = statistics.median(on_screen[name]) * 1000
             print(f"  {name:18s} GUI {med:6.2f} ms   p95 {p95:6.2f} ms   ratio to axial {med / base:.2f}x   "
                   f"on screen {seen:6.2f} ms")
+        if args.crosshair:
+            print(f"crosshair on oblique planes (coronal and sagittal turned 30°), {args.rounds} x "
+                  f"{args.changes}: GUI thread per change incl. render (median, p95), and until both planes "
+                  "are on screen:")
+            for name, values in crosshair.items():
+                med = statistics.median(values) * 1000
+                p95 = sorted(values)[int(0.95 * (len(values) - 1))] * 1000
+                seen = statistics.median(crosshair_seen[name]) * 1000
+                print(f"  {name:24s} GUI {med:6.2f} ms   p95 {p95:6.2f} ms   "
+                      f"ratio to axial {med / base:.2f}x   on screen {seen:6.2f} ms")
         window.close()
 
 

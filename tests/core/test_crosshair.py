@@ -202,3 +202,21 @@ def test_rotation_needs_two_viewports_of_one_frame(axial: tuple[Path, StackGeome
         plane = state.plane(i)
         assert plane is not None
         assert abs(float(np.dot(plane.normal, p)) - plane.position_mm) <= max(plane.spacing) / 2 + 1e-6
+
+
+def test_scrolling_a_viewport_carries_the_crosshair_point_with_its_plane(
+    axial: tuple[Path, StackGeometry, np.ndarray],
+) -> None:
+    folder, geom, _ = axial
+    state = _mpr_state(folder)
+    point = tuple(float(v) for v in geom.voxel_to_patient((4, 5, 6)))
+    state.set_crosshair(0, point)
+    state.scroll(1, 2)  # the coronal viewport two rows on
+    moved = state.crosshair(0)
+    assert moved is not None
+    coronal = state.plane(1)
+    assert coronal is not None
+    assert float(np.dot(coronal.normal, moved)) == pytest.approx(coronal.position_mm)
+    # only the coordinate along the coronal normal changed
+    np.testing.assert_allclose(np.asarray(moved)[[0, 2]], np.asarray(point)[[0, 2]], atol=1e-9)
+    assert abs(moved[1] - point[1]) == pytest.approx(2 * geom.pixel_spacing[0])

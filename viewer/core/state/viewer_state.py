@@ -241,6 +241,7 @@ class ViewerState:
         if position == vp.position_mm:
             return
         self._set(index, replace(vp, position_mm=position))
+        self._follow_crosshair(index)
         if self._sync.scroll:
             self._sync_scroll(index)
 
@@ -358,7 +359,7 @@ class ViewerState:
             return None
         return plane_at(self._catalogue[vp.stack_key], vp)
 
-    def set_crosshair(self, index: int, point: Sequence[float]) -> None:
+    def set_crosshair(self, index: int, point: Sequence[float] | np.ndarray) -> None:
         """Put the crosshair of viewport ``index``'s frame of reference at a patient point: every other
         viewport of that frame scrolls to the plane through it (viewport ``index`` stays: the point was
         picked in its plane)."""
@@ -374,6 +375,21 @@ class ViewerState:
             if i != index:
                 self._place(i, vec)
         self.events.crosshair.emit(key, vec)
+
+    def _follow_crosshair(self, index: int) -> None:
+        """A viewport scrolled (wheel, keys): the crosshair point moves with its plane (projected onto it),
+        so the lines keep crossing where the planes do and a turn is about a point on every plane."""
+        key = self.frame_key(index)
+        point = None if key is None else self._crosshair.get(key)
+        plane = self.plane(index)
+        if key is None or point is None or plane is None:
+            return
+        n = plane.normal
+        p = np.asarray(point) + (plane.position_mm - float(np.dot(n, point))) * n
+        moved: Vec3 = (float(p[0]), float(p[1]), float(p[2]))
+        if moved != point:
+            self._crosshair[key] = moved
+            self.events.crosshair.emit(key, moved)
 
     def _place(self, index: int, point: Vec3) -> None:
         """Scroll viewport ``index`` (only it: no scroll sync) to the plane through ``point``."""
