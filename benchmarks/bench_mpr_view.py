@@ -28,6 +28,7 @@ import os
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -42,6 +43,7 @@ from PySide6.QtWidgets import QApplication  # noqa: E402
 from tests.factories import write_ct_series  # noqa: E402
 from viewer.core.geometry.orientation import Orientation  # noqa: E402
 from viewer.core.geometry.reslice import SlabMode  # noqa: E402
+from viewer.core.state import mpr  # noqa: E402
 from viewer.core.state.layout import Layout  # noqa: E402
 from viewer.qt.app import build_main_window, create_application  # noqa: E402
 from viewer.qt.main_window import MainWindow  # noqa: E402
@@ -123,6 +125,7 @@ def main() -> None:
             window.set_slab(None)
             _wait(app, lambda: coronal.shown_index == coronal.index, "The thin plane")
         crosshair: dict[str, list[float]] = {"move (oblique cor+sag)": [], "turn coronal 1 deg": []}
+        on_thread = {"GUI": 0, "reslice threads": 0}
         crosshair_seen: dict[str, list[float]] = {name: [] for name in crosshair}
         if args.crosshair:
             window.state.set_active(0)
@@ -131,6 +134,15 @@ def main() -> None:
             window.state.rotate_plane(0, 2, math.radians(30))
             _wait(app, lambda: all(v.shown_index == v.index for v in views), "The oblique planes")
             rng = np.random.default_rng(3)
+            on_thread.update({"GUI": 0, "reslice threads": 0})
+            real_reslice = mpr.reslice
+
+            def counted(*a: object, **kw: object) -> object:  # where each plane is resliced
+                gui = threading.current_thread() is threading.main_thread()
+                on_thread["GUI" if gui else "reslice threads"] += 1
+                return real_reslice(*a, **kw)  # type: ignore[arg-type]
+
+            mpr.reslice = counted  # type: ignore[assignment]
             rows, cols = axial.image_size()
             for _ in range(args.rounds):
                 for k in range(args.changes):
@@ -157,6 +169,7 @@ def main() -> None:
                         coronal.repaint()
                         sagittal.repaint()
                         crosshair_seen[name].append(time.perf_counter() - t)
+            mpr.reslice = real_reslice
             window.set_crosshair_tool(False)
             window.reset_planes()
         # 2x2: the stack as acquired (scrolled), coronal, sagittal and a MIP coronal, with reference lines
@@ -199,6 +212,8 @@ def main() -> None:
             print(f"crosshair on oblique planes (coronal and sagittal turned 30°), {args.rounds} x "
                   f"{args.changes}: GUI thread per change incl. render (median, p95), and until both planes "
                   "are on screen:")
+            print(f"  planes resliced during the crosshair changes: {on_thread['GUI']} on the GUI thread, "
+                  f"{on_thread['reslice threads']} on the viewports' reslice threads")
             for name, values in crosshair.items():
                 med = statistics.median(values) * 1000
                 p95 = sorted(values)[int(0.95 * (len(values) - 1))] * 1000
