@@ -194,6 +194,15 @@ def test_rotation_needs_two_viewports_of_one_frame(axial: tuple[Path, StackGeome
     state = _mpr_state(folder)
     with pytest.raises(ViewerStateError, match="another viewport"):
         state.rotate_plane(1, 1, 0.3)
+    # the stack's own slices do not turn (only resliced planes do)
+    native = ViewerState()
+    key = native.add_stack(load_stack(folder))
+    native.set_layout(Layout.ONE_BY_TWO)
+    native.show(0, key, Orientation.CORONAL)
+    native.show(1, key, Orientation.NATIVE)
+    with pytest.raises(ViewerStateError, match="own slices"):
+        native.rotate_plane(0, 1, 0.3)
+    assert native.viewport(1).orientation is Orientation.NATIVE
     # without a crosshair set, the point the three planes share is used (and kept)
     state.rotate_plane(0, 2, 0.2)
     p = state.crosshair(0)

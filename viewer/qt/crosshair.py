@@ -19,6 +19,7 @@ import numpy as np
 from PySide6.QtCore import QObject, QPointF
 
 from viewer.core.errors import ViewerStateError
+from viewer.core.geometry.orientation import Orientation
 from viewer.core.geometry.plane import Plane, Vec3, signed_angle
 from viewer.core.state.viewer_state import ViewerState
 from viewer.qt.slice_view import SliceView
@@ -122,7 +123,7 @@ class CrosshairTool(QObject):
             return CrosshairDrag(DragMode.MOVE, index)
         target = best[1]
         target_plane = self.state.plane(target)
-        if target_plane is None:
+        if target_plane is None or self.state.viewport(target).orientation is Orientation.NATIVE:
             return CrosshairDrag(DragMode.MOVE, index)
         pressed = plane.pixel_to_patient(np.array(press[0]), np.array(press[1]))
         vec = np.asarray(pressed) - np.asarray(centre)

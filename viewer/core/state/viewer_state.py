@@ -414,6 +414,10 @@ class ViewerState:
             raise ViewerStateError(
                 f"Viewports {index} and {target} do not share a frame of reference: no crosshair to turn"
             )
+        if self.viewport(target).orientation is Orientation.NATIVE:
+            raise ViewerStateError(
+                f"Viewport {target} shows the stack's own slices: only a resliced (MPR) plane turns (Alt+M)"
+            )
         axis_plane = self.plane(index)
         target_plane = self.plane(target)
         assert axis_plane is not None and target_plane is not None
