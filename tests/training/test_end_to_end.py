@@ -244,7 +244,8 @@ def test_evaluate_shift_reports_each_shift_and_model(
     from viewer.core.paths import bundled_model_path
 
     model = tmp_path / "m.onnx"
-    export_checkpoint(run / "checkpoint.pt", model, parity=False)
+    export_checkpoint(run / "checkpoint.pt", model, parity=False, model_version="9.9.9")
+    assert read_metadata(model)["model_version"] == "9.9.9"
     bundled = bundled_model_path()
     out = tmp_path / "shifts.json"
     argv = [
@@ -269,6 +270,12 @@ def test_evaluate_shift_reports_each_shift_and_model(
         for name in ("model", "bundled"):
             m = result["shifts"][shift][name]["metrics"]
             assert m["n_studies"] == 2 and 0.0 <= m["slice_ece"]["any"] <= 1.0
+    # models with study thresholds report the study decision (sensitivity, normal studies unflagged)
+    for name in ("model", "bundled"):
+        summary = result["shifts"]["none"][name]["summary"]
+        decision = result["shifts"]["none"][name]["metrics"]["study_decision"]
+        assert decision["n_studies"] == 2
+        assert summary["normal_unflagged"] == decision["normal_unflagged_share"]
     # the same study seeds under every shift: same heads, lesions and slice counts
     assert (
         result["shifts"]["none"]["model"]["metrics"]["n_slices"]
