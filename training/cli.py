@@ -98,6 +98,13 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--sensitivity", type=float, default=0.95, help="study-level sensitivity of `any`")
     st.add_argument("--write", action="store_true", help="store them in the model's metadata (weights kept)")
     st.add_argument("--chosen-on", default="", help="where the studies come from (recorded in the metadata)")
+    st.add_argument(
+        "--slice-policy",
+        choices=POLICY_CHOICES,
+        default=None,
+        help="also choose the SLICE thresholds on these studies' labelled slices under this policy (slice "
+        "`any` at sensitivity >= 0.95); with --write they replace the metadata's thresholds",
+    )
     st.add_argument("--threads", type=int, default=2)
 
     tr = sub.add_parser(
@@ -351,6 +358,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 write=args.write,
                 chosen_on=args.chosen_on,
                 threads=args.threads,
+                slice_policy=args.slice_policy,
             )
             print(json.dumps(json_safe(report), indent=2, allow_nan=False))
         elif args.cmd == "trained-range":

@@ -232,6 +232,14 @@ def test_thresholds_command_reproduces_training_and_switches_policy(
     report = json.loads(capsys.readouterr().out)
     assert read_metadata(out)["study_thresholds"] == report["study_thresholds"]
     assert report["at_chosen"]["n_studies"] > 0 and report["at_chosen"]["sensitivity"] >= 0.95
+    # --slice-policy: the slice thresholds are re-chosen on the same (fresh) studies as well
+    argv = ["study-thresholds", str(out), "--data", str(data), "--labels", str(labels), "--write"]
+    assert main([*argv, "--slice-policy", "triage", "--chosen-on", "six tiny studies"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    meta = read_metadata(out)
+    assert meta["thresholds"] == report["slice_thresholds"] and set(meta["thresholds"]) == set(RSNA_CLASSES)
+    assert meta["threshold_policy"].endswith("; chosen on six tiny studies")
+    assert report["slice_at_thresholds"]["any"]["sensitivity"] >= 0.95
 
     with pytest.raises(SystemExit):  # argparse refuses an unknown policy
         main(["thresholds", str(copy), "--policy", "f2"])
