@@ -26,6 +26,7 @@ TRAINED_RANGE = {
     "field_of_view_mm": [200.0, 270.0],
     "matrix": [128, 512],
     "slices": [8, 60],
+    "noise_hu": [3.0, 6.0],  # the generator's standard noise (the demo: 3-3.5)
 }
 
 

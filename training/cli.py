@@ -45,6 +45,20 @@ def _parser() -> argparse.ArgumentParser:
         "--size is then ignored",
     )
     s.add_argument("--shift", default="none", help="one named acquisition shift (training.synth.SHIFTS)")
+    s.add_argument(
+        "--noise-hu",
+        type=_float_range,
+        default=None,
+        metavar="LO,HI",
+        help="noise standard deviation range in HU, uniform per study (before the kernel; e.g. 0,25)",
+    )
+    s.add_argument(
+        "--noise-corr-mm",
+        type=_float_range,
+        default=None,
+        metavar="LO,HI",
+        help="Gaussian correlation length range of the noise in mm (e.g. 0,1.2); 0: white noise",
+    )
 
     t = sub.add_parser("train", help="train the CNN (stage 1) and the CNN-GRU (stage 2)")
     defaults = TrainConfig()
@@ -84,6 +98,13 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--sensitivity", type=float, default=0.95, help="study-level sensitivity of `any`")
     st.add_argument("--write", action="store_true", help="store them in the model's metadata (weights kept)")
     st.add_argument("--chosen-on", default="", help="where the studies come from (recorded in the metadata)")
+    st.add_argument(
+        "--slice-policy",
+        choices=POLICY_CHOICES,
+        default=None,
+        help="also choose the SLICE thresholds on these studies' labelled slices under this policy (slice "
+        "`any` at sensitivity >= 0.95); with --write they replace the metadata's thresholds",
+    )
     st.add_argument("--threads", type=int, default=2)
 
     tr = sub.add_parser(
@@ -177,6 +198,11 @@ def _parser() -> argparse.ArgumentParser:
     x.add_argument("--no-parity", action="store_true")
     x.add_argument("--train-data", default=None, help="training-data description for the metadata")
     x.add_argument("--intended-use", default=None)
+    x.add_argument(
+        "--model-version",
+        default=None,
+        help="the metadata's model_version (default: 0.1.2 for preprocessing v1, the current one for v2)",
+    )
     return p
 
 
@@ -187,6 +213,18 @@ _POLICY_HELP = (
     "checkpoints); sensitivity = every class at sensitivity >= --sensitivity (model 0.1.0); youden = every "
     "class at the Youden-J maximum"
 )
+
+
+def _float_range(text: str) -> tuple[float, float]:
+    """'LO,HI' -> (lo, hi) with 0 <= lo <= hi (argparse type)."""
+    parts = text.split(",")
+    try:
+        lo, hi = (float(v) for v in parts) if len(parts) == 2 else (float("nan"),) * 2
+    except ValueError:
+        lo = hi = float("nan")
+    if not 0.0 <= lo <= hi < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected LO,HI with 0 <= LO <= HI, got {text!r}")
+    return lo, hi
 
 
 def _shift_names() -> list[str]:
@@ -202,13 +240,20 @@ def _num(v: object) -> str:
 def _shift_table(result: dict[str, object]) -> str:
     shifts = result["shifts"]
     assert isinstance(shifts, dict)
-    lines = ["shift        model       AUC(any) wLL      ECE(any) studyAUC min subtype AUC"]
+    lines = ["shift        model       AUC(any) wLL      ECE(any) studyAUC minSubAUC studySens normUnfl"]
+    keys = (
+        "auc_any",
+        "weighted_log_loss",
+        "ece_any",
+        "study_auc_any",
+        "min_subtype_auc",
+        "study_sensitivity",
+        "normal_unflagged",
+    )
     for shift, per_model in shifts.items():
         for name, entry in per_model.items():
             s = entry["summary"]
-            cells = [
-                s[k] for k in ("auc_any", "weighted_log_loss", "ece_any", "study_auc_any", "min_subtype_auc")
-            ]
+            cells = [s.get(k) for k in keys]
             lines.append(f"{shift:<12} {name:<11} " + "  ".join(_num(v) for v in cells))
     return "\n".join(lines)
 
@@ -257,6 +302,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             base = WIDE if args.wide else shifted_config(args.shift, SynthConfig(size=args.size))
             cfg = dataclasses.replace(base, min_slices=args.min_slices, max_slices=args.max_slices)
+            if args.noise_hu is not None:
+                cfg = dataclasses.replace(cfg, noise_hu=args.noise_hu)
+            if args.noise_corr_mm is not None:
+                cfg = dataclasses.replace(cfg, noise_corr_mm=args.noise_corr_mm)
             labels = generate_dataset(
                 args.out, args.studies, seed=args.seed, cfg=cfg, rle=args.rle, progress=True, masks=args.masks
             )
@@ -309,6 +358,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 write=args.write,
                 chosen_on=args.chosen_on,
                 threads=args.threads,
+                slice_policy=args.slice_policy,
             )
             print(json.dumps(json_safe(report), indent=2, allow_nan=False))
         elif args.cmd == "trained-range":
@@ -388,6 +438,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 parity=not args.no_parity,
                 train_data=args.train_data or DEFAULT_TRAIN_DATA,
                 intended_use=args.intended_use or DEFAULT_INTENDED_USE,
+                model_version=args.model_version,
             )
             print(f"wrote {args.out}" + ("" if args.no_parity else f" (parity max abs diff {diff:.2e})"))
     except (SlicewiseError, FileNotFoundError, ValueError) as exc:

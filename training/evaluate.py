@@ -14,7 +14,7 @@ import json
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,7 @@ class OnnxModel:
     session: Any
     spec: PreprocessSpec
     thresholds: dict[str, float]
+    study_thresholds: dict[str, float] = field(default_factory=dict)  # empty: the model records none
 
     def predict(self, hu: np.ndarray, geometry: SliceGeometry | None) -> tuple[np.ndarray, np.ndarray, float]:
         """(slice_probs (S, K) in the stack's order, study_probs (K,), model seconds)."""
@@ -69,6 +70,7 @@ def load_onnx(model_path: Path, *, threads: int = 2) -> OnnxModel:
         size = int(meta["input_size"])
         classes = list(meta["class_names"])
         thresholds = {c: float(v) for c, v in meta.get("thresholds", {}).items()}
+        study_thresholds = {c: float(v) for c, v in meta.get("study_thresholds", {}).items()}
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelContractError(f"model metadata incomplete: {exc}") from exc
     if classes != list(RSNA_CLASSES):
@@ -78,7 +80,12 @@ def load_onnx(model_path: Path, *, threads: int = 2) -> OnnxModel:
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     sess = ort.InferenceSession(str(model_path), so, providers=["CPUExecutionProvider"])
-    return OnnxModel(sess, spec, thresholds if len(thresholds) == len(RSNA_CLASSES) else {})
+    return OnnxModel(
+        sess,
+        spec,
+        thresholds if len(thresholds) == len(RSNA_CLASSES) else {},
+        study_thresholds if len(study_thresholds) == len(RSNA_CLASSES) else {},
+    )
 
 
 def evaluate_onnx(model_path: Path, data_dir: Path, labels_csv: Path, *, threads: int = 2) -> dict[str, Any]:
@@ -102,14 +109,20 @@ def evaluate_onnx(model_path: Path, data_dir: Path, labels_csv: Path, *, threads
 
 
 def summary(m: dict[str, Any]) -> dict[str, Any]:
-    """The headline figures of an ``evaluate_predictions`` result."""
-    return {
+    """The headline figures of an ``evaluate_predictions`` result (with ``study_decision``, the study
+    operating point at the model's study thresholds, when it has them)."""
+    out = {
         "auc_any": m["slice_auc"]["any"],
         "weighted_log_loss": m["weighted_log_loss"],
         "ece_any": m["slice_ece"]["any"],
         "study_auc_any": m["study_auc"]["any"],
         "min_subtype_auc": min((v for c, v in m["slice_auc"].items() if c != "any" and v == v), default=None),
     }
+    decision = m.get("study_decision")
+    if decision:
+        out["study_sensitivity"] = decision["sensitivity"]
+        out["normal_unflagged"] = decision["normal_unflagged_share"]
+    return out
 
 
 def evaluate_shifts(
@@ -126,6 +139,7 @@ def evaluate_shifts(
     The same study seeds are used under every shift, so each shift is compared with ``none`` on the
     same heads and lesions. ``seed`` must not be a training seed (the CLI default is not one).
     """
+    from training.study_thresholds import study_operating_point
     from training.synth import SynthConfig, render_study, shifted_config
 
     loaded = {name: load_onnx(path, threads=threads) for name, path in models.items()}
@@ -153,6 +167,10 @@ def evaluate_shifts(
         per_model = {}
         for name, model in loaded.items():
             m = evaluate_predictions(ys, preds[name][0], preds[name][1], model.thresholds or None)
+            if model.study_thresholds:
+                m["study_decision"] = study_operating_point(
+                    np.stack([y.max(axis=0) for y in ys]), np.stack(preds[name][1]), model.study_thresholds
+                )
             per_model[name] = {"summary": summary(m), "metrics": m}
         results["shifts"][shift] = per_model
         log.info(

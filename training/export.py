@@ -230,13 +230,18 @@ def export_checkpoint(
     parity: bool = True,
     slice_counts: Sequence[int] = PARITY_SLICES,
     batch_sizes: Sequence[int] = PARITY_BATCHES,
+    model_version: str | None = None,
 ) -> float:
+    """Export ``ckpt_path`` to ``out_path`` (parity-checked unless ``parity`` is False); ``model_version``
+    overrides the default version of the checkpoint's preprocessing (v1 "0.1.2", v2 MODEL_VERSION)."""
     ckpt = load_checkpoint(ckpt_path)
     net = model_from_checkpoint(ckpt)
     policy, sensitivity = checkpoint_policy(ckpt)
     meta = _metadata(
         ckpt, train_data=train_data, intended_use=intended_use, policy=policy, sensitivity=sensitivity
     )
+    if model_version:
+        meta["model_version"] = model_version
     return export_model(
         net, out_path, meta, parity=parity, slice_counts=slice_counts, batch_sizes=batch_sizes
     )

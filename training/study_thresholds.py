@@ -87,6 +87,15 @@ def onnx_study_predictions(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(study labels (N, K), study probabilities (N, K)) of ``model_path`` on every labelled series under
     ``data_dir``, read and preprocessed as the viewer does (the same path as ``evaluate_onnx``)."""
+    y, p, _, _ = onnx_predictions(model_path, data_dir, labels_csv, threads=threads)
+    return y, p
+
+
+def onnx_predictions(
+    model_path: Path, data_dir: Path, labels_csv: Path, *, threads: int = 2
+) -> tuple[np.ndarray, np.ndarray, list[np.ndarray], list[np.ndarray]]:
+    """Study labels (N, K) and probabilities (N, K), and per study the labelled slices' labels and
+    probabilities ((S_i, K) each), of ``model_path`` on every labelled series under ``data_dir``."""
     from training.dataset import find_series, read_labels
     from training.errors import LabelMatchError
     from training.evaluate import load_onnx
@@ -96,12 +105,16 @@ def onnx_study_predictions(
     refs = [r for r in find_series(data_dir) if any(s in labels for s in r.sop_uids)]
     if not refs:
         raise LabelMatchError("none of the labelled images matches a slice of the DICOM series found")
-    ys, ps = [], []
+    ys, ps, slice_ys, slice_ps = [], [], [], []
     for ref in refs:
-        _, study, _ = model.predict(ref.read_hu(), ref.geometry)
-        ys.append(np.stack([labels[s] for s in ref.sop_uids if s in labels]).max(axis=0))
+        probs, study, _ = model.predict(ref.read_hu(), ref.geometry)
+        keep = np.array([s in labels for s in ref.sop_uids])
+        slice_y = np.stack([labels[s] for s in ref.sop_uids if s in labels])
+        ys.append(slice_y.max(axis=0))
         ps.append(study)
-    return np.stack(ys), np.stack(ps)
+        slice_ys.append(slice_y)
+        slice_ps.append(probs[keep])
+    return np.stack(ys), np.stack(ps), slice_ys, slice_ps
 
 
 def write_study_thresholds(
@@ -130,13 +143,32 @@ def choose_for_model(
     write: bool = False,
     chosen_on: str = "",
     threads: int = 2,
+    slice_policy: str | None = None,
+    slice_sensitivity: float = 0.95,
 ) -> dict[str, Any]:
     """Choose study thresholds for an exported model on the studies under ``data_dir``; report the
-    operating point there (and under the model's current study thresholds, if any)."""
-    from training.export import read_metadata
+    operating point there (and under the model's current study thresholds, if any). With
+    ``slice_policy`` (``training.metrics`` policies) also choose the slice thresholds on the same studies'
+    labelled slices (so that both come from fresh validation studies rather than the training split)."""
+    from training.export import read_metadata, rewrite_metadata
+    from training.metrics import choose_thresholds, evaluate_predictions, threshold_policy_text
 
-    y, p = onnx_study_predictions(model_path, data_dir, labels_csv, threads=threads)
+    y, p, slice_y, slice_p = onnx_predictions(model_path, data_dir, labels_csv, threads=threads)
     meta = read_metadata(model_path)
+    where = chosen_on or f"{len(y)} validation studies"
+    if slice_policy is not None:
+        slice_thr = choose_thresholds(slice_y, slice_p, slice_sensitivity, slice_policy)
+        at = evaluate_predictions(slice_y, slice_p, list(p), slice_thr)["at_thresholds"]
+        if write:
+            rewrite_metadata(
+                model_path,
+                {
+                    "thresholds": slice_thr,
+                    "threshold_policy": threshold_policy_text(slice_policy, slice_sensitivity)
+                    + f"; chosen on {where}",
+                },
+            )
+            meta["thresholds"] = slice_thr
     chosen = choose_study_thresholds(y, p, sensitivity)
     report: dict[str, Any] = {
         "study_thresholds": chosen,
@@ -144,6 +176,9 @@ def choose_for_model(
         "at_slice_thresholds": study_operating_point(y, p, meta["thresholds"]),
         "target": {"sensitivity": sensitivity, "normal_unflagged_share": NORMAL_UNFLAGGED_TARGET},
     }
+    if slice_policy is not None:
+        report["slice_thresholds"] = slice_thr
+        report["slice_at_thresholds"] = at
     if "study_thresholds" in meta:
         report["at_current_study_thresholds"] = study_operating_point(y, p, meta["study_thresholds"])
     if write:
@@ -151,7 +186,7 @@ def choose_for_model(
             model_path,
             chosen,
             policy=STUDY_POLICY_TEXT.format(sens=sensitivity),
-            chosen_on=chosen_on or f"{len(y)} validation studies",
+            chosen_on=where,
         )
     return report
 

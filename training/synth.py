@@ -99,6 +99,7 @@ WIDE = SynthConfig(
 SHIFTS: dict[str, dict[str, object]] = {
     "none": {},
     "noise": {"noise_hu": (25.0, 25.0), "noise_corr_mm": (0.8, 0.8)},
+    "noise10": {"noise_hu": (10.0, 10.0), "noise_corr_mm": (0.8, 0.8)},  # moderate: between standard and 25
     "rotation": {"rot_deg": (20.0, 20.0)},
     "offcentre": {"shift_mm": (30.0, 30.0)},
     "fov180": {"fov_mm": (180.0, 180.0)},

@@ -60,6 +60,9 @@ class TrainConfig:
     preprocess_version: int = 2  # 2: head-centred mm grid (viewer.core.preprocess); 1: pad + resize
     field_mm: float = 230.0  # version 2: field of view of the input grid
     slab_mm: float = 5.0  # version 2: thinner slices are averaged into slabs this thick
+    # CNN widths, comma-separated: the stem, then one stride-2 stage each; "" = ModelConfig's default (sized
+    # for 256 px). The bundled 128 px models (0.1.x) use "24,32,48,64,96".
+    widths: str = ""
     seed: int = 0
     val_frac: float = 0.15
     test_frac: float = 0.15
@@ -242,6 +245,20 @@ def preprocess_spec(cfg: TrainConfig) -> PreprocessSpec:
         field_mm=cfg.field_mm,
         slab_mm=cfg.slab_mm,
     )
+
+
+def model_widths(cfg: TrainConfig) -> tuple[int, ...]:
+    """The CNN widths of ``cfg.widths`` ("24,32,48,64,96"), or the model's default when empty."""
+    text = cfg.widths.strip()
+    if not text:
+        return ModelConfig().widths
+    try:
+        widths = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        widths = ()
+    if len(widths) < 2 or min(widths) < 1:
+        raise ValueError(f"widths must be at least two positive integers, e.g. 24,32,48,64,96; got {text!r}")
+    return widths
 
 
 def trained_range(items: Sequence[StudyItem]) -> dict[str, list[float]]:
@@ -478,7 +495,7 @@ def train(cfg: TrainConfig) -> Path:
     dev = d.device
 
     # ---- stage 1: CNN per slice (the use_gru=False ablation model)
-    cnn_cfg = ModelConfig(use_gru=False, input_size=cfg.size)
+    cnn_cfg = ModelConfig(use_gru=False, input_size=cfg.size, widths=model_widths(cfg))
     cnn_model = ICHNet(cnn_cfg).to(dev)
     cnn_path = out / "cnn_only.pt"
 
@@ -529,7 +546,7 @@ def train(cfg: TrainConfig) -> Path:
     cnn_model.load_state_dict(load_checkpoint(cnn_path, dev)["model"])
 
     # ---- stage 2: frozen trunk, GRU on embeddings
-    gru_cfg = ModelConfig(use_gru=True, input_size=cfg.size)
+    gru_cfg = ModelConfig(use_gru=True, input_size=cfg.size, widths=model_widths(cfg))
     model = ICHNet(gru_cfg).to(dev)
     model.cnn.load_state_dict(cnn_model.cnn.state_dict())
     model.head.cnn_head.load_state_dict(cnn_model.head.cnn_head.state_dict())

@@ -104,6 +104,7 @@ def test_normal_synthetic_heads_and_the_demo_are_in_scope(cases: dict[str, Path]
         assert other.scope is Scope.IN_SCOPE, other
     _, demo = _assess(write_demo_study(tmp_path / "demo"))
     assert demo.scope is Scope.IN_SCOPE, demo
+    assert demo.measures["noise_hu"] < 4.5  # the demo's 3-3.5 HU noise, well inside the trained 3-6 HU
 
 
 def test_cta_is_cautioned_by_its_vessel_signature(cases: dict[str, Path]) -> None:

@@ -232,6 +232,14 @@ def test_thresholds_command_reproduces_training_and_switches_policy(
     report = json.loads(capsys.readouterr().out)
     assert read_metadata(out)["study_thresholds"] == report["study_thresholds"]
     assert report["at_chosen"]["n_studies"] > 0 and report["at_chosen"]["sensitivity"] >= 0.95
+    # --slice-policy: the slice thresholds are re-chosen on the same (fresh) studies as well
+    argv = ["study-thresholds", str(out), "--data", str(data), "--labels", str(labels), "--write"]
+    assert main([*argv, "--slice-policy", "triage", "--chosen-on", "six tiny studies"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    meta = read_metadata(out)
+    assert meta["thresholds"] == report["slice_thresholds"] and set(meta["thresholds"]) == set(RSNA_CLASSES)
+    assert meta["threshold_policy"].endswith("; chosen on six tiny studies")
+    assert report["slice_at_thresholds"]["any"]["sensitivity"] >= 0.95
 
     with pytest.raises(SystemExit):  # argparse refuses an unknown policy
         main(["thresholds", str(copy), "--policy", "f2"])
@@ -244,7 +252,8 @@ def test_evaluate_shift_reports_each_shift_and_model(
     from viewer.core.paths import bundled_model_path
 
     model = tmp_path / "m.onnx"
-    export_checkpoint(run / "checkpoint.pt", model, parity=False)
+    export_checkpoint(run / "checkpoint.pt", model, parity=False, model_version="9.9.9")
+    assert read_metadata(model)["model_version"] == "9.9.9"
     bundled = bundled_model_path()
     out = tmp_path / "shifts.json"
     argv = [
@@ -269,6 +278,12 @@ def test_evaluate_shift_reports_each_shift_and_model(
         for name in ("model", "bundled"):
             m = result["shifts"][shift][name]["metrics"]
             assert m["n_studies"] == 2 and 0.0 <= m["slice_ece"]["any"] <= 1.0
+    # models with study thresholds report the study decision (sensitivity, normal studies unflagged)
+    for name in ("model", "bundled"):
+        summary = result["shifts"]["none"][name]["summary"]
+        decision = result["shifts"]["none"][name]["metrics"]["study_decision"]
+        assert decision["n_studies"] == 2
+        assert summary["normal_unflagged"] == decision["normal_unflagged_share"]
     # the same study seeds under every shift: same heads, lesions and slice counts
     assert (
         result["shifts"]["none"]["model"]["metrics"]["n_slices"]

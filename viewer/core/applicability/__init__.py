@@ -3,7 +3,8 @@
 ``assess_applicability(stack, hu, ...)`` answers in scope / in scope with caution / out of scope with
 reasons and codes, from the header (modality, localizer, orientation, geometry against the model's
 trained range, contrast agent) and the pixels (a head-sized skull ring around brain-density tissue,
-no contrast-vessel signature). The engine calls it before every run: refused stacks are never run.
+no contrast-vessel signature, image noise within the noise the model was trained on). The engine calls
+it before every run: refused stacks are never run.
 """
 
 from viewer.core.applicability.check import assess_applicability
@@ -17,6 +18,7 @@ from viewer.core.applicability.codes import (
     parse_trained_range,
 )
 from viewer.core.applicability.header import ScopeTags, read_scope_tags
+from viewer.core.applicability.noise import noise_limit_hu
 
 __all__ = [
     "Applicability",
@@ -27,6 +29,7 @@ __all__ = [
     "ScopeTags",
     "TrainedRange",
     "assess_applicability",
+    "noise_limit_hu",
     "parse_trained_range",
     "read_scope_tags",
 ]

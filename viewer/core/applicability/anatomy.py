@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from viewer.core.applicability.codes import Scope, ScopeCode, ScopeReason
+from viewer.core.applicability.noise import residual_noise_hu
 
 SAMPLE_FRACTIONS: tuple[float, ...] = (0.35, 0.45, 0.55, 0.65, 0.75)  # along the stack (skull base excluded)
 MAX_GRID = 160  # pixels a side after subsampling
@@ -42,6 +43,7 @@ class SliceMeasures:
     air: float  # share of the interior samples below AIR_HU
     vessel: float  # share of the interior pixels at contrast density
     diameter_mm: float | None  # twice the median ray length to the inner table (None: no PixelSpacing)
+    noise_hu: float | None = None  # image noise inside the skull (None: too little brain to measure)
 
     @property
     def head_like(self) -> bool:
@@ -98,10 +100,12 @@ def measure_slice(img: np.ndarray, pixel_mm: float | None) -> SliceMeasures | No
         np.rint(np.arctan2(gy - cy, gx - cx) % (2 * np.pi) / (2 * np.pi) * N_RAYS).astype(np.int64)
     ) % N_RAYS
     limit = np.where(hit, first + 1.0 - margin, -1.0)[ray_of]
-    interior = a[dist < limit]
+    inside = dist < limit
+    interior = a[inside]
     vessel = float(np.mean((interior >= VESSEL_HU[0]) & (interior <= VESSEL_HU[1]))) if interior.size else 0.0
     diameter = 2.0 * float(np.median(first[hit] + 1.0)) * step_mm if step_mm and hit.any() else None
-    return SliceMeasures(float(hit.mean()), brain, air, vessel, diameter)
+    noise = residual_noise_hu(a, inside, step_mm)
+    return SliceMeasures(float(hit.mean()), brain, air, vessel, diameter, noise)
 
 
 def check_pixels(
@@ -162,6 +166,9 @@ def check_pixels(
                     f"the skull ring measures {diameter:.0f} mm across; a head is {lo:g}–{hi:g} mm",
                 )
             )
+    noises = [m.noise_hu for m in heads if m.noise_hu is not None]
+    if noises:
+        measures["noise_hu"] = float(np.median(noises))
     vessel = float(np.max([m.vessel for m in heads]))
     measures["vessel_fraction"] = vessel
     if vessel >= VESSEL_FRACTION:

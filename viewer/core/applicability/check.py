@@ -10,6 +10,7 @@ import numpy as np
 from viewer.core.applicability.anatomy import check_pixels
 from viewer.core.applicability.codes import Applicability, Scope, ScopeCode, ScopeReason, TrainedRange
 from viewer.core.applicability.header import ScopeTags, check_header, read_scope_tags
+from viewer.core.applicability.noise import noise_reason
 from viewer.core.dicom.model import Stack
 
 # refusals after which the pixels are not HU of one greyscale plane: the pixel check is skipped
@@ -63,4 +64,11 @@ def assess_applicability(
             spacing = stack.slices[0].pixel_spacing if stack.slices else None
             pixel_reasons, measures = check_pixels(hu, max(spacing) if spacing else None, bad_slices)
             reasons.extend(pixel_reasons)
+            noisy = (
+                noise_reason(measures["noise_hu"], trained_range.noise_hu)
+                if "noise_hu" in measures and trained_range is not None
+                else None
+            )
+            if noisy is not None:
+                reasons.append(noisy)
     return Applicability.from_reasons(reasons, time.perf_counter() - start, measures)

@@ -55,6 +55,7 @@ class ScopeCode(enum.Enum):
     NOT_HEAD = "S-NOT-HEAD"  # no skull ring around brain-density tissue (chest, abdomen, body CT)
     HEAD_SIZE = "S-HEAD-SIZE"  # a ring, but not head-sized in mm
     UNDECODABLE = "S-UNDECODABLE"  # too few slices could be decoded to judge the pixels
+    NOISE = "S-NOISE"  # image noise (estimated from the pixels) above the model's trained noise
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,7 @@ RANGE_KEYS: tuple[str, ...] = (
     "field_of_view_mm",
     "matrix",
     "slices",
+    "noise_hu",  # image noise (standard deviation in HU, as viewer.core.applicability.noise estimates it)
 )
 
 
@@ -132,6 +134,7 @@ class TrainedRange:
     field_of_view_mm: Range | None = None
     matrix: Range | None = None
     slices: Range | None = None
+    noise_hu: Range | None = None
 
 
 def _finite_number(v: object) -> bool:
