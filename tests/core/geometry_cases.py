@@ -96,3 +96,22 @@ def file_geometry(path: Path) -> tuple[list[float], list[float], list[float]]:
         [float(v) for v in ds.ImageOrientationPatient],
         [float(v) for v in ds.PixelSpacing],
     )
+
+
+# a field linear in patient position: resliced planes of it are known exactly (tests of planes/reslicing)
+FIELD = np.array([0.7, -1.3, 2.1])
+
+
+def linear_volume(paths: list[Path]) -> np.ndarray:
+    """FIELD . p + 5 at every voxel centre, positions from highdicom (independent of our maps)."""
+    from highdicom.spatial import PixelToReferenceTransformer
+
+    jj, ii = np.mgrid[0:ROWS, 0:COLS]
+    pixels = np.column_stack([ii.ravel(), jj.ravel()])
+    out = []
+    for path in paths:
+        ipp, iop, spacing = file_geometry(path)
+        pts = PixelToReferenceTransformer(ipp, iop, spacing)(pixels)
+        out.append((pts @ FIELD + 5.0).reshape(ROWS, COLS))
+    return np.asarray(out, dtype=np.float64)
+

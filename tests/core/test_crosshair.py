@@ -14,9 +14,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from highdicom.spatial import PixelToReferenceTransformer
 
-from tests.core.geometry_cases import CASES, COLS, ROWS, file_geometry, load_stack, write_case
+from tests.core.geometry_cases import (
+    CASES,
+    FIELD,
+    linear_volume,
+    load_stack,
+    write_case,
+)
 from viewer.core.errors import ViewerStateError
 from viewer.core.geometry.orientation import Orientation
 from viewer.core.geometry.plane import (
@@ -34,25 +39,12 @@ from viewer.core.state.layout import Layout
 from viewer.core.state.planes import plane_at
 from viewer.core.state.viewer_state import ViewerState
 
-FIELD = np.array([0.7, -1.3, 2.1])
-
-
-def _linear_volume(paths: list[Path]) -> np.ndarray:
-    jj, ii = np.mgrid[0:ROWS, 0:COLS]
-    pixels = np.column_stack([ii.ravel(), jj.ravel()])
-    out = []
-    for path in paths:
-        ipp, iop, spacing = file_geometry(path)
-        pts = PixelToReferenceTransformer(ipp, iop, spacing)(pixels)
-        out.append((pts @ FIELD + 5.0).reshape(ROWS, COLS))
-    return np.asarray(out, dtype=np.float64)
-
 
 @pytest.fixture(scope="module")
 def axial(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, StackGeometry, np.ndarray]:
     folder = tmp_path_factory.mktemp("axial")
     paths = write_case(CASES["axial"], folder)
-    return folder, StackGeometry.from_stack(load_stack(folder)), _linear_volume(paths)
+    return folder, StackGeometry.from_stack(load_stack(folder)), linear_volume(paths)
 
 
 def test_rotate_vector_and_signed_angle() -> None:

@@ -14,7 +14,15 @@ import pytest
 from highdicom.spatial import PixelToReferenceTransformer
 from scipy.ndimage import map_coordinates
 
-from tests.core.geometry_cases import CASES, COLS, ROWS, file_geometry, load_stack, write_case
+from tests.core.geometry_cases import (
+    CASES,
+    COLS,
+    FIELD,
+    ROWS,
+    linear_volume,
+    load_stack,
+    write_case,
+)
 from viewer.core.dicom.volume import StackVolume
 from viewer.core.errors import GeometryError
 from viewer.core.geometry.orientation import Orientation
@@ -29,20 +37,6 @@ from viewer.core.geometry.plane import (
 from viewer.core.geometry.reslice import Slab, SlabMode, normal_step, reslice
 from viewer.core.geometry.stack import StackGeometry
 
-FIELD = np.array([0.7, -1.3, 2.1])
-
-
-def _linear_volume(paths: list[Path]) -> np.ndarray:
-    """FIELD . p + 5 at every voxel centre, positions from highdicom (independent of our maps)."""
-    jj, ii = np.mgrid[0:ROWS, 0:COLS]
-    pixels = np.column_stack([ii.ravel(), jj.ravel()])
-    out = []
-    for path in paths:
-        ipp, iop, spacing = file_geometry(path)
-        pts = PixelToReferenceTransformer(ipp, iop, spacing)(pixels)
-        out.append((pts @ FIELD + 5.0).reshape(ROWS, COLS))
-    return np.asarray(out, dtype=np.float64)
-
 
 @pytest.fixture(scope="module", params=sorted(CASES))
 def case(
@@ -52,7 +46,7 @@ def case(
     folder = tmp_path_factory.mktemp(name)
     paths = write_case(CASES[name], folder)
     geom = StackGeometry.from_stack(load_stack(folder))
-    return name, geom, _linear_volume(paths)
+    return name, geom, linear_volume(paths)
 
 
 def _inside(geom: StackGeometry, plane: Plane) -> tuple[np.ndarray, np.ndarray]:

@@ -246,15 +246,25 @@ def test_secrets_never_in_settings_with_a_token(window: MainWindow, tmp_path: Pa
     assert entry is not None and entry.node.secret == "tok-123-secret"
 
 
+def _open_bleed_study(qtbot: QtBot, window: MainWindow, tmp_path: Path) -> None:
+    """The window's AI on the tiny test model, and a 12-slice head CT that it flags (slices 5-6) shown."""
+    from tests.core.inference_models import build_model, write_bleed_series
+
+    ai = window.ai_controller
+    assert ai is not None
+    ai.set_model_path(build_model(tmp_path / "tiny.onnx"))
+    ai.set_provider("cpu")
+    write_bleed_series(tmp_path / "head", 12, (5, 6))
+    with qtbot.waitSignal(window.load_finished, timeout=WAIT_MS):
+        window.open_paths([tmp_path / "head"])
+    qtbot.waitUntil(lambda: window.current_stack() is not None, timeout=WAIT_MS)
+
+
 def test_send_ai_result_back_lists_each_object(
     qtbot: QtBot, window: MainWindow, orthanc: Loaded, tmp_path: Path
 ) -> None:
     """Analyze a stack with the real (tiny) model, send its AI SR + KOS to Orthanc by STOW-RS: each
     object's outcome is listed and Orthanc holds them, filed with the study (identity included)."""
-    from pydicom import dcmread
-
-    from tests.core.inference_models import build_model, write_bleed_series
-
     pacs = controller(window)
     ai = window.ai_controller
     assert ai is not None
@@ -262,15 +272,10 @@ def test_send_ai_result_back_lists_each_object(
     pacs.panel.btn_send.click()  # nothing analysed yet
     assert pacs.panel.status.text() == "No AI result to send: analyze a stack first"
 
-    ai.set_model_path(build_model(tmp_path / "tiny.onnx"))
-    ai.set_provider("cpu")
-    write_bleed_series(tmp_path / "head", 12, (5, 6))
-    with qtbot.waitSignal(window.load_finished, timeout=WAIT_MS):
-        window.open_paths([tmp_path / "head"])
-    qtbot.waitUntil(lambda: window.current_stack() is not None, timeout=WAIT_MS)
+    _open_bleed_study(qtbot, window, tmp_path)
     ai.analyze()
     qtbot.waitUntil(lambda: ai.prediction() is not None, timeout=WAIT_MS)
-    study_uid = str(dcmread(next((tmp_path / "head").iterdir()), stop_before_pixels=True).StudyInstanceUID)
+    study_uid = window.current_stack().study_instance_uid  # type: ignore[union-attr]
     try:
         with qtbot.waitSignal(pacs.send_finished, timeout=WAIT_MS) as sent:
             pacs.panel.btn_send.click()
@@ -294,27 +299,18 @@ def test_send_review_sends_the_review_sr_with_the_ai_result_it_references(
 ) -> None:
     """A reviewed study: Send review stores the reader's review SR and the AI SR + KOS it references in
     the PACS (identity included, the review SR's evidence naming the stored AI SR)."""
-    from pydicom import dcmread
-
-    from tests.core.inference_models import build_model, write_bleed_series
-
     pacs = controller(window)
-    ai, review = window.ai_controller, window.review_controller  # type: ignore[attr-defined]
+    ai, review = window.ai_controller, window.review_controller
     assert ai is not None and review is not None
     add_web_node(window, orthanc)
     pacs.panel.btn_send_review.click()  # no session yet
     assert pacs.panel.status.text() == "No review to send: open a review session and a study first"
 
-    ai.set_model_path(build_model(tmp_path / "tiny.onnx"))
-    ai.set_provider("cpu")
-    write_bleed_series(tmp_path / "head", 12, (5, 6))
-    with qtbot.waitSignal(window.load_finished, timeout=WAIT_MS):
-        window.open_paths([tmp_path / "head"])
-    qtbot.waitUntil(lambda: window.current_stack() is not None, timeout=WAIT_MS)
+    _open_bleed_study(qtbot, window, tmp_path)
     assert review.new_session("PACS review") is not None
     ai.analyze()
     qtbot.waitUntil(lambda: (s := review.current_study()) is not None and s.ai is not None, timeout=WAIT_MS)
-    study_uid = str(dcmread(next((tmp_path / "head").iterdir()), stop_before_pixels=True).StudyInstanceUID)
+    study_uid = window.current_stack().study_instance_uid  # type: ignore[union-attr]
     try:
         with qtbot.waitSignal(pacs.send_finished, timeout=WAIT_MS) as sent:
             pacs.panel.btn_send_review.click()
