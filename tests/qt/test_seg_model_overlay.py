@@ -63,3 +63,35 @@ def test_the_seg_of_a_segmentation_model_shows_in_the_viewer(
     view.set_index(0)
     qtbot.wait(20)
     assert not controller.overlay(view).is_shown()
+
+
+def test_analyze_with_a_segmentation_model_shows_its_seg(
+    qtbot: QtBot, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Analyze in the viewer with a segmentation model: no classification display, the volumes in the
+    status bar, and its DICOM SEG (written in the helper process) shown by the Results overlay on the
+    slices the model marked."""
+    import viewer.qt.ai.controller as ai_controller
+
+    monkeypatch.setattr(ai_controller, "ai_results_dir", lambda: tmp_path / "ai-results")
+    write_bleed_series(tmp_path / "ct", N_SLICES, BLEED)
+    window = make_window(qtbot)
+    ai, results = window.ai_controller, window.results_controller
+    assert ai is not None and isinstance(results, ResultsController)
+    ai.set_model_path(build_seg_model(tmp_path / "seg.onnx"))
+    ai.set_provider("cpu")
+    open_and_wait(qtbot, window, [tmp_path / "ct"])
+    messages: list[str] = []
+    window.statusBar().messageChanged.connect(messages.append)
+    with qtbot.waitSignal(ai.task_objects_ready, timeout=60_000) as written:
+        ai.analyze()
+    (seg_file,) = written.args[0]
+    assert seg_file.sop_class_uid == "1.2.840.10008.5.1.4.1.1.66.4"  # Segmentation Storage
+    qtbot.waitUntil(lambda: any(isinstance(p, PlacedSeg) for p in results.placed), timeout=60_000)
+    assert ai.prediction() is None  # nothing shown as a classification
+    (summary,) = [m for m in messages if m.startswith("AI per-class lesion masks")]
+    assert "epidural" in summary and "subdural" in summary and " mL" in summary  # the classes it marks
+    stack = window.current_stack()
+    assert stack is not None
+    marked = [i for i in range(N_SLICES) if results.layers(SliceAt(stack.uid, i))]
+    assert marked == list(BLEED)

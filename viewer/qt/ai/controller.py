@@ -8,6 +8,7 @@ bar widget. Inference runs on a worker thread; results of an older request are n
 
 from __future__ import annotations
 
+import contextlib
 import html
 import logging
 import threading
@@ -30,7 +31,7 @@ from PySide6.QtWidgets import (
 
 from viewer.core.constants import INTENDED_USE
 from viewer.core.errors import ModelError
-from viewer.core.inference.results import run_start
+from viewer.core.inference.results import StackPrediction, run_start
 from viewer.core.paths import bundled_model_path
 from viewer.qt.actions import ActionSpec
 from viewer.qt.ai.findings import FindingsPanel
@@ -42,8 +43,7 @@ if TYPE_CHECKING:
     from viewer.core.applicability import Applicability
     from viewer.core.dicom.model import Stack
     from viewer.core.inference.engine import InferenceEngine
-    from viewer.core.inference.results import StackPrediction
-    from viewer.core.tasks.registry import DicomOutputs
+    from viewer.core.tasks.registry import DicomOutputs, TaskResult
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +123,9 @@ class AIController(QObject):
     # every result, displayed or not (background auto-analysis included): (Stack, StackPrediction)
     prediction_ready = Signal(object, object)
     analysis_failed = Signal(str)  # message shown to the user (not supported, model error, ...)
+    # a model of another task than slice classification (e.g. segmentation): its DICOM objects (a SEG),
+    # written de-identified into the AI results folder, as the scan's ResultFiles for the Results overlay
+    task_objects_ready = Signal(object)
 
     def __init__(self, window: Any) -> None:
         super().__init__(window)
@@ -410,7 +413,10 @@ class AIController(QObject):
             extra = f" ({len(self._queue)} more queued)" if self._queue else ""
             self.status.set_running(stage + extra, done, total)
 
-    def _on_succeeded(self, rid: int, prediction: StackPrediction, stack: Stack) -> None:
+    def _on_succeeded(self, rid: int, prediction: TaskResult, stack: Stack) -> None:
+        if not isinstance(prediction, StackPrediction):
+            self._on_task_result(rid, prediction, stack)
+            return
         self._remember(stack, prediction)
         self._write_dicom_in_background(stack, prediction)
         self.window.set_stack_badge(prediction.stack_uid, prediction.badge())
@@ -423,6 +429,40 @@ class AIController(QObject):
             self._display(prediction)
         elif not self._queue:
             self.status.set_idle("AI: idle")
+
+    def _on_task_result(self, rid: int, result: TaskResult, stack: Stack) -> None:
+        """A result of another task (segmentation): its DICOM objects are written in the helper process
+        and shown by the Results overlay (:attr:`task_objects_ready`); the status bar gives the summary."""
+        from viewer.core.airesults import process
+        from viewer.core.tasks import task_named
+
+        engine = self._engine
+        if engine is None:
+            return
+        task = task_named(engine.info.task)
+        text = f"AI {task.description}: {_headline(task.summary(result))}"
+        if rid == self._request_id and self._job is not None:
+            self._job_done()
+            self.status.set_idle(f"AI: {engine.info.label}")
+        self.window.show_status(text, 10_000)
+
+        def done(future: Future[list[Path]]) -> None:  # on the helper's callback thread
+            try:
+                paths = future.result()
+            except Exception as exc:  # logged by type only (messages may carry paths)
+                log.warning("The AI result objects could not be written (%s)", type(exc).__name__)
+                return
+            from viewer.core.dicom.loader import load_paths
+
+            files = list(load_paths(paths).result_files)
+            with contextlib.suppress(RuntimeError):  # the window closed meanwhile
+                self.task_objects_ready.emit(files)
+
+        try:
+            future = process.submit(task.dicom_outputs, result, stack, ai_results_dir(), False)  # type: ignore[arg-type]
+            future.add_done_callback(done)
+        except (OSError, RuntimeError) as exc:
+            log.warning("The AI result objects could not be written (%s)", type(exc).__name__)
 
     def _on_out_of_scope(self, rid: int, applicability: Applicability, stack: Stack) -> None:
         """The applicability check refused the stack: no probabilities anywhere, the reason instead."""
@@ -738,6 +778,15 @@ class AIController(QObject):
         box.setTextFormat(Qt.TextFormat.RichText)
         box.setText(text)
         box.open()
+
+
+def _headline(summary: dict[str, object]) -> str:
+    """One line of a task's ``predict`` summary: its volumes in mL where it has them."""
+    volumes = summary.get("volumes_ml")
+    if not isinstance(volumes, dict):
+        return "done"
+    found = [f"{name} {v:.1f} mL" for name, v in volumes.items() if isinstance(v, int | float) and v > 0]
+    return ", ".join(found) if found else "nothing found"
 
 
 def ai_results_dir() -> Path:

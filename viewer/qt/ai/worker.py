@@ -1,4 +1,5 @@
-"""The analysis job: engine creation (first time) and ``predict_volume`` on a worker thread.
+"""The analysis job: engine creation (first time) and the model's task (``analyse_volume``: a
+StackPrediction for slice classification, the task's own result otherwise) on a worker thread.
 
 Built on :mod:`viewer.qt.workers` (the Qt layer's one place that starts threads). Every signal carries
 the request id, so the controller can drop results that belong to an older request.
@@ -25,10 +26,10 @@ VOLUME_CACHE_BYTES = 16 * 1024**2  # load_all returns the array; the slice cache
 
 
 class AnalyzeJob(_Job):
-    """Runs ``engine_factory()`` then ``engine.predict_volume(volume)``; reports through signals."""
+    """Runs ``engine_factory()`` then ``engine.analyse_volume(volume)``; reports through signals."""
 
     stage = Signal(int, str, int, int)  # request id, stage, done, total
-    succeeded = Signal(int, object)  # request id, StackPrediction
+    succeeded = Signal(int, object)  # request id, the task's result (StackPrediction for classification)
     not_supported = Signal(int, str)  # request id, reason
     out_of_scope = Signal(int, object)  # request id, Applicability (refused: no probabilities)
     model_failed = Signal(int, str)  # request id, message
@@ -64,7 +65,7 @@ class AnalyzeJob(_Job):
             engine.check_stack(self.stack)  # header refusals need no pixels
             reused = self._decoded_by_viewer()
             if reused is not None:  # scope check, then the cache (keyed by these pixels), else the model
-                prediction = engine.predict_hu(
+                prediction = engine.analyse_hu(
                     self.stack, reused, progress=self._on_stage, cancel=self.is_cancelled
                 )
             else:
@@ -72,7 +73,7 @@ class AnalyzeJob(_Job):
                 from viewer.core.dicom.volume import StackVolume
 
                 volume = StackVolume(self.stack, cache_bytes=VOLUME_CACHE_BYTES)
-                prediction = engine.predict_volume(volume, progress=self._on_stage, cancel=self.is_cancelled)
+                prediction = engine.analyse_volume(volume, progress=self._on_stage, cancel=self.is_cancelled)
         except InferenceCancelled:
             self.cancelled.emit(rid)
             return

@@ -144,7 +144,10 @@ class ResultsController(QObject):
 
     # --- loading and parsing ---------------------------------------------------------------------
     def _on_load_finished(self, report: LoadReport) -> None:
-        files = list(report.result_files)
+        self.add_result_files(list(report.result_files))
+
+    def add_result_files(self, files: list[ResultFile]) -> None:
+        """Read ``files`` (result objects set aside by a scan) in the helper process and show them."""
         if not files:
             if self.objects or self.failures:
                 self._place()  # new stacks may be the ones earlier objects reference
@@ -348,4 +351,7 @@ def attach(window: Any) -> ResultsController:
     """Add the Results dock, overlays and keys to ``window`` (a MainWindow)."""
     controller = ResultsController(window)
     window.results_controller = controller  # a Python reference for the window's lifetime
+    ai = getattr(window, "ai_controller", None)
+    if ai is not None:  # a segmentation model's SEG, written at Analyze, is shown like others' results
+        ai.task_objects_ready.connect(controller.add_result_files)
     return controller
