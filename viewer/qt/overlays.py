@@ -22,6 +22,8 @@ from viewer.core.geometry.orientation import orientation_labels as orientation_l
 
 CORNERS = ("top_left", "top_right", "bottom_left", "bottom_right")
 LOSSY_PREFIX = "LOSSY"
+Draws = list[tuple[QPointF, QPixmap]]  # pixmaps and where they go on the overlay
+TEXT_CACHE_SIZE = 2048  # pre-rendered text lines kept per overlay (a few hundred KB)
 
 
 def turned_orientation_labels(iop: Sequence[float] | None, turn: np.ndarray | None = None) -> dict[str, str]:
@@ -150,12 +152,16 @@ class OverlayWidget(QWidget):
         self._accent = QColor("#7ee0ff")
         self._warn = QColor("#ffb347")  # the LOSSY marker
         self._shadow = QColor(0, 0, 0, 220)
-        self._pixmaps: dict[str, tuple[tuple[str, ...], QPixmap]] = {}
+        self._text_cache: dict[tuple[str, int, bool], tuple[QPixmap, int]] = {}
+        self._doc_cache: tuple[tuple[tuple[tuple[str, str], ...], float], QTextDocument] | None = None
+        self._composed: tuple[tuple[object, ...], tuple[list[str], Draws]] | None = None
+        self._bar_cache: tuple[tuple[int, float, float, float, float], tuple[int, int, QPixmap]] | None = None
 
     # --- model -----------------------------------------------------------------------------------
     def set_phi_lines(self, lines: list[str]) -> None:
-        self._phi = list(lines)
-        self.update()
+        if lines != self._phi:  # set on every slice change: repaint only when the lines change
+            self._phi = list(lines)
+            self.update()
 
     def set_corner(self, corner: str, lines: list[str], identifying: Sequence[str] = ()) -> None:
         """The corner's lines; ``identifying`` ones (descriptions, dates) come first and are left out
@@ -252,22 +258,59 @@ class OverlayWidget(QWidget):
         if not self.visible_text:
             p.end()
             return
+        key = self._compose_key(w, h)
+        if self._composed is None or self._composed[0] != key:
+            self._composed = (key, self._compose(w, h))
+        texts, draws = self._composed[1]
+        painted.extend(texts)
+        for point, pm in draws:
+            p.drawPixmap(point, pm)
+        if self._extra_html:
+            doc = self._extra_document(w)
+            painted.extend(doc.toPlainText().splitlines())
+            size: QSizeF = doc.size()
+            n_br = len(self._corners["bottom_right"])
+            top = h - m - QFontMetrics(self._font).height() * n_br - size.height() - 4
+            p.translate(QPointF(w - m - size.width(), top))
+            doc.drawContents(p)
+        p.end()
+
+    def _compose_key(self, w: int, h: int) -> tuple[object, ...]:
+        """Everything the corner texts, letters and scale bar depend on."""
+        return (
+            w, h, self.devicePixelRatioF(), self.compact, self.show_phi, self.show_identifying,
+            tuple(tuple(self._corners[c]) for c in CORNERS),
+            tuple(tuple(self._identifying[c]) for c in CORNERS),
+            tuple(self._phi), tuple(self._orientation.items()), self._mm_per_px,
+        )
+
+    def _compose(self, w: int, h: int) -> tuple[list[str], Draws]:
+        """The texts and the pre-rendered pixmaps (with where they go) of the corners, the orientation
+        letters and the scale bar: worked out when one of them changes, not on every paint (the view
+        repaints more often than its texts change)."""
+        m = self.MARGIN
+        texts: list[str] = []
+        draws: Draws = []
         fm = QFontMetrics(self._font)
         lh = fm.height()
         rects = self._corner_rects(w, h)
-        for corner, (pm, rect) in rects.items():
-            painted.extend(self.corner_lines(corner))
-            p.drawPixmap(rect.topLeft(), pm)
+        for corner, (lines, rect) in rects.items():
+            texts.extend(lines)
+            right = corner.endswith("right")
+            for k, line in enumerate(lines):
+                pm, advance = self._text_pixmap(line, self._line_color(line), self._font)
+                x = rect.left() + (rect.width() - advance - 2 if right else 0)
+                draws.append((QPointF(x, rect.top() + k * lh), pm))
         if self._orientation:
-            painted.extend(v for v in self._orientation.values() if v)
-            p.setFont(self._orient_font)
+            texts.extend(v for v in self._orientation.values() if v)
             ofm = QFontMetrics(self._orient_font)
             o = self._orientation
             cy = h / 2 + ofm.ascent() / 2
             if o.get("left"):
-                self._shadowed(p, m, cy, o["left"], self._accent)
+                self._draw_text(draws, m, cy, o["left"], self._accent, self._orient_font)
             if o.get("right"):
-                self._shadowed(p, w - m - ofm.horizontalAdvance(o["right"]), cy, o["right"], self._accent)
+                x_right = w - m - ofm.horizontalAdvance(o["right"])
+                self._draw_text(draws, x_right, cy, o["right"], self._accent, self._orient_font)
             taken = [r for _, r in rects.values()]
             for edge, down in (("top", True), ("bottom", False)):
                 if not o.get(edge):
@@ -282,81 +325,118 @@ class OverlayWidget(QWidget):
                         box.moveTop(max(r.bottom() for r in hit) + 2)
                     else:
                         box.moveTop(min(r.top() for r in hit) - 2 - box.height())
-                self._shadowed(p, box.left(), box.top() + ofm.ascent(), o[edge], self._accent)
+                baseline = box.top() + ofm.ascent()
+                self._draw_text(draws, box.left(), baseline, o[edge], self._accent, self._orient_font)
         bar = self.scale_bar()
         if bar is not None:  # bottom centre, above the bottom orientation letter
-            mm, length = bar
-            label = f"{mm} mm"
-            painted.append(label)
+            texts.append(f"{bar[0]} mm")
             y = h - m - QFontMetrics(self._orient_font).height() - 10
-            x0, x1 = (w - length) / 2, (w + length) / 2
-            for pen_color, dy in ((self._shadow, 1.0), (self._accent, 0.0)):
-                p.setPen(pen_color)
-                p.drawLine(QPointF(x0 + dy, y + dy), QPointF(x1 + dy, y + dy))
-                for x in (x0, x1):
-                    p.drawLine(QPointF(x + dy, y - 4 + dy), QPointF(x + dy, y + dy))
-            p.setFont(self._font)
-            self._shadowed(p, (w - fm.horizontalAdvance(label)) / 2, y - 6, label, self._accent)
-        if self._extra_html:
+            bar_left, bar_top, bar_pm = self._scale_bar_pixmap(bar, w, y)
+            draws.append((QPointF(bar_left, bar_top), bar_pm))
+        return texts, draws
+
+    def _extra_document(self, w: float) -> QTextDocument:
+        """The extensions' HTML (e.g. the AI result) laid out; again only when it or the width changes."""
+        key = (tuple(self._extra_html.items()), w)
+        if self._doc_cache is None or self._doc_cache[0] != key:
             doc = QTextDocument()
             doc.setDefaultFont(self._font)
             doc.setDefaultStyleSheet(f"body {{ color: {self._color.name()}; }}")
             doc.setHtml("<div align='right'>" + "<br>".join(self._extra_html.values()) + "</div>")
             doc.setTextWidth(max(120.0, w * 0.4))
-            painted.extend(doc.toPlainText().splitlines())
-            size: QSizeF = doc.size()
-            n_br = len(self._corners["bottom_right"])
-            top = h - m - lh * n_br - size.height() - 4
-            p.translate(QPointF(w - m - size.width(), top))
-            doc.drawContents(p)
-        p.end()
+            self._doc_cache = (key, doc)
+        return self._doc_cache[1]
 
-    def _corner_rects(self, w: float, h: float) -> dict[str, tuple[QPixmap, QRectF]]:
-        """Each corner's text and where it goes. In a narrow viewport, where a left and a right corner
+    def _corner_rects(self, w: float, h: float) -> dict[str, tuple[tuple[str, ...], QRectF]]:
+        """Each corner's lines and where they go. In a narrow viewport, where a left and a right corner
         would overlap, the right one moves below (top) or above (bottom) the left one."""
         m = self.MARGIN
-        placed: dict[str, tuple[QPixmap, QRectF]] = {}
-        for corner in CORNERS:
-            lines = self.corner_lines(corner)
-            if not lines:
-                continue
-            pm = self._corner_pixmap(corner, tuple(lines))
-            pw = pm.width() / pm.devicePixelRatio()
-            ph = pm.height() / pm.devicePixelRatio()
-            x = w - m - pw if corner.endswith("right") else m
-            y = h - m - ph if corner.startswith("bottom") else m
-            placed[corner] = (pm, QRectF(x, y, pw, ph))
-        for left, right, down in (("top_left", "top_right", True), ("bottom_left", "bottom_right", False)):
-            if left in placed and right in placed:
-                lr, (pm, rr) = placed[left][1], placed[right]
-                if lr.right() + m > rr.left():
-                    y = lr.bottom() if down else lr.top() - rr.height()
-                    placed[right] = (pm, QRectF(rr.left(), y, rr.width(), rr.height()))
-        return placed
-
-    def _corner_pixmap(self, corner: str, lines: tuple[str, ...]) -> QPixmap:
-        """The corner's text pre-rendered with its shadow; re-rendered only when the text changes."""
-        cached = self._pixmaps.get(corner)
-        if cached is not None and cached[0] == lines:
-            return cached[1]
         fm = QFontMetrics(self._font)
         lh = fm.height()
-        width = max(fm.horizontalAdvance(line) for line in lines) + 2
+        placed: dict[str, tuple[tuple[str, ...], QRectF]] = {}
+        for corner in CORNERS:
+            lines = tuple(self.corner_lines(corner))
+            if not lines:
+                continue
+            width = max(self._text_pixmap(line, self._line_color(line), self._font)[1] for line in lines) + 2
+            pw, ph = float(int(width + 1)), float(int(lh * len(lines) + 2))
+            x = w - m - pw if corner.endswith("right") else m
+            y = h - m - ph if corner.startswith("bottom") else m
+            placed[corner] = (lines, QRectF(x, y, pw, ph))
+        for left, right, down in (("top_left", "top_right", True), ("bottom_left", "bottom_right", False)):
+            if left in placed and right in placed:
+                lr, (lines, rr) = placed[left][1], placed[right]
+                if lr.right() + m > rr.left():
+                    y = lr.bottom() if down else lr.top() - rr.height()
+                    placed[right] = (lines, QRectF(rr.left(), y, rr.width(), rr.height()))
+        return placed
+
+    def _line_color(self, line: str) -> QColor:
+        return self._warn if line.startswith(LOSSY_PREFIX) else self._color
+
+    def _text_pixmap(self, text: str, color: QColor, font: QFont) -> tuple[QPixmap, int]:
+        """One line of text with its shadow, pre-rendered (baseline at the font's ascent), and its
+        advance. Cached by text, colour and font, so a slice change re-renders only the lines that
+        changed (the slice number, the position), and repaints draw pixmaps instead of text."""
+        key = (text, color.rgba(), font is self._orient_font)
+        cached = self._text_cache.get(key)
+        if cached is not None:
+            return cached
+        if len(self._text_cache) >= TEXT_CACHE_SIZE:  # e.g. "Im k / n" of every slice of long stacks
+            self._text_cache.clear()
+        fm = QFontMetrics(font)
+        advance = fm.horizontalAdvance(text)
         dpr = self.devicePixelRatioF()
-        pm = QPixmap(int((width + 1) * dpr), int((lh * len(lines) + 2) * dpr))
+        pm = QPixmap(max(1, int((advance + 2) * dpr)), max(1, int((fm.height() + 2) * dpr)))
         pm.setDevicePixelRatio(dpr)
         pm.fill(Qt.GlobalColor.transparent)
         p = QPainter(pm)
         p.setRenderHint(QPainter.RenderHint.TextAntialiasing)
-        p.setFont(self._font)
-        right = corner.endswith("right")
-        for k, line in enumerate(lines):
-            x = width - fm.horizontalAdvance(line) - 1 if right else 0
-            color = self._warn if line.startswith(LOSSY_PREFIX) else self._color
-            self._shadowed(p, x, k * lh + fm.ascent(), line, color)
+        p.setFont(font)
+        self._shadowed(p, 0, fm.ascent(), text, color)
         p.end()
-        self._pixmaps[corner] = (lines, pm)
-        return pm
+        self._text_cache[key] = (pm, advance)
+        return pm, advance
+
+    def _draw_text(
+        self, draws: Draws, x: float, y: float, text: str, color: QColor, font: QFont
+    ) -> None:
+        """``text`` with its shadow, baseline at ``y``, from its cached pixmap."""
+        pm, _ = self._text_pixmap(text, color, font)
+        draws.append((QPointF(x, y - QFontMetrics(font).ascent()), pm))
+
+    def _scale_bar_pixmap(self, bar: tuple[int, float], w: float, y: float) -> tuple[int, int, QPixmap]:
+        """The scale bar (ticks, shadow and label) pre-rendered: (left, top, pixmap), drawn again only
+        when its length, the width or the height of the view changes."""
+        mm, length = bar
+        key = (mm, length, w, y, self.devicePixelRatioF())
+        if self._bar_cache is not None and self._bar_cache[0] == key:
+            return self._bar_cache[1]
+        label = f"{mm} mm"
+        fm = QFontMetrics(self._font)
+        x0, x1 = (w - length) / 2, (w + length) / 2
+        lx = (w - fm.horizontalAdvance(label)) / 2
+        left = math.floor(min(x0, lx)) - 1
+        top = math.floor(y - 6 - fm.ascent()) - 1
+        right = math.ceil(max(x1, lx + fm.horizontalAdvance(label))) + 3
+        bottom = math.ceil(y) + 3
+        dpr = self.devicePixelRatioF()
+        pm = QPixmap(int((right - left) * dpr), int((bottom - top) * dpr))
+        pm.setDevicePixelRatio(dpr)
+        pm.fill(Qt.GlobalColor.transparent)
+        p = QPainter(pm)
+        p.setRenderHint(QPainter.RenderHint.TextAntialiasing)
+        p.translate(-left, -top)  # whole pixels: the same pixels as drawn on the widget
+        for pen_color, dy in ((self._shadow, 1.0), (self._accent, 0.0)):
+            p.setPen(pen_color)
+            p.drawLine(QPointF(x0 + dy, y + dy), QPointF(x1 + dy, y + dy))
+            for x in (x0, x1):
+                p.drawLine(QPointF(x + dy, y - 4 + dy), QPointF(x + dy, y + dy))
+        p.setFont(self._font)
+        self._shadowed(p, lx, y - 6, label, self._accent)
+        p.end()
+        self._bar_cache = (key, (left, top, pm))
+        return left, top, pm
 
     def _shadowed(self, p: QPainter, x: float, y: float, text: str, color: QColor) -> None:
         p.setPen(self._shadow)

@@ -218,6 +218,7 @@ class SliceView(QWidget):
         self._user_invert = False
         self._spacing: tuple[float, float] | None = None
         self._turn = np.eye(2, dtype=int)  # rotation/flip on screen (ROTATE_CW, FLIP_H, FLIP_V products)
+        self._labels_key: tuple[tuple[float, ...] | None, bytes] | None = None  # (IOP, turn) of the letters
         self._last_scene_pos: QPointF | None = None  # the cursor, for the readout while scrolling
         self.layer = MeasurementLayer(self)  # the shown image's measurements, drawing and editing them
         self._ref_items: dict[str, pg.PlotCurveItem] = {}  # other viewports' planes, by viewport key
@@ -334,6 +335,7 @@ class SliceView(QWidget):
             self.overlay.set_corner(corner, [])
         self.overlay.set_phi_lines([])
         self.overlay.set_orientation({})
+        self._labels_key = None
         self.overlay.set_hint(EMPTY_HINT)
 
     def planes(self) -> PlaneSlices | None:
@@ -856,7 +858,10 @@ class SliceView(QWidget):
         self.overlay.set_corner("bottom_left", bottom_left)
         self.overlay.set_corner("bottom_right", bottom_right)
         iop = planes.plane(self._index).iop if planes is not None else info.orientation
-        self.overlay.set_orientation(turned_orientation_labels(iop, self._turn))
+        key = (tuple(iop) if iop is not None else None, self._turn.tobytes())
+        if key != self._labels_key:  # the same on most slice changes: the letters are not worked out again
+            self._labels_key = key
+            self.overlay.set_orientation(turned_orientation_labels(iop, self._turn))
 
     def hover_info(self, scene_pos: QPointF) -> str:
         """Status text for a scene position: pixel, value (HU for CT) and patient position in mm."""
