@@ -152,8 +152,8 @@ class OverlayWidget(QWidget):
         self._accent = QColor("#7ee0ff")
         self._warn = QColor("#ffb347")  # the LOSSY marker
         self._shadow = QColor(0, 0, 0, 220)
-        self._text_cache: dict[tuple[str, int, bool], tuple[QPixmap, int]] = {}
-        self._doc_cache: tuple[tuple[tuple[tuple[str, str], ...], float], QTextDocument] | None = None
+        self._text_cache: dict[tuple[str, int, bool, tuple[float, float]], tuple[QPixmap, int]] = {}
+        self._extra_cache: tuple[tuple[object, ...], tuple[list[str], QPointF, QPixmap]] | None = None
         self._composed: tuple[tuple[object, ...], tuple[list[str], Draws]] | None = None
         self._bar_cache: tuple[tuple[int, float, float, float, float], tuple[int, int, QPixmap]] | None = None
 
@@ -266,13 +266,10 @@ class OverlayWidget(QWidget):
         for point, pm in draws:
             p.drawPixmap(point, pm)
         if self._extra_html:
-            doc = self._extra_document(w)
-            painted.extend(doc.toPlainText().splitlines())
-            size: QSizeF = doc.size()
             n_br = len(self._corners["bottom_right"])
-            top = h - m - QFontMetrics(self._font).height() * n_br - size.height() - 4
-            p.translate(QPointF(w - m - size.width(), top))
-            doc.drawContents(p)
+            lines, point, pm = self._extra_pixmap(w, h - m - QFontMetrics(self._font).height() * n_br - 4)
+            painted.extend(lines)
+            p.drawPixmap(point, pm)
         p.end()
 
     def _compose_key(self, w: int, h: int) -> tuple[object, ...]:
@@ -335,17 +332,31 @@ class OverlayWidget(QWidget):
             draws.append((QPointF(bar_left, bar_top), bar_pm))
         return texts, draws
 
-    def _extra_document(self, w: float) -> QTextDocument:
-        """The extensions' HTML (e.g. the AI result) laid out; again only when it or the width changes."""
-        key = (tuple(self._extra_html.items()), w)
-        if self._doc_cache is None or self._doc_cache[0] != key:
+    def _extra_pixmap(self, w: float, bottom: float) -> tuple[list[str], QPointF, QPixmap]:
+        """The extensions' HTML (e.g. the AI result), right-aligned with its bottom at ``bottom``: its
+        plain lines, where it goes and its pixmap, laid out and rendered only when it, the width or
+        the place changes (drawn at the same fractional offset as the document was drawn before)."""
+        key = (tuple(self._extra_html.items()), w, bottom, self.devicePixelRatioF())
+        if self._extra_cache is None or self._extra_cache[0] != key:
             doc = QTextDocument()
             doc.setDefaultFont(self._font)
             doc.setDefaultStyleSheet(f"body {{ color: {self._color.name()}; }}")
             doc.setHtml("<div align='right'>" + "<br>".join(self._extra_html.values()) + "</div>")
             doc.setTextWidth(max(120.0, w * 0.4))
-            self._doc_cache = (key, doc)
-        return self._doc_cache[1]
+            size: QSizeF = doc.size()
+            x, y = w - self.MARGIN - size.width(), bottom - size.height()
+            left, top = math.floor(x), math.floor(y)
+            dpr = self.devicePixelRatioF()
+            pm = QPixmap(math.ceil((size.width() + 1) * dpr), math.ceil((size.height() + 1) * dpr))
+            pm.setDevicePixelRatio(dpr)
+            pm.fill(Qt.GlobalColor.transparent)
+            p = QPainter(pm)
+            p.setRenderHint(QPainter.RenderHint.TextAntialiasing)
+            p.translate(QPointF(x - left, y - top))
+            doc.drawContents(p)
+            p.end()
+            self._extra_cache = (key, (doc.toPlainText().splitlines(), QPointF(left, top), pm))
+        return self._extra_cache[1]
 
     def _corner_rects(self, w: float, h: float) -> dict[str, tuple[tuple[str, ...], QRectF]]:
         """Each corner's lines and where they go. In a narrow viewport, where a left and a right corner
@@ -374,11 +385,14 @@ class OverlayWidget(QWidget):
     def _line_color(self, line: str) -> QColor:
         return self._warn if line.startswith(LOSSY_PREFIX) else self._color
 
-    def _text_pixmap(self, text: str, color: QColor, font: QFont) -> tuple[QPixmap, int]:
-        """One line of text with its shadow, pre-rendered (baseline at the font's ascent), and its
-        advance. Cached by text, colour and font, so a slice change re-renders only the lines that
-        changed (the slice number, the position), and repaints draw pixmaps instead of text."""
-        key = (text, color.rgba(), font is self._orient_font)
+    def _text_pixmap(
+        self, text: str, color: QColor, font: QFont, offset: tuple[float, float] = (0.0, 0.0)
+    ) -> tuple[QPixmap, int]:
+        """One line of text with its shadow, pre-rendered (baseline at the font's ascent, moved by the
+        sub-pixel ``offset``), and its advance. Cached by text, colour, font and offset, so a slice change
+        re-renders only the lines that changed (the slice number, the position), and repaints draw
+        pixmaps instead of text."""
+        key = (text, color.rgba(), font is self._orient_font, offset)
         cached = self._text_cache.get(key)
         if cached is not None:
             return cached
@@ -387,23 +401,24 @@ class OverlayWidget(QWidget):
         fm = QFontMetrics(font)
         advance = fm.horizontalAdvance(text)
         dpr = self.devicePixelRatioF()
-        pm = QPixmap(max(1, int((advance + 2) * dpr)), max(1, int((fm.height() + 2) * dpr)))
+        pm = QPixmap(max(1, int((advance + 3) * dpr)), max(1, int((fm.height() + 3) * dpr)))
         pm.setDevicePixelRatio(dpr)
         pm.fill(Qt.GlobalColor.transparent)
         p = QPainter(pm)
         p.setRenderHint(QPainter.RenderHint.TextAntialiasing)
         p.setFont(font)
-        self._shadowed(p, 0, fm.ascent(), text, color)
+        self._shadowed(p, offset[0], fm.ascent() + offset[1], text, color)
         p.end()
         self._text_cache[key] = (pm, advance)
         return pm, advance
 
-    def _draw_text(
-        self, draws: Draws, x: float, y: float, text: str, color: QColor, font: QFont
-    ) -> None:
-        """``text`` with its shadow, baseline at ``y``, from its cached pixmap."""
-        pm, _ = self._text_pixmap(text, color, font)
-        draws.append((QPointF(x, y - QFontMetrics(font).ascent()), pm))
+    def _draw_text(self, draws: Draws, x: float, y: float, text: str, color: QColor, font: QFont) -> None:
+        """``text`` with its shadow, baseline at ``y``, from its cached pixmap placed on whole pixels (the
+        fraction is in the pixmap: the same pixels as drawing the text there)."""
+        top = y - QFontMetrics(font).ascent()
+        left_px, top_px = math.floor(x), math.floor(top)
+        pm, _ = self._text_pixmap(text, color, font, (x - left_px, top - top_px))
+        draws.append((QPointF(left_px, top_px), pm))
 
     def _scale_bar_pixmap(self, bar: tuple[int, float], w: float, y: float) -> tuple[int, int, QPixmap]:
         """The scale bar (ticks, shadow and label) pre-rendered: (left, top, pixmap), drawn again only
