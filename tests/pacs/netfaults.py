@@ -8,6 +8,9 @@ import socket
 import threading
 from collections.abc import Callable
 
+# the request being answered on this handler thread (its head: request line and headers)
+REQUEST = threading.local()
+
 
 class CuttingRelay:
     """Forwards 127.0.0.1:<port> to ``target``; the first ``cuts`` connections that carry more than
@@ -146,6 +149,7 @@ class HostileHttpServer:
                 if not chunk:
                     return
                 request += chunk
+            REQUEST.head = request
             self._respond(conn)
         except OSError:
             pass

@@ -5,7 +5,6 @@ wildcard rewrite Orthanc needs."""
 from __future__ import annotations
 
 import socket
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -13,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.factories import write_ct_series
-from tests.pacs.netfaults import HostileHttpServer
+from tests.pacs.netfaults import REQUEST, HostileHttpServer
 from viewer.core.errors import PacsAuthenticationError, PacsResponseError, PacsResponseTooLargeError
 from viewer.core.pacs import DicomWebClient, InstanceCache, PacsNode, StudyQuery
 from viewer.core.pacs.http_guard import unquote_wildcards
@@ -76,15 +75,11 @@ def broken_parts(conn: socket.socket) -> None:
 
 
 def instances_then(respond_retrieve: Callable[[socket.socket], None]) -> Callable[[socket.socket], None]:
-    """First request (QIDO instances) lists one instance, the next gets ``respond_retrieve``."""
-    calls = {"n": 0}
-    lock = threading.Lock()
+    """The instance query (QIDO-RS) lists one instance, any other request gets ``respond_retrieve`` (the
+    client asks both at once, on two connections)."""
 
     def respond(conn: socket.socket) -> None:
-        with lock:
-            calls["n"] += 1
-            n = calls["n"]
-        if n == 1:
+        if b"/instances" in REQUEST.head.split(b"\r\n", 1)[0]:
             body = b'[{"00080018": {"vr": "UI", "Value": ["1.2.3.4"]}}]'
             conn.sendall(_head("200 OK", "application/dicom+json", f"Content-Length: {len(body)}\r\n") + body)
         else:

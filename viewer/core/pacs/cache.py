@@ -23,9 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pydicom import dcmread
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.encaps import generate_fragments
-from pydicom.uid import UID
+from pydicom.tag import BaseTag
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
 from viewer.core.constants import PACS_CACHE_BYTES, PACS_MAX_INSTANCE_BYTES
 from viewer.core.dicom.header import frame_bytes
@@ -37,6 +39,8 @@ from viewer.core.review.fileutil import private_dir
 logger = logging.getLogger(__name__)
 
 _STAMP = ".last-used"
+_PIXEL_DATA = BaseTag(0x7FE00010)
+_DEFER_BYTES = 64 * 1024
 
 
 def _key(*parts: str) -> str:
@@ -65,26 +69,49 @@ def inspect_instance(data: bytes) -> InstanceHeader:
             f"{PACS_MAX_INSTANCE_BYTES / 1024**3:.0f} GB limit"
         )
     try:
-        ds = dcmread(io.BytesIO(data), force=False)
+        ds = parse_instance(data)
     except Exception as exc:  # pydicom raises many types on damaged input
         raise PacsResponseError(f"The instance is not a readable DICOM file ({type(exc).__name__})") from exc
-    return check_dataset(ds)
+    return check_dataset(ds, data)
 
 
-def check_dataset(ds: Dataset) -> InstanceHeader:
-    """The checks of :func:`inspect_instance` on an already parsed instance."""
+def parse_instance(data: bytes) -> Dataset:
+    """Parse a Part-10 instance for :func:`check_dataset`: values over :data:`_DEFER_BYTES` (the pixel
+    data) are located in ``data``, not copied out of it. Raises what pydicom raises."""
+    ds = dcmread(io.BytesIO(data), force=False, defer_size=_DEFER_BYTES)
+    if ds.file_meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
+        ds = dcmread(io.BytesIO(data), force=False)  # its offsets are into the inflated stream
+    return ds
+
+
+def _pixel_data(ds: Dataset, data: bytes | None) -> bytes | memoryview | None:
+    """The pixel data value: the bytes where :func:`parse_instance` located it in ``data`` (as many as
+    ``data`` holds), else the parsed value."""
+    if _PIXEL_DATA not in ds:
+        return None
+    raw = ds.get_item(_PIXEL_DATA)
+    if data is not None and isinstance(raw, RawDataElement) and raw.value is None:
+        start = raw.value_tell
+        return memoryview(data)[start : start + raw.length]
+    value = ds.get("PixelData")
+    return value if isinstance(value, bytes) or value is None else bytes(value)
+
+
+def check_dataset(ds: Dataset, data: bytes | None = None) -> InstanceHeader:
+    """The checks of :func:`inspect_instance` on an already parsed instance (``data``: the bytes it was
+    parsed from by :func:`parse_instance`)."""
     try:
         sop = str(ds.SOPInstanceUID)
         series = str(ds.SeriesInstanceUID)
         study = str(ds.StudyInstanceUID)
         ts = UID(str(ds.file_meta.TransferSyntaxUID))
-        pixels = ds.get("PixelData")
+        pixels = _pixel_data(ds, data)
     except Exception as exc:
         raise PacsResponseError(f"The instance lacks a required element ({type(exc).__name__})") from exc
     if pixels is not None:
         if ts.is_encapsulated:
             try:
-                n = sum(1 for _ in generate_fragments(pixels))
+                n = sum(1 for _ in generate_fragments(bytes(pixels)))
             except Exception as exc:
                 raise PacsResponseError(f"Encapsulated pixel data is damaged ({type(exc).__name__})") from exc
             if n == 0:
@@ -164,15 +191,21 @@ class InstanceCache:
         """Check ``data`` (a Part-10 instance) and write it into ``folder`` atomically."""
         return self._write(folder, inspect_instance(data), data, expect_series)
 
+    def has_instances(self, folder: Path) -> bool:
+        """Whether ``folder`` holds at least one complete instance."""
+        return any(folder.glob("*.dcm"))
+
     def put_dataset(
-        self, folder: Path, ds: Dataset, *, expect_series: str | None = None
+        self, folder: Path, ds: Dataset, *, expect_series: str | None = None, data: bytes | None = None
     ) -> RetrievedInstance:
-        """Check an instance a client library already parsed and write it. The bytes the server sent are
-        written as they came when pydicom kept them (``FileDataset.buffer``), else the dataset is encoded
-        again in its own transfer syntax."""
-        head = check_dataset(ds)
+        """Check an instance already parsed and write it. The bytes the server sent are written as they
+        came: ``data`` when the caller has them, else ``FileDataset.buffer`` when pydicom kept it, else
+        the dataset is encoded again in its own transfer syntax."""
+        head = check_dataset(ds, data)
         buffer = getattr(ds, "buffer", None)
-        if isinstance(buffer, io.BytesIO):
+        if data is not None:
+            pass
+        elif isinstance(buffer, io.BytesIO):
             data = buffer.getvalue()
         else:
             out = io.BytesIO()

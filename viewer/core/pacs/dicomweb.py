@@ -12,6 +12,8 @@ import logging
 import socket
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +32,8 @@ from viewer.core.errors import (
     PacsResponseError,
     PacsUnreachableError,
 )
-from viewer.core.pacs.cache import InstanceCache
-from viewer.core.pacs.http_guard import Limits, guarded_session
+from viewer.core.pacs.cache import InstanceCache, parse_instance
+from viewer.core.pacs.http_guard import Limits, guarded_session, multipart_boundary
 from viewer.core.pacs.models import (
     CancelFn,
     InstanceCallback,
@@ -42,6 +44,7 @@ from viewer.core.pacs.models import (
     StudyMatch,
     StudyQuery,
 )
+from viewer.core.pacs.multipart import MultipartParts
 from viewer.core.pacs.node import AuthKind, PacsNode
 from viewer.core.pacs.retrieve import InstanceSink, retrieve_series
 
@@ -58,6 +61,7 @@ _N_SERIES, _N_STUDY_INSTANCES, _N_SERIES_INSTANCES = "00201206", "00201208", "00
 _SERIES_NUMBER, _SERIES_DESC, _INSTANCE_NUMBER = "00200011", "0008103E", "00200013"
 _FAILED_SOP_SEQUENCE, _REFERENCED_SOP_SEQUENCE, _FAILURE_REASON = "00081198", "00081199", "00081197"
 _REFERENCED_SOP_UID, _BODY_PART = "00081155", "00180015"
+_CHUNK_BYTES = 1 << 20  # read size of a series stream
 
 
 def _value(item: dict[str, Any], tag: str) -> Any:
@@ -121,6 +125,10 @@ class DicomWebClient:
         elif node.auth is AuthKind.BEARER:
             headers["Authorization"] = f"Bearer {node.secret}"
         self._session = session
+        self._series_headers = {
+            **headers,
+            "Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*',
+        }
         self._client = DICOMwebClient(
             node.dicomweb_url.rstrip("/"),
             session=session,
@@ -322,7 +330,26 @@ class DicomWebClient:
     ) -> RetrieveReport:
         """Retrieve a series in its stored transfer syntax into ``cache``; ``on_instance`` is called as
         each instance is written (stream order), so the viewer can show the first one at once."""
-        expected = [m.sop_instance_uid for m in self.find_instances(study_uid, series_uid)]
+        # the instance list (QIDO-RS) is asked for on its own connection while the series streams
+        lister = DicomWebClient(
+            self.node, max_response_bytes=self._max_response, max_instance_bytes=self._max_instance
+        )
+        pool = ThreadPoolExecutor(1, thread_name_prefix="pacs-list")
+        listing = pool.submit(
+            lambda: [m.sop_instance_uid for m in lister.find_instances(study_uid, series_uid)]
+        )
+        listing.add_done_callback(lambda _f: lister.close())
+        pool.shutdown(wait=False)
+        wait_s = self.node.connect_timeout_s + 10 * self.node.read_timeout_s
+
+        def expected() -> list[str]:
+            try:
+                return listing.result(timeout=wait_s)
+            except FutureTimeout:
+                raise PacsResponseError(
+                    f"The DICOMweb server at {self.node.web_address} did not list the series' instances "
+                    f"within {wait_s:g} s"
+                ) from None
 
         def fetch(sop_uids: Sequence[str] | None, sink: InstanceSink) -> None:
             if sop_uids is None:
@@ -343,16 +370,26 @@ class DicomWebClient:
         )
 
     def _fetch_series(self, study_uid: str, series_uid: str, sink: InstanceSink) -> None:
-        with self._translated("a series retrieve", total=2**62, part=self._max_instance):
-            self._limits.last = None
-            parts = self._client.iter_series(study_uid, series_uid, media_types=(("application/dicom", "*"),))
-            body = self._limits.last
-            for ds in parts:
+        """One WADO-RS request for the whole series, streamed: each part is parsed once and its bytes are
+        written as received (the stored transfer syntax, no re-encoding)."""
+        url = f"{self.node.dicomweb_url.rstrip('/')}/studies/{study_uid}/series/{series_uid}"
+        with (
+            self._translated("a series retrieve", total=2**62, part=self._max_instance),
+            self._session.get(url, headers=self._series_headers, stream=True) as response,
+        ):
+            response.raise_for_status()
+            boundary = multipart_boundary(response.headers.get("Content-Type", ""))
+            if boundary is None:
+                raise PacsResponseError(
+                    f"The DICOMweb server at {self.node.web_address} answered a series retrieve without a "
+                    "multipart body"
+                )
+            parts = MultipartParts(response.iter_content(_CHUNK_BYTES), boundary)
+            for data in parts:
                 if sink.cancelled():
-                    _close(parts)
                     raise PacsCancelled("Retrieve cancelled")
-                sink.accept_dataset(ds)
-            if body is not None and body.multipart and not body.complete:
+                sink.accept_dataset(parse_instance(data), data=data)
+            if not parts.complete:
                 raise PacsConnectionLostError(
                     f"The connection to the DICOMweb server at {self.node.web_address} was lost during a "
                     "series retrieve (the answer ended early)"
@@ -412,12 +449,6 @@ class DicomWebClient:
             else:
                 outcomes[k] = StoreOutcome(uid, False, None, "not acknowledged by the server")
         return [outcomes[k] for k in range(len(paths))]
-
-
-def _close(parts: object) -> None:
-    close = getattr(parts, "close", None)
-    if callable(close):
-        close()
 
 
 def _is_connect_failure(exc: requests.exceptions.ConnectionError) -> bool:

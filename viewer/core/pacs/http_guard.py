@@ -77,15 +77,21 @@ class GuardedRaw:
             )
         if self._marker is None:
             return
-        window = self._tail + chunk
-        if self._marker + b"--" in window:
+        # search the chunk itself and the seam with the previous one (never copy the whole chunk)
+        marker, k = self._marker, len(self._marker)
+        seam = self._tail + chunk[: k + 1]
+        if marker + b"--" in seam or marker + b"--" in chunk:
             self.complete = True
-        at = window.rfind(self._marker)
+        at = chunk.rfind(marker)
         if at >= 0:
-            self._since_marker = len(window) - at - len(self._marker)
+            self._since_marker = len(chunk) - at - k
         else:
-            self._since_marker += len(chunk)
-        self._tail = window[-(len(self._marker) + 2) :]
+            at = seam.rfind(marker)
+            if at >= 0:
+                self._since_marker = len(self._tail) + len(chunk) - at - k
+            else:
+                self._since_marker += len(chunk)
+        self._tail = (self._tail + chunk[-(k + 2) :])[-(k + 2) :]
         if self._since_marker > self._part_limit:
             raise PacsResponseTooLargeError(
                 f"One part of the server's answer exceeds the {self._part_limit / 1024**2:.0f} MB limit: "
@@ -106,7 +112,7 @@ class GuardedRaw:
         return getattr(self._raw, name)
 
 
-def _boundary(content_type: str) -> bytes | None:
+def multipart_boundary(content_type: str) -> bytes | None:
     for item in content_type.split(";")[1:]:
         key, _, value = item.strip().partition("=")
         if key.lower() == "boundary" and value:
@@ -132,7 +138,7 @@ class GuardedAdapter(HTTPAdapter):
             response.raw,
             self._limits.total,
             self._limits.part,
-            _boundary(response.headers.get("Content-Type", "")),
+            multipart_boundary(response.headers.get("Content-Type", "")),
         )
         return response
 

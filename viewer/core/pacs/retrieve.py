@@ -75,10 +75,10 @@ class InstanceSink:
             return False
         return self._arrived(item)
 
-    def accept_dataset(self, ds: Dataset, hint_uid: str = "") -> bool:
-        """Keep one instance that a client library already parsed (DICOMweb)."""
+    def accept_dataset(self, ds: Dataset, hint_uid: str = "", *, data: bytes | None = None) -> bool:
+        """Keep one instance already parsed (DICOMweb); ``data``: the bytes it was parsed from."""
         try:
-            item = self.cache.put_dataset(self.folder, ds, expect_series=self.series_uid)
+            item = self.cache.put_dataset(self.folder, ds, expect_series=self.series_uid, data=data)
         except PacsResponseError as exc:
             self.fail(hint_uid, str(exc))
             return False
@@ -115,29 +115,37 @@ def retrieve_series(
     cache: InstanceCache,
     study_uid: str,
     series_uid: str,
-    expected: Sequence[str],
+    expected: Sequence[str] | Callable[[], Sequence[str]],
     fetch: Fetch,
     on_instance: InstanceCallback | None = None,
     cancel: CancelFn | None = None,
     attempts: int = PACS_RETRIEVE_ATTEMPTS,
 ) -> RetrieveReport:
     """Retrieve one series into ``cache`` (see the module docstring). ``expected`` lists the SOP Instance
-    UIDs the PACS says the series holds (from a C-FIND or QIDO-RS at instance level)."""
+    UIDs the PACS says the series holds (from a C-FIND or QIDO-RS at instance level), or is a function
+    that returns them: then, when the cache holds nothing of the series yet, the whole series is asked
+    for first and the list is taken only after that round (the transport can list while it streams)."""
     folder = cache.series_folder(node_name, study_uid, series_uid)
     study_folder = folder.parent
     cache.pin(study_folder)
     try:
-        cached = cache.cached(folder, series_uid, expected)
-        report = RetrieveReport(study_uid, series_uid, folder, len(expected), cached=list(cached.values()))
+        listing: Callable[[], Sequence[str]] | None = None
+        if callable(expected):
+            listing, listed = expected, cache.has_instances(folder)
+            uids: Sequence[str] = listing() if listed else []
+        else:
+            listed, uids = True, expected
+        cached = cache.cached(folder, series_uid, uids)
+        report = RetrieveReport(study_uid, series_uid, folder, len(uids), cached=list(cached.values()))
         if on_instance is not None:
             for item in report.cached:
                 on_instance(item)
         sink = InstanceSink(cache, folder, series_uid, on_instance=on_instance, cancel=cancel)
-        missing = [uid for uid in expected if uid not in cached]
-        whole = len(missing) == len(expected)
+        missing = [uid for uid in uids if uid not in cached]
+        whole = len(missing) == len(uids)
         last_error: PacsError | None = None
         delay = PACS_RETRY_BACKOFF_S
-        while missing and report.attempts < attempts:
+        while (missing or not listed) and report.attempts < attempts:
             report.attempts += 1
             before = len(sink.received)
             try:
@@ -159,8 +167,12 @@ def retrieve_series(
                 logger.warning(
                     "PACS retrieve interrupted (%s); resuming the missing instances", type(exc).__name__
                 )
+            if not listed and listing is not None:
+                uids = list(listing())
+                report.expected = len(uids)
+                listed = True
             whole = False
-            missing = [uid for uid in expected if uid not in cached and uid not in sink.received]
+            missing = [uid for uid in uids if uid not in cached and uid not in sink.received]
             if not missing or (last_error is None and len(sink.received) == before and report.attempts > 1):
                 break  # done, or a clean round that brought nothing new: asking again will not help
             if report.attempts < attempts:
@@ -168,10 +180,10 @@ def retrieve_series(
                     report.cancelled = True
                     break
                 delay *= 2
-        report.received = [sink.received[uid] for uid in expected if uid in sink.received]
-        report.received += [v for k, v in sink.received.items() if k not in set(expected)]
+        report.received = [sink.received[uid] for uid in uids if uid in sink.received]
+        report.received += [v for k, v in sink.received.items() if k not in set(uids)]
         if not report.cancelled:
-            for uid in expected:
+            for uid in uids:
                 if uid in cached or uid in sink.received:
                     continue
                 reason = sink.failures.get(uid) or (
@@ -183,7 +195,7 @@ def retrieve_series(
                         f"{sink.unnamed_failures[0]}"
                     )
                 report.failed.append(InstanceFailure(uid, reason))
-            if not expected:  # nothing to attribute them to: list them as they are
+            if not uids:  # nothing to attribute them to: list them as they are
                 report.failed += [InstanceFailure("", reason) for reason in sink.unnamed_failures]
         if sink.duplicates:
             logger.info("PACS retrieve: %d duplicate instances ignored", sink.duplicates)
