@@ -14,7 +14,7 @@ from pydicom import dcmread
 from tests.factories import CANARY_ID, CANARY_NAME, write_ct_series
 from viewer.core.errors import PacsResponseError
 from viewer.core.pacs import InstanceCache
-from viewer.core.pacs.cache import inspect_instance
+from viewer.core.pacs.cache import inspect_instance, parse_instance
 
 
 def _series(tmp_path: Path, n: int = 3, name: str = "s") -> tuple[str, str, list[bytes]]:
@@ -91,3 +91,21 @@ def test_stale_partial_files_are_removed(tmp_path: Path) -> None:
     (folder / ".part-abc").write_bytes(b"half")
     cache.series_folder("node", "1.2", "1.2.3")
     assert not (folder / ".part-abc").exists()
+
+
+@pytest.mark.parametrize("cut", [0, 2, 64 * 1024])
+def test_large_pixel_data_is_checked_where_it_lies_in_the_bytes(tmp_path: Path, cut: int) -> None:
+    """A 512 x 512 instance: its pixel data (over the parse's defer size) is located in the bytes as
+    received, not read into the dataset; a short tail is still refused, a whole one kept byte for byte."""
+    path = write_ct_series(tmp_path / "big", 1, rows=512, columns=512)[0]
+    blob = path.read_bytes()
+    assert parse_instance(blob).get_item(0x7FE00010, keep_deferred=True).value is None  # located, not read
+    cache = InstanceCache(tmp_path / "cache")
+    head = dcmread(path, stop_before_pixels=True)
+    folder = cache.series_folder("node", str(head.StudyInstanceUID), str(head.SeriesInstanceUID))
+    if cut == 0:
+        assert cache.put(folder, blob).path.read_bytes() == blob
+    else:
+        with pytest.raises(PacsResponseError, match=rf"Pixel data truncated: {512 * 512 * 2 - cut} of"):
+            cache.put(folder, blob[:-cut])
+        assert list(folder.iterdir()) == []

@@ -89,7 +89,7 @@ def _pixel_data(ds: Dataset, data: bytes | None) -> bytes | memoryview | None:
     ``data`` holds), else the parsed value."""
     if _PIXEL_DATA not in ds:
         return None
-    raw = ds.get_item(_PIXEL_DATA)
+    raw = ds.get_item(_PIXEL_DATA, keep_deferred=True)
     if data is not None and isinstance(raw, RawDataElement) and raw.value is None:
         start = raw.value_tell
         return memoryview(data)[start : start + raw.length]
