@@ -11,9 +11,7 @@ import contextlib
 import logging
 import socket
 import time
-from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
+from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -330,26 +328,15 @@ class DicomWebClient:
     ) -> RetrieveReport:
         """Retrieve a series in its stored transfer syntax into ``cache``; ``on_instance`` is called as
         each instance is written (stream order), so the viewer can show the first one at once."""
-        # the instance list (QIDO-RS) is asked for on its own connection while the series streams
-        lister = DicomWebClient(
-            self.node, max_response_bytes=self._max_response, max_instance_bytes=self._max_instance
-        )
-        pool = ThreadPoolExecutor(1, thread_name_prefix="pacs-list")
-        listing = pool.submit(
-            lambda: [m.sop_instance_uid for m in lister.find_instances(study_uid, series_uid)]
-        )
-        listing.add_done_callback(lambda _f: lister.close())
-        pool.shutdown(wait=False)
-        wait_s = self.node.connect_timeout_s + 10 * self.node.read_timeout_s
 
-        def expected() -> list[str]:
-            try:
-                return listing.result(timeout=wait_s)
-            except FutureTimeout:
-                raise PacsResponseError(
-                    f"The DICOMweb server at {self.node.web_address} did not list the series' instances "
-                    f"within {wait_s:g} s"
-                ) from None
+        def expected(received: Collection[str]) -> list[str]:
+            # after a whole-series stream: when the series holds as many instances as arrived (each
+            # checked to be of this series, none twice), those are all; else ask for the list (QIDO-RS)
+            if received:
+                counts = [m.num_instances for m in self.find_series(study_uid) if m.series_uid == series_uid]
+                if counts == [len(received)]:
+                    return list(received)
+            return [m.sop_instance_uid for m in self.find_instances(study_uid, series_uid)]
 
         def fetch(sop_uids: Sequence[str] | None, sink: InstanceSink) -> None:
             if sop_uids is None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 
 from pydicom.dataset import Dataset
@@ -115,7 +115,7 @@ def retrieve_series(
     cache: InstanceCache,
     study_uid: str,
     series_uid: str,
-    expected: Sequence[str] | Callable[[], Sequence[str]],
+    expected: Sequence[str] | Callable[[Collection[str]], Sequence[str]],
     fetch: Fetch,
     on_instance: InstanceCallback | None = None,
     cancel: CancelFn | None = None,
@@ -123,16 +123,17 @@ def retrieve_series(
 ) -> RetrieveReport:
     """Retrieve one series into ``cache`` (see the module docstring). ``expected`` lists the SOP Instance
     UIDs the PACS says the series holds (from a C-FIND or QIDO-RS at instance level), or is a function
-    that returns them: then, when the cache holds nothing of the series yet, the whole series is asked
-    for first and the list is taken only after that round (the transport can list while it streams)."""
+    that returns them given the UIDs received so far: then, when the cache holds nothing of the series
+    yet, the whole series is asked for first and the list is taken only after that round (a transport
+    that can tell the round brought the whole series need not list it)."""
     folder = cache.series_folder(node_name, study_uid, series_uid)
     study_folder = folder.parent
     cache.pin(study_folder)
     try:
-        listing: Callable[[], Sequence[str]] | None = None
+        listing: Callable[[Collection[str]], Sequence[str]] | None = None
         if callable(expected):
             listing, listed = expected, cache.has_instances(folder)
-            uids: Sequence[str] = listing() if listed else []
+            uids: Sequence[str] = listing(()) if listed else []
         else:
             listed, uids = True, expected
         cached = cache.cached(folder, series_uid, uids)
@@ -168,7 +169,7 @@ def retrieve_series(
                     "PACS retrieve interrupted (%s); resuming the missing instances", type(exc).__name__
                 )
             if not listed and listing is not None:
-                uids = list(listing())
+                uids = list(listing(list(sink.received)))
                 report.expected = len(uids)
                 listed = True
             whole = False
