@@ -49,7 +49,6 @@ class Limits(threading.local):
     def __init__(self) -> None:
         self.total = 64 * 1024**2
         self.part = 64 * 1024**2
-        self.last: GuardedRaw | None = None  # the body of the latest response on this thread
 
 
 class GuardedRaw:
@@ -63,11 +62,6 @@ class GuardedRaw:
         self._seen = 0
         self._since_marker = 0
         self._tail = b""
-        self.complete = False  # a multipart body's closing delimiter was read
-
-    @property
-    def multipart(self) -> bool:
-        return self._marker is not None
 
     def _count(self, chunk: bytes) -> None:
         self._seen += len(chunk)
@@ -79,14 +73,11 @@ class GuardedRaw:
             return
         # search the chunk itself and the seam with the previous one (never copy the whole chunk)
         marker, k = self._marker, len(self._marker)
-        seam = self._tail + chunk[: k + 1]
-        if marker + b"--" in seam or marker + b"--" in chunk:
-            self.complete = True
         at = chunk.rfind(marker)
         if at >= 0:
             self._since_marker = len(chunk) - at - k
         else:
-            at = seam.rfind(marker)
+            at = (self._tail + chunk[: k - 1]).rfind(marker)
             if at >= 0:
                 self._since_marker = len(self._tail) + len(chunk) - at - k
             else:
@@ -134,7 +125,7 @@ class GuardedAdapter(HTTPAdapter):
         if request.url:
             request.url = unquote_wildcards(request.url)
         response = super().send(request, stream=True, timeout=self._timeout, **kwargs)
-        response.raw = self._limits.last = GuardedRaw(
+        response.raw = GuardedRaw(
             response.raw,
             self._limits.total,
             self._limits.part,
