@@ -16,6 +16,7 @@ import shutil
 import tempfile
 import threading
 from datetime import date
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -242,7 +243,7 @@ class PacsController(QObject):
         return entry
 
     def _start(self, entry: NodeEntry, call: Any) -> PacsCallJob:
-        job = PacsCallJob(lambda: self._client(entry), call, self)
+        job = PacsCallJob(partial(self._client, entry), call, self)
         self._track(job)
         return job
 
@@ -290,10 +291,7 @@ class PacsController(QObject):
             self.worklist.show_message(f"No PACS node named {name!r}", ok=False)
             return None
 
-        def client() -> PacsClient:
-            return self._client(entry)
-
-        job = PacsWorklistJob(client, self.cache, date_from, date_to, head_only, self)
+        job = PacsWorklistJob(partial(self._client, entry), self.cache, date_from, date_to, head_only, self)
         self._worklist_job = job
         self._track(job)
         job.progress.connect(self.worklist.set_progress)
@@ -353,10 +351,7 @@ class PacsController(QObject):
         if entry is None:
             return None
 
-        def client() -> PacsClient:
-            return self._client(entry)
-
-        job = PacsRetrieveJob(client, self.cache, study_uid, series, self)
+        job = PacsRetrieveJob(partial(self._client, entry), self.cache, study_uid, series, self)
         job.source = SourceRef.pacs(entry.name, entry.source_kind, [s.series_uid for s in series])
         self._retrieve = job
         self._track(job)
