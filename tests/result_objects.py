@@ -11,6 +11,7 @@ import numpy as np
 from pydicom import dcmread
 from pydicom.dataset import Dataset, FileDataset
 from pydicom.sr.codedict import codes
+from pydicom.sr.coding import Code
 from pydicom.uid import generate_uid
 
 SEG_LABELS = ("Haemorrhage", "Oedema")
@@ -206,13 +207,21 @@ def blob_masks(n: int, rows: int, cols: int, slices: Sequence[int]) -> np.ndarra
     return masks
 
 
-def write_parametric_map(sources: Sequence[FileDataset], folder: Path, values: np.ndarray) -> Path:
-    """A float Parametric Map ("bleed probability", 0..1) of ``values`` ([slices, rows, columns])."""
+def write_parametric_map(
+    sources: Sequence[FileDataset],
+    folder: Path,
+    values: np.ndarray,
+    *,
+    unit: Code | None = None,
+    value_range: tuple[float, float] = (0.0, 1.0),
+) -> Path:
+    """A float Parametric Map ("bleed probability", 0..1, no unit, unless given) of ``values``
+    ([slices, rows, columns])."""
     mapping = hd.pm.RealWorldValueMapping(
         lut_label="PROB",
         lut_explanation="Bleed probability",
-        unit=codes.UCUM.NoUnits,
-        value_range=(0.0, 1.0),
+        unit=codes.UCUM.NoUnits if unit is None else unit,
+        value_range=value_range,
         slope=1.0,
         intercept=0.0,
     )

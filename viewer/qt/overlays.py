@@ -6,6 +6,7 @@ import contextlib
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 from PySide6.QtCore import QDate, QLocale, QPointF, QRectF, QSizeF, Qt
@@ -114,6 +115,18 @@ def scale_bar(mm_per_px: float, max_px: float) -> tuple[int, float] | None:
     return fitting[-1] if fitting else None
 
 
+class CornerLegend(Protocol):
+    """A key the overlay places in free space beside the corner texts (the results overlay's legend)."""
+
+    def render(self, max_width: float, max_height: float, dpr: float) -> tuple[list[str], QPixmap] | None:
+        """(texts, pixmap) at most ``max_width`` x ``max_height`` logical px, None when nothing fits."""
+        ...
+
+
+LEGEND_GAP = 6  # px between the legend and the corner texts or letters around it
+LEGEND_WIDTH = 0.42  # of the view's width at most: it never reaches the centred letters and scale bar
+
+
 class OverlayWidget(QWidget):
     """Transparent layer over the image view that paints corner text and orientation letters.
 
@@ -156,6 +169,8 @@ class OverlayWidget(QWidget):
         self._extra_cache: tuple[tuple[object, ...], tuple[list[str], QPointF, QPixmap]] | None = None
         self._composed: tuple[tuple[object, ...], tuple[list[str], Draws]] | None = None
         self._bar_cache: tuple[tuple[int, float, float, float, float], tuple[int, int, QPixmap]] | None = None
+        self._legend: CornerLegend | None = None
+        self.legend_rect: QRectF | None = None  # where the last composition put the legend (None: not drawn)
 
     # --- model -----------------------------------------------------------------------------------
     def set_phi_lines(self, lines: list[str]) -> None:
@@ -184,6 +199,15 @@ class OverlayWidget(QWidget):
         else:
             self._extra_html.pop(key, None)
         self.update()
+
+    def set_legend(self, legend: CornerLegend | None) -> None:
+        """The legend to place in the left (else right) column between the corner texts; None: none."""
+        if legend is not self._legend:
+            self._legend = legend
+            self.update()
+
+    def legend(self) -> CornerLegend | None:
+        return self._legend
 
     def set_hint(self, text: str) -> None:
         self._hint = text
@@ -236,6 +260,13 @@ class OverlayWidget(QWidget):
     def orientation(self) -> dict[str, str]:
         return dict(self._orientation)
 
+    def text_rects(self) -> list[QRectF]:
+        """Where the corner texts, orientation letters and scale bar are painted now (not the legend)."""
+        _, draws = self._compose(self.width(), self.height())
+        legend = self.legend_rect
+        rects = [QRectF(pt, QSizeF(pm.width(), pm.height()) / pm.devicePixelRatio()) for pt, pm in draws]
+        return [r for r in rects if legend is None or r != legend]
+
     def extra_html(self) -> dict[str, str]:
         return dict(self._extra_html)
 
@@ -278,7 +309,8 @@ class OverlayWidget(QWidget):
             w, h, self.devicePixelRatioF(), self.compact, self.show_phi, self.show_identifying,
             tuple(tuple(self._corners[c]) for c in CORNERS),
             tuple(tuple(self._identifying[c]) for c in CORNERS),
-            tuple(self._phi), tuple(self._orientation.items()), self._mm_per_px,
+            tuple(self._phi), tuple(self._orientation.items()), self._mm_per_px, self._legend,
+            bool(self._extra_html),
         )
 
     def _compose(self, w: int, h: int) -> tuple[list[str], Draws]:
@@ -330,7 +362,45 @@ class OverlayWidget(QWidget):
             y = h - m - QFontMetrics(self._orient_font).height() - 10
             bar_left, bar_top, bar_pm = self._scale_bar_pixmap(bar, w, y)
             draws.append((QPointF(bar_left, bar_top), bar_pm))
+        self.legend_rect = None
+        if self._legend is not None:
+            placed = self._place_legend(self._legend, w, h, rects, draws)
+            if placed is not None:
+                legend_texts, point, pm = placed
+                texts.extend(legend_texts)
+                draws.append((point, pm))
+                self.legend_rect = QRectF(point, QSizeF(pm.width(), pm.height()) / pm.devicePixelRatio())
         return texts, draws
+
+    def _place_legend(
+        self, legend: CornerLegend, w: float, h: float, rects: dict[str, tuple[tuple[str, ...], QRectF]],
+        draws: Draws,
+    ) -> tuple[list[str], QPointF, QPixmap] | None:
+        """The legend in the left column between the top-left and bottom-left texts, right of the left
+        orientation letter, else in the right column (when no extension text sits there); clear of every
+        text, letter and the scale bar drawn so far. None when it fits nowhere."""
+        m, gap = self.MARGIN, LEGEND_GAP
+        taken = [QRectF(pt, QSizeF(pm.width(), pm.height()) / pm.devicePixelRatio()) for pt, pm in draws]
+        ofm = QFontMetrics(self._orient_font)
+        max_w = max(0.0, w * LEGEND_WIDTH)
+        sides = [("left", "top_left", "bottom_left")]
+        if not self._extra_html:
+            sides.append(("right", "top_right", "bottom_right"))
+        for side, top_corner, bottom_corner in sides:
+            top = rects[top_corner][1].bottom() + gap if top_corner in rects else m
+            bottom = rects[bottom_corner][1].top() - gap if bottom_corner in rects else h - m
+            letter = self._orientation.get(side, "")
+            inset = m + (ofm.horizontalAdvance(letter) + gap if letter else 0)
+            rendered = legend.render(max_w, bottom - top, self.devicePixelRatioF())
+            if rendered is None:
+                continue
+            legend_texts, pm = rendered
+            size = QSizeF(pm.width(), pm.height()) / pm.devicePixelRatio()
+            x = inset if side == "left" else w - inset - size.width()
+            point = QPointF(math.floor(x), math.floor(top))
+            if not any(r.intersects(QRectF(point, size)) for r in taken):
+                return legend_texts, point, pm
+        return None
 
     def _extra_pixmap(self, w: float, bottom: float) -> tuple[list[str], QPointF, QPixmap]:
         """The extensions' HTML (e.g. the AI result), right-aligned with its bottom at ``bottom``: its

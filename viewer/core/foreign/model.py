@@ -59,6 +59,10 @@ class SegObject:
     frame_of_reference_uid: str = ""
     referenced_series: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()  # what is not shown and why
+    # what a mask value of 0 and 1 stand for: (0, 1) for a fractional SEG (a probability or fraction),
+    # a Parametric Map's own range of real values (``unit``: its measurement unit, "" for none)
+    value_range: tuple[float, float] = (0.0, 1.0)
+    unit: str = ""
 
 
 class GraphicType(str, Enum):

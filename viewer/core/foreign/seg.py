@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from viewer.core.errors import ResultObjectError
-from viewer.core.foreign.codes import DEFAULT_COLORS, cielab_to_rgb, first_item, meaning
+from viewer.core.foreign.codes import DEFAULT_COLORS, cielab_to_rgb, code_key, first_item, meaning
 from viewer.core.foreign.kinds import PARAMETRIC_MAP_CLASS, ResultKind
 from viewer.core.foreign.model import ImageRef, MaskFrame, Segment, SegObject
 
@@ -47,11 +47,20 @@ def _segments(ds: Any) -> tuple[Segment, ...]:
     return tuple(out)
 
 
-def _map_segment(ds: Any) -> Segment:
+NO_UNITS = {"", "1", "no units", "unity", "{ratio}"}  # UCUM "1" and its meanings: a plain number
+
+
+def _mapping(ds: Any) -> Any:
+    """A Parametric Map's (first) Real World Value Mapping item, or None."""
     mapping = first_item(ds, "RealWorldValueMappingSequence")
     for groups in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
         if mapping is None:  # where highdicom and most writers put it: a functional group
             mapping = first_item(first_item(ds, groups), "RealWorldValueMappingSequence")
+    return mapping
+
+
+def _map_segment(ds: Any) -> Segment:
+    mapping = _mapping(ds)
     quantity = first_item(mapping, "QuantityDefinitionSequence") if mapping is not None else None
     label = (
         (str(getattr(mapping, "LUTLabel", "") or "") if mapping is not None else "")
@@ -61,6 +70,13 @@ def _map_segment(ds: Any) -> Segment:
     )
     unit = meaning(mapping, "MeasurementUnitsCodeSequence") if mapping is not None else ""
     return Segment(1, label, category="Parametric map", type=unit, color=MAP_COLOR)
+
+
+def _unit(ds: Any) -> str:
+    """A Parametric Map's measurement unit (UCUM code value, e.g. ``mL/min``), "" for none or "1"."""
+    mapping = _mapping(ds)
+    _, value = code_key(mapping, "MeasurementUnitsCodeSequence") if mapping is not None else ("", "")
+    return "" if value.strip().lower() in NO_UNITS else value.strip()
 
 
 def _source(group: Any) -> ImageRef | None:
@@ -184,4 +200,6 @@ def read_seg(ds: Any) -> SegObject:
         frame_of_reference_uid=str(getattr(ds, "FrameOfReferenceUID", "") or ""),
         referenced_series=tuple(r for r in referenced if r),
         notes=tuple(notes),
+        value_range=(lo, hi),
+        unit=_unit(ds) if is_map else "",
     )

@@ -17,6 +17,7 @@ from PySide6.QtCore import QCoreApplication, QDeadlineTimer, QEventLoop, QObject
 from viewer.core.codes import Code, describe
 from viewer.core.dicom.model import LoadReport, ResultFile
 from viewer.core.foreign.kinds import ResultKind, result_kind
+from viewer.core.foreign.legend import legend_groups
 from viewer.core.foreign.match import (
     MaskFrame,
     Placed,
@@ -31,6 +32,7 @@ from viewer.core.foreign.model import EntryKind, ForeignObject, ResultFailure
 from viewer.core.foreign.read import read_result_files
 from viewer.qt.actions import ActionSpec
 from viewer.qt.load_report import ReportRow
+from viewer.qt.results.legend import OverlayLegend
 from viewer.qt.results.overlay import LabelOverlay, PixmapCache, RegionGraphic
 from viewer.qt.results.panel import NOT_LOADED, ResultsPanel, object_rows
 from viewer.qt.slice_view import SliceView
@@ -58,12 +60,14 @@ class ResultsController(QObject):
         self.failures: list[ResultFailure] = []
         self.placed: list[Placed] = []
         self.visible = True
+        self.legend_visible = True  # the overlay's legend / colour bar (View menu), while the overlay is
         self.opacity = DEFAULT_OPACITY
         self.hidden: set[tuple[str, int]] = set()
         self._pending = 0
         self._masks: dict[SliceAt, list[tuple[SegObject, MaskFrame]]] = {}
         self._entries: dict[SliceAt, list[tuple[PlacedEntry, bool]]] = {}
         self._cache = PixmapCache()
+        self._legends: dict[str, OverlayLegend | None] = {}  # by stack uid, for the shown segments
         self._overlays: dict[SliceView, LabelOverlay] = {}
         self._graphics: dict[SliceView, tuple[SliceAt | None, list[RegionGraphic]]] = {}
         self.panel = ResultsPanel()
@@ -92,7 +96,7 @@ class ResultsController(QObject):
                 self.toggle_visible,
                 (TOGGLE_KEY,),
                 "View",
-                help="Results: show/hide SEG overlays and SR/presentation-state regions",
+                help="Results: show/hide SEG overlays (with their legend) and SR/presentation-state regions",
                 checkable=True,
             )
         )
@@ -107,9 +111,21 @@ class ResultsController(QObject):
                 help="Results: overlay opacity 25 / 50 / 75 / 100 %",
             )
         )
+        self.legend_action = w.add_action(
+            ActionSpec(
+                "results_legend",
+                "Overlay legend",
+                lambda: self.set_legend_visible(not self.legend_visible),
+                (),
+                "View",
+                help="Results: the overlay's legend (segment colours, colour bar of probability maps)",
+                checkable=True,
+            )
+        )
+        self.legend_action.setChecked(True)
         menu = w.menu("View")
         menu.addSeparator()
-        menu.addActions([self.toggle_action, self.opacity_action])
+        menu.addActions([self.toggle_action, self.opacity_action, self.legend_action])
 
     def toggle_visible(self) -> None:
         self.set_visible(not self.visible)
@@ -121,6 +137,13 @@ class ResultsController(QObject):
             widget.setChecked(self.visible)
             widget.blockSignals(False)
         self._refresh_all(force=True)
+
+    def set_legend_visible(self, on: bool) -> None:
+        self.legend_visible = bool(on)
+        self.legend_action.blockSignals(True)
+        self.legend_action.setChecked(self.legend_visible)
+        self.legend_action.blockSignals(False)
+        self._refresh_all()
 
     def step_opacity(self) -> None:
         later = [v for v in OPACITY_STEPS if v > self.opacity + 1e-6]
@@ -140,6 +163,7 @@ class ResultsController(QObject):
         else:
             self.hidden.add(key)
         self._cache.clear()
+        self._legends.clear()
         self._refresh_all()
 
     # --- loading and parsing ---------------------------------------------------------------------
@@ -234,6 +258,7 @@ class ResultsController(QObject):
                             entries[at].append((e, labelled or e.entry.kind is EntryKind.TEXT))
         self._masks, self._entries = dict(masks), dict(entries)
         self._cache.clear()
+        self._legends.clear()
         self.panel.set_rows(object_rows(self.placed, self.failures, self._stack_name), self.hidden)
         self._update_report()
         self._refresh_all(force=True)
@@ -278,6 +303,19 @@ class ResultsController(QObject):
             item = self._overlays[view] = LabelOverlay(view.image)
         return item
 
+    def legend(self, view: SliceView) -> OverlayLegend | None:
+        """The legend ``view`` shows: its stack's shown segments, while the overlay and legend are on
+        (a dictionary look-up on a slice change; worked out when the stack or hidden segments change)."""
+        ctx = view.context
+        if not (self.visible and self.legend_visible) or ctx is None or view.planes() is not None:
+            return None
+        uid = ctx.stack.uid
+        if uid not in self._legends:
+            segs = [p for p in self.placed if isinstance(p, PlacedSeg)]
+            groups = legend_groups(segs, uid, frozenset(self.hidden))
+            self._legends[uid] = OverlayLegend(groups) if groups else None
+        return self._legends[uid]
+
     def _refresh(self, view: SliceView, force: bool = False) -> None:
         at = self.slice_at(view)
         value = None
@@ -290,6 +328,7 @@ class ResultsController(QObject):
             )
         if value is not None or view in self._overlays:
             self.overlay(view).show(value, self.opacity, self.visible)  # type: ignore[arg-type]
+        view.overlay.set_legend(self.legend(view))
         drawn, graphics = self._graphics.get(view, (None, []))
         want = at if self.visible else None
         if drawn == want and not force:
