@@ -112,6 +112,29 @@ class Measurement:
         pts[index] = (float(point[0]), float(point[1]))
         return replace(self, points=tuple(pts))
 
+    def without_point(self, index: int) -> Measurement:
+        """The same freehand ROI without vertex ``index``; MeasurementError for other shapes or when
+        fewer than MIN_POLYGON_POINTS would be left."""
+        self._editable_outline("remove a point from")
+        if not 0 <= index < len(self.points):
+            raise MeasurementError(f"The freehand ROI has no point {index} (it has {len(self.points)})")
+        if len(self.points) <= MIN_POLYGON_POINTS:
+            raise MeasurementError(f"A freehand ROI keeps at least {MIN_POLYGON_POINTS} points")
+        return replace(self, points=self.points[:index] + self.points[index + 1:])
+
+    def with_point_inserted(self, index: int, point: Point) -> Measurement:
+        """The same freehand ROI with ``point`` as its vertex ``index`` (before the point now there)."""
+        self._editable_outline("add a point to")
+        if not 0 <= index <= len(self.points):
+            raise MeasurementError(f"The freehand ROI has no place {index} for a point")
+        pt = (float(point[0]), float(point[1]))
+        return replace(self, points=(*self.points[:index], pt, *self.points[index:]))
+
+    def _editable_outline(self, what: str) -> None:
+        if self.shape is not Shape.FREEHAND:
+            raise MeasurementError(f"Cannot {what} a {self.shape.value}: only a freehand ROI's outline has "
+                                   "points to add or remove")
+
     def with_text(self, text: str) -> Measurement:
         return replace(self, text=text.strip()[:MAX_TEXT])
 

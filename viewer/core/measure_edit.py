@@ -49,14 +49,15 @@ class MeasurementEditor:
         )
         return gone
 
-    def change(self, new: Measurement) -> bool:
-        """Replace the measurement with ``new``'s id by ``new`` (moved, a handle dragged, text edited);
-        False when it is gone or unchanged."""
+    def change(self, new: Measurement, verb: str = "") -> bool:
+        """Replace the measurement with ``new``'s id by ``new`` (moved, a handle dragged, text edited, a
+        freehand point removed or added); ``verb`` names the change in the Edit menu (default: "edit
+        text of" or "change"). False when it is gone or unchanged."""
         old = self.measurements.get(new.id)
         if old is None or old == new:
             return False
         self.measurements.replace(new)
-        verb = "edit text of" if old.text != new.text else "change"
+        verb = verb or ("edit text of" if old.text != new.text else "change")
         self.history.push(Command(f"{verb} {_name([new])}", lambda: self._swap(new, old),
                                   lambda: self._swap(old, new)))
         return True

@@ -33,6 +33,10 @@ def mouse_bindings() -> list[Binding]:
         ("Tools", "Click a measurement", "Select it (Del deletes it; right-click: its menu)"),
         ("Tools", "Drag a measurement", "Move it (with a drawing tool: the selected one); drag a handle of "
          "the selected one to reshape it"),
+        ("Tools", "Drag a freehand ROI's vertex", "Move that point only (select the ROI first; its inside "
+         "moves it whole); statistics and area follow live"),
+        ("Tools", "Ctrl + click a freehand ROI", "On a vertex: remove it (also right-click › Delete "
+         "point); on its outline between vertices: add one there"),
         ("Tools", "Double-click an arrow", "Edit its text"),
         ("View", "Ctrl + wheel", "Zoom around the cursor"),
         ("View", "Right-drag", "Zoom"),

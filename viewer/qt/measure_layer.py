@@ -2,10 +2,12 @@
 shapes by a drag; a freehand ROI by dragging round it; an angle by dragging one arm, then clicking or
 dragging to the end of the other; a Cobb angle by dragging two lines; an arrow by dragging from its tip,
 then typing its text), selecting (click), moving (drag the body), reshaping (drag a handle of the
-selected one), retexting an arrow (double-click, F2 or the context menu), deleting (Del or the context
-menu). Every change goes through a :class:`~viewer.core.measure_edit.MeasurementEditor`, so it is one
-step of the window's undo history; while a drag lasts only a draft is drawn (nothing is saved per mouse
-move)."""
+selected one; a freehand ROI's handles are its vertices: Ctrl+click on one removes it, on its outline
+between two adds one, and the context menu of a vertex has "Delete point"), retexting an arrow
+(double-click, F2 or the context menu), deleting (Del or the context menu). Every change goes through
+a :class:`~viewer.core.measure_edit.MeasurementEditor`, so it is one step of the window's undo history;
+while a drag lasts only a draft is drawn, its numbers (an ROI's statistics and area) worked out live
+(nothing is saved per mouse move)."""
 
 from __future__ import annotations
 
@@ -20,8 +22,10 @@ from PySide6.QtCore import QObject, QPoint, QPointF, Qt, Signal
 from PySide6.QtGui import QAction, QFocusEvent, QKeyEvent
 from PySide6.QtWidgets import QLineEdit, QMenu, QWidget
 
+from viewer.core.errors import MeasurementError
 from viewer.core.measure import (
     MAX_TEXT,
+    MIN_POLYGON_POINTS,
     ImageRef,
     Measurement,
     Point,
@@ -33,7 +37,15 @@ from viewer.core.measure import (
 from viewer.core.measure_edit import MeasurementEditor
 from viewer.core.measure_store import MeasurementSet
 from viewer.core.undo import UndoStack
-from viewer.qt.tools import Hit, LabelOption, MeasurementGraphic, hit_test
+from viewer.qt.tools import (
+    FREEHAND_GRAB,
+    LINE_GRAB,
+    Hit,
+    LabelOption,
+    MeasurementGraphic,
+    hit_test,
+    nearest_edge,
+)
 
 if TYPE_CHECKING:
     from viewer.qt.slice_view import SliceView
@@ -352,13 +364,43 @@ class MeasurementLayer(QObject):
         if button == Qt.MouseButton.RightButton:
             if found is not None:
                 self.select(found.measurement.id)
-                self.show_context_menu(screen_pos)
+                self.show_context_menu(screen_pos, self._vertex_at(found.measurement, scene_pos))
             return
         if button != Qt.MouseButton.LeftButton:
+            return
+        ctrl = bool(self.view.vb.click_modifiers & Qt.KeyboardModifier.ControlModifier)
+        if ctrl and found is not None and self._edit_outline(found, scene_pos):
             return
         self.select(found.measurement.id if found else None)
         if found is not None and double and found.measurement.shape is Shape.ARROW:
             self.edit_text(found.measurement.id)
+
+    def _edit_outline(self, found: Hit, scene_pos: QPointF) -> bool:
+        """Ctrl+click on the selected freehand ROI: on a vertex, remove it; on its outline between
+        vertices, add one there. False when the click was not on such an outline."""
+        m = found.measurement
+        if m.shape is not Shape.FREEHAND or m.id != self.selected_id:
+            return False
+        if found.handle is not None:
+            return self.delete_vertex(found.handle)
+        index, distance = nearest_edge(m, self._to_scene, scene_pos)
+        if distance > LINE_GRAB:
+            return False
+        new = m.with_point_inserted(index, self._image_point(scene_pos))
+        return self.edits.change(new, "add a point to")
+
+    def delete_vertex(self, index: int, measurement_id: str | None = None) -> bool:
+        """Remove vertex ``index`` of a freehand ROI (default: the selected one), one undo step; False
+        (with a status hint) when it has only MIN_POLYGON_POINTS left or is no freehand ROI."""
+        m = self.measurements.get(measurement_id or self.selected_id or "")
+        if m is None or m.shape is not Shape.FREEHAND:
+            return False
+        try:
+            new = m.without_point(index)
+        except MeasurementError as exc:
+            self.view.status_hint.emit(str(exc))
+            return False
+        return self.edits.change(new, "remove a point from")
 
     def hover(self, scene_pos: QPointF) -> None:
         """The cursor moved: a half-drawn angle follows it with its second arm."""
@@ -505,10 +547,18 @@ class MeasurementLayer(QObject):
             editor.measurement_id = ""
             self.view.setFocus(Qt.FocusReason.OtherFocusReason)
 
+    def _vertex_at(self, m: Measurement, scene_pos: QPointF) -> int | None:
+        """The freehand vertex of ``m`` under ``scene_pos`` (within FREEHAND_GRAB screen pixels), if any."""
+        if m.shape is not Shape.FREEHAND:
+            return None
+        d = np.hypot(*(self._to_scene(np.array(m.points, dtype=float)) - [scene_pos.x(), scene_pos.y()]).T)
+        k = int(np.argmin(d))
+        return k if d[k] <= FREEHAND_GRAB else None
+
     # --- context menu ----------------------------------------------------------------------------------
-    def show_context_menu(self, screen_pos: QPoint) -> QMenu:
-        """The selected measurement's menu (non-modal popup): delete it, edit an arrow's text, delete
-        every measurement of the slice."""
+    def show_context_menu(self, screen_pos: QPoint, vertex: int | None = None) -> QMenu:
+        """The selected measurement's menu (non-modal popup): delete it, remove the freehand vertex
+        ``vertex`` (the one right-clicked), edit an arrow's text, delete every measurement of the slice."""
         if self.context_menu is not None:
             self.context_menu.deleteLater()
         menu = QMenu(self.view)
@@ -518,6 +568,12 @@ class MeasurementLayer(QObject):
         delete.setShortcut("Del")
         delete.triggered.connect(self.delete)
         menu.addAction(delete)
+        if m is not None and m.shape is Shape.FREEHAND and vertex is not None:
+            point = QAction("Delete point", menu)
+            point.setShortcut("Ctrl+Click")
+            point.setEnabled(len(m.points) > MIN_POLYGON_POINTS)
+            point.triggered.connect(lambda: self.delete_vertex(vertex, m.id))
+            menu.addAction(point)
         if m is not None and m.shape is Shape.ARROW:
             edit = QAction("Edit text…", menu)
             edit.setShortcut("F2")

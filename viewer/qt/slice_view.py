@@ -127,6 +127,7 @@ class SliceViewBox(pg.ViewBox):
         # a left press at this scene position grabs a measurement (then the drag edits it, whatever the tool)
         self.grab: Callable[[QPointF], bool] | None = None
         self._editing = False
+        self.click_modifiers = Qt.KeyboardModifier.NoModifier  # of the last click, for sigClick's handlers
 
     def wheelEvent(self, ev: Any, axis: Any = None) -> None:
         if ev.modifiers() & Qt.KeyboardModifier.ControlModifier:
@@ -165,6 +166,7 @@ class SliceViewBox(pg.ViewBox):
 
     def mouseClickEvent(self, ev: Any) -> None:
         ev.accept()  # no pyqtgraph context menu on the image: the measurements' own, on a measurement
+        self.click_modifiers = ev.modifiers()
         if self.tool == CROSSHAIR_TOOL and ev.button() == Qt.MouseButton.LeftButton and not ev.double():
             self.sigCrosshairDrag.emit(ev.scenePos(), ev.scenePos(), True)
             return

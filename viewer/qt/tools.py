@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pyqtgraph as pg
@@ -24,7 +25,9 @@ ARROW_COLOR = "#ff9d5c"
 SELECTED_COLOR = "#ffffff"
 ELLIPSE_POINTS = 96
 HANDLE_SIZE = 9  # screen pixels
+FREEHAND_HANDLE_SIZE = 6
 HANDLE_GRAB = 8.0  # a press this close (screen pixels) to a handle drags it
+FREEHAND_GRAB = 5.0  # ... to a freehand vertex (they lie close together; between them: the edge)
 LINE_GRAB = 6.0  # ... this close to a line selects (and moves) the measurement
 ARROW_HEAD = 0.18  # the head's length, a fraction of the arrow's (clamped in screen pixels when drawn)
 ARROW_HEAD_MIN, ARROW_HEAD_MAX = 8.0, 18.0  # screen pixels
@@ -105,9 +108,25 @@ def polylines(m: Measurement, image_px_per_screen_px: float) -> list[Polyline]:
 
 
 def handles(m: Measurement) -> tuple[Point, ...]:
-    """The points that can be dragged one by one: every point, except a freehand outline's (it is moved
-    as a whole)."""
-    return () if m.shape is Shape.FREEHAND else m.points
+    """The points that can be dragged one by one: every point (a freehand outline's vertices too; its
+    inside moves it as a whole)."""
+    return m.points
+
+
+def handle_size(m: Measurement) -> int:
+    """Screen pixels of a handle: smaller on a freehand outline, whose vertices lie close together."""
+    return FREEHAND_HANDLE_SIZE if m.shape is Shape.FREEHAND else HANDLE_SIZE
+
+
+def nearest_edge(m: Measurement, to_screen: Callable[[np.ndarray], np.ndarray], screen_pos: QPointF
+                 ) -> tuple[int, float]:
+    """A freehand outline's edge nearest ``screen_pos``: (index of its second vertex, where a point put
+    on it is inserted; distance in screen pixels)."""
+    ring = to_screen(np.array([*m.points, m.points[0]], dtype=float))
+    p = np.array([screen_pos.x(), screen_pos.y()], dtype=float)
+    d = _segment_distance(p, ring[:-1], ring[1:])
+    k = int(np.argmin(d))
+    return k + 1, float(d[k])
 
 
 Placement = tuple[Point, tuple[float, float]]  # where (image coordinates), the label's anchor
@@ -144,6 +163,14 @@ def label_places(m: Measurement) -> list[Placement]:
     return [(right, (0.0, 1.0)), (left, (1.0, 1.0)), (right, (0.0, 0.0)), (left, (1.0, 0.0))]
 
 
+class HandleItem(pg.ScatterPlotItem):
+    """A selected measurement's handles: they leave clicks to the view (a plain ScatterPlotItem takes a
+    click on a spot for itself, so a Ctrl+click on a freehand vertex or a right-click would not arrive)."""
+
+    def mouseClickEvent(self, ev: Any) -> None:
+        ev.ignore()
+
+
 @dataclass(frozen=True)
 class LabelOption:
     at: Point  # image coordinates
@@ -172,8 +199,8 @@ class MeasurementGraphic:
             xs, ys = outline(m)
             ticks = pg.ScatterPlotItem(xs, ys, symbol="+", size=9, pen=self._pen(color, 1.6), brush=None)
             self._add(ticks, 20)
-        self.handle_item = pg.ScatterPlotItem(
-            symbol="s", size=HANDLE_SIZE, pen=self._pen(QColor("#000000"), 1),
+        self.handle_item = HandleItem(
+            symbol="s", size=handle_size(m), pen=self._pen(QColor("#000000"), 1),
             brush=pg.mkBrush(SELECTED_COLOR),
         )
         self._add(self.handle_item, 22)
@@ -293,7 +320,7 @@ def hit_test(
             hs = to_screen(np.array(handles(m), dtype=float))
             d = np.hypot(*(hs - p).T)
             k = int(np.argmin(d))
-            if d[k] <= HANDLE_GRAB:
+            if d[k] <= (FREEHAND_GRAB if m.shape is Shape.FREEHAND else HANDLE_GRAB):
                 return Hit(m, k)
     for g in reversed(graphics):
         m = g.measurement
