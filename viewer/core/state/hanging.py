@@ -3,10 +3,12 @@
 A protocol is a row of a small rule table: it matches a study by modality and by body part -- the series'
 BodyPartExamined where the study has one, else words of its study or series descriptions -- and says
 the layout and, per viewport, which series
-(:class:`SeriesChoice`), which plane and which window preset. The first matching protocol wins; the
-table is kept as JSON in the settings folder (``hanging_protocols.json``), written with the built-in
-defaults when missing, so users can edit it. A file that cannot be read or understood is reported
-(:class:`HangingProtocolError`, with the place and the reason) and the built-in defaults are used.
+(:class:`SeriesChoice`), which plane and which window preset, and where a prior study of the patient
+goes (:class:`PriorPlacement`). The first matching protocol wins; the table is kept as versioned JSON in
+the settings folder (``hanging_protocols.json``), written with the built-in defaults when missing, edited
+in View › Hanging protocols… (:mod:`viewer.core.state.protocol_store` saves it). A file that cannot be
+read or understood is reported (:class:`HangingProtocolError`, with the place and the reason) and the
+built-in defaults are used.
 
 Qt-free: the window applies a :class:`HangingPlan` through the viewer state.
 """
@@ -26,11 +28,13 @@ from viewer.core.errors import SlicewiseError
 from viewer.core.geometry.orientation import Orientation
 from viewer.core.review.fileutil import atomic_write_bytes, private_dir
 from viewer.core.state.layout import Layout
+from viewer.core.state.priors import matching_series
 
 log = logging.getLogger(__name__)
 
 PROTOCOLS_FILENAME = "hanging_protocols.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: "prior" per protocol; version 1 files (no prior placement) are read too
+READABLE_VERSIONS = (1, 2)
 BONE_WORDS = ("bone", "osteo", "knochen")
 
 
@@ -44,6 +48,14 @@ class SeriesChoice(str, Enum):
     MAIN = "main"  # the longest non-localizer series (what a study opens with)
     BONE = "bone"  # the thinnest series described as bone (kernel), else the main one
     NEXT = "next"  # the next series not yet shown by this protocol, else the main one
+
+
+class PriorPlacement(str, Enum):
+    """Where the patient's prior study goes when one is open (none: the protocol ignores priors)."""
+
+    NONE = "none"
+    SIDE_BY_SIDE = "side_by_side"  # current | prior (1x2, as Compare with prior), scrolling linked
+    LAST_VIEWPORT = "last_viewport"  # the layout's last viewport shows the prior's matching series
 
 
 @dataclass(frozen=True)
@@ -65,8 +77,13 @@ class HangingProtocol:
     # BodyPartExamined values (CID 4031, e.g. "HEAD", "BRAIN") of which the study's series must name one;
     # decisive when the series carry BodyPartExamined, else the keywords decide
     body_parts: tuple[str, ...] = ()
+    prior: PriorPlacement = PriorPlacement.NONE
 
     def __post_init__(self) -> None:
+        if not self.name.strip():
+            raise ValueError("a protocol needs a name")
+        if not self.modality.strip():
+            raise ValueError(f"protocol {self.name!r} has no modality (\"*\": any)")
         if not self.viewports:
             raise ValueError(f"protocol {self.name!r} has no viewports")
         if len(self.viewports) > self.layout.viewport_count:
@@ -131,6 +148,8 @@ class HangingPlan:
     protocol: str
     layout: Layout
     viewports: tuple[PlannedViewport, ...]
+    prior_viewport: int | None = None  # the viewport that shows the prior study (to link its scrolling)
+    prior: PriorPlacement = PriorPlacement.NONE
 
 
 DEFAULT_PROTOCOLS: tuple[HangingProtocol, ...] = (
@@ -162,19 +181,34 @@ def choose_protocol(protocols: Sequence[HangingProtocol], study: StudySeries) ->
     return next((p for p in protocols if p.matches(study)), None)
 
 
-def plan(protocol: HangingProtocol, study: StudySeries, presets: Mapping[str, Window]) -> HangingPlan:
-    """What each viewport shows under ``protocol``; an unknown preset name leaves the header's window."""
+def plan(
+    protocol: HangingProtocol,
+    study: StudySeries,
+    presets: Mapping[str, Window],
+    prior: StudySeries | None = None,
+) -> HangingPlan:
+    """What each viewport shows under ``protocol``; an unknown preset name leaves the header's window.
+    With ``prior`` (the patient's earlier study) and a LAST_VIEWPORT protocol of two or more viewports,
+    the last viewport shows the prior's series best matching the first viewport's (its own plane and
+    window); without a matching series it is planned as if there were no prior."""
     main = study.main
     used: list[str] = []
     viewports: list[PlannedViewport] = []
-    for rule in protocol.viewports:
+    prior_viewport = None
+    for k, rule in enumerate(protocol.viewports):
         stack = _pick(rule.series, study, main, used)
+        last = k == len(protocol.viewports) - 1 and k > 0
+        if last and prior is not None and protocol.prior is PriorPlacement.LAST_VIEWPORT:
+            first = study.stacks[[s.uid for s in study.stacks].index(used[0])]
+            match = matching_series(first, prior.stacks)
+            if match is not None:
+                stack, prior_viewport = match, k
         used.append(stack.uid)
         window = presets.get(rule.window) if rule.window else None
         if rule.window and window is None:
             log.warning("Hanging protocol names an unknown window preset; the header window is used")
         viewports.append(PlannedViewport(stack.uid, rule.orientation, window))
-    return HangingPlan(protocol.name, protocol.layout, tuple(viewports))
+    return HangingPlan(protocol.name, protocol.layout, tuple(viewports), prior_viewport, protocol.prior)
 
 
 def _pick(choice: SeriesChoice, study: StudySeries, main: Stack, used: Sequence[str]) -> Stack:
@@ -201,6 +235,7 @@ def protocols_to_json(protocols: Sequence[HangingProtocol]) -> str:
         row["layout"] = p.layout.value
         row["keywords"] = list(p.keywords)
         row["body_parts"] = list(p.body_parts)
+        row["prior"] = p.prior.value
         row["viewports"] = [
             {"series": v.series.value, "orientation": v.orientation.value, "window": v.window}
             for v in p.viewports
@@ -218,8 +253,9 @@ def protocols_from_json(text: str, source: str = PROTOCOLS_FILENAME) -> tuple[Ha
                                    f"{exc.msg})") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("protocols"), list):
         raise HangingProtocolError(f"{source}: expected an object with a 'protocols' list")
-    if doc.get("version", FORMAT_VERSION) != FORMAT_VERSION:
-        raise HangingProtocolError(f"{source}: version {doc.get('version')!r} is not {FORMAT_VERSION}")
+    if doc.get("version", FORMAT_VERSION) not in READABLE_VERSIONS:
+        raise HangingProtocolError(f"{source}: version {doc.get('version')!r} is not one of "
+                                   f"{', '.join(map(str, READABLE_VERSIONS))}")
     protocols = []
     for n, row in enumerate(doc["protocols"], start=1):
         try:
@@ -269,6 +305,7 @@ def _protocol_of(row: object) -> HangingProtocol:
         keywords=tuple(keywords),
         min_series=min_series,
         body_parts=tuple(body_parts),
+        prior=PriorPlacement(row.get("prior", PriorPlacement.NONE.value)),
     )
 
 
