@@ -8,6 +8,7 @@ Layout menu's actions, applies plans to the viewports and keeps the views' windo
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QObject
@@ -17,6 +18,9 @@ from viewer.core.errors import ViewerStateError
 from viewer.core.state.hanging import (
     PROTOCOLS_FILENAME,
     HangingPlan,
+    HangingProtocol,
+    HangingProtocolError,
+    PriorPlacement,
     ProtocolTable,
     StudySeries,
     choose_protocol,
@@ -24,8 +28,16 @@ from viewer.core.state.hanging import (
     plan,
 )
 from viewer.core.state.layout import Layout
-from viewer.core.state.priors import StudyRef, aligned_position, comparison_pair, matching_series
+from viewer.core.state.priors import (
+    StudyRef,
+    aligned_position,
+    comparison_pair,
+    find_prior,
+    matching_series,
+)
+from viewer.core.state.protocol_store import ShownViewport, protocol_from_view, save_protocols
 from viewer.qt.actions import ActionSpec
+from viewer.qt.protocol_editor import ProtocolEditor
 from viewer.qt.slice_view import SliceView
 
 if TYPE_CHECKING:
@@ -44,7 +56,9 @@ class HangingController(QObject):
         super().__init__(window)
         self._window = window
         self._placing = False  # a plan is being applied: its windows and zooms are not synced
-        self.table: ProtocolTable = load_protocols(window.settings.path.parent / PROTOCOLS_FILENAME)
+        self.path = window.settings.path.parent / PROTOCOLS_FILENAME
+        self.table: ProtocolTable = load_protocols(self.path)
+        self.editor: ProtocolEditor | None = None
         if self.table.error:
             window.show_status(self.table.error, 20_000)
         state = window.state
@@ -69,6 +83,13 @@ class HangingController(QObject):
         menu.addSeparator()
         for spec in specs:
             menu.addAction(window.add_action(spec))
+        editor = window.add_action(ActionSpec(
+            "hanging_editor", "Hanging protocols…", self.open_editor, (), "View",
+            help="Edit the hanging protocols (match, layout, windows, prior); save the current layout"))
+        view_menu = window.menu("View")
+        view_menu.addSeparator()
+        view_menu.addAction(editor)
+        menu.addAction(editor)
         self.act_sync_window = window.actions_registry.action("sync_window")
         self.act_sync_zoom = window.actions_registry.action("sync_zoom")
         self.act_hang_on_open = window.actions_registry.action("hang_on_open")
@@ -96,10 +117,87 @@ class HangingController(QObject):
         protocol = choose_protocol(self.table.protocols, study)
         if protocol is None:
             return None
-        hung = plan(protocol, study, w.settings.presets())
+        prior = self._prior_of(stack_uid) if protocol.prior is not PriorPlacement.NONE else None
+        hung = plan(protocol, study, w.settings.presets(), prior)
         self._place(hung)
+        if hung.prior_viewport is not None:
+            self._placing = True
+            try:
+                self._align_and_link(0, hung.prior_viewport)
+            finally:
+                self._placing = False
+        elif protocol.prior is PriorPlacement.SIDE_BY_SIDE and prior is not None:
+            self.compare_with_prior()
+            w.state.set_active(0)
         w.show_status(f"Hanging protocol: {hung.protocol}", 5000)
         return hung
+
+    def _prior_of(self, stack_uid: str) -> StudySeries | None:
+        """The study's prior (the patient's latest earlier open study), as the protocols see it."""
+        studies = self._studies()
+        key = self._study_key(stack_uid)
+        active = next((s for s in studies if (s.patient_key, s.study_uid) == key), None)
+        prior = find_prior(active, studies) if active is not None else None
+        return StudySeries.of("", prior.stacks) if prior is not None and prior.stacks else None
+
+    # --- the protocol editor ---------------------------------------------------------------------
+    def open_editor(self) -> ProtocolEditor:
+        """View › Hanging protocols…: the non-modal editor (raised when already open)."""
+        if self.editor is None:
+            presets = tuple(self._window.settings.presets())
+            self.editor = ProtocolEditor(
+                self.table.protocols, presets, self.save_table, self.protocol_from_view, self._window
+            )
+            self.editor.finished.connect(self._editor_closed)
+            if self.table.error:
+                self.editor.message.setText(self.table.error + " Saving replaces it (kept as .damaged).")
+        self.editor.show()
+        self.editor.raise_()
+        return self.editor
+
+    def _editor_closed(self, *_: object) -> None:
+        if self.editor is not None:
+            self.editor.deleteLater()
+        self.editor = None
+
+    def save_table(self, protocols: Sequence[HangingProtocol]) -> str | None:
+        """Write the edited table (None when saved, else the reason shown in the editor)."""
+        try:
+            self.table = save_protocols(self.path, protocols, refused=self.table.error is not None)
+        except HangingProtocolError as exc:
+            return str(exc)
+        except OSError as exc:
+            log.warning("Hanging protocols not saved (%s)", type(exc).__name__)
+            return f"{PROTOCOLS_FILENAME} could not be written ({type(exc).__name__})"
+        self._window.show_status(f"Hanging protocols saved ({len(protocols)})", 4000)
+        return None
+
+    def protocol_from_view(self, name: str = "") -> HangingProtocol:
+        """A protocol of what the viewports show now, for studies like the active viewport's (raises
+        HangingProtocolError when no study is shown)."""
+        w = self._window
+        state = w.state
+        uid = state.viewport(state.active).stack_key
+        ctx = w.stack_context(uid) if uid is not None else None
+        if uid is None or ctx is None:
+            raise HangingProtocolError("Show a study first: the active viewport is empty")
+        key = self._study_key(uid)
+        stacks = [s for s in w.loaded_stacks() if self._study_key(s.uid) == key]
+        study = StudySeries.of(ctx.study.description if ctx.study is not None else "", stacks)
+        shown = []
+        for i, vp in enumerate(state.viewports):
+            entry = state.catalogue.get(vp.stack_key) if vp.stack_key is not None else None
+            if entry is None or vp.stack_key is None:
+                shown.append(ShownViewport(None))
+                continue
+            prior = self._study_key(vp.stack_key) != key
+            shown.append(ShownViewport(entry.stack, vp.orientation, w.grid.view(i).current_window(), prior))
+        made = protocol_from_view(name or "New protocol", study, state.layout, shown, w.settings.presets())
+        if not name:
+            what = ", ".join(made.body_parts or made.keywords).lower() or "any"
+            made = protocol_from_view(f"{made.modality} {what}: saved layout", study, state.layout, shown,
+                                      w.settings.presets())
+        return made
 
     def apply_hanging(self) -> None:
         uid = self._window.state.viewport(self._window.state.active).stack_key
@@ -157,19 +255,29 @@ class HangingController(QObject):
             if position is not None:
                 state.set_position(0, position)
             w.show_in_viewport(1, prior_uid, vp.orientation)
-            state.unlink(0, 1)  # an old offset of this pair would move the prior before it is placed
-            ec, ep = state.catalogue[cur_uid], state.catalogue[prior_uid]
-            same_frame = ec.frame_of_reference_uid is not None and (
-                ec.frame_of_reference_uid == ep.frame_of_reference_uid
-            )
-            if not same_frame:
-                state.set_position(1, aligned_position(ec, state.viewport(0), ep, state.viewport(1)))
-                state.link(0, 1)
+            same_frame = self._align_and_link(0, 1)
             self._set_view_window(1, w.grid.view(0).current_window())  # compared in the same window
             state.set_active(0)
         finally:
             self._placing = False
         w.show_status("Current | prior" + ("" if same_frame else ": scrolling linked (Alt+U unlinks)"), 6000)
+
+    def _align_and_link(self, a: int, b: int) -> bool:
+        """Viewport ``b`` (a prior) placed at ``a``'s anatomy and their scrolling linked, when their frames
+        of reference differ; True when they share one (then positions already agree)."""
+        state = self._window.state
+        state.unlink(a, b)  # an old offset of this pair would move the prior before it is placed
+        ka, kb = state.viewport(a).stack_key, state.viewport(b).stack_key
+        if ka is None or kb is None:
+            return False
+        ea, eb = state.catalogue[ka], state.catalogue[kb]
+        same_frame = ea.frame_of_reference_uid is not None and (
+            ea.frame_of_reference_uid == eb.frame_of_reference_uid
+        )
+        if not same_frame:
+            state.set_position(b, aligned_position(ea, state.viewport(a), eb, state.viewport(b)))
+            state.link(a, b)
+        return same_frame
 
     def link_active(self) -> None:
         """Link the active viewport with every other one showing another stack, at today's positions."""

@@ -146,7 +146,9 @@ def protocol_from_view(
             series = SeriesChoice.BONE
         else:
             series = SeriesChoice.NEXT
-        rules.append(ViewportRule(series, vp.orientation, preset_name(vp.window, presets)))
+        # an oblique plane's turn is not kept by a protocol: the stack's own plane stands in
+        plane = Orientation.NATIVE if vp.orientation is Orientation.OBLIQUE else vp.orientation
+        rules.append(ViewportRule(series, plane, preset_name(vp.window, presets)))
     prior = PriorPlacement.NONE
     if any(vp.prior for vp in rows):
         prior = PriorPlacement.LAST_VIEWPORT
