@@ -140,6 +140,10 @@ def test_fractional_seg_and_parametric_map_get_colour_bars_with_their_scales(
     assert "PROB" in texts
     assert {"0", "0.5", "1", "125", "250", "mL/min"} <= set(texts)
     _assert_clear(view)
+    with view.overlay.deidentified():  # a de-identified export: no series description, the key stays
+        texts = _painted(view)
+    assert "Other vendor segmentation" not in texts and "Haemorrhage" in texts and "250" in texts
+    assert "Other vendor segmentation" in _painted(view)
     legend = _legend_image(view)
     assert _has_colour(legend, lambda r, g, b: r > 200 and g < 60 and b < 60)  # the opaque end of a ramp
     shots = os.environ.get("SLICEWISE_SHOTS")

@@ -118,8 +118,12 @@ def scale_bar(mm_per_px: float, max_px: float) -> tuple[int, float] | None:
 class CornerLegend(Protocol):
     """A key the overlay places in free space beside the corner texts (the results overlay's legend)."""
 
-    def render(self, max_width: float, max_height: float, dpr: float) -> tuple[list[str], QPixmap] | None:
-        """(texts, pixmap) at most ``max_width`` x ``max_height`` logical px, None when nothing fits."""
+    def render(
+        self, max_width: float, max_height: float, dpr: float, titles: bool = True
+    ) -> tuple[list[str], QPixmap] | None:
+        """(texts, pixmap) at most ``max_width`` x ``max_height`` logical px, None when nothing fits;
+        ``titles`` False: without the objects' titles (series descriptions: left out of de-identified
+        exports like the corner texts' study and series lines)."""
         ...
 
 
@@ -391,7 +395,7 @@ class OverlayWidget(QWidget):
             bottom = rects[bottom_corner][1].top() - gap if bottom_corner in rects else h - m
             letter = self._orientation.get(side, "")
             inset = m + (ofm.horizontalAdvance(letter) + gap if letter else 0)
-            rendered = legend.render(max_w, bottom - top, self.devicePixelRatioF())
+            rendered = legend.render(max_w, bottom - top, self.devicePixelRatioF(), self.show_identifying)
             if rendered is None:
                 continue
             legend_texts, pm = rendered

@@ -44,7 +44,7 @@ class OverlayLegend:
         self.font.setPointSizeF(9.0)
         self.small = QFont(self.font)
         self.small.setPointSizeF(7.5)
-        self._cache: dict[tuple[int, int, float], tuple[list[str], QPixmap] | None] = {}
+        self._cache: dict[tuple[int, int, float, bool], tuple[list[str], QPixmap] | None] = {}
 
     def texts(self) -> list[str]:
         """Every text the full legend holds (titles, labels, tick labels)."""
@@ -57,20 +57,23 @@ class OverlayLegend:
                 out.extend(_scale_texts(g))
         return out
 
-    def render(self, max_width: float, max_height: float, dpr: float) -> tuple[list[str], QPixmap] | None:
+    def render(
+        self, max_width: float, max_height: float, dpr: float, titles: bool = True
+    ) -> tuple[list[str], QPixmap] | None:
         """(texts drawn, pixmap) no larger than ``max_width`` x ``max_height`` logical px: rows that do not
-        fit are summed up as "+k more"; None when not even one row fits."""
-        key = (int(max_width), int(max_height), dpr)
+        fit are summed up as "+k more"; None when not even one row fits. ``titles`` False: without the
+        objects' titles (their series descriptions; a de-identified export)."""
+        key = (int(max_width), int(max_height), dpr, titles)
         if key not in self._cache:
-            self._cache[key] = self._render(int(max_width), int(max_height), dpr)
+            self._cache[key] = self._render(int(max_width), int(max_height), dpr, titles)
         return self._cache[key]
 
-    def _lines(self, max_height: int) -> list[_Line] | None:
+    def _lines(self, max_height: int, titles: bool) -> list[_Line] | None:
         lh = QFontMetrics(self.font).height() + 1
         sh = QFontMetrics(self.small).height()
         lines: list[_Line] = []
         for k, g in enumerate(self.groups):
-            if len(self.groups) > 1:
+            if titles and len(self.groups) > 1:
                 lines.append(_Line("title", g.title, lh, k))
             lines.extend(_Line("row", r.label, lh, k, j) for j, r in enumerate(g.rows))
             if g.scale is not None:
@@ -99,8 +102,10 @@ class OverlayLegend:
         kept.append(_Line("more", f"+{total - shown} more", lh, -1))
         return kept
 
-    def _render(self, max_width: int, max_height: int, dpr: float) -> tuple[list[str], QPixmap] | None:
-        lines = self._lines(max_height)
+    def _render(
+        self, max_width: int, max_height: int, dpr: float, titles: bool
+    ) -> tuple[list[str], QPixmap] | None:
+        lines = self._lines(max_height, titles)
         if not lines:
             return None
         fm = QFontMetrics(self.font)
