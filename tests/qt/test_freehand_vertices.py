@@ -162,6 +162,15 @@ def test_ctrl_click_removes_and_adds_vertices_the_menu_removes_one_and_it_is_sav
     assert view.measurements()[0].measurement == m
 
 
+def test_f1_lists_the_vertex_gestures(qtbot: QtBot) -> None:
+    window = make_window(qtbot)
+    help_dialog = window.show_help()
+    texts = " ".join(" ".join(row) for row in help_dialog.texts())
+    assert "Ctrl + click a freehand ROI" in texts and "Delete point" in texts
+    assert help_dialog.isVisible() and not help_dialog.isModal()
+    help_dialog.close()
+
+
 def test_a_triangle_keeps_its_three_points(qtbot: QtBot, series: Path) -> None:
     window = _open(qtbot, series)
     view = window.view

@@ -64,7 +64,8 @@ class HangingController(QObject):
         state = window.state
         specs = [
             ActionSpec("apply_hanging", "Apply hanging protocol", self.apply_hanging, ("Alt+H",), "Layout",
-                       help="Apply the hanging protocol of the shown study (layout, series, windows)"),
+                       help="Apply the hanging protocol of the shown study (layout, series, windows, prior); "
+                       "View › Hanging protocols… edits them"),
             ActionSpec("hang_on_open", "Hang new studies by protocol", self._on_hang_on_open, (), "Layout",
                        checkable=True, help="A study opened into an empty viewer is shown by its protocol"),
             ActionSpec("compare_prior", "Compare with prior", self.compare_with_prior, ("Alt+P",), "Layout",
