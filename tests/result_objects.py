@@ -214,20 +214,22 @@ def write_parametric_map(
     *,
     unit: Code | None = None,
     value_range: tuple[float, float] = (0.0, 1.0),
+    slope: float = 1.0,
+    intercept: float = 0.0,
 ) -> Path:
-    """A float Parametric Map ("bleed probability", 0..1, no unit, unless given) of ``values``
-    ([slices, rows, columns])."""
+    """A Parametric Map ("bleed probability", 0..1, no unit, unless given) of ``values`` ([slices, rows,
+    columns]: float32, or unsigned integers stored as such with ``slope`` and ``intercept``)."""
     mapping = hd.pm.RealWorldValueMapping(
         lut_label="PROB",
         lut_explanation="Bleed probability",
         unit=codes.UCUM.NoUnits if unit is None else unit,
         value_range=value_range,
-        slope=1.0,
-        intercept=0.0,
+        slope=slope,
+        intercept=intercept,
     )
     pm = hd.pm.ParametricMap(
         source_images=list(sources),
-        pixel_array=values.astype(np.float32),
+        pixel_array=values if values.dtype.kind == "u" else values.astype(np.float32),
         series_instance_uid=generate_uid(),
         series_number=52,
         sop_instance_uid=generate_uid(),

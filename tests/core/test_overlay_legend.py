@@ -98,6 +98,27 @@ def test_parametric_map_scale_is_its_own_range_and_unit(
     assert legend_groups([plain], stacks[0].uid)[0].scale == LegendScale("0", "0.5", "1", "")
 
 
+def test_an_integer_parametric_map_scale_is_in_real_world_values(
+    series: tuple[list[Path], list[Stack]], tmp_path: Path
+) -> None:
+    """Stored 0..400 with slope 0.5 and intercept -10: the colour bar reads -10 to 190 (what the values
+    mean), the overlay's alpha still spans the stored range."""
+    paths, stacks = series
+    stored = np.zeros((N, SIZE, SIZE), dtype=np.uint16)
+    stored[2, 10:20, 10:20] = 100
+    stored[2, 14, 14] = 400
+    path = write_parametric_map(
+        source_datasets(paths), tmp_path, stored, unit=Code("HU", "UCUM", "Hounsfield unit"),
+        value_range=(0, 400), slope=0.5, intercept=-10.0,
+    )
+    placed = _placed(path, stacks)
+    assert placed.obj.value_range == (-10.0, 190.0)
+    (group,) = legend_groups([placed], stacks[0].uid)
+    assert group.scale == LegendScale("-10", "90", "190", "HU")
+    (frame,) = next(iter(placed.layers.values()))
+    assert float(frame.mask.max()) == 1.0 and float(frame.mask[12, 12]) == pytest.approx(0.25)
+
+
 @pytest.mark.parametrize(
     ("value", "text"),
     [(0.0, "0"), (-0.0, "0"), (0.5, "0.5"), (1.0, "1"), (12.5, "12.5"), (1234.0, "1.23e+03")],

@@ -79,6 +79,23 @@ def _unit(ds: Any) -> str:
     return "" if value.strip().lower() in NO_UNITS else value.strip()
 
 
+def _real_range(ds: Any, lo: float, hi: float) -> tuple[float, float]:
+    """The stored value range ``lo``..``hi`` of a Parametric Map in real-world values: through its
+    mapping's slope and intercept (a LUT mapping, or none, leaves the stored values)."""
+    mapping = _mapping(ds)
+    if mapping is None:
+        return (lo, hi)
+    try:
+        slope = float(getattr(mapping, "RealWorldValueSlope", 1.0) or 0.0)
+        intercept = float(getattr(mapping, "RealWorldValueIntercept", 0.0) or 0.0)
+    except (TypeError, ValueError):
+        return (lo, hi)
+    if slope == 0.0 or not (np.isfinite(slope) and np.isfinite(intercept)):
+        return (lo, hi)
+    a, b = lo * slope + intercept, hi * slope + intercept
+    return (min(a, b), max(a, b))
+
+
 def _source(group: Any) -> ImageRef | None:
     """The source image of a frame's Derivation Image Sequence (first one), if any."""
     derivation = first_item(group, "DerivationImageSequence")
@@ -153,7 +170,8 @@ def read_seg(ds: Any) -> SegObject:
     if is_map:
         finite = pixels[np.isfinite(pixels)] if pixels.dtype.kind == "f" else pixels
         lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
-        notes.append(f"Values shown on the map's own range {lo:.3g} to {hi:.3g}")
+        real_lo, real_hi = _real_range(ds, lo, hi)
+        notes.append(f"Values shown on the map's own range {real_lo:.3g} to {real_hi:.3g}")
     elif fractional:
         scale = float(_int(getattr(ds, "MaximumFractionalValue", 255) or 255, "MaximumFractionalValue"))
         if scale <= 0:
@@ -200,6 +218,6 @@ def read_seg(ds: Any) -> SegObject:
         frame_of_reference_uid=str(getattr(ds, "FrameOfReferenceUID", "") or ""),
         referenced_series=tuple(r for r in referenced if r),
         notes=tuple(notes),
-        value_range=(lo, hi),
+        value_range=_real_range(ds, lo, hi) if is_map else (lo, hi),
         unit=_unit(ds) if is_map else "",
     )
