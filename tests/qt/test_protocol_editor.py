@@ -178,3 +178,26 @@ def test_a_prior_hangs_in_the_last_viewport_with_scrolling_linked(qtbot: QtBot, 
     window.view.step(3)
     qtbot.waitUntil(lambda: all(v.shown_index == v.index for v in window.views()), timeout=20_000)
     assert window.views()[1].index == window.views()[0].index  # the same anatomy: slice k of both
+
+
+def test_a_side_by_side_prior_protocol_hangs_current_and_prior_linked(qtbot: QtBot, tmp_path: Path) -> None:
+    write_ct_series(tmp_path / "now", 8, rows=16, columns=16, study_date="20260301", seed=1)
+    write_ct_series(tmp_path / "then", 8, rows=16, columns=16, study_date="20240115", seed=2,
+                    positions=[50.0 + 5.0 * k for k in range(8)])
+    window = make_window(qtbot)
+    side = HangingProtocol("Head CT, prior beside", "CT", Layout.ONE, (ViewportRule(window="stroke"),),
+                           keywords=("head",), prior=PriorPlacement.SIDE_BY_SIDE)
+    assert window.hanging.save_table((side, *DEFAULT_PROTOCOLS)) is None
+    open_and_wait(qtbot, window, [tmp_path / "now"])
+    current = window.loaded_stacks()[0]
+    window.hanging.hang(current.uid)
+    assert window.state.layout is Layout.ONE  # no prior open: the protocol's own layout
+    open_and_wait(qtbot, window, [tmp_path / "then"])
+    window.hanging.hang(current.uid)
+    assert window.state.layout is Layout.ONE_BY_TWO and window.state.active == 0
+    left, right = window.views()
+    assert left.context is not None and left.context.stack.uid == current.uid
+    assert right.context is not None and right.context.study is not None
+    assert right.context.study.date == "20240115"
+    assert window.state.link_offset(0, 1) is not None
+    assert left.current_window() == right.current_window() == WINDOW_PRESETS["stroke"]
