@@ -19,7 +19,7 @@ from viewer.core.geometry.reslice import Slab, SlabMode
 from viewer.core.state.layout import Cell, Layout
 from viewer.core.state.planes import plane_at, slice_index
 from viewer.core.state.viewer_state import ViewerState
-from viewer.core.state.viewport import Tool, ViewportState
+from viewer.core.state.viewport import FLIP_H, FLIP_V, Tool, ViewportState, turn_matrix
 
 
 def _axial(folder: Path, n: int, spacing: float, z0: float, for_uid: str) -> Stack:
@@ -66,7 +66,7 @@ def test_layouts_keep_viewports_and_emit(two_series: tuple[Stack, Stack, Stack])
         state.scroll(2, 1)
 
 
-def test_show_starts_in_the_middle_with_the_header_window(two_series: tuple[Stack, Stack, Stack]) -> None:
+def test_show_starts_in_the_middle_with_the_stacks_own_window(two_series: tuple[Stack, Stack, Stack]) -> None:
     state = ViewerState()
     key = state.add_stack(two_series[0])
     state.show(0, key)
@@ -74,7 +74,10 @@ def test_show_starts_in_the_middle_with_the_header_window(two_series: tuple[Stac
     entry = state.entry(0)
     assert entry is not None and entry.geometry is not None
     assert vp.position_mm == pytest.approx(25.0) and slice_index(entry, vp) == 5
-    assert vp.window == Window(width=80.0, level=40.0)
+    # the stack's own (header) window, fitted, unturned: what key 0, F and R come back to
+    assert (vp.window, vp.invert, vp.scale, vp.pan, vp.rotation, vp.mirror) == (
+        None, False, None, (0.0, 0.0), 0, False
+    )
 
 
 def test_scroll_steps_slices_and_clamps(two_series: tuple[Stack, Stack, Stack]) -> None:
@@ -184,20 +187,37 @@ def test_window_and_zoom_sync_toggles(two_series: tuple[Stack, Stack, Stack], tm
     brain = Window(width=80.0, level=40.0)
     bone = Window(width=2800.0, level=600.0)
     state.set_window(0, bone)
-    assert state.viewport(1).window == brain  # sync off
+    assert state.viewport(1).window is None  # sync off: its own window
     state.set_sync(window=True, zoom=True)
     state.set_window(0, bone)
-    assert state.viewport(1).window == bone and state.viewport(2).window == brain  # CT only
+    assert state.viewport(1).window == bone and state.viewport(2).window is None  # CT only
     state.set_window(0, brain, sync=False)  # a per-viewport window (a hanging protocol's) stays there
     assert state.viewport(0).window == brain and state.viewport(1).window == bone
     assert state.same_modality(0) == [1]
-    state.set_zoom(1, 2.0, pan=(3.0, -4.0))
-    assert [vp.zoom for vp in state.viewports] == [2.0, 2.0, 1.0, 1.0]  # CT only; the empty one stays
-    assert state.viewport(0).pan == (3.0, -4.0)
+    state.set_zoom(1, 0.25, pan=(3.0, -4.0))
+    assert [vp.scale for vp in state.viewports] == [0.25, 0.25, None, None]  # CT only; the empty one stays
+    assert state.viewport(0).pan == (3.0, -4.0) and state.viewport(2).pan == (0.0, 0.0)
+    state.set_zoom(1, 0.5)  # the pan stays
+    assert state.viewport(0).pan == (3.0, -4.0) and state.viewport(0).scale == 0.5
+    state.fit(0)
+    assert [(vp.scale, vp.pan) for vp in state.viewports[:2]] == [(None, (0.0, 0.0))] * 2
+    state.set_window(1, None)  # key 0: every synced viewport back to its own window
+    assert [vp.window for vp in state.viewports[:3]] == [None, None, None]
     with pytest.raises(ViewerStateError, match="positive"):
         state.set_window(0, Window(width=0.0, level=0.0))
-    with pytest.raises(ViewerStateError, match="Zoom"):
-        state.set_zoom(0, 0.0)
+    with pytest.raises(ViewerStateError, match="finite"):
+        state.set_window(0, Window(width=10.0, level=float("nan")))
+    for bad in (0.0, -1.0, float("inf"), float("nan")):
+        with pytest.raises(ViewerStateError, match="Zoom"):
+            state.set_zoom(0, bad)
+    with pytest.raises(ViewerStateError, match="Pan"):
+        state.set_zoom(0, 1.0, pan=(float("nan"), 0.0))
+    state.set_sync(window=False, zoom=False)
+    state.set_window(0, bone)
+    state.set_zoom(0, 0.3, (1.0, 1.0))
+    state.set_sync(window=True, zoom=True)
+    state.reset_view(0)  # R with both syncs on: window and fit go along
+    assert [(vp.window, vp.scale) for vp in state.viewports[:3]] == [(None, None)] * 3
 
 
 def test_rotate_flip_reset_tool_selection_slab(two_series: tuple[Stack, Stack, Stack]) -> None:
@@ -209,11 +229,14 @@ def test_rotate_flip_reset_tool_selection_slab(two_series: tuple[Stack, Stack, S
     state.flip(0)
     state.flip(0, horizontal=False)
     vp = state.viewport(0)
-    assert (vp.rotation, vp.flip_horizontal, vp.flip_vertical) == (3, True, True)
+    # R^-1, then a screen flip H and V: the screen turned by a half turn after R^-1, i.e. R^1
+    assert (vp.rotation, vp.mirror) == (1, False)
     state.set_zoom(0, 3.0)
+    state.set_window(0, Window(300, 30))
+    state.toggle_invert(0)
     state.reset_view(0)
     vp = state.viewport(0)
-    assert (vp.rotation, vp.flip_horizontal, vp.flip_vertical, vp.zoom) == (0, False, False, 1.0)
+    assert (vp.rotation, vp.mirror, vp.scale, vp.window, vp.invert) == (0, False, None, None, False)
     state.set_tool(Tool.RULER)
     state.set_tool(Tool.RULER)  # no change, no event
     state.select(["m1"])
@@ -239,3 +262,76 @@ def test_stack_without_geometry_scrolls_by_index_and_refuses_mpr(tmp_path: Path)
         state.set_orientation(0, Orientation.CORONAL)
     state.remove_stack(key)
     assert state.viewport(0).is_empty and key not in state.catalogue
+
+
+SCREEN_OPS = {
+    "cw": turn_matrix(1, False),
+    "ccw": turn_matrix(3, False),
+    "h": FLIP_H,
+    "v": FLIP_V,
+}
+
+
+@pytest.mark.parametrize(
+    "ops",
+    [("cw",), ("h",), ("v",), ("cw", "h"), ("h", "cw"), ("cw", "v", "ccw"), ("v", "h"),
+     ("cw", "cw", "h", "v"), ("h", "cw", "v", "ccw", "ccw", "h", "cw")],
+)
+def test_turn_intents_compose_like_screen_operations(
+    two_series: tuple[Stack, Stack, Stack], ops: tuple[str, ...]
+) -> None:
+    """Rotations and flips are of what is on screen, in the order pressed: the state's (rotation, mirror)
+    pair gives the product of the screen operations (the matrices the view applies)."""
+    state = ViewerState()
+    state.show(0, state.add_stack(two_series[0]))
+    expected = np.eye(2, dtype=int)
+    for op in ops:
+        state.set_zoom(0, 0.5, (2.0, 1.0))
+        if op in ("cw", "ccw"):
+            state.rotate(0, 1 if op == "cw" else -1)
+        else:
+            state.flip(0, horizontal=op == "h")
+        expected = SCREEN_OPS[op] @ expected
+        assert state.viewport(0).scale is None and state.viewport(0).pan == (0.0, 0.0)  # fitted again
+    vp = state.viewport(0)
+    assert np.array_equal(vp.turn(), expected)
+    assert 0 <= vp.rotation < 4
+
+
+def test_display_fields_round_trip_and_emit_once_per_change(two_series: tuple[Stack, Stack, Stack]) -> None:
+    """Each display intent makes one new frozen value and one event; the same value again emits nothing;
+    scrolling, a plane change and a slab keep or reset the display as documented."""
+    state = ViewerState()
+    rec = Recorder(state)
+    key = state.add_stack(two_series[0])
+    state.show(0, key)
+    rec.viewport.clear()
+    window = Window(350.0, 50.0)
+    state.set_window(0, window)
+    state.set_window(0, window)  # unchanged: no event
+    state.toggle_invert(0)
+    state.set_zoom(0, 0.4, (5.0, -2.5))
+    state.rotate(0, 1)
+    state.set_zoom(0, 0.4, (5.0, -2.5))
+    assert len(rec.viewport) == 5
+    values = [vp for _, vp in rec.viewport]
+    assert values[0].window == window and values[0].invert is False
+    assert values[1].invert is True and values[1].window == window
+    assert (values[2].scale, values[2].pan) == (0.4, (5.0, -2.5))
+    assert values[3].rotation == 1 and values[3].scale is None
+    before = state.viewport(0)
+    state.scroll(0, 2)
+    after = state.viewport(0)
+    assert after.position_mm != before.position_mm
+    assert replace(after, position_mm=before.position_mm) == before  # scrolling keeps the display
+    state.set_slab(0, Slab(SlabMode.MIP, 10.0))
+    assert replace(state.viewport(0), slab=None) == after
+    state.set_orientation(0, Orientation.CORONAL)  # another plane: fitted and unturned, the window stays
+    vp = state.viewport(0)
+    assert (vp.window, vp.invert, vp.scale, vp.rotation, vp.mirror) == (window, True, None, 0, False)
+    state.show(0, key, Orientation.CORONAL)  # shown again (compare with prior, a protocol): the display stays
+    assert replace(state.viewport(0), position_mm=vp.position_mm) == replace(vp, slab=None)
+    state.show(0, key)  # another plane: a fresh display
+    assert state.viewport(0).window is None and not state.viewport(0).invert
+    with pytest.raises(ViewerStateError, match="empty"):
+        ViewerState().set_window(0, window)

@@ -2,7 +2,7 @@
 
 The decisions live in the core (:mod:`viewer.core.state.hanging`, :mod:`viewer.core.state.priors`,
 :class:`~viewer.core.state.viewer_state.ViewerState`'s sync rules and links); this module registers the
-Layout menu's actions, applies plans to the viewports and keeps the views' window and zoom in step.
+Layout menu's actions and applies plans to the viewports (window and zoom sync are the state's rules).
 """
 
 from __future__ import annotations
@@ -38,7 +38,6 @@ from viewer.core.state.priors import (
 from viewer.core.state.protocol_store import ShownViewport, protocol_from_view, save_protocols
 from viewer.qt.actions import ActionSpec
 from viewer.qt.protocol_editor import ProtocolEditor
-from viewer.qt.slice_view import SliceView
 
 if TYPE_CHECKING:
     from viewer.qt.main_window import MainWindow
@@ -55,7 +54,6 @@ class HangingController(QObject):
     def __init__(self, window: MainWindow) -> None:
         super().__init__(window)
         self._window = window
-        self._placing = False  # a plan is being applied: its windows and zooms are not synced
         self.path = window.settings.path.parent / PROTOCOLS_FILENAME
         self.table: ProtocolTable = load_protocols(self.path)
         self.editor: ProtocolEditor | None = None
@@ -100,9 +98,6 @@ class HangingController(QObject):
         state.events.links.connect(self.refresh_link_marks)
         state.events.viewport.connect(lambda *_: self.refresh_link_marks())
         state.events.layout.connect(lambda *_: self.refresh_link_marks())
-        for view in window.views():
-            self._connect(view)
-        window.grid.view_created.connect(self._connect)
 
     # --- hanging protocols -----------------------------------------------------------------------
     def hang(self, stack_uid: str) -> HangingPlan | None:
@@ -122,11 +117,7 @@ class HangingController(QObject):
         hung = plan(protocol, study, w.settings.presets(), prior)
         self._place(hung)
         if hung.prior_viewport is not None:
-            self._placing = True
-            try:
-                self._align_and_link(0, hung.prior_viewport)
-            finally:
-                self._placing = False
+            self._align_and_link(0, hung.prior_viewport)
         elif protocol.prior is PriorPlacement.SIDE_BY_SIDE and prior is not None:
             self.compare_with_prior()
             w.state.set_active(0)
@@ -212,16 +203,12 @@ class HangingController(QObject):
 
     def _place(self, hung: HangingPlan) -> None:
         w = self._window
-        self._placing = True
-        try:
-            w.state.set_layout(hung.layout)
-            for i, planned in enumerate(hung.viewports):
-                w.show_in_viewport(i, planned.stack_key, planned.orientation)
-            for i, planned in enumerate(hung.viewports):
-                self._set_view_window(i, planned.window)
-            w.state.set_active(0)
-        finally:
-            self._placing = False
+        w.state.set_layout(hung.layout)
+        for i, planned in enumerate(hung.viewports):
+            w.show_in_viewport(i, planned.stack_key, planned.orientation)
+        for i, planned in enumerate(hung.viewports):
+            self._set_view_window(i, planned.window)
+        w.state.set_active(0)
         w.browser.select(hung.viewports[0].stack_key)
 
     # --- prior comparison and links --------------------------------------------------------------
@@ -248,19 +235,15 @@ class HangingController(QObject):
             return
         cur_uid, prior_uid = (uid, other.uid) if current is active else (other.uid, uid)
         position = vp.position_mm if current is active else None
-        self._placing = True
-        try:
-            state.set_layout(Layout.ONE_BY_TWO)
-            state.unlink(0, 1)
-            w.show_in_viewport(0, cur_uid, vp.orientation)
-            if position is not None:
-                state.set_position(0, position)
-            w.show_in_viewport(1, prior_uid, vp.orientation)
-            same_frame = self._align_and_link(0, 1)
-            self._set_view_window(1, w.grid.view(0).current_window())  # compared in the same window
-            state.set_active(0)
-        finally:
-            self._placing = False
+        state.set_layout(Layout.ONE_BY_TWO)
+        state.unlink(0, 1)
+        w.show_in_viewport(0, cur_uid, vp.orientation)
+        if position is not None:
+            state.set_position(0, position)
+        w.show_in_viewport(1, prior_uid, vp.orientation)
+        same_frame = self._align_and_link(0, 1)
+        self._set_view_window(1, w.grid.view(0).current_window())  # compared in the same window
+        state.set_active(0)
         w.show_status("Current | prior" + ("" if same_frame else ": scrolling linked (Alt+U unlinks)"), 6000)
 
     def _align_and_link(self, a: int, b: int) -> bool:
@@ -348,53 +331,9 @@ class HangingController(QObject):
     def _on_sync_zoom(self) -> None:
         self._window.state.set_sync(zoom=self.act_sync_zoom.isChecked())
 
-    def _connect(self, view: SliceView) -> None:
-        view.window_changed.connect(lambda win, v=view: self._on_view_window(v, win))
-        view.zoom_changed.connect(lambda _z, v=view: self._on_view_zoom(v))
-
     def _set_view_window(self, index: int, window: Window | None) -> None:
-        """Give one viewport ``window`` (None: its header's window, VOI LUT included), not synced."""
-        view = self._window.grid.view(index)
-        was, self._placing = self._placing, True
+        """Give one viewport ``window`` (None: its stack's own window, VOI LUT included), not synced."""
         try:
-            if window is None:
-                view.reset_window()
-            else:
-                view.set_window(window)
-            self._window.state.set_window(index, view.current_window(), sync=False)
+            self._window.state.set_window(index, window, sync=False)
         except ViewerStateError as exc:
-            log.info("Window not recorded: %s", type(exc).__name__)
-        finally:
-            self._placing = was
-
-    def _on_view_window(self, view: SliceView, window: Window) -> None:
-        """A view's window changed: the state records it; the active one's goes to its modality's others."""
-        w = self._window
-        i = w.grid.index_of(view)
-        if self._placing or i is None or i >= len(w.state.viewports) or w.state.viewport(i).stack_key is None:
-            return
-        sync = i == w.state.active and w.state.sync.window
-        try:
-            w.state.set_window(i, window, sync=False)
-        except ViewerStateError:
-            return
-        if sync:
-            for j in w.state.same_modality(i):
-                self._set_view_window(j, window)
-
-    def _on_view_zoom(self, view: SliceView) -> None:
-        """The active view zoomed or panned: the others of its modality show the same scale (mm per screen
-        pixel) around the same point relative to their image centre."""
-        w = self._window
-        i = w.grid.index_of(view)
-        if self._placing or i is None or i != w.state.active or not w.state.sync.zoom:
-            return
-        if i >= len(w.state.viewports) or w.state.viewport(i).stack_key is None:
-            return
-        frame = view.view_frame()
-        self._placing = True
-        try:
-            for j in w.state.same_modality(i):
-                w.grid.view(j).set_view_frame(*frame)
-        finally:
-            self._placing = False
+            log.info("Window not set: %s", type(exc).__name__)

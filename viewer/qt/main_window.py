@@ -197,7 +197,7 @@ class MainWindow(QMainWindow):
 
     # ============================================================== construction
     def _build_central(self) -> None:
-        self.grid = ViewportGrid()
+        self.grid = ViewportGrid(self.state)
         self.crosshair_tool = CrosshairTool(self.state, self.grid, self)
         self.grid.view_created.connect(self._setup_view)
         self.grid.activated.connect(self.state.set_active)
@@ -890,8 +890,14 @@ class MainWindow(QMainWindow):
         self._sync_slab_controls()
 
     def _on_viewport(self, index: int, vp: ViewportState) -> None:
+        """Render a viewport's state: its stack, plane and slice here, then its window, zoom and turn (the
+        view's own :meth:`SliceView.render_state`)."""
         if index >= len(self._rendered):
             return
+        self._show_viewport(index, vp)
+        self.grid.view(index).render_state()
+
+    def _show_viewport(self, index: int, vp: ViewportState) -> None:
         old_uid = self._active_uid_seen
         view = self.grid.view(index)
         if vp.stack_key is None:
@@ -1596,7 +1602,6 @@ class MainWindow(QMainWindow):
 
     def _invert(self) -> None:
         self.view.toggle_invert()
-        self.view._update_overlay()
 
     def _header_window(self) -> None:
         if self._volume is not None:

@@ -1,5 +1,10 @@
 """The slice view: a pyqtgraph ImageItem in a ViewBox with radiology mouse and keyboard bindings.
 
+The view renders its viewport's :class:`~viewer.core.state.viewport.ViewportState` (window, inversion,
+zoom/pan, rotation/flip; the main window gives it the stack, plane and slice) and turns the reader's
+mouse and keys into intents on the :class:`~viewer.core.state.viewer_state.ViewerState` (``set_window``,
+``set_zoom``, ``rotate`` ...), whose event then comes back to :meth:`SliceView.render_state`.
+
 The ImageItem always holds the raw modality values (HU for CT); windowing is ``setLevels`` and
 inversion a lookup table, so pixels are never rewritten for display.
 """
@@ -8,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -27,6 +32,8 @@ from viewer.core.geometry.stack import patient_position, slice_position_mm
 from viewer.core.measure import NATIVE_PLANE, ImageRef, Measurement, Shape, Spacing
 from viewer.core.measure_store import MeasurementSet
 from viewer.core.state.mpr import PlaneSlices
+from viewer.core.state.viewer_state import ViewerState
+from viewer.core.state.viewport import ViewportState
 from viewer.core.undo import UndoStack
 from viewer.core.windowing import drag_window
 from viewer.qt.header_voi import header_ramp, ramp_lookup_table
@@ -54,10 +61,6 @@ EMPTY_HINT = (
     "\nor drag a series here from Studies"
 )
 _INVERTED_LUT = np.arange(255, -1, -1, dtype=np.uint8)
-# Display turns, applied after the image's own axes: screen (x, y) = matrix @ image (col, row); y is down.
-ROTATE_CW = np.array([[0, -1], [1, 0]], dtype=int)
-FLIP_H = np.array([[-1, 0], [0, 1]], dtype=int)
-FLIP_V = np.array([[1, 0], [0, -1]], dtype=int)
 DRAW_TOOLS = {
     "ruler": Shape.RULER,
     "ellipse": Shape.ELLIPSE,
@@ -173,8 +176,14 @@ class SliceViewBox(pg.ViewBox):
         self.sigClick.emit(ev.scenePos(), ev.screenPos().toPoint(), ev.button(), bool(ev.double()))
 
 
+def _display(vp: ViewportState) -> tuple[object, ...]:
+    """The fields of a viewport state that the view renders itself (the rest is the main window's)."""
+    return (vp.window, vp.invert, vp.scale, vp.pan, vp.rotation, vp.mirror)
+
+
 class SliceView(QWidget):
-    """Displays one stack slice at a time, with overlays, window/level, zoom, pan, cine and rulers."""
+    """Displays one stack slice at a time, with overlays, window/level, zoom, pan, cine and rulers: the
+    view of viewport ``index`` of ``state``."""
 
     index_changed = Signal(int)
     window_changed = Signal(object)  # Window
@@ -187,8 +196,11 @@ class SliceView(QWidget):
     crosshair_drag = Signal(object, object, bool)  # press, current: (row, col) image pixels; finished
     _slice_ready = Signal(object, int)  # (volume, index), emitted by the volume's request thread
 
-    def __init__(self, parent: QWidget | None = None) -> None:
+    def __init__(self, state: ViewerState, index: int, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        self.state = state
+        self.viewport_index = index
+        self._vp = ViewportState()  # the viewport state as last rendered
         self.setObjectName("imagePanel")
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
         self.graphics = pg.GraphicsView(self, background="k")
@@ -212,14 +224,13 @@ class SliceView(QWidget):
         self._shown = -1  # the slice whose pixels are on screen, -1 for none
         self._data: np.ndarray | None = None
         self._window_from_data = False  # no header window: set one when the middle slice arrives
-        self._window = Window(400, 40)
         self._default_window = Window(400, 40)
         self._header_ramp: VoiRamp | None = None  # the header's non-linear VOI (key 0), if any
         self._ramp: VoiRamp | None = None  # ... while it is shown (presets and dragging are linear)
+        self._lut_key: tuple[VoiRamp | None, bool] = (None, False)  # what the lookup table was made for
         self._drag_start: Window | None = None
-        self._user_invert = False
         self._spacing: tuple[float, float] | None = None
-        self._turn = np.eye(2, dtype=int)  # rotation/flip on screen (ROTATE_CW, FLIP_H, FLIP_V products)
+        self._turn = np.eye(2, dtype=int)  # rotation/flip on screen (the state's turn_matrix)
         self._labels_key: tuple[tuple[float, ...] | None, bytes] | None = None  # (IOP, turn) of the letters
         self._last_scene_pos: QPointF | None = None  # the cursor, for the readout while scrolling
         self.layer = MeasurementLayer(self)  # the shown image's measurements, drawing and editing them
@@ -244,7 +255,6 @@ class SliceView(QWidget):
         self._keep_image = False  # swap_planes: keep the old plane on screen until the new one arrives
         self.vb.grab = self.layer.grab
         self.vb.sigRangeChanged.connect(self._on_range_changed)
-        self._fitted = False  # the view is fitted (not zoomed or panned since): it refits when resized
         self.vb.sigRangeChangedManually.connect(self._on_user_range)
         self.vb.sigResized.connect(self._on_resized)
         self.graphics.scene().sigMouseMoved.connect(self._on_mouse_moved)
@@ -252,7 +262,8 @@ class SliceView(QWidget):
 
     # --- stack -----------------------------------------------------------------------------------
     def set_volume(self, volume: Any, context: StackContext, index: int = 0) -> None:
-        """Show ``volume`` (a StackVolume) at ``index``; resets window, zoom and measurements."""
+        """Show ``volume`` (a StackVolume, or MPR planes) at ``index``, as the viewport's state says
+        (window, zoom, turn); the measurements shown are the new image's."""
         self.stop_cine()
         self.layer.drop()
         self._keep_image = False
@@ -262,7 +273,8 @@ class SliceView(QWidget):
         first = stack.slices[0]
         planes = self.planes()
         self._spacing = planes.plane(0).spacing if planes is not None else first.pixel_spacing
-        self._turn = np.eye(2, dtype=int)
+        self._vp = vp = self.state.viewport(self.viewport_index)
+        self._turn = vp.turn()
         self._apply_transform()
         self._window_from_data = False
         try:
@@ -270,16 +282,16 @@ class SliceView(QWidget):
         except Exception as exc:
             log_failure(logger, logging.WARNING, "No default window for this stack; using 400/40", exc)
             self._default_window = Window(400, 40)
-        self._window = self._default_window
-        self._header_ramp = self._ramp = header_ramp(stack)
-        self._user_invert = False
+        self._header_ramp = header_ramp(stack)
+        self._ramp = self._header_ramp if vp.window is None else None
         self.wl_sensitivity = 1.0 if stack.modality == "CT" else max(self._default_window.width / 256.0, 0.01)
         self.overlay.set_hint("")
         self._update_lut()
         self._index = -1
         self._shown = -1
         self.set_index(index, force=True)
-        self.fit()
+        self._apply_zoom()
+        self.window_changed.emit(self.current_window())
 
     def _initial_window(self, volume: Any) -> Window:
         """The header (or CT) window; else from the middle slice's data when that needs no decoder, else
@@ -307,12 +319,10 @@ class SliceView(QWidget):
         self._keep_image = True
         self._index = max(0, min(len(planes) - 1, int(index)))  # valid for the overlay while the range moves
         new_rect = self.image_rect()
-        if new_rect != old_rect:
+        if new_rect != old_rect:  # the same scale and pan from the (new) image centre, fitted or not
             d = new_rect.center() - old_rect.center()
             (x0, x1), (y0, y1) = self.vb.viewRange()
-            fitted = self._fitted
             self.vb.setRange(xRange=(x0 + d.x(), x1 + d.x()), yRange=(y0 + d.y(), y1 + d.y()), padding=0)
-            self._fitted = fitted
         self.set_index(index, force=True)
 
     def pixel_at(self, scene_pos: QPointF) -> tuple[float, float]:
@@ -332,6 +342,7 @@ class SliceView(QWidget):
         self.context = None
         self._data = None
         self._shown = -1
+        self._vp = ViewportState()
         self.image.clear()
         for corner in ("top_left", "top_right", "bottom_left", "bottom_right"):
             self.overlay.set_corner(corner, [])
@@ -467,9 +478,10 @@ class SliceView(QWidget):
             return
         if self._window_from_data and index == len(volume) // 2:
             self._window_from_data = False
-            if self._window == self._default_window:  # the user has not changed it meanwhile
-                self._default_window = volume.default_window()  # the middle slice is cached now
-                self.set_window(self._default_window, header=True)
+            self._default_window = volume.default_window()  # the middle slice is cached now
+            if self._vp.window is None:  # the stack's own window is shown (the reader has not changed it)
+                self._apply_window()
+                self._update_overlay()
         if index == self._index and self._shown != index:
             self._show(index)
             self._update_overlay()
@@ -489,27 +501,61 @@ class SliceView(QWidget):
     def step(self, delta: int) -> None:
         self.set_index(self._index + delta)
 
+    # --- rendering the viewport state ----------------------------------------------------------
+    def render_state(self) -> None:
+        """Show the viewport state's window, inversion, zoom/pan and turn as the state has them now: only
+        what changed since the last render (a scroll changes none of them: one tuple comparison here)."""
+        if self.context is None or self.viewport_index >= self.state.layout.viewport_count:
+            return
+        old, vp = self._vp, self.state.viewport(self.viewport_index)
+        self._vp = vp
+        if _display(vp) == _display(old):
+            return
+        turned = (vp.rotation, vp.mirror) != (old.rotation, old.mirror)
+        if turned:
+            self._turn = vp.turn()
+            self._apply_transform()
+        if (vp.window, vp.invert) != (old.window, old.invert):
+            self._apply_window()
+        if turned or (vp.scale, vp.pan) != (old.scale, old.pan):
+            self._apply_zoom()
+        self._update_overlay()
+
+    def _intent(self, change: Callable[[ViewerState, int], None]) -> None:
+        """Send an intent about this view's viewport (nothing while the view shows nothing)."""
+        if self.context is not None:
+            change(self.state, self.viewport_index)
+
+    def _synced(self) -> bool:
+        """Window and zoom sync copy the reader's changes in the active viewport only."""
+        return self.viewport_index == self.state.active
+
     # --- window / level --------------------------------------------------------------------------
     def current_window(self) -> Window:
-        return self._window
+        """The window shown (the stack's own while the state says None)."""
+        return self._vp.window if self._vp.window is not None else self._default_window
 
     def default_window(self) -> Window:
         return self._default_window
 
     def set_window(self, window: Window, *, header: bool = False) -> None:
-        """Show a linear window (``header``: the header's own VOI instead, when it is not linear)."""
-        self._window = Window(max(1.0, float(window.width)), float(window.level))
-        ramp = self._header_ramp if header else None
-        if ramp is not self._ramp:
+        """Intent: show a linear window (``header``: the stack's own window instead, with the header's VOI
+        when it is not linear)."""
+        chosen = None if header else Window(max(1.0, float(window.width)), float(window.level))
+        self._intent(lambda state, i: state.set_window(i, chosen, sync=self._synced()))
+
+    def _apply_window(self) -> None:
+        ramp = self._header_ramp if self._vp.window is None else None
+        lut = (ramp, self.inverted)
+        if ramp is not self._ramp or lut != self._lut_key:
             self._ramp = ramp
             self._update_lut()
         if self._data is not None and self._data.ndim == 2:
             self.image.setLevels(self._levels())
-        self._update_overlay()
-        self.window_changed.emit(self._window)
+        self.window_changed.emit(self.current_window())
 
     def _levels(self) -> tuple[float, float]:
-        return self._ramp.levels if self._ramp is not None else self._window.levels
+        return self._ramp.levels if self._ramp is not None else self.current_window().levels
 
     def apply_preset(self, name: str) -> None:
         window = self.presets.get(name)
@@ -524,7 +570,7 @@ class SliceView(QWidget):
         if self.volume is None or self.is_color():
             return
         if self._drag_start is None:
-            self._drag_start = self._window
+            self._drag_start = self.current_window()
         factor = FAST_DRAG_FACTOR if fast else 1.0
         self.set_window(drag_window(self._drag_start, dx, dy, sensitivity=self.wl_sensitivity * factor))
         if finished:
@@ -532,15 +578,15 @@ class SliceView(QWidget):
 
     @property
     def inverted(self) -> bool:
-        """True when the display is inverted (MONOCHROME1 XOR the user's invert toggle)."""
+        """True when the display is inverted (MONOCHROME1 XOR the reader's invert toggle)."""
         base = bool(getattr(self.volume, "invert_display", False)) if self.volume is not None else False
-        return base != self._user_invert
+        return base != self._vp.invert
 
     def toggle_invert(self) -> None:
-        self._user_invert = not self._user_invert
-        self._update_lut()
+        self._intent(lambda state, i: state.toggle_invert(i))
 
     def _update_lut(self) -> None:
+        self._lut_key = (self._ramp, self.inverted)
         if self._ramp is not None:
             self.image.setLookupTable(ramp_lookup_table(self._ramp, inverted=self.inverted))
         else:
@@ -564,56 +610,74 @@ class SliceView(QWidget):
     def _apply_transform(self) -> None:
         self.image.setTransform(self._image_transform())
 
+    def _apply_zoom(self) -> None:
+        """Fit, or show the state's scale and pan."""
+        if self._vp.scale is None:
+            self.vb.setRange(rect=self.image_rect(), padding=0.02)
+        else:
+            self._frame(self._vp.scale, *self._vp.pan)
+
+    def _frame(self, per_px: float, dx: float, dy: float) -> None:
+        """Show ``per_px`` view units (mm, or pixels without spacing) per screen pixel, centred ``dx, dy``
+        from the image centre (see :meth:`view_frame`)."""
+        centre = self.image_rect().center()
+        cx, cy = centre.x() + dx, centre.y() + dy
+        w = max(float(self.vb.width()), 1.0) * per_px
+        h = max(float(self.vb.height()), 1.0) * per_px
+        self.vb.setRange(xRange=(cx - w / 2, cx + w / 2), yRange=(cy - h / 2, cy + h / 2), padding=0)
+
+    def _zoom_to(self, per_px: float, pan: tuple[float, float] | None = None) -> None:
+        """Intent: ``per_px`` view units per screen pixel (pan: the state's, unless given)."""
+        self._intent(lambda state, i: state.set_zoom(i, per_px, pan, sync=self._synced()))
+
     # --- rotate / flip ---------------------------------------------------------------------------
     def display_turn(self) -> np.ndarray:
         """The 2×2 integer matrix taking image (column, row) directions to screen (x, y)."""
         return self._turn.copy()
 
     def rotate(self, quarter_turns: int = 1) -> None:
-        """Rotate the display by 90° clockwise per quarter turn (negative: anticlockwise)."""
-        self._turn_by(np.linalg.matrix_power(ROTATE_CW, quarter_turns % 4))
+        """Intent: rotate the display by 90° clockwise per quarter turn (negative: anticlockwise)."""
+        self._intent(lambda state, i: state.rotate(i, quarter_turns))
 
     def flip_horizontal(self) -> None:
-        self._turn_by(FLIP_H)
+        self._intent(lambda state, i: state.flip(i, horizontal=True))
 
     def flip_vertical(self) -> None:
-        self._turn_by(FLIP_V)
-
-    def _turn_by(self, matrix: np.ndarray) -> None:
-        if self.context is None:
-            return
-        self._turn = matrix @ self._turn
-        self._apply_transform()
-        self.fit()
-        self._update_overlay()
+        self._intent(lambda state, i: state.flip(i, horizontal=False))
 
     def fit(self) -> None:
-        self.vb.setRange(rect=self.image_rect(), padding=0.02)
-        self._fitted = True
+        """Intent: fit the image to the viewport (F)."""
+        self._intent(lambda state, i: state.fit(i, sync=self._synced()))
+
+    @property
+    def fitted(self) -> bool:
+        return self._vp.scale is None
 
     def _on_user_range(self, *args: Any) -> None:
-        self._fitted = False  # zoomed or panned with the mouse: a resize keeps that view
-
-    def _on_resized(self, *args: Any) -> None:
-        """A viewport resized (layout switch, window resize): a fitted image is fitted again."""
-        if self._fitted and self.context is not None:
-            self.fit()
-
-    def one_to_one(self) -> None:
-        """One image pixel per screen pixel, centred on the current view centre."""
+        """Zoomed or panned with the mouse (right or middle drag, Ctrl+wheel): the state learns the new
+        scale and pan (recorded as rendered first: the range is already on screen)."""
         if self.context is None:
             return
-        x_sp, y_sp = self._screen_spacing()
-        (x0, x1), (y0, y1) = self.vb.viewRange()
-        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-        w = max(self.vb.width(), 1.0) * x_sp
-        h = max(self.vb.height(), 1.0) * y_sp
-        self.vb.setRange(xRange=(cx - w / 2, cx + w / 2), yRange=(cy - h / 2, cy + h / 2), padding=0)
-        self._fitted = False
+        per_px, dx, dy = self.view_frame()
+        self._vp = replace(self._vp, scale=per_px, pan=(dx, dy))
+        self._zoom_to(per_px, (dx, dy))
+
+    def _on_resized(self, *args: Any) -> None:
+        """A viewport resized (layout switch, window resize): a fitted image is fitted again, a zoomed one
+        keeps its scale and centre."""
+        if self.context is not None:
+            self._apply_zoom()
+
+    def one_to_one(self) -> None:
+        """Intent: one image pixel per screen pixel, centred on the current view centre."""
+        if self.context is not None:
+            self._zoom_to(self._screen_spacing()[0], self.view_frame()[1:])
 
     def zoom_by(self, factor: float) -> None:
-        self.vb.scaleBy((1 / factor, 1 / factor))
-        self._fitted = False
+        """Intent: magnify by ``factor`` about the view centre."""
+        if self.context is not None:
+            per_px, dx, dy = self.view_frame()
+            self._zoom_to(per_px / factor, (dx, dy))
 
     def zoom_factor(self) -> float:
         """Screen pixels per image pixel (1.0 = 1:1)."""
@@ -623,24 +687,12 @@ class SliceView(QWidget):
         return float(self.vb.width() / span * x_sp) if span > 0 else 1.0
 
     def view_frame(self) -> tuple[float, float, float]:
-        """(view units per screen pixel, view centre's x and y offset from the image centre): what zoom
-        sync copies to other viewports."""
+        """(view units per screen pixel, view centre's x and y offset from the image centre): the state's
+        scale and pan of what is on screen."""
         (x0, x1), (y0, y1) = self.vb.viewRange()
         centre = self.image_rect().center()
         per_px = (x1 - x0) / max(float(self.vb.width()), 1.0)
         return per_px, (x0 + x1) / 2 - centre.x(), (y0 + y1) / 2 - centre.y()
-
-    def set_view_frame(self, per_px: float, dx: float, dy: float) -> None:
-        """Show ``per_px`` view units (mm, or pixels without spacing) per screen pixel, centred ``dx, dy``
-        from the image centre (see :meth:`view_frame`)."""
-        if self.context is None or not per_px > 0:
-            return
-        centre = self.image_rect().center()
-        cx, cy = centre.x() + dx, centre.y() + dy
-        w = max(float(self.vb.width()), 1.0) * per_px
-        h = max(float(self.vb.height()), 1.0) * per_px
-        self.vb.setRange(xRange=(cx - w / 2, cx + w / 2), yRange=(cy - h / 2, cy + h / 2), padding=0)
-        self._fitted = False
 
     def _screen_spacing(self) -> tuple[float, float]:
         """View units per image pixel along the screen's x and y (the turn may swap rows and columns)."""
@@ -648,14 +700,9 @@ class SliceView(QWidget):
         return (col_sp, row_sp) if self._turn[0, 0] != 0 else (row_sp, col_sp)
 
     def reset_view(self) -> None:
-        """R: fit, header window, no inversion (measurements stay: Del removes them)."""
-        self._user_invert = False
-        self._update_lut()
-        self.reset_window()
-        if self.context is not None and not np.array_equal(self._turn, np.eye(2, dtype=int)):
-            self._turn = np.eye(2, dtype=int)
-            self._apply_transform()
-        self.fit()
+        """Intent (R): fit, the stack's own window, no inversion, no turn (measurements stay: Del removes
+        them)."""
+        self._intent(lambda state, i: state.reset_view(i, sync=self._synced()))
 
     def _on_range_changed(self, *args: Any) -> None:
         self._update_overlay()
@@ -848,7 +895,7 @@ class SliceView(QWidget):
             top_right.append(lossy)
         bottom_right = []
         if not self.is_color():
-            label = self._ramp.label if self._ramp is not None else format_window(self._window)
+            label = self._ramp.label if self._ramp is not None else format_window(self.current_window())
             bottom_right.append(label + ("  INV" if self.inverted else ""))
         bottom_right.append(f"Zoom {self.zoom_factor():.2f}×")
         (x0, x1), _ = self.vb.viewRange()  # view units are mm when the slice has a valid PixelSpacing

@@ -2,7 +2,8 @@
 
 The grid renders :class:`~viewer.core.state.viewer_state.ViewerState`'s layout and active viewport and
 sends intents back (a click makes a viewport active, a stack dropped from the browser goes into the
-viewport under the cursor); what each view shows is the main window's business.
+viewport under the cursor); each view is bound to its viewport of the state (its window, zoom and turn),
+what stack and slice it shows is the main window's business.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from PySide6.QtGui import QDragEnterEvent, QDragMoveEvent, QDropEvent
 from PySide6.QtWidgets import QFrame, QGridLayout, QVBoxLayout, QWidget
 
 from viewer.core.state.layout import Layout
+from viewer.core.state.viewer_state import ViewerState
 from viewer.qt.slice_view import SliceView
 
 logger = logging.getLogger(__name__)
@@ -96,8 +98,9 @@ class ViewportGrid(QWidget):
     stack_dropped = Signal(int, str)  # viewport, stack key
     view_created = Signal(object)  # SliceView: the window connects and configures it
 
-    def __init__(self, parent: QWidget | None = None) -> None:
+    def __init__(self, state: ViewerState, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        self._state = state
         self._grid = QGridLayout(self)
         self._grid.setContentsMargins(0, 0, 0, 0)
         self._grid.setSpacing(0)
@@ -163,7 +166,7 @@ class ViewportGrid(QWidget):
                 frame.view.overlay.update()
 
     def _add_frame(self) -> None:
-        view = SliceView()
+        view = SliceView(self._state, len(self._frames))
         frame = ViewportFrame(view, self)
         frame.clicked.connect(lambda f=frame: self._on_clicked(f))
         frame.stack_dropped.connect(lambda key, f=frame: self._on_dropped(f, key))

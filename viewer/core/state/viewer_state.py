@@ -12,7 +12,7 @@ Sync rules (``SyncSettings``):
   were linked (``link``), by the same distance plus the offset captured at link time (priors,
   other scanners).
 * **window**: a new window is copied to viewports showing the same modality.
-* **zoom**: zoom and pan are copied to viewports showing the same modality.
+* **zoom**: the scale (mm per screen pixel) and pan are copied to viewports showing the same modality.
 
 Both copy only changes made with ``sync=True`` (the default: the user's own change in a viewport); a
 change that is itself applied per viewport (a hanging protocol's window) passes ``sync=False``.
@@ -42,8 +42,6 @@ from viewer.core.state.viewport import Tool, Vec3, ViewportState
 log = logging.getLogger(__name__)
 
 PARALLEL_SYNC_COS = 0.9  # planes within ~25° of parallel scroll together
-MAX_ZOOM = 64.0
-MIN_ZOOM = 1 / 64
 
 
 @dataclass(frozen=True)
@@ -194,23 +192,29 @@ class ViewerState:
         self, index: int, key: str, orientation: Orientation = Orientation.NATIVE, *, first: bool = False
     ) -> None:
         """Put a stack into a viewport (drag and drop from the browser), at its middle position (``first``:
-        at its first slice or plane), with the header's window and a fitted, unrotated view."""
+        at its first slice or plane), in its own window (None) and a fitted, unrotated view; a viewport
+        that shows this stack in this plane already keeps its window, inversion, zoom and turn."""
         self._check_viewport(index)
         entry = self._entry(key)
-        window: Window | None = entry.stack.slices[0].window if entry.stack.slices else None
-        vp = ViewportState(stack_key=key, orientation=self._usable(entry, orientation), window=window)
+        vp = ViewportState(stack_key=key, orientation=self._usable(entry, orientation))
+        old = self._viewports[index]
+        if (old.stack_key, old.orientation, old.oblique) == (key, vp.orientation, None):
+            vp = replace(old, slab=None)
         grid = scroll_grid(entry, vp)
         self._set(index, replace(vp, position_mm=grid.snap(grid.low) if first else grid.middle))
 
     def set_orientation(
         self, index: int, orientation: Orientation, *, oblique: tuple[Vec3, Vec3] | None = None
     ) -> None:
-        """Show the viewport's stack in another plane (through the volume centre)."""
+        """Show the viewport's stack in another plane (through the volume centre): fitted and unturned
+        (the window stays)."""
         vp, entry = self._shown(index)
         orientation = self._usable(entry, orientation)
         if orientation is Orientation.OBLIQUE and oblique is None:
             raise ViewerStateError("An oblique viewport needs its row and column directions")
-        new = replace(vp, orientation=orientation, oblique=oblique, pan=(0.0, 0.0), zoom=1.0)
+        new = replace(
+            vp, orientation=orientation, oblique=oblique, scale=None, pan=(0.0, 0.0), rotation=0, mirror=False
+        )
         self._set(index, replace(new, position_mm=scroll_grid(entry, new).middle))
 
     def set_slab(self, index: int, slab: Slab | None) -> None:
@@ -456,26 +460,48 @@ class ViewerState:
             self._set(i, replace(new, position_mm=position))
 
     # --- window, zoom, pan, rotation -------------------------------------------------------------
-    def set_window(self, index: int, window: Window, *, sync: bool = True) -> None:
+    def set_window(self, index: int, window: Window | None, *, sync: bool = True) -> None:
+        """Show ``window`` (None: the stack's own window, key 0); with window sync on and ``sync`` (the
+        reader's own change), the viewports of the same modality get it too."""
         vp, _ = self._shown(index)
-        if not window.width > 0:
-            raise ViewerStateError(f"Window width {window.width:g} must be positive")
+        if window is not None and not (window.width > 0 and np.isfinite(window.level)):
+            raise ViewerStateError(
+                f"Window width {window.width:g} must be positive and level {window.level:g} finite"
+            )
         self._set(index, replace(vp, window=window))
         if self._sync.window and sync:
             for i in self.same_modality(index):
                 self._set(i, replace(self._viewports[i], window=window))
 
-    def set_zoom(
-        self, index: int, zoom: float, pan: tuple[float, float] | None = None, *, sync: bool = True
-    ) -> None:
+    def toggle_invert(self, index: int) -> None:
+        """Invert the display (or undo it); not synced."""
         vp, _ = self._shown(index)
-        if not MIN_ZOOM <= zoom <= MAX_ZOOM:
-            raise ViewerStateError(f"Zoom {zoom:g} is outside {MIN_ZOOM:g}..{MAX_ZOOM:g}")
-        new_pan = vp.pan if pan is None else (float(pan[0]), float(pan[1]))
-        self._set(index, replace(vp, zoom=float(zoom), pan=new_pan))
+        self._set(index, replace(vp, invert=not vp.invert))
+
+    def set_zoom(
+        self, index: int, scale: float | None, pan: tuple[float, float] | None = None, *, sync: bool = True
+    ) -> None:
+        """Show ``scale`` view units (mm) per screen pixel, centred ``pan`` from the image centre (None:
+        the pan stays); ``scale`` None fits the image to the viewport, centred. Zoom sync copies both to
+        the viewports of the same modality."""
+        vp, _ = self._shown(index)
+        if scale is None:
+            new_scale, new_pan = None, (0.0, 0.0)
+        else:
+            if not (np.isfinite(scale) and scale > 0):
+                raise ViewerStateError(f"Zoom scale {scale!r} must be positive (mm per screen pixel)")
+            new_scale = float(scale)
+            new_pan = vp.pan if pan is None else (float(pan[0]), float(pan[1]))
+            if not all(np.isfinite(new_pan)):
+                raise ViewerStateError(f"Pan {new_pan!r} must be finite")
+        self._set(index, replace(vp, scale=new_scale, pan=new_pan))
         if self._sync.zoom and sync:
             for i in self.same_modality(index):
-                self._set(i, replace(self._viewports[i], zoom=float(zoom), pan=new_pan))
+                self._set(i, replace(self._viewports[i], scale=new_scale, pan=new_pan))
+
+    def fit(self, index: int, *, sync: bool = True) -> None:
+        """Fit the image to the viewport, centred (F)."""
+        self.set_zoom(index, None, sync=sync)
 
     def same_modality(self, index: int) -> list[int]:
         """The other viewports showing a stack of viewport ``index``'s modality (window/zoom sync)."""
@@ -489,24 +515,38 @@ class ViewerState:
         ]
 
     def rotate(self, index: int, quarter_turns: int = 1) -> None:
-        """Rotate the view clockwise by quarter turns (negative: counter-clockwise)."""
+        """Rotate what is on screen clockwise by quarter turns (negative: counter-clockwise); the image is
+        fitted again."""
         vp, _ = self._shown(index)
-        self._set(index, replace(vp, rotation=(vp.rotation + int(quarter_turns)) % 4))
+        rotation = (vp.rotation + int(quarter_turns)) % 4
+        self._set(index, replace(vp, rotation=rotation, scale=None, pan=(0.0, 0.0)))
 
     def flip(self, index: int, *, horizontal: bool = True) -> None:
+        """Mirror what is on screen left-right (``horizontal``) or top-bottom; the image is fitted again.
+        Composed into (mirror, rotation): a screen flip after R^r is R^-r (or R^(2-r) vertically) after a
+        mirror."""
         vp, _ = self._shown(index)
-        if horizontal:
-            self._set(index, replace(vp, flip_horizontal=not vp.flip_horizontal))
-        else:
-            self._set(index, replace(vp, flip_vertical=not vp.flip_vertical))
+        rotation = -vp.rotation if horizontal else 2 - vp.rotation
+        self._set(
+            index, replace(vp, rotation=rotation % 4, mirror=not vp.mirror, scale=None, pan=(0.0, 0.0))
+        )
 
-    def reset_view(self, index: int) -> None:
-        """Fit, centre, unrotate and unflip (position and window stay)."""
+    def reset_view(self, index: int, *, sync: bool = True) -> None:
+        """R: the stack's own window, no inversion, fitted, unrotated and unflipped (position stays); the
+        window and the fit go to synced viewports as a reader's own change would."""
         vp, _ = self._shown(index)
         self._set(
             index,
-            replace(vp, zoom=1.0, pan=(0.0, 0.0), rotation=0, flip_horizontal=False, flip_vertical=False),
+            replace(vp, window=None, invert=False, scale=None, pan=(0.0, 0.0), rotation=0, mirror=False),
         )
+        if sync and (self._sync.window or self._sync.zoom):
+            for i in self.same_modality(index):
+                other = self._viewports[i]
+                if self._sync.window:
+                    other = replace(other, window=None)
+                if self._sync.zoom:
+                    other = replace(other, scale=None, pan=(0.0, 0.0))
+                self._set(i, other)
 
     # --- helpers ---------------------------------------------------------------------------------
     def _set(self, index: int, vp: ViewportState) -> None:
