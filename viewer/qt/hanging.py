@@ -54,6 +54,7 @@ class HangingController(QObject):
     def __init__(self, window: MainWindow) -> None:
         super().__init__(window)
         self._window = window
+        self._marked = False  # a *linked* mark may be drawn in some viewport
         self.path = window.settings.path.parent / PROTOCOLS_FILENAME
         self.table: ProtocolTable = load_protocols(self.path)
         self.editor: ProtocolEditor | None = None
@@ -296,10 +297,15 @@ class HangingController(QObject):
 
     def refresh_link_marks(self) -> None:
         """The *linked* mark on each viewport whose scrolling is linked (redrawn only when it changes:
-        this runs on every viewport event, scrolling included)."""
+        this runs on every viewport event, scrolling included: without links, and none drawn, it stops at
+        once)."""
+        if not self._window.state.has_links and not self._marked:
+            return
+        self._marked = False
         for i, view in enumerate(self._window.views()):
             if i < len(self._window.state.viewports):
                 want = LINK_MARK_HTML if self.linked(i) else ""
+                self._marked = self._marked or bool(want)
                 if view.overlay.extra_html().get(LINK_MARK_KEY, "") != want:
                     view.overlay.set_extra_html(LINK_MARK_KEY, want)
 

@@ -116,6 +116,11 @@ class ViewerState:
         key = self.viewport(index).stack_key
         return None if key is None else self._catalogue[key]
 
+    @property
+    def has_links(self) -> bool:
+        """True when some pair of stacks scrolls linked (``link``)."""
+        return bool(self._offsets)
+
     def link_offset(self, a: int, b: int) -> float | None:
         ka, kb = self.viewport(a).stack_key, self.viewport(b).stack_key
         if ka is None or kb is None:
@@ -252,8 +257,10 @@ class ViewerState:
     def _sync_scroll(self, source: int) -> None:
         src = self._viewports[source]
         src_entry = self._catalogue[src.stack_key] if src.stack_key else None
-        if src_entry is None:
-            return
+        if src_entry is None or not any(
+            vp.stack_key is not None for i, vp in enumerate(self._viewports) if i != source
+        ):
+            return  # nothing else shown (one viewport): no plane to work out on every scroll step
         src_plane = plane_at(src_entry, src)
         for i, vp in enumerate(self._viewports):
             if i == source or vp.stack_key is None:
@@ -383,10 +390,14 @@ class ViewerState:
     def _follow_crosshair(self, index: int) -> None:
         """A viewport scrolled (wheel, keys): the crosshair point moves with its plane (projected onto it),
         so the lines keep crossing where the planes do and a turn is about a point on every plane."""
+        if not self._crosshair:
+            return  # no crosshair placed anywhere: nothing to move (the common case, on every scroll step)
         key = self.frame_key(index)
         point = None if key is None else self._crosshair.get(key)
+        if key is None or point is None:
+            return
         plane = self.plane(index)
-        if key is None or point is None or plane is None:
+        if plane is None:
             return
         n = plane.normal
         p = np.asarray(point) + (plane.position_mm - float(np.dot(n, point))) * n
