@@ -114,3 +114,19 @@ def test_cached_text_looks_as_text_drawn_directly(qtbot: QtBot, size: tuple[int,
     p.end()
     assert cached.any()
     assert np.array_equal(cached, _image_pixels(direct))
+
+
+def test_extension_html_alternating_by_slice_is_painted_as_set(qtbot: QtBot) -> None:
+    """The AI result's slice line differs from slice to slice: its pre-rendered blocks are kept per text,
+    and whichever is set is the one painted (as a fresh overlay paints it)."""
+    overlay = OverlayWidget()
+    qtbot.addWidget(overlay)
+    overlay.resize(400, 300)
+    texts = [f"<b>AI study</b>: ICH<br>slice flags: any 0.{k}1" for k in range(3)] + ["slice: none"]
+    for k in (0, 1, 3, 0, 2, 3, 1):
+        overlay.set_extra_html("ai", texts[k])
+        pixels = _render(overlay)
+        assert np.array_equal(pixels, _render(_twin(overlay, qtbot)))
+        doc = QTextDocument()
+        doc.setHtml(texts[k])
+        assert doc.toPlainText().splitlines()[-1] in overlay.painted_texts

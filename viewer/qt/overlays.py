@@ -25,6 +25,7 @@ CORNERS = ("top_left", "top_right", "bottom_left", "bottom_right")
 LOSSY_PREFIX = "LOSSY"
 Draws = list[tuple[QPointF, QPixmap]]  # pixmaps and where they go on the overlay
 TEXT_CACHE_SIZE = 2048  # pre-rendered text lines kept per overlay (a few hundred KB)
+EXTRA_CACHE_SIZE = 64  # pre-rendered extension HTML blocks (the AI result's slice line differs by slice)
 
 
 def turned_orientation_labels(iop: Sequence[float] | None, turn: np.ndarray | None = None) -> dict[str, str]:
@@ -170,7 +171,7 @@ class OverlayWidget(QWidget):
         self._warn = QColor("#ffb347")  # the LOSSY marker
         self._shadow = QColor(0, 0, 0, 220)
         self._text_cache: dict[tuple[str, int, bool, tuple[float, float]], tuple[QPixmap, int]] = {}
-        self._extra_cache: tuple[tuple[object, ...], tuple[list[str], QPointF, QPixmap]] | None = None
+        self._extra_cache: dict[tuple[object, ...], tuple[list[str], QPointF, QPixmap]] = {}
         self._composed: tuple[tuple[object, ...], tuple[list[str], Draws]] | None = None
         self._bar_cache: tuple[tuple[int, float, float, float, float], tuple[int, int, QPixmap]] | None = None
         self._legend: CornerLegend | None = None
@@ -198,6 +199,8 @@ class OverlayWidget(QWidget):
             self.update()
 
     def set_extra_html(self, key: str, html: str) -> None:
+        if self._extra_html.get(key, "") == html:
+            return
         if html:
             self._extra_html[key] = html
         else:
@@ -408,10 +411,12 @@ class OverlayWidget(QWidget):
 
     def _extra_pixmap(self, w: float, bottom: float) -> tuple[list[str], QPointF, QPixmap]:
         """The extensions' HTML (e.g. the AI result), right-aligned with its bottom at ``bottom``: its
-        plain lines, where it goes and its pixmap, laid out and rendered only when it, the width or
-        the place changes (drawn at the same fractional offset as the document was drawn before)."""
+        plain lines, where it goes and its pixmap, laid out and rendered once per text, width and place
+        (the last EXTRA_CACHE_SIZE are kept: scrolling back and forth renders none again; drawn at the
+        same fractional offset as the document was drawn before)."""
         key = (tuple(self._extra_html.items()), w, bottom, self.devicePixelRatioF())
-        if self._extra_cache is None or self._extra_cache[0] != key:
+        cached = self._extra_cache.get(key)
+        if cached is None:
             doc = QTextDocument()
             doc.setDefaultFont(self._font)
             doc.setDefaultStyleSheet(f"body {{ color: {self._color.name()}; }}")
@@ -429,8 +434,10 @@ class OverlayWidget(QWidget):
             p.translate(QPointF(x - left, y - top))
             doc.drawContents(p)
             p.end()
-            self._extra_cache = (key, (doc.toPlainText().splitlines(), QPointF(left, top), pm))
-        return self._extra_cache[1]
+            if len(self._extra_cache) >= EXTRA_CACHE_SIZE:
+                self._extra_cache.clear()
+            cached = self._extra_cache[key] = (doc.toPlainText().splitlines(), QPointF(left, top), pm)
+        return cached
 
     def _corner_rects(self, w: float, h: float) -> dict[str, tuple[tuple[str, ...], QRectF]]:
         """Each corner's lines and where they go. In a narrow viewport, where a left and a right corner
