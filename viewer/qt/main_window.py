@@ -211,8 +211,11 @@ class MainWindow(QMainWindow):
         self.slider.setEnabled(False)
         self.slice_label = QLabel("– / –")
         self.slice_label.setObjectName("sliceLabel")
-        self.slice_label.setFixedWidth(96)
         self.slice_label.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        # a fixed size (both ways): a new text on every slice change then repaints the label only, without
+        # invalidating the slider bar's layout (measured: ~0.4 ms of GUI-thread time per change)
+        self.slice_label.ensurePolished()
+        self.slice_label.setFixedSize(96, max(22, self.slice_label.sizeHint().height()))
         bar = QWidget()
         bar.setObjectName("sliderBar")
         row = QHBoxLayout(bar)

@@ -232,6 +232,7 @@ class SliceView(QWidget):
         self._spacing: tuple[float, float] | None = None
         self._turn = np.eye(2, dtype=int)  # rotation/flip on screen (the state's turn_matrix)
         self._labels_key: tuple[tuple[float, ...] | None, bytes] | None = None  # (IOP, turn) of the letters
+        self._ctx_lines: tuple[StackContext, list[str], list[str]] | None = None  # _context_lines' answer
         self._last_scene_pos: QPointF | None = None  # the cursor, for the readout while scrolling
         self.layer = MeasurementLayer(self)  # the shown image's measurements, drawing and editing them
         self._ref_items: dict[str, pg.PlotCurveItem] = {}  # other viewports' planes, by viewport key
@@ -846,20 +847,7 @@ class SliceView(QWidget):
         st = ctx.stack
         planes = self.planes()
         info = st.slices[self.native_index()]
-        phi: list[str] = []
-        study_lines: list[str] = []  # identifying: left out of de-identified exports
-        if ctx.patient is not None:
-            phi = [ctx.patient.name.replace("^", " ").strip() or "(no name)", f"ID {ctx.patient.patient_id}"]
-            demo = demographics_line(
-                ctx.patient, ctx.study.patient_age if ctx.study is not None else "", ctx.study
-            )
-            if demo:
-                phi.append(demo)
-        if ctx.study is not None:
-            if ctx.study.description:
-                study_lines.append(ctx.study.description)
-            if ctx.study.date:
-                study_lines.append(format_date(ctx.study.date))
+        phi, study_lines = self._context_lines(ctx)
         se = f"Se {st.series_number}" if st.series_number is not None else ""
         top_right = ["  ".join(v for v in (st.modality, se, st.label) if v)]
         count = len(planes) if planes is not None else len(st)
@@ -911,6 +899,28 @@ class SliceView(QWidget):
         if key != self._labels_key:  # the same on most slice changes: the letters are not worked out again
             self._labels_key = key
             self.overlay.set_orientation(turned_orientation_labels(iop, self._turn))
+
+    def _context_lines(self, ctx: StackContext) -> tuple[list[str], list[str]]:
+        """The patient lines (PHI) and the identifying study lines of the overlay: worked out once per
+        stack context, not on every slice change."""
+        if self._ctx_lines is not None and self._ctx_lines[0] is ctx:
+            return self._ctx_lines[1], self._ctx_lines[2]
+        phi: list[str] = []
+        study_lines: list[str] = []  # identifying: left out of de-identified exports
+        if ctx.patient is not None:
+            phi = [ctx.patient.name.replace("^", " ").strip() or "(no name)", f"ID {ctx.patient.patient_id}"]
+            demo = demographics_line(
+                ctx.patient, ctx.study.patient_age if ctx.study is not None else "", ctx.study
+            )
+            if demo:
+                phi.append(demo)
+        if ctx.study is not None:
+            if ctx.study.description:
+                study_lines.append(ctx.study.description)
+            if ctx.study.date:
+                study_lines.append(format_date(ctx.study.date))
+        self._ctx_lines = (ctx, phi, study_lines)
+        return phi, study_lines
 
     def hover_info(self, scene_pos: QPointF) -> str:
         """Status text for a scene position: pixel, value (HU for CT) and patient position in mm."""
