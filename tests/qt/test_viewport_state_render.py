@@ -139,3 +139,13 @@ def test_window_and_zoom_sync_render_in_the_other_viewports(qtbot: QtBot, loaded
     assert right.view_frame() == pytest.approx(left.view_frame(), abs=1e-6)
     qtbot.keyClick(left, Qt.Key.Key_0)
     assert right.current_window() == right.default_window()
+
+
+def test_an_intent_the_state_refuses_changes_nothing_and_says_why(qtbot: QtBot, loaded: MainWindow) -> None:
+    view = loaded.view
+    before = loaded.state.viewport(0)
+    frame = view.view_frame()
+    with qtbot.waitSignal(view.status_hint, timeout=1000) as hint:
+        view.zoom_by(float("inf"))  # a scale of 0 mm per screen pixel
+    assert "Zoom scale" in hint.args[0]
+    assert loaded.state.viewport(0) == before and view.view_frame() == pytest.approx(frame)

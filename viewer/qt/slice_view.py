@@ -26,7 +26,7 @@ from viewer.core.codes import code_in, describe
 from viewer.core.constants import Window
 from viewer.core.dicom.model import Patient, Stack, Study
 from viewer.core.dicom.voi import VoiRamp
-from viewer.core.errors import PixelDecodeError
+from viewer.core.errors import PixelDecodeError, ViewerStateError
 from viewer.core.geometry.reslice import SlabMode
 from viewer.core.geometry.stack import patient_position, slice_position_mm
 from viewer.core.measure import NATIVE_PLANE, ImageRef, Measurement, Shape, Spacing
@@ -523,9 +523,15 @@ class SliceView(QWidget):
         self._update_overlay()
 
     def _intent(self, change: Callable[[ViewerState, int], None]) -> None:
-        """Send an intent about this view's viewport (nothing while the view shows nothing)."""
-        if self.context is not None:
+        """Send an intent about this view's viewport (nothing while the view shows nothing); one the state
+        refuses (an empty viewport, a zoom out of range) changes nothing and says why in the status bar."""
+        if self.context is None:
+            return
+        try:
             change(self.state, self.viewport_index)
+        except ViewerStateError as exc:
+            logger.info("View change refused: %s", type(exc).__name__)
+            self.status_hint.emit(str(exc))
 
     def _synced(self) -> bool:
         """Window and zoom sync copy the reader's changes in the active viewport only."""
