@@ -286,7 +286,7 @@ def test_the_scp_analyses_a_series_once_its_sender_releases_the_association(tmp_
         deadline = time.monotonic() + 30.0
         while time.monotonic() < deadline:
             row = ai.queue.series(uid_released)
-            if row is not None and row.state is not SeriesState.RECEIVING:
+            if row is not None and row.state not in (SeriesState.RECEIVING, SeriesState.ANALYSING):
                 break
             time.sleep(0.05)
         row = ai.queue.series(uid_released)
