@@ -5,9 +5,10 @@ in a temporary folder. For each case, one child process times every method in tu
 methods interleaved, so a shared machine's drift hits all alike; the files in the page cache after a
 warm-up round), and prints medians and ratios:
 
-- slicewise: ``load_paths(whole_volume=True, on_provisional=...)``: the provisional stack's middle
-  slice (first slice: from the first files read, as the viewer previews them), the final stack's
-  middle slice, then ``load_all`` (int16 for this CT, see ``modality_dtype``)
+- slicewise: ``load_paths(whole_volume=True, on_provisional=...)`` (as ``slicewise predict``: plain
+  pixels are read during the scan, ``preread``): the provisional stack's middle slice (first slice:
+  from the first files read, as the viewer previews them), the final stack's middle slice, then
+  ``StackVolume(stack, preread=report.preread).load_all()`` (int16 for this CT, see ``modality_dtype``)
 - naive int16 (the baseline): ``dcmread`` every file, sort by position, ``np.stack`` of
   ``pixel_array`` (int16), rescale in int16
 - naive float32 (an extra row): the same loop converting every slice to float32 first
@@ -79,7 +80,7 @@ def method_ours(folder: Path) -> dict[str, float]:
     report = load_paths([folder], whole_volume=True, on_provisional=show_provisional)
     t_scan = time.perf_counter() - t0
     (stack,) = report.all_stacks()
-    vol = StackVolume(stack)
+    vol = StackVolume(stack, preread=report.preread)
     vol.get_slice(len(vol) // 2)
     t_first = time.perf_counter() - t0
     volume = vol.load_all()

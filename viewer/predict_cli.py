@@ -315,7 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             continue
         volume = None
         try:
-            volume = StackVolume(stack)
+            volume = StackVolume(stack, preread=report.preread)
             pred = engine.analyse_volume(volume, use_cache=not args.no_cache)
             rec.update(task.summary(pred))
             if args.dicom_out is not None:
@@ -336,6 +336,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if volume is not None:
                 volume.close()
         records.append(rec)
+    if report.preread is not None:
+        report.preread.release()  # pixels read during the scan that no stack took
 
     doc: dict[str, Any] = {
         "schema": OUTPUT_SCHEMA,

@@ -6,6 +6,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import replace
 from pathlib import Path
 
 from viewer.core.codes import summarise
@@ -15,6 +16,7 @@ from viewer.core.dicom.isolated import warm_async as warm_decoders
 from viewer.core.dicom.model import LoadReport, ResultFile, SkippedFile, SliceSource, Stack
 from viewer.core.dicom.pixels import is_fast_path
 from viewer.core.dicom.pool import POOL_MIN_SLICES, wants_pool
+from viewer.core.dicom.preread import PreRead
 from viewer.core.dicom.sources import ArchiveCache, Discovery, discover, expand_archive
 
 logger = logging.getLogger(__name__)
@@ -30,6 +32,7 @@ ProvisionalFn = Callable[[Stack], None]
 # caller free to poll cancel and report progress at almost no cost. benchmarks/bench_load.py re-measures.
 SCAN_THREADS = 1
 CHUNK = 16  # files per task: fewer futures, still a cancel check every few milliseconds
+PREREAD_MIN_FILES = 2 * CHUNK  # fewer files: reading their pixels during the scan gains nothing
 
 
 def _read_chunk(
@@ -103,18 +106,29 @@ def scan_headers(
 
 
 class _EarlyWork:
-    """What ``load_paths`` starts from the first chunk of headers, before the scan ends: the decoder
-    processes of a compressed volume that will be loaded whole (``whole_volume``), and the provisional
-    stack (``on_provisional``)."""
+    """What ``load_paths`` starts from the chunks of headers, before the scan ends: the decoder
+    processes of a compressed volume that will be loaded whole (``whole_volume``), the provisional
+    stack (``on_provisional``), and for a whole-volume load the reads of plain pixels (``preread``)."""
 
-    def __init__(self, files: int, whole_volume: bool, on_provisional: ProvisionalFn | None) -> None:
+    def __init__(
+        self,
+        files: int,
+        whole_volume: bool,
+        on_provisional: ProvisionalFn | None,
+        preread: PreRead | None = None,
+    ) -> None:
         self.files = files
         self.whole_volume = whole_volume
         self.on_provisional = on_provisional
+        self.preread = preread
         self.started = not (whole_volume or on_provisional is not None)
 
     def __call__(self, records: list[HeaderRecord]) -> None:
-        if not records or self.started:
+        if not records:
+            return
+        if self.preread is not None:
+            self.preread.offer(records)
+        if self.started:
             return
         self.started = True
         if self.whole_volume and self.files >= 2 * POOL_MIN_SLICES and not is_fast_path(records[0].info):
@@ -160,13 +174,30 @@ def load_paths(
     with ``cancelled=True``). Nothing is written to the scanned folders.
 
     ``whole_volume``: a whole-volume load (:meth:`StackVolume.load_all`) will follow, so a compressed
-    folder's decoder processes start during the scan.
+    folder's decoder processes start during the scan, and a folder of at least :data:`PREREAD_MIN_FILES`
+    files has its plain 16-bit slices read during the scan (:mod:`~viewer.core.dicom.preread`): pass
+    ``report.preread`` to :class:`StackVolume` to use them.
     ``on_provisional(stack)`` is called once, on the calling thread, with :func:`provisional_stack` of
     the first files read, long before a big folder's scan ends.
     """
     start = time.perf_counter()
     found = discover(paths, cancel)
-    return _load(found, start, progress, cancel, _EarlyWork(len(found.sources), whole_volume, on_provisional))
+    files = len(found.sources)
+    preread = PreRead(files) if whole_volume and files >= PREREAD_MIN_FILES else None
+    early = _EarlyWork(files, whole_volume, on_provisional, preread)
+    try:
+        report = _load(found, start, progress, cancel, early)
+    except BaseException:
+        if preread is not None:
+            preread.release()
+        raise
+    if preread is None:
+        return report
+    if report.cancelled:
+        preread.release()
+        return report
+    preread.finish()  # the reader goes on with the last reads while the caller takes the report
+    return replace(report, preread=preread)
 
 
 def _load(

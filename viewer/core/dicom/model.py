@@ -11,9 +11,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from viewer.core.constants import Window
 from viewer.core.dicom.voi import VoiFunction, VoiLut
+
+if TYPE_CHECKING:
+    from viewer.core.dicom.preread import PreRead
 
 
 @dataclass(frozen=True)
@@ -203,6 +207,8 @@ class LoadReport:
     cancelled: bool = False
     stacks_by_uid: dict[str, Stack] = field(default_factory=dict, compare=False, repr=False)
     result_files: tuple[ResultFile, ...] = ()  # others' SEG/SR/... found, read by viewer.core.foreign
+    # plain pixels read during a whole-volume scan (load_paths(whole_volume=True)), for StackVolume
+    preread: PreRead | None = field(default=None, compare=False, repr=False)
 
     def skipped_by_code(self) -> dict[str, int]:
         """{code: files}, most frequent first: e.g. {'E-NO-PIXELS': 12, 'E-DICOMDIR': 1}."""

@@ -32,6 +32,7 @@ from viewer.core.dicom.pool import (
     decode_chunks,
     wants_pool,
 )
+from viewer.core.dicom.preread import PreRead
 from viewer.core.dicom.sources import ArchiveCache
 from viewer.core.dicom.worker import CancelFn as WorkerCancelFn
 from viewer.core.dicom.worker import DecodeResults, Items, decode_task
@@ -65,8 +66,11 @@ class StackVolume:
     the volume switches to float32 for good, so one volume never mixes the two.
     """
 
-    def __init__(self, stack: Stack, *, cache_bytes: int = SLICE_CACHE_BYTES) -> None:
+    def __init__(
+        self, stack: Stack, *, cache_bytes: int = SLICE_CACHE_BYTES, preread: PreRead | None = None
+    ) -> None:
         self.stack = stack
+        self._preread = preread  # slices read during the scan (load_paths(whole_volume=True))
         self.cache_bytes = int(cache_bytes)
         self.bad_slices: dict[int, str] = {}
         first = stack.slices[0] if stack.slices else None
@@ -307,11 +311,15 @@ class StackVolume:
             return np.zeros((0, 0, 0), dtype=self.dtype)
         rows, cols = self.stack.rows, self.stack.columns
         check_volume_budget(n * rows * cols * self.dtype.itemsize)
-        out = allocate_volume((n, rows, cols), self.dtype)
+        claimed = self._claim_preread(cancel)
+        out, staged = claimed if claimed is not None else (allocate_volume((n, rows, cols), self.dtype), None)
         good = np.zeros(n, dtype=bool)
         todo_fast: list[int] = []
         todo_slow: list[int] = []
         for i, info in enumerate(self.stack.slices):
+            if staged is not None and staged[i] and i not in self.bad_slices:
+                good[i] = True  # read during the scan, by the same read_raw_into as below
+                continue
             hit = self.cached(i)
             if hit is not None:
                 out[i] = hit
@@ -350,6 +358,15 @@ class StackVolume:
             for i in bad:
                 out[i] = fill
         return out
+
+    def _claim_preread(self, cancel: CancelFn | None) -> tuple[np.ndarray, np.ndarray] | None:
+        """The scan's staged slices as this volume (see :mod:`~viewer.core.dicom.preread`), or None."""
+        if self._preread is None:
+            return None
+        claimed = self._preread.claim(self.stack, self.dtype, cancel)
+        self._preread = None  # claimed once, or not at all
+        self._check_cancel(cancel)
+        return claimed
 
     def _check_cancel(self, cancel: CancelFn | None, futures: set[Future[object]] | None = None) -> None:
         if cancel is not None and cancel():
