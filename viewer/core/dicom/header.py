@@ -139,7 +139,12 @@ def too_large_message(declared: int, limit: int) -> str:
     return f"Image too large ({declared / 1e9:.1f} GB declared, limit {limit / 1024**3:.3g} GB)"
 
 
-_BINARY_INTS = {"US": "H", "SS": "h", "UL": "I", "SL": "i"}
+_BINARY_INTS = {"US": ("H", 2), "SS": ("h", 2), "UL": ("I", 4), "SL": ("i", 4)}  # struct format, width
+_ONE_INT = {  # (format, little endian) -> unpack_from of one value
+    (fmt, little): struct.Struct(("<" if little else ">") + fmt).unpack_from
+    for fmt, _ in _BINARY_INTS.values()
+    for little in (True, False)
+}
 _ASCII_VRS = frozenset({"CS", "DS", "IS", "UI", "DA", "TM", "DT", "AS", "AE"})
 _TEXT_VRS = frozenset({"PN", "LO", "SH", "ST", "LT"})
 # Keywords read by the display (age, lossy ratio) with their tags, so no dictionary lookup is needed.
@@ -184,18 +189,19 @@ class FastGetter:
                 return self._slow(keyword)
         if raw is None or not isinstance(raw, bytes):
             return self._slow(keyword)
-        if vr in _BINARY_INTS:
-            fmt = _BINARY_INTS[vr]
-            width = struct.calcsize(fmt)
+        ints = _BINARY_INTS.get(vr)
+        if ints is not None:
+            fmt, width = ints
             count = len(raw) // width
+            if count == 1:
+                return _ONE_INT[fmt, little](raw)[0]
             if count == 0:
                 return None
-            values = struct.unpack(("<" if little else ">") + fmt * count, raw[: count * width])
-            return values[0] if count == 1 else list(values)
+            return list(struct.unpack(("<" if little else ">") + fmt * count, raw[: count * width]))
         # ESC opens an ISO 2022 code extension (e.g. IR 87 Japanese): 7-bit bytes, but not ASCII text
         if vr in _ASCII_VRS or (vr in _TEXT_VRS and raw.isascii() and b"\x1b" not in raw):
             text = raw.decode("ascii", "replace").strip(" \x00")
-            if vr in ("ST", "LT"):
+            if vr in ("ST", "LT") or "\\" not in text:  # one value: already stripped
                 return text
             parts = [p.strip(" \x00") for p in text.split("\\")]
             return parts[0] if len(parts) == 1 else parts
