@@ -8,7 +8,9 @@ series and pydicom's own test files.
 
 from __future__ import annotations
 
+import os
 import shutil
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -232,20 +234,50 @@ def test_what_is_stageable(tmp_path: Path) -> None:
 
 
 def test_permute_moves_every_slice_to_its_index() -> None:
+    """Chains, cycles, unstaged slices and sources past the stack's end (a stack shorter than the
+    staging volume): every staged slice ends at its index."""
     rng = np.random.default_rng(11)
-    for n in (1, 2, 7, 30):
-        volume = np.arange(n, dtype=np.int16)[:, None, None] * np.ones((1, 3, 2), dtype=np.int16)
-        source_of = rng.permutation(n)
-        unstaged = rng.random(n) < 0.3
-        source_of[unstaged] = -1
+    for n, slots in [(1, 1), (2, 2), (7, 7), (30, 30), (10, 25), (40, 41)]:
+        volume = np.arange(slots, dtype=np.int16)[:, None, None] * np.ones((1, 3, 2), dtype=np.int16)
+        source_of = [int(v) for v in rng.permutation(slots)[:n]]
+        for k in np.flatnonzero(rng.random(n) < 0.3).tolist():
+            source_of[k] = -1
         original = volume.copy()
         _permute(volume, source_of)
-        for i in range(n):
-            if source_of[i] >= 0:
-                np.testing.assert_array_equal(volume[i], original[source_of[i]])
+        for i, slot in enumerate(source_of):
+            if slot >= 0:
+                np.testing.assert_array_equal(volume[i], original[slot])
+            elif i not in source_of:  # an unstaged slice whose content nobody needed: untouched
+                np.testing.assert_array_equal(volume[i], original[i])
 
 
 def test_no_reads_for_a_viewer_scan(tmp_path: Path) -> None:
     write_ct_series(tmp_path, 40, rows=16, columns=16, seed=9)
     assert load_paths([tmp_path]).preread is None
     assert isinstance(load_paths([tmp_path], whole_volume=True).preread, PreRead)
+
+
+def test_a_file_swapped_for_a_fifo_after_the_scan_does_not_block_the_load(tmp_path: Path) -> None:
+    """The whole-volume read opens files like the scan does (non-blocking, regular files only): a
+    slice whose file became a named pipe since the scan is a bad slice, not a load stuck in open()."""
+    paths = write_ct_series(tmp_path, 12, rows=16, columns=16, seed=4)
+    report = load_paths([tmp_path])
+    (stack,) = report.all_stacks()
+    paths[5].unlink()
+    os.mkfifo(paths[5])
+    result: list[dict[int, str]] = []
+
+    def load() -> None:
+        with StackVolume(stack) as vol:
+            vol.load_all()
+            result.append(dict(vol.bad_slices))
+
+    worker = threading.Thread(target=load, daemon=True)
+    worker.start()
+    worker.join(20)
+    if worker.is_alive():  # the old open() blocks on the FIFO: give it a writer so the thread ends
+        fd = os.open(paths[5], os.O_WRONLY | os.O_NONBLOCK)
+        os.close(fd)
+        worker.join(20)
+        pytest.fail("load_all blocked on a FIFO")
+    assert list(result[0]) == [5] and "not a regular file" in result[0][5]

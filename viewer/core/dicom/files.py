@@ -46,14 +46,25 @@ def check_regular(path: str | Path) -> os.stat_result:
     return st
 
 
-def open_regular(path: str | Path) -> BinaryIO:
-    """Open a regular file for reading without ever blocking on a FIFO or opening a device."""
+def open_regular_fd(path: str | Path) -> tuple[int, os.stat_result]:
+    """:func:`open_regular` as a raw descriptor and its ``fstat`` (the caller closes it): for reads
+    straight into memory (``os.preadv``) without a file object."""
     check_regular(path)
     fd = os.open(path, _OPEN_FLAGS)
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):  # swapped after the stat above
             raise NotRegularFileError(not_regular_reason(st.st_mode))
+        return fd, st
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def open_regular(path: str | Path) -> BinaryIO:
+    """Open a regular file for reading without ever blocking on a FIFO or opening a device."""
+    fd, _ = open_regular_fd(path)
+    try:
         return os.fdopen(fd, "rb")
     except BaseException:
         os.close(fd)

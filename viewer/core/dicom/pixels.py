@@ -18,6 +18,7 @@ import numpy as np
 
 from viewer.core.constants import MAX_FRAME_BYTES
 from viewer.core.dicom.encapsulated import decode_encapsulated, is_encapsulated
+from viewer.core.dicom.files import open_regular_fd
 from viewer.core.dicom.header import DEFLATED_TS, check_deflated, frame_bytes, read_header, too_large_message
 from viewer.core.dicom.model import SkippedFile, SliceInfo, SliceSource
 from viewer.core.dicom.sources import ArchiveCache, read_source_bytes
@@ -147,16 +148,12 @@ def read_raw_into(info: SliceInfo, dest: np.ndarray) -> bool:
     ):
         return False
     need, offset = _frame_extent(info)
-    with info.source.path.open("rb", buffering=0) as fh:
-        _check_found(info, need, max(os.fstat(fh.fileno()).st_size - offset, 0))
-        fh.seek(offset)
-        got = 0
-        view = memoryview(dest.data).cast("B")
-        while got < need:
-            n = fh.readinto(view[got:])
-            if not n:
-                break
-            got += n
+    fd, st = open_regular_fd(info.source.path)  # a FIFO swapped in since the scan cannot block this
+    try:
+        _check_found(info, need, max(st.st_size - offset, 0))
+        got = _read_at(fd, memoryview(dest.data).cast("B")[:need], offset)
+    finally:
+        os.close(fd)
     _check_found(info, need, got)
     stored = dest.view(_native_dtype(info))
     bits = info.bits_stored
@@ -173,6 +170,22 @@ def read_raw_into(info: SliceInfo, dest: np.ndarray) -> bool:
     if intercept:  # modulo 2**16, exact because the result fits int16 (checked above)
         np.add(dest, np.int16(intercept), out=dest)
     return True
+
+
+def _read_at(fd: int, view: memoryview, offset: int) -> int:
+    """Read into ``view`` from ``offset`` of ``fd`` (one ``preadv`` where there is one); bytes read."""
+    got = 0
+    while got < len(view):
+        if hasattr(os, "preadv"):
+            n = os.preadv(fd, [view[got:]], offset + got)
+        else:  # Windows
+            os.lseek(fd, offset + got, os.SEEK_SET)
+            with open(fd, "rb", buffering=0, closefd=False) as fh:
+                n = fh.readinto(view[got:]) or 0
+        if not n:
+            break
+        got += n
+    return got
 
 
 def _mask(arr: np.ndarray, info: SliceInfo) -> np.ndarray:
