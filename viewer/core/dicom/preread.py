@@ -46,6 +46,7 @@ logger = logging.getLogger(__name__)
 CancelFn = Callable[[], bool]
 MADV_POPULATE_WRITE = 23  # Linux >= 5.14: fault a range in at once (about 4x faster than page by page)
 MADV_DONTNEED = getattr(mmap, "MADV_DONTNEED", 4)
+READER_THREADS = 2  # with the scan thread, three on two cores: the reads (the longer part) on two
 STALL_S = 10.0  # a claim gives up on a reader that has made no progress for this long
 _PAGE = mmap.PAGESIZE
 
@@ -115,7 +116,8 @@ class PreRead:
         self._buf: mmap.mmap | None = None
         self._volume: np.ndarray | None = None
         self._queue: queue.SimpleQueue[SliceInfo | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
+        self._running = 0  # reader threads not yet ended
         self._done = threading.Event()
         self._progress = time.monotonic()
         self._stop = False
@@ -164,9 +166,9 @@ class PreRead:
             for info in pending:
                 self._stage(info)
         self._finished = True
-        if self._thread is None:
+        if not self._threads:
             self._done.set()
-        else:
+        for _ in self._threads:
             self._queue.put(None)
 
     def _start(self, info: SliceInfo) -> bool:
@@ -181,8 +183,13 @@ class PreRead:
         except (OSError, ValueError):
             return False
         self._volume = np.frombuffer(self._buf, dtype=np.int16).reshape(self.files, info.rows, info.columns)
-        self._thread = threading.Thread(target=self._read_loop, name="dicom-preread", daemon=True)
-        self._thread.start()
+        self._running = READER_THREADS
+        for k in range(READER_THREADS):
+            thread = threading.Thread(
+                target=self._read_loop, args=(self._volume,), name=f"dicom-preread-{k}", daemon=True
+            )
+            self._threads.append(thread)
+            thread.start()
         return True
 
     @staticmethod
@@ -219,9 +226,7 @@ class PreRead:
         self._queue.put(info)
 
     # --- the reader ------------------------------------------------------------------------------
-    def _read_loop(self) -> None:
-        volume = self._volume
-        assert volume is not None
+    def _read_loop(self, volume: np.ndarray) -> None:
         base = volume.ctypes.data
         slot_bytes = volume[0].nbytes
         end = -(-volume.nbytes // _PAGE) * _PAGE
@@ -233,10 +238,11 @@ class PreRead:
                 entry = self._staged.get(info.source)
                 if entry is None:  # released meanwhile
                     break
-                if self._madvise is not None:  # fault the slot in at once, as MAP_POPULATE does
+                madvise = self._madvise
+                if madvise is not None:  # fault the slot in at once, as MAP_POPULATE does
                     start = (base + entry.slot * slot_bytes) // _PAGE * _PAGE
                     stop = min(-(-(base + (entry.slot + 1) * slot_bytes) // _PAGE) * _PAGE, base + end)
-                    if self._madvise(start, stop - start, MADV_POPULATE_WRITE) != 0:
+                    if madvise(start, stop - start, MADV_POPULATE_WRITE) != 0:
                         self._madvise = None  # an older kernel: pages fault in as they are read
                 try:
                     entry.ok = read_raw_into(info, volume[entry.slot])
@@ -244,7 +250,10 @@ class PreRead:
                     entry.ok = False
                 self._progress = time.monotonic()
         finally:
-            self._done.set()
+            with self._lock:
+                self._running -= 1
+                if not self._running:
+                    self._done.set()
 
     # --- the load side ---------------------------------------------------------------------------
     def claim(
@@ -308,16 +317,17 @@ class PreRead:
             self._staged.clear()
         if not self._finished:
             self._finished = True
-            self._queue.put(None)
-        elif self._thread is None:
+            for _ in self._threads:
+                self._queue.put(None)
+        if not self._threads:
             self._done.set()
 
     def join(self, timeout: float) -> bool:
         """Wait up to ``timeout`` s for the reader thread to end (tests); True when it has."""
-        if self._thread is None:
-            return True
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
+        end = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, end - time.monotonic()))
+        return not any(thread.is_alive() for thread in self._threads)
 
 
 def _permute(volume: np.ndarray, source_of: Sequence[int]) -> None:
