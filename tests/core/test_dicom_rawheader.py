@@ -14,7 +14,7 @@ from pydicom.sequence import Sequence
 
 from tests.factories import write_ct_series
 from viewer.core.dicom import rawheader
-from viewer.core.dicom.header import HeaderRecord, _pixel_element, read_header
+from viewer.core.dicom.header import HeaderRecord, pixel_element, read_header
 from viewer.core.dicom.model import SkippedFile, SliceSource
 
 TEST_FILES = sorted(
@@ -74,7 +74,7 @@ def test_sequences_of_undefined_length_are_skipped_and_still_readable(
         assert parsed is not None
         header, pixel_at = parsed
         fh.seek(pixel_at)
-        pixel = _pixel_element(fh, header, path.stat().st_size)
+        pixel = pixel_element(fh, header, path.stat().st_size)
     assert pixel.present and pixel.value_at is not None and pixel.length == 8 * 8 * 2
     seq = header.get("ReferencedImageSequence")  # handed to pydicom on demand
     assert seq[0].ConceptNameCodeSequence[0].CodeValue == "X" and len(seq) == 2

@@ -288,7 +288,7 @@ class PixelElement:
     float_data: bool = False  # Float / Double Float Pixel Data
 
 
-def _pixel_element(fp: BinaryIO, ds: Any, size: int) -> PixelElement:
+def pixel_element(fp: BinaryIO, ds: Any, size: int) -> PixelElement:
     """The pixel element at fp's position (just after ``dcmread(stop_before_pixels=True)``)."""
     pos = fp.tell()
     raw = fp.read(12)
@@ -318,7 +318,7 @@ def _encoding(ds: Any) -> tuple[bool, Literal["little", "big"]]:
     return bool(implicit), "little" if little is not False else "big"
 
 
-def _fragments_complete(fp: BinaryIO, value_at: int, size: int, frames: int) -> bool:
+def fragments_complete(fp: BinaryIO, value_at: int, size: int, frames: int) -> bool:
     """Encapsulated pixel data: every item fits in the file, the sequence delimiter is there, and
     there is at least one fragment per frame (after the basic offset table). Seeks, reads 8 bytes an item."""
     pos, items = value_at, 0
@@ -426,7 +426,7 @@ def read_header(
 
                     fp.seek(0)
                     ds = dcmread(fp, stop_before_pixels=True, force=True)
-                pixel = _pixel_element(fp, ds, size)
+                pixel = pixel_element(fp, ds, size)
             return _records(ds, source, order, pixel, label, fp, size)
         except ImageTooLargeError as exc:
             return SkippedFile(label, Code.TOO_LARGE, str(exc))
@@ -494,7 +494,7 @@ def _records(
         need = native_bytes(rows, columns, samples, bits, frames, photometric)
         intact = length >= need and offset + need <= size
     elif offset is not None:
-        intact = _fragments_complete(fp, offset, size, frames)
+        intact = fragments_complete(fp, offset, size, frames)
     else:  # deflated: the whole dataset was inflated, pixel data included
         try:
             intact = len(ds.PixelData) >= native_bytes(rows, columns, samples, bits, frames, photometric)

@@ -32,6 +32,7 @@ from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 from viewer.core.constants import PACS_CACHE_BYTES, PACS_MAX_INSTANCE_BYTES
 from viewer.core.dicom.header import frame_bytes
 from viewer.core.errors import PacsResponseError, PacsResponseTooLargeError
+from viewer.core.pacs.header_scan import ScannedHeader, scan_header
 from viewer.core.pacs.models import RetrievedInstance
 from viewer.core.paths import user_data_path
 from viewer.core.review.fileutil import private_dir
@@ -58,7 +59,8 @@ class InstanceHeader:
 
 
 def inspect_instance(data: bytes) -> InstanceHeader:
-    """Parse a Part-10 instance and check its pixel data is all there; raise :class:`PacsResponseError`.
+    """Read a Part-10 instance's header and check its pixel data is all there; raise
+    :class:`PacsResponseError`.
 
     Native pixel data must hold Rows x Columns x Samples x Bits/8 x Frames bytes; encapsulated pixel data
     must be a well-formed fragment sequence. The message names the defect, never a patient value.
@@ -69,14 +71,25 @@ def inspect_instance(data: bytes) -> InstanceHeader:
             f"{PACS_MAX_INSTANCE_BYTES / 1024**3:.0f} GB limit"
         )
     try:
-        ds = parse_instance(data)
+        header = read_header(data)
+    except PacsResponseError:
+        raise
     except Exception as exc:  # pydicom raises many types on damaged input
         raise PacsResponseError(f"The instance is not a readable DICOM file ({type(exc).__name__})") from exc
-    return check_dataset(ds, data)
+    return check_header(header)
+
+
+def read_header(data: bytes) -> ScannedHeader:
+    """The header values :func:`check_header` needs: scanned from the bytes
+    (:func:`~viewer.core.pacs.header_scan.scan_header`), or, for what the scan leaves to pydicom, from
+    :func:`parse_instance`. Raises what pydicom raises on bytes that are not a readable instance, and
+    :class:`PacsResponseError` for one that lacks a UID the check needs."""
+    header = scan_header(data)
+    return header if header is not None else header_of(parse_instance(data), data)
 
 
 def parse_instance(data: bytes) -> Dataset:
-    """Parse a Part-10 instance for :func:`check_dataset`: values over :data:`_DEFER_BYTES` (the pixel
+    """Parse a Part-10 instance for :func:`header_of`: values over :data:`_DEFER_BYTES` (the pixel
     data) are located in ``data``, not copied out of it. Raises what pydicom raises."""
     ds = dcmread(io.BytesIO(data), force=False, defer_size=_DEFER_BYTES)
     if ds.file_meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
@@ -84,7 +97,7 @@ def parse_instance(data: bytes) -> Dataset:
     return ds
 
 
-def _pixel_data(ds: Dataset, data: bytes | None) -> bytes | memoryview | None:
+def _pixel_data(ds: Dataset, data: bytes | None) -> memoryview | None:
     """The pixel data value: the bytes where :func:`parse_instance` located it in ``data`` (as many as
     ``data`` holds), else the parsed value."""
     if _PIXEL_DATA not in ds:
@@ -94,12 +107,13 @@ def _pixel_data(ds: Dataset, data: bytes | None) -> bytes | memoryview | None:
         start = raw.value_tell
         return memoryview(data)[start : start + raw.length]
     value = ds.get("PixelData")
-    return value if isinstance(value, bytes) or value is None else bytes(value)
+    return None if value is None else memoryview(bytes(value))
 
 
-def check_dataset(ds: Dataset, data: bytes | None = None) -> InstanceHeader:
-    """The checks of :func:`inspect_instance` on an already parsed instance (``data``: the bytes it was
-    parsed from by :func:`parse_instance`)."""
+def header_of(ds: Dataset, data: bytes | None = None) -> ScannedHeader:
+    """The values :func:`check_header` needs from an already parsed instance (``data``: the bytes it was
+    parsed from by :func:`parse_instance`); :class:`PacsResponseError` when a UID or image value is
+    missing or unreadable."""
     try:
         sop = str(ds.SOPInstanceUID)
         series = str(ds.SeriesInstanceUID)
@@ -108,8 +122,36 @@ def check_dataset(ds: Dataset, data: bytes | None = None) -> InstanceHeader:
         pixels = _pixel_data(ds, data)
     except Exception as exc:
         raise PacsResponseError(f"The instance lacks a required element ({type(exc).__name__})") from exc
+    try:
+        return ScannedHeader(
+            sop_instance_uid=sop,
+            series_uid=series,
+            study_uid=study,
+            transfer_syntax=ts,
+            rows=int(ds.get("Rows", 0)),
+            columns=int(ds.get("Columns", 0)),
+            samples_per_pixel=int(ds.get("SamplesPerPixel", 1)),
+            bits_allocated=int(ds.get("BitsAllocated", 16)),
+            frames=int(ds.get("NumberOfFrames", 1) or 1),
+            pixels=pixels,
+        )
+    except Exception as exc:
+        raise PacsResponseError(
+            f"The instance has an unreadable image element ({type(exc).__name__})"
+        ) from exc
+
+
+def check_header(header: ScannedHeader) -> InstanceHeader:
+    """The checks of :func:`inspect_instance` on a header already read."""
+    pixels = header.pixels
     if pixels is not None:
-        if ts.is_encapsulated:
+        try:
+            encapsulated = header.transfer_syntax.is_encapsulated
+        except ValueError:  # pydicom does not know the syntax: its pixel data cannot be read
+            raise PacsResponseError(
+                "The instance's transfer syntax is unknown: its pixels cannot be read"
+            ) from None
+        if encapsulated:
             try:
                 n = sum(1 for _ in generate_fragments(bytes(pixels)))
             except Exception as exc:
@@ -117,19 +159,21 @@ def check_dataset(ds: Dataset, data: bytes | None = None) -> InstanceHeader:
             if n == 0:
                 raise PacsResponseError("Encapsulated pixel data holds no fragment")
         else:
-            frames = int(ds.get("NumberOfFrames", 1) or 1)
             need = (
-                frame_bytes(
-                    int(ds.get("Rows", 0)),
-                    int(ds.get("Columns", 0)),
-                    int(ds.get("SamplesPerPixel", 1)),
-                    int(ds.get("BitsAllocated", 16)),
-                )
-                * frames
+                frame_bytes(header.rows, header.columns, header.samples_per_pixel, header.bits_allocated)
+                * header.frames
             )
             if len(pixels) < need:
                 raise PacsResponseError(f"Pixel data truncated: {len(pixels)} of {need} bytes")
-    return InstanceHeader(sop, series, study, str(ts))
+    return InstanceHeader(
+        header.sop_instance_uid, header.series_uid, header.study_uid, str(header.transfer_syntax)
+    )
+
+
+def check_dataset(ds: Dataset, data: bytes | None = None) -> InstanceHeader:
+    """The checks of :func:`inspect_instance` on an already parsed instance (``data``: the bytes it was
+    parsed from by :func:`parse_instance`)."""
+    return check_header(header_of(ds, data))
 
 
 class InstanceCache:
@@ -190,6 +234,13 @@ class InstanceCache:
     def put(self, folder: Path, data: bytes, *, expect_series: str | None = None) -> RetrievedInstance:
         """Check ``data`` (a Part-10 instance) and write it into ``folder`` atomically."""
         return self._write(folder, inspect_instance(data), data, expect_series)
+
+    def put_header(
+        self, folder: Path, header: ScannedHeader, data: bytes, *, expect_series: str | None = None
+    ) -> RetrievedInstance:
+        """Check an instance whose header was read by :func:`read_header` from ``data`` and write
+        ``data`` (the bytes as the server sent them) into ``folder`` atomically."""
+        return self._write(folder, check_header(header), data, expect_series)
 
     def has_instances(self, folder: Path) -> bool:
         """Whether ``folder`` holds at least one complete instance."""

@@ -30,7 +30,7 @@ from viewer.core.errors import (
     PacsResponseError,
     PacsUnreachableError,
 )
-from viewer.core.pacs.cache import InstanceCache, parse_instance
+from viewer.core.pacs.cache import InstanceCache, read_header
 from viewer.core.pacs.http_guard import Limits, guarded_session, multipart_boundary
 from viewer.core.pacs.models import (
     CancelFn,
@@ -45,6 +45,7 @@ from viewer.core.pacs.models import (
 from viewer.core.pacs.multipart import MultipartParts
 from viewer.core.pacs.node import AuthKind, PacsNode
 from viewer.core.pacs.retrieve import InstanceSink, retrieve_series
+from viewer.core.pacs.writer import BackgroundWriter
 
 logger = logging.getLogger(__name__)
 # dicomweb-client logs every request's study/series/instance UIDs at INFO: keep it to warnings
@@ -357,8 +358,9 @@ class DicomWebClient:
         )
 
     def _fetch_series(self, study_uid: str, series_uid: str, sink: InstanceSink) -> None:
-        """One WADO-RS request for the whole series, streamed: each part is parsed once and its bytes are
-        written as received (the stored transfer syntax, no re-encoding)."""
+        """One WADO-RS request for the whole series, streamed: each part's header is read from its bytes
+        (:func:`~viewer.core.pacs.cache.read_header`), then checked and its bytes written as received
+        (the stored transfer syntax, no re-encoding) on a writer thread while the stream is read on."""
         url = f"{self.node.dicomweb_url.rstrip('/')}/studies/{study_uid}/series/{series_uid}"
         with (
             self._translated("a series retrieve", total=2**62, part=self._max_instance),
@@ -372,10 +374,16 @@ class DicomWebClient:
                     "multipart body"
                 )
             parts = MultipartParts(response.iter_content(_CHUNK_BYTES), boundary)
-            for data in parts:
-                if sink.cancelled():
-                    raise PacsCancelled("Retrieve cancelled")
-                sink.accept_dataset(parse_instance(data), data=data)
+            with BackgroundWriter(sink) as writer:  # files are written while the stream is read
+                for data in parts:
+                    if sink.cancelled():
+                        raise PacsCancelled("Retrieve cancelled")
+                    try:
+                        header = read_header(data)  # bytes that are not DICOM: the answer is malformed
+                    except PacsResponseError as exc:  # a readable instance without a UID: list it
+                        sink.fail("", str(exc))
+                        continue
+                    writer.put(header, data)
             if not parts.complete:
                 raise PacsConnectionLostError(
                     f"The connection to the DICOMweb server at {self.node.web_address} was lost during a "

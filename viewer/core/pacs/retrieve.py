@@ -27,6 +27,7 @@ from viewer.core.errors import (
     PacsResponseError,
 )
 from viewer.core.pacs.cache import InstanceCache
+from viewer.core.pacs.header_scan import ScannedHeader
 from viewer.core.pacs.models import (
     CancelFn,
     InstanceCallback,
@@ -81,6 +82,18 @@ class InstanceSink:
             item = self.cache.put_dataset(self.folder, ds, expect_series=self.series_uid, data=data)
         except PacsResponseError as exc:
             self.fail(hint_uid, str(exc))
+            return False
+        return self._arrived(item)
+
+    def accept_header(self, header: ScannedHeader, data: bytes) -> bool:
+        """Keep one instance whose header was read from ``data`` (by
+        :func:`~viewer.core.pacs.cache.read_header`)."""
+        try:
+            item = self.cache.put_header(self.folder, header, data, expect_series=self.series_uid)
+        except PacsResponseError as exc:
+            # named when it is one of this series' instances (a damaged one); another series' instance
+            # is listed as an unusable one the server sent
+            self.fail(header.sop_instance_uid if header.series_uid == self.series_uid else "", str(exc))
             return False
         return self._arrived(item)
 

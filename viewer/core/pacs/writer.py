@@ -1,0 +1,105 @@
+"""Write a streamed series' instances into the cache on a second thread while the stream is read.
+
+A WADO-RS series arrives as one stream; each instance must be checked and written to its own file
+(temporary name, rename). Done in line, the stream waits for each file to be created and written;
+here the reading thread hands each instance to :class:`BackgroundWriter` and reads on, and one writer
+thread keeps them (``InstanceSink.accept_header``, so the checks, the atomic write and the callbacks
+are exactly those of the in-line path, in stream order). File creation and writes release the GIL, so
+the two overlap.
+
+Memory is bounded: at most ``max_bytes`` of instances wait (the reader blocks until the writer catches
+up). A write that fails (a full disk) stops the writer and is raised in the reading thread at its next
+:meth:`BackgroundWriter.put` or at :meth:`BackgroundWriter.finish`. Every wait has a timeout.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+
+from viewer.core.pacs.header_scan import ScannedHeader
+from viewer.core.pacs.retrieve import InstanceSink
+
+logger = logging.getLogger(__name__)
+
+_POLL_S = 0.1
+DEFAULT_MAX_BYTES = 64 * 1024**2
+
+
+class BackgroundWriter:
+    """Keeps instances into ``sink`` on its own thread (see the module). Use as a context manager:
+    leaving it normally (or after a lost connection) waits until every instance handed over is kept;
+    leaving it on cancel drops those not yet written."""
+
+    def __init__(self, sink: InstanceSink, *, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+        self._sink = sink
+        self._max_bytes = max_bytes
+        self._queue: collections.deque[tuple[ScannedHeader, bytes]] = collections.deque()
+        self._queued_bytes = 0
+        self._closed = False
+        self._error: BaseException | None = None
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name="pacs-cache-writer", daemon=True)
+        self._thread.start()
+
+    def __enter__(self) -> BackgroundWriter:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        self.finish(drop=self._sink.cancelled())
+
+    def put(self, header: ScannedHeader, data: bytes) -> None:
+        """Hand one instance over (blocks while ``max_bytes`` are waiting); raises the writer's error."""
+        with self._cond:
+            while (
+                self._error is None
+                and self._queue
+                and self._queued_bytes + len(data) > self._max_bytes
+                and self._thread.is_alive()
+            ):
+                self._cond.wait(_POLL_S)
+            self._raise_error()
+            self._queue.append((header, data))
+            self._queued_bytes += len(data)
+            self._cond.notify_all()
+
+    def finish(self, *, drop: bool = False) -> None:
+        """Stop the writer once what was handed over is kept (``drop``: what is not written yet is
+        dropped); raises the writer's error."""
+        with self._cond:
+            if drop:
+                self._queue.clear()
+                self._queued_bytes = 0
+            self._closed = True
+            self._cond.notify_all()
+        while self._thread.is_alive():
+            self._thread.join(_POLL_S)
+        with self._cond:
+            self._raise_error()
+
+    def _raise_error(self) -> None:
+        error, self._error = self._error, None
+        if error is not None:
+            raise error
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._closed:
+                    self._cond.wait(_POLL_S)
+                if not self._queue:
+                    return  # closed and drained
+                header, data = self._queue.popleft()
+            try:
+                self._sink.accept_header(header, data)
+            except BaseException as exc:  # an OSError writing, an error in a callback: the reader raises it
+                with self._cond:
+                    self._error = exc
+                    self._queue.clear()
+                    self._queued_bytes = 0
+                    self._cond.notify_all()
+                return
+            with self._cond:
+                self._queued_bytes -= len(data)
+                self._cond.notify_all()
