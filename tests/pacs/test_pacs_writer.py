@@ -30,7 +30,7 @@ def test_instances_are_kept_in_stream_order_with_the_checks(tmp_path: Path) -> N
     folder = cache.series_folder("node", study, series)
     arrived: list[RetrievedInstance] = []
     sink = InstanceSink(cache, folder, series, on_instance=arrived.append)
-    with BackgroundWriter(sink, max_bytes=3 * len(blobs[0])) as writer:  # the reader waits for it
+    with BackgroundWriter(sink, max_bytes=3 * len(blobs[0]), threads=1) as writer:  # the reader waits
         for blob in blobs:
             writer.put(read_header(blob), blob)
     expected = [read_header(b).sop_instance_uid for k, b in enumerate(blobs) if k != 5]
@@ -38,6 +38,22 @@ def test_instances_are_kept_in_stream_order_with_the_checks(tmp_path: Path) -> N
     assert [a.path.read_bytes() for a in arrived] == [b for k, b in enumerate(blobs) if k != 5]
     assert list(sink.failures) == [read_header(blobs[5]).sop_instance_uid]
     assert "Pixel data truncated" in sink.failures[read_header(blobs[5]).sop_instance_uid]
+
+
+@pytest.mark.parametrize("threads", [2, 4])
+def test_several_writer_threads_keep_every_instance_once(tmp_path: Path, threads: int) -> None:
+    study, series, blobs = _series(tmp_path, 40)
+    cache = InstanceCache(tmp_path / "cache")
+    folder = cache.series_folder("node", study, series)
+    arrived: list[RetrievedInstance] = []
+    sink = InstanceSink(cache, folder, series, on_instance=arrived.append)
+    with BackgroundWriter(sink, max_bytes=2 * len(blobs[0]), threads=threads) as writer:
+        for blob in blobs:
+            writer.put(read_header(blob), blob)
+    uids = [read_header(b).sop_instance_uid for b in blobs]
+    assert sorted(a.sop_instance_uid for a in arrived) == sorted(uids)
+    assert {a.sop_instance_uid: a.path.read_bytes() for a in arrived} == dict(zip(uids, blobs, strict=True))
+    assert sorted(p.name for p in folder.iterdir()) == sorted(a.path.name for a in arrived)  # no .part left
 
 
 def test_a_failed_write_is_raised_in_the_reading_thread(tmp_path: Path) -> None:

@@ -328,7 +328,7 @@ class DicomWebClient:
         attempts: int = PACS_RETRIEVE_ATTEMPTS,
     ) -> RetrieveReport:
         """Retrieve a series in its stored transfer syntax into ``cache``; ``on_instance`` is called as
-        each instance is written (stream order), so the viewer can show the first one at once."""
+        each instance is written (about stream order), so the viewer can show the first one at once."""
 
         def expected(received: Collection[str]) -> list[str]:
             # after a whole-series stream: when the series holds as many instances as arrived (each
@@ -360,7 +360,7 @@ class DicomWebClient:
     def _fetch_series(self, study_uid: str, series_uid: str, sink: InstanceSink) -> None:
         """One WADO-RS request for the whole series, streamed: each part's header is read from its bytes
         (:func:`~viewer.core.pacs.cache.read_header`), then checked and its bytes written as received
-        (the stored transfer syntax, no re-encoding) on a writer thread while the stream is read on."""
+        (the stored transfer syntax, no re-encoding) on writer threads while the stream is read on."""
         url = f"{self.node.dicomweb_url.rstrip('/')}/studies/{study_uid}/series/{series_uid}"
         with (
             self._translated("a series retrieve", total=2**62, part=self._max_instance),
@@ -374,7 +374,7 @@ class DicomWebClient:
                     "multipart body"
                 )
             parts = MultipartParts(response.iter_content(_CHUNK_BYTES), boundary)
-            with BackgroundWriter(sink) as writer:  # files are written while the stream is read
+            with BackgroundWriter(sink) as writer:  # files are written while the stream is read on
                 for data in parts:
                     if sink.cancelled():
                         raise PacsCancelled("Retrieve cancelled")

@@ -16,6 +16,7 @@ the typed error for damaged input: the scan never decides that an instance is ba
 
 from __future__ import annotations
 
+import functools
 import io
 import struct
 from dataclasses import dataclass
@@ -65,8 +66,8 @@ def _scan(data: bytes) -> ScannedHeader | None:
     if parsed is None:
         return None
     header, pixel_at = parsed
-    ts = UID(_text(header.file_meta, 0x00020010) if header.file_meta is not None else "")
-    if not ts.is_transfer_syntax or not ts.is_little_endian or ts.is_deflated:
+    ts = _readable_syntax(_text(header.file_meta, 0x00020010) if header.file_meta is not None else "")
+    if ts is None:
         return None
 
     def uid(tag: int) -> str:
@@ -108,6 +109,16 @@ def _scan(data: bytes) -> ScannedHeader | None:
         frames=frames,
         pixels=pixels,
     )
+
+
+@functools.lru_cache(maxsize=64)
+def _readable_syntax(text: str) -> UID | None:
+    """The transfer syntax when the scan reads it (little endian, known to pydicom, not deflate); cached,
+    since pydicom validates a UID with a regular expression each time one is made."""
+    ts = UID(text)
+    if not ts.is_transfer_syntax or not ts.is_little_endian or ts.is_deflated:
+        return None
+    return ts
 
 
 def _text(header: rawheader.RawHeader, tag: int) -> str:

@@ -40,7 +40,8 @@ logger = logging.getLogger(__name__)
 
 
 class InstanceSink:
-    """Collects one series' arriving instances (thread-safe: a Storage SCP calls it from its thread)."""
+    """Collects one series' arriving instances (thread-safe: a Storage SCP or the writer threads of a
+    streamed retrieve call it from theirs; ``on_instance`` is called by one thread at a time)."""
 
     def __init__(
         self,
@@ -57,6 +58,7 @@ class InstanceSink:
         self._on_instance = on_instance
         self._cancel = cancel
         self._lock = threading.Lock()
+        self._callback_lock = threading.Lock()
         self.received: dict[str, RetrievedInstance] = {}
         self.failures: dict[str, str] = {}
         # failures the server sent without a usable UID (a damaged part, the tail of a dropped stream);
@@ -105,7 +107,8 @@ class InstanceSink:
             self.received[item.sop_instance_uid] = item
             self.failures.pop(item.sop_instance_uid, None)
         if self._on_instance is not None:
-            self._on_instance(item)
+            with self._callback_lock:  # one call at a time, whichever thread kept the instance
+                self._on_instance(item)
         return True
 
     def fail(self, sop_instance_uid: str, reason: str) -> None:
