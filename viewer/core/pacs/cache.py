@@ -151,7 +151,9 @@ def check_header(header: ScannedHeader) -> InstanceHeader:
             raise PacsResponseError(
                 "The instance's transfer syntax is unknown: its pixels cannot be read"
             ) from None
-        if encapsulated:
+        if encapsulated and header.fragments_whole:
+            pass  # the scan walked every item (a fragment per frame, the delimiter there)
+        elif encapsulated:
             try:
                 n = sum(1 for _ in generate_fragments(bytes(pixels)))
             except Exception as exc:

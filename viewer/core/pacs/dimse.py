@@ -26,6 +26,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
+from pynetdicom import _config as _pynetdicom_config
 from pynetdicom.association import Association
 from pynetdicom.presentation import AllStoragePresentationContexts, build_role
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
@@ -63,6 +64,10 @@ from viewer.core.pacs.retrieve import InstanceSink, retrieve_series
 logger = logging.getLogger(__name__)
 if logging.getLogger("pynetdicom").level < logging.WARNING:
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+# pynetdicom formats every C-FIND identifier (patient data) line by line for its INFO log before the
+# logger's level is checked: ~0.3 ms a match, a third of a 1,000-study C-FIND here. Never wanted.
+_pynetdicom_config.LOG_REQUEST_IDENTIFIERS = False
+_pynetdicom_config.LOG_RESPONSE_IDENTIFIERS = False
 
 # The transfer syntaxes a C-GET proposes for each SOP class, one context each (PS3.5 10 / Annex A)
 STORAGE_TRANSFER_SYNTAXES: tuple[str, ...] = (

@@ -51,6 +51,7 @@ class ScannedHeader:
     bits_allocated: int
     frames: int
     pixels: memoryview | None
+    fragments_whole: bool = False  # encapsulated pixel data already walked: items in bounds, delimiter
 
 
 def scan_header(data: bytes) -> ScannedHeader | None:
@@ -108,6 +109,7 @@ def _scan(data: bytes) -> ScannedHeader | None:
         bits_allocated=short(_BITS, 16),
         frames=frames,
         pixels=pixels,
+        fragments_whole=pixels is not None and pixel.length is None,
     )
 
 
