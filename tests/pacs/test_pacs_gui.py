@@ -37,6 +37,35 @@ def search(qtbot: QtBot, win: MainWindow, patient_name: str) -> None:
     qtbot.waitUntil(lambda: panel.btn_search.isEnabled(), timeout=WAIT_MS)
 
 
+@pytest.mark.parametrize("protocol", [NodeProtocol.DIMSE, NodeProtocol.DICOMWEB])
+def test_search_shows_a_first_page_then_every_study_once(
+    qtbot: QtBot, window: MainWindow, orthanc: Loaded, monkeypatch: pytest.MonkeyPatch, protocol: NodeProtocol
+) -> None:
+    import viewer.core.pacs.dicomweb as dicomweb_module
+    import viewer.core.pacs.dimse as dimse_module
+
+    monkeypatch.setattr(dimse_module, "PACS_FIRST_PAGE", 2)
+    monkeypatch.setattr(dicomweb_module, "PACS_FIRST_PAGE", 2)
+    pacs = controller(window)
+    node = dimse_node(orthanc.server) if protocol is NodeProtocol.DIMSE else web_node(orthanc.server)
+    pacs.save_node(NodeEntry(node, protocol), "")
+    first_pages: list[int] = []
+    pacs.panel.results.model().rowsInserted.connect(
+        lambda *_: first_pages.append(pacs.panel.results.topLevelItemCount())
+    )
+    panel = pacs.panel
+    panel.patient_id.setText("*")
+    panel.btn_search.click()
+    qtbot.waitUntil(lambda: panel.btn_search.isEnabled(), timeout=WAIT_MS)
+    with DicomWebClient(web_node(orthanc.server)) as web:
+        expected = sorted(m.study_uid for m in web.find_studies(StudyQuery(patient_id="*")))
+    rows = [panel.results.topLevelItem(k) for k in range(panel.results.topLevelItemCount())]
+    assert sorted(str(item.data(0, Qt.ItemDataRole.UserRole)) for item in rows if item) == expected
+    assert panel.status.text() == f"{len(expected)} studies found"
+    if protocol is NodeProtocol.DIMSE:  # C-FIND: the first page always comes first
+        assert first_pages[0] == 2, first_pages
+
+
 def test_add_node_test_connection_and_secret_kept_out_of_settings(
     qtbot: QtBot, window: MainWindow, orthanc: Loaded
 ) -> None:

@@ -4,6 +4,7 @@ STOW-RS)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 from collections.abc import Iterator
@@ -73,6 +74,39 @@ def test_study_queries_with_wildcards(
         (match,) = [m for m in client.find_studies(query) if m.study_uid == orthanc.demo_study_uid]
         assert match.patient_id == "SYNTH-0001"
         assert match.num_instances == len(orthanc.demo_files)
+
+
+@pytest.mark.parametrize("kind", ["dimse", "dicomweb"])
+def test_a_study_query_hands_its_first_page_over_early_and_returns_every_match(
+    orthanc: Loaded, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    """Pages of 2 (the page size is a constant; Orthanc holds more studies than that here). C-FIND: the
+    first page once its matches and a next one have arrived; QIDO-RS: a second request for the first
+    page, handed over only if it comes before the whole answer. Either way: at most once, before the
+    query returns, and every study it holds is in the answer."""
+    import viewer.core.pacs.dicomweb as dicomweb_module
+    import viewer.core.pacs.dimse as dimse_module
+
+    monkeypatch.setattr(dimse_module, "PACS_FIRST_PAGE", 2)
+    monkeypatch.setattr(dicomweb_module, "PACS_FIRST_PAGE", 2)
+    pages: list[list[str]] = []
+    query = StudyQuery(patient_id="*")
+    if kind == "dimse":
+        client: PacsClient = DimseClient(dimse_node(orthanc.server))
+    else:
+        client = DicomWebClient(web_node(orthanc.server))
+    with contextlib.closing(client):
+        found = [m.study_uid for m in client.find_studies(query, on_first_page=lambda page: pages.append(
+            [m.study_uid for m in page]
+        ))]
+        delivered = [list(page) for page in pages]
+        plain = [m.study_uid for m in client.find_studies(query)]
+    assert len(found) > 2 and sorted(found) == sorted(plain)
+    assert len(delivered) <= 1 and pages == delivered  # nothing after the query returned
+    if kind == "dimse":
+        assert delivered == [found[:2]]
+    for page in delivered:
+        assert len(page) == 2 and set(page) <= set(found)
 
 
 def test_series_and_instance_queries(client: PacsClient, orthanc: Loaded) -> None:

@@ -89,3 +89,4 @@ PACS_MAX_INSTANCE_BYTES: Final = 2 * 1024**3  # one retrieved instance may not e
 PACS_RETRIEVE_ATTEMPTS: Final = 3  # a retrieve resumes (missing instances only) this many times in all
 PACS_RETRY_BACKOFF_S: Final = 0.5  # first wait before a resume; doubles each time
 PACS_CACHE_BYTES: Final = 20 * 1024**3  # retrieved-instance cache, evicted oldest study first
+PACS_FIRST_PAGE: Final = 100  # a study query hands these matches over first, while the rest arrive

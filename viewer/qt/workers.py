@@ -24,7 +24,15 @@ if TYPE_CHECKING:  # the PACS clients (pynetdicom, dicomweb-client) load only wh
     from datetime import date
 
     from viewer.core.location import SourceRef, StudyLocator
-    from viewer.core.pacs import InstanceCache, PacsClient, RetrievedInstance, RetrieveReport, SeriesMatch
+    from viewer.core.pacs import (
+        InstanceCache,
+        PacsClient,
+        RetrievedInstance,
+        RetrieveReport,
+        SeriesMatch,
+        StudyMatch,
+        StudyQuery,
+    )
 
 logger = logging.getLogger(__name__)
 
@@ -209,6 +217,22 @@ class PacsCallJob(_Job):
             self.failed.emit(str(exc))
             return
         self.done.emit(result)
+
+
+class PacsSearchJob(PacsCallJob):
+    """A study query on a worker thread: ``first_page`` carries the first matches while the rest are on
+    their way (when the client can tell them early), ``done`` every match."""
+
+    first_page = Signal(object)  # list[StudyMatch]
+
+    def __init__(
+        self, make_client: Callable[[], PacsClient], query: StudyQuery, parent: QObject | None = None
+    ) -> None:
+        super().__init__(make_client, self._search, parent)
+        self.query = query
+
+    def _search(self, client: PacsClient) -> list[StudyMatch]:
+        return client.find_studies(self.query, on_first_page=self.first_page.emit)
 
 
 class PacsWorklistJob(PacsCallJob):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
+import threading
 import time
 from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
@@ -21,7 +22,12 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
-from viewer.core.constants import PACS_MAX_INSTANCE_BYTES, PACS_MAX_RESPONSE_BYTES, PACS_RETRIEVE_ATTEMPTS
+from viewer.core.constants import (
+    PACS_FIRST_PAGE,
+    PACS_MAX_INSTANCE_BYTES,
+    PACS_MAX_RESPONSE_BYTES,
+    PACS_RETRIEVE_ATTEMPTS,
+)
 from viewer.core.errors import (
     PacsAuthenticationError,
     PacsCancelled,
@@ -39,6 +45,7 @@ from viewer.core.pacs.models import (
     RetrieveReport,
     SeriesMatch,
     StoreOutcome,
+    StudiesCallback,
     StudyMatch,
     StudyQuery,
 )
@@ -211,7 +218,39 @@ class DicomWebClient:
         return time.perf_counter() - start
 
     # --- QIDO-RS ----------------------------------------------------------------------------------
-    def find_studies(self, query: StudyQuery) -> list[StudyMatch]:
+    def find_studies(
+        self, query: StudyQuery, on_first_page: StudiesCallback | None = None
+    ) -> list[StudyMatch]:
+        """The matching studies (QIDO-RS). With ``on_first_page``, the first :data:`PACS_FIRST_PAGE` are
+        asked for at the same time on a second connection: a server such as Orthanc works out every
+        match before it sends the first byte (~1 ms a study), so a small page comes back well before the
+        whole answer. The page is handed over only while the whole answer has not come (and only when
+        it is full: a shorter one is the whole answer); its rows are also in the answer returned."""
+        if on_first_page is None or (query.limit is not None and query.limit <= PACS_FIRST_PAGE):
+            return self._studies(query, query.limit)
+        lock = threading.Lock()
+        answered = False
+
+        def first_page() -> None:
+            try:
+                with DicomWebClient(
+                    self.node, max_response_bytes=self._max_response, max_instance_bytes=self._max_instance
+                ) as pager:
+                    page = pager._studies(query, PACS_FIRST_PAGE)
+                with lock:
+                    if not answered and len(page) == PACS_FIRST_PAGE:
+                        on_first_page(page)
+            except Exception as exc:  # the whole answer says what went wrong, if anything did
+                logger.debug("No first page for a study query (%s)", type(exc).__name__)
+
+        threading.Thread(target=first_page, name="pacs-first-page", daemon=True).start()
+        try:
+            return self._studies(query, query.limit)
+        finally:
+            with lock:
+                answered = True
+
+    def _studies(self, query: StudyQuery, limit: int | None) -> list[StudyMatch]:
         filters: dict[str, str] = {}
         for key, value in (
             ("PatientName", query.patient_name),
@@ -234,7 +273,7 @@ class DicomWebClient:
         ]
         with self._translated("a study query"):
             answer = _objects(
-                self._client.search_for_studies(search_filters=filters, fields=fields, limit=query.limit)
+                self._client.search_for_studies(search_filters=filters, fields=fields, limit=limit)
             )
             return [
                 StudyMatch(

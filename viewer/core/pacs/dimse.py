@@ -17,7 +17,7 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     Verification,
 )
 
-from viewer.core.constants import PACS_RETRIEVE_ATTEMPTS
+from viewer.core.constants import PACS_FIRST_PAGE, PACS_RETRIEVE_ATTEMPTS
 from viewer.core.errors import (
     PacsAssociationRejectedError,
     PacsCancelled,
@@ -55,6 +55,7 @@ from viewer.core.pacs.models import (
     RetrieveReport,
     SeriesMatch,
     StoreOutcome,
+    StudiesCallback,
     StudyMatch,
     StudyQuery,
 )
@@ -245,7 +246,14 @@ class DimseClient:
         return time.perf_counter() - start
 
     # --- C-FIND -----------------------------------------------------------------------------------
-    def _find(self, identifier: Dataset, what: str) -> list[Dataset]:
+    def _find(
+        self,
+        identifier: Dataset,
+        what: str,
+        on_first_page: Callable[[list[Dataset]], None] | None = None,
+    ) -> list[Dataset]:
+        """The matches of one C-FIND; ``on_first_page`` gets the first :data:`PACS_FIRST_PAGE` as soon
+        as they have arrived (when more follow)."""
         ae = self._ae()
         ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
         matches: list[Dataset] = []
@@ -257,13 +265,17 @@ class DimseClient:
                 if code in (0xFF00, 0xFF01):
                     if found is not None:
                         matches.append(found)
+                        if on_first_page is not None and len(matches) == PACS_FIRST_PAGE + 1:
+                            on_first_page(matches[:PACS_FIRST_PAGE])  # a next one came: it is a page
                 elif code != 0x0000:
                     raise PacsResponseError(
                         f"The PACS at {self.node.dimse_address} refused the {what}: {_status_text(code)}"
                     )
         return matches
 
-    def find_studies(self, query: StudyQuery) -> list[StudyMatch]:
+    def find_studies(
+        self, query: StudyQuery, on_first_page: StudiesCallback | None = None
+    ) -> list[StudyMatch]:
         ds = Dataset()
         ds.SpecificCharacterSet = "ISO_IR 192"
         ds.QueryRetrieveLevel = QueryLevel.STUDY.value
@@ -277,25 +289,16 @@ class DimseClient:
         ds.ModalitiesInStudy = query.modality
         ds.NumberOfStudyRelatedSeries = None
         ds.NumberOfStudyRelatedInstances = None
-        found = self._find(ds, "study query (C-FIND)")
+        first_page = None
+        if on_first_page is not None and (query.limit is None or query.limit > PACS_FIRST_PAGE):
+
+            def first_page(items: list[Dataset]) -> None:
+                on_first_page(_study_matches(items))
+
+        found = self._find(ds, "study query (C-FIND)", first_page)
         if query.limit is not None:
             found = found[: query.limit]
-        return [
-            StudyMatch(
-                study_uid=_s(item, "StudyInstanceUID"),
-                patient_name=_s(item, "PatientName"),
-                patient_id=_s(item, "PatientID"),
-                study_date=_s(item, "StudyDate"),
-                study_time=_s(item, "StudyTime"),
-                accession_number=_s(item, "AccessionNumber"),
-                study_description=_s(item, "StudyDescription"),
-                modalities=_multi(item, "ModalitiesInStudy"),
-                num_series=_i(item, "NumberOfStudyRelatedSeries"),
-                num_instances=_i(item, "NumberOfStudyRelatedInstances"),
-            )
-            for item in found
-            if _s(item, "StudyInstanceUID")
-        ]
+        return _study_matches(found)
 
     def find_series(self, study_uid: str) -> list[SeriesMatch]:
         ds = Dataset()
@@ -513,6 +516,25 @@ class DimseClient:
                     ok = code == 0x0000 or 0xB000 <= code <= 0xBFFF
                     outcomes[k] = StoreOutcome(uid, ok, code, "" if ok else _status_text(code))
         return [outcomes[k] for k in range(len(items))]
+
+
+def _study_matches(found: list[Dataset]) -> list[StudyMatch]:
+    return [
+        StudyMatch(
+            study_uid=_s(item, "StudyInstanceUID"),
+            patient_name=_s(item, "PatientName"),
+            patient_id=_s(item, "PatientID"),
+            study_date=_s(item, "StudyDate"),
+            study_time=_s(item, "StudyTime"),
+            accession_number=_s(item, "AccessionNumber"),
+            study_description=_s(item, "StudyDescription"),
+            modalities=_multi(item, "ModalitiesInStudy"),
+            num_series=_i(item, "NumberOfStudyRelatedSeries"),
+            num_instances=_i(item, "NumberOfStudyRelatedInstances"),
+        )
+        for item in found
+        if _s(item, "StudyInstanceUID")
+    ]
 
 
 def _s(ds: Dataset | None, keyword: str) -> str:

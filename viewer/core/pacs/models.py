@@ -137,4 +137,6 @@ class StoreOutcome:
 
 
 InstanceCallback = Callable[[RetrievedInstance], None]
+# a study query's first page while the rest is on its way (never called after the query returned)
+StudiesCallback = Callable[[list[StudyMatch]], None]
 CancelFn = Callable[[], bool]

@@ -15,6 +15,7 @@ from viewer.core.pacs.models import (
     RetrieveReport,
     SeriesMatch,
     StoreOutcome,
+    StudiesCallback,
     StudyMatch,
     StudyQuery,
 )
@@ -31,7 +32,14 @@ class PacsClient(Protocol):
         """Test the connection; seconds for the round trip."""
         ...
 
-    def find_studies(self, query: StudyQuery) -> list[StudyMatch]: ...
+    def find_studies(
+        self, query: StudyQuery, on_first_page: StudiesCallback | None = None
+    ) -> list[StudyMatch]:
+        """The matching studies. ``on_first_page``, when given, may be called once, before this
+        returns and maybe from another thread, with the first matches (about
+        :data:`~viewer.core.constants.PACS_FIRST_PAGE`) so a table can show them while the rest
+        arrive; the return value holds every match."""
+        ...
 
     def find_series(self, study_uid: str) -> list[SeriesMatch]: ...
 

@@ -33,7 +33,7 @@ from viewer.qt.actions import ActionSpec
 from viewer.qt.pacs.nodes import NodeEntry, NodeProtocol, NodeStore, make_client
 from viewer.qt.pacs.widgets import NodeDialog, QueryPanel
 from viewer.qt.pacs.worklist_panel import WorklistPanel
-from viewer.qt.workers import PacsCallJob, PacsRetrieveJob, PacsWorklistJob
+from viewer.qt.workers import PacsCallJob, PacsRetrieveJob, PacsSearchJob, PacsWorklistJob
 
 if TYPE_CHECKING:
     from viewer.core.dicom.model import Stack
@@ -70,6 +70,7 @@ class PacsController(QObject):
         self.dialog: NodeDialog | None = None
         self._jobs: list[Any] = []
         self._retrieve: PacsRetrieveJob | None = None
+        self._search_job: PacsSearchJob | None = None
         self._worklist_job: PacsWorklistJob | None = None
         self._receivers: StorageScpPool | None = None  # C-MOVE destinations, created on first use
         self._receivers_lock = threading.Lock()
@@ -256,13 +257,25 @@ class PacsController(QObject):
         if job in self._jobs:
             self._jobs.remove(job)
 
-    def search(self, name: str, query: StudyQuery) -> PacsCallJob | None:
+    def search(self, name: str, query: StudyQuery) -> PacsSearchJob | None:
+        """Query the node on a worker thread; the table shows the first page of matches while the rest
+        arrive (when the node can tell them early), then every match. Only the latest search's
+        answers reach the table."""
         entry = self._entry(name)
         if entry is None:
             return None
-        job = self._start(entry, lambda client: client.find_studies(query))
-        job.done.connect(self.panel.show_studies)
-        job.failed.connect(lambda message: self.panel.show_message(f"Search failed: {message}", ok=False))
+        job = PacsSearchJob(partial(self._client, entry), query, self)
+        self._track(job)
+        self._search_job = job
+
+        def current(handler: Any) -> Any:
+            return lambda value: handler(value) if self._search_job is job else None
+
+        job.first_page.connect(current(self.panel.show_first_studies))
+        job.done.connect(current(self.panel.show_studies))
+        job.failed.connect(
+            current(lambda message: self.panel.show_message(f"Search failed: {message}", ok=False))
+        )
         job.start()
         return job
 

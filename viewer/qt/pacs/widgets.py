@@ -267,6 +267,7 @@ class QueryPanel(QWidget):
         self.btn_search = QPushButton("Search")
         self.btn_search.setDefault(True)
         self.results = QTreeWidget()
+        self._first_page: set[str] = set()  # the studies of the first page on screen, while searching
         self.results.setHeaderLabels(list(STUDY_COLUMNS))
         self.results.setRootIsDecorated(True)
         self.results.setUniformRowHeights(True)
@@ -372,12 +373,36 @@ class QueryPanel(QWidget):
             self.show_message(str(exc), ok=False)
             return
         self.show_message("Searching…", ok=True)
+        self._first_page = set()
         self.btn_search.setEnabled(False)
         self.search_requested.emit(self.node.currentText(), query)
 
-    def show_studies(self, studies: list[StudyMatch]) -> None:
-        self.btn_search.setEnabled(True)
+    def show_first_studies(self, studies: list[StudyMatch]) -> None:
+        """The first page of a search's matches, while the rest are on their way (Search stays off)."""
         self.results.clear()
+        self._add_study_rows(studies)
+        self._first_page = {s.study_uid for s in studies}
+        self.show_message(f"{len(studies)} studies so far, searching on…", ok=True)
+
+    def show_studies(self, studies: list[StudyMatch]) -> None:
+        """Every match of a search: after a first page, only the studies not listed yet are added."""
+        self.btn_search.setEnabled(True)
+        listed, self._first_page = self._first_page, set()
+        if listed and listed == self._listed_uids():  # the first page is on screen: add the rest
+            self._add_study_rows([s for s in studies if s.study_uid not in listed])
+        else:
+            self.results.clear()
+            self._add_study_rows(studies)
+        self.show_message(f"{len(studies)} studies found", ok=True)
+
+    def _listed_uids(self) -> set[str]:
+        return {
+            str(item.data(0, UID_ROLE))
+            for k in range(self.results.topLevelItemCount())
+            if (item := self.results.topLevelItem(k)) is not None
+        }
+
+    def _add_study_rows(self, studies: list[StudyMatch]) -> None:
         items = []
         for s in studies:
             item = QTreeWidgetItem(
@@ -394,7 +419,6 @@ class QueryPanel(QWidget):
             item.setChildIndicatorPolicy(QTreeWidgetItem.ChildIndicatorPolicy.ShowIndicator)
             items.append(item)
         self.results.addTopLevelItems(items)
-        self.show_message(f"{len(studies)} studies found", ok=True)
 
     def study_item(self, study_uid: str) -> QTreeWidgetItem | None:
         for k in range(self.results.topLevelItemCount()):
