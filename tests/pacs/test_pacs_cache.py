@@ -3,6 +3,7 @@ eviction of the least recently used study first (never a pinned one)."""
 
 from __future__ import annotations
 
+import io
 import os
 import stat
 from collections.abc import Callable
@@ -109,3 +110,20 @@ def test_large_pixel_data_is_checked_where_it_lies_in_the_bytes(tmp_path: Path, 
         with pytest.raises(PacsResponseError, match=rf"Pixel data truncated: {512 * 512 * 2 - cut} of"):
             cache.put(folder, blob[:-cut])
         assert list(folder.iterdir()) == []
+
+
+def test_a_leftover_temporary_file_of_the_same_name_is_replaced_not_written_into(tmp_path: Path) -> None:
+    """The temporary name is the final name's plus this process and thread: a leftover of a killed process
+    that had the same ones is removed and the instance written whole."""
+    import threading
+
+    cache = InstanceCache(tmp_path / "cache")
+    study, series, blobs = _series(tmp_path, 1)
+    folder = cache.series_folder("node", study, series)
+    sop = str(dcmread(io.BytesIO(blobs[0]), stop_before_pixels=True).SOPInstanceUID)
+    final = cache.instance_path(folder, sop)
+    leftover = folder / f".part-{final.stem}-{os.getpid()}-{threading.get_ident():x}"
+    leftover.write_bytes(b"half of an earlier write" * 1000)
+    item = cache.put(folder, blobs[0], expect_series=series)
+    assert item.path == final and final.read_bytes() == blobs[0]
+    assert sorted(p.name for p in folder.iterdir()) == [final.name]

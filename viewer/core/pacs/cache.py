@@ -15,7 +15,6 @@ import io
 import logging
 import os
 import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Iterable
@@ -42,6 +41,7 @@ logger = logging.getLogger(__name__)
 _STAMP = ".last-used"
 _PIXEL_DATA = BaseTag(0x7FE00010)
 _DEFER_BYTES = 64 * 1024
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)  # POSIX / Windows
 
 
 def _key(*parts: str) -> str:
@@ -277,10 +277,21 @@ class InstanceCache:
         if expect_series is not None and head.series_uid != expect_series:
             raise PacsResponseError("The server sent an instance of another series than the one asked for")
         path = self.instance_path(folder, head.sop_instance_uid)
-        fd, tmp = tempfile.mkstemp(prefix=".part-", dir=folder)  # 0600
+        # the temporary name is the final one's plus the writing process and thread (two writers of one
+        # instance never share it); O_EXCL: a leftover of a killed process is removed, not written into
+        tmp = folder / f".part-{path.stem}-{os.getpid()}-{threading.get_ident():x}"
         try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC, 0o600)
+        except FileExistsError:
+            os.unlink(tmp)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC, 0o600)
+        try:
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+            finally:
+                os.close(fd)
             os.replace(tmp, path)
         except BaseException:
             with contextlib.suppress(OSError):
