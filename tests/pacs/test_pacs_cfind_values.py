@@ -1,0 +1,72 @@
+"""C-FIND identifiers become table rows exactly as through pydicom's Dataset (no server needed).
+
+The study query reads each identifier's values with ``pydicom.values.convert_value`` straight from its
+raw elements; on pydicom's character-set test files (Japanese, Korean, Chinese, Greek, Hebrew, Arabic,
+Russian, German, French, ISO 2022 escapes) encoded and decoded as pynetdicom carries them, the rows
+must equal those read through Dataset attribute access.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+
+import pytest
+from pydicom import dcmread
+from pydicom.data import get_charset_files
+from pydicom.dataset import Dataset
+from pynetdicom.dsutils import decode, encode
+
+from viewer.core.pacs.dimse import _i, _multi, _s, _study_matches
+from viewer.core.pacs.models import StudyMatch
+
+CHARSET_FILES = sorted(get_charset_files("chr*.dcm"))
+
+
+def _identifier(source: Dataset, implicit: bool) -> Dataset:
+    """A study-level C-FIND answer holding the file's character set and patient name, as received."""
+    ds = Dataset()
+    if "SpecificCharacterSet" in source:
+        ds.SpecificCharacterSet = source.SpecificCharacterSet
+    ds.QueryRetrieveLevel = "STUDY"
+    ds.PatientName = source.get("PatientName", "")
+    ds.PatientID = "ID\\2"  # a multi-value
+    ds.StudyDate = "20260101"
+    ds.StudyTime = ""
+    ds.AccessionNumber = ""
+    ds.StudyDescription = "CT HEAD"
+    ds.StudyInstanceUID = "1.2.3.4"
+    ds.ModalitiesInStudy = ["CT", "SR"]
+    ds.NumberOfStudyRelatedSeries = 3
+    ds.NumberOfStudyRelatedInstances = ""
+    data = encode(ds, implicit, True)
+    assert data is not None
+    return decode(io.BytesIO(data), implicit, True)
+
+
+def _through_dataset(found: list[Dataset]) -> list[StudyMatch]:
+    return [
+        StudyMatch(
+            study_uid=_s(item, "StudyInstanceUID"),
+            patient_name=_s(item, "PatientName"),
+            patient_id=_s(item, "PatientID"),
+            study_date=_s(item, "StudyDate"),
+            study_time=_s(item, "StudyTime"),
+            accession_number=_s(item, "AccessionNumber"),
+            study_description=_s(item, "StudyDescription"),
+            modalities=_multi(item, "ModalitiesInStudy"),
+            num_series=_i(item, "NumberOfStudyRelatedSeries"),
+            num_instances=_i(item, "NumberOfStudyRelatedInstances"),
+        )
+        for item in found
+    ]
+
+
+@pytest.mark.parametrize("implicit", [False, True])
+def test_rows_equal_those_read_through_the_dataset(implicit: bool) -> None:
+    found = [_identifier(dcmread(path), implicit) for path in CHARSET_FILES]
+    rows = _study_matches(copy.deepcopy(found))
+    assert rows == _through_dataset(found)
+    assert any(not row.patient_name.isascii() for row in rows)  # the character sets were decoded
+    assert rows[0].modalities == ("CT", "SR") and rows[0].num_series == 3 and rows[0].num_instances is None
+    assert rows[0].patient_id == "ID\\2"
