@@ -26,7 +26,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from viewer.core.constants import PACS_DEFAULT_CALLING_AE
+from viewer.core.constants import PACS_DEFAULT_CALLING_AE, PACS_FIRST_PAGE
 from viewer.core.errors import PacsConfigError
 from viewer.core.pacs.models import SeriesMatch, StudyMatch, StudyQuery
 from viewer.core.pacs.node import AuthKind, PacsNode
@@ -272,6 +272,9 @@ class QueryPanel(QWidget):
         self.results.setRootIsDecorated(True)
         self.results.setUniformRowHeights(True)
         self.results.header().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        # columns sized from the first rows (and those on screen), not from all of them: filling 1,000
+        # rows took 0.07-0.13 s with Qt's default of 1,000 rows, 0.03 s so
+        self.results.header().setResizeContentsPrecision(PACS_FIRST_PAGE)
         self.btn_retrieve = QPushButton("Retrieve")
         self.btn_retrieve.setEnabled(False)
         self.btn_cancel = QPushButton("Cancel")
