@@ -17,7 +17,8 @@ stored as JPEG 2000 lossless) and 1,000 one-instance studies, then times, interl
   dock's **Search** pressed until its table holds the 1,000 rows and has been painted; target <= 0.3 s),
   with a plain ``requests`` QIDO-RS (the floor) and DCMTK ``findscu`` for reference.
 
-Prints medians, the time to the first instance written and the ratios to the floors.
+Each round measures everything once, in a new (seeded) order, after a 0.3 s pause. Prints medians,
+the time to the first instance written, the first rows in the table and the ratios to the floors.
 Usage: ``python benchmarks/bench_pacs.py [--repeats N] [--slices 300] [--studies 1000]``.
 """
 
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import shutil
 import statistics
 import subprocess
@@ -62,6 +64,7 @@ from viewer.core.pacs import (  # noqa: E402
 from viewer.qt.app import build_main_window, create_application  # noqa: E402
 from viewer.qt.pacs.nodes import NodeEntry, NodeProtocol  # noqa: E402
 
+SETTLE_S = 0.3
 ACCEPT_SERIES = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 
 
@@ -420,8 +423,13 @@ def main() -> int:
             times: dict[str, list[float]] = {name: [] for name in methods}
             names = list(methods)
             for rnd in range(args.repeats):
-                order = names[rnd % len(names) :] + names[: rnd % len(names)]
+                # a new order each round (seeded), so no measurement always follows the same one (a
+                # window's background decoding or the file system freeing the last one's files would
+                # then always weigh on it); a short pause lets such work settle before each measurement
+                order = names[:]
+                random.Random(rnd).shuffle(order)
                 for name in order:
+                    time.sleep(SETTLE_S)
                     times[name].append(methods[name]())
                 print(f"round {rnd + 1}/{args.repeats} done", flush=True)
             query_window.close()
