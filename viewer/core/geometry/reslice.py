@@ -6,8 +6,13 @@ Two paths give the same pixels:
   voxel row or column, so the image is a set of whole voxel lines. Lines that fall on voxel centres are
   gathered by basic (strided) or advanced indexing, with no arithmetic; lines between voxels (gantry tilt,
   uneven spacing) are blended from the 2 or 4 neighbouring lines.
-* **general** (oblique planes, or a tilted stack whose shear runs along the image lines): trilinear
-  interpolation of every pixel with ``scipy.ndimage.map_coordinates``.
+* **across slices** (an oblique plane containing the slice normal, e.g. coronal turned in the axial view):
+  one slice per image line, voxel columns gathered and blended bilinearly in the slice plane.
+* **trilinear** (double-oblique planes of an affine stack, or a tilted stack whose shear runs along the
+  image lines): every pixel interpolated from its 8 voxels, a block of image rows at a time: int32 flat
+  voxel indices and float32 weights of one block (kept in cache), no whole-image float64 coordinate grids.
+* **general** (stacks no single affine describes: uneven spacing): trilinear interpolation of every pixel
+  with ``scipy.ndimage.map_coordinates`` through the per-slice positions.
 
 The result says whether anything was interpolated (``resampled``) and why (``warnings``), and carries the
 output pixel spacing (the plane's), which the viewer must use as the display aspect.
@@ -107,6 +112,10 @@ def _as_slice(idx: np.ndarray) -> slice | None:
         return slice(int(idx[0]), None if stop < 0 else stop, -1)
     return None
 
+
+TRILINEAR_BLOCK = 8192  # output pixels per block of the trilinear sampler (its temporaries stay in L2)
+# (dk, dj, di) of a voxel cell's 8 corners, in the order the trilinear sampler blends them (i, then j, then k)
+_CORNERS = tuple((dk, dj, di) for dk in (0, 1) for dj in (0, 1) for di in (0, 1))
 
 SLAB_CHUNK = 32  # slices per pass when reducing along the innermost axis (keeps the copies in cache)
 
@@ -454,7 +463,65 @@ class _Sampler:
         bad = ~valid[:, None] | (pos < -eps) | (pos > n_a - 1 + eps)
         return img, bad
 
+    def _trilinear(self, plane: Plane) -> np.ndarray | None:
+        """Trilinear interpolation of every pixel of any plane through an affine stack, in numpy.
+
+        Voxel coordinates are affine in (row, col), so a block of image rows needs only their outer sums.
+        Each pixel's cell is one int32 flat index; its 8 corners are 8 gathers at fixed offsets from it
+        (neighbouring pixels share cache lines), blended along i, j, then k in float32. Points outside the
+        volume (beyond ``INTEGRAL_TOLERANCE`` of its outer voxel centres) get ``fill``, as
+        ``map_coordinates(mode="constant")`` gives them. None when no single affine maps the stack or an
+        axis has fewer than 2 voxels (the general path handles those)."""
+        vol = self.volume
+        if not self.geom.is_affine or min(vol.shape) < 2 or vol.size >= 2**31 or not vol.flags.c_contiguous:
+            return None
+        self.interpolated = True
+        rows, cols = plane.size
+        inv = np.linalg.inv(self.geom.affine)
+        v0 = inv[:3, :3] @ np.asarray(plane.origin) + inv[:3, 3]
+        d_col = inv[:3, :3] @ (np.asarray(plane.row_dir) * plane.spacing[1])
+        d_row = inv[:3, :3] @ (np.asarray(plane.col_dir) * plane.spacing[0])
+        dims = vol.shape
+        strides = (dims[1] * dims[2], dims[2], 1)
+        corner_offsets = np.array([sum(d * s for d, s in zip(c, strides, strict=True)) for c in _CORNERS])
+        flat = vol.reshape(-1)
+        eps = INTEGRAL_TOLERANCE
+        out = np.empty((rows, cols), dtype=np.float32)
+        c_idx = np.arange(cols, dtype=float)
+        block_rows = max(1, TRILINEAR_BLOCK // cols)
+        fill = np.float32(self.fill)
+        for r0 in range(0, rows, block_rows):
+            r_idx = np.arange(r0, min(rows, r0 + block_rows), dtype=float)
+            base = np.zeros((len(r_idx), cols), dtype=np.int32)
+            bad = np.zeros((len(r_idx), cols), dtype=bool)
+            fracs = []
+            for a in range(3):
+                p = np.add.outer(v0[a] + r_idx * d_row[a], c_idx * d_col[a])
+                bad |= (p < -eps) | (p > dims[a] - 1 + eps)
+                np.clip(p, 0, dims[a] - 1, out=p)
+                cell = np.minimum(p.astype(np.int32), dims[a] - 2)  # p >= 0: truncation is floor
+                fracs.append((p - cell).astype(np.float32))
+                cell *= np.int32(strides[a])
+                base += cell
+            corners = flat[corner_offsets[:, None, None].astype(np.int32) + base].astype(np.float32)
+            lo, hi = corners[0::2], corners[1::2]  # along i: (k, j) pairs
+            hi -= lo
+            hi *= fracs[2]
+            lo += hi
+            lo_j, hi_j = lo[0::2], lo[1::2]  # along j: k = 0, 1
+            hi_j -= lo_j
+            hi_j *= fracs[1]
+            lo_j += hi_j
+            img = lo_j[0]
+            img += (lo_j[1] - img) * fracs[0]
+            img[bad] = fill
+            out[r0 : r0 + len(r_idx)] = img
+        return out
+
     def _general(self, plane: Plane) -> np.ndarray:
+        trilinear = self._trilinear(plane)
+        if trilinear is not None:
+            return trilinear
         from scipy.ndimage import map_coordinates  # lazy: scipy is only needed off the aligned path
 
         self.interpolated = True
