@@ -113,7 +113,7 @@ def _as_slice(idx: np.ndarray) -> slice | None:
     return None
 
 
-TRILINEAR_BLOCK = 8192  # output pixels per block of the trilinear sampler (its temporaries stay in L2)
+TRILINEAR_BLOCK = 16384  # output pixels per block of the trilinear sampler (its temporaries stay in L2)
 # (dk, dj, di) of a voxel cell's 8 corners, in the order the trilinear sampler blends them (i, then j, then k)
 _CORNERS = tuple((dk, dj, di) for dk in (0, 1) for dj in (0, 1) for di in (0, 1))
 
