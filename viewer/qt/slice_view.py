@@ -29,7 +29,7 @@ from viewer.core.dicom.voi import VoiRamp
 from viewer.core.errors import PixelDecodeError, ViewerStateError
 from viewer.core.geometry.reslice import SlabMode
 from viewer.core.geometry.stack import patient_position, slice_position_mm
-from viewer.core.measure import NATIVE_PLANE, ImageRef, Measurement, Shape, Spacing
+from viewer.core.measure import NATIVE_PLANE, ImageRef, Measurement, Shape, Spacing, mpr_image_ref
 from viewer.core.measure_store import MeasurementSet
 from viewer.core.state.mpr import PlaneSlices
 from viewer.core.state.viewer_state import ViewerState
@@ -785,7 +785,9 @@ class SliceView(QWidget):
         st = ctx.stack
         planes = self.planes()
         if planes is not None:
-            return ImageRef(st.study_instance_uid, st.series_instance_uid, planes.orientation.value, "", i)
+            return mpr_image_ref(
+                st.study_instance_uid, st.series_instance_uid, planes.orientation, planes.plane(i), i
+            )
         info = st.slices[i]
         return ImageRef(st.study_instance_uid, st.series_instance_uid, NATIVE_PLANE, info.sop_instance_uid,
                         info.source.frame)
