@@ -318,6 +318,8 @@ class SliceView(QWidget):
         self._spacing = planes.plane(0).spacing
         self._apply_transform()
         self._keep_image = True
+        # the kept pixels are the old plane's: the new plane is shown when it arrives even at the same index
+        self._shown = -1
         self._index = max(0, min(len(planes) - 1, int(index)))  # valid for the overlay while the range moves
         new_rect = self.image_rect()
         if new_rect != old_rect:  # the same scale and pan from the (new) image centre, fitted or not
