@@ -243,9 +243,9 @@ def run(rounds: int) -> None:
             for a, b in zip(ref, got, strict=True):
                 assert a.shape == b.shape and a.dtype == b.dtype, (name, a.shape, b.shape, a.dtype, b.dtype)
                 if "oblique" in group:  # border pixels within 1/1000 voxel of the volume's edge: taken as
-                    # the edge voxel here, given the fill value by map_coordinates; all others within 0.05
+                    # the edge voxel here, given the fill value by map_coordinates (< 0.5 % of the pixels)
                     diff = np.abs(a.astype(np.float64) - b)
-                    assert np.mean(diff > 0.05) < 0.001, (name, np.mean(diff > 0.05))
+                    assert np.mean(diff > 1e-2) < 0.005, (name, np.mean(diff > 1e-2))
                     continue
                 atol = 1e-2 if "tilted" in group else 1e-3
                 np.testing.assert_allclose(a, b, atol=atol, err_msg=name)
