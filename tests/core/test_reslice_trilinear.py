@@ -10,6 +10,7 @@ error, where a linear field would hide some of them.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -50,9 +51,13 @@ def _double_oblique_planes(geom: StackGeometry) -> list[Plane]:
     tilt = geom.row_dir  # then about an in-slice axis: the plane no longer contains the slice normal
     row, col = rotate_vector(row, tilt, math.radians(20)), rotate_vector(col, tilt, math.radians(20))
     centre = geom.corners().mean(axis=0)
+    fitted = crosshair_plane(geom, row, col)
+    # the same grid moved up by 60 % of its height: its top rows miss the volume altogether
+    up = np.asarray(fitted.origin) - 0.6 * fitted.size[0] * fitted.spacing[0] * np.asarray(fitted.col_dir)
     return [
-        crosshair_plane(geom, row, col),
+        fitted,
         oblique_plane(geom, centre, (1, 0.3, 0.2), (0.1, 0.2, -1), spacing=0.37),
+        replace(fitted, origin=(float(up[0]), float(up[1]), float(up[2]))),
     ]
 
 

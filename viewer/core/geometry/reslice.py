@@ -10,7 +10,8 @@ Two paths give the same pixels:
   one slice per image line, voxel columns gathered and blended bilinearly in the slice plane.
 * **trilinear** (double-oblique planes of an affine stack, or a tilted stack whose shear runs along the
   image lines): every pixel interpolated from its 8 voxels, a block of image rows at a time: int32 flat
-  voxel indices and float32 weights of one block (kept in cache), no whole-image float64 coordinate grids.
+  voxel indices and float32 weights of one block (kept in cache), no whole-image float64 coordinate grids;
+  only the columns where the block's rows cross the volume are sampled (the rest is ``fill``).
 * **general** (stacks no single affine describes: uneven spacing): trilinear interpolation of every pixel
   with ``scipy.ndimage.map_coordinates`` through the per-slice positions.
 
@@ -148,6 +149,34 @@ class _Strided:
     index: list[slice | int]  # basic index into the volume: two slices and the plane's fixed voxel
     fixed_axis: int  # the volume axis the plane is perpendicular to (where ``index`` holds an int)
     transpose: bool  # the indexed 2D view is (columns, rows) of the image
+
+
+def _inside_columns(
+    v0: np.ndarray, d_row: np.ndarray, d_col: np.ndarray, r_idx: np.ndarray, dims: tuple[int, ...], cols: int
+) -> tuple[int, int] | None:
+    """The columns ``[c0, c1)`` holding every pixel of rows ``r_idx`` that lies inside the volume (voxel
+    coordinates ``v0 + r*d_row + c*d_col`` within ``INTEGRAL_TOLERANCE`` of the outer voxel centres), a
+    column wider each side for rounding; None when none does. Each row's inside part is one interval, as
+    the coordinates are affine in the column."""
+    eps = INTEGRAL_TOLERANCE
+    lo = np.zeros(len(r_idx))
+    hi = np.full(len(r_idx), float(cols - 1))
+    for a in range(3):
+        start = v0[a] + r_idx * d_row[a]
+        if abs(d_col[a]) < 1e-12:  # constant along the row: the whole row is in or out on this axis
+            out = (start < -eps) | (start > dims[a] - 1 + eps)
+            lo[out], hi[out] = np.inf, -np.inf
+            continue
+        t1 = (-eps - start) / d_col[a]
+        t2 = (dims[a] - 1 + eps - start) / d_col[a]
+        np.maximum(lo, np.minimum(t1, t2), out=lo)
+        np.minimum(hi, np.maximum(t1, t2), out=hi)
+    some = lo <= hi
+    if not some.any():
+        return None
+    c0 = max(0, math.floor(float(lo[some].min())) - 1)
+    c1 = min(cols, math.ceil(float(hi[some].max())) + 2)
+    return c0, c1
 
 
 class _Sampler:
@@ -492,11 +521,20 @@ class _Sampler:
         fill = np.float32(self.fill)
         for r0 in range(0, rows, block_rows):
             r_idx = np.arange(r0, min(rows, r0 + block_rows), dtype=float)
-            base = np.zeros((len(r_idx), cols), dtype=np.int32)
-            bad = np.zeros((len(r_idx), cols), dtype=bool)
+            block = out[r0 : r0 + len(r_idx)]
+            span = _inside_columns(v0, d_row, d_col, r_idx, dims, cols)
+            if span is None:  # the block's rows miss the volume
+                block[:] = fill
+                continue
+            c0, c1 = span
+            block[:, :c0] = fill
+            block[:, c1:] = fill
+            c_sub = c_idx[c0:c1]
+            base = np.zeros((len(r_idx), c1 - c0), dtype=np.int32)
+            bad = np.zeros((len(r_idx), c1 - c0), dtype=bool)
             fracs = []
             for a in range(3):
-                p = np.add.outer(v0[a] + r_idx * d_row[a], c_idx * d_col[a])
+                p = np.add.outer(v0[a] + r_idx * d_row[a], c_sub * d_col[a])
                 bad |= (p < -eps) | (p > dims[a] - 1 + eps)
                 np.clip(p, 0, dims[a] - 1, out=p)
                 cell = np.minimum(p.astype(np.int32), dims[a] - 2)  # p >= 0: truncation is floor
@@ -515,7 +553,7 @@ class _Sampler:
             img = lo_j[0]
             img += (lo_j[1] - img) * fracs[0]
             img[bad] = fill
-            out[r0 : r0 + len(r_idx)] = img
+            block[:, c0:c1] = img
         return out
 
     def _general(self, plane: Plane) -> np.ndarray:
