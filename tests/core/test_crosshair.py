@@ -97,7 +97,7 @@ def test_coronal_turned_about_the_slice_normal_keeps_its_grid_and_reproduces_the
     assert res.pixel_spacing == plane.spacing
 
 
-def test_double_oblique_uses_the_general_path_and_is_right(
+def test_double_oblique_uses_the_trilinear_path_and_is_right(
     axial: tuple[Path, StackGeometry, np.ndarray],
 ) -> None:
     _, geom, vol = axial
@@ -106,6 +106,7 @@ def test_double_oblique_uses_the_general_path_and_is_right(
     row, col = rotate_vector(row, (0, 0, 1), 0.3), rotate_vector(col, (0, 0, 1), 0.3)
     plane = crosshair_plane(geom, row, col)
     assert _Sampler(vol, geom, 0.0)._across_slices(plane) is None
+    assert _Sampler(vol, geom, 0.0)._trilinear(plane) is not None
     res = reslice(vol, geom, plane, fill=-1.0)
     rr, cc = np.mgrid[0 : plane.size[0], 0 : plane.size[1]]
     pts = plane.pixel_to_patient(rr, cc)

@@ -187,7 +187,7 @@ def test_every_shape_round_trips_through_the_store(tmp_path: Path) -> None:
     ]
     store = MeasurementStore(tmp_path)
     store.save(ms)
-    assert json.loads((tmp_path / STORE_FILE).read_text())["version"] == 2
+    assert json.loads((tmp_path / STORE_FILE).read_text())["version"] == 3
     assert MeasurementStore(tmp_path).load() == ms
 
 
@@ -210,8 +210,8 @@ def test_a_version_1_file_is_still_read(tmp_path: Path) -> None:
         Measurement(Shape.ELLIPSE, REF, ((1.5, 2.5), (10.0, 12.25)), id="a1"),
         Measurement(Shape.RULER, ImageRef("1.2.3", "1.2.3.4", "coronal", "", 17), ((0, 0), (3, 4)), id="b2"),
     ]
-    MeasurementStore(tmp_path).save(loaded)  # the next save writes version 2, the same measurements
-    assert json.loads((tmp_path / STORE_FILE).read_text())["version"] == 2
+    MeasurementStore(tmp_path).save(loaded)  # the next save writes version 3, the same measurements
+    assert json.loads((tmp_path / STORE_FILE).read_text())["version"] == 3
     assert MeasurementStore(tmp_path).load() == loaded
 
 

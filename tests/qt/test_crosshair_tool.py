@@ -20,6 +20,7 @@ from tests.factories import write_geometry_series
 from tests.qt.viewer_helpers import make_window, mouse_path, open_and_wait
 from viewer.core.constants import Window
 from viewer.core.geometry.orientation import Orientation
+from viewer.core.measure import Shape, two_point
 from viewer.qt.main_window import MainWindow
 from viewer.qt.slice_view import CROSSHAIR_TOOL, SliceView
 
@@ -160,3 +161,36 @@ def test_scene_helpers_round_trip(mpr: MainWindow) -> None:
     axial = mpr.views()[0]
     r, c = axial.pixel_at(QPointF(axial.scene_at(7.25, 11.5)))
     assert (r, c) == pytest.approx((7.25, 11.5))
+
+
+def test_a_measurement_on_a_turned_plane_shows_on_that_plane_only(qtbot: QtBot, mpr: MainWindow) -> None:
+    """Issue 12: measurements on oblique planes were keyed by plane number, so a ruler drawn on a plane
+    turned 30° was drawn again on the plane of the same number at any other angle. Also: a plane turned
+    with its number unchanged replaced the kept (old) plane on screen when it arrived."""
+    w = mpr
+    coronal = w.views()[1]
+
+    def turned_and_shown() -> None:  # the turned plane itself on screen (not the previous one kept there)
+        def shown() -> bool:
+            planes, data = coronal.planes(), coronal.current_data()
+            plane = planes.cached(coronal.index) if planes is not None else None
+            return plane is not None and data is not None and np.array_equal(data, plane)
+
+        qtbot.waitUntil(shown, timeout=20_000)
+
+    w.state.rotate_plane(0, 1, math.radians(30))
+    turned_and_shown()
+    at30 = w.state.viewport(1).oblique
+    assert at30 is not None
+    ref = coronal.image_ref()
+    assert ref is not None and ref.plane == "oblique" and ref.geometry
+    coronal.measurement_set.add(two_point(Shape.RULER, ref, (5.0, 5.0), (20.0, 12.0)))
+    assert len(coronal.measurements()) == 1
+    index = coronal.index
+    w.state.rotate_plane(0, 1, math.radians(-60))  # to -30°
+    turned_and_shown()
+    assert coronal.index == index  # the same plane number, another plane
+    assert coronal.image_ref() != ref and coronal.measurements() == []
+    w.state.rotate_plane(0, 1, 0.0, start=at30)  # back to the plane it was drawn on
+    turned_and_shown()
+    assert coronal.image_ref() == ref and len(coronal.measurements()) == 1

@@ -20,8 +20,16 @@ from enum import Enum
 import numpy as np
 
 from viewer.core.errors import MeasurementError
+from viewer.core.geometry.orientation import Orientation
+from viewer.core.geometry.plane import Plane
 
 NATIVE_PLANE = "native"  # the stack's own slices (MPR planes use the Orientation value)
+OBLIQUE_PLANE = Orientation.OBLIQUE.value
+# an oblique-plane measurement saved before planes were keyed by geometry (version 1-2 stores): its plane
+# is unknown, so it is kept in the store but drawn on no plane
+UNPLACED_GEOMETRY = "unplaced"
+PLANE_POSITION_DECIMALS = 2  # mm: oblique planes whose origins agree to 0.01 mm are one image
+PLANE_DIRECTION_DECIMALS = 5  # unit directions agreeing to 1e-5 (0.0006°, 0.005 mm across 500 mm)
 
 Point = tuple[float, float]  # (x, y) = (column, row), image pixel coordinates
 Spacing = tuple[float, float] | None  # (row, column) mm, None without a usable PixelSpacing
@@ -53,8 +61,11 @@ class ImageRef:
     """The one image a measurement belongs to.
 
     Native slices: the SOP Instance UID and frame (0-based) of the displayed frame, whatever file it came
-    from. MPR planes: ``plane`` is the orientation (``"coronal"`` ...), ``sop_uid`` is empty and ``frame``
-    the plane's index in the series' reslice grid.
+    from. Axial / coronal / sagittal MPR planes: ``plane`` is the orientation (``"coronal"`` ...),
+    ``sop_uid`` is empty and ``frame`` the plane's index in the series' reslice grid (fixed per series).
+    Oblique planes: ``plane`` is ``"oblique"``, ``frame`` 0 and ``geometry`` the plane's own pixel grid in
+    patient space (:func:`plane_geometry_key`), as an oblique plane's number says nothing about where it
+    lies once the plane is turned.
     """
 
     study_uid: str
@@ -62,6 +73,35 @@ class ImageRef:
     plane: str
     sop_uid: str
     frame: int
+    geometry: str = ""  # oblique planes only
+
+
+def _fixed(values: Sequence[float], decimals: int) -> str:
+    # + 0.0 turns a rounded -0.0 into 0.0, so a plane has one key
+    return ",".join(f"{round(float(v), decimals) + 0.0:.{decimals}f}" for v in values)
+
+
+def plane_geometry_key(plane: Plane) -> str:
+    """A resliced plane's pixel grid as text: the patient position (mm) of pixel (0, 0) and the row and
+    column directions, rounded (``PLANE_POSITION_DECIMALS``, ``PLANE_DIRECTION_DECIMALS``), and the pixel
+    spacing. Measurement points are pixel coordinates, so the in-plane directions belong to the key, not
+    just the normal: the same plane turned within itself is another image."""
+    return (
+        f"o={_fixed(plane.origin, PLANE_POSITION_DECIMALS)};"
+        f"r={_fixed(plane.row_dir, PLANE_DIRECTION_DECIMALS)};"
+        f"c={_fixed(plane.col_dir, PLANE_DIRECTION_DECIMALS)};"
+        f"s={_fixed(plane.spacing, 4)}"
+    )
+
+
+def mpr_image_ref(
+    study_uid: str, series_uid: str, orientation: Orientation, plane: Plane, index: int
+) -> ImageRef:
+    """The image a measurement on MPR plane ``index`` (``plane``) of a series belongs to: oblique planes by
+    their geometry, the others by their orientation and index (see :class:`ImageRef`)."""
+    if orientation is Orientation.OBLIQUE:
+        return ImageRef(study_uid, series_uid, OBLIQUE_PLANE, "", 0, plane_geometry_key(plane))
+    return ImageRef(study_uid, series_uid, orientation.value, "", index)
 
 
 @dataclass(frozen=True)

@@ -16,14 +16,16 @@ from pathlib import Path
 from psygnal import Signal
 
 from viewer.core.errors import MeasurementError
-from viewer.core.measure import ImageRef, Measurement, Shape
+from viewer.core.measure import OBLIQUE_PLANE, UNPLACED_GEOMETRY, ImageRef, Measurement, Shape
 from viewer.core.review.fileutil import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
 STORE_FILE = "measurements.json"
-FORMAT_VERSION = 2  # 2: "points" (and "text") per measurement, every shape; 1: "start"/"end" (read too)
-READABLE_VERSIONS = (1, 2)
+# 3: "geometry" on oblique-plane measurements; 2: "points" (and "text") per measurement, every shape;
+# 1: "start"/"end" (1 and 2 are read too: their oblique-plane measurements become unplaced)
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 
 
 class MeasurementSet:
@@ -94,6 +96,8 @@ def _to_json(m: Measurement) -> dict[str, object]:
         "id": m.id, "shape": m.shape.value, "points": [list(p) for p in m.points],
         "series_uid": r.series_uid, "plane": r.plane, "sop_uid": r.sop_uid, "frame": r.frame,
     }
+    if r.geometry:
+        d["geometry"] = r.geometry
     if m.text:
         d["text"] = m.text
     return d
@@ -120,15 +124,25 @@ def _from_json(study_uid: str, d: dict[str, object], version: int) -> Measuremen
     text = d.get("text", "")
     if not isinstance(text, str):
         raise ValueError("text must be a string")
-    ref = ImageRef(study_uid, str(d["series_uid"]), str(d["plane"]), str(d["sop_uid"]), frame)
+    plane = str(d["plane"])
+    geometry = d.get("geometry", "")
+    if not isinstance(geometry, str):
+        raise ValueError("geometry must be a string")
+    if plane == OBLIQUE_PLANE and not geometry:
+        # saved by plane number alone (before version 3): which turned plane it was is not known, so it is
+        # kept but drawn on none (it used to appear on every oblique plane of that number)
+        geometry, frame = UNPLACED_GEOMETRY, 0
+    ref = ImageRef(study_uid, str(d["series_uid"]), plane, str(d["sop_uid"]), frame, geometry)
     return Measurement(shape=Shape(str(d["shape"])), ref=ref, points=points, text=text, id=str(d["id"]))
 
 
 class MeasurementStore:
     """The JSON file: ``{"version": 2, "studies": {StudyInstanceUID: [measurement, ...]}}``, each
     measurement ``{"id", "shape", "points": [[x, y], ...], "text" (arrows), "series_uid", "plane",
-    "sop_uid", "frame"}``. Version 1 files (``"start"``/``"end"`` instead of ``"points"``) are read too;
-    the next save writes version 2."""
+    "sop_uid", "frame", "geometry" (oblique planes: :func:`~viewer.core.measure.plane_geometry_key`)}``.
+    Version 1 files (``"start"``/``"end"`` instead of ``"points"``) and version 2 files are read too; their
+    oblique-plane measurements (keyed by plane number only) are migrated to the unplaced geometry: kept,
+    drawn on no plane. The next save writes version 3."""
 
     def __init__(self, folder: Path) -> None:
         self.path = Path(folder) / STORE_FILE
@@ -150,9 +164,14 @@ class MeasurementStore:
             studies = doc["studies"]
             if not isinstance(studies, dict):
                 raise ValueError("'studies' is not an object")
-            return [_from_json(str(uid), d, int(version)) for uid, items in studies.items() for d in items]
+            found = [_from_json(str(uid), d, int(version)) for uid, items in studies.items() for d in items]
         except (ValueError, KeyError, TypeError, MeasurementError) as exc:
             raise MeasurementError(f"The measurement store {STORE_FILE} is damaged: {exc}") from exc
+        unplaced = sum(m.ref.geometry == UNPLACED_GEOMETRY for m in found)
+        if unplaced and version != FORMAT_VERSION:
+            log.info("Measurement store version %s: %d oblique-plane measurement(s) kept unplaced "
+                     "(saved without their plane's geometry)", version, unplaced)
+        return found
 
     def save(self, measurements: Iterable[Measurement]) -> None:
         """Write every measurement, all-or-nothing (temp file 0600, fsync, rename)."""

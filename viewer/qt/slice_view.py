@@ -29,7 +29,7 @@ from viewer.core.dicom.voi import VoiRamp
 from viewer.core.errors import PixelDecodeError, ViewerStateError
 from viewer.core.geometry.reslice import SlabMode
 from viewer.core.geometry.stack import patient_position, slice_position_mm
-from viewer.core.measure import NATIVE_PLANE, ImageRef, Measurement, Shape, Spacing
+from viewer.core.measure import NATIVE_PLANE, ImageRef, Measurement, Shape, Spacing, mpr_image_ref
 from viewer.core.measure_store import MeasurementSet
 from viewer.core.state.mpr import PlaneSlices
 from viewer.core.state.viewer_state import ViewerState
@@ -318,6 +318,8 @@ class SliceView(QWidget):
         self._spacing = planes.plane(0).spacing
         self._apply_transform()
         self._keep_image = True
+        # the kept pixels are the old plane's: the new plane is shown when it arrives even at the same index
+        self._shown = -1
         self._index = max(0, min(len(planes) - 1, int(index)))  # valid for the overlay while the range moves
         new_rect = self.image_rect()
         if new_rect != old_rect:  # the same scale and pan from the (new) image centre, fitted or not
@@ -785,7 +787,9 @@ class SliceView(QWidget):
         st = ctx.stack
         planes = self.planes()
         if planes is not None:
-            return ImageRef(st.study_instance_uid, st.series_instance_uid, planes.orientation.value, "", i)
+            return mpr_image_ref(
+                st.study_instance_uid, st.series_instance_uid, planes.orientation, planes.plane(i), i
+            )
         info = st.slices[i]
         return ImageRef(st.study_instance_uid, st.series_instance_uid, NATIVE_PLANE, info.sop_instance_uid,
                         info.source.frame)

@@ -6,8 +6,14 @@ Two paths give the same pixels:
   voxel row or column, so the image is a set of whole voxel lines. Lines that fall on voxel centres are
   gathered by basic (strided) or advanced indexing, with no arithmetic; lines between voxels (gantry tilt,
   uneven spacing) are blended from the 2 or 4 neighbouring lines.
-* **general** (oblique planes, or a tilted stack whose shear runs along the image lines): trilinear
-  interpolation of every pixel with ``scipy.ndimage.map_coordinates``.
+* **across slices** (an oblique plane containing the slice normal, e.g. coronal turned in the axial view):
+  one slice per image line, voxel columns gathered and blended bilinearly in the slice plane.
+* **trilinear** (double-oblique planes of an affine stack, or a tilted stack whose shear runs along the
+  image lines): every pixel interpolated from its 8 voxels, a block of image rows at a time: int32 flat
+  voxel indices and float32 weights of one block (kept in cache), no whole-image float64 coordinate grids;
+  only the columns where the block's rows cross the volume are sampled (the rest is ``fill``).
+* **general** (stacks no single affine describes: uneven spacing): trilinear interpolation of every pixel
+  with ``scipy.ndimage.map_coordinates`` through the per-slice positions.
 
 The result says whether anything was interpolated (``resampled``) and why (``warnings``), and carries the
 output pixel spacing (the plane's), which the viewer must use as the display aspect.
@@ -108,6 +114,10 @@ def _as_slice(idx: np.ndarray) -> slice | None:
     return None
 
 
+TRILINEAR_BLOCK = 16384  # output pixels per block of the trilinear sampler (its temporaries stay in L2)
+# (dk, dj, di) of a voxel cell's 8 corners, in the order the trilinear sampler blends them (i, then j, then k)
+_CORNERS = tuple((dk, dj, di) for dk in (0, 1) for dj in (0, 1) for di in (0, 1))
+
 SLAB_CHUNK = 32  # slices per pass when reducing along the innermost axis (keeps the copies in cache)
 
 _REDUCE = {
@@ -139,6 +149,34 @@ class _Strided:
     index: list[slice | int]  # basic index into the volume: two slices and the plane's fixed voxel
     fixed_axis: int  # the volume axis the plane is perpendicular to (where ``index`` holds an int)
     transpose: bool  # the indexed 2D view is (columns, rows) of the image
+
+
+def _inside_columns(
+    v0: np.ndarray, d_row: np.ndarray, d_col: np.ndarray, r_idx: np.ndarray, dims: tuple[int, ...], cols: int
+) -> tuple[int, int] | None:
+    """The columns ``[c0, c1)`` holding every pixel of rows ``r_idx`` that lies inside the volume (voxel
+    coordinates ``v0 + r*d_row + c*d_col`` within ``INTEGRAL_TOLERANCE`` of the outer voxel centres), a
+    column wider each side for rounding; None when none does. Each row's inside part is one interval, as
+    the coordinates are affine in the column."""
+    eps = INTEGRAL_TOLERANCE
+    lo = np.zeros(len(r_idx))
+    hi = np.full(len(r_idx), float(cols - 1))
+    for a in range(3):
+        start = v0[a] + r_idx * d_row[a]
+        if abs(d_col[a]) < 1e-12:  # constant along the row: the whole row is in or out on this axis
+            out = (start < -eps) | (start > dims[a] - 1 + eps)
+            lo[out], hi[out] = np.inf, -np.inf
+            continue
+        t1 = (-eps - start) / d_col[a]
+        t2 = (dims[a] - 1 + eps - start) / d_col[a]
+        np.maximum(lo, np.minimum(t1, t2), out=lo)
+        np.minimum(hi, np.maximum(t1, t2), out=hi)
+    some = lo <= hi
+    if not some.any():
+        return None
+    c0 = max(0, math.floor(float(lo[some].min())) - 1)
+    c1 = min(cols, math.ceil(float(hi[some].max())) + 2)
+    return c0, c1
 
 
 class _Sampler:
@@ -454,7 +492,74 @@ class _Sampler:
         bad = ~valid[:, None] | (pos < -eps) | (pos > n_a - 1 + eps)
         return img, bad
 
+    def _trilinear(self, plane: Plane) -> np.ndarray | None:
+        """Trilinear interpolation of every pixel of any plane through an affine stack, in numpy.
+
+        Voxel coordinates are affine in (row, col), so a block of image rows needs only their outer sums.
+        Each pixel's cell is one int32 flat index; its 8 corners are 8 gathers at fixed offsets from it
+        (neighbouring pixels share cache lines), blended along i, j, then k in float32. Points outside the
+        volume (beyond ``INTEGRAL_TOLERANCE`` of its outer voxel centres) get ``fill``, as
+        ``map_coordinates(mode="constant")`` gives them. None when no single affine maps the stack or an
+        axis has fewer than 2 voxels (the general path handles those)."""
+        vol = self.volume
+        if not self.geom.is_affine or min(vol.shape) < 2 or vol.size >= 2**31 or not vol.flags.c_contiguous:
+            return None
+        self.interpolated = True
+        rows, cols = plane.size
+        inv = np.linalg.inv(self.geom.affine)
+        v0 = inv[:3, :3] @ np.asarray(plane.origin) + inv[:3, 3]
+        d_col = inv[:3, :3] @ (np.asarray(plane.row_dir) * plane.spacing[1])
+        d_row = inv[:3, :3] @ (np.asarray(plane.col_dir) * plane.spacing[0])
+        dims = vol.shape
+        strides = (dims[1] * dims[2], dims[2], 1)
+        corner_offsets = np.array([sum(d * s for d, s in zip(c, strides, strict=True)) for c in _CORNERS])
+        flat = vol.reshape(-1)
+        eps = INTEGRAL_TOLERANCE
+        out = np.empty((rows, cols), dtype=np.float32)
+        c_idx = np.arange(cols, dtype=float)
+        block_rows = max(1, TRILINEAR_BLOCK // cols)
+        fill = np.float32(self.fill)
+        for r0 in range(0, rows, block_rows):
+            r_idx = np.arange(r0, min(rows, r0 + block_rows), dtype=float)
+            block = out[r0 : r0 + len(r_idx)]
+            span = _inside_columns(v0, d_row, d_col, r_idx, dims, cols)
+            if span is None:  # the block's rows miss the volume
+                block[:] = fill
+                continue
+            c0, c1 = span
+            block[:, :c0] = fill
+            block[:, c1:] = fill
+            c_sub = c_idx[c0:c1]
+            base = np.zeros((len(r_idx), c1 - c0), dtype=np.int32)
+            bad = np.zeros((len(r_idx), c1 - c0), dtype=bool)
+            fracs = []
+            for a in range(3):
+                p = np.add.outer(v0[a] + r_idx * d_row[a], c_sub * d_col[a])
+                bad |= (p < -eps) | (p > dims[a] - 1 + eps)
+                np.clip(p, 0, dims[a] - 1, out=p)
+                cell = np.minimum(p.astype(np.int32), dims[a] - 2)  # p >= 0: truncation is floor
+                fracs.append((p - cell).astype(np.float32))
+                cell *= np.int32(strides[a])
+                base += cell
+            corners = flat[corner_offsets[:, None, None].astype(np.int32) + base].astype(np.float32)
+            lo, hi = corners[0::2], corners[1::2]  # along i: (k, j) pairs
+            hi -= lo
+            hi *= fracs[2]
+            lo += hi
+            lo_j, hi_j = lo[0::2], lo[1::2]  # along j: k = 0, 1
+            hi_j -= lo_j
+            hi_j *= fracs[1]
+            lo_j += hi_j
+            img = lo_j[0]
+            img += (lo_j[1] - img) * fracs[0]
+            img[bad] = fill
+            block[:, c0:c1] = img
+        return out
+
     def _general(self, plane: Plane) -> np.ndarray:
+        trilinear = self._trilinear(plane)
+        if trilinear is not None:
+            return trilinear
         from scipy.ndimage import map_coordinates  # lazy: scipy is only needed off the aligned path
 
         self.interpolated = True
