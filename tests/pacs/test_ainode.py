@@ -48,6 +48,7 @@ from viewer.core.pacs import AuthKind, DicomWebClient, LocalAe, PacsNode
 
 NODE_AET, SENDER_AET = "SLICEWISE_AI", "CT_SCANNER"
 QUIET_S = 0.5
+LONG_QUIET_S = 30.0  # longer than any test waits: only a released association ends it early
 WAIT_S = 15.0
 REPO = Path(__file__).resolve().parents[2]
 
@@ -107,8 +108,9 @@ def node(pacs: Pacs, model: Path, tmp_path: Path) -> Iterator[tuple[AiNode, Inta
         ai.stop(timeout_s=10)
 
 
-def send(paths: Sequence[Path], port: int, calling: str = SENDER_AET) -> list[int]:
-    """C-STORE files to the node like a scanner; one status per file."""
+def send(paths: Sequence[Path], port: int, calling: str = SENDER_AET, abort: bool = False) -> list[int]:
+    """C-STORE files to the node like a scanner; one status per file. ``abort`` ends the association with an
+    A-ABORT (a sender cut off) instead of a release."""
     ae = AE(ae_title=calling)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 10
     ae.add_requested_context(CTImageStorage)
@@ -117,7 +119,10 @@ def send(paths: Sequence[Path], port: int, calling: str = SENDER_AET) -> list[in
     try:
         return [int(assoc.send_c_store(p).Status) for p in paths]
     finally:
-        assoc.release()
+        if abort:
+            assoc.abort()
+        else:
+            assoc.release()
 
 
 def orthanc_sr(server: Orthanc, study_uid: str) -> list[Dataset]:
@@ -360,16 +365,18 @@ def test_kill_9_mid_series_loses_nothing_and_analyses_each_series_once(
     uid_b = str(dcmread(second[0], stop_before_pixels=True).SeriesInstanceUID)
     study_a = str(dcmread(first[0], stop_before_pixels=True).StudyInstanceUID)
     study_b = str(dcmread(second[0], stop_before_pixels=True).StudyInstanceUID)
-    proc = start_node(pacs, model, state, log, quiet_s=QUIET_S)
+    # A long quiet time: a released series is analysed 0.5 s after its release, while B's half, sent over
+    # an aborted association, must wait the full quiet time (however slow the machine, nothing of B runs)
+    proc = start_node(pacs, model, state, log, quiet_s=LONG_QUIET_S)
     try:
         assert set(send(first, pacs.node_port)) == {0}
         wait_for("series A done", lambda: queue_state(state, uid_a) is SeriesState.DONE)
-        assert set(send(second[:8], pacs.node_port)) == {0}  # half of B acknowledged...
+        assert set(send(second[:8], pacs.node_port, abort=True)) == {0}  # half of B acknowledged...
         os.kill(proc.pid, signal.SIGKILL)  # ...and the node killed before B is quiet
         proc.wait(timeout=10)
     finally:
         stop_process(proc)
-    proc = start_node(pacs, model, state, log, quiet_s=3.0)  # the sender resumes within the quiet time
+    proc = start_node(pacs, model, state, log, quiet_s=LONG_QUIET_S)  # the sender resumes within the quiet time
     try:
         assert set(send(second[8:], pacs.node_port)) == {0}
         wait_for("series B done", lambda: queue_state(state, uid_b) is SeriesState.DONE)
