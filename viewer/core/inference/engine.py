@@ -404,7 +404,7 @@ class InferenceEngine:
         if scope.refused:
             log.info("Stack out of scope (%s)", ", ".join(scope.codes))
             raise OutOfScopeError(scope)
-        cacheable = task.cache_arrays is not None
+        cacheable = task.caches(self.info)
         if use_cache and cacheable:
             hit = self.cached(stack, hu)
             if hit is not None:
@@ -422,7 +422,7 @@ class InferenceEngine:
             applicability=scope,
         )
         result = task.build_result(ctx, arrays)
-        if self.cache is not None and task.cache_arrays is not None:
+        if self.cache is not None and cacheable and task.cache_arrays is not None:
             slice_probs, study_probs = task.cache_arrays(result)
             meta = {
                 "provider": self.provider,
@@ -506,7 +506,8 @@ class InferenceEngine:
         watcher.start()
         try:
             with self._lock:
-                outputs = self._session.run(task.output_names, {MODEL_INPUT_NAME: x}, run_options)
+                names = [o.name for o in task.outputs_for(self.info)]
+                outputs = self._session.run(names, {MODEL_INPUT_NAME: x}, run_options)
         except Exception as exc:
             if cancelled.is_set() or (cancel is not None and cancel()):
                 raise InferenceCancelled("Analysis cancelled") from exc

@@ -74,17 +74,22 @@ BuildResult = Callable[[ResultContext, tuple[np.ndarray, ...]], TaskResult]
 Summary = Callable[[TaskResult], dict[str, object]]
 DicomOutputs = Callable[[TaskResult, "SourceSeries", Path, bool], list[Path]]
 CacheArrays = Callable[[TaskResult], tuple[np.ndarray, np.ndarray]]
+# the outputs a model's metadata adds to the task's own (e.g. the localisation maps of contract version 2)
+OptionalOutputs = Callable[["ModelInfo"], tuple["OutputSpec", ...]]
 
 
 @dataclass(frozen=True)
 class OutputSpec:
-    """One output tensor of the model: its name and rank; ``class_axis`` holds the classes and
-    ``size_axes`` (if any) are as long as the model's input size."""
+    """One output tensor of the model: its name and rank; ``class_axis`` holds the classes (``classes``
+    of them; None: as many as the model's class names) and ``size_axes`` (if any) are ``size`` long
+    (None: the model's input size)."""
 
     name: str
     rank: int
     class_axis: int = -1
     size_axes: tuple[int, ...] = ()
+    classes: int | None = None
+    size: int | None = None
 
 
 @dataclass(frozen=True)
@@ -106,10 +111,22 @@ class Task:
     tabular: bool = False  # ``predict --out x.csv``: the summary has per-slice ``probs`` rows
     # (slice_probs, study_probs) the prediction cache stores; None: results are never cached
     cache_arrays: CacheArrays | None = None
+    # outputs the model's metadata declares beyond ``outputs`` (requested and parsed after them); a
+    # result with such outputs is not cached (the cache keeps ``cache_arrays`` only)
+    optional_outputs: OptionalOutputs | None = None
 
     @property
     def output_names(self) -> list[str]:
         return [o.name for o in self.outputs]
+
+    def outputs_for(self, info: ModelInfo) -> tuple[OutputSpec, ...]:
+        """The outputs a run of this model requests: the task's, then those its metadata adds."""
+        extra = self.optional_outputs(info) if self.optional_outputs is not None else ()
+        return self.outputs + extra
+
+    def caches(self, info: ModelInfo) -> bool:
+        """Whether the prediction cache keeps this model's results."""
+        return self.cache_arrays is not None and len(self.outputs_for(info)) == len(self.outputs)
 
 
 _TASKS: dict[str, Task] = {}
