@@ -211,6 +211,9 @@ def _parser() -> argparse.ArgumentParser:
         ("max_epochs", 60),
         ("threads", 2),
         ("workers", 2),
+        ("map_stride", 2),
+        ("synth_size", 0),
+        ("max_slices", 0),
         ("model_version", "0.2.0"),
     ):
         mp.add_argument("--" + name.replace("_", "-"), dest=name, type=type(default), default=default)

@@ -23,7 +23,7 @@ import time
 import warnings
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -62,33 +62,51 @@ ACQUISITIONS: dict[str, SynthConfig] = {
 
 
 class MapDecoder(nn.Module):
-    """Feature maps (1/2, 1/4, 1/8, 1/16 of the input) -> map logits [N, K, H/2, W/2].
+    """Feature maps (1/2, 1/4, 1/8, 1/16 of the input) -> map logits [N, K, H/2, W/2] (``fine``) or
+    [N, K, H/4, W/4].
 
     1x1 lateral convs to ``dim`` channels at 1/16, 1/8 and 1/4, top-down (nearest x2 upsample, add,
-    3x3 conv); at 1/2 (where every operation costs 4x) only ``fine_dim`` channels: the stem's maps
-    and the coarse path each projected to ``fine_dim`` (1x1), added, and a 3x3 conv to the logits.
+    3x3 conv). Without ``fine`` a 3x3 conv makes the logits at 1/4. With ``fine`` the 1/2 level is added
+    (where every operation costs 4x, only ``fine_dim`` channels): the stem's maps and the coarse path
+    each projected to ``fine_dim`` (1x1), added, and a 3x3 conv to the logits.
     """
 
     def __init__(
-        self, widths: Sequence[int], num_classes: int = len(SUBTYPES), dim: int = 16, fine_dim: int = 8
+        self,
+        widths: Sequence[int],
+        num_classes: int = len(SUBTYPES),
+        dim: int = 16,
+        fine_dim: int = 8,
+        fine: bool = True,
     ) -> None:
         super().__init__()
+        self.fine_level = fine
         self.lateral = nn.ModuleList(nn.Conv2d(w, dim, 1) for w in widths[1:4])  # 1/4, 1/8, 1/16
         self.smooth = nn.ModuleList(
             nn.Sequential(nn.Conv2d(dim, dim, 3, padding=1, bias=False), nn.BatchNorm2d(dim), nn.ReLU())
             for _ in range(2)
         )
-        self.fine = nn.Conv2d(widths[0], fine_dim, 1)
-        self.coarse = nn.Conv2d(dim, fine_dim, 1)
-        self.head = nn.Conv2d(fine_dim, num_classes, 3, padding=1)
+        head_in = dim
+        if fine:
+            self.fine = nn.Conv2d(widths[0], fine_dim, 1)
+            self.coarse = nn.Conv2d(dim, fine_dim, 1)
+            head_in = fine_dim
+        self.head = nn.Conv2d(head_in, num_classes, 3, padding=1)
         assert self.head.bias is not None
         nn.init.constant_(self.head.bias, -3.0)  # prior: lesion pixels are rare
+
+    @property
+    def stride(self) -> int:
+        """Input pixels per map pixel."""
+        return 2 if self.fine_level else 4
 
     def forward(self, maps: Sequence[torch.Tensor]) -> torch.Tensor:
         top = self.lateral[2](maps[3])
         for level in (2, 1):  # 1/8, then 1/4
             top = self.lateral[level - 1](maps[level]) + F.interpolate(top, scale_factor=2.0, mode="nearest")
             top = self.smooth[level - 1](top)
+        if not self.fine_level:
+            return self.head(top)
         fine = self.fine(maps[0]) + F.interpolate(self.coarse(top), scale_factor=2.0, mode="nearest")
         return self.head(F.relu(fine))
 
@@ -131,7 +149,6 @@ class MapsConfig:
     studies: int = 100  # per acquisition (standard and noisy)
     val_studies: int = 20  # per acquisition
     seed: int = 7_100_001  # training; validation seed + 1 (never a seed of an earlier run)
-    input_size: int = 128
     dim: int = 16
     batch: int = 32
     lr: float = 3e-3
@@ -141,16 +158,27 @@ class MapsConfig:
     threads: int = 2
     model_version: str = "0.2.0"
     workers: int = 2
-    extra: dict[str, Any] = field(default_factory=dict)
+    map_stride: int = 2  # input pixels per map pixel: 2 (with the stem's 1/2 maps) or 4 (1/4 and coarser)
+    synth_size: int = 0  # 0: the acquisitions' own matrix (256); smaller for quick tests
+    max_slices: int = 0  # 0: the acquisitions' own slice counts (24-40); fewer for quick tests
+
+
+def acquisition_config(name: str, synth_size: int = 0, max_slices: int = 0) -> SynthConfig:
+    """The acquisition ``name`` of :data:`ACQUISITIONS`, optionally smaller (tests)."""
+    cfg = ACQUISITIONS[name]
+    if synth_size:
+        cfg = replace(cfg, size=synth_size)
+    if max_slices:
+        cfg = replace(cfg, min_slices=min(cfg.min_slices, max_slices), max_slices=max_slices)
+    return cfg
 
 
 def _render(
-    child: np.random.SeedSequence, acquisition: str, input_size: int, map_size: int, negative_share: float
+    child: np.random.SeedSequence, cfg: SynthConfig, input_size: int, map_size: int, negative_share: float
 ) -> tuple[np.ndarray, np.ndarray]:
     """One study drawn exactly as ``generate_dataset`` draws it; its lesion slices and a share of the
     others: (inputs (N, C, size, size) float16, targets (N, K, map, map) uint8 = fraction x 255)."""
     rng = np.random.default_rng(child)
-    cfg = ACQUISITIONS[acquisition]
     study = render_study(rng, int(rng.integers(cfg.min_slices, cfg.max_slices + 1)), cfg)
     target = masks_to_grid(study_fractions(study), map_size)
     lesion = target.reshape(len(target), -1).max(axis=1) > 0.05
@@ -160,22 +188,25 @@ def _render(
 
 
 def render_slices(
-    seed: int, per_acquisition: int, cfg: MapsConfig, map_size: int
+    seed: int, per_acquisition: int, cfg: MapsConfig, input_size: int, map_size: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Render ``per_acquisition`` studies of each acquisition (seed ``seed``: standard, ``seed``
-    spawned children after the standard ones: noisy) in ``cfg.workers`` processes."""
+    spawned children after the standard ones: noisy) in ``cfg.workers`` processes (0: in this one)."""
     children = np.random.SeedSequence(seed).spawn(per_acquisition * len(ACQUISITIONS))
     jobs = [
-        (child, name)
+        (child, acquisition_config(name, cfg.synth_size, cfg.max_slices))
         for a, name in enumerate(ACQUISITIONS)
         for child in children[a * per_acquisition : (a + 1) * per_acquisition]
     ]
-    with ProcessPoolExecutor(max_workers=max(1, cfg.workers)) as pool:
-        futures = [
-            pool.submit(_render, child, name, cfg.input_size, map_size, cfg.negative_share)
-            for child, name in jobs
-        ]
-        parts = [f.result(timeout=600) for f in futures]
+    if cfg.workers < 1:
+        parts = [_render(child, acq, input_size, map_size, cfg.negative_share) for child, acq in jobs]
+    else:
+        with ProcessPoolExecutor(max_workers=cfg.workers) as pool:
+            futures = [
+                pool.submit(_render, child, acq, input_size, map_size, cfg.negative_share)
+                for child, acq in jobs
+            ]
+            parts = [f.result(timeout=600) for f in futures]
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
@@ -222,16 +253,19 @@ def train_maps(cfg: MapsConfig) -> tuple[Path, dict[str, Any]]:
     net = model_from_checkpoint(load_checkpoint(cfg.checkpoint))
     for p in net.parameters():
         p.requires_grad_(False)
-    map_size = cfg.input_size // 2
+    if cfg.map_stride not in (2, 4):
+        raise ValueError(f"map stride must be 2 or 4, got {cfg.map_stride}")
+    input_size = int(net.cfg.input_size)
+    map_size = input_size // cfg.map_stride
     t0 = time.perf_counter()
-    x_tr, y_tr = render_slices(cfg.seed, cfg.studies, cfg, map_size)
-    x_va, y_va = render_slices(cfg.seed + 1, cfg.val_studies, cfg, map_size)
+    x_tr, y_tr = render_slices(cfg.seed, cfg.studies, cfg, input_size, map_size)
+    x_va, y_va = render_slices(cfg.seed + 1, cfg.val_studies, cfg, input_size, map_size)
     t_render = time.perf_counter() - t0
     f_tr, f_va = frozen_features(net, x_tr), frozen_features(net, x_va)
     del x_tr, x_va
     t_data = time.perf_counter() - t0
     log.info("data: %d train / %d val slices, %.0f s (render %.0f s)", len(y_tr), len(y_va), t_data, t_render)
-    decoder = MapDecoder(net.cfg.widths, dim=cfg.dim)
+    decoder = MapDecoder(net.cfg.widths, dim=cfg.dim, fine=cfg.map_stride == 2)
     opt = torch.optim.AdamW(decoder.parameters(), lr=cfg.lr, weight_decay=1e-4)
     rng = np.random.default_rng(cfg.seed)
     truth_va = y_va.astype(np.float32) / 255.0
@@ -323,7 +357,7 @@ def maps_metadata(
         "size": size,
         "kind": "probability",
         "thresholds": thresholds,
-        "grid": "the model's input grid (preprocessing version 1) at half resolution",
+        "grid": f"the model's input grid (preprocessing version 1) at 1/{int(meta['input_size']) // size}",
     }
     meta.setdefault("metrics", {})["maps"] = metrics
     exporter = dict(meta.get("exporter") or {})
