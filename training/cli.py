@@ -153,6 +153,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("run_dir", type=Path, help="the training run folder (metrics.json)")
     c.add_argument("--model", required=True, type=Path, help="the exported .onnx")
     c.add_argument("--shifts", type=Path, default=None, help="JSON written by `evaluate --shift ... --out`")
+    c.add_argument("--maps", type=Path, default=None, help="JSON written by `maps-eval ... --out`")
     c.add_argument("--out", required=True, type=Path)
     c.add_argument("--command", action="append", default=[], help="a reproduce line (repeatable)")
     c.add_argument("--note", action="append", default=[], help="a line for the Limits section (repeatable)")
@@ -326,7 +327,7 @@ def _evaluate(args: argparse.Namespace) -> dict[str, object]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(
-        level=logging.INFO if args.verbose or args.cmd == "train" else logging.WARNING,
+        level=logging.INFO if args.verbose or args.cmd in ("train", "maps") else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
@@ -431,7 +432,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.cmd == "card":
             from training.card import write_card
 
-            for path in (args.run_dir / "metrics.json", args.model, args.shifts):
+            for path in (args.run_dir / "metrics.json", args.model, args.shifts, args.maps):
                 if path is not None and not path.is_file():
                     raise FileNotFoundError(f"not found: {path}")
             write_card(
@@ -439,6 +440,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.model,
                 args.out,
                 shifts_path=args.shifts,
+                maps_path=args.maps,
                 commands=args.command,
                 notes=args.note,
             )
