@@ -132,7 +132,8 @@ def maps_section(meta: dict[str, Any], evaluation: dict[str, Any] | None) -> lis
         "## Localisation maps and bleed volume (contract version 2)",
         f"- Output `{spec['output']}` [batch, slices, {len(spec['classes'])}, {spec['size']}, "
         f"{spec['size']}]: per-subtype probability maps ({', '.join(spec['classes'])}) on the model's "
-        f"input grid at {spec['size']} px, post-sigmoid. A pixel belongs to a class at or above its map threshold: "
+        f"input grid at {spec['size']} px, post-sigmoid. A pixel belongs to a class at or above its "
+        "map threshold: "
         + ", ".join(f"{c} {thr[c]:.2f}" for c in spec["classes"])
         + " (chosen per class for the best Dice on the validation studies).",
         "- A light decoder on the frozen CNN's feature maps (training/maps.py); the CNN and the GRU are "
