@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-import warnings
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, replace
@@ -34,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from training.errors import ExportParityError
-from training.export import check_gru_nodes, json_safe, read_metadata
+from training.export import json_safe, read_metadata, write_onnx
 from training.model import ICHNet
 from training.seg import dice_scores, masks_to_grid, seg_loss, spec, study_fractions
 from training.synth import SUBTYPES, SynthConfig, render_study
@@ -373,41 +372,18 @@ def export_map_model(
     """Legacy exporter, opset 17, dynamic batch and slices; ORT vs PyTorch on all three outputs."""
     import onnxruntime as ort
 
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
     wrapper = MapExportWrapper(model.eval().cpu()).eval()
     size = int(metadata["input_size"])
     channels = len(metadata["windows"])
     names = [MODEL_SLICE_OUTPUT, MODEL_STUDY_OUTPUT, MODEL_MAPS_OUTPUT]
-    tmp = out_path.with_suffix(".tmp.onnx")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            wrapper,
-            (torch.rand(1, 4, channels, size, size),),
-            str(tmp),
-            dynamo=False,
-            opset_version=17,
-            input_names=[MODEL_INPUT_NAME],
-            output_names=names,
-            dynamic_axes={
-                MODEL_INPUT_NAME: {0: "batch", 1: "num_slices"},
-                MODEL_SLICE_OUTPUT: {0: "batch", 1: "num_slices"},
-                MODEL_STUDY_OUTPUT: {0: "batch"},
-                MODEL_MAPS_OUTPUT: {0: "batch", 1: "num_slices"},
-            },
-        )
-    proto = onnx.load(str(tmp))
-    onnx.helper.set_model_props(
-        proto, {k: json.dumps(json_safe(v), allow_nan=False) for k, v in metadata.items()}
+    write_onnx(
+        wrapper,
+        torch.rand(1, 4, channels, size, size),
+        out_path,
+        {MODEL_SLICE_OUTPUT: (0, 1), MODEL_STUDY_OUTPUT: (0,), MODEL_MAPS_OUTPUT: (0, 1)},
+        metadata,
+        "Slicewise CNN-GRU intracranial haemorrhage model with localisation maps.",
     )
-    proto.doc_string = "Slicewise CNN-GRU intracranial haemorrhage model with localisation maps. " + str(
-        metadata.get("intended_use", "")
-    )
-    onnx.checker.check_model(proto)
-    check_gru_nodes(proto)
-    onnx.save(proto, str(out_path))
-    tmp.unlink(missing_ok=True)
     sess = ort.InferenceSession(str(out_path), providers=["CPUExecutionProvider"])
     gen = torch.Generator().manual_seed(0)
     worst = 0.0

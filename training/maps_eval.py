@@ -16,15 +16,14 @@ truth, measured as the viewer runs the model (DICOM written, loaded by the viewe
 from __future__ import annotations
 
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from training.maps import ACQUISITIONS
-from training.seg import study_fractions
-from training.synth import SUBTYPES, render_study, write_study
+from training.seg import analyse_as_dicom, study_fractions
+from training.synth import SUBTYPES, render_study
 from viewer.core.constants import RSNA_CLASSES
 
 
@@ -32,8 +31,6 @@ def evaluate_maps(
     model_path: Path, *, studies: int = 20, seed: int = 7_100_003, threads: int = 2
 ) -> dict[str, Any]:
     """Run ``model_path`` on ``studies`` fresh studies per acquisition (seed ``seed``) and compare."""
-    from viewer.core.dicom.loader import load_paths
-    from viewer.core.dicom.volume import StackVolume
     from viewer.core.inference.engine import InferenceEngine
     from viewer.core.inference.results import StackPrediction
 
@@ -55,16 +52,8 @@ def evaluate_maps(
             cfg = ACQUISITIONS[acquisition]
             rng = np.random.default_rng(child)
             study = render_study(rng, int(rng.integers(cfg.min_slices, cfg.max_slices + 1)), cfg)
-            folder = Path(tmp) / f"s{i:03d}"
-            write_study(study, folder, index=i, rng=rng, rsna_ids=False)
-            (stack,) = load_paths([folder]).all_stacks()
-            volume = StackVolume(stack)
-            try:
-                t0 = time.perf_counter()
-                pred = engine.analyse_volume(volume, use_cache=False)
-                times.append(time.perf_counter() - t0)
-            finally:
-                volume.close()
+            pred, seconds = analyse_as_dicom(engine, study, Path(tmp) / f"s{i:03d}", i, rng)
+            times.append(seconds)
             assert isinstance(pred, StackPrediction) and pred.maps is not None
             maps = pred.maps
             truth_all = study_fractions(study)  # (S, 5, H, W) in SUBTYPES order, ascending z = stack order

@@ -9,26 +9,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PySide6.QtCore import QPointF
-from PySide6.QtGui import QColor
 from pytestqt.qtbot import QtBot
 
 from tests.core.inference_models import blood_hu, build_model, write_bleed_series
-from tests.qt.viewer_helpers import make_window, open_and_wait
+from tests.qt.viewer_helpers import (
+    OVERLAY_TURNS,
+    make_window,
+    open_and_wait,
+    overlay_offset,
+    screen_color,
+    turn_view,
+)
 from viewer.core.foreign.match import PlacedSeg, SliceAt
 from viewer.qt.ai.findings import VOLUME_COLUMN
-from viewer.qt.main_window import MainWindow
 from viewer.qt.results import ResultsController
 from viewer.qt.tree_items import top_items
 
 N_SLICES, BLEED = 6, (2, 3)
-
-
-def _screen_color(window: MainWindow, scene_pos: QPointF) -> QColor:
-    view = window.view
-    image = view.graphics.grab().toImage()
-    p = view.graphics.mapFromScene(scene_pos)
-    ratio = image.devicePixelRatio()
-    return image.pixelColor(int(p.x() * ratio), int(p.y() * ratio))
 
 
 def test_analyze_shows_volumes_and_the_registered_map_overlay(
@@ -77,23 +74,16 @@ def test_analyze_shows_volumes_and_the_registered_map_overlay(
     truth = blood_hu(N_SLICES, BLEED)[BLEED[0]] == 75.0
     inside = (32, 40)  # (row, column) inside the blob, off its centre so that a flip moves it
     assert truth[inside] and not truth[3, 3]
-    for turn in ("none", "rotate", "flip", "zoom"):
-        if turn == "rotate":
-            view.rotate(1)
-        elif turn == "flip":
-            view.flip_horizontal()
-        elif turn == "zoom":
-            view.zoom_by(2.0)
-            view.vb.translateBy(x=3.0, y=-2.0)
+    row, col = inside
+    for turn in OVERLAY_TURNS:
+        turn_view(window, turn)
         qtbot.wait(20)
-        row, col = inside
-        tile = QPointF(col - overlay.item.pos().x() + 0.5, row - overlay.item.pos().y() + 0.5)
-        on_overlay = overlay.item.mapToScene(tile)
+        assert overlay_offset(window, overlay.item, row, col) < 1e-6
         on_image = view.image.mapToScene(QPointF(col + 0.5, row + 0.5))
-        assert abs(on_overlay.x() - on_image.x()) < 1e-6 and abs(on_overlay.y() - on_image.y()) < 1e-6
-        colour = _screen_color(window, on_image)
-        assert max(abs(colour.red() - colour.green()), abs(colour.blue() - colour.green())) > 60, (turn, colour)
-        grey = _screen_color(window, view.image.mapToScene(QPointF(3.5, 3.5)))
+        colour = screen_color(window, on_image)
+        tint = max(abs(colour.red() - colour.green()), abs(colour.blue() - colour.green()))
+        assert tint > 60, (turn, colour.name())
+        grey = screen_color(window, view.image.mapToScene(QPointF(3.5, 3.5)))
         assert abs(grey.red() - grey.green()) < 5 and abs(grey.blue() - grey.green()) < 5, (turn, grey)
     view.set_index(0)
     assert not overlay.is_shown()

@@ -25,14 +25,13 @@ from viewer.core.constants import MODEL_MAPS_OUTPUT, MODEL_SLICE_OUTPUT, MODEL_S
 from viewer.core.errors import ModelContractError, ModelError
 from viewer.core.inference.maps import (
     SegmentationPrediction,
-    grid_of,
-    maps_to_pixels,
     parse_maps,
     volume_summary,
 )
 from viewer.core.inference.postprocess import make_findings
 from viewer.core.inference.results import StackPrediction
 from viewer.core.tasks.registry import OutputSpec, ResultContext, Task, TaskResult, register_task
+from viewer.core.tasks.slice_segmentation import maps_prediction
 
 if TYPE_CHECKING:
     from viewer.core.airesults.identity import SourceSeries
@@ -119,8 +118,7 @@ def build_result(ctx: ResultContext, arrays: tuple[np.ndarray, ...]) -> StackPre
 
 def localisation_maps(ctx: ResultContext, maps: np.ndarray) -> SegmentationPrediction:
     """The model-grid maps (S, M, size, size) of a contract-2 model on the stack's pixel grid."""
-    info, stack = ctx.info, ctx.stack
-    spec = info.maps
+    spec = ctx.info.maps
     if spec is None:
         raise ModelContractError(f"model returned {MODEL_MAPS_OUTPUT} but its metadata has no 'maps'")
     if maps.shape[1] != len(spec.class_names) or maps.shape[-1] != spec.size:
@@ -128,26 +126,7 @@ def localisation_maps(ctx: ResultContext, maps: np.ndarray) -> SegmentationPredi
             f"model returned {MODEL_MAPS_OUTPUT} with {maps.shape[1]} classes of {maps.shape[-1]} px; "
             f"metadata 'maps' lists {len(spec.class_names)} classes of {spec.size} px"
         )
-    grid = grid_of(stack)
-    return SegmentationPrediction(
-        stack_uid=stack.uid,
-        study_instance_uid=stack.study_instance_uid,
-        series_instance_uid=stack.series_instance_uid,
-        slice_uids=tuple(s.sop_instance_uid for s in stack.slices),
-        class_names=spec.class_names,
-        probabilities=maps_to_pixels(maps, ctx.slice_order, grid),
-        thresholds=spec.thresholds,
-        grid=grid,
-        model_name=info.name,
-        model_version=info.version,
-        model_sha256=info.sha256,
-        provider=ctx.provider,
-        provider_note=ctx.provider_note,
-        elapsed_s=ctx.elapsed_s,
-        intended_use=info.intended_use,
-        bad_slices=ctx.bad_slices,
-        applicability=ctx.applicability,
-    )
+    return maps_prediction(ctx, maps, spec.class_names, spec.thresholds)
 
 
 def cache_arrays(result: TaskResult) -> tuple[np.ndarray, np.ndarray]:

@@ -48,22 +48,30 @@ def parse_outputs(outputs: Sequence[np.ndarray], n: int, k: int) -> tuple[np.nda
 def build_result(ctx: ResultContext, arrays: tuple[np.ndarray, ...]) -> SegmentationPrediction:
     """Model-grid maps (model slice order) -> uint8 probabilities on the stack's pixel grid."""
     (maps,) = arrays
-    info, stack = ctx.info, ctx.stack
+    info = ctx.info
     if maps.shape[-1] != info.input_size:
         raise ModelContractError(
             f"model returned {SEGMENTATION_OUTPUT} of {maps.shape[-1]} px; metadata 'input_size' is "
             f"{info.input_size}"
         )
+    return maps_prediction(ctx, maps, info.class_names, info.thresholds)
+
+
+def maps_prediction(
+    ctx: ResultContext, maps: np.ndarray, class_names: tuple[str, ...], thresholds: tuple[float, ...]
+) -> SegmentationPrediction:
+    """Model-grid maps (S, K, size, size) in model slice order -> the :class:`SegmentationPrediction` of
+    ``class_names`` on the stack's pixel grid (also the localisation maps of a classification model)."""
+    info, stack = ctx.info, ctx.stack
     grid = grid_of(stack)
-    out = maps_to_pixels(maps, ctx.slice_order, grid)
     return SegmentationPrediction(
         stack_uid=stack.uid,
         study_instance_uid=stack.study_instance_uid,
         series_instance_uid=stack.series_instance_uid,
         slice_uids=tuple(s.sop_instance_uid for s in stack.slices),
-        class_names=info.class_names,
-        probabilities=out,
-        thresholds=info.thresholds,
+        class_names=class_names,
+        probabilities=maps_to_pixels(maps, ctx.slice_order, grid),
+        thresholds=thresholds,
         grid=grid,
         model_name=info.name,
         model_version=info.version,
