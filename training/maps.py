@@ -35,7 +35,7 @@ from torch import nn
 from training.errors import ExportParityError
 from training.export import json_safe, read_metadata, write_onnx
 from training.model import ICHNet
-from training.seg import dice_scores, masks_to_grid, seg_loss, spec, study_fractions
+from training.seg import Best, dice_scores, end_epoch, masks_to_grid, seg_loss, spec, study_fractions
 from training.synth import SUBTYPES, SynthConfig, render_study
 from training.train import load_checkpoint, model_from_checkpoint
 from viewer.core.constants import (
@@ -269,7 +269,7 @@ def train_maps(cfg: MapsConfig) -> tuple[Path, dict[str, Any]]:
     rng = np.random.default_rng(cfg.seed)
     truth_va = y_va.astype(np.float32) / 255.0
     steps = max(1, len(y_tr) // cfg.batch)
-    best: tuple[float, dict[str, torch.Tensor]] | None = None
+    best: Best | None = None
     history: list[dict[str, Any]] = []
     t_train = time.perf_counter()
     deadline = t_train + cfg.max_minutes * 60.0
@@ -293,11 +293,7 @@ def train_maps(cfg: MapsConfig) -> tuple[Path, dict[str, Any]]:
             losses.append(float(loss.detach()))
             step += 1
         dice = dice_scores(predict_maps(decoder, f_va), truth_va)
-        mean_dice = float(np.mean([d for d in dice if d is not None] or [0.0]))
-        history.append({"epoch": epoch, "loss": float(np.mean(losses)), "val_dice": dice})
-        log.info("epoch %d loss %.4f val dice %s (mean %.3f)", epoch, np.mean(losses), dice, mean_dice)
-        if best is None or mean_dice > best[0]:
-            best = (mean_dice, {k: v.detach().clone() for k, v in decoder.state_dict().items()})
+        best = end_epoch(decoder, epoch, losses, dice, history, best)
         if time.perf_counter() > deadline:
             break
     assert best is not None

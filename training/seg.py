@@ -222,6 +222,26 @@ def dice_scores(pred: np.ndarray, truth: np.ndarray, threshold: float = 0.5) -> 
     return out
 
 
+Best = tuple[float, dict[str, torch.Tensor]]  # (mean validation Dice, the weights that reached it)
+
+
+def end_epoch(
+    net: nn.Module,
+    epoch: int,
+    losses: list[float],
+    dice: list[float | None],
+    history: list[dict[str, Any]],
+    best: Best | None,
+) -> Best:
+    """Record an epoch's loss and validation Dice in ``history``; the weights with the best mean Dice."""
+    mean_dice = float(np.mean([d for d in dice if d is not None] or [0.0]))
+    history.append({"epoch": epoch, "loss": float(np.mean(losses)), "val_dice": dice})
+    log.info("epoch %d loss %.4f val dice %s (mean %.3f)", epoch, np.mean(losses), dice, mean_dice)
+    if best is None or mean_dice > best[0]:
+        return (mean_dice, {k: v.detach().clone() for k, v in net.state_dict().items()})
+    return best
+
+
 def _predict(net: TinyUNet, x_u8: np.ndarray, batch: int = 64) -> np.ndarray:
     net.eval()
     outs = []
@@ -245,7 +265,7 @@ def train_segmentation(cfg: SegConfig) -> tuple[Path, dict[str, Any]]:
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=1e-4)
     steps_per_epoch = max(1, len(x_tr) // cfg.batch)
     rng = np.random.default_rng(cfg.seed)
-    best: tuple[float, dict[str, torch.Tensor]] | None = None
+    best: Best | None = None
     history: list[dict[str, Any]] = []
     t_train = time.perf_counter()
     deadline = t_train + cfg.max_minutes * 60.0
@@ -272,11 +292,7 @@ def train_segmentation(cfg: SegConfig) -> tuple[Path, dict[str, Any]]:
             if time.perf_counter() > deadline:
                 break
         dice = dice_scores(_predict(net, x_va), y_va.astype(np.float32) / 255.0)
-        mean_dice = float(np.mean([d for d in dice if d is not None] or [0.0]))
-        history.append({"epoch": epoch, "loss": float(np.mean(losses)), "val_dice": dice})
-        log.info("epoch %d loss %.4f val dice %s (mean %.3f)", epoch, np.mean(losses), dice, mean_dice)
-        if best is None or mean_dice > best[0]:
-            best = (mean_dice, {k: v.detach().clone() for k, v in net.state_dict().items()})
+        best = end_epoch(net, epoch, losses, dice, history, best)
         if time.perf_counter() > deadline:
             break
     assert best is not None
