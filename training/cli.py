@@ -201,6 +201,7 @@ def _parser() -> argparse.ArgumentParser:
     mp.add_argument("checkpoint", type=Path, help="the base model's checkpoint (its CNN and GRU stay frozen)")
     mp.add_argument("--base-model", required=True, type=Path, help="the base model's ONNX (metadata kept)")
     mp.add_argument("--out", required=True, type=Path)
+    mp.add_argument("--init", type=Path, default=None, help="continue from this run's maps.pt decoder")
     for name, default in (
         ("studies", 100),
         ("val_studies", 20),

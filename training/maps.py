@@ -158,6 +158,7 @@ class MapsConfig:
     model_version: str = "0.2.0"
     workers: int = 2
     map_stride: int = 2  # input pixels per map pixel: 2 (with the stem's 1/2 maps) or 4 (1/4 and coarser)
+    init: Path | None = None  # a maps.pt whose decoder weights to start from (a continued run)
     synth_size: int = 0  # 0: the acquisitions' own matrix (256); smaller for quick tests
     max_slices: int = 0  # 0: the acquisitions' own slice counts (24-40); fewer for quick tests
 
@@ -236,8 +237,8 @@ def predict_maps(decoder: MapDecoder, feats: list[np.ndarray], batch: int = 128)
 
 
 def choose_thresholds(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
-    """Per class, the threshold in 0.2-0.8 that maximises the pooled Dice (truth: fraction >= 0.5)."""
-    grid = np.round(np.arange(0.2, 0.81, 0.05), 2)
+    """Per class, the threshold in 0.05-0.8 that maximises the pooled Dice (truth: fraction >= 0.5)."""
+    grid = np.round(np.arange(0.05, 0.81, 0.05), 2)
     chosen: dict[str, float] = {}
     for k, name in enumerate(SUBTYPES):
         scores = [dice_scores(pred[:, k : k + 1], truth[:, k : k + 1], float(t))[0] or 0.0 for t in grid]
@@ -265,6 +266,8 @@ def train_maps(cfg: MapsConfig) -> tuple[Path, dict[str, Any]]:
     t_data = time.perf_counter() - t0
     log.info("data: %d train / %d val slices, %.0f s (render %.0f s)", len(y_tr), len(y_va), t_data, t_render)
     decoder = MapDecoder(net.cfg.widths, dim=cfg.dim, fine=cfg.map_stride == 2)
+    if cfg.init is not None:
+        decoder.load_state_dict(torch.load(cfg.init, map_location="cpu", weights_only=True)["decoder"])
     opt = torch.optim.AdamW(decoder.parameters(), lr=cfg.lr, weight_decay=1e-4)
     rng = np.random.default_rng(cfg.seed)
     truth_va = y_va.astype(np.float32) / 255.0
@@ -334,8 +337,8 @@ def train_maps(cfg: MapsConfig) -> tuple[Path, dict[str, Any]]:
 
 def _cfg_dict(cfg: MapsConfig) -> dict[str, Any]:
     d = asdict(cfg)
-    for key in ("checkpoint", "base_model", "out"):
-        d[key] = str(d[key])
+    for key in ("checkpoint", "base_model", "out", "init"):
+        d[key] = None if d[key] is None else str(d[key])
     return d
 
 
