@@ -62,7 +62,7 @@ def test_the_contract_version_and_maps_come_from_the_metadata(maps_model: Path, 
     assert info.maps.thresholds == (0.5,) * 5
     task = task_named(info.task)
     assert [o.name for o in task.outputs_for(info)] == ["slice_probs", "study_probs", "slice_maps"]
-    assert not task.caches(info)
+    assert task.caches(info)  # the cache keeps the maps too
     plain = load_model_info(build_model(tmp_path / "plain.onnx"))
     assert plain.contract_version == 1 and plain.maps is None
     assert [o.name for o in task.outputs_for(plain)] == ["slice_probs", "study_probs"] and task.caches(plain)
@@ -131,12 +131,25 @@ def test_parse_checks_the_maps_shape_and_values() -> None:
         parse_outputs([*probs, np.full((1, 3, 5, 8, 8), np.nan, np.float32)], 3, 6)
 
 
-def test_results_with_maps_are_not_served_without_them(maps_model: Path, tmp_path: Path) -> None:
-    engine = InferenceEngine(maps_model, provider="cpu", cache=PredictionCache(tmp_path / "cache"))
+def test_the_cache_keeps_the_maps(maps_model: Path, tmp_path: Path) -> None:
     stack, hu = make_stack(N_SLICES), blood_hu(N_SLICES, BLEED)
-    first, second = engine.analyse_hu(stack, hu), engine.analyse_hu(stack, hu)
-    assert isinstance(second, StackPrediction) and isinstance(first, StackPrediction)
-    assert not second.from_cache and second.maps is not None
+    cache = PredictionCache(tmp_path / "c")
+    first = InferenceEngine(maps_model, provider="cpu", cache=cache).analyse_hu(stack, hu)
+    # a fresh engine and cache object on the same folder: served from disk, maps included
+    engine = InferenceEngine(maps_model, provider="cpu", cache=PredictionCache(tmp_path / "c"))
+    second = engine.analyse_hu(stack, hu)
+    assert isinstance(first, StackPrediction) and isinstance(second, StackPrediction)
+    assert second.from_cache and second.maps is not None and first.maps is not None
+    np.testing.assert_array_equal(second.maps.masks(), first.maps.masks())
+    assert second.volumes_ml() == pytest.approx(first.volumes_ml())
+    # an entry written by a model without maps (same key) is not served as a result without them
+    plain = InferenceEngine(build_model(tmp_path / "plain.onnx"), provider="cpu", cache=None)
+    assert engine.cache is not None and plain.cache is None
+    entry = engine.cache.get(engine.cache_key(hu))
+    assert entry is not None
+    engine.cache.put(engine.cache_key(hu), entry["slice_probs"], entry["study_probs"], entry["meta"])
+    third = engine.analyse_hu(stack, hu)
+    assert isinstance(third, StackPrediction) and not third.from_cache and third.maps is not None
 
 
 def _predict(model: Path, series: Path, out: Path, *extra: str) -> int:

@@ -64,6 +64,9 @@ class SegmentationPrediction:
     from_cache: bool = False
     bad_slices: tuple[int, ...] = ()
     applicability: Applicability | None = None
+    # the maps as the model made them (S, K, size, size) float32 in [0, 1], in the stack's slice order
+    # (what the prediction cache keeps; a few hundred kB where the pixel-grid maps take tens of MB)
+    model_maps: np.ndarray | None = None
 
     @property
     def num_slices(self) -> int:

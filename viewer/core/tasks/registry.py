@@ -73,7 +73,8 @@ ParseOutputs = Callable[[Sequence[np.ndarray], int, int], tuple[np.ndarray, ...]
 BuildResult = Callable[[ResultContext, tuple[np.ndarray, ...]], TaskResult]
 Summary = Callable[[TaskResult], dict[str, object]]
 DicomOutputs = Callable[[TaskResult, "SourceSeries", Path, bool], list[Path]]
-CacheArrays = Callable[[TaskResult], tuple[np.ndarray, np.ndarray]]
+# (slice_probs, study_probs) and the model-grid maps when the result has them (else None)
+CacheArrays = Callable[[TaskResult], tuple[np.ndarray, np.ndarray, np.ndarray | None]]
 # the outputs a model's metadata adds to the task's own (e.g. the localisation maps of contract version 2)
 OptionalOutputs = Callable[["ModelInfo"], tuple["OutputSpec", ...]]
 
@@ -111,8 +112,7 @@ class Task:
     tabular: bool = False  # ``predict --out x.csv``: the summary has per-slice ``probs`` rows
     # (slice_probs, study_probs) the prediction cache stores; None: results are never cached
     cache_arrays: CacheArrays | None = None
-    # outputs the model's metadata declares beyond ``outputs`` (requested and parsed after them); a
-    # result with such outputs is not cached (the cache keeps ``cache_arrays`` only)
+    # outputs the model's metadata declares beyond ``outputs`` (requested and parsed after them)
     optional_outputs: OptionalOutputs | None = None
 
     @property
@@ -126,7 +126,7 @@ class Task:
 
     def caches(self, info: ModelInfo) -> bool:
         """Whether the prediction cache keeps this model's results."""
-        return self.cache_arrays is not None and len(self.outputs_for(info)) == len(self.outputs)
+        return self.cache_arrays is not None
 
 
 _TASKS: dict[str, Task] = {}

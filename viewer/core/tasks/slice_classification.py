@@ -129,9 +129,9 @@ def localisation_maps(ctx: ResultContext, maps: np.ndarray) -> SegmentationPredi
     return maps_prediction(ctx, maps, spec.class_names, spec.thresholds)
 
 
-def cache_arrays(result: TaskResult) -> tuple[np.ndarray, np.ndarray]:
+def cache_arrays(result: TaskResult) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     pred = as_prediction(result)
-    return pred.slice_probs, pred.study_probs
+    return pred.slice_probs, pred.study_probs, None if pred.maps is None else pred.maps.model_maps
 
 
 def summary(result: TaskResult) -> dict[str, object]:

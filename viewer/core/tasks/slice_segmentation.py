@@ -64,6 +64,8 @@ def maps_prediction(
     ``class_names`` on the stack's pixel grid (also the localisation maps of a classification model)."""
     info, stack = ctx.info, ctx.stack
     grid = grid_of(stack)
+    in_stack_order = np.empty_like(maps)
+    in_stack_order[ctx.slice_order] = maps
     return SegmentationPrediction(
         stack_uid=stack.uid,
         study_instance_uid=stack.study_instance_uid,
@@ -82,6 +84,7 @@ def maps_prediction(
         intended_use=info.intended_use,
         bad_slices=ctx.bad_slices,
         applicability=ctx.applicability,
+        model_maps=in_stack_order,
     )
 
 
