@@ -231,6 +231,17 @@ def _parser() -> argparse.ArgumentParser:
     me.add_argument("--out", type=Path, default=None, help="also write the full JSON here")
     me.add_argument("--threads", type=int, default=2)
 
+    mt = sub.add_parser(
+        "maps-thresholds",
+        help="choose a maps model's map thresholds on fresh validation studies (pixel grid, through the "
+        "viewer's engine); --write rewrites only the metadata",
+    )
+    mt.add_argument("model", type=Path)
+    mt.add_argument("--studies", type=int, default=10, help="per acquisition (standard and noisy)")
+    mt.add_argument("--seed", type=int, default=7_100_002, help="validation study seeds (never a test seed)")
+    mt.add_argument("--write", action="store_true", help="write the thresholds into the model's metadata")
+    mt.add_argument("--threads", type=int, default=2)
+
     x = sub.add_parser("export", help="export a checkpoint to one .onnx file and check parity")
     x.add_argument("checkpoint", type=Path)
     x.add_argument("--out", required=True, type=Path)
@@ -488,6 +499,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.out is not None:
                 args.out.write_text(json.dumps(result, indent=2))
             print(json.dumps({k: v for k, v in result.items() if k != "volumes"}, indent=2))
+        elif args.cmd == "maps-thresholds":
+            from training.export import read_metadata, rewrite_metadata
+            from training.maps_eval import choose_map_thresholds
+
+            if not args.model.is_file():
+                raise FileNotFoundError(f"model not found: {args.model}")
+            chosen = choose_map_thresholds(
+                args.model, studies=args.studies, seed=args.seed, threads=args.threads
+            )
+            if args.write:
+                maps_meta = dict(read_metadata(args.model)["maps"])
+                maps_meta.update(thresholds=chosen["thresholds"], thresholds_chosen_on=chosen["chosen_on"])
+                rewrite_metadata(args.model, {"maps": maps_meta})
+            print(json.dumps(chosen, indent=2))
         elif args.cmd == "export":
             from training.export import DEFAULT_INTENDED_USE, DEFAULT_TRAIN_DATA, export_checkpoint
 

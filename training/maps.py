@@ -237,12 +237,14 @@ def predict_maps(decoder: MapDecoder, feats: list[np.ndarray], batch: int = 128)
 
 
 def choose_thresholds(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
-    """Per class, the threshold in 0.05-0.8 that maximises the pooled Dice (truth: fraction >= 0.5)."""
+    """Per class, the threshold in 0.05-0.8 that maximises the pooled Dice (truth: fraction >= 0.5); 0.5
+    for a class no threshold finds. On the map grid: ``slicewise-train maps-thresholds`` re-chooses them
+    on the pixel grid, where the viewer applies them."""
     grid = np.round(np.arange(0.05, 0.81, 0.05), 2)
     chosen: dict[str, float] = {}
     for k, name in enumerate(SUBTYPES):
         scores = [dice_scores(pred[:, k : k + 1], truth[:, k : k + 1], float(t))[0] or 0.0 for t in grid]
-        chosen[name] = float(grid[int(np.argmax(scores))])
+        chosen[name] = float(grid[int(np.argmax(scores))]) if max(scores) > 0 else 0.5
     return chosen
 
 
