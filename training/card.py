@@ -135,18 +135,22 @@ def maps_section(meta: dict[str, Any], evaluation: dict[str, Any] | None) -> lis
         f"input grid at {spec['size']} px, post-sigmoid. A pixel belongs to a class at or above its "
         "map threshold: "
         + ", ".join(f"{c} {thr[c]:.2f}" for c in spec["classes"])
-        + " (chosen per class for the best Dice on the validation studies).",
+        + f" ({spec.get('thresholds_chosen_on', 'chosen per class for the best Dice on validation')}).",
         "- A light decoder on the frozen CNN's feature maps (training/maps.py); the CNN and the GRU are "
         "the base model's, unchanged, so `slice_probs` and `study_probs` and every figure above still hold.",
     ]
+    if spec.get("trained"):
+        lines.append(f"- Decoder training: {spec['trained']}.")
     if trained:
         lines.append(
-            f"- Decoder training: {trained.get('train_studies', '')}; {trained.get('train_slices')} training "
-            f"slices, {trained.get('epochs')} epochs, {trained.get('decoder_parameters')} parameters, "
+            f"- Last training run: {trained.get('train_studies', '')}; {trained.get('train_slices')} "
+            f"training slices, {trained.get('epochs')} epochs, {trained.get('decoder_parameters')} "
+            "parameters, "
             f"{trained.get('train_s', 0) / 60:.1f} min of training after "
             f"{trained.get('data_s', 0) / 60:.1f} min of data (shared 2-core CPU, 2 threads); outputs "
             "unchanged versus the base model: max abs diff "
-            f"{_fmt(trained.get('unchanged_vs_base_max_abs_diff'), 2)}."
+            f"{_fmt(trained.get('unchanged_vs_base_max_abs_diff'), 2)}; ONNX Runtime vs PyTorch "
+            f"{_fmt(trained.get('parity_max_abs_diff'), 7)}."
         )
     if not evaluation:
         return [*lines, ""]

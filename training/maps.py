@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from training.errors import ExportParityError
-from training.export import json_safe, read_metadata, write_onnx
+from training.export import json_safe, read_metadata, rewrite_metadata, write_onnx
 from training.model import ICHNet
 from training.seg import Best, dice_scores, end_epoch, masks_to_grid, seg_loss, spec, study_fractions
 from training.synth import SUBTYPES, SynthConfig, render_study
@@ -333,6 +333,8 @@ def train_maps(cfg: MapsConfig) -> tuple[Path, dict[str, Any]]:
     meta = maps_metadata(cfg.base_model, map_size, thresholds, metrics, cfg.model_version)
     metrics["parity_max_abs_diff"] = export_map_model(model, path, meta)
     metrics["unchanged_vs_base_max_abs_diff"] = compare_with_base(path, cfg.base_model)
+    meta["metrics"]["maps"] = metrics  # the checks' figures too (metadata only, the graph is kept)
+    rewrite_metadata(path, {"metrics": meta["metrics"]})
     (cfg.out / "metrics.json").write_text(json.dumps(json_safe(metrics), indent=2))
     return path, metrics
 
