@@ -77,7 +77,7 @@ def choose_map_thresholds(
             lesion = ref.any(axis=(1, 2))
             if not lesion.any():
                 continue
-            probs, truth = pred.maps.probabilities[lesion, k], ref[lesion]
+            probs, truth = pred.maps.pixels[lesion, k], ref[lesion]
             for j, level in enumerate(levels):
                 got = probs >= level
                 inter[k, j] += float((got & truth).sum())
@@ -134,7 +134,7 @@ def evaluate_maps(
             any_sum[k] += float(got[either].sum() + ref[either].sum())
             c = RSNA_CLASSES.index(name)
             for s in np.flatnonzero(flagged[:, pred.class_names.index(name)] & (study.labels[:, c] > 0)):
-                peak = np.unravel_index(int(np.argmax(maps.probabilities[s, k])), truth.shape[1:])
+                peak = np.unravel_index(int(np.argmax(maps.slice_pixels(int(s))[k])), truth.shape[1:])
                 peak_total[k] += 1
                 peak_hits[k] += float(truth[s][peak] > 0.0)
                 peak_hits_core[k] += float(truth[s][peak] >= 0.5)

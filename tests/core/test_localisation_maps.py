@@ -72,7 +72,12 @@ def test_maps_sit_on_the_pixel_grid_with_volumes_in_ml(maps_model: Path) -> None
     pred = _analyse(maps_model)
     maps = pred.maps
     assert maps is not None
-    assert maps.probabilities.shape == (N_SLICES, 5, 64, 64) and maps.probabilities.dtype == np.uint8
+    assert maps.probabilities is None and maps.model_maps is not None  # pixel grid made when asked
+    assert maps.model_maps.shape == (N_SLICES, 5, 16, 16)
+    assert maps.pixels.shape == (N_SLICES, 5, 64, 64) and maps.pixels.dtype == np.uint8
+    # counted slice by slice: the same voxels as the whole-stack masks
+    assert maps.voxel_counts() == tuple(int(maps.mask(k).sum()) for k in range(5))
+    assert maps.union_count() == int(maps.masks().any(axis=-1).sum())
     truth = blood_hu(N_SLICES, BLEED) == 75.0
     for k, gain in enumerate(SEG_CLASS_GAIN):
         mask = maps.mask(k)

@@ -93,4 +93,4 @@ def test_cli_trains_exports_a_model_the_viewer_reads(base: tuple[Path, Path], tm
     assert compare_with_base(model, base_onnx, [x]) < 1e-5
     pred = InferenceEngine(model, provider="cpu", cache=None).analyse_hu(make_stack(8), blood_hu(8, (3, 4)))
     assert isinstance(pred, StackPrediction) and pred.maps is not None
-    assert pred.maps.probabilities.shape == (8, 5, 64, 64)
+    assert pred.maps.pixels.shape == (8, 5, 64, 64)

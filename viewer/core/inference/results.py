@@ -113,8 +113,7 @@ class StackPrediction:
             return {}
         volumes = self.maps.volumes_ml()
         voxel = self.maps.grid.voxel_ml
-        union = int(self.maps.masks().any(axis=-1).sum())
-        return {STUDY_CLASS: None if voxel is None else union * voxel, **volumes}
+        return {STUDY_CLASS: None if voxel is None else self.maps.union_count() * voxel, **volumes}
 
     def flagged_slices(self) -> list[int]:
         """Slices where any class is at or above its threshold, ascending."""

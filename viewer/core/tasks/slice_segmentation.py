@@ -58,21 +58,28 @@ def build_result(ctx: ResultContext, arrays: tuple[np.ndarray, ...]) -> Segmenta
 
 
 def maps_prediction(
-    ctx: ResultContext, maps: np.ndarray, class_names: tuple[str, ...], thresholds: tuple[float, ...]
+    ctx: ResultContext,
+    maps: np.ndarray,
+    class_names: tuple[str, ...],
+    thresholds: tuple[float, ...],
+    *,
+    on_pixels: bool = True,
 ) -> SegmentationPrediction:
     """Model-grid maps (S, K, size, size) in model slice order -> the :class:`SegmentationPrediction` of
-    ``class_names`` on the stack's pixel grid (also the localisation maps of a classification model)."""
+    ``class_names`` (also the localisation maps of a classification model); ``on_pixels``: with the
+    pixel-grid probabilities made now, else made from the kept model-grid maps when asked. The per-slice
+    voxel counts are made here (on the analysis thread, not where the result is shown)."""
     info, stack = ctx.info, ctx.stack
     grid = grid_of(stack)
-    in_stack_order = np.empty_like(maps)
+    in_stack_order = np.empty(maps.shape, dtype=np.float16)
     in_stack_order[ctx.slice_order] = maps
-    return SegmentationPrediction(
+    result = SegmentationPrediction(
         stack_uid=stack.uid,
         study_instance_uid=stack.study_instance_uid,
         series_instance_uid=stack.series_instance_uid,
         slice_uids=tuple(s.sop_instance_uid for s in stack.slices),
         class_names=class_names,
-        probabilities=maps_to_pixels(maps, ctx.slice_order, grid),
+        probabilities=maps_to_pixels(maps, ctx.slice_order, grid) if on_pixels else None,
         thresholds=thresholds,
         grid=grid,
         model_name=info.name,
@@ -86,6 +93,8 @@ def maps_prediction(
         applicability=ctx.applicability,
         model_maps=in_stack_order,
     )
+    _ = result.slice_counts  # counted now, once
+    return result
 
 
 def summary(result: TaskResult) -> dict[str, object]:
