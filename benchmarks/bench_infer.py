@@ -14,7 +14,10 @@ Prints medians and ratios; asserts nothing. Sections:
    achieved GFLOP/s against the measured peak;
 5. preprocessing, 40 slices of 512x512 HU, interleaved: version 1 (pad + area resize to the model's
    size) vs version 2 (head-centred 256 px over 230 mm, slab averaging) at 5 mm and at 1 mm slices;
-6. end to end in the GUI: 'Analyze' on a 40-slice 512x512 CT stack until the timeline has drawn.
+6. end to end in the GUI: 'Analyze' on a 40-slice 512x512 CT stack until the timeline has drawn;
+7. localisation maps (a model with a ``slice_maps`` output, contract version 2): model time for 40
+   slices on 2 threads with the maps vs the same graph with the maps branch cut away
+   (``onnx.utils.extract_model`` to slice_probs + study_probs: the model without maps), interleaved.
 The viewer never imports ``training``; only this script does.
 """
 
@@ -361,6 +364,29 @@ def bench_int8(model: Path, out: Path, size: int, repeats: int, held_out: int) -
     )
 
 
+def bench_maps(model: Path, folder: Path, size: int, rounds: int, n: int = 40, threads: int = 2) -> None:
+    """Model time with vs without the localisation maps (same weights), interleaved medians."""
+    import onnx.utils
+
+    from viewer.core.constants import MODEL_INPUT_NAME, MODEL_SLICE_OUTPUT, MODEL_STUDY_OUTPUT
+    from viewer.core.inference.engine import load_model_info
+
+    if load_model_info(model).maps is None:
+        print("maps: the model has no slice_maps output; section skipped")
+        return
+    without = folder / "without_maps.onnx"
+    onnx.utils.extract_model(
+        str(model), str(without), [MODEL_INPUT_NAME], [MODEL_SLICE_OUTPUT, MODEL_STUDY_OUTPUT]
+    )
+    sessions = {"with maps": ort_session(model, threads), "without maps": ort_session(without, threads)}
+    rates = interleaved_rates(sessions, n, size, rounds)
+    t_with, t_without = n / rates["with maps"], n / rates["without maps"]
+    print(
+        f"maps: {n} slices, {threads} threads, model time (interleaved, median of {rounds}): with maps "
+        f"{t_with:.3f} s, without {t_without:.3f} s, ratio {t_with / t_without:.3f} (target <= 1.20)"
+    )
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", type=Path, default=None)
@@ -369,6 +395,7 @@ def main() -> int:
     ap.add_argument("--no-gui", action="store_true")
     ap.add_argument("--int8", type=Path, default=None, help="also build and evaluate an INT8 QDQ model here")
     ap.add_argument("--held-out", type=int, default=24, help="synthetic studies for the INT8 AUC check")
+    ap.add_argument("--maps-only", action="store_true", help="only section 7 (maps vs no maps)")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-infer-"))
     model = args.model or bundled_model_path()
@@ -377,6 +404,9 @@ def main() -> int:
     if bundled:
         size = model_input_size(model)
     print(f"cpus (affinity): {len(os.sched_getaffinity(0))}")
+    if args.maps_only:
+        bench_maps(model, tmp, size, max(9, 3 * args.repeats))
+        return 0
     peaks = {t: matmul_peak(t) for t in (1, 2)}
     print(
         f"fp32 MatMul peak (ORT/MLAS, 1024^3, best of 10): 1 thread {peaks[1]:.1f}, "
@@ -437,6 +467,7 @@ def main() -> int:
     base = rates_pre[f"v1 ({size} px)"]
     text = ", ".join(f"{k} {v:.0f} ({v / base:.2f}x v1)" for k, v in rates_pre.items())
     print(f"preprocessing 40 x 512x512 HU -> model input, slices/s (interleaved medians): {text}")
+    bench_maps(model, tmp, size, max(9, 3 * args.repeats))
     if args.int8 is not None:
         bench_int8(model, args.int8, size, args.repeats, args.held_out)
     if not args.no_gui:

@@ -120,12 +120,93 @@ def targets(shifts: dict[str, Any], model: str = "model", ablation: str | None =
     return rows
 
 
+def maps_section(meta: dict[str, Any], evaluation: dict[str, Any] | None) -> list[str]:
+    """The card's section on the localisation maps (metadata ``maps`` and its ``metrics.maps``, and a
+    ``slicewise-train maps-eval`` result), with the issue-11 targets marked met or not met."""
+    spec = meta.get("maps")
+    if not spec:
+        return []
+    trained = (meta.get("metrics") or {}).get("maps") or {}
+    thr = spec["thresholds"]
+    lines = [
+        "## Localisation maps and bleed volume (contract version 2)",
+        f"- Output `{spec['output']}` [batch, slices, {len(spec['classes'])}, {spec['size']}, "
+        f"{spec['size']}]: per-subtype probability maps ({', '.join(spec['classes'])}) on the model's "
+        f"input grid at {spec['size']} px, post-sigmoid. A pixel belongs to a class at or above its "
+        "map threshold: "
+        + ", ".join(f"{c} {thr[c]:.2f}" for c in spec["classes"])
+        + f" ({spec.get('thresholds_chosen_on', 'chosen per class for the best Dice on validation')}).",
+        "- A light decoder on the frozen CNN's feature maps (training/maps.py); the CNN and the GRU are "
+        "the base model's, unchanged, so `slice_probs` and `study_probs` and every figure above still hold.",
+    ]
+    if spec.get("trained"):
+        lines.append(f"- Decoder training: {spec['trained']}.")
+    if trained:
+        lines.append(
+            f"- Last training run: {trained.get('train_studies', '')}; {trained.get('train_slices')} "
+            f"training slices, {trained.get('epochs')} epochs, {trained.get('decoder_parameters')} "
+            "parameters, "
+            f"{trained.get('train_s', 0) / 60:.1f} min of training after "
+            f"{trained.get('data_s', 0) / 60:.1f} min of data (shared 2-core CPU, 2 threads); outputs "
+            "unchanged versus the base model: max abs diff "
+            f"{_fmt(trained.get('unchanged_vs_base_max_abs_diff'), 2)}; ONNX Runtime vs PyTorch "
+            f"{_fmt(trained.get('parity_max_abs_diff'), 7)}."
+        )
+    if not evaluation:
+        return [*lines, ""]
+    dice = evaluation["dice_lesion_slices"]
+    strict = evaluation["dice_lesion_or_predicted_slices"]
+    peak = evaluation["peak_inside_lesion"]
+    vol = evaluation["volume_error"]
+    lines += [
+        "",
+        f"Fresh held-out studies ({evaluation['studies']}: standard and noisy, seed {evaluation['seed']}), "
+        "written as DICOM and run through the viewer's engine (`slicewise-train maps-eval`):",
+        "",
+        "| Class | Dice on lesion slices | Dice incl. false-positive slices | map peak inside the lesion "
+        "(flagged TP slices) | volume median abs. error (pairs >= 1 mL) |",
+        "|---|---|---|---|---|",
+    ]
+    for c in ("any", *spec["classes"]):
+        v = vol.get(c, {})
+        lines.append(
+            f"| {c} | {_fmt(dice.get(c))} | {_fmt(strict.get(c))} | "
+            + (
+                f"{_fmt(peak.get(c))} ({evaluation['flagged_tp_slices'].get(c, 0)})"
+                if c in peak
+                else "—"
+            )
+            + f" | {_fmt(v.get('median_abs_pct'), 1)} % ({v.get('pairs_ge_1ml', 0)}) |"
+        )
+    dice_ok = all(d is not None and d >= 0.6 for d in dice.values())
+    peak_all = evaluation.get("peak_inside_lesion_all")
+    vol_ok = all(
+        v.get("median_abs_pct") is not None and v["median_abs_pct"] <= 20.0
+        for c, v in vol.items()
+        if v.get("pairs_ge_1ml")
+    )
+    worst = min((d for d in dice.values() if d is not None), default=None)
+    errors = [f"{c} {_fmt(v.get('median_abs_pct'), 1)} %" for c, v in vol.items() if v.get("pairs_ge_1ml")]
+    lines += [
+        "",
+        "| Target (issue 11) | measured | |",
+        "|---|---|---|",
+        f"| Dice >= 0.6 per subtype on lesion slices | min {_fmt(worst)} | {_ok(dice_ok)} |",
+        f"| map maximum inside the lesion on >= 90 % of flagged TP slices | {_fmt(peak_all)} | "
+        f"{_ok(_ge(peak_all, 0.9))} |",
+        f"| volume median absolute error <= 20 % per class | {', '.join(errors)} | {_ok(vol_ok)} |",
+        "",
+    ]
+    return lines
+
+
 def write_card(
     run_dir: Path,
     onnx_path: Path,
     out: Path,
     *,
     shifts_path: Path | None = None,
+    maps_path: Path | None = None,
     commands: Sequence[str] = (),
     notes: Sequence[str] = (),
 ) -> Path:
@@ -219,6 +300,7 @@ def write_card(
             *targets(shifts),
             "",
         ]
+    lines += maps_section(meta, json.loads(Path(maps_path).read_text()) if maps_path else None)
     lines += [
         "## Limits",
         "- Synthetic data only (simplified anatomy and lesion shapes); expect it to fail on real CT.",

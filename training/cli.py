@@ -153,6 +153,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("run_dir", type=Path, help="the training run folder (metrics.json)")
     c.add_argument("--model", required=True, type=Path, help="the exported .onnx")
     c.add_argument("--shifts", type=Path, default=None, help="JSON written by `evaluate --shift ... --out`")
+    c.add_argument("--maps", type=Path, default=None, help="JSON written by `maps-eval ... --out`")
     c.add_argument("--out", required=True, type=Path)
     c.add_argument("--command", action="append", default=[], help="a reproduce line (repeatable)")
     c.add_argument("--note", action="append", default=[], help="a line for the Limits section (repeatable)")
@@ -191,6 +192,55 @@ def _parser() -> argparse.ArgumentParser:
     ge.add_argument("--seed", type=int, default=1_100_013, help="study seeds (never a training seed)")
     ge.add_argument("--out", type=Path, default=None, help="also write the full JSON here")
     ge.add_argument("--threads", type=int, default=2)
+
+    mp = sub.add_parser(
+        "maps",
+        help="train the localisation-map decoder on a frozen ICH checkpoint (fresh synthetic studies and "
+        "their masks) and export the model with the optional slice_maps output to OUT/slicewise_ich.onnx",
+    )
+    mp.add_argument("checkpoint", type=Path, help="the base model's checkpoint (its CNN and GRU stay frozen)")
+    mp.add_argument("--base-model", required=True, type=Path, help="the base model's ONNX (metadata kept)")
+    mp.add_argument("--out", required=True, type=Path)
+    mp.add_argument("--init", type=Path, default=None, help="continue from this run's maps.pt decoder")
+    for name, default in (
+        ("studies", 100),
+        ("val_studies", 20),
+        ("seed", 7_100_001),
+        ("dim", 16),
+        ("batch", 32),
+        ("lr", 3e-3),
+        ("max_minutes", 12.0),
+        ("max_epochs", 60),
+        ("threads", 2),
+        ("workers", 2),
+        ("map_stride", 2),
+        ("synth_size", 0),
+        ("max_slices", 0),
+        ("model_version", "0.2.0"),
+    ):
+        mp.add_argument("--" + name.replace("_", "-"), dest=name, type=type(default), default=default)
+
+    me = sub.add_parser(
+        "maps-eval",
+        help="localisation maps and volumes of a model with slice_maps on fresh synthetic studies, written "
+        "as DICOM and run through the viewer's engine: Dice, map peak inside the lesion, volume error",
+    )
+    me.add_argument("model", type=Path)
+    me.add_argument("--studies", type=int, default=20, help="per acquisition (standard and noisy)")
+    me.add_argument("--seed", type=int, default=7_100_003, help="study seeds (never a training seed)")
+    me.add_argument("--out", type=Path, default=None, help="also write the full JSON here")
+    me.add_argument("--threads", type=int, default=2)
+
+    mt = sub.add_parser(
+        "maps-thresholds",
+        help="choose a maps model's map thresholds on fresh validation studies (pixel grid, through the "
+        "viewer's engine); --write rewrites only the metadata",
+    )
+    mt.add_argument("model", type=Path)
+    mt.add_argument("--studies", type=int, default=10, help="per acquisition (standard and noisy)")
+    mt.add_argument("--seed", type=int, default=7_100_002, help="validation study seeds (never a test seed)")
+    mt.add_argument("--write", action="store_true", help="write the thresholds into the model's metadata")
+    mt.add_argument("--threads", type=int, default=2)
 
     x = sub.add_parser("export", help="export a checkpoint to one .onnx file and check parity")
     x.add_argument("checkpoint", type=Path)
@@ -289,7 +339,7 @@ def _evaluate(args: argparse.Namespace) -> dict[str, object]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(
-        level=logging.INFO if args.verbose or args.cmd == "train" else logging.WARNING,
+        level=logging.INFO if args.verbose or args.cmd in ("train", "maps") else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
@@ -394,7 +444,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.cmd == "card":
             from training.card import write_card
 
-            for path in (args.run_dir / "metrics.json", args.model, args.shifts):
+            for path in (args.run_dir / "metrics.json", args.model, args.shifts, args.maps):
                 if path is not None and not path.is_file():
                     raise FileNotFoundError(f"not found: {path}")
             write_card(
@@ -402,6 +452,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.model,
                 args.out,
                 shifts_path=args.shifts,
+                maps_path=args.maps,
                 commands=args.command,
                 notes=args.note,
             )
@@ -429,6 +480,39 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.out is not None:
                 args.out.write_text(json.dumps(result, indent=2))
             print(json.dumps({k: v for k, v in result.items() if k != "volumes"}, indent=2))
+        elif args.cmd == "maps":
+            from training.maps import MapsConfig, train_maps
+
+            if args.studies < 2 or args.val_studies < 1:
+                raise ValueError("need --studies >= 2 and --val-studies >= 1")
+            fields = {f.name for f in dataclasses.fields(MapsConfig)}
+            maps_cfg = MapsConfig(**{k: v for k, v in vars(args).items() if k in fields})
+            path, maps_metrics = train_maps(maps_cfg)
+            print(json.dumps(maps_metrics, indent=2, default=str))
+            print(f"wrote {path}")
+        elif args.cmd == "maps-eval":
+            from training.maps_eval import evaluate_maps
+
+            if not args.model.is_file():
+                raise FileNotFoundError(f"model not found: {args.model}")
+            result = evaluate_maps(args.model, studies=args.studies, seed=args.seed, threads=args.threads)
+            if args.out is not None:
+                args.out.write_text(json.dumps(result, indent=2))
+            print(json.dumps({k: v for k, v in result.items() if k != "volumes"}, indent=2))
+        elif args.cmd == "maps-thresholds":
+            from training.export import read_metadata, rewrite_metadata
+            from training.maps_eval import choose_map_thresholds
+
+            if not args.model.is_file():
+                raise FileNotFoundError(f"model not found: {args.model}")
+            chosen = choose_map_thresholds(
+                args.model, studies=args.studies, seed=args.seed, threads=args.threads
+            )
+            if args.write:
+                maps_meta = dict(read_metadata(args.model)["maps"])
+                maps_meta.update(thresholds=chosen["thresholds"], thresholds_chosen_on=chosen["chosen_on"])
+                rewrite_metadata(args.model, {"maps": maps_meta})
+            print(json.dumps(chosen, indent=2))
         elif args.cmd == "export":
             from training.export import DEFAULT_INTENDED_USE, DEFAULT_TRAIN_DATA, export_checkpoint
 

@@ -119,22 +119,21 @@ def _metadata(
     }
 
 
-def export_model(
-    net: ICHNet,
+def write_onnx(
+    wrapper: torch.nn.Module,
+    example: torch.Tensor,
     out_path: Path,
+    outputs: Mapping[str, Sequence[int]],
     metadata: dict[str, Any],
-    *,
-    parity: bool = True,
-    slice_counts: Sequence[int] = PARITY_SLICES,
-    batch_sizes: Sequence[int] = PARITY_BATCHES,
-) -> float:
-    """Export ``net`` to ``out_path`` with metadata; returns the parity max abs diff (0.0 if skipped)."""
+    description: str,
+) -> onnx.ModelProto:
+    """Export ``wrapper`` (one input ``slices``, dynamic batch and slices) with the legacy exporter at opset
+    17: ``outputs`` maps each output name to its dynamic axes (0 = batch, 1 = slices); the metadata as
+    JSON strings, ``description`` + the intended use as the doc string; checked (and every GRU node's
+    ``linear_before_reset``) and saved. Returns the saved model."""
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    net = net.eval().cpu()
-    wrapper = ExportWrapper(net).eval()
-    size = int(net.cfg.input_size)
-    example = torch.rand(1, 4, net.cfg.in_channels, size, size)
+    axis_names = {0: "batch", 1: "num_slices"}
     tmp = out_path.with_suffix(".tmp.onnx")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # legacy-exporter deprecation and GRU batch-size notices
@@ -145,24 +144,44 @@ def export_model(
             dynamo=False,
             opset_version=17,
             input_names=[MODEL_INPUT_NAME],
-            output_names=[MODEL_SLICE_OUTPUT, MODEL_STUDY_OUTPUT],
+            output_names=list(outputs),
             dynamic_axes={
                 MODEL_INPUT_NAME: {0: "batch", 1: "num_slices"},
-                MODEL_SLICE_OUTPUT: {0: "batch", 1: "num_slices"},
-                MODEL_STUDY_OUTPUT: {0: "batch"},
+                **{name: {a: axis_names[a] for a in axes} for name, axes in outputs.items()},
             },
         )
     model = onnx.load(str(tmp))
     onnx.helper.set_model_props(
         model, {k: json.dumps(json_safe(v), allow_nan=False) for k, v in metadata.items()}
     )
-    model.doc_string = "Slicewise CNN-GRU intracranial haemorrhage model. " + str(
-        metadata.get("intended_use", "")
-    )
+    model.doc_string = f"{description} " + str(metadata.get("intended_use", ""))
     onnx.checker.check_model(model)
     check_gru_nodes(model)
     onnx.save(model, str(out_path))
     tmp.unlink(missing_ok=True)
+    return model
+
+
+def export_model(
+    net: ICHNet,
+    out_path: Path,
+    metadata: dict[str, Any],
+    *,
+    parity: bool = True,
+    slice_counts: Sequence[int] = PARITY_SLICES,
+    batch_sizes: Sequence[int] = PARITY_BATCHES,
+) -> float:
+    """Export ``net`` to ``out_path`` with metadata; returns the parity max abs diff (0.0 if skipped)."""
+    net = net.eval().cpu()
+    size = int(net.cfg.input_size)
+    write_onnx(
+        ExportWrapper(net).eval(),
+        torch.rand(1, 4, net.cfg.in_channels, size, size),
+        out_path,
+        {MODEL_SLICE_OUTPUT: (0, 1), MODEL_STUDY_OUTPUT: (0,)},
+        metadata,
+        "Slicewise CNN-GRU intracranial haemorrhage model.",
+    )
     if not parity:
         return 0.0
     return parity_check(out_path, net, slice_counts=slice_counts, batch_sizes=batch_sizes)

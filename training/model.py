@@ -80,9 +80,20 @@ class SliceCNN(nn.Module):
         self.proj = nn.Sequential(nn.Linear(2 * w[-1], cfg.embed_dim), nn.ReLU(inplace=True))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stages(self.stem(x))
+        return self.pool(self.stages(self.stem(x)))
+
+    def pool(self, x: torch.Tensor) -> torch.Tensor:
+        """The last stage's maps [N, w[-1], h, w] -> the embedding [N, F]."""
         pooled = torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], dim=1)
         return self.proj(pooled)
+
+    def feature_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """[N, C, H, W] -> the stem's maps (1/2 resolution) and each stage's (1/4, 1/8, ...); the same
+        operations as :meth:`forward`, so ``pool(feature_maps(x)[-1]) == forward(x)``."""
+        maps = [self.stem(x)]
+        for stage in self.stages:
+            maps.append(stage(maps[-1]))
+        return maps
 
 
 class SequenceHead(nn.Module):

@@ -16,11 +16,10 @@ from __future__ import annotations
 import json
 import logging
 import time
-import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
@@ -29,10 +28,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from training.errors import ExportParityError
-from training.export import DEFAULT_INTENDED_USE, json_safe
-from training.synth import SUBTYPES, SynthConfig, render_study
+from training.export import DEFAULT_INTENDED_USE, json_safe, write_onnx
+from training.synth import SUBTYPES, SynthConfig, SynthStudy, render_study, write_study
 from viewer.core.constants import MIN_SLICES_FOR_MODEL, MODEL_INPUT_NAME, MODEL_WINDOWS, ONNX_SCHEMA_VERSION
 from viewer.core.preprocess import PreprocessSpec, pad_to_square, preprocess, resize_slices
+
+if TYPE_CHECKING:
+    from viewer.core.inference.engine import InferenceEngine
+    from viewer.core.tasks import TaskResult
 
 log = logging.getLogger(__name__)
 
@@ -219,6 +222,26 @@ def dice_scores(pred: np.ndarray, truth: np.ndarray, threshold: float = 0.5) -> 
     return out
 
 
+Best = tuple[float, dict[str, torch.Tensor]]  # (mean validation Dice, the weights that reached it)
+
+
+def end_epoch(
+    net: nn.Module,
+    epoch: int,
+    losses: list[float],
+    dice: list[float | None],
+    history: list[dict[str, Any]],
+    best: Best | None,
+) -> Best:
+    """Record an epoch's loss and validation Dice in ``history``; the weights with the best mean Dice."""
+    mean_dice = float(np.mean([d for d in dice if d is not None] or [0.0]))
+    history.append({"epoch": epoch, "loss": float(np.mean(losses)), "val_dice": dice})
+    log.info("epoch %d loss %.4f val dice %s (mean %.3f)", epoch, np.mean(losses), dice, mean_dice)
+    if best is None or mean_dice > best[0]:
+        return (mean_dice, {k: v.detach().clone() for k, v in net.state_dict().items()})
+    return best
+
+
 def _predict(net: TinyUNet, x_u8: np.ndarray, batch: int = 64) -> np.ndarray:
     net.eval()
     outs = []
@@ -242,7 +265,7 @@ def train_segmentation(cfg: SegConfig) -> tuple[Path, dict[str, Any]]:
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=1e-4)
     steps_per_epoch = max(1, len(x_tr) // cfg.batch)
     rng = np.random.default_rng(cfg.seed)
-    best: tuple[float, dict[str, torch.Tensor]] | None = None
+    best: Best | None = None
     history: list[dict[str, Any]] = []
     t_train = time.perf_counter()
     deadline = t_train + cfg.max_minutes * 60.0
@@ -269,11 +292,7 @@ def train_segmentation(cfg: SegConfig) -> tuple[Path, dict[str, Any]]:
             if time.perf_counter() > deadline:
                 break
         dice = dice_scores(_predict(net, x_va), y_va.astype(np.float32) / 255.0)
-        mean_dice = float(np.mean([d for d in dice if d is not None] or [0.0]))
-        history.append({"epoch": epoch, "loss": float(np.mean(losses)), "val_dice": dice})
-        log.info("epoch %d loss %.4f val dice %s (mean %.3f)", epoch, np.mean(losses), dice, mean_dice)
-        if best is None or mean_dice > best[0]:
-            best = (mean_dice, {k: v.detach().clone() for k, v in net.state_dict().items()})
+        best = end_epoch(net, epoch, losses, dice, history, best)
         if time.perf_counter() > deadline:
             break
     assert best is not None
@@ -334,37 +353,12 @@ def export_segmentation(
     :data:`PARITY_ATOL`)."""
     import onnxruntime as ort
 
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
     wrapper = SegExportWrapper(net.eval().cpu()).eval()
     size = int(metadata["input_size"])
     channels = len(metadata["windows"])
-    tmp = out_path.with_suffix(".tmp.onnx")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            wrapper,
-            (torch.rand(1, 2, channels, size, size),),
-            str(tmp),
-            dynamo=False,
-            opset_version=17,
-            input_names=[MODEL_INPUT_NAME],
-            output_names=[SEG_OUTPUT],
-            dynamic_axes={
-                MODEL_INPUT_NAME: {0: "batch", 1: "num_slices"},
-                SEG_OUTPUT: {0: "batch", 1: "num_slices"},
-            },
-        )
-    model = onnx.load(str(tmp))
-    onnx.helper.set_model_props(
-        model, {k: json.dumps(json_safe(v), allow_nan=False) for k, v in metadata.items()}
-    )
-    model.doc_string = "Slicewise tiny U-Net haemorrhage segmentation. " + str(
-        metadata.get("intended_use", "")
-    )
-    onnx.checker.check_model(model)
-    onnx.save(model, str(out_path))
-    tmp.unlink(missing_ok=True)
+    example = torch.rand(1, 2, channels, size, size)
+    description = "Slicewise tiny U-Net haemorrhage segmentation."
+    write_onnx(wrapper, example, out_path, {SEG_OUTPUT: (0, 1)}, metadata, description)
     sess = ort.InferenceSession(str(out_path), providers=["CPUExecutionProvider"])
     gen = torch.Generator().manual_seed(0)
     worst = 0.0
@@ -387,6 +381,25 @@ def export_segmentation(
     return worst
 
 
+def analyse_as_dicom(
+    engine: InferenceEngine, study: SynthStudy, folder: Path, index: int, rng: np.random.Generator
+) -> tuple[TaskResult, float]:
+    """Write ``study`` as DICOM into ``folder``, load it with the viewer's loader and analyse it with
+    ``engine`` as the viewer does (no cache): (result, seconds of ``analyse_volume``)."""
+    from viewer.core.dicom.loader import load_paths
+    from viewer.core.dicom.volume import StackVolume
+
+    write_study(study, folder, index=index, rng=rng, rsna_ids=False)
+    (stack,) = load_paths([folder]).all_stacks()
+    volume = StackVolume(stack)
+    try:
+        t0 = time.perf_counter()
+        pred = engine.analyse_volume(volume, use_cache=False)
+        return pred, time.perf_counter() - t0
+    finally:
+        volume.close()
+
+
 def evaluate_segmentation(
     model_path: Path, *, studies: int = 24, seed: int = 1_100_013, synth_size: int = 256, threads: int = 2
 ) -> dict[str, Any]:
@@ -400,9 +413,6 @@ def evaluate_segmentation(
     """
     import tempfile
 
-    from training.synth import write_study
-    from viewer.core.dicom.loader import load_paths
-    from viewer.core.dicom.volume import StackVolume
     from viewer.core.inference.engine import InferenceEngine
     from viewer.core.tasks.slice_segmentation import SegmentationPrediction
 
@@ -417,16 +427,8 @@ def evaluate_segmentation(
         for i, child in enumerate(np.random.SeedSequence(seed).spawn(studies)):
             rng = np.random.default_rng(child)
             study = render_study(rng, int(rng.integers(20, 31)), synth)
-            folder = Path(tmp) / f"s{i:03d}"
-            write_study(study, folder, index=i, rng=rng, rsna_ids=False)
-            (stack,) = load_paths([folder]).all_stacks()
-            volume = StackVolume(stack)
-            try:
-                t0 = time.perf_counter()
-                pred = engine.analyse_volume(volume, use_cache=False)
-                times.append(time.perf_counter() - t0)
-            finally:
-                volume.close()
+            pred, seconds = analyse_as_dicom(engine, study, Path(tmp) / f"s{i:03d}", i, rng)
+            times.append(seconds)
             assert isinstance(pred, SegmentationPrediction)
             # the stack is sorted ascending along the normal, as the generator's z: same slice order
             truth = study_fractions(study)

@@ -173,6 +173,10 @@ def _write_json(path: Path, doc: dict[str, Any]) -> None:
 
 
 def _write_csv(path: Path, doc: dict[str, Any], class_names: Sequence[str], identifiers: bool) -> None:
+    """One row per slice; a model with localisation maps adds the stack's bleed volumes per class
+    (``volume_ml_<class>``, ``any`` = the union of the map classes) to every row of the stack."""
+    maps = doc["model"].get("maps")
+    volume_names = ["any", *[n for n in maps["classes"] if n != "any"]] if maps else []
     id_cols = list(IDENTIFIER_COLUMNS) if identifiers else []
     base = ["study_instance_uid", "series_instance_uid", "stack_uid", "modality", "num_slices"]
     cols = [
@@ -191,6 +195,7 @@ def _write_csv(path: Path, doc: dict[str, Any], class_names: Sequence[str], iden
         *[f"prob_{n}" for n in class_names],
         *[f"flag_{n}" for n in class_names],
         *[f"study_prob_{n}" for n in class_names],
+        *[f"volume_ml_{n}" for n in volume_names],
         "model_sha256",
     ]
     buf = io.StringIO()
@@ -214,6 +219,8 @@ def _write_csv(path: Path, doc: dict[str, Any], class_names: Sequence[str], iden
             writer.writerow(common)
             continue
         study = {f"study_prob_{n}": rec["study_probs"][n] for n in class_names}
+        volumes = (rec.get("maps") or {}).get("volumes_ml", {})
+        study.update({f"volume_ml_{n}": volumes.get(n, "") for n in volume_names})
         for sl in rec["slices"]:
             row = dict(common, **study)
             row["slice_index"] = sl["index"]
@@ -354,6 +361,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             "study_thresholds": dict(zip(info.class_names, info.decision_thresholds)),
             "study_thresholds_recorded": bool(info.study_thresholds),
             "trained_range_recorded": info.trained_range is not None,
+            "contract_version": info.contract_version,
+            "maps": None
+            if info.maps is None
+            else {
+                "classes": list(info.maps.class_names),
+                "size": info.maps.size,
+                "thresholds": dict(zip(info.maps.class_names, info.maps.thresholds)),
+            },
         },
         "de_identified": not args.include_identifiers,
         "files_seen": report.files_seen,

@@ -67,9 +67,26 @@ def build_model(
     slow_matmuls: int = 0,
     external_location: str | None = None,
     fail_on_odd_slices: bool = False,
+    maps_factor: int | None = None,
+    maps_classes: int = 5,
 ) -> Path:
-    """Write a tiny model to ``path`` and return it. Parameters break the contract on purpose."""
+    """Write a tiny model to ``path`` and return it. Parameters break the contract on purpose.
+
+    ``maps_factor``: a contract-2 model with localisation maps, ``slice_maps`` [B, S, maps_classes,
+    input_size / maps_factor, ...]: the blood-density mask (:func:`_blood_graph`) for the subtypes of
+    :data:`SEG_CLASS_GAIN`, area-averaged by ``maps_factor`` (the model grid's own convention), with
+    metadata ``maps`` for the five subtypes (a ``maps_classes`` other than 5 declares a wrong shape)."""
     meta = default_metadata(input_size)
+    if maps_factor:
+        meta.update(
+            contract_version=2,
+            maps={
+                "output": "slice_maps",
+                "classes": list(SEG_CLASSES),
+                "size": input_size // maps_factor,
+                "thresholds": {c: 0.5 for c in SEG_CLASSES},
+            },
+        )
     if metadata:
         meta.update(metadata)
     for key in drop_keys:
@@ -130,16 +147,30 @@ def build_model(
         helper.make_node("Sigmoid", [last], ["slice_probs"]),
         helper.make_node("ReduceMax", ["slice_probs"], ["study_probs"], axes=[1], keepdims=0),
     ]
-    graph = helper.make_graph(
-        nodes,
-        "tiny",
-        [helper.make_tensor_value_info(input_name, input_dtype, in_shape)],
-        [
-            helper.make_tensor_value_info("slice_probs", TensorProto.FLOAT, ["batch", "num_slices", K]),
-            helper.make_tensor_value_info("study_probs", TensorProto.FLOAT, ["batch", K]),
-        ],
-        inits,
-    )
+    outputs = [
+        helper.make_tensor_value_info("slice_probs", TensorProto.FLOAT, ["batch", "num_slices", K]),
+        helper.make_tensor_value_info("study_probs", TensorProto.FLOAT, ["batch", K]),
+    ]
+    if maps_factor:
+        gain = np.array((SEG_CLASS_GAIN + (1.0,) * maps_classes)[:maps_classes], dtype=np.float32)
+        blood_inits, blood_nodes = _blood_graph(gain)
+        inits += blood_inits
+        f = maps_factor
+        nodes += [
+            *blood_nodes,
+            helper.make_node("Mul", ["blood", "gain"], ["maps_full"]),
+            helper.make_node(
+                "AveragePool", ["maps_full"], ["slice_maps"], kernel_shape=[1, f, f], strides=[1, f, f]
+            ),
+        ]
+        size = input_size // f
+        outputs.append(
+            helper.make_tensor_value_info(
+                "slice_maps", TensorProto.FLOAT, ["batch", "num_slices", maps_classes, size, size]
+            )
+        )
+    inputs = [helper.make_tensor_value_info(input_name, input_dtype, in_shape)]
+    graph = helper.make_graph(nodes, "tiny", inputs, outputs, inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="tests")
     model.ir_version = 8
     helper.set_model_props(model, props)
@@ -253,6 +284,31 @@ SEG_CLASSES = ("epidural", "intraparenchymal", "intraventricular", "subarachnoid
 SEG_CLASS_GAIN = (1.0, 0.0, 0.0, 0.0, 1.0)  # the blood-density mask goes to epidural and subdural
 
 
+def _blood_graph(gain: np.ndarray) -> tuple[list[onnx.TensorProto], list[onnx.NodeProto]]:
+    """Initializers and nodes computing ``blood`` [B, S, 1, H, W] from ``slices``: per pixel, blood
+    density (brain window >= 60 HU and the wide window below bone); ``gain`` [K] per class."""
+    inits = [
+        numpy_helper.from_array(np.array([0], dtype=np.int64), "c0"),
+        numpy_helper.from_array(np.array([2], dtype=np.int64), "c2"),
+        numpy_helper.from_array(np.array(0.75, dtype=np.float32), "blood_lo"),  # brain window: 60 HU
+        numpy_helper.from_array(np.array(0.7, dtype=np.float32), "bone_hi"),  # wide window: 116 HU
+        numpy_helper.from_array(np.array(60.0, dtype=np.float32), "steep"),
+        numpy_helper.from_array(gain.reshape(1, 1, -1, 1, 1).astype(np.float32), "gain"),
+    ]
+    nodes = [
+        helper.make_node("Gather", ["slices", "c0"], ["brain"], axis=2),  # [B, S, 1, H, W]
+        helper.make_node("Gather", ["slices", "c2"], ["wide"], axis=2),
+        helper.make_node("Sub", ["brain", "blood_lo"], ["d0"]),
+        helper.make_node("Sub", ["bone_hi", "wide"], ["d2"]),
+        helper.make_node("Mul", ["d0", "steep"], ["z0"]),
+        helper.make_node("Mul", ["d2", "steep"], ["z2"]),
+        helper.make_node("Sigmoid", ["z0"], ["p0"]),
+        helper.make_node("Sigmoid", ["z2"], ["p2"]),
+        helper.make_node("Mul", ["p0", "p2"], ["blood"]),
+    ]
+    return inits, nodes
+
+
 def build_seg_model(
     path: Path,
     *,
@@ -274,26 +330,8 @@ def build_seg_model(
     )
     meta.update(metadata or {})
     gain = np.array(SEG_CLASS_GAIN[:out_classes] + (0.0,) * max(0, out_classes - 5), dtype=np.float32)
-    inits = [
-        numpy_helper.from_array(np.array([0], dtype=np.int64), "c0"),
-        numpy_helper.from_array(np.array([2], dtype=np.int64), "c2"),
-        numpy_helper.from_array(np.array(0.75, dtype=np.float32), "blood_lo"),  # brain window: 60 HU
-        numpy_helper.from_array(np.array(0.7, dtype=np.float32), "bone_hi"),  # wide window: 116 HU
-        numpy_helper.from_array(np.array(60.0, dtype=np.float32), "steep"),
-        numpy_helper.from_array(gain.reshape(1, 1, -1, 1, 1), "gain"),
-    ]
-    nodes = [
-        helper.make_node("Gather", ["slices", "c0"], ["brain"], axis=2),  # [B, S, 1, H, W]
-        helper.make_node("Gather", ["slices", "c2"], ["wide"], axis=2),
-        helper.make_node("Sub", ["brain", "blood_lo"], ["d0"]),
-        helper.make_node("Sub", ["bone_hi", "wide"], ["d2"]),
-        helper.make_node("Mul", ["d0", "steep"], ["z0"]),
-        helper.make_node("Mul", ["d2", "steep"], ["z2"]),
-        helper.make_node("Sigmoid", ["z0"], ["p0"]),
-        helper.make_node("Sigmoid", ["z2"], ["p2"]),
-        helper.make_node("Mul", ["p0", "p2"], ["blood"]),
-        helper.make_node("Mul", ["blood", "gain"], ["masks_full" if out_size else "slice_masks"]),
-    ]
+    inits, nodes = _blood_graph(gain)
+    nodes.append(helper.make_node("Mul", ["blood", "gain"], ["masks_full" if out_size else "slice_masks"]))
     size = out_size or input_size
     if out_size:  # really crop the maps, so that ONNX Runtime's shape inference agrees
         inits += [

@@ -65,7 +65,7 @@ def test_masks_sit_on_the_pixel_grid_and_volumes_are_in_ml(seg_model: Path) -> N
     stack = make_stack(N_SLICES)
     pred = engine.analyse_hu(stack, blood_hu(N_SLICES, BLEED))
     assert isinstance(pred, SegmentationPrediction)
-    assert pred.probabilities.shape == (N_SLICES, len(SEG_CLASSES), 64, 64)
+    assert pred.probabilities is not None and pred.probabilities.shape == (N_SLICES, len(SEG_CLASSES), 64, 64)
     assert pred.probabilities.dtype == np.uint8
     truth = _blob_truth()
     for k, gain in enumerate(SEG_CLASS_GAIN):

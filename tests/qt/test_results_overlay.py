@@ -12,11 +12,17 @@ import numpy as np
 import pytest
 from pydicom.data import get_testdata_file
 from PySide6.QtCore import QPointF
-from PySide6.QtGui import QColor
 from pytestqt.qtbot import QtBot
 
 from tests.factories import write_ct_series
-from tests.qt.viewer_helpers import make_window, open_and_wait
+from tests.qt.viewer_helpers import (
+    OVERLAY_TURNS,
+    make_window,
+    open_and_wait,
+    overlay_offset,
+    screen_color,
+    turn_view,
+)
 from tests.result_objects import blob_masks, source_datasets, write_gsps, write_measurement_sr, write_seg
 from viewer.qt.main_window import MainWindow
 from viewer.qt.results import ResultsController
@@ -49,14 +55,6 @@ def _open(qtbot: QtBot, window: MainWindow, paths: list[Path]) -> ResultsControl
     return controller
 
 
-def _screen_color(window: MainWindow, scene_pos: QPointF) -> QColor:
-    view = window.view
-    image = view.graphics.grab().toImage()
-    p = view.graphics.mapFromScene(scene_pos)
-    ratio = image.devicePixelRatio()
-    return image.pixelColor(int(p.x() * ratio), int(p.y() * ratio))
-
-
 def test_seg_overlay_registered_under_zoom_rotation_and_flip(qtbot: QtBot, study: Path) -> None:
     window = make_window(qtbot)
     controller = _open(qtbot, window, [study])
@@ -67,27 +65,19 @@ def test_seg_overlay_registered_under_zoom_rotation_and_flip(qtbot: QtBot, study
     # the mask's block: rows 20-25, columns 30-37 (segment 1, red); pixel (22, 33) lies inside
     row, col = 22, 33
     controller.set_opacity(1.0)
-    for turn in ("none", "rotate", "flip", "zoom"):
-        if turn == "rotate":
-            view.rotate(1)
-        elif turn == "flip":
-            view.flip_horizontal()
-        elif turn == "zoom":
-            view.zoom_by(2.0)
-            view.vb.translateBy(x=3.0, y=-2.0)
+    for turn in OVERLAY_TURNS:
+        turn_view(window, turn)
         qtbot.wait(20)
         # the overlay pixel of image pixel (row, col) maps to the same scene point as the image pixel
-        tile_pos = QPointF(col - overlay.item.pos().x() + 0.5, row - overlay.item.pos().y() + 0.5)
-        on_overlay = overlay.item.mapToScene(tile_pos)
+        assert overlay_offset(window, overlay.item, row, col) < 1e-6
         on_image = view.image.mapToScene(QPointF(col + 0.5, row + 0.5))
-        assert abs(on_overlay.x() - on_image.x()) < 1e-6 and abs(on_overlay.y() - on_image.y()) < 1e-6
-        colour = _screen_color(window, on_image)
+        colour = screen_color(window, on_image)
         assert colour.red() > 200 and colour.green() < 60 and colour.blue() < 60, (turn, colour.name())
         # and a pixel outside every mask keeps the image's grey
-        outside = _screen_color(window, view.image.mapToScene(QPointF(5.5, 50.5)))
+        outside = screen_color(window, view.image.mapToScene(QPointF(5.5, 50.5)))
         assert abs(outside.red() - outside.green()) < 5, (turn, outside.name())
     # segment 2 (blue) only on slice 2; slice 0 has no overlay at all
-    blue = _screen_color(window, view.image.mapToScene(QPointF(11.5, 41.5)))
+    blue = screen_color(window, view.image.mapToScene(QPointF(11.5, 41.5)))
     assert blue.blue() > 200 and blue.red() < 60
     view.set_index(0)
     assert not overlay.is_shown()
@@ -113,10 +103,10 @@ def test_toggle_key_opacity_and_segment_hiding(qtbot: QtBot, study: Path) -> Non
     assert controller.panel.opacity.value() == 75
     red = view.image.mapToScene(QPointF(33.5, 22.5))
     controller.set_opacity(1.0)
-    assert _screen_color(window, red).red() > 200
+    assert screen_color(window, red).red() > 200
     seg_uid = next(p.obj.sop_instance_uid for p in controller.placed if hasattr(p, "layers"))
     controller.set_segment_visible(seg_uid, 1, False)
-    hidden = _screen_color(window, red)
+    hidden = screen_color(window, red)
     assert abs(hidden.red() - hidden.green()) < 5  # grey again: segment 1 hidden, segment 2 still shown
     assert overlay.is_shown()
 

@@ -6,8 +6,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from PySide6.QtCore import QEvent, QMimeData, QPoint, QPointF, Qt, QUrl
-from PySide6.QtGui import QDragEnterEvent, QDropEvent, QMouseEvent, QWheelEvent
-from PySide6.QtWidgets import QApplication, QWidget
+from PySide6.QtGui import QColor, QDragEnterEvent, QDropEvent, QMouseEvent, QWheelEvent
+from PySide6.QtWidgets import QApplication, QGraphicsItem, QWidget
 from pytestqt.qtbot import QtBot
 
 from viewer.qt.app import build_main_window
@@ -126,3 +126,36 @@ def mouse_path(qtbot: QtBot, widget: QWidget, points: Sequence[QPoint]) -> None:
         send(QEvent.Type.MouseMove, p, Qt.MouseButton.NoButton, left)
     qtbot.wait(20)
     send(QEvent.Type.MouseButtonRelease, points[-1], left, Qt.MouseButton.NoButton)
+
+
+def screen_color(window: MainWindow, scene_pos: QPointF) -> QColor:
+    """The colour on screen of the main view at a scene point (what the user sees there)."""
+    view = window.view
+    image = view.graphics.grab().toImage()
+    p = view.graphics.mapFromScene(scene_pos)
+    ratio = image.devicePixelRatio()
+    return image.pixelColor(int(p.x() * ratio), int(p.y() * ratio))
+
+
+OVERLAY_TURNS = ("none", "rotate", "flip", "zoom")  # the view changes an overlay must follow
+
+
+def turn_view(window: MainWindow, turn: str) -> None:
+    """Apply one of :data:`OVERLAY_TURNS` to the main view (each on top of the previous ones)."""
+    view = window.view
+    if turn == "rotate":
+        view.rotate(1)
+    elif turn == "flip":
+        view.flip_horizontal()
+    elif turn == "zoom":
+        view.zoom_by(2.0)
+        view.vb.translateBy(x=3.0, y=-2.0)
+
+
+def overlay_offset(window: MainWindow, item: QGraphicsItem, row: int, col: int) -> float:
+    """How far (scene units) an overlay item's pixel (row, col) lies from the image's same pixel."""
+    view = window.view
+    tile = QPointF(col - item.pos().x() + 0.5, row - item.pos().y() + 0.5)
+    on_overlay = item.mapToScene(tile)
+    on_image = view.image.mapToScene(QPointF(col + 0.5, row + 0.5))
+    return max(abs(on_overlay.x() - on_image.x()), abs(on_overlay.y() - on_image.y()))

@@ -54,3 +54,30 @@ def test_bundled_model_flags_the_demo_subdural() -> None:
     assert study_probs[0] > 0.5
     pos, neg = y[:, 0] > 0, y[:, 0] == 0
     assert slice_probs[pos, 0].mean() > slice_probs[neg, 0].mean() + 0.5
+
+
+def test_bundled_model_maps_the_demo_subdural() -> None:
+    """Contract version 2: the bundled model's localisation maps put the demo's subdural on its labelled
+    slices, with a volume, and no other subtype's map covers more than a few mL."""
+    from viewer.core.dicom.loader import load_paths
+    from viewer.core.dicom.volume import StackVolume
+    from viewer.core.inference.engine import InferenceEngine
+    from viewer.core.inference.results import StackPrediction
+
+    meta = read_metadata(bundled_model_path())
+    assert meta["contract_version"] == 2 and meta["maps"]["classes"] == list(RSNA_CLASSES[1:])
+    (stack,) = load_paths([demo_study_dir()]).all_stacks()
+    volume = StackVolume(stack)
+    try:
+        pred = InferenceEngine(bundled_model_path(), provider="cpu", cache=None).analyse_volume(volume)
+    finally:
+        volume.close()
+    assert isinstance(pred, StackPrediction) and pred.maps is not None
+    labels = read_labels(demo_study_dir() / "labels.csv")
+    sdh_label = np.array([labels[s.sop_instance_uid][RSNA_CLASSES.index("subdural")] for s in stack.slices])
+    k = pred.maps.class_names.index("subdural")
+    mapped = pred.maps.mask(k).any(axis=(1, 2))
+    assert mapped.any() and (sdh_label[mapped] > 0).mean() >= 0.9  # the map sits on labelled slices
+    volumes = pred.volumes_ml()
+    assert volumes["subdural"] is not None and volumes["subdural"] > 5.0
+    assert volumes["any"] is not None and volumes["any"] >= volumes["subdural"]

@@ -26,7 +26,7 @@ def test_export_follows_the_contract_with_parity(tmp_path: Path) -> None:
     assert info.task == "slice_segmentation" and info.input_size == 32 and len(info.class_names) == 5
     engine = InferenceEngine(path, provider="cpu", cache=None)
     pred = engine.analyse_hu(make_stack(6), blood_hu(6, (2,)))
-    assert isinstance(pred, SegmentationPrediction) and pred.probabilities.shape == (6, 5, 64, 64)
+    assert isinstance(pred, SegmentationPrediction) and pred.pixels.shape == (6, 5, 64, 64)
 
 
 def test_masks_go_to_the_model_grid_like_the_pixels() -> None:

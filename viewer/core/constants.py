@@ -53,6 +53,10 @@ ONNX_SCHEMA_VERSION: Final = 1
 MODEL_INPUT_NAME: Final = "slices"  # float32 [batch, num_slices, channels, H, W]
 MODEL_SLICE_OUTPUT: Final = "slice_probs"  # float32 [batch, num_slices, K], post-sigmoid
 MODEL_STUDY_OUTPUT: Final = "study_probs"  # float32 [batch, K], post-sigmoid
+# optional third output of a slice classification model (contract version 2): per-class localisation
+# maps, float32 [batch, num_slices, M, h, w], post-sigmoid, M = metadata 'maps' classes, h = w = its size
+MODEL_MAPS_OUTPUT: Final = "slice_maps"
+MODEL_CONTRACT_VERSION: Final = 2  # metadata 'contract_version': 1 (absent) two outputs, 2 adds 'maps'
 RSNA_CLASSES: Final[tuple[str, ...]] = (
     "any",
     "epidural",

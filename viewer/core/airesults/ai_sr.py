@@ -4,11 +4,12 @@ Written before any review (IHE AIR "AI Result"): one TID 1501 measurement group 
 the finding type (standard codes, see :mod:`viewer.core.airesults.codes`), the study decision for the
 class (Finding = Present / Absent), the study probability, the thresholds and the highest slice
 probability as measurements carrying the Algorithm Identification (name, version, model SHA-256 as
-an algorithm parameter), and the flagged slices as per-image references (SOP Instance UIDs of the
-source slices); one more group holds the applicability decision and its reasons. The algorithm is
-also the observer device and the Contributing Equipment item (Purpose of Reference 99IHE 1630
-"Processing Algorithm", Device UID derived from the model's SHA-256). The analysed series is the
-evidence.
+an algorithm parameter), with localisation maps the class's bleed volume (SCT 118565006 Volume, UCUM
+mL; ``any``: the union of the subtypes' voxels), and the flagged slices as per-image references (SOP
+Instance UIDs of the source slices); one more group holds the applicability decision and its
+reasons. The algorithm is also the observer device and the Contributing Equipment item (Purpose of
+Reference 99IHE 1630 "Processing Algorithm", Device UID derived from the model's SHA-256). The
+analysed series is the evidence.
 """
 
 from __future__ import annotations
@@ -113,7 +114,7 @@ def _images(source: SourceSeries, finding: ClassFinding) -> list[hd.sr.SourceIma
 
 
 def _finding_group(
-    pred: StackPrediction, source: SourceSeries, finding: ClassFinding
+    pred: StackPrediction, source: SourceSeries, finding: ClassFinding, volumes: dict[str, float | None]
 ) -> hd.sr.MeasurementsAndQualitativeEvaluations:
     algorithm = algorithm_id(pred)
     measurements = [
@@ -124,6 +125,11 @@ def _finding_group(
             c.PEAK_SLICE_PROBABILITY, float(finding.peak_prob), c.NO_UNITS, algorithm_id=algorithm
         ),
     ]
+    volume = volumes.get(finding.class_name)
+    if volume is not None:  # the localisation maps' voxels of the class x voxel size (any: their union)
+        measurements.append(
+            hd.sr.Measurement(c.VOLUME, round(float(volume), 4), c.MILLILITER, algorithm_id=algorithm)
+        )
     site = c.CLASS_SITES.get(finding.class_name)
     ranges = ";".join(str(r) for r in finding.flagged_ranges) or "none"
     return hd.sr.MeasurementsAndQualitativeEvaluations(
@@ -176,7 +182,8 @@ def build_ai_sr(
 ) -> hd.sr.Comprehensive3DSR:
     """The AI Result SR of ``pred`` on ``source`` (de-identified unless ``include_identity``)."""
     check_source(pred, source)
-    groups = [_finding_group(pred, source, f) for f in pred.findings]
+    volumes = pred.volumes_ml()  # {} without localisation maps
+    groups = [_finding_group(pred, source, f, volumes) for f in pred.findings]
     scope = _applicability_group(pred)
     if scope is not None:
         groups.append(scope)

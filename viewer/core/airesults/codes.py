@@ -87,6 +87,9 @@ ABSENT: Final = _code(codes.SCT.Absent)  # 272519000
 PROBABILITY: Final = _code(codes.DCM.Probability)  # 122157: the study probability of the class
 KEY_OBJECT_TITLE: Final = _code(codes.DCM.OfInterest)  # 113000, CID 7010 KOS document title
 NO_UNITS: Final = _code(codes.UCUM.NoUnits)  # UCUM "1"
+VOLUME: Final = _code(codes.SCT.Volume)  # 118565006, TID 1500 volume measurements (CID 7470)
+# UCUM milliliter (the case-sensitive UCUM code is "mL"; pydicom's table lists no plain milliliter)
+MILLILITER: Final = hd.sr.CodedConcept("mL", "UCUM", "milliliter")
 # IHE AIR: Contributing Equipment Purpose of Reference of an AI algorithm
 PROCESSING_ALGORITHM: Final = hd.sr.CodedConcept("1630", "99IHE", "Processing Algorithm")
 

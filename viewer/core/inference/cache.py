@@ -67,7 +67,7 @@ class PredictionCache:
         return self.folder / f"pred_{key}.npz"
 
     def get(self, key: str) -> dict[str, Any] | None:
-        """``{"slice_probs", "study_probs", "meta"}`` or None."""
+        """``{"slice_probs", "study_probs", "meta", "maps"}`` (maps None when not kept) or None."""
         with self._lock:
             hit = self._memory.get(key)
             if hit is not None:
@@ -84,6 +84,7 @@ class PredictionCache:
                     "slice_probs": np.asarray(data["slice_probs"], dtype=np.float32),
                     "study_probs": np.asarray(data["study_probs"], dtype=np.float32),
                     "meta": json.loads(str(data["meta"])),
+                    "maps": np.asarray(data["maps"], dtype=np.float32) if "maps" in data else None,
                 }
         except (OSError, ValueError, KeyError) as exc:
             log.warning("Ignoring unreadable prediction cache entry (%s)", type(exc).__name__)
@@ -91,17 +92,30 @@ class PredictionCache:
         self._remember(key, entry)
         return entry
 
-    def put(self, key: str, slice_probs: np.ndarray, study_probs: np.ndarray, meta: dict[str, Any]) -> None:
-        entry = {"slice_probs": slice_probs, "study_probs": study_probs, "meta": dict(meta)}
+    def put(
+        self,
+        key: str,
+        slice_probs: np.ndarray,
+        study_probs: np.ndarray,
+        meta: dict[str, Any],
+        maps: np.ndarray | None = None,
+    ) -> None:
+        """Keep a result; ``maps``: a model's localisation maps on its own grid (stored as float16)."""
+        entry = {"slice_probs": slice_probs, "study_probs": study_probs, "meta": dict(meta), "maps": maps}
         self._remember(key, entry)
         if not self._disk:
             return
         path = self._path(key)
         tmp = path.with_suffix(".tmp.npz")
         try:
-            np.savez_compressed(
-                tmp, slice_probs=slice_probs, study_probs=study_probs, meta=np.asarray(json.dumps(meta))
-            )
+            arrays: dict[str, np.ndarray] = {
+                "slice_probs": slice_probs,
+                "study_probs": study_probs,
+                "meta": np.asarray(json.dumps(meta)),
+            }
+            if maps is not None:
+                arrays["maps"] = maps.astype(np.float16)
+            np.savez_compressed(tmp, **arrays)  # type: ignore[arg-type]  # numpy's stub: **kwds meet allow_pickle
             os.replace(tmp, path)
         except OSError as exc:
             log.warning("Could not write the prediction cache (%s)", type(exc).__name__)

@@ -288,6 +288,11 @@ class InferenceEngine:
         if entry is None or entry["slice_probs"].shape != (len(stack), len(self.info.class_names)):
             return None
         meta = entry["meta"]
+        spec = self.info.maps
+        maps = entry.get("maps")
+        shape = None if spec is None else (len(stack), len(spec.class_names), spec.size, spec.size)
+        if shape is not None and (maps is None or maps.shape != shape):
+            return None  # a result without this model's maps: run the model again
         return self._prediction(
             stack,
             entry["slice_probs"],
@@ -297,6 +302,7 @@ class InferenceEngine:
             elapsed=float(meta.get("elapsed_s", 0.0)),
             from_cache=True,
             bad_slices=tuple(int(i) for i in meta.get("bad_slices", [])),
+            maps=maps if spec is not None else None,
         )
 
     # --- running -----------------------------------------------------------------------------------
@@ -404,7 +410,7 @@ class InferenceEngine:
         if scope.refused:
             log.info("Stack out of scope (%s)", ", ".join(scope.codes))
             raise OutOfScopeError(scope)
-        cacheable = task.cache_arrays is not None
+        cacheable = task.caches(self.info)
         if use_cache and cacheable:
             hit = self.cached(stack, hu)
             if hit is not None:
@@ -422,15 +428,15 @@ class InferenceEngine:
             applicability=scope,
         )
         result = task.build_result(ctx, arrays)
-        if self.cache is not None and task.cache_arrays is not None:
-            slice_probs, study_probs = task.cache_arrays(result)
+        if self.cache is not None and cacheable and task.cache_arrays is not None:
+            slice_probs, study_probs, maps = task.cache_arrays(result)
             meta = {
                 "provider": self.provider,
                 "provider_note": self.provider_note,
                 "elapsed_s": ctx.elapsed_s,
                 "bad_slices": list(bad_slices),
             }
-            self.cache.put(self.cache_key(hu), slice_probs, study_probs, meta)
+            self.cache.put(self.cache_key(hu), slice_probs, study_probs, meta, maps)
         return result
 
     def preprocess(
@@ -506,7 +512,8 @@ class InferenceEngine:
         watcher.start()
         try:
             with self._lock:
-                outputs = self._session.run(task.output_names, {MODEL_INPUT_NAME: x}, run_options)
+                names = [o.name for o in task.outputs_for(self.info)]
+                outputs = self._session.run(names, {MODEL_INPUT_NAME: x}, run_options)
         except Exception as exc:
             if cancelled.is_set() or (cancel is not None and cancel()):
                 raise InferenceCancelled("Analysis cancelled") from exc
@@ -532,9 +539,10 @@ class InferenceEngine:
         elapsed: float,
         from_cache: bool = False,
         bad_slices: tuple[int, ...] = (),
+        maps: np.ndarray | None = None,
     ) -> StackPrediction:
         from viewer.core.tasks import ResultContext
-        from viewer.core.tasks.slice_classification import build_prediction
+        from viewer.core.tasks.slice_classification import build_prediction, localisation_maps
 
         ctx = ResultContext(
             stack=stack,
@@ -545,7 +553,8 @@ class InferenceEngine:
             elapsed_s=elapsed,
             bad_slices=bad_slices,
         )
-        return build_prediction(ctx, slice_probs, study_probs, from_cache=from_cache)
+        pred = build_prediction(ctx, slice_probs, study_probs, from_cache=from_cache)
+        return pred if maps is None else replace(pred, maps=localisation_maps(ctx, maps))
 
 
 def _as_stack_prediction(result: object) -> StackPrediction:

@@ -16,7 +16,9 @@ from typing import Any
 
 from viewer.core.applicability.codes import TrainedRange, parse_trained_range
 from viewer.core.constants import (
+    MODEL_CONTRACT_VERSION,
     MODEL_INPUT_NAME,
+    MODEL_MAPS_OUTPUT,
     ONNX_SCHEMA_VERSION,
     Window,
 )
@@ -40,6 +42,18 @@ REQUIRED_METADATA: tuple[str, ...] = (
     "min_slices",
 )
 MAX_MODEL_BYTES = 2 * 1024**3  # protobuf's own limit; bigger models need external data, which we refuse
+
+
+@dataclass(frozen=True)
+class MapsSpec:
+    """Metadata ``maps`` (contract version 2): the optional localisation output ``slice_maps``
+    [batch, slices, len(class_names), size, size] of a slice classification model, post-sigmoid, on the
+    model's input grid at ``size`` px; a pixel belongs to class k at probability >= ``thresholds[k]``."""
+
+    output: str
+    class_names: tuple[str, ...]
+    size: int
+    thresholds: tuple[float, ...]
 
 
 @dataclass(frozen=True)
@@ -68,6 +82,8 @@ class ModelInfo:
     # how to make the input (metadata 'preprocessing'; absent -> version 1, pad + resize the matrix)
     preprocessing: PreprocessSpec = field(default_factory=PreprocessSpec)
     task: str = "slice_classification"  # metadata 'task': a name in viewer.core.tasks' registry
+    contract_version: int = 1  # metadata 'contract_version' (absent: 1)
+    maps: MapsSpec | None = None  # metadata 'maps' (contract version 2): the localisation output
 
     @property
     def decision_thresholds(self) -> tuple[float, ...]:
@@ -253,6 +269,16 @@ def parse_metadata(meta: Mapping[str, str], path: Path, sha256: str) -> ModelInf
             f"metadata 'preprocessing' version {preprocessing.version} cannot be used by task "
             f"{task_entry.name!r} (it takes version(s) {versions})"
         )
+    contract = _json(meta, "contract_version") if "contract_version" in meta else 1
+    known = range(1, MODEL_CONTRACT_VERSION + 1)
+    if not isinstance(contract, int) or isinstance(contract, bool) or contract not in known:
+        raise ModelContractError(
+            f"metadata 'contract_version' is {contract!r}; this Slicewise reads versions "
+            f"1-{MODEL_CONTRACT_VERSION}"
+        )
+    maps = _parse_maps(meta, names, size, preprocessing.version) if "maps" in meta else None
+    if maps is not None and contract < 2:
+        raise ModelContractError("metadata 'maps' needs 'contract_version' 2")
     return ModelInfo(
         path=path,
         sha256=sha256,
@@ -273,7 +299,41 @@ def parse_metadata(meta: Mapping[str, str], path: Path, sha256: str) -> ModelInf
         trained_range=trained_range,
         preprocessing=preprocessing,
         task=task_entry.name,
+        contract_version=contract,
+        maps=maps,
     )
+
+
+def _parse_maps(meta: Mapping[str, str], names: Sequence[str], size: int, preprocessing: int) -> MapsSpec:
+    """Metadata ``maps`` -> :class:`MapsSpec`; ModelContractError naming what does not fit."""
+    raw = _json(meta, "maps")
+    if not isinstance(raw, dict):
+        raise ModelContractError("metadata 'maps' must be an object {output, classes, size, thresholds}")
+    output = raw.get("output", MODEL_MAPS_OUTPUT)
+    if output != MODEL_MAPS_OUTPUT:
+        raise ModelContractError(f"metadata 'maps' output is {output!r}; expected {MODEL_MAPS_OUTPUT!r}")
+    classes = raw.get("classes")
+    if (
+        not isinstance(classes, list)
+        or not classes
+        or len(set(map(str, classes))) != len(classes)
+        or any(c not in names for c in classes)
+    ):
+        raise ModelContractError(
+            f"metadata 'maps' classes must be a non-empty list of unique names from 'class_names', got "
+            f"{str(classes)[:80]}"
+        )
+    map_size = raw.get("size")
+    if not isinstance(map_size, int) or isinstance(map_size, bool) or not 1 <= map_size <= size:
+        raise ModelContractError(f"metadata 'maps' size must be an integer in 1..{size}, got {map_size!r}")
+    if preprocessing != 1:
+        raise ModelContractError(
+            f"metadata 'maps' needs preprocessing version 1 (its geometry is undone exactly), "
+            f"not {preprocessing}"
+        )
+    key = "maps' thresholds"
+    thresholds = _class_thresholds({key: json.dumps(raw.get("thresholds"))}, key, classes)
+    return MapsSpec(output=output, class_names=tuple(classes), size=map_size, thresholds=thresholds)
 
 
 def _class_thresholds(meta: Mapping[str, str], key: str, names: Sequence[str]) -> tuple[float, ...]:
@@ -326,9 +386,10 @@ def check_io(inputs: Sequence[Any], outputs: Sequence[Any], info: ModelInfo) -> 
     from viewer.core.tasks import task_named
 
     by_name = {o.name: o for o in outputs}
-    k = len(info.class_names)
-    for spec in task_named(info.task).outputs:
+    for spec in task_named(info.task).outputs_for(info):
         name, rank = spec.name, spec.rank
+        k = len(info.class_names) if spec.classes is None else spec.classes
+        size = info.input_size if spec.size is None else spec.size
         out = by_name.get(name)
         if out is None:
             raise ModelContractError(f"model has no output named {name!r} (outputs: {sorted(by_name)})")
@@ -339,12 +400,11 @@ def check_io(inputs: Sequence[Any], outputs: Sequence[Any], info: ModelInfo) -> 
             raise ModelContractError(f"output {name!r} has rank {len(oshape)}; expected rank {rank}")
         classes = oshape[spec.class_axis]
         if classes is not None and classes != k:
-            raise ModelContractError(
-                f"output {name!r} has {classes} classes but metadata 'class_names' lists {k}"
-            )
+            what = "'maps' classes" if spec.classes is not None else "'class_names'"
+            raise ModelContractError(f"output {name!r} has {classes} classes but metadata {what} lists {k}")
         for axis in spec.size_axes:
-            if oshape[axis] is not None and oshape[axis] != info.input_size:
+            if oshape[axis] is not None and oshape[axis] != size:
+                what = "'maps' size" if spec.size is not None else "'input_size'"
                 raise ModelContractError(
-                    f"output {name!r} axis {axis} is {oshape[axis]} px but metadata 'input_size' is "
-                    f"{info.input_size}"
+                    f"output {name!r} axis {axis} is {oshape[axis]} px but metadata {what} is {size}"
                 )

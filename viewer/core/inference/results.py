@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from viewer.core.applicability.codes import Applicability
+
+if TYPE_CHECKING:
+    from viewer.core.inference.maps import SegmentationPrediction
 
 STUDY_CLASS = "any"  # the class whose study probability decides "ICH suspected" (when the model has it)
 
@@ -94,10 +98,22 @@ class StackPrediction:
     bad_slices: tuple[int, ...] = ()  # slices that could not be decoded (filled with the stack minimum)
     study_thresholds: tuple[float, ...] = ()  # per class, the study decision's operating points
     applicability: Applicability | None = None  # the scope check's answer (in scope or caution)
+    # the localisation maps of a model with a ``slice_maps`` output (contract version 2) on the stack's
+    # pixel grid, with their thresholds and volumes; None for a model without maps
+    maps: SegmentationPrediction | None = None
 
     @property
     def num_slices(self) -> int:
         return int(self.slice_probs.shape[0])
+
+    def volumes_ml(self) -> dict[str, float | None]:
+        """Bleed volume per map class in mL and ``any`` as the union of the classes' voxels ({} without
+        maps; None values without the voxel size)."""
+        if self.maps is None:
+            return {}
+        volumes = self.maps.volumes_ml()
+        voxel = self.maps.grid.voxel_ml
+        return {STUDY_CLASS: None if voxel is None else self.maps.union_count() * voxel, **volumes}
 
     def flagged_slices(self) -> list[int]:
         """Slices where any class is at or above its threshold, ascending."""

@@ -73,18 +73,24 @@ ParseOutputs = Callable[[Sequence[np.ndarray], int, int], tuple[np.ndarray, ...]
 BuildResult = Callable[[ResultContext, tuple[np.ndarray, ...]], TaskResult]
 Summary = Callable[[TaskResult], dict[str, object]]
 DicomOutputs = Callable[[TaskResult, "SourceSeries", Path, bool], list[Path]]
-CacheArrays = Callable[[TaskResult], tuple[np.ndarray, np.ndarray]]
+# (slice_probs, study_probs) and the model-grid maps when the result has them (else None)
+CacheArrays = Callable[[TaskResult], tuple[np.ndarray, np.ndarray, np.ndarray | None]]
+# the outputs a model's metadata adds to the task's own (e.g. the localisation maps of contract version 2)
+OptionalOutputs = Callable[["ModelInfo"], tuple["OutputSpec", ...]]
 
 
 @dataclass(frozen=True)
 class OutputSpec:
-    """One output tensor of the model: its name and rank; ``class_axis`` holds the classes and
-    ``size_axes`` (if any) are as long as the model's input size."""
+    """One output tensor of the model: its name and rank; ``class_axis`` holds the classes (``classes``
+    of them; None: as many as the model's class names) and ``size_axes`` (if any) are ``size`` long
+    (None: the model's input size)."""
 
     name: str
     rank: int
     class_axis: int = -1
     size_axes: tuple[int, ...] = ()
+    classes: int | None = None
+    size: int | None = None
 
 
 @dataclass(frozen=True)
@@ -106,10 +112,21 @@ class Task:
     tabular: bool = False  # ``predict --out x.csv``: the summary has per-slice ``probs`` rows
     # (slice_probs, study_probs) the prediction cache stores; None: results are never cached
     cache_arrays: CacheArrays | None = None
+    # outputs the model's metadata declares beyond ``outputs`` (requested and parsed after them)
+    optional_outputs: OptionalOutputs | None = None
 
     @property
     def output_names(self) -> list[str]:
         return [o.name for o in self.outputs]
+
+    def outputs_for(self, info: ModelInfo) -> tuple[OutputSpec, ...]:
+        """The outputs a run of this model requests: the task's, then those its metadata adds."""
+        extra = self.optional_outputs(info) if self.optional_outputs is not None else ()
+        return self.outputs + extra
+
+    def caches(self, info: ModelInfo) -> bool:
+        """Whether the prediction cache keeps this model's results."""
+        return self.cache_arrays is not None
 
 
 _TASKS: dict[str, Task] = {}

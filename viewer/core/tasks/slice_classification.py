@@ -3,6 +3,13 @@
 Outputs ``slice_probs`` [batch, slices, K] and ``study_probs`` [batch, K], post-sigmoid; result
 :class:`~viewer.core.inference.results.StackPrediction`; DICOM outputs: the AI Result SR and the Key
 Object Selection (:mod:`viewer.core.airesults`).
+
+Contract version 2 adds an optional third output, ``slice_maps`` [batch, slices, M, size, size]
+(metadata ``maps``: its M classes, size and thresholds): per-class localisation maps on the model's
+input grid. They are moved onto the stack's pixel grid (:func:`viewer.core.inference.maps.maps_to_pixels`)
+and kept as the prediction's ``maps`` (a :class:`~viewer.core.inference.maps.SegmentationPrediction`):
+bleed volumes per class in ``predict``'s output and the AI SR, and a binary DICOM SEG at the map
+thresholds. A model without ``maps`` metadata is run with the two outputs only.
 """
 
 from __future__ import annotations
@@ -14,18 +21,35 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from viewer.core.constants import MODEL_SLICE_OUTPUT, MODEL_STUDY_OUTPUT
+from viewer.core.constants import MODEL_MAPS_OUTPUT, MODEL_SLICE_OUTPUT, MODEL_STUDY_OUTPUT
 from viewer.core.errors import ModelContractError, ModelError
+from viewer.core.inference.maps import (
+    SegmentationPrediction,
+    parse_maps,
+    volume_summary,
+)
 from viewer.core.inference.postprocess import make_findings
 from viewer.core.inference.results import StackPrediction
 from viewer.core.tasks.registry import OutputSpec, ResultContext, Task, TaskResult, register_task
+from viewer.core.tasks.slice_segmentation import maps_prediction
 
 if TYPE_CHECKING:
     from viewer.core.airesults.identity import SourceSeries
+    from viewer.core.inference.model import ModelInfo
+
+
+def optional_outputs(info: ModelInfo) -> tuple[OutputSpec, ...]:
+    """The localisation maps when the model's metadata declares them (contract version 2)."""
+    if info.maps is None:
+        return ()
+    spec = info.maps
+    classes = len(spec.class_names)
+    return (OutputSpec(spec.output, 5, class_axis=2, size_axes=(3, 4), classes=classes, size=spec.size),)
 
 
 def parse_outputs(outputs: Sequence[np.ndarray], n: int, k: int) -> tuple[np.ndarray, ...]:
-    """(slice_probs (S, K), study_probs (K,)) float32 clipped to [0, 1], from batch-1 outputs."""
+    """(slice_probs (S, K), study_probs (K,)) float32 clipped to [0, 1], from batch-1 outputs; with a
+    third output, its maps (S, M, size, size) in [0, 1] too (classes and size checked by the result)."""
     slice_probs = np.asarray(outputs[0], dtype=np.float32)
     study_probs = np.asarray(outputs[1], dtype=np.float32)
     if slice_probs.shape != (1, n, k) or study_probs.shape != (1, k):
@@ -35,7 +59,12 @@ def parse_outputs(outputs: Sequence[np.ndarray], n: int, k: int) -> tuple[np.nda
         )
     if not (np.isfinite(slice_probs).all() and np.isfinite(study_probs).all()):
         raise ModelError("The model returned NaN or infinite probabilities for this stack")
-    return np.clip(slice_probs[0], 0.0, 1.0), np.clip(study_probs[0], 0.0, 1.0)
+    probs = (np.clip(slice_probs[0], 0.0, 1.0), np.clip(study_probs[0], 0.0, 1.0))
+    if len(outputs) < 3:
+        return probs
+    raw = np.asarray(outputs[2])
+    m = raw.shape[2] if raw.ndim == 5 else 0
+    return (*probs, parse_maps(raw, MODEL_MAPS_OUTPUT, n, m))
 
 
 def as_prediction(result: TaskResult) -> StackPrediction:
@@ -78,15 +107,31 @@ def build_prediction(
 
 
 def build_result(ctx: ResultContext, arrays: tuple[np.ndarray, ...]) -> StackPrediction:
-    """Parsed (slice_probs, study_probs) in model order -> the prediction in the stack's order."""
-    slice_probs, study_probs = arrays
+    """Parsed (slice_probs, study_probs[, maps]) in model order -> the prediction in the stack's order."""
+    slice_probs, study_probs = arrays[0], arrays[1]
     slice_probs[ctx.slice_order] = slice_probs.copy()  # back to the stack's order
-    return build_prediction(ctx, slice_probs, study_probs)
+    pred = build_prediction(ctx, slice_probs, study_probs)
+    if len(arrays) < 3:
+        return pred
+    return replace(pred, maps=localisation_maps(ctx, arrays[2]))
 
 
-def cache_arrays(result: TaskResult) -> tuple[np.ndarray, np.ndarray]:
+def localisation_maps(ctx: ResultContext, maps: np.ndarray) -> SegmentationPrediction:
+    """The model-grid maps (S, M, size, size) of a contract-2 model on the stack's pixel grid."""
+    spec = ctx.info.maps
+    if spec is None:
+        raise ModelContractError(f"model returned {MODEL_MAPS_OUTPUT} but its metadata has no 'maps'")
+    if maps.shape[1] != len(spec.class_names) or maps.shape[-1] != spec.size:
+        raise ModelContractError(
+            f"model returned {MODEL_MAPS_OUTPUT} with {maps.shape[1]} classes of {maps.shape[-1]} px; "
+            f"metadata 'maps' lists {len(spec.class_names)} classes of {spec.size} px"
+        )
+    return maps_prediction(ctx, maps, spec.class_names, spec.thresholds, on_pixels=False)
+
+
+def cache_arrays(result: TaskResult) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     pred = as_prediction(result)
-    return pred.slice_probs, pred.study_probs
+    return pred.slice_probs, pred.study_probs, None if pred.maps is None else pred.maps.model_maps
 
 
 def summary(result: TaskResult) -> dict[str, object]:
@@ -122,6 +167,7 @@ def summary(result: TaskResult) -> dict[str, object]:
             }
             for f in pred.findings
         ],
+        **maps_summary(pred),
         "slices": [
             {
                 "index": i,
@@ -133,13 +179,36 @@ def summary(result: TaskResult) -> dict[str, object]:
     }
 
 
+def maps_summary(pred: StackPrediction) -> dict[str, object]:
+    """``maps`` for ``predict``'s JSON: classes, thresholds, voxel size, volumes (``any`` = the union of
+    the classes' voxels) and per-class findings; {} for a model without maps."""
+    if pred.maps is None:
+        return {}
+    volumes = {n: None if v is None else round(v, 4) for n, v in pred.volumes_ml().items()}
+    return {
+        "maps": {
+            "classes": list(pred.maps.class_names),
+            "thresholds": dict(zip(pred.maps.class_names, pred.maps.thresholds)),
+            **volume_summary(pred.maps),
+            "volumes_ml": volumes,
+        }
+    }
+
+
 def dicom_outputs(
     result: TaskResult, source: SourceSeries, folder: Path, include_identity: bool
 ) -> list[Path]:
-    """The AI Result SR and the KOS (highdicom is imported on first use, not at model load)."""
+    """The AI Result SR and the KOS, and with maps the DICOM SEG (highdicom is imported on first use,
+    not at model load)."""
     from viewer.core.airesults.writer import write_ai_objects
 
-    return write_ai_objects(as_prediction(result), source, folder, include_identity=include_identity)
+    pred = as_prediction(result)
+    paths = write_ai_objects(pred, source, folder, include_identity=include_identity)
+    if pred.maps is not None:  # the localisation maps as a binary SEG at the map thresholds
+        from viewer.core.airesults.seg import write_seg
+
+        paths.append(write_seg(pred.maps, source, folder, include_identity=include_identity))
+    return paths
 
 
 SLICE_CLASSIFICATION = register_task(
@@ -154,5 +223,6 @@ SLICE_CLASSIFICATION = register_task(
         summary=summary,
         tabular=True,
         cache_arrays=cache_arrays,
+        optional_outputs=optional_outputs,
     )
 )

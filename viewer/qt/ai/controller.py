@@ -31,6 +31,7 @@ from PySide6.QtWidgets import (
 
 from viewer.core.constants import INTENDED_USE
 from viewer.core.errors import ModelError
+from viewer.core.foreign.kinds import SEG_CLASSES
 from viewer.core.inference.results import StackPrediction, run_start
 from viewer.core.paths import bundled_model_path
 from viewer.qt.actions import ActionSpec
@@ -446,23 +447,30 @@ class AIController(QObject):
             self.status.set_idle(f"AI: {engine.info.label}")
         self.window.show_status(text, 10_000)
 
-        def done(future: Future[list[Path]]) -> None:  # on the helper's callback thread
-            try:
-                paths = future.result()
-            except Exception as exc:  # logged by type only (messages may carry paths)
-                log.warning("The AI result objects could not be written (%s)", type(exc).__name__)
-                return
-            from viewer.core.dicom.loader import load_paths
-
-            files = list(load_paths(paths).result_files)
-            with contextlib.suppress(RuntimeError):  # the window closed meanwhile
-                self.task_objects_ready.emit(files)
-
         try:
             future = process.submit(task.dicom_outputs, result, stack, ai_results_dir(), False)  # type: ignore[arg-type]
-            future.add_done_callback(done)
+            future.add_done_callback(self._show_objects)
         except (OSError, RuntimeError) as exc:
             log.warning("The AI result objects could not be written (%s)", type(exc).__name__)
+
+    def _show_objects(self, future: Future[list[Path]], sop_classes: frozenset[str] | None = None) -> None:
+        """On the helper's callback thread: hand the written objects (those of ``sop_classes``, all when
+        None) to the Results overlay (:attr:`task_objects_ready`)."""
+        try:
+            paths = future.result()
+        except Exception as exc:  # logged by type only (messages may carry paths)
+            log.warning("The AI result objects could not be written (%s)", type(exc).__name__)
+            return
+        from viewer.core.dicom.loader import load_paths
+
+        files = [
+            f
+            for f in load_paths(paths).result_files
+            if sop_classes is None or f.sop_class_uid in sop_classes
+        ]
+        if files:
+            with contextlib.suppress(RuntimeError):  # the window closed meanwhile
+                self.task_objects_ready.emit(files)
 
     def _on_out_of_scope(self, rid: int, applicability: Applicability, stack: Stack) -> None:
         """The applicability check refused the stack: no probabilities anywhere, the reason instead."""
@@ -545,6 +553,8 @@ class AIController(QObject):
             exc = future.exception() if not future.cancelled() else None
             if exc is not None:  # logged by type only (messages may carry paths)
                 log.warning("The AI DICOM objects could not be written (%s)", type(exc).__name__)
+            elif prediction.maps is not None:  # the localisation maps' SEG: shown by the Results overlay
+                self._show_objects(future, SEG_CLASSES)
 
         try:
             future = process.submit(self._dicom_writer(), prediction, stack, ai_results_dir(), False)

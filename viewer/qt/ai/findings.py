@@ -1,6 +1,7 @@
 """Findings panel: the study decision, one row per class (study probability, flagged slice ranges,
-slice threshold), a caution banner for stacks in scope with caution, and only the reason (no
-probability) for stacks the applicability check refused.
+slice threshold and, for a model with localisation maps, the bleed volume in mL), a caution banner for
+stacks in scope with caution, and only the reason (no probability) for stacks the applicability check
+refused.
 
 Each class row has one child row per flagged range; clicking a range jumps to its first slice,
 clicking a class row jumps to its peak slice (``slice_requested(index)``).
@@ -22,6 +23,7 @@ from viewer.qt.ai.timeline import class_color
 from viewer.qt.tree_items import children, fit_columns, top_items
 
 SLICE_ROLE = Qt.ItemDataRole.UserRole + 1
+VOLUME_COLUMN = 4  # bleed volume in mL (models with localisation maps only)
 
 
 class FindingsPanel(QWidget):
@@ -49,15 +51,17 @@ class FindingsPanel(QWidget):
         self.details.setWordWrap(True)
         self.details.setStyleSheet("color: #8b949e; font-size: 8pt;")
         self.tree = QTreeWidget()
-        self.tree.setColumnCount(4)
-        # Short headers (explained in their tooltips) so that all four columns fit the default dock.
-        self.tree.setHeaderLabels(["Class", "Study", "Flagged", "Thr."])
+        self.tree.setColumnCount(5)
+        # Short headers (explained in their tooltips) so that all columns fit the default dock.
+        self.tree.setHeaderLabels(["Class", "Study", "Flagged", "Thr.", "mL"])
         for col, tip in enumerate(
             (
                 "Finding class; click a slice range to go there",
                 "Study-level probability (bold: positive at the study threshold)",
                 "Slice ranges at or above the slice threshold (click to go)",
                 "The model's slice threshold for this class (dashed line in the timeline)",
+                "Bleed volume from the localisation map: voxels at or above the map threshold x voxel size "
+                "(any: the union of the subtypes); research use, synthetic training data",
             )
         ):
             self.tree.headerItem().setToolTip(col, tip)
@@ -99,6 +103,8 @@ class FindingsPanel(QWidget):
             self.details.setText("")
             return
         self.badge.setText(prediction.badge())
+        volumes = prediction.volumes_ml()  # {} without localisation maps: the column is hidden
+        self.tree.setColumnHidden(VOLUME_COLUMN, not volumes)
         scope = prediction.applicability
         if scope is not None and scope.cautioned:
             cautions = [r for r in scope.reasons if r.scope is scope.scope]
@@ -109,8 +115,15 @@ class FindingsPanel(QWidget):
             self.banner.show()
         for k, finding in enumerate(prediction.findings):
             ranges = ", ".join(str(r) for r in finding.flagged_ranges) or "—"
+            volume = volumes.get(finding.class_name)
             row = QTreeWidgetItem(
-                [finding.class_name, f"{finding.study_prob:.2f}", ranges, f"{finding.threshold:.3f}"]
+                [
+                    finding.class_name,
+                    f"{finding.study_prob:.2f}",
+                    ranges,
+                    f"{finding.threshold:.3f}",
+                    "" if volume is None else f"{volume:.1f}",
+                ]
             )
             row.setData(0, SLICE_ROLE, finding.peak_slice)
             row.setToolTip(
@@ -120,7 +133,7 @@ class FindingsPanel(QWidget):
             if finding.positive:
                 font = row.font(0)
                 font.setBold(True)
-                for col in range(4):
+                for col in range(VOLUME_COLUMN + 1):
                     row.setFont(col, font)
             for r in finding.flagged_ranges:
                 peak = _range_peak(prediction, k, r)

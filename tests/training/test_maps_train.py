@@ -1,0 +1,96 @@
+"""slicewise-train maps: the map decoder trained on a frozen checkpoint; the exported model keeps the base
+model's probabilities and adds slice_maps, which the viewer's engine reads (contract version 2)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("onnx")
+
+import torch
+
+from training.export import export_model, read_metadata
+from training.maps import MapDecoder, MapNet, compare_with_base
+from training.model import ICHNet, ModelConfig
+from training.train import save_checkpoint
+from viewer.core.constants import RSNA_CLASSES
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A tiny 32 px ICHNet checkpoint and its ONNX export (the 'base model')."""
+    folder = tmp_path_factory.mktemp("mapsbase")
+    torch.manual_seed(0)
+    cfg = ModelConfig(widths=(4, 6, 8, 10, 12), embed_dim=8, seq_dim=8, gru_hidden=4, input_size=32)
+    net = ICHNet(cfg).eval()
+    ckpt = folder / "checkpoint.pt"
+    save_checkpoint(ckpt, {"model": net.state_dict(), "model_config": cfg.to_dict()})
+    meta = {
+        "schema_version": 1,
+        "model_name": "tiny-base",
+        "model_version": "0.0.1",
+        "class_names": list(RSNA_CLASSES),
+        "modality": "CT",
+        "input_layout": "BSCHW",
+        "input_size": 32,
+        "windows": [{"width": 80, "level": 40}, {"width": 200, "level": 80}, {"width": 380, "level": 40}],
+        "normalization": "test",
+        "slice_order": "ascending_position",
+        "thresholds": {c: 0.5 for c in RSNA_CLASSES},
+        "intended_use": "research use only; trained on synthetic data; not for clinical use",
+        "min_slices": 3,
+        "exporter": {"opset": 17, "dynamo": False},
+    }
+    onnx_path = folder / "base.onnx"
+    export_model(net, onnx_path, meta, slice_counts=(1, 5), batch_sizes=(1,))
+    return ckpt, onnx_path
+
+
+def test_the_decoder_sees_the_cnn_maps_and_keeps_the_probabilities(base: tuple[Path, Path]) -> None:
+    from training.train import load_checkpoint, model_from_checkpoint
+
+    net = model_from_checkpoint(load_checkpoint(base[0]))
+    x = torch.rand(1, 5, 3, 32, 32)
+    for stride, fine in ((2, True), (4, False)):
+        model = MapNet(net, MapDecoder(net.cfg.widths, fine=fine)).eval()
+        with torch.no_grad():
+            slice_logits, study_logits, maps = model(x)
+            ref_slice, ref_study = net(x)
+        assert maps.shape == (1, 5, 5, 32 // stride, 32 // stride)
+        assert torch.equal(slice_logits, ref_slice) and torch.equal(study_logits, ref_study)
+
+
+def test_cli_trains_exports_a_model_the_viewer_reads(base: tuple[Path, Path], tmp_path: Path) -> None:
+    from tests.core.inference_models import blood_hu, make_stack
+    from training.cli import main as train_main
+    from viewer.core.inference.engine import InferenceEngine, load_model_info
+    from viewer.core.inference.results import StackPrediction
+
+    ckpt, base_onnx = base
+    out = tmp_path / "run"
+    argv = ["maps", str(ckpt), "--base-model", str(base_onnx), "--out", str(out), "--studies", "2"]
+    argv += ["--val-studies", "1", "--max-epochs", "2", "--threads", "1", "--workers", "0"]
+    argv += ["--seed", "7100091", "--synth-size", "64", "--max-slices", "8"]
+    assert train_main(argv) == 0
+    model = out / "slicewise_ich.onnx"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["parity_max_abs_diff"] <= 1e-4 and metrics["epochs"] == 2
+    assert metrics["unchanged_vs_base_max_abs_diff"] < 1e-5
+    meta = read_metadata(model)
+    assert meta["contract_version"] == 2 and meta["model_version"] == "0.2.0"
+    assert meta["maps"]["size"] == 16 and meta["maps"]["classes"] == list(RSNA_CLASSES[1:])
+    assert set(meta["maps"]["thresholds"]) == set(RSNA_CLASSES[1:])
+    assert meta["thresholds"] == read_metadata(base_onnx)["thresholds"]  # the base model's metadata kept
+    info = load_model_info(model)
+    assert info.maps is not None and info.maps.size == 16
+    rng = np.random.default_rng(1)
+    x = rng.random((1, 9, 3, 32, 32), dtype=np.float32)
+    assert compare_with_base(model, base_onnx, [x]) < 1e-5
+    pred = InferenceEngine(model, provider="cpu", cache=None).analyse_hu(make_stack(8), blood_hu(8, (3, 4)))
+    assert isinstance(pred, StackPrediction) and pred.maps is not None
+    assert pred.maps.pixels.shape == (8, 5, 64, 64)

@@ -1,0 +1,204 @@
+"""Per-class probability maps on a stack's pixel grid: the result of a ``slice_segmentation`` model and the
+localisation maps of a slice classification model with a ``slice_maps`` output (contract version 2).
+
+A pixel belongs to class k where its probability is at or above the class's threshold; the volume of a
+class is its voxel count x row spacing x column spacing x slice spacing (mL). Maps made on the model's
+grid (preprocessing version 1: square pad + area resize) are moved onto the pixels by
+:func:`viewer.core.preprocess.model_grid_to_pixels`, which undoes that geometry exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+
+from viewer.core.applicability.codes import Applicability
+from viewer.core.dicom.model import Stack
+from viewer.core.errors import ModelContractError, ModelError
+from viewer.core.inference.results import slice_runs
+from viewer.core.preprocess import model_grid_to_pixels
+
+
+@dataclass(frozen=True)
+class SliceGrid:
+    """Where the stack's pixels lie (what a DICOM SEG needs to reference them), one entry per slice."""
+
+    rows: int
+    columns: int
+    pixel_spacing: tuple[float, float] | None  # (row spacing, column spacing) mm
+    slice_spacing: float | None  # mm between neighbouring slices (else the slice thickness)
+    slice_thickness: float | None
+    orientation: tuple[float, ...] | None  # ImageOrientationPatient
+    positions: tuple[tuple[float, float, float] | None, ...]  # ImagePositionPatient per slice
+    frame_of_reference_uid: str | None
+    modality: str = "CT"
+
+    @property
+    def voxel_ml(self) -> float | None:
+        """Volume of one voxel in mL; None when the stack lacks PixelSpacing or a slice spacing."""
+        if self.pixel_spacing is None or not self.slice_spacing:
+            return None
+        return self.pixel_spacing[0] * self.pixel_spacing[1] * self.slice_spacing / 1000.0
+
+
+@dataclass(frozen=True, eq=False)
+class SegmentationPrediction:
+    """Per-class probability maps of one stack on its pixel grid, with provenance.
+
+    The pixel-grid probabilities are either stored (``probabilities``, the segmentation task) or made
+    from the model-grid maps when asked (``model_maps``; the localisation maps of the classification
+    model: a 300-slice 512 px stack would hold 390 MB of pixel-grid maps). Voxel counts and volumes are
+    counted slice by slice (:attr:`slice_counts`), never holding the whole stack's masks at once.
+    """
+
+    stack_uid: str
+    study_instance_uid: str
+    series_instance_uid: str
+    slice_uids: tuple[str, ...]  # SOPInstanceUID per slice, display order
+    class_names: tuple[str, ...]
+    # uint8 (S, K, rows, columns): probability x 255 on the stack's pixel grid; None: from ``model_maps``
+    probabilities: np.ndarray | None
+    thresholds: tuple[float, ...]  # per class: a pixel belongs to the class at probability >= threshold
+    grid: SliceGrid
+    model_name: str
+    model_version: str
+    model_sha256: str
+    provider: str
+    provider_note: str
+    elapsed_s: float
+    intended_use: str
+    from_cache: bool = False
+    bad_slices: tuple[int, ...] = ()
+    applicability: Applicability | None = None
+    # the maps as the model made them (S, K, size, size) in [0, 1] (float16), in the stack's slice order
+    # (what the prediction cache keeps: a few MB where the pixel-grid maps take hundreds)
+    model_maps: np.ndarray | None = None
+
+    @property
+    def num_slices(self) -> int:
+        return len(self.slice_uids)
+
+    def levels(self) -> np.ndarray:
+        """uint8 level per class: a pixel belongs to class k at probability x 255 >= levels[k]."""
+        return np.array([max(int(np.ceil(t * 255.0 - 1e-6)), 1) for t in self.thresholds], dtype=np.uint8)
+
+    def slice_pixels(self, s: int) -> np.ndarray:
+        """uint8 (K, rows, columns): slice ``s``'s probabilities x 255 on the pixel grid."""
+        if self.probabilities is not None:
+            return np.asarray(self.probabilities[s])
+        if self.model_maps is None:
+            raise ValueError("the maps hold neither pixel-grid probabilities nor the model's maps")
+        pixels = model_grid_to_pixels(self.model_maps[s], self.grid.rows, self.grid.columns)
+        np.rint(np.clip(pixels, 0.0, 1.0) * 255.0, out=pixels)
+        return pixels.astype(np.uint8)
+
+    @cached_property
+    def pixels(self) -> np.ndarray:
+        """uint8 (S, K, rows, columns): every slice's probabilities x 255 on the pixel grid."""
+        if self.probabilities is not None:
+            return self.probabilities
+        return np.stack([self.slice_pixels(s) for s in range(self.num_slices)])
+
+    def mask(self, k: int) -> np.ndarray:
+        """bool (S, rows, columns): the pixels of class ``k``."""
+        return self.pixels[:, k] >= self.levels()[k]
+
+    def masks(self) -> np.ndarray:
+        """bool (S, rows, columns, K): every class (the layout of a DICOM SEG's pixel array)."""
+        return np.stack([self.mask(k) for k in range(len(self.class_names))], axis=-1)
+
+    @cached_property
+    def slice_counts(self) -> np.ndarray:
+        """int64 (S, K + 1): per slice, the voxels of each class and (last column) of their union."""
+        levels = self.levels()[:, None, None]
+        out = np.zeros((self.num_slices, len(self.class_names) + 1), dtype=np.int64)
+        for s in range(self.num_slices):
+            inside = self.slice_pixels(s) >= levels
+            out[s, :-1] = inside.sum(axis=(1, 2))
+            out[s, -1] = int(inside.any(axis=0).sum())
+        return out
+
+    def voxel_counts(self) -> tuple[int, ...]:
+        return tuple(int(c) for c in self.slice_counts[:, :-1].sum(axis=0))
+
+    def union_count(self) -> int:
+        """Voxels that belong to any class."""
+        return int(self.slice_counts[:, -1].sum())
+
+    def volumes_ml(self) -> dict[str, float | None]:
+        """Per-class volume in mL (voxels of the class x voxel volume); None without the voxel size."""
+        voxel = self.grid.voxel_ml
+        return {
+            name: None if voxel is None else count * voxel
+            for name, count in zip(self.class_names, self.voxel_counts())
+        }
+
+    def lesion_slices(self, k: int) -> list[int]:
+        return [int(i) for i in np.flatnonzero(self.slice_counts[:, k])]
+
+
+def grid_of(stack: Stack) -> SliceGrid:
+    """The pixel grid of ``stack`` (what volumes and a DICOM SEG need)."""
+    first = stack.slices[0]
+    return SliceGrid(
+        rows=first.rows,
+        columns=first.columns,
+        pixel_spacing=first.pixel_spacing,
+        slice_spacing=stack.slice_spacing or first.slice_thickness,
+        slice_thickness=first.slice_thickness,
+        orientation=first.orientation,
+        positions=tuple(s.position for s in stack.slices),
+        frame_of_reference_uid=stack.frame_of_reference_uid,
+        modality=stack.modality or "CT",
+    )
+
+
+def maps_to_pixels(maps: np.ndarray, slice_order: np.ndarray, grid: SliceGrid) -> np.ndarray:
+    """(S, K, h, w) maps in [0, 1] on the model grid, in model slice order -> uint8 (S, K, rows,
+    columns) probability x 255 on the stack's pixel grid, in the stack's order."""
+    out = np.empty((len(slice_order), maps.shape[1], grid.rows, grid.columns), dtype=np.uint8)
+    for model_index, stack_index in enumerate(slice_order):
+        pixels = model_grid_to_pixels(maps[model_index], grid.rows, grid.columns)
+        np.rint(np.clip(pixels, 0.0, 1.0) * 255.0, out=pixels)
+        out[stack_index] = pixels.astype(np.uint8)
+    return out
+
+
+def parse_maps(raw: np.ndarray, name: str, n: int, k: int) -> np.ndarray:
+    """A batch-1 maps output (1, n, k, size, size) -> (n, k, size, size) float32 clipped to [0, 1];
+    ModelContractError naming the mismatch for another shape, ModelError for NaN / infinite values."""
+    maps = np.asarray(raw, dtype=np.float32)
+    if maps.ndim != 5 or maps.shape[:3] != (1, n, k) or maps.shape[3] != maps.shape[4] or maps.shape[3] < 1:
+        raise ModelContractError(f"model returned {name} {maps.shape}; expected (1, {n}, {k}, size, size)")
+    if not np.isfinite(maps).all():
+        raise ModelError(f"The model returned NaN or infinite values in {name} for this stack")
+    return np.clip(maps[0], 0.0, 1.0)
+
+
+def volume_summary(maps: SegmentationPrediction) -> dict[str, object]:
+    """``voxel_ml``, ``volumes_ml`` per class and ``findings`` (per class: volume, voxels, threshold,
+    lesion slice ranges, the slice with the most voxels) for ``slicewise predict``'s JSON."""
+    voxel = maps.grid.voxel_ml
+    findings: list[object] = []
+    volumes: dict[str, object] = {}
+    for k, (name, count) in enumerate(zip(maps.class_names, maps.voxel_counts())):
+        volume = None if voxel is None else round(count * voxel, 4)
+        volumes[name] = volume
+        per_slice = maps.slice_counts[:, k]
+        findings.append(
+            {
+                "class": name,
+                "volume_ml": volume,
+                "voxels": count,
+                "threshold": maps.thresholds[k],
+                "lesion_slices": [[r.start, r.stop] for r in slice_runs(maps.lesion_slices(k))],
+                "peak_slice": int(np.argmax(per_slice)) if count else None,
+            }
+        )
+    return {
+        "voxel_ml": None if voxel is None else round(voxel, 8),
+        "volumes_ml": volumes,
+        "findings": findings,
+    }
