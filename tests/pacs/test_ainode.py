@@ -376,7 +376,8 @@ def test_kill_9_mid_series_loses_nothing_and_analyses_each_series_once(
         proc.wait(timeout=10)
     finally:
         stop_process(proc)
-    proc = start_node(pacs, model, state, log, quiet_s=LONG_QUIET_S)  # the sender resumes within the quiet time
+    # the sender resumes within the quiet time
+    proc = start_node(pacs, model, state, log, quiet_s=LONG_QUIET_S)
     try:
         assert set(send(second[8:], pacs.node_port)) == {0}
         wait_for("series B done", lambda: queue_state(state, uid_b) is SeriesState.DONE)
