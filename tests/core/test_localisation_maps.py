@@ -22,6 +22,7 @@ from tests.core.inference_models import (
     make_stack,
     write_bleed_series,
 )
+from viewer.core.constants import RSNA_CLASS_COLORS
 from viewer.core.errors import ModelContractError, ModelError
 from viewer.core.inference.cache import PredictionCache
 from viewer.core.inference.engine import InferenceEngine, load_model_info
@@ -226,6 +227,9 @@ def test_dicom_out_writes_volumes_in_the_sr_and_the_maps_as_a_seg(
     ds = pydicom.dcmread(seg_path)
     assert ds.SegmentationType == "BINARY" and ds.PatientIdentityRemoved == "YES"
     assert [s.SegmentLabel for s in ds.SegmentSequence] == list(SEG_CLASSES)
+    for item in ds.SegmentSequence:  # each segment in its class's colour of the timeline and findings panel
+        shown = hd.color.CIELabColor.from_dicom_value(item.RecommendedDisplayCIELabValue).to_rgb()
+        assert "#{:02x}{:02x}{:02x}".format(*shown) == RSNA_CLASS_COLORS[item.SegmentLabel]
     listed = ds.ReferencedSeriesSequence[0].ReferencedInstanceSequence
     referenced = {i.ReferencedSOPInstanceUID for i in listed}
     assert referenced == sources

@@ -66,6 +66,16 @@ RSNA_CLASSES: Final[tuple[str, ...]] = (
     "subdural",
 )
 RSNA_CLASS_WEIGHTS: Final[tuple[float, ...]] = (2.0, 1.0, 1.0, 1.0, 1.0, 1.0)
+# One colour per class wherever a class is drawn: the AI timeline and findings panel, and the segments of
+# the AI's DICOM SEG (RecommendedDisplayCIELabValue), so the map on the image has its timeline's colour
+RSNA_CLASS_COLORS: Final[dict[str, str]] = {
+    "any": "#f0f0f0",
+    "epidural": "#ff7b72",
+    "intraparenchymal": "#ffa657",
+    "intraventricular": "#d2a8ff",
+    "subarachnoid": "#79c0ff",
+    "subdural": "#56d364",
+}
 # The three CT windows fed to the model as channels: brain, subdural, soft tissue.
 MODEL_WINDOWS: Final[tuple[Window, ...]] = (Window(80, 40), Window(200, 80), Window(380, 40))
 MODEL_INPUT_SIZE: Final = 256

@@ -35,6 +35,7 @@ from viewer.core.airesults.identity import (
     stable_uid,
 )
 from viewer.core.airesults.writer import write_dataset
+from viewer.core.constants import RSNA_CLASS_COLORS
 from viewer.core.tasks.slice_segmentation import SegmentationPrediction
 
 SEG_SERIES_NUMBER: Final = 9903
@@ -83,6 +84,14 @@ def source_images(
     return images
 
 
+def _display_color(name: str) -> hd.color.CIELabColor | None:
+    """The class's colour in the viewer (timeline, findings), so the SEG's segments match it anywhere."""
+    rgb = RSNA_CLASS_COLORS.get(name)
+    if rgb is None:
+        return None
+    return hd.color.CIELabColor.from_rgb(*(int(rgb[i : i + 2], 16) for i in (1, 3, 5)))
+
+
 def segment_descriptions(pred: SegmentationPrediction) -> list[hd.seg.SegmentDescription]:
     algorithm = hd.AlgorithmIdentificationSequence(
         name=pred.model_name[:64],
@@ -100,6 +109,7 @@ def segment_descriptions(pred: SegmentationPrediction) -> list[hd.seg.SegmentDes
             algorithm_identification=algorithm,
             tracking_uid=stable_uid(f"slicewise/seg-segment/{pred.model_sha256}/{pred.stack_uid}/{name}"),
             tracking_id=f"AI {name}"[:64],
+            display_color=_display_color(name),
         )
         for k, name in enumerate(pred.class_names)
     ]

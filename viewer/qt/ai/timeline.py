@@ -26,18 +26,12 @@ from PySide6.QtWidgets import (
 )
 from superqt import QElidingLabel
 
+from viewer.core.constants import RSNA_CLASS_COLORS
 from viewer.core.inference.results import StackPrediction
 
 log = logging.getLogger(__name__)
 
-CLASS_COLORS: dict[str, str] = {
-    "any": "#f0f0f0",
-    "epidural": "#ff7b72",
-    "intraparenchymal": "#ffa657",
-    "intraventricular": "#d2a8ff",
-    "subarachnoid": "#79c0ff",
-    "subdural": "#56d364",
-}
+CLASS_COLORS: dict[str, str] = RSNA_CLASS_COLORS
 FALLBACK_COLORS = ("#e3b341", "#f778ba", "#a5d6ff", "#7ee787", "#ffdf5d", "#bc8cff")
 CURRENT_LINE_COLOR = "#2f81f7"
 TIMELINE_HEIGHT = 190  # px, on screens 950 px high and more
