@@ -46,6 +46,10 @@ def test_analyze_shows_volumes_and_the_registered_map_overlay(
     (seg_file,) = written.args[0]  # only the SEG goes to the overlay, not the AI SR / KOS
     assert seg_file.sop_class_uid == "1.2.840.10008.5.1.4.1.1.66.4"
     qtbot.waitUntil(lambda: any(isinstance(p, PlacedSeg) for p in results.placed), timeout=60_000)
+    qtbot.wait(20)
+    # the AI's own SEG leaves the findings panel in front (others' objects raise the Results dock)
+    assert window.tabifiedDockWidgets(ai.dock) and not ai.dock.visibleRegion().isEmpty()
+    assert results.dock.visibleRegion().isEmpty()
     pred = ai.prediction()
     assert pred is not None and pred.maps is not None
 

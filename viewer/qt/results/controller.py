@@ -64,6 +64,7 @@ class ResultsController(QObject):
         self.opacity = DEFAULT_OPACITY
         self.hidden: set[tuple[str, int]] = set()
         self._pending = 0
+        self._own: set[str] = set()  # paths of the AI's own objects: shown without raising the dock
         self._masks: dict[SliceAt, list[tuple[SegObject, MaskFrame]]] = {}
         self._entries: dict[SliceAt, list[tuple[PlacedEntry, bool]]] = {}
         self._cache = PixmapCache()
@@ -187,6 +188,12 @@ class ResultsController(QObject):
             return
         future.add_done_callback(partial(self._deliver, files))
 
+    def add_own_result_files(self, files: list[ResultFile]) -> None:
+        """Show the AI's own objects (its maps' SEG, written at Analyze) like others' results, but leave the
+        AI findings panel in front: the dock is not raised for them."""
+        self._own.update(f.path for f in files)
+        self.add_result_files(files)
+
     def _deliver(self, files: list[ResultFile], future: Future[list[ForeignObject | ResultFailure]]) -> None:
         with contextlib.suppress(RuntimeError):  # on the helper's callback thread (RuntimeError: closed)
             self._parsed.emit(files, future)
@@ -206,7 +213,8 @@ class ResultsController(QObject):
             else:
                 self.objects.append(r)
         self._place()
-        if any(p.references_loaded for p in self.placed):
+        others = any(f.path not in self._own for f in files)
+        if others and any(p.references_loaded for p in self.placed):
             self.dock.raise_()
 
     def _fail_all(self, files: list[ResultFile], exc: BaseException) -> None:
@@ -392,5 +400,5 @@ def attach(window: Any) -> ResultsController:
     window.results_controller = controller  # a Python reference for the window's lifetime
     ai = getattr(window, "ai_controller", None)
     if ai is not None:  # a segmentation model's SEG, written at Analyze, is shown like others' results
-        ai.task_objects_ready.connect(controller.add_result_files)
+        ai.task_objects_ready.connect(controller.add_own_result_files)
     return controller
