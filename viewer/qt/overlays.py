@@ -28,6 +28,11 @@ TEXT_CACHE_SIZE = 2048  # pre-rendered text lines kept per overlay (a few hundre
 EXTRA_CACHE_SIZE = 64  # pre-rendered extension HTML blocks (the AI result's slice line differs by slice)
 
 
+def _extra_width(w: float) -> float:
+    """The width the extensions' HTML (the AI result) is laid out in, right-aligned in a ``w`` wide view."""
+    return max(120.0, w * 0.4)
+
+
 def turned_orientation_labels(iop: Sequence[float] | None, turn: np.ndarray | None = None) -> dict[str, str]:
     """Letters for the screen edges when the image is shown rotated/flipped by ``turn`` (2×2 integer,
     screen (x, y) = turn @ image (column, row)); ``orientation_labels`` when it is not turned."""
@@ -173,6 +178,7 @@ class OverlayWidget(QWidget):
         self._text_cache: dict[tuple[str, int, bool, tuple[float, float]], tuple[QPixmap, int]] = {}
         self._extra_cache: dict[tuple[object, ...], tuple[list[str], QPointF, QPixmap]] = {}
         self._composed: tuple[tuple[object, ...], tuple[list[str], Draws]] | None = None
+        self._extra_bottom = 0.0  # where the extensions' HTML ends (set with the composition)
         self._bar_cache: tuple[tuple[int, float, float, float, float], tuple[int, int, QPixmap]] | None = None
         self._legend: CornerLegend | None = None
         self.legend_rect: QRectF | None = None  # where the last composition put the legend (None: not drawn)
@@ -277,6 +283,14 @@ class OverlayWidget(QWidget):
     def extra_html(self) -> dict[str, str]:
         return dict(self._extra_html)
 
+    def extra_rect(self) -> QRectF | None:
+        """Where the extensions' HTML (the AI result) is painted now; None without any."""
+        if not self._extra_html:
+            return None
+        self._compose(self.width(), self.height())
+        _, point, pm = self._extra_pixmap(self.width(), self._extra_bottom)
+        return QRectF(point, QSizeF(pm.width(), pm.height()) / pm.devicePixelRatio())
+
     # --- painting --------------------------------------------------------------------------------
     def paintEvent(self, event: QPaintEvent) -> None:
         p = QPainter(self)
@@ -304,8 +318,7 @@ class OverlayWidget(QWidget):
         for point, pm in draws:
             p.drawPixmap(point, pm)
         if self._extra_html:
-            n_br = len(self._corners["bottom_right"])
-            lines, point, pm = self._extra_pixmap(w, h - m - QFontMetrics(self._font).height() * n_br - 4)
+            lines, point, pm = self._extra_pixmap(w, self._extra_bottom)
             painted.extend(lines)
             p.drawPixmap(point, pm)
         p.end()
@@ -330,6 +343,7 @@ class OverlayWidget(QWidget):
         fm = QFontMetrics(self._font)
         lh = fm.height()
         rects = self._corner_rects(w, h)
+        self._extra_bottom = self._extra_bottom_for(w, h, rects)
         for corner, (lines, rect) in rects.items():
             texts.extend(lines)
             right = corner.endswith("right")
@@ -409,6 +423,19 @@ class OverlayWidget(QWidget):
                 return legend_texts, point, pm
         return None
 
+    def _extra_bottom_for(
+        self, w: float, h: float, rects: dict[str, tuple[tuple[str, ...], QRectF]]
+    ) -> float:
+        """Where the extensions' HTML ends: above the bottom corner texts in its column (the bottom-right
+        one, or both when a narrow viewport stacks them, see :meth:`_corner_rects`)."""
+        column_left = w - self.MARGIN - _extra_width(w)
+        tops = [
+            rect.top()
+            for corner, (_, rect) in rects.items()
+            if corner.startswith("bottom") and rect.right() > column_left
+        ]
+        return min(tops, default=h - self.MARGIN) - 4
+
     def _extra_pixmap(self, w: float, bottom: float) -> tuple[list[str], QPointF, QPixmap]:
         """The extensions' HTML (e.g. the AI result), right-aligned with its bottom at ``bottom``: its
         plain lines, where it goes and its pixmap, laid out and rendered once per text, width and place
@@ -421,7 +448,7 @@ class OverlayWidget(QWidget):
             doc.setDefaultFont(self._font)
             doc.setDefaultStyleSheet(f"body {{ color: {self._color.name()}; }}")
             doc.setHtml("<div align='right'>" + "<br>".join(self._extra_html.values()) + "</div>")
-            doc.setTextWidth(max(120.0, w * 0.4))
+            doc.setTextWidth(_extra_width(w))
             size: QSizeF = doc.size()
             x, y = w - self.MARGIN - size.width(), bottom - size.height()
             left, top = math.floor(x), math.floor(y)
