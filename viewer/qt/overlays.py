@@ -29,8 +29,10 @@ EXTRA_CACHE_SIZE = 64  # pre-rendered extension HTML blocks (the AI result's sli
 
 
 def _extra_width(w: float) -> float:
-    """The width the extensions' HTML (the AI result) is laid out in, right-aligned in a ``w`` wide view."""
-    return max(120.0, w * 0.4)
+    """The width the extensions' HTML (the AI result) is laid out in, right-aligned in a ``w`` wide view:
+    two fifths of the view, but at least 260 px where the view has them (in a narrow viewport a fifth-wide
+    column wrapped the AI result into six lines over the image)."""
+    return max(w * 0.4, min(w - 2 * OverlayWidget.MARGIN, 260.0))
 
 
 def turned_orientation_labels(iop: Sequence[float] | None, turn: np.ndarray | None = None) -> dict[str, str]:
