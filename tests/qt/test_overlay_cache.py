@@ -13,7 +13,7 @@ from pytestqt.qtbot import QtBot
 
 from tests.factories import write_ct_series
 from tests.qt.viewer_helpers import make_window, open_and_wait
-from viewer.qt.overlays import CORNERS, OverlayWidget
+from viewer.qt.overlays import CORNERS, OverlayWidget, extra_text_width
 
 
 def _render(overlay: OverlayWidget) -> np.ndarray:
@@ -108,7 +108,7 @@ def test_cached_text_looks_as_text_drawn_directly(qtbot: QtBot, size: tuple[int,
     doc.setDefaultFont(overlay._font)
     doc.setDefaultStyleSheet(f"body {{ color: {overlay._color.name()}; }}")
     doc.setHtml("<div align='right'>" + "<br>".join(overlay.extra_html().values()) + "</div>")
-    doc.setTextWidth(max(120.0, w * 0.4))
+    doc.setTextWidth(extra_text_width(w))
     p.translate(QPointF(w - m - doc.size().width(), h - m - doc.size().height() - 4))
     doc.drawContents(p)
     p.end()

@@ -28,7 +28,7 @@ TEXT_CACHE_SIZE = 2048  # pre-rendered text lines kept per overlay (a few hundre
 EXTRA_CACHE_SIZE = 64  # pre-rendered extension HTML blocks (the AI result's slice line differs by slice)
 
 
-def _extra_width(w: float) -> float:
+def extra_text_width(w: float) -> float:
     """The width the extensions' HTML (the AI result) is laid out in, right-aligned in a ``w`` wide view:
     two fifths of the view, but at least 260 px where the view has them (in a narrow viewport a fifth-wide
     column wrapped the AI result into six lines over the image)."""
@@ -178,9 +178,9 @@ class OverlayWidget(QWidget):
         self._warn = QColor("#ffb347")  # the LOSSY marker
         self._shadow = QColor(0, 0, 0, 220)
         self._text_cache: dict[tuple[str, int, bool, tuple[float, float]], tuple[QPixmap, int]] = {}
-        self._extra_cache: dict[tuple[object, ...], tuple[list[str], QPointF, QPixmap]] = {}
+        self._extra_cache: dict[tuple[object, ...], tuple[list[str], QPointF, QPixmap, QRectF]] = {}
         self._composed: tuple[tuple[object, ...], tuple[list[str], Draws]] | None = None
-        self._extra_bottom = 0.0  # where the extensions' HTML ends (set with the composition)
+        self._extra_below: tuple[tuple[float, float], ...] = ()  # bottom corner texts: (right, top) each
         self._bar_cache: tuple[tuple[int, float, float, float, float], tuple[int, int, QPixmap]] | None = None
         self._legend: CornerLegend | None = None
         self.legend_rect: QRectF | None = None  # where the last composition put the legend (None: not drawn)
@@ -286,12 +286,11 @@ class OverlayWidget(QWidget):
         return dict(self._extra_html)
 
     def extra_rect(self) -> QRectF | None:
-        """Where the extensions' HTML (the AI result) is painted now; None without any."""
+        """Where the extensions' HTML (the AI result) has its text now (its lines' extent); None without."""
         if not self._extra_html:
             return None
         self._compose(self.width(), self.height())
-        _, point, pm = self._extra_pixmap(self.width(), self._extra_bottom)
-        return QRectF(point, QSizeF(pm.width(), pm.height()) / pm.devicePixelRatio())
+        return self._extra_pixmap(self.width(), self.height())[3]
 
     # --- painting --------------------------------------------------------------------------------
     def paintEvent(self, event: QPaintEvent) -> None:
@@ -320,7 +319,7 @@ class OverlayWidget(QWidget):
         for point, pm in draws:
             p.drawPixmap(point, pm)
         if self._extra_html:
-            lines, point, pm = self._extra_pixmap(w, self._extra_bottom)
+            lines, point, pm, _ = self._extra_pixmap(w, h)
             painted.extend(lines)
             p.drawPixmap(point, pm)
         p.end()
@@ -345,7 +344,9 @@ class OverlayWidget(QWidget):
         fm = QFontMetrics(self._font)
         lh = fm.height()
         rects = self._corner_rects(w, h)
-        self._extra_bottom = self._extra_bottom_for(w, h, rects)
+        self._extra_below = tuple(
+            (rect.right(), rect.top()) for corner, (_, rect) in rects.items() if corner.startswith("bottom")
+        )
         for corner, (lines, rect) in rects.items():
             texts.extend(lines)
             right = corner.endswith("right")
@@ -425,33 +426,25 @@ class OverlayWidget(QWidget):
                 return legend_texts, point, pm
         return None
 
-    def _extra_bottom_for(
-        self, w: float, h: float, rects: dict[str, tuple[tuple[str, ...], QRectF]]
-    ) -> float:
-        """Where the extensions' HTML ends: above the bottom corner texts in its column (the bottom-right
-        one, or both when a narrow viewport stacks them, see :meth:`_corner_rects`)."""
-        column_left = w - self.MARGIN - _extra_width(w)
-        tops = [
-            rect.top()
-            for corner, (_, rect) in rects.items()
-            if corner.startswith("bottom") and rect.right() > column_left
-        ]
-        return min(tops, default=h - self.MARGIN) - 4
-
-    def _extra_pixmap(self, w: float, bottom: float) -> tuple[list[str], QPointF, QPixmap]:
-        """The extensions' HTML (e.g. the AI result), right-aligned with its bottom at ``bottom``: its
-        plain lines, where it goes and its pixmap, laid out and rendered once per text, width and place
-        (the last EXTRA_CACHE_SIZE are kept: scrolling back and forth renders none again; drawn at the
-        same fractional offset as the document was drawn before)."""
-        key = (tuple(self._extra_html.items()), w, bottom, self.devicePixelRatioF())
+    def _extra_pixmap(self, w: float, h: float) -> tuple[list[str], QPointF, QPixmap, QRectF]:
+        """The extensions' HTML (e.g. the AI result), right-aligned, ending above the bottom corner texts
+        its lines would reach (the bottom-right one, or both where a narrow viewport stacks them, see
+        :meth:`_corner_rects`): its plain lines, where it goes, its pixmap and its text's extent, laid
+        out and rendered once per text, size and place (the last EXTRA_CACHE_SIZE are kept: scrolling back
+        and forth renders none again; drawn at the same fractional offset as the document was drawn
+        before)."""
+        key = (tuple(self._extra_html.items()), w, h, self._extra_below, self.devicePixelRatioF())
         cached = self._extra_cache.get(key)
         if cached is None:
             doc = QTextDocument()
             doc.setDefaultFont(self._font)
             doc.setDefaultStyleSheet(f"body {{ color: {self._color.name()}; }}")
             doc.setHtml("<div align='right'>" + "<br>".join(self._extra_html.values()) + "</div>")
-            doc.setTextWidth(_extra_width(w))
+            doc.setTextWidth(extra_text_width(w))
             size: QSizeF = doc.size()
+            text_left = w - self.MARGIN - doc.idealWidth()
+            reached = [top for right, top in self._extra_below if right > text_left]
+            bottom = min(reached, default=h - self.MARGIN) - 4
             x, y = w - self.MARGIN - size.width(), bottom - size.height()
             left, top = math.floor(x), math.floor(y)
             dpr = self.devicePixelRatioF()
@@ -465,7 +458,8 @@ class OverlayWidget(QWidget):
             p.end()
             if len(self._extra_cache) >= EXTRA_CACHE_SIZE:
                 self._extra_cache.clear()
-            cached = self._extra_cache[key] = (doc.toPlainText().splitlines(), QPointF(left, top), pm)
+            ink = QRectF(text_left, y, doc.idealWidth(), size.height())
+            cached = self._extra_cache[key] = (doc.toPlainText().splitlines(), QPointF(left, top), pm, ink)
         return cached
 
     def _corner_rects(self, w: float, h: float) -> dict[str, tuple[tuple[str, ...], QRectF]]:
