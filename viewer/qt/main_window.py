@@ -1043,7 +1043,10 @@ class MainWindow(QMainWindow):
                     seg = reference_line(target, other)
                     self._ref_cache[(i, j)] = (target, other, seg)
                 if seg is not None:
-                    lines.append(ReferenceLine(f"viewport{j}", seg[0], seg[1], REFERENCE_COLORS[j % 6]))
+                    turnable = self.state.viewports[j].orientation is not Orientation.NATIVE
+                    lines.append(
+                        ReferenceLine(f"viewport{j}", seg[0], seg[1], REFERENCE_COLORS[j % 6], turnable)
+                    )
             view.set_reference_lines(lines)
 
     def _release_unused(self) -> None:
