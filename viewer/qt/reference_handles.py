@@ -106,12 +106,12 @@ def rotate_cursor() -> QCursor:
         path.arcMoveTo(rect, 60)
         path.arcTo(rect, 60, 270)
         end = path.currentPosition()
-        a = math.radians(330)
-        tip = QPointF(math.cos(a), -math.sin(a))  # direction of travel at the arc's end (anticlockwise)
-        tangent = QPointF(-tip.y(), -tip.x())
+        a = math.radians(330)  # where the arc ends (Qt's angles: anticlockwise on screen, y down)
+        radial = QPointF(math.cos(a), -math.sin(a))
+        tangent = QPointF(-math.sin(a), -math.cos(a))  # the direction of travel there
         head = QPainterPath(end + tangent * 5)
-        head.lineTo(end + QPointF(tip.x(), tip.y()) * 4)
-        head.lineTo(end - QPointF(tip.x(), tip.y()) * 4)
+        head.lineTo(end + radial * 4)
+        head.lineTo(end - radial * 4)
         head.closeSubpath()
         for color, width in ((QColor(0, 0, 0), 4.0), (QColor(255, 255, 255), 2.0)):
             p.setPen(QPen(color, width))
