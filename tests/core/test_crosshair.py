@@ -222,3 +222,45 @@ def test_scrolling_a_viewport_carries_the_crosshair_point_with_its_plane(
     # only the coordinate along the coronal normal changed
     np.testing.assert_allclose(np.asarray(moved)[[0, 2]], np.asarray(point)[[0, 2]], atol=1e-9)
     assert abs(moved[1] - point[1]) == pytest.approx(2 * geom.pixel_spacing[0])
+
+
+def test_rotate_planes_turns_both_other_planes_together_about_the_point(
+    axial: tuple[Path, StackGeometry, np.ndarray],
+) -> None:
+    """One intent (a rotation handle's drag) turns the coronal and sagittal planes together about the
+    axial normal: each by the angle, still perpendicular to each other and to the axial plane, both
+    through the crosshair; one crosshair event; a bad target changes nothing; Alt+O's reset restores both."""
+    folder, geom, _ = axial
+    state = _mpr_state(folder)
+    point = tuple(float(v) for v in geom.voxel_to_patient((4, 5, 6)))
+    state.set_crosshair(0, point)
+    before = {i: state.viewport(i) for i in (1, 2)}
+    normals = {i: p.normal for i in (1, 2) if (p := state.plane(i)) is not None}
+    assert state.turnable_planes(0) == [1, 2]
+    seen: list[object] = []
+    state.events.crosshair.connect(lambda key, p: seen.append(p))
+    start = {i: (p.row_dir, p.col_dir) for i in (1, 2) if (p := state.plane(i)) is not None}
+    state.rotate_planes(0, [1, 2], math.radians(10), start=start)
+    state.rotate_planes(0, [1, 2], math.radians(25), start=start)  # a drag's later step: from the press
+    assert len(seen) == 2
+    ax, cor, sag = (state.plane(i) for i in (0, 1, 2))
+    assert ax is not None and cor is not None and sag is not None
+    for plane, was in ((cor, (0.0, 1.0, 0.0)), (sag, (1.0, 0.0, 0.0))):
+        assert state.viewport(1).orientation is Orientation.OBLIQUE
+        assert math.degrees(math.acos(abs(float(np.dot(plane.normal, was))))) == pytest.approx(25.0)
+        assert float(np.dot(plane.normal, ax.normal)) == pytest.approx(0.0, abs=1e-9)
+        assert abs(float(np.dot(plane.normal, point)) - plane.position_mm) <= plane.spacing[1] / 2 + 1e-9
+    assert float(np.dot(cor.normal, sag.normal)) == pytest.approx(0.0, abs=1e-9)
+    # both turned the same way, by the angle about the axial normal
+    for i, plane in ((1, cor), (2, sag)):
+        assert signed_angle(normals[i], plane.normal, ax.normal) == pytest.approx(math.radians(25))
+    turned = {i: state.viewport(i) for i in (1, 2)}
+    with pytest.raises(ViewerStateError, match="another viewport"):
+        state.rotate_planes(0, [1, 0], 0.3)  # checked before anything turns
+    with pytest.raises(ViewerStateError, match="finite"):
+        state.rotate_planes(0, [1, 2], float("nan"))
+    assert {i: state.viewport(i) for i in (1, 2)} == turned
+    state.reset_planes(0)
+    for i in (1, 2):
+        assert state.viewport(i).orientation is before[i].orientation and state.viewport(i).oblique is None
+        assert state.viewport(i).position_mm == before[i].position_mm

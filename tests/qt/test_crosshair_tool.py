@@ -120,7 +120,7 @@ def test_dragging_a_line_turns_that_plane_into_a_correct_oblique_and_alt_o_resto
     for deg in range(0, 31, 5):
         a = math.radians(deg)
         path.append(_screen(axial, centre_rc[0] + radius * math.sin(a), centre_rc[1] + radius * math.cos(a)))
-    mouse_path(qtbot, axial.graphics.viewport(), path)
+    mouse_path(qtbot, axial.graphics.viewport(), path, Qt.KeyboardModifier.ControlModifier)  # one plane
     vp = w.state.viewport(1)
     assert vp.orientation is Orientation.OBLIQUE
     assert w.state.viewport(2).orientation is Orientation.SAGITTAL  # only the grabbed line's plane turned

@@ -109,14 +109,17 @@ def mouse_drag(
     send(QEvent.Type.MouseButtonRelease, end, Qt.MouseButton.NoButton)
 
 
-def mouse_path(qtbot: QtBot, widget: QWidget, points: Sequence[QPoint]) -> None:
+def mouse_path(
+    qtbot: QtBot,
+    widget: QWidget,
+    points: Sequence[QPoint],
+    modifiers: Qt.KeyboardModifier = Qt.KeyboardModifier.NoModifier,
+) -> None:
     """A left-button drag through ``points`` (press at the first, release at the last), as a hand would
-    draw a freehand outline."""
+    draw a freehand outline; ``modifiers`` held throughout."""
 
     def send(kind: QEvent.Type, p: QPoint, button: Qt.MouseButton, buttons: Qt.MouseButton) -> None:
-        ev = QMouseEvent(
-            kind, QPointF(p), QPointF(widget.mapToGlobal(p)), button, buttons, Qt.KeyboardModifier.NoModifier
-        )
+        ev = QMouseEvent(kind, QPointF(p), QPointF(widget.mapToGlobal(p)), button, buttons, modifiers)
         QApplication.sendEvent(widget, ev)
 
     left = Qt.MouseButton.LeftButton

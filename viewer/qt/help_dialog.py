@@ -38,6 +38,11 @@ def mouse_bindings() -> list[Binding]:
         ("Tools", "Ctrl + click a freehand ROI", "On a vertex: remove it (also right-click › Delete "
          "point); on its outline between vertices: add one there"),
         ("Tools", "Double-click an arrow", "Edit its text"),
+        ("Crosshair", "Shift+X, then click or drag", "Move the crosshair point (four-way arrow near the "
+         "crossing); the other planes go through it"),
+        ("Crosshair", "Drag a round handle", "Turn both other MPR planes together about the point "
+         "(they stay perpendicular; rotation cursor, the line lit while hovered); Alt+O: orthogonal again"),
+        ("Crosshair", "Ctrl + drag a handle", "Turn that line's plane alone"),
         ("View", "Ctrl + wheel", "Zoom around the cursor"),
         ("View", "Right-drag", "Zoom"),
         ("View", "Middle-drag or Shift + left-drag", "Pan"),

@@ -301,8 +301,8 @@ class MainWindow(QMainWindow):
         self.actions_registry.action("crosshair").setChecked(on)
         self._refresh_reference_lines()
         if on:
-            self.show_status("Crosshair: click or drag to move the point; drag a line's outer part to turn "
-                             "that plane (Alt+O: orthogonal planes again)")
+            self.show_status("Crosshair: click or drag to move the point; drag a round handle to turn both "
+                             "other planes, Ctrl+drag to turn one (Alt+O: orthogonal planes again)")
 
     def reset_planes(self) -> None:
         """Alt+O: the active viewport's frame of reference back to axial, coronal and sagittal planes."""
@@ -500,7 +500,8 @@ class MainWindow(QMainWindow):
                        lambda: self.set_crosshair_tool(self.state.tool is not Tool.CROSSHAIR),
                        ("Shift+X",), "Tools", checkable=True,
                        help="Crosshair on / off (MPR): click or drag to move the point the other planes go "
-                            "through; drag the outer part of a line to turn that plane (oblique)"),
+                            "through; drag a line's round handle (its outer part) to turn both other planes "
+                            "together, Ctrl+drag to turn that plane alone (oblique)"),
             ActionSpec("reset_planes", "Orthogonal planes", self.reset_planes, ("Alt+O",), "Layout",
                        help="Turned (oblique) MPR planes back to axial, coronal and sagittal"),
             ActionSpec("slab_cycle", "Slab: thin / MIP / MinIP / average", self._cycle_slab, ("Alt+T",),
@@ -1043,7 +1044,10 @@ class MainWindow(QMainWindow):
                     seg = reference_line(target, other)
                     self._ref_cache[(i, j)] = (target, other, seg)
                 if seg is not None:
-                    lines.append(ReferenceLine(f"viewport{j}", seg[0], seg[1], REFERENCE_COLORS[j % 6]))
+                    turnable = self.state.viewports[j].orientation is not Orientation.NATIVE
+                    lines.append(
+                        ReferenceLine(f"viewport{j}", seg[0], seg[1], REFERENCE_COLORS[j % 6], turnable)
+                    )
             view.set_reference_lines(lines)
 
     def _release_unused(self) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QEvent, QPoint, QPointF, QRectF, Qt, QTimer, Signal
-from PySide6.QtGui import QColor, QResizeEvent, QTransform
+from PySide6.QtGui import QResizeEvent, QTransform
 from PySide6.QtWidgets import QVBoxLayout, QWidget
 
 from viewer.core.codes import code_in, describe
@@ -46,6 +46,7 @@ from viewer.qt.overlays import (
     lossy_marker,
     turned_orientation_labels,
 )
+from viewer.qt.reference_handles import ReferenceHandles, line_pen
 from viewer.qt.tools import MeasurementGraphic
 from viewer.qt.workers import log_failure
 
@@ -102,6 +103,7 @@ class ReferenceLine:
     start: tuple[float, float]
     end: tuple[float, float]
     color: str
+    turnable: bool = False  # a resliced (MPR) plane: the crosshair tool draws rotation handles on it
 
 
 @dataclass(frozen=True)
@@ -131,6 +133,7 @@ class SliceViewBox(pg.ViewBox):
         self.grab: Callable[[QPointF], bool] | None = None
         self._editing = False
         self.click_modifiers = Qt.KeyboardModifier.NoModifier  # of the last click, for sigClick's handlers
+        self.drag_modifiers = Qt.KeyboardModifier.NoModifier  # at the last crosshair press (Ctrl: one plane)
 
     def wheelEvent(self, ev: Any, axis: Any = None) -> None:
         if ev.modifiers() & Qt.KeyboardModifier.ControlModifier:
@@ -147,6 +150,8 @@ class SliceViewBox(pg.ViewBox):
         shift = bool(ev.modifiers() & Qt.KeyboardModifier.ShiftModifier)
         if ev.button() == Qt.MouseButton.LeftButton and not shift and self.tool == CROSSHAIR_TOOL:
             ev.accept()
+            if ev.isStart():
+                self.drag_modifiers = ev.modifiers()
             self.sigCrosshairDrag.emit(ev.buttonDownScenePos(), ev.scenePos(), bool(ev.isFinish()))
             return
         if ev.button() == Qt.MouseButton.LeftButton and not shift:
@@ -171,6 +176,7 @@ class SliceViewBox(pg.ViewBox):
         ev.accept()  # no pyqtgraph context menu on the image: the measurements' own, on a measurement
         self.click_modifiers = ev.modifiers()
         if self.tool == CROSSHAIR_TOOL and ev.button() == Qt.MouseButton.LeftButton and not ev.double():
+            self.drag_modifiers = ev.modifiers()
             self.sigCrosshairDrag.emit(ev.scenePos(), ev.scenePos(), True)
             return
         self.sigClick.emit(ev.scenePos(), ev.screenPos().toPoint(), ev.button(), bool(ev.double()))
@@ -237,6 +243,8 @@ class SliceView(QWidget):
         self.layer = MeasurementLayer(self)  # the shown image's measurements, drawing and editing them
         self._ref_items: dict[str, pg.PlotCurveItem] = {}  # other viewports' planes, by viewport key
         self._ref_lines: dict[str, ReferenceLine] = {}
+        self.handles = ReferenceHandles(self.image)  # rotation handles on the lines (crosshair tool)
+        self.hovered_line: str | None = None  # the line under the mouse, drawn solid and thicker
         self.presets: dict[str, Any] = {}
         self.wl_sensitivity = 1.0
         self.cine_timer = QTimer(self)
@@ -752,6 +760,8 @@ class SliceView(QWidget):
             Qt.CursorShape.CrossCursor if tool in DRAW_TOOLS or tool == CROSSHAIR_TOOL
             else Qt.CursorShape.ArrowCursor
         )
+        self.set_hovered_line(None)
+        self._update_handles()
         self.tool_changed.emit(tool)
 
     @property
@@ -828,13 +838,31 @@ class SliceView(QWidget):
             xs, ys = [c0 + 0.5, c1 + 0.5], [r0 + 0.5, r1 + 0.5]  # pixel centres of the image item
             item = self._ref_items.get(key)
             if item is None:
-                pen = pg.mkPen(QColor(line.color), width=1.2, style=Qt.PenStyle.DashLine)
-                pen.setCosmetic(True)
-                item = pg.PlotCurveItem(xs, ys, pen=pen)
+                item = pg.PlotCurveItem(xs, ys, pen=line_pen(line.color, key == self.hovered_line))
                 item.setParentItem(self.image)
                 self._ref_items[key] = item
             else:
                 item.setData(xs, ys)
+        if self.hovered_line is not None and self.hovered_line not in self._ref_lines:
+            self.hovered_line = None
+        self._update_handles()
+
+    def _update_handles(self) -> None:
+        turnable = {
+            k: ((line.start, line.end), line.color) for k, line in self._ref_lines.items() if line.turnable
+        }
+        self.handles.update(turnable, self.vb.tool == CROSSHAIR_TOOL)
+
+    def set_hovered_line(self, key: str | None) -> None:
+        """Draw reference line ``key`` solid and thicker (the crosshair tool's line under the mouse), the
+        others dashed."""
+        if key == self.hovered_line:
+            return
+        for k in (self.hovered_line, key):
+            line, item = self._ref_lines.get(k or ""), self._ref_items.get(k or "")
+            if line is not None and item is not None:
+                item.setPen(line_pen(line.color, k == key))
+        self.hovered_line = key
 
     def reference_lines(self) -> dict[str, tuple[tuple[float, float], tuple[float, float]]]:
         """The drawn reference lines: key -> ((row, col), (row, col)) of their ends."""

@@ -419,34 +419,73 @@ class ViewerState:
         self, index: int, target: int, angle: float, *, start: tuple[Vec3, Vec3] | None = None
     ) -> None:
         """Turn viewport ``target``'s plane by ``angle`` radians about viewport ``index``'s normal, through
-        the crosshair point (a drag of ``target``'s crosshair line in viewport ``index``): ``target`` then
-        shows an oblique plane. ``start``: the (row, column) directions to turn from (the plane's at the
-        start of the drag, so a drag's steps never accumulate rounding), default its current ones."""
-        if index == target:
-            raise ViewerStateError("A viewport's plane turns about another viewport's normal, not its own")
+        the crosshair point (a drag of ``target``'s crosshair line in viewport ``index`` with Ctrl held):
+        ``target`` then shows an oblique plane. ``start``: the (row, column) directions to turn from (the
+        plane's at the start of the drag, so a drag's steps never accumulate rounding), default its current
+        ones."""
+        self.rotate_planes(index, [target], angle, start=None if start is None else {target: start})
+
+    def turnable_planes(self, index: int) -> list[int]:
+        """The viewports whose planes a rotation handle in viewport ``index`` turns together: the other
+        resliced (MPR) viewports of its frame of reference (a viewport of the stack's own slices stays)."""
+        return [
+            i for i in self.frame_viewports(index)
+            if i != index and self.viewport(i).orientation is not Orientation.NATIVE
+        ]
+
+    def rotate_planes(
+        self,
+        index: int,
+        targets: Sequence[int],
+        angle: float,
+        *,
+        start: Mapping[int, tuple[Vec3, Vec3]] | None = None,
+    ) -> None:
+        """Turn the planes of viewports ``targets`` together by ``angle`` radians about viewport ``index``'s
+        normal, through the crosshair point (one intent: a drag of a rotation handle in viewport ``index``
+        turns both other MPR planes, as in RadiAnt, Horos and 3D Slicer). One rotation for all, so the
+        angles between the turned planes (perpendicular MPR planes stay perpendicular) and with viewport
+        ``index``'s plane are kept. ``start``: per target, the (row, column) directions to turn from (the
+        planes' at the start of the drag), default their current ones. All targets are checked before any
+        changes; the crosshair event is emitted once."""
+        if not np.isfinite(angle):
+            raise ViewerStateError(f"A plane turns by a finite angle, got {angle!r}")
         key = self.frame_key(index)
-        if key is None or self.frame_key(target) != key:
-            raise ViewerStateError(
-                f"Viewports {index} and {target} do not share a frame of reference: no crosshair to turn"
-            )
-        if self.viewport(target).orientation is Orientation.NATIVE:
-            raise ViewerStateError(
-                f"Viewport {target} shows the stack's own slices: only a resliced (MPR) plane turns (Alt+M)"
-            )
+        todo = list(dict.fromkeys(int(t) for t in targets))
+        for target in todo:
+            if index == target:
+                raise ViewerStateError(
+                    "A viewport's plane turns about another viewport's normal, not its own"
+                )
+            if key is None or self.frame_key(target) != key:
+                raise ViewerStateError(
+                    f"Viewports {index} and {target} do not share a frame of reference: no crosshair to turn"
+                )
+            if self.viewport(target).orientation is Orientation.NATIVE:
+                raise ViewerStateError(
+                    f"Viewport {target} shows the stack's own slices: "
+                    "only a resliced (MPR) plane turns (Alt+M)"
+                )
+        if not todo:
+            return
+        assert key is not None
         axis_plane = self.plane(index)
-        target_plane = self.plane(target)
-        assert axis_plane is not None and target_plane is not None
+        assert axis_plane is not None
         point = self.crosshair_or_default(index)
-        row, col = start if start is not None else (target_plane.row_dir, target_plane.col_dir)
         axis = axis_plane.normal
-        new_row, new_col = rotate_vector(row, axis, angle), rotate_vector(col, axis, angle)
-        vp, entry = self._shown(target)
-        new = replace(vp, orientation=Orientation.OBLIQUE, oblique=(new_row, new_col))
-        grid = scroll_grid(entry, new)
-        assert entry.geometry is not None
-        normal = base_plane(entry.geometry, new).normal
         self._crosshair[key] = point
-        self._set(target, replace(new, position_mm=grid.snap(float(np.dot(np.asarray(point), normal)))))
+        for target in todo:
+            target_plane = self.plane(target)
+            assert target_plane is not None
+            given = None if start is None else start.get(target)
+            row, col = given if given is not None else (target_plane.row_dir, target_plane.col_dir)
+            new_row, new_col = rotate_vector(row, axis, angle), rotate_vector(col, axis, angle)
+            vp, entry = self._shown(target)
+            new = replace(vp, orientation=Orientation.OBLIQUE, oblique=(new_row, new_col))
+            grid = scroll_grid(entry, new)
+            assert entry.geometry is not None
+            normal = base_plane(entry.geometry, new).normal
+            self._set(target, replace(new, position_mm=grid.snap(float(np.dot(np.asarray(point), normal)))))
         self.events.crosshair.emit(key, point)
 
     def reset_planes(self, index: int) -> None:
