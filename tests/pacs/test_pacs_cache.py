@@ -73,16 +73,16 @@ def test_eviction_removes_least_recently_used_studies_first_never_pinned(tmp_pat
         folder = cache.series_folder("node", study, series)
         for blob in blobs:
             cache.put(folder, blob)
-        os.utime(folder.parent / ".last-used", (1000 + k, 1000 + k))
         folders.append(folder.parent)
+    cache.touch(folders[0])  # opened again: now the most recently used
     size_one = sum(p.stat().st_size for p in folders[0].rglob("*") if p.is_file())
     cache.budget_bytes = 2 * size_one + 10  # room for two studies
-    assert cache.evict() == [folders[0]]  # the oldest
+    assert cache.evict().removed == (folders[1],)  # the least recently used
     cache.budget_bytes = 1
-    cache.pin(folders[1])
-    assert cache.evict() == [folders[2]]  # the pinned older one stays
-    cache.unpin(folders[1])
-    assert cache.evict() == [folders[1]]
+    cache.pin(folders[2])
+    assert cache.evict().removed == (folders[0],)  # the pinned older one stays
+    cache.unpin(folders[2])
+    assert cache.evict().removed == (folders[2],)
     assert cache.size_bytes() == 0
 
 

@@ -17,7 +17,7 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +31,7 @@ from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 from viewer.core.constants import PACS_CACHE_BYTES, PACS_MAX_INSTANCE_BYTES
 from viewer.core.dicom.header import frame_bytes
 from viewer.core.errors import PacsResponseError, PacsResponseTooLargeError
+from viewer.core.pacs import cache_index, cache_pins
 from viewer.core.pacs.header_scan import ScannedHeader, scan_header
 from viewer.core.pacs.models import RetrievedInstance
 from viewer.core.paths import user_data_path
@@ -38,7 +39,7 @@ from viewer.core.review.fileutil import private_dir
 
 logger = logging.getLogger(__name__)
 
-_STAMP = ".last-used"
+_STAMP = cache_index.STAMP
 _PIXEL_DATA = BaseTag(0x7FE00010)
 _DEFER_BYTES = 64 * 1024
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)  # POSIX / Windows
@@ -185,7 +186,8 @@ class InstanceCache:
         self.root = private_dir(root if root is not None else user_data_path() / "pacs-cache")
         self.budget_bytes = budget_bytes
         self._lock = threading.Lock()
-        self._pinned: dict[Path, int] = {}
+        self._pinned: dict[Path, tuple[int, int | None]] = {}  # count, cross-process pin fd
+        self.last_eviction: EvictionReport | None = None
 
     # --- layout -----------------------------------------------------------------------------------
     def study_folder(self, node_name: str, study_uid: str) -> Path:
@@ -198,7 +200,7 @@ class InstanceCache:
         for stale in folder.glob(".part-*"):
             with contextlib.suppress(OSError):
                 stale.unlink()
-        self.touch(study)
+        self.touch(study, writing=True)
         return folder
 
     def cached_series_folders(
@@ -302,64 +304,135 @@ class InstanceCache:
         )
 
     # --- budget -----------------------------------------------------------------------------------
-    def touch(self, study_folder: Path) -> None:
+    def touch(self, study_folder: Path, *, writing: bool = False) -> None:
+        """Mark a study as used now (its stamp and the index); ``writing``: its files are about to change,
+        so the next eviction check measures it again."""
         stamp = study_folder / _STAMP
         stamp.touch(mode=0o600, exist_ok=True)
         now = time.time()
         os.utime(stamp, (now, now))
+        with self._lock, cache_pins.locked(self.root / cache_index.INDEX_LOCK):
+            entries = cache_index.load(self.root)
+            if entries is None:
+                entries = cache_index.reconciled(self.root)
+            entry = entries.get(study_folder.name)
+            if entry is None:
+                entries[study_folder.name] = cache_index.StudyEntry(0, now, dirty=True)
+            else:
+                entry.used = now
+                entry.dirty = entry.dirty or writing
+            cache_index.save(self.root, entries)
 
     def pin(self, study_folder: Path) -> None:
-        """Keep ``study_folder`` from eviction (a retrieve or a viewer is using it) until :meth:`unpin`."""
+        """Keep ``study_folder`` from eviction (a retrieve, a study on screen or under review) until
+        :meth:`unpin`. Pins count; the first also takes the cross-process pin
+        (:mod:`viewer.core.pacs.cache_pins`), which ends with this process at the latest."""
         with self._lock:
-            self._pinned[study_folder] = self._pinned.get(study_folder, 0) + 1
+            held = self._pinned.get(study_folder)
+            if held is not None:
+                self._pinned[study_folder] = (held[0] + 1, held[1])
+                return
+            self._pinned[study_folder] = (1, None)
+        fd = cache_pins.acquire_shared(study_folder)
+        with self._lock:
+            count, _ = self._pinned.get(study_folder, (1, None))
+            self._pinned[study_folder] = (count, fd)
 
     def unpin(self, study_folder: Path) -> None:
         with self._lock:
-            left = self._pinned.get(study_folder, 0) - 1
-            if left > 0:
-                self._pinned[study_folder] = left
-            else:
-                self._pinned.pop(study_folder, None)
+            count, fd = self._pinned.get(study_folder, (0, None))
+            if count > 1:
+                self._pinned[study_folder] = (count - 1, fd)
+                return
+            self._pinned.pop(study_folder, None)
+        cache_pins.release(fd)
+
+    @contextlib.contextmanager
+    def lease(self, study_folder: Path) -> Iterator[Path]:
+        """:meth:`pin` for the ``with`` block."""
+        self.pin(study_folder)
+        try:
+            yield study_folder
+        finally:
+            self.unpin(study_folder)
+
+    def is_pinned(self, study_folder: Path) -> bool:
+        """Whether this cache, or any process, pins ``study_folder`` now."""
+        with self._lock:
+            if study_folder in self._pinned:
+                return True
+        with cache_pins.exclusive(study_folder) as free:
+            return not free
 
     def size_bytes(self) -> int:
-        return sum(_tree_size(p) for p in self.root.iterdir() if p.is_dir())
+        """The bytes of every cached file (walks the cache: for tests and reports, not eviction)."""
+        return sum(cache_index.tree_size(p) for p in self.root.iterdir() if p.is_dir())
 
-    def evict(self) -> list[Path]:
+    def evict(self) -> EvictionReport:
         """Remove whole studies, least recently used first, until the cache fits its budget. Pinned
-        studies are never removed. Returns the folders removed."""
-        with self._lock:
-            pinned = set(self._pinned)
-        studies = []
-        for study in self.root.iterdir():
-            if not study.is_dir():
-                continue
-            stamp = study / _STAMP
-            try:
-                used = stamp.stat().st_mtime
-            except OSError:
-                used = study.stat().st_mtime
-            studies.append((used, study, _tree_size(study)))
-        total = sum(size for _, _, size in studies)
-        removed: list[Path] = []
-        for _, study, size in sorted(studies, key=lambda item: item[0]):
-            if total <= self.budget_bytes:
-                break
-            if study in pinned:
-                continue
-            shutil.rmtree(study, ignore_errors=True)
-            total -= size
-            removed.append(study)
+        studies (this process's or another's) are never removed: when only they are left over the
+        budget, every file is kept and the report says by how much the cache is over it. Reads the
+        index (one entry per study) and measures only the studies written since the last check."""
+        with self._lock, cache_pins.locked(self.root / cache_index.INDEX_LOCK):
+            entries = cache_index.reconciled(self.root)
+            for name, entry in entries.items():
+                if entry.dirty:  # written since measured: measure it (only its own files)
+                    entry.bytes = cache_index.tree_size(self.root / name)
+                    entry.dirty = self._pinned_anywhere(self.root / name)  # maybe still being written
+            total = sum(e.bytes for e in entries.values())
+            removed: list[Path] = []
+            kept_pinned = 0
+            for name, entry in sorted(entries.items(), key=lambda item: item[1].used):
+                if total <= self.budget_bytes:
+                    break
+                study = self.root / name
+                if self._pinned_here(study):
+                    kept_pinned += 1
+                    continue
+                with cache_pins.exclusive(study) as free:
+                    if not free:
+                        kept_pinned += 1
+                        continue
+                    shutil.rmtree(study, ignore_errors=True)
+                total -= entry.bytes
+                del entries[name]
+                removed.append(study)
+            cache_index.save(self.root, entries)
+            report = EvictionReport(tuple(removed), total, self.budget_bytes, kept_pinned)
+            self.last_eviction = report
         if removed:
             logger.info(
                 "PACS cache: evicted %d studies to stay within %d MB", len(removed), self.budget_bytes >> 20
             )
-        return removed
+        if report.over_budget_bytes:
+            logger.warning(
+                "PACS cache: %d MB over its %d MB budget; %d studies in use are kept",
+                report.over_budget_bytes >> 20,
+                self.budget_bytes >> 20,
+                kept_pinned,
+            )
+        return report
+
+    def _pinned_here(self, study_folder: Path) -> bool:
+        return study_folder in self._pinned  # the caller holds self._lock
+
+    def _pinned_anywhere(self, study_folder: Path) -> bool:
+        if self._pinned_here(study_folder):
+            return True
+        with cache_pins.exclusive(study_folder) as free:
+            return not free
 
 
-def _tree_size(folder: Path) -> int:
-    total = 0
-    for dirpath, _dirs, files in os.walk(folder):
-        for name in files:
-            with contextlib.suppress(OSError):
-                total += os.stat(os.path.join(dirpath, name)).st_size
-    return total
+@dataclass(frozen=True)
+class EvictionReport:
+    """What an eviction check did: the study folders removed, the bytes left, the budget, and how many
+    studies over the budget were kept because they are pinned (in use)."""
+
+    removed: tuple[Path, ...]
+    total_bytes: int
+    budget_bytes: int
+    pinned_kept: int = 0
+
+    @property
+    def over_budget_bytes(self) -> int:
+        return max(0, self.total_bytes - self.budget_bytes)

@@ -142,10 +142,10 @@ def retrieve_series(
     that returns them given the UIDs received so far: then, when the cache holds nothing of the series
     yet, the whole series is asked for first and the list is taken only after that round (a transport
     that can tell the round brought the whole series need not list it)."""
-    folder = cache.series_folder(node_name, study_uid, series_uid)
-    study_folder = folder.parent
-    cache.pin(study_folder)
+    study_folder = cache.study_folder(node_name, study_uid)
+    cache.pin(study_folder)  # before the folder is marked as being written (see InstanceCache.evict)
     try:
+        folder = cache.series_folder(node_name, study_uid, series_uid)
         listing: Callable[[Collection[str]], Sequence[str]] | None = None
         if callable(expected):
             listing, listed = expected, cache.has_instances(folder)

@@ -74,6 +74,7 @@ class PacsController(QObject):
         self._worklist_job: PacsWorklistJob | None = None
         self._receivers: StorageScpPool | None = None  # C-MOVE destinations, created on first use
         self._receivers_lock = threading.Lock()
+        self._closing = False
 
         self.panel.search_requested.connect(self.search)
         self.panel.series_requested.connect(self.list_series)
@@ -119,6 +120,14 @@ class PacsController(QObject):
         if first is not None:
             menu.insertSeparator(first)
         window.about_to_close.connect(self.shutdown)
+        # studies in use (on screen, being retrieved, under review) are pinned in the cache: never evicted
+        self._pinned: set[Path] = set()
+        self._opening: set[Path] = set()  # retrieved, handed to the window, not loaded yet
+        window.load_finished.connect(self._loaded)
+        window.stacks_closed.connect(self.refresh_pins)
+        review = getattr(window, "review_controller", None)
+        if review is not None:
+            review.study_changed.connect(self.refresh_pins)
         self.refresh_nodes()
 
     @property
@@ -128,6 +137,39 @@ class PacsController(QObject):
 
             self._cache = InstanceCache()
         return self._cache
+
+    # --- pins -------------------------------------------------------------------------------------
+    def studies_in_use(self) -> set[Path]:
+        """The cache folders of the PACS studies this window uses: open stacks retrieved from a node,
+        the review session's current study (when recorded from a PACS), the retrieve running now and a
+        retrieved study not loaded yet."""
+        folders = set(self._opening)
+        window = self.window
+        for stack in window.loaded_stacks():
+            source = window.stack_source(stack.uid)
+            if source is not None and source.is_pacs:
+                folders.add(self.cache.study_folder(source.node, stack.study_instance_uid))
+        review = getattr(window, "review_controller", None)
+        study = review.current_study() if review is not None else None
+        if study is not None and study.source.is_pacs:
+            folders.add(self.cache.study_folder(study.source.node, study.study_uid))
+        job = self._retrieve
+        if job is not None and job.source is not None:
+            folders.add(self.cache.study_folder(job.source.node, job.study_uid))
+        return folders
+
+    def refresh_pins(self, *_args: object) -> None:
+        """Pin what the window uses now in the cache, release what it no longer uses (a closed study)."""
+        wanted = self.studies_in_use() if not self._closing else set()
+        for folder in wanted - self._pinned:
+            self.cache.pin(folder)
+        for folder in self._pinned - wanted:
+            self.cache.unpin(folder)
+        self._pinned = wanted
+
+    def _loaded(self, _report: object) -> None:
+        self._opening.clear()  # loaded (or failed): its stacks now say whether it is in use
+        self.refresh_pins()
 
     # --- nodes ------------------------------------------------------------------------------------
     def refresh_nodes(self) -> None:
@@ -374,6 +416,7 @@ class PacsController(QObject):
         job.failed.connect(self._retrieve_failed)
         self.panel.set_retrieving(True)
         self.panel.show_message("Retrieving…", ok=True)
+        self.refresh_pins()  # the study being retrieved is in use from now on
         job.start()
         return job
 
@@ -390,6 +433,7 @@ class PacsController(QObject):
     def _retrieve_failed(self, message: str) -> None:
         self.window.end_preview()
         self._retrieve = None
+        self.refresh_pins()
         self.panel.set_retrieving(False)
         self.panel.show_message(f"Retrieve failed: {message}", ok=False)
 
@@ -404,13 +448,24 @@ class PacsController(QObject):
             parts.insert(0, "Retrieve cancelled")
         if failed:
             parts.append(f"{len(failed)} failed: " + "; ".join(f.reason for f in failed[:3]))
+        eviction = self.cache.last_eviction
+        if eviction is not None and eviction.over_budget_bytes:
+            note = (
+                f"PACS cache {eviction.over_budget_bytes / 1e6:.0f} MB over its budget: "
+                f"{eviction.pinned_kept} studies in use are kept"
+            )
+            parts.append(note)
+            self.window.show_status(note, 10000)
         self.panel.show_message(", ".join(parts), ok=not failed and not cancelled)
         folders = [str(r.folder) for r in reports if r.instances and not r.cancelled]
         if folders:
+            if job is not None and job.source is not None:  # pinned until the window has loaded it
+                self._opening.add(self.cache.study_folder(job.source.node, job.study_uid))
             # its end replaces the first-image preview
             self.window.open_paths(folders, source=job.source if job is not None else None)
         else:
             self.window.end_preview()
+        self.refresh_pins()
         self.retrieve_finished.emit(reports)
 
     # --- send back ---------------------------------------------------------------------------------
@@ -492,11 +547,13 @@ class PacsController(QObject):
         return job
 
     def shutdown(self) -> None:
-        """Cancel and wait for every PACS job (closing the window)."""
+        """Cancel and wait for every PACS job (closing the window), then release the window's pins."""
         for job in list(self._jobs):
             job.cancel()
         for job in list(self._jobs):
             job.wait(JOB_WAIT_MS)
+        self._closing = True
+        self.refresh_pins()
         with self._receivers_lock:
             receivers, self._receivers = self._receivers, None
         if receivers is not None:
