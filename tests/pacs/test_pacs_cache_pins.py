@@ -18,8 +18,7 @@ import pytest
 from pydicom import dcmread
 
 from tests.factories import CANARY_ID, CANARY_NAME, write_ct_series
-from viewer.core.pacs import InstanceCache
-from viewer.core.pacs import cache_index, cache_pins
+from viewer.core.pacs import InstanceCache, cache_index, cache_pins
 
 WAIT_S = 20.0
 
