@@ -14,7 +14,7 @@ from tests.pacs.conftest import Loaded, controller, web_node
 from tests.pacs.test_pacs_gui import WAIT_MS, _select_series
 from viewer.core.pacs import DicomWebClient, InstanceCache
 from viewer.qt.main_window import MainWindow
-from viewer.qt.pacs.nodes import NodeProtocol
+from viewer.qt.pacs.nodes import NodeEntry, NodeProtocol
 
 
 def test_the_study_on_screen_is_never_evicted_until_it_is_closed(
@@ -61,3 +61,27 @@ def test_the_study_on_screen_is_never_evicted_until_it_is_closed(
     assert not pacs.studies_in_use()
     assert cache.evict().removed == (shown,)
     assert not list(cache.root.rglob("*.dcm"))
+
+
+def test_the_review_sessions_current_study_stays_pinned_after_its_stacks_close(
+    qtbot: QtBot, window: MainWindow, orthanc: Loaded, tmp_path: Path
+) -> None:
+    from viewer.qt.review import ReviewController
+
+    pacs = controller(window)
+    cache = pacs._cache = InstanceCache(tmp_path / "cache")
+    pacs.save_node(NodeEntry(web_node(orthanc.server), NodeProtocol.DICOMWEB), "")
+    with qtbot.waitSignal(window.load_finished, timeout=WAIT_MS):
+        assert pacs.retrieve("test-orthanc", orthanc.demo_study_uid, []) is not None
+    review = window.review_controller  # type: ignore[attr-defined]
+    assert isinstance(review, ReviewController)
+    assert review.new_session("PACS reading") is not None
+    assert review.current_study_uid == orthanc.demo_study_uid
+    shown = cache.study_folder("test-orthanc", orthanc.demo_study_uid)
+    window.close_study()  # no stack of it open any more, but it is the study under review
+    assert pacs.studies_in_use() == {shown}
+    cache.budget_bytes = 1
+    assert cache.evict().removed == () and len(list(shown.rglob("*.dcm"))) == len(orthanc.demo_files)
+    review.close_session()
+    assert not pacs.studies_in_use()
+    assert cache.evict().removed == (shown,)
