@@ -73,7 +73,7 @@ def test_the_review_sessions_current_study_stays_pinned_after_its_stacks_close(
     pacs.save_node(NodeEntry(web_node(orthanc.server), NodeProtocol.DICOMWEB), "")
     with qtbot.waitSignal(window.load_finished, timeout=WAIT_MS):
         assert pacs.retrieve("test-orthanc", orthanc.demo_study_uid, []) is not None
-    review = window.review_controller  # type: ignore[attr-defined]
+    review = window.review_controller
     assert isinstance(review, ReviewController)
     assert review.new_session("PACS reading") is not None
     assert review.current_study_uid == orthanc.demo_study_uid
