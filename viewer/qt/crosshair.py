@@ -25,7 +25,9 @@ from PySide6.QtCore import QObject, QPointF, Qt
 from viewer.core.errors import ViewerStateError
 from viewer.core.geometry.orientation import Orientation
 from viewer.core.geometry.plane import Plane, Vec3, signed_angle
+from viewer.core.plane_edit import PlaneTurnEditor
 from viewer.core.state.viewer_state import ViewerState
+from viewer.core.undo import UndoStack
 from viewer.qt.reference_handles import rotate_cursor
 from viewer.qt.slice_view import CROSSHAIR_TOOL, SliceView
 from viewer.qt.viewport_grid import ViewportGrid
@@ -76,10 +78,15 @@ def _distance_to_segment(p: QPointF, a: QPointF, b: QPointF) -> float:
 class CrosshairTool(QObject):
     """Turns crosshair-tool mouse drags in the grid's views into crosshair intents on the state."""
 
-    def __init__(self, state: ViewerState, grid: ViewportGrid, parent: QObject | None = None) -> None:
+    def __init__(
+        self, state: ViewerState, grid: ViewportGrid, parent: QObject | None = None,
+        history: UndoStack | None = None,
+    ) -> None:
         super().__init__(parent)
         self.state = state
         self.grid = grid
+        # a turn, press to release, is one step of the window's undo history (Ctrl+Z), as is Alt+O
+        self.turns = PlaneTurnEditor(state, history if history is not None else UndoStack())
         self._drag: CrosshairDrag | None = None
 
     def attach(self, view: SliceView) -> None:
@@ -144,7 +151,10 @@ class CrosshairTool(QObject):
         if plane is None:
             return
         if self._drag is None or self._drag.viewport != index:
+            self.turns.finish()  # a turn left unfinished in another viewport: recorded as it stands
             self._drag = self._begin(view, index, plane, press)
+            if self._drag.mode is DragMode.TURN:
+                self.turns.begin(index)
         drag = self._drag
         point = plane.pixel_to_patient(np.array(current[0]), np.array(current[1]))
         try:
@@ -159,6 +169,8 @@ class CrosshairTool(QObject):
         except ViewerStateError as exc:  # e.g. the target viewport was emptied meanwhile
             log.info("Crosshair not moved (%s)", type(exc).__name__)
         if finished:
+            if drag.mode is DragMode.TURN:
+                self.turns.finish()  # one undo step for the whole drag
             self._drag = None
 
     def _begin(self, view: SliceView, index: int, plane: Plane, press: tuple[float, float]) -> CrosshairDrag:

@@ -41,7 +41,8 @@ def mouse_bindings() -> list[Binding]:
         ("Crosshair", "Shift+X, then click or drag", "Move the crosshair point (four-way arrow near the "
          "crossing); the other planes go through it"),
         ("Crosshair", "Drag a round handle", "Turn both other MPR planes together about the point "
-         "(they stay perpendicular; rotation cursor, the line lit while hovered); Alt+O: orthogonal again"),
+         "(they stay perpendicular; rotation cursor, the line lit while hovered); Alt+O: orthogonal again; "
+         "Ctrl+Z undoes a turn or Alt+O"),
         ("Crosshair", "Ctrl + drag a handle", "Turn that line's plane alone"),
         ("View", "Ctrl + wheel", "Zoom around the cursor"),
         ("View", "Right-drag", "Zoom"),

@@ -155,7 +155,8 @@ class MainWindow(QMainWindow):
         self.state = ViewerState()
         self.measurements = MeasurementSet(self._load_measurements())  # every study's, shared by viewports
         self.measurements.changed.connect(self._save_measurements)
-        self.undo_stack = UndoStack()  # Ctrl+Z: the user's last change (a measurement, a review's study done)
+        # Ctrl+Z: the user's last change (a measurement, a plane turn or Alt+O, a review's study done)
+        self.undo_stack = UndoStack()
         self.undo_stack.changed.connect(self._update_undo_actions)
         self._volumes: dict[str, StackVolume] = {}  # stack uid -> its slices, shared by its viewports
         self._loaders: dict[str, VolumeLoader] = {}  # stack uid -> its whole volume, for MPR viewports
@@ -198,7 +199,7 @@ class MainWindow(QMainWindow):
     # ============================================================== construction
     def _build_central(self) -> None:
         self.grid = ViewportGrid(self.state)
-        self.crosshair_tool = CrosshairTool(self.state, self.grid, self)
+        self.crosshair_tool = CrosshairTool(self.state, self.grid, self, history=self.undo_stack)
         self.grid.view_created.connect(self._setup_view)
         self.grid.activated.connect(self.state.set_active)
         self.grid.stack_dropped.connect(self._on_stack_dropped)
@@ -276,7 +277,7 @@ class MainWindow(QMainWindow):
 
     # ============================================================== undo / redo (one history)
     def undo(self) -> None:
-        """Ctrl+Z: undo the last change the user made (a measurement, a review's study done)."""
+        """Ctrl+Z: undo the last change the user made (a measurement, a plane turn, a review's study done)."""
         command = self.undo_stack.undo()
         self.show_status(f"Undone: {command.text} (Ctrl+Shift+Z redoes)" if command else "Nothing to undo")
 
@@ -305,8 +306,9 @@ class MainWindow(QMainWindow):
                              "other planes, Ctrl+drag to turn one (Alt+O: orthogonal planes again)")
 
     def reset_planes(self) -> None:
-        """Alt+O: the active viewport's frame of reference back to axial, coronal and sagittal planes."""
-        self.state.reset_planes(self.state.active)
+        """Alt+O: the active viewport's frame of reference back to axial, coronal and sagittal planes (one
+        undo step)."""
+        self.crosshair_tool.turns.reset(self.state.active)
 
     def _on_tool_action(self, tool: str) -> None:
         if self.state.tool is Tool.CROSSHAIR:
@@ -458,8 +460,8 @@ class MainWindow(QMainWindow):
             ActionSpec("edit_arrow_text", "Edit arrow text", lambda: self.view.layer.edit_text(), ("F2",),
                        "Tools", help="Edit the selected arrow's text (or double-click the arrow)"),
             ActionSpec("undo", "Undo", self.undo, ("Ctrl+Z",), "Edit",
-                       help="Undo the last change: a measurement drawn, moved, edited or deleted, or a "
-                            "review's study done"),
+                       help="Undo the last change: a measurement drawn, moved, edited or deleted, a plane "
+                            "turn (crosshair handle drag or Alt+O), or a review's study done"),
             ActionSpec("redo", "Redo", self.redo, ("Ctrl+Shift+Z", "Ctrl+Y"), "Edit",
                        help="Redo what was undone"),
             ActionSpec("measurement_sr", "Export measurements as DICOM SR…",

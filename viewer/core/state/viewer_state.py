@@ -45,6 +45,20 @@ PARALLEL_SYNC_COS = 0.9  # planes within ~25° of parallel scroll together
 
 
 @dataclass(frozen=True)
+class PlanePoses:
+    """The planes of one frame of reference at a moment (:meth:`ViewerState.plane_poses`): each of its
+    viewports' state (stack, orientation, oblique directions, position) and the crosshair point."""
+
+    frame_key: str
+    viewports: tuple[tuple[int, ViewportState], ...]
+    crosshair: Vec3 | None
+
+    def planes(self) -> tuple[tuple[object, ...], ...]:
+        """What a plane turn changes: per viewport, its stack, orientation, directions and position."""
+        return tuple((i, vp.stack_key, vp.orientation, vp.oblique, vp.position_mm) for i, vp in self.viewports)
+
+
+@dataclass(frozen=True)
 class SyncSettings:
     scroll: bool = True
     window: bool = False
@@ -508,6 +522,38 @@ class ViewerState:
             normal = base_plane(entry.geometry, new).normal
             position = scroll_grid(entry, new).snap(float(np.dot(np.asarray(centre), normal)))
             self._set(i, replace(new, position_mm=position))
+
+    def plane_poses(self, index: int) -> PlanePoses | None:
+        """The planes of viewport ``index``'s frame of reference now (to undo a turn or an Alt+O with
+        :meth:`restore_planes`); None when it has no patient geometry."""
+        key = self.frame_key(index)
+        if key is None:
+            return None
+        shown = tuple((i, self._viewports[i]) for i in self.frame_viewports(index))
+        return PlanePoses(key, shown, self._crosshair.get(key))
+
+    def restore_planes(self, poses: PlanePoses) -> bool:
+        """Put the planes of a frame of reference back as in ``poses`` (undo / redo of a plane turn or an
+        Alt+O): each viewport that still shows the same stack gets its orientation, oblique directions and
+        position back (its window, zoom and slab stay), and the crosshair point its place. False when no
+        viewport still shows its stack (nothing to restore)."""
+        todo = [
+            (i, old) for i, old in poses.viewports
+            if i < len(self._viewports) and self._viewports[i].stack_key == old.stack_key
+            and self.frame_key(i) == poses.frame_key
+        ]
+        if not todo:
+            return False
+        for i, old in todo:
+            vp = self._viewports[i]
+            self._set(i, replace(vp, orientation=old.orientation, oblique=old.oblique,
+                                 position_mm=old.position_mm))
+        if poses.crosshair is None:
+            self._crosshair.pop(poses.frame_key, None)
+        else:
+            self._crosshair[poses.frame_key] = poses.crosshair
+        self.events.crosshair.emit(poses.frame_key, poses.crosshair)
+        return True
 
     # --- window, zoom, pan, rotation -------------------------------------------------------------
     def set_window(self, index: int, window: Window | None, *, sync: bool = True) -> None:
