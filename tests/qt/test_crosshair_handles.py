@@ -158,3 +158,38 @@ def test_ctrl_drag_on_a_handle_turns_only_that_plane(qtbot: QtBot, mpr: MainWind
     cor = w.state.plane(1)
     assert cor is not None and _angle(cor.normal, (0.0, 1.0, 0.0)) == pytest.approx(20.0, abs=2.5)
     assert w.state.viewport(2).orientation is Orientation.SAGITTAL
+
+
+def _normals(w: MainWindow) -> list[np.ndarray]:
+    planes = [w.state.plane(i) for i in (0, 1, 2)]
+    return [p.normal for p in planes if p is not None]
+
+
+def test_ctrl_z_undoes_a_handle_drag_and_redo_turns_again(qtbot: QtBot, mpr: MainWindow) -> None:  # noqa: F811
+    """A whole drag (many mouse steps) is one step of the window's undo history: Ctrl+Z puts both planes
+    back, Ctrl+Shift+Z turns them again; Alt+O is a step of its own (undone: turned again)."""
+    w = mpr
+    _centre(qtbot, w)
+    before = _normals(w)
+    _drag_handle(qtbot, w, 30, Qt.KeyboardModifier.NoModifier)
+    turned = _normals(w)
+    assert len(before) == len(turned) == 3 and not np.allclose(turned[1], before[1])
+    assert w.act_undo.isEnabled() and w.act_undo.text() == "Undo turn planes"
+    qtbot.keyClick(w.view, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    for now, was in zip(_normals(w), before, strict=True):
+        np.testing.assert_allclose(now, was, atol=1e-9)
+    assert w.state.viewport(1).orientation is Orientation.CORONAL
+    assert w.state.viewport(2).orientation is Orientation.SAGITTAL
+    assert not w.act_undo.isEnabled()  # the drag's steps were one
+    ctrl_shift = Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier
+    qtbot.keyClick(w.view, Qt.Key.Key_Z, ctrl_shift)
+    for now, was in zip(_normals(w), turned, strict=True):
+        np.testing.assert_allclose(now, was, atol=1e-9)
+    assert w.state.viewport(1).orientation is Orientation.OBLIQUE
+    qtbot.keyClick(w.view, Qt.Key.Key_O, Qt.KeyboardModifier.AltModifier)
+    assert w.state.viewport(1).orientation is Orientation.CORONAL
+    qtbot.keyClick(w.view, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)  # Alt+O undone
+    for now, was in zip(_normals(w), turned, strict=True):
+        np.testing.assert_allclose(now, was, atol=1e-9)
+    qtbot.keyClick(w.view, Qt.Key.Key_Y, Qt.KeyboardModifier.ControlModifier)  # Alt+O redone
+    assert w.state.viewport(2).orientation is Orientation.SAGITTAL

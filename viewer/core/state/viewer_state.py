@@ -55,7 +55,9 @@ class PlanePoses:
 
     def planes(self) -> tuple[tuple[object, ...], ...]:
         """What a plane turn changes: per viewport, its stack, orientation, directions and position."""
-        return tuple((i, vp.stack_key, vp.orientation, vp.oblique, vp.position_mm) for i, vp in self.viewports)
+        return tuple(
+            (i, vp.stack_key, vp.orientation, vp.oblique, vp.position_mm) for i, vp in self.viewports
+        )
 
 
 @dataclass(frozen=True)
