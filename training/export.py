@@ -202,6 +202,49 @@ def check_gru_nodes(model: onnx.ModelProto) -> int:
     return count
 
 
+def runtime_parity(
+    onnx_path: Path,
+    wrapper: torch.nn.Module,
+    outputs: Sequence[str],
+    channels: int,
+    size: int,
+    *,
+    slice_counts: Sequence[int] = PARITY_SLICES,
+    batch_sizes: Sequence[int] = PARITY_BATCHES,
+    atol: float = PARITY_ATOL,
+    seed: int = 0,
+) -> float:
+    """ONNX Runtime (CPU) vs the PyTorch ``wrapper`` (the module that was exported) on random inputs
+    [batch, slices, channels, size, size], every output in ``outputs`` (the wrapper's order); the worst
+    max abs diff, raising :class:`ExportParityError` (naming the output, batch and slice count) beyond
+    ``atol``."""
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    gen = torch.Generator().manual_seed(seed)
+    worst = 0.0
+    for b in batch_sizes:
+        for s in slice_counts:
+            x = torch.rand(b, s, channels, size, size, generator=gen)
+            with torch.no_grad():
+                out = wrapper(x)
+            ref = [out.numpy()] if isinstance(out, torch.Tensor) else [t.numpy() for t in out]
+            got = sess.run(list(outputs), {MODEL_INPUT_NAME: x.numpy()})
+            for name, r, g in zip(outputs, ref, got):
+                if r.shape != g.shape:
+                    raise ExportParityError(
+                        f"{name}: shape mismatch at batch={b}, slices={s}: {r.shape} vs {g.shape}"
+                    )
+                diff = float(np.max(np.abs(r - g)))
+                worst = max(worst, diff)
+                if diff > atol:
+                    raise ExportParityError(
+                        f"{name}: ONNX Runtime differs from PyTorch by {diff:.2e} at batch={b}, slices={s}"
+                    )
+    log.info("parity ok: max abs diff %.2e over batches %s x slices %s", worst, batch_sizes, slice_counts)
+    return worst
+
+
 def parity_check(
     onnx_path: Path,
     net: ICHNet,
@@ -211,33 +254,12 @@ def parity_check(
     atol: float = PARITY_ATOL,
     seed: int = 0,
 ) -> float:
-    """ONNX Runtime (CPU) vs PyTorch on random inputs; raises :class:`ExportParityError` beyond ``atol``."""
-    import onnxruntime as ort
-
-    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    """The classifier's two outputs through :func:`runtime_parity`."""
     wrapper = ExportWrapper(net.eval().cpu()).eval()
-    size, c = int(net.cfg.input_size), int(net.cfg.in_channels)
-    gen = torch.Generator().manual_seed(seed)
-    worst = 0.0
-    for b in batch_sizes:
-        for s in slice_counts:
-            x = torch.rand(b, s, c, size, size, generator=gen)
-            with torch.no_grad():
-                ref = [t.numpy() for t in wrapper(x)]
-            got = sess.run([MODEL_SLICE_OUTPUT, MODEL_STUDY_OUTPUT], {MODEL_INPUT_NAME: x.numpy()})
-            for r, g in zip(ref, got):
-                if r.shape != g.shape:
-                    raise ExportParityError(
-                        f"shape mismatch at batch={b}, slices={s}: {r.shape} vs {g.shape}"
-                    )
-                diff = float(np.max(np.abs(r - g)))
-                worst = max(worst, diff)
-                if diff > atol:
-                    raise ExportParityError(
-                        f"ONNX Runtime differs from PyTorch by {diff:.2e} at batch={b}, slices={s}"
-                    )
-    log.info("parity ok: max abs diff %.2e over batches %s x slices %s", worst, batch_sizes, slice_counts)
-    return worst
+    return runtime_parity(
+        onnx_path, wrapper, (MODEL_SLICE_OUTPUT, MODEL_STUDY_OUTPUT), int(net.cfg.in_channels),
+        int(net.cfg.input_size), slice_counts=slice_counts, batch_sizes=batch_sizes, atol=atol, seed=seed,
+    )
 
 
 def export_checkpoint(

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from training.errors import ExportParityError
-from training.export import json_safe, read_metadata, rewrite_metadata, write_onnx
+from training.export import json_safe, read_metadata, rewrite_metadata, runtime_parity, write_onnx
 from training.model import ICHNet
 from training.seg import Best, dice_scores, end_epoch, masks_to_grid, seg_loss, spec, study_fractions
 from training.synth import SUBTYPES, SynthConfig, render_study
@@ -50,7 +50,6 @@ from viewer.core.preprocess import preprocess
 log = logging.getLogger(__name__)
 
 PARITY_SLICES: tuple[int, ...] = (1, 2, 7, 40)
-PARITY_ATOL = 1e-4
 UNCHANGED_ATOL = 1e-5  # slice/study probabilities of the map model vs the base model
 #: the two acquisitions of the base model's (0.1.3's) training data: ``synth`` defaults and
 #: ``synth --noise-hu 0,25 --noise-corr-mm 0,1.2``
@@ -373,8 +372,6 @@ def export_map_model(
     model: MapNet, out_path: Path, metadata: dict[str, Any], *, slice_counts: Sequence[int] = PARITY_SLICES
 ) -> float:
     """Legacy exporter, opset 17, dynamic batch and slices; ORT vs PyTorch on all three outputs."""
-    import onnxruntime as ort
-
     wrapper = MapExportWrapper(model.eval().cpu()).eval()
     size = int(metadata["input_size"])
     channels = len(metadata["windows"])
@@ -387,25 +384,7 @@ def export_map_model(
         metadata,
         "Slicewise CNN-GRU intracranial haemorrhage model with localisation maps.",
     )
-    sess = ort.InferenceSession(str(out_path), providers=["CPUExecutionProvider"])
-    gen = torch.Generator().manual_seed(0)
-    worst = 0.0
-    for b in (1, 2):
-        for s in slice_counts:
-            x = torch.rand(b, s, channels, size, size, generator=gen)
-            with torch.no_grad():
-                ref = [t.numpy() for t in wrapper(x)]
-            got = sess.run(names, {MODEL_INPUT_NAME: x.numpy()})
-            for name, r, g in zip(names, ref, got):
-                if r.shape != g.shape:
-                    raise ExportParityError(f"{name}: shape {g.shape} vs {r.shape} at batch={b}, slices={s}")
-                worst = max(worst, float(np.max(np.abs(r - g))))
-                if worst > PARITY_ATOL:
-                    raise ExportParityError(
-                        f"{name}: ONNX Runtime differs from PyTorch by {worst:.2e} at batch={b}, slices={s}"
-                    )
-    log.info("map model parity ok: max abs diff %.2e", worst)
-    return worst
+    return runtime_parity(out_path, wrapper, names, channels, size, slice_counts=slice_counts)
 
 
 def compare_with_base(

@@ -27,10 +27,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from training.errors import ExportParityError
-from training.export import DEFAULT_INTENDED_USE, json_safe, write_onnx
+from training.export import DEFAULT_INTENDED_USE, json_safe, runtime_parity, write_onnx
 from training.synth import SUBTYPES, SynthConfig, SynthStudy, render_study, write_study
-from viewer.core.constants import MIN_SLICES_FOR_MODEL, MODEL_INPUT_NAME, MODEL_WINDOWS, ONNX_SCHEMA_VERSION
+from viewer.core.constants import MIN_SLICES_FOR_MODEL, MODEL_WINDOWS, ONNX_SCHEMA_VERSION
 from viewer.core.preprocess import PreprocessSpec, pad_to_square, preprocess, resize_slices
 
 if TYPE_CHECKING:
@@ -44,7 +43,6 @@ SEG_OUTPUT = "slice_masks"
 SEG_MODEL_NAME = "slicewise-ich-seg"
 SEG_MODEL_VERSION = "0.1.0"
 PARITY_SLICES: tuple[int, ...] = (1, 3, 17)
-PARITY_ATOL = 1e-4
 
 
 @dataclass
@@ -350,35 +348,14 @@ def export_segmentation(
     net: TinyUNet, out_path: Path, metadata: dict[str, Any], *, slice_counts: Sequence[int] = PARITY_SLICES
 ) -> float:
     """Legacy exporter, opset 17, dynamic batch/slices; returns the parity max abs diff (raises beyond
-    :data:`PARITY_ATOL`)."""
-    import onnxruntime as ort
-
+    :data:`training.export.PARITY_ATOL`)."""
     wrapper = SegExportWrapper(net.eval().cpu()).eval()
     size = int(metadata["input_size"])
     channels = len(metadata["windows"])
     example = torch.rand(1, 2, channels, size, size)
     description = "Slicewise tiny U-Net haemorrhage segmentation."
     write_onnx(wrapper, example, out_path, {SEG_OUTPUT: (0, 1)}, metadata, description)
-    sess = ort.InferenceSession(str(out_path), providers=["CPUExecutionProvider"])
-    gen = torch.Generator().manual_seed(0)
-    worst = 0.0
-    for b in (1, 2):
-        for s in slice_counts:
-            x = torch.rand(b, s, channels, size, size, generator=gen)
-            with torch.no_grad():
-                ref = wrapper(x).numpy()
-            (got,) = sess.run([SEG_OUTPUT], {MODEL_INPUT_NAME: x.numpy()})
-            if ref.shape != got.shape:
-                raise ExportParityError(
-                    f"shape mismatch at batch={b}, slices={s}: {ref.shape} vs {got.shape}"
-                )
-            worst = max(worst, float(np.max(np.abs(ref - got))))
-            if worst > PARITY_ATOL:
-                raise ExportParityError(
-                    f"ONNX Runtime differs from PyTorch by {worst:.2e} at batch={b}, slices={s}"
-                )
-    log.info("segmentation parity ok: max abs diff %.2e", worst)
-    return worst
+    return runtime_parity(out_path, wrapper, [SEG_OUTPUT], channels, size, slice_counts=slice_counts)
 
 
 def analyse_as_dicom(

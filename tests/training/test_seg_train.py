@@ -12,7 +12,16 @@ pytest.importorskip("torch")
 
 from tests.core.inference_models import blood_hu, make_stack
 from training.cli import main as train_main
-from training.seg import TinyUNet, export_segmentation, masks_to_grid, seg_metadata
+from training.errors import ExportParityError
+from training.export import runtime_parity
+from training.seg import (
+    SEG_OUTPUT,
+    SegExportWrapper,
+    TinyUNet,
+    export_segmentation,
+    masks_to_grid,
+    seg_metadata,
+)
 from viewer.core.inference.engine import InferenceEngine, load_model_info
 from viewer.core.tasks.slice_segmentation import SegmentationPrediction
 
@@ -27,6 +36,20 @@ def test_export_follows_the_contract_with_parity(tmp_path: Path) -> None:
     engine = InferenceEngine(path, provider="cpu", cache=None)
     pred = engine.analyse_hu(make_stack(6), blood_hu(6, (2,)))
     assert isinstance(pred, SegmentationPrediction) and pred.pixels.shape == (6, 5, 64, 64)
+
+
+def test_the_parity_check_names_an_output_that_differs(tmp_path: Path) -> None:
+    """The export's check compares ONNX Runtime with the exported module: weights changed after the export
+    are found, with the output, batch and slice count named."""
+    import torch
+
+    net = TinyUNet(base=4)
+    path = tmp_path / "seg.onnx"
+    export_segmentation(net, path, seg_metadata(32), slice_counts=(1,))
+    with torch.no_grad():
+        next(net.parameters()).add_(0.5)
+    with pytest.raises(ExportParityError, match=rf"{SEG_OUTPUT}: .* at batch=1, slices=1"):
+        runtime_parity(path, SegExportWrapper(net).eval(), [SEG_OUTPUT], 3, 32, slice_counts=(1,))
 
 
 def test_masks_go_to_the_model_grid_like_the_pixels() -> None:
