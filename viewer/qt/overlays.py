@@ -401,7 +401,9 @@ class OverlayWidget(QWidget):
         draws: Draws,
     ) -> tuple[list[str], QPointF, QPixmap] | None:
         """The legend in the left column between the top-left and bottom-left texts, right of the left
-        orientation letter, else in the right column (when no extension text sits there); clear of every
+        orientation letter (moved down below a text it would cover, e.g. the top-right lines a narrow
+        viewport stacks under the top-left ones), else in the right column (when no extension text sits
+        there), in the upper half where an extension text could reach it (narrow views); clear of every
         text, letter and the scale bar drawn so far. None when it fits nowhere."""
         m, gap = self.MARGIN, LEGEND_GAP
         taken = [QRectF(pt, QSizeF(pm.width(), pm.height()) / pm.devicePixelRatio()) for pt, pm in draws]
@@ -415,15 +417,20 @@ class OverlayWidget(QWidget):
             bottom = rects[bottom_corner][1].top() - gap if bottom_corner in rects else h - m
             letter = self._orientation.get(side, "")
             inset = m + (ofm.horizontalAdvance(letter) + gap if letter else 0)
-            rendered = legend.render(max_w, bottom - top, self.devicePixelRatioF(), self.show_identifying)
-            if rendered is None:
-                continue
-            legend_texts, pm = rendered
-            size = QSizeF(pm.width(), pm.height()) / pm.devicePixelRatio()
-            x = inset if side == "left" else w - inset - size.width()
-            point = QPointF(math.floor(x), math.floor(top))
-            if not any(r.intersects(QRectF(point, size)) for r in taken):
-                return legend_texts, point, pm
+            if self._extra_html and inset + max_w > w - m - extra_text_width(w):
+                bottom = min(bottom, h / 2)  # the extension text (lines vary by slice) sits low in reach
+            for _ in range(len(taken) + 1):  # below what it would cover (a narrow view's stacked corner)
+                rendered = legend.render(max_w, bottom - top, self.devicePixelRatioF(), self.show_identifying)
+                if rendered is None:
+                    break
+                legend_texts, pm = rendered
+                size = QSizeF(pm.width(), pm.height()) / pm.devicePixelRatio()
+                x = inset if side == "left" else w - inset - size.width()
+                point = QPointF(math.floor(x), math.floor(top))
+                hit = [r for r in taken if r.intersects(QRectF(point, size))]
+                if not hit:
+                    return legend_texts, point, pm
+                top = max(r.bottom() for r in hit) + gap
         return None
 
     def _extra_pixmap(self, w: float, h: float) -> tuple[list[str], QPointF, QPixmap, QRectF]:
