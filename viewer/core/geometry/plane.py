@@ -224,6 +224,20 @@ def standard_plane(
     )
 
 
+def orthonormal_directions(
+    row_dir: Sequence[float] | np.ndarray, col_dir: Sequence[float] | np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """An oblique plane's (row, column) unit directions: ``row_dir`` normalised, ``col_dir`` made
+    orthogonal to it (Gram-Schmidt); a GeometryError for a zero or parallel pair."""
+    r = np.asarray(row_dir, float)
+    c = np.asarray(col_dir, float)
+    if np.linalg.norm(r) < 1e-9 or np.linalg.norm(cross3(r, c)) < 1e-9:
+        raise GeometryError("An oblique plane needs two non-parallel directions")
+    r = r / np.linalg.norm(r)
+    c = c - np.dot(c, r) * r
+    return r, c / np.linalg.norm(c)
+
+
 def oblique_plane(
     geom: StackGeometry,
     center: Sequence[float] | np.ndarray,
@@ -233,13 +247,7 @@ def oblique_plane(
 ) -> Plane:
     """A plane through ``center`` spanned by ``row_dir`` and ``col_dir`` (orthogonalised), sized to show
     the whole volume, with square pixels of ``spacing`` mm (default: the finest in-plane spacing)."""
-    r = np.asarray(row_dir, float)
-    c = np.asarray(col_dir, float)
-    if np.linalg.norm(r) < 1e-9 or np.linalg.norm(cross3(r, c)) < 1e-9:
-        raise GeometryError("An oblique plane needs two non-parallel directions")
-    r = r / np.linalg.norm(r)
-    c = c - np.dot(c, r) * r
-    c = c / np.linalg.norm(c)
+    r, c = orthonormal_directions(row_dir, col_dir)
     step = float(spacing) if spacing is not None else min(geom.pixel_spacing)
     if not step > 0:
         raise GeometryError(f"Spacing {step:g} is not positive")
@@ -320,13 +328,7 @@ def crosshair_plane(
     about that axis, so the image size does not change with the angle (no refit, no jumping pixels while
     dragging). A plane along no stack axis (double oblique) is ``oblique_plane``'s, fitted to the volume.
     """
-    r = np.asarray(row_dir, float)
-    c = np.asarray(col_dir, float)
-    if np.linalg.norm(r) < 1e-9 or np.linalg.norm(cross3(r, c)) < 1e-9:
-        raise GeometryError("An oblique plane needs two non-parallel directions")
-    r = r / np.linalg.norm(r)
-    c = c - np.dot(c, r) * r
-    c = c / np.linalg.norm(c)
+    r, c = orthonormal_directions(row_dir, col_dir)
     r_step, c_step = axis_step(geom, r), axis_step(geom, c)
     if r_step is None and c_step is None:
         return oblique_plane(geom, geom.corners().mean(axis=0), r, c)
