@@ -12,6 +12,9 @@ import pydicom
 from tests.factories import write_geometry_series
 from viewer.core.dicom.loader import load_paths
 from viewer.core.dicom.model import Stack
+from viewer.core.geometry.orientation import Orientation
+from viewer.core.state.layout import Layout
+from viewer.core.state.viewer_state import ViewerState
 
 ROWS, COLS = 12, 14
 SPACING = (0.8, 0.6)
@@ -86,6 +89,16 @@ def load_stack(folder: Path) -> Stack:
     stacks = load_paths([folder]).all_stacks()
     assert len(stacks) == 1
     return stacks[0]
+
+
+def mpr_state(folder: Path) -> ViewerState:
+    """A 1+3 viewer state with the stack in ``folder`` as axial, coronal and sagittal planes."""
+    state = ViewerState()
+    key = state.add_stack(load_stack(folder))
+    state.set_layout(Layout.ONE_BY_THREE)
+    for i, o in enumerate((Orientation.AXIAL, Orientation.CORONAL, Orientation.SAGITTAL)):
+        state.show(i, key, o)
+    return state
 
 
 def file_geometry(path: Path) -> tuple[list[float], list[float], list[float]]:

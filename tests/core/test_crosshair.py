@@ -20,6 +20,7 @@ from tests.core.geometry_cases import (
     FIELD,
     linear_volume,
     load_stack,
+    mpr_state,
     write_case,
 )
 from viewer.core.errors import ViewerStateError
@@ -115,20 +116,11 @@ def test_double_oblique_uses_the_trilinear_path_and_is_right(
     np.testing.assert_allclose(res.image[inside], (pts @ FIELD + 5.0)[inside], atol=1e-3)
 
 
-def _mpr_state(folder: Path) -> ViewerState:
-    state = ViewerState()
-    key = state.add_stack(load_stack(folder))
-    state.set_layout(Layout.ONE_BY_THREE)
-    for i, o in enumerate((Orientation.AXIAL, Orientation.CORONAL, Orientation.SAGITTAL)):
-        state.show(i, key, o)
-    return state
-
-
 def test_set_crosshair_moves_the_other_planes_to_the_point(
     axial: tuple[Path, StackGeometry, np.ndarray],
 ) -> None:
     folder, geom, _ = axial
-    state = _mpr_state(folder)
+    state = mpr_state(folder)
     seen: list[tuple[str, object]] = []
     state.events.crosshair.connect(lambda key, point: seen.append((key, point)))
     # a voxel centre picked in the axial viewport
@@ -150,7 +142,7 @@ def test_rotate_plane_turns_the_other_plane_about_the_point_and_reset_restores_i
     axial: tuple[Path, StackGeometry, np.ndarray],
 ) -> None:
     folder, geom, _ = axial
-    state = _mpr_state(folder)
+    state = mpr_state(folder)
     point = tuple(float(v) for v in geom.voxel_to_patient((4, 5, 6)))
     state.set_crosshair(0, point)
     coronal_before = state.viewport(1)
@@ -184,7 +176,7 @@ def test_rotate_plane_turns_the_other_plane_about_the_point_and_reset_restores_i
 
 def test_rotation_needs_two_viewports_of_one_frame(axial: tuple[Path, StackGeometry, np.ndarray]) -> None:
     folder, _, _ = axial
-    state = _mpr_state(folder)
+    state = mpr_state(folder)
     with pytest.raises(ViewerStateError, match="another viewport"):
         state.rotate_plane(1, 1, 0.3)
     # the stack's own slices do not turn (only resliced planes do)
@@ -210,7 +202,7 @@ def test_scrolling_a_viewport_carries_the_crosshair_point_with_its_plane(
     axial: tuple[Path, StackGeometry, np.ndarray],
 ) -> None:
     folder, geom, _ = axial
-    state = _mpr_state(folder)
+    state = mpr_state(folder)
     point = tuple(float(v) for v in geom.voxel_to_patient((4, 5, 6)))
     state.set_crosshair(0, point)
     state.scroll(1, 2)  # the coronal viewport two rows on
@@ -231,7 +223,7 @@ def test_rotate_planes_turns_both_other_planes_together_about_the_point(
     axial normal: each by the angle, still perpendicular to each other and to the axial plane, both
     through the crosshair; one crosshair event; a bad target changes nothing; Alt+O's reset restores both."""
     folder, geom, _ = axial
-    state = _mpr_state(folder)
+    state = mpr_state(folder)
     point = tuple(float(v) for v in geom.voxel_to_patient((4, 5, 6)))
     state.set_crosshair(0, point)
     before = {i: state.viewport(i) for i in (1, 2)}

@@ -11,11 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.core.geometry_cases import CASES, load_stack, write_case
+from tests.core.geometry_cases import CASES, load_stack, mpr_state, write_case
 from viewer.core.geometry.orientation import Orientation
 from viewer.core.geometry.stack import StackGeometry
 from viewer.core.plane_edit import RESET_TEXT, TURN_TEXT, PlaneTurnEditor
-from viewer.core.state.layout import Layout
 from viewer.core.state.viewer_state import ViewerState
 from viewer.core.undo import Command, UndoStack
 
@@ -25,15 +24,6 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("axial")
     write_case(CASES["axial"], folder)
     return folder
-
-
-def _mpr_state(folder: Path) -> ViewerState:
-    state = ViewerState()
-    key = state.add_stack(load_stack(folder))
-    state.set_layout(Layout.ONE_BY_THREE)
-    for i, o in enumerate((Orientation.AXIAL, Orientation.CORONAL, Orientation.SAGITTAL)):
-        state.show(i, key, o)
-    return state
 
 
 def _normals(state: ViewerState) -> list[np.ndarray]:
@@ -53,7 +43,7 @@ def _drag(state: ViewerState, turns: PlaneTurnEditor, targets: list[int], degree
 
 
 def test_a_drag_is_one_undo_step_and_redo_turns_again(folder: Path) -> None:
-    state = _mpr_state(folder)
+    state = mpr_state(folder)
     geom = StackGeometry.from_stack(load_stack(folder))
     state.set_crosshair(0, tuple(float(v) for v in geom.voxel_to_patient((4, 5, 6))))
     history = UndoStack()
@@ -80,7 +70,7 @@ def test_a_drag_is_one_undo_step_and_redo_turns_again(folder: Path) -> None:
 
 
 def test_one_plane_turn_then_reset_are_two_steps(folder: Path) -> None:
-    state = _mpr_state(folder)
+    state = mpr_state(folder)
     history = UndoStack()
     history.push(Command("add ruler", lambda: True, lambda: True))  # a measurement step before
     turns = PlaneTurnEditor(state, history)
@@ -108,7 +98,7 @@ def test_one_plane_turn_then_reset_are_two_steps(folder: Path) -> None:
 
 
 def test_a_press_without_turning_records_nothing(folder: Path) -> None:
-    state = _mpr_state(folder)
+    state = mpr_state(folder)
     history = UndoStack()
     turns = PlaneTurnEditor(state, history)
     turns.begin(0)
