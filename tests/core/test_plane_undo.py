@@ -1,7 +1,8 @@
-"""Plane turns on the window's one undo history (Qt-free): a rotation-handle drag (many
-``rotate_planes`` intents from press to release) is one step, an Alt+O reset another; undo puts the
-planes (orientation, directions, position) and the crosshair point back, redo turns them again; a step
-of no change is not recorded; a measurement step and a turn step share the history in order."""
+"""Crosshair moves and plane turns on the window's one undo history (Qt-free): a rotation-handle drag (many
+``rotate_planes`` intents from press to release) is one step, a drag of the crosshair point (many
+``set_crosshair`` intents) one, an Alt+O reset another; undo puts the planes (orientation, directions,
+position) and the crosshair point back, redo turns or moves them again; a step of no change is not
+recorded; a measurement step and a turn step share the history in order."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import pytest
 from tests.core.geometry_cases import CASES, load_stack, mpr_state, write_case
 from viewer.core.geometry.orientation import Orientation
 from viewer.core.geometry.stack import StackGeometry
-from viewer.core.plane_edit import RESET_TEXT, TURN_TEXT, PlaneTurnEditor
+from viewer.core.plane_edit import MOVE_TEXT, RESET_TEXT, TURN_TEXT, PlaneTurnEditor
 from viewer.core.state.viewer_state import ViewerState
 from viewer.core.undo import Command, UndoStack
 
@@ -104,4 +105,61 @@ def test_a_press_without_turning_records_nothing(folder: Path) -> None:
     turns.begin(0)
     assert not turns.finish()
     assert not turns.finish()  # nothing begun
+    assert not history.can_undo()
+
+
+def _move(
+    state: ViewerState, turns: PlaneTurnEditor, geom: StackGeometry, voxels: list[tuple[int, int, int]]
+) -> None:
+    """What the crosshair tool does for one drag of the point in viewport 0: begin at the press, a
+    ``set_crosshair`` per mouse step, finish at the release."""
+    turns.begin(0)
+    for kji in voxels:
+        state.set_crosshair(0, tuple(float(v) for v in geom.voxel_to_patient(kji)))
+    turns.finish(MOVE_TEXT)
+
+
+def test_a_drag_of_the_crosshair_point_is_one_undo_step_in_every_viewport_of_its_frame(folder: Path) -> None:
+    state = mpr_state(folder)
+    history = UndoStack()
+    turns = PlaneTurnEditor(state, history)
+    geom = StackGeometry.from_stack(load_stack(folder))
+    first = tuple(float(v) for v in geom.voxel_to_patient((4, 5, 6)))
+    state.set_crosshair(0, first)
+    positions = [state.viewport(i).position_mm for i in (0, 1, 2)]
+    _move(state, turns, geom, [(4, 7, 8), (4, 9, 10), (4, 12, 3)])  # three mouse steps
+    moved = [state.viewport(i).position_mm for i in (0, 1, 2)]
+    point = state.crosshair(0)
+    assert moved[0] == positions[0] and moved[1:] != positions[1:]  # the others scrolled to the point
+    assert history.undo_text() == MOVE_TEXT
+    assert history.undo() is not None
+    assert not history.can_undo()  # three mouse steps, one undo step
+    assert [state.viewport(i).position_mm for i in (0, 1, 2)] == positions
+    assert state.crosshair(0) == first
+    assert history.redo() is not None
+    assert [state.viewport(i).position_mm for i in (0, 1, 2)] == moved
+    assert state.crosshair(0) == point
+
+
+def test_moves_and_turns_undo_in_order_and_a_click_on_the_point_records_nothing(folder: Path) -> None:
+    state = mpr_state(folder)
+    history = UndoStack()
+    turns = PlaneTurnEditor(state, history)
+    geom = StackGeometry.from_stack(load_stack(folder))
+    before = _normals(state)
+    positions = [state.viewport(i).position_mm for i in (0, 1, 2)]
+    _move(state, turns, geom, [(4, 10, 10)])  # a click: the first point placed, planes moved -> a step
+    assert history.undo_text() == MOVE_TEXT
+    moved = [state.viewport(i).position_mm for i in (0, 1, 2)]
+    _move(state, turns, geom, [(4, 10, 10)])  # a click on the point itself: nothing changed, nothing recorded
+    _drag(state, turns, [1, 2], 20.0)
+    assert history.undo_text() == TURN_TEXT
+    history.undo()  # the turn
+    for now, was in zip(_normals(state), before, strict=True):
+        np.testing.assert_allclose(now, was, atol=1e-9)
+    assert [state.viewport(i).position_mm for i in (0, 1, 2)] == moved
+    assert history.undo_text() == MOVE_TEXT
+    history.undo()  # the move: the point unset again, the planes where they were
+    assert state.crosshair(0) is None
+    assert [state.viewport(i).position_mm for i in (0, 1, 2)] == positions
     assert not history.can_undo()

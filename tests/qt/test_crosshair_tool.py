@@ -194,3 +194,54 @@ def test_a_measurement_on_a_turned_plane_shows_on_that_plane_only(qtbot: QtBot, 
     w.state.rotate_plane(0, 1, 0.0, start=at30)  # back to the plane it was drawn on
     turned_and_shown()
     assert coronal.image_ref() == ref and len(coronal.measurements()) == 1
+
+
+def _crosses_at(view: SliceView, row: float, col: float) -> bool:
+    """The axial view's two lines (coronal: an image row, sagittal: an image column) cross at (row, col)."""
+    lines = view.reference_lines()
+    (r0, _), (r1, _) = lines["viewport1"]
+    (_, c0), (_, c1) = lines["viewport2"]
+    return all(abs(r - row) < 1e-6 for r in (r0, r1)) and all(abs(c - col) < 1e-6 for c in (c0, c1))
+
+
+def test_ctrl_z_puts_a_dragged_crosshair_point_back_in_every_viewport(qtbot: QtBot, mpr: MainWindow) -> None:
+    """Issue 12: a drag of the crosshair point (press to release, many mouse steps) is one step of the
+    window's undo history, like a plane turn: Ctrl+Z puts the point and the other planes back where they
+    were, Ctrl+Y (or Ctrl+Shift+Z) moves them again."""
+    w = mpr
+    axial, coronal, sagittal = w.views()
+    w.set_crosshair_tool(True)
+    c = _screen(axial, 20.0, 20.0)
+    mouse_path(qtbot, axial.graphics.viewport(), [c, c])  # a click: the first step
+    for view in (coronal, sagittal):
+        _settled(qtbot, view)
+    start_point = w.state.crosshair(0)
+    start = [w.state.viewport(i).position_mm for i in (0, 1, 2)]
+    start_index = [v.index for v in (coronal, sagittal)]
+    assert start_point is not None and _crosses_at(axial, 20.0, 20.0)
+    path = [_screen(axial, 20.0 - k, 20.0 + 1.4 * k) for k in range(0, 12, 2)]  # to row 10, column 34
+    mouse_path(qtbot, axial.graphics.viewport(), path)
+    for view in (coronal, sagittal):
+        _settled(qtbot, view)
+    moved_point = w.state.crosshair(0)
+    moved = [w.state.viewport(i).position_mm for i in (0, 1, 2)]
+    moved_index = [v.index for v in (coronal, sagittal)]
+    assert moved_point is not None and moved[1:] != start[1:] and moved_index != start_index
+    assert _crosses_at(axial, 10.0, 34.0)
+    assert w.act_undo.isEnabled() and w.act_undo.text() == "Undo move crosshair"
+    w.view.setFocus()
+    qtbot.keyClick(w.view, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    for view in (coronal, sagittal):
+        _settled(qtbot, view)
+    assert w.state.crosshair(0) == start_point
+    assert [w.state.viewport(i).position_mm for i in (0, 1, 2)] == start
+    assert [v.index for v in (coronal, sagittal)] == start_index  # the views show the planes again
+    assert _crosses_at(axial, 20.0, 20.0)
+    assert w.act_undo.text() == "Undo move crosshair"  # the first click's step is next, not the drag's steps
+    qtbot.keyClick(w.view, Qt.Key.Key_Y, Qt.KeyboardModifier.ControlModifier)
+    for view in (coronal, sagittal):
+        _settled(qtbot, view)
+    assert w.state.crosshair(0) == moved_point
+    assert [w.state.viewport(i).position_mm for i in (0, 1, 2)] == moved
+    assert [v.index for v in (coronal, sagittal)] == moved_index
+    assert _crosses_at(axial, 10.0, 34.0)

@@ -25,7 +25,7 @@ from PySide6.QtCore import QObject, QPointF, Qt
 from viewer.core.errors import ViewerStateError
 from viewer.core.geometry.orientation import Orientation
 from viewer.core.geometry.plane import Plane, Vec3, signed_angle
-from viewer.core.plane_edit import PlaneTurnEditor
+from viewer.core.plane_edit import MOVE_TEXT, TURN_TEXT, PlaneTurnEditor
 from viewer.core.state.viewer_state import ViewerState
 from viewer.core.undo import UndoStack
 from viewer.qt.reference_handles import rotate_cursor
@@ -85,7 +85,8 @@ class CrosshairTool(QObject):
         super().__init__(parent)
         self.state = state
         self.grid = grid
-        # a turn, press to release, is one step of the window's undo history (Ctrl+Z), as is Alt+O
+        # a move of the point or a turn, press to release, is one step of the window's undo history
+        # (Ctrl+Z), as is Alt+O
         self.turns = PlaneTurnEditor(state, history if history is not None else UndoStack())
         self._drag: CrosshairDrag | None = None
 
@@ -151,10 +152,9 @@ class CrosshairTool(QObject):
         if plane is None:
             return
         if self._drag is None or self._drag.viewport != index:
-            self.turns.finish()  # a turn left unfinished in another viewport: recorded as it stands
+            self._finish_step()  # a drag left unfinished in another viewport: recorded as it stands
             self._drag = self._begin(view, index, plane, press)
-            if self._drag.mode is DragMode.TURN:
-                self.turns.begin(index)
+            self.turns.begin(index)
         drag = self._drag
         point = plane.pixel_to_patient(np.array(current[0]), np.array(current[1]))
         try:
@@ -169,9 +169,12 @@ class CrosshairTool(QObject):
         except ViewerStateError as exc:  # e.g. the target viewport was emptied meanwhile
             log.info("Crosshair not moved (%s)", type(exc).__name__)
         if finished:
-            if drag.mode is DragMode.TURN:
-                self.turns.finish()  # one undo step for the whole drag
+            self._finish_step()  # one undo step for the whole drag (or click)
             self._drag = None
+
+    def _finish_step(self) -> None:
+        if self._drag is not None:
+            self.turns.finish(MOVE_TEXT if self._drag.mode is DragMode.MOVE else TURN_TEXT)
 
     def _begin(self, view: SliceView, index: int, plane: Plane, press: tuple[float, float]) -> CrosshairDrag:
         """MOVE, or TURN when the press is on another viewport's line away from the crosshair point: all

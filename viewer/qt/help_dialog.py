@@ -39,7 +39,7 @@ def mouse_bindings() -> list[Binding]:
          "point); on its outline between vertices: add one there"),
         ("Tools", "Double-click an arrow", "Edit its text"),
         ("Crosshair", "Shift+X, then click or drag", "Move the crosshair point (four-way arrow near the "
-         "crossing); the other planes go through it"),
+         "crossing); the other planes go through it; Ctrl+Z undoes a move"),
         ("Crosshair", "Drag a round handle", "Turn both other MPR planes together about the point "
          "(they stay perpendicular; rotation cursor, the line lit while hovered); Alt+O: orthogonal again; "
          "Ctrl+Z undoes a turn or Alt+O"),

@@ -277,7 +277,8 @@ class MainWindow(QMainWindow):
 
     # ============================================================== undo / redo (one history)
     def undo(self) -> None:
-        """Ctrl+Z: undo the last change the user made (a measurement, a plane turn, a review's study done)."""
+        """Ctrl+Z: undo the last change the user made (a measurement, a crosshair move or plane turn, a
+        review's study done)."""
         command = self.undo_stack.undo()
         self.show_status(f"Undone: {command.text} (Ctrl+Shift+Z redoes)" if command else "Nothing to undo")
 
@@ -460,8 +461,8 @@ class MainWindow(QMainWindow):
             ActionSpec("edit_arrow_text", "Edit arrow text", lambda: self.view.layer.edit_text(), ("F2",),
                        "Tools", help="Edit the selected arrow's text (or double-click the arrow)"),
             ActionSpec("undo", "Undo", self.undo, ("Ctrl+Z",), "Edit",
-                       help="Undo the last change: a measurement drawn, moved, edited or deleted, a plane "
-                            "turn (crosshair handle drag or Alt+O), or a review's study done"),
+                       help="Undo the last change: a measurement drawn, moved, edited or deleted, a "
+                            "crosshair move or plane turn (crosshair drag or Alt+O), or a review's study done"),
             ActionSpec("redo", "Redo", self.redo, ("Ctrl+Shift+Z", "Ctrl+Y"), "Edit",
                        help="Redo what was undone"),
             ActionSpec("measurement_sr", "Export measurements as DICOM SR…",

@@ -59,6 +59,14 @@ class PlanePoses:
             (i, vp.stack_key, vp.orientation, vp.oblique, vp.position_mm) for i, vp in self.viewports
         )
 
+    def same_as(self, other: PlanePoses) -> bool:
+        """Nothing a move or turn changes differs: the same planes and the same crosshair point (a point
+        first placed where the planes already cross, unset before, counts as the same: nothing moved on
+        screen)."""
+        if self.planes() != other.planes():
+            return False
+        return self.crosshair == other.crosshair or self.crosshair is None or other.crosshair is None
+
 
 @dataclass(frozen=True)
 class SyncSettings:
@@ -535,9 +543,9 @@ class ViewerState:
         return PlanePoses(key, shown, self._crosshair.get(key))
 
     def restore_planes(self, poses: PlanePoses) -> bool:
-        """Put the planes of a frame of reference back as in ``poses`` (undo / redo of a plane turn or an
-        Alt+O): each viewport that still shows the same stack gets its orientation, oblique directions and
-        position back (its window, zoom and slab stay), and the crosshair point its place. False when no
+        """Put the planes of a frame of reference back as in ``poses`` (undo / redo of a crosshair move, a
+        plane turn or an Alt+O): each viewport that still shows the same stack gets its orientation, oblique
+        directions and position back (its window, zoom and slab stay), and the crosshair point its place. False when no
         viewport still shows its stack (nothing to restore)."""
         todo = [
             (i, old) for i, old in poses.viewports
