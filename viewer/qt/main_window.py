@@ -462,7 +462,8 @@ class MainWindow(QMainWindow):
                        "Tools", help="Edit the selected arrow's text (or double-click the arrow)"),
             ActionSpec("undo", "Undo", self.undo, ("Ctrl+Z",), "Edit",
                        help="Undo the last change: a measurement drawn, moved, edited or deleted, a "
-                            "crosshair move or plane turn (crosshair drag or Alt+O), or a review's study done"),
+                            "crosshair move or plane turn (crosshair drag or Alt+O), or a review's study "
+                            "done"),
             ActionSpec("redo", "Redo", self.redo, ("Ctrl+Shift+Z", "Ctrl+Y"), "Edit",
                        help="Redo what was undone"),
             ActionSpec("measurement_sr", "Export measurements as DICOM SR…",

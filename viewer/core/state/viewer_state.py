@@ -545,8 +545,8 @@ class ViewerState:
     def restore_planes(self, poses: PlanePoses) -> bool:
         """Put the planes of a frame of reference back as in ``poses`` (undo / redo of a crosshair move, a
         plane turn or an Alt+O): each viewport that still shows the same stack gets its orientation, oblique
-        directions and position back (its window, zoom and slab stay), and the crosshair point its place. False when no
-        viewport still shows its stack (nothing to restore)."""
+        directions and position back (its window, zoom and slab stay), and the crosshair point its place.
+        False when no viewport still shows its stack (nothing to restore)."""
         todo = [
             (i, old) for i, old in poses.viewports
             if i < len(self._viewports) and self._viewports[i].stack_key == old.stack_key
