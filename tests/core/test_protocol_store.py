@@ -1,6 +1,7 @@
-"""Editable hanging protocols (viewer.core.state.protocol_store): saved atomically as versioned JSON,
-version 1 files still read, a refused file kept aside, the built-ins restorable, and "save the current
-layout as a protocol for this kind of study" hanging such studies the same way (real factory studies)."""
+"""Editable hanging protocols (viewer.core.state.protocol_store): saved atomically as versioned JSON
+(version 3: each viewport's zoom, rotation / flip and slab too), version 1 and 2 files still read, a
+refused file kept aside, the built-ins restorable, and "save the current layout as a protocol for this
+kind of study" hanging such studies the same way (real factory studies)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pydicom.uid import generate_uid
 from tests.core.test_hanging import _set_body_part, _study, _write
 from viewer.core.constants import WINDOW_PRESETS, Window
 from viewer.core.geometry.orientation import Orientation
+from viewer.core.geometry.reslice import Slab, SlabMode
 from viewer.core.state.hanging import (
     DEFAULT_PROTOCOLS,
     FORMAT_VERSION,
@@ -47,12 +49,20 @@ SPINE = HangingProtocol(
 )
 
 
-def test_saved_table_reads_back_atomically_as_version_2_with_prior_placement(tmp_path: Path) -> None:
+VIEWED = HangingProtocol(
+    "Chest CT: MIP", "CT", Layout.ONE_BY_TWO,
+    (ViewportRule(window="lung", zoom=0.45, rotation=1, mirror=True),
+     ViewportRule(SeriesChoice.MAIN, Orientation.CORONAL, "lung", slab=Slab(SlabMode.MIP, 10.0))),
+    keywords=("chest",),
+)
+
+
+def test_saved_table_reads_back_atomically_as_version_3_with_prior_placement(tmp_path: Path) -> None:
     path = tmp_path / "cfg" / "hanging_protocols.json"
     table = save_protocols(path, with_protocol(DEFAULT_PROTOCOLS, SPINE))
     assert table.protocols[0] == SPINE and table.protocols[1:] == DEFAULT_PROTOCOLS
     doc = json.loads(path.read_text())
-    assert doc["version"] == FORMAT_VERSION == 2 and doc["protocols"][0]["prior"] == "side_by_side"
+    assert doc["version"] == FORMAT_VERSION == 3 and doc["protocols"][0]["prior"] == "side_by_side"
     assert (path.stat().st_mode & 0o077) == 0 and sorted(p.name for p in path.parent.iterdir()) == [path.name]
     assert load_protocols(path).protocols == table.protocols
     # saving again replaces the whole table; the same name replaces, not duplicates
@@ -72,10 +82,55 @@ def test_version_1_files_are_read_with_no_prior_placement(tmp_path: Path) -> Non
     assert all(p.prior is PriorPlacement.NONE for p in table.protocols)
 
 
+def test_each_viewports_zoom_turn_and_slab_are_saved_and_version_2_files_read_without_them(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "hanging_protocols.json"
+    save_protocols(path, (VIEWED, *DEFAULT_PROTOCOLS))
+    doc = json.loads(path.read_text())
+    first, second = doc["protocols"][0]["viewports"]
+    assert (first["zoom"], first["rotation"], first["mirror"], first["slab"]) == (0.45, 1, True, None)
+    assert second["slab"] == {"mode": "mip", "thickness_mm": 10.0} and second["zoom"] is None
+    assert load_protocols(path).protocols[0] == VIEWED
+    # a version 2 file (written before viewports had a view): fitted, unturned, thin
+    for row in doc["protocols"]:
+        for v in row["viewports"]:
+            for key in ("zoom", "rotation", "mirror", "slab"):
+                del v[key]
+    doc["version"] = 2
+    path.write_text(json.dumps(doc))
+    table = load_protocols(path)
+    assert table.error is None and table.protocols[1:] == DEFAULT_PROTOCOLS
+    assert all(v.default_view for v in table.protocols[0].viewports)
+    assert table.protocols[0].viewports[1].orientation is Orientation.CORONAL
+
+
 @pytest.mark.parametrize(
     ("change", "reason"),
     [
-        ({"version": 3}, "version 3 is not one of 1, 2"),
+        ({"zoom": 0}, "zoom must be a positive number"),
+        ({"zoom": "2x"}, "'zoom' must be mm per screen pixel"),
+        ({"rotation": 4}, "rotation is 0-3 quarter turns"),
+        ({"rotation": 1.5}, "'rotation' must be a whole number"),
+        ({"mirror": "yes"}, "'mirror' must be true or false"),
+        ({"slab": {"mode": "mip", "thickness_mm": -2}}, "'thickness_mm' must be a positive number"),
+        ({"slab": {"mode": "max", "thickness_mm": 5}}, "'max' is not a valid SlabMode"),
+        ({"slab": "mip"}, "'slab' must be an object"),
+        ({"orientation": "native", "slab": {"mode": "mip", "thickness_mm": 5}}, "a slab needs a resliced"),
+    ],
+)
+def test_bad_viewport_views_are_refused_with_where_and_why(change: dict[str, object], reason: str) -> None:
+    doc = json.loads(protocols_to_json([VIEWED]))
+    doc["protocols"][0]["viewports"][1].update(change)
+    with pytest.raises(HangingProtocolError, match=r"hanging_protocols\.json: protocol 1") as info:
+        protocols_from_json(json.dumps(doc))
+    assert reason in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"version": 4}, "version 4 is not one of 1, 2, 3"),
         ({"prior": "above"}, "protocol 1: 'above' is not a valid PriorPlacement"),
         ({"name": " "}, "protocol 1: a protocol needs a name"),
         ({"modality": ""}, "has no modality"),
@@ -143,6 +198,21 @@ def test_current_layout_saved_as_a_protocol_hangs_such_studies_the_same_way(tmp_
         ViewportRule(SeriesChoice.BONE, Orientation.CORONAL, "bone"), ViewportRule(SeriesChoice.MAIN),
     )
     assert made.prior is PriorPlacement.NONE
+    # the viewports' zoom, turn and slab are kept (a slab only on a resliced plane)
+    mip = Slab(SlabMode.MIP, 8.0)
+    viewed = [
+        ShownViewport(bone, Orientation.CORONAL, WINDOW_PRESETS["bone"], zoom=0.3, rotation=3, slab=mip),
+        ShownViewport(soft, Orientation.NATIVE, None, mirror=True, slab=mip),
+    ]
+    kept = protocol_from_view("Sinus CT", series, Layout.ONE_BY_TWO, viewed, WINDOW_PRESETS).viewports
+    assert kept == (
+        ViewportRule(SeriesChoice.BONE, Orientation.CORONAL, "bone", zoom=0.3, rotation=3, slab=mip),
+        ViewportRule(SeriesChoice.MAIN, mirror=True),
+    )
+    hung_viewed = plan(protocol_from_view("Sinus CT", series, Layout.ONE_BY_TWO, viewed, WINDOW_PRESETS),
+                       series, WINDOW_PRESETS)
+    assert [(v.zoom, v.rotation, v.mirror, v.slab) for v in hung_viewed.viewports] == [
+        (0.3, 3, False, mip), (None, 0, True, None)]
     # another sinus CT (other UIDs, the same kind) now hangs by it, not by the built-in "CT"
     other = generate_uid()
     study2, stacks2 = _study([

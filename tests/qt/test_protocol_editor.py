@@ -1,7 +1,8 @@
 """View › Hanging protocols…: the non-modal editor on the real window (offscreen, factory studies): a
 protocol edited and saved hangs studies so, in this window and the next; the current layout saved as a
-protocol for this kind of study; a refused file reported and kept aside; invalid forms refused; the
-built-ins restored; a prior placed in the last viewport with linked scrolling."""
+protocol for this kind of study, with each viewport's zoom, turn and slab; a refused file reported and kept
+aside; invalid forms refused; the built-ins restored; a prior placed in the last viewport with linked
+scrolling; closing the editor (or the window) with unsaved edits asks Save / Discard / Cancel."""
 
 from __future__ import annotations
 
@@ -9,14 +10,17 @@ import json
 import os
 from pathlib import Path
 
+import pytest
 from pydicom.uid import generate_uid
-from PySide6.QtWidgets import QComboBox
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QComboBox, QMessageBox
 from pytestqt.qtbot import QtBot
 
 from tests.factories import write_ct_series
 from tests.qt.viewer_helpers import make_window, open_and_wait
 from viewer.core.constants import WINDOW_PRESETS
 from viewer.core.geometry.orientation import Orientation
+from viewer.core.geometry.reslice import Slab, SlabMode
 from viewer.core.paths import user_data_path
 from viewer.core.state.hanging import (
     DEFAULT_PROTOCOLS,
@@ -70,7 +74,7 @@ def test_an_edited_protocol_is_saved_and_hangs_studies_here_and_in_the_next_wind
     assert not editor.list.item(0).text().endswith("(built-in)")
     assert editor.save()
     doc = json.loads((user_data_path() / PROTOCOLS_FILENAME).read_text())
-    assert doc["version"] == 2
+    assert doc["version"] == 3
     assert doc["protocols"][0]["viewports"][1]["window"] == "subdural"
     window.actions_registry.action("apply_hanging").trigger()
     assert window.views()[1].current_window() == WINDOW_PRESETS["subdural"]
@@ -201,3 +205,98 @@ def test_a_side_by_side_prior_protocol_hangs_current_and_prior_linked(qtbot: QtB
     assert right.context.study.date == "20240115"
     assert window.state.link_offset(0, 1) is not None
     assert left.current_window() == right.current_window() == WINDOW_PRESETS["stroke"]
+
+
+def _rename(editor: ProtocolEditor, row: int, name: str) -> None:
+    editor.list.setCurrentRow(row)
+    editor.name.setText(name)
+    editor.name.textEdited.emit(name)
+    assert editor.dirty and editor.windowTitle().endswith("*")
+
+
+def _answer(editor: ProtocolEditor, button: QMessageBox.StandardButton) -> None:
+    prompt = editor.unsaved_prompt
+    assert prompt is not None and prompt.isVisible()
+    assert prompt.text() == "Save the changes to the hanging protocols?"
+    prompt.button(button).click()
+
+
+def test_closing_with_unsaved_edits_asks_save_discard_or_cancel(qtbot: QtBot) -> None:
+    """The editor lost unsaved edits silently when closed; now Close, Esc and closing the window ask
+    (a non-modal box: the test clicks its buttons, nothing waits in exec())."""
+    window = make_window(qtbot)
+    path = user_data_path() / PROTOCOLS_FILENAME
+    before = path.read_text()
+    editor = _editor(window)
+    _rename(editor, 1, "CT, edited")
+    editor.close_button.click()
+    assert editor.isVisible() and editor.unsaved_prompt is not None  # asked, not closed
+    _answer(editor, QMessageBox.StandardButton.Cancel)
+    assert editor.isVisible() and editor.dirty and editor.unsaved_prompt is None
+    assert editor.protocols[1].name == "CT, edited"  # the edit is still there
+    qtbot.keyClick(editor, Qt.Key.Key_Escape)
+    assert editor.isVisible()
+    _answer(editor, QMessageBox.StandardButton.Discard)
+    assert window.hanging.editor is None and not editor.isVisible()
+    assert path.read_text() == before  # discarded: nothing written
+    # Save, then close
+    editor = _editor(window)
+    assert editor.protocols[1].name == "CT"  # the discarded edit is gone
+    _rename(editor, 1, "CT, saved")
+    editor.close()
+    _answer(editor, QMessageBox.StandardButton.Save)
+    assert window.hanging.editor is None
+    assert load_protocols(path).protocols[1].name == "CT, saved"
+    # a form that cannot be saved (typed, not valid: unsaved too): Save leaves the editor open, saying why
+    editor = _editor(window)
+    _rename(editor, 1, "")
+    editor.close()
+    _answer(editor, QMessageBox.StandardButton.Save)
+    assert editor.isVisible() and "needs a name" in editor.message.text()
+    # unsaved edits and the window closes: asked first; Discard closes both
+    window.close()
+    assert window.isVisible() and editor.unsaved_prompt is not None
+    _answer(editor, QMessageBox.StandardButton.Discard)
+    assert not window.isVisible() and window.hanging.editor is None
+    assert load_protocols(path).protocols[1].name == "CT, saved"
+
+
+def test_zoom_turn_and_slab_are_saved_with_the_layout_and_hang_again(qtbot: QtBot, tmp_path: Path) -> None:
+    window = make_window(qtbot, hang=True)
+    open_and_wait(qtbot, window, _head_ct(tmp_path))
+    state = window.state
+    assert state.layout is Layout.ONE_BY_TWO
+    bone = next(s for s in window.loaded_stacks() if "Bone" in s.series_description)
+    window.show_in_viewport(1, bone.uid, Orientation.CORONAL)
+    state.rotate(0, 1)  # R-turn clockwise, then a left-right flip of what is on screen
+    state.flip(0)
+    state.set_zoom(0, 0.25, sync=False)
+    state.set_slab(1, Slab(SlabMode.MIP, 4.0))
+    want = [(state.viewport(i).rotation, state.viewport(i).mirror, state.viewport(i).scale,
+             state.viewport(i).slab) for i in (0, 1)]
+    assert want == [(3, True, 0.25, None), (0, False, None, Slab(SlabMode.MIP, 4.0))]
+    editor = _editor(window)
+    editor.from_view_button.click()
+    made = editor.protocols[0]
+    assert [(v.rotation, v.mirror, v.zoom, v.slab) for v in made.viewports] == want
+    assert _cell(editor, 0, 3).currentText() == "0.25 mm/px, 270°, mirrored"
+    assert _cell(editor, 1, 3).currentText() == "fitted, MIP 4 mm"
+    assert editor.save()
+    doc = json.loads((user_data_path() / PROTOCOLS_FILENAME).read_text())
+    assert doc["protocols"][0]["viewports"][1]["slab"] == {"mode": "mip", "thickness_mm": 4.0}
+    # back to plain viewports, then the protocol hangs the study with the view it was saved with
+    state.reset_view(0)
+    state.set_slab(1, None)
+    window.set_layout(Layout.ONE)
+    window.actions_registry.action("apply_hanging").trigger()
+    assert state.layout is Layout.ONE_BY_TWO
+    assert [(state.viewport(i).rotation, state.viewport(i).mirror, state.viewport(i).scale,
+             state.viewport(i).slab) for i in (0, 1)] == want
+    left = window.views()[0]
+    assert left.view_frame()[0] == pytest.approx(0.25, rel=1e-3)  # on screen: 0.25 mm per screen pixel
+    # the View column resets a viewport's view to fitted, unturned, thin
+    view_box = _cell(editor, 0, 3)
+    view_box.setCurrentIndex(view_box.findData("reset"))
+    assert editor.protocols[0].viewports[0].default_view and editor.dirty
+    assert editor.protocols[0].viewports[1].slab == Slab(SlabMode.MIP, 4.0)
+    assert editor.save()

@@ -15,11 +15,13 @@ from PySide6.QtCore import QObject
 
 from viewer.core.constants import Window
 from viewer.core.errors import ViewerStateError
+from viewer.core.geometry.orientation import Orientation
 from viewer.core.state.hanging import (
     PROTOCOLS_FILENAME,
     HangingPlan,
     HangingProtocol,
     HangingProtocolError,
+    PlannedViewport,
     PriorPlacement,
     ProtocolTable,
     StudySeries,
@@ -184,7 +186,8 @@ class HangingController(QObject):
                 shown.append(ShownViewport(None))
                 continue
             prior = self._study_key(vp.stack_key) != key
-            shown.append(ShownViewport(entry.stack, vp.orientation, w.grid.view(i).current_window(), prior))
+            shown.append(ShownViewport(entry.stack, vp.orientation, w.grid.view(i).current_window(), prior,
+                                       zoom=vp.scale, rotation=vp.rotation, mirror=vp.mirror, slab=vp.slab))
         made = protocol_from_view(name or "New protocol", study, state.layout, shown, w.settings.presets())
         if not name:
             what = ", ".join(made.body_parts or made.keywords).lower() or "any"
@@ -209,8 +212,24 @@ class HangingController(QObject):
             w.show_in_viewport(i, planned.stack_key, planned.orientation)
         for i, planned in enumerate(hung.viewports):
             self._set_view_window(i, planned.window)
+            self._set_view(i, planned)
         w.state.set_active(0)
         w.browser.select(hung.viewports[0].stack_key)
+
+    def _set_view(self, index: int, planned: PlannedViewport) -> None:
+        """The protocol's turn, zoom and slab for viewport ``index`` (not synced to the others: each viewport
+        of a protocol has its own); a slab only where the viewport shows a resliced plane."""
+        state = self._window.state
+        try:
+            vp = state.viewport(index)
+            if (planned.rotation, planned.mirror) != (vp.rotation, vp.mirror):
+                state.set_turn(index, planned.rotation, planned.mirror)
+            if planned.zoom is not None:
+                state.set_zoom(index, planned.zoom, (0.0, 0.0), sync=False)
+            if planned.slab is not None and state.viewport(index).orientation is not Orientation.NATIVE:
+                state.set_slab(index, planned.slab)
+        except ViewerStateError as exc:
+            log.info("Protocol view not set: %s", type(exc).__name__)
 
     # --- prior comparison and links --------------------------------------------------------------
     def compare_with_prior(self) -> None:

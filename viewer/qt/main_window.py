@@ -1701,6 +1701,16 @@ class MainWindow(QMainWindow):
             ev.ignore()
 
     def closeEvent(self, ev: QCloseEvent) -> None:
+        editor = self.hanging.editor if hasattr(self, "hanging") else None
+        if editor is not None and editor.dirty and not self._closed:
+            # unsaved hanging-protocol edits: ask (non-modal) first; Save or Discard then closes the window
+            ev.ignore()
+            editor.show()
+            editor.raise_()
+            if self.close not in editor.after_close:
+                editor.after_close.append(self.close)
+            editor.ask_unsaved()
+            return
         self._closed = True
         self.about_to_close.emit()
         for view in self.views():

@@ -3,11 +3,14 @@
 The list on the left is the table in matching order (the first protocol that matches a study hangs it;
 Up / Down reorder). The form edits the selected protocol: its match (modality, BodyPartExamined values,
 description keywords, at least N series), layout, where a prior study goes, and per viewport the series
-rule, plane and window preset. *Save current layout* makes a protocol of what the viewports show now for
-this kind of study; *Restore built-ins* gives the defaults back. Nothing is written until *Save*; a form
-that does not describe a valid protocol says why and cannot be saved. The model and the file are Qt-free
-(:mod:`viewer.core.state.hanging`, :mod:`viewer.core.state.protocol_store`); the window supplies the
-``save`` and ``from_view`` callbacks.
+rule, plane and window preset, and its view (zoom, rotation / flip and slab, as saved from the viewports,
+or reset to fitted, unturned and thin). *Save current layout* makes a protocol of what the viewports show
+now for this kind of study; *Restore built-ins* gives the defaults back. Nothing is written until *Save*;
+a form that does not describe a valid protocol says why and cannot be saved. Closing the editor with
+unsaved edits (its title ends in ``*``) asks Save / Discard / Cancel in a non-modal message box
+(:attr:`ProtocolEditor.unsaved_prompt`, answered through :meth:`ProtocolEditor.answer_unsaved`). The
+model and the file are Qt-free (:mod:`viewer.core.state.hanging`, :mod:`viewer.core.state.protocol_store`);
+the window supplies the ``save`` and ``from_view`` callbacks.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QLineEdit,
     QListWidget,
+    QMessageBox,
     QPushButton,
     QSpinBox,
     QTableWidget,
@@ -34,6 +38,7 @@ from PySide6.QtWidgets import (
 
 from viewer.core.errors import SlicewiseError
 from viewer.core.geometry.orientation import Orientation
+from viewer.core.geometry.reslice import SlabMode
 from viewer.core.state.hanging import HangingProtocol, PriorPlacement, SeriesChoice, ViewportRule
 from viewer.core.state.layout import Layout
 from viewer.core.state.protocol_store import is_builtin, moved, restore_builtins, with_protocol
@@ -57,11 +62,37 @@ PRIOR_TEXT = {
     PriorPlacement.LAST_VIEWPORT: "in the last viewport",
 }
 HEADER_WINDOW = "header window"
+DEFAULT_VIEW_TEXT = "fitted, unturned, thin"
+KEEP_VIEW, RESET_VIEW = "keep", "reset"  # the View column's choices
+SLAB_TEXT = {SlabMode.MIP: "MIP", SlabMode.MINIP: "MinIP", SlabMode.AVERAGE: "average"}
 ERROR_STYLE = "color: #ff7b72"
 OK_STYLE = "color: #8b949e"
 
 SaveCallback = Callable[[Sequence[HangingProtocol]], str | None]  # None when saved, else why not
 FromView = Callable[[str], HangingProtocol]  # raises SlicewiseError when nothing can be made
+
+
+class UnsavedChoice(str, Enum):
+    """The answer to "save the changes?" when the editor is closed with unsaved edits."""
+
+    SAVE = "save"  # save, then close (stays open when the table cannot be saved, saying why)
+    DISCARD = "discard"  # close, the edits lost
+    CANCEL = "cancel"  # stay open, the edits kept
+
+
+def view_text(rule: ViewportRule) -> str:
+    """A viewport rule's view in words: 'fitted, unturned, thin' or e.g. '0.50 mm/px, 90°, mirrored,
+    MIP 10 mm'."""
+    if rule.default_view:
+        return DEFAULT_VIEW_TEXT
+    parts = ["fitted" if rule.zoom is None else f"{rule.zoom:.2f} mm/px"]
+    if rule.rotation:
+        parts.append(f"{90 * rule.rotation}°")
+    if rule.mirror:
+        parts.append("mirrored")
+    if rule.slab is not None:
+        parts.append(f"{SLAB_TEXT[rule.slab.mode]} {rule.slab.thickness_mm:g} mm")
+    return ", ".join(parts)
 
 
 def _words(text: str) -> tuple[str, ...]:
@@ -104,6 +135,9 @@ class ProtocolEditor(QDialog):
         self.protocols: list[HangingProtocol] = list(protocols)
         self._loading = False
         self.dirty = False
+        self.unsaved_prompt: QMessageBox | None = None  # the open "save the changes?" question
+        self._leaving = False  # closing after Save or Discard: no question
+        self.after_close: list[Callable[[], object]] = []  # run once the editor has closed after a question
 
         self.list = QListWidget()
         self.list.setObjectName("protocolList")
@@ -138,9 +172,9 @@ class ProtocolEditor(QDialog):
         self.min_series.setRange(1, 32)
         self.layout_box = _combo([(layout.value, layout.value) for layout in Layout])
         self.prior = _combo([(text, p.value) for p, text in PRIOR_TEXT.items()])
-        self.viewports = QTableWidget(0, 3)
+        self.viewports = QTableWidget(0, 4)
         self.viewports.setObjectName("protocolViewports")
-        self.viewports.setHorizontalHeaderLabels(["Series", "Plane", "Window"])
+        self.viewports.setHorizontalHeaderLabels(["Series", "Plane", "Window", "View"])
         self.viewports.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
         self.viewports.setMinimumWidth(440)
         form = QFormLayout()
@@ -234,7 +268,11 @@ class ProtocolEditor(QDialog):
             if rule.window is not None and window.findData(rule.window) < 0:
                 window.addItem(f"{rule.window} (unknown preset)", rule.window)
             _select(window, rule.window)
-            for column, box in enumerate((series, plane, window)):
+            view = _combo([(view_text(rule), KEEP_VIEW)] if rule.default_view else
+                          [(view_text(rule), KEEP_VIEW), (DEFAULT_VIEW_TEXT, RESET_VIEW)])
+            view.setToolTip("Zoom, rotation / flip and slab: Save current layout as protocol takes them from "
+                            "the viewports")
+            for column, box in enumerate((series, plane, window, view)):
                 box.currentIndexChanged.connect(self._edited)
                 self.viewports.setCellWidget(k, column, box)
         self.viewports.setVerticalHeaderLabels([str(k + 1) for k in range(layout.viewport_count)])
@@ -248,19 +286,26 @@ class ProtocolEditor(QDialog):
     def form_protocol(self) -> HangingProtocol:
         """The protocol the form describes; ValueError (or SlicewiseError) saying why it is none."""
         layout = Layout(self.layout_box.currentData())
-        rules = tuple(
-            ViewportRule(
+        row = self.list.currentRow()
+        saved = self.protocols[row].viewports if 0 <= row < len(self.protocols) else ()
+        rules = []
+        for k in range(self.viewports.rowCount()):
+            keep = k < len(saved) and self._cell(k, 3).currentData() == KEEP_VIEW
+            view = saved[k] if keep else ViewportRule()
+            rules.append(ViewportRule(
                 SeriesChoice(self._cell(k, 0).currentData()),
                 Orientation(self._cell(k, 1).currentData()),
                 self._cell(k, 2).currentData(),
-            )
-            for k in range(self.viewports.rowCount())
-        )
+                zoom=view.zoom,
+                rotation=view.rotation,
+                mirror=view.mirror,
+                slab=view.slab,
+            ))
         return HangingProtocol(
             name=self.name.text().strip(),
             modality=self.modality.currentText().strip().upper() or "",
             layout=layout,
-            viewports=rules,
+            viewports=tuple(rules),
             keywords=tuple(w.lower() for w in _words(self.keywords.text())),
             min_series=self.min_series.value(),
             body_parts=tuple(b.upper() for b in _words(self.body_parts.text())),
@@ -276,11 +321,13 @@ class ProtocolEditor(QDialog):
         try:
             p = self.form_protocol()
         except (ValueError, SlicewiseError) as exc:
+            self._set_dirty(True)  # typed but not valid yet: still an edit that closing would lose
             self._say(f"Not a valid protocol: {exc}", error=True)
             return
         if p.name != self.protocols[row].name and any(
             q.name == p.name for k, q in enumerate(self.protocols) if k != row
         ):
+            self._set_dirty(True)
             self._say(f"Another protocol is already called {p.name!r}", error=True)
             return
         if p != self.protocols[row]:
@@ -354,6 +401,54 @@ class ProtocolEditor(QDialog):
         self.saved.emit()
         return True
 
+    # --- closing -------------------------------------------------------------------------------
+    def reject(self) -> None:
+        """Close, Esc and the title bar's close all end here (``QDialog.closeEvent`` calls it): with unsaved
+        edits, ask first (non-modal) and stay open until answered."""
+        if self.dirty and not self._leaving:
+            self.ask_unsaved()
+            return
+        super().reject()
+
+    def ask_unsaved(self) -> QMessageBox:
+        """The non-modal "save the changes?" question (Save / Discard / Cancel), or the one already open."""
+        if self.unsaved_prompt is not None:
+            self.unsaved_prompt.raise_()
+            return self.unsaved_prompt
+        box = QMessageBox(self)
+        box.setObjectName("protocolUnsaved")
+        box.setIcon(QMessageBox.Icon.Warning)
+        box.setWindowTitle("Hanging protocols")
+        box.setText("Save the changes to the hanging protocols?")
+        box.setInformativeText("Discard closes the editor and loses them.")
+        buttons = QMessageBox.StandardButton
+        box.setStandardButtons(buttons.Save | buttons.Discard | buttons.Cancel)
+        box.setDefaultButton(buttons.Save)
+        box.setEscapeButton(buttons.Cancel)
+        box.finished.connect(lambda _r, b=box: self.answer_unsaved(_choice_of(b)))
+        self.unsaved_prompt = box
+        box.open()  # window-modal to the editor, never exec(): the viewer's event loop runs on
+        return box
+
+    def answer_unsaved(self, choice: UnsavedChoice) -> bool:
+        """Act on the answer: Save (then close; False and open when it cannot be saved), Discard (close),
+        Cancel (stay). True when the editor closed."""
+        prompt, self.unsaved_prompt = self.unsaved_prompt, None
+        if prompt is not None and prompt.isVisible():
+            prompt.blockSignals(True)  # answered from code: the box's own finished must not answer again
+            prompt.done(0)
+        if prompt is not None:
+            prompt.deleteLater()
+        if choice is UnsavedChoice.CANCEL or (choice is UnsavedChoice.SAVE and not self.save()):
+            self.after_close.clear()
+            return False
+        self._leaving = True
+        self.close()
+        callbacks, self.after_close = self.after_close, []
+        for callback in callbacks:
+            callback()
+        return True
+
     # --- feedback -------------------------------------------------------------------------------
     def _set_dirty(self, dirty: bool) -> None:
         self.dirty = dirty
@@ -365,3 +460,14 @@ class ProtocolEditor(QDialog):
         self.message.setProperty("error", error)
         self.save_button.setEnabled(not error)
         self.message.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+
+
+def _choice_of(box: QMessageBox) -> UnsavedChoice:
+    """The answer a finished message box gave (closed without a button: Cancel)."""
+    button = box.clickedButton()
+    standard = box.standardButton(button) if button is not None else QMessageBox.StandardButton.Cancel
+    if standard == QMessageBox.StandardButton.Save:
+        return UnsavedChoice.SAVE
+    if standard == QMessageBox.StandardButton.Discard:
+        return UnsavedChoice.DISCARD
+    return UnsavedChoice.CANCEL

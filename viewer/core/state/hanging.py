@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from enum import Enum
@@ -24,8 +25,9 @@ from pathlib import Path
 
 from viewer.core.constants import Window
 from viewer.core.dicom.model import Stack
-from viewer.core.errors import SlicewiseError
+from viewer.core.errors import GeometryError, SlicewiseError
 from viewer.core.geometry.orientation import Orientation
+from viewer.core.geometry.reslice import Slab, SlabMode
 from viewer.core.review.fileutil import atomic_write_bytes, private_dir
 from viewer.core.state.layout import Layout
 from viewer.core.state.priors import matching_series
@@ -33,8 +35,10 @@ from viewer.core.state.priors import matching_series
 log = logging.getLogger(__name__)
 
 PROTOCOLS_FILENAME = "hanging_protocols.json"
-FORMAT_VERSION = 2  # 2: "prior" per protocol; version 1 files (no prior placement) are read too
-READABLE_VERSIONS = (1, 2)
+# 2: "prior" per protocol; 3: per viewport "zoom", "rotation", "mirror" and "slab". Older files are read
+# too (what they lack is the default: fitted, unturned, thin, no prior)
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 BONE_WORDS = ("bone", "osteo", "knochen")
 
 
@@ -60,9 +64,32 @@ class PriorPlacement(str, Enum):
 
 @dataclass(frozen=True)
 class ViewportRule:
+    """One viewport of a protocol: which series, plane and window preset, and how it is viewed: ``zoom``
+    in mm (view units) per screen pixel (None: fitted to the viewport), the display turn (``mirror``
+    left-right first, then ``rotation`` quarter turns clockwise, as ``ViewportState``) and a thick
+    ``slab`` (resliced planes only)."""
+
     series: SeriesChoice = SeriesChoice.MAIN
     orientation: Orientation = Orientation.NATIVE
     window: str | None = None  # a window preset's name; None: the header's window
+    zoom: float | None = None
+    rotation: int = 0
+    mirror: bool = False
+    slab: Slab | None = None
+
+    def __post_init__(self) -> None:
+        if self.zoom is not None and not (math.isfinite(self.zoom) and self.zoom > 0):
+            raise ValueError(f"a viewport's zoom must be a positive number of mm per screen pixel, "
+                             f"got {self.zoom!r}")
+        if self.rotation not in (0, 1, 2, 3):
+            raise ValueError(f"a viewport's rotation is 0-3 quarter turns, got {self.rotation!r}")
+        if self.slab is not None and self.orientation is Orientation.NATIVE:
+            raise ValueError("a slab needs a resliced plane (axial, coronal or sagittal), not 'as acquired'")
+
+    @property
+    def default_view(self) -> bool:
+        """Fitted, unturned, thin: nothing beyond series, plane and window."""
+        return self.zoom is None and self.rotation == 0 and not self.mirror and self.slab is None
 
 
 @dataclass(frozen=True)
@@ -141,6 +168,10 @@ class PlannedViewport:
     stack_key: str
     orientation: Orientation
     window: Window | None  # None: the header's window
+    zoom: float | None = None  # mm per screen pixel; None: fitted
+    rotation: int = 0
+    mirror: bool = False
+    slab: Slab | None = None
 
 
 @dataclass(frozen=True)
@@ -207,7 +238,8 @@ def plan(
         window = presets.get(rule.window) if rule.window else None
         if rule.window and window is None:
             log.warning("Hanging protocol names an unknown window preset; the header window is used")
-        viewports.append(PlannedViewport(stack.uid, rule.orientation, window))
+        viewports.append(PlannedViewport(stack.uid, rule.orientation, window, rule.zoom, rule.rotation,
+                                         rule.mirror, rule.slab))
     return HangingPlan(protocol.name, protocol.layout, tuple(viewports), prior_viewport, protocol.prior)
 
 
@@ -237,7 +269,16 @@ def protocols_to_json(protocols: Sequence[HangingProtocol]) -> str:
         row["body_parts"] = list(p.body_parts)
         row["prior"] = p.prior.value
         row["viewports"] = [
-            {"series": v.series.value, "orientation": v.orientation.value, "window": v.window}
+            {
+                "series": v.series.value,
+                "orientation": v.orientation.value,
+                "window": v.window,
+                "zoom": v.zoom,
+                "rotation": v.rotation,
+                "mirror": v.mirror,
+                "slab": None if v.slab is None else {"mode": v.slab.mode.value,
+                                                     "thickness_mm": v.slab.thickness_mm},
+            }
             for v in p.viewports
         ]
         rows.append(row)
@@ -292,6 +333,10 @@ def _protocol_of(row: object) -> HangingProtocol:
                 SeriesChoice(v.get("series", SeriesChoice.MAIN.value)),
                 Orientation(v.get("orientation", Orientation.NATIVE.value)),
                 window,
+                zoom=_zoom_of(v.get("zoom")),
+                rotation=_rotation_of(v.get("rotation", 0)),
+                mirror=_mirror_of(v.get("mirror", False)),
+                slab=_slab_of(v.get("slab")),
             )
         )
     min_series = row.get("min_series", 1)
@@ -307,6 +352,40 @@ def _protocol_of(row: object) -> HangingProtocol:
         body_parts=tuple(body_parts),
         prior=PriorPlacement(row.get("prior", PriorPlacement.NONE.value)),
     )
+
+
+def _zoom_of(value: object) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError("a viewport's 'zoom' must be mm per screen pixel (a number) or null (fitted)")
+    return float(value)
+
+
+def _rotation_of(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError("a viewport's 'rotation' must be a whole number of quarter turns (0-3)")
+    return value
+
+
+def _mirror_of(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError("a viewport's 'mirror' must be true or false")
+    return value
+
+
+def _slab_of(value: object) -> Slab | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise TypeError("a viewport's 'slab' must be an object (mode, thickness_mm) or null")
+    thickness = value.get("thickness_mm")
+    if isinstance(thickness, bool) or not isinstance(thickness, (int, float)) or not thickness > 0:
+        raise ValueError("a slab's 'thickness_mm' must be a positive number")
+    try:
+        return Slab(SlabMode(value.get("mode")), float(thickness))
+    except GeometryError as exc:
+        raise ValueError(str(exc)) from None
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from pathlib import Path
 from viewer.core.constants import Window
 from viewer.core.dicom.model import Stack
 from viewer.core.geometry.orientation import Orientation
+from viewer.core.geometry.reslice import Slab
 from viewer.core.review.fileutil import atomic_write_bytes, private_dir
 from viewer.core.state.hanging import (
     BONE_WORDS,
@@ -102,13 +103,18 @@ def study_keywords(description: str) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class ShownViewport:
-    """What one viewport shows now: its stack (None: empty), plane and window, and whether the stack is
-    a prior study's (another study of the patient than the one the protocol is for)."""
+    """What one viewport shows now: its stack (None: empty), plane and window, whether the stack is a
+    prior study's (another study of the patient than the one the protocol is for), and how it is viewed:
+    zoom (mm per screen pixel, None: fitted), display turn and slab (``ViewportState``'s)."""
 
     stack: Stack | None
     orientation: Orientation = Orientation.NATIVE
     window: Window | None = None
     prior: bool = False
+    zoom: float | None = None
+    rotation: int = 0
+    mirror: bool = False
+    slab: Slab | None = None
 
 
 def preset_name(window: Window | None, presets: Mapping[str, Window]) -> str | None:
@@ -128,8 +134,10 @@ def protocol_from_view(
     """A protocol that hangs studies like ``study`` as the viewports show it now: its modality and
     body parts (BodyPartExamined), else up to three keywords of its description; the layout; per
     viewport the series rule (the main series, a bone series, or the next one), plane and window preset
-    (a window that is no preset: the header's). A viewport showing a prior study makes the protocol place
-    the prior in its last viewport. Empty viewports at the end are left out (they stay empty)."""
+    (a window that is no preset: the header's), zoom, rotation / flip and slab (a slab only on a resliced
+    plane; an oblique plane hangs as acquired, without its slab). A viewport showing a prior study makes
+    the protocol place the prior in its last viewport. Empty viewports at the end are left out (they stay
+    empty)."""
     if not study.stacks:
         raise HangingProtocolError("The shown study has no image series to make a protocol of")
     rows = list(shown[: layout.viewport_count])
@@ -148,7 +156,10 @@ def protocol_from_view(
             series = SeriesChoice.NEXT
         # an oblique plane's turn is not kept by a protocol: the stack's own plane stands in
         plane = Orientation.NATIVE if vp.orientation is Orientation.OBLIQUE else vp.orientation
-        rules.append(ViewportRule(series, plane, preset_name(vp.window, presets)))
+        thick = vp.slab is not None and vp.slab.thickness_mm > 0
+        slab = vp.slab if thick and plane is not Orientation.NATIVE else None
+        rules.append(ViewportRule(series, plane, preset_name(vp.window, presets), zoom=vp.zoom,
+                                  rotation=vp.rotation % 4, mirror=vp.mirror, slab=slab))
     prior = PriorPlacement.NONE
     if any(vp.prior for vp in rows):
         prior = PriorPlacement.LAST_VIEWPORT

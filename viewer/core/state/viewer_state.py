@@ -627,6 +627,14 @@ class ViewerState:
         rotation = (vp.rotation + int(quarter_turns)) % 4
         self._set(index, replace(vp, rotation=rotation, scale=None, pan=(0.0, 0.0)))
 
+    def set_turn(self, index: int, rotation: int, mirror: bool) -> None:
+        """Show viewport ``index`` with the display turn (``mirror`` left-right first, then ``rotation``
+        quarter turns clockwise), fitted again (a hanging protocol's turn; R and flips are relative)."""
+        vp, _ = self._shown(index)
+        self._set(
+            index, replace(vp, rotation=int(rotation) % 4, mirror=bool(mirror), scale=None, pan=(0.0, 0.0))
+        )
+
     def flip(self, index: int, *, horizontal: bool = True) -> None:
         """Mirror what is on screen left-right (``horizontal``) or top-bottom; the image is fitted again.
         Composed into (mirror, rotation): a screen flip after R^r is R^-r (or R^(2-r) vertically) after a
