@@ -1,27 +1,34 @@
 """MPR speed: coronal + sagittal reslice per crosshair move (also turned 30° into oblique planes by rotating
 the crosshair in the axial view, and then 20° about the slices' row axis into double-oblique planes) and
-10 mm slab MIPs (also on the single- and double-oblique coronal plane), against the baselines a user would
-write, on a 512x512x300 volume (issue 12 targets: <= 15 ms and <= 25 ms medians).
+10 mm slab MIPs (also MIP, MinIP and average on the single- and double-oblique coronal plane), against the
+baselines a user would write, on a 512x512x300 volume (issue 12 targets: <= 15 ms and <= 25 ms medians).
 
 Run: ``.venv/bin/python benchmarks/bench_mpr.py [--rounds 25]``. Each round moves the crosshair to a new
 random voxel and runs every method once, in rotating order (interleaved), so machine load hits all alike;
 medians per method and the ratio baseline / ours are printed. Outputs are checked equal first (same values,
 same dtype) so the comparison is like for like.
 
-The oblique case is also timed with the two planes resliced at once on two threads, as the app does (each
-MPR viewport reslices on its own thread).
+The oblique and double-oblique pairs are also timed with the two planes resliced at once on two threads, as
+the app does (each MPR viewport reslices on its own thread). Double-oblique planes and oblique slabs go
+through the compiled sampler (viewer/core/geometry/affine_sampler.py); ``numpy path (before)`` is the same
+call with it switched off: the numpy samplers, every slab plane resliced in full and then combined.
 
 Baselines:
 * ``numpy``: plain fancy indexing / reductions (``np.take(vol, j, axis=1)[::-1]``,
   ``vol[::-1, j-h:j+h+1, :].max(axis=1)``): only right for an untilted, evenly spaced stack.
 * ``map_coordinates``: every output pixel mapped through the inverse affine and interpolated with
-  ``scipy.ndimage.map_coordinates(order=1)`` (one call per slab plane), the general approach.
+  ``scipy.ndimage.map_coordinates(order=1)`` (one call per slab plane, combined by np.maximum /
+  np.minimum / a float32 sum), the general approach.
+
+The slow methods of the oblique slabs (numpy path and map_coordinates, 21 planes each) run every fifth
+round. The load average is printed: the figures are only comparable within one run.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import statistics
 import sys
 import time
@@ -35,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 from scipy.ndimage import map_coordinates  # noqa: E402
 
+from viewer.core.geometry import affine_sampler  # noqa: E402
 from viewer.core.geometry.orientation import Orientation  # noqa: E402
 from viewer.core.geometry.plane import Plane, crosshair_plane, rotate_vector, standard_plane  # noqa: E402
 from viewer.core.geometry.reslice import Slab, SlabMode, reslice, slab_offsets  # noqa: E402
@@ -85,14 +93,35 @@ def mapped(
     )
 
 
-def mapped_slab(vol: np.ndarray, geom: StackGeometry, plane: Plane, out_dtype: type) -> np.ndarray:
-    """The slab baseline: one map_coordinates plane per slab offset, combined by np.maximum."""
+def mapped_slab(
+    vol: np.ndarray, geom: StackGeometry, plane: Plane, out_dtype: type, mode: SlabMode = SlabMode.MIP
+) -> np.ndarray:
+    """The slab baseline: one map_coordinates plane per slab offset, combined by np.maximum / np.minimum /
+    a float32 sum divided by the count."""
     acc: np.ndarray | None = None
-    for off in slab_offsets(geom, plane, Slab(SlabMode.MIP, SLAB_MM)):
+    offsets = slab_offsets(geom, plane, Slab(mode, SLAB_MM))
+    for off in offsets:
         img = mapped(vol, geom, plane, out_dtype, float(off))
-        acc = img if acc is None else np.maximum(acc, img, out=acc)
+        if acc is None:
+            acc = img
+        elif mode is SlabMode.MIP:
+            np.maximum(acc, img, out=acc)
+        elif mode is SlabMode.MINIP:
+            np.minimum(acc, img, out=acc)
+        else:
+            acc += img
     assert acc is not None
-    return acc
+    return acc / np.float32(len(offsets)) if mode is SlabMode.AVERAGE else acc
+
+
+def numpy_path(fn: Callable[[], tuple[np.ndarray, ...]]) -> tuple[np.ndarray, ...]:
+    """``fn()`` with the compiled sampler switched off: the numpy samplers (the previous code path)."""
+    saved = affine_sampler.kernel
+    affine_sampler.kernel = lambda: None
+    try:
+        return fn()
+    finally:
+        affine_sampler.kernel = saved
 
 
 def run(rounds: int) -> None:
@@ -172,28 +201,52 @@ def run(rounds: int) -> None:
         lambda k, j, i: tuple(reslice(v16, straight, p).image for p in turned(straight, k, j, i, 30.0, 20.0)),
         "cor+sag double-oblique 30+20deg int16",
     )
-    methods["cor+sag double-oblique 30+20deg int16: map_coordinates"] = (
+    double = "cor+sag double-oblique 30+20deg int16"
+
+    def double_threads(k: int, j: int, i: int) -> tuple[np.ndarray, ...]:
+        futures = [pair.submit(reslice, v16, straight, p) for p in turned(straight, k, j, i, 30.0, 20.0)]
+        return tuple(f.result(timeout=30).image for f in futures)
+
+    methods[f"{double}: ours, 2 threads"] = (double_threads, double)
+    methods[f"{double}: numpy path (before)"] = (
+        lambda k, j, i: numpy_path(
+            lambda: tuple(reslice(v16, straight, p).image for p in turned(straight, k, j, i, 30.0, 20.0))
+        ),
+        double,
+    )
+    methods[f"{double}: map_coordinates"] = (
         lambda k, j, i: tuple(
             mapped(v16, straight, p, np.float32) for p in turned(straight, k, j, i, 30.0, 20.0)
         ),
-        "cor+sag double-oblique 30+20deg int16",
+        double,
     )
     for label, tilt in (("oblique 30deg", 0.0), ("double-oblique 30+20deg", 20.0)):
-        group = f"10 mm MIP coronal {label} int16"
-        methods[f"{group}: ours"] = (
-            lambda k, j, i, t=tilt: (
-                reslice(
-                    v16, straight, turned(straight, k, j, i, 30.0, t)[0], slab=Slab(SlabMode.MIP, SLAB_MM)
-                ).image,
-            ),
-            group,
-        )
-        methods[f"{group}: map_coordinates"] = (
-            lambda k, j, i, t=tilt: (
-                mapped_slab(v16, straight, turned(straight, k, j, i, 30.0, t)[0], np.float32),
-            ),
-            group,
-        )
+        for mode in SlabMode:
+            group = f"10 mm {mode.name} coronal {label} int16"
+            methods[f"{group}: ours"] = (
+                lambda k, j, i, t=tilt, md=mode: (
+                    reslice(
+                        v16, straight, turned(straight, k, j, i, 30.0, t)[0], slab=Slab(md, SLAB_MM)
+                    ).image,
+                ),
+                group,
+            )
+            methods[f"{group}: numpy path (before)"] = (
+                lambda k, j, i, t=tilt, md=mode: numpy_path(
+                    lambda: (
+                        reslice(
+                            v16, straight, turned(straight, k, j, i, 30.0, t)[0], slab=Slab(md, SLAB_MM)
+                        ).image,
+                    )
+                ),
+                group,
+            )
+            methods[f"{group}: map_coordinates"] = (
+                lambda k, j, i, t=tilt, md=mode: (
+                    mapped_slab(v16, straight, turned(straight, k, j, i, 30.0, t)[0], np.float32, md),
+                ),
+                group,
+            )
     for name, axis in (("coronal", 0), ("sagittal", 1), ("axial", 2)):
         methods[f"10 mm MIP {name} int16: ours"] = (
             lambda k, j, i, a=axis: (
@@ -252,25 +305,29 @@ def run(rounds: int) -> None:
 
     times: dict[str, list[float]] = {name: [] for name in methods}
     names = list(methods)
-    slow = {n for n in names if "map_coordinates" in n and "MIP" in n}
+    slow = {n for n in names if ("map_coordinates" in n or "before" in n) and "10 mm" in n and "oblique" in n}
+    slow |= {n for n in names if "map_coordinates" in n and "MIP" in n}
     for r in range(rounds):
         k, j, i = crosshair()
         order = names[r % len(names) :] + names[: r % len(names)]
         for name in order:
             if name in slow and r % 5:
-                continue  # 21 map_coordinates calls per run: every fifth round is enough for a median
+                continue  # 21 planes resliced per run: every fifth round is enough for a median
             t = time.perf_counter()
             methods[name][0](k, j, i)
             times[name].append(time.perf_counter() - t)
 
+    load = os.getloadavg() if hasattr(os, "getloadavg") else (math.nan,) * 3
     print(f"volume {SHAPE[2]}x{SHAPE[1]}x{SHAPE[0]}, {PIXEL} mm pixels, {SLICE} mm slices; {rounds} rounds")
+    print(f"load average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} cores; "
+          f"compiled sampler: {'yes' if affine_sampler.kernel() is not None else 'no (numpy path)'}")
     for group, gnames in groups.items():
         ours = statistics.median(times[gnames[0]]) * 1e3
         print(f"\n{group}")
         for name in gnames:
             med = statistics.median(times[name]) * 1e3
             ratio = "" if name == gnames[0] else f"   baseline/ours {med / ours:6.2f}x"
-            print(f"  {name.split(': ')[1]:<18} {med:8.2f} ms median (n={len(times[name])}){ratio}")
+            print(f"  {name.split(': ')[1]:<22} {med:8.2f} ms median (n={len(times[name])}){ratio}")
 
 
 def main() -> None:

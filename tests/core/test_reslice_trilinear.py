@@ -19,6 +19,7 @@ from highdicom.spatial import PixelToReferenceTransformer
 from scipy.ndimage import map_coordinates
 
 from tests.core.geometry_cases import CASES, COLS, ROWS, file_geometry, load_stack, write_case
+from viewer.core.geometry import affine_sampler
 from viewer.core.geometry import reslice as reslice_module
 from viewer.core.geometry.orientation import Orientation
 from viewer.core.geometry.plane import Plane, crosshair_plane, oblique_plane, rotate_vector, standard_plane
@@ -106,8 +107,10 @@ def test_double_oblique_planes_match_map_coordinates(
 def test_block_boundaries_do_not_change_pixels(
     random_case: tuple[str, list[Path], StackGeometry, np.ndarray], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Blocks of one row, of a few rows with a short last block, and one block for the image agree."""
+    """Blocks of one row, of a few rows with a short last block, and one block for the image agree (the
+    numpy sampler: the compiled one is switched off)."""
     _, _, geom, vol = random_case
+    monkeypatch.setattr(affine_sampler, "kernel", lambda: None)
     plane = _double_oblique_planes(geom)[0]
     images = []
     for block in (1, 3 * plane.size[1] + 1, 10**9):
@@ -145,3 +148,103 @@ def test_a_single_slice_stack_is_left_to_the_general_path(tmp_path: Path) -> Non
     plane = oblique_plane(geom, geom.corners().mean(axis=0), (1, 0.3, 0.2), (0.1, 0.2, -1), spacing=0.4)
     assert _Sampler(hu, geom, FILL)._trilinear(plane) is None
     assert reslice(hu, geom, plane, fill=FILL).image.shape == plane.size
+
+
+# --- the compiled sampler of oblique planes and slabs (viewer.core.geometry.affine_sampler) ------------
+def _single_oblique(geom: StackGeometry) -> Plane:
+    """Coronal turned 30° about the slice normal (the crosshair turned in the axial view): the plane
+    contains the normal, so one image row is one slice."""
+    base = standard_plane(geom, Orientation.CORONAL)
+    row = rotate_vector(base.row_dir, geom.normal, math.radians(30))
+    col = rotate_vector(base.col_dir, geom.normal, math.radians(30))
+    return crosshair_plane(geom, row, col)
+
+
+def _numpy_path(monkeypatch: pytest.MonkeyPatch, vol: np.ndarray, geom: StackGeometry, plane: Plane,
+                slab: Slab | None) -> np.ndarray:
+    """The image the numpy samplers give (the compiled sampler switched off)."""
+    with monkeypatch.context() as m:
+        m.setattr(affine_sampler, "kernel", lambda: None)
+        return reslice(vol, geom, plane, slab=slab, fill=FILL).image
+
+
+@pytest.mark.parametrize("mode", list(SlabMode))
+def test_oblique_slabs_in_one_pass_match_the_numpy_path_and_map_coordinates(
+    random_case: tuple[str, list[Path], StackGeometry, np.ndarray], mode: SlabMode,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Single- and double-oblique slabs (and the coronal slab of a tilted stack), sampled and folded in one
+    pass, against the numpy path (every slab plane resliced, then combined) and against map_coordinates on
+    every plane: pixels whose slab samples lie clearly inside or clearly outside the volume (outside ones
+    count as ``fill``, so slabs reaching out of the volume are checked too)."""
+    name, paths, geom, vol = random_case
+    assert affine_sampler.kernel() is not None  # numba is a dependency: the compiled path is tested
+    planes = [_single_oblique(geom), *_double_oblique_planes(geom)[:2],
+              standard_plane(geom, Orientation.CORONAL, geom.corners().mean(axis=0))]
+    for plane in planes:
+        slab = Slab(mode, 2.5)
+        offsets = slab_offsets(geom, plane, slab)
+        assert len(offsets) >= 3
+        compiled = _Sampler(vol, geom, FILL).compiled_slab(plane, offsets, mode)
+        aligned_untilted = plane.orientation is Orientation.CORONAL and not geom.is_sheared
+        assert (compiled is None) == aligned_untilted, name  # voxel lines stay on the numpy path
+        res = reslice(vol, geom, plane, slab=slab, fill=FILL)
+        assert res.image.dtype == np.float32 or aligned_untilted
+        assert res.resampled or aligned_untilted
+        if compiled is not None:
+            np.testing.assert_array_equal(res.image, compiled)
+        before = _numpy_path(monkeypatch, vol, geom, plane, slab)
+        parts = [_expected(paths, vol, plane.shifted(float(o))) for o in offsets]
+        decided = np.logical_and.reduce([inside | outside for _, inside, outside in parts])
+        some_out = np.logical_or.reduce([outside for _, _, outside in parts]) & decided
+        assert decided.sum() > 50, name
+        stack = np.stack([p[0] for p in parts])
+        expected = {SlabMode.MIP: stack.max(0), SlabMode.MINIP: stack.min(0), SlabMode.AVERAGE: stack.mean(0)}
+        np.testing.assert_allclose(res.image[decided], before[decided], atol=0.01, err_msg=name)
+        np.testing.assert_allclose(res.image[decided], expected[mode][decided], atol=0.01, err_msg=name)
+        if plane is planes[0]:
+            assert some_out.sum() > 10, name  # the slab's ends leave the volume: fill was folded in
+
+
+def test_double_oblique_planes_match_the_numpy_sampler(
+    random_case: tuple[str, list[Path], StackGeometry, np.ndarray], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One thin plane (no slab) through the compiled sampler: the numpy trilinear sampler's pixels."""
+    name, _, geom, vol = random_case
+    for plane in _double_oblique_planes(geom):
+        got = reslice(vol, geom, plane, fill=FILL).image
+        np.testing.assert_allclose(got, _numpy_path(monkeypatch, vol, geom, plane, None), atol=0.01,
+                                   err_msg=name)
+
+
+def test_rows_split_over_threads_give_the_same_pixels(
+    random_case: tuple[str, list[Path], StackGeometry, np.ndarray], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _, _, geom, vol = random_case
+    plane = _double_oblique_planes(geom)[0]
+    slab = Slab(SlabMode.MIP, 3.0)
+    whole = reslice(vol, geom, plane, slab=slab, fill=FILL).image
+    monkeypatch.setattr(affine_sampler, "SPLIT_SAMPLES", 1)  # every job as many row blocks as threads
+    monkeypatch.setattr(affine_sampler, "_THREADS", 3)
+    np.testing.assert_array_equal(reslice(vol, geom, plane, slab=slab, fill=FILL).image, whole)
+
+
+def test_without_numba_the_numpy_path_reslices(
+    random_case: tuple[str, list[Path], StackGeometry, np.ndarray], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """numba missing (or refusing the platform): no compiled sampler, the same image from numpy."""
+    _, _, geom, vol = random_case
+    plane = _double_oblique_planes(geom)[1]
+    slab = Slab(SlabMode.AVERAGE, 2.0)
+    with_kernel = reslice(vol, geom, plane, slab=slab, fill=FILL).image
+
+    def no_numba() -> None:
+        raise ImportError("No module named 'numba'")
+
+    monkeypatch.setattr(affine_sampler, "_compile", no_numba)
+    monkeypatch.setattr(affine_sampler, "_kernel", None)
+    monkeypatch.setattr(affine_sampler, "_failed", False)
+    assert affine_sampler.kernel() is None
+    assert affine_sampler.sample_affine(vol, np.zeros(3), np.zeros(3), np.zeros(3), np.zeros(3), 1,
+                                        affine_sampler.Reduce.MAX, FILL, (2, 2)) is None
+    np.testing.assert_allclose(reslice(vol, geom, plane, slab=slab, fill=FILL).image, with_kernel, atol=0.01)

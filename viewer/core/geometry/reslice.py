@@ -29,7 +29,8 @@ from enum import Enum
 import numpy as np
 
 from viewer.core.errors import GeometryError
-from viewer.core.geometry.plane import Plane
+from viewer.core.geometry import affine_sampler
+from viewer.core.geometry.plane import Plane, axis_step
 from viewer.core.geometry.stack import StackGeometry
 
 log = logging.getLogger(__name__)
@@ -124,6 +125,13 @@ _REDUCE = {
     SlabMode.MIP: lambda block, ax: block.max(axis=ax),
     SlabMode.MINIP: lambda block, ax: block.min(axis=ax),
     SlabMode.AVERAGE: lambda block, ax: block.mean(axis=ax, dtype=np.float32),
+}
+
+
+_FOLD = {
+    SlabMode.MIP: affine_sampler.Reduce.MAX,
+    SlabMode.MINIP: affine_sampler.Reduce.MIN,
+    SlabMode.AVERAGE: affine_sampler.Reduce.MEAN,
 }
 
 
@@ -492,6 +500,45 @@ class _Sampler:
         bad = ~valid[:, None] | (pos < -eps) | (pos > n_a - 1 + eps)
         return img, bad
 
+    def _voxel_steps(self, plane: Plane) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Voxel coordinates (k, j, i) of pixel (0, 0) and their steps per image row and per column
+        (an affine stack's voxel coordinates are affine in the pixel's)."""
+        inv = np.linalg.inv(self.geom.affine)
+        v0 = inv[:3, :3] @ np.asarray(plane.origin) + inv[:3, 3]
+        d_col = inv[:3, :3] @ (np.asarray(plane.row_dir) * plane.spacing[1])
+        d_row = inv[:3, :3] @ (np.asarray(plane.col_dir) * plane.spacing[0])
+        return v0, d_row, d_col
+
+    def compiled_slab(self, plane: Plane, offsets: np.ndarray, mode: SlabMode) -> np.ndarray | None:
+        """A slab of an oblique plane (or of any plane through a gantry-tilted stack) sampled in one pass
+        by the compiled sampler: every plane's pixels trilinear, folded into the image as they are
+        sampled, the pixels the numpy path gives within float rounding. None where that path stays:
+        planes along the stack's axes of an untilted stack (voxel lines, often no interpolation at all),
+        stacks no single affine describes, or no compiled sampler."""
+        geom = self.geom
+        if not geom.is_affine:
+            return None
+        aligned = axis_step(geom, plane.row_dir) is not None and axis_step(geom, plane.col_dir) is not None
+        if aligned and not geom.is_sheared:
+            return None
+        v0, d_row, d_col = self._voxel_steps(plane)
+        n_vox = np.linalg.inv(geom.affine)[:3, :3] @ np.asarray(plane.normal)
+        step = float(offsets[1] - offsets[0])
+        image = affine_sampler.sample_affine(
+            self.volume,
+            v0 + float(offsets[0]) * n_vox,
+            d_row,
+            d_col,
+            step * n_vox,
+            len(offsets),
+            _FOLD[mode],
+            self.fill,
+            plane.size,
+        )
+        if image is not None:
+            self.interpolated = True
+        return image
+
     def _trilinear(self, plane: Plane) -> np.ndarray | None:
         """Trilinear interpolation of every pixel of any plane through an affine stack, in numpy.
 
@@ -506,10 +553,12 @@ class _Sampler:
             return None
         self.interpolated = True
         rows, cols = plane.size
-        inv = np.linalg.inv(self.geom.affine)
-        v0 = inv[:3, :3] @ np.asarray(plane.origin) + inv[:3, 3]
-        d_col = inv[:3, :3] @ (np.asarray(plane.row_dir) * plane.spacing[1])
-        d_row = inv[:3, :3] @ (np.asarray(plane.col_dir) * plane.spacing[0])
+        v0, d_row, d_col = self._voxel_steps(plane)
+        compiled = affine_sampler.sample_affine(
+            vol, v0, d_row, d_col, np.zeros(3), 1, affine_sampler.Reduce.MAX, self.fill, plane.size
+        )
+        if compiled is not None:
+            return compiled
         dims = vol.shape
         strides = (dims[1] * dims[2], dims[2], 1)
         corner_offsets = np.array([sum(d * s for d, s in zip(c, strides, strict=True)) for c in _CORNERS])
@@ -565,10 +614,7 @@ class _Sampler:
         self.interpolated = True
         rows, cols = plane.size
         if self.geom.is_affine:  # voxel coordinates are affine in (row, col): broadcast, no per-pixel maps
-            inv = np.linalg.inv(self.geom.affine)
-            v0 = inv[:3, :3] @ np.asarray(plane.origin) + inv[:3, 3]
-            d_col = inv[:3, :3] @ (np.asarray(plane.row_dir) * plane.spacing[1])
-            d_row = inv[:3, :3] @ (np.asarray(plane.col_dir) * plane.spacing[0])
+            v0, d_row, d_col = self._voxel_steps(plane)
             r_idx, c_idx = np.arange(rows, dtype=float), np.arange(cols, dtype=float)
             coords = np.empty((3, rows, cols))
             for a in range(3):
@@ -596,6 +642,8 @@ def reslice(
     if len(offsets) > 1:
         assert slab is not None
         block = sampler.strided_slab(plane, offsets, slab.mode)
+        if block is None:
+            block = sampler.compiled_slab(plane, offsets, slab.mode)
     if block is not None:
         image = block
     elif len(offsets) == 1:

@@ -1,0 +1,125 @@
+"""Compiled trilinear sampling of a plane, or of a thick slab of parallel planes reduced as it is sampled
+(MIP / MinIP / sum), through a stack that one affine describes: the oblique MPR planes and slabs.
+
+The numpy samplers in :mod:`viewer.core.geometry.reslice` gather the 8 corners of every pixel into
+temporary arrays, one plane at a time, so a 10 mm slab of 21 planes costs 21 full planes and a float copy
+of each. Here a compiled loop (:mod:`viewer.core.geometry.affine_kernel`) walks each pixel's samples along
+the normal and folds them into one float32 value as it goes: int16 (or any dtype) read in place, no copies.
+The samples of a pixel inside the volume are found from its ray's crossing of the volume's box (no bounds
+test per sample; only those within a voxel of the box are clamped as the numpy path clamps them); the
+others count as ``fill``, as the numpy path's outside pixels do. A plane containing the slice normal (single
+oblique, the crosshair turned in the axial view) keeps every image row in one slice at the same in-slice
+points: their cells and weights are computed once into a table and each row is a bilinear pass over it.
+
+numba compiles the loop on first use (once per volume dtype, cached on disk), lazily on the reslice
+thread; where numba is missing or fails, :func:`sample_affine` returns None and the numpy path runs.
+Large jobs are split by rows over a small thread pool (the loop releases the GIL).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from enum import IntEnum
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+SPLIT_SAMPLES = 400_000  # samples per thread-pool job; smaller jobs run on the calling thread
+JOB_TIMEOUT_S = 60.0
+_THREADS = max(1, min(4, os.cpu_count() or 1))
+
+
+class Reduce(IntEnum):
+    """How the slab's planes are folded (the kernel's ``mode`` argument)."""
+
+    MAX = 0
+    MIN = 1
+    MEAN = 2
+
+
+Kernel = Callable[..., None]
+_lock = threading.Lock()
+_kernel: Kernel | None = None
+_failed = False
+_pool: ThreadPoolExecutor | None = None
+
+
+def _compile() -> Kernel:
+    """The numba kernel (raises ImportError without numba); compiled on first call, from the disk cache
+    after that."""
+    from viewer.core.geometry import affine_kernel  # lazy: imports numba (~0.5 s), only for oblique planes
+
+    return affine_kernel.rows
+
+
+def kernel() -> Kernel | None:
+    """The compiled kernel, compiling it on first call; None where numba is not available."""
+    global _kernel, _failed
+    with _lock:
+        if _kernel is None and not _failed:
+            try:
+                _kernel = _compile()
+            except Exception as exc:  # ImportError, or numba refusing this platform
+                _failed = True
+                log.info("Compiled oblique sampler unavailable (%s): numpy path", type(exc).__name__)
+        return _kernel
+
+
+def _executor() -> ThreadPoolExecutor:
+    global _pool
+    with _lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(_THREADS, thread_name_prefix="reslice-rows")
+        return _pool
+
+
+def sample_affine(
+    volume: np.ndarray,
+    v0: np.ndarray,
+    d_row: np.ndarray,
+    d_col: np.ndarray,
+    d_n: np.ndarray,
+    n_planes: int,
+    mode: Reduce,
+    fill: float,
+    size: tuple[int, int],
+) -> np.ndarray | None:
+    """``out[r, c]`` = ``mode`` over ``m < n_planes`` of the volume, trilinear, at voxel coordinates
+    ``v0 + r*d_row + c*d_col + m*d_n`` (``fill`` outside the volume), float32; None without the kernel or
+    for a volume it cannot read in place (not C-contiguous, fewer than 2 voxels along an axis)."""
+    if volume.ndim != 3 or not volume.flags.c_contiguous or min(volume.shape) < 2 or n_planes < 1:
+        return None
+    run = kernel()
+    if run is None:
+        return None
+    rows, cols = size
+    out = np.empty((rows, cols), dtype=np.float32)
+    args = (
+        volume.reshape(-1),
+        np.asarray(volume.shape, dtype=np.int64),
+        np.asarray(v0, dtype=np.float64),
+        np.asarray(d_row, dtype=np.float64),
+        np.asarray(d_col, dtype=np.float64),
+        np.asarray(d_n, dtype=np.float64),
+        int(n_planes),
+        int(mode),
+        float(fill),
+        out,
+    )
+    jobs = min(_THREADS, max(1, (rows * cols * n_planes) // SPLIT_SAMPLES), rows)
+    if jobs == 1:
+        run(*args, 0, rows)
+        return out
+    bounds = np.linspace(0, rows, jobs + 1).astype(int)
+    pool = _executor()
+    futures = [pool.submit(run, *args, int(a), int(b)) for a, b in itertools.pairwise(bounds)]
+    for future in futures:
+        future.result(timeout=JOB_TIMEOUT_S)
+    return out
