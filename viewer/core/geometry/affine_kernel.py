@@ -150,7 +150,7 @@ def rows(
                     out[r, c] = acc * scale
                 continue
         # the plane's row, or the slab's planes' rows one after the other, folded into ``acc_row``: per row,
-        # the columns inside the volume (within EDGE; the rest are ``fill``), those clear of its faces unclamped
+        # the columns inside the volume (within EDGE, the rest ``fill``), those clear of its faces unclamped
         acc_row[:] = start
         for m in range(n_off):
             pk0 = bk + m * d_n[0]
