@@ -206,15 +206,21 @@ def test_oblique_slabs_in_one_pass_match_the_numpy_path_and_map_coordinates(
             assert some_out.sum() > 10, name  # the slab's ends leave the volume: fill was folded in
 
 
-def test_double_oblique_planes_match_the_numpy_sampler(
+def test_oblique_planes_match_the_numpy_samplers(
     random_case: tuple[str, list[Path], StackGeometry, np.ndarray], monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """One thin plane (no slab) through the compiled sampler: the numpy trilinear sampler's pixels."""
-    name, _, geom, vol = random_case
-    for plane in _double_oblique_planes(geom):
-        got = reslice(vol, geom, plane, fill=FILL).image
-        np.testing.assert_allclose(got, _numpy_path(monkeypatch, vol, geom, plane, None), atol=0.01,
+    """Thin single- and double-oblique planes through the compiled sampler: the numpy samplers' pixels
+    (across-slices and trilinear) and map_coordinates'."""
+    name, paths, geom, vol = random_case
+    for plane in [_single_oblique(geom), *_double_oblique_planes(geom)]:
+        assert _Sampler(vol, geom, FILL).compiled_slab(plane, np.zeros(1), SlabMode.MIP) is not None
+        got = reslice(vol, geom, plane, fill=FILL)
+        assert got.image.dtype == np.float32 and got.resampled
+        np.testing.assert_allclose(got.image, _numpy_path(monkeypatch, vol, geom, plane, None), atol=0.01,
                                    err_msg=name)
+        expected, inside, outside = _expected(paths, vol, plane)
+        np.testing.assert_allclose(got.image[inside], expected[inside], atol=0.01, err_msg=name)
+        assert np.all(got.image[outside] == FILL), name
 
 
 def test_rows_split_over_threads_give_the_same_pixels(

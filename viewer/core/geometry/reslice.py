@@ -300,6 +300,9 @@ class _Sampler:
                 n_out=plane.size[0],
             )
             return lines.T
+        compiled = self.compiled_slab(plane, np.zeros(1), SlabMode.MIP)  # one sample a pixel
+        if compiled is not None:
+            return compiled
         across = self._across_slices(plane)
         if across is not None:
             return across
@@ -510,11 +513,12 @@ class _Sampler:
         return v0, d_row, d_col
 
     def compiled_slab(self, plane: Plane, offsets: np.ndarray, mode: SlabMode) -> np.ndarray | None:
-        """A slab of an oblique plane (or of any plane through a gantry-tilted stack) sampled in one pass
-        by the compiled sampler: every plane's pixels trilinear, folded into the image as they are
-        sampled, the pixels the numpy path gives within float rounding. None where that path stays:
-        planes along the stack's axes of an untilted stack (voxel lines, often no interpolation at all),
-        stacks no single affine describes, or no compiled sampler."""
+        """An oblique plane, or a slab of one (or of any plane through a gantry-tilted stack), sampled in
+        one pass by the compiled sampler (``offsets`` along the normal, evenly spaced; one offset: the plane
+        alone): every plane's pixels trilinear, folded into the image as they are sampled, the pixels the
+        numpy path gives within float rounding. None where that path stays: planes along the stack's axes
+        of an untilted stack (voxel lines, often no interpolation at all), stacks no single affine
+        describes, or no compiled sampler."""
         geom = self.geom
         if not geom.is_affine:
             return None
@@ -523,7 +527,7 @@ class _Sampler:
             return None
         v0, d_row, d_col = self._voxel_steps(plane)
         n_vox = np.linalg.inv(geom.affine)[:3, :3] @ np.asarray(plane.normal)
-        step = float(offsets[1] - offsets[0])
+        step = float(offsets[1] - offsets[0]) if len(offsets) > 1 else 0.0
         image = affine_sampler.sample_affine(
             self.volume,
             v0 + float(offsets[0]) * n_vox,
@@ -554,11 +558,6 @@ class _Sampler:
         self.interpolated = True
         rows, cols = plane.size
         v0, d_row, d_col = self._voxel_steps(plane)
-        compiled = affine_sampler.sample_affine(
-            vol, v0, d_row, d_col, np.zeros(3), 1, affine_sampler.Reduce.MAX, self.fill, plane.size
-        )
-        if compiled is not None:
-            return compiled
         dims = vol.shape
         strides = (dims[1] * dims[2], dims[2], 1)
         corner_offsets = np.array([sum(d * s for d, s in zip(c, strides, strict=True)) for c in _CORNERS])
