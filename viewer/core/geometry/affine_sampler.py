@@ -1,15 +1,16 @@
-"""Compiled trilinear sampling of a plane, or of a thick slab of parallel planes reduced as it is sampled
-(MIP / MinIP / sum), through a stack that one affine describes: the oblique MPR planes and slabs.
+"""Compiled trilinear sampling of a plane, or of a thick slab of parallel planes folded as it is sampled
+(MIP / MinIP / mean), through a stack that one affine describes: the oblique MPR planes and slabs.
 
 The numpy samplers in :mod:`viewer.core.geometry.reslice` gather the 8 corners of every pixel into
 temporary arrays, one plane at a time, so a 10 mm slab of 21 planes costs 21 full planes and a float copy
-of each. Here a compiled loop (:mod:`viewer.core.geometry.affine_kernel`) walks each pixel's samples along
-the normal and folds them into one float32 value as it goes: int16 (or any dtype) read in place, no copies.
-The samples of a pixel inside the volume are found from its ray's crossing of the volume's box (no bounds
-test per sample; only those within a voxel of the box are clamped as the numpy path clamps them); the
-others count as ``fill``, as the numpy path's outside pixels do. A plane containing the slice normal (single
-oblique, the crosshair turned in the axial view) keeps every image row in one slice at the same in-slice
-points: their cells and weights are computed once into a table and each row is a bilinear pass over it.
+of each. Here a compiled loop (:mod:`viewer.core.geometry.affine_kernel`) samples each image row of the
+slab's planes one after the other and folds every sample into a float32 accumulator row as it goes:
+int16 (or any numeric dtype) read in place, no copies. The columns of a row inside the volume come from the
+row's crossing of the volume's box (no bounds test per sample; only samples within a voxel of its faces are
+clamped, as the numpy path clamps them); the others count as ``fill``, as the numpy path's outside pixels
+do. A plane containing the slice normal (single oblique, the crosshair turned in the axial view) keeps
+every image row in one slice at the same in-slice points: their cells and weights are computed once into a
+table and each row is a bilinear pass over it.
 
 numba compiles the loop on first use (once per volume dtype, cached on disk), lazily on the reslice
 thread; where numba is missing or fails, :func:`sample_affine` returns None and the numpy path runs.
@@ -96,6 +97,9 @@ def sample_affine(
     for a volume it cannot read in place (not C-contiguous, fewer than 2 voxels along an axis)."""
     if volume.ndim != 3 or not volume.flags.c_contiguous or min(volume.shape) < 2 or n_planes < 1:
         return None
+    dtype = volume.dtype
+    if dtype.kind not in "iuf" or not dtype.isnative or (dtype.kind == "f" and dtype.itemsize < 4):
+        return None  # bool, complex, float16, big-endian: the numpy path reads those
     run = kernel()
     if run is None:
         return None
