@@ -9,8 +9,8 @@ medians per method and the ratio baseline / ours are printed. Outputs are checke
 same dtype) so the comparison is like for like.
 
 The oblique and double-oblique pairs are also timed with the two planes resliced at once on two threads, as
-the app does (each MPR viewport reslices on its own thread). Double-oblique planes and oblique slabs go
-through the compiled sampler (viewer/core/geometry/affine_sampler.py); ``numpy path (before)`` is the same
+the app does (each MPR viewport reslices on its own thread). Oblique planes and slabs go through the
+compiled sampler (viewer/core/geometry/affine_sampler.py); ``numpy path (before)`` is the same
 call with it switched off: the numpy samplers, every slab plane resliced in full and then combined.
 
 Baselines:
@@ -191,6 +191,12 @@ def run(rounds: int) -> None:
         return tuple(f.result(timeout=30).image for f in futures)
 
     methods["cor+sag oblique 30deg int16: ours, 2 threads"] = (both_threads, "cor+sag oblique 30deg int16")
+    methods["cor+sag oblique 30deg int16: numpy path (before)"] = (
+        lambda k, j, i: numpy_path(
+            lambda: tuple(reslice(v16, straight, p).image for p in turned(straight, k, j, i, 30.0))
+        ),
+        "cor+sag oblique 30deg int16",
+    )
     methods["cor+sag oblique 30deg int16: map_coordinates"] = (
         lambda k, j, i: tuple(
             mapped(v16, straight, p, np.float32) for p in turned(straight, k, j, i, 30.0)
