@@ -1,6 +1,6 @@
 """Reslice a loaded volume along a :class:`Plane`: MPR planes and thick slabs (MIP / MinIP / average).
 
-Two paths give the same pixels:
+These paths give the same pixels:
 
 * **aligned** (axial / coronal / sagittal through the stack's own axes): one image direction runs along a
   voxel row or column, so the image is a set of whole voxel lines. Lines that fall on voxel centres are
@@ -14,6 +14,10 @@ Two paths give the same pixels:
   only the columns where the block's rows cross the volume are sampled (the rest is ``fill``).
 * **general** (stacks no single affine describes: uneven spacing): trilinear interpolation of every pixel
   with ``scipy.ndimage.map_coordinates`` through the per-slice positions.
+* **compiled** (oblique planes of an affine stack, and slabs on them or on any plane of a tilted stack;
+  :mod:`viewer.core.geometry.affine_sampler`, numba): the trilinear path's pixels from one compiled loop
+  that folds a slab's planes into the image as it samples them. It runs before the across-slices and
+  trilinear paths, which remain the numpy fallback where numba is missing.
 
 The result says whether anything was interpolated (``resampled``) and why (``warnings``), and carries the
 output pixel spacing (the plane's), which the viewer must use as the display aspect.
