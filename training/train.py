@@ -88,6 +88,10 @@ class TrainConfig:
     sensitivity: float = 0.95  # target slice sensitivity of the sensitivity rule
     resume: bool = False
     progress: bool = True
+    # warm start: a checkpoint (CNN-only or CNN-GRU) whose CNN has this run's architecture; its CNN and
+    # per-slice head start stage 1, its sequence head (when it has one of this run's shape) starts stage 2
+    # (temperatures reset to 1; the input size and preprocessing may differ: the CNN pools globally)
+    init: str = ""
 
 
 # ---------------------------------------------------------------------------------------- distributed
@@ -264,6 +268,65 @@ def model_widths(cfg: TrainConfig) -> tuple[int, ...]:
 def trained_range(items: Sequence[StudyItem]) -> dict[str, list[float]]:
     """[min, max] of each acquisition fact over the training stacks (the ``trained_range`` metadata)."""
     return acquisition_range(i.acquisition for i in items)
+
+
+# ------------------------------------------------------------------------------------------ warm start
+_CNN_KEYS = ("in_channels", "widths", "embed_dim", "num_classes")
+_SEQ_KEYS = ("seq_dim", "gru_hidden", "gru_layers")
+_SEQ_PREFIXES = ("head.mix.", "head.gru.", "head.seq_head.", "head.study_head.")
+
+
+def _config_mismatch(init: ModelConfig, run: ModelConfig, keys: Sequence[str]) -> list[str]:
+    pairs = ((k, getattr(init, k), getattr(run, k)) for k in keys)
+    return [f"{k} {a!r} != {b!r}" for k, a, b in pairs if a != b]
+
+
+def load_init(path: Path, cfg: ModelConfig) -> dict[str, torch.Tensor]:
+    """The weights of ``path`` that start a run of architecture ``cfg`` (``train --init``).
+
+    The CNN (``in_channels``, ``widths``, ``embed_dim``) and the class count must match ``cfg``, else a
+    :class:`CheckpointError` names the differences. Returned: the CNN and the per-slice head
+    (``cnn.*``, ``head.cnn_head.*``), plus the sequence head (``head.mix/gru/seq_head/study_head``) when
+    the checkpoint is a CNN-GRU with ``cfg``'s sequence sizes. Temperatures are never taken (a run
+    trains at temperature 1 and fits its own on validation).
+    """
+    ckpt = load_checkpoint(path)
+    try:
+        init_cfg = ModelConfig.from_dict(ckpt["model_config"])
+    except (TypeError, KeyError) as exc:
+        raise CheckpointError(f"init checkpoint {path.name}: unreadable model_config ({exc})") from exc
+    diff = _config_mismatch(init_cfg, cfg, _CNN_KEYS)
+    if diff:
+        raise CheckpointError(
+            f"init checkpoint {path.name} does not fit this run's CNN: " + "; ".join(diff)
+            + " (use --widths to match it)"
+        )
+    state: dict[str, torch.Tensor] = ckpt["model"]
+    keep = {k: v for k, v in state.items() if k.startswith(("cnn.", "head.cnn_head."))}
+    expected = {k for k in ICHNet(cfg).state_dict() if k.startswith(("cnn.", "head.cnn_head."))}
+    if set(keep) != expected:
+        missing, extra = sorted(expected - set(keep)), sorted(set(keep) - expected)
+        raise CheckpointError(
+            f"init checkpoint {path.name}: CNN weights do not fit (missing {missing[:3]}, "
+            f"unexpected {extra[:3]})"
+        )
+    if init_cfg.use_gru and cfg.use_gru and not _config_mismatch(init_cfg, cfg, _SEQ_KEYS):
+        keep.update({k: v for k, v in state.items() if k.startswith(_SEQ_PREFIXES)})
+    return keep
+
+
+def apply_init(model: ICHNet, weights: dict[str, torch.Tensor], *, what: str) -> list[str]:
+    """Load ``weights`` (from :func:`load_init`) into ``model`` where names and shapes fit; returns the
+    names loaded. The CNN must load completely (``load_init`` checked it); the rest is optional."""
+    own = model.state_dict()
+    fit = {k: v for k, v in weights.items() if k in own and own[k].shape == v.shape}
+    cnn_missing = [k for k in own if k.startswith("cnn.") and k not in fit]
+    if cnn_missing:
+        raise CheckpointError(f"init weights do not fit the {what} model's CNN (e.g. {cnn_missing[:3]})")
+    own.update(fit)
+    model.load_state_dict(own)
+    log.info("%s: %d of %d tensors from the init checkpoint", what, len(fit), len(own))
+    return sorted(fit)
 
 
 # -------------------------------------------------------------------------------------------- stages
@@ -498,6 +561,11 @@ def train(cfg: TrainConfig) -> Path:
     cnn_cfg = ModelConfig(use_gru=False, input_size=cfg.size, widths=model_widths(cfg))
     cnn_model = ICHNet(cnn_cfg).to(dev)
     cnn_path = out / "cnn_only.pt"
+    init_weights: dict[str, torch.Tensor] = {}
+    if cfg.init:  # a resumed run reloads its own weights over these below
+        gru_shape = ModelConfig(use_gru=True, input_size=cfg.size, widths=model_widths(cfg))
+        init_weights = load_init(Path(cfg.init), gru_shape)
+        apply_init(cnn_model, init_weights, what="stage cnn")
 
     def cnn_step(m: nn.Module, batch: list[tuple[int, int, int, bool, bool]]) -> torch.Tensor:
         xs, ys, ms = [], [], []
@@ -548,6 +616,8 @@ def train(cfg: TrainConfig) -> Path:
     # ---- stage 2: frozen trunk, GRU on embeddings
     gru_cfg = ModelConfig(use_gru=True, input_size=cfg.size, widths=model_widths(cfg))
     model = ICHNet(gru_cfg).to(dev)
+    if any(k.startswith("head.gru.") for k in init_weights):
+        apply_init(model, init_weights, what="stage gru")
     model.cnn.load_state_dict(cnn_model.cnn.state_dict())
     model.head.cnn_head.load_state_dict(cnn_model.head.cnn_head.state_dict())
     for p in model.cnn.parameters():
