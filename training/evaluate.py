@@ -104,6 +104,12 @@ def evaluate_onnx(model_path: Path, data_dir: Path, labels_csv: Path, *, threads
         sp.append(slice_probs[keep])
         st.append(study_probs)
     out = evaluate_predictions(ys, sp, st, model.thresholds or None)
+    if model.study_thresholds:  # the study decision at the model's study thresholds (as --shift reports)
+        from training.study_thresholds import study_operating_point
+
+        out["study_decision"] = study_operating_point(
+            np.stack([y.max(axis=0) for y in ys]), np.stack(st), model.study_thresholds
+        )
     out["ms_per_slice_median"] = round(1000 * float(np.median(times)), 2)
     return out
 

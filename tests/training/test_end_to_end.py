@@ -15,8 +15,9 @@ pytest.importorskip("onnx")
 import onnx
 import torch
 
+from training.dataset import find_series, read_labels
 from training.errors import CheckpointError
-from training.evaluate import evaluate_onnx
+from training.evaluate import evaluate_onnx, load_onnx
 from training.export import check_gru_nodes, export_checkpoint, read_metadata
 from training.train import TrainConfig, load_checkpoint, model_from_checkpoint, train
 from viewer.core.constants import MODEL_INPUT_NAME, MODEL_SLICE_OUTPUT, MODEL_STUDY_OUTPUT, RSNA_CLASSES
@@ -126,6 +127,17 @@ def test_export_parity_metadata_and_evaluate(run: Path, tiny_data: tuple[Path, P
     result = evaluate_onnx(out, data, labels)
     assert result["n_studies"] == 6
     assert np.isfinite(result["weighted_log_loss"])
+    # the study decision at the model's study thresholds, counted here study by study
+    onnx_model, label_rows = load_onnx(out), read_labels(labels)
+    flagged, positive = [], []
+    for ref in find_series(data):
+        study_any = onnx_model.predict(ref.read_hu(), ref.geometry)[1][0]
+        flagged.append(bool(study_any >= meta["study_thresholds"]["any"]))
+        positive.append(any(label_rows[s][0] > 0.5 for s in ref.sop_uids if s in label_rows))
+    decision = result["study_decision"]
+    assert decision["n_positive"] == sum(positive)
+    assert decision["positives_found"] == sum(f and p for f, p in zip(flagged, positive))
+    assert decision["normal_flagged"] == sum(f and not p for f, p in zip(flagged, positive))
 
     # issue 10: millimetre preprocessing, calibration and the trained range travel in the metadata
     assert meta["preprocessing"]["version"] == 2 and meta["preprocessing"]["kind"] == "head_mm"
