@@ -300,3 +300,19 @@ def test_zoom_turn_and_slab_are_saved_with_the_layout_and_hang_again(qtbot: QtBo
     assert editor.protocols[0].viewports[0].default_view and editor.dirty
     assert editor.protocols[0].viewports[1].slab == Slab(SlabMode.MIP, 4.0)
     assert editor.save()
+
+
+def test_every_viewport_cell_shows_its_whole_text_in_a_laptop_sized_editor(qtbot: QtBot) -> None:
+    """At 1366 x 768 the editor is about 1,100 px wide: the View words ('fitted, unturned, thin') were cut
+    to 'fitted, unturned,' when the four columns shared the width equally."""
+    window = make_window(qtbot)
+    editor = _editor(window)
+    editor.resize(1100, 690)
+    for row in range(editor.list.count()):
+        editor.list.setCurrentRow(row)
+        qtbot.wait(10)
+        for k in range(editor.viewports.rowCount()):
+            for column in range(4):
+                box = _cell(editor, k, column)
+                text = box.fontMetrics().horizontalAdvance(box.currentText())
+                assert box.width() >= text + 16, (row, k, column, box.currentText(), box.width())

@@ -175,7 +175,10 @@ class ProtocolEditor(QDialog):
         self.viewports = QTableWidget(0, 4)
         self.viewports.setObjectName("protocolViewports")
         self.viewports.setHorizontalHeaderLabels(["Series", "Plane", "Window", "View"])
-        self.viewports.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        header = self.viewports.horizontalHeader()  # the view's words are the longest: it takes the rest
+        for column in range(3):
+            header.setSectionResizeMode(column, QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(3, QHeaderView.ResizeMode.Stretch)
         self.viewports.setMinimumWidth(440)
         form = QFormLayout()
         form.addRow("Name", self.name)
