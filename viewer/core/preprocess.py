@@ -431,6 +431,48 @@ def apply_slab(hu: np.ndarray, weights: np.ndarray) -> np.ndarray:
     return out
 
 
+@dataclass(frozen=True)
+class HeadGrid:
+    """Where a version-2 model's input grid lies on a stack's pixels: the parameters
+    :func:`preprocess_head_mm` resamples with and :func:`head_grid_to_pixels` undoes.
+
+    The image is put in canonical orientation (``transpose``, then ``flip_rows``, then ``flip_columns``;
+    :func:`canonical_orientation`); ``spacing`` is the canonical (row, column) spacing in mm and
+    ``centre`` the head centre in canonical (row, column) pixels; the ``size`` x ``size`` grid of
+    ``pixel_mm`` pixels is centred on it. The slab averaging along the slices keeps the slice count, so a
+    grid slice belongs to the image slice at its centre (nothing to undo across slices).
+    """
+
+    transpose: bool
+    flip_rows: bool
+    flip_columns: bool
+    spacing: tuple[float, float]
+    centre: tuple[float, float]
+    size: int
+    pixel_mm: float
+    slab_mm: float
+
+    def canonical_shape(self, rows: int, columns: int) -> tuple[int, int]:
+        """(rows, columns) of the canonical image of a ``rows`` x ``columns`` slice."""
+        return (columns, rows) if self.transpose else (rows, columns)
+
+
+def head_grid(hu: np.ndarray, geometry: SliceGeometry, spec: PreprocessSpec) -> HeadGrid:
+    """The :class:`HeadGrid` of a stack: its canonical orientation and the head centre over all slices."""
+    canon, spacing = canonical_orientation(_as_stack(hu), geometry)
+    transpose, flip_rows, flip_columns = _axis_map(geometry)
+    return HeadGrid(
+        transpose=transpose,
+        flip_rows=flip_rows,
+        flip_columns=flip_columns,
+        spacing=spacing,
+        centre=head_centre(canon, spec.head_threshold_hu),
+        size=spec.size,
+        pixel_mm=spec.pixel_mm,
+        slab_mm=spec.slab_mm,
+    )
+
+
 def preprocess_head_mm(
     hu: np.ndarray,
     geometry: SliceGeometry,
@@ -438,23 +480,94 @@ def preprocess_head_mm(
     *,
     progress: ProgressFn | None = None,
     chunk: int = 16,
+    grid: HeadGrid | None = None,
 ) -> np.ndarray:
-    """Version 2 (see the module docstring): (S, H, W) HU -> (S, C, size, size) float32 in [0, 1]."""
+    """Version 2 (see the module docstring): (S, H, W) HU -> (S, C, size, size) float32 in [0, 1].
+
+    ``grid``: the stack's :func:`head_grid` when the caller has it (else it is found here)."""
     arr = _as_stack(hu)
     n = arr.shape[0]
     if geometry.positions is not None and len(geometry.positions) != n:
         raise ValueError(f"{len(geometry.positions)} slice positions for {n} slices")
     canon, spacing = canonical_orientation(arr, geometry)
-    centre = head_centre(canon, spec.head_threshold_hu)
-    grid = np.empty((n, spec.size, spec.size), dtype=np.float32)
+    place = grid if grid is not None else head_grid(arr, geometry, spec)
+    out = np.empty((n, spec.size, spec.size), dtype=np.float32)
     for lo in range(0, n, chunk):
         hi = min(n, lo + chunk)
-        grid[lo:hi] = resample_mm(canon[lo:hi], spacing, centre, spec.size, spec.pixel_mm)
+        out[lo:hi] = resample_mm(canon[lo:hi], spacing, place.centre, spec.size, spec.pixel_mm)
         if progress is not None:
             progress(hi, n)
     if geometry.positions is not None:
-        grid = apply_slab(grid, slab_weights(geometry.positions, geometry.thickness, spec.slab_mm))
-    return window_channels(grid, spec.windows)
+        out = apply_slab(out, slab_weights(geometry.positions, geometry.thickness, spec.slab_mm))
+    return window_channels(out, spec.windows)
+
+
+def head_mm_to_grid(
+    values: np.ndarray, geometry: SliceGeometry, grid: HeadGrid, map_size: int | None = None
+) -> np.ndarray:
+    """Move per-pixel values (S, K, H, W) (e.g. lesion fractions, 0 outside the image) onto a version-2
+    model's grid exactly as :func:`preprocess_head_mm` moves the pixels (canonical orientation, the same
+    resampling about the same centre, the same slab weights): (S, K, size, size), then area-averaged to
+    ``map_size`` (a divisor of ``size``) when given."""
+    s, k, h, w = values.shape
+    flat = np.asarray(values, dtype=np.float32).transpose(1, 0, 2, 3).reshape(k * s, h, w)
+    canon, spacing = canonical_orientation(flat, geometry)
+    out = resample_mm(canon, spacing, grid.centre, grid.size, grid.pixel_mm, fill=0.0)
+    out = out.reshape(k, s, grid.size, grid.size)
+    if geometry.positions is not None:
+        weights = slab_weights(geometry.positions, geometry.thickness, grid.slab_mm)
+        out = np.stack([apply_slab(out[c], weights) for c in range(k)])
+    out = out.transpose(1, 0, 2, 3)
+    if map_size is not None and map_size != grid.size:
+        if grid.size % map_size:
+            raise ValueError(f"map size {map_size} does not divide the grid size {grid.size}")
+        f = grid.size // map_size
+        out = out.reshape(s, k, map_size, f, map_size, f).mean(axis=(3, 5))
+    return np.ascontiguousarray(out, dtype=np.float32)
+
+
+@lru_cache(maxsize=32)
+def _grid_to_canonical_axis(n: int, centre: float, step: float, size: int, map_size: int) -> np.ndarray:
+    """(n, map_size) weights that sample a ``map_size``-pixel map of a ``size``-pixel grid axis (output j
+    at input position ``centre + (j - (size-1)/2) * step``) at the centres of the ``n`` canonical image
+    pixels: linear between map pixel centres, clamped within half a map pixel of the edge, 0 beyond
+    (outside the model's field of view)."""
+    j = (np.arange(n, dtype=np.float64) - centre) / step + (size - 1) / 2.0  # grid pixel coordinate
+    u = (j + 0.5) * (map_size / size) - 0.5  # map pixel coordinate
+    inside = (u >= -0.5) & (u <= map_size - 0.5)
+    u = np.clip(u, 0.0, map_size - 1.0)
+    lo = np.floor(u).astype(np.int64)
+    hi = np.minimum(lo + 1, map_size - 1)
+    frac = u - lo
+    out = np.zeros((n, map_size), dtype=np.float64)
+    rows = np.arange(n)
+    np.add.at(out, (rows, lo), (1.0 - frac) * inside)
+    np.add.at(out, (rows, hi), frac * inside)
+    return out.astype(np.float32)
+
+
+def head_grid_to_pixels(maps: np.ndarray, grid: HeadGrid, rows: int, columns: int) -> np.ndarray:
+    """Undo version 2's geometry: (..., m, m) maps on the model grid (the input grid, or a coarser map
+    of it whose pixel i covers grid pixels [i size / m, (i + 1) size / m)) -> (..., rows, columns) on
+    the stack's pixel grid. Each pixel takes the map's value at its centre (the inverse of
+    :func:`preprocess_head_mm`'s resampling about the head centre, then of its canonical orientation);
+    pixels outside the model's field of view get 0."""
+    arr = np.asarray(maps, dtype=np.float32)
+    if arr.ndim < 2 or arr.shape[-1] != arr.shape[-2]:
+        raise ValueError(f"expected square maps (..., size, size), got shape {arr.shape}")
+    if rows < 1 or columns < 1:
+        raise ValueError(f"the pixel grid must be at least 1 x 1, got {rows} x {columns}")
+    m = arr.shape[-1]
+    h, w = grid.canonical_shape(rows, columns)
+    r = _grid_to_canonical_axis(h, grid.centre[0], grid.pixel_mm / grid.spacing[0], grid.size, m)
+    c = _grid_to_canonical_axis(w, grid.centre[1], grid.pixel_mm / grid.spacing[1], grid.size, m)
+    if grid.flip_rows:
+        r = r[::-1]
+    if grid.flip_columns:
+        c = c[::-1]
+    if grid.transpose:  # canonical (columns, rows) -> image (rows, columns)
+        return np.matmul(np.matmul(c, np.swapaxes(arr, -1, -2)), r.T)
+    return np.matmul(np.matmul(r, arr), c.T)
 
 
 def preprocess(
@@ -463,10 +576,12 @@ def preprocess(
     geometry: SliceGeometry | None = None,
     *,
     progress: ProgressFn | None = None,
+    grid: HeadGrid | None = None,
 ) -> np.ndarray:
     """The one entry point: HU (int16 or float32, (S, H, W)) -> (S, C, size, size) float32 in [0, 1].
 
-    Version 1 ignores ``geometry``; version 2 requires it (StackNotSupportedError without it).
+    Version 1 ignores ``geometry``; version 2 requires it (StackNotSupportedError without it) and takes
+    the stack's :func:`head_grid` when the caller already has it (to undo it on the model's maps).
     """
     if spec.version == 1:
         arr = _as_stack(hu)
@@ -479,7 +594,7 @@ def preprocess(
         return out
     if geometry is None:
         raise StackNotSupportedError("The model resamples in millimetres; the stack's geometry is unknown.")
-    return preprocess_head_mm(hu, geometry, spec, progress=progress)
+    return preprocess_head_mm(hu, geometry, spec, progress=progress, grid=grid)
 
 
 def spec_for(metadata: Mapping[str, str], *, size: int, windows: Sequence[Window]) -> PreprocessSpec:

@@ -41,7 +41,7 @@ from viewer.core.inference.model import (
     sha256_bytes,
 )
 from viewer.core.inference.results import StackPrediction
-from viewer.core.preprocess import geometry_from_stack, model_slice_order, preprocess
+from viewer.core.preprocess import HeadGrid, geometry_from_stack, head_grid, model_slice_order, preprocess
 
 if TYPE_CHECKING:
     from viewer.core.dicom.model import Stack
@@ -303,6 +303,7 @@ class InferenceEngine:
             from_cache=True,
             bad_slices=tuple(int(i) for i in meta.get("bad_slices", [])),
             maps=maps if spec is not None else None,
+            grid=self.head_grid(stack, hu) if spec is not None else None,
         )
 
     # --- running -----------------------------------------------------------------------------------
@@ -415,7 +416,8 @@ class InferenceEngine:
             hit = self.cached(stack, hu)
             if hit is not None:
                 return replace(hit, applicability=scope)
-        x = self.preprocess(hu, progress=progress, cancel=cancel, stack=stack)
+        grid = self.head_grid(stack, hu)
+        x = self.preprocess(hu, progress=progress, cancel=cancel, stack=stack, grid=grid)
         arrays = self.run_outputs(x, progress=progress, cancel=cancel)
         ctx = ResultContext(
             stack=stack,
@@ -426,6 +428,7 @@ class InferenceEngine:
             elapsed_s=time.perf_counter() - start,
             bad_slices=bad_slices,
             applicability=scope,
+            head_grid=grid,
         )
         result = task.build_result(ctx, arrays)
         if self.cache is not None and cacheable and task.cache_arrays is not None:
@@ -446,11 +449,13 @@ class InferenceEngine:
         progress: ProgressFn | None = None,
         cancel: CancelFn | None = None,
         stack: Stack | None = None,
+        grid: HeadGrid | None = None,
     ) -> np.ndarray:
         """(S, H, W) HU -> (1, S, C, size, size) model input with the model's preprocessing version.
 
         Progress and cancel per chunk of slices; version 2 needs ``stack`` (its geometry in mm) and
-        returns the slices in the model's order (:meth:`slice_order`; undo it on the outputs).
+        returns the slices in the model's order (:meth:`slice_order`; undo it on the outputs); ``grid``:
+        the stack's :meth:`head_grid` when the caller has it.
         """
         spec = self.info.preprocessing
         geometry = geometry_from_stack(stack) if spec.version >= 2 and stack is not None else None
@@ -461,8 +466,16 @@ class InferenceEngine:
                 progress("Preprocessing", done, total)
 
         _check_cancel(cancel)
-        x = preprocess(hu, spec, geometry, progress=step)
+        x = preprocess(hu, spec, geometry, progress=step, grid=grid)
         return x[model_slice_order(geometry, len(x))][None]
+
+    def head_grid(self, stack: Stack, hu: np.ndarray) -> HeadGrid | None:
+        """Where a version-2 model's input grid lies on ``stack``'s pixels ``hu`` (the head centre over
+        the whole stack); None for version 1, whose geometry the matrix alone fixes."""
+        spec = self.info.preprocessing
+        if spec.version < 2:
+            return None
+        return head_grid(hu, geometry_from_stack(stack), spec)
 
     def slice_order(self, stack: Stack) -> np.ndarray:
         """Stack index of each model input slice (version 2 reads inferior to superior)."""
@@ -540,6 +553,7 @@ class InferenceEngine:
         from_cache: bool = False,
         bad_slices: tuple[int, ...] = (),
         maps: np.ndarray | None = None,
+        grid: HeadGrid | None = None,
     ) -> StackPrediction:
         from viewer.core.tasks import ResultContext
         from viewer.core.tasks.slice_classification import build_prediction, localisation_maps
@@ -552,6 +566,7 @@ class InferenceEngine:
             provider_note=note,
             elapsed_s=elapsed,
             bad_slices=bad_slices,
+            head_grid=grid,
         )
         pred = build_prediction(ctx, slice_probs, study_probs, from_cache=from_cache)
         return pred if maps is None else replace(pred, maps=localisation_maps(ctx, maps))

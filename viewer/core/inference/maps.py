@@ -1,10 +1,14 @@
 """Per-class probability maps on a stack's pixel grid: the result of a ``slice_segmentation`` model and the
 localisation maps of a slice classification model with a ``slice_maps`` output (contract version 2).
 
-A pixel belongs to class k where its probability is at or above the class's threshold; the volume of a
-class is its voxel count x row spacing x column spacing x slice spacing (mL). Maps made on the model's
-grid (preprocessing version 1: square pad + area resize) are moved onto the pixels by
-:func:`viewer.core.preprocess.model_grid_to_pixels`, which undoes that geometry exactly.
+A pixel belongs to class k where its probability is at or above the class's threshold (the overlay and
+the DICOM SEG); the volume of a class is made by the model's :class:`~viewer.core.inference.volume.
+VolumeEstimator` (its voxel count, or its summed calibrated probability) x row spacing x column spacing
+x slice spacing (mL). Maps made on the model's
+grid are moved onto the pixels by undoing the model's preprocessing geometry:
+:func:`viewer.core.preprocess.model_grid_to_pixels` for version 1 (square pad + area resize, fixed by
+the matrix alone), :func:`viewer.core.preprocess.head_grid_to_pixels` for version 2 (canonical
+orientation, head centre, millimetre grid: the stack's :class:`~viewer.core.preprocess.HeadGrid`).
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ from viewer.core.applicability.codes import Applicability
 from viewer.core.dicom.model import Stack
 from viewer.core.errors import ModelContractError, ModelError
 from viewer.core.inference.results import slice_runs
-from viewer.core.preprocess import model_grid_to_pixels
+from viewer.core.inference.volume import LEVELS, MASK_VOLUME, VolumeEstimator, VolumeMethod
+from viewer.core.preprocess import HeadGrid, head_grid_to_pixels, model_grid_to_pixels
 
 
 @dataclass(frozen=True)
@@ -75,6 +80,9 @@ class SegmentationPrediction:
     # the maps as the model made them (S, K, size, size) in [0, 1] (float16), in the stack's slice order
     # (what the prediction cache keeps: a few MB where the pixel-grid maps take hundreds)
     model_maps: np.ndarray | None = None
+    # a version-2 model's grid on the stack's pixels (None: version 1); see :func:`model_maps_to_pixels`
+    head_grid: HeadGrid | None = None
+    volume: VolumeEstimator = MASK_VOLUME  # how volumes are made (default: the masks' voxels)
 
     @property
     def num_slices(self) -> int:
@@ -90,7 +98,7 @@ class SegmentationPrediction:
             return np.asarray(self.probabilities[s])
         if self.model_maps is None:
             raise ValueError("the maps hold neither pixel-grid probabilities nor the model's maps")
-        pixels = model_grid_to_pixels(self.model_maps[s], self.grid.rows, self.grid.columns)
+        pixels = model_maps_to_pixels(self.model_maps[s], self.grid, self.head_grid)
         np.rint(np.clip(pixels, 0.0, 1.0) * 255.0, out=pixels)
         return pixels.astype(np.uint8)
 
@@ -110,15 +118,41 @@ class SegmentationPrediction:
         return np.stack([self.mask(k) for k in range(len(self.class_names))], axis=-1)
 
     @cached_property
+    def _tallies(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per slice, (voxels at the thresholds, volume in voxels by :attr:`volume`), each (S, K + 1) with
+        the union last; one pass over the pixel-grid slices."""
+        k_n = len(self.class_names)
+        levels = self.levels()
+        counts = np.zeros((self.num_slices, k_n + 1), dtype=np.int64)
+        soft = self.volume.method is VolumeMethod.SOFT
+        volumes = np.zeros((self.num_slices, k_n + 1), dtype=np.float64)
+        tables = self.volume.weight_tables(k_n)
+        tables32 = tables.astype(np.float32)
+        for s in range(self.num_slices):
+            pixels = self.slice_pixels(s)
+            inside = pixels >= levels[:, None, None]
+            counts[s, -1] = int(inside.any(axis=0).sum())
+            for k in range(k_n):
+                histogram = np.bincount(pixels[k].ravel(), minlength=LEVELS)
+                counts[s, k] = int(histogram[levels[k] :].sum())
+                if soft:
+                    volumes[s, k] = float(histogram @ tables[k])
+            if soft and volumes[s, :-1].any():  # the union: the classes' volumes per voxel, capped at 1
+                union = np.zeros(pixels.shape[1:], dtype=np.float32)
+                for k in range(k_n):
+                    union += tables32[k][pixels[k]]
+                volumes[s, -1] = float(np.minimum(union, 1.0).sum(dtype=np.float64))
+        return counts, counts.astype(np.float64) if not soft else volumes
+
+    @property
     def slice_counts(self) -> np.ndarray:
         """int64 (S, K + 1): per slice, the voxels of each class and (last column) of their union."""
-        levels = self.levels()[:, None, None]
-        out = np.zeros((self.num_slices, len(self.class_names) + 1), dtype=np.int64)
-        for s in range(self.num_slices):
-            inside = self.slice_pixels(s) >= levels
-            out[s, :-1] = inside.sum(axis=(1, 2))
-            out[s, -1] = int(inside.any(axis=0).sum())
-        return out
+        return self._tallies[0]
+
+    @property
+    def slice_volumes(self) -> np.ndarray:
+        """float64 (S, K + 1): per slice, each class's and the union's volume in voxels (:attr:`volume`)."""
+        return self._tallies[1]
 
     def voxel_counts(self) -> tuple[int, ...]:
         return tuple(int(c) for c in self.slice_counts[:, :-1].sum(axis=0))
@@ -128,12 +162,17 @@ class SegmentationPrediction:
         return int(self.slice_counts[:, -1].sum())
 
     def volumes_ml(self) -> dict[str, float | None]:
-        """Per-class volume in mL (voxels of the class x voxel volume); None without the voxel size."""
+        """Per-class volume in mL (:attr:`volume`'s voxels x voxel volume); None without the voxel size."""
         voxel = self.grid.voxel_ml
+        totals = self.slice_volumes[:, :-1].sum(axis=0)
         return {
-            name: None if voxel is None else count * voxel
-            for name, count in zip(self.class_names, self.voxel_counts())
+            name: None if voxel is None else float(v) * voxel for name, v in zip(self.class_names, totals)
         }
+
+    def union_volume_ml(self) -> float | None:
+        """The union's volume in mL (every class together); None without the voxel size."""
+        voxel = self.grid.voxel_ml
+        return None if voxel is None else float(self.slice_volumes[:, -1].sum()) * voxel
 
     def lesion_slices(self, k: int) -> list[int]:
         return [int(i) for i in np.flatnonzero(self.slice_counts[:, k])]
@@ -155,12 +194,23 @@ def grid_of(stack: Stack) -> SliceGrid:
     )
 
 
-def maps_to_pixels(maps: np.ndarray, slice_order: np.ndarray, grid: SliceGrid) -> np.ndarray:
+def model_maps_to_pixels(maps: np.ndarray, grid: SliceGrid, head_grid: HeadGrid | None) -> np.ndarray:
+    """(..., h, w) maps on the model grid -> (..., rows, columns) float32 on the stack's pixel grid: the
+    model's preprocessing geometry undone (version 2 with the stack's ``head_grid``, else version 1)."""
+    if head_grid is not None:
+        return head_grid_to_pixels(maps, head_grid, grid.rows, grid.columns)
+    return model_grid_to_pixels(maps, grid.rows, grid.columns)
+
+
+def maps_to_pixels(
+    maps: np.ndarray, slice_order: np.ndarray, grid: SliceGrid, head_grid: HeadGrid | None = None
+) -> np.ndarray:
     """(S, K, h, w) maps in [0, 1] on the model grid, in model slice order -> uint8 (S, K, rows,
-    columns) probability x 255 on the stack's pixel grid, in the stack's order."""
+    columns) probability x 255 on the stack's pixel grid, in the stack's order (``head_grid``: a
+    version-2 model's grid on the pixels)."""
     out = np.empty((len(slice_order), maps.shape[1], grid.rows, grid.columns), dtype=np.uint8)
     for model_index, stack_index in enumerate(slice_order):
-        pixels = model_grid_to_pixels(maps[model_index], grid.rows, grid.columns)
+        pixels = model_maps_to_pixels(maps[model_index], grid, head_grid)
         np.rint(np.clip(pixels, 0.0, 1.0) * 255.0, out=pixels)
         out[stack_index] = pixels.astype(np.uint8)
     return out
@@ -178,13 +228,16 @@ def parse_maps(raw: np.ndarray, name: str, n: int, k: int) -> np.ndarray:
 
 
 def volume_summary(maps: SegmentationPrediction) -> dict[str, object]:
-    """``voxel_ml``, ``volumes_ml`` per class and ``findings`` (per class: volume, voxels, threshold,
-    lesion slice ranges, the slice with the most voxels) for ``slicewise predict``'s JSON."""
+    """``voxel_ml``, ``volume_method``, ``volumes_ml`` per class and ``findings`` (per class: volume,
+    voxels at the threshold, threshold, lesion slice ranges, the slice with the most voxels) for
+    ``slicewise predict``'s JSON."""
     voxel = maps.grid.voxel_ml
     findings: list[object] = []
     volumes: dict[str, object] = {}
+    ml = maps.volumes_ml()
     for k, (name, count) in enumerate(zip(maps.class_names, maps.voxel_counts())):
-        volume = None if voxel is None else round(count * voxel, 4)
+        value = ml[name]
+        volume = None if value is None else round(value, 4)
         volumes[name] = volume
         per_slice = maps.slice_counts[:, k]
         findings.append(
@@ -199,6 +252,7 @@ def volume_summary(maps: SegmentationPrediction) -> dict[str, object]:
         )
     return {
         "voxel_ml": None if voxel is None else round(voxel, 8),
+        "volume_method": maps.volume.method.value,
         "volumes_ml": volumes,
         "findings": findings,
     }

@@ -23,6 +23,7 @@ from viewer.core.constants import (
     Window,
 )
 from viewer.core.errors import ModelContractError, ModelError
+from viewer.core.inference.volume import MASK_VOLUME, VolumeEstimator, parse_volume
 from viewer.core.preprocess import PreprocessSpec, spec_for
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ class MapsSpec:
     class_names: tuple[str, ...]
     size: int
     thresholds: tuple[float, ...]
+    volume: VolumeEstimator = MASK_VOLUME  # metadata 'maps' -> 'volume' (absent: the masks' voxels)
 
 
 @dataclass(frozen=True)
@@ -276,7 +278,7 @@ def parse_metadata(meta: Mapping[str, str], path: Path, sha256: str) -> ModelInf
             f"metadata 'contract_version' is {contract!r}; this Slicewise reads versions "
             f"1-{MODEL_CONTRACT_VERSION}"
         )
-    maps = _parse_maps(meta, names, size, preprocessing.version) if "maps" in meta else None
+    maps = _parse_maps(meta, names, size) if "maps" in meta else None
     if maps is not None and contract < 2:
         raise ModelContractError("metadata 'maps' needs 'contract_version' 2")
     return ModelInfo(
@@ -304,7 +306,7 @@ def parse_metadata(meta: Mapping[str, str], path: Path, sha256: str) -> ModelInf
     )
 
 
-def _parse_maps(meta: Mapping[str, str], names: Sequence[str], size: int, preprocessing: int) -> MapsSpec:
+def _parse_maps(meta: Mapping[str, str], names: Sequence[str], size: int) -> MapsSpec:
     """Metadata ``maps`` -> :class:`MapsSpec`; ModelContractError naming what does not fit."""
     raw = _json(meta, "maps")
     if not isinstance(raw, dict):
@@ -326,14 +328,15 @@ def _parse_maps(meta: Mapping[str, str], names: Sequence[str], size: int, prepro
     map_size = raw.get("size")
     if not isinstance(map_size, int) or isinstance(map_size, bool) or not 1 <= map_size <= size:
         raise ModelContractError(f"metadata 'maps' size must be an integer in 1..{size}, got {map_size!r}")
-    if preprocessing != 1:
-        raise ModelContractError(
-            f"metadata 'maps' needs preprocessing version 1 (its geometry is undone exactly), "
-            f"not {preprocessing}"
-        )
     key = "maps' thresholds"
     thresholds = _class_thresholds({key: json.dumps(raw.get("thresholds"))}, key, classes)
-    return MapsSpec(output=output, class_names=tuple(classes), size=map_size, thresholds=thresholds)
+    return MapsSpec(
+        output=output,
+        class_names=tuple(classes),
+        size=map_size,
+        thresholds=thresholds,
+        volume=parse_volume(raw.get("volume"), classes),
+    )
 
 
 def _class_thresholds(meta: Mapping[str, str], key: str, names: Sequence[str]) -> tuple[float, ...]:

@@ -107,13 +107,11 @@ class StackPrediction:
         return int(self.slice_probs.shape[0])
 
     def volumes_ml(self) -> dict[str, float | None]:
-        """Bleed volume per map class in mL and ``any`` as the union of the classes' voxels ({} without
-        maps; None values without the voxel size)."""
+        """Bleed volume per map class in mL and ``any`` as the union of the classes ({} without maps;
+        None values without the voxel size); made by the maps' volume estimator."""
         if self.maps is None:
             return {}
-        volumes = self.maps.volumes_ml()
-        voxel = self.maps.grid.voxel_ml
-        return {STUDY_CLASS: None if voxel is None else self.maps.union_count() * voxel, **volumes}
+        return {STUDY_CLASS: self.maps.union_volume_ml(), **self.maps.volumes_ml()}
 
     def flagged_slices(self) -> list[int]:
         """Slices where any class is at or above its threshold, ascending."""

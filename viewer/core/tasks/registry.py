@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from viewer.core.applicability.codes import Applicability
     from viewer.core.dicom.model import Stack
     from viewer.core.inference.model import ModelInfo
+    from viewer.core.preprocess import HeadGrid
 
 TASK_METADATA_KEY: Final = "task"
 DEFAULT_TASK: Final = "slice_classification"  # models without a ``task`` key (schema 1)
@@ -67,6 +68,9 @@ class ResultContext:
     elapsed_s: float
     bad_slices: tuple[int, ...] = ()
     applicability: Applicability | None = None
+    # where a version-2 model's input grid lies on the stack's pixels (to move its maps back onto them);
+    # None: preprocessing version 1 (square pad + area resize, undone from the matrix alone)
+    head_grid: HeadGrid | None = None
 
 
 ParseOutputs = Callable[[Sequence[np.ndarray], int, int], tuple[np.ndarray, ...]]

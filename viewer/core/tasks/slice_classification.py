@@ -126,7 +126,7 @@ def localisation_maps(ctx: ResultContext, maps: np.ndarray) -> SegmentationPredi
             f"model returned {MODEL_MAPS_OUTPUT} with {maps.shape[1]} classes of {maps.shape[-1]} px; "
             f"metadata 'maps' lists {len(spec.class_names)} classes of {spec.size} px"
         )
-    return maps_prediction(ctx, maps, spec.class_names, spec.thresholds, on_pixels=False)
+    return maps_prediction(ctx, maps, spec.class_names, spec.thresholds, on_pixels=False, volume=spec.volume)
 
 
 def cache_arrays(result: TaskResult) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:

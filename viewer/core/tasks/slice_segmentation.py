@@ -25,6 +25,7 @@ from viewer.core.inference.maps import (
     parse_maps,
     volume_summary,
 )
+from viewer.core.inference.volume import MASK_VOLUME, VolumeEstimator
 from viewer.core.tasks.registry import OutputSpec, ResultContext, Task, TaskResult, register_task
 
 if TYPE_CHECKING:
@@ -64,11 +65,13 @@ def maps_prediction(
     thresholds: tuple[float, ...],
     *,
     on_pixels: bool = True,
+    volume: VolumeEstimator = MASK_VOLUME,
 ) -> SegmentationPrediction:
     """Model-grid maps (S, K, size, size) in model slice order -> the :class:`SegmentationPrediction` of
     ``class_names`` (also the localisation maps of a classification model); ``on_pixels``: with the
-    pixel-grid probabilities made now, else made from the kept model-grid maps when asked. The per-slice
-    voxel counts are made here (on the analysis thread, not where the result is shown)."""
+    pixel-grid probabilities made now, else made from the kept model-grid maps when asked; ``volume``: how
+    the volumes are made. The per-slice voxel counts and volumes are made here (on the analysis thread,
+    not where the result is shown)."""
     info, stack = ctx.info, ctx.stack
     grid = grid_of(stack)
     in_stack_order = np.empty(maps.shape, dtype=np.float16)
@@ -79,7 +82,7 @@ def maps_prediction(
         series_instance_uid=stack.series_instance_uid,
         slice_uids=tuple(s.sop_instance_uid for s in stack.slices),
         class_names=class_names,
-        probabilities=maps_to_pixels(maps, ctx.slice_order, grid) if on_pixels else None,
+        probabilities=maps_to_pixels(maps, ctx.slice_order, grid, ctx.head_grid) if on_pixels else None,
         thresholds=thresholds,
         grid=grid,
         model_name=info.name,
@@ -92,6 +95,8 @@ def maps_prediction(
         bad_slices=ctx.bad_slices,
         applicability=ctx.applicability,
         model_maps=in_stack_order,
+        head_grid=ctx.head_grid,
+        volume=volume,
     )
     _ = result.slice_counts  # counted now, once
     return result
