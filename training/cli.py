@@ -242,6 +242,20 @@ def _parser() -> argparse.ArgumentParser:
     mt.add_argument("--write", action="store_true", help="write the thresholds into the model's metadata")
     mt.add_argument("--threads", type=int, default=2)
 
+    mv = sub.add_parser(
+        "maps-volume",
+        help="fit a maps model's bleed volume estimator (summed probability x per-class scale) on fresh "
+        "validation studies through the viewer's engine; --write rewrites only the metadata (maps.volume)",
+    )
+    mv.add_argument("model", type=Path)
+    mv.add_argument("--studies", type=int, default=20, help="per acquisition (standard and noisy) and seed")
+    mv.add_argument(
+        "--seeds", default="7100005", help="comma-separated validation study seeds (never a test seed)"
+    )
+    mv.add_argument("--floor", type=float, default=0.05, help="probabilities below it count 0")
+    mv.add_argument("--write", action="store_true", help="write the estimator into the model's metadata")
+    mv.add_argument("--threads", type=int, default=2)
+
     x = sub.add_parser("export", help="export a checkpoint to one .onnx file and check parity")
     x.add_argument("checkpoint", type=Path)
     x.add_argument("--out", required=True, type=Path)
@@ -513,6 +527,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                 maps_meta.update(thresholds=chosen["thresholds"], thresholds_chosen_on=chosen["chosen_on"])
                 rewrite_metadata(args.model, {"maps": maps_meta})
             print(json.dumps(chosen, indent=2))
+        elif args.cmd == "maps-volume":
+            from training.export import read_metadata, rewrite_metadata
+            from training.maps_eval import choose_volume_estimator
+
+            if not args.model.is_file():
+                raise FileNotFoundError(f"model not found: {args.model}")
+            seeds = [int(v) for v in str(args.seeds).split(",") if v.strip()]
+            fitted = choose_volume_estimator(
+                args.model, studies=args.studies, seeds=seeds, floor=args.floor, threads=args.threads
+            )
+            if args.write:
+                maps_meta = dict(read_metadata(args.model)["maps"])
+                maps_meta["volume"] = fitted["volume"]
+                rewrite_metadata(args.model, {"maps": maps_meta})
+            print(json.dumps(fitted, indent=2))
         elif args.cmd == "export":
             from training.export import DEFAULT_INTENDED_USE, DEFAULT_TRAIN_DATA, export_checkpoint
 

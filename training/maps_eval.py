@@ -9,14 +9,21 @@ truth, measured as the viewer runs the model (DICOM written, loaded by the viewe
 - **Peak inside the lesion**: on each flagged true-positive slice of a subtype (slice probability at or
   above its slice threshold, the slice labelled with it), whether the map's maximum lies on a pixel
   with blood of that subtype (fraction > 0; also reported for fraction >= 0.5).
-- **Volume**: the result's mL vs the true blood volume (sum of fractions x voxel), absolute % error over
-  the (study, class) pairs with at least 1 mL of true blood; ``any`` is the union of the subtypes.
+- **Volume**: the result's mL (made by the model's volume estimator, metadata ``maps.volume``) vs the
+  true blood volume (sum of fractions x voxel), absolute % error over the (study, class) pairs with at
+  least 1 mL of true blood; ``any`` is the union of the subtypes. The volume given to pairs without
+  that blood (false volume) is summarised too.
+
+``slicewise-train maps-thresholds`` chooses the map thresholds (Dice) and ``slicewise-train maps-volume``
+the volume estimator (:func:`choose_volume_estimator`), both on validation studies; both write only the
+metadata.
 """
 
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +33,7 @@ from training.maps import ACQUISITIONS
 from training.seg import analyse_as_dicom, study_fractions
 from training.synth import SUBTYPES, SynthStudy, render_study
 from viewer.core.constants import RSNA_CLASSES
+from viewer.core.inference.volume import VolumeEstimator, VolumeMethod
 
 if TYPE_CHECKING:
     from viewer.core.inference.engine import InferenceEngine
@@ -97,6 +105,105 @@ def choose_map_thresholds(
     }
 
 
+SCALE_GRID: tuple[float, ...] = tuple(round(0.5 + 0.01 * k, 2) for k in range(151))  # 0.50 ... 2.00
+NOT_FOUND_RATIO = 0.2  # a class whose summed probability is below this share of the truth is not found
+
+
+def true_volumes(study: SynthStudy, names: Sequence[str]) -> dict[str, float]:
+    """The generator's blood volume in mL per class of ``names`` and ``any`` (the union: summed
+    fractions capped at 1 per voxel)."""
+    truth = study_fractions(study)
+    voxel = study.pixel_spacing**2 * study.thickness / 1000.0
+    out = {n: float(truth[:, SUBTYPES.index(n)].sum()) * voxel for n in names}
+    out["any"] = float(np.clip(truth.sum(axis=1), 0.0, 1.0).sum()) * voxel
+    return out
+
+
+def median_abs_pct(pred: Sequence[float], true: Sequence[float]) -> float | None:
+    errors = [abs(p - t) / t for p, t in zip(pred, true)]
+    return round(100 * float(np.median(errors)), 1) if errors else None
+
+
+def choose_volume_estimator(
+    model_path: Path,
+    *,
+    studies: int = 20,
+    seeds: Sequence[int] = (7_100_005,),
+    floor: float = 0.05,
+    threads: int = 2,
+) -> dict[str, Any]:
+    """The ``soft`` volume estimator of a maps model, fitted on fresh validation studies: per class the
+    scale (in :data:`SCALE_GRID`) with the smallest median absolute % error of the scaled summed
+    probability (pixels >= ``floor``) against the true volume over the (study, class) pairs with >= 1 mL
+    of blood; 1.0 for a class whose maps do not find it (median ratio below :data:`NOT_FOUND_RATIO`: no
+    scale should inflate noise). Reports the ``mask`` method's errors on the same pairs beside it."""
+    from viewer.core.inference.engine import InferenceEngine
+    from viewer.core.inference.maps import SegmentationPrediction
+
+    engine = InferenceEngine(model_path, provider="cpu", threads=threads, cache=None)
+    spec = engine.info.maps
+    if spec is None:
+        raise ValueError(f"{model_path.name} has no localisation maps (metadata 'maps')")
+    names = spec.class_names
+    raw = VolumeEstimator(method=VolumeMethod.SOFT, floor=floor)
+    kept: list[tuple[SegmentationPrediction, dict[str, float], dict[str, float | None]]] = []
+    for seed in seeds:
+        for _, _, study, pred, _ in analysed_studies(engine, studies, seed):
+            assert pred.maps is not None
+            mask = replace(pred.maps, volume=VolumeEstimator())
+            mask_ml = {**mask.volumes_ml(), "any": mask.union_volume_ml()}
+            kept.append((replace(pred.maps, volume=raw), true_volumes(study, names), mask_ml))
+    scales: dict[str, float] = {}
+    report: dict[str, Any] = {}
+    for name in names:
+        pairs = [
+            (m.volumes_ml()[name] or 0.0, t[name], mk[name] or 0.0) for m, t, mk in kept if t[name] >= 1.0
+        ]
+        soft = np.array([p[0] for p in pairs])
+        true = np.array([p[1] for p in pairs])
+        ratio = float(np.median(soft / true)) if pairs else 0.0
+        if ratio < NOT_FOUND_RATIO:
+            scales[name] = 1.0
+        else:
+            errors = [float(np.median(np.abs(c * soft / true - 1.0))) for c in SCALE_GRID]
+            scales[name] = SCALE_GRID[int(np.argmin(errors))]
+        report[name] = {
+            "pairs_ge_1ml": len(pairs),
+            "median_ratio_unscaled": round(ratio, 3),
+            "scale": scales[name],
+            "mask_median_abs_pct": median_abs_pct([p[2] for p in pairs], list(true)),
+            "soft_unscaled_median_abs_pct": median_abs_pct(list(soft), list(true)),
+            "soft_median_abs_pct": median_abs_pct(list(soft * scales[name]), list(true)),
+        }
+    chosen_on = (
+        f"{studies} standard + {studies} noisy fresh validation studies per seed (seeds "
+        f"{', '.join(map(str, seeds))}), median absolute % error over (study, class) pairs >= 1 mL"
+    )
+    estimator = VolumeEstimator(
+        method=VolumeMethod.SOFT,
+        floor=floor,
+        scales=tuple(scales[n] for n in names),
+        chosen_on=chosen_on,
+    )
+    union = [
+        (replace(m, volume=estimator).union_volume_ml() or 0.0, t["any"], mk["any"] or 0.0)
+        for m, t, mk in kept
+        if t["any"] >= 1.0
+    ]
+    report["any"] = {
+        "pairs_ge_1ml": len(union),
+        "mask_median_abs_pct": median_abs_pct([u[2] for u in union], [u[1] for u in union]),
+        "soft_median_abs_pct": median_abs_pct([u[0] for u in union], [u[1] for u in union]),
+    }
+    return {
+        "volume": estimator.to_metadata(names),
+        "validation": report,
+        "studies": studies * len(ACQUISITIONS) * len(seeds),
+        "seeds": list(seeds),
+        "chosen_on": chosen_on,
+    }
+
+
 def evaluate_maps(
     model_path: Path, *, studies: int = 20, seed: int = 7_100_003, threads: int = 2
 ) -> dict[str, Any]:
@@ -119,7 +226,7 @@ def evaluate_maps(
         maps = pred.maps
         assert maps is not None
         truth_all = study_fractions(study)  # (S, 5, H, W) in SUBTYPES order, ascending z = stack order
-        voxel = study.pixel_spacing**2 * study.thickness / 1000.0
+        true_ml = true_volumes(study, names)
         volumes = pred.volumes_ml()
         flagged = pred.flagged
         for k, name in enumerate(names):
@@ -138,12 +245,9 @@ def evaluate_maps(
                 peak_total[k] += 1
                 peak_hits[k] += float(truth[s][peak] > 0.0)
                 peak_hits_core[k] += float(truth[s][peak] >= 0.5)
-            true_ml = float(truth.sum()) * voxel
-            pairs.append({"study": i, "kind": acquisition, "class": name, "true_ml": true_ml})
+        for name in ("any", *names):
+            pairs.append({"study": i, "kind": acquisition, "class": name, "true_ml": true_ml[name]})
             pairs[-1]["pred_ml"] = volumes[name]
-        any_true = float(np.clip(truth_all.sum(axis=1), 0.0, 1.0).sum()) * voxel
-        pairs.append({"study": i, "kind": acquisition, "class": "any", "true_ml": any_true})
-        pairs[-1]["pred_ml"] = volumes["any"]
 
     def ratio(num: np.ndarray, den: np.ndarray, k: int) -> float | None:
         return None if den[k] == 0 else round(float(num[k] / den[k]), 4)
@@ -155,10 +259,15 @@ def evaluate_maps(
             for p in pairs
             if p["class"] == name and p["true_ml"] >= 1.0
         ]
+        absent = [p["pred_ml"] for p in pairs if p["class"] == name and p["true_ml"] == 0.0]
         volume_error[name] = {
             "pairs_ge_1ml": len(errors),
             "median_abs_pct": round(100 * float(np.median(errors)), 1) if errors else None,
             "q75_abs_pct": round(100 * float(np.percentile(errors, 75)), 1) if errors else None,
+            # the volume given where the study holds none of that blood
+            "absent_pairs": len(absent),
+            "absent_median_ml": round(float(np.median(absent)), 3) if absent else None,
+            "absent_q90_ml": round(float(np.percentile(absent, 90)), 3) if absent else None,
         }
     total_peaks = float(peak_total.sum())
     return {
@@ -167,6 +276,7 @@ def evaluate_maps(
         "acquisitions": list(ACQUISITIONS),
         "seed": seed,
         "map_thresholds": dict(zip(names, spec.thresholds)),
+        "volume_estimator": spec.volume.to_metadata(names),
         "dice_lesion_slices": {n: ratio(2 * lesion_inter, lesion_sum, k) for k, n in enumerate(names)},
         "dice_lesion_or_predicted_slices": {n: ratio(2 * any_inter, any_sum, k) for k, n in enumerate(names)},
         "peak_inside_lesion": {n: ratio(peak_hits, peak_total, k) for k, n in enumerate(names)},

@@ -368,6 +368,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "classes": list(info.maps.class_names),
                 "size": info.maps.size,
                 "thresholds": dict(zip(info.maps.class_names, info.maps.thresholds)),
+                "volume": info.maps.volume.to_metadata(info.maps.class_names),
             },
         },
         "de_identified": not args.include_identifiers,

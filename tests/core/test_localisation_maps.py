@@ -173,6 +173,7 @@ def test_predict_json_and_csv_carry_the_volumes(maps_model: Path, series_dir: Pa
         "classes": list(SEG_CLASSES),
         "size": 16,
         "thresholds": {c: 0.5 for c in SEG_CLASSES},
+        "volume": {"method": "mask"},  # no 'volume' in the metadata: the masks' voxels, as before
     }
     (rec,) = doc["stacks"]
     truth_ml = (blood_hu(N_SLICES, BLEED) == 75.0).sum() * VOXEL_ML
