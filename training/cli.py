@@ -219,6 +219,11 @@ def _parser() -> argparse.ArgumentParser:
         ("model_version", "0.2.0"),
     ):
         mp.add_argument("--" + name.replace("_", "-"), dest=name, type=type(default), default=default)
+    mp.add_argument(
+        "--acquisitions",
+        default="standard,noisy",
+        help="comma-separated training.maps.TRAIN_ACQUISITIONS (standard, noisy, wide), --studies of each",
+    )
 
     me = sub.add_parser(
         "maps-eval",
@@ -500,7 +505,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.studies < 2 or args.val_studies < 1:
                 raise ValueError("need --studies >= 2 and --val-studies >= 1")
             fields = {f.name for f in dataclasses.fields(MapsConfig)}
-            maps_cfg = MapsConfig(**{k: v for k, v in vars(args).items() if k in fields})
+            values = {k: v for k, v in vars(args).items() if k in fields}
+            values["acquisitions"] = tuple(a.strip() for a in str(args.acquisitions).split(",") if a.strip())
+            maps_cfg = MapsConfig(**values)
             path, maps_metrics = train_maps(maps_cfg)
             print(json.dumps(maps_metrics, indent=2, default=str))
             print(f"wrote {path}")

@@ -10,7 +10,10 @@
 The CNN and the GRU stay frozen (their weights are the base checkpoint's), so only the decoder is
 trained: its inputs (the frozen feature maps) are computed once per training slice. Targets are the
 generator's per-subtype blood fractions (:func:`training.seg.study_fractions`) moved onto the map grid
-with the pixels' own pad + area resize (:func:`training.seg.masks_to_grid`); loss and Dice are
+with the pixels' own transform: the base model's preprocessing (its ``preprocessing`` metadata), version
+1's pad + area resize (:func:`training.seg.masks_to_grid`) or version 2's canonical orientation, head
+centre, millimetre resampling and slab weights (:func:`viewer.core.preprocess.head_mm_to_grid` with the
+study's own :class:`~viewer.core.preprocess.HeadGrid`), then area-averaged to the map grid; loss and Dice are
 :mod:`training.seg`'s. ``slicewise-train maps`` trains and exports; ``slicewise-train maps-eval``
 measures the exported model through the viewer's engine on fresh DICOM studies.
 """
@@ -35,8 +38,8 @@ from torch import nn
 from training.errors import ExportParityError
 from training.export import json_safe, read_metadata, rewrite_metadata, runtime_parity, write_onnx
 from training.model import ICHNet
-from training.seg import Best, dice_scores, end_epoch, masks_to_grid, seg_loss, spec, study_fractions
-from training.synth import SUBTYPES, SynthConfig, render_study
+from training.seg import Best, dice_scores, end_epoch, masks_to_grid, seg_loss, study_fractions
+from training.synth import SUBTYPES, WIDE, SynthConfig, SynthStudy, render_study
 from training.train import load_checkpoint, model_from_checkpoint
 from viewer.core.constants import (
     MODEL_CONTRACT_VERSION,
@@ -44,8 +47,9 @@ from viewer.core.constants import (
     MODEL_MAPS_OUTPUT,
     MODEL_SLICE_OUTPUT,
     MODEL_STUDY_OUTPUT,
+    Window,
 )
-from viewer.core.preprocess import preprocess
+from viewer.core.preprocess import PreprocessSpec, SliceGeometry, head_grid, head_mm_to_grid, preprocess
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +61,9 @@ ACQUISITIONS: dict[str, SynthConfig] = {
     "standard": SynthConfig(),
     "noisy": SynthConfig(noise_hu=(0.0, 25.0), noise_corr_mm=(0.0, 1.2)),
 }
+#: what ``slicewise-train maps --acquisitions`` may train on: the two above and the version-2 training
+#: distribution (:data:`training.synth.WIDE`: 180-400 mm fields, 256/512 matrices, 1-5 mm slices, ...)
+TRAIN_ACQUISITIONS: dict[str, SynthConfig] = {**ACQUISITIONS, "wide": WIDE}
 
 
 class MapDecoder(nn.Module):
@@ -160,49 +167,81 @@ class MapsConfig:
     init: Path | None = None  # a maps.pt whose decoder weights to start from (a continued run)
     synth_size: int = 0  # 0: the acquisitions' own matrix (256); smaller for quick tests
     max_slices: int = 0  # 0: the acquisitions' own slice counts (24-40); fewer for quick tests
+    acquisitions: tuple[str, ...] = tuple(ACQUISITIONS)  # names in TRAIN_ACQUISITIONS, each ``studies``
 
 
 def acquisition_config(name: str, synth_size: int = 0, max_slices: int = 0) -> SynthConfig:
-    """The acquisition ``name`` of :data:`ACQUISITIONS`, optionally smaller (tests)."""
-    cfg = ACQUISITIONS[name]
+    """The acquisition ``name`` of :data:`TRAIN_ACQUISITIONS`, optionally smaller (tests)."""
+    if name not in TRAIN_ACQUISITIONS:
+        raise ValueError(f"unknown acquisition {name!r}; known: {', '.join(TRAIN_ACQUISITIONS)}")
+    cfg = TRAIN_ACQUISITIONS[name]
     if synth_size:
-        cfg = replace(cfg, size=synth_size)
+        cfg = replace(cfg, size=synth_size, sizes=())
     if max_slices:
         cfg = replace(cfg, min_slices=min(cfg.min_slices, max_slices), max_slices=max_slices)
     return cfg
 
 
+def study_geometry(study: SynthStudy) -> SliceGeometry:
+    """The geometry of a synthetic study as :func:`training.synth.write_study` writes it (axial, rows
+    towards posterior, columns towards the left, ascending z)."""
+    return SliceGeometry(
+        pixel_spacing=(study.pixel_spacing, study.pixel_spacing),
+        positions=tuple(float(z) for z in study.z_mm),
+        thickness=study.thickness,
+    )
+
+
+def model_inputs_and_targets(
+    study: SynthStudy, input_spec: PreprocessSpec, map_size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """A study's model input (S, C, size, size) with the base model's preprocessing and its blood
+    fractions (S, K, map, map) moved onto the map grid by the pixels' own transform."""
+    fractions = study_fractions(study)
+    if input_spec.version == 1:
+        return preprocess(study.hu, input_spec), masks_to_grid(fractions, map_size)
+    geometry = study_geometry(study)
+    grid = head_grid(study.hu, geometry, input_spec)
+    x = preprocess(study.hu, input_spec, geometry, grid=grid)
+    return x, head_mm_to_grid(fractions, geometry, grid, map_size)
+
+
 def _render(
-    child: np.random.SeedSequence, cfg: SynthConfig, input_size: int, map_size: int, negative_share: float
+    child: np.random.SeedSequence,
+    cfg: SynthConfig,
+    input_spec: PreprocessSpec,
+    map_size: int,
+    negative_share: float,
 ) -> tuple[np.ndarray, np.ndarray]:
     """One study drawn exactly as ``generate_dataset`` draws it; its lesion slices and a share of the
     others: (inputs (N, C, size, size) float16, targets (N, K, map, map) uint8 = fraction x 255)."""
     rng = np.random.default_rng(child)
     study = render_study(rng, int(rng.integers(cfg.min_slices, cfg.max_slices + 1)), cfg)
-    target = masks_to_grid(study_fractions(study), map_size)
+    x, target = model_inputs_and_targets(study, input_spec, map_size)
     lesion = target.reshape(len(target), -1).max(axis=1) > 0.05
     keep = lesion | (rng.random(len(target)) < negative_share)
-    x = preprocess(study.hu[keep], spec(input_size)).astype(np.float16)
-    return x, np.rint(np.clip(target[keep], 0.0, 1.0) * 255.0).astype(np.uint8)
+    return x[keep].astype(np.float16), np.rint(np.clip(target[keep], 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
 def render_slices(
-    seed: int, per_acquisition: int, cfg: MapsConfig, input_size: int, map_size: int
+    seed: int, per_acquisition: int, cfg: MapsConfig, input_spec: PreprocessSpec, map_size: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Render ``per_acquisition`` studies of each acquisition (seed ``seed``: standard, ``seed``
-    spawned children after the standard ones: noisy) in ``cfg.workers`` processes (0: in this one)."""
-    children = np.random.SeedSequence(seed).spawn(per_acquisition * len(ACQUISITIONS))
+    """Render ``per_acquisition`` studies of each of ``cfg.acquisitions`` (seed ``seed``: the first
+    acquisition's, then the next one's spawned children after them, ...) in ``cfg.workers`` processes
+    (0: in this one)."""
+    names = cfg.acquisitions
+    children = np.random.SeedSequence(seed).spawn(per_acquisition * len(names))
     jobs = [
         (child, acquisition_config(name, cfg.synth_size, cfg.max_slices))
-        for a, name in enumerate(ACQUISITIONS)
+        for a, name in enumerate(names)
         for child in children[a * per_acquisition : (a + 1) * per_acquisition]
     ]
     if cfg.workers < 1:
-        parts = [_render(child, acq, input_size, map_size, cfg.negative_share) for child, acq in jobs]
+        parts = [_render(child, acq, input_spec, map_size, cfg.negative_share) for child, acq in jobs]
     else:
         with ProcessPoolExecutor(max_workers=cfg.workers) as pool:
             futures = [
-                pool.submit(_render, child, acq, input_size, map_size, cfg.negative_share)
+                pool.submit(_render, child, acq, input_spec, map_size, cfg.negative_share)
                 for child, acq in jobs
             ]
             parts = [f.result(timeout=600) for f in futures]
@@ -257,10 +296,11 @@ def train_maps(cfg: MapsConfig) -> tuple[Path, dict[str, Any]]:
     if cfg.map_stride not in (2, 4):
         raise ValueError(f"map stride must be 2 or 4, got {cfg.map_stride}")
     input_size = int(net.cfg.input_size)
+    input_spec = base_preprocessing(cfg.base_model, input_size)
     map_size = input_size // cfg.map_stride
     t0 = time.perf_counter()
-    x_tr, y_tr = render_slices(cfg.seed, cfg.studies, cfg, input_size, map_size)
-    x_va, y_va = render_slices(cfg.seed + 1, cfg.val_studies, cfg, input_size, map_size)
+    x_tr, y_tr = render_slices(cfg.seed, cfg.studies, cfg, input_spec, map_size)
+    x_va, y_va = render_slices(cfg.seed + 1, cfg.val_studies, cfg, input_spec, map_size)
     t_render = time.perf_counter() - t0
     f_tr, f_va = frozen_features(net, x_tr), frozen_features(net, x_va)
     del x_tr, x_va
@@ -319,8 +359,10 @@ def train_maps(cfg: MapsConfig) -> tuple[Path, dict[str, Any]]:
         "val_dice_at_0.5": val_dice,
         "val_dice_at_thresholds": val_dice_chosen,
         "decoder_parameters": sum(p.numel() for p in decoder.parameters()),
-        "train_studies": f"{cfg.studies} standard + {cfg.studies} noisy (0-25 HU, 0-1.2 mm) fresh studies, "
-        f"seed {cfg.seed}; validation {cfg.val_studies} + {cfg.val_studies}, seed {cfg.seed + 1}",
+        "train_studies": f"{cfg.studies} fresh studies of each of {', '.join(cfg.acquisitions)} "
+        f"(noisy: 0-25 HU, 0-1.2 mm; wide: training.synth.WIDE), seed {cfg.seed}; validation "
+        f"{cfg.val_studies} of each, seed {cfg.seed + 1}",
+        "preprocessing_version": input_spec.version,
     }
     cfg.out.mkdir(parents=True, exist_ok=True)
     torch.save(
@@ -336,6 +378,16 @@ def train_maps(cfg: MapsConfig) -> tuple[Path, dict[str, Any]]:
     rewrite_metadata(path, {"metrics": meta["metrics"]})
     (cfg.out / "metrics.json").write_text(json.dumps(json_safe(metrics), indent=2))
     return path, metrics
+
+
+def base_preprocessing(base_model: Path, input_size: int) -> PreprocessSpec:
+    """The base model's preprocessing (its ``preprocessing`` metadata, version 1 when absent, and its
+    ``windows``)."""
+    meta = read_metadata(base_model)
+    raw = meta.get("preprocessing")
+    windows = [Window(float(w["width"]), float(w["level"])) for w in meta["windows"]]
+    text = None if raw is None else json.dumps(raw)
+    return PreprocessSpec.from_metadata(text, size=input_size, windows=windows)
 
 
 def _cfg_dict(cfg: MapsConfig) -> dict[str, Any]:
@@ -358,7 +410,8 @@ def maps_metadata(
         "size": size,
         "kind": "probability",
         "thresholds": thresholds,
-        "grid": f"the model's input grid (preprocessing version 1) at 1/{int(meta['input_size']) // size}",
+        "grid": f"the model's input grid (preprocessing version {version_of(meta)}) at "
+        f"1/{int(meta['input_size']) // size}",
     }
     meta.setdefault("metrics", {})["maps"] = metrics
     exporter = dict(meta.get("exporter") or {})
@@ -366,6 +419,12 @@ def maps_metadata(
     exporter["architecture"] = "CNN + 2-layer BiGRU + map decoder (frozen CNN features 1/2-1/16)"
     meta["exporter"] = exporter
     return meta
+
+
+def version_of(meta: dict[str, Any]) -> int:
+    """The preprocessing version recorded in a model's metadata (1 when absent)."""
+    raw = meta.get("preprocessing")
+    return int(raw.get("version", 1)) if isinstance(raw, dict) else 1
 
 
 def export_map_model(

@@ -94,3 +94,65 @@ def test_cli_trains_exports_a_model_the_viewer_reads(base: tuple[Path, Path], tm
     pred = InferenceEngine(model, provider="cpu", cache=None).analyse_hu(make_stack(8), blood_hu(8, (3, 4)))
     assert isinstance(pred, StackPrediction) and pred.maps is not None
     assert pred.maps.pixels.shape == (8, 5, 64, 64)
+
+
+# ------------------------------------------------------------------------- a version-2 base model
+V2_METADATA = {"size": 32, "field_mm": 230.0, "slab_mm": 5.0}
+
+
+@pytest.fixture(scope="module")
+def base_v2(base: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The tiny base with version-2 preprocessing recorded (metadata only: the weights do not care)."""
+    from training.export import rewrite_metadata
+    from viewer.core.preprocess import PreprocessSpec
+
+    spec = PreprocessSpec(version=2, **V2_METADATA)  # type: ignore[arg-type]
+    out = tmp_path_factory.mktemp("mapsbase2") / "base_v2.onnx"
+    rewrite_metadata(base[1], {"preprocessing": spec.to_metadata()}, out=out)
+    return base[0], out
+
+
+def test_version_2_targets_sit_on_the_blood_of_the_inputs() -> None:
+    """The targets go through the pixels' own version-2 transform (head centre, mm grid, slabs): on the
+    map grid the blood fractions lie where the inputs show blood density, for an off-centre head."""
+    from training.maps import acquisition_config, model_inputs_and_targets
+    from training.synth import render_study
+    from viewer.core.preprocess import PreprocessSpec
+
+    spec = PreprocessSpec(version=2, size=64, field_mm=230.0, slab_mm=5.0)
+    cfg = acquisition_config("wide", synth_size=128, max_slices=10)
+    for seed in range(40):
+        rng = np.random.default_rng(seed)
+        study = render_study(rng, 10, cfg)
+        if study.fractions and max(float(f.max()) for f in study.fractions.values()) > 0.9:
+            break
+    x, y = model_inputs_and_targets(study, spec, 32)
+    assert x.shape == (10, 3, 64, 64) and y.shape == (10, 5, 32, 32)
+    blood = y.max(axis=1) >= 0.5
+    assert blood.any()
+    brain_window = x[:, 0].reshape(10, 32, 2, 32, 2).mean(axis=(2, 4))  # (HU - 0) / 80 on the map grid
+    tissue = (brain_window > 0.2) & (brain_window < 0.55) & ~(y.max(axis=1) > 0)
+    assert brain_window[blood].mean() > brain_window[tissue].mean() + 0.15
+
+
+def test_cli_trains_maps_on_a_version_2_base(base_v2: tuple[Path, Path], tmp_path: Path) -> None:
+    from tests.core.inference_models import blood_hu, make_stack
+    from training.cli import main as train_main
+    from viewer.core.inference.engine import InferenceEngine, load_model_info
+    from viewer.core.inference.results import StackPrediction
+
+    ckpt, base_onnx = base_v2
+    out = tmp_path / "run"
+    argv = ["maps", str(ckpt), "--base-model", str(base_onnx), "--out", str(out), "--studies", "2"]
+    argv += ["--val-studies", "1", "--max-epochs", "1", "--threads", "1", "--workers", "0"]
+    argv += ["--seed", "7100093", "--synth-size", "64", "--max-slices", "6", "--acquisitions", "wide"]
+    assert train_main(argv) == 0
+    model = out / "slicewise_ich.onnx"
+    meta = read_metadata(model)
+    assert meta["preprocessing"]["version"] == 2 and "preprocessing version 2" in meta["maps"]["grid"]
+    assert json.loads((out / "metrics.json").read_text())["preprocessing_version"] == 2
+    info = load_model_info(model)
+    assert info.preprocessing.version == 2 and info.maps is not None and info.maps.size == 16
+    pred = InferenceEngine(model, provider="cpu", cache=None).analyse_hu(make_stack(8), blood_hu(8, (3, 4)))
+    assert isinstance(pred, StackPrediction) and pred.maps is not None and pred.maps.head_grid is not None
+    assert pred.maps.pixels.shape == (8, 5, 64, 64)
