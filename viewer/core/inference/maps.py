@@ -137,10 +137,13 @@ class SegmentationPrediction:
                 counts[s, k] = int(histogram[levels[k] :].sum())
                 if soft:
                     volumes[s, k] = float(histogram @ tables[k])
-            if soft and volumes[s, :-1].any():  # the union: the classes' volumes per voxel, capped at 1
+            present = [int(k) for k in np.flatnonzero(volumes[s, :-1])] if soft else []
+            if len(present) == 1 and self.volume.scale(present[0]) <= 1.0:
+                volumes[s, -1] = volumes[s, present[0]]  # one class on the slice: never above 1 per voxel
+            elif present:  # the union: the classes' volumes per voxel, capped at 1
                 union = np.zeros(pixels.shape[1:], dtype=np.float32)
-                for k in range(k_n):
-                    union += tables32[k][pixels[k]]
+                for c in present:
+                    union += tables32[c][pixels[c]]
                 volumes[s, -1] = float(np.minimum(union, 1.0).sum(dtype=np.float64))
         return counts, counts.astype(np.float64) if not soft else volumes
 
