@@ -16,6 +16,11 @@ Two versions, chosen by the model's ``preprocessing`` metadata (:class:`Preproce
 
 Both end in one channel per CT window, ``(clip(HU, low, high) - low) / width`` in [0, 1]. Training and
 inference call :func:`preprocess`, so both see identical pixels.
+
+Maps a model makes on its input grid go back onto the pixels by the inverse of each version's geometry:
+:func:`model_grid_to_pixels` (version 1: the matrix alone fixes it) and :func:`head_grid_to_pixels`
+(version 2: the stack's :class:`HeadGrid`, the parameters :func:`preprocess_head_mm` resamples with);
+:func:`head_mm_to_grid` moves per-pixel values (training targets) forwards exactly as the pixels move.
 """
 
 from __future__ import annotations
