@@ -199,6 +199,23 @@ def threshold_f1(y_true: np.ndarray, score: np.ndarray) -> float:
     return float(thresholds[int(np.argmax(f1))])  # first maximum = the highest threshold
 
 
+def f1_optimum_gap(y_true: np.ndarray, score: np.ndarray) -> tuple[float, float | None] | None:
+    """The score gap in which every threshold attains the F1 maximum: (lowest score flagged, highest score
+    left unflagged; None when every score is flagged), or None when positives or negatives are absent.
+
+    Among equal F1 maxima the LOWER threshold wins (more positives found at the same F1: a triage tool).
+    Any threshold in ``(unflagged, flagged]`` gives the same counts; ``threshold_f1`` returns the top edge.
+    """
+    counts = _cumulative_counts(y_true, score)
+    if counts is None:
+        return None
+    thresholds, tp, fp, n_pos, _ = counts
+    f1 = (2 * tp).astype(np.float64) / (tp + fp + n_pos).astype(np.float64)
+    i = int(np.flatnonzero(f1 == f1.max())[-1])  # candidates descend: the last maximum is the lowest
+    below = float(thresholds[i + 1]) if i + 1 < len(thresholds) else None
+    return float(thresholds[i]), below
+
+
 def threshold_policy_text(policy: str, sensitivity: float) -> str:
     """Human-readable policy, as written into the ONNX metadata ``threshold_policy`` and the card."""
     sens = f"the highest threshold with slice-level sensitivity >= {sensitivity:.2f} on the validation split"

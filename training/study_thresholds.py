@@ -9,7 +9,9 @@ chosen at study level, separately from the slice thresholds:
   studies is >= ``sensitivity`` (0.95); the share of normal studies left unflagged at it is reported
   (target >= 0.90 "where the model allows": when it is lower, sensitivity keeps priority, it is a
   triage tool);
-- each subtype (which subtype the badge names once ``any`` is positive): the study-level F1 maximum.
+- each subtype (which subtype the badge names once ``any`` is positive): the study-level F1 maximum
+  (the lowest threshold among equal maxima), placed at the midpoint, in logit space, of the gap
+  between the lowest study score it flags and the highest it leaves unflagged (``f1_margin_threshold``).
 
 ``slicewise-train study-thresholds MODEL.onnx --data DIR --labels CSV [--write]`` runs an exported
 model through ONNX Runtime exactly as ``slicewise-train evaluate`` does, chooses the thresholds on those
@@ -26,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from training.metrics import roc_auc, threshold_f1, threshold_for_sensitivity
+from training.metrics import f1_optimum_gap, roc_auc, threshold_for_sensitivity
 from viewer.core.constants import RSNA_CLASSES
 
 log = logging.getLogger(__name__)
@@ -34,9 +36,11 @@ log = logging.getLogger(__name__)
 STUDY_SENSITIVITY = 0.95
 NORMAL_UNFLAGGED_TARGET = 0.90
 DECISION_CLASS = "any"
+_P_CLIP = 1e-12  # logits of probabilities at 0 or 1 (float32 saturation) stay finite
 STUDY_POLICY_TEXT = (
     "study level, on validation studies: `any` at the highest threshold with study sensitivity >= {sens:.2f} "
-    "(the decision); each subtype at the study-level F1 maximum (names the subtype once `any` is positive)"
+    "(the decision); each subtype at the study-level F1 maximum (lowest threshold among equal maxima), at "
+    "the logit-space midpoint of the score gap it leaves (names the subtype once `any` is positive)"
 )
 
 
@@ -50,10 +54,41 @@ def choose_study_thresholds(
     for k, name in enumerate(RSNA_CLASSES):
         if name == DECISION_CLASS:
             t = threshold_for_sensitivity(y[:, k], p[:, k], sensitivity)
+            out[name] = math.floor(t * 1e6) / 1e6  # rounded down: the chosen studies stay positive
         else:
-            t = threshold_f1(y[:, k], p[:, k])
-        out[name] = math.floor(t * 1e6) / 1e6  # rounded down: the chosen studies stay positive
+            out[name] = f1_margin_threshold(y[:, k], p[:, k])
     return out
+
+
+def _logit(p: float) -> float:
+    q = min(max(p, _P_CLIP), 1.0 - _P_CLIP)
+    return math.log(q / (1.0 - q))
+
+
+def f1_margin_threshold(y_true: np.ndarray, score: np.ndarray) -> float:
+    """The study-level F1 maximum with a margin on both sides: the midpoint, in logit space, of the gap
+    between the lowest study score flagged at the maximum and the highest score left unflagged (lowest
+    threshold among equal maxima), written with the fewest decimals (>= 6) that stay inside that gap.
+
+    Study probabilities of a sharply calibrated class crowd near 1: the top edge of the gap (the lowest
+    flagged score itself) leaves no margin for a new positive study, and rounding it down to 6 decimals
+    can pass the unflagged scores just below it, flagging negatives the F1 maximum had excluded.
+    0.5 when positives or negatives are absent (as ``threshold_f1``).
+    """
+    gap = f1_optimum_gap(y_true, score)
+    if gap is None:
+        return 0.5
+    flagged, unflagged = gap
+    if unflagged is None:  # every study flagged at the maximum: nothing below to keep a margin from
+        return math.floor(flagged * 1e6) / 1e6
+    mid = _logit(flagged) / 2 + _logit(unflagged) / 2
+    t = 1.0 / (1.0 + math.exp(-mid))
+    for decimals in range(6, 16):
+        scale = 10.0**decimals
+        rounded = math.floor(t * scale) / scale
+        if unflagged < rounded <= flagged:
+            return rounded
+    return t
 
 
 def study_decisions(study_probs: np.ndarray, thresholds: Mapping[str, float]) -> np.ndarray:
