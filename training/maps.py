@@ -38,7 +38,15 @@ from torch import nn
 from training.errors import ExportParityError
 from training.export import json_safe, read_metadata, rewrite_metadata, runtime_parity, write_onnx
 from training.model import ICHNet
-from training.seg import Best, dice_scores, end_epoch, masks_to_grid, seg_loss, study_fractions
+from training.seg import (
+    Best,
+    dice_scores,
+    end_epoch,
+    masks_to_grid,
+    seg_loss,
+    study_fractions,
+    warmup_cosine,
+)
 from training.synth import SUBTYPES, WIDE, SynthConfig, SynthStudy, render_study
 from training.train import load_checkpoint, model_from_checkpoint
 from viewer.core.constants import (
@@ -327,8 +335,7 @@ def train_maps(cfg: MapsConfig) -> tuple[Path, dict[str, Any]]:
             idx = np.sort(order[i * cfg.batch : (i + 1) * cfg.batch])
             frac = max(step / total_steps, (time.perf_counter() - t_train) / (deadline - t_train))
             for group in opt.param_groups:
-                warm = min(1.0, 20.0 * frac + 0.05)
-                group["lr"] = cfg.lr * warm * 0.5 * (1.0 + np.cos(np.pi * min(frac, 1.0)))
+                group["lr"] = cfg.lr * warmup_cosine(frac)
             target = torch.from_numpy(y_tr[idx].astype(np.float32) / 255.0)
             loss = seg_loss(decoder(_batch(f_tr, idx)), target)
             opt.zero_grad()

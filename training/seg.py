@@ -196,6 +196,13 @@ def lesion_crops(
     return xs, ys
 
 
+def warmup_cosine(frac: float) -> float:
+    """The learning-rate factor at ``frac`` (0..1) of a training budget: a linear warm-up over the first
+    5 % from 0.05, then cosine decay to 0 (the segmentation and localisation-map decoders' schedule)."""
+    frac = min(1.0, frac)
+    return min(1.0, 20.0 * frac + 0.05) * 0.5 * (1.0 + float(np.cos(np.pi * frac)))
+
+
 def seg_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """BCE with soft targets + (1 - soft Dice), the Dice per class over the batch and only for the
     classes present in it (an absent class's Dice would only push every pixel to 0; BCE covers it)."""
@@ -281,7 +288,7 @@ def train_segmentation(cfg: SegConfig) -> tuple[Path, dict[str, Any]]:
             # warm-up, then cosine decay over the time budget (the number of epochs is not known ahead)
             frac = min(1.0, (time.perf_counter() - t_train) / (deadline - t_train))
             for group in opt.param_groups:
-                group["lr"] = cfg.lr * min(1.0, 20.0 * frac + 0.05) * 0.5 * (1.0 + np.cos(np.pi * frac))
+                group["lr"] = cfg.lr * warmup_cosine(frac)
             loss = seg_loss(net(x), y)
             opt.zero_grad()
             loss.backward()
