@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,3 +19,18 @@ def _private_user_data(tmp_path_factory: pytest.TempPathFactory, monkeypatch: py
     monkeypatch.setenv("SLICEWISE_DATA_DIR", str(data))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(data / "config"))
     return data
+
+
+@pytest.fixture(autouse=True)
+def _collect_garbage_on_the_gui_thread(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Qt tests get the application as the app sets it up, garbage collection on the GUI thread included
+    (viewer.qt.gui_thread_gc); from then on every test gets its due collections here, since many do not
+    spin the event loop."""
+    if {"qtbot", "qapp"} & set(request.fixturenames):
+        from viewer.qt.app import create_application
+
+        create_application()
+    yield
+    module = sys.modules.get("viewer.qt.gui_thread_gc")
+    if module is not None:
+        module.collect_due()

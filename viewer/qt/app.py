@@ -17,6 +17,7 @@ from viewer.core.constants import APP_NAME, APP_ORG
 from viewer.core.dicom.isolated import warm_async as warm_decoders
 from viewer.core.paths import demo_study_dir
 from viewer.qt.ai import attach as attach_ai
+from viewer.qt.gui_thread_gc import collect_on_gui_thread
 from viewer.qt.main_window import MainWindow
 from viewer.qt.pacs import attach as attach_pacs
 from viewer.qt.results import attach as attach_results
@@ -42,13 +43,15 @@ def configure_logging(level: int = logging.INFO) -> None:
 
 
 def create_application(argv: Sequence[str] | None = None) -> QApplication:
-    """The QApplication (created once), pyqtgraph options and the dark theme."""
+    """The QApplication (created once), pyqtgraph options, the dark theme, and garbage collection on the
+    GUI thread (:mod:`viewer.qt.gui_thread_gc`)."""
     global _configured
     app = QApplication.instance()
     if app is None:
         app = QApplication([sys.argv[0] if sys.argv else APP_NAME, *(argv or [])])
     assert isinstance(app, QApplication)
     if not _configured:
+        collect_on_gui_thread()  # Qt objects in reference cycles are freed on this thread only
         app.setApplicationName(APP_NAME)
         app.setOrganizationName(APP_ORG)
         app.setWindowIcon(icon("slicewise"))
