@@ -107,6 +107,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     st.add_argument("--threads", type=int, default=2)
 
+    ca = sub.add_parser(
+        "calibrate",
+        help="refit a checkpoint's temperatures and thresholds on labelled studies it was never trained on",
+    )
+    ca.add_argument("checkpoint", type=Path)
+    ca.add_argument("--data", required=True, type=Path, help="validation studies never used in training")
+    ca.add_argument("--labels", required=True, type=Path)
+    ca.add_argument("--out", required=True, type=Path, help="the recalibrated checkpoint (then export it)")
+    ca.add_argument("--cache", type=Path, default=None, help="preprocessing cache (default: <out dir>/cache)")
+    ca.add_argument("--fitted-on", default="", help="where the studies come from (recorded in the metadata)")
+    ca.add_argument("--threads", type=int, default=1)
+
     tr = sub.add_parser(
         "trained-range",
         help="a model's trained_range (pixel spacing, thickness, field of view, matrix, slices) from its "
@@ -430,6 +442,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                 slice_policy=args.slice_policy,
             )
             print(json.dumps(json_safe(report), indent=2, allow_nan=False))
+        elif args.cmd == "calibrate":
+            from training.export import json_safe
+            from training.recalibrate import recalibrate_checkpoint
+
+            result = recalibrate_checkpoint(
+                args.checkpoint,
+                args.data,
+                args.labels,
+                out=args.out,
+                cache=args.cache or args.out.parent / "cache",
+                fitted_on=args.fitted_on,
+                threads=args.threads,
+            )
+            print(json.dumps(json_safe(result), indent=2, allow_nan=False))
+            print(f"wrote {args.out}; export it with `slicewise-train export`", file=sys.stderr)
         elif args.cmd == "trained-range":
             from training.trained_range import folder_range, write_trained_range
 

@@ -13,6 +13,15 @@ chosen at study level, separately from the slice thresholds:
   (the lowest threshold among equal maxima), placed at the midpoint, in logit space, of the gap
   between the lowest study score it flags and the highest it leaves unflagged (``f1_margin_threshold``).
 
+No threshold is degenerate: every one lies in the usable range [``P_USABLE_LO``, ``P_USABLE_HI``] =
+[0.01, 0.99]. The F1 maximum is taken over thresholds in that range only, on the scores the policy sees
+(the exported model's float32 study probabilities): scores above 0.99 count as 0.99, so a class whose
+probabilities crowd at 1 gets a threshold below 0.99 chosen from the validation studies, not 0.999999
+(which a new positive at 0.99998 would miss). ``any``: the highest threshold in range with the
+sensitivity asked. Documented fallback: a class with fewer than ``MIN_STUDY_POSITIVES`` (3) positive or
+negative validation studies has no usable F1 maximum and gets 0.5 (even odds of a calibrated
+probability); ``choose_study_thresholds_detail`` names the rule each class got.
+
 ``slicewise-train study-thresholds MODEL.onnx --data DIR --labels CSV [--write]`` runs an exported
 model through ONNX Runtime exactly as ``slicewise-train evaluate`` does, chooses the thresholds on those
 studies and, with ``--write``, rewrites only the model's metadata (weights untouched).
@@ -37,10 +46,17 @@ STUDY_SENSITIVITY = 0.95
 NORMAL_UNFLAGGED_TARGET = 0.90
 DECISION_CLASS = "any"
 _P_CLIP = 1e-12  # logits of probabilities at 0 or 1 (float32 saturation) stay finite
+P_USABLE_LO, P_USABLE_HI = 0.01, 0.99  # no study threshold outside this range (degenerate)
+MIN_STUDY_POSITIVES = 3  # per class, positive and negative validation studies for a data-chosen threshold
+FALLBACK_THRESHOLD = 0.5
+RULE_DATA = "data"
+RULE_FALLBACK = "fallback"
 STUDY_POLICY_TEXT = (
     "study level, on validation studies: `any` at the highest threshold with study sensitivity >= {sens:.2f} "
     "(the decision); each subtype at the study-level F1 maximum (lowest threshold among equal maxima), at "
-    "the logit-space midpoint of the score gap it leaves (names the subtype once `any` is positive)"
+    "the logit-space midpoint of the score gap it leaves (names the subtype once `any` is positive); every "
+    "threshold within [0.01, 0.99] (scores above 0.99 count as 0.99); a class with < 3 positive or negative "
+    "validation studies: 0.5"
 )
 
 
@@ -48,16 +64,30 @@ def choose_study_thresholds(
     study_labels: np.ndarray, study_probs: np.ndarray, sensitivity: float = STUDY_SENSITIVITY
 ) -> dict[str, float]:
     """(N, K) study labels (0/1) and study probabilities -> {class: study threshold}."""
+    return choose_study_thresholds_detail(study_labels, study_probs, sensitivity)[0]
+
+
+def choose_study_thresholds_detail(
+    study_labels: np.ndarray, study_probs: np.ndarray, sensitivity: float = STUDY_SENSITIVITY
+) -> tuple[dict[str, float], dict[str, str]]:
+    """({class: study threshold}, {class: rule}): ``"data"`` when chosen from the validation studies,
+    ``"fallback"`` when the class had fewer than ``MIN_STUDY_POSITIVES`` positive or negative studies."""
     y = np.asarray(study_labels) > 0.5
-    p = np.asarray(study_probs, dtype=np.float64)
+    p = np.clip(np.asarray(study_probs, dtype=np.float64), None, P_USABLE_HI)  # the usable range's top
     out: dict[str, float] = {}
+    rules: dict[str, str] = {}
     for k, name in enumerate(RSNA_CLASSES):
+        n_pos, n_neg = int(y[:, k].sum()), int((~y[:, k]).sum())
+        if n_pos < MIN_STUDY_POSITIVES or (name != DECISION_CLASS and n_neg < MIN_STUDY_POSITIVES):
+            out[name], rules[name] = FALLBACK_THRESHOLD, RULE_FALLBACK
+            continue
         if name == DECISION_CLASS:
             t = threshold_for_sensitivity(y[:, k], p[:, k], sensitivity)
-            out[name] = math.floor(t * 1e6) / 1e6  # rounded down: the chosen studies stay positive
+            t = math.floor(t * 1e6) / 1e6  # rounded down: the chosen studies stay positive
         else:
-            out[name] = f1_margin_threshold(y[:, k], p[:, k])
-    return out
+            t = f1_margin_threshold(y[:, k], p[:, k])
+        out[name], rules[name] = min(max(t, P_USABLE_LO), P_USABLE_HI), RULE_DATA
+    return out, rules
 
 
 def _logit(p: float) -> float:
@@ -204,9 +234,10 @@ def choose_for_model(
                 },
             )
             meta["thresholds"] = slice_thr
-    chosen = choose_study_thresholds(y, p, sensitivity)
+    chosen, rules = choose_study_thresholds_detail(y, p, sensitivity)
     report: dict[str, Any] = {
         "study_thresholds": chosen,
+        "study_threshold_rules": rules,
         "at_chosen": study_operating_point(y, p, chosen),
         "at_slice_thresholds": study_operating_point(y, p, meta["thresholds"]),
         "target": {"sensitivity": sensitivity, "normal_unflagged_share": NORMAL_UNFLAGGED_TARGET},

@@ -309,3 +309,46 @@ def test_evaluate_shift_reports_each_shift_and_model(
     assert "Preprocessing version 2" in text and "temperature" in text
     assert main(["evaluate", str(model), "--shift", "fog"]) == 2
     assert main(["evaluate", str(model)]) == 2  # neither --data nor --shift
+
+
+def test_calibrate_command_refits_temperatures_on_fresh_studies(
+    run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], tiny_data: tuple[Path, Path]
+) -> None:
+    # issue 10: temperatures refitted on validation studies of the claimed range, thresholds re-chosen
+    # on them, the previous calibration kept; the exported graph applies the new temperatures
+    from training.calibration import T_MAX, T_MIN
+    from training.cli import main
+    from training.study_thresholds import FALLBACK_THRESHOLD, P_USABLE_HI, P_USABLE_LO
+
+    data, labels = tiny_data
+    out = tmp_path / "recal.pt"
+    argv = ["calibrate", str(run / "checkpoint.pt"), "--data", str(data), "--labels", str(labels)]
+    assert main([*argv, "--out", str(out), "--fitted-on", "six tiny studies"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    before, ckpt = load_checkpoint(run / "checkpoint.pt"), load_checkpoint(out)
+    assert ckpt["calibration_history"][-1]["calibration"] == before["calibration"]
+    cal = ckpt["calibration"]
+    assert cal["fitted_on"] == "six tiny studies" and result["after"]["n_studies"] == 6
+    for key in ("temperatures", "study_temperatures"):
+        assert set(cal[key]) == set(RSNA_CLASSES)
+        assert all(T_MIN < t < T_MAX for t in cal[key].values())
+    state = ckpt["model"]
+    assert state["head.study_temperature"].tolist() == pytest.approx(
+        [cal["study_temperatures"][c] for c in RSNA_CLASSES], abs=1e-4
+    )
+    for c, t in ckpt["study_thresholds"].items():
+        assert t == FALLBACK_THRESHOLD or P_USABLE_LO <= t <= P_USABLE_HI, c
+    # same weights: the exported model ranks the studies as the original does, class by class
+    a, b = tmp_path / "a.onnx", tmp_path / "b.onnx"
+    export_checkpoint(run / "checkpoint.pt", a, parity=False)
+    export_checkpoint(out, b, parity=False)
+    assert read_metadata(b)["calibration"]["study_temperatures"] == cal["study_temperatures"]
+    ma, mb = load_onnx(a, threads=1), load_onnx(b, threads=1)
+    ref = find_series(data)[0]
+    hu = ref.read_hu()
+    (sa, _, _), (sb, _, _) = ma.predict(hu, ref.geometry), mb.predict(hu, ref.geometry)
+    for k, c in enumerate(RSNA_CLASSES):
+        ta, tb = before["calibration"]["temperatures"][c], cal["temperatures"][c]
+        la = np.log(sa[:, k] / (1 - sa[:, k])) * ta
+        lb = np.log(sb[:, k] / (1 - sb[:, k])) * tb
+        assert lb == pytest.approx(la, abs=2e-3 * max(1.0, float(np.abs(la).max())))

@@ -8,7 +8,15 @@ from pathlib import Path
 import numpy as np
 
 from tests.core.inference_models import build_model
-from training.study_thresholds import choose_study_thresholds, study_operating_point, write_study_thresholds
+from training.study_thresholds import (
+    FALLBACK_THRESHOLD,
+    P_USABLE_HI,
+    P_USABLE_LO,
+    choose_study_thresholds,
+    choose_study_thresholds_detail,
+    study_operating_point,
+    write_study_thresholds,
+)
 from viewer.core.constants import RSNA_CLASSES
 
 K = len(RSNA_CLASSES)
@@ -61,16 +69,38 @@ def _subtype_case(pos: list[float], neg: list[float], k: int = 2) -> tuple[np.nd
     return y, p
 
 
-def test_saturated_subtype_threshold_keeps_the_negatives_it_excluded_unflagged() -> None:
-    # study probabilities of a sharply calibrated class crowd near 1 (float32 steps of 6e-8 there): the F1
-    # maximum flags the three positives and excludes the negative just below them; the threshold written
-    # must do the same (rounding the lowest flagged score down to 6 decimals used to flag that negative)
+def test_saturated_subtype_threshold_is_never_degenerate() -> None:
+    # issue 10: study probabilities of an over-sharpened class crowd at 1 (float32: 1.0, 0.99999994, ...);
+    # the threshold used to follow them to 0.9999995 (0.999999 before), so a new positive at 0.9999 was
+    # never named. Scores above 0.99 now count as 0.99 and the F1 maximum is chosen on those scores
     pos = [1.0, 0.99999994, 0.9999997, 0.2]
     neg = [0.9999993, 0.9, 0.01, 0.001]
     y, p = _subtype_case(pos, neg)
-    thr = choose_study_thresholds(y, p)["intraparenchymal"]
-    assert 0.9999993 < thr <= 0.9999997
-    assert ((p[:, 2] >= thr) == np.array([1, 1, 1, 0, 0, 0, 0, 0], bool)).all()
+    thr, rules = choose_study_thresholds_detail(y, p)
+    t = thr["intraparenchymal"]
+    assert P_USABLE_LO <= t <= P_USABLE_HI and rules["intraparenchymal"] == "data"
+    # at most 0.99, the top three count alike; F1 is highest flagging all four positives (2 FP): (0.01, 0.2]
+    assert 0.01 < t <= 0.2
+    assert ((p[:, 2] >= t) == np.array([1, 1, 1, 1, 1, 1, 0, 0], bool)).all()
+
+
+def test_saturated_gap_at_the_top_gives_a_threshold_inside_the_usable_range() -> None:
+    # the v2b case: positives at 1.0, negatives with other bleeds at 0.9999 and below; the best usable
+    # threshold flags everything at 0.99 or above and lies below 0.99, never 0.999999
+    pos = [1.0, 1.0, 1.0, 0.99999958]
+    neg = [0.9999, 0.99976, 0.3, 0.2, 0.1, 0.01, 0.002, 0.001]
+    y, p = _subtype_case(pos, neg)
+    t = choose_study_thresholds(y, p)["intraparenchymal"]
+    assert 0.3 < t <= P_USABLE_HI
+    assert all(q >= t for q in pos)
+
+
+def test_class_without_usable_positives_falls_back_to_even_odds() -> None:
+    # two positive studies cannot place an F1 maximum: the documented fallback 0.5
+    y, p = _subtype_case([0.999, 0.98], [0.7, 0.2, 0.1, 0.05], k=1)
+    thr, rules = choose_study_thresholds_detail(y, p)
+    assert thr["epidural"] == FALLBACK_THRESHOLD == 0.5 and rules["epidural"] == "fallback"
+    assert rules["any"] == "data"  # every study is `any`-positive here
 
 
 def test_subtype_threshold_leaves_a_margin_on_both_sides_of_the_f1_gap() -> None:
@@ -83,8 +113,8 @@ def test_subtype_threshold_leaves_a_margin_on_both_sides_of_the_f1_gap() -> None
 
 
 def test_subtype_ties_prefer_the_lower_threshold_that_finds_more_positives() -> None:
-    # F1 = 2/3 both when flagging only the study at 0.9 (1 TP) and when flagging down to 0.6 (2 TP, 2 FP):
-    # a triage tool names the subtype in both positive studies
-    y, p = _subtype_case([0.9, 0.6], [0.8, 0.7, 0.1], k=3)
+    # F1 = 2/3 both when flagging down to 0.9 (2 TP) and when flagging down to 0.6 (3 TP, 2 FP):
+    # a triage tool names the subtype in the three positive studies
+    y, p = _subtype_case([0.95, 0.9, 0.6, 0.005], [0.8, 0.7, 0.1, 0.05, 0.03, 0.01], k=3)
     thr = choose_study_thresholds(y, p)["intraventricular"]
     assert 0.1 < thr <= 0.6
