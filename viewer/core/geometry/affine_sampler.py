@@ -13,8 +13,12 @@ every image row in one slice at the same in-slice points: their cells and weight
 table and each row is a bilinear pass over it.
 
 numba compiles the loop on first use (once per volume dtype, cached on disk), lazily on the reslice
-thread; where numba is missing or fails, :func:`sample_affine` returns None and the numpy path runs.
-Large jobs are split by rows over a small thread pool (the loop releases the GIL).
+thread, by sampling a 3x3x3 volume of that dtype; where numba is missing, or that first compiled call fails
+(a numba or LLVM error, numba's ``NUMBA_DISABLE_JIT`` switch, ...), one warning is logged, the compiled
+sampler stays off for the session and :func:`sample_affine` returns None: the numpy path runs.
+Large jobs are split by rows over at most two threads (the loop releases the GIL): a thread pool rather
+than numba's ``prange``, whose default threading layer aborts the process when two threads (two MPR
+viewports reslicing at once) enter parallel code together.
 """
 
 from __future__ import annotations
@@ -34,7 +38,8 @@ log = logging.getLogger(__name__)
 
 SPLIT_SAMPLES = 400_000  # samples per thread-pool job; smaller jobs run on the calling thread
 JOB_TIMEOUT_S = 60.0
-_THREADS = max(1, min(4, os.cpu_count() or 1))
+_THREADS = max(1, min(2, os.cpu_count() or 1))
+MAX_VOXELS = 2**31 - 2**24  # the kernel's cell offsets are int32 (gather lanes)
 
 
 class Reduce(IntEnum):
@@ -49,6 +54,7 @@ Kernel = Callable[..., None]
 _lock = threading.Lock()
 _kernel: Kernel | None = None
 _failed = False
+_ready: set[str] = set()  # volume dtypes the kernel compiled (and ran) for
 _pool: ThreadPoolExecutor | None = None
 
 
@@ -73,6 +79,35 @@ def kernel() -> Kernel | None:
         return _kernel
 
 
+def _compiled_for(run: Kernel, dtype: np.dtype) -> bool:
+    """Whether ``run`` works for volumes of ``dtype``: compiled (or loaded from the disk cache) and checked by
+    sampling the centre of a 3x3x3 volume on the calling thread, once per dtype. A failure (typing, lowering
+    or LLVM error, or numba running uncompiled) turns the compiled sampler off for the session, with one
+    warning."""
+    global _failed
+    key = dtype.str
+    with _lock:
+        if _failed:
+            return False
+        if key in _ready:
+            return True
+        try:
+            probe = np.arange(27, dtype=dtype).reshape(3, 3, 3)
+            out = np.empty((1, 1), dtype=np.float32)
+            half = np.full(3, 0.5)
+            run(probe.reshape(-1), np.array(probe.shape, dtype=np.int64), half, half, half, half, 2,
+                int(Reduce.MEAN), 0.0, out, 0, 1)
+            if not abs(float(out[0, 0]) - 9.75) < 1e-3:  # value 9k + 3j + i: (6.5 at 0.5 + 13 at 1) / 2
+                raise ArithmeticError(f"probe sampled {float(out[0, 0])!r}")
+        except Exception as exc:  # any compile or run failure: the numpy path works
+            _failed = True
+            log.warning("Compiled oblique sampler failed on first use (%s): numpy path from now on",
+                        type(exc).__name__)
+            return False
+        _ready.add(key)
+        return True
+
+
 def _executor() -> ThreadPoolExecutor:
     global _pool
     with _lock:
@@ -94,14 +129,17 @@ def sample_affine(
 ) -> np.ndarray | None:
     """``out[r, c]`` = ``mode`` over ``m < n_planes`` of the volume, trilinear, at voxel coordinates
     ``v0 + r*d_row + c*d_col + m*d_n`` (``fill`` outside the volume), float32; None without the kernel or
-    for a volume it cannot read in place (not C-contiguous, fewer than 2 voxels along an axis)."""
+    for a volume it cannot read in place (not C-contiguous, fewer than 2 voxels along an axis, over
+    ``MAX_VOXELS`` voxels)."""
     if volume.ndim != 3 or not volume.flags.c_contiguous or min(volume.shape) < 2 or n_planes < 1:
+        return None
+    if volume.size > MAX_VOXELS:
         return None
     dtype = volume.dtype
     if dtype.kind not in "iuf" or not dtype.isnative or (dtype.kind == "f" and dtype.itemsize < 4):
         return None  # bool, complex, float16, big-endian: the numpy path reads those
     run = kernel()
-    if run is None:
+    if run is None or not _compiled_for(run, dtype):
         return None
     rows, cols = size
     out = np.empty((rows, cols), dtype=np.float32)

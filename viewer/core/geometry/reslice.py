@@ -86,12 +86,26 @@ def normal_step(geom: StackGeometry, plane: Plane) -> float:
     return float(min(dr, dc, geom.slice_spacing))
 
 
+def slab_step(geom: StackGeometry, plane: Plane) -> float:
+    """Step (mm) between a slab's planes: :func:`normal_step` for a normal along a stack axis (one voxel);
+    for an oblique normal, one voxel along the axis the normal crosses fastest (``1 / max |n_voxels|``, the
+    normal in voxels per mm): every step advances at most one voxel along every axis, the voxel grid's own
+    sampling rate, so no voxel layer the slab crosses is stepped over (a 10 mm slab on the coronal plane
+    turned 30° then 20°, at 0.488 mm pixels and 1 mm slices: 0.600 mm, 17 planes; the finest spacing,
+    used before, gave 21). Stacks no single affine describes keep the finest spacing."""
+    n = np.asarray(plane.normal)
+    axes = (geom.row_dir, geom.col_dir, geom.normal)
+    if not geom.is_affine or any(abs(abs(float(np.dot(a, n))) - 1.0) < ALIGN_TOLERANCE for a in axes):
+        return normal_step(geom, plane)
+    return float(1.0 / np.max(np.abs(np.linalg.inv(geom.affine)[:3, :3] @ n)))
+
+
 def slab_offsets(geom: StackGeometry, plane: Plane, slab: Slab | None) -> np.ndarray:
-    """Offsets (mm) along the normal of the planes a slab combines: whole voxel steps centred on the
-    plane, every one within +-thickness/2 (a 10 mm slab at 0.49 mm spacing combines 21 planes)."""
+    """Offsets (mm) along the normal of the planes a slab combines: steps of :func:`slab_step` centred on
+    the plane, every one within +-thickness/2 (a 10 mm axial slab at 1 mm slices combines 11 planes)."""
     if slab is None or slab.thickness_mm <= 0:
         return np.zeros(1)
-    step = normal_step(geom, plane)
+    step = slab_step(geom, plane)
     half = math.floor(slab.thickness_mm / (2 * step) + 1e-6)
     return np.arange(-half, half + 1, dtype=float) * step
 
