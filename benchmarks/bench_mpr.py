@@ -3,7 +3,8 @@ the crosshair in the axial view, and then 20° about the slices' row axis into d
 10 mm slab MIPs (also MIP, MinIP and average on the single- and double-oblique coronal plane), against the
 baselines a user would write, on a 512x512x300 volume (issue 12 targets: <= 15 ms and <= 25 ms medians).
 
-Run: ``.venv/bin/python benchmarks/bench_mpr.py [--rounds 25]``. Each round moves the crosshair to a new
+Run: ``.venv/bin/python benchmarks/bench_mpr.py [--rounds 25] [--only TEXT]`` (``--only``: the groups whose
+name contains TEXT, e.g. ``--only double-oblique``). Each round moves the crosshair to a new
 random voxel and runs every method once, in rotating order (interleaved), so machine load hits all alike;
 medians per method and the ratio baseline / ours are printed. Outputs are checked equal first (same values,
 same dtype) so the comparison is like for like.
@@ -20,7 +21,7 @@ Baselines:
   ``scipy.ndimage.map_coordinates(order=1)`` (one call per slab plane, combined by np.maximum /
   np.minimum / a float32 sum), the general approach.
 
-The slow methods of the oblique slabs (numpy path and map_coordinates, 21 planes each) run every fifth
+The slow methods of the oblique slabs (numpy path and map_coordinates, 17 planes each) run every fifth
 round. The load average is printed: the figures are only comparable within one run.
 """
 
@@ -124,7 +125,7 @@ def numpy_path(fn: Callable[[], tuple[np.ndarray, ...]]) -> tuple[np.ndarray, ..
         affine_sampler.kernel = saved
 
 
-def run(rounds: int) -> None:
+def run(rounds: int, only: str = "") -> None:
     straight, tilted = make_geometry(), make_geometry(TILT_DEG)
     vols = {"int16": make_volume(np.int16), "float32": make_volume(np.float32)}
     half = int(SLAB_MM / 2 / PIXEL)
@@ -290,6 +291,7 @@ def run(rounds: int) -> None:
             int(rng.integers(half + 20, SHAPE[2] - half - 20)),
         )
 
+    methods = {name: m for name, m in methods.items() if only in m[1]}
     # like for like: same pixels, same dtype
     k, j, i = crosshair()
     groups: dict[str, list[str]] = {}
@@ -304,6 +306,11 @@ def run(rounds: int) -> None:
                 if "oblique" in group:  # border pixels within 1/1000 voxel of the volume's edge: taken as
                     # the edge voxel here, given the fill value by map_coordinates (< 0.5 % of the pixels)
                     diff = np.abs(a.astype(np.float64) - b)
+                    if "before" in name:  # the numpy path takes in-slice points within 1/1000 voxel of a
+                        # voxel line as on it: up to ~1 HU off on this volume's steep edges (ours and
+                        # map_coordinates interpolate them; tests/core/test_slab_kernel.py's reference too)
+                        assert np.mean(diff > 1.0) < 0.005, (name, np.mean(diff > 1.0))
+                        continue
                     assert np.mean(diff > 1e-2) < 0.005, (name, np.mean(diff > 1e-2))
                     continue
                 atol = 1e-2 if "tilted" in group else 1e-3
@@ -318,7 +325,7 @@ def run(rounds: int) -> None:
         order = names[r % len(names) :] + names[: r % len(names)]
         for name in order:
             if name in slow and r % 5:
-                continue  # 21 planes resliced per run: every fifth round is enough for a median
+                continue  # 17 planes resliced per run: every fifth round is enough for a median
             t = time.perf_counter()
             methods[name][0](k, j, i)
             times[name].append(time.perf_counter() - t)
@@ -339,7 +346,9 @@ def run(rounds: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=25)
-    run(parser.parse_args().rounds)
+    parser.add_argument("--only", default="", help="only the groups whose name contains this text")
+    args = parser.parse_args()
+    run(args.rounds, args.only)
 
 
 if __name__ == "__main__":

@@ -16,9 +16,10 @@ numba compiles the loop on first use (once per volume dtype, cached on disk), la
 thread, by sampling a 3x3x3 volume of that dtype; where numba is missing, or that first compiled call fails
 (a numba or LLVM error, numba's ``NUMBA_DISABLE_JIT`` switch, ...), one warning is logged, the compiled
 sampler stays off for the session and :func:`sample_affine` returns None: the numpy path runs.
-Large jobs are split by rows over at most two threads (the loop releases the GIL): a thread pool rather
-than numba's ``prange``, whose default threading layer aborts the process when two threads (two MPR
-viewports reslicing at once) enter parallel code together.
+Large jobs are split by rows over at most two threads (the loop releases the GIL): the calling thread and
+one pool thread take blocks of rows in turn, so a thread that gets less CPU on a loaded machine takes
+fewer blocks. A thread pool rather than numba's ``prange``, whose default threading layer aborts the
+process when two threads (two MPR viewports reslicing at once) enter parallel code together.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ log = logging.getLogger(__name__)
 
 SPLIT_SAMPLES = 400_000  # samples per thread-pool job; smaller jobs run on the calling thread
 JOB_TIMEOUT_S = 60.0
+BLOCKS_PER_THREAD = 8  # row blocks per thread of a split job (taken in turn, see sample_affine)
 _THREADS = max(1, min(2, os.cpu_count() or 1))
 MAX_VOXELS = 2**31 - 2**24  # the kernel's cell offsets are int32 (gather lanes)
 
@@ -112,7 +114,7 @@ def _executor() -> ThreadPoolExecutor:
     global _pool
     with _lock:
         if _pool is None:
-            _pool = ThreadPoolExecutor(_THREADS, thread_name_prefix="reslice-rows")
+            _pool = ThreadPoolExecutor(max(1, _THREADS - 1), thread_name_prefix="reslice-rows")
         return _pool
 
 
@@ -155,13 +157,23 @@ def sample_affine(
         float(fill),
         out,
     )
-    jobs = min(_THREADS, max(1, (rows * cols * n_planes) // SPLIT_SAMPLES), rows)
-    if jobs == 1:
+    threads = min(_THREADS, max(1, (rows * cols * n_planes) // SPLIT_SAMPLES), rows)
+    if threads == 1:
         run(*args, 0, rows)
         return out
-    bounds = np.linspace(0, rows, jobs + 1).astype(int)
+    # the calling thread and (threads - 1) pool threads take row blocks in turn from one counter: on a
+    # loaded machine a thread that gets less CPU takes fewer blocks instead of holding up the image
+    bounds = np.linspace(0, rows, min(rows, threads * BLOCKS_PER_THREAD) + 1).astype(int)
+    blocks = itertools.count()
+
+    def work() -> None:
+        while (b := next(blocks)) < len(bounds) - 1:
+            run(*args, int(bounds[b]), int(bounds[b + 1]))
+
     pool = _executor()
-    futures = [pool.submit(run, *args, int(a), int(b)) for a, b in itertools.pairwise(bounds)]
-    for future in futures:
-        future.result(timeout=JOB_TIMEOUT_S)
+    helpers = [pool.submit(work) for _ in range(threads - 1)]
+    work()
+    for future in helpers:
+        if not future.cancel():  # not started yet (the pool busy with another image's blocks): not needed
+            future.result(timeout=JOB_TIMEOUT_S)
     return out
