@@ -7,6 +7,9 @@ along a row (``v[o]``, ``v[o + 1]``) is one 32-bit gather lane of an int16 volum
 split into its two values, and the 7 linear blends (along i, then j, then k, as the scalar ``cell``) run on
 8 float32 lanes. Emitted only where the CPU has AVX2 (:func:`available`): elsewhere the target intrinsic
 could not be selected, and the scalar loop runs.
+
+numba's disk cache of the kernel is checked against ``affine_kernel.py``'s time stamp only: after changing
+this module, touch that file (or remove its ``__pycache__``) so the kernel is compiled again.
 """
 
 from __future__ import annotations
