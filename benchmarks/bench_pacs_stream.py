@@ -137,8 +137,11 @@ def main() -> int:
                     sizes[:] = seen
                 win.close()
                 app.processEvents()
-                for folder in pacs.cache.root.iterdir():
-                    shutil.rmtree(folder)
+                for entry in pacs.cache.root.iterdir():  # the cache empty again (studies and index)
+                    if entry.is_dir():
+                        shutil.rmtree(entry)
+                    else:
+                        entry.unlink()
                 return finished[0] - start, loaded, cpu, in_update[0]
 
             variants = {"streaming": True, "first image only (before)": False}

@@ -268,11 +268,19 @@ def test_a_retrieved_series_streams_into_the_preview(
 ) -> None:
     """While a series arrives the preview grows (sorted by position, the window showing each size), the
     reader's slice kept by position across each update and into the loaded series. The 0.5 s throttle
-    is off here (the demo series arrives in a fraction of a second); the GUI-thread gate stays."""
+    is off here (the demo series arrives in a fraction of a second) and the retrieve's thread waits, at
+    each instance, until the window has taken the last preview (the job's own gate then lets the next
+    one go), so every size is seen whatever the machine's speed."""
+    import threading
+
+    from PySide6.QtCore import QTimer
+
     import viewer.qt.workers as workers
     from viewer.core.geometry.stack import slice_position_mm
 
     monkeypatch.setattr(workers, "PREVIEW_INTERVAL_S", 0.0)
+    monkeypatch.setattr(workers, "PROGRESS_INTERVAL_S", 0.0)
+    taken = threading.Event()  # set once the window's slot for the last preview has returned
     pacs = controller(window)
     _select_series(qtbot, window, orthanc)
     n = len(orthanc.demo_files)
@@ -290,6 +298,11 @@ def test_a_retrieved_series_streams_into_the_preview(
     def first(stack: Stack) -> None:  # after the controller's slot: the window shows it
         sizes.append(len(stack))
         places.append(here())
+        QTimer.singleShot(0, taken.set)  # after the job's own handler has returned too
+
+    def arrived(done: int, _total: int) -> None:  # in the retrieve's thread, before its next preview
+        if done >= 2 and taken.wait(WAIT_MS / 1000):
+            taken.clear()
 
     def grown(stack: Stack, arrived: int, expected: int) -> None:
         sizes.append(len(stack))
@@ -304,6 +317,7 @@ def test_a_retrieved_series_streams_into_the_preview(
             problems.append(f"status {window.statusBar().currentMessage()!r}")
         view.set_index(len(stack) // 3)  # the reader scrolls (the loaded series would open at slice 0)
         places.append(here())
+        QTimer.singleShot(0, taken.set)
 
     with qtbot.waitSignal(window.load_finished, timeout=WAIT_MS):
         pacs.panel.btn_retrieve.click()
@@ -311,9 +325,10 @@ def test_a_retrieved_series_streams_into_the_preview(
         assert job is not None
         job.first_image.connect(first)
         job.preview_grown.connect(grown)
+        job.progress.connect(arrived, Qt.ConnectionType.DirectConnection)
     assert not problems, problems
-    # the first image, then at least one bigger preview; the last holds the whole series
-    assert sizes[0] == 1 and len(sizes) >= 2 and sizes == sorted(set(sizes)) and sizes[-1] == n, sizes
+    # the first image, then a preview one instance bigger each time; the last holds the whole series
+    assert sizes == list(range(1, n + 1)), sizes
     loaded = window.current_stack()
     assert loaded is not None and len(loaded) == n and window._preview is None
     assert abs(here() - places[-1]) < 1e-6  # the loaded series opened where the reader was

@@ -32,7 +32,7 @@ def test_a_growing_preview_keeps_the_readers_slice_window_and_zoom(qtbot: QtBot,
     window = make_window(qtbot)
     view = window.view
     early = _preview_of([paths[6], paths[8], paths[7]], series_uid)  # arrived out of order
-    assert window.show_preview(early, "First image")
+    assert window.show_preview(early, "First image", keep_place=True)
     view.set_index(2)  # the reader scrolls to z = 24 mm (slice 8 of the series)
     assert view.current_data() is not None and view.current_data()[0, 0] == 8
     (x0, x1), (y0, y1) = view.vb.viewRange()

@@ -131,6 +131,12 @@ Segment = tuple[tuple[float, float], tuple[float, float]]  # a reference line's 
 TAG_DOCK_MIN_PX = 440  # the tag dock's width when it opens narrower: Tag, Name, VR and a readable Value
 
 
+# A preview is replaced soon (the loaded study, or a grown preview while a retrieve streams in): a small
+# slice cache, so its background prefetch reads about a dozen 512x512 slices around the shown one, not 96
+# (measured: a 300-slice retrieve streaming into its preview took 1.6x the CPU of the first image only
+# with the whole prefetch; see benchmarks/bench_pacs_stream.py).
+PREVIEW_CACHE_BYTES = 8 * 1024**2
+
 class MainWindow(QMainWindow):
     stack_shown = Signal(object)
     slice_changed = Signal(int)
@@ -180,6 +186,7 @@ class MainWindow(QMainWindow):
         self._help: KeyboardHelp | None = None
         self._closed = False  # set by closeEvent: queued worker results are then dropped
         self._preview: StackVolume | None = None  # the first files of a folder still being scanned
+        self._preview_keeps_place = False  # the loaded series opens at the preview's slice
         self._panels_state: QByteArray | None = None  # the docks as they were before "Image only"
 
         # the tag browser follows scrolling once it pauses
@@ -1336,13 +1343,16 @@ class MainWindow(QMainWindow):
         replaces it when the scan ends (or the view empties if it finds nothing)."""
         self.show_preview(stack, f"Preview of the first {len(stack)} files while the rest are scanned…")
 
-    def show_preview(self, stack: Stack, message: str) -> bool:
+    def show_preview(self, stack: Stack, message: str, *, keep_place: bool = False) -> bool:
         """Show ``stack`` (not added to the browser) with ``message`` in the status bar while the viewer
         shows nothing else, until the next load ends or :meth:`end_preview`; False when something is
-        shown already (a preview never replaces what the reader is looking at)."""
+        shown already (a preview never replaces what the reader is looking at). ``keep_place``: the
+        loaded series opens at the preview's slice (a retrieve's preview, which the reader may have
+        scrolled for a while), not at its first slice."""
         if self._closed or self._preview is not None or any(r is not None for r in self._rendered):
             return False
-        self._preview = StackVolume(stack)
+        self._preview_keeps_place = keep_place
+        self._preview = StackVolume(stack, cache_bytes=PREVIEW_CACHE_BYTES)
         self.view.set_volume(self._preview, StackContext(stack), index=len(stack) // 2)
         self.show_status(message, 0)
         return True
@@ -1356,7 +1366,7 @@ class MainWindow(QMainWindow):
         views = [v for v in self.grid.views() if old is not None and v.volume is old]
         if self._closed or old is None or not views or not stack.slices:
             return False
-        self._preview = volume = StackVolume(stack)
+        self._preview = volume = StackVolume(stack, cache_bytes=PREVIEW_CACHE_BYTES)
         context = StackContext(stack)
         for view in views:
             shown = view.context.stack if view.context is not None else stack
@@ -1369,7 +1379,9 @@ class MainWindow(QMainWindow):
         """(series UID, position along the normal in mm) of the active view's slice when it shows the
         preview: the loaded series opens there (the reader's place kept)."""
         view = self.view
-        if self._preview is None or view.volume is not self._preview or view.context is None:
+        if not self._preview_keeps_place or self._preview is None or view.volume is not self._preview:
+            return None
+        if view.context is None:
             return None
         stack = view.context.stack
         position = slice_position_mm(stack, view.index) if stack.slices else None

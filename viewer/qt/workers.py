@@ -281,7 +281,8 @@ class PacsRetrieveJob(PacsCallJob):
     ``preview_grown`` (Stack, instances of the series arrived, instances expected or 0) a sorted Stack of
     every instance of the series arrived so far, at most every :data:`PREVIEW_INTERVAL_S` and only once
     the GUI thread has returned from the previous one (a busy window is never flooded), and once more
-    when the series is complete. :meth:`stop_preview` (the window shows something else) ends them."""
+    when the series is complete and other series follow. :meth:`stop_preview` (the window shows
+    something else) ends them."""
 
     first_image = Signal(object)  # Stack
     preview_grown = Signal(object, int, int)  # Stack, instances arrived, instances expected (0: unknown)
@@ -375,8 +376,10 @@ class PacsRetrieveJob(PacsCallJob):
             reports.append(report)
             if report.cancelled:
                 break
-            if preview is not None and s.series_uid == preview.series_uid:
-                offer(complete=True)  # the whole series while the rest of the study arrives (or loads)
+            if preview is not None and s.series_uid == preview.series_uid and s is not series[-1]:
+                # the whole series while the rest of the study arrives (after the last series the
+                # loaded study follows at once: its headers are not read twice)
+                offer(complete=True)
         return reports
 
 

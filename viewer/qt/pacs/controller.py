@@ -431,7 +431,9 @@ class PacsController(QObject):
         """Show the first image of a retrieve at once (when the viewer shows nothing yet); its series
         grows in as it arrives (:meth:`_preview_grown`) and the whole study replaces it once it has
         arrived and loaded."""
-        if not self.window.show_preview(stack, "First image of the study while the rest arrives…"):
+        if not self.window.show_preview(
+            stack, "First image of the study while the rest arrives…", keep_place=True
+        ):
             self._stop_preview()  # the reader is looking at something else: no more previews
 
     def _preview_grown(self, stack: Stack, arrived: int, expected: int) -> None:
