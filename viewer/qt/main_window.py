@@ -137,6 +137,7 @@ TAG_DOCK_MIN_PX = 440  # the tag dock's width when it opens narrower: Tag, Name,
 # with the whole prefetch; see benchmarks/bench_pacs_stream.py).
 PREVIEW_CACHE_BYTES = 8 * 1024**2
 
+
 class MainWindow(QMainWindow):
     stack_shown = Signal(object)
     slice_changed = Signal(int)
