@@ -15,6 +15,7 @@ from pytestqt.qtbot import QtBot
 
 from tests.pacs.conftest import Loaded, controller, dimse_node, web_node
 from tests.pacs.orthanc import PASSWORD, USER, free_port
+from viewer.core.dicom.model import LoadReport, Stack
 from viewer.core.pacs import DicomWebClient, StudyQuery
 from viewer.core.pacs.models import RetrieveReport, SeriesMatch
 from viewer.core.pacs.secrets import FileSecretStore, SecretBackend
@@ -236,10 +237,12 @@ def test_closing_the_window_mid_retrieve_stops_the_job(
     assert job.is_cancelled() and job.wait(WAIT_MS) and not job.is_running()
 
 
-def test_cancel_mid_retrieve_stops_it(qtbot: QtBot, window: MainWindow, orthanc: Loaded) -> None:
+def test_cancel_mid_retrieve_stops_it_and_keeps_what_arrived(
+    qtbot: QtBot, window: MainWindow, orthanc: Loaded
+) -> None:
     pacs = controller(window)
     _select_series(qtbot, window, orthanc)
-    opened: list[object] = []
+    opened: list[LoadReport] = []
     window.load_finished.connect(opened.append)
     with qtbot.waitSignal(pacs.retrieve_finished, timeout=WAIT_MS) as finished:
         pacs.panel.btn_retrieve.click()
@@ -253,8 +256,82 @@ def test_cancel_mid_retrieve_stops_it(qtbot: QtBot, window: MainWindow, orthanc:
     assert 1 <= len(reports[0].instances) < len(orthanc.demo_files)
     assert pacs.panel.status.text().startswith("Retrieve cancelled")
     assert not pacs.panel.btn_cancel.isEnabled()
-    qtbot.wait(100)
-    assert opened == [] and not window.is_loading()
+    # what arrived before the cancel stays on screen: it opens as far as it got
+    qtbot.waitUntil(lambda: bool(opened), timeout=WAIT_MS)
+    (stack,) = opened[0].all_stacks()
+    assert len(stack) == len(reports[0].instances) and window.current_stack() is not None
+    assert window._preview is None and not window.is_loading()
+
+
+def test_a_retrieved_series_streams_into_the_preview(
+    qtbot: QtBot, window: MainWindow, orthanc: Loaded, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While a series arrives the preview grows (sorted by position, the window showing each size), the
+    reader's slice kept by position across each update and into the loaded series. The 0.5 s throttle
+    is off here (the demo series arrives in a fraction of a second) and the retrieve's thread waits, at
+    each instance, until the window has taken the last preview (the job's own gate then lets the next
+    one go), so every size is seen whatever the machine's speed."""
+    import threading
+
+    from PySide6.QtCore import QTimer
+
+    import viewer.qt.workers as workers
+    from viewer.core.geometry.stack import slice_position_mm
+
+    monkeypatch.setattr(workers, "PREVIEW_INTERVAL_S", 0.0)
+    monkeypatch.setattr(workers, "PROGRESS_INTERVAL_S", 0.0)
+    taken = threading.Event()  # set once the window's slot for the last preview has returned
+    pacs = controller(window)
+    _select_series(qtbot, window, orthanc)
+    n = len(orthanc.demo_files)
+    view = window.view
+    places: list[float] = []  # the reader's position (mm) before each update
+    sizes: list[int] = []
+    problems: list[str] = []
+
+    def here() -> float:
+        assert view.context is not None
+        position = slice_position_mm(view.context.stack, view.index)
+        assert position is not None
+        return position
+
+    def first(stack: Stack) -> None:  # after the controller's slot: the window shows it
+        sizes.append(len(stack))
+        places.append(here())
+        QTimer.singleShot(0, taken.set)  # after the job's own handler has returned too
+
+    def arrived(done: int, _total: int) -> None:  # in the retrieve's thread, before its next preview
+        if done >= 2 and taken.wait(WAIT_MS / 1000):
+            taken.clear()
+
+    def grown(stack: Stack, arrived: int, expected: int) -> None:
+        sizes.append(len(stack))
+        positions = [slice_position_mm(stack, k) for k in range(len(stack))]
+        if positions != sorted(p for p in positions if p is not None):
+            problems.append(f"not sorted by position: {positions}")
+        if view.count() != len(stack) or window.current_stack() is not None:
+            problems.append(f"the view shows {view.count()} slices, not the {len(stack)}-slice preview")
+        if abs(here() - places[-1]) > 1e-6:
+            problems.append(f"the reader's slice moved from {places[-1]} to {here()} mm")
+        if window.statusBar().currentMessage() != f"Receiving… {arrived} of {expected} slices":
+            problems.append(f"status {window.statusBar().currentMessage()!r}")
+        view.set_index(len(stack) // 3)  # the reader scrolls (the loaded series would open at slice 0)
+        places.append(here())
+        QTimer.singleShot(0, taken.set)
+
+    with qtbot.waitSignal(window.load_finished, timeout=WAIT_MS):
+        pacs.panel.btn_retrieve.click()
+        job = pacs._retrieve
+        assert job is not None
+        job.first_image.connect(first)
+        job.preview_grown.connect(grown)
+        job.progress.connect(arrived, Qt.ConnectionType.DirectConnection)
+    assert not problems, problems
+    # the first image, then a preview one instance bigger each time; the last holds the whole series
+    assert sizes == list(range(1, n + 1)), sizes
+    loaded = window.current_stack()
+    assert loaded is not None and len(loaded) == n and window._preview is None
+    assert abs(here() - places[-1]) < 1e-6  # the loaded series opened where the reader was
 
 
 def test_secrets_never_in_settings_with_a_token(window: MainWindow, tmp_path: Path) -> None:

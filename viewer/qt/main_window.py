@@ -50,6 +50,7 @@ from viewer.core.errors import MeasurementError, SlicewiseError, ViewerStateErro
 from viewer.core.geometry.orientation import Orientation
 from viewer.core.geometry.plane import Plane, native_plane, reference_line
 from viewer.core.geometry.reslice import Slab, SlabMode
+from viewer.core.geometry.stack import matching_slice, slice_position_mm
 from viewer.core.location import SourceRef
 from viewer.core.measure import NATIVE_PLANE, Measurement
 from viewer.core.measure_store import MeasurementSet, MeasurementStore
@@ -130,6 +131,13 @@ Segment = tuple[tuple[float, float], tuple[float, float]]  # a reference line's 
 TAG_DOCK_MIN_PX = 440  # the tag dock's width when it opens narrower: Tag, Name, VR and a readable Value
 
 
+# A preview is replaced soon (the loaded study, or a grown preview while a retrieve streams in): a small
+# slice cache, so its background prefetch reads about a dozen 512x512 slices around the shown one, not 96
+# (measured: a 300-slice retrieve streaming into its preview took 1.6x the CPU of the first image only
+# with the whole prefetch; see benchmarks/bench_pacs_stream.py).
+PREVIEW_CACHE_BYTES = 8 * 1024**2
+
+
 class MainWindow(QMainWindow):
     stack_shown = Signal(object)
     slice_changed = Signal(int)
@@ -179,6 +187,7 @@ class MainWindow(QMainWindow):
         self._help: KeyboardHelp | None = None
         self._closed = False  # set by closeEvent: queued worker results are then dropped
         self._preview: StackVolume | None = None  # the first files of a folder still being scanned
+        self._preview_keeps_place = False  # the loaded series opens at the preview's slice
         self._panels_state: QByteArray | None = None  # the docks as they were before "Image only"
 
         # the tag browser follows scrolling once it pauses
@@ -1335,16 +1344,64 @@ class MainWindow(QMainWindow):
         replaces it when the scan ends (or the view empties if it finds nothing)."""
         self.show_preview(stack, f"Preview of the first {len(stack)} files while the rest are scanned…")
 
-    def show_preview(self, stack: Stack, message: str) -> bool:
+    def show_preview(self, stack: Stack, message: str, *, keep_place: bool = False) -> bool:
         """Show ``stack`` (not added to the browser) with ``message`` in the status bar while the viewer
         shows nothing else, until the next load ends or :meth:`end_preview`; False when something is
-        shown already (a preview never replaces what the reader is looking at)."""
+        shown already (a preview never replaces what the reader is looking at). ``keep_place``: the
+        loaded series opens at the preview's slice (a retrieve's preview, which the reader may have
+        scrolled for a while), not at its first slice."""
         if self._closed or self._preview is not None or any(r is not None for r in self._rendered):
             return False
-        self._preview = StackVolume(stack)
+        self._preview_keeps_place = keep_place
+        self._preview = StackVolume(stack, cache_bytes=PREVIEW_CACHE_BYTES)
         self.view.set_volume(self._preview, StackContext(stack), index=len(stack) // 2)
         self.show_status(message, 0)
         return True
+
+    def update_preview(self, stack: Stack, message: str) -> bool:
+        """Replace the preview on screen with ``stack``, the same series grown by more slices (a retrieve
+        streaming in): each view on the preview keeps its slice by patient position (not index), its
+        window and zoom. False when no view shows the preview any more (the load ended, or the reader
+        opened something else): the caller stops sending them."""
+        old = self._preview
+        views = [v for v in self.grid.views() if old is not None and v.volume is old]
+        if self._closed or old is None or not views or not stack.slices:
+            return False
+        self._preview = volume = StackVolume(stack, cache_bytes=PREVIEW_CACHE_BYTES)
+        context = StackContext(stack)
+        for view in views:
+            shown = view.context.stack if view.context is not None else stack
+            view.replace_volume(volume, context, matching_slice(shown, view.index, stack))
+        old.close()
+        self.show_status(message, 0)
+        return True
+
+    def _preview_place(self) -> tuple[str, float] | None:
+        """(series UID, position along the normal in mm) of the active view's slice when it shows the
+        preview: the loaded series opens there (the reader's place kept)."""
+        view = self.view
+        if not self._preview_keeps_place or self._preview is None or view.volume is not self._preview:
+            return None
+        if view.context is None:
+            return None
+        stack = view.context.stack
+        position = slice_position_mm(stack, view.index) if stack.slices else None
+        return None if position is None else (stack.series_instance_uid, position)
+
+    def _keep_preview_place(self, place: tuple[str, float] | None) -> None:
+        """After a load replaced the preview: the active viewport, when it shows the previewed series as
+        acquired, goes to the reader's position in it."""
+        index = self.state.active
+        entry = self.state.entry(index)
+        vp = self.state.viewport(index)
+        if place is None or entry is None or entry.geometry is None:
+            return
+        if vp.orientation is not Orientation.NATIVE or entry.stack.series_instance_uid != place[0]:
+            return
+        try:
+            self.state.set_position(index, place[1])
+        except ViewerStateError as exc:
+            logger.info("The preview's position could not be kept (%s)", type(exc).__name__)
 
     def end_preview(self) -> None:
         """The load ended: its stacks are shown by now; a view still on the preview is emptied."""
@@ -1380,9 +1437,11 @@ class MainWindow(QMainWindow):
         self.show_status(report.summary() + hint, 8000)
         if new:  # a newly opened study is shown (and selected in the browser), not just listed
             first = _preferred_stack(new).uid
+            place = self._preview_place()
             empty = self.settings.hang_on_open and all(vp.is_empty for vp in self.state.viewports)
             if not (empty and self.hanging.hang(first) is not None):  # its protocol, in an empty viewer
                 self.show_stack(first)
+            self._keep_preview_place(place)
         if new:
             thumbs = ThumbnailJob(new, self)
             thumbs.ready.connect(self.browser.set_thumbnail)

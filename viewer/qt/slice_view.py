@@ -302,6 +302,21 @@ class SliceView(QWidget):
         self._apply_zoom()
         self.window_changed.emit(self.current_window())
 
+    def replace_volume(self, volume: Any, context: StackContext, index: int) -> None:
+        """Show ``volume``, the shown stack grown by more slices (a retrieve's preview as the series
+        arrives), at ``index``: window, zoom, pan and turn stay as on screen, and the image on screen
+        stays until slice ``index`` of the new volume is read (no placeholder flashing in between)."""
+        self.stop_cine()
+        self.layer.drop()
+        self.volume = volume
+        self.context = context
+        if self._window_from_data:  # the old volume's middle slice never came: ask the new one's
+            self._default_window = self._initial_window(volume)
+        self._keep_image = True
+        self._index = -1
+        self._shown = -1
+        self.set_index(index, force=True)
+
     def _initial_window(self, volume: Any) -> Window:
         """The header (or CT) window; else from the middle slice's data when that needs no decoder, else
         400/40 until the middle slice arrives from the volume's request thread (never decoded here)."""

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from PySide6.QtCore import QObject, QThread, Signal
+from PySide6.QtCore import QObject, Qt, QThread, Signal
 
 from viewer.core.dicom.model import LoadReport, Stack
-from viewer.core.errors import DicomError, PacsError, SlicewiseError, StudySourceError
+from viewer.core.errors import DicomError, PacsError, StudySourceError
 
 if TYPE_CHECKING:  # the PACS clients (pynetdicom, dicomweb-client) load only when a PACS is used
     from datetime import date
@@ -37,6 +37,7 @@ if TYPE_CHECKING:  # the PACS clients (pynetdicom, dicomweb-client) load only wh
 logger = logging.getLogger(__name__)
 
 PROGRESS_INTERVAL_S = 0.05  # at most 20 progress signals a second
+PREVIEW_INTERVAL_S = 0.5  # a retrieve's growing preview: at most two a second
 THUMBNAIL_SIZE = 96
 
 
@@ -272,11 +273,20 @@ class PacsWorklistJob(PacsCallJob):
 class PacsRetrieveJob(PacsCallJob):
     """Retrieve a study (every series) or some of its series into the instance cache, with progress
     (instances arrived, instances expected) and cancel; ``done`` carries the list of RetrieveReports
-    (the last one marked ``cancelled`` when the user stopped it). ``first_image`` carries a one-image
-    Stack of the first image instance to arrive (its header read here, on the job's thread), so the
-    window can show it while the rest of the study arrives."""
+    (the last one marked ``cancelled`` when the user stopped it).
+
+    The series of the first image instance to arrive streams in as a preview
+    (:class:`~viewer.core.pacs.preview.SeriesPreview`: headers read here, on the job's thread, never on
+    the GUI thread): ``first_image`` carries a one-image Stack of that instance at once, then
+    ``preview_grown`` (Stack, instances of the series arrived, instances expected or 0) a sorted Stack of
+    every instance of the series arrived so far, at most every :data:`PREVIEW_INTERVAL_S` and only once
+    the GUI thread has returned from the previous one (a busy window is never flooded), and once more
+    when the series is complete and other series follow. :meth:`stop_preview` (the window shows
+    something else) ends them."""
 
     first_image = Signal(object)  # Stack
+    preview_grown = Signal(object, int, int)  # Stack, instances arrived, instances expected (0: unknown)
+    _preview_ready = Signal(object, int, int, bool)  # from the job's thread; the last: the first image
 
     def __init__(
         self,
@@ -291,20 +301,71 @@ class PacsRetrieveJob(PacsCallJob):
         self.study_uid = study_uid
         self.series = list(series)
         self.source: SourceRef | None = None  # the node and series, recorded with the opened study
+        self._preview_stopped = threading.Event()
+        self._preview_absorbed = threading.Event()  # the GUI thread has handled the last preview
+        self._preview_absorbed.set()
+        self._preview_ready.connect(self._deliver_preview, Qt.ConnectionType.QueuedConnection)
+
+    def stop_preview(self) -> None:
+        """No more previews (the window does not show them): their headers are not read either."""
+        self._preview_stopped.set()
+
+    def _deliver_preview(self, stack: Stack, arrived: int, expected: int, first: bool) -> None:
+        """On the GUI thread: hand the preview to the slots, then let the job send the next one."""
+        try:
+            if first:
+                self.first_image.emit(stack)
+            else:
+                self.preview_grown.emit(stack, arrived, expected)
+        finally:
+            self._preview_absorbed.set()
 
     def _retrieve(self, client: PacsClient) -> list[RetrieveReport]:
+        from viewer.core.pacs.preview import SeriesPreview
+
         reports: list[RetrieveReport] = []
         series = self.series or client.find_series(self.study_uid)
-        total = sum(s.num_instances or 0 for s in series)
+        expected = {s.series_uid: s.num_instances or 0 for s in series}
+        total = sum(expected.values())
         arrived = 0
-        previewed = False
+        preview: SeriesPreview | None = None
+        shown = 0  # instances of the preview series in the last preview sent
+        last = 0.0
+
+        def offer(complete: bool) -> None:
+            """Send the preview series as it is now: throttled, unless the series is complete."""
+            nonlocal shown, last
+            if preview is None or self._preview_stopped.is_set() or preview.arrived == shown:
+                return
+            now = time.monotonic()
+            if not complete and (now - last < PREVIEW_INTERVAL_S or not self._preview_absorbed.is_set()):
+                return
+            count = preview.arrived
+            stack = preview.stack()
+            if stack is None:
+                return
+            shown, last = count, now
+            self._preview_absorbed.clear()
+            self._preview_ready.emit(stack, count, preview.expected, False)
 
         def on_instance(item: RetrievedInstance) -> None:
-            nonlocal arrived, previewed
+            nonlocal arrived, preview, last
             arrived += 1
             self._emit_progress(arrived, max(total, arrived))
-            if not previewed:
-                previewed = self._emit_first_image(item.path)
+            if self._preview_stopped.is_set():
+                return
+            if preview is None:  # the first image instance starts the preview of its series
+                candidate = SeriesPreview(item.series_uid, expected.get(item.series_uid, 0))
+                candidate.add(item.path)
+                first = candidate.stack()
+                if first is None:
+                    return  # not an image (an SR, a KOS) or unreadable: the next instance may be one
+                preview, last = candidate, time.monotonic()
+                self._preview_absorbed.clear()
+                self._preview_ready.emit(first, 1, candidate.expected, True)
+            elif item.series_uid == preview.series_uid:
+                preview.add(item.path)
+                offer(complete=False)
 
         for s in series:
             if self.is_cancelled():
@@ -315,22 +376,12 @@ class PacsRetrieveJob(PacsCallJob):
             reports.append(report)
             if report.cancelled:
                 break
+            if preview is not None and s.series_uid == preview.series_uid and s is not series[-1]:
+                # the whole series while the rest of the study arrives (after the last series the
+                # loaded study follows at once: its headers are not read twice)
+                offer(complete=True)
         return reports
 
-    def _emit_first_image(self, path: Path) -> bool:
-        """Emit ``first_image`` for ``path`` if it holds an image; True once emitted (or not worth
-        trying again: a file the loader cannot read is not previewed, the full load reports it)."""
-        from viewer.core.dicom.loader import load_paths
-
-        try:
-            stacks = load_paths([path]).all_stacks()
-        except (SlicewiseError, OSError, ValueError) as exc:
-            logger.debug("No preview of the first retrieved instance (%s)", type(exc).__name__)
-            return True
-        if not stacks:
-            return False  # not an image (an SR, a KOS): the next instance may be one
-        self.first_image.emit(stacks[0])
-        return True
 
 class LocateJob(_Job):
     """Find a study again from its recorded source (:class:`viewer.core.location.StudyLocator`: local

@@ -57,6 +57,29 @@ def slice_position_mm(stack: Stack, index: int) -> float | None:
     return float(info.position[2])
 
 
+def matching_slice(old: Stack, index: int, new: Stack) -> int:
+    """The index in ``new`` of the slice at slice ``index`` of ``old`` (the same series, sorted again with
+    more slices): the nearest by position along the normal (:func:`slice_position_mm`); without
+    positions the same instance and frame; else ``index`` within ``new``'s bounds."""
+    if not new.slices:
+        return 0
+    last = len(new.slices) - 1
+    if not old.slices:
+        return min(max(index, 0), last)
+    index = min(max(index, 0), len(old.slices) - 1)
+    here = slice_position_mm(old, index)
+    if here is not None:
+        locations = [slice_position_mm(new, k) for k in range(len(new.slices))]
+        known = [(abs(loc - here), k) for k, loc in enumerate(locations) if loc is not None]
+        if known:
+            return min(known)[1]
+    info = old.slices[index]
+    for k, other in enumerate(new.slices):
+        if other.sop_instance_uid == info.sop_instance_uid and other.source.frame == info.source.frame:
+            return k
+    return min(index, last)
+
+
 def _readonly(a: np.ndarray) -> np.ndarray:
     a.setflags(write=False)
     return a

@@ -26,6 +26,7 @@ from PySide6.QtWidgets import QTabWidget
 from viewer.core.errors import PacsConfigError, StudySourceError
 from viewer.core.location import SourceKind, SourceRef
 from viewer.core.pacs.models import SeriesMatch, StoreOutcome, StudyQuery
+from viewer.core.pacs.preview import receiving_text
 from viewer.core.pacs.secrets import SecretStore
 from viewer.core.paths import user_data_path
 from viewer.core.review.fileutil import private_dir
@@ -412,6 +413,7 @@ class PacsController(QObject):
         self._track(job)
         job.progress.connect(self.panel.set_progress)
         job.first_image.connect(self._first_image_arrived)
+        job.preview_grown.connect(self._preview_grown)
         job.done.connect(self._retrieved)
         job.failed.connect(self._retrieve_failed)
         self.panel.set_retrieving(True)
@@ -426,9 +428,22 @@ class PacsController(QObject):
             self.panel.show_message("Cancelling…", ok=True)
 
     def _first_image_arrived(self, stack: Stack) -> None:
-        """Show the first image of a retrieve at once (when the viewer shows nothing yet); the whole
-        study replaces it once it has arrived and loaded."""
-        self.window.show_preview(stack, "First image of the study while the rest arrives…")
+        """Show the first image of a retrieve at once (when the viewer shows nothing yet); its series
+        grows in as it arrives (:meth:`_preview_grown`) and the whole study replaces it once it has
+        arrived and loaded."""
+        if not self.window.show_preview(
+            stack, "First image of the study while the rest arrives…", keep_place=True
+        ):
+            self._stop_preview()  # the reader is looking at something else: no more previews
+
+    def _preview_grown(self, stack: Stack, arrived: int, expected: int) -> None:
+        """More of the previewed series has arrived: the preview shows it, the reader's slice kept."""
+        if not self.window.update_preview(stack, receiving_text(stack, arrived, expected)):
+            self._stop_preview()
+
+    def _stop_preview(self) -> None:
+        if self._retrieve is not None:
+            self._retrieve.stop_preview()
 
     def _retrieve_failed(self, message: str) -> None:
         self.window.end_preview()
@@ -457,11 +472,12 @@ class PacsController(QObject):
             parts.append(note)
             self.window.show_status(note, 10000)
         self.panel.show_message(", ".join(parts), ok=not failed and not cancelled)
-        folders = [str(r.folder) for r in reports if r.instances and not r.cancelled]
+        # a cancelled retrieve keeps what arrived: it opens as far as it got (not while the window closes)
+        folders = [str(r.folder) for r in reports if r.instances and not (r.cancelled and self._closing)]
         if folders:
             if job is not None and job.source is not None:  # pinned until the window has loaded it
                 self._opening.add(self.cache.study_folder(job.source.node, job.study_uid))
-            # its end replaces the first-image preview
+            # its end replaces the growing preview, at the reader's slice
             self.window.open_paths(folders, source=job.source if job is not None else None)
         else:
             self.window.end_preview()

@@ -1,0 +1,91 @@
+"""A series as it arrives from a retrieve, as a provisional :class:`Stack` to show meanwhile.
+
+The retrieve hands over each instance once it is in the cache (:class:`RetrievedInstance`); a
+:class:`SeriesPreview` keeps the paths of one series' instances, and :meth:`SeriesPreview.stack` reads the
+headers of those added since its last call (headers only, never pixels: on the retrieve's thread) and
+sorts every record read so far with the loader's own grouping (:func:`build_tree`: position along the
+normal, else InstanceNumber, else arrival order). The stack it returns holds the series' instances
+arrived so far; the complete load replaces it once the retrieve has ended.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+from viewer.core.dicom.grouping import build_tree
+from viewer.core.dicom.header import HeaderRecord, read_header
+from viewer.core.dicom.model import SliceSource, Stack
+
+logger = logging.getLogger(__name__)
+
+
+class SeriesPreview:
+    """The arrived instances of series ``series_uid`` (``expected``: how many the PACS said it holds, 0
+    when it did not say). :meth:`add` is cheap (it keeps the path); :meth:`stack` does the reading.
+    Thread-safe: instances may be added from one thread while another builds the stack."""
+
+    def __init__(self, series_uid: str, expected: int = 0) -> None:
+        self.series_uid = series_uid
+        self.expected = max(0, int(expected))
+        self._lock = threading.Lock()
+        self._paths: list[Path] = []  # in arrival order
+        self._records: list[HeaderRecord] = []
+        self._read = 0  # paths whose header has been read
+        self._building = threading.Lock()  # one stack() at a time (it extends the records read)
+
+    @property
+    def arrived(self) -> int:
+        """Instances added so far."""
+        with self._lock:
+            return len(self._paths)
+
+    def add(self, path: Path) -> None:
+        with self._lock:
+            self._paths.append(path)
+
+    def stack(self) -> Stack | None:
+        """The series' largest stack of everything arrived so far, sorted (None while no image instance
+        has arrived: an SR, a KOS, a file the loader cannot read). A series the grouping splits
+        (localizers, another orientation) gives its stack with the most slices."""
+        with self._building:
+            return self._build()
+
+    def _build(self) -> Stack | None:
+        with self._lock:
+            new = list(enumerate(self._paths[self._read :], start=self._read))
+            self._read = len(self._paths)
+        for order, path in new:
+            try:
+                result = read_header(SliceSource(path), order)
+            except Exception as exc:  # read_header reports problems itself; this is the last defence
+                logger.debug("No preview of an arrived instance: %s", type(exc).__name__)
+                continue
+            if isinstance(result, list):  # else skipped (not an image, unreadable): the load reports it
+                self._records.extend(r for r in result if r.series_uid == self.series_uid)
+        if not self._records:
+            return None
+        try:
+            patients, _duplicates = build_tree(list(self._records), compare=None)
+        except Exception as exc:  # a preview is optional: the complete load reports problems
+            logger.debug("No preview of the arriving series: %s", type(exc).__name__)
+            return None
+        stacks = [
+            stack
+            for patient in patients
+            for study in patient.studies
+            for series in study.series
+            for stack in series.stacks
+            if stack.slices
+        ]
+        return max(stacks, key=len, default=None)
+
+
+def receiving_text(stack: Stack, arrived: int, expected: int) -> str:
+    """The status line of a growing preview: "Receiving… 120 of 300 slices" (``arrived`` instances of
+    ``expected``, 0 when the PACS did not say; a multi-frame series counts instances)."""
+    unit = "slice" if len(stack) <= arrived else "instance"
+    if expected >= arrived and expected > 0:
+        return f"Receiving… {arrived} of {expected} {unit}s"
+    return f"Receiving… {arrived} {unit}{'' if arrived == 1 else 's'}"
