@@ -34,3 +34,7 @@ def _collect_garbage_on_the_gui_thread(request: pytest.FixtureRequest) -> Iterat
     module = sys.modules.get("viewer.qt.gui_thread_gc")
     if module is not None:
         module.collect_due()
+        collector = module._collector
+        if collector is not None and collector.off_thread_collections:
+            collector.off_thread_collections = 0
+            pytest.fail("a garbage collection ran off the GUI thread in this test (viewer.qt.gui_thread_gc)")

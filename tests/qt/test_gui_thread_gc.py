@@ -10,7 +10,7 @@ from PySide6.QtCore import QObject
 from pytestqt.qtbot import QtBot
 
 from viewer.qt.app import create_application
-from viewer.qt.gui_thread_gc import collect_due
+from viewer.qt.gui_thread_gc import collect_due, collect_on_gui_thread
 
 
 class _Cycle:
@@ -57,3 +57,13 @@ def test_collect_due_frees_garbage_without_the_event_loop() -> None:
         del cycle
     collect_due()
     assert len(freed) >= 700
+
+
+def test_a_collection_off_the_gui_thread_is_reported() -> None:
+    collector = collect_on_gui_thread()
+    before = collector.off_thread_collections
+    worker = threading.Thread(target=gc.collect, name="worker")  # what a worker must never do
+    worker.start()
+    worker.join(30)
+    assert collector.off_thread_collections == before + 1
+    collector.off_thread_collections = before  # handled here: not a failure of this test

@@ -18,8 +18,12 @@ it, so a large loaded study does not make every few seconds a full collection on
 from __future__ import annotations
 
 import gc
+import logging
+import threading
 
 from PySide6.QtCore import QTimer
+
+logger = logging.getLogger(__name__)
 
 CHECK_INTERVAL_MS = 100  # how often the GUI thread looks whether a generation is due (a counter read)
 FULL_COLLECTION_FRACTION = 4  # CPython's: full collection when pending > survivors / 4
@@ -37,6 +41,19 @@ class GuiThreadCollector:
         self._timer.setInterval(CHECK_INTERVAL_MS)
         self._timer.timeout.connect(self.collect_due)
         self._timer.start()
+        self._gui_thread = threading.get_ident()
+        self.off_thread_collections = 0  # started elsewhere (gc re-enabled, gc.collect() on a worker)
+        gc.callbacks.append(self._watch)
+
+    def _watch(self, phase: str, info: dict[str, int]) -> None:
+        if phase != "start" or threading.get_ident() == self._gui_thread:
+            return
+        self.off_thread_collections += 1
+        if self.off_thread_collections == 1:
+            logger.warning(
+                "A garbage collection (generation %d) ran off the GUI thread: Qt objects may be freed there",
+                info["generation"],
+            )
 
     def collect_due(self) -> None:
         """Collect the oldest generation that is due, as CPython would have on its next allocation."""
