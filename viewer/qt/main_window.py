@@ -1206,6 +1206,9 @@ class MainWindow(QMainWindow):
         if docks:
             sizes = [widths[self.dockWidgetArea(d)] for d in docks]
             self.resizeDocks(docks, sizes, Qt.Orientation.Horizontal)
+            layout = self.layout()
+            if layout is not None:
+                layout.activate()  # now, not at the next layout pass: the first frame has these widths
 
     def add_dock(
         self, widget: QWidget, title: str, area: Qt.DockWidgetArea = Qt.DockWidgetArea.RightDockWidgetArea
