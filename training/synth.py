@@ -21,7 +21,7 @@ Each spans several slices and fades at its ends; a slice is labelled positive wh
 (summed fraction) covers at least ``MIN_LABEL_AREA_MM2``, so the faint end slices are positive but
 subtle, and neighbouring slices help. Studies are written as real DICOM series (CT Image Storage,
 HU via RescaleSlope/Intercept) and labels in the RSNA 2019 format (``ID,Label`` with rows
-``ID_<hex>_<subtype>``).
+``ID_<hex>_<subtype>``, 16 hex digits derived from the study's pixels, index and slice).
 """
 
 from __future__ import annotations
@@ -568,9 +568,16 @@ def render_study(
 
 
 # ---------------------------------------------------------------------------------------------- DICOM
-def rsna_id(rng: np.random.Generator) -> str:
-    """An RSNA-style identifier, ``ID_`` + 9 hex digits."""
-    return "ID_" + "".join(rng.choice(list("0123456789abcdef"), size=9))
+RSNA_ID_HEX = 16  # 64 bits: 1e7 slices share one with odds of ~3e-6 (RSNA's own 9 digits: 36 bits)
+
+
+def rsna_id(*parts: object) -> str:
+    """An RSNA-style identifier, ``ID_`` + :data:`RSNA_ID_HEX` hex digits, derived from ``parts`` (the
+    study's pixel digest, its index and the slice's): one seed always writes the same IDs, and datasets
+    made with different seeds (or studies of one) do not share them. Nine random digits, as before, made
+    two datasets of different seeds share an ID (``train`` stopped with "conflicting duplicate label")."""
+    text = "\x1f".join(map(str, parts))
+    return "ID_" + hashlib.sha256(text.encode()).hexdigest()[:RSNA_ID_HEX]
 
 
 @contextmanager
@@ -612,7 +619,7 @@ def write_study(
     sop: str
     with _lenient_uids():
         for i in range(n):
-            sop = rsna_id(rng) if rsna_ids else str(uid("instance", i))
+            sop = rsna_id(digest, index, i) if rsna_ids else str(uid("instance", i))
             sops.append(sop)
             meta = FileMetaDataset()
             meta.MediaStorageSOPClassUID = CTImageStorage
@@ -765,6 +772,7 @@ def write_demo_study(out: Path, *, seed: int = 7, size: int = 512, n_slices: int
 
 __all__ = [
     "KERNELS",
+    "RSNA_ID_HEX",
     "SHIFTS",
     "SUBTYPES",
     "WIDE",

@@ -96,10 +96,14 @@ def test_findings_panel_rows_and_range_click(qtbot, prediction: StackPrediction)
     assert panel.tree.topLevelItemCount() == 6
     any_row = panel.tree.topLevelItem(0)
     assert any_row is not None and any_row.text(0) == "any"
-    assert any_row.text(2) == "6-8, 15"
+    assert "flagged slices 6-8, 15 (slice threshold" in any_row.toolTip(0)
     assert any_row.text(1) == f"{prediction.study_probs[0]:.2f}"
     ranges = panel.range_items("any")
-    assert [r.text(0) for r in ranges] == ["slices 6-8", "slices 15"]
+    peaks = [float(prediction.slice_probs[5:8, 0].max()), float(prediction.slice_probs[14, 0])]
+    assert [r.text(0) for r in ranges] == [
+        f"slices 6-8 · peak {peaks[0]:.2f}",
+        f"slices 15 · peak {peaks[1]:.2f}",
+    ]
     assert "Research use only" in panel.details.toolTip()
     assert "ICH suspected" in panel.badge.text()
     rect = panel.tree.visualItemRect(ranges[1])
@@ -115,13 +119,14 @@ def test_findings_panel_rows_and_range_click(qtbot, prediction: StackPrediction)
 def test_findings_columns_fit_a_narrow_dock(qtbot, prediction: StackPrediction) -> None:
     panel = FindingsPanel()
     qtbot.addWidget(panel)
-    panel.resize(320, 400)
+    panel.resize(264, 400)
     panel.show()
     qtbot.waitExposed(panel)
     panel.set_prediction(prediction)
     used = sum(panel.tree.columnWidth(c) for c in range(panel.tree.columnCount()))
-    assert used <= panel.tree.viewport().width()  # no horizontal scrolling to see the thresholds
-    assert "threshold" in panel.tree.headerItem().toolTip(3)
+    assert used <= panel.tree.viewport().width()  # no horizontal scrolling
+    assert panel.minimumSizeHint().width() <= 264  # the texts never widen the dock
+    assert "threshold" in panel.tree.headerItem().toolTip(0)
 
 
 def test_a_provider_error_is_shown_in_full_once_then_as_one_line(qtbot, prediction: StackPrediction) -> None:

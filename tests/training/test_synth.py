@@ -133,3 +133,31 @@ def test_written_thin_series_records_thickness_and_kernel(tmp_path: Path) -> Non
     write_study(study, tmp_path, index=0, rng=np.random.default_rng(0))
     ds = pydicom.dcmread(next(tmp_path.glob("*.dcm")))
     assert float(ds.SliceThickness) == 1.0 and ds.ConvolutionKernel == "SHARP"
+
+
+def test_rsna_ids_are_unique_across_seeds_and_studies(tmp_path: Path) -> None:
+    """Nine random hex digits drawn from each study's generator: two datasets of different seeds shared an
+    ID once (``train``: "conflicting duplicate label"), and two studies whose generators stood in the same
+    state got the same IDs whatever their pixels. IDs now come from the study's pixels, index and slice."""
+    import re
+
+    from training.synth import RSNA_ID_HEX, generate_dataset
+
+    cfg = SynthConfig(size=32, min_slices=3, max_slices=4)
+    a = render_study(np.random.default_rng(3), 4, cfg, lesion_kinds=[])
+    b = render_study(np.random.default_rng(4), 4, cfg, lesion_kinds=[])
+    sops_a = write_study(a, tmp_path / "a", index=0, rng=np.random.default_rng(9))
+    sops_b = write_study(b, tmp_path / "b", index=1, rng=np.random.default_rng(9))
+    assert not set(sops_a) & set(sops_b)  # the same generator state, different studies
+
+    ids: dict[int, list[str]] = {}
+    for seed in (0, 1):
+        labels = generate_dataset(tmp_path / f"seed{seed}", 2, seed=seed, cfg=cfg)
+        with labels.open() as fh:
+            ids[seed] = sorted({row["ID"].rpartition("_")[0] for row in csv.DictReader(fh)})
+    assert ids[0] and ids[1] and not set(ids[0]) & set(ids[1])
+    assert all(re.fullmatch(rf"ID_[0-9a-f]{{{RSNA_ID_HEX}}}", i) for i in ids[0] + ids[1])
+    assert RSNA_ID_HEX * 4 >= 64  # enough bits that millions of slices do not meet
+    again = generate_dataset(tmp_path / "again", 2, seed=0, cfg=cfg)
+    with again.open() as fh:
+        assert sorted({row["ID"].rpartition("_")[0] for row in csv.DictReader(fh)}) == ids[0]

@@ -18,12 +18,13 @@ from PySide6.QtWidgets import (
 
 from viewer.core.dicom.model import LoadReport, Patient, Stack, Study
 from viewer.qt.overlays import format_date
-from viewer.qt.style import icon
+from viewer.qt.style import LEFT_DOCK_PX, icon
 from viewer.qt.viewport_grid import STACK_MIME, stack_mime
 
 UID_ROLE = Qt.ItemDataRole.UserRole + 1
 BASE_TEXT_ROLE = Qt.ItemDataRole.UserRole + 3  # stack text without the AI badge
 THUMB_PX = 64
+BROWSER_MIN_PX = 200
 
 
 def stack_text(stack: Stack) -> str:
@@ -78,7 +79,13 @@ class StudyBrowser(QTreeWidget):
         self._badges: dict[str, str] = {}
         self._privacy = False
         self.itemSelectionChanged.connect(self._on_selection)
+        self.setMinimumWidth(BROWSER_MIN_PX)
+        self.setWordWrap(True)  # a narrow dock wraps a long description or AI line instead of cutting it
         self._placeholder = QIcon(_placeholder_pixmap())
+
+    def sizeHint(self) -> QSize:
+        """:data:`~viewer.qt.style.LEFT_DOCK_PX` wide: the Studies dock's first width."""
+        return QSize(LEFT_DOCK_PX, super().sizeHint().height())
 
     def mimeTypes(self) -> list[str]:
         return [STACK_MIME]
@@ -112,7 +119,13 @@ class StudyBrowser(QTreeWidget):
                         new.append(stack)
                 s_item.setExpanded(True)
             p_item.setExpanded(True)
+        self._show_warning_column()
         return new
+
+    def _show_warning_column(self) -> None:
+        """The ⚠ column only while some stack has warnings: empty, it took the texts' room."""
+        warned = any(not item.icon(1).isNull() for item in self._stack_items.values())
+        self.setColumnHidden(1, not warned)
 
     def _patient_item(self, patient: Patient) -> QTreeWidgetItem:
         for item, known in self._patient_items:
@@ -228,6 +241,7 @@ class StudyBrowser(QTreeWidget):
                 self._patient_items.remove((p_item, patient))
         for k, (p_item, patient) in enumerate(self._patient_items, start=1):
             self._update_patient_text(p_item, patient, k)
+        self._show_warning_column()
 
     def item_for(self, stack_uid: str) -> QTreeWidgetItem | None:
         return self._stack_items.get(stack_uid)

@@ -22,6 +22,7 @@ from PySide6.QtGui import (
     QGuiApplication,
     QKeyEvent,
     QKeySequence,
+    QShowEvent,
 )
 from PySide6.QtWidgets import (
     QComboBox,
@@ -78,7 +79,7 @@ from viewer.qt.slice_view import (
     SliceView,
     StackContext,
 )
-from viewer.qt.style import icon
+from viewer.qt.style import LEFT_DOCK_PX, RIGHT_DOCK_PX, icon
 from viewer.qt.tag_browser import TagBrowser
 from viewer.qt.viewport_grid import ViewportGrid
 from viewer.qt.workers import LoadJob, ThumbnailJob, log_failure
@@ -202,6 +203,7 @@ class MainWindow(QMainWindow):
         self._build_actions()
         self._build_menus()
         self._build_toolbar()
+        self._docks_sized = False  # the side docks get their first widths when first shown
         self._apply_settings()
         self.hanging = HangingController(self)  # Layout menu: hanging protocols, priors, links, sync
 
@@ -353,7 +355,6 @@ class MainWindow(QMainWindow):
         self.browser = StudyBrowser()
         self.browser.stack_selected.connect(self.show_stack)
         self.browser_dock = self.add_dock(self.browser, "Studies", Qt.DockWidgetArea.LeftDockWidgetArea)
-        self.browser_dock.setMinimumWidth(300)
         self.report_panel = LoadReportPanel()
         self.report_dock = self.add_dock(
             self.report_panel, "Load report", Qt.DockWidgetArea.BottomDockWidgetArea
@@ -702,6 +703,7 @@ class MainWindow(QMainWindow):
             self.restoreGeometry(geometry)
         if state:
             self.restoreState(state)
+            self._docks_sized = True  # the user's own widths, as saved at the last close
 
     # ============================================================== public API: state
     def current_stack(self) -> Stack | None:
@@ -1180,6 +1182,33 @@ class MainWindow(QMainWindow):
     # ============================================================== public API: extension points
     def add_panel_below_image(self, widget: QWidget, stretch: int = 0) -> None:
         self._central_layout.addWidget(widget, stretch)
+
+    def showEvent(self, ev: QShowEvent) -> None:
+        super().showEvent(ev)
+        if not self._docks_sized:
+            self._docks_sized = True
+            self.size_side_docks()
+
+    def size_side_docks(self) -> None:
+        """The visible side docks at their first widths (:data:`~viewer.qt.style.LEFT_DOCK_PX`,
+        :data:`~viewer.qt.style.RIGHT_DOCK_PX`), whatever their contents ask: a wide tree elides or
+        scrolls inside its dock instead of taking the image's room. Window resizes leave them as they are
+        (the image takes the difference), as do the user's own drags afterwards."""
+        widths = {
+            Qt.DockWidgetArea.LeftDockWidgetArea: LEFT_DOCK_PX,
+            Qt.DockWidgetArea.RightDockWidgetArea: RIGHT_DOCK_PX,
+        }
+        docks = [
+            d
+            for d in self.findChildren(QDockWidget)
+            if d.isVisible() and not d.isFloating() and self.dockWidgetArea(d) in widths
+        ]
+        if docks:
+            sizes = [widths[self.dockWidgetArea(d)] for d in docks]
+            self.resizeDocks(docks, sizes, Qt.Orientation.Horizontal)
+            layout = self.layout()
+            if layout is not None:
+                layout.activate()  # now, not at the next layout pass: the first frame has these widths
 
     def add_dock(
         self, widget: QWidget, title: str, area: Qt.DockWidgetArea = Qt.DockWidgetArea.RightDockWidgetArea

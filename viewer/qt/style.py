@@ -15,6 +15,11 @@ logger = logging.getLogger(__name__)
 ACCENT = "#2f81f7"
 WARNING_COLOR = "#e3b341"
 OVERLAY_COLOR = "#e6edf3"
+# The side docks' first widths: the Studies dock on the left, the AI findings (tabbed with the worklist,
+# review and results) on the right. With both, the image keeps 60 % of a 1366 px wide window (820 px)
+# and 70 % of a 1920 px one; the panels' texts fit these widths.
+LEFT_DOCK_PX = 266
+RIGHT_DOCK_PX = 264
 
 
 @lru_cache(maxsize=64)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from PySide6.QtGui import QFontMetrics
 from PySide6.QtWidgets import QHeaderView, QTreeWidget, QTreeWidgetItem
 
 
@@ -21,6 +22,33 @@ def child_texts(tree: QTreeWidget, columns: int) -> list[tuple[str, ...]]:
 
 
 ITEM_SLACK_PX = 14  # the style sheet's item padding and selection border, which size hints leave out
+HEADER_SLACK_PX = 14  # the style sheet's header padding (6 px a side) and border
+
+
+def all_items(tree: QTreeWidget) -> list[QTreeWidgetItem]:
+    """Every item, depth first."""
+    out: list[QTreeWidgetItem] = []
+    stack = list(reversed(top_items(tree)))
+    while stack:
+        item = stack.pop()
+        out.append(item)
+        stack.extend(reversed(children(item)))
+    return out
+
+
+def content_width(tree: QTreeWidget, column: int) -> int:
+    """The width a column (not the first) needs for its header label and its items' texts in their own
+    fonts (bold rows included), with the style sheet's padding; rows spanning the columns are left out.
+    Unlike ``resizeColumnToContents`` it leaves out the header's sort-indicator room, which these
+    unsortable trees never draw."""
+    header = tree.headerItem()
+    widest = QFontMetrics(tree.header().font()).horizontalAdvance(header.text(column)) + HEADER_SLACK_PX
+    for item in all_items(tree):
+        if item.isFirstColumnSpanned():
+            continue
+        metrics = QFontMetrics(item.font(column))
+        widest = max(widest, metrics.horizontalAdvance(item.text(column)) + ITEM_SLACK_PX)
+    return widest
 
 
 def fit_columns(tree: QTreeWidget) -> None:

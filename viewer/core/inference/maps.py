@@ -18,9 +18,9 @@ from functools import cached_property
 
 import numpy as np
 
-from viewer.core.applicability.codes import Applicability
 from viewer.core.dicom.model import Stack
 from viewer.core.errors import ModelContractError, ModelError
+from viewer.core.inference.provenance import Provenance
 from viewer.core.inference.results import slice_runs
 from viewer.core.inference.volume import LEVELS, MASK_VOLUME, VolumeEstimator, VolumeMethod
 from viewer.core.preprocess import HeadGrid, head_grid_to_pixels, model_grid_to_pixels
@@ -49,8 +49,9 @@ class SliceGrid:
 
 
 @dataclass(frozen=True, eq=False)
-class SegmentationPrediction:
-    """Per-class probability maps of one stack on its pixel grid, with provenance.
+class SegmentationPrediction(Provenance):
+    """Per-class probability maps of one stack on its pixel grid, with provenance (the stack and the model
+    run: :class:`~viewer.core.inference.provenance.Provenance`).
 
     The pixel-grid probabilities are either stored (``probabilities``, the segmentation task) or made
     from the model-grid maps when asked (``model_maps``; the localisation maps of the classification
@@ -58,25 +59,11 @@ class SegmentationPrediction:
     counted slice by slice (:attr:`slice_counts`), never holding the whole stack's masks at once.
     """
 
-    stack_uid: str
-    study_instance_uid: str
-    series_instance_uid: str
-    slice_uids: tuple[str, ...]  # SOPInstanceUID per slice, display order
     class_names: tuple[str, ...]
     # uint8 (S, K, rows, columns): probability x 255 on the stack's pixel grid; None: from ``model_maps``
     probabilities: np.ndarray | None
     thresholds: tuple[float, ...]  # per class: a pixel belongs to the class at probability >= threshold
     grid: SliceGrid
-    model_name: str
-    model_version: str
-    model_sha256: str
-    provider: str
-    provider_note: str
-    elapsed_s: float
-    intended_use: str
-    from_cache: bool = False
-    bad_slices: tuple[int, ...] = ()
-    applicability: Applicability | None = None
     # the maps as the model made them (S, K, size, size) in [0, 1] (float16), in the stack's slice order
     # (what the prediction cache keeps: a few MB where the pixel-grid maps take hundreds)
     model_maps: np.ndarray | None = None

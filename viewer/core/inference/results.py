@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from viewer.core.applicability.codes import Applicability
+from viewer.core.inference.provenance import Provenance
 
 if TYPE_CHECKING:
     from viewer.core.inference.maps import SegmentationPrediction
@@ -75,29 +75,16 @@ class ClassFinding:
 
 
 @dataclass(frozen=True, eq=False)
-class StackPrediction:
-    """Per-slice and study-level probabilities for one stack, with provenance."""
+class StackPrediction(Provenance):
+    """Per-slice and study-level probabilities for one stack, with provenance (the stack and the model
+    run: :class:`~viewer.core.inference.provenance.Provenance`)."""
 
-    stack_uid: str
-    study_instance_uid: str
-    series_instance_uid: str
-    slice_uids: tuple[str, ...]  # SOPInstanceUID per slice, display order
     class_names: tuple[str, ...]
     slice_probs: np.ndarray  # float32 (num_slices, K)
     study_probs: np.ndarray  # float32 (K,)
     thresholds: tuple[float, ...]  # per class
     findings: tuple[ClassFinding, ...]  # one per class, same order as class_names
-    model_name: str
-    model_version: str
-    model_sha256: str
-    provider: str  # the execution provider actually used, e.g. "CPUExecutionProvider"
-    provider_note: str  # why the requested provider was not obtained, "" otherwise
-    elapsed_s: float
-    intended_use: str
-    from_cache: bool = False  # True when served from the prediction cache (elapsed_s is the original run's)
-    bad_slices: tuple[int, ...] = ()  # slices that could not be decoded (filled with the stack minimum)
     study_thresholds: tuple[float, ...] = ()  # per class, the study decision's operating points
-    applicability: Applicability | None = None  # the scope check's answer (in scope or caution)
     # the localisation maps of a model with a ``slice_maps`` output (contract version 2) on the stack's
     # pixel grid, with their thresholds and volumes; None for a model without maps
     maps: SegmentationPrediction | None = None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import html
 import logging
+import re
 import threading
 from collections import OrderedDict
 from concurrent.futures import Future
@@ -54,6 +55,7 @@ PREV_KEY = "Shift+N"
 NEXT_SLICE_KEY = "Ctrl+Down"  # next flagged slice, one by one
 PREV_SLICE_KEY = "Ctrl+Up"
 MARK_COLOR = "#ff7b72"
+_NUMBER_AFTER_SPACE = re.compile(r" (?=\d)")  # the space before a probability: kept with its class
 MAX_REMEMBERED = 64
 SETTINGS_AUTO = "ai/auto_analyze"
 SETTINGS_PROVIDER = "ai/provider"
@@ -653,9 +655,11 @@ class AIController(QObject):
         ]
         above.sort(key=lambda item: item[1], reverse=True)
         colour = "#ff7b72" if pred.study_positive else "#8b949e"
-        study = f"<span style='color:{colour}'><b>AI study</b>: {html.escape(pred.badge())}</span>"
+        # a class and its probability stay on one line ("subdural 0.97", never "0.97" alone under it)
+        badge = _NUMBER_AFTER_SPACE.sub("&nbsp;", html.escape(pred.badge()))
+        study = f"<span style='color:{colour}'><b>AI study</b>: {badge}</span>"
         if above:
-            items = ", ".join(f"{html.escape(n)} {p:.2f}" for n, p in above)
+            items = ", ".join(f"{html.escape(n)}&nbsp;{p:.2f}" for n, p in above)
             text = f"<span style='color:#ff7b72'>slice flags: {items}</span>"
         else:
             text = "<span style='color:#8b949e'>slice: none above threshold</span>"

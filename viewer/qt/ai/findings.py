@@ -1,29 +1,38 @@
-"""Findings panel: the study decision, one row per class (study probability, flagged slice ranges,
-slice threshold and, for a model with localisation maps, the bleed volume in mL), a caution banner for
-stacks in scope with caution, and only the reason (no probability) for stacks the applicability check
-refused.
+"""Findings panel: the study decision, one row per class (study probability and, for a model with
+localisation maps, the bleed volume in mL; the slice threshold and the flagged ranges in its tooltip), a
+caution banner for stacks in scope with caution, and only the reason (no probability) for stacks the
+applicability check refused.
 
-Each class row has one child row per flagged range; clicking a range jumps to its first slice,
-clicking a class row jumps to its peak slice (``slice_requested(index)``).
+Each class row has one child row per flagged range (*slices 14-16 · peak 0.63*, across the columns);
+clicking a range jumps to its first slice, clicking a class row jumps to its peak slice
+(``slice_requested(index)``).
+
+The panel is narrow (:data:`~viewer.qt.style.RIGHT_DOCK_PX`, so that the image keeps 60 % of a 1366 px
+screen beside the Studies dock): the number columns are as wide as their texts and the class column
+takes the rest. Its texts fit at that width; a dock narrowed further elides the class names (full text
+in the tooltip) rather than pushing the image aside.
 """
 
 from __future__ import annotations
 
 import html
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QBrush, QColor
-from PySide6.QtWidgets import QLabel, QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QHeaderView, QLabel, QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget
 
 from viewer.core.applicability import Applicability
 from viewer.core.constants import INTENDED_USE
 from viewer.core.inference.engine import provider_label
 from viewer.core.inference.results import SliceRange, StackPrediction
 from viewer.qt.ai.timeline import class_color
-from viewer.qt.tree_items import children, fit_columns, top_items
+from viewer.qt.style import RIGHT_DOCK_PX
+from viewer.qt.tree_items import children, content_width, top_items
 
 SLICE_ROLE = Qt.ItemDataRole.UserRole + 1
-VOLUME_COLUMN = 4  # bleed volume in mL (models with localisation maps only)
+STUDY_COLUMN = 1  # study probability
+VOLUME_COLUMN = 2  # bleed volume in mL (models with localisation maps only)
+PANEL_MIN_PX = 200  # narrower than this, the numbers would not fit either
 
 
 class FindingsPanel(QWidget):
@@ -34,7 +43,7 @@ class FindingsPanel(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setObjectName("aiFindings")
-        self.setMinimumWidth(330)
+        self.setMinimumWidth(PANEL_MIN_PX)
         self._prediction: StackPrediction | None = None
         self.badge = QLabel("No analysis for this stack")
         self.badge.setObjectName("aiBadge")
@@ -48,23 +57,30 @@ class FindingsPanel(QWidget):
         )
         self.banner.hide()
         self.details = QLabel("")
+        self.details.setTextFormat(Qt.TextFormat.RichText)
         self.details.setWordWrap(True)
         self.details.setStyleSheet("color: #8b949e; font-size: 8pt;")
         self.tree = QTreeWidget()
-        self.tree.setColumnCount(5)
+        self.tree.setColumnCount(3)
         # Short headers (explained in their tooltips) so that all columns fit the default dock.
-        self.tree.setHeaderLabels(["Class", "Study", "Flagged", "Thr.", "mL"])
+        self.tree.setHeaderLabels(["Class", "Study", "mL"])
         for col, tip in enumerate(
             (
-                "Finding class; click a slice range to go there",
+                "Finding class, with one row per run of slices at or above the model's slice threshold "
+                "for the class (the dashed line in the timeline; the class's tooltip gives it) and the "
+                "run's highest slice probability; click a class to go to its peak slice, a run to its "
+                "first slice",
                 "Study-level probability (bold: positive at the study threshold)",
-                "Slice ranges at or above the slice threshold (click to go)",
-                "The model's slice threshold for this class (dashed line in the timeline)",
                 "Bleed volume from the localisation map: voxels at or above the map threshold x voxel size "
                 "(any: the union of the subtypes); research use, synthetic training data",
             )
         ):
             self.tree.headerItem().setToolTip(col, tip)
+        header = self.tree.header()
+        header.setStretchLastSection(False)
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)  # the class takes what is left
+        self.tree.setTextElideMode(Qt.TextElideMode.ElideRight)
+        self.tree.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.tree.setRootIsDecorated(True)
         self.tree.setUniformRowHeights(True)
         self.tree.setAlternatingRowColors(True)
@@ -77,6 +93,10 @@ class FindingsPanel(QWidget):
         layout.addWidget(self.banner)
         layout.addWidget(self.tree, 1)
         layout.addWidget(self.details)
+
+    def sizeHint(self) -> QSize:
+        """:data:`~viewer.qt.style.RIGHT_DOCK_PX` wide (the dock's first width), whatever the texts."""
+        return QSize(RIGHT_DOCK_PX, super().sizeHint().height())
 
     @property
     def prediction(self) -> StackPrediction | None:
@@ -114,20 +134,21 @@ class FindingsPanel(QWidget):
             )
             self.banner.show()
         for k, finding in enumerate(prediction.findings):
-            ranges = ", ".join(str(r) for r in finding.flagged_ranges) or "—"
+            ranges = ", ".join(str(r) for r in finding.flagged_ranges) or "none"
             volume = volumes.get(finding.class_name)
             row = QTreeWidgetItem(
                 [
                     finding.class_name,
                     f"{finding.study_prob:.2f}",
-                    ranges,
-                    f"{finding.threshold:.3f}",
                     "" if volume is None else f"{volume:.1f}",
                 ]
             )
             row.setData(0, SLICE_ROLE, finding.peak_slice)
             row.setToolTip(
-                0, f"Peak at slice {finding.peak_slice + 1} (p = {finding.peak_prob:.2f}); click to go"
+                0,
+                f"{finding.class_name}: peak at slice {finding.peak_slice + 1} "
+                f"(p = {finding.peak_prob:.2f}); flagged slices {ranges} "
+                f"(slice threshold {finding.threshold:.3f}); click to go",
             )
             row.setForeground(0, QBrush(QColor(class_color(finding.class_name, k))))
             if finding.positive:
@@ -137,13 +158,15 @@ class FindingsPanel(QWidget):
                     row.setFont(col, font)
             for r in finding.flagged_ranges:
                 peak = _range_peak(prediction, k, r)
-                child = QTreeWidgetItem([f"slices {r}", "", f"peak {peak:.2f}", ""])
+                child = QTreeWidgetItem([f"slices {r} · peak {peak:.2f}"])
                 child.setData(0, SLICE_ROLE, r.start)
                 child.setToolTip(0, f"Go to slice {r.start + 1}")
                 row.addChild(child)
             self.tree.addTopLevelItem(row)
             row.setExpanded(True)
-        fit_columns(self.tree)  # no "peak 0…", "intraparenchy…": the dock grows instead
+            for child in children(row):
+                child.setFirstColumnSpanned(True)  # a range row reads across the number columns
+        self._fit_number_columns()
         source = " (cached)" if prediction.from_cache else ""
         note = ""
         if prediction.provider_note:
@@ -157,11 +180,20 @@ class FindingsPanel(QWidget):
                 f"<br><span style='color:#e3b341'>{len(prediction.bad_slices)} slice(s) could not be decoded "
                 "and were analysed as blank</span>"
             )
-        self.details.setText(
-            f"{prediction.model_name} {prediction.model_version} · {prediction.model_sha256[:12]} · "
-            f"{provider_label(prediction.provider)} · {prediction.elapsed_s:.2f} s{source}{note}"
+        run = (
+            f"{prediction.model_name} {prediction.model_version}",
+            prediction.model_sha256[:12],
+            provider_label(prediction.provider),
+            f"{prediction.elapsed_s:.2f} s{source}",
         )
+        # a narrow dock wraps between the parts, never inside one ("0.63" above a lone "s")
+        self.details.setText(" · ".join(html.escape(part).replace(" ", "&nbsp;") for part in run) + note)
         self.details.setToolTip(prediction.intended_use or INTENDED_USE)
+
+    def _fit_number_columns(self) -> None:
+        """The study and volume columns as wide as their texts; the class column takes the rest."""
+        for col in (STUDY_COLUMN, VOLUME_COLUMN):
+            self.tree.setColumnWidth(col, content_width(self.tree, col))
 
     def range_items(self, class_name: str) -> list[QTreeWidgetItem]:
         """The clickable range rows of one class (for tests and keyboard navigation)."""

@@ -32,7 +32,6 @@ TARGET_ROLE = Qt.ItemDataRole.UserRole + 1  # (stack uid, slice index) a double-
 SEGMENT_ROLE = Qt.ItemDataRole.UserRole + 2  # (SEG SOP Instance UID, segment number) of a segment row
 STATUS_ROLE = Qt.ItemDataRole.UserRole + 3  # an object row's status (where it applies, or why not)
 MAX_COLUMN_PX = 220  # a long name is elided (its tooltip has it all) rather than widening the dock
-MAX_PANEL_PX = 560
 COLUMN_SLACK_PX = 48  # indentation, check box and swatch beside a row's first-column text
 NOT_LOADED = "references no loaded image"
 StackName = Callable[[str], str]
@@ -222,15 +221,14 @@ class ResultsPanel(QWidget):
         self._filling = False
 
     def _fit_columns(self) -> None:
-        """Columns as wide as the rows under the objects need (the object lines span all columns)."""
+        """Columns as wide as the rows under the objects need (the object lines span all columns). The
+        tree scrolls sideways in a narrower dock rather than widening it: tabbed with the AI findings, a
+        listed SEG pushed the right dock from 264 to ~480 px, taking the image's room at 1366 x 768."""
         metrics = self.tree.fontMetrics()
         rows = [c for top in top_items(self.tree) for c in children(top)]
         for col in range(3):
             widest = max((metrics.horizontalAdvance(r.text(col)) for r in rows), default=40)
             self.tree.setColumnWidth(col, min(widest + (COLUMN_SLACK_PX if col == 0 else 16), MAX_COLUMN_PX))
-        total = sum(self.tree.columnWidth(c) for c in range(3))
-        scroll = self.tree.verticalScrollBar().sizeHint().width()
-        self.tree.setMinimumWidth(min(total + scroll + 2 * self.tree.frameWidth(), MAX_PANEL_PX))
 
     def _on_double_click(self, item: QTreeWidgetItem, _column: int) -> None:
         target = item.data(0, TARGET_ROLE)
