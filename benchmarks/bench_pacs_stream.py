@@ -26,7 +26,6 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -36,8 +35,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from pydicom import dcmread  # noqa: E402
-from PySide6.QtWidgets import QApplication  # noqa: E402
 
+from benchmarks.bench_pacs import _wait  # noqa: E402
 from tests.factories import write_ct_series  # noqa: E402
 from tests.pacs.conftest import controller, no_system_keyring  # noqa: E402
 from tests.pacs.orthanc import PASSWORD, USER, running_orthanc, unavailable_reason  # noqa: E402
@@ -47,15 +46,6 @@ from viewer.qt.app import build_main_window, create_application  # noqa: E402
 from viewer.qt.pacs.nodes import NodeEntry, NodeProtocol  # noqa: E402
 
 SETTLE_S = 0.3
-
-
-def _wait(app: QApplication, done: Callable[[], bool], what: str, timeout_s: float = 120.0) -> None:
-    deadline = time.perf_counter() + timeout_s
-    while not done():
-        if time.perf_counter() > deadline:
-            raise RuntimeError(f"timed out waiting for {what}")
-        app.processEvents()
-        time.sleep(0.0005)
 
 
 def main() -> int:
