@@ -263,14 +263,16 @@ def test_cancel_mid_retrieve_stops_it_and_keeps_what_arrived(
     assert window._preview is None and not window.is_loading()
 
 
+@pytest.mark.parametrize("protocol", list(NodeProtocol))
 def test_a_retrieved_series_streams_into_the_preview(
-    qtbot: QtBot, window: MainWindow, orthanc: Loaded, monkeypatch: pytest.MonkeyPatch
+    qtbot: QtBot, window: MainWindow, orthanc: Loaded, monkeypatch: pytest.MonkeyPatch, protocol: NodeProtocol
 ) -> None:
     """While a series arrives the preview grows (sorted by position, the window showing each size), the
-    reader's slice kept by position across each update and into the loaded series. The 0.5 s throttle
-    is off here (the demo series arrives in a fraction of a second) and the retrieve's thread waits, at
-    each instance, until the window has taken the last preview (the job's own gate then lets the next
-    one go), so every size is seen whatever the machine's speed."""
+    reader's slice kept by position across each update and into the loaded series; by DICOMweb, C-GET
+    and C-MOVE (into the viewer's Storage SCP). The 0.5 s throttle is off here (the demo series arrives
+    in a fraction of a second) and the retrieve's thread waits, at each instance, until the window has
+    taken the last preview (the job's own gate then lets the next one go), so every size is seen
+    whatever the machine's speed."""
     import threading
 
     from PySide6.QtCore import QTimer
@@ -282,7 +284,7 @@ def test_a_retrieved_series_streams_into_the_preview(
     monkeypatch.setattr(workers, "PROGRESS_INTERVAL_S", 0.0)
     taken = threading.Event()  # set once the window's slot for the last preview has returned
     pacs = controller(window)
-    _select_series(qtbot, window, orthanc)
+    _select_series(qtbot, window, orthanc, protocol)
     n = len(orthanc.demo_files)
     view = window.view
     places: list[float] = []  # the reader's position (mm) before each update
