@@ -12,7 +12,8 @@ from pydicom.data import get_testdata_file
 from tests.factories import write_ct_series, write_localizer
 from viewer.core.dicom.loader import load_paths
 from viewer.core.geometry.stack import matching_slice, slice_position_mm
-from viewer.core.pacs.preview import SeriesPreview, receiving_text
+from viewer.core.pacs.models import SeriesMatch
+from viewer.core.pacs.preview import SeriesPreview, is_localizer_description, main_series, receiving_text
 
 
 def _z(stack: object) -> list[float]:
@@ -83,3 +84,32 @@ def test_receiving_text() -> None:
     assert receiving_text(stack, 1, 300) == "Receiving… 1 of 300 slices"
     assert receiving_text(stack, 1, 0) == "Receiving… 1 slice"
     assert receiving_text(stack, 40, 30) == "Receiving… 40 slices"  # more than the PACS said
+
+
+def _series(uid: str, n: int | None, description: str = "", modality: str = "CT") -> SeriesMatch:
+    return SeriesMatch("1.2.3", uid, modality=modality, series_description=description, num_instances=n)
+
+
+def test_the_main_series_is_the_largest_image_series_that_is_not_a_localizer() -> None:
+    study = [
+        _series("scout", 3, "Topogram 0.6 T20s"),
+        _series("dose", 2, "Dose Report"),
+        _series("sr", 900, "Radiation dose SR", modality="SR"),  # no images, however many instances
+        _series("head", 40, "Head 5mm"),
+        _series("bone", 200, "Head 1mm bone"),
+        _series("survey", 600, "3-plane loc", modality="MR"),
+    ]
+    assert main_series(study) == "bone"
+    assert main_series(study[:4]) == "head"
+    assert main_series([_series("a", 40), _series("b", 40)]) == "a"  # a tie: the first
+    # only localizers: the largest of them; counts unknown (or nothing but SR): the first to arrive
+    assert main_series([_series("s1", 1, "Scout"), _series("s2", 2, "Localizer")]) == "s2"
+    assert main_series([_series("a", None), _series("b", None)]) is None
+    assert main_series([_series("sr", 5, modality="SR")]) is None and main_series([]) is None
+
+
+def test_localizer_descriptions() -> None:
+    for text in ("Topogram 0.6 T20s", "SCOUT", "3-Plane Loc", "Localiser", "Surview", "loc"):
+        assert is_localizer_description(text), text
+    for text in ("Head 5mm", "Blocked vessels", "Local angio", "Abdomen venous", ""):
+        assert not is_localizer_description(text), text

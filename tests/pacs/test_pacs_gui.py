@@ -336,6 +336,103 @@ def test_a_retrieved_series_streams_into_the_preview(
     assert abs(here() - places[-1]) < 1e-6  # the loaded series opened where the reader was
 
 
+def _upload_study_with_a_scout_first(orthanc: Loaded, folder: Path) -> tuple[str, str]:
+    """A study of three CT series, numbered in the order a scanner stores them: a 2-image topogram
+    (LOCALIZER), a 2-image dose report, the 8-slice head series. Returns (study UID, head series UID)."""
+    from pydicom import dcmread
+    from pydicom.uid import generate_uid
+
+    from tests.factories import write_ct_series
+
+    study = generate_uid()
+    series = [
+        write_ct_series(
+            folder / description, n, rows=32, columns=32, study_uid=study, patient_name="STREAM^MAIN",
+            series_description=description,
+        )
+        for description, n in (("Topogram 0.6 T20s", 2), ("Dose Report", 2), ("Head 5mm", 8))
+    ]
+    topogram, _dose, head = series
+    for number, paths in enumerate(series, start=1):
+        for path in paths:
+            ds = dcmread(path)
+            ds.SeriesNumber = number
+            if paths is topogram:
+                ds.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
+            ds.save_as(path, enforce_file_format=True)
+    orthanc.server.upload([path for paths in series for path in paths])
+    return study, str(dcmread(head[0], stop_before_pixels=True).SeriesInstanceUID)
+
+
+def test_the_main_series_streams_though_a_scout_arrives_first(
+    qtbot: QtBot, window: MainWindow, orthanc: Loaded, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The series query said which series is the main one (the most instances, not a localizer): the
+    topogram's first image is shown at once, and the head series replaces it as soon as its first slice
+    has arrived and grows to the whole series (the topogram and the dose report, retrieved before it,
+    are not what the reader watches); the loaded study opens on it where the reader was. The retrieve's
+    thread waits, at each instance, until the window has taken the last preview (the job's gate)."""
+    import viewer.qt.workers as workers
+    from viewer.core.geometry.stack import slice_position_mm
+
+    monkeypatch.setattr(workers, "PREVIEW_INTERVAL_S", 0.0)
+    monkeypatch.setattr(workers, "PROGRESS_INTERVAL_S", 0.0)
+    study, main = _upload_study_with_a_scout_first(orthanc, tmp_path)
+    try:
+        with DicomWebClient(web_node(orthanc.server)) as web:  # what the query answers, in stored order
+            series = sorted(web.find_series(study), key=lambda s: s.series_number or 0)
+        assert [s.num_instances for s in series] == [2, 2, 8] and series[-1].series_uid == main
+        pacs = controller(window)
+        pacs.show_query()
+        add_web_node(window, orthanc)
+        view = window.view
+        events: list[tuple[str, str, int]] = []  # (signal, series shown by the view, slices)
+        problems: list[str] = []
+        places: list[float | None] = []  # the reader's position (mm) after each growth
+
+        def here() -> float | None:
+            return slice_position_mm(view.context.stack, view.index) if view.context is not None else None
+
+        def shown() -> str:
+            return view.context.stack.series_instance_uid if view.context is not None else ""
+
+        def first(stack: Stack) -> None:
+            events.append(("first", shown(), len(stack)))
+
+        def switched(stack: Stack, arrived: int, expected: int) -> None:
+            events.append(("switched", shown(), len(stack)))
+            if view.count() != len(stack) or (arrived, expected) != (1, 8):
+                problems.append(f"switched: {view.count()} slices shown, {arrived} of {expected}")
+
+        def grown(stack: Stack, arrived: int, expected: int) -> None:
+            events.append(("grown", shown(), len(stack)))
+            if view.count() != len(stack) or window.current_stack() is not None:
+                problems.append(f"the view shows {view.count()} slices, not the {len(stack)}-slice preview")
+            view.set_index(len(stack) // 3)  # the reader scrolls
+            places.append(here())
+
+        with qtbot.waitSignal(window.load_finished, timeout=WAIT_MS):
+            job = pacs.retrieve("test-orthanc", study, series)
+            assert job is not None
+            job.first_image.connect(first)
+            job.preview_switched.connect(switched)
+            job.preview_grown.connect(grown)
+            gate = job._preview_absorbed  # set once the window's slots for the last preview returned
+            job.progress.connect(lambda *_: gate.wait(WAIT_MS / 1000), Qt.ConnectionType.DirectConnection)
+        assert not problems, problems
+        topogram = series[0].series_uid
+        assert events[0] == ("first", topogram, 1), events
+        assert ("switched", main, 1) in events, events  # the head series replaced the topogram
+        k = events.index(("switched", main, 1))
+        assert all(e[1] == topogram for e in events[:k]), events  # the topogram until the head arrived
+        assert events[k + 1 :] == [("grown", main, m) for m in range(2, 9)], events
+        loaded = window.current_stack()
+        assert loaded is not None and loaded.series_instance_uid == main and len(loaded) == 8
+        assert places[-1] is not None and here() == places[-1]  # opened where the reader was
+    finally:
+        orthanc.server.delete_study(study)
+
+
 def test_secrets_never_in_settings_with_a_token(window: MainWindow, tmp_path: Path) -> None:
     from viewer.core.pacs.node import AuthKind, PacsNode
 

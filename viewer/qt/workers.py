@@ -11,6 +11,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
+from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -270,23 +271,36 @@ class PacsWorklistJob(PacsCallJob):
         )
 
 
+class _PreviewKind(Enum):
+    """What a retrieve's preview signal is to the window."""
+
+    FIRST = "first"  # the first image to arrive, of any series
+    GROWN = "grown"  # the previewed series, more of it arrived
+    SWITCHED = "switched"  # the main series, replacing another series' preview
+
+
 class PacsRetrieveJob(PacsCallJob):
     """Retrieve a study (every series) or some of its series into the instance cache, with progress
     (instances arrived, instances expected) and cancel; ``done`` carries the list of RetrieveReports
     (the last one marked ``cancelled`` when the user stopped it).
 
-    The series of the first image instance to arrive streams in as a preview
+    The study's main series (:func:`~viewer.core.pacs.preview.main_series`, chosen from the series
+    query's answers: the image series with the most instances that is not a localizer; else the series
+    of the first image instance to arrive) streams in as a preview
     (:class:`~viewer.core.pacs.preview.SeriesPreview`: headers read here, on the job's thread, never on
-    the GUI thread): ``first_image`` carries a one-image Stack of that instance at once, then
-    ``preview_grown`` (Stack, instances of the series arrived, instances expected or 0) a sorted Stack of
-    every instance of the series arrived so far, at most every :data:`PREVIEW_INTERVAL_S` and only once
-    the GUI thread has returned from the previous one (a busy window is never flooded), and once more
-    when the series is complete and other series follow. :meth:`stop_preview` (the window shows
-    something else) ends them."""
+    the GUI thread): ``first_image`` carries a one-image Stack of the first image instance to arrive, of
+    any series, at once; ``preview_grown`` (Stack, instances of the series arrived, instances expected or
+    0) a sorted Stack of every instance of the previewed series arrived so far, at most every
+    :data:`PREVIEW_INTERVAL_S` and only once the GUI thread has returned from the previous one (a busy
+    window is never flooded), and once more when the series is complete and other series follow. When
+    the first image was of another series (a scout, a dose report), ``preview_switched`` (same
+    arguments) carries the main series as soon as its first instance has arrived, and it grows from
+    there. :meth:`stop_preview` (the window shows something else) ends them."""
 
     first_image = Signal(object)  # Stack
     preview_grown = Signal(object, int, int)  # Stack, instances arrived, instances expected (0: unknown)
-    _preview_ready = Signal(object, int, int, bool)  # from the job's thread; the last: the first image
+    preview_switched = Signal(object, int, int)  # the main series replaces another series' preview
+    _preview_ready = Signal(object, int, int, object)  # from the job's thread; the last: a _PreviewKind
 
     def __init__(
         self,
@@ -310,62 +324,85 @@ class PacsRetrieveJob(PacsCallJob):
         """No more previews (the window does not show them): their headers are not read either."""
         self._preview_stopped.set()
 
-    def _deliver_preview(self, stack: Stack, arrived: int, expected: int, first: bool) -> None:
+    def _deliver_preview(self, stack: Stack, arrived: int, expected: int, kind: _PreviewKind) -> None:
         """On the GUI thread: hand the preview to the slots, then let the job send the next one."""
         try:
-            if first:
+            if kind is _PreviewKind.FIRST:
                 self.first_image.emit(stack)
+            elif kind is _PreviewKind.SWITCHED:
+                self.preview_switched.emit(stack, arrived, expected)
             else:
                 self.preview_grown.emit(stack, arrived, expected)
         finally:
             self._preview_absorbed.set()
 
     def _retrieve(self, client: PacsClient) -> list[RetrieveReport]:
-        from viewer.core.pacs.preview import SeriesPreview
+        from viewer.core.pacs.preview import SeriesPreview, main_series
 
         reports: list[RetrieveReport] = []
         series = self.series or client.find_series(self.study_uid)
         expected = {s.series_uid: s.num_instances or 0 for s in series}
         total = sum(expected.values())
+        main = main_series(series)  # None: the query did not say; the first image series arrived
         arrived = 0
         preview: SeriesPreview | None = None
+        told = ""  # the series of the last preview the window was sent
         shown = 0  # instances of the preview series in the last preview sent
         last = 0.0
 
         def offer(complete: bool) -> None:
-            """Send the preview series as it is now: throttled, unless the series is complete."""
-            nonlocal shown, last
-            if preview is None or self._preview_stopped.is_set() or preview.arrived == shown:
+            """Send the preview series as it is now: throttled, unless the series is complete or new to
+            the window (the main series after another series' first image)."""
+            nonlocal shown, last, told
+            if preview is None or self._preview_stopped.is_set():
+                return
+            switched = preview.series_uid != told
+            if not switched and preview.arrived == shown:
                 return
             now = time.monotonic()
-            if not complete and (now - last < PREVIEW_INTERVAL_S or not self._preview_absorbed.is_set()):
+            if not self._preview_absorbed.is_set():
+                return  # the next instance (or the series' end) offers it again
+            if not (complete or switched) and now - last < PREVIEW_INTERVAL_S:
                 return
             count = preview.arrived
             stack = preview.stack()
             if stack is None:
                 return
-            shown, last = count, now
+            shown, last, told = count, now, preview.series_uid
             self._preview_absorbed.clear()
-            self._preview_ready.emit(stack, count, preview.expected, False)
+            kind = _PreviewKind.SWITCHED if switched else _PreviewKind.GROWN
+            self._preview_ready.emit(stack, count, preview.expected, kind)
+
+        def start(item: RetrievedInstance) -> tuple[SeriesPreview, Stack] | None:
+            """A preview of ``item``'s series and its one-image stack, or None when ``item`` gives no
+            image (an SR, a KOS, an unreadable file: the next instance may be one)."""
+            candidate = SeriesPreview(item.series_uid, expected.get(item.series_uid, 0))
+            candidate.add(item.path)
+            stack = candidate.stack()
+            return None if stack is None else (candidate, stack)
 
         def on_instance(item: RetrievedInstance) -> None:
-            nonlocal arrived, preview, last
+            nonlocal arrived, preview, last, told, shown
             arrived += 1
             self._emit_progress(arrived, max(total, arrived))
             if self._preview_stopped.is_set():
                 return
-            if preview is None:  # the first image instance starts the preview of its series
-                candidate = SeriesPreview(item.series_uid, expected.get(item.series_uid, 0))
-                candidate.add(item.path)
-                first = candidate.stack()
-                if first is None:
-                    return  # not an image (an SR, a KOS) or unreadable: the next instance may be one
-                preview, last = candidate, time.monotonic()
-                self._preview_absorbed.clear()
-                self._preview_ready.emit(first, 1, candidate.expected, True)
-            elif item.series_uid == preview.series_uid:
+            if preview is not None and item.series_uid == preview.series_uid:
                 preview.add(item.path)
                 offer(complete=False)
+            elif preview is None:  # the first image instance is shown at once, whatever its series
+                started = start(item)
+                if started is None:
+                    return
+                preview, first = started
+                last, told, shown = time.monotonic(), preview.series_uid, 1
+                self._preview_absorbed.clear()
+                self._preview_ready.emit(first, 1, preview.expected, _PreviewKind.FIRST)
+            elif item.series_uid == main:  # the main series' first image: it replaces the other series
+                started = start(item)
+                if started is not None:
+                    preview = started[0]
+                    offer(complete=False)
 
         for s in series:
             if self.is_cancelled():

@@ -6,19 +6,58 @@ headers of those added since its last call (headers only, never pixels: on the r
 sorts every record read so far with the loader's own grouping (:func:`build_tree`: position along the
 normal, else InstanceNumber, else arrival order). The stack it returns holds the series' instances
 arrived so far; the complete load replaces it once the retrieve has ended.
+
+Which series streams is chosen before anything arrives, from what the series query already answered
+(:func:`main_series`: the image series with the most instances that is not a localizer); until its first
+instance arrives the first image of any series is shown meanwhile.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 
 from viewer.core.dicom.grouping import build_tree
 from viewer.core.dicom.header import HeaderRecord, read_header
 from viewer.core.dicom.model import SliceSource, Stack
+from viewer.core.pacs.models import SeriesMatch
 
 logger = logging.getLogger(__name__)
+
+# series modalities that hold no images to stream (structured reports, key objects, presentation states,
+# segmentations, registrations, RT objects, documents, waveforms)
+NOT_IMAGE_MODALITIES = frozenset(
+    {
+        *("SR", "KO", "PR", "SEG", "REG", "FID", "RWV"),
+        *("RTSTRUCT", "RTPLAN", "RTRECORD", "RTDOSE", "DOC", "ECG", "AU"),
+    }
+)
+# words of a series description that mark a localizer (scout, topogram, survey) series
+LOCALIZER_WORDS = ("localizer", "localiser", "scout", "topogram", "surview", "scanogram", "survey", "pilot")
+
+
+def is_localizer_description(description: str) -> bool:
+    """True when a series description names a localizer ("Scout", "Topogram 0.6 T20s", "3-plane loc")."""
+    text = description.lower()
+    return any(word in text for word in LOCALIZER_WORDS) or "loc" in text.replace("-", " ").split()
+
+
+def main_series(series: Sequence[SeriesMatch]) -> str | None:
+    """The UID of the series a reader expects to see while a study arrives: of the series the query
+    answered, the one with the most instances that is an image series (by modality) and not a localizer
+    (by description); the first such on a tie. None when the query said no series' instance count (the
+    first image series to arrive is shown then). One instance of a multi-frame series counts once."""
+    counted = [s for s in series if s.num_instances and s.modality.upper() not in NOT_IMAGE_MODALITIES]
+    if not counted:
+        return None
+    candidates = [s for s in counted if not is_localizer_description(s.series_description)] or counted
+    best = candidates[0]
+    for s in candidates[1:]:
+        if (s.num_instances or 0) > (best.num_instances or 0):
+            best = s
+    return best.series_uid
 
 
 class SeriesPreview:
