@@ -10,7 +10,6 @@ from pytestqt.qtbot import QtBot
 
 from tests.factories import write_ct_series
 from tests.qt.viewer_helpers import LOAD_TIMEOUT_MS, make_window
-from viewer.core.constants import Window
 from viewer.core.dicom.model import Stack
 from viewer.core.geometry.stack import slice_position_mm
 from viewer.core.pacs.preview import SeriesPreview
@@ -58,31 +57,3 @@ def test_a_growing_preview_keeps_the_readers_slice_window_and_zoom(qtbot: QtBot,
     assert view.index == 8 and view.current_data() is not None and view.current_data()[0, 0] == 8
     assert not window.update_preview(full, "Receiving…")  # no preview on screen any more
     assert window.current_stack() is loaded
-
-
-def test_the_main_series_replaces_a_scouts_preview_as_a_new_series(qtbot: QtBot, tmp_path: Path) -> None:
-    """A retrieve's first image was a scout; the study's main series then arrives: the preview shows it
-    as a series of its own (its middle slice, its header window), not at the scout's index with the scout's
-    window."""
-    from pydicom import dcmread
-
-    scout_paths = write_ct_series(tmp_path / "scout", 1, series_description="Scout")
-    scout = dcmread(scout_paths[0])
-    scout.WindowWidth, scout.WindowCenter = 2000, 500  # a scout's own window
-    scout.save_as(scout_paths[0], enforce_file_format=True)
-    head_paths = write_ct_series(tmp_path / "head", 5, spacing_z=3.0)  # slice k: HU k top-left, 80/40
-    uid = {
-        name: str(dcmread(paths[0], stop_before_pixels=True).SeriesInstanceUID)
-        for name, paths in (("scout", scout_paths), ("head", head_paths))
-    }
-    window = make_window(qtbot)
-    view = window.view
-    assert window.show_preview(_preview_of(scout_paths, uid["scout"]), "First image", keep_place=True)
-    assert view.current_window() == Window(2000, 500)
-    head = _preview_of(head_paths[:3], uid["head"])
-    assert window.update_preview(head, "Receiving… 3 of 5 slices", new_series=True)
-    assert view.volume is window._preview and view.count() == 3 and view.context is not None
-    assert view.context.stack.series_instance_uid == uid["head"] and view.index == 1
-    assert view.current_data() is not None and view.current_data()[0, 0] == 1
-    assert view.current_window() == Window(80, 40)
-    assert window.statusBar().currentMessage() == "Receiving… 3 of 5 slices"

@@ -1387,13 +1387,11 @@ class MainWindow(QMainWindow):
         self.show_status(message, 0)
         return True
 
-    def update_preview(self, stack: Stack, message: str, *, new_series: bool = False) -> bool:
+    def update_preview(self, stack: Stack, message: str) -> bool:
         """Replace the preview on screen with ``stack``, the same series grown by more slices (a retrieve
         streaming in): each view on the preview keeps its slice by patient position (not index), its
-        window and zoom. ``new_series``: ``stack`` is another series (the study's main series replacing
-        the first image to arrive, a scout): it is shown as a new preview (its middle slice, its own
-        window). False when no view shows the preview any more (the load ended, or the reader opened
-        something else): the caller stops sending them."""
+        window and zoom. False when no view shows the preview any more (the load ended, or the reader
+        opened something else): the caller stops sending them."""
         old = self._preview
         views = [v for v in self.grid.views() if old is not None and v.volume is old]
         if self._closed or old is None or not views or not stack.slices:
@@ -1401,9 +1399,6 @@ class MainWindow(QMainWindow):
         self._preview = volume = StackVolume(stack, cache_bytes=PREVIEW_CACHE_BYTES)
         context = StackContext(stack)
         for view in views:
-            if new_series:
-                view.set_volume(volume, context, index=len(stack) // 2)
-                continue
             shown = view.context.stack if view.context is not None else stack
             view.replace_volume(volume, context, matching_slice(shown, view.index, stack))
         old.close()

@@ -276,7 +276,6 @@ class _PreviewKind(Enum):
 
     FIRST = "first"  # the first image to arrive, of any series
     GROWN = "grown"  # the previewed series, more of it arrived
-    SWITCHED = "switched"  # the main series, replacing another series' preview
 
 
 class PacsRetrieveJob(PacsCallJob):
@@ -285,21 +284,18 @@ class PacsRetrieveJob(PacsCallJob):
     (the last one marked ``cancelled`` when the user stopped it).
 
     The study's main series (:func:`~viewer.core.pacs.preview.main_series`, chosen from the series
-    query's answers: the image series with the most instances that is not a localizer; else the series
-    of the first image instance to arrive) streams in as a preview
+    query's answers: the image series with the most instances that is not a localizer) is retrieved
+    first, and the series of the first image instance to arrive streams in as a preview
     (:class:`~viewer.core.pacs.preview.SeriesPreview`: headers read here, on the job's thread, never on
-    the GUI thread): ``first_image`` carries a one-image Stack of the first image instance to arrive, of
-    any series, at once; ``preview_grown`` (Stack, instances of the series arrived, instances expected or
-    0) a sorted Stack of every instance of the previewed series arrived so far, at most every
-    :data:`PREVIEW_INTERVAL_S` and only once the GUI thread has returned from the previous one (a busy
-    window is never flooded), and once more when the series is complete and other series follow. When
-    the first image was of another series (a scout, a dose report), ``preview_switched`` (same
-    arguments) carries the main series as soon as its first instance has arrived, and it grows from
-    there. :meth:`stop_preview` (the window shows something else) ends them."""
+    the GUI thread): ``first_image`` carries a one-image Stack of it at once; ``preview_grown`` (Stack,
+    instances of the series arrived, instances expected or 0) a sorted Stack of every instance of the
+    series arrived so far, at most every :data:`PREVIEW_INTERVAL_S` and only once the GUI thread has
+    returned from the previous one (a busy window is never flooded), and once more when the series is
+    complete and other series follow. :meth:`stop_preview` (the window shows something else) ends
+    them."""
 
     first_image = Signal(object)  # Stack
     preview_grown = Signal(object, int, int)  # Stack, instances arrived, instances expected (0: unknown)
-    preview_switched = Signal(object, int, int)  # the main series replaces another series' preview
     _preview_ready = Signal(object, int, int, object)  # from the job's thread; the last: a _PreviewKind
 
     def __init__(
@@ -329,8 +325,6 @@ class PacsRetrieveJob(PacsCallJob):
         try:
             if kind is _PreviewKind.FIRST:
                 self.first_image.emit(stack)
-            elif kind is _PreviewKind.SWITCHED:
-                self.preview_switched.emit(stack, arrived, expected)
             else:
                 self.preview_grown.emit(stack, arrived, expected)
         finally:
@@ -344,67 +338,53 @@ class PacsRetrieveJob(PacsCallJob):
         expected = {s.series_uid: s.num_instances or 0 for s in series}
         total = sum(expected.values())
         main = main_series(series)  # None: the query did not say; the first image series arrived
+        ordered = sorted(series, key=lambda s: s.series_uid != main)  # the main series first
         arrived = 0
         preview: SeriesPreview | None = None
-        told = ""  # the series of the last preview the window was sent
         shown = 0  # instances of the preview series in the last preview sent
         last = 0.0
 
         def offer(complete: bool) -> None:
-            """Send the preview series as it is now: throttled, unless the series is complete or new to
-            the window (the main series after another series' first image)."""
-            nonlocal shown, last, told
-            if preview is None or self._preview_stopped.is_set():
-                return
-            switched = preview.series_uid != told
-            if not switched and preview.arrived == shown:
+            """Send the preview series as it is now: throttled, unless the series is complete."""
+            nonlocal shown, last
+            if preview is None or self._preview_stopped.is_set() or preview.arrived == shown:
                 return
             now = time.monotonic()
             if not self._preview_absorbed.is_set():
                 return  # the next instance (or the series' end) offers it again
-            if not (complete or switched) and now - last < PREVIEW_INTERVAL_S:
+            if not complete and now - last < PREVIEW_INTERVAL_S:
                 return
             count = preview.arrived
             stack = preview.stack()
             if stack is None:
                 return
-            shown, last, told = count, now, preview.series_uid
+            shown, last = count, now
             self._preview_absorbed.clear()
-            kind = _PreviewKind.SWITCHED if switched else _PreviewKind.GROWN
-            self._preview_ready.emit(stack, count, preview.expected, kind)
-
-        def start(item: RetrievedInstance) -> tuple[SeriesPreview, Stack] | None:
-            """A preview of ``item``'s series and its one-image stack, or None when ``item`` gives no
-            image (an SR, a KOS, an unreadable file: the next instance may be one)."""
-            candidate = SeriesPreview(item.series_uid, expected.get(item.series_uid, 0))
-            candidate.add(item.path)
-            stack = candidate.stack()
-            return None if stack is None else (candidate, stack)
+            self._preview_ready.emit(stack, count, preview.expected, _PreviewKind.GROWN)
 
         def on_instance(item: RetrievedInstance) -> None:
-            nonlocal arrived, preview, last, told, shown
+            nonlocal arrived, preview, last, shown
             arrived += 1
             self._emit_progress(arrived, max(total, arrived))
             if self._preview_stopped.is_set():
                 return
-            if preview is not None and item.series_uid == preview.series_uid:
-                preview.add(item.path)
-                offer(complete=False)
-            elif preview is None:  # the first image instance is shown at once, whatever its series
-                started = start(item)
-                if started is None:
-                    return
-                preview, first = started
-                last, told, shown = time.monotonic(), preview.series_uid, 1
-                self._preview_absorbed.clear()
-                self._preview_ready.emit(first, 1, preview.expected, _PreviewKind.FIRST)
-            elif item.series_uid == main:  # the main series' first image: it replaces the other series
-                started = start(item)
-                if started is not None:
-                    preview = started[0]
+            if preview is not None:
+                if item.series_uid == preview.series_uid:
+                    preview.add(item.path)
                     offer(complete=False)
+                return
+            # The first image instance to arrive (the main series' first, unless it has no readable
+            # image) is shown at once; its series grows from there.
+            candidate = SeriesPreview(item.series_uid, expected.get(item.series_uid, 0))
+            candidate.add(item.path)
+            first = candidate.stack()
+            if first is None:  # an SR, a KOS, an unreadable file: the next instance may be an image
+                return
+            preview, last, shown = candidate, time.monotonic(), 1
+            self._preview_absorbed.clear()
+            self._preview_ready.emit(first, 1, preview.expected, _PreviewKind.FIRST)
 
-        for s in series:
+        for s in ordered:
             if self.is_cancelled():
                 break
             report = client.retrieve_series(
@@ -413,7 +393,7 @@ class PacsRetrieveJob(PacsCallJob):
             reports.append(report)
             if report.cancelled:
                 break
-            if preview is not None and s.series_uid == preview.series_uid and s is not series[-1]:
+            if preview is not None and s.series_uid == preview.series_uid and s is not ordered[-1]:
                 # the whole series while the rest of the study arrives (after the last series the
                 # loaded study follows at once: its headers are not read twice)
                 offer(complete=True)

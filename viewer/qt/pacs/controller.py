@@ -414,7 +414,6 @@ class PacsController(QObject):
         job.progress.connect(self.panel.set_progress)
         job.first_image.connect(self._first_image_arrived)
         job.preview_grown.connect(self._preview_grown)
-        job.preview_switched.connect(self._preview_switched)
         job.done.connect(self._retrieved)
         job.failed.connect(self._retrieve_failed)
         self.panel.set_retrieving(True)
@@ -440,12 +439,6 @@ class PacsController(QObject):
     def _preview_grown(self, stack: Stack, arrived: int, expected: int) -> None:
         """More of the previewed series has arrived: the preview shows it, the reader's slice kept."""
         if not self.window.update_preview(stack, receiving_text(stack, arrived, expected)):
-            self._stop_preview()
-
-    def _preview_switched(self, stack: Stack, arrived: int, expected: int) -> None:
-        """The study's main series has begun to arrive: it replaces the first image's series (a scout,
-        a dose report) in the preview and grows from there."""
-        if not self.window.update_preview(stack, receiving_text(stack, arrived, expected), new_series=True):
             self._stop_preview()
 
     def _stop_preview(self) -> None:
