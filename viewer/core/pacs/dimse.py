@@ -178,15 +178,25 @@ class DimseClient:
     ) -> Association:
         """Request an association; a typed error saying why when it is not established."""
         node = self.node
-        try:
-            assoc = ae.associate(
-                node.host, node.port, ae_title=node.called_ae, ext_neg=ext_neg, evt_handlers=handlers
-            )
-        except OSError as exc:  # e.g. the host name does not resolve
-            _, why = _probe(node.host, node.port, node.connect_timeout_s)
-            raise PacsUnreachableError(
-                f"Cannot connect to the PACS at {node.dimse_address}: {why or type(exc).__name__}"
-            ) from None
+
+        def request() -> Association:
+            try:
+                return ae.associate(
+                    node.host, node.port, ae_title=node.called_ae, ext_neg=ext_neg, evt_handlers=handlers
+                )
+            except OSError as exc:  # e.g. the host name does not resolve
+                _, why = _probe(node.host, node.port, node.connect_timeout_s)
+                raise PacsUnreachableError(
+                    f"Cannot connect to the PACS at {node.dimse_address}: {why or type(exc).__name__}"
+                ) from None
+
+        assoc = request()
+        refused = not (assoc.is_established or assoc.is_rejected)
+        if refused and _probe(node.host, node.port, node.connect_timeout_s)[0]:
+            # pynetdicom reports an abort when the peer rejects the request and closes the connection
+            # before the rejection has been read (2 of 100 requests with a wrong called AE title against
+            # Orthanc here): ask once more, for the reason (a request changes nothing on the peer)
+            assoc = request()
         self._raise_unless_established(assoc)
         return assoc
 
