@@ -13,7 +13,7 @@ from pytestqt.qtbot import QtBot
 
 from tests.factories import write_ct_series
 from tests.qt.viewer_helpers import make_window, open_and_wait
-from viewer.qt.overlays import CORNERS, OverlayWidget, extra_text_width
+from viewer.qt.overlays import BACKING, CORNERS, OverlayWidget, extra_text_width, line_backing
 
 
 def _render(overlay: OverlayWidget) -> np.ndarray:
@@ -110,6 +110,7 @@ def test_cached_text_looks_as_text_drawn_directly(qtbot: QtBot, size: tuple[int,
     doc.setHtml("<div align='right'>" + "<br>".join(overlay.extra_html().values()) + "</div>")
     doc.setTextWidth(extra_text_width(w))
     p.translate(QPointF(w - m - doc.size().width(), h - m - doc.size().height() - 4))
+    p.fillPath(line_backing(doc), BACKING)
     doc.drawContents(p)
     p.end()
     assert cached.any()

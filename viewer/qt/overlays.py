@@ -10,7 +10,17 @@ from typing import Protocol
 
 import numpy as np
 from PySide6.QtCore import QDate, QLocale, QPointF, QRectF, QSizeF, Qt
-from PySide6.QtGui import QColor, QFont, QFontMetrics, QPainter, QPaintEvent, QPixmap, QTextDocument
+from PySide6.QtGui import (
+    QColor,
+    QFont,
+    QFontMetrics,
+    QPainter,
+    QPainterPath,
+    QPaintEvent,
+    QPixmap,
+    QTextDocument,
+    QTextLayout,
+)
 from PySide6.QtWidgets import QWidget
 
 from viewer.core.constants import Window
@@ -24,8 +34,14 @@ from viewer.core.geometry.orientation import orientation_labels as orientation_l
 CORNERS = ("top_left", "top_right", "bottom_left", "bottom_right")
 LOSSY_PREFIX = "LOSSY"
 Draws = list[tuple[QPointF, QPixmap]]  # pixmaps and where they go on the overlay
+ExtraBlock = tuple[list[str], QPointF, QPixmap, QRectF, QPainterPath]  # lines, place, pixmap, extent, backing
 TEXT_CACHE_SIZE = 2048  # pre-rendered text lines kept per overlay (a few hundred KB)
 EXTRA_CACHE_SIZE = 64  # pre-rendered extension HTML blocks (the AI result's slice line differs by slice)
+OUTLINE = 1  # px of dark outline around each corner text's glyphs (readable on white bone, as PACS viewers)
+BACKING = QColor(0, 0, 0, 200)  # behind each line of the AI block: its red/grey text >= 4.5:1 even on white
+BACKING_PAD = 3  # px left and right of each line's text (1 px above the first and below the last)
+HINT_POINT_SIZE = 13.0  # the empty viewport's hint, made smaller (to 10 pt) before a line would wrap
+HINT_SMALLEST = 10.0
 
 
 def extra_text_width(w: float) -> float:
@@ -33,6 +49,66 @@ def extra_text_width(w: float) -> float:
     two fifths of the view, but at least 260 px where the view has them (in a narrow viewport a fifth-wide
     column wrapped the AI result into six lines over the image)."""
     return max(w * 0.4, min(w - 2 * OverlayWidget.MARGIN, 260.0))
+
+
+def wrap_lines(text: str, font: QFont, width: float) -> list[str]:
+    """``text`` wrapped at word boundaries to ``width`` px in ``font`` (its own line breaks kept)."""
+    out: list[str] = []
+    for para in text.split("\n"):
+        layout = QTextLayout(para, font)
+        layout.beginLayout()
+        while True:
+            line = layout.createLine()
+            if not line.isValid():
+                break
+            line.setLineWidth(width)
+        layout.endLayout()
+        for i in range(layout.lineCount()):
+            line = layout.lineAt(i)
+            out.append(para[line.textStart() : line.textStart() + line.textLength()].strip())
+    return out
+
+
+def fit_hint(text: str, base: QFont, width: float) -> tuple[QFont, list[str]]:
+    """The hint's font and lines in a ``width`` px column: the largest size from 13 pt down to 10 pt at
+    which none of its lines wraps (a 2x2 viewport at 1366 x 768 wrapped "here" onto a line of its own);
+    at 13 pt, wrapped, when even 10 pt does not fit (a long decoder message)."""
+    size = HINT_POINT_SIZE
+    while size >= HINT_SMALLEST:
+        font = QFont(base)
+        font.setPointSizeF(size)
+        lines = wrap_lines(text, font, width)
+        if len(lines) == text.count("\n") + 1:
+            return font, lines
+        size -= 0.5
+    font = QFont(base)
+    font.setPointSizeF(HINT_POINT_SIZE)
+    return font, wrap_lines(text, font, width)
+
+
+def line_backing(doc: QTextDocument) -> QPainterPath:
+    """The dark backing of a laid-out HTML block (the AI result), in the document's coordinates: each
+    line's text extent widened by BACKING_PAD, joined into one shape (so overlaps are not darker); only
+    behind the text, so a short line hides no image beside it."""
+    path = QPainterPath()
+    layout = doc.documentLayout()
+    rects: list[QRectF] = []
+    block = doc.begin()
+    while block.isValid():
+        origin = layout.blockBoundingRect(block).topLeft()
+        text_layout = block.layout()
+        for i in range(text_layout.lineCount()):
+            line = text_layout.lineAt(i)
+            if line.naturalTextWidth() > 0:
+                rects.append(line.naturalTextRect().translated(origin))
+        block = block.next()
+    for k, rect in enumerate(rects):
+        top = -1.0 if k == 0 else 0.0
+        bottom = 1.0 if k == len(rects) - 1 else 0.0
+        piece = QPainterPath()
+        piece.addRect(rect.adjusted(-BACKING_PAD, top, BACKING_PAD, bottom))
+        path = path.united(piece)
+    return path
 
 
 def turned_orientation_labels(iop: Sequence[float] | None, turn: np.ndarray | None = None) -> dict[str, str]:
@@ -178,9 +254,10 @@ class OverlayWidget(QWidget):
         self._warn = QColor("#ffb347")  # the LOSSY marker
         self._shadow = QColor(0, 0, 0, 220)
         self._text_cache: dict[tuple[str, int, bool, tuple[float, float]], tuple[QPixmap, int]] = {}
-        self._extra_cache: dict[tuple[object, ...], tuple[list[str], QPointF, QPixmap, QRectF]] = {}
+        self._extra_cache: dict[tuple[object, ...], ExtraBlock] = {}
         self._composed: tuple[tuple[object, ...], tuple[list[str], Draws]] | None = None
         self._extra_below: tuple[tuple[float, float], ...] = ()  # bottom corner texts: (right, top) each
+        self._right_letter: tuple[float, float, float, float] | None = None  # its box: the AI block keeps off
         self._bar_cache: tuple[tuple[int, float, float, float, float], tuple[int, int, QPixmap]] | None = None
         self._legend: CornerLegend | None = None
         self.legend_rect: QRectF | None = None  # where the last composition put the legend (None: not drawn)
@@ -300,14 +377,17 @@ class OverlayWidget(QWidget):
         painted: list[str] = []
         self.painted_texts = painted
         if self._hint:
-            painted.append(self._hint)
             p.setPen(QColor("#6e7681"))
-            hint_font = QFont(self._font)
-            hint_font.setPointSizeF(13)
-            p.setFont(hint_font)
             inset = 4 * m  # wrapped inside the orientation letters: a long decoder message is not clipped
-            flags = int(Qt.AlignmentFlag.AlignCenter) | int(Qt.TextFlag.TextWordWrap)
-            p.drawText(QRectF(inset, 0, max(w - 2 * inset, 1), h), flags, self._hint)
+            column = max(w - 2 * inset, 1)
+            hint_font, hint_lines = fit_hint(self._hint, self._font, column)
+            painted.extend(hint_lines)
+            p.setFont(hint_font)
+            spacing = QFontMetrics(hint_font).lineSpacing()
+            top = (h - spacing * len(hint_lines)) / 2
+            flags = int(Qt.AlignmentFlag.AlignHCenter) | int(Qt.AlignmentFlag.AlignTop)
+            for k, line in enumerate(hint_lines):
+                p.drawText(QRectF(inset, top + k * spacing, column, spacing), flags, line)
         if not self.visible_text:
             p.end()
             return
@@ -319,7 +399,7 @@ class OverlayWidget(QWidget):
         for point, pm in draws:
             p.drawPixmap(point, pm)
         if self._extra_html:
-            lines, point, pm, _ = self._extra_pixmap(w, h)
+            lines, point, pm, _, _ = self._extra_pixmap(w, h)
             painted.extend(lines)
             p.drawPixmap(point, pm)
         p.end()
@@ -341,6 +421,7 @@ class OverlayWidget(QWidget):
         m = self.MARGIN
         texts: list[str] = []
         draws: Draws = []
+        self._right_letter = None
         fm = QFontMetrics(self._font)
         lh = fm.height()
         rects = self._corner_rects(w, h)
@@ -353,7 +434,7 @@ class OverlayWidget(QWidget):
             for k, line in enumerate(lines):
                 pm, advance = self._text_pixmap(line, self._line_color(line), self._font)
                 x = rect.left() + (rect.width() - advance - 2 if right else 0)
-                draws.append((QPointF(x, rect.top() + k * lh), pm))
+                draws.append((QPointF(x - OUTLINE, rect.top() + k * lh - OUTLINE), pm))
         if self._orientation:
             texts.extend(v for v in self._orientation.values() if v)
             ofm = QFontMetrics(self._orient_font)
@@ -364,6 +445,8 @@ class OverlayWidget(QWidget):
             if o.get("right"):
                 x_right = w - m - ofm.horizontalAdvance(o["right"])
                 self._draw_text(draws, x_right, cy, o["right"], self._accent, self._orient_font)
+                letter_w = float(ofm.horizontalAdvance(o["right"]))
+                self._right_letter = (x_right, cy - ofm.ascent(), letter_w, float(ofm.height()))
             taken = [r for _, r in rects.values()]
             for edge, down in (("top", True), ("bottom", False)):
                 if not o.get(edge):
@@ -433,14 +516,23 @@ class OverlayWidget(QWidget):
                 top = max(r.bottom() for r in hit) + gap
         return None
 
-    def _extra_pixmap(self, w: float, h: float) -> tuple[list[str], QPointF, QPixmap, QRectF]:
+    def extra_backing(self) -> QPainterPath:
+        """Where the extensions' HTML has its dark backing now (empty without)."""
+        if not self._extra_html:
+            return QPainterPath()
+        self._compose(self.width(), self.height())
+        return self._extra_pixmap(self.width(), self.height())[4]
+
+    def _extra_pixmap(self, w: float, h: float) -> ExtraBlock:
         """The extensions' HTML (e.g. the AI result), right-aligned, ending above the bottom corner texts
         its lines would reach (the bottom-right one, or both where a narrow viewport stacks them, see
-        :meth:`_corner_rects`): its plain lines, where it goes, its pixmap and its text's extent, laid
-        out and rendered once per text, size and place (the last EXTRA_CACHE_SIZE are kept: scrolling back
-        and forth renders none again; drawn at the same fractional offset as the document was drawn
-        before)."""
-        key = (tuple(self._extra_html.items()), w, h, self._extra_below, self.devicePixelRatioF())
+        :meth:`_corner_rects`), left of the right orientation letter where it reaches that (a 2x2 viewport
+        at 1366 x 768), each line on a dark backing (:func:`line_backing`): its plain lines, where it
+        goes, its pixmap, its text's extent and its backing, laid out and rendered once per text, size and
+        place (the last EXTRA_CACHE_SIZE are kept: scrolling back and forth renders none again; drawn at
+        the same fractional offset as the document was drawn before)."""
+        html = tuple(self._extra_html.items())
+        key = (html, w, h, self._extra_below, self._right_letter, self.devicePixelRatioF())
         cached = self._extra_cache.get(key)
         if cached is None:
             doc = QTextDocument()
@@ -453,6 +545,13 @@ class OverlayWidget(QWidget):
             reached = [top for right, top in self._extra_below if right > text_left]
             bottom = min(reached, default=h - self.MARGIN) - 4
             x, y = w - self.MARGIN - size.width(), bottom - size.height()
+            if self._right_letter is not None:  # a short viewport: 4 lines reach the right orientation letter
+                letter = QRectF(*self._right_letter)
+                backing_right = w - self.MARGIN - doc.documentMargin() + BACKING_PAD
+                block = QRectF(text_left - BACKING_PAD, y, backing_right - text_left, size.height())
+                if block.intersects(letter):
+                    shift = max(0.0, backing_right + 2 - letter.left())
+                    x, text_left = x - shift, text_left - shift
             left, top = math.floor(x), math.floor(y)
             dpr = self.devicePixelRatioF()
             pm = QPixmap(math.ceil((size.width() + 1) * dpr), math.ceil((size.height() + 1) * dpr))
@@ -461,12 +560,15 @@ class OverlayWidget(QWidget):
             p = QPainter(pm)
             p.setRenderHint(QPainter.RenderHint.TextAntialiasing)
             p.translate(QPointF(x - left, y - top))
+            backing = line_backing(doc)
+            p.fillPath(backing, BACKING)
             doc.drawContents(p)
             p.end()
             if len(self._extra_cache) >= EXTRA_CACHE_SIZE:
                 self._extra_cache.clear()
             ink = QRectF(text_left, y, doc.idealWidth(), size.height())
-            cached = self._extra_cache[key] = (doc.toPlainText().splitlines(), QPointF(left, top), pm, ink)
+            lines = doc.toPlainText().splitlines()
+            cached = self._extra_cache[key] = (lines, QPointF(left, top), pm, ink, backing.translated(x, y))
         return cached
 
     def _corner_rects(self, w: float, h: float) -> dict[str, tuple[tuple[str, ...], QRectF]]:
@@ -499,8 +601,9 @@ class OverlayWidget(QWidget):
     def _text_pixmap(
         self, text: str, color: QColor, font: QFont, offset: tuple[float, float] = (0.0, 0.0)
     ) -> tuple[QPixmap, int]:
-        """One line of text with its shadow, pre-rendered (baseline at the font's ascent, moved by the
-        sub-pixel ``offset``), and its advance. Cached by text, colour, font and offset, so a slice change
+        """One line of text with its outline, pre-rendered (baseline at OUTLINE + the font's ascent, left
+        edge at OUTLINE, moved by the sub-pixel ``offset``: drawn OUTLINE px up and left of the text's
+        place), and its advance. Cached by text, colour, font and offset, so a slice change
         re-renders only the lines that changed (the slice number, the position), and repaints draw
         pixmaps instead of text."""
         key = (text, color.rgba(), font is self._orient_font, offset)
@@ -512,13 +615,14 @@ class OverlayWidget(QWidget):
         fm = QFontMetrics(font)
         advance = fm.horizontalAdvance(text)
         dpr = self.devicePixelRatioF()
-        pm = QPixmap(max(1, int((advance + 3) * dpr)), max(1, int((fm.height() + 3) * dpr)))
+        pad = 2 * OUTLINE + 2  # the outline on both sides, the sub-pixel offset, rounding
+        pm = QPixmap(max(1, int((advance + pad) * dpr)), max(1, int((fm.height() + pad) * dpr)))
         pm.setDevicePixelRatio(dpr)
         pm.fill(Qt.GlobalColor.transparent)
         p = QPainter(pm)
         p.setRenderHint(QPainter.RenderHint.TextAntialiasing)
         p.setFont(font)
-        self._shadowed(p, offset[0], fm.ascent() + offset[1], text, color)
+        self._shadowed(p, OUTLINE + offset[0], OUTLINE + fm.ascent() + offset[1], text, color)
         p.end()
         self._text_cache[key] = (pm, advance)
         return pm, advance
@@ -529,7 +633,7 @@ class OverlayWidget(QWidget):
         top = y - QFontMetrics(font).ascent()
         left_px, top_px = math.floor(x), math.floor(top)
         pm, _ = self._text_pixmap(text, color, font, (x - left_px, top - top_px))
-        draws.append((QPointF(left_px, top_px), pm))
+        draws.append((QPointF(left_px - OUTLINE, top_px - OUTLINE), pm))
 
     def _scale_bar_pixmap(self, bar: tuple[int, float], w: float, y: float) -> tuple[int, int, QPixmap]:
         """The scale bar (ticks, shadow and label) pre-rendered: (left, top, pixmap), drawn again only
@@ -565,7 +669,12 @@ class OverlayWidget(QWidget):
         return left, top, pm
 
     def _shadowed(self, p: QPainter, x: float, y: float, text: str, color: QColor) -> None:
+        """``text`` with a dark OUTLINE px ring on every side (a shadow only down-right left the light
+        text's other edges invisible on white bone)."""
         p.setPen(self._shadow)
-        p.drawText(QPointF(x + 1, y + 1), text)
+        for dx in (-OUTLINE, 0, OUTLINE):
+            for dy in (-OUTLINE, 0, OUTLINE):
+                if dx or dy:
+                    p.drawText(QPointF(x + dx, y + dy), text)
         p.setPen(color)
         p.drawText(QPointF(x, y), text)
