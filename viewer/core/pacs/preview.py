@@ -8,8 +8,8 @@ normal, else InstanceNumber, else arrival order). The stack it returns holds the
 arrived so far; the complete load replaces it once the retrieve has ended.
 
 Which series streams is chosen before anything arrives, from what the series query already answered
-(:func:`main_series`: the image series with the most instances that is not a localizer); until its first
-instance arrives the first image of any series is shown meanwhile.
+(:func:`main_series`: the image series with the most instances that is not a localizer); the retrieve
+fetches it first.
 """
 
 from __future__ import annotations
