@@ -59,9 +59,12 @@ from viewer.core.pacs import (  # noqa: E402
     InstanceCache,
     PacsNode,
     RetrievedInstance,
+    StudyMatch,
     StudyQuery,
 )
 from viewer.qt.app import build_main_window, create_application  # noqa: E402
+from viewer.qt.main_window import MainWindow  # noqa: E402
+from viewer.qt.pacs import PacsController  # noqa: E402
 from viewer.qt.pacs.nodes import NodeEntry, NodeProtocol  # noqa: E402
 
 SETTLE_S = 0.3
@@ -99,6 +102,38 @@ def _small_studies(folder: Path, n: int) -> list[Path]:
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)
     return paths
+
+
+def retrieve_window(
+    app: QApplication, node: PacsNode, matches: list[StudyMatch], study: str
+) -> tuple[MainWindow, PacsController]:
+    """A new shown window whose PACS dock lists ``matches`` (from DICOMweb ``node``, saved once) with
+    ``study``'s row selected: Retrieve is one click away."""
+    with no_system_keyring():
+        win = build_main_window(offer_resume=False)
+    win.resize(1280, 860)
+    win.show()
+    app.processEvents()
+    pacs = controller(win)
+    if pacs.nodes.get(node.name) is None:
+        pacs.save_node(NodeEntry(node, NodeProtocol.DICOMWEB), "")
+    panel = pacs.panel
+    panel.node.setCurrentText(node.name)
+    panel.show_studies(matches)
+    item = panel.study_item(study)
+    assert item is not None
+    panel.results.setCurrentItem(item)
+    app.processEvents()
+    return win, pacs
+
+
+def empty_cache(cache: InstanceCache) -> None:
+    """The PACS cache empty again between rounds: its studies and its index."""
+    for entry in cache.root.iterdir():
+        if entry.is_dir():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
 
 
 def _wait(app: QApplication, done: Callable[[], bool], what: str, timeout_s: float = 120.0) -> None:
@@ -293,21 +328,9 @@ def main() -> int:
                 """A new window; the study row selected in the PACS dock; Retrieve pressed; until the first
                 image is painted. The retrieve and the study's load are then let finish, the window
                 closed and the cache emptied."""
-                with no_system_keyring():
-                    win = build_main_window(offer_resume=False)
-                win.resize(1280, 860)
-                win.show()
-                app.processEvents()
-                pacs = controller(win)
-                if pacs.nodes.get(web_node.name) is None:
-                    pacs.save_node(NodeEntry(web_node, NodeProtocol.DICOMWEB), "")
+                matches = web.find_studies(StudyQuery(study_uid=study))
+                win, pacs = retrieve_window(app, web_node, matches, study)
                 panel = pacs.panel
-                panel.node.setCurrentText(web_node.name)
-                panel.show_studies(web.find_studies(StudyQuery(study_uid=study)))
-                item = panel.study_item(study)
-                assert item is not None
-                panel.results.setCurrentItem(item)
-                app.processEvents()
                 finished: list[object] = []
                 pacs.retrieve_finished.connect(finished.append)
                 start = time.perf_counter()
@@ -318,8 +341,7 @@ def main() -> int:
                 _wait(app, lambda: bool(finished) and not win.is_loading(), "the retrieve and load")
                 win.close()
                 app.processEvents()
-                for folder in pacs.cache.root.iterdir():
-                    shutil.rmtree(folder)
+                empty_cache(pacs.cache)
                 return elapsed
 
             with no_system_keyring():

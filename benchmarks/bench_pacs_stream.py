@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import shutil
 import statistics
 import sys
 import tempfile
@@ -36,14 +35,12 @@ if str(ROOT) not in sys.path:
 
 from pydicom import dcmread  # noqa: E402
 
-from benchmarks.bench_pacs import _wait  # noqa: E402
+from benchmarks.bench_pacs import _wait, empty_cache, retrieve_window  # noqa: E402
 from tests.factories import write_ct_series  # noqa: E402
-from tests.pacs.conftest import controller, no_system_keyring  # noqa: E402
 from tests.pacs.orthanc import PASSWORD, USER, running_orthanc, unavailable_reason  # noqa: E402
 from viewer.core.dicom.model import Stack  # noqa: E402
 from viewer.core.pacs import AuthKind, DicomWebClient, PacsNode, StudyQuery  # noqa: E402
-from viewer.qt.app import build_main_window, create_application  # noqa: E402
-from viewer.qt.pacs.nodes import NodeEntry, NodeProtocol  # noqa: E402
+from viewer.qt.app import create_application  # noqa: E402
 
 SETTLE_S = 0.3
 
@@ -77,22 +74,9 @@ def main() -> int:
             sizes: list[int] = []
 
             def run(streaming: bool) -> tuple[float, float, float, float]:
-                with no_system_keyring():
-                    win = build_main_window(offer_resume=False)
+                win, pacs = retrieve_window(app, node, matches, study)
                 win.settings.hang_on_open = False
-                win.resize(1280, 860)
-                win.show()
-                app.processEvents()
-                pacs = controller(win)
-                if pacs.nodes.get(node.name) is None:
-                    pacs.save_node(NodeEntry(node, NodeProtocol.DICOMWEB), "")
                 panel = pacs.panel
-                panel.node.setCurrentText(node.name)
-                panel.show_studies(matches)
-                item = panel.study_item(study)
-                assert item is not None
-                panel.results.setCurrentItem(item)
-                app.processEvents()
                 in_update = [0.0]
                 update = win.update_preview
 
@@ -127,11 +111,7 @@ def main() -> int:
                     sizes[:] = seen
                 win.close()
                 app.processEvents()
-                for entry in pacs.cache.root.iterdir():  # the cache empty again (studies and index)
-                    if entry.is_dir():
-                        shutil.rmtree(entry)
-                    else:
-                        entry.unlink()
+                empty_cache(pacs.cache)
                 return finished[0] - start, loaded, cpu, in_update[0]
 
             variants = {"streaming": True, "first image only (before)": False}
