@@ -52,6 +52,13 @@ def fold(acc: np.float32, v: np.float32, mode: int) -> np.float32:
 
 
 @_jit
+def fold_ends(mode: int, n: int) -> tuple[np.float32, np.float32]:
+    """:func:`fold`'s starting value for ``mode`` and the factor applied after ``n`` folds (a mean's 1/n)."""
+    start = np.float32(-np.inf) if mode == 0 else np.float32(np.inf) if mode == 1 else np.float32(0.0)
+    return start, np.float32(1.0) / np.float32(n) if mode == 2 else np.float32(1.0)
+
+
+@_jit
 def cell(flat: np.ndarray, o: int, sj: int, sk: int, fk: float, fj: float, fi: float) -> np.float32:
     """Trilinear blend of the cell whose first voxel is at flat index ``o``."""
     c000, c001 = np.float32(flat[o]), np.float32(flat[o + 1])
@@ -218,8 +225,7 @@ def planar_row(
     hk, hj, hi = nk - 1.0, nj - 1.0, ni - 1.0
     cols = out_row.shape[0]
     fill32 = np.float32(fill)
-    start = np.float32(-np.inf) if mode == 0 else np.float32(np.inf) if mode == 1 else np.float32(0.0)
-    scale = np.float32(1.0) / np.float32(n_off) if mode == 2 else np.float32(1.0)
+    start, scale = fold_ends(mode, n_off)
     t_off, t_fj, t_fi = table
     if bk < -EDGE or bk > hk + EDGE:
         for c in range(cols):
@@ -287,8 +293,7 @@ def rows(
     hk, hj, hi = nk - 1.0, nj - 1.0, ni - 1.0
     cols = out.shape[1]
     fill32 = np.float32(fill)
-    start = np.float32(-np.inf) if mode == 0 else np.float32(np.inf) if mode == 1 else np.float32(0.0)
-    scale = np.float32(1.0) / np.float32(n_off) if mode == 2 else np.float32(1.0)
+    start, scale = fold_ends(mode, n_off)
     planar = abs(d_col[0]) * cols < 1e-9 and abs(d_n[0]) * n_off < 1e-9
     table = (
         np.empty((cols if planar else 0, n_off), np.int64),
