@@ -191,9 +191,12 @@ class DimseClient:
                 ) from None
 
         assoc = request()
-        refused = not (assoc.is_established or assoc.is_rejected)
-        if refused and _probe(node.host, node.port, node.connect_timeout_s)[0]:
-            # pynetdicom reports an abort when the peer rejects the request and closes the connection
+        if not (assoc.is_established or assoc.is_rejected):
+            # pynetdicom marks a failed TCP connect as aborted too: look at the connection itself
+            reachable, why = _probe(node.host, node.port, node.connect_timeout_s)
+            if not reachable:
+                raise PacsUnreachableError(f"Cannot connect to the PACS at {node.dimse_address}: {why}")
+            # It also reports an abort when the peer rejects the request and closes the connection
             # before the rejection has been read (2 of 100 requests with a wrong called AE title against
             # Orthanc here): ask once more, for the reason (a request changes nothing on the peer)
             assoc = request()
@@ -210,6 +213,7 @@ class DimseClient:
                 assoc.release()
 
     def _raise_unless_established(self, assoc: Association) -> None:
+        """Nothing when ``assoc`` is established; else why not, for a peer that answers on its port."""
         node = self.node
         if assoc.is_established:
             return
@@ -222,14 +226,10 @@ class DimseClient:
             raise PacsAssociationRejectedError(
                 f"The PACS at {node.dimse_address} rejected the association: {why}"
             )
-        # pynetdicom marks a failed TCP connect as aborted too: look at the connection itself
-        reachable, why = _probe(node.host, node.port, node.connect_timeout_s)
-        if reachable:
-            raise PacsAssociationRejectedError(
-                f"The PACS at {node.dimse_address} aborted the association request "
-                f"(calling AE {node.calling_ae!r}, called AE {node.called_ae!r})"
-            )
-        raise PacsUnreachableError(f"Cannot connect to the PACS at {node.dimse_address}: {why}")
+        raise PacsAssociationRejectedError(
+            f"The PACS at {node.dimse_address} aborted the association request "
+            f"(calling AE {node.calling_ae!r}, called AE {node.called_ae!r})"
+        )
 
     def _refused(self, assoc: Association, what: str) -> PacsError:
         """An empty status: the peer aborted or the connection dropped during ``what``."""
