@@ -126,3 +126,23 @@ def test_the_ai_block_leaves_the_orientation_letters_visible(qtbot: QtBot, size:
     backing = overlay.extra_backing()
     assert not backing.isEmpty()
     assert not [r for r in texts if backing.intersects(r)]
+
+
+@pytest.mark.parametrize("mm_per_px", [0.9, 0.64])
+def test_the_ai_block_ends_above_the_scale_bar(qtbot: QtBot, mm_per_px: float) -> None:
+    """In a 1x2 viewport at 1366 x 768 (414 x 480 px) the demo's AI lines wrap and reach left over the
+    scale bar's "20 mm" (seen on a screenshot): the block ends above the scale bar, as it does above the
+    bottom corner texts."""
+    overlay = _overlay(qtbot, 414, 480)
+    overlay.set_corner("top_left", ["SYNTH 0001", "ID SYNTH-0001"])
+    overlay.set_corner("top_right", ["Head 5mm (synthetic)", "CT  Se 2"])
+    overlay.set_corner("bottom_left", ["Im 20 / 32", "Pos 28.5 mm   Thk 5 mm"])
+    overlay.set_corner("bottom_right", ["W 80  L 40", "Zoom 0.76×"])
+    overlay.set_orientation({"left": "R", "right": "L", "top": "A", "bottom": "P"})
+    overlay.set_scale(mm_per_px)
+    overlay.set_extra_html(
+        "ai", AI_LINE + "<br><span style='color:#ff7b72'>slice flags: any 1.00, subdural 0.96</span>"
+    )
+    backing = overlay.extra_backing()
+    assert overlay.scale_bar() is not None and not backing.isEmpty()
+    assert not [r for r in overlay.text_rects() if backing.intersects(r)]

@@ -256,7 +256,7 @@ class OverlayWidget(QWidget):
         self._text_cache: dict[tuple[str, int, bool, tuple[float, float]], tuple[QPixmap, int]] = {}
         self._extra_cache: dict[tuple[object, ...], ExtraBlock] = {}
         self._composed: tuple[tuple[object, ...], tuple[list[str], Draws]] | None = None
-        self._extra_below: tuple[tuple[float, float], ...] = ()  # bottom corner texts: (right, top) each
+        self._extra_below: tuple[tuple[float, float], ...] = ()  # bottom texts, scale bar: (right, top) each
         self._right_letter: tuple[float, float, float, float] | None = None  # its box: the AI block keeps off
         self._bar_cache: tuple[tuple[int, float, float, float, float], tuple[int, int, QPixmap]] | None = None
         self._legend: CornerLegend | None = None
@@ -469,6 +469,8 @@ class OverlayWidget(QWidget):
             y = h - m - QFontMetrics(self._orient_font).height() - 10
             bar_left, bar_top, bar_pm = self._scale_bar_pixmap(bar, w, y)
             draws.append((QPointF(bar_left, bar_top), bar_pm))
+            # the AI block ends above it too where its lines reach that far left (a 1x2 viewport at 1366)
+            self._extra_below += ((bar_left + bar_pm.width() / bar_pm.devicePixelRatio(), float(bar_top)),)
         self.legend_rect = None
         if self._legend is not None:
             placed = self._place_legend(self._legend, w, h, rects, draws)
@@ -525,12 +527,12 @@ class OverlayWidget(QWidget):
 
     def _extra_pixmap(self, w: float, h: float) -> ExtraBlock:
         """The extensions' HTML (e.g. the AI result), right-aligned, ending above the bottom corner texts
-        its lines would reach (the bottom-right one, or both where a narrow viewport stacks them, see
-        :meth:`_corner_rects`), left of the right orientation letter where it reaches that (a 2x2 viewport
-        at 1366 x 768), each line on a dark backing (:func:`line_backing`): its plain lines, where it
-        goes, its pixmap, its text's extent and its backing, laid out and rendered once per text, size and
-        place (the last EXTRA_CACHE_SIZE are kept: scrolling back and forth renders none again; drawn at
-        the same fractional offset as the document was drawn before)."""
+        and the scale bar its lines would reach (the bottom-right text, or both where a narrow viewport
+        stacks them, see :meth:`_corner_rects`), left of the right orientation letter where it reaches
+        that (a 2x2 viewport at 1366 x 768), each line on a dark backing (:func:`line_backing`): its plain
+        lines, where it goes, its pixmap, its text's extent and its backing, laid out and rendered once
+        per text, size and place (the last EXTRA_CACHE_SIZE are kept: scrolling back and forth renders
+        none again; drawn at the same fractional offset as the document was drawn before)."""
         html = tuple(self._extra_html.items())
         key = (html, w, h, self._extra_below, self._right_letter, self.devicePixelRatioF())
         cached = self._extra_cache.get(key)
