@@ -335,3 +335,45 @@ def test_display_fields_round_trip_and_emit_once_per_change(two_series: tuple[St
     assert state.viewport(0).window is None and not state.viewport(0).invert
     with pytest.raises(ViewerStateError, match="empty"):
         ViewerState().set_window(0, window)
+
+
+def test_leaving_mpr_gives_the_acquired_slices_at_the_mpr_point(
+    two_series: tuple[Stack, Stack, Stack], tmp_path: Path
+) -> None:
+    thick, _, prior = two_series
+    write_case(CASES["sagittal"], tmp_path / "sag")
+    state = ViewerState()
+    key, other = state.add_stack(thick), state.add_stack(prior)
+    sag = state.add_stack(load_stack(tmp_path / "sag"))
+    state.set_layout(Layout.ONE_BY_TWO)
+    state.show(0, other)
+    state.show(1, key)
+    state.set_active(1)
+    state.set_position(1, 15.0)  # slice 3 of the 5 mm series
+    before = state.viewports
+    state.enter_mpr(1)
+    assert state.in_mpr and state.layout is Layout.ONE_BY_THREE and state.active == 0
+    assert [vp.orientation for vp in state.viewports] == [Orientation.AXIAL, Orientation.CORONAL,
+                                                          Orientation.SAGITTAL]
+    entry = state.entry(0)
+    assert entry is not None and entry.geometry is not None
+    assert slice_index(entry, replace(state.viewport(0), orientation=Orientation.NATIVE)) == 3  # through it
+    state.scroll(0, 2)  # the axial plane 2 voxel steps (5 mm) up: slice 5
+    state.leave_mpr()  # Alt+M again: the layout before, the series as acquired at the MPR's point
+    assert not state.in_mpr and state.layout is Layout.ONE_BY_TWO and state.active == 1
+    assert state.viewport(0) == before[0]
+    assert state.viewport(1) == replace(before[1], position_mm=25.0)
+    state.enter_mpr(1)
+    state.set_layout(Layout.ONE)  # a layout chosen in MPR leaves it too; the read series stays on screen
+    assert not state.in_mpr and state.viewports == (replace(before[1], position_mm=25.0),)
+    # an acquired sagittal series: the MPR's first (axial) viewport is not its plane; 1×1 gives it back
+    state.show(0, sag)
+    state.enter_mpr(0)
+    state.set_layout(Layout.ONE)
+    assert state.viewport(0).stack_key == sag and state.viewport(0).orientation is Orientation.NATIVE
+    # a stack closed during MPR: the layout stays, there is nothing to go back to
+    state.enter_mpr(0)
+    state.remove_stack(sag)
+    assert not state.in_mpr and state.layout is Layout.ONE_BY_THREE
+    state.set_layout(Layout.ONE)
+    assert state.viewports == (ViewportState(),)

@@ -118,7 +118,6 @@ PLANE_KEYS = {
     Orientation.CORONAL: ("Alt+C", "Coronal"),
     Orientation.SAGITTAL: ("Alt+S", "Sagittal"),
 }
-MPR_PLANES = (Orientation.AXIAL, Orientation.CORONAL, Orientation.SAGITTAL)
 SLAB_CHOICES: tuple[tuple[SlabMode | None, str], ...] = (
     (None, "Thin"),
     (SlabMode.MIP, "MIP"),
@@ -174,6 +173,7 @@ class MainWindow(QMainWindow):
         self._corner_html: dict[str, str] = {}  # extension texts of the active viewport's corner
         self._slab_thickness = DEFAULT_SLAB_MM
         self._active_uid_seen: str | None = None  # the active viewport's stack, as last announced
+        self._active_planes_seen = False  # ... and whether it showed resliced (MPR) planes of it
         self._moving = False  # a view's move is being synced: reference lines are drawn once, after
         # (target viewport, other viewport) -> (their planes, the segment): recomputed when a plane moves
         self._ref_cache: dict[tuple[int, int], tuple[Plane, Plane, Segment | None]] = {}
@@ -503,8 +503,10 @@ class MainWindow(QMainWindow):
                                     partial(self.set_layout, layout), (key,), "Layout",
                                     help=f"Layout {layout.value.replace('x', '×')} (viewports)"))
         specs += [
-            ActionSpec("layout_mpr", "MPR: axial | coronal | sagittal", self.show_mpr, ("Alt+M",), "Layout",
-                       help="MPR layout: the active stack axial, coronal and sagittal"),
+            ActionSpec("layout_mpr", "MPR: axial | coronal | sagittal", self._toggle_mpr, ("Alt+M",),
+                       "Layout", checkable=True,
+                       help="MPR on / off: the active stack axial, coronal and sagittal; off (or another "
+                            "layout): back to the layout before, the stack as acquired at the MPR's point"),
             ActionSpec("next_viewport", "Next viewport", self._step_viewport, ("F6",), "Layout",
                        help="Make the next viewport active (or click one)"),
             ActionSpec("reference_lines", "Reference lines", self._refresh_reference_lines, ("Alt+L",),
@@ -786,7 +788,12 @@ class MainWindow(QMainWindow):
         self.state.set_layout(layout)
 
     def show_mpr(self) -> None:
-        """MPR layout: the active viewport's stack axial | coronal | sagittal."""
+        """MPR layout: the active viewport's stack axial | coronal | sagittal, through the point it shows;
+        again (Alt+M) or a layout from the Layout menu leaves it: the layout before, with the stack's own
+        slices at the MPR's point (:meth:`ViewerState.leave_mpr`)."""
+        if self.state.in_mpr:
+            self.state.leave_mpr()
+            return
         uid = self._current_uid
         if uid is None:
             self.show_status("Nothing to reslice: open a study first")
@@ -795,10 +802,14 @@ class MainWindow(QMainWindow):
         if entry.geometry is None or entry.stack.is_color or len(entry.stack) < 2:
             self.show_status("This stack cannot be resliced (no patient geometry, colour, or one slice)")
             return
-        self.state.set_layout(Layout.ONE_BY_THREE)
-        for i, plane in enumerate(MPR_PLANES):
-            self.state.show(i, uid, plane)
-        self.state.set_active(0)
+        self.state.enter_mpr(self.state.active)
+
+    def _toggle_mpr(self) -> None:
+        self.show_mpr()
+        self._sync_mpr_action()
+
+    def _sync_mpr_action(self) -> None:
+        self.actions_registry.action("layout_mpr").setChecked(self.state.in_mpr)
 
     def set_plane(self, orientation: Orientation) -> None:
         """Show the active viewport's stack in another plane (resliced from the whole volume)."""
@@ -852,6 +863,7 @@ class MainWindow(QMainWindow):
         self._fill_empty_viewports()
         self.grid.set_active(self.state.active)
         self._refresh_reference_lines()
+        self._sync_mpr_action()
 
     def _fill_empty_viewports(self) -> None:
         """New, empty viewports show the stacks after the active one in the browser (then from the top)."""
@@ -885,13 +897,16 @@ class MainWindow(QMainWindow):
         uid = self._current_uid
         self._active_uid_seen = uid
         view = self.view
+        resliced = view.planes() is not None
+        back_to_slices = self._active_planes_seen and not resliced
+        self._active_planes_seen = resliced
         n = view.count()
         self.slider.blockSignals(True)
         self.slider.setRange(0, max(0, n - 1))
         self.slider.setValue(view.index if n else 0)
         self.slider.setEnabled(n > 1)
         self.slider.blockSignals(False)
-        if uid != old_uid or view.planes() is not None:
+        if uid != old_uid or resliced:
             for key in list(self.slider.marks()):  # marks are slice indices of the stack's own slices
                 self.slider.set_marks(key, [], "")
         self.slice_label.setText(f"{view.index + 1} / {n}" if n else "– / –")
@@ -906,6 +921,8 @@ class MainWindow(QMainWindow):
             self._decode_timer.start()
             self.stack_shown.emit(self._stacks[uid])
             self._update_tags()
+        elif back_to_slices:  # the same stack's own slices after MPR planes: marks and AI text again
+            self.stack_shown.emit(self._stacks[uid])
         self._sync_slab_controls()
 
     def _on_viewport(self, index: int, vp: ViewportState) -> None:

@@ -69,6 +69,22 @@ class PlanePoses:
 
 
 @dataclass(frozen=True)
+class MprReturn:
+    """What the MPR layout replaced (:meth:`ViewerState.enter_mpr`): the layout, the viewports and the
+    active viewport before it, and the stack it reslices. Leaving MPR puts them back, with that stack's
+    own (acquired) slices at the MPR's patient position, as OHIF's MPR toggle returns to the layout
+    before it and RadiAnt's and Horos's MPR windows close onto the 2D viewer."""
+
+    key: str
+    layout: Layout
+    viewports: tuple[ViewportState, ...]
+    active: int
+
+
+MPR_PLANES = (Orientation.AXIAL, Orientation.CORONAL, Orientation.SAGITTAL)
+
+
+@dataclass(frozen=True)
 class SyncSettings:
     scroll: bool = True
     window: bool = False
@@ -101,6 +117,7 @@ class ViewerState:
         self._sync = SyncSettings()
         self._offsets: dict[tuple[str, str], float] = {}  # (stack a, stack b) -> pos_b - pos_a (mm)
         self._crosshair: dict[str, Vec3] = {}  # frame key -> the crosshair point (patient mm)
+        self._mpr: MprReturn | None = None  # what the MPR layout replaced, while it is shown
 
     # --- reading ---------------------------------------------------------------------------------
     @property
@@ -141,6 +158,11 @@ class ViewerState:
         return None if key is None else self._catalogue[key]
 
     @property
+    def in_mpr(self) -> bool:
+        """True while the MPR layout (:meth:`enter_mpr`) is shown; choosing a layout leaves it."""
+        return self._mpr is not None
+
+    @property
     def has_links(self) -> bool:
         """True when some pair of stacks scrolls linked (``link``)."""
         return bool(self._offsets)
@@ -164,6 +186,8 @@ class ViewerState:
             raise ViewerStateError(f"No stack {key!r} in the catalogue")
         del self._catalogue[key]
         self._crosshair.pop(key, None)
+        if self._mpr is not None and self._mpr.key == key:
+            self._mpr = None  # nothing to go back to: the viewports empty, the layout stays
         self._offsets = {k: v for k, v in self._offsets.items() if key not in k}
         for i, vp in enumerate(self._viewports):
             if vp.stack_key == key:
@@ -172,9 +196,13 @@ class ViewerState:
 
     # --- layout, active, tool, selection ---------------------------------------------------------
     def set_layout(self, layout: Layout) -> None:
-        """Switch layout: viewports keep their content in order; new ones start empty."""
+        """Switch layout: viewports keep their content in order; new ones start empty. From the MPR layout
+        this leaves MPR (:meth:`leave_mpr`): the reader gets the acquired slices back."""
         layout = Layout(layout)
         if layout is self._layout:
+            return
+        if self._mpr is not None:
+            self.leave_mpr(layout)
             return
         n = layout.viewport_count
         self._viewports = (self._viewports + [ViewportState()] * n)[:n]
@@ -185,6 +213,83 @@ class ViewerState:
         self.events.layout.emit(layout)
         if moved:
             self.events.active.emit(0)
+
+    def enter_mpr(self, index: int) -> None:
+        """MPR: viewport ``index``'s stack axial | coronal | sagittal in a 1×3 layout, the planes through
+        the point it shows (its crosshair point, else its image centre); the layout and viewports before
+        are kept for :meth:`leave_mpr`."""
+        _, entry = self._shown(index)
+        if entry.geometry is None:
+            raise ViewerStateError("This stack has no patient geometry: it cannot be resliced")
+        point = self.crosshair_or_default(index)
+        if self._mpr is None:
+            self._mpr = MprReturn(entry.key, self._layout, tuple(self._viewports), self._active)
+        else:  # MPR of another stack, from the MPR layout: leaving still returns to the layout before
+            self._mpr = replace(self._mpr, key=entry.key)
+        viewports = list(self._viewports)
+        for i, plane in enumerate(MPR_PLANES):
+            old = viewports[i] if i < len(viewports) else ViewportState()
+            new = ViewportState(stack_key=entry.key, orientation=plane)
+            if (old.stack_key, old.orientation, old.oblique) == (entry.key, plane, None):
+                new = replace(old, slab=None)  # this plane already: its window, zoom and turn stay
+            if i < len(viewports):
+                viewports[i] = self._through(entry, new, point)
+            else:
+                viewports.append(self._through(entry, new, point))
+        self._apply_layout(Layout.ONE_BY_THREE, viewports, 0)
+
+    def leave_mpr(self, layout: Layout | None = None) -> None:
+        """Leave MPR: the viewports from before MPR come back, the resliced stack's own (acquired) slices
+        at the slice through the MPR's point (crosshair, else where the planes cross), in ``layout`` (None:
+        the layout from before MPR). When the resliced stack's viewport would not fit ``layout`` it moves
+        to the first place (the reader keeps the series being read); it becomes the active viewport."""
+        back = self._mpr
+        if back is None:
+            return
+        self._mpr = None
+        key = back.key
+        shown = [i for i, vp in enumerate(self._viewports) if vp.stack_key == key]
+        if self._active in shown:
+            shown.insert(0, self._active)
+        point = self.crosshair_or_default(shown[0]) if shown else None
+        viewports = [
+            vp if vp.stack_key is None or vp.stack_key in self._catalogue else ViewportState()
+            for vp in back.viewports
+        ]
+        own = [i for i, vp in enumerate(viewports) if vp.stack_key == key]
+        target = back.active if back.active in own else (own[0] if own else back.active)
+        if target not in own:  # MPR of a stack dropped into the MPR layout: it gets the active place
+            viewports[target] = ViewportState(stack_key=key)
+            own.append(target)
+        if point is not None:
+            entry = self._catalogue[key]
+            for i in own:
+                viewports[i] = self._through(entry, viewports[i], point)
+        layout = back.layout if layout is None else Layout(layout)
+        if target >= layout.viewport_count:
+            viewports.insert(0, viewports.pop(target))
+            target = 0
+        self._apply_layout(layout, viewports, target)
+
+    def _apply_layout(self, layout: Layout, viewports: list[ViewportState], active: int) -> None:
+        """Show ``layout`` with ``viewports`` (cut or padded with empty ones) and ``active``: the layout
+        event first (its listeners read the new viewports and active one), then a viewport event for each
+        viewport whose content changed, then the active event."""
+        n = layout.viewport_count
+        new = (viewports + [ViewportState()] * n)[:n]
+        old = self._viewports
+        changed = [i for i in range(n) if i >= len(old) or old[i] != new[i]]
+        self._viewports = new
+        was_active, self._active = self._active, min(max(active, 0), n - 1)
+        layout_changed = layout is not self._layout
+        self._layout = layout
+        if layout_changed:
+            self.events.layout.emit(layout)
+        for i in changed:
+            if not self._viewports[i].is_empty or (i < len(old) and not old[i].is_empty):
+                self.events.viewport.emit(i, self._viewports[i])
+        if self._active != was_active:
+            self.events.active.emit(self._active)
 
     def set_active(self, index: int) -> None:
         self._check_viewport(index)
@@ -433,11 +538,14 @@ class ViewerState:
     def _place(self, index: int, point: Vec3) -> None:
         """Scroll viewport ``index`` (only it: no scroll sync) to the plane through ``point``."""
         vp, entry = self._shown(index)
+        self._set(index, self._through(entry, vp, point))
+
+    @staticmethod
+    def _through(entry: CatalogueEntry, vp: ViewportState, point: Vec3) -> ViewportState:
+        """``vp`` at the position of its grid nearest the plane through ``point`` (the stack has geometry)."""
         assert entry.geometry is not None
         normal = base_plane(entry.geometry, vp).normal
-        snapped = scroll_grid(entry, vp).snap(float(np.dot(np.asarray(point), normal)))
-        if snapped != vp.position_mm:
-            self._set(index, replace(vp, position_mm=snapped))
+        return replace(vp, position_mm=scroll_grid(entry, vp).snap(float(np.dot(np.asarray(point), normal))))
 
     def rotate_plane(
         self, index: int, target: int, angle: float, *, start: tuple[Vec3, Vec3] | None = None
