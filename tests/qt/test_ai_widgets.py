@@ -129,15 +129,39 @@ def test_findings_columns_fit_a_narrow_dock(qtbot, prediction: StackPrediction) 
     assert "threshold" in panel.tree.headerItem().toolTip(0)
 
 
-def test_a_provider_error_is_shown_in_full_once_then_as_one_line(qtbot, prediction: StackPrediction) -> None:
-    """Issue 12: a CUDA error paragraph stayed in the findings panel for every result."""
+def test_why_cuda_is_not_used_is_one_short_line_with_the_details_in_its_tooltip(
+    qtbot, prediction: StackPrediction
+) -> None:
+    """Issue 12: the CUDA explanation took five lines of the narrow findings panel (first in full, later
+    a line pointing to About): one short line from the start, which provider runs and why CUDA is not
+    used; the library error in its tooltip and behind a "details" link."""
     import dataclasses
 
-    note = "CUDA requested but not available: libcudnn.so.9: cannot open shared object file; CPU used"
-    failed = dataclasses.replace(prediction, provider_note=note)
+    from viewer.core.inference.engine import _cuda_reason
+
+    error = (
+        "[E:onnxruntime:Default, provider_bridge_ort.cc:2036 TryGetProviderInfo_CUDA] Failed to load library "
+        "libonnxruntime_providers_cuda.so with error: libcublasLt.so.13: cannot open shared object file: "
+        "No such file or directory; Require cuDNN 9.* and CUDA 13."
+    )
+    note = _cuda_reason(["CUDAExecutionProvider", "CPUExecutionProvider"], [error], "auto")
+    failed = dataclasses.replace(prediction, provider="CPUExecutionProvider", provider_note=note)
     panel = FindingsPanel()
     qtbot.addWidget(panel)
+    panel.resize(264, 400)
+    panel.show()
+    qtbot.waitExposed(panel)
     panel.set_prediction(failed)
-    assert "libcudnn" in panel.details.text()
-    panel.set_prediction(failed)  # the next stack, same cause
-    assert "libcudnn" not in panel.details.text() and "About the AI model" in panel.details.text()
+    line = panel.provider_line
+    assert line.isVisible() and "libcublasLt" not in line.text() + panel.details.text()
+    assert line.text().startswith("CPU: no usable GPU / CUDA libraries") and "details" in line.text()
+    assert "libcublasLt.so.13" in line.toolTip() and "Require cuDNN 9" in line.toolTip()
+    assert line.sizeHint().height() < 2 * line.fontMetrics().height()  # one line
+    assert line.sizeHint().width() <= panel.width()
+    no_build = _cuda_reason(["CPUExecutionProvider"], [], "cuda")
+    panel.set_prediction(dataclasses.replace(failed, provider_note=no_build))
+    assert line.text().startswith("CPU: onnxruntime without CUDA") and "onnxruntime-gpu" in line.toolTip()
+    panel.set_prediction(dataclasses.replace(failed, provider_note=""))
+    assert not line.isVisible()
+
+

@@ -83,6 +83,26 @@ def provider_label(provider: str) -> str:
     return provider.removesuffix("ExecutionProvider") or provider
 
 
+# why CUDA was not obtained, as :func:`_cuda_reason` words it (and :func:`provider_summary` reads it back)
+_CUDA_NOT_BUILT = "this onnxruntime build has no CUDA provider"
+_CUDA_NOT_STARTED = "could not be initialised (no usable GPU, or CUDA/cuDNN libraries missing)"
+
+
+def provider_summary(provider: str, note: str) -> str:
+    """One short line for a narrow panel: the provider that runs and, when CUDA was wanted but not
+    obtained (``note``, from :func:`create_session`), why in a few words; the note itself (with the
+    library error) is the detail, e.g. for a tooltip. "" when nothing needs saying (no note)."""
+    if not note:
+        return ""
+    if _CUDA_NOT_BUILT in note:
+        why = "onnxruntime without CUDA"
+    elif _CUDA_NOT_STARTED in note:
+        why = "no usable GPU / CUDA libraries"
+    else:
+        why = "CUDA not obtained"
+    return f"{provider_label(provider)}: {why}"
+
+
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
@@ -119,10 +139,7 @@ def _cuda_reason(available: Sequence[str], texts: Sequence[str], requested: str)
     says which, so that a CPU-only machine on "auto" reads as normal, not as a failure."""
     lead = "CUDA was requested but" if requested == "cuda" else "Running on the CPU: CUDA was tried, but"
     if CUDA_EP not in available:
-        return (
-            f"{lead} this onnxruntime build has no CUDA provider "
-            f"(available: {', '.join(available)}); install onnxruntime-gpu"
-        )
+        return f"{lead} {_CUDA_NOT_BUILT} (available: {', '.join(available)}); install onnxruntime-gpu"
     text = _ANSI.sub("", "\n".join(texts))
     details: list[str] = []
     missing = re.search(r"with error: ([^\n]+)", text)
@@ -139,7 +156,7 @@ def _cuda_reason(available: Sequence[str], texts: Sequence[str], requested: str)
     detail = "; ".join(details)
     if len(detail) > 300:
         detail = detail[:300] + "..."
-    base = f"{lead} could not be initialised (no usable GPU, or CUDA/cuDNN libraries missing)"
+    base = f"{lead} {_CUDA_NOT_STARTED}"
     return f"{base}: {detail}" if detail else base
 
 

@@ -18,12 +18,20 @@ from __future__ import annotations
 import html
 
 from PySide6.QtCore import QSize, Qt, Signal
-from PySide6.QtGui import QBrush, QColor
-from PySide6.QtWidgets import QHeaderView, QLabel, QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget
+from PySide6.QtGui import QBrush, QColor, QCursor
+from PySide6.QtWidgets import (
+    QHeaderView,
+    QLabel,
+    QToolTip,
+    QTreeWidget,
+    QTreeWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
 
 from viewer.core.applicability import Applicability
 from viewer.core.constants import INTENDED_USE
-from viewer.core.inference.engine import provider_label
+from viewer.core.inference.engine import provider_label, provider_summary
 from viewer.core.inference.results import SliceRange, StackPrediction
 from viewer.qt.ai.timeline import class_color
 from viewer.qt.style import RIGHT_DOCK_PX
@@ -86,13 +94,22 @@ class FindingsPanel(QWidget):
         self.tree.setAlternatingRowColors(True)
         self.tree.itemClicked.connect(self._clicked)
         self.tree.itemActivated.connect(self._clicked)
-        self._notes_seen: set[str] = set()  # provider notes (e.g. a CUDA error) shown in full once
+        # why CUDA is not used: one short line (the provider and the reason in a few words); the full
+        # note (the library error) in its tooltip and behind its "details" link
+        self.provider_line = QLabel("")
+        self.provider_line.setObjectName("aiProviderNote")
+        self.provider_line.setTextFormat(Qt.TextFormat.RichText)
+        self.provider_line.setStyleSheet("color: #8b949e; font-size: 8pt;")
+        self.provider_line.setTextInteractionFlags(Qt.TextInteractionFlag.LinksAccessibleByMouse)
+        self.provider_line.linkActivated.connect(self._show_provider_details)
+        self.provider_line.hide()
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addWidget(self.badge)
         layout.addWidget(self.banner)
         layout.addWidget(self.tree, 1)
         layout.addWidget(self.details)
+        layout.addWidget(self.provider_line)
 
     def sizeHint(self) -> QSize:
         """:data:`~viewer.qt.style.RIGHT_DOCK_PX` wide (the dock's first width), whatever the texts."""
@@ -113,6 +130,7 @@ class FindingsPanel(QWidget):
         )
         self.banner.show()
         self.details.setText("")
+        self._set_provider_note("", "")
 
     def set_prediction(self, prediction: StackPrediction | None, message: str = "") -> None:
         self._prediction = prediction
@@ -121,6 +139,7 @@ class FindingsPanel(QWidget):
         if prediction is None:
             self.badge.setText(message or "No analysis for this stack")
             self.details.setText("")
+            self._set_provider_note("", "")
             return
         self.badge.setText(prediction.badge())
         volumes = prediction.volumes_ml()  # {} without localisation maps: the column is hidden
@@ -168,13 +187,8 @@ class FindingsPanel(QWidget):
                 child.setFirstColumnSpanned(True)  # a range row reads across the number columns
         self._fit_number_columns()
         source = " (cached)" if prediction.from_cache else ""
+        self._set_provider_note(prediction.provider, prediction.provider_note)
         note = ""
-        if prediction.provider_note:
-            if prediction.provider_note in self._notes_seen:  # said once in full: now a short line
-                note = f"<br>{provider_label(prediction.provider)} used (see AI › About the AI model)"
-            else:
-                self._notes_seen.add(prediction.provider_note)
-                note = f"<br>{html.escape(prediction.provider_note)}"
         if prediction.bad_slices:
             note += (
                 f"<br><span style='color:#e3b341'>{len(prediction.bad_slices)} slice(s) could not be decoded "
@@ -189,6 +203,18 @@ class FindingsPanel(QWidget):
         # a narrow dock wraps between the parts, never inside one ("0.63" above a lone "s")
         self.details.setText(" · ".join(html.escape(part).replace(" ", "&nbsp;") for part in run) + note)
         self.details.setToolTip(prediction.intended_use or INTENDED_USE)
+
+    def _set_provider_note(self, provider: str, note: str) -> None:
+        summary = provider_summary(provider, note)
+        self.provider_line.setVisible(bool(summary))
+        self.provider_line.setText(
+            f"{html.escape(summary)} · <a href='details' style='color:#58a6ff'>details</a>" if summary else ""
+        )
+        self.provider_line.setToolTip(note)
+
+    def _show_provider_details(self, _link: str = "") -> None:
+        """The "details" link: the full note (why CUDA is not used, the library error) as a tooltip."""
+        QToolTip.showText(QCursor.pos(), self.provider_line.toolTip(), self.provider_line)
 
     def _fit_number_columns(self) -> None:
         """The study and volume columns as wide as their texts; the class column takes the rest."""
