@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from PySide6.QtCore import Qt
 from PySide6.QtGui import QFontMetrics
 from PySide6.QtWidgets import QHeaderView, QTreeWidget, QTreeWidgetItem
 
@@ -61,3 +62,15 @@ def fit_columns(tree: QTreeWidget) -> None:
         header.resizeSection(col, header.sectionSize(col) + ITEM_SLACK_PX)
     scroll = tree.verticalScrollBar().sizeHint().width()
     tree.setMinimumWidth(header.length() + 2 * tree.frameWidth() + scroll)
+
+
+def cap_columns(tree: QTreeWidget, cap_px: int) -> None:
+    """Every column as wide as its texts (those on screen and the first rows, as the header's resize
+    precision says) but at most ``cap_px``: a longer text ends in '…' (its full text in the tooltip,
+    which the caller sets), so that a narrow dock shows several columns; the reader can drag one wider."""
+    header = tree.header()
+    header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+    tree.setTextElideMode(Qt.TextElideMode.ElideRight)
+    for col in range(tree.columnCount()):
+        tree.resizeColumnToContents(col)
+        header.resizeSection(col, min(header.sectionSize(col), cap_px))

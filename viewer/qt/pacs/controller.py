@@ -20,7 +20,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from PySide6.QtCore import QObject, Signal
+from PySide6.QtCore import QObject, Qt, Signal
 from PySide6.QtWidgets import QTabWidget
 
 from viewer.core.errors import PacsConfigError, StudySourceError
@@ -66,7 +66,10 @@ class PacsController(QObject):
         self.tabs = QTabWidget()
         self.tabs.addTab(self.panel, "Query")
         self.tabs.addTab(self.worklist, "Worklist")
-        self.dock = window.add_dock(self.tabs, "PACS")
+        # on the left, tabbed with the Studies browser when first shown (studies come from here): the right
+        # side's tabs (AI findings, worklist, review, results) keep their full titles, and neither side
+        # widens past its panels
+        self.dock = window.add_dock(self.tabs, "PACS", Qt.DockWidgetArea.LeftDockWidgetArea)
         self.dock.hide()
         self.dialog: NodeDialog | None = None
         self._jobs: list[Any] = []
@@ -259,15 +262,31 @@ class PacsController(QObject):
 
     # --- query ------------------------------------------------------------------------------------
     def show_query(self) -> None:
-        self.dock.show()
-        self.dock.raise_()
+        self._show_dock()
         self.tabs.setCurrentWidget(self.panel)
         self.panel.patient_name.setFocus()
 
     def show_worklist(self) -> None:
+        self._show_dock()
+        self.tabs.setCurrentWidget(self.worklist)
+
+    def _show_dock(self) -> None:
+        """Show the dock in front; the first time, as a tab of the Studies dock when both are on the left
+        (tabbed at start-up, while the window was being laid out, Qt left copies of the tab bar drawn
+        over the status bar). A dock the reader moved elsewhere (saved window state) stays there."""
+        w = self.window
+        left = Qt.DockWidgetArea.LeftDockWidgetArea
+        browser = getattr(w, "browser_dock", None)
+        if (
+            browser is not None
+            and not self.dock.isFloating()
+            and w.dockWidgetArea(self.dock) == left
+            and w.dockWidgetArea(browser) == left
+            and browser not in w.tabifiedDockWidgets(self.dock)
+        ):
+            w.tabifyDockWidget(browser, self.dock)
         self.dock.show()
         self.dock.raise_()
-        self.tabs.setCurrentWidget(self.worklist)
 
     def _client(self, entry: NodeEntry) -> PacsClient:
         """A client for ``entry`` (called on worker threads); C-MOVE nodes share the window's Storage

@@ -13,7 +13,6 @@ from PySide6.QtWidgets import (
     QDialog,
     QFormLayout,
     QHBoxLayout,
-    QHeaderView,
     QLabel,
     QLineEdit,
     QListWidget,
@@ -25,16 +24,44 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
+from superqt import QFlowLayout
 
 from viewer.core.constants import PACS_DEFAULT_CALLING_AE, PACS_FIRST_PAGE
 from viewer.core.errors import PacsConfigError
 from viewer.core.pacs.models import SeriesMatch, StudyMatch, StudyQuery
 from viewer.core.pacs.node import AuthKind, PacsNode
 from viewer.qt.pacs.nodes import DEFAULT_RECEIVE_PORT, NodeEntry, NodeProtocol
+from viewer.qt.tree_items import cap_columns
 
 STUDY_COLUMNS = ("Patient", "Patient ID", "Date", "Description", "Modality", "Series")
 UID_ROLE = Qt.ItemDataRole.UserRole
 SERIES_ROLE = Qt.ItemDataRole.UserRole + 1
+COLUMN_CAP_PX = 140  # a PACS list's column at most this wide: longer texts end in '…' (tooltip: in full)
+ELIDED_COLUMNS = (0, 3)  # patient and description: the texts that run long, given tooltips
+
+
+DATE_EDIT_SLACK_PX = 26  # a line edit's frame, padding (style sheet) and text margins around a date
+
+
+def date_range_row(first: QWidget, last: QWidget) -> QFlowLayout:
+    """``first`` "to" ``last`` on one line, or "to" ``last`` on the next in a narrow dock."""
+    row = QFlowLayout()
+    row.setContentsMargins(0, 0, 0, 0)
+    row.addWidget(first)
+    tail = QWidget()
+    tail_row = QHBoxLayout(tail)
+    tail_row.setContentsMargins(0, 0, 0, 0)
+    tail_row.addWidget(QLabel("to"))
+    tail_row.addWidget(last)
+    row.addWidget(tail)
+    return row
+
+
+def narrow_form(form: QFormLayout) -> QFormLayout:
+    """A form for a narrow dock: a label goes above its field when both do not fit side by side."""
+    form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)
+    form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+    return form
 
 
 def _dicom_date(text: str) -> str:
@@ -53,6 +80,18 @@ def series_label(s: SeriesMatch) -> str:
 
 
 
+NODE_NAME_CHARS = 10  # a node chooser is at least this many characters wide; longer names end in '…'
+
+
+def node_chooser() -> QComboBox:
+    """A node chooser that narrows with its dock (a long node name is cut, in full in the list)."""
+    combo = QComboBox()
+    combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+    combo.setMinimumContentsLength(NODE_NAME_CHARS)
+    combo.currentTextChanged.connect(combo.setToolTip)
+    return combo
+
+
 def set_node_names(combo: QComboBox, names: list[str]) -> None:
     """Fill a node chooser with ``names``, keeping the chosen node when it is still there."""
     current = combo.currentText()
@@ -60,6 +99,7 @@ def set_node_names(combo: QComboBox, names: list[str]) -> None:
     combo.addItems(names)
     if current in names:
         combo.setCurrentText(current)
+
 
 class NodeDialog(QDialog):
     """Add, edit, remove PACS nodes and test a connection. Shown with ``show()`` (never ``exec()``)."""
@@ -250,15 +290,18 @@ class QueryPanel(QWidget):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.node = QComboBox()
+        self.node = node_chooser()
         self.btn_nodes = QPushButton("Nodes…")
         self.patient_name = QLineEdit()
-        self.patient_name.setPlaceholderText("e.g. SMITH* (* and ? wildcards)")
+        self.patient_name.setPlaceholderText("e.g. SMITH*")
+        self.patient_name.setToolTip("Patient name; * and ? are wildcards (SMITH* finds SMITH^JOHN)")
         self.patient_id = QLineEdit()
         self.date_from = QLineEdit()
         self.date_from.setPlaceholderText("YYYY-MM-DD")
         self.date_to = QLineEdit()
         self.date_to.setPlaceholderText("YYYY-MM-DD")
+        for edit in (self.date_from, self.date_to):  # a whole date always fits
+            edit.setFixedWidth(edit.fontMetrics().horizontalAdvance("YYYY-MM-DD") + DATE_EDIT_SLACK_PX)
         self.modality = QComboBox()
         self.modality.setEditable(True)
         self.modality.addItems(["", "CT", "MR", "CR", "DX", "US", "PT", "NM", "XA", "MG"])
@@ -271,10 +314,11 @@ class QueryPanel(QWidget):
         self.results.setHeaderLabels(list(STUDY_COLUMNS))
         self.results.setRootIsDecorated(True)
         self.results.setUniformRowHeights(True)
-        self.results.header().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         # columns sized from the first rows (and those on screen), not from all of them: filling 1,000
-        # rows took 0.07-0.13 s with Qt's default of 1,000 rows, 0.03 s so
+        # rows took 0.07-0.13 s with Qt's default of 1,000 rows, 0.03 s so; capped, so that a narrow dock
+        # shows several columns (cap_columns)
         self.results.header().setResizeContentsPrecision(PACS_FIRST_PAGE)
+        cap_columns(self.results, COLUMN_CAP_PX)
         self.btn_retrieve = QPushButton("Retrieve")
         self.btn_retrieve.setEnabled(False)
         self.btn_cancel = QPushButton("Cancel")
@@ -299,30 +343,25 @@ class QueryPanel(QWidget):
         node_row = QHBoxLayout()
         node_row.addWidget(self.node, 1)
         node_row.addWidget(self.btn_nodes)
-        dates = QHBoxLayout()
-        dates.addWidget(self.date_from)
-        dates.addWidget(QLabel("to"))
-        dates.addWidget(self.date_to)
-        form = QFormLayout()
+        form = narrow_form(QFormLayout())
         form.addRow("PACS", node_row)
         form.addRow("Patient name", self.patient_name)
         form.addRow("Patient ID", self.patient_id)
-        form.addRow("Study date", dates)
+        form.addRow("Study date", date_range_row(self.date_from, self.date_to))
         form.addRow("Modality", self.modality)
         form.addRow("Accession", self.accession)
         form.addRow("Description", self.description)
-        actions = QHBoxLayout()
-        actions.addWidget(self.btn_retrieve)
-        actions.addWidget(self.btn_cancel)
-        actions.addWidget(self.btn_send)
-        actions.addWidget(self.btn_send_review)
-        actions.addWidget(self.progress, 1)
+        actions = QFlowLayout()  # the buttons wrap onto a second line in a narrow dock
+        actions.setContentsMargins(0, 0, 0, 0)
+        for button in (self.btn_retrieve, self.btn_cancel, self.btn_send, self.btn_send_review):
+            actions.addWidget(button)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addLayout(form)
         layout.addWidget(self.btn_search)
         layout.addWidget(self.results, 1)
         layout.addLayout(actions)
+        layout.addWidget(self.progress)
         layout.addWidget(self.status)
 
         self.btn_search.clicked.connect(self._search)
@@ -420,8 +459,11 @@ class QueryPanel(QWidget):
             )
             item.setData(0, UID_ROLE, s.study_uid)
             item.setChildIndicatorPolicy(QTreeWidgetItem.ChildIndicatorPolicy.ShowIndicator)
+            for col in ELIDED_COLUMNS:
+                item.setToolTip(col, item.text(col))
             items.append(item)
         self.results.addTopLevelItems(items)
+        cap_columns(self.results, COLUMN_CAP_PX)
 
     def study_item(self, study_uid: str) -> QTreeWidgetItem | None:
         for k in range(self.results.topLevelItemCount()):

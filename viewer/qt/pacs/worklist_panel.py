@@ -13,11 +13,9 @@ from PySide6.QtCore import QDate, Qt, Signal
 from PySide6.QtGui import QBrush, QColor
 from PySide6.QtWidgets import (
     QCheckBox,
-    QComboBox,
     QDateEdit,
     QFormLayout,
     QHBoxLayout,
-    QHeaderView,
     QLabel,
     QProgressBar,
     QPushButton,
@@ -28,10 +26,20 @@ from PySide6.QtWidgets import (
 )
 
 from viewer.core.pacs.worklist import AiStatus, WorklistRow
-from viewer.qt.pacs.widgets import UID_ROLE, _dicom_date, set_node_names
+from viewer.qt.pacs.widgets import (
+    COLUMN_CAP_PX,
+    UID_ROLE,
+    _dicom_date,
+    date_range_row,
+    narrow_form,
+    node_chooser,
+    set_node_names,
+)
+from viewer.qt.tree_items import cap_columns
 
 WORKLIST_COLUMNS = ("AI", "Probability", "Patient", "Patient ID", "Date", "Time", "Description")
 STATUS_ROLE = Qt.ItemDataRole.UserRole + 2
+LONG_COLUMNS = (2, 6)  # patient and description: the texts that run long, given tooltips
 # row background per AI status (dark-theme friendly, text stays readable); None = the default
 STATUS_COLOURS: dict[AiStatus, str | None] = {
     AiStatus.POSITIVE: "#7a2323",
@@ -62,14 +70,15 @@ class WorklistPanel(QWidget):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.node = QComboBox()
+        self.node = node_chooser()
         today = _qdate(date.today())
         self.date_from = QDateEdit(today)
         self.date_to = QDateEdit(today)
         for edit in (self.date_from, self.date_to):
             edit.setCalendarPopup(True)
             edit.setDisplayFormat("yyyy-MM-dd")
-        self.head_only = QCheckBox("Head studies only (by description)")
+        self.head_only = QCheckBox("Head studies only")
+        self.head_only.setToolTip("Only studies whose description names the head (e.g. HEAD, BRAIN, CRANIAL)")
         self.head_only.setChecked(True)
         self.btn_refresh = QPushButton("Refresh")
         self.btn_cancel = QPushButton("Cancel")
@@ -81,18 +90,14 @@ class WorklistPanel(QWidget):
         self.rows.setHeaderLabels(list(WORKLIST_COLUMNS))
         self.rows.setRootIsDecorated(False)
         self.rows.setUniformRowHeights(True)
-        self.rows.header().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        cap_columns(self.rows, COLUMN_CAP_PX)
         self.rows.setToolTip("Double-click a study to retrieve and open it")
         self.status = QLabel("")
         self.status.setWordWrap(True)
 
-        dates = QHBoxLayout()
-        dates.addWidget(self.date_from)
-        dates.addWidget(QLabel("to"))
-        dates.addWidget(self.date_to)
-        form = QFormLayout()
+        form = narrow_form(QFormLayout())
         form.addRow("PACS", self.node)
-        form.addRow("Study date", dates)
+        form.addRow("Study date", date_range_row(self.date_from, self.date_to))
         form.addRow("", self.head_only)
         buttons = QHBoxLayout()
         buttons.addWidget(self.btn_refresh)
@@ -160,8 +165,11 @@ class WorklistPanel(QWidget):
                     item.setBackground(col, QBrush(QColor(colour)))
             if row.model:
                 item.setToolTip(0, f"AI result by {row.model}")
+            for col in LONG_COLUMNS:
+                item.setToolTip(col, item.text(col))
             items.append(item)
         self.rows.addTopLevelItems(items)
+        cap_columns(self.rows, COLUMN_CAP_PX)
         positive = sum(r.status is AiStatus.POSITIVE for r in rows)
         waiting = sum(r.status is AiStatus.NOT_ANALYSED for r in rows)
         self.show_message(
