@@ -12,9 +12,7 @@ from pathlib import Path
 import pytest
 from pytestqt.qtbot import QtBot
 
-from tests.core.inference_models import build_model, write_bleed_series
-from tests.qt.viewer_helpers import make_window, open_and_wait
-from viewer.core.foreign.match import PlacedSeg
+from tests.qt.viewer_helpers import analysed_bleed_window
 from viewer.core.state.layout import Layout
 from viewer.qt.main_window import MainWindow
 from viewer.qt.results import ResultsController
@@ -32,20 +30,7 @@ def _settled(qtbot: QtBot, window: MainWindow, index: int) -> None:
 @pytest.fixture
 def analysed(qtbot: QtBot, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> MainWindow:
     """A CT series analysed by a model with localisation maps: AI marks and the maps' SEG overlay."""
-    import viewer.qt.ai.controller as ai_controller
-
-    monkeypatch.setattr(ai_controller, "ai_results_dir", lambda: tmp_path / "ai-results")
-    write_bleed_series(tmp_path / "ct", N_SLICES, BLEED)
-    window = make_window(qtbot)
-    ai, results = window.ai_controller, window.results_controller
-    assert ai is not None and isinstance(results, ResultsController)
-    ai.set_model_path(build_model(tmp_path / "maps.onnx", maps_factor=2))
-    ai.set_provider("cpu")
-    open_and_wait(qtbot, window, [tmp_path / "ct"])
-    with qtbot.waitSignal(ai.task_objects_ready, timeout=60_000):
-        ai.analyze()
-    qtbot.waitUntil(lambda: any(isinstance(p, PlacedSeg) for p in results.placed), timeout=60_000)
-    return window
+    return analysed_bleed_window(qtbot, tmp_path, monkeypatch, BLEED, N_SLICES)
 
 
 def _bleed_point(window: MainWindow, k: int) -> list[float]:

@@ -12,6 +12,7 @@ from viewer.qt.overlays import OverlayWidget
 from viewer.qt.results.legend import OverlayLegend
 
 AI_HTML = "<b>AI study</b>: ICH suspected: subdural 0.97<br>slice flags: any 1.00, subdural 0.96"
+AI_LINE = "<b>AI</b>: ICH suspected: subdural 0.97"
 
 
 @pytest.mark.parametrize("width", [900, 420, 280, 220])
@@ -53,3 +54,37 @@ def test_the_legend_finds_room_beside_the_ai_block(qtbot: QtBot, width: int) -> 
     legend, block = overlay.legend_rect, overlay.extra_rect()
     assert legend is not None and block is not None
     assert not any(legend.intersects(r) for r in texts) and not legend.intersects(block)
+
+
+@pytest.mark.parametrize(("size", "compact"), [((414, 480), True), ((827, 300), True), ((827, 480), False)])
+def test_a_small_viewport_shows_the_ai_result_in_one_line(
+    qtbot: QtBot, size: tuple[int, int], compact: bool
+) -> None:
+    """Issue 12, seen on a 1366 x 768 screenshot of the demo in 1x2 (viewports 414 x 480): the AI block
+    took three wrapped lines over the image and the SEG overlay it describes. A small viewport shows one
+    line, the study decision and its top class (the rest is in the AI dock and the line's tooltip); a
+    large one keeps the whole block. The line stays clear of the corner texts and the scale bar."""
+    overlay = OverlayWidget()
+    qtbot.addWidget(overlay)
+    overlay.resize(*size)
+    overlay.set_corner("bottom_left", ["Im 20 / 32", "Pos 28.5 mm   Thk 5 mm"])
+    overlay.set_corner("bottom_right", ["W 80  L 40", "Zoom 0.76×"])
+    overlay.set_orientation({"left": "R", "right": "L", "top": "A", "bottom": "P"})
+    overlay.set_scale(0.6)
+    overlay.set_extra_html("ai", AI_HTML, AI_LINE)
+    overlay.show()
+    qtbot.waitExposed(overlay)
+    block = overlay.extra_rect()
+    assert block is not None
+    line_height = overlay.fontMetrics().lineSpacing()
+    assert overlay.extra_is_compact() is compact
+    if compact:
+        assert block.height() < 2 * line_height  # one line
+        overlay.grab()  # paints
+        assert "AI: ICH suspected: subdural 0.97" in overlay.painted_texts
+        assert not any("slice flags" in t for t in overlay.painted_texts)
+    else:
+        assert block.height() >= 2 * line_height
+    assert not any(block.intersects(r) for r in overlay.text_rects())  # corner texts, letters, scale bar
+    assert block.top() >= 0 and block.left() >= 0 and block.right() <= size[0]
+    assert "slice flags: any 1.00, subdural 0.96" in overlay.extra_full_text()  # the tooltip's text

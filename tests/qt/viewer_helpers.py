@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import pytest
 from PySide6.QtCore import QEvent, QMimeData, QPoint, QPointF, Qt, QUrl
 from PySide6.QtGui import QColor, QDragEnterEvent, QDropEvent, QMouseEvent, QWheelEvent
 from PySide6.QtWidgets import QApplication, QGraphicsItem, QWidget
@@ -26,6 +27,35 @@ def make_window(qtbot: QtBot, size: tuple[int, int] = (1200, 800), *, hang: bool
     window.resize(*size)
     window.show()
     qtbot.waitExposed(window)
+    return window
+
+
+def analysed_bleed_window(
+    qtbot: QtBot,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    bleed: tuple[int, ...],
+    n_slices: int = 6,
+    size: tuple[int, int] = (1200, 800),
+) -> MainWindow:
+    """A window with a CT series whose ``bleed`` slices a tiny model with localisation maps flags, analysed:
+    the AI marks, findings and corner text, and the maps' SEG on the Results overlay."""
+    import viewer.qt.ai.controller as ai_controller
+    from tests.core.inference_models import build_model, write_bleed_series
+    from viewer.core.foreign.match import PlacedSeg
+    from viewer.qt.results import ResultsController
+
+    monkeypatch.setattr(ai_controller, "ai_results_dir", lambda: tmp_path / "ai-results")
+    write_bleed_series(tmp_path / "ct", n_slices, bleed)
+    window = make_window(qtbot, size)
+    ai, results = window.ai_controller, window.results_controller
+    assert ai is not None and isinstance(results, ResultsController)
+    ai.set_model_path(build_model(tmp_path / "maps.onnx", maps_factor=2))
+    ai.set_provider("cpu")
+    open_and_wait(qtbot, window, [tmp_path / "ct"])
+    with qtbot.waitSignal(ai.task_objects_ready, timeout=60_000):
+        ai.analyze()
+    qtbot.waitUntil(lambda: any(isinstance(p, PlacedSeg) for p in results.placed), timeout=60_000)
     return window
 
 

@@ -170,7 +170,8 @@ class MainWindow(QMainWindow):
         self._loaders: dict[str, VolumeLoader] = {}  # stack uid -> its whole volume, for MPR viewports
         self._rendered: list[Rendered | None] = []  # per viewport: what its view shows
         self._rendering = False  # a view's index changes because the state moved it
-        self._corner_html: dict[str, str] = {}  # extension texts of the active viewport's corner
+        # extension texts of the active viewport's corner: (HTML, the compact line of small viewports)
+        self._corner_html: dict[str, tuple[str, str]] = {}
         self._slab_thickness = DEFAULT_SLAB_MM
         self._active_uid_seen: str | None = None  # the active viewport's stack, as last announced
         self._active_planes_seen = False  # ... and whether it showed resliced (MPR) planes of it
@@ -884,7 +885,7 @@ class MainWindow(QMainWindow):
         for key in list(self._corner_html):
             for v in self.views():
                 v.overlay.set_extra_html(key, "")
-            self.view.overlay.set_extra_html(key, self._corner_html[key])
+            self.view.overlay.set_extra_html(key, *self._corner_html[key])
         view = self.view
         self._show_tool(view.tool)
         self._on_playing(view.cine_timer.isActive())
@@ -1287,13 +1288,14 @@ class MainWindow(QMainWindow):
     def set_slice_marks(self, key: str, indices: Sequence[int], color: str) -> None:
         self.slider.set_marks(key, indices, color)
 
-    def set_image_corner_text(self, key: str, html: str) -> None:
-        """An extension's text in the active viewport's corner (it moves with the active viewport)."""
+    def set_image_corner_text(self, key: str, html: str, compact: str = "") -> None:
+        """An extension's text in the active viewport's corner (it moves with the active viewport);
+        ``compact``: the one line a small viewport shows instead (the full text is its tooltip)."""
         if html:
-            self._corner_html[key] = html
+            self._corner_html[key] = (html, compact)
         else:
             self._corner_html.pop(key, None)
-        self.view.overlay.set_extra_html(key, html)
+        self.view.overlay.set_extra_html(key, html, compact)
 
     def set_title_badge(self, text: str) -> None:
         self._title_badge = text

@@ -44,6 +44,10 @@ HINT_POINT_SIZE = 13.0  # the empty viewport's hint, made smaller (to 10 pt) bef
 HINT_SMALLEST = 10.0
 
 
+EXTRA_COMPACT_WIDTH = 560  # px: a narrower viewport (1x2 at 1366 x 768 and smaller) shows the AI's one line
+EXTRA_COMPACT_HEIGHT = 400  # px: so does a lower one (2x1, 2x2 at 1366 x 768)
+
+
 def extra_text_width(w: float) -> float:
     """The width the extensions' HTML (the AI result) is laid out in, right-aligned in a ``w`` wide view:
     two fifths of the view, but at least 260 px where the view has them (in a narrow viewport a fifth-wide
@@ -238,6 +242,7 @@ class OverlayWidget(QWidget):
         self.painted_texts: list[str] = []  # every text the last paint drew (export tests read it)
         self._orientation: dict[str, str] = {}
         self._extra_html: dict[str, str] = {}
+        self._extra_compact: dict[str, str] = {}  # per key: the one line a small viewport shows instead
         self._hint = ""
         self._mm_per_px: float | None = None  # None: no scale bar (no valid PixelSpacing)
         self.show_phi = True
@@ -283,14 +288,39 @@ class OverlayWidget(QWidget):
             self._orientation = dict(labels)
             self.update()
 
-    def set_extra_html(self, key: str, html: str) -> None:
-        if self._extra_html.get(key, "") == html:
+    def set_extra_html(self, key: str, html: str, compact: str = "") -> None:
+        """An extension's text (HTML) in the bottom-right corner; ``compact``, when given, is what a small
+        viewport (:meth:`extra_is_compact`) shows instead: one short line (the rest is in the extension's
+        dock, and in the tooltip over the line)."""
+        compact = compact if html else ""
+        if self._extra_html.get(key, "") == html and self._extra_compact.get(key, "") == compact:
             return
-        if html:
-            self._extra_html[key] = html
-        else:
-            self._extra_html.pop(key, None)
+        for store, value in ((self._extra_html, html), (self._extra_compact, compact)):
+            if value:
+                store[key] = value
+            else:
+                store.pop(key, None)
         self.update()
+
+    def extra_is_compact(self) -> bool:
+        """True when the viewport is small (narrower than EXTRA_COMPACT_WIDTH or lower than
+        EXTRA_COMPACT_HEIGHT) and an extension gave a compact line: that line is shown, not the block (a
+        1x2 viewport at 1366 x 768 had three wrapped lines over the image and the overlay they describe)."""
+        w, h = self.width(), self.height()
+        return bool(self._extra_compact) and (0 < w < EXTRA_COMPACT_WIDTH or 0 < h < EXTRA_COMPACT_HEIGHT)
+
+    def extra_full_text(self) -> str:
+        """The extensions' texts in full, as plain text (the tooltip over a compact line)."""
+        doc = QTextDocument()
+        doc.setHtml("<br>".join(self._extra_html.values()))
+        return doc.toPlainText()
+
+    def _extra_shown(self) -> tuple[tuple[str, str], ...]:
+        compact = self.extra_is_compact()
+        return tuple(
+            (key, self._extra_compact.get(key, html) if compact else html)
+            for key, html in self._extra_html.items()
+        )
 
     def set_legend(self, legend: CornerLegend | None) -> None:
         """The legend to place in the left (else right) column between the corner texts; None: none."""
@@ -366,7 +396,7 @@ class OverlayWidget(QWidget):
         """Where the extensions' HTML (the AI result) has its text now (its lines' extent); None without."""
         if not self._extra_html:
             return None
-        self._compose(self.width(), self.height())
+        self._composition(self.width(), self.height())
         return self._extra_pixmap(self.width(), self.height())[3]
 
     # --- painting --------------------------------------------------------------------------------
@@ -391,10 +421,7 @@ class OverlayWidget(QWidget):
         if not self.visible_text:
             p.end()
             return
-        key = self._compose_key(w, h)
-        if self._composed is None or self._composed[0] != key:
-            self._composed = (key, self._compose(w, h))
-        texts, draws = self._composed[1]
+        texts, draws = self._composition(w, h)
         painted.extend(texts)
         for point, pm in draws:
             p.drawPixmap(point, pm)
@@ -403,6 +430,13 @@ class OverlayWidget(QWidget):
             painted.extend(lines)
             p.drawPixmap(point, pm)
         p.end()
+
+    def _composition(self, w: int, h: int) -> tuple[list[str], Draws]:
+        """:meth:`_compose`'s result, worked out again only when what it depends on changed."""
+        key = self._compose_key(w, h)
+        if self._composed is None or self._composed[0] != key:
+            self._composed = (key, self._compose(w, h))
+        return self._composed[1]
 
     def _compose_key(self, w: int, h: int) -> tuple[object, ...]:
         """Everything the corner texts, letters and scale bar depend on."""
@@ -533,15 +567,17 @@ class OverlayWidget(QWidget):
         lines, where it goes, its pixmap, its text's extent and its backing, laid out and rendered once
         per text, size and place (the last EXTRA_CACHE_SIZE are kept: scrolling back and forth renders
         none again; drawn at the same fractional offset as the document was drawn before)."""
-        html = tuple(self._extra_html.items())
+        html = self._extra_shown()
+        compact = self.extra_is_compact()
         key = (html, w, h, self._extra_below, self._right_letter, self.devicePixelRatioF())
         cached = self._extra_cache.get(key)
         if cached is None:
             doc = QTextDocument()
             doc.setDefaultFont(self._font)
             doc.setDefaultStyleSheet(f"body {{ color: {self._color.name()}; }}")
-            doc.setHtml("<div align='right'>" + "<br>".join(self._extra_html.values()) + "</div>")
-            doc.setTextWidth(extra_text_width(w))
+            doc.setHtml("<div align='right'>" + "<br>".join(text for _, text in html) + "</div>")
+            # the compact line may take the viewport's width: one line, above the bottom texts it reaches
+            doc.setTextWidth(max(w - 2 * self.MARGIN, 1.0) if compact else extra_text_width(w))
             size: QSizeF = doc.size()
             text_left = w - self.MARGIN - doc.idealWidth()
             reached = [top for right, top in self._extra_below if right > text_left]

@@ -20,7 +20,7 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QEvent, QPoint, QPointF, QRectF, Qt, QTimer, Signal
 from PySide6.QtGui import QResizeEvent, QTransform
-from PySide6.QtWidgets import QVBoxLayout, QWidget
+from PySide6.QtWidgets import QToolTip, QVBoxLayout, QWidget
 
 from viewer.core.codes import code_in, describe
 from viewer.core.constants import Window
@@ -220,6 +220,7 @@ class SliceView(QWidget):
         self.vb.addItem(self.image)
         self.overlay = OverlayWidget(self.graphics)
         self.overlay.set_hint(EMPTY_HINT)
+        self._extra_tip_shown = False  # the full AI text shown as a tooltip over its compact line
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.graphics)
@@ -1007,6 +1008,19 @@ class SliceView(QWidget):
         self._last_scene_pos = QPointF(scene_pos)
         self.layer.hover(scene_pos)
         self.hover_text.emit(self.hover_info(scene_pos))
+        self._extra_tooltip(scene_pos)
+
+    def _extra_tooltip(self, scene_pos: QPointF) -> None:
+        """Over the compact AI line of a small viewport: the full AI text as a tooltip."""
+        overlay = self.overlay
+        rect = overlay.extra_rect() if overlay.extra_is_compact() else None
+        point = self.graphics.mapFromScene(scene_pos)
+        if rect is not None and rect.adjusted(-4, -4, 4, 4).contains(QPointF(point)):
+            QToolTip.showText(self.graphics.mapToGlobal(point), overlay.extra_full_text(), self.graphics)
+            self._extra_tip_shown = True
+        elif self._extra_tip_shown:
+            QToolTip.hideText()
+            self._extra_tip_shown = False
 
     def _refresh_hover(self) -> None:
         """After a slice change (wheel, keys, cine): the readout at the cursor's last place, which

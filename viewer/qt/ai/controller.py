@@ -664,14 +664,14 @@ class AIController(QObject):
         else:
             text = "<span style='color:#8b949e'>slice: none above threshold</span>"
         scope = pred.applicability
-        caution = (
-            "<br><span style='color:#e3b341'>⚠ in scope with caution</span>"
-            if scope is not None and scope.cautioned
-            else ""
+        cautioned = scope is not None and scope.cautioned
+        caution = "<br><span style='color:#e3b341'>⚠ in scope with caution</span>" if cautioned else ""
+        # a small viewport: one line, the study decision and its top class (the slice's flags are in the
+        # timeline and the slider marks, everything in the AI dock and in the line's tooltip)
+        compact = f"<span style='color:{colour}'><b>AI</b>: {badge}</span>" + (
+            " <span style='color:#e3b341'>⚠</span>" if cautioned else ""
         )
-        self.window.set_image_corner_text(
-            "ai", f"{study}<br>{text}{caution}"
-        )
+        self.window.set_image_corner_text("ai", f"{study}<br>{text}{caution}", compact)
 
     def _on_slice_changed(self, index: int) -> None:
         self.timeline.set_current_slice(index)
