@@ -183,6 +183,13 @@ def test_predict_json_and_csv_carry_the_volumes(maps_model: Path, series_dir: Pa
     assert rec["maps"]["voxel_ml"] == pytest.approx(VOXEL_ML)
     by_class = {f["class"]: f for f in rec["maps"]["findings"]}
     assert by_class["epidural"]["lesion_slices"] == [[BLEED[0], BLEED[-1]]]
+    # what each volume means (issue 12: a flagged class read "0.0 mL" although nothing was measured)
+    flagged = {f["class"] for f in rec["findings"] if f["positive"] or f["flagged"]}
+    notes = rec["maps"]["volume_notes"]
+    assert "subarachnoid" in flagged and by_class["subarachnoid"]["voxels"] == 0
+    assert notes["subarachnoid"].startswith("volume not measurable: the localisation map is below")
+    assert "intraventricular" not in flagged and notes["intraventricular"].startswith("0.0 mL")
+    assert notes["subdural"] == f"{volumes['subdural']:.1f} mL"
     assert "slices" in rec and "study_decision" in rec  # the classification fields stay
 
     csv_out = tmp_path / "r.csv"

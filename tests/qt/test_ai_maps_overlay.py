@@ -57,9 +57,17 @@ def test_analyze_shows_volumes_and_the_registered_map_overlay(
     panel = ai.findings
     assert not panel.tree.isColumnHidden(VOLUME_COLUMN)
     volumes = pred.volumes_ml()
-    shown = {row.text(0): row.text(VOLUME_COLUMN) for row in top_items(panel.tree)}
-    assert shown == {name: f"{volumes[name]:.1f}" for name in pred.class_names}
-    assert float(shown["subdural"]) > 1.0 and float(shown["intraparenchymal"]) == 0.0
+    rows = {row.text(0): row for row in top_items(panel.tree)}
+    shown = {name: row.text(VOLUME_COLUMN) for name, row in rows.items()}
+    measured = {"any", "epidural", "subdural"}
+    assert {n: shown[n] for n in measured} == {n: f"{volumes[n]:.1f}" for n in measured}
+    assert float(shown["subdural"]) > 1.0 and shown["intraventricular"] == "0.0"  # not flagged: true
+    # issue 12: a class the classifier flags whose map has no voxel at its threshold read "0.0" (mL)
+    flagged = {f.class_name for f in pred.findings if f.positive or f.flagged}
+    for name in ("intraparenchymal", "subarachnoid"):
+        assert name in flagged and volumes[name] == 0.0
+        assert shown[name] == "–"
+        assert "volume not measurable" in rows[name].toolTip(VOLUME_COLUMN)
 
     stack = window.current_stack()
     assert stack is not None

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from viewer.core.inference.provenance import Provenance
+from viewer.core.inference.volume_reading import VolumeReading
 
 if TYPE_CHECKING:
     from viewer.core.inference.maps import SegmentationPrediction
@@ -99,6 +100,19 @@ class StackPrediction(Provenance):
         if self.maps is None:
             return {}
         return {STUDY_CLASS: self.maps.union_volume_ml(), **self.maps.volumes_ml()}
+
+    def volume_readings(self) -> dict[str, VolumeReading]:
+        """:meth:`volumes_ml` with each class's voxels at the map threshold and whether the classifier
+        flags it (study decision or flagged slices), to be shown as what they are ({} without maps)."""
+        if self.maps is None:
+            return {}
+        counts = dict(zip(self.maps.class_names, self.maps.voxel_counts()))
+        counts[STUDY_CLASS] = self.maps.union_count()
+        flagged = {f.class_name: f.positive or f.flagged for f in self.findings}
+        return {
+            name: VolumeReading(ml, counts.get(name, 0), flagged.get(name, False))
+            for name, ml in self.volumes_ml().items()
+        }
 
     def flagged_slices(self) -> list[int]:
         """Slices where any class is at or above its threshold, ascending."""

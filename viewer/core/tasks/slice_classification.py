@@ -185,12 +185,16 @@ def maps_summary(pred: StackPrediction) -> dict[str, object]:
     if pred.maps is None:
         return {}
     volumes = {n: None if v is None else round(v, 4) for n, v in pred.volumes_ml().items()}
+    readings = pred.volume_readings()
     return {
         "maps": {
             "classes": list(pred.maps.class_names),
             "thresholds": dict(zip(pred.maps.class_names, pred.maps.thresholds)),
             **volume_summary(pred.maps),
             "volumes_ml": volumes,
+            # what each volume means: "12.3 mL", "< 0.1 mL (...)", "volume not measurable: ..." (a 0.0
+            # beside a flagged class is no measured empty volume)
+            "volume_notes": {n: r.note for n, r in readings.items()},
         }
     }
 

@@ -34,6 +34,7 @@ from viewer.core.constants import INTENDED_USE
 from viewer.core.errors import ModelError
 from viewer.core.foreign.kinds import SEG_CLASSES
 from viewer.core.inference.results import StackPrediction, run_start
+from viewer.core.inference.volume_reading import SHOWN_MIN_ML
 from viewer.core.paths import bundled_model_path
 from viewer.qt.actions import ActionSpec
 from viewer.qt.ai.findings import FindingsPanel
@@ -799,7 +800,11 @@ def _headline(summary: dict[str, object]) -> str:
     volumes = summary.get("volumes_ml")
     if not isinstance(volumes, dict):
         return "done"
-    found = [f"{name} {v:.1f} mL" for name, v in volumes.items() if isinstance(v, int | float) and v > 0]
+    found = [
+        f"{name} {'< 0.1' if v < SHOWN_MIN_ML else f'{v:.1f}'} mL"
+        for name, v in volumes.items()
+        if isinstance(v, int | float) and v > 0
+    ]
     return ", ".join(found) if found else "nothing found"
 
 

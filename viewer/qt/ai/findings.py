@@ -142,7 +142,7 @@ class FindingsPanel(QWidget):
             self._set_provider_note("", "")
             return
         self.badge.setText(prediction.badge())
-        volumes = prediction.volumes_ml()  # {} without localisation maps: the column is hidden
+        volumes = prediction.volume_readings()  # {} without localisation maps: the column is hidden
         self.tree.setColumnHidden(VOLUME_COLUMN, not volumes)
         scope = prediction.applicability
         if scope is not None and scope.cautioned:
@@ -154,14 +154,12 @@ class FindingsPanel(QWidget):
             self.banner.show()
         for k, finding in enumerate(prediction.findings):
             ranges = ", ".join(str(r) for r in finding.flagged_ranges) or "none"
-            volume = volumes.get(finding.class_name)
+            volume = volumes.get(finding.class_name)  # "12.3", "< 0.1", "–" (map below threshold) ...
             row = QTreeWidgetItem(
-                [
-                    finding.class_name,
-                    f"{finding.study_prob:.2f}",
-                    "" if volume is None else f"{volume:.1f}",
-                ]
+                [finding.class_name, f"{finding.study_prob:.2f}", "" if volume is None else volume.text]
             )
+            if volume is not None:
+                row.setToolTip(VOLUME_COLUMN, f"{finding.class_name}: {volume.note}")
             row.setData(0, SLICE_ROLE, finding.peak_slice)
             row.setToolTip(
                 0,
