@@ -72,6 +72,16 @@ class PaintOnce(QObject):
                 return
 
 
+def timed_change(app: QApplication, paint: PaintOnce, window: MainWindow, index: int) -> float:
+    """Seconds for one slice change of ``window`` with its render: ``paint`` armed, the slice set, then the
+    event loop until the view has painted once (:class:`PaintOnce`), as a wheel notch in the app."""
+    t = time.perf_counter()
+    paint.arm()
+    window.set_slice(index)
+    paint.settle(app)
+    return time.perf_counter() - t
+
+
 def bench_bare(
     app: QApplication, frames: list[np.ndarray], changes: int, cpu: list[float] | None = None
 ) -> list[float]:
@@ -125,14 +135,7 @@ def bench_viewer(app: QApplication, folder: Path, changes: int) -> list[float]:
     app.processEvents()
     n = len(vol)
     paint = PaintOnce(window.view.graphics.viewport())
-    times = []
-    for k in range(changes):
-        i = (k + 1) % n
-        t = time.perf_counter()
-        paint.arm()
-        window.set_slice(i)
-        paint.settle(app)
-        times.append(time.perf_counter() - t)
+    times = [timed_change(app, paint, window, (k + 1) % n) for k in range(changes)]
     window.close()
     return times
 
@@ -219,14 +222,10 @@ def bench_with_results(
             v.get_slice(i)
             w.set_slice(i)
     app.processEvents()
+    paints = (PaintOnce(w1.view.graphics.viewport()), PaintOnce(w2.view.graphics.viewport()))
     out: tuple[list[float], list[float]] = ([], [])
     for k in range(2 * (changes // 2)):
-        w = (w1, w2)[k % 2]
-        t = time.perf_counter()
-        w.set_slice((k // 2 + 1) % n)
-        w.view.repaint()
-        app.processEvents()
-        out[k % 2].append(time.perf_counter() - t)
+        out[k % 2].append(timed_change(app, paints[k % 2], (w1, w2)[k % 2], (k // 2 + 1) % n))
         if k % 2 and not controller.overlay(w2.view).is_shown():
             raise RuntimeError("no overlay on the SEG window's slice")
     w1.close()
@@ -263,17 +262,15 @@ def bench_overlay_ab(
     for k in range(n):  # every slice visited once: the pixmaps are cached
         window.set_slice(k)
     app.processEvents()
+    paint = PaintOnce(window.view.graphics.viewport())
     drawn: list[float] = []
     hidden: list[float] = []
     for k in range(2 * (changes // 2)):
         on = k % 2 == 0
         controller.set_visible(on)
+        window.view.repaint()  # the toggle's own paint, outside the timing
         app.processEvents()
-        t = time.perf_counter()
-        window.set_slice((k + 1) % n)
-        window.view.repaint()
-        app.processEvents()
-        (drawn if on else hidden).append(time.perf_counter() - t)
+        (drawn if on else hidden).append(timed_change(app, paint, window, (k + 1) % n))
         if controller.overlay(window.view).is_shown() != on:
             raise RuntimeError(f"overlay {'missing' if on else 'shown'} on slice {(k + 1) % n}")
     window.close()
@@ -300,18 +297,15 @@ def bench_legend_ab(
         vol.get_slice(k)
         window.set_slice(k)
     app.processEvents()
+    paint = PaintOnce(window.view.graphics.viewport())
     shown: list[float] = []
     bare: list[float] = []
     for k in range(2 * (changes // 2)):
         on = k % 2 == 0
         controller.set_legend_visible(on)
-        window.view.repaint()
+        window.view.repaint()  # the toggle's own paint, outside the timing
         app.processEvents()
-        t = time.perf_counter()
-        window.set_slice((k + 1) % n)
-        window.view.repaint()
-        app.processEvents()
-        (shown if on else bare).append(time.perf_counter() - t)
+        (shown if on else bare).append(timed_change(app, paint, window, (k + 1) % n))
         if (window.view.overlay.legend_rect is not None) != on:
             raise RuntimeError(f"legend {'missing' if on else 'shown'} on slice {(k + 1) % n}")
     window.close()
@@ -351,17 +345,14 @@ def bench_during_decode(app: QApplication, folder: Path, changes: int) -> tuple[
         background.load_all()
         loaded.append(time.perf_counter() - t0)
 
+    paint = PaintOnce(window.view.graphics.viewport())
     worker = threading.Thread(target=load)
     worker.start()
     times = []
     k = 0
     while worker.is_alive() and k < changes:
         k += 1
-        t = time.perf_counter()
-        window.set_slice(k % shown)
-        window.view.repaint()
-        app.processEvents()
-        times.append(time.perf_counter() - t)
+        times.append(timed_change(app, paint, window, k % shown))
     worker.join()
     background.close()
     window.close()
