@@ -212,3 +212,19 @@ np.save({str(tmp_path / "average.npy")!r}, images[1])
     for name, mode in (("mip", SlabMode.MIP), ("average", SlabMode.AVERAGE)):
         numpy_path = reslice(vol, geom, plane, slab=Slab(mode, 6.0), fill=FILL).image
         np.testing.assert_array_equal(np.load(tmp_path / f"{name}.npy"), numpy_path)
+
+
+def test_the_kernel_pins_the_source_of_the_simd_module_it_inlines() -> None:
+    """numba's disk cache checks affine_kernel.py's time stamp and size only: a change to affine_simd.py that
+    left affine_kernel.py untouched would be served the kernel compiled from the old code (a `git pull`
+    changing only affine_simd.py, say). The pinned digest makes such a change fail here until
+    affine_kernel.py changes with it."""
+    import hashlib
+
+    from viewer.core.geometry import affine_kernel, affine_simd
+
+    source = Path(affine_simd.__file__).read_text(encoding="utf-8")
+    digest = hashlib.sha256("\n".join(source.splitlines()).encode()).hexdigest()
+    assert digest == affine_kernel.SIMD_SOURCE_SHA256, (
+        "affine_simd.py changed: set affine_kernel.SIMD_SOURCE_SHA256 to " + digest
+    )

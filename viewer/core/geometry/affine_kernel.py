@@ -24,6 +24,10 @@ from viewer.core.geometry import affine_simd
 EDGE = 1e-3  # voxel units: this close outside the outer voxel centres is on them (reslice.INTEGRAL_TOLERANCE)
 STRICT = 1e-9  # a coordinate this far below the last voxel centre still has a cell above it (no clamping)
 SIMD = affine_simd.available()  # AVX2 gathers for int16 volumes (decided once per process, at import)
+# numba's disk cache checks this file's time stamp and size, not affine_simd.py's, whose code the kernel
+# inlines: this digest of affine_simd.py's source (lines joined by "\n"; tests/core/test_slab_kernel.py
+# compares it) makes every change there a change here, so the cache never serves a kernel built from old code.
+SIMD_SOURCE_SHA256 = "f1735863d68dfe610c10a913f4c3fef432feb765bfd9fbede3209da5af170c8c"
 
 _jit = numba.njit(nogil=True, cache=True, boundscheck=False, error_model="numpy", fastmath={"contract"})
 

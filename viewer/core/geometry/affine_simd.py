@@ -8,8 +8,9 @@ split into its two values, and the 7 linear blends (along i, then j, then k, as 
 8 float32 lanes. Emitted only where the CPU has AVX2 (:func:`available`): elsewhere the target intrinsic
 could not be selected, and the scalar loop runs.
 
-numba's disk cache of the kernel is checked against ``affine_kernel.py``'s time stamp only: after changing
-this module, touch that file (or remove its ``__pycache__``) so the kernel is compiled again.
+numba's disk cache of the kernel is checked against ``affine_kernel.py``'s time stamp and size only, not this
+module's: ``affine_kernel.SIMD_SOURCE_SHA256`` pins this module's source (a test compares them), so a change
+here is a change there too and the kernel is compiled again.
 """
 
 from __future__ import annotations
