@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Sequence
@@ -28,7 +27,6 @@ from viewer.core.constants import (
     MODEL_SLICE_OUTPUT,
     MODEL_STUDY_OUTPUT,
     RSNA_CLASSES,
-    Window,
 )
 from viewer.core.errors import ModelContractError
 from viewer.core.preprocess import PreprocessSpec, SliceGeometry, model_slice_order, preprocess
@@ -66,7 +64,6 @@ def load_onnx(model_path: Path, *, threads: int = 2) -> OnnxModel:
 
     meta = read_metadata(model_path)
     try:
-        windows = [Window(float(w["width"]), float(w["level"])) for w in meta["windows"]]
         size = int(meta["input_size"])
         classes = list(meta["class_names"])
         thresholds = {c: float(v) for c, v in meta.get("thresholds", {}).items()}
@@ -75,8 +72,7 @@ def load_onnx(model_path: Path, *, threads: int = 2) -> OnnxModel:
         raise ModelContractError(f"model metadata incomplete: {exc}") from exc
     if classes != list(RSNA_CLASSES):
         raise ModelContractError(f"model classes {classes} are not the RSNA classes")
-    raw = json.dumps(meta["preprocessing"]) if "preprocessing" in meta else None
-    spec = PreprocessSpec.from_metadata(raw, size=size, windows=windows)
+    spec = PreprocessSpec.from_record(meta, size=size)
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     sess = ort.InferenceSession(str(model_path), so, providers=["CPUExecutionProvider"])

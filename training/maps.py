@@ -55,7 +55,6 @@ from viewer.core.constants import (
     MODEL_MAPS_OUTPUT,
     MODEL_SLICE_OUTPUT,
     MODEL_STUDY_OUTPUT,
-    Window,
 )
 from viewer.core.preprocess import PreprocessSpec, SliceGeometry, head_grid, head_mm_to_grid, preprocess
 
@@ -390,11 +389,7 @@ def train_maps(cfg: MapsConfig) -> tuple[Path, dict[str, Any]]:
 def base_preprocessing(base_model: Path, input_size: int) -> PreprocessSpec:
     """The base model's preprocessing (its ``preprocessing`` metadata, version 1 when absent, and its
     ``windows``)."""
-    meta = read_metadata(base_model)
-    raw = meta.get("preprocessing")
-    windows = [Window(float(w["width"]), float(w["level"])) for w in meta["windows"]]
-    text = None if raw is None else json.dumps(raw)
-    return PreprocessSpec.from_metadata(text, size=input_size, windows=windows)
+    return PreprocessSpec.from_record(read_metadata(base_model), size=input_size)
 
 
 def _cfg_dict(cfg: MapsConfig) -> dict[str, Any]:

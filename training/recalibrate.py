@@ -15,7 +15,6 @@ thresholds on the exported model's float32 outputs (what the viewer sees).
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -36,20 +35,17 @@ from training.train import (
     predict_from_embeddings,
     save_checkpoint,
 )
-from viewer.core.constants import MODEL_WINDOWS, Window
+from viewer.core.constants import MODEL_WINDOWS
 from viewer.core.preprocess import PreprocessSpec
 
 log = logging.getLogger(__name__)
 
 
 def checkpoint_spec(ckpt: dict[str, Any]) -> PreprocessSpec:
-    """The preprocessing a checkpoint's network was trained with (version 1 when it records none)."""
-    raw = ckpt.get("preprocessing")
-    windows = tuple(Window(float(w["width"]), float(w["level"])) for w in ckpt.get("windows") or []) or tuple(
-        MODEL_WINDOWS
-    )
-    return PreprocessSpec.from_metadata(
-        json.dumps(raw) if raw else None, size=int(ckpt["model_config"]["input_size"]), windows=windows
+    """The preprocessing a checkpoint's network was trained with (version 1 and the default windows when it
+    records none)."""
+    return PreprocessSpec.from_record(
+        ckpt, size=int(ckpt["model_config"]["input_size"]), default_windows=MODEL_WINDOWS
     )
 
 

@@ -237,3 +237,17 @@ def test_spec_metadata_round_trip_and_bad_values() -> None:
     ):
         with pytest.raises(ModelContractError, match=match):
             PreprocessSpec.from_metadata(bad, size=64, windows=MODEL_WINDOWS)
+
+
+def test_spec_from_a_parsed_record_with_and_without_its_windows() -> None:
+    """One reader for the parsed records training keeps (ONNX metadata, checkpoints): windows from the record,
+    the default only where the caller gives one, version 1 without a preprocessing entry."""
+    windows = [{"width": 80.0, "level": 40.0}, {"width": 200.0, "level": 80.0}]
+    spec = PreprocessSpec.from_record({"preprocessing": V2.to_metadata(), "windows": windows}, size=64)
+    assert spec.version == 2
+    assert spec.windows == (Window(80.0, 40.0), Window(200.0, 80.0))
+    old = PreprocessSpec.from_record({}, size=128, default_windows=MODEL_WINDOWS)
+    assert (old.version, old.windows) == (1, MODEL_WINDOWS)
+    for record, match in (({}, "not a list"), ({"windows": [{"width": 80.0}]}, "malformed")):
+        with pytest.raises(ModelContractError, match=match):
+            PreprocessSpec.from_record(record, size=128)

@@ -79,6 +79,27 @@ class PreprocessSpec:
         return out
 
     @classmethod
+    def from_record(
+        cls, record: Mapping[str, object], *, size: int, default_windows: Sequence[Window] | None = None
+    ) -> PreprocessSpec:
+        """The spec a parsed model record declares (ONNX metadata or a training checkpoint): its
+        ``preprocessing`` object (version 1 when absent) and its ``windows`` ([{width, level}, ...];
+        ``default_windows`` when absent). Raises ModelContractError when the windows are absent without a
+        default or malformed."""
+        listed = record.get("windows")
+        if not listed and default_windows is not None:
+            windows = tuple(default_windows)
+        elif not isinstance(listed, list) or not listed:
+            raise ModelContractError(f"model 'windows' is {type(listed).__name__}, not a list of windows")
+        else:
+            try:
+                windows = tuple(Window(float(w["width"]), float(w["level"])) for w in listed)
+            except (KeyError, TypeError, ValueError) as exc:
+                raise ModelContractError(f"model 'windows' malformed: {exc!r}") from exc
+        raw = record.get("preprocessing")
+        return cls.from_metadata(None if raw is None else json.dumps(raw), size=size, windows=windows)
+
+    @classmethod
     def from_metadata(cls, raw: str | None, *, size: int, windows: Sequence[Window]) -> PreprocessSpec:
         """Parse the raw ``preprocessing`` JSON (``None`` -> version 1); raises ModelContractError."""
         if raw is None:
