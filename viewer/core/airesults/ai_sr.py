@@ -30,6 +30,7 @@ from viewer.core.airesults.identity import (
 )
 from viewer.core.errors import SlicewiseError
 from viewer.core.inference.results import ClassFinding, StackPrediction
+from viewer.core.inference.volume_reading import VolumeReading
 
 MANUFACTURER: Final = "Slicewise"
 AI_SR_SERIES_NUMBER: Final = 9901
@@ -114,7 +115,7 @@ def _images(source: SourceSeries, finding: ClassFinding) -> list[hd.sr.SourceIma
 
 
 def _finding_group(
-    pred: StackPrediction, source: SourceSeries, finding: ClassFinding, volumes: dict[str, float | None]
+    pred: StackPrediction, source: SourceSeries, finding: ClassFinding, volumes: dict[str, VolumeReading]
 ) -> hd.sr.MeasurementsAndQualitativeEvaluations:
     algorithm = algorithm_id(pred)
     measurements = [
@@ -125,7 +126,8 @@ def _finding_group(
             c.PEAK_SLICE_PROBABILITY, float(finding.peak_prob), c.NO_UNITS, algorithm_id=algorithm
         ),
     ]
-    volume = volumes.get(finding.class_name)
+    reading = volumes.get(finding.class_name)
+    volume = None if reading is None else reading.measured_ml
     if volume is not None:  # the localisation maps' voxels of the class x voxel size (any: their union)
         measurements.append(
             hd.sr.Measurement(c.VOLUME, round(float(volume), 4), c.MILLILITER, algorithm_id=algorithm)
@@ -182,7 +184,7 @@ def build_ai_sr(
 ) -> hd.sr.Comprehensive3DSR:
     """The AI Result SR of ``pred`` on ``source`` (de-identified unless ``include_identity``)."""
     check_source(pred, source)
-    volumes = pred.volumes_ml()  # {} without localisation maps
+    volumes = pred.volume_readings()  # {} without localisation maps
     groups = [_finding_group(pred, source, f, volumes) for f in pred.findings]
     scope = _applicability_group(pred)
     if scope is not None:

@@ -48,6 +48,15 @@ class VolumeReading:
         return VolumeState.MAP_BELOW_THRESHOLD if self.flagged else VolumeState.NONE
 
     @property
+    def measured_ml(self) -> float | None:
+        """The volume as a measurement to record (an SR's), or None where there is none: no voxel size, or
+        a flagged class whose map is below its threshold (recording 0.0 mL there would state a measured
+        empty volume)."""
+        if self.state in (VolumeState.MAP_BELOW_THRESHOLD, VolumeState.NO_VOXEL_SIZE):
+            return None
+        return self.ml
+
+    @property
     def text(self) -> str:
         """For a narrow "mL" column: "12.3", "< 0.1", "–", "0.0" or ""."""
         state = self.state
