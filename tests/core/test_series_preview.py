@@ -80,10 +80,25 @@ def test_matching_slice_keeps_the_position_not_the_index(tmp_path: Path) -> None
 
 
 def test_receiving_text() -> None:
-    stack = load_paths([str(get_testdata_file("CT_small.dcm"))]).all_stacks()[0]
-    assert receiving_text(stack, 1, 300) == "Receiving… 1 of 300 slices"
-    assert receiving_text(stack, 1, 0) == "Receiving… 1 slice"
-    assert receiving_text(stack, 40, 30) == "Receiving… 40 slices"  # more than the PACS said
+    assert receiving_text(1, 300) == "Receiving… 1 of 300 slices"
+    assert receiving_text(1, 0) == "Receiving… 1 slice"
+    assert receiving_text(40, 30) == "Receiving… 40 slices"  # more than the PACS said
+
+
+def test_a_multi_frame_instance_counts_its_frames() -> None:
+    """Arrived and expected counts are frames: an enhanced MR of 10 frames among 3 instances expected
+    makes 10 arrived of 12 expected (the two still to come counted one each until they arrive)."""
+    path = Path(str(get_testdata_file("emri_small_jpeg_2k_lossless.dcm")))
+    (stack,) = load_paths([path]).all_stacks()
+    frames = len(stack)
+    assert frames > 1
+    preview = SeriesPreview(stack.series_instance_uid, expected=3)
+    assert (preview.arrived, preview.expected) == (0, 3)
+    preview.add(path, frames)
+    assert (preview.arrived, preview.expected) == (frames, frames + 2)
+    grown = preview.stack()
+    assert grown is not None and len(grown) == frames == preview.arrived  # a slice per frame
+    assert SeriesPreview("1.2.3").expected == 0  # the PACS did not say
 
 
 def _series(uid: str, n: int | None, description: str = "", modality: str = "CT") -> SeriesMatch:

@@ -406,18 +406,125 @@ def test_the_main_series_is_retrieved_first_and_streams(
             view.set_index(len(stack) // 3)  # the reader scrolls
             places.append(here())
 
-        with qtbot.waitSignal(window.load_finished, timeout=WAIT_MS):
+        with qtbot.waitSignal(pacs.retrieve_finished, timeout=WAIT_MS):
             job = pacs.retrieve("test-orthanc", study, series)
             assert job is not None
             job.first_image.connect(first)
             job.preview_grown.connect(grown)
             gate = job._preview_absorbed  # set once the window's slots for the last preview returned
             job.progress.connect(lambda *_: gate.wait(WAIT_MS / 1000), Qt.ConnectionType.DirectConnection)
+        # the further series are listed as they arrive (each its own load); the main series loads last
+        qtbot.waitUntil(
+            lambda: not window.is_loading() and window.current_stack() is not None, timeout=WAIT_MS
+        )
         assert not problems, problems
         assert events == [("first", main, 1)] + [("grown", main, m) for m in range(2, 9)], events
         loaded = window.current_stack()
         assert loaded is not None and loaded.series_instance_uid == main and len(loaded) == 8
         assert places[-1] is not None and here() == places[-1]  # opened where the reader was
+    finally:
+        orthanc.server.delete_study(study)
+
+
+def _upload_study_with_a_multi_frame_series(orthanc: Loaded, folder: Path) -> tuple[str, str, str, str, int]:
+    """A study of three series: an 8-slice head CT (the main series), a 3-slice bone series and one
+    enhanced MR instance of several frames (pydicom's J2K lossless file, re-labelled into the study).
+    Returns (study UID, head, bone, multi-frame series UIDs, frames of the multi-frame instance)."""
+    from pydicom import dcmread
+    from pydicom.data import get_testdata_file
+    from pydicom.uid import generate_uid
+
+    from tests.factories import CANARY_ID, write_ct_series
+
+    study = generate_uid()
+    head = write_ct_series(
+        folder / "head", 8, rows=32, columns=32, study_uid=study, patient_name="STREAM^MORE"
+    )
+    bone = write_ct_series(
+        folder / "bone", 3, rows=32, columns=32, study_uid=study, patient_name="STREAM^MORE",
+        series_description="Bone 1mm",
+    )
+    mf = dcmread(get_testdata_file("emri_small_jpeg_2k_lossless.dcm"))
+    mf.StudyInstanceUID = study
+    mf.SeriesInstanceUID = generate_uid()
+    mf.SOPInstanceUID = mf.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    mf.PatientName, mf.PatientID = "STREAM^MORE", CANARY_ID
+    mf_path = folder / "mf.dcm"
+    mf.save_as(mf_path, enforce_file_format=True)
+    orthanc.server.upload([*head, *bone, mf_path])
+    uid = [str(dcmread(paths[0], stop_before_pixels=True).SeriesInstanceUID) for paths in (head, bone)]
+    return study, uid[0], uid[1], str(mf.SeriesInstanceUID), int(mf.NumberOfFrames)
+
+
+@pytest.mark.parametrize("protocol", [NodeProtocol.DICOMWEB, NodeProtocol.DIMSE])
+def test_further_series_are_listed_as_they_arrive_and_progress_counts_frames(
+    qtbot: QtBot,
+    window: MainWindow,
+    orthanc: Loaded,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    protocol: NodeProtocol,
+) -> None:
+    """While a study arrives, its main series streams into the preview and each further series is listed
+    in the browser as soon as it has arrived (the preview stays on screen, the retrieve still running);
+    the end loads only the main series, shown where the reader is; every series is listed once. The
+    progress counts frames: the multi-frame instance counts its frames, not one. The retrieve's thread
+    waits, after each further series, until the browser lists it (a gate, so no timing decides)."""
+    import threading
+
+    import viewer.qt.workers as workers
+
+    monkeypatch.setattr(workers, "PROGRESS_INTERVAL_S", 0.0)
+    study, head, bone, multi, frames = _upload_study_with_a_multi_frame_series(orthanc, tmp_path)
+    try:
+        with DicomWebClient(web_node(orthanc.server)) as web:
+            series = web.find_series(study)
+        assert sorted(s.num_instances or 0 for s in series) == [1, 3, 8]
+        window.settings.hang_on_open = False  # the loaded main series replaces its preview (no protocol)
+        pacs = controller(window)
+        pacs.show_query()
+        if protocol is NodeProtocol.DICOMWEB:
+            name = add_web_node(window, orthanc)
+        else:
+            pacs.save_node(NodeEntry(dimse_node(orthanc.server), protocol), "")
+            name = "test-orthanc"
+        listed = threading.Condition()
+        seen: list[tuple[frozenset[str], bool, bool]] = []  # (series listed, retrieving, preview shown)
+        progress: list[tuple[int, int]] = []
+
+        def loaded(_report: LoadReport) -> None:
+            with listed:
+                shown = window._preview is not None and window.view.volume is window._preview
+                uids = frozenset(s.series_instance_uid for s in window.loaded_stacks())
+                seen.append((uids, pacs._retrieve is not None, shown))
+                listed.notify_all()
+
+        def arrived(report: RetrieveReport) -> None:  # in the retrieve's thread: wait until it is listed
+            with listed:
+                listed.wait_for(
+                    lambda: any(report.series_uid in uids for uids, _r, _p in seen), WAIT_MS / 1000
+                )
+
+        window.load_finished.connect(loaded)
+        with qtbot.waitSignal(pacs.retrieve_finished, timeout=WAIT_MS):
+            job = pacs.retrieve(name, study, series)
+            assert job is not None
+            job.series_arrived.connect(arrived, Qt.ConnectionType.DirectConnection)
+            job.progress.connect(lambda done, total: progress.append((done, total)))
+        qtbot.waitUntil(
+            lambda: not window.is_loading() and window.current_stack() is not None, timeout=WAIT_MS
+        )
+        # the two further series, each listed while the retrieve ran and the main series' preview showed
+        assert len(seen) == 3, seen
+        (first, *_), (second, *_), (end, *_) = seen
+        assert len(first) == 1 and first < {bone, multi} and second == {bone, multi}, seen
+        assert [(r, p) for _u, r, p in seen[:2]] == [(True, True), (True, True)], seen
+        assert end == {head, bone, multi}  # the end: the main series joins
+        stacks = window.loaded_stacks()
+        assert sorted(len(s) for s in stacks) == sorted([3, frames, 8])  # each series once, a frame a slice
+        current = window.current_stack()
+        assert current is not None and current.series_instance_uid == head and window._preview is None
+        assert progress[-1] == (8 + 3 + frames, 8 + 3 + frames), progress[-3:]
     finally:
         orthanc.server.delete_study(study)
 

@@ -296,9 +296,11 @@ def test_worklist_tab_orders_colours_and_opens_a_study(
     assert panel.status.text() == "3 studies: 1 AI positive, 1 not analysed (analysed when opened)"
     assert not panel.btn_cancel.isEnabled() and panel.btn_refresh.isEnabled()
     # double-click the not-analysed study: retrieved by the query tab's path and opened
-    with qtbot.waitSignal(window.load_finished, timeout=WAIT_MS) as loaded:
+    with qtbot.waitSignal(controller(window).retrieve_finished, timeout=WAIT_MS):
         panel.rows.itemDoubleClicked.emit(items[2], 0)
-    stacks = loaded.args[0].all_stacks()
+    # the SR series is listed as it arrives (its own load), the CT loads at the end
+    qtbot.waitUntil(lambda: not window.is_loading() and window.current_stack() is not None, timeout=WAIT_MS)
+    stacks = window.loaded_stacks()
     assert [len(s.slices) for s in stacks] == [6]
     assert stacks[0].study_instance_uid == worklist.unanalysed.uid
     qtbot.waitUntil(lambda: not panel.btn_cancel.isEnabled(), timeout=WAIT_MS)

@@ -1167,10 +1167,14 @@ class MainWindow(QMainWindow):
             self.show_stack(_preferred_stack(left).uid)
         self.show_status(f"Closed {len(gone)} stack(s)")
 
-    def open_paths(self, paths: Sequence[str | Path], *, source: SourceRef | None = None) -> None:
+    def open_paths(
+        self, paths: Sequence[str | Path], *, source: SourceRef | None = None, show: bool = True
+    ) -> None:
         """Load ``paths`` (files, folders, zips, DICOMDIR) in the background, like a drop. ``source``
         says where the study came from when that is not these paths (a PACS node: the paths are its
-        cache folders, neither recent studies nor the dialogs' last folder)."""
+        cache folders, neither recent studies nor the dialogs' last folder). ``show=False`` only lists
+        the stacks in the browser (a further series of a study still arriving): what is on screen, a
+        preview included, and the status line stay as they are."""
         names = [str(p) for p in paths]
         if not names:
             return
@@ -1179,13 +1183,14 @@ class MainWindow(QMainWindow):
             first = Path(names[0])
             self.settings.last_folder = str(first if first.is_dir() else first.parent)
         job = LoadJob(names, self, source=source)
-        job.progress.connect(self._on_load_progress)
-        job.provisional.connect(self._on_load_provisional)
-        job.done.connect(lambda report, j=job: self._on_load_done(j, report))
-        job.failed.connect(lambda msg, j=job: self._on_load_failed(j, msg))
+        job.done.connect(lambda report, j=job: self._on_load_done(j, report, show=show))
+        job.failed.connect(lambda msg, j=job: self._on_load_failed(j, msg, show=show))
         self._jobs.append(job)
-        self._show_progress("Scanning", 0, 0)
-        self.show_status("Scanning…", 0)
+        if show:
+            job.progress.connect(self._on_load_progress)
+            job.provisional.connect(self._on_load_provisional)
+            self._show_progress("Scanning", 0, 0)
+            self.show_status("Scanning…", 0)
         job.start()
 
     def cancel_loading(self) -> None:
@@ -1461,7 +1466,7 @@ class MainWindow(QMainWindow):
                 view.clear()
         preview.close()
 
-    def _on_load_done(self, job: LoadJob, report: LoadReport) -> None:
+    def _on_load_done(self, job: LoadJob, report: LoadReport, *, show: bool = True) -> None:
         self._forget(job)
         if self._closed:
             return  # delivered after close: opening a volume or a thumbnail job now would outlive the window
@@ -1482,8 +1487,9 @@ class MainWindow(QMainWindow):
                             self._sources[stack.uid] = job.source or SourceRef.local(job.paths)
                             self._owners[stack.uid] = stack_owner(patient, study, stack)
         hint = "  (see View › Load report)" if self.report_panel.has_issues() else ""
-        self.show_status(report.summary() + hint, 8000)
-        if new:  # a newly opened study is shown (and selected in the browser), not just listed
+        if show:
+            self.show_status(report.summary() + hint, 8000)
+        if new and show:  # a newly opened study is shown (and selected in the browser), not just listed
             first = _preferred_stack(new).uid
             place = self._preview_place()
             empty = self.settings.hang_on_open and all(vp.is_empty for vp in self.state.viewports)
@@ -1497,18 +1503,22 @@ class MainWindow(QMainWindow):
             thumbs._thread.finished.connect(lambda j=thumbs: self._forget(j))
             self._jobs.append(thumbs)
             thumbs.start()
+        if not show:
+            self.load_finished.emit(report)
+            return
         self.end_preview()
         if not report.all_stacks() and not report.cancelled:
             self.show_status("No displayable DICOM images found: see the load report", 10000)
             self.report_dock.show()
         self.load_finished.emit(report)
 
-    def _on_load_failed(self, job: LoadJob, message: str) -> None:
+    def _on_load_failed(self, job: LoadJob, message: str, *, show: bool = True) -> None:
         self._forget(job)
         if self._closed:
             return
         self._hide_progress()
-        self.end_preview()
+        if show:
+            self.end_preview()
         if self.privacy_mode():  # an exception's text may name a folder (often the patient's name)
             message = f"{message.split(':', 1)[0]} (details hidden in privacy mode)"
         self.show_status(f"Loading failed: {message}", 10000)

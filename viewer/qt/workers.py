@@ -280,22 +280,25 @@ class _PreviewKind(Enum):
 
 class PacsRetrieveJob(PacsCallJob):
     """Retrieve a study (every series) or some of its series into the instance cache, with progress
-    (instances arrived, instances expected) and cancel; ``done`` carries the list of RetrieveReports
-    (the last one marked ``cancelled`` when the user stopped it).
+    (frames arrived, frames expected: an instance counts one frame until it has arrived, a multi-frame
+    one its frames from then on) and cancel; ``done`` carries the list of RetrieveReports (the last one
+    marked ``cancelled`` when the user stopped it).
 
     The study's main series (:func:`~viewer.core.pacs.preview.main_series`, chosen from the series
     query's answers: the image series with the most instances that is not a localizer) is retrieved
     first, and the series of the first image instance to arrive streams in as a preview
     (:class:`~viewer.core.pacs.preview.SeriesPreview`: headers read here, on the job's thread, never on
     the GUI thread): ``first_image`` carries a one-image Stack of it at once; ``preview_grown`` (Stack,
-    instances of the series arrived, instances expected or 0) a sorted Stack of every instance of the
+    frames of the series arrived, frames expected or 0) a sorted Stack of every instance of the
     series arrived so far, at most every :data:`PREVIEW_INTERVAL_S` and only once the GUI thread has
     returned from the previous one (a busy window is never flooded), and once more when the series is
     complete and other series follow. :meth:`stop_preview` (the window shows something else) ends
-    them."""
+    them. ``series_arrived`` carries the report of each further series (not the first retrieved, not
+    the previewed one) as soon as it has arrived, so the window can list it while the rest come."""
 
     first_image = Signal(object)  # Stack
-    preview_grown = Signal(object, int, int)  # Stack, instances arrived, instances expected (0: unknown)
+    preview_grown = Signal(object, int, int)  # Stack, frames arrived, frames expected (0: unknown)
+    series_arrived = Signal(object)  # RetrieveReport of a further series, arrived (not cancelled)
     _preview_ready = Signal(object, int, int, object)  # from the job's thread; the last: a _PreviewKind
 
     def __init__(
@@ -311,6 +314,7 @@ class PacsRetrieveJob(PacsCallJob):
         self.study_uid = study_uid
         self.series = list(series)
         self.source: SourceRef | None = None  # the node and series, recorded with the opened study
+        self.opened: set[Path] = set()  # series folders the window opened while the study arrived
         self._preview_stopped = threading.Event()
         self._preview_absorbed = threading.Event()  # the GUI thread has handled the last preview
         self._preview_absorbed.set()
@@ -339,9 +343,10 @@ class PacsRetrieveJob(PacsCallJob):
         total = sum(expected.values())
         main = main_series(series)  # None: the query did not say; the first image series arrived
         ordered = sorted(series, key=lambda s: s.series_uid != main)  # the main series first
-        arrived = 0
+        arrived = 0  # frames
+        extra = 0  # frames beyond one of the multi-frame instances arrived
         preview: SeriesPreview | None = None
-        shown = 0  # instances of the preview series in the last preview sent
+        shown = 0  # frames of the preview series in the last preview sent
         last = 0.0
 
         def offer(complete: bool) -> None:
@@ -363,26 +368,28 @@ class PacsRetrieveJob(PacsCallJob):
             self._preview_ready.emit(stack, count, preview.expected, _PreviewKind.GROWN)
 
         def on_instance(item: RetrievedInstance) -> None:
-            nonlocal arrived, preview, last, shown
-            arrived += 1
-            self._emit_progress(arrived, max(total, arrived))
+            nonlocal arrived, extra, preview, last, shown
+            frames = max(1, item.frames)
+            arrived += frames
+            extra += frames - 1
+            self._emit_progress(arrived, max(total + extra, arrived))
             if self._preview_stopped.is_set():
                 return
             if preview is not None:
                 if item.series_uid == preview.series_uid:
-                    preview.add(item.path)
+                    preview.add(item.path, frames)
                     offer(complete=False)
                 return
             # The first image instance to arrive (the main series' first, unless it has no readable
             # image) is shown at once; its series grows from there.
             candidate = SeriesPreview(item.series_uid, expected.get(item.series_uid, 0))
-            candidate.add(item.path)
+            candidate.add(item.path, frames)
             first = candidate.stack()
             if first is None:  # an SR, a KOS, an unreadable file: the next instance may be an image
                 return
-            preview, last, shown = candidate, time.monotonic(), 1
+            preview, last, shown = candidate, time.monotonic(), candidate.arrived
             self._preview_absorbed.clear()
-            self._preview_ready.emit(first, 1, preview.expected, _PreviewKind.FIRST)
+            self._preview_ready.emit(first, candidate.arrived, preview.expected, _PreviewKind.FIRST)
 
         for s in ordered:
             if self.is_cancelled():
@@ -393,10 +400,13 @@ class PacsRetrieveJob(PacsCallJob):
             reports.append(report)
             if report.cancelled:
                 break
-            if preview is not None and s.series_uid == preview.series_uid and s is not ordered[-1]:
+            previewed = preview is not None and s.series_uid == preview.series_uid
+            if previewed and s is not ordered[-1]:
                 # the whole series while the rest of the study arrives (after the last series the
                 # loaded study follows at once: its headers are not read twice)
                 offer(complete=True)
+            elif not previewed and s is not ordered[0] and report.instances:
+                self.series_arrived.emit(report)  # listed by the window while the rest arrive
         return reports
 
 

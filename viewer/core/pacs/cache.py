@@ -57,6 +57,7 @@ class InstanceHeader:
     series_uid: str
     study_uid: str
     transfer_syntax: str
+    frames: int = 1
 
 
 def inspect_instance(data: bytes) -> InstanceHeader:
@@ -169,7 +170,11 @@ def check_header(header: ScannedHeader) -> InstanceHeader:
             if len(pixels) < need:
                 raise PacsResponseError(f"Pixel data truncated: {len(pixels)} of {need} bytes")
     return InstanceHeader(
-        header.sop_instance_uid, header.series_uid, header.study_uid, str(header.transfer_syntax)
+        header.sop_instance_uid,
+        header.series_uid,
+        header.study_uid,
+        str(header.transfer_syntax),
+        max(1, header.frames) if pixels is not None else 1,
     )
 
 
@@ -300,7 +305,7 @@ class InstanceCache:
                 os.unlink(tmp)
             raise
         return RetrievedInstance(
-            head.sop_instance_uid, head.series_uid, path, head.transfer_syntax, len(data)
+            head.sop_instance_uid, head.series_uid, path, head.transfer_syntax, len(data), head.frames
         )
 
     # --- budget -----------------------------------------------------------------------------------

@@ -85,13 +85,15 @@ class InstanceMatch:
 
 @dataclass(frozen=True)
 class RetrievedInstance:
-    """One instance now in the local cache, ready for the local loader."""
+    """One instance now in the local cache, ready for the local loader. ``frames``: its Number of Frames
+    (1 for a single-frame image, an object without pixels, and an instance found already cached)."""
 
     sop_instance_uid: str
     series_uid: str
     path: Path
     transfer_syntax: str
     size: int
+    frames: int = 1
 
 
 @dataclass(frozen=True)

@@ -61,28 +61,40 @@ def main_series(series: Sequence[SeriesMatch]) -> str | None:
 
 
 class SeriesPreview:
-    """The arrived instances of series ``series_uid`` (``expected``: how many the PACS said it holds, 0
-    when it did not say). :meth:`add` is cheap (it keeps the path); :meth:`stack` does the reading.
+    """The arrived instances of series ``series_uid`` (``expected``: how many instances the PACS said it
+    holds, 0 when it did not say). :meth:`add` is cheap (it keeps the path); :meth:`stack` does the
+    reading. Counts are in frames (a multi-frame instance counts its frames, each a slice of the stack).
     Thread-safe: instances may be added from one thread while another builds the stack."""
 
     def __init__(self, series_uid: str, expected: int = 0) -> None:
         self.series_uid = series_uid
-        self.expected = max(0, int(expected))
+        self._expected_instances = max(0, int(expected))
         self._lock = threading.Lock()
         self._paths: list[Path] = []  # in arrival order
+        self._frames = 0  # of the instances added
         self._records: list[HeaderRecord] = []
         self._read = 0  # paths whose header has been read
         self._building = threading.Lock()  # one stack() at a time (it extends the records read)
 
     @property
     def arrived(self) -> int:
-        """Instances added so far."""
+        """Frames of the instances added so far."""
         with self._lock:
-            return len(self._paths)
+            return self._frames
 
-    def add(self, path: Path) -> None:
+    @property
+    def expected(self) -> int:
+        """Frames the series is expected to hold: its instances, each arrived multi-frame instance
+        counted by its frames (0 when the PACS did not say how many instances)."""
+        with self._lock:
+            if not self._expected_instances:
+                return 0
+            return self._expected_instances + self._frames - len(self._paths)
+
+    def add(self, path: Path, frames: int = 1) -> None:
         with self._lock:
             self._paths.append(path)
+            self._frames += max(1, frames)
 
     def stack(self) -> Stack | None:
         """The series' largest stack of everything arrived so far, sorted (None while no image instance
@@ -121,10 +133,9 @@ class SeriesPreview:
         return max(stacks, key=len, default=None)
 
 
-def receiving_text(stack: Stack, arrived: int, expected: int) -> str:
-    """The status line of a growing preview: "Receiving… 120 of 300 slices" (``arrived`` instances of
-    ``expected``, 0 when the PACS did not say; a multi-frame series counts instances)."""
-    unit = "slice" if len(stack) <= arrived else "instance"
+def receiving_text(arrived: int, expected: int) -> str:
+    """The status line of a growing preview: "Receiving… 120 of 300 slices" (``arrived`` frames of
+    ``expected``, 0 when the PACS did not say: see :attr:`SeriesPreview.arrived`)."""
     if expected >= arrived and expected > 0:
-        return f"Receiving… {arrived} of {expected} {unit}s"
-    return f"Receiving… {arrived} {unit}{'' if arrived == 1 else 's'}"
+        return f"Receiving… {arrived} of {expected} slices"
+    return f"Receiving… {arrived} slice{'' if arrived == 1 else 's'}"

@@ -405,7 +405,7 @@ class PacsController(QObject):
         if job is None:
             self.worklist.show_message(self.panel.status.text(), ok=False)
             return None
-        self.worklist.set_running(True, "instances")
+        self.worklist.set_running(True, "images")  # frames: a multi-frame instance counts each
         job.progress.connect(self.worklist.set_progress)
 
         def finished(ok: bool) -> None:
@@ -433,6 +433,7 @@ class PacsController(QObject):
         job.progress.connect(self.panel.set_progress)
         job.first_image.connect(self._first_image_arrived)
         job.preview_grown.connect(self._preview_grown)
+        job.series_arrived.connect(self._series_arrived)
         job.done.connect(self._retrieved)
         job.failed.connect(self._retrieve_failed)
         self.panel.set_retrieving(True)
@@ -457,8 +458,19 @@ class PacsController(QObject):
 
     def _preview_grown(self, stack: Stack, arrived: int, expected: int) -> None:
         """More of the previewed series has arrived: the preview shows it, the reader's slice kept."""
-        if not self.window.update_preview(stack, receiving_text(stack, arrived, expected)):
+        if not self.window.update_preview(stack, receiving_text(arrived, expected)):
             self._stop_preview()
+
+    def _series_arrived(self, report: RetrieveReport) -> None:
+        """A further series of the study has arrived: the browser lists it now (loaded in the
+        background; what is on screen, the growing preview included, stays)."""
+        job = self._retrieve
+        if job is None or self._closing:
+            return
+        job.opened.add(report.folder)
+        if job.source is not None:  # pinned until the window has loaded it (as at the retrieve's end)
+            self._opening.add(self.cache.study_folder(job.source.node, job.study_uid))
+        self.window.open_paths([str(report.folder)], source=job.source, show=False)
 
     def _stop_preview(self) -> None:
         if self._retrieve is not None:
@@ -492,7 +504,12 @@ class PacsController(QObject):
             self.window.show_status(note, 10000)
         self.panel.show_message(", ".join(parts), ok=not failed and not cancelled)
         # a cancelled retrieve keeps what arrived: it opens as far as it got (not while the window closes)
-        folders = [str(r.folder) for r in reports if r.instances and not (r.cancelled and self._closing)]
+        opened = job.opened if job is not None else set()  # further series, listed as they arrived
+        folders = [
+            str(r.folder)
+            for r in reports
+            if r.instances and r.folder not in opened and not (r.cancelled and self._closing)
+        ]
         if folders:
             if job is not None and job.source is not None:  # pinned until the window has loaded it
                 self._opening.add(self.cache.study_folder(job.source.node, job.study_uid))
