@@ -36,7 +36,7 @@ from viewer.core.errors import (
     PacsResponseError,
     PacsUnreachableError,
 )
-from viewer.core.pacs.cache import InstanceCache, read_header
+from viewer.core.pacs.cache import InstanceCache
 from viewer.core.pacs.http_guard import Limits, guarded_session, multipart_boundary
 from viewer.core.pacs.models import (
     CancelFn,
@@ -397,9 +397,9 @@ class DicomWebClient:
         )
 
     def _fetch_series(self, study_uid: str, series_uid: str, sink: InstanceSink) -> None:
-        """One WADO-RS request for the whole series, streamed: each part's header is read from its bytes
-        (:func:`~viewer.core.pacs.cache.read_header`), then checked and its bytes written as received
-        (the stored transfer syntax, no re-encoding) on writer threads while the stream is read on."""
+        """One WADO-RS request for the whole series, streamed: each part's bytes go to writer threads
+        (:class:`~viewer.core.pacs.writer.BackgroundWriter`) that read its header, check it and write the
+        bytes as received (the stored transfer syntax, no re-encoding) while the stream is read on."""
         url = f"{self.node.dicomweb_url.rstrip('/')}/studies/{study_uid}/series/{series_uid}"
         with (
             self._translated("a series retrieve", total=2**62, part=self._max_instance),
@@ -413,16 +413,13 @@ class DicomWebClient:
                     "multipart body"
                 )
             parts = MultipartParts(response.iter_content(_CHUNK_BYTES), boundary)
-            with BackgroundWriter(sink) as writer:  # files are written while the stream is read on
+            # headers read, files written on writer threads while the stream is read on; bytes that
+            # are not DICOM (the answer is malformed) are raised here at the next put or the end
+            with BackgroundWriter(sink) as writer:
                 for data in parts:
                     if sink.cancelled():
                         raise PacsCancelled("Retrieve cancelled")
-                    try:
-                        header = read_header(data)  # bytes that are not DICOM: the answer is malformed
-                    except PacsResponseError as exc:  # a readable instance without a UID: list it
-                        sink.fail("", str(exc))
-                        continue
-                    writer.put(header, data)
+                    writer.put(data)
             if not parts.complete:
                 raise PacsConnectionLostError(
                     f"The connection to the DICOMweb server at {self.node.web_address} was lost during a "
