@@ -17,7 +17,7 @@ from pydicom.data import get_charset_files
 from pydicom.dataset import Dataset
 from pynetdicom.dsutils import decode, encode
 
-from viewer.core.pacs.dimse import _i, _multi, _s, _study_matches
+from viewer.core.pacs.dimse import _i, _multi, _s, _study_match
 from viewer.core.pacs.models import StudyMatch
 
 CHARSET_FILES = sorted(get_charset_files("chr*.dcm"))
@@ -65,7 +65,7 @@ def _through_dataset(found: list[Dataset]) -> list[StudyMatch]:
 @pytest.mark.parametrize("implicit", [False, True])
 def test_rows_equal_those_read_through_the_dataset(implicit: bool) -> None:
     found = [_identifier(dcmread(path), implicit) for path in CHARSET_FILES]
-    rows = _study_matches(copy.deepcopy(found))
+    rows = [row for item in copy.deepcopy(found) if (row := _study_match(item)) is not None]
     assert rows == _through_dataset(found)
     assert any(not row.patient_name.isascii() for row in rows)  # the character sets were decoded
     assert rows[0].modalities == ("CT", "SR") and rows[0].num_series == 3 and rows[0].num_instances is None

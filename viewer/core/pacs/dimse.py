@@ -18,7 +18,7 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -260,17 +260,11 @@ class DimseClient:
         return time.perf_counter() - start
 
     # --- C-FIND -----------------------------------------------------------------------------------
-    def _find(
-        self,
-        identifier: Dataset,
-        what: str,
-        on_first_page: Callable[[list[Dataset]], None] | None = None,
-    ) -> list[Dataset]:
-        """The matches of one C-FIND; ``on_first_page`` gets the first :data:`PACS_FIRST_PAGE` as soon
-        as they have arrived (when more follow)."""
+    def _find(self, identifier: Dataset, what: str) -> Iterator[Dataset]:
+        """The matches of one C-FIND, each as soon as it has arrived (the association is released when
+        the iteration ends or is closed)."""
         ae = self._ae()
         ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
-        matches: list[Dataset] = []
         with self._association(ae) as assoc:
             for status, found in assoc.send_c_find(identifier, StudyRootQueryRetrieveInformationModelFind):
                 if not status:
@@ -278,14 +272,11 @@ class DimseClient:
                 code = int(status.Status)
                 if code in (0xFF00, 0xFF01):
                     if found is not None:
-                        matches.append(found)
-                        if on_first_page is not None and len(matches) == PACS_FIRST_PAGE + 1:
-                            on_first_page(matches[:PACS_FIRST_PAGE])  # a next one came: it is a page
+                        yield found
                 elif code != 0x0000:
                     raise PacsResponseError(
                         f"The PACS at {self.node.dimse_address} refused the {what}: {_status_text(code)}"
                     )
-        return matches
 
     def find_studies(
         self, query: StudyQuery, on_first_page: StudiesCallback | None = None
@@ -303,16 +294,19 @@ class DimseClient:
         ds.ModalitiesInStudy = query.modality
         ds.NumberOfStudyRelatedSeries = None
         ds.NumberOfStudyRelatedInstances = None
-        first_page = None
-        if on_first_page is not None and (query.limit is None or query.limit > PACS_FIRST_PAGE):
-
-            def first_page(items: list[Dataset]) -> None:
-                on_first_page(_study_matches(items))
-
-        found = self._find(ds, "study query (C-FIND)", first_page)
-        if query.limit is not None:
-            found = found[: query.limit]
-        return _study_matches(found)
+        # each match becomes a row as it arrives, while the PACS sends the next ones (converting 1,000
+        # after the last one came took ~0.1 s here); the first PACS_FIRST_PAGE are handed over as soon
+        # as a next one has come (then they are a page, not the whole answer)
+        paging = on_first_page is not None and (query.limit is None or query.limit > PACS_FIRST_PAGE)
+        matches: list[StudyMatch] = []
+        for item in self._find(ds, "study query (C-FIND)"):
+            match = _study_match(item)
+            if match is None:
+                continue
+            matches.append(match)
+            if paging and on_first_page is not None and len(matches) == PACS_FIRST_PAGE + 1:
+                on_first_page(matches[:PACS_FIRST_PAGE])
+        return matches if query.limit is None else matches[: query.limit]
 
     def find_series(self, study_uid: str) -> list[SeriesMatch]:
         ds = Dataset()
@@ -532,28 +526,24 @@ class DimseClient:
         return [outcomes[k] for k in range(len(items))]
 
 
-def _study_matches(found: list[Dataset]) -> list[StudyMatch]:
-    matches = []
-    for item in found:
-        v = _Values(item)
-        uid = _text(v("StudyInstanceUID"))
-        if not uid:
-            continue
-        matches.append(
-            StudyMatch(
-                study_uid=uid,
-                patient_name=_text(v("PatientName")),
-                patient_id=_text(v("PatientID")),
-                study_date=_text(v("StudyDate")),
-                study_time=_text(v("StudyTime")),
-                accession_number=_text(v("AccessionNumber")),
-                study_description=_text(v("StudyDescription")),
-                modalities=_texts(v("ModalitiesInStudy")),
-                num_series=_integer(v("NumberOfStudyRelatedSeries")),
-                num_instances=_integer(v("NumberOfStudyRelatedInstances")),
-            )
-        )
-    return matches
+def _study_match(item: Dataset) -> StudyMatch | None:
+    """One C-FIND study identifier as a row (None without a Study Instance UID)."""
+    v = _Values(item)
+    uid = _text(v("StudyInstanceUID"))
+    if not uid:
+        return None
+    return StudyMatch(
+        study_uid=uid,
+        patient_name=_text(v("PatientName")),
+        patient_id=_text(v("PatientID")),
+        study_date=_text(v("StudyDate")),
+        study_time=_text(v("StudyTime")),
+        accession_number=_text(v("AccessionNumber")),
+        study_description=_text(v("StudyDescription")),
+        modalities=_texts(v("ModalitiesInStudy")),
+        num_series=_integer(v("NumberOfStudyRelatedSeries")),
+        num_instances=_integer(v("NumberOfStudyRelatedInstances")),
+    )
 
 
 class _Values:
