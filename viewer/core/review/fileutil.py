@@ -60,18 +60,22 @@ def fsync_dir(path: Path) -> None:
         fsync_path(path)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` all-or-nothing: temp file in the same folder, fsync, replace, fsync dir."""
+def atomic_write_bytes(path: Path, data: bytes, *, durable: bool = True) -> None:
+    """Write ``data`` to ``path`` all-or-nothing: temp file in the same folder, fsync, replace, fsync dir.
+    ``durable=False`` skips both fsyncs: readers still never see a partial file, but after a power cut
+    the file may be the previous version or damaged (for files that are rebuilt when damaged)."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)  # mkstemp creates 0600
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+            if durable:
+                fh.flush()
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    fsync_dir(path.parent)
+    if durable:
+        fsync_dir(path.parent)
