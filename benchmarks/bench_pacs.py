@@ -479,7 +479,8 @@ def main() -> int:
         f"load average {os.getloadavg()[0]:.1f}:"
     )
     for name, value in med.items():
-        print(f"  {name:36s} {value:7.3f}")
+        rounds = " ".join(f"{v:.3f}" for v in times[name])
+        print(f"  {name:36s} {value:7.3f}   (rounds: {rounds})")
     print(
         "  first instance written: "
         + ", ".join(f"{k} {statistics.median(v):.3f} s" for k, v in firsts.items())
