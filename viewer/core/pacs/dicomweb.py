@@ -12,7 +12,7 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -369,18 +369,29 @@ class DicomWebClient:
         """Retrieve a series in its stored transfer syntax into ``cache``; ``on_instance`` is called as
         each instance is written (about stream order), so the viewer can show the first one at once."""
 
+        counted: list[int | None] = []  # the series' instance count, asked as the stream ended
+
+        def count() -> int | None:
+            counts = [m.num_instances for m in self.find_series(study_uid) if m.series_uid == series_uid]
+            return counts[0] if len(counts) == 1 else None
+
+        def count_while_writing() -> None:
+            try:
+                counted.append(count())
+            except PacsError as exc:  # asked again once the round has ended
+                logger.debug("Series count not had at the stream's end (%s)", type(exc).__name__)
+
         def expected(received: Collection[str]) -> list[str]:
             # after a whole-series stream: when the series holds as many instances as arrived (each
             # checked to be of this series, none twice), those are all; else ask for the list (QIDO-RS)
-            if received:
-                counts = [m.num_instances for m in self.find_series(study_uid) if m.series_uid == series_uid]
-                if counts == [len(received)]:
-                    return list(received)
+            if received and (counted.pop() if counted else count()) == len(received):
+                return list(received)
             return [m.sop_instance_uid for m in self.find_instances(study_uid, series_uid)]
 
         def fetch(sop_uids: Sequence[str] | None, sink: InstanceSink) -> None:
+            counted.clear()
             if sop_uids is None:
-                self._fetch_series(study_uid, series_uid, sink)
+                self._fetch_series(study_uid, series_uid, sink, streamed=count_while_writing)
             else:
                 self._fetch_instances(study_uid, series_uid, sop_uids, sink)
 
@@ -396,10 +407,19 @@ class DicomWebClient:
             attempts=attempts,
         )
 
-    def _fetch_series(self, study_uid: str, series_uid: str, sink: InstanceSink) -> None:
+    def _fetch_series(
+        self,
+        study_uid: str,
+        series_uid: str,
+        sink: InstanceSink,
+        *,
+        streamed: Callable[[], None] | None = None,
+    ) -> None:
         """One WADO-RS request for the whole series, streamed: each part's bytes go to writer threads
         (:class:`~viewer.core.pacs.writer.BackgroundWriter`) that read its header, check it and write the
-        bytes as received (the stored transfer syntax, no re-encoding) while the stream is read on."""
+        bytes as received (the stored transfer syntax, no re-encoding) while the stream is read on.
+        ``streamed`` is called once the whole answer has been read, while the last instances are still
+        being written (the series count is asked then, not after the writes)."""
         url = f"{self.node.dicomweb_url.rstrip('/')}/studies/{study_uid}/series/{series_uid}"
         with (
             self._translated("a series retrieve", total=2**62, part=self._max_instance),
@@ -420,6 +440,8 @@ class DicomWebClient:
                     if sink.cancelled():
                         raise PacsCancelled("Retrieve cancelled")
                     writer.put(data)
+                if parts.complete and streamed is not None:
+                    streamed()
             if not parts.complete:
                 raise PacsConnectionLostError(
                     f"The connection to the DICOMweb server at {self.node.web_address} was lost during a "
