@@ -370,3 +370,30 @@ def test_review_sr_export_is_built_outside_the_viewer_and_de_identified(
     rc.act_identifiers.setChecked(True)
     full = dcmread(rc.export("sr", tmp_path / "full.dcm"))
     assert str(full.PatientID) == CANARY_ID and str(full.StudyInstanceUID) == rc.current_study_uid
+
+
+def test_a_study_arriving_in_parts_is_asked_about_once_and_only_the_reader_answers(
+    qtbot, make, tmp_path: Path
+) -> None:
+    """A PACS retrieve lists each further series of a study as it arrives (open_paths(show=False)), so
+    load_finished fires once per part. The question about adding the study must stay the one open
+    question: a second load closed it, which recorded "Just view" for the study without the reader."""
+    from tests.factories import write_ct_series
+
+    write_ct_series(tmp_path / "a", 4, seed=1)
+    w, _ai, rc = make()
+    _open(qtbot, w, tmp_path / "a")
+    session = rc.new_session("Parts")
+    assert session is not None
+    for part, seed in (("b1", 2), ("b2", 3)):  # two series of one study, loaded one after the other
+        write_ct_series(tmp_path / part, 4, seed=seed, study_uid="1.2.826.0.1.3680043.8.498.4242")
+    with qtbot.waitSignal(w.load_finished, timeout=30_000):
+        w.open_paths([tmp_path / "b1"], show=False)
+    qtbot.waitUntil(lambda: rc.add_prompt is not None and rc.add_prompt.isVisible(), timeout=5000)
+    first = rc.add_prompt
+    with qtbot.waitSignal(w.load_finished, timeout=30_000):
+        w.open_paths([tmp_path / "b2"], show=False)
+    assert rc.add_prompt is first and first.isVisible()  # the same question, still open
+    assert len(session.studies()) == 1
+    _answer_add(qtbot, rc, add=True)
+    assert len(session.studies()) == 2

@@ -120,7 +120,8 @@ class ReviewController(QObject):
         window.add_status_widget(self.status)
 
         self._choice: dict[str, bool] = {}  # study uid -> the reader's answer to "add to session?"
-        self.add_prompt: QMessageBox | None = None  # (study uid, done before) of "study done" changes
+        self.add_prompt: QMessageBox | None = None  # the open "add to session?" question
+        self._asking: list[str] = []  # the study uids it asks about
         self._position_timer = QTimer(self)
         self._position_timer.setSingleShot(True)
         self._position_timer.setInterval(POSITION_SAVE_MS)
@@ -400,7 +401,8 @@ class ReviewController(QObject):
         if session is not None:
             new = list(dict.fromkeys(
                 st.study_instance_uid for st in report.all_stacks()
-                if st.study_instance_uid not in self._choice and not self._in_session(st.study_instance_uid)
+                if st.study_instance_uid not in self._choice and st.study_instance_uid not in self._asking
+                and not self._in_session(st.study_instance_uid)
             ))
             if new:
                 self._ask_add(new)
@@ -417,9 +419,14 @@ class ReviewController(QObject):
         return True
 
     def _ask_add(self, study_uids: list[str]) -> None:
-        """Non-modal question: add the newly opened studies to the session, or just view them."""
+        """Non-modal question: add the newly opened studies to the session, or just view them. Studies
+        opened while it is open join the question (it is asked again for all of them, unanswered: closing
+        it must not count as "Just view")."""
+        study_uids = list(dict.fromkeys([*self._asking, *study_uids]))
         if self.add_prompt is not None:
-            self.add_prompt.close()
+            old, self.add_prompt = self.add_prompt, None
+            old.finished.disconnect()
+            old.close()
         box = QMessageBox(self.window)
         box.setWindowTitle("Review session")
         n = len(study_uids)
@@ -434,10 +441,12 @@ class ReviewController(QObject):
         box.finished.connect(
             lambda _r, b=box, a=add, u=study_uids: self._answer_add(u, b.clickedButton() is a))
         self.add_prompt = box
+        self._asking = study_uids
         box.open()
 
     def _answer_add(self, study_uids: list[str], add: bool) -> None:
         self.add_prompt = None
+        self._asking = []
         for uid in study_uids:
             self._choice[uid] = add
         if add:
