@@ -70,3 +70,23 @@ def test_rows_equal_those_read_through_the_dataset(implicit: bool) -> None:
     assert any(not row.patient_name.isascii() for row in rows)  # the character sets were decoded
     assert rows[0].modalities == ("CT", "SR") and rows[0].num_series == 3 and rows[0].num_instances is None
     assert rows[0].patient_id == "ID\\2"
+
+
+@pytest.mark.filterwarnings("ignore:Failed to decode byte string")  # a name under a charset not its own
+@pytest.mark.parametrize("implicit", [False, True])
+def test_values_kept_across_an_answer_give_the_same_rows(implicit: bool) -> None:
+    """The study query converts each (tag, encoded value, character set) once an answer and reuses it:
+    an answer mixing every character set, each identifier twice, gives the rows read through the Dataset
+    (a value kept without its character set would give the next file's name in the wrong one)."""
+    found = [_identifier(dcmread(path), implicit) for path in CHARSET_FILES for _ in range(2)]
+    same_bytes = [_identifier(dcmread(path), implicit) for path in CHARSET_FILES]
+    raw_name = same_bytes[-1].get_item(0x00100010)  # one encoded name, as received, under every charset
+    assert raw_name is not None and isinstance(raw_name.value, bytes) and not raw_name.value.isascii()
+    for item in same_bytes:
+        item[0x00100010] = raw_name
+    answer = found + same_bytes
+    seen: dict = {}
+    rows = [row for item in copy.deepcopy(answer) if (row := _study_match(item, seen)) is not None]
+    assert rows == _through_dataset(answer)
+    assert seen  # values were kept
+    assert len({row.patient_name for row in rows[len(found):]}) > 1  # decoded by each one's charset
