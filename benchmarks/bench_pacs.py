@@ -520,21 +520,12 @@ def main() -> int:
         f"({mb_j2k:.0f} MB); {args.studies} studies; medians of {args.repeats} (s); "
         f"load average {os.getloadavg()[0]:.1f}:"
     )
-    for name, value in med.items():
-        rounds = " ".join(f"{v:.3f}" for v in times[name])
-        print(f"  {name:36s} {value:7.3f}   (rounds: {rounds})")
+    _print_rounds(times, med)
     print(
         "  first instance written: "
         + ", ".join(f"{k} {statistics.median(v):.3f} s" for k, v in firsts.items())
     )
-    print(
-        "  first rows in the table: "
-        + ", ".join(f"{k} {statistics.median(v):.3f} s" for k, v in first_rows.items())
-    )
-    print(
-        "  answer parsed -> table filled and painted (the table's part): "
-        + ", ".join(f"{k} {statistics.median(v):.3f} s" for k, v in table_part.items() if v)
-    )
+    _print_table_parts(first_rows, table_part)
 
     def verdict(ok: bool) -> str:
         return "OK" if ok else "MISSED"
@@ -549,11 +540,33 @@ def main() -> int:
         print(f"  {label:28s} {ratio:5.2f}x  (target <= 1.5x) {verdict(ratio <= 1.5)}")
     first = med["first slice on screen (window)"]
     print(f"  {'first slice on screen':28s} {first:.3f} s (target <= 0.5 s) {verdict(first <= 0.5)}")
-    for name in ("QIDO-RS to a filled table", "C-FIND to a filled table"):
-        print(f"  {name:28s} {med[name]:.3f} s (target <= 0.3 s) {verdict(med[name] <= 0.3)}")
+    _print_query_targets(med)
     floor = med["QIDO-RS plain requests (floor)"]
     print(f"  QIDO-RS filled table / plain request {med['QIDO-RS to a filled table'] / floor:.2f}x")
     return 0
+
+
+def _print_rounds(times: dict[str, list[float]], med: dict[str, float]) -> None:
+    for name, value in med.items():
+        rounds = " ".join(f"{v:.3f}" for v in times[name])
+        print(f"  {name:36s} {value:7.3f}   (rounds: {rounds})")
+
+
+def _print_table_parts(first_rows: dict[str, list[float]], table_part: dict[str, list[float]]) -> None:
+    print(
+        "  first rows in the table: "
+        + ", ".join(f"{k} {statistics.median(v):.3f} s" for k, v in first_rows.items())
+    )
+    print(
+        "  answer parsed -> table filled and painted (the table's part): "
+        + ", ".join(f"{k} {statistics.median(v):.3f} s" for k, v in table_part.items() if v)
+    )
+
+
+def _print_query_targets(med: dict[str, float]) -> None:
+    for name in ("QIDO-RS to a filled table", "C-FIND to a filled table"):
+        ok = "OK" if med[name] <= 0.3 else "MISSED"
+        print(f"  {name:28s} {med[name]:.3f} s (target <= 0.3 s) {ok}")
 
 
 def _print_queries(
@@ -567,20 +580,9 @@ def _print_queries(
         f"\n{args.studies} studies, queries only; medians of {args.repeats} (s); "
         f"load average {os.getloadavg()[0]:.1f}:"
     )
-    for name, value in med.items():
-        rounds = " ".join(f"{v:.3f}" for v in times[name])
-        print(f"  {name:36s} {value:7.3f}   (rounds: {rounds})")
-    print(
-        "  first rows in the table: "
-        + ", ".join(f"{k} {statistics.median(v):.3f} s" for k, v in first_rows.items())
-    )
-    print(
-        "  answer parsed -> table filled and painted (the table's part): "
-        + ", ".join(f"{k} {statistics.median(v):.3f} s" for k, v in table_part.items() if v)
-    )
-    for name in ("QIDO-RS to a filled table", "C-FIND to a filled table"):
-        ok = "OK" if med[name] <= 0.3 else "MISSED"
-        print(f"  {name:28s} {med[name]:.3f} s (target <= 0.3 s) {ok}")
+    _print_rounds(times, med)
+    _print_table_parts(first_rows, table_part)
+    _print_query_targets(med)
     for name, floor in (
         ("C-FIND 1,000 studies (ours)", "findscu (our keys)"),
         ("C-FIND to a filled table", "findscu (our keys)"),
