@@ -188,6 +188,8 @@ def test_predict_json_and_csv_carry_the_volumes(maps_model: Path, series_dir: Pa
     notes = rec["maps"]["volume_notes"]
     assert "subarachnoid" in flagged and by_class["subarachnoid"]["voxels"] == 0
     assert notes["subarachnoid"].startswith("volume not measurable: the localisation map is below")
+    # and no number that reads as a measured empty volume (as the AI SR records none)
+    assert volumes["subarachnoid"] is None and by_class["subarachnoid"]["volume_ml"] is None
     assert "intraventricular" not in flagged and notes["intraventricular"].startswith("0.0 mL")
     assert notes["subdural"] == f"{volumes['subdural']:.1f} mL"
     assert "slices" in rec and "study_decision" in rec  # the classification fields stay
@@ -199,6 +201,8 @@ def test_predict_json_and_csv_carry_the_volumes(maps_model: Path, series_dir: Pa
     expected = pytest.approx(volumes["subdural"], abs=1e-3)
     assert [float(r["volume_ml_subdural"]) for r in rows] == [expected] * N_SLICES
     assert float(rows[0]["volume_ml_any"]) == pytest.approx(volumes["any"], abs=1e-3)
+    assert {r["volume_ml_subarachnoid"] for r in rows} == {""}  # flagged, map below threshold
+    assert {r["volume_ml_intraventricular"] for r in rows} == {"0.0"}  # nothing flagged, nothing found
 
 
 def test_predict_without_maps_writes_no_maps(series_dir: Path, tmp_path: Path) -> None:

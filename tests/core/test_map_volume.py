@@ -131,8 +131,9 @@ def test_predict_reports_the_estimators_volumes(tmp_path: Path) -> None:
     pred = _analyse(model)
     assert pred.maps is not None
     volumes = rec["maps"]["volumes_ml"]
-    for name, value in pred.volumes_ml().items():
-        assert volumes[name] == pytest.approx(value, abs=1e-3)
+    for name, reading in pred.volume_readings().items():  # none for a flagged class below its threshold
+        value = reading.measured_ml
+        assert volumes[name] == (None if value is None else pytest.approx(value, abs=1e-3))
     by_class = {f["class"]: f for f in rec["maps"]["findings"]}
     assert by_class["subdural"]["volume_ml"] == pytest.approx(volumes["subdural"], abs=1e-3)
     assert by_class["subdural"]["voxels"] == pred.maps.voxel_counts()[4]  # the SEG's voxels

@@ -13,6 +13,7 @@ orientation, head centre, millimetre grid: the stack's :class:`~viewer.core.prep
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -217,16 +218,17 @@ def parse_maps(raw: np.ndarray, name: str, n: int, k: int) -> np.ndarray:
     return np.clip(maps[0], 0.0, 1.0)
 
 
-def volume_summary(maps: SegmentationPrediction) -> dict[str, object]:
+def volume_summary(maps: SegmentationPrediction, unmeasurable: Collection[str] = ()) -> dict[str, object]:
     """``voxel_ml``, ``volume_method``, ``volumes_ml`` per class and ``findings`` (per class: volume,
     voxels at the threshold, threshold, lesion slice ranges, the slice with the most voxels) for
-    ``slicewise predict``'s JSON."""
+    ``slicewise predict``'s JSON. The classes in ``unmeasurable`` (flagged by a classifier while their map
+    is below its threshold) get no volume (null): 0.0 there would read as a measured empty volume."""
     voxel = maps.grid.voxel_ml
     findings: list[object] = []
     volumes: dict[str, object] = {}
     ml = maps.volumes_ml()
     for k, (name, count) in enumerate(zip(maps.class_names, maps.voxel_counts())):
-        value = ml[name]
+        value = None if name in unmeasurable else ml[name]
         volume = None if value is None else round(value, 4)
         volumes[name] = volume
         per_slice = maps.slice_counts[:, k]

@@ -30,6 +30,7 @@ from viewer.core.inference.maps import (
 )
 from viewer.core.inference.postprocess import make_findings
 from viewer.core.inference.results import StackPrediction
+from viewer.core.inference.volume_reading import VolumeState
 from viewer.core.tasks.registry import OutputSpec, ResultContext, Task, TaskResult, register_task
 from viewer.core.tasks.slice_segmentation import maps_prediction
 
@@ -184,16 +185,18 @@ def maps_summary(pred: StackPrediction) -> dict[str, object]:
     the classes' voxels) and per-class findings; {} for a model without maps."""
     if pred.maps is None:
         return {}
-    volumes = {n: None if v is None else round(v, 4) for n, v in pred.volumes_ml().items()}
     readings = pred.volume_readings()
+    # a flagged class whose map is below its threshold has no volume (null, empty in the CSV), as in the
+    # AI SR: 0.0 there would read as a measured empty volume; its note says why
+    volumes = {n: None if (ml := r.measured_ml) is None else round(ml, 4) for n, r in readings.items()}
+    unmeasurable = [n for n, r in readings.items() if r.state is VolumeState.MAP_BELOW_THRESHOLD]
     return {
         "maps": {
             "classes": list(pred.maps.class_names),
             "thresholds": dict(zip(pred.maps.class_names, pred.maps.thresholds)),
-            **volume_summary(pred.maps),
+            **volume_summary(pred.maps, unmeasurable),
             "volumes_ml": volumes,
-            # what each volume means: "12.3 mL", "< 0.1 mL (...)", "volume not measurable: ..." (a 0.0
-            # beside a flagged class is no measured empty volume)
+            # what each volume means: "12.3 mL", "< 0.1 mL (...)", "volume not measurable: ..."
             "volume_notes": {n: r.note for n, r in readings.items()},
         }
     }
