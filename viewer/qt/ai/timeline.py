@@ -249,8 +249,10 @@ class PredictionTimeline(QWidget):
             region.setZValue(-10)
             self.plot.addItem(region)
             self._regions.append(region)
-        self.view_box.setXRange(-0.5, max(n - 0.5, 0.5), padding=0.0)
+        # Limits first: setXRange is clamped by the limits in force, which were the previous stack's (a
+        # 32-slice stack after a 24-slice one showed slices 1-25 only).
         self.view_box.setLimits(xMin=-1.0, xMax=n + 0.0)
+        self.view_box.setXRange(-0.5, max(n - 0.5, 0.5), padding=0.0)
         for item in [*self._curves.values(), *self._threshold_lines.values(), *self._regions]:
             _cache_rendering(item)  # only the current-slice line moves while scrolling
         source = "cached" if prediction.from_cache else f"{prediction.elapsed_s:.2f} s"
