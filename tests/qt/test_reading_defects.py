@@ -38,3 +38,21 @@ def test_timeline_shows_every_slice_of_a_longer_stack_after_a_shorter_one(qtbot,
     assert blocker.args == [30]
     tl.set_prediction(short)  # and back to the shorter one: no empty room after its last slice
     assert tl.view_box.viewRange()[0] == pytest.approx([-0.5, 23.5])
+
+
+def test_studies_warning_column_leaves_the_text_its_room(qtbot, tmp_path) -> None:
+    """With one stack warned about (⚠), the warning column took ~80 px of the 266 px Studies dock (it was
+    sized for the 64 px thumbnails' icon size), so every row's text wrapped into a ~60 px column at
+    1366×768: "(no descri…", "US · 1 …"."""
+    from tests.factories import write_ct_series
+    from tests.qt.viewer_helpers import make_window, open_and_wait
+
+    write_ct_series(tmp_path / "gap", 5, positions=[0.0, 5.0, 10.0, 20.0, 25.0], series_description="Gap")
+    write_ct_series(tmp_path / "ok", 5, series_description="Head 5mm with a long description")
+    window = make_window(qtbot, (1366, 768))
+    open_and_wait(qtbot, window, [tmp_path / "gap", tmp_path / "ok"])
+    browser = window.browser
+    warned = [uid for uid in browser.stack_uids() if not browser.item_for(uid).icon(1).isNull()]
+    assert len(warned) == 1 and not browser.isColumnHidden(1)  # the ⚠ is still there
+    assert browser.columnWidth(1) <= 32
+    assert browser.columnWidth(0) >= browser.viewport().width() - 32

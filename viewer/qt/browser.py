@@ -5,11 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from PySide6.QtCore import QMimeData, QSize, Qt, Signal
+from PySide6.QtCore import QMimeData, QModelIndex, QPersistentModelIndex, QSize, Qt, Signal
 from PySide6.QtGui import QBrush, QColor, QIcon, QImage, QPainter, QPixmap
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QHeaderView,
+    QStyledItemDelegate,
+    QStyleOptionViewItem,
     QTreeWidget,
     QTreeWidgetItem,
     QTreeWidgetItemIterator,
@@ -24,7 +26,17 @@ from viewer.qt.viewport_grid import STACK_MIME, stack_mime
 UID_ROLE = Qt.ItemDataRole.UserRole + 1
 BASE_TEXT_ROLE = Qt.ItemDataRole.UserRole + 3  # stack text without the AI badge
 THUMB_PX = 64
+BADGE_PX = 16  # the ⚠ of a stack with warnings (column 1)
 BROWSER_MIN_PX = 200
+
+
+class _BadgeDelegate(QStyledItemDelegate):
+    """Column 1's ⚠ at :data:`BADGE_PX`, not at the thumbnails' icon size: sized for 64 px icons, the
+    column took 80 px of the 266 px dock and the texts wrapped into a 60 px column."""
+
+    def initStyleOption(self, option: QStyleOptionViewItem, index: QModelIndex | QPersistentModelIndex) -> None:
+        super().initStyleOption(option, index)
+        option.decorationSize = QSize(BADGE_PX, BADGE_PX)  # type: ignore[attr-defined]
 
 
 def stack_text(stack: Stack) -> str:
@@ -74,6 +86,8 @@ class StudyBrowser(QTreeWidget):
         header.setStretchLastSection(False)
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         header.setSectionResizeMode(1, QHeaderView.ResizeMode.ResizeToContents)
+        self._badge_delegate = _BadgeDelegate(self)
+        self.setItemDelegateForColumn(1, self._badge_delegate)
         self._stack_items: dict[str, QTreeWidgetItem] = {}
         self._patient_items: list[tuple[QTreeWidgetItem, Patient]] = []
         self._badges: dict[str, str] = {}
