@@ -56,3 +56,25 @@ def test_studies_warning_column_leaves_the_text_its_room(qtbot, tmp_path) -> Non
     assert len(warned) == 1 and not browser.isColumnHidden(1)  # the ⚠ is still there
     assert browser.columnWidth(1) <= 32
     assert browser.columnWidth(0) >= browser.viewport().width() - 32
+
+
+def test_analysing_a_stack_again_replaces_its_seg_instead_of_listing_it_twice(
+    qtbot, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Analyze run twice on one stack (F5 again, or the cached result when reviewing it) listed its AI SEG
+    twice under Results, drew it twice (twice as opaque) and repeated its legend; the object carries the
+    same SOP Instance UID (derived from the model and the slices), so the new one replaces the old."""
+    from tests.qt.viewer_helpers import analysed_bleed_window
+    from viewer.core.foreign.match import PlacedSeg
+
+    window = analysed_bleed_window(qtbot, tmp_path, monkeypatch, bleed=(2, 3))
+    ai, results = window.ai_controller, window.results_controller
+    assert ai is not None and results is not None
+    first = [p.obj.sop_instance_uid for p in results.placed if isinstance(p, PlacedSeg)]
+    assert len(first) == 1
+    with qtbot.waitSignal(ai.task_objects_ready, timeout=60_000):
+        ai.analyze()
+    assert results.wait(30_000)
+    assert [p.obj.sop_instance_uid for p in results.placed if isinstance(p, PlacedSeg)] == first
+    assert len(results.objects) == 1
+    assert results.panel.tree.topLevelItemCount() == 1  # one object in the Results dock

@@ -211,11 +211,21 @@ class ResultsController(QObject):
             if isinstance(r, ResultFailure):
                 self.failures.append(r)
             else:
-                self.objects.append(r)
+                self._keep(r)
         self._place()
         others = any(f.path not in self._own for f in files)
         if others and any(p.references_loaded for p in self.placed):
             self.dock.raise_()
+
+    def _keep(self, obj: ForeignObject) -> None:
+        """Add ``obj``; one that carries the SOP Instance UID of an object already listed replaces it in
+        place (Analyze run again on a stack writes its SEG again under the same UID: listed twice, it was
+        drawn twice and its legend repeated)."""
+        for i, known in enumerate(self.objects):
+            if obj.sop_instance_uid and known.sop_instance_uid == obj.sop_instance_uid:
+                self.objects[i] = obj
+                return
+        self.objects.append(obj)
 
     def _fail_all(self, files: list[ResultFile], exc: BaseException) -> None:
         logger.warning("Result objects could not be read (%s)", type(exc).__name__)
