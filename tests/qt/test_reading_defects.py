@@ -13,14 +13,17 @@ from viewer.qt.ai.timeline import PredictionTimeline
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory: pytest.TempPathFactory) -> InferenceEngine:
-    return InferenceEngine(build_model(tmp_path_factory.mktemp("m") / "tiny.onnx"), provider="cpu", cache=None)
+    model = build_model(tmp_path_factory.mktemp("m") / "tiny.onnx")
+    return InferenceEngine(model, provider="cpu", cache=None)
 
 
 def _predict(engine: InferenceEngine, n: int, bleed: tuple[int, ...]) -> StackPrediction:
     return engine.predict_hu(make_stack(n, uid=f"1.2.3.{n}"), blood_hu(n, bleed))
 
 
-def test_timeline_shows_every_slice_of_a_longer_stack_after_a_shorter_one(qtbot, engine: InferenceEngine) -> None:
+def test_timeline_shows_every_slice_of_a_longer_stack_after_a_shorter_one(
+    qtbot, engine: InferenceEngine
+) -> None:
     """A 32-slice stack analysed after a 24-slice one showed slices 1-25 only: the new x range was clamped
     by the previous stack's limits, so the last slices (and their flags) could not be seen or clicked."""
     short, long = _predict(engine, 24, (3, 4)), _predict(engine, 32, (28, 29, 30))
@@ -78,3 +81,29 @@ def test_analysing_a_stack_again_replaces_its_seg_instead_of_listing_it_twice(
     assert [p.obj.sop_instance_uid for p in results.placed if isinstance(p, PlacedSeg)] == first
     assert len(results.objects) == 1
     assert results.panel.tree.topLevelItemCount() == 1  # one object in the Results dock
+
+
+def test_the_empty_ai_seg_of_a_negative_stack_is_on_that_stack_not_unloaded(
+    qtbot, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stack without bleeding gets an AI SEG whose segments are all empty: it was listed in amber as
+    "references no loaded image" (E-NO-LOADED-IMAGE, also in the load report) although its series is the
+    one on screen. It belongs to that stack and says that nothing is segmented."""
+    from tests.qt.viewer_helpers import analysed_bleed_window
+    from viewer.core.foreign.match import PlacedSeg
+    from viewer.qt.results.panel import NOT_LOADED
+
+    window = analysed_bleed_window(qtbot, tmp_path, monkeypatch, bleed=())
+    results = window.results_controller
+    assert results is not None
+    (seg,) = [p for p in results.placed if isinstance(p, PlacedSeg)]
+    assert not seg.layers  # nothing to draw
+    assert seg.references_loaded
+    top = results.panel.tree.topLevelItem(0)
+    texts = " ".join(top.text(c) for c in range(top.columnCount()))
+    assert NOT_LOADED not in texts and "E-NO-LOADED-IMAGE" not in texts
+    assert window.current_stack().series_description in texts
+    children = " ".join(top.child(i).text(0) for i in range(top.childCount()))
+    assert "no segment on any slice" in children
+    report = window.report_panel.rows() if hasattr(window.report_panel, "rows") else []
+    assert not any("E-NO-LOADED-IMAGE" in str(r) for r in report)

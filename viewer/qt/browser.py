@@ -34,9 +34,11 @@ class _BadgeDelegate(QStyledItemDelegate):
     """Column 1's ⚠ at :data:`BADGE_PX`, not at the thumbnails' icon size: sized for 64 px icons, the
     column took 80 px of the 266 px dock and the texts wrapped into a 60 px column."""
 
-    def initStyleOption(self, option: QStyleOptionViewItem, index: QModelIndex | QPersistentModelIndex) -> None:
+    def initStyleOption(
+        self, option: QStyleOptionViewItem, index: QModelIndex | QPersistentModelIndex
+    ) -> None:
         super().initStyleOption(option, index)
-        option.decorationSize = QSize(BADGE_PX, BADGE_PX)  # type: ignore[attr-defined]
+        option.decorationSize = QSize(BADGE_PX, BADGE_PX)
 
 
 def stack_text(stack: Stack) -> str:

@@ -50,6 +50,11 @@ class SliceIndex:
     def knows(self, sop_instance_uid: str) -> bool:
         return sop_instance_uid in self._by_uid
 
+    def stacks_of_series(self, series_uids: Iterable[str]) -> tuple[str, ...]:
+        """The loaded stacks (uids) of these SeriesInstanceUIDs."""
+        wanted = set(series_uids)
+        return tuple(uid for uid, st in self._stacks.items() if st.series_instance_uid in wanted)
+
     def stack(self, uid: str) -> Stack:
         return self._stacks[uid]
 
@@ -81,10 +86,13 @@ class PlacedSeg:
     layers: dict[SliceAt, tuple[MaskFrame, ...]]
     unplaced: int = 0  # frames whose image is not loaded
     wrong_size: int = 0  # frames whose mask is not the size of their image
+    # loaded stacks of the series it references (Referenced Series Sequence): where a SEG without a
+    # frame to draw belongs (the AI's SEG of a stack without findings has only empty segments)
+    series_stacks: tuple[str, ...] = ()
 
     @property
     def references_loaded(self) -> bool:
-        return bool(self.layers)
+        return bool(self.layers) or bool(self.series_stacks)
 
     def slices_of(self, segment: int) -> list[SliceAt]:
         return sorted(at for at, frames in self.layers.items() if any(f.segment == segment for f in frames))
@@ -123,7 +131,8 @@ def place_seg(obj: SegObject, index: SliceIndex) -> PlacedSeg:
             wrong += 1
             continue
         layers[at].append(frame)
-    return PlacedSeg(obj, {k: tuple(v) for k, v in layers.items()}, unplaced, wrong)
+    placed = {k: tuple(v) for k, v in layers.items()}
+    return PlacedSeg(obj, placed, unplaced, wrong, index.stacks_of_series(obj.referenced_series))
 
 
 def place_report(obj: ReportObject, index: SliceIndex) -> PlacedReport:

@@ -83,6 +83,8 @@ def object_rows(
                 for at in (p.layers if isinstance(p, PlacedSeg) else [s for e in p.entries for s in e.slices])
             }
         )
+        if isinstance(p, PlacedSeg) and not stacks:
+            stacks = sorted(p.series_stacks)  # nothing drawn: the stacks of the series it references
         status = ", ".join(stack_name(uid) for uid in stacks) if stacks else NOT_LOADED
         code = "" if p.references_loaded else "E-NO-LOADED-IMAGE"
         rows: list[ResultRow] = []
@@ -100,6 +102,8 @@ def object_rows(
                         " · ".join(v for v in (seg.type, seg.category, seg.algorithm) if v),
                     )
                 )
+            if not p.obj.frames and p.references_loaded:
+                rows.append(ResultRow("no segment on any slice"))
             if p.unplaced and p.references_loaded:
                 rows.append(ResultRow(f"{p.unplaced} frame(s) on images that are not loaded"))
             if p.wrong_size:
