@@ -9,6 +9,7 @@ from tests.core.inference_models import blood_hu, build_model, make_stack
 from viewer.core.inference.engine import InferenceEngine
 from viewer.core.inference.results import StackPrediction
 from viewer.qt.ai.timeline import PredictionTimeline
+from viewer.qt.tree_items import top_items
 
 
 @pytest.fixture(scope="module")
@@ -107,3 +108,38 @@ def test_the_empty_ai_seg_of_a_negative_stack_is_on_that_stack_not_unloaded(
     assert "no segment on any slice" in children
     report = window.report_panel.rows() if hasattr(window.report_panel, "rows") else []
     assert not any("E-NO-LOADED-IMAGE" in str(r) for r in report)
+
+
+def test_a_review_keeps_the_image_its_share_of_a_laptop_screen(qtbot, tmp_path, monkeypatch) -> None:
+    """With a review session open at 1366×768, the Review tab's findings tree was made as wide as its
+    longest texts ("5-6, 11-29", "? uncertain (→ epidural, slices 3-6)") and the right dock with it: 442 px
+    after Analyze, ~720 px after a correction, the two viewports ~185 px each with their corner texts
+    overlapping. The columns are now capped (the full text in each cell's tooltip)."""
+    from tests.qt.viewer_helpers import make_window, open_and_wait
+    from viewer.core.paths import bundled_model_path, demo_study_dir
+
+    monkeypatch.setenv("SLICEWISE_DATA_DIR", str(tmp_path / "data"))
+    window = make_window(qtbot, (1366, 768), hang=True)
+    ai, review = window.ai_controller, window.review_controller
+    assert ai is not None and review is not None
+    ai.set_model_path(bundled_model_path())
+    ai.set_provider("cpu")
+    review.new_session("Night shift")
+    open_and_wait(qtbot, window, [demo_study_dir()])
+    assert review.add_prompt is not None
+    next(b for b in review.add_prompt.buttons() if b.text() == "Add to session").click()
+    with qtbot.waitSignal(ai.prediction_ready, timeout=60_000):
+        ai.analyze()
+    qtbot.waitUntil(lambda: len(review.panel.finding_ids()) >= 2, timeout=10_000)
+    first = review.panel.finding_ids()[0]
+    review.set_decision(first, "uncertain")
+    review.correct_finding(first, "intraparenchymal", 2, 5)
+    review.add_finding("intraventricular", 10, 20)
+    review.review_dock.raise_()
+    qtbot.wait(50)
+    central = window.centralWidget()
+    assert central is not None
+    assert central.width() >= 0.6 * window.width(), (central.width(), review.review_dock.width())
+    tree = review.panel.tree
+    corrected = next(i for i in top_items(tree) if "intraparenchymal" in i.text(3))
+    assert corrected.toolTip(3) == corrected.text(3)  # whatever the column shows, the tooltip says all

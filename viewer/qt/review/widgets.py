@@ -38,13 +38,16 @@ from superqt.utils import qdebounced
 from viewer.core.constants import RSNA_CLASSES
 from viewer.core.review.export import SessionSummary
 from viewer.core.review.models import Finding, SessionInfo, StudyReview
-from viewer.qt.tree_items import fit_columns, top_items
+from viewer.qt.tree_items import cap_columns, top_items
 
 TEXT_COMMIT_MS = 500  # notes are committed this long after the last keystroke (and on focus-out)
 DECISION_LABELS = {
     "confirmed": "✓ confirmed", "rejected": "✗ rejected", "uncertain": "? uncertain", None: "—",
 }
 _ID_ROLE = Qt.ItemDataRole.UserRole
+
+
+FINDING_COLUMN_CAP_PX = 120  # a longer finding, slice list or decision ends in '…' (tooltip: all of it)
 
 
 def _texts(tree: QTreeWidget) -> list[list[str]]:
@@ -305,7 +308,10 @@ class ReviewPanel(QWidget):
             ai = study.ai.badge + " (investigational)" if study.ai else "Not analysed by the AI yet"
             self.title.setText(f"Study …{study.study_uid[-14:]}: {ai}")
             for f in _display_order(study.findings):
-                item = QTreeWidgetItem(_finding_texts(f))
+                texts = _finding_texts(f)
+                item = QTreeWidgetItem(texts)
+                for col, text in enumerate(texts):
+                    item.setToolTip(col, text)  # a capped column ends in '…'
                 item.setData(0, _ID_ROLE, f.id)
                 if f.positive:
                     font = QFont(item.font(0))
@@ -316,7 +322,9 @@ class ReviewPanel(QWidget):
                 self.select_finding(selected)
             elif (first := self.tree.topLevelItem(0)) is not None:
                 self.tree.setCurrentItem(first)
-            fit_columns(self.tree)
+            # Capped, not as wide as the longest text: that made the tree's minimum width, and so the right
+            # dock's, 442-720 px at 1366 px ("5-6, 11-29", "? uncertain (→ epidural, slices 3-6)").
+            cap_columns(self.tree, FINDING_COLUMN_CAP_PX)
         if not same:
             text = study.note if study else ""
             if self.note.toPlainText() != text:
