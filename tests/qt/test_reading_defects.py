@@ -143,3 +143,32 @@ def test_a_review_keeps_the_image_its_share_of_a_laptop_screen(qtbot, tmp_path, 
     tree = review.panel.tree
     corrected = next(i for i in top_items(tree) if "intraparenchymal" in i.text(3))
     assert corrected.toolTip(3) == corrected.text(3)  # whatever the column shows, the tooltip says all
+
+
+def test_the_next_study_of_a_review_does_not_keep_the_previous_patient_beside_it(qtbot, tmp_path) -> None:
+    """Head CTs hang brain | bone. Stepping to the worklist's next study replaced the active viewport only:
+    the bone window beside it still showed the previous patient, with nothing to say so. The next study
+    is now hung by its protocol, every viewport on it."""
+    from tests.factories import write_ct_series
+    from tests.qt.viewer_helpers import make_window, open_and_wait
+
+    write_ct_series(tmp_path / "a", 12, patient_name="FIRST^PATIENT", patient_id="P-1")
+    write_ct_series(tmp_path / "b", 12, patient_name="SECOND^PATIENT", patient_id="P-2", seed=1)
+    window = make_window(qtbot, (1366, 768), hang=True)
+    review = window.review_controller
+    assert review is not None
+    review.new_session("Night shift")
+    open_and_wait(qtbot, window, [tmp_path / "a", tmp_path / "b"])
+    assert review.add_prompt is not None
+    next(b for b in review.add_prompt.buttons() if b.text() == "Add to session").click()
+    by_patient = {window.stack_context(s.uid).patient.patient_id: s for s in window.loaded_stacks()}
+
+    def studies_on_screen() -> set[str]:
+        keys = [vp.stack_key for vp in window.state.viewports if vp.stack_key]
+        return {window.stack_context(k).stack.study_instance_uid for k in keys}
+
+    for pid in ("P-1", "P-2", "P-1"):
+        review.go_to_study(by_patient[pid].study_instance_uid)
+        assert len([vp for vp in window.state.viewports if vp.stack_key]) == 2  # brain | bone
+        assert studies_on_screen() == {by_patient[pid].study_instance_uid}, pid
+        assert window.current_stack().uid == by_patient[pid].uid

@@ -390,9 +390,26 @@ class ReviewController(QObject):
         self._pending_position = None
         current = self.window.current_stack()
         if current is None or current.uid != target.uid:
-            self.window.show_stack(target.uid)
+            self._show_for_review(target)
         self.window.set_slice(index)
         return True
+
+    def _show_for_review(self, stack: Stack) -> None:
+        """Show ``stack``, the study under review. When another viewport shows another study (the previous
+        one of the worklist, often another patient: the bone window beside the brain window kept it), the
+        study is hung by its protocol so that no viewport keeps it; ``stack`` ends in the active one."""
+        w = self.window
+        shown = {
+            ctx.stack.study_instance_uid
+            for vp in w.state.viewports
+            if vp.stack_key and (ctx := w.stack_context(vp.stack_key)) is not None
+        }
+        hanging = getattr(w, "hanging", None)
+        if shown - {stack.study_instance_uid} and hanging is not None:
+            hanging.hang(stack.uid)
+        current = w.current_stack()
+        if current is None or current.uid != stack.uid:
+            w.show_stack(stack.uid)
 
     # --- window events -------------------------------------------------------------------------------
     def _on_load_finished(self, report: LoadReport) -> None:
@@ -692,7 +709,7 @@ class ReviewController(QObject):
         stacks = [s for s in self.window.loaded_stacks() if s.study_instance_uid == study_uid]
         if stacks:
             preferred = next((s for s in stacks if study.ai and s.uid == study.ai.stack_uid), stacks[0])
-            self.window.show_stack(preferred.uid)
+            self._show_for_review(preferred)
         elif not study.source.is_empty:
             self.panel.flush_text()
             self.current_study_uid = study_uid
