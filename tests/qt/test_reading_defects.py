@@ -172,3 +172,39 @@ def test_the_next_study_of_a_review_does_not_keep_the_previous_patient_beside_it
         assert len([vp for vp in window.state.viewports if vp.stack_key]) == 2  # brain | bone
         assert studies_on_screen() == {by_patient[pid].study_instance_uid}, pid
         assert window.current_stack().uid == by_patient[pid].uid
+
+
+def test_a_measurement_label_with_no_place_on_screen_is_moved_in_not_cut(qtbot, tmp_path) -> None:
+    """An ROI as wide as the view had every label place beside it off screen: its label was cut at the
+    viewport's edge, "Mean -723.5 HU" reading "3.5 HU" (seen in a 2×2 viewport). A label is now moved
+    inside the view when none of its places fits."""
+    from PySide6.QtCore import QPointF
+
+    from tests.factories import write_ct_series
+    from tests.qt.viewer_helpers import make_window, mouse_drag, open_and_wait
+    from viewer.core.measure import Shape
+
+    write_ct_series(tmp_path / "ct", 6)
+    window = make_window(qtbot, (1200, 800))
+    open_and_wait(qtbot, window, [tmp_path / "ct"])
+    view = window.view
+    window.activateWindow()
+    view.setFocus()
+    qtbot.keyClick(view, Qt.Key.Key_B)
+
+    def at(x: float, y: float):
+        view.vb.updateMatrix()
+        return view.graphics.mapFromScene(view.image.mapToScene(QPointF(x, y)))
+
+    mouse_drag(qtbot, view.graphics.viewport(), at(6, 6), at(58, 58))
+    (roi,) = view.measurements()
+    assert roi.measurement.shape is Shape.RECTANGLE
+    view.zoom_by(2.0)  # the ROI now reaches past every edge: no place beside it is on screen
+    qtbot.waitUntil(lambda: view.zoom_factor() > 1.5, timeout=2000)
+    view.graphics.viewport().repaint()
+    qtbot.wait(10)
+    visible = view.vb.sceneBoundingRect()
+    assert not any(visible.contains(o.rect) for o in roi.label_options(visible))
+    label = roi.label.sceneBoundingRect()
+    assert visible.contains(label), (visible, label)
+    assert roi.text().startswith("Mean")

@@ -146,7 +146,8 @@ class MeasurementLayer(QObject):
     def place_labels(self) -> None:
         """Each label where it is not clipped and clear of the others (after drawing, a pan or a zoom):
         oldest first, each at its first free place; when a label has none, an earlier label in its way
-        moves to another free place of its own if it has one."""
+        moves to another free place of its own if it has one. A label left reaching past the view's edge
+        is moved inside it."""
         shown = [g for g in self.graphics if g.label.isVisible()]
         if not shown:
             return
@@ -169,7 +170,7 @@ class MeasurementLayer(QObject):
                     chosen[j] = moved[0]
             chosen.append(want)
         for g, option in zip(shown, chosen, strict=True):
-            g.put_label(option)
+            g.put_label(option if visible.contains(option.rect) else g.moved_inside(option, visible))
 
     def sync(self, force: bool = False) -> None:
         """Draw the shown image's measurements; a change of image ends any drawing or selection."""

@@ -237,6 +237,21 @@ class MeasurementGraphic:
             options.append(LabelOption((x, y), (ax, ay), QRectF(at.x() - ax * w, at.y() - ay * h, w, h)))
         return sorted(options, key=lambda o: not visible.contains(o.rect))
 
+    def moved_inside(self, option: LabelOption, visible: QRectF) -> LabelOption:
+        """``option`` shifted into ``visible`` where it reaches past an edge (its start kept on screen when
+        it is the larger): a label cut at the viewport's edge can misread ("Mean -723.5 HU" as "3.5 HU")."""
+        r = QRectF(option.rect)
+        dx = min(0.0, visible.right() - r.right())
+        dx = max(dx, visible.left() - r.left())
+        dy = min(0.0, visible.bottom() - r.bottom())
+        dy = max(dy, visible.top() - r.top())
+        if not dx and not dy:
+            return option
+        r.translate(dx, dy)
+        ax, ay = option.anchor
+        at = self._parent.mapFromScene(QPointF(r.left() + ax * r.width(), r.top() + ay * r.height()))
+        return LabelOption((at.x(), at.y()), option.anchor, r)
+
     def put_label(self, option: LabelOption) -> None:
         self.label.setAnchor(option.anchor)
         self.label.setPos(*option.at)
