@@ -146,14 +146,21 @@ class MeasurementLayer(QObject):
     def place_labels(self) -> None:
         """Each label where it is not clipped and clear of the others (after drawing, a pan or a zoom):
         oldest first, each at its first free place; when a label has none, an earlier label in its way
-        moves to another free place of its own if it has one. A label left reaching past the view's edge
-        is moved inside it."""
+        moves to another free place of its own if it has one. The places of a label reaching past the view's
+        edge are moved inside it, for a measurement drawn at least partly in the view."""
         shown = [g for g in self.graphics if g.label.isVisible()]
         if not shown:
             return
         self.view.vb.updateMatrix()
         visible = self.view.vb.sceneBoundingRect()
-        options = [g.label_options(visible) for g in shown]
+        # a label with no place wholly on screen is moved inside the view (when some of its measurement is
+        # there), and placed clear of the others as it would be there
+        options = [
+            [o if visible.contains(o.rect) else g.moved_inside(o, visible) for o in g.label_options(visible)]
+            if g.shows_in(visible)
+            else g.label_options(visible)
+            for g in shown
+        ]
         chosen: list[LabelOption] = []
         for opts in options:
             free = [o for o in opts if not any(o.rect.intersects(c.rect) for c in chosen)]
@@ -170,7 +177,7 @@ class MeasurementLayer(QObject):
                     chosen[j] = moved[0]
             chosen.append(want)
         for g, option in zip(shown, chosen, strict=True):
-            g.put_label(option if visible.contains(option.rect) else g.moved_inside(option, visible))
+            g.put_label(option)
 
     def sync(self, force: bool = False) -> None:
         """Draw the shown image's measurements; a change of image ends any drawing or selection."""

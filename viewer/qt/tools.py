@@ -237,6 +237,18 @@ class MeasurementGraphic:
             options.append(LabelOption((x, y), (ax, ay), QRectF(at.x() - ax * w, at.y() - ay * h, w, h)))
         return sorted(options, key=lambda o: not visible.contains(o.rect))
 
+    def shows_in(self, visible: QRectF) -> bool:
+        """Whether any of the measurement is drawn inside ``visible`` (scene coordinates)."""
+        lines = polylines(self.measurement, self.scale)
+        xs = np.concatenate([np.asarray(x, dtype=float) for x, _ in lines]) if lines else np.zeros(0)
+        ys = np.concatenate([np.asarray(y, dtype=float) for _, y in lines]) if lines else np.zeros(0)
+        if not xs.size:
+            return False
+        box = QRectF(float(xs.min()), float(ys.min()), float(np.ptp(xs)), float(np.ptp(ys)))
+        return self._parent.mapRectToScene(box).intersects(visible) or visible.contains(
+            self._parent.mapToScene(QPointF(float(xs[0]), float(ys[0])))
+        )
+
     def moved_inside(self, option: LabelOption, visible: QRectF) -> LabelOption:
         """``option`` shifted into ``visible`` where it reaches past an edge (its start kept on screen when
         it is the larger): a label cut at the viewport's edge can misread ("Mean -723.5 HU" as "3.5 HU")."""
