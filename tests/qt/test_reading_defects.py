@@ -208,3 +208,30 @@ def test_a_measurement_label_with_no_place_on_screen_is_moved_in_not_cut(qtbot, 
     label = roi.label.sceneBoundingRect()
     assert visible.contains(label), (visible, label)
     assert roi.text().startswith("Mean")
+
+
+def test_current_and_prior_side_by_side_each_say_their_study_date(qtbot, tmp_path) -> None:
+    """At 1366×768 current | prior are two narrow viewports, whose top-left corner kept name and ID only:
+    nothing on screen said which side is the prior. The study date stays there (not in a de-identified
+    export)."""
+    from tests.factories import write_ct_series
+    from tests.qt.viewer_helpers import make_window, open_and_wait
+    from viewer.qt.overlays import format_date
+
+    write_ct_series(tmp_path / "now", 8, patient_id="P-7", study_date="20260101")
+    write_ct_series(tmp_path / "then", 8, patient_id="P-7", study_date="20250601", seed=1)
+    window = make_window(qtbot, (1366, 768))
+    open_and_wait(qtbot, window, [tmp_path / "now", tmp_path / "then"])
+    window.hanging.compare_with_prior()
+    views = [v for v in window.views() if v.context is not None]
+    assert len(views) == 2
+    qtbot.waitUntil(lambda: all(v.overlay.compact for v in views), timeout=5000)
+    dates = []
+    for view in views:
+        lines = view.overlay.corner_lines("top_left")
+        shown = [d for d in (format_date("20260101"), format_date("20250601")) if d in lines]
+        assert len(shown) == 1, lines
+        dates.append(shown[0])
+        with view.overlay.deidentified():
+            assert not any(d in view.overlay.corner_lines("top_left") for d in shown)
+    assert dates == [format_date("20260101"), format_date("20250601")]  # current | prior

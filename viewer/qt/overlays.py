@@ -238,6 +238,9 @@ class OverlayWidget(QWidget):
         self._corners: dict[str, list[str]] = {c: [] for c in CORNERS}
         self._phi: list[str] = []
         self._identifying: dict[str, list[str]] = {c: [] for c in CORNERS}
+        # the identifying lines a compact top-left corner keeps: the study date (current | prior side by side
+        # were two narrow viewports that did not say which was the prior)
+        self._compact_identifying: dict[str, list[str]] = {c: [] for c in CORNERS}
         self.show_identifying = True
         self.painted_texts: list[str] = []  # every text the last paint drew (export tests read it)
         self._orientation: dict[str, str] = {}
@@ -273,14 +276,21 @@ class OverlayWidget(QWidget):
             self._phi = list(lines)
             self.update()
 
-    def set_corner(self, corner: str, lines: list[str], identifying: Sequence[str] = ()) -> None:
+    def set_corner(
+        self, corner: str, lines: list[str], identifying: Sequence[str] = (), compact: Sequence[str] = ()
+    ) -> None:
         """The corner's lines; ``identifying`` ones (descriptions, dates) come first and are left out
-        of de-identified exports."""
+        of de-identified exports; ``compact``: those of them a compact corner keeps."""
         if corner not in self._corners:
             raise ValueError(f"Unknown corner {corner!r}; known: {', '.join(CORNERS)}")
-        if self._corners[corner] != lines or self._identifying[corner] != list(identifying):
+        if (
+            self._corners[corner] != lines
+            or self._identifying[corner] != list(identifying)
+            or self._compact_identifying[corner] != list(compact)
+        ):
             self._corners[corner] = list(lines)
             self._identifying[corner] = list(identifying)
+            self._compact_identifying[corner] = list(compact)
             self.update()
 
     def set_orientation(self, labels: dict[str, str]) -> None:
@@ -350,15 +360,16 @@ class OverlayWidget(QWidget):
     @property
     def compact(self) -> bool:
         """True in a narrow viewport of a multi-viewport layout (``shares_screen``): the top-left corner keeps
-        name and ID, not demographics and study (the single viewport shows them all)."""
+        name, ID and study date, not demographics and study description (the single viewport shows them
+        all)."""
         return self.shares_screen and 0 < self.width() < self.COMPACT_WIDTH
 
     def corner_lines(self, corner: str) -> list[str]:
         """The lines of a corner as painted now (PHI and identifying lines only when shown)."""
         lines = list(self._corners[corner])
         compact_left = corner == "top_left" and self.compact
-        if self.show_identifying and not compact_left:
-            lines = self._identifying[corner] + lines
+        if self.show_identifying:
+            lines = (self._compact_identifying[corner] if compact_left else self._identifying[corner]) + lines
         if corner == "top_left" and self.show_phi:
             lines = (self._phi[:2] if compact_left else self._phi) + lines
         return lines

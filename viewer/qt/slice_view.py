@@ -943,7 +943,9 @@ class SliceView(QWidget):
         (x0, x1), _ = self.vb.viewRange()  # view units are mm when the slice has a valid PixelSpacing
         self.overlay.set_scale((x1 - x0) / self.vb.width() if self._spacing and self.vb.width() > 0 else None)
         self.overlay.set_phi_lines(phi)
-        self.overlay.set_corner("top_left", [], identifying=study_lines)
+        dated = ctx.study is not None and bool(ctx.study.date)  # the date is the last study line
+        keep = study_lines[-1:] if dated else []
+        self.overlay.set_corner("top_left", [], identifying=study_lines, compact=keep)
         series_line = st.series_description or "(no description)"
         self.overlay.set_corner("top_right", top_right, identifying=[series_line])
         self.overlay.set_corner("bottom_left", bottom_left)
