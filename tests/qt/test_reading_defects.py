@@ -235,3 +235,26 @@ def test_current_and_prior_side_by_side_each_say_their_study_date(qtbot, tmp_pat
         with view.overlay.deidentified():
             assert not any(d in view.overlay.corner_lines("top_left") for d in shown)
     assert dates == [format_date("20260101"), format_date("20250601")]  # current | prior
+
+
+def test_the_studies_browser_selects_what_the_active_viewport_shows(qtbot, tmp_path) -> None:
+    """After current | prior (or a click in another viewport) the browser still highlighted the series
+    opened last, the prior, while the active (amber) viewport showed the current study."""
+    from tests.factories import write_ct_series
+    from tests.qt.viewer_helpers import make_window, open_and_wait
+
+    write_ct_series(tmp_path / "now", 8, patient_id="P-7", study_date="20260101")
+    write_ct_series(tmp_path / "then", 8, patient_id="P-7", study_date="20250601", seed=1)
+    window = make_window(qtbot, (1366, 768))
+    open_and_wait(qtbot, window, [tmp_path / "now", tmp_path / "then"])
+    browser = window.browser
+
+    def selected() -> list[str]:
+        return [str(i.data(0, Qt.ItemDataRole.UserRole + 1)) for i in browser.selectedItems()]
+
+    window.hanging.compare_with_prior()
+    current, prior = (window.state.viewport(i).stack_key for i in (0, 1))
+    assert current != prior
+    assert window.state.active == 0 and selected() == [current]
+    window.state.set_active(1)
+    assert selected() == [prior]

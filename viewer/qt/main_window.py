@@ -897,6 +897,8 @@ class MainWindow(QMainWindow):
         """The active viewport, or what it shows, changed: slider, title, tags and the stack_shown signal."""
         uid = self._current_uid
         self._active_uid_seen = uid
+        if uid is not None:  # the browser highlights what the active viewport shows (no selection signal)
+            self.browser.select(uid)
         view = self.view
         resliced = view.planes() is not None
         back_to_slices = self._active_planes_seen and not resliced
