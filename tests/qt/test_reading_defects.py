@@ -258,3 +258,34 @@ def test_the_studies_browser_selects_what_the_active_viewport_shows(qtbot, tmp_p
     assert window.state.active == 0 and selected() == [current]
     window.state.set_active(1)
     assert selected() == [prior]
+
+
+def test_the_scale_bar_stays_above_the_bottom_letter_in_narrow_viewports(qtbot, tmp_path) -> None:
+    """In MPR at 1366×768 (three narrow viewports) the bottom orientation letter moves up above the bottom
+    corner texts, but the scale bar stayed where it was, over those texts or the letter ("50 mm" over the
+    P and the I)."""
+    from tests.factories import write_ct_series
+    from tests.qt.viewer_helpers import make_window, open_and_wait
+
+    write_ct_series(tmp_path / "ct", 16)
+    window = make_window(qtbot, (1366, 768))
+    open_and_wait(qtbot, window, [tmp_path / "ct"])
+    window.show_mpr()
+    views = window.views()
+    assert len(views) == 3
+    def composed(view) -> bool:
+        view.overlay.repaint()
+        return view.overlay.bottom_letter_rect is not None
+
+    checked = 0
+    for view in views:
+        qtbot.waitUntil(lambda v=view: composed(v), timeout=10_000)
+        bar, letter = view.overlay.scale_bar_rect, view.overlay.bottom_letter_rect
+        if bar is None:  # no round length fits this narrow a view of so small an image
+            continue
+        assert letter is not None and not bar.intersects(letter), (bar, letter)
+        o = view.overlay
+        texts = [r for _, r in o._corner_rects(o.width(), o.height()).values()]
+        assert not any(bar.intersects(r) for r in texts), (bar, texts)
+        checked += 1
+    assert checked  # the axial view has one

@@ -269,6 +269,8 @@ class OverlayWidget(QWidget):
         self._bar_cache: tuple[tuple[int, float, float, float, float], tuple[int, int, QPixmap]] | None = None
         self._legend: CornerLegend | None = None
         self.legend_rect: QRectF | None = None  # where the last composition put the legend (None: not drawn)
+        self.bottom_letter_rect: QRectF | None = None  # and the bottom orientation letter, the scale bar
+        self.scale_bar_rect: QRectF | None = None
 
     # --- model -----------------------------------------------------------------------------------
     def set_phi_lines(self, lines: list[str]) -> None:
@@ -480,6 +482,8 @@ class OverlayWidget(QWidget):
                 pm, advance = self._text_pixmap(line, self._line_color(line), self._font)
                 x = rect.left() + (rect.width() - advance - 2 if right else 0)
                 draws.append((QPointF(x - OUTLINE, rect.top() + k * lh - OUTLINE), pm))
+        bottom_letter_top: float | None = None
+        self.bottom_letter_rect = self.scale_bar_rect = None
         if self._orientation:
             texts.extend(v for v in self._orientation.values() if v)
             ofm = QFontMetrics(self._orient_font)
@@ -508,12 +512,19 @@ class OverlayWidget(QWidget):
                         box.moveTop(min(r.top() for r in hit) - 2 - box.height())
                 baseline = box.top() + ofm.ascent()
                 self._draw_text(draws, box.left(), baseline, o[edge], self._accent, self._orient_font)
+                if not down:
+                    bottom_letter_top = box.top()
+                    self.bottom_letter_rect = QRectF(box)
         bar = self.scale_bar()
         if bar is not None:  # bottom centre, above the bottom orientation letter
             texts.append(f"{bar[0]} mm")
-            y = h - m - QFontMetrics(self._orient_font).height() - 10
+            y: float = h - m - QFontMetrics(self._orient_font).height() - 10
+            if bottom_letter_top is not None:  # the letter moved up above the bottom texts: so does the bar
+                y = min(y, bottom_letter_top - 4)
             bar_left, bar_top, bar_pm = self._scale_bar_pixmap(bar, w, y)
             draws.append((QPointF(bar_left, bar_top), bar_pm))
+            bar_size = QSizeF(bar_pm.size()) / bar_pm.devicePixelRatio()
+            self.scale_bar_rect = QRectF(QPointF(bar_left, bar_top), bar_size)
             # the AI block ends above it too where its lines reach that far left (a 1x2 viewport at 1366)
             self._extra_below += ((bar_left + bar_pm.width() / bar_pm.devicePixelRatio(), float(bar_top)),)
         self.legend_rect = None
