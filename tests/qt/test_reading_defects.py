@@ -289,3 +289,17 @@ def test_the_scale_bar_stays_above_the_bottom_letter_in_narrow_viewports(qtbot, 
         assert not any(bar.intersects(r) for r in texts), (bar, texts)
         checked += 1
     assert checked  # the axial view has one
+
+
+def test_a_single_image_series_says_one_image(qtbot, tmp_path) -> None:
+    """The Studies rows of pydicom's single-file objects read "US · 1 images"."""
+    import pydicom.data
+
+    from tests.qt.viewer_helpers import make_window, open_and_wait
+
+    window = make_window(qtbot)
+    open_and_wait(qtbot, window, [pydicom.data.get_testdata_file("CT_small.dcm")])
+    (uid,) = window.browser.stack_uids()
+    item = window.browser.item_for(uid)
+    assert "CT · 1 image" in item.text(0) and "1 images" not in item.text(0)
+    assert "1 images" not in item.toolTip(0)

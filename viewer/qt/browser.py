@@ -47,7 +47,8 @@ def stack_text(stack: Stack) -> str:
     if stack.label:
         desc += f" [{stack.label}]"
     se = f" · Se {stack.series_number}" if stack.series_number is not None else ""
-    return f"{desc}\n{stack.modality} · {len(stack)} images{se}"
+    n = len(stack)
+    return f"{desc}\n{stack.modality} · {n} image{'' if n == 1 else 's'}{se}"
 
 
 def thumbnail_icon(thumb: np.ndarray) -> QIcon:
@@ -181,7 +182,7 @@ class StudyBrowser(QTreeWidget):
     def _tooltip(stack: Stack, study: Study) -> str:
         lines = [
             stack.series_description or "(no description)",
-            f"{stack.modality}, {len(stack)} images",
+            f"{stack.modality}, {len(stack)} image{'' if len(stack) == 1 else 's'}",
             f"{stack.rows} × {stack.columns}",
             f"Sorted by {stack.sort_method.replace('_', ' ')}",
         ]
