@@ -33,6 +33,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from training.calibration import calibrate_head
+from training.consistency import pick_partners, rendering_partners, study_consistency
 from training.dataset import StudyItem, build_items, split_items
 from training.errors import CheckpointError
 from training.metrics import (
@@ -92,6 +93,12 @@ class TrainConfig:
     # per-slice head start stage 1, its sequence head (when it has one of this run's shape) starts stage 2
     # (temperatures reset to 1; the input size and preprocessing may differ: the CNN pools globally)
     init: str = ""
+    # with --init: stage cnn is not trained; the init checkpoint's CNN and per-slice head are taken as they
+    # are (the CNN bit-identical, e.g. to keep a map decoder trained on its feature maps valid)
+    freeze_cnn: bool = False
+    # weight of the GRU-stage term pulling together the study logits of two renderings of one synthetic
+    # scene at different noise (training.consistency); 0 = off
+    noise_consistency: float = 0.0
 
 
 # ---------------------------------------------------------------------------------------- distributed
@@ -529,6 +536,8 @@ def train(cfg: TrainConfig) -> Path:
     d = setup_dist()
     torch.set_num_threads(max(1, cfg.threads // d.world) if d.device.type == "cpu" else cfg.threads)
     torch.manual_seed(cfg.seed)
+    if cfg.freeze_cnn and not cfg.init:
+        raise ValueError("--freeze-cnn needs --init (the checkpoint whose CNN is kept)")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
@@ -590,22 +599,25 @@ def train(cfg: TrainConfig) -> Path:
         return _short(evaluate_predictions(*labelled_only(val_items, sp), st))
 
     if "cnn" in stages and not (cfg.resume and cnn_path.is_file()):
-        _run_stage(
-            name="cnn",
-            module=cnn_model,
-            params=list(cnn_model.parameters()),
-            step_fn=cnn_step,
-            lengths=tr_lengths,
-            crop=cfg.cnn_crop,
-            epochs=cfg.cnn_epochs,
-            lr=cfg.lr,
-            cfg=cfg,
-            d=d,
-            out=out,
-            extra={**extra, "model_config": cnn_cfg.to_dict()},
-            state_module=cnn_model,
-            on_epoch_end=val_cnn,
-        )
+        if cfg.freeze_cnn:
+            log.info("stage cnn: not trained (--freeze-cnn), the CNN of the init checkpoint is kept")
+        else:
+            _run_stage(
+                name="cnn",
+                module=cnn_model,
+                params=list(cnn_model.parameters()),
+                step_fn=cnn_step,
+                lengths=tr_lengths,
+                crop=cfg.cnn_crop,
+                epochs=cfg.cnn_epochs,
+                lr=cfg.lr,
+                cfg=cfg,
+                d=d,
+                out=out,
+                extra={**extra, "model_config": cnn_cfg.to_dict()},
+                state_module=cnn_model,
+                on_epoch_end=val_cnn,
+            )
         if d.main:
             save_checkpoint(
                 cnn_path, {**extra, "model_config": cnn_cfg.to_dict(), "model": cnn_model.state_dict()}
@@ -626,17 +638,34 @@ def train(cfg: TrainConfig) -> Path:
     embeds = dict(zip([i.key for i in all_items], embed_all(model, [arrays[i.key] for i in all_items], d)))
     tr_emb = [embeds[i.key] for i in train_items]
     tr_emb_flip = embed_all(model, tr_arrays, d, flip=True)  # left-right mirrored: GRU-stage augmentation
+    # other renderings of each training stack's scene (noise consistency; none when it is off)
+    partners = rendering_partners(train_items) if cfg.noise_consistency > 0 else [[] for _ in train_items]
+    pair_rng = np.random.default_rng([cfg.seed, d.rank, 2])
+    if cfg.noise_consistency > 0 and d.main:
+        log.info(
+            "noise consistency %.3g: %d of %d training stacks have another rendering of their scene",
+            cfg.noise_consistency,
+            sum(1 for p in partners if p),
+            len(partners),
+        )
 
     def gru_step(m: nn.Module, batch: list[tuple[int, int, int, bool, bool]]) -> torch.Tensor:
+        mates = pick_partners([c[0] for c in batch], partners, pair_rng)
+        paired = [(j, *c[1:]) for c, j in zip(batch, mates) if j is not None]  # same crop, other rendering
+        crops = [*batch, *paired]
         es = torch.stack(
-            [_crop((tr_emb_flip if fl else tr_emb)[i], s0, n, rev) for i, s0, n, rev, fl in batch]
+            [_crop((tr_emb_flip if fl else tr_emb)[i], s0, n, rev) for i, s0, n, rev, fl in crops]
         )
-        ys = np.stack([_crop(train_items[i].labels, s0, n, rev) for i, s0, n, rev, _ in batch])
-        ms = np.stack([_crop(train_items[i].mask, s0, n, rev) for i, s0, n, rev, _ in batch])
+        ys = np.stack([_crop(train_items[i].labels, s0, n, rev) for i, s0, n, rev, _ in crops])
+        ms = np.stack([_crop(train_items[i].mask, s0, n, rev) for i, s0, n, rev, _ in crops])
         y_t = torch.from_numpy(np.ascontiguousarray(ys)).to(dev)
         m_t = torch.from_numpy(np.ascontiguousarray(ms)).to(dev)
         sl, st = m(es)
-        return sequence_loss(sl, st, y_t, m_t, cfg.study_loss_weight)
+        loss = sequence_loss(sl, st, y_t, m_t, cfg.study_loss_weight)
+        if paired:
+            anchors = [k for k, j in enumerate(mates) if j is not None]
+            loss = loss + cfg.noise_consistency * study_consistency(st[anchors], st[len(batch) :])
+        return loss
 
     def val_gru(epoch: int) -> dict[str, Any]:
         if not d.main:
