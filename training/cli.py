@@ -226,6 +226,9 @@ def _parser() -> argparse.ArgumentParser:
         ("threads", 2),
         ("workers", 2),
         ("map_stride", 2),
+        ("fine_dim", 8),
+        ("tversky_alpha", 0.5),
+        ("tversky_beta", 0.5),
         ("synth_size", 0),
         ("max_slices", 0),
         ("model_version", "0.2.0"),
@@ -236,6 +239,24 @@ def _parser() -> argparse.ArgumentParser:
         default="standard,noisy",
         help="comma-separated training.maps.TRAIN_ACQUISITIONS (standard, noisy, wide), --studies of each",
     )
+    mp.add_argument(
+        "--pos-weight",
+        default="",
+        help="comma-separated BCE weights of positive targets per subtype (epidural, intraparenchymal, "
+        "intraventricular, subarachnoid, subdural); empty: 1 each",
+    )
+
+    ma = sub.add_parser(
+        "maps-attach",
+        help="put a trained map decoder on another model with the same CNN (e.g. a retrained GRU) without "
+        "training: OUT gets the base model's metadata and outputs plus MAPS_MODEL's maps and their metadata",
+    )
+    ma.add_argument("maps_model", type=Path, help="the ONNX the decoder was exported in ('maps' metadata)")
+    ma.add_argument("--decoder", required=True, type=Path, help="that run's maps.pt (the decoder's weights)")
+    ma.add_argument("--checkpoint", required=True, type=Path, help="the new base model's checkpoint")
+    ma.add_argument("--base-model", required=True, type=Path, help="the new base model's ONNX")
+    ma.add_argument("--out", required=True, type=Path)
+    ma.add_argument("--model-version", required=True)
 
     me = sub.add_parser(
         "maps-eval",
@@ -534,10 +555,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             fields = {f.name for f in dataclasses.fields(MapsConfig)}
             values = {k: v for k, v in vars(args).items() if k in fields}
             values["acquisitions"] = tuple(a.strip() for a in str(args.acquisitions).split(",") if a.strip())
+            values["pos_weight"] = tuple(float(v) for v in str(args.pos_weight).split(",") if v.strip())
             maps_cfg = MapsConfig(**values)
             path, maps_metrics = train_maps(maps_cfg)
             print(json.dumps(maps_metrics, indent=2, default=str))
             print(f"wrote {path}")
+        elif args.cmd == "maps-attach":
+            from training.maps import attach_decoder
+
+            for path in (args.maps_model, args.decoder, args.checkpoint, args.base_model):
+                if not path.is_file():
+                    raise FileNotFoundError(f"not found: {path.name}")
+            report = attach_decoder(
+                args.decoder,
+                args.maps_model,
+                args.checkpoint,
+                args.base_model,
+                args.out,
+                model_version=args.model_version,
+            )
+            print(json.dumps(report, indent=2))
+            print(f"wrote {args.out}")
         elif args.cmd == "maps-eval":
             from training.maps_eval import evaluate_maps
 

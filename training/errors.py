@@ -27,3 +27,8 @@ class CheckpointError(TrainingError):
 
 class ExportParityError(TrainingError):
     """The exported ONNX model disagrees with PyTorch, or its GRU nodes are not exported as expected."""
+
+
+class DecoderMismatchError(TrainingError):
+    """A map decoder was trained on another CNN than the model it is to be attached to (its fingerprint or
+    its maps differ)."""

@@ -20,6 +20,7 @@ measures the exported model through the viewer's engine on fresh DICOM studies.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -35,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from training.errors import ExportParityError
+from training.errors import DecoderMismatchError, ExportParityError
 from training.export import json_safe, read_metadata, rewrite_metadata, runtime_parity, write_onnx
 from training.model import ICHNet
 from training.seg import (
@@ -74,13 +75,19 @@ TRAIN_ACQUISITIONS: dict[str, SynthConfig] = {**ACQUISITIONS, "wide": WIDE}
 
 
 class MapDecoder(nn.Module):
-    """Feature maps (1/2, 1/4, 1/8, 1/16 of the input) -> map logits [N, K, H/2, W/2] (``fine``) or
-    [N, K, H/4, W/4].
+    """Feature maps (1/2, 1/4, 1/8, 1/16 of the input) -> map logits [N, K, H, W] (``full``),
+    [N, K, H/2, W/2] (``fine``) or [N, K, H/4, W/4].
 
     1x1 lateral convs to ``dim`` channels at 1/16, 1/8 and 1/4, top-down (nearest x2 upsample, add,
     3x3 conv). Without ``fine`` a 3x3 conv makes the logits at 1/4. With ``fine`` the 1/2 level is added
     (where every operation costs 4x, only ``fine_dim`` channels): the stem's maps and the coarse path
     each projected to ``fine_dim`` (1x1), added, and a 3x3 conv to the logits.
+
+    ``full`` (the model grid itself, for blood a pixel or two thin): the 1/2 level as with ``fine``, then
+    a 3x3 conv + batch norm + ReLU there (a nonlinear look at the stem's maps), a 1x1 conv to 4 logits
+    per class at 1/2 that a depth-to-space (pixel shuffle) puts on the full grid, plus a 1x1 conv of the
+    model's input itself (its windows at full resolution) added to the logits: what the stem's stride
+    blurs, where the coarse levels say which blood it is.
     """
 
     def __init__(
@@ -90,9 +97,14 @@ class MapDecoder(nn.Module):
         dim: int = 16,
         fine_dim: int = 8,
         fine: bool = True,
+        full: bool = False,
+        in_channels: int = 3,
     ) -> None:
         super().__init__()
+        if full and not fine:
+            raise ValueError("a full-resolution decoder needs the 1/2 level (fine=True)")
         self.fine_level = fine
+        self.full = full
         self.lateral = nn.ModuleList(nn.Conv2d(w, dim, 1) for w in widths[1:4])  # 1/4, 1/8, 1/16
         self.smooth = nn.ModuleList(
             nn.Sequential(nn.Conv2d(dim, dim, 3, padding=1, bias=False), nn.BatchNorm2d(dim), nn.ReLU())
@@ -103,16 +115,25 @@ class MapDecoder(nn.Module):
             self.fine = nn.Conv2d(widths[0], fine_dim, 1)
             self.coarse = nn.Conv2d(dim, fine_dim, 1)
             head_in = fine_dim
-        self.head = nn.Conv2d(head_in, num_classes, 3, padding=1)
+        if full:
+            self.refine = nn.Sequential(
+                nn.Conv2d(fine_dim, fine_dim, 3, padding=1, bias=False), nn.BatchNorm2d(fine_dim), nn.ReLU()
+            )
+            self.head = nn.Conv2d(fine_dim, 4 * num_classes, 1)
+            self.pixel = nn.Conv2d(in_channels, num_classes, 1, bias=False)
+        else:
+            self.head = nn.Conv2d(head_in, num_classes, 3, padding=1)
         assert self.head.bias is not None
         nn.init.constant_(self.head.bias, -3.0)  # prior: lesion pixels are rare
 
     @property
     def stride(self) -> int:
         """Input pixels per map pixel."""
-        return 2 if self.fine_level else 4
+        return 1 if self.full else 2 if self.fine_level else 4
 
-    def forward(self, maps: Sequence[torch.Tensor]) -> torch.Tensor:
+    def forward(self, maps: Sequence[torch.Tensor], image: torch.Tensor | None = None) -> torch.Tensor:
+        """``maps``: the CNN's stem and first three stages' maps; ``image``: the model's input [N, C, H, W]
+        (only a ``full`` decoder reads it)."""
         top = self.lateral[2](maps[3])
         for level in (2, 1):  # 1/8, then 1/4
             top = self.lateral[level - 1](maps[level]) + F.interpolate(top, scale_factor=2.0, mode="nearest")
@@ -120,7 +141,12 @@ class MapDecoder(nn.Module):
         if not self.fine_level:
             return self.head(top)
         fine = self.fine(maps[0]) + F.interpolate(self.coarse(top), scale_factor=2.0, mode="nearest")
-        return self.head(F.relu(fine))
+        if not self.full:
+            return self.head(F.relu(fine))
+        if image is None:
+            raise ValueError("a full-resolution decoder needs the model's input")
+        logits = F.pixel_shuffle(self.head(self.refine(F.relu(fine))), 2)
+        return logits + self.pixel(image)
 
 
 class MapNet(nn.Module):
@@ -134,10 +160,11 @@ class MapNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         b, s = x.shape[0], x.shape[1]
-        maps = self.net.cnn.feature_maps(x.flatten(0, 1))
+        flat = x.flatten(0, 1)
+        maps = self.net.cnn.feature_maps(flat)
         f = self.net.cnn.pool(maps[-1]).view(b, s, -1)
         slice_logits, study_logits = self.net.head(f)
-        logits = self.decoder(maps)
+        logits = self.decoder(maps, flat if self.decoder.full else None)
         return slice_logits, study_logits, logits.reshape(b, s, *logits.shape[1:])
 
 
@@ -170,8 +197,18 @@ class MapsConfig:
     threads: int = 2
     model_version: str = "0.2.0"
     workers: int = 2
-    map_stride: int = 2  # input pixels per map pixel: 2 (with the stem's 1/2 maps) or 4 (1/4 and coarser)
-    init: Path | None = None  # a maps.pt whose decoder weights to start from (a continued run)
+    # input pixels per map pixel: 1 (the model grid: the 1/2 level shuffled to full resolution plus the
+    # input itself), 2 (with the stem's 1/2 maps) or 4 (1/4 and coarser)
+    map_stride: int = 2
+    fine_dim: int = 8  # channels at 1/2 resolution (map stride 1 or 2)
+    # the loss (training.seg.seg_loss): Tversky weights of false positives / negatives (0.5 / 0.5: soft
+    # Dice) and per-class BCE weights of positive targets in SUBTYPES order (empty: 1 for every class)
+    tversky_alpha: float = 0.5
+    tversky_beta: float = 0.5
+    pos_weight: tuple[float, ...] = ()
+    # a maps.pt whose decoder weights to start from (a continued run; of a different decoder, the
+    # weights whose names and shapes match, e.g. the coarse levels of a stride-2 decoder for stride 1)
+    init: Path | None = None
     synth_size: int = 0  # 0: the acquisitions' own matrix (256); smaller for quick tests
     max_slices: int = 0  # 0: the acquisitions' own slice counts (24-40); fewer for quick tests
     acquisitions: tuple[str, ...] = tuple(ACQUISITIONS)  # names in TRAIN_ACQUISITIONS, each ``studies``
@@ -271,13 +308,53 @@ def _batch(feats: list[np.ndarray], idx: np.ndarray) -> list[torch.Tensor]:
     return [torch.from_numpy(f[idx].astype(np.float32)) for f in feats]
 
 
+def decode(decoder: MapDecoder, feats: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The decoder on a batch of :func:`frozen_features` (and, for a ``full`` decoder, the inputs after
+    them)."""
+    return decoder(feats[:4], feats[4] if decoder.full else None)
+
+
+def build_decoder(net: ICHNet, dim: int, fine_dim: int, map_stride: int) -> MapDecoder:
+    """The decoder of a run's settings on ``net``'s CNN (its widths and input channels)."""
+    if map_stride not in (1, 2, 4):
+        raise ValueError(f"map stride must be 1, 2 or 4, got {map_stride}")
+    return MapDecoder(
+        net.cfg.widths,
+        dim=dim,
+        fine_dim=fine_dim,
+        fine=map_stride <= 2,
+        full=map_stride == 1,
+        in_channels=int(net.cfg.in_channels),
+    )
+
+
+def load_matching(decoder: MapDecoder, state: dict[str, torch.Tensor]) -> list[str]:
+    """Load the weights of ``state`` whose names and shapes match ``decoder``'s; returns their names."""
+    own = decoder.state_dict()
+    matching = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    decoder.load_state_dict(matching, strict=False)
+    log.info("init: %d of %d decoder tensors loaded", len(matching), len(own))
+    return sorted(matching)
+
+
+def cnn_fingerprint(net: ICHNet) -> str:
+    """SHA-256 of the CNN's weights and buffers (names, dtypes, shapes, bytes): a decoder trained on one
+    CNN's maps fits another model only if its CNN has this fingerprint."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(net.cnn.state_dict().items()):
+        arr = tensor.detach().cpu().contiguous().numpy()
+        digest.update(f"{name}:{arr.dtype}:{arr.shape};".encode())
+        digest.update(arr.tobytes())
+    return digest.hexdigest()
+
+
 def predict_maps(decoder: MapDecoder, feats: list[np.ndarray], batch: int = 128) -> np.ndarray:
     decoder.eval()
     out = []
     with torch.no_grad():
         for lo in range(0, len(feats[0]), batch):
             idx = np.arange(lo, min(lo + batch, len(feats[0])))
-            out.append(torch.sigmoid(decoder(_batch(feats, idx))).numpy())
+            out.append(torch.sigmoid(decode(decoder, _batch(feats, idx))).numpy())
     return np.concatenate(out)
 
 
@@ -300,8 +377,9 @@ def train_maps(cfg: MapsConfig) -> tuple[Path, dict[str, Any]]:
     net = model_from_checkpoint(load_checkpoint(cfg.checkpoint))
     for p in net.parameters():
         p.requires_grad_(False)
-    if cfg.map_stride not in (2, 4):
-        raise ValueError(f"map stride must be 2 or 4, got {cfg.map_stride}")
+    decoder = build_decoder(net, cfg.dim, cfg.fine_dim, cfg.map_stride)
+    if cfg.pos_weight and len(cfg.pos_weight) != len(SUBTYPES):
+        raise ValueError(f"--pos-weight needs {len(SUBTYPES)} values ({', '.join(SUBTYPES)})")
     input_size = int(net.cfg.input_size)
     input_spec = base_preprocessing(cfg.base_model, input_size)
     map_size = input_size // cfg.map_stride
@@ -310,12 +388,14 @@ def train_maps(cfg: MapsConfig) -> tuple[Path, dict[str, Any]]:
     x_va, y_va = render_slices(cfg.seed + 1, cfg.val_studies, cfg, input_spec, map_size)
     t_render = time.perf_counter() - t0
     f_tr, f_va = frozen_features(net, x_tr), frozen_features(net, x_va)
+    if decoder.full:  # the input itself is the full decoder's finest level
+        f_tr, f_va = [*f_tr, x_tr], [*f_va, x_va]
     del x_tr, x_va
     t_data = time.perf_counter() - t0
     log.info("data: %d train / %d val slices, %.0f s (render %.0f s)", len(y_tr), len(y_va), t_data, t_render)
-    decoder = MapDecoder(net.cfg.widths, dim=cfg.dim, fine=cfg.map_stride == 2)
     if cfg.init is not None:
-        decoder.load_state_dict(torch.load(cfg.init, map_location="cpu", weights_only=True)["decoder"])
+        load_matching(decoder, torch.load(cfg.init, map_location="cpu", weights_only=True)["decoder"])
+    pos_weight = torch.tensor(cfg.pos_weight, dtype=torch.float32) if cfg.pos_weight else None
     opt = torch.optim.AdamW(decoder.parameters(), lr=cfg.lr, weight_decay=1e-4)
     rng = np.random.default_rng(cfg.seed)
     truth_va = y_va.astype(np.float32) / 255.0
@@ -336,7 +416,10 @@ def train_maps(cfg: MapsConfig) -> tuple[Path, dict[str, Any]]:
             for group in opt.param_groups:
                 group["lr"] = cfg.lr * warmup_cosine(frac)
             target = torch.from_numpy(y_tr[idx].astype(np.float32) / 255.0)
-            loss = seg_loss(decoder(_batch(f_tr, idx)), target)
+            logits = decode(decoder, _batch(f_tr, idx))
+            loss = seg_loss(
+                logits, target, alpha=cfg.tversky_alpha, beta=cfg.tversky_beta, pos_weight=pos_weight
+            )
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -369,6 +452,7 @@ def train_maps(cfg: MapsConfig) -> tuple[Path, dict[str, Any]]:
         f"(noisy: 0-25 HU, 0-1.2 mm; wide: training.synth.WIDE), seed {cfg.seed}; validation "
         f"{cfg.val_studies} of each, seed {cfg.seed + 1}",
         "preprocessing_version": input_spec.version,
+        "cnn_sha256": cnn_fingerprint(net),
     }
     cfg.out.mkdir(parents=True, exist_ok=True)
     torch.save(
@@ -413,12 +497,14 @@ def maps_metadata(
         "kind": "probability",
         "thresholds": thresholds,
         "grid": f"the model's input grid (preprocessing version {version_of(meta)}) at "
-        f"1/{int(meta['input_size']) // size}",
+        + (f"1/{int(meta['input_size']) // size}" if size < int(meta["input_size"]) else "full resolution"),
     }
     meta.setdefault("metrics", {})["maps"] = metrics
     exporter = dict(meta.get("exporter") or {})
     exporter.update(torch=torch.__version__, onnx=onnx.__version__, opset=17, dynamo=False)
-    exporter["architecture"] = "CNN + 2-layer BiGRU + map decoder (frozen CNN features 1/2-1/16)"
+    exporter["architecture"] = "CNN + 2-layer BiGRU + map decoder (frozen CNN features 1/2-1/16" + (
+        ", the input at full resolution)" if size == int(meta["input_size"]) else ")"
+    )
     meta["exporter"] = exporter
     return meta
 
@@ -469,4 +555,87 @@ def compare_with_base(
     if worst > atol:
         raise ExportParityError(f"slice/study probabilities differ from the base model by {worst:.2e}")
     log.info("outputs unchanged vs the base model: max abs diff %.2e", worst)
+    return worst
+
+
+MAPS_ATOL = 1e-5  # slice_maps of an attached decoder vs the model it was trained in
+
+
+def attach_decoder(
+    decoder_run: Path,
+    maps_model: Path,
+    checkpoint: Path,
+    base_model: Path,
+    out: Path,
+    *,
+    model_version: str,
+) -> dict[str, Any]:
+    """Put a trained map decoder (``decoder_run``: a ``slicewise-train maps`` run's maps.pt; ``maps_model``:
+    the ONNX it was exported in, whose ``maps`` metadata - thresholds, volume estimator - it keeps) on
+    another base model with the same CNN (``checkpoint`` and its ONNX ``base_model``, e.g. a retrained
+    GRU), without training: ``out`` gets the base model's metadata, slice and study outputs and the
+    decoder's maps.
+
+    Refused (:class:`~training.errors.DecoderMismatchError`) when the checkpoint's CNN is not the one the
+    decoder was trained on (the fingerprint recorded in maps.pt, when there is one) or when the new
+    model's maps differ from ``maps_model``'s on random inputs; the usual export checks follow (ONNX
+    Runtime vs PyTorch, slice/study probabilities equal to ``base_model``'s)."""
+    run = torch.load(decoder_run, map_location="cpu", weights_only=True)
+    config, run_metrics = dict(run.get("config") or {}), dict(run.get("metrics") or {})
+    net = model_from_checkpoint(load_checkpoint(checkpoint)).eval()
+    fingerprint = cnn_fingerprint(net)
+    trained_on = run_metrics.get("cnn_sha256")
+    if trained_on is not None and trained_on != fingerprint:
+        raise DecoderMismatchError(
+            f"{decoder_run.name} was trained on CNN {str(trained_on)[:12]}..., {checkpoint.name} has "
+            f"{fingerprint[:12]}...: the decoder fits only the CNN it was trained on"
+        )
+    decoder = build_decoder(
+        net, int(config.get("dim", 16)), int(config.get("fine_dim", 8)), int(config.get("map_stride", 2))
+    )
+    decoder.load_state_dict(run["decoder"])
+    source = read_metadata(maps_model)
+    if "maps" not in source:
+        raise DecoderMismatchError(f"{maps_model.name} has no localisation maps (metadata 'maps')")
+    maps_entry = dict(source["maps"])
+    metrics = dict((source.get("metrics") or {}).get("maps") or run_metrics)
+    size, thresholds = int(maps_entry["size"]), maps_entry["thresholds"]
+    meta = maps_metadata(base_model, size, thresholds, metrics, model_version)
+    meta["maps"] = maps_entry
+    metrics["attached"] = {"cnn_sha256": fingerprint, "decoder_from": source.get("model_version")}
+    model = MapNet(net, decoder).eval()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    report = {"parity_max_abs_diff": export_map_model(model, out, meta)}
+    report["unchanged_vs_base_max_abs_diff"] = compare_with_base(out, base_model)
+    report["maps_vs_decoder_model_max_abs_diff"] = compare_maps(out, maps_model)
+    report["cnn_sha256"] = fingerprint
+    report["fingerprint_checked"] = trained_on is not None
+    metrics["attached"].update(report)
+    meta["metrics"]["maps"] = metrics
+    rewrite_metadata(out, {"metrics": meta["metrics"]})
+    return report
+
+
+def compare_maps(model_path: Path, other: Path, *, atol: float = MAPS_ATOL) -> float:
+    """Max abs diff of ``slice_maps`` between two ONNX models on random inputs of 1 and 7 slices; raises
+    :class:`~training.errors.DecoderMismatchError` beyond ``atol``."""
+    import onnxruntime as ort
+
+    a = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    b = ort.InferenceSession(str(other), providers=["CPUExecutionProvider"])
+    meta = read_metadata(model_path)
+    size, c = int(meta["input_size"]), len(meta["windows"])
+    rng = np.random.default_rng(1)
+    worst = 0.0
+    for s in (1, 7):
+        x = rng.random((1, s, c, size, size), dtype=np.float32)
+        ra = a.run([MODEL_MAPS_OUTPUT], {MODEL_INPUT_NAME: x})[0]
+        rb = b.run([MODEL_MAPS_OUTPUT], {MODEL_INPUT_NAME: x})[0]
+        if ra.shape != rb.shape:
+            raise DecoderMismatchError(f"slice_maps {ra.shape} vs {rb.shape} of {other.name}")
+        worst = max(worst, float(np.max(np.abs(ra - rb))))
+    if worst > atol:
+        raise DecoderMismatchError(
+            f"the attached decoder's maps differ from {other.name}'s by {worst:.2e}: another CNN"
+        )
     return worst

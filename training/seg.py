@@ -203,17 +203,31 @@ def warmup_cosine(frac: float) -> float:
     return min(1.0, 20.0 * frac + 0.05) * 0.5 * (1.0 + float(np.cos(np.pi * frac)))
 
 
-def seg_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """BCE with soft targets + (1 - soft Dice), the Dice per class over the batch and only for the
-    classes present in it (an absent class's Dice would only push every pixel to 0; BCE covers it)."""
-    bce = F.binary_cross_entropy_with_logits(logits, target)
+def seg_loss(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    alpha: float = 0.5,
+    beta: float = 0.5,
+    pos_weight: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """BCE with soft targets + (1 - soft Tversky index), the index per class over the batch and only for
+    the classes present in it (an absent class's index would only push every pixel to 0; BCE covers it).
+
+    The Tversky index weighs false positives by ``alpha`` and false negatives by ``beta``; at 0.5 / 0.5
+    (the default) it is the soft Dice. ``pos_weight`` ([K], optional) weighs each class's positive
+    targets in the BCE (thin, rare structures).
+    """
+    weight = None if pos_weight is None else pos_weight.view(1, -1, *([1] * (logits.dim() - 2)))
+    bce = F.binary_cross_entropy_with_logits(logits, target, pos_weight=weight)
     p = torch.sigmoid(logits)
-    dims = (0, 2, 3)
+    dims = (0, *range(2, logits.dim()))
     inter = (p * target).sum(dims)
     truth = target.sum(dims)
-    dice = (2 * inter + 1.0) / (p.sum(dims) + truth + 1.0)
+    false_pos, false_neg = p.sum(dims) - inter, truth - inter
+    index = (inter + 0.5) / (inter + alpha * false_pos + beta * false_neg + 0.5)
     present = (truth > 1.0).float()
-    return bce + ((1.0 - dice) * present).sum() / present.sum().clamp(min=1.0)
+    return bce + ((1.0 - index) * present).sum() / present.sum().clamp(min=1.0)
 
 
 def dice_scores(pred: np.ndarray, truth: np.ndarray, threshold: float = 0.5) -> list[float | None]:

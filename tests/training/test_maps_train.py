@@ -156,3 +156,97 @@ def test_cli_trains_maps_on_a_version_2_base(base_v2: tuple[Path, Path], tmp_pat
     pred = InferenceEngine(model, provider="cpu", cache=None).analyse_hu(make_stack(8), blood_hu(8, (3, 4)))
     assert isinstance(pred, StackPrediction) and pred.maps is not None and pred.maps.head_grid is not None
     assert pred.maps.pixels.shape == (8, 5, 64, 64)
+
+
+# ------------------------------------------------------------------ full-resolution maps and attaching
+def test_a_full_resolution_decoder_reads_the_input_at_full_resolution(base: tuple[Path, Path]) -> None:
+    """Stride 1: maps on the model grid itself; a change of one input pixel changes the map there (the
+    1x1 path of the input), the base model's probabilities stay exactly the base model's."""
+    from training.maps import build_decoder
+    from training.train import load_checkpoint, model_from_checkpoint
+
+    net = model_from_checkpoint(load_checkpoint(base[0]))
+    decoder = build_decoder(net, dim=16, fine_dim=8, map_stride=1)
+    torch.nn.init.constant_(decoder.pixel.weight, 1.0)
+    model = MapNet(net, decoder).eval()
+    x = torch.rand(1, 5, 3, 32, 32)
+    with torch.no_grad():
+        slice_logits, study_logits, maps = model(x)
+        ref_slice, ref_study = net(x)
+        y = x.clone()
+        y[0, 2, :, 9, 20] += 0.5
+        changed = (model(y)[2] - maps).abs().sum(dim=2)[0]  # (S, H, W)
+    assert decoder.stride == 1 and maps.shape == (1, 5, 5, 32, 32)
+    assert torch.equal(slice_logits, ref_slice) and torch.equal(study_logits, ref_study)
+    assert changed[2, 9, 20] == changed.max() and changed[2, 9, 20] > 0
+    assert changed[[0, 1, 3, 4]].max() == 0  # other slices untouched
+
+
+def test_seg_loss_weights_false_negatives_with_tversky_beta() -> None:
+    from training.seg import seg_loss
+
+    target = torch.zeros(1, 2, 8, 8)
+    target[0, 0, 2:6, 2:6] = 1.0
+    missed = torch.full((1, 2, 8, 8), -4.0)  # predicts nothing: all false negatives
+    dice = seg_loss(missed, target)
+    tversky = seg_loss(missed, target, alpha=0.3, beta=0.7)
+    weighted = seg_loss(missed, target, pos_weight=torch.tensor([3.0, 1.0]))
+    assert tversky > dice and weighted > dice
+    exact = torch.where(target > 0, 8.0, -8.0)
+    assert seg_loss(exact, target, alpha=0.3, beta=0.7) < 0.01
+
+
+def test_cli_trains_full_resolution_maps_and_attaches_them_to_another_gru(
+    base: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """``maps --map-stride 1`` exports 32 px maps on a 32 px model; ``maps-attach`` puts that decoder on a
+    model with the same CNN and another GRU without training (its probabilities, the decoder's maps and
+    metadata), and refuses a model with another CNN."""
+    from training.cli import main as train_main
+    from training.errors import DecoderMismatchError
+    from training.maps import attach_decoder
+    from training.train import load_checkpoint, model_from_checkpoint
+    from viewer.core.inference.engine import load_model_info
+
+    ckpt, base_onnx = base
+    out = tmp_path / "run"
+    argv = ["maps", str(ckpt), "--base-model", str(base_onnx), "--out", str(out), "--studies", "2"]
+    argv += ["--val-studies", "1", "--max-epochs", "1", "--threads", "1", "--workers", "0"]
+    argv += ["--seed", "7100095", "--synth-size", "64", "--max-slices", "6", "--map-stride", "1"]
+    argv += ["--tversky-alpha", "0.3", "--tversky-beta", "0.7", "--pos-weight", "1,1,1,3,1"]
+    assert train_main(argv) == 0
+    maps_model = out / "slicewise_ich.onnx"
+    meta = read_metadata(maps_model)
+    assert meta["maps"]["size"] == 32 and "full resolution" in meta["maps"]["grid"]
+    assert len(meta["metrics"]["maps"]["cnn_sha256"]) == 64
+
+    # another GRU on the same CNN: a different head, same CNN weights
+    net = model_from_checkpoint(load_checkpoint(ckpt))
+    torch.manual_seed(5)
+    for p in net.head.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    other_ckpt, other_onnx = tmp_path / "other.pt", tmp_path / "other.onnx"
+    save_checkpoint(other_ckpt, {"model": net.state_dict(), "model_config": net.cfg.to_dict()})
+    base_meta = dict(read_metadata(base_onnx), model_version="0.0.2")
+    export_model(net.eval(), other_onnx, base_meta, slice_counts=(1, 5), batch_sizes=(1,))
+    attached = tmp_path / "attached.onnx"
+    argv = ["maps-attach", str(maps_model), "--decoder", str(out / "maps.pt"), "--checkpoint", str(other_ckpt)]
+    argv += ["--base-model", str(other_onnx), "--out", str(attached), "--model-version", "0.2.9"]
+    assert train_main(argv) == 0
+    x = np.random.default_rng(3).random((1, 6, 3, 32, 32), dtype=np.float32)
+    assert compare_with_base(attached, other_onnx, [x]) < 1e-5  # the new GRU's probabilities
+    with pytest.raises(Exception, match="differ"):
+        compare_with_base(attached, base_onnx, [x])  # not the old ones
+    new_meta = read_metadata(attached)
+    assert new_meta["model_version"] == "0.2.9" and new_meta["maps"] == meta["maps"]
+    assert new_meta["metrics"]["maps"]["attached"]["maps_vs_decoder_model_max_abs_diff"] < 1e-5
+    info = load_model_info(attached)
+    assert info.maps is not None and info.maps.size == 32
+
+    # another CNN: refused by the fingerprint
+    for p in net.cnn.parameters():
+        p.data.mul_(1.1)
+    moved = tmp_path / "moved.pt"
+    save_checkpoint(moved, {"model": net.state_dict(), "model_config": net.cfg.to_dict()})
+    with pytest.raises(DecoderMismatchError, match="trained on CNN"):
+        attach_decoder(out / "maps.pt", maps_model, moved, other_onnx, tmp_path / "x.onnx", model_version="0")
