@@ -605,7 +605,7 @@ def attach_decoder(
     metrics["attached"] = {"cnn_sha256": fingerprint, "decoder_from": source.get("model_version")}
     model = MapNet(net, decoder).eval()
     out.parent.mkdir(parents=True, exist_ok=True)
-    report = {"parity_max_abs_diff": export_map_model(model, out, meta)}
+    report: dict[str, Any] = {"parity_max_abs_diff": export_map_model(model, out, meta)}
     report["unchanged_vs_base_max_abs_diff"] = compare_with_base(out, base_model)
     report["maps_vs_decoder_model_max_abs_diff"] = compare_maps(out, maps_model)
     report["cnn_sha256"] = fingerprint

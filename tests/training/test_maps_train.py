@@ -230,8 +230,9 @@ def test_cli_trains_full_resolution_maps_and_attaches_them_to_another_gru(
     base_meta = dict(read_metadata(base_onnx), model_version="0.0.2")
     export_model(net.eval(), other_onnx, base_meta, slice_counts=(1, 5), batch_sizes=(1,))
     attached = tmp_path / "attached.onnx"
-    argv = ["maps-attach", str(maps_model), "--decoder", str(out / "maps.pt"), "--checkpoint", str(other_ckpt)]
-    argv += ["--base-model", str(other_onnx), "--out", str(attached), "--model-version", "0.2.9"]
+    argv = ["maps-attach", str(maps_model), "--decoder", str(out / "maps.pt")]
+    argv += ["--checkpoint", str(other_ckpt), "--base-model", str(other_onnx)]
+    argv += ["--out", str(attached), "--model-version", "0.2.9"]
     assert train_main(argv) == 0
     x = np.random.default_rng(3).random((1, 6, 3, 32, 32), dtype=np.float32)
     assert compare_with_base(attached, other_onnx, [x]) < 1e-5  # the new GRU's probabilities
