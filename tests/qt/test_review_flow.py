@@ -442,3 +442,32 @@ def test_resuming_a_session_brings_back_its_ai_result_only_for_the_same_model(
     assert ai3.prediction() is None
     assert not ai3.is_running() or ai3.wait(10_000)
     assert ai3.prediction() is None
+
+
+def test_a_session_result_waits_for_the_analysis_running_and_does_not_cancel_it(
+    qtbot, make, tmp_path: Path
+) -> None:
+    """The reader analyses an unrecorded study, then goes to a study the session has a result for: that
+    result comes back once the running analysis ends, and the running one is not thrown away."""
+    write_bleed_series(tmp_path / "a", 8, (3, 4))
+    write_bleed_series(tmp_path / "c", 8, (5,))
+    w, ai, rc = make()
+    ai.set_model_path(build_model(tmp_path / "slow.onnx", slow_matmuls=40))
+    _open(qtbot, w, tmp_path / "a")
+    a = w.current_stack()
+    assert a is not None and rc.new_session("Waits") is not None
+    with qtbot.waitSignal(ai.prediction_shown, timeout=30_000):
+        ai.analyze()
+    qtbot.waitUntil(lambda: (s := rc.current_study()) is not None and s.ai is not None, timeout=10_000)
+    _open(qtbot, w, tmp_path / "c")
+    _answer_add(qtbot, rc, False)
+    c = next(s for s in w.loaded_stacks() if s.study_instance_uid != a.study_instance_uid)
+    ai.set_model_path(ai.model_path())  # the same model: forgets the results held in memory
+    ready: list[str] = []
+    ai.prediction_ready.connect(lambda stack, _p: ready.append(stack.uid))
+    w.show_stack(c.uid)
+    ai.analyze()
+    assert ai.is_running()
+    w.show_stack(a.uid)  # the session has a result for this stack: brought back after c's analysis
+    qtbot.waitUntil(lambda: (p := ai.prediction()) is not None and p.stack_uid == a.uid, timeout=30_000)
+    assert c.uid in ready and ready.index(c.uid) < ready.index(a.uid)

@@ -148,6 +148,8 @@ class AIController(QObject):
         self._refused: OrderedDict[str, tuple[Stack, Applicability]] = OrderedDict()  # out of scope
         self._queue: list[Stack] = []  # background analyses (auto-analyze of every opened CT stack)
         self._shown: StackPrediction | None = None
+        # a review session's result to bring back for the stack on screen once the running job ends
+        self._restore_next: tuple[Stack, str] | None = None
 
         self.timeline = PredictionTimeline()
         self.findings = FindingsPanel()
@@ -335,10 +337,9 @@ class AIController(QObject):
         if self._engine is not None and self._engine.info.sha256 != model_sha256:
             self._clear_display(stack.uid, _OTHER_MODEL)
             return
-        running = self._job
-        if running is not None and self.auto_analyze:
-            self._queue.insert(0, running.stack)
-        self.cancel(quiet=True, clear_queue=False)
+        if self._job is not None:  # another stack's analysis (the reader's or the background's) goes on
+            self._restore_next = (stack, model_sha256)
+            return
         self._start(stack, require_model=model_sha256)
 
     def _start(self, stack: Stack, require_model: str | None = None) -> None:
@@ -368,6 +369,7 @@ class AIController(QObject):
         """Stop the running analysis (and, by default, the queued background analyses)."""
         if clear_queue:
             self._queue.clear()
+            self._restore_next = None
         if self._job is not None:
             self._job.cancel()
             self._job = None
@@ -398,7 +400,11 @@ class AIController(QObject):
             self._jobs.remove(job)
 
     def _pump(self) -> None:
-        """Start the next queued background analysis when nothing runs."""
+        """Start the next queued background analysis when nothing runs (a session's result waiting to be
+        brought back for the stack on screen first)."""
+        waiting, self._restore_next = self._restore_next, None
+        if waiting is not None and self._job is None:
+            self.restore(*waiting)
         while self._job is None and self._queue:
             stack = self._queue.pop(0)
             if not self._known(stack):
