@@ -397,3 +397,77 @@ def test_a_study_arriving_in_parts_is_asked_about_once_and_only_the_reader_answe
     assert len(session.studies()) == 1
     _answer_add(qtbot, rc, add=True)
     assert len(session.studies()) == 2
+
+
+def test_resuming_a_session_brings_back_its_ai_result_only_for_the_same_model(
+    qtbot, make, series: Path, tmp_path: Path
+) -> None:
+    """A reader resuming a session sees the AI result being reviewed (found again by the pixels and the
+    model's hash), not "no analysis"; a session whose result came from another model shows none."""
+    w, ai, rc = make()
+    _open(qtbot, w, series)
+    stack = w.current_stack()
+    assert stack is not None
+    session = rc.new_session("Resume AI")
+    assert session is not None
+    with qtbot.waitSignal(ai.prediction_shown, timeout=30_000):
+        ai.analyze()
+    recorded = ai.prediction()
+    assert recorded is not None
+    qtbot.waitUntil(lambda: (s := rc.current_study()) is not None and s.ai is not None, timeout=10_000)
+    w.set_slice(3)
+    qtbot.waitUntil(lambda: (p := session.last_position()) is not None and p.slice_index == 3, timeout=5000)
+    w.close()
+
+    w2, ai2, rc2 = make()
+    assert ai2.prediction() is None
+    qtbot.waitUntil(rc2.banner.isVisible, timeout=5000)
+    with qtbot.waitSignal(w2.load_finished, timeout=30_000):
+        rc2.banner.btn_resume.click()
+    qtbot.waitUntil(lambda: ai2.prediction() is not None, timeout=30_000)
+    shown = ai2.prediction()
+    assert shown is not None and shown.stack_uid == stack.uid
+    assert shown.model_sha256 == recorded.model_sha256 and shown.badge() == recorded.badge()
+    assert ai2.findings.badge.text() == recorded.badge()
+    assert ai2.timeline.prediction is shown
+    w2.close()
+
+    # another model loaded: the session's result is not shown as if it were this model's
+    w3, ai3, rc3 = make()
+    ai3.set_model_path(build_model(tmp_path / "other.onnx", metadata={"model_version": "9.9.9"}))
+    qtbot.waitUntil(rc3.banner.isVisible, timeout=5000)
+    with qtbot.waitSignal(w3.load_finished, timeout=30_000):
+        rc3.banner.btn_resume.click()
+    qtbot.waitUntil(lambda: "another model" in ai3.findings.badge.text(), timeout=30_000)
+    assert ai3.prediction() is None
+    assert not ai3.is_running() or ai3.wait(10_000)
+    assert ai3.prediction() is None
+
+
+def test_a_session_result_waits_for_the_analysis_running_and_does_not_cancel_it(
+    qtbot, make, tmp_path: Path
+) -> None:
+    """The reader analyses an unrecorded study, then goes to a study the session has a result for: that
+    result comes back once the running analysis ends, and the running one is not thrown away."""
+    write_bleed_series(tmp_path / "a", 8, (3, 4))
+    write_bleed_series(tmp_path / "c", 8, (5,))
+    w, ai, rc = make()
+    ai.set_model_path(build_model(tmp_path / "slow.onnx", slow_matmuls=40))
+    _open(qtbot, w, tmp_path / "a")
+    a = w.current_stack()
+    assert a is not None and rc.new_session("Waits") is not None
+    with qtbot.waitSignal(ai.prediction_shown, timeout=30_000):
+        ai.analyze()
+    qtbot.waitUntil(lambda: (s := rc.current_study()) is not None and s.ai is not None, timeout=10_000)
+    _open(qtbot, w, tmp_path / "c")
+    _answer_add(qtbot, rc, False)
+    c = next(s for s in w.loaded_stacks() if s.study_instance_uid != a.study_instance_uid)
+    ai.set_model_path(ai.model_path())  # the same model: forgets the results held in memory
+    ready: list[str] = []
+    ai.prediction_ready.connect(lambda stack, _p: ready.append(stack.uid))
+    w.show_stack(c.uid)
+    ai.analyze()
+    assert ai.is_running()
+    w.show_stack(a.uid)  # the session has a result for this stack: brought back after c's analysis
+    qtbot.waitUntil(lambda: (p := ai.prediction()) is not None and p.stack_uid == a.uid, timeout=30_000)
+    assert c.uid in ready and ready.index(c.uid) < ready.index(a.uid)

@@ -36,7 +36,12 @@ def test_worklist_orders_and_shows_progress(qtbot, session: ReviewSession) -> No
     rows = panel.row_texts()
     assert rows[0][3].startswith("ICH suspected: subdural") and rows[1][3] == "not analysed"
     assert rows[2][5] == "done" and rows[0][5] == "to review"
-    assert rows[0][1] == "—" and rows[0][2] == "not open (2.2)"  # no UID tail as the study's name
+    # a study not open in the window: named by what the session holds (no patient: it stores none; no
+    # UID tail as the study's name), the UID in the tooltip
+    assert rows[0][1] == "not open yet" and rows[0][2] == "CT · 20 slices · local files"
+    assert rows[1][1] == "not open yet" and rows[1][2] == "local files"
+    assert "2.2" in panel.tree.topLevelItem(0).toolTip(2)
+    assert "no patient names" in panel.tree.topLevelItem(0).toolTip(1)
     with qtbot.waitSignal(panel.order_changed) as sig:
         panel.ai_first.setChecked(False)
     assert sig.args == ["original"] and panel.order == "original"

@@ -56,7 +56,7 @@ from viewer.core.location import SourceRef
 from viewer.core.measure import NATIVE_PLANE, Measurement
 from viewer.core.measure_store import MeasurementSet, MeasurementStore
 from viewer.core.paths import user_data_path
-from viewer.core.state.catalogue import CatalogueEntry
+from viewer.core.state.catalogue import CatalogueEntry, patient_key
 from viewer.core.state.layout import Layout
 from viewer.core.state.mpr import PlaneSlices, VolumeLoader
 from viewer.core.state.viewer_state import ViewerState
@@ -220,6 +220,10 @@ class MainWindow(QMainWindow):
         self.state.events.layout.connect(self._on_layout)
         self.state.events.active.connect(self._on_active)
         self.state.events.viewport.connect(self._on_viewport)
+        # viewports of different patients say so (after they have rendered their new stacks)
+        self.state.events.viewport.connect(lambda *_: self._mark_other_patients())
+        self.state.events.layout.connect(lambda *_: self._mark_other_patients())
+        self.state.events.catalogue.connect(self._mark_other_patients)
         self.slider = MarkedSlider()
         self.slider.setEnabled(False)
         self.slice_label = QLabel("– / –")
@@ -936,6 +940,13 @@ class MainWindow(QMainWindow):
         self._show_viewport(index, vp)
         self.grid.view(index).render_state()
 
+    def _mark_other_patients(self) -> None:
+        """Each viewport showing another patient than a viewport beside it is marked in its corner text
+        (deliberate comparisons stay possible; a reader must see them), cleared once they match."""
+        other = self.state.other_patient_viewports()
+        for i, view in enumerate(self.grid.views()):
+            view.overlay.set_other_patient(i in other)
+
     def _show_viewport(self, index: int, vp: ViewportState) -> None:
         old_uid = self._active_uid_seen
         view = self.grid.view(index)
@@ -1483,7 +1494,8 @@ class MainWindow(QMainWindow):
                 for series in study.series:
                     for stack in series.stacks:
                         if stack.uid not in self._stacks:
-                            self.state.add_stack(stack)
+                            who = patient_key(patient.patient_id, patient.name)
+                            self.state.add_stack(stack, patient_key=who)
                             self._stacks[stack.uid] = stack
                             self._contexts[stack.uid] = StackContext(stack, patient, study)
                             self._sources[stack.uid] = job.source or SourceRef.local(job.paths)

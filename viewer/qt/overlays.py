@@ -33,6 +33,8 @@ from viewer.core.geometry.orientation import orientation_labels as orientation_l
 
 CORNERS = ("top_left", "top_right", "bottom_left", "bottom_right")
 LOSSY_PREFIX = "LOSSY"
+# the top-left line of a viewport that shows another patient than a viewport beside it (no identifier in it)
+OTHER_PATIENT_LINE = "⚠ ≠ other viewport's patient"
 Draws = list[tuple[QPointF, QPixmap]]  # pixmaps and where they go on the overlay
 ExtraBlock = tuple[list[str], QPointF, QPixmap, QRectF, QPainterPath]  # lines, place, pixmap, extent, backing
 TEXT_CACHE_SIZE = 2048  # pre-rendered text lines kept per overlay (a few hundred KB)
@@ -249,6 +251,7 @@ class OverlayWidget(QWidget):
         self._hint = ""
         self._mm_per_px: float | None = None  # None: no scale bar (no valid PixelSpacing)
         self.show_phi = True
+        self._other_patient = False  # another patient than a viewport beside it (the main window says)
         self.shares_screen = False  # one of several viewports on screen (set by the viewport grid)
         self.visible_text = True
         self._font = QFont()
@@ -260,6 +263,7 @@ class OverlayWidget(QWidget):
         self._color = QColor("#e6edf3")
         self._accent = QColor("#7ee0ff")
         self._warn = QColor("#ffb347")  # the LOSSY marker
+        self._alarm = QColor("#ff7b72")  # another patient than the viewport beside it
         self._shadow = QColor(0, 0, 0, 220)
         self._text_cache: dict[tuple[str, int, bool, tuple[float, float]], tuple[QPixmap, int]] = {}
         self._extra_cache: dict[tuple[object, ...], ExtraBlock] = {}
@@ -277,6 +281,18 @@ class OverlayWidget(QWidget):
         if lines != self._phi:  # set on every slice change: repaint only when the lines change
             self._phi = list(lines)
             self.update()
+
+    def set_other_patient(self, on: bool) -> None:
+        """Mark this viewport as showing another patient than a viewport beside it: a warning line at
+        the top of the patient corner and the patient lines in the warning colour. Never painted in a
+        de-identified export; kept in privacy mode (it names no one)."""
+        if on != self._other_patient:
+            self._other_patient = on
+            self.update()
+
+    @property
+    def other_patient(self) -> bool:
+        return self._other_patient
 
     def set_corner(
         self, corner: str, lines: list[str], identifying: Sequence[str] = (), compact: Sequence[str] = ()
@@ -374,6 +390,8 @@ class OverlayWidget(QWidget):
             lines = (self._compact_identifying[corner] if compact_left else self._identifying[corner]) + lines
         if corner == "top_left" and self.show_phi:
             lines = (self._phi[:2] if compact_left else self._phi) + lines
+        if corner == "top_left" and self._other_patient and self.show_identifying and self._phi:
+            lines = [OTHER_PATIENT_LINE, *lines]
         return lines
 
     def corner_text(self, corner: str) -> str:
@@ -458,7 +476,7 @@ class OverlayWidget(QWidget):
             tuple(tuple(self._corners[c]) for c in CORNERS),
             tuple(tuple(self._identifying[c]) for c in CORNERS),
             tuple(self._phi), tuple(self._orientation.items()), self._mm_per_px, self._legend,
-            bool(self._extra_html),
+            bool(self._extra_html), self._other_patient,
         )
 
     def _compose(self, w: int, h: int) -> tuple[list[str], Draws]:
@@ -656,6 +674,8 @@ class OverlayWidget(QWidget):
         return placed
 
     def _line_color(self, line: str) -> QColor:
+        if self._other_patient and (line == OTHER_PATIENT_LINE or (self.show_phi and line in self._phi)):
+            return self._alarm
         return self._warn if line.startswith(LOSSY_PREFIX) else self._color
 
     def _text_pixmap(

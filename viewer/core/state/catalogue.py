@@ -12,6 +12,17 @@ from viewer.core.geometry.stack import StackGeometry
 log = logging.getLogger(__name__)
 
 
+def patient_key(patient_id: str, name: str) -> str:
+    """Who a stack belongs to, for telling viewports of different patients apart: the PatientID, or the
+    name when the ID is missing ("" when both are: unknown, never taken for a different patient). PHI:
+    never shown or logged."""
+    pid = patient_id.strip()
+    if pid:
+        return f"id:{pid}"
+    who = " ".join(name.replace("^", " ").split()).upper()
+    return f"name:{who}" if who else ""
+
+
 @dataclass(frozen=True, eq=False)
 class CatalogueEntry:
     """One loaded stack. ``geometry`` is None when the stack has no usable patient geometry (then its

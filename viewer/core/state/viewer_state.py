@@ -157,6 +157,19 @@ class ViewerState:
         key = self.viewport(index).stack_key
         return None if key is None else self._catalogue[key]
 
+    def other_patient_viewports(self) -> frozenset[int]:
+        """The viewports that show another patient than some other viewport of the layout (by the
+        catalogue's ``patient_key``; a stack of unknown patient is never counted as different)."""
+        keys = {
+            i: self._catalogue[vp.stack_key].patient_key
+            for i, vp in enumerate(self._viewports)
+            if vp.stack_key is not None and vp.stack_key in self._catalogue
+        }
+        known = {i: k for i, k in keys.items() if k}
+        if len(set(known.values())) < 2:
+            return frozenset()
+        return frozenset(known)
+
     @property
     def in_mpr(self) -> bool:
         """True while the MPR layout (:meth:`enter_mpr`) is shown; choosing a layout leaves it."""

@@ -51,6 +51,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ANALYZE_KEY = "F5"
+# the open review session recorded a result of another model for the stack on screen
+_OTHER_MODEL = f"AI: the review session's result is from another model ({ANALYZE_KEY} analyzes with this one)"
 NEXT_KEY = "N"  # next flagged run (its first slice)
 PREV_KEY = "Shift+N"
 NEXT_SLICE_KEY = "Ctrl+Down"  # next flagged slice, one by one
@@ -146,6 +148,8 @@ class AIController(QObject):
         self._refused: OrderedDict[str, tuple[Stack, Applicability]] = OrderedDict()  # out of scope
         self._queue: list[Stack] = []  # background analyses (auto-analyze of every opened CT stack)
         self._shown: StackPrediction | None = None
+        # a review session's result to bring back for the stack on screen once the running job ends
+        self._restore_next: tuple[Stack, str] | None = None
 
         self.timeline = PredictionTimeline()
         self.findings = FindingsPanel()
@@ -320,19 +324,39 @@ class AIController(QObject):
         self.cancel(quiet=True, clear_queue=False)
         self._start(stack)
 
-    def _start(self, stack: Stack) -> None:
+    def restore(self, stack: Stack, model_sha256: str) -> None:
+        """Bring back the result a review session recorded for ``stack`` (on screen) by ``model_sha256``:
+        analysed again as Analyze does (off the GUI thread; the result cache, keyed by these pixels and
+        the model's hash, makes it fast). The job stops before reading any pixel when the loaded model is
+        another one, so no result of another model is shown for the recorded one."""
+        current = self.window.current_stack()
+        if current is not stack or not _eligible(stack) or self._known(stack):
+            return
+        if self._job is not None and self._job.stack.uid == stack.uid:
+            return  # already running (Analyze, auto-analysis or the background queue)
+        if self._engine is not None and self._engine.info.sha256 != model_sha256:
+            self._clear_display(stack.uid, _OTHER_MODEL)
+            return
+        if self._job is not None:  # another stack's analysis (the reader's or the background's) goes on
+            self._restore_next = (stack, model_sha256)
+            return
+        self._start(stack, require_model=model_sha256)
+
+    def _start(self, stack: Stack, require_model: str | None = None) -> None:
         self._request_id += 1
         rid = self._request_id
         key = (str(self.model_path()), self.provider)
         shown = self.window.current_volume()
         shown = shown if shown is not None and getattr(shown, "stack", None) is stack else None
-        job = AnalyzeJob(rid, lambda: self._engine_for(key), stack, parent=self, shown_volume=shown)
+        job = AnalyzeJob(rid, lambda: self._engine_for(key), stack, parent=self, shown_volume=shown,
+                         require_model=require_model)
         job.stage.connect(self._on_stage)
         job.succeeded.connect(lambda r, p, s=stack: self._on_succeeded(r, p, s))
         job.out_of_scope.connect(lambda r, a, s=stack: self._on_out_of_scope(r, a, s))
         job.not_supported.connect(self._on_not_supported)
         job.model_failed.connect(self._on_model_failed)
         job.cancelled.connect(self._on_cancelled)
+        job.other_model.connect(self._on_other_model)
         job.failed.connect(lambda message, r=rid: self._on_model_failed(r, message))
         job._thread.finished.connect(lambda j=job: self._forget(j))
         self._job = job
@@ -345,6 +369,7 @@ class AIController(QObject):
         """Stop the running analysis (and, by default, the queued background analyses)."""
         if clear_queue:
             self._queue.clear()
+            self._restore_next = None
         if self._job is not None:
             self._job.cancel()
             self._job = None
@@ -375,7 +400,11 @@ class AIController(QObject):
             self._jobs.remove(job)
 
     def _pump(self) -> None:
-        """Start the next queued background analysis when nothing runs."""
+        """Start the next queued background analysis when nothing runs (a session's result waiting to be
+        brought back for the stack on screen first)."""
+        waiting, self._restore_next = self._restore_next, None
+        if waiting is not None and self._job is None:
+            self.restore(*waiting)
         while self._job is None and self._queue:
             stack = self._queue.pop(0)
             if not self._known(stack):
@@ -525,6 +554,18 @@ class AIController(QObject):
             self._job_done()
             self.status.set_idle("AI: analysis cancelled")
         self.cancel_action.setEnabled(self._job is not None)
+
+    def _on_other_model(self, rid: int, _sha256: str) -> None:
+        """The session's result was made by another model than the loaded one: not shown, and not
+        replaced by this model's analysis unless the reader asks (Analyze)."""
+        if rid != self._request_id or self._job is None:
+            return
+        uid = self._job.stack.uid
+        self._job_done()
+        self.status.set_idle("AI: idle")
+        current = self.window.current_stack()
+        if current is not None and current.uid == uid:
+            self._clear_display(uid, _OTHER_MODEL)
 
     def _finish_with_message(self, message: str, stack_uid: str) -> None:
         self.cancel_action.setEnabled(False)

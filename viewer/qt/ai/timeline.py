@@ -174,8 +174,21 @@ class PredictionTimeline(QWidget):
         layout.setSpacing(1)
         top = QWidget()
         top.setLayout(self._checks_row)
+        self._header = top
         layout.addWidget(top)
         layout.addWidget(self.plot, 1)
+        self._set_collapsed(True)
+
+    def _set_collapsed(self, collapsed: bool) -> None:
+        """Without a result for the shown stack the strip is only its one-line header (the image gets the
+        plot's room: about 150 px at 1366x768); a result opens the plot."""
+        self.plot.setVisible(not collapsed)
+        height = self._header.sizeHint().height() + 2 if collapsed else timeline_height()
+        self.setFixedHeight(height)
+
+    @property
+    def collapsed(self) -> bool:
+        return self.plot.isHidden()
 
     # --- public API --------------------------------------------------------------------------------
     @property
@@ -201,7 +214,9 @@ class PredictionTimeline(QWidget):
         if prediction is None:
             self.title.setText(message or "AI: no analysis for this stack")
             self.current_line.hide()
+            self._set_collapsed(True)
             return
+        self._set_collapsed(False)
         n = prediction.num_slices
         xs = np.arange(n, dtype=np.float64)
         for k, name in enumerate(prediction.class_names):

@@ -34,6 +34,8 @@ class AnalyzeJob(_Job):
     out_of_scope = Signal(int, object)  # request id, Applicability (refused: no probabilities)
     model_failed = Signal(int, str)  # request id, message
     cancelled = Signal(int)  # request id
+    # request id, the loaded model's SHA-256: the job wanted another model's result (``require_model``)
+    other_model = Signal(int, str)
 
     def __init__(
         self,
@@ -42,12 +44,16 @@ class AnalyzeJob(_Job):
         stack: Any,
         parent: QObject | None = None,
         shown_volume: Any = None,
+        require_model: str | None = None,
     ) -> None:
         super().__init__(parent)
         self.request_id = request_id
         self.stack: Any = stack
         self._factory = engine_factory
         self._shown = shown_volume  # the window's volume of this stack: its decoded slices are reused
+        # the SHA-256 of the model whose result is wanted (a review session's recorded result): another
+        # loaded model stops the job before any pixel is read
+        self._require_model = require_model
         self._last_stage = 0.0
 
     def _on_stage(self, stage: str, done: int, total: int) -> None:
@@ -62,6 +68,9 @@ class AnalyzeJob(_Job):
         try:
             self.stage.emit(rid, "Loading model", 0, 1)
             engine = self._factory()
+            if self._require_model is not None and engine.info.sha256 != self._require_model:
+                self.other_model.emit(rid, engine.info.sha256)
+                return
             engine.check_stack(self.stack)  # header refusals need no pixels
             reused = self._decoded_by_viewer()
             if reused is not None:  # scope check, then the cache (keyed by these pixels), else the model

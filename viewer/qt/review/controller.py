@@ -105,6 +105,7 @@ class ReviewController(QObject):
         self._resume_id: str | None = None
         self._store_note = ""
         self._locate_job: LocateJob | None = None
+        self._ai: Any = None  # the AI controller (connect_ai): brings back the session's AI results
 
         self.worklist = WorklistPanel()
         self.panel = ReviewPanel()
@@ -262,6 +263,7 @@ class ReviewController(QObject):
         stack = self.window.current_stack()
         if stack is not None:
             self._enter_stack(stack, add=True)  # the study on screen when the session was opened
+            self._restore_ai(stack)
         if not session.read_only:  # results that arrived before the session opened, shown or not
             for held_stack, prediction in list(self._pending.values()):
                 self._record(held_stack, prediction)
@@ -499,7 +501,22 @@ class ReviewController(QObject):
 
     def _on_stack_shown(self, stack: Stack) -> None:
         self._enter_stack(stack)
+        self._restore_ai(stack)
         self._update_ui()
+
+    def _restore_ai(self, stack: Stack) -> None:
+        """The session holds an AI result for this very stack (e.g. after resuming in a new run): the AI
+        controller brings it back (from its result cache, keyed by the pixels and the model's hash; only
+        for the model that made it), so the reader sees the findings being reviewed."""
+        ai = self._ai
+        if ai is None or self.session is None:
+            return
+        try:
+            recorded = self.session.study(stack.study_instance_uid).ai
+        except ReviewStoreError:
+            return
+        if recorded is not None and recorded.stack_uid == stack.uid:
+            ai.restore(stack, recorded.model_sha256)
 
     def _enter_stack(self, stack: Stack, *, add: bool = False) -> None:
         """The study of ``stack`` is on screen; it joins the session when ``add`` (the session was just
@@ -540,6 +557,10 @@ class ReviewController(QObject):
     def connect_ai(self, ai_controller: Any) -> None:
         """Receive every prediction the AI controller makes, displayed or not, with its own stack."""
         ai_controller.prediction_ready.connect(self.on_prediction)
+        self._ai = ai_controller
+        stack = self.window.current_stack()
+        if stack is not None:
+            self._restore_ai(stack)
 
     def on_prediction(self, stack: Stack | None, prediction: StackPrediction) -> None:
         """An AI result for ``stack``: recorded in the open session (kept until one is opened)."""

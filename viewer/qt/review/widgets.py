@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from pydicom.uid import UID
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QFont
 from PySide6.QtWidgets import (
@@ -52,6 +53,29 @@ FINDING_COLUMN_CAP_PX = 120  # a longer finding, slice list or decision ends in 
 
 def _texts(tree: QTreeWidget) -> list[list[str]]:
     return [[item.text(c) for c in range(tree.columnCount())] for item in top_items(tree)]
+
+
+NOT_OPEN = "not open yet"
+NOT_OPEN_TIP = ("Not open in this window yet: the patient is named once it is opened (click the row). "
+                "The session stores no patient names or IDs.")
+
+
+def unopened_label(study: StudyReview) -> str:
+    """What the session knows of a study not open in this window, for its worklist row: the modality of
+    the analysed series, its slice count and where it is got from (``CT · 32 slices · local files``,
+    ``CT · 32 slices · PACS node-a``). The store holds no patient name or ID, so none is shown, and no
+    path (paths may hold names)."""
+    parts: list[str] = []
+    if study.ai is not None:
+        name = UID(study.ai.sop_class_uid).name if study.ai.sop_class_uid else ""
+        if name.endswith(" Image Storage"):
+            parts.append(name.removesuffix(" Image Storage"))
+        n = len(study.ai.slice_uids)
+        if n:
+            parts.append(f"{n} slice" if n == 1 else f"{n} slices")
+    source = study.source
+    parts.append(f"PACS {source.node}" if source.is_pacs else source.kind.label)
+    return " · ".join(parts)
 
 
 def short_uid(uid: str, n: int = 14) -> str:
@@ -131,12 +155,14 @@ class WorklistPanel(QWidget):
                 patient = label.patient
                 study = " · ".join(v for v in (label.date, label.modality, label.description) if v)
             else:
-                patient, study = "—", f"not open ({short_uid(s.study_uid)})"
+                patient, study = NOT_OPEN, unopened_label(s)
             texts = [str(s.position + 1), patient, study or short_uid(s.study_uid), ai, decided,
                      review_state(s)]
             item = QTreeWidgetItem(texts)
             item.setData(0, _ID_ROLE, s.study_uid)
             item.setToolTip(2, f"{study}\nStudy UID {s.study_uid}" if study else s.study_uid)
+            if label is None:
+                item.setToolTip(1, NOT_OPEN_TIP)
             if n_ai:
                 item.setForeground(3, Qt.GlobalColor.red)
             if s.study_uid == current:
