@@ -13,11 +13,12 @@ pytest.importorskip("torch")
 
 import torch
 
+from tests.training.tiny_train import tiny_train_config
 from training.consistency import pick_partners, rendering_partners, study_consistency
 from training.dataset import build_items, find_series
 from training.model import ICHNet, ModelConfig
 from training.synth import SynthConfig, generate_dataset
-from training.train import TrainConfig, load_checkpoint, save_checkpoint, train
+from training.train import load_checkpoint, save_checkpoint, train
 from viewer.core.constants import MODEL_WINDOWS
 from viewer.core.preprocess import PreprocessSpec
 
@@ -100,24 +101,7 @@ def test_frozen_cnn_stays_bit_identical_while_the_sequence_head_learns(
     init_path = tmp_path / "cnn_only.pt"
     save_checkpoint(init_path, {"model_config": net.cfg.to_dict(), "model": net.state_dict()})
     init = net.state_dict()
-    base = TrainConfig(
-        data=str(root),
-        labels=str(csv),
-        out=str(tmp_path / "base"),
-        cache=str(tmp_path / "cache"),
-        size=64,
-        preprocess_version=1,
-        widths="8,12,16,24",
-        cnn_epochs=1,
-        gru_epochs=1,
-        batch=2,
-        cnn_crop=6,
-        gru_crop=8,
-        max_steps=2,
-        progress=False,
-        val_frac=0.2,
-        test_frac=0.0,
-    )
+    base = tiny_train_config(root, csv, tmp_path / "base", preprocess_version=1, test_frac=0.0)
     with pytest.raises(ValueError, match="--freeze-cnn needs --init"):
         train(replace(base, out=str(tmp_path / "bad"), freeze_cnn=True))
     cfg = replace(

@@ -11,29 +11,14 @@ pytest.importorskip("torch")
 
 import torch
 
+from tests.training.tiny_train import tiny_train_config
 from training.errors import CheckpointError
 from training.model import ModelConfig
 from training.train import TrainConfig, load_checkpoint, load_init, train
 
 
 def _cfg(data: Path, labels: Path, out: Path) -> TrainConfig:
-    return TrainConfig(
-        data=str(data),
-        labels=str(labels),
-        out=str(out),
-        cache=str(out.parent / "cache"),
-        size=64,
-        widths="8,12,16,24",
-        cnn_epochs=1,
-        gru_epochs=1,
-        batch=2,
-        cnn_crop=6,
-        gru_crop=8,
-        max_steps=2,
-        progress=False,
-        val_frac=0.2,
-        test_frac=0.2,
-    )
+    return tiny_train_config(data, labels, out)
 
 
 @pytest.fixture(scope="module")
