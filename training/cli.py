@@ -17,6 +17,7 @@ from viewer.core.errors import SlicewiseError
 
 
 def _parser() -> argparse.ArgumentParser:
+    from training.consistency import ConsistencyMode
     from training.metrics import POLICY_CHOICES
     from training.train import TrainConfig
 
@@ -69,6 +70,8 @@ def _parser() -> argparse.ArgumentParser:
             t.add_argument(flag, required=True)
         elif f.name == "threshold_policy":
             t.add_argument(flag, choices=POLICY_CHOICES, default=default, help=_POLICY_HELP)
+        elif f.name == "noise_consistency_mode":
+            t.add_argument(flag, choices=[m.value for m in ConsistencyMode], default=default)
         elif isinstance(default, bool):
             t.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
         else:

@@ -11,12 +11,20 @@ During the GRU stage each training crop of such a stack is paired with the same 
 reversal and mirroring) of another rendering of its scene, both go through the sequence head, both are
 supervised as usual, and ``W`` times :func:`study_consistency` pulls their study logits together: a
 study's score should not move with the image noise, in particular not rise for a normal study.
+
+``--noise-consistency-mode`` (:class:`ConsistencyMode`): ``symmetric`` pulls both logits towards each other
+(the squared difference also rewards small logits: with it, normal studies' scores were compressed onto a
+floor); ``towards-clean`` pulls only the noisier rendering's logit towards the less noisy one's, whose
+gradient is stopped; ``rise-only`` does the same but penalises only a rise under noise. Which rendering
+is noisier is measured on the cached model input (:func:`noise_energy`): the renderings of one scene differ
+only in their noise, so the one with more high-frequency energy is the noisier.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
+from enum import Enum
 
 import numpy as np
 import torch
@@ -25,6 +33,21 @@ from training.dataset import StudyItem
 from viewer.core.constants import RSNA_CLASS_WEIGHTS
 
 SceneKey = tuple[str, float, int, bytes]
+
+
+class ConsistencyMode(str, Enum):
+    """How the study logits of two renderings of one scene are compared (``--noise-consistency-mode``)."""
+
+    SYMMETRIC = "symmetric"  # (a - b)^2, gradient into both
+    TOWARDS_CLEAN = "towards-clean"  # (noisy - stop_grad(clean))^2
+    RISE_ONLY = "rise-only"  # relu(noisy - stop_grad(clean))^2
+
+
+def noise_energy(x: np.ndarray) -> float:
+    """Mean squared in-plane first difference of a cached stack's first (brain) window channel,
+    ``x`` (S, C, H, W): anatomy and noise add, so of two renderings of one scene the noisier has more."""
+    ch = np.asarray(x[:, 0], dtype=np.float32)
+    return float(np.mean(np.diff(ch, axis=-1) ** 2) + np.mean(np.diff(ch, axis=-2) ** 2))
 
 
 def scene_key(item: StudyItem) -> SceneKey | None:
@@ -57,10 +80,27 @@ def pick_partners(
     return [int(rng.choice(partners[i])) if partners[i] else None for i in indices]
 
 
-def study_consistency(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+def study_consistency(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    mode: ConsistencyMode = ConsistencyMode.SYMMETRIC,
+    b_noisier: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Mean squared difference of paired study logits [N, K], classes weighted like the RSNA metric
-    (``any`` x2); 0 for no pairs."""
+    (``any`` x2); 0 for no pairs. The directed modes need ``b_noisier`` [N] (bool: pair n's ``b`` is the
+    noisier rendering): the less noisy logit is the target, its gradient stopped."""
     if a.shape[0] == 0:
         return a.sum() * 0.0
     w = torch.tensor(RSNA_CLASS_WEIGHTS, dtype=a.dtype, device=a.device)
-    return (((a - b) ** 2) * w).sum(-1).mean() / w.sum()
+    if mode is ConsistencyMode.SYMMETRIC:
+        diff = a - b
+    else:
+        if b_noisier is None or b_noisier.shape != a.shape[:1]:
+            raise ValueError(f"consistency mode {mode.value} needs which rendering of each pair is noisier")
+        flag = b_noisier.to(device=a.device, dtype=torch.bool)[:, None]
+        noisy = torch.where(flag, b, a)
+        clean = torch.where(flag, a, b).detach()
+        diff = noisy - clean
+        if mode is ConsistencyMode.RISE_ONLY:
+            diff = torch.relu(diff)
+    return ((diff**2) * w).sum(-1).mean() / w.sum()

@@ -33,7 +33,13 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from training.calibration import calibrate_head
-from training.consistency import pick_partners, rendering_partners, study_consistency
+from training.consistency import (
+    ConsistencyMode,
+    noise_energy,
+    pick_partners,
+    rendering_partners,
+    study_consistency,
+)
 from training.dataset import StudyItem, build_items, split_items
 from training.errors import CheckpointError
 from training.metrics import (
@@ -99,6 +105,9 @@ class TrainConfig:
     # weight of the GRU-stage term pulling together the study logits of two renderings of one synthetic
     # scene at different noise (training.consistency); 0 = off
     noise_consistency: float = 0.0
+    # symmetric (both logits pulled together), towards-clean (only the noisier rendering's logit pulled
+    # towards the less noisy one's, its gradient stopped) or rise-only (as towards-clean, only a rise)
+    noise_consistency_mode: str = ConsistencyMode.SYMMETRIC.value
 
 
 # ---------------------------------------------------------------------------------------- distributed
@@ -538,6 +547,12 @@ def train(cfg: TrainConfig) -> Path:
     torch.manual_seed(cfg.seed)
     if cfg.freeze_cnn and not cfg.init:
         raise ValueError("--freeze-cnn needs --init (the checkpoint whose CNN is kept)")
+    modes = [m.value for m in ConsistencyMode]
+    if cfg.noise_consistency_mode not in modes:
+        raise ValueError(
+            f"--noise-consistency-mode {cfg.noise_consistency_mode!r}: not one of {', '.join(modes)}"
+        )
+    mode = ConsistencyMode(cfg.noise_consistency_mode)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
@@ -643,11 +658,18 @@ def train(cfg: TrainConfig) -> Path:
     pair_rng = np.random.default_rng([cfg.seed, d.rank, 2])
     if cfg.noise_consistency > 0 and d.main:
         log.info(
-            "noise consistency %.3g: %d of %d training stacks have another rendering of their scene",
+            "noise consistency %.3g (%s): %d of %d training stacks have another rendering of their scene",
             cfg.noise_consistency,
+            mode.value,
             sum(1 for p in partners if p),
             len(partners),
         )
+    # directed modes: how noisy each paired stack is (the less noisy rendering of a pair is the target)
+    noisiness = np.zeros(len(train_items))
+    if mode is not ConsistencyMode.SYMMETRIC:
+        for i, others in enumerate(partners):
+            if others:
+                noisiness[i] = noise_energy(arrays[train_items[i].key])
 
     def gru_step(m: nn.Module, batch: list[tuple[int, int, int, bool, bool]]) -> torch.Tensor:
         mates = pick_partners([c[0] for c in batch], partners, pair_rng)
@@ -664,7 +686,12 @@ def train(cfg: TrainConfig) -> Path:
         loss = sequence_loss(sl, st, y_t, m_t, cfg.study_loss_weight)
         if paired:
             anchors = [k for k, j in enumerate(mates) if j is not None]
-            loss = loss + cfg.noise_consistency * study_consistency(st[anchors], st[len(batch) :])
+            b_noisier = torch.tensor(
+                [bool(noisiness[j] > noisiness[c[0]]) for c, j in zip(batch, mates) if j is not None]
+            )
+            loss = loss + cfg.noise_consistency * study_consistency(
+                st[anchors], st[len(batch) :], mode, b_noisier
+            )
         return loss
 
     def val_gru(epoch: int) -> dict[str, Any]:

@@ -14,8 +14,14 @@ pytest.importorskip("torch")
 import torch
 
 from tests.training.tiny_train import tiny_train_config
-from training.consistency import pick_partners, rendering_partners, study_consistency
-from training.dataset import build_items, find_series
+from training.consistency import (
+    ConsistencyMode,
+    noise_energy,
+    pick_partners,
+    rendering_partners,
+    study_consistency,
+)
+from training.dataset import build_items, find_series, preprocess_ref
 from training.model import ICHNet, ModelConfig
 from training.synth import SynthConfig, generate_dataset
 from training.train import load_checkpoint, save_checkpoint, train
@@ -88,6 +94,46 @@ def test_study_consistency_weights_classes_like_the_metric() -> None:
     assert float(study_consistency(a[:0], b[:0])) == 0.0
 
 
+def test_noise_energy_finds_the_noisier_rendering_of_each_scene(renderings: tuple[Path, Path]) -> None:
+    root, _ = renderings
+    spec = PreprocessSpec(version=1, size=32, windows=MODEL_WINDOWS)
+    energy = {
+        name: {r.patient_key: noise_energy(preprocess_ref(r, spec)[0]) for r in find_series(root / name)}
+        for name in ("quiet", "noisy")
+    }
+    assert len(energy["quiet"]) == 4
+    for key, quiet in energy["quiet"].items():
+        assert energy["noisy"][key] > quiet > 0.0
+
+
+def test_directed_consistency_pulls_only_the_noisier_rendering() -> None:
+    clean = torch.tensor([[1.0, 0, 0, 0, 0, 0], [2.0, 0, 0, 0, 0, 0]])
+    noisy = torch.tensor([[3.0, 0, 0, 0, 0, 0], [0.0, 0, 0, 0, 0, 0]])  # pair 0 rose by 2, pair 1 fell by 2
+    # a holds pair 0's clean and pair 1's noisy logits; b the others
+    a = torch.stack([clean[0], noisy[1]]).requires_grad_(True)
+    b = torch.stack([noisy[0], clean[1]]).requires_grad_(True)
+    b_noisier = torch.tensor([True, False])
+    got: dict[ConsistencyMode, tuple[float, list[float], list[float]]] = {}
+    for mode in ConsistencyMode:
+        a.grad = b.grad = None
+        loss = study_consistency(a, b, mode, b_noisier)
+        loss.backward()
+        assert a.grad is not None and b.grad is not None
+        got[mode] = (float(loss.detach()), a.grad[:, 0].tolist(), b.grad[:, 0].tolist())
+    w_any = 2.0 / 7.0  # `any` weight share; per pair: mean over 2 pairs
+    assert got[ConsistencyMode.SYMMETRIC][0] == pytest.approx(4.0 * w_any)
+    _, ga, gb = got[ConsistencyMode.SYMMETRIC]
+    assert ga == pytest.approx([-2.0 * w_any] * 2) and gb == pytest.approx([2.0 * w_any] * 2)  # both move
+    value, ga, gb = got[ConsistencyMode.TOWARDS_CLEAN]
+    assert value == pytest.approx(4.0 * w_any)
+    assert ga == pytest.approx([0.0, -2.0 * w_any]) and gb == pytest.approx([2.0 * w_any, 0.0])  # clean: none
+    value, ga, gb = got[ConsistencyMode.RISE_ONLY]
+    assert value == pytest.approx(2.0 * w_any)  # only pair 0's rise counts
+    assert ga == pytest.approx([0.0, 0.0]) and gb == pytest.approx([2.0 * w_any, 0.0])
+    with pytest.raises(ValueError, match="noisier"):
+        study_consistency(a, b, ConsistencyMode.RISE_ONLY)
+
+
 def test_frozen_cnn_stays_bit_identical_while_the_sequence_head_learns(
     renderings: tuple[Path, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -104,6 +150,8 @@ def test_frozen_cnn_stays_bit_identical_while_the_sequence_head_learns(
     base = tiny_train_config(root, csv, tmp_path / "base", preprocess_version=1, test_frac=0.0)
     with pytest.raises(ValueError, match="--freeze-cnn needs --init"):
         train(replace(base, out=str(tmp_path / "bad"), freeze_cnn=True))
+    with pytest.raises(ValueError, match="not one of symmetric, towards-clean, rise-only"):
+        train(replace(base, out=str(tmp_path / "bad"), noise_consistency_mode="towards-noise"))
     cfg = replace(
         base,
         out=str(tmp_path / "frozen"),
@@ -125,7 +173,8 @@ def test_frozen_cnn_stays_bit_identical_while_the_sequence_head_learns(
     assert float(got["head.seq_head.weight"].abs().sum()) > 0.0  # zero-initialised, then trained
     pairs = [r.getMessage() for r in caplog.records if "noise consistency" in r.getMessage()]
     assert pairs and " 0 of " not in pairs[0]
-    # without --freeze-cnn the same run trains the CNN (the comparison above can fail)
-    train(replace(cfg, out=str(tmp_path / "trained"), freeze_cnn=False))
+    # without --freeze-cnn the same run trains the CNN (the comparison above can fail); here with the
+    # rise-only consistency (the noisier rendering of each pair measured on its cached input)
+    train(replace(cfg, out=str(tmp_path / "trained"), freeze_cnn=False, noise_consistency_mode="rise-only"))
     moved = load_checkpoint(tmp_path / "trained" / "checkpoint.pt")["model"]
     assert not torch.equal(moved["cnn.stem.0.0.weight"], init["cnn.stem.0.0.weight"])
