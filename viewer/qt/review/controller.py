@@ -16,7 +16,7 @@ import contextlib
 import logging
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QObject, QTimer, Signal
 from PySide6.QtWidgets import (
@@ -56,6 +56,9 @@ from viewer.qt.review.widgets import (
     WorklistPanel,
 )
 from viewer.qt.workers import LocateJob
+
+if TYPE_CHECKING:
+    from viewer.qt.ai.controller import AIController
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +108,7 @@ class ReviewController(QObject):
         self._resume_id: str | None = None
         self._store_note = ""
         self._locate_job: LocateJob | None = None
-        self._ai: Any = None  # the AI controller (connect_ai): brings back the session's AI results
+        self._ai: AIController | None = None  # connect_ai: brings back the session's AI results
 
         self.worklist = WorklistPanel()
         self.panel = ReviewPanel()
@@ -554,7 +557,7 @@ class ReviewController(QObject):
                     key)
 
     # --- AI results ----------------------------------------------------------------------------------
-    def connect_ai(self, ai_controller: Any) -> None:
+    def connect_ai(self, ai_controller: AIController) -> None:
         """Receive every prediction the AI controller makes, displayed or not, with its own stack."""
         ai_controller.prediction_ready.connect(self.on_prediction)
         self._ai = ai_controller
