@@ -193,3 +193,25 @@ def test_ctrl_z_undoes_a_handle_drag_and_redo_turns_again(qtbot: QtBot, mpr: Mai
         np.testing.assert_allclose(now, was, atol=1e-9)
     qtbot.keyClick(w.view, Qt.Key.Key_Y, Qt.KeyboardModifier.ControlModifier)  # Alt+O redone
     assert w.state.viewport(2).orientation is Orientation.SAGITTAL
+
+
+def test_handles_follow_lines_that_moved_while_the_tool_was_off(qtbot: QtBot, mpr: MainWindow) -> None:  # noqa: F811
+    """Hidden handles are not rebuilt on every slice change (a 2x2 speed fix): turning the tool on again
+    must draw them on the lines as they are now, not where they were when it was turned off."""
+    w = mpr
+    axial, coronal = w.views()[0], w.views()[1]
+    _centre(qtbot, w)
+    before = axial.reference_lines()["viewport1"]
+    w.set_crosshair_tool(False)
+    coronal.set_index(coronal.index + 8)  # the coronal plane moves: its line in the axial view moves
+    qtbot.waitUntil(lambda: axial.reference_lines()["viewport1"] != before, timeout=5000)
+    assert not axial.handles.item.isVisible()
+    w.set_crosshair_tool(True)
+    qtbot.wait(20)
+    lines = axial.reference_lines()
+    handles = handle_points(lines["viewport1"], [lines["viewport2"]])
+    assert sorted(axial.handles.points["viewport1"]) == [pytest.approx(h) for h in sorted(handles)]
+    img = _grab(axial)
+    color = QColor(REFERENCE_COLORS[1])
+    for rc in handles:
+        assert _run_width(img, axial, rc, color) >= HANDLE_PX - 3, rc

