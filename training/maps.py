@@ -534,24 +534,41 @@ def export_map_model(
     return runtime_parity(out_path, wrapper, names, channels, size, slice_counts=slice_counts)
 
 
+def _max_output_diff(
+    model_path: Path, other: Path, names: Sequence[str], inputs: Sequence[np.ndarray], error: type[Exception]
+) -> float:
+    """Max abs diff of the outputs ``names`` of two ONNX models on ``inputs`` ([1, S, C, H, W] arrays);
+    ``error`` when an output's shapes differ."""
+    import onnxruntime as ort
+
+    a = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    b = ort.InferenceSession(str(other), providers=["CPUExecutionProvider"])
+    worst = 0.0
+    for x in inputs:
+        feed = {MODEL_INPUT_NAME: x}
+        for name, ra, rb in zip(names, a.run(names, feed), b.run(names, feed)):
+            if ra.shape != rb.shape:
+                raise error(f"{name} {ra.shape} vs {rb.shape} of {other.name}")
+            worst = max(worst, float(np.max(np.abs(ra - rb))))
+    return worst
+
+
+def _random_inputs(model_path: Path, slices: Sequence[int], seed: int) -> list[np.ndarray]:
+    """Random model inputs [1, S, C, H, W] of ``slices`` slices, in the model's input size and windows."""
+    meta = read_metadata(model_path)
+    size, c = int(meta["input_size"]), len(meta["windows"])
+    rng = np.random.default_rng(seed)
+    return [rng.random((1, s, c, size, size), dtype=np.float32) for s in slices]
+
+
 def compare_with_base(
     model_path: Path, base_model: Path, inputs: Sequence[np.ndarray] = (), *, atol: float = UNCHANGED_ATOL
 ) -> float:
     """Max abs diff of ``slice_probs`` / ``study_probs`` between the two ONNX models on ``inputs``
     ([1, S, C, H, W] arrays; default: random inputs of 1, 7 and 40 slices); raises beyond ``atol``."""
-    import onnxruntime as ort
-
+    cases = list(inputs) or _random_inputs(base_model, (1, 7, 40), seed=0)
     names = [MODEL_SLICE_OUTPUT, MODEL_STUDY_OUTPUT]
-    a = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
-    b = ort.InferenceSession(str(base_model), providers=["CPUExecutionProvider"])
-    meta = read_metadata(base_model)
-    size, c = int(meta["input_size"]), len(meta["windows"])
-    rng = np.random.default_rng(0)
-    cases = list(inputs) or [rng.random((1, s, c, size, size), dtype=np.float32) for s in (1, 7, 40)]
-    worst = 0.0
-    for x in cases:
-        for ra, rb in zip(a.run(names, {MODEL_INPUT_NAME: x}), b.run(names, {MODEL_INPUT_NAME: x})):
-            worst = max(worst, float(np.max(np.abs(ra - rb))))
+    worst = _max_output_diff(model_path, base_model, names, cases, ExportParityError)
     if worst > atol:
         raise ExportParityError(f"slice/study probabilities differ from the base model by {worst:.2e}")
     log.info("outputs unchanged vs the base model: max abs diff %.2e", worst)
@@ -619,21 +636,8 @@ def attach_decoder(
 def compare_maps(model_path: Path, other: Path, *, atol: float = MAPS_ATOL) -> float:
     """Max abs diff of ``slice_maps`` between two ONNX models on random inputs of 1 and 7 slices; raises
     :class:`~training.errors.DecoderMismatchError` beyond ``atol``."""
-    import onnxruntime as ort
-
-    a = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
-    b = ort.InferenceSession(str(other), providers=["CPUExecutionProvider"])
-    meta = read_metadata(model_path)
-    size, c = int(meta["input_size"]), len(meta["windows"])
-    rng = np.random.default_rng(1)
-    worst = 0.0
-    for s in (1, 7):
-        x = rng.random((1, s, c, size, size), dtype=np.float32)
-        ra = a.run([MODEL_MAPS_OUTPUT], {MODEL_INPUT_NAME: x})[0]
-        rb = b.run([MODEL_MAPS_OUTPUT], {MODEL_INPUT_NAME: x})[0]
-        if ra.shape != rb.shape:
-            raise DecoderMismatchError(f"slice_maps {ra.shape} vs {rb.shape} of {other.name}")
-        worst = max(worst, float(np.max(np.abs(ra - rb))))
+    cases = _random_inputs(model_path, (1, 7), seed=1)
+    worst = _max_output_diff(model_path, other, [MODEL_MAPS_OUTPUT], cases, DecoderMismatchError)
     if worst > atol:
         raise DecoderMismatchError(
             f"the attached decoder's maps differ from {other.name}'s by {worst:.2e}: another CNN"
