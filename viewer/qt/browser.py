@@ -41,14 +41,18 @@ class _BadgeDelegate(QStyledItemDelegate):
         option.decorationSize = QSize(BADGE_PX, BADGE_PX)
 
 
+def image_count(n: int) -> str:
+    """The count with its noun: "1 image", "32 images"."""
+    return f"{n} image{'' if n == 1 else 's'}"
+
+
 def stack_text(stack: Stack) -> str:
     """Two lines for a stack row: description, then modality, slice count and series number."""
     desc = stack.series_description or "(no description)"
     if stack.label:
         desc += f" [{stack.label}]"
     se = f" · Se {stack.series_number}" if stack.series_number is not None else ""
-    n = len(stack)
-    return f"{desc}\n{stack.modality} · {n} image{'' if n == 1 else 's'}{se}"
+    return f"{desc}\n{stack.modality} · {image_count(len(stack))}{se}"
 
 
 def thumbnail_icon(thumb: np.ndarray) -> QIcon:
@@ -182,7 +186,7 @@ class StudyBrowser(QTreeWidget):
     def _tooltip(stack: Stack, study: Study) -> str:
         lines = [
             stack.series_description or "(no description)",
-            f"{stack.modality}, {len(stack)} image{'' if len(stack) == 1 else 's'}",
+            f"{stack.modality}, {image_count(len(stack))}",
             f"{stack.rows} × {stack.columns}",
             f"Sorted by {stack.sort_method.replace('_', ' ')}",
         ]
