@@ -7,6 +7,7 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Callable
+from urllib.parse import parse_qs, urlsplit
 from pathlib import Path
 
 import pytest
@@ -93,6 +94,72 @@ def _client(server: HostileHttpServer, **changes: float) -> DicomWebClient:
         "hostile", dicomweb_url=server.url, connect_timeout_s=2.0, read_timeout_s=changes.get("read", 5.0)
     )
     return DicomWebClient(node, max_response_bytes=4 * MB, max_instance_bytes=8 * MB)
+
+
+def _studies_answer(uids: list[str]) -> Callable[[socket.socket], None]:
+    return lambda conn: _send_json(conn, uids)
+
+
+def _send_json(conn: socket.socket, uids: list[str]) -> None:
+    body = ("[" + ",".join(f'{{"0020000D": {{"vr": "UI", "Value": ["{uid}"]}}}}' for uid in uids) + "]").encode()
+    conn.sendall(_head("200 OK", "application/dicom+json", f"Content-Length: {len(body)}\r\n") + body)
+
+
+def _paging_asked() -> tuple[int | None, int]:
+    """The limit and offset of the request being answered."""
+    args = parse_qs(urlsplit(REQUEST.head.split(b" ", 2)[1].decode()).query)
+    limit = int(args["limit"][0]) if "limit" in args else None
+    return limit, int(args.get("offset", ["0"])[0])
+
+
+STUDIES = [f"1.2.826.0.1.{k}" for k in range(1, 12)]
+
+
+def pages_as_asked(conn: socket.socket) -> None:
+    limit, offset = _paging_asked()
+    _send_json(conn, STUDIES[offset:][:limit])
+
+
+def limit_only(conn: socket.socket) -> None:
+    """Honours limit, ignores offset: every page starts at the first study."""
+    limit, _ = _paging_asked()
+    _send_json(conn, STUDIES[:limit])
+
+
+def endless_pages(conn: socket.socket) -> None:
+    """Every page full of studies never seen before."""
+    limit, offset = _paging_asked()
+    _send_json(conn, [f"1.2.826.0.2.{offset + k}" for k in range(limit or 1)])
+
+
+@pytest.mark.parametrize(
+    "respond",
+    [pages_as_asked, _studies_answer(STUDIES), limit_only],
+    ids=["pages", "ignores-limit-and-offset", "ignores-offset"],
+)
+def test_a_study_query_gets_every_study_once_in_order_whether_or_not_the_server_pages(
+    respond: Callable[[socket.socket], None], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import viewer.core.pacs.dicomweb as dicomweb_module
+
+    monkeypatch.setattr(dicomweb_module, "PACS_FIRST_PAGE", 2)
+    monkeypatch.setattr(dicomweb_module, "PACS_QUERY_PAGE", 3)
+    with HostileHttpServer(respond) as server, _client(server) as client:
+        assert [m.study_uid for m in client.find_studies(StudyQuery(patient_id="X*"))] == STUDIES
+        limited = client.find_studies(StudyQuery(patient_id="X*", limit=4))
+        assert [m.study_uid for m in limited] == STUDIES[:4]
+
+
+def test_a_paged_study_query_stops_at_the_match_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+    import viewer.core.pacs.dicomweb as dicomweb_module
+
+    monkeypatch.setattr(dicomweb_module, "PACS_MAX_STUDY_MATCHES", 40)
+    with (
+        HostileHttpServer(endless_pages) as server,
+        _client(server) as client,
+        pytest.raises(PacsResponseTooLargeError, match="More than 40 studies match"),
+    ):
+        client.find_studies(StudyQuery(patient_id="X*"))
 
 
 def test_endless_json_answer_is_cut_at_the_limit() -> None:

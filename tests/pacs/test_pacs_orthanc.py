@@ -109,6 +109,26 @@ def test_a_study_query_hands_its_first_page_over_early_and_returns_every_match(
         assert len(page) == 2 and set(page) <= set(found)
 
 
+def test_a_study_query_in_small_pages_gives_the_unpaged_answer(
+    orthanc: Loaded, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """QIDO-RS pages (limit / offset, two requests at once): pages of one study against Orthanc give the
+    same studies in the same order as one request for everything, each once; with a limit, its first
+    studies."""
+    import viewer.core.pacs.dicomweb as dicomweb_module
+
+    monkeypatch.setattr(dicomweb_module, "PACS_FIRST_PAGE", 1)
+    monkeypatch.setattr(dicomweb_module, "PACS_QUERY_PAGE", 1)
+    query = StudyQuery(patient_id="*")
+    with DicomWebClient(web_node(orthanc.server)) as client:
+        whole = [m.study_uid for m in client._studies(query, None)]
+        paged = [m.study_uid for m in client.find_studies(query)]
+        limited = [m.study_uid for m in client.find_studies(StudyQuery(patient_id="*", limit=3))]
+    assert len(whole) >= 4  # several pages
+    assert paged == whole
+    assert limited == whole[:3]
+
+
 def test_series_and_instance_queries(client: PacsClient, orthanc: Loaded) -> None:
     (series,) = client.find_series(orthanc.demo_study_uid)
     assert series.series_uid == orthanc.demo_series_uid

@@ -104,3 +104,6 @@ PACS_RETRIEVE_ATTEMPTS: Final = 3  # a retrieve resumes (missing instances only)
 PACS_RETRY_BACKOFF_S: Final = 0.5  # first wait before a resume; doubles each time
 PACS_CACHE_BYTES: Final = 20 * 1024**3  # retrieved-instance cache, evicted oldest study first
 PACS_FIRST_PAGE: Final = 100  # a study query hands these matches over first, while the rest arrive
+PACS_QUERY_PAGE: Final = 200  # a QIDO-RS study query's later pages (limit / offset)
+PACS_QUERY_PAGES_IN_FLIGHT: Final = 2  # QIDO-RS pages asked at once, each on its own connection
+PACS_MAX_STUDY_MATCHES: Final = 100_000  # a paged study query stops (refused: narrow the search) past this

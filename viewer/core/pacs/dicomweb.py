@@ -26,6 +26,9 @@ from viewer.core.constants import (
     PACS_FIRST_PAGE,
     PACS_MAX_INSTANCE_BYTES,
     PACS_MAX_RESPONSE_BYTES,
+    PACS_MAX_STUDY_MATCHES,
+    PACS_QUERY_PAGE,
+    PACS_QUERY_PAGES_IN_FLIGHT,
     PACS_RETRIEVE_ATTEMPTS,
 )
 from viewer.core.errors import (
@@ -51,6 +54,7 @@ from viewer.core.pacs.models import (
 )
 from viewer.core.pacs.multipart import MultipartParts
 from viewer.core.pacs.node import AuthKind, PacsNode
+from viewer.core.pacs.pages import PagePlan, Pager
 from viewer.core.pacs.retrieve import InstanceSink, retrieve_series
 from viewer.core.pacs.writer import BackgroundWriter
 
@@ -221,36 +225,47 @@ class DicomWebClient:
     def find_studies(
         self, query: StudyQuery, on_first_page: StudiesCallback | None = None
     ) -> list[StudyMatch]:
-        """The matching studies (QIDO-RS). With ``on_first_page``, the first :data:`PACS_FIRST_PAGE` are
-        asked for at the same time on a second connection: a server such as Orthanc works out every
-        match before it sends the first byte (~1 ms a study), so a small page comes back well before the
-        whole answer. The page is handed over only while the whole answer has not come (and only when
-        it is full: a shorter one is the whole answer); its rows are also in the answer returned."""
-        if on_first_page is None or (query.limit is not None and query.limit <= PACS_FIRST_PAGE):
+        """The matching studies (QIDO-RS), fetched as pages, :data:`PACS_QUERY_PAGES_IN_FLIGHT` requests
+        at a time, each on its own connection (see :mod:`viewer.core.pacs.pages`): the first page of
+        :data:`PACS_FIRST_PAGE` is handed to ``on_first_page`` as soon as it comes (when it is full: a
+        shorter one is the whole answer). A server that does not page is asked once for everything."""
+        plan = PagePlan(
+            first=PACS_FIRST_PAGE,
+            size=PACS_QUERY_PAGE,
+            in_flight=PACS_QUERY_PAGES_IN_FLIGHT,
+            limit=query.limit,
+            cap=PACS_MAX_STUDY_MATCHES,
+        )
+        if query.limit is not None and query.limit <= plan.first:
             return self._studies(query, query.limit)
-        lock = threading.Lock()
-        answered = False
+        pager: Pager[StudyMatch] = Pager(plan, key=lambda match: match.study_uid, on_first_page=on_first_page)
 
-        def first_page() -> None:
+        def fetch_on_another_connection() -> None:
             try:
-                with DicomWebClient(
-                    self.node, max_response_bytes=self._max_response, max_instance_bytes=self._max_instance
-                ) as pager:
-                    page = pager._studies(query, PACS_FIRST_PAGE)
-                with lock:
-                    if not answered and len(page) == PACS_FIRST_PAGE:
-                        on_first_page(page)
-            except Exception as exc:  # the whole answer says what went wrong, if anything did
-                logger.debug("No first page for a study query (%s)", type(exc).__name__)
+                with self._sibling() as other:
+                    pager.work(lambda offset, count: other._studies(query, count, offset))
+            except Exception as exc:  # a client that cannot even be made: the pages left are ours
+                logger.debug("No second connection for a study query (%s)", type(exc).__name__)
 
-        threading.Thread(target=first_page, name="pacs-first-page", daemon=True).start()
-        try:
-            return self._studies(query, query.limit)
-        finally:
-            with lock:
-                answered = True
+        others = [
+            threading.Thread(target=fetch_on_another_connection, name="pacs-query-page", daemon=True)
+            for _ in range(plan.in_flight - 1)
+        ]
+        for thread in others:
+            thread.start()
+        pager.work(lambda offset, count: self._studies(query, count, offset))
+        for thread in others:  # each ends after its current request: bounded by the node's timeouts
+            thread.join(self.node.connect_timeout_s + self.node.read_timeout_s + 1.0)
+        answer = pager.result()
+        return answer if answer is not None else self._studies(query, query.limit)
 
-    def _studies(self, query: StudyQuery, limit: int | None) -> list[StudyMatch]:
+    def _sibling(self) -> DicomWebClient:
+        """Another client of the same node and limits (one client per thread)."""
+        return DicomWebClient(
+            self.node, max_response_bytes=self._max_response, max_instance_bytes=self._max_instance
+        )
+
+    def _studies(self, query: StudyQuery, limit: int | None, offset: int | None = None) -> list[StudyMatch]:
         filters: dict[str, str] = {}
         for key, value in (
             ("PatientName", query.patient_name),
@@ -273,7 +288,9 @@ class DicomWebClient:
         ]
         with self._translated("a study query"):
             answer = _objects(
-                self._client.search_for_studies(search_filters=filters, fields=fields, limit=limit)
+                self._client.search_for_studies(
+                    search_filters=filters, fields=fields, limit=limit, offset=offset or None
+                )
             )
             return [
                 StudyMatch(
