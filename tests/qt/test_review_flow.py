@@ -345,9 +345,13 @@ def test_worklist_names_studies_by_patient_date_description_and_modality(
     assert rc.new_session("Names") is not None
     (row,) = rc.worklist.row_texts()
     assert row[1] == "Doe Jane" and row[2] == f"{format_date('20260101')} · CT · CT Head"  # locale's date
+    # the review panel's title names the study the same way, not by its UID's tail
+    title = rc.panel.title.text()
+    assert title.startswith(f"Doe Jane · {format_date('20260101')} · CT Head: "), title
     w.act_privacy.trigger()  # identifiers hidden: the patient becomes a number
     (row,) = rc.worklist.row_texts()
     assert row[1] == "Patient 1" and "Doe" not in " ".join(row)
+    assert rc.panel.title.text().startswith("Patient 1 · ") and "Doe" not in rc.panel.title.text()
 
 
 def test_review_sr_export_is_built_outside_the_viewer_and_de_identified(

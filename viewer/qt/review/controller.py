@@ -819,8 +819,9 @@ class ReviewController(QObject):
         if self.session is None:
             self.worklist.clear_session()
             return
-        self.worklist.set_studies(self.session.worklist(self.order), self.current_study_uid,
-                                  self._study_labels())
+        labels = self._study_labels()
+        self.worklist.set_studies(self.session.worklist(self.order), self.current_study_uid, labels)
+        self.panel.set_label(labels.get(self.current_study_uid) if self.current_study_uid else None)
 
     def _study_labels(self) -> dict[str, StudyLabel]:
         """Patient (behind the privacy toggle), date, description and modality of the open studies."""

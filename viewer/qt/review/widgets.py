@@ -206,6 +206,7 @@ class ReviewPanel(QWidget):
     def __init__(self, classes: Sequence[str] = RSNA_CLASSES, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self._study: StudyReview | None = None
+        self._label: StudyLabel | None = None
         self._current_slice = 0
         self._n_slices = 0
         self.banner = QLabel("")
@@ -319,6 +320,28 @@ class ReviewPanel(QWidget):
     def study(self) -> StudyReview | None:
         return self._study
 
+    def set_label(self, label: StudyLabel | None) -> None:
+        """What the viewer shows of the study under review (patient, date, description), for the title;
+        None: the study is not open in the viewer (the title says what the session knows of it)."""
+        self._label = label
+        self._show_title()
+
+    def _show_title(self) -> None:
+        study = self._study
+        if study is None:
+            self.title.setText("No study under review")
+            self.title.setToolTip("")
+            return
+        ai = study.ai.badge + " (investigational)" if study.ai else "Not analysed by the AI yet"
+        label = self._label
+        if label is not None:
+            parts = (label.patient, label.date, label.description or label.modality)
+            what = " · ".join(v for v in parts if v)
+        else:
+            what = unopened_label(study) or f"Study {short_uid(study.study_uid)}"
+        self.title.setText(f"{what}: {ai}")
+        self.title.setToolTip(f"Study UID {study.study_uid}")
+
     def set_study(self, study: StudyReview | None, *, read_only: bool = False) -> None:
         """Show ``study`` (None: nothing). Unsent text is flushed first for the previous study."""
         if self._study is not None and (study is None or study.study_uid != self._study.study_uid):
@@ -328,11 +351,8 @@ class ReviewPanel(QWidget):
         self._study = study
         self._loading = True
         self.tree.clear()
-        if study is None:
-            self.title.setText("No study under review")
-        else:
-            ai = study.ai.badge + " (investigational)" if study.ai else "Not analysed by the AI yet"
-            self.title.setText(f"Study …{study.study_uid[-14:]}: {ai}")
+        self._show_title()
+        if study is not None:
             for f in _display_order(study.findings):
                 texts = _finding_texts(f)
                 item = QTreeWidgetItem(texts)
