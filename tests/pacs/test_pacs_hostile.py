@@ -7,8 +7,8 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Callable
-from urllib.parse import parse_qs, urlsplit
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -101,7 +101,8 @@ def _studies_answer(uids: list[str]) -> Callable[[socket.socket], None]:
 
 
 def _send_json(conn: socket.socket, uids: list[str]) -> None:
-    body = ("[" + ",".join(f'{{"0020000D": {{"vr": "UI", "Value": ["{uid}"]}}}}' for uid in uids) + "]").encode()
+    items = ",".join(f'{{"0020000D": {{"vr": "UI", "Value": ["{uid}"]}}}}' for uid in uids)
+    body = f"[{items}]".encode()
     conn.sendall(_head("200 OK", "application/dicom+json", f"Content-Length: {len(body)}\r\n") + body)
 
 
