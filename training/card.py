@@ -138,6 +138,10 @@ def maps_section(meta: dict[str, Any], evaluation: dict[str, Any] | None) -> lis
         + f" ({spec.get('thresholds_chosen_on', 'chosen per class for the best Dice on validation')}).",
         "- A light decoder on the frozen CNN's feature maps (training/maps.py); the CNN and the GRU are "
         "the base model's, unchanged, so `slice_probs` and `study_probs` and every figure above still hold.",
+        "- Shown only for flagged classes: the viewer, `predict` and the AI SR / SEG give no voxels and no "
+        "volume for a class the classifier does not flag (no study decision, no slice at its threshold), "
+        "and `any` is the union of the flagged classes' maps; `maps-eval` measures every class's maps, "
+        "flagged or not.",
     ]
     if spec.get("trained"):
         lines.append(f"- Decoder training: {spec['trained']}.")

@@ -56,7 +56,8 @@ def analysed_studies(
             study = render_study(rng, int(rng.integers(cfg.min_slices, cfg.max_slices + 1)), cfg)
             pred, seconds = analyse_as_dicom(engine, study, Path(tmp) / f"s{i:03d}", i, rng)
             assert isinstance(pred, StackPrediction) and pred.maps is not None
-            yield i, acquisition, study, pred, seconds
+            # every class's maps, also those the viewer does not show (classes the classifier does not flag)
+            yield i, acquisition, study, replace(pred, maps=replace(pred.maps, hidden=frozenset())), seconds
 
 
 THRESHOLD_GRID: tuple[float, ...] = tuple(round(0.05 * k, 2) for k in range(2, 17))  # 0.10 ... 0.80

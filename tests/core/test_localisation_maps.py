@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import highdicom as hd
@@ -71,8 +72,11 @@ def test_the_contract_version_and_maps_come_from_the_metadata(maps_model: Path, 
 
 def test_maps_sit_on_the_pixel_grid_with_volumes_in_ml(maps_model: Path) -> None:
     pred = _analyse(maps_model)
-    maps = pred.maps
-    assert maps is not None
+    assert pred.maps is not None
+    # the tiny model's classifier does not flag epidural, whose map is the subdural one: not shown
+    assert pred.maps.hidden == {f.class_name for f in pred.findings if not (f.positive or f.flagged)}
+    assert "epidural" in pred.maps.hidden and pred.maps.voxel_counts()[0] == 0
+    maps = replace(pred.maps, hidden=frozenset())  # where every class's map lies
     assert maps.probabilities is None and maps.model_maps is not None  # pixel grid made when asked
     assert maps.model_maps.shape == (N_SLICES, 5, 16, 16)
     assert maps.pixels.shape == (N_SLICES, 5, 64, 64) and maps.pixels.dtype == np.uint8
@@ -94,7 +98,7 @@ def test_maps_sit_on_the_pixel_grid_with_volumes_in_ml(maps_model: Path) -> None
     volumes = pred.volumes_ml()
     truth_ml = truth.sum() * VOXEL_ML
     assert volumes["subdural"] == pytest.approx(truth_ml, rel=0.08)
-    assert volumes["any"] == pytest.approx(volumes["subdural"])  # the union of epidural and subdural
+    assert volumes["any"] == pytest.approx(volumes["subdural"])  # the union of the shown classes
     assert volumes["intraparenchymal"] == 0.0
 
 
@@ -178,11 +182,11 @@ def test_predict_json_and_csv_carry_the_volumes(maps_model: Path, series_dir: Pa
     (rec,) = doc["stacks"]
     truth_ml = (blood_hu(N_SLICES, BLEED) == 75.0).sum() * VOXEL_ML
     volumes = rec["maps"]["volumes_ml"]
-    assert volumes["subdural"] == pytest.approx(truth_ml, rel=0.08) and volumes["intraventricular"] == 0.0
+    assert volumes["subdural"] == pytest.approx(truth_ml, rel=0.08)
     assert volumes["any"] == pytest.approx(volumes["subdural"], abs=1e-3)
     assert rec["maps"]["voxel_ml"] == pytest.approx(VOXEL_ML)
     by_class = {f["class"]: f for f in rec["maps"]["findings"]}
-    assert by_class["epidural"]["lesion_slices"] == [[BLEED[0], BLEED[-1]]]
+    assert by_class["subdural"]["lesion_slices"] == [[BLEED[0], BLEED[-1]]]
     # what each volume means (issue 12: a flagged class read "0.0 mL" although nothing was measured)
     flagged = {f["class"] for f in rec["findings"] if f["positive"] or f["flagged"]}
     notes = rec["maps"]["volume_notes"]
@@ -190,7 +194,11 @@ def test_predict_json_and_csv_carry_the_volumes(maps_model: Path, series_dir: Pa
     assert notes["subarachnoid"].startswith("volume not measurable: the localisation map is below")
     # and no number that reads as a measured empty volume (as the AI SR records none)
     assert volumes["subarachnoid"] is None and by_class["subarachnoid"]["volume_ml"] is None
-    assert "intraventricular" not in flagged and notes["intraventricular"].startswith("0.0 mL")
+    # a class the classifier does not flag has no volume: its map is not shown (epidural's map holds the
+    # blood here: "No ICH flagged" studies showed such volumes)
+    for name in ("intraventricular", "epidural"):
+        assert name not in flagged and volumes[name] is None and by_class[name]["volume_ml"] is None
+        assert notes[name].startswith("no volume: the slice classifier does not flag this class")
     assert notes["subdural"] == f"{volumes['subdural']:.1f} mL"
     assert "slices" in rec and "study_decision" in rec  # the classification fields stay
 
@@ -202,7 +210,7 @@ def test_predict_json_and_csv_carry_the_volumes(maps_model: Path, series_dir: Pa
     assert [float(r["volume_ml_subdural"]) for r in rows] == [expected] * N_SLICES
     assert float(rows[0]["volume_ml_any"]) == pytest.approx(volumes["any"], abs=1e-3)
     assert {r["volume_ml_subarachnoid"] for r in rows} == {""}  # flagged, map below threshold
-    assert {r["volume_ml_intraventricular"] for r in rows} == {"0.0"}  # nothing flagged, nothing found
+    assert {r["volume_ml_intraventricular"] for r in rows} == {""}  # not flagged: no volume
 
 
 def test_predict_without_maps_writes_no_maps(series_dir: Path, tmp_path: Path) -> None:
@@ -236,7 +244,10 @@ def test_dicom_out_writes_volumes_in_the_sr_and_the_maps_as_a_seg(
     # some): 0.0 mL there would record a measured empty volume
     notes = rec["maps"]["volume_notes"]
     unmeasurable = [n for n, note in notes.items() if note.startswith("volume not measurable")]
-    assert unmeasurable and len(found) == 6 - len(unmeasurable)  # any + the five subtypes, less those
+    # nor for a class not flagged (its map is not shown)
+    unflagged = [n for n, note in notes.items() if note.startswith("no volume: the slice classifier")]
+    assert unmeasurable and unflagged and len(found) == 6 - len(unmeasurable) - len(unflagged)
+    unmeasurable += unflagged
     measured = [v for n, v in volumes.items() if n not in unmeasurable]
     assert sorted(found.values()) == pytest.approx(sorted(measured), abs=1e-3)
 
@@ -252,4 +263,8 @@ def test_dicom_out_writes_volumes_in_the_sr_and_the_maps_as_a_seg(
     assert referenced == sources
     seg = hd.seg.segread(seg_path)
     by_class = {f["class"]: f for f in rec["maps"]["findings"]}
-    assert int(seg.get_volume(combine_segments=False).array[..., 4].sum()) == by_class["subdural"]["voxels"]
+    segments = seg.get_volume(combine_segments=False).array
+    assert int(segments[..., 4].sum()) == by_class["subdural"]["voxels"]
+    # a class not flagged keeps its segment (every class is described) but no voxel: epidural's map holds
+    # the blood in this model, and its SEG segment drew it on a study whose classifier did not flag it
+    assert int(segments[..., SEG_CLASSES.index("epidural")].sum()) == 0 < by_class["subdural"]["voxels"]

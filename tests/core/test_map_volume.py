@@ -6,6 +6,7 @@ thresholds), the one place volumes are made for the findings panel, ``predict`` 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,7 @@ from viewer.core.inference.cache import PredictionCache
 from viewer.core.inference.engine import InferenceEngine, load_model_info
 from viewer.core.inference.results import StackPrediction
 from viewer.core.inference.volume import VolumeMethod
+from viewer.core.inference.volume_reading import VolumeState
 from viewer.predict_cli import main as predict_main
 
 BLEED = (2, 3, 4)
@@ -54,6 +56,13 @@ def _analyse(model: Path, cache: PredictionCache | None = None) -> StackPredicti
     return pred
 
 
+def _every_map(pred: StackPrediction) -> StackPrediction:
+    """``pred`` with the maps of every class, also those not shown (classes the classifier does not flag:
+    this test model flags only some of the classes its maps find)."""
+    assert pred.maps is not None
+    return replace(pred, maps=replace(pred.maps, hidden=frozenset()))
+
+
 def test_the_estimator_comes_from_the_metadata(tmp_path: Path) -> None:
     info = load_model_info(_model(tmp_path / "soft.onnx", SOFT))
     assert info.maps is not None
@@ -82,8 +91,8 @@ def test_a_bad_estimator_refuses_the_model_naming_it(tmp_path: Path, volume: obj
 
 
 def test_soft_volumes_are_the_scaled_summed_probabilities(tmp_path: Path) -> None:
-    soft = _analyse(_model(tmp_path / "soft.onnx", SOFT))
-    mask = _analyse(_model(tmp_path / "mask.onnx", None))
+    soft = _every_map(_analyse(_model(tmp_path / "soft.onnx", SOFT)))
+    mask = _every_map(_analyse(_model(tmp_path / "mask.onnx", None)))
     assert soft.maps is not None and mask.maps is not None
     # the same maps and masks (the overlay and the SEG): only the volumes differ
     np.testing.assert_array_equal(soft.maps.pixels, mask.maps.pixels)
@@ -137,3 +146,45 @@ def test_predict_reports_the_estimators_volumes(tmp_path: Path) -> None:
     by_class = {f["class"]: f for f in rec["maps"]["findings"]}
     assert by_class["subdural"]["volume_ml"] == pytest.approx(volumes["subdural"], abs=1e-3)
     assert by_class["subdural"]["voxels"] == pred.maps.voxel_counts()[4]  # the SEG's voxels
+
+
+def test_the_maps_of_a_class_the_classifier_does_not_flag_are_not_shown(tmp_path: Path) -> None:
+    """A "No ICH flagged" study showed "epidural 0.2 mL" and drew its voxels: a class the slice classifier
+    does not flag (no study decision, no slice at its threshold) has no voxel, no volume (null in
+    predict's JSON, with a note) and an empty SEG segment; its probabilities are kept."""
+    pred = _analyse(_model(tmp_path / "soft.onnx", SOFT))
+    assert pred.maps is not None
+    flagged = {f.class_name for f in pred.findings if f.positive or f.flagged}
+    unflagged = set(SEG_CLASSES) - flagged
+    assert unflagged and flagged & set(SEG_CLASSES)  # this test model flags some map classes, not all
+    every = _every_map(pred)
+    assert every.maps is not None
+    counts, raw_counts = pred.maps.voxel_counts(), every.maps.voxel_counts()
+    masks = pred.maps.masks()
+    # the maps find an unflagged class (epidural: this model's map of it is the subdural one) ...
+    assert any(raw_counts[k] for k, name in enumerate(SEG_CLASSES) if name in unflagged)
+    for k, name in enumerate(SEG_CLASSES):
+        if name in unflagged:
+            assert counts[k] == 0 and not masks[..., k].any()  # ... but no unflagged class is shown
+            reading = pred.volume_readings()[name]
+            assert reading.state is VolumeState.NOT_SHOWN and reading.measured_ml is None
+            assert reading.text == "–" and "does not flag" in reading.note
+        else:
+            assert counts[k] == raw_counts[k]
+            np.testing.assert_array_equal(masks[..., k], every.maps.mask(k))
+    np.testing.assert_array_equal(pred.maps.pixels, every.maps.pixels)  # probabilities kept
+    # any: the union of the shown classes only
+    shown = [k for k, n in enumerate(SEG_CLASSES) if n in flagged]
+    assert pred.maps.union_count() == int(masks[..., shown].any(axis=-1).sum())
+    # predict's JSON and CSV: no volume for them, a note says why
+    series = tmp_path / "s"
+    write_bleed_series(series, N_SLICES, BLEED)
+    out = tmp_path / "r.json"
+    model = tmp_path / "soft.onnx"
+    assert predict_main([str(series), "--model", str(model), "--provider", "cpu", "--out", str(out),
+                         "--quiet", "--no-cache"]) == 0
+    (rec,) = json.loads(out.read_text())["stacks"]
+    for name in unflagged:
+        assert rec["maps"]["volumes_ml"][name] is None
+        assert "does not flag" in rec["maps"]["volume_notes"][name]
+    assert any(rec["maps"]["volumes_ml"][name] for name in flagged & set(SEG_CLASSES))

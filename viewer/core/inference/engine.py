@@ -573,7 +573,7 @@ class InferenceEngine:
         grid: HeadGrid | None = None,
     ) -> StackPrediction:
         from viewer.core.tasks import ResultContext
-        from viewer.core.tasks.slice_classification import build_prediction, localisation_maps
+        from viewer.core.tasks.slice_classification import build_prediction, with_localisation_maps
 
         ctx = ResultContext(
             stack=stack,
@@ -586,7 +586,7 @@ class InferenceEngine:
             head_grid=grid,
         )
         pred = build_prediction(ctx, slice_probs, study_probs, from_cache=from_cache)
-        return pred if maps is None else replace(pred, maps=localisation_maps(ctx, maps))
+        return pred if maps is None else with_localisation_maps(ctx, pred, maps)
 
 
 def _as_stack_prediction(result: object) -> StackPrediction:

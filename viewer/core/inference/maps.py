@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Final
 
 import numpy as np
 
@@ -26,6 +27,7 @@ from viewer.core.inference.results import slice_runs
 from viewer.core.inference.volume import LEVELS, MASK_VOLUME, VolumeEstimator, VolumeMethod
 from viewer.core.preprocess import HeadGrid, head_grid_to_pixels, model_grid_to_pixels
 
+NO_PIXEL_LEVEL: Final = LEVELS  # a hidden class's level: above every uint8 probability x 255
 
 @dataclass(frozen=True)
 class SliceGrid:
@@ -71,14 +73,25 @@ class SegmentationPrediction(Provenance):
     # a version-2 model's grid on the stack's pixels (None: version 1); see :func:`model_maps_to_pixels`
     head_grid: HeadGrid | None = None
     volume: VolumeEstimator = MASK_VOLUME  # how volumes are made (default: the masks' voxels)
+    # classes whose maps are not shown: no pixel belongs to them, they have no volume and their SEG segment
+    # is empty (the localisation maps of a class the slice classifier does not flag); the probabilities
+    # are kept (:attr:`pixels`), so ``replace(maps, hidden=frozenset())`` gives every class's maps back
+    hidden: frozenset[str] = frozenset()
 
     @property
     def num_slices(self) -> int:
         return len(self.slice_uids)
 
     def levels(self) -> np.ndarray:
-        """uint8 level per class: a pixel belongs to class k at probability x 255 >= levels[k]."""
-        return np.array([max(int(np.ceil(t * 255.0 - 1e-6)), 1) for t in self.thresholds], dtype=np.uint8)
+        """int16 level per class: a pixel belongs to class k at probability x 255 >= levels[k] (a hidden
+        class's level is above every probability)."""
+        return np.array(
+            [
+                NO_PIXEL_LEVEL if name in self.hidden else max(int(np.ceil(t * 255.0 - 1e-6)), 1)
+                for name, t in zip(self.class_names, self.thresholds)
+            ],
+            dtype=np.int16,
+        )
 
     def slice_pixels(self, s: int) -> np.ndarray:
         """uint8 (K, rows, columns): slice ``s``'s probabilities x 255 on the pixel grid."""
@@ -123,7 +136,7 @@ class SegmentationPrediction(Provenance):
             for k in range(k_n):
                 histogram = np.bincount(pixels[k].ravel(), minlength=LEVELS)
                 counts[s, k] = int(histogram[levels[k] :].sum())
-                if soft:
+                if soft and levels[k] < NO_PIXEL_LEVEL:
                     volumes[s, k] = float(histogram @ tables[k])
             present = [int(k) for k in np.flatnonzero(volumes[s, :-1])] if soft else []
             if len(present) == 1 and self.volume.scale(present[0]) <= 1.0:
@@ -222,13 +235,14 @@ def volume_summary(maps: SegmentationPrediction, unmeasurable: Collection[str] =
     """``voxel_ml``, ``volume_method``, ``volumes_ml`` per class and ``findings`` (per class: volume,
     voxels at the threshold, threshold, lesion slice ranges, the slice with the most voxels) for
     ``slicewise predict``'s JSON. The classes in ``unmeasurable`` (flagged by a classifier while their map
-    is below its threshold) get no volume (null): 0.0 there would read as a measured empty volume."""
+    is below its threshold) get no volume (null): 0.0 there would read as a measured empty volume; nor do
+    the hidden classes (their maps are not shown)."""
     voxel = maps.grid.voxel_ml
     findings: list[object] = []
     volumes: dict[str, object] = {}
     ml = maps.volumes_ml()
     for k, (name, count) in enumerate(zip(maps.class_names, maps.voxel_counts())):
-        value = None if name in unmeasurable else ml[name]
+        value = None if name in unmeasurable or name in maps.hidden else ml[name]
         volume = None if value is None else round(value, 4)
         volumes[name] = volume
         per_slice = maps.slice_counts[:, k]

@@ -109,8 +109,11 @@ class StackPrediction(Provenance):
         counts = dict(zip(self.maps.class_names, self.maps.voxel_counts()))
         counts[STUDY_CLASS] = self.maps.union_count()
         flagged = {f.class_name: f.positive or f.flagged for f in self.findings}
+        hidden = set(self.maps.hidden)
+        if hidden >= set(self.maps.class_names):  # the union of no shown class
+            hidden.add(STUDY_CLASS)
         return {
-            name: VolumeReading(ml, counts.get(name, 0), flagged.get(name, False))
+            name: VolumeReading(ml, counts.get(name, 0), flagged.get(name, False), name not in hidden)
             for name, ml in self.volumes_ml().items()
         }
 

@@ -8,6 +8,8 @@ read as a measured empty volume.
 * nothing at the map's threshold for a class the classifier flags (study decision or flagged slices):
   "–", *not measurable: the map is below its threshold*;
 * nothing for a class not flagged: "0.0" (true: nothing found, nothing flagged);
+* a class whose map is not shown because the classifier does not flag it: "–" (*no volume: not flagged*;
+  its map's voxels would otherwise read as a finding the classifier does not make);
 * no voxel size (PixelSpacing or slice spacing missing): "" (*not measurable: no voxel size*).
 """
 
@@ -24,6 +26,7 @@ class VolumeState(str, Enum):
     BELOW_ONE_DECIMAL = "below 0.1 mL"
     MAP_BELOW_THRESHOLD = "not measurable: map below threshold"
     NONE = "none"
+    NOT_SHOWN = "no volume: the class is not flagged"
     NO_VOXEL_SIZE = "not measurable: no voxel size"
 
 
@@ -31,14 +34,17 @@ class VolumeState(str, Enum):
 class VolumeReading:
     """One class's volume as the maps measured it: ``ml`` (None without a voxel size), the ``voxels`` at
     the map threshold, and whether the slice classifier flags the class (its study decision or a slice
-    at or above its slice threshold)."""
+    at or above its slice threshold); ``shown``: False when the class's map is not shown (not flagged)."""
 
     ml: float | None
     voxels: int
     flagged: bool
+    shown: bool = True
 
     @property
     def state(self) -> VolumeState:
+        if not self.shown:
+            return VolumeState.NOT_SHOWN
         if self.ml is None:
             return VolumeState.NO_VOXEL_SIZE
         if self.ml >= SHOWN_MIN_ML:
@@ -52,7 +58,7 @@ class VolumeReading:
         """The volume as a measurement to record (an SR's), or None where there is none: no voxel size, or
         a flagged class whose map is below its threshold (recording 0.0 mL there would state a measured
         empty volume)."""
-        if self.state in (VolumeState.MAP_BELOW_THRESHOLD, VolumeState.NO_VOXEL_SIZE):
+        if self.state in (VolumeState.MAP_BELOW_THRESHOLD, VolumeState.NOT_SHOWN, VolumeState.NO_VOXEL_SIZE):
             return None
         return self.ml
 
@@ -66,6 +72,7 @@ class VolumeReading:
             VolumeState.BELOW_ONE_DECIMAL: "< 0.1",
             VolumeState.MAP_BELOW_THRESHOLD: "–",
             VolumeState.NONE: "0.0",
+            VolumeState.NOT_SHOWN: "–",
             VolumeState.NO_VOXEL_SIZE: "",
         }[state]
 
@@ -84,4 +91,9 @@ class VolumeReading:
             )
         if state is VolumeState.NONE:
             return "0.0 mL (nothing at the map threshold; the class is not flagged)"
+        if state is VolumeState.NOT_SHOWN:
+            return (
+                "no volume: the slice classifier does not flag this class, so its localisation map is "
+                "not shown"
+            )
         return "volume not measurable: the stack has no voxel size (PixelSpacing or slice spacing)"

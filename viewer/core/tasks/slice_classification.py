@@ -112,13 +112,22 @@ def build_result(ctx: ResultContext, arrays: tuple[np.ndarray, ...]) -> StackPre
     slice_probs, study_probs = arrays[0], arrays[1]
     slice_probs[ctx.slice_order] = slice_probs.copy()  # back to the stack's order
     pred = build_prediction(ctx, slice_probs, study_probs)
-    if len(arrays) < 3:
-        return pred
-    return replace(pred, maps=localisation_maps(ctx, arrays[2]))
+    return pred if len(arrays) < 3 else with_localisation_maps(ctx, pred, arrays[2])
 
 
-def localisation_maps(ctx: ResultContext, maps: np.ndarray) -> SegmentationPrediction:
-    """The model-grid maps (S, M, size, size) of a contract-2 model on the stack's pixel grid."""
+def with_localisation_maps(ctx: ResultContext, pred: StackPrediction, maps: np.ndarray) -> StackPrediction:
+    """``pred`` with its localisation maps (model grid, stack order). The maps of a class the classifier
+    does not flag (no study decision, no slice at its threshold) are not shown: a "No ICH flagged" study
+    showed "epidural 0.2 mL" and drew those voxels."""
+    unflagged = frozenset(f.class_name for f in pred.findings if not (f.positive or f.flagged))
+    return replace(pred, maps=localisation_maps(ctx, maps, hidden=unflagged))
+
+
+def localisation_maps(
+    ctx: ResultContext, maps: np.ndarray, *, hidden: frozenset[str] = frozenset()
+) -> SegmentationPrediction:
+    """The model-grid maps (S, M, size, size) of a contract-2 model on the stack's pixel grid; the maps
+    of the ``hidden`` classes are kept but not shown (no voxel, no volume, an empty SEG segment)."""
     spec = ctx.info.maps
     if spec is None:
         raise ModelContractError(f"model returned {MODEL_MAPS_OUTPUT} but its metadata has no 'maps'")
@@ -127,7 +136,15 @@ def localisation_maps(ctx: ResultContext, maps: np.ndarray) -> SegmentationPredi
             f"model returned {MODEL_MAPS_OUTPUT} with {maps.shape[1]} classes of {maps.shape[-1]} px; "
             f"metadata 'maps' lists {len(spec.class_names)} classes of {spec.size} px"
         )
-    return maps_prediction(ctx, maps, spec.class_names, spec.thresholds, on_pixels=False, volume=spec.volume)
+    return maps_prediction(
+        ctx,
+        maps,
+        spec.class_names,
+        spec.thresholds,
+        on_pixels=False,
+        volume=spec.volume,
+        hidden=hidden & frozenset(spec.class_names),
+    )
 
 
 def cache_arrays(result: TaskResult) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:

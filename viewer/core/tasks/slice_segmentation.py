@@ -66,12 +66,13 @@ def maps_prediction(
     *,
     on_pixels: bool = True,
     volume: VolumeEstimator = MASK_VOLUME,
+    hidden: frozenset[str] = frozenset(),
 ) -> SegmentationPrediction:
     """Model-grid maps (S, K, size, size) in model slice order -> the :class:`SegmentationPrediction` of
     ``class_names`` (also the localisation maps of a classification model); ``on_pixels``: with the
     pixel-grid probabilities made now, else made from the kept model-grid maps when asked; ``volume``: how
-    the volumes are made. The per-slice voxel counts and volumes are made here (on the analysis thread,
-    not where the result is shown)."""
+    the volumes are made; ``hidden``: classes whose maps are not shown (no voxel, no volume). The per-slice
+    voxel counts and volumes are made here (on the analysis thread, not where the result is shown)."""
     info, stack = ctx.info, ctx.stack
     grid = grid_of(stack)
     in_stack_order = np.empty(maps.shape, dtype=np.float16)
@@ -97,6 +98,7 @@ def maps_prediction(
         model_maps=in_stack_order,
         head_grid=ctx.head_grid,
         volume=volume,
+        hidden=hidden,
     )
     _ = result.slice_counts  # counted now, once
     return result
