@@ -303,3 +303,52 @@ def test_a_single_image_series_says_one_image(qtbot, tmp_path) -> None:
     item = window.browser.item_for(uid)
     assert "CT · 1 image" in item.text(0) and "1 images" not in item.text(0)
     assert "1 images" not in item.toolTip(0)
+
+
+def test_a_measurement_label_keeps_clear_of_the_corner_texts(qtbot, tmp_path) -> None:
+    """Zoomed in, a measurement under the top-left corner text had its label drawn under the patient
+    lines (painted over the scene), so neither could be read. A label now takes a place clear of the
+    corner texts when it has one. (And a horizontal ruler whose start is off screen counts as on screen:
+    its box had no height, so its label was left off screen.)"""
+    from PySide6.QtCore import QPointF
+
+    from tests.factories import write_ct_series
+    from tests.qt.viewer_helpers import make_window, mouse_drag, open_and_wait
+
+    write_ct_series(tmp_path / "ct", 6)
+    window = make_window(qtbot, (1200, 800))
+    open_and_wait(qtbot, window, [tmp_path / "ct"])
+    view = window.view
+    window.activateWindow()
+    view.setFocus()
+    qtbot.keyClick(view, Qt.Key.Key_M)  # the distance ruler
+
+    def at(x: float, y: float):
+        view.vb.updateMatrix()
+        return view.graphics.mapFromScene(view.image.mapToScene(QPointF(x, y)))
+
+    mouse_drag(qtbot, view.graphics.viewport(), at(20, 20), at(26, 20))
+    (ruler,) = view.measurements()
+
+    def show(x0: float, y0: float) -> bool:
+        """Zoomed in on image (x0, y0) - (x0 + 30, y0 + 30); whether the ruler's usual label place is then
+        under a corner text while another of its places is clear of them and on screen."""
+        top_left = view.image.mapToView(QPointF(x0, y0))
+        bottom_right = view.image.mapToView(QPointF(x0 + 30, y0 + 30))
+        view.vb.setRange(
+            xRange=(top_left.x(), bottom_right.x()), yRange=(top_left.y(), bottom_right.y()), padding=0
+        )
+        view.vb.updateMatrix()
+        visible, corners = view.vb.sceneBoundingRect(), view.corner_text_scene_rects()
+        options = ruler.label_options(visible)
+        clear = [o for o in options if not any(o.rect.intersects(r) for r in corners)]
+        usual_hidden = any(options[0].rect.intersects(r) for r in corners)
+        return usual_hidden and any(visible.contains(o.rect) for o in clear)
+
+    # the ruler brought under the top-left corner texts (where depends on the fonts: searched)
+    assert any(show(x0 / 2, y0 / 2) for y0 in range(30, 41) for x0 in range(30, 41))
+    view.layer.place_labels()
+    corners = view.corner_text_scene_rects()
+    label = ruler.label.sceneBoundingRect()
+    assert not any(label.intersects(r) for r in corners), (label, corners)
+    assert view.vb.sceneBoundingRect().contains(label)

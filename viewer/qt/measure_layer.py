@@ -147,7 +147,8 @@ class MeasurementLayer(QObject):
         """Each label where it is not clipped and clear of the others (after drawing, a pan or a zoom):
         oldest first, each at its first free place; when a label has none, an earlier label in its way
         moves to another free place of its own if it has one. The places of a label reaching past the view's
-        edge are moved inside it, for a measurement drawn at least partly in the view."""
+        edge are moved inside it, for a measurement drawn at least partly in the view; a place under the
+        corner texts is taken only when there is no other."""
         shown = [g for g in self.graphics if g.label.isVisible()]
         if not shown:
             return
@@ -161,9 +162,14 @@ class MeasurementLayer(QObject):
             else g.label_options(visible)
             for g in shown
         ]
+        # and clear of the corner texts where it can be (they are painted over the scene: a label under
+        # them could be read by neither)
+        corners = self.view.corner_text_scene_rects()
         chosen: list[LabelOption] = []
         for opts in options:
             free = [o for o in opts if not any(o.rect.intersects(c.rect) for c in chosen)]
+            clear = [o for o in free if not any(o.rect.intersects(r) for r in corners)]
+            free = clear or free
             if free:
                 chosen.append(free[0])
                 continue

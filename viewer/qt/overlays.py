@@ -415,7 +415,7 @@ class OverlayWidget(QWidget):
 
     def text_rects(self) -> list[QRectF]:
         """Where the corner texts, orientation letters and scale bar are painted now (not the legend)."""
-        _, draws = self._compose(self.width(), self.height())
+        _, draws = self._composition(self.width(), self.height())
         legend = self.legend_rect
         rects = [QRectF(pt, QSizeF(pm.width(), pm.height()) / pm.devicePixelRatio()) for pt, pm in draws]
         return [r for r in rects if legend is None or r != legend]

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QEvent, QPoint, QPointF, QRectF, Qt, QTimer, Signal
+from PySide6.QtCore import QEvent, QPoint, QPointF, QRect, QRectF, Qt, QTimer, Signal
 from PySide6.QtGui import QResizeEvent, QTransform
 from PySide6.QtWidgets import QToolTip, QVBoxLayout, QWidget
 
@@ -1039,5 +1039,15 @@ class SliceView(QWidget):
     def resizeEvent(self, event: QResizeEvent) -> None:
         super().resizeEvent(event)
         self.overlay.setGeometry(self.graphics.rect())
+
+    def corner_text_scene_rects(self) -> list[QRectF]:
+        """Where the corner texts, orientation letters and scale bar are painted (over the scene), in scene
+        coordinates: measurement labels keep clear of them."""
+        viewport = self.graphics.viewport()
+        rects = []
+        for r in self.overlay.text_rects():  # the overlay covers the graphics view (see resizeEvent)
+            top_left = viewport.mapFrom(self.graphics, r.topLeft().toPoint())
+            rects.append(self.graphics.mapToScene(QRect(top_left, r.size().toSize())).boundingRect())
+        return rects
 
     # Keys: the main window's action registry (viewer.qt.actions); the view leaves key events to it.

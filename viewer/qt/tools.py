@@ -244,7 +244,10 @@ class MeasurementGraphic:
         ys = np.concatenate([np.asarray(y, dtype=float) for _, y in lines]) if lines else np.zeros(0)
         if not xs.size:
             return False
+        # widened a little: a horizontal or vertical ruler's box has no height or width, and an empty
+        # rectangle intersects nothing (its label went off screen with the ruler's start)
         box = QRectF(float(xs.min()), float(ys.min()), float(np.ptp(xs)), float(np.ptp(ys)))
+        box = box.adjusted(-1e-3, -1e-3, 1e-3, 1e-3)
         return self._parent.mapRectToScene(box).intersects(visible) or visible.contains(
             self._parent.mapToScene(QPointF(float(xs[0]), float(ys[0])))
         )
