@@ -26,6 +26,7 @@ from tests.qt.viewer_helpers import (
 from tests.result_objects import blob_masks, source_datasets, write_gsps, write_measurement_sr, write_seg
 from viewer.qt.main_window import MainWindow
 from viewer.qt.results import ResultsController
+from viewer.qt.results.panel import STATUS_ROLE
 
 N, SIZE = 6, 64
 SEG_SLICES = (2, 3)
@@ -170,3 +171,23 @@ def test_unreferenced_and_malformed_objects_are_listed_and_the_series_loads(
     window.view.set_index(2)
     assert not controller.overlay(window.view).is_shown()
     np.testing.assert_array_equal(window.view.current_data()[0, 0], 2)  # the series itself is intact
+
+
+def test_each_listed_object_says_its_series_on_a_line_of_its_own(qtbot: QtBot, study: Path) -> None:
+    """In the narrow right dock (264 px at 1366×768) one line per object, "SEG · <description> — <series>",
+    was cut before the series: every AI SEG read "SEG · Slicewise AI segmentation (…". The series (or why
+    the object is not shown) is now the object row's second line, and fits the dock."""
+    window = make_window(qtbot, (1366, 768))
+    controller = _open(qtbot, window, [study])
+    panel = controller.panel
+    controller.dock.show()
+    controller.dock.raise_()
+    qtbot.waitUntil(lambda: panel.tree.topLevelItemCount() >= 3, timeout=10_000)
+    metrics = panel.tree.fontMetrics()
+    room = panel.tree.viewport().width()
+    assert room < 400  # the narrow dock
+    for k in range(panel.tree.topLevelItemCount()):
+        item = panel.tree.topLevelItem(k)
+        title, status = item.text(0).split("\n")
+        assert status == item.data(0, STATUS_ROLE) and " · " in title
+        assert metrics.horizontalAdvance(status) + 2 * panel.tree.indentation() < room, status

@@ -193,8 +193,10 @@ class ResultsPanel(QWidget):
             else "No SEG, SR or presentation state in the opened folders"
         )
         for obj in objects:
-            # one line across the columns: the object and where it applies (or why it is not shown)
-            top = QTreeWidgetItem(self.tree, [f"{obj.title}  —  {obj.status}"])
+            # across the columns: the object, and on a line of its own where it applies (or why it is not
+            # shown): on one line, the narrow dock cut every "SEG · Slicewise AI segmentation (…" before
+            # the series it belongs to
+            top = QTreeWidgetItem(self.tree, [f"{obj.title}\n{obj.status}"])
             top.setData(0, STATUS_ROLE, obj.status)
             top.setFirstColumnSpanned(True)
             font = top.font(0)
