@@ -101,6 +101,58 @@ class CuttingRelay:
         self.close()
 
 
+class HoldingRelay(CuttingRelay):
+    """Forwards like :class:`CuttingRelay` without cutting, but holds the first connection that carries
+    more than ``hold_after`` bytes from the server there until a request whose head contains
+    ``release_on`` has passed through on another connection (before the hold or during it), or
+    ``timeout_s`` has passed. ``released_by_request`` says which ended the hold."""
+
+    def __init__(
+        self, target_port: int, *, hold_after: int, release_on: bytes, timeout_s: float = 10.0
+    ) -> None:
+        super().__init__(target_port, cut_after=2**62, cuts=0)
+        self.hold_after = hold_after
+        self.release_on = release_on
+        self.timeout_s = timeout_s
+        self.held = threading.Event()
+        self.released = threading.Event()
+        self.released_by_request: bool | None = None
+
+    def _pump(
+        self,
+        src: socket.socket,
+        dst: socket.socket,
+        down: bool,
+        state: dict[str, object],
+        client: socket.socket,
+        server: socket.socket,
+    ) -> None:
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if down:
+                    total = int(state["down"]) + len(data)  # type: ignore[call-overload]
+                    state["down"] = total
+                    if total > self.hold_after and not self.held.is_set():
+                        with self._lock:
+                            first = not self.held.is_set()
+                            self.held.set()
+                        if first:
+                            dst.sendall(data)
+                            self.released_by_request = self.released.wait(self.timeout_s)
+                            continue
+                elif self.release_on in data:
+                    self.released.set()
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                dst.shutdown(socket.SHUT_WR)
+
+
 def _reset(sock: socket.socket) -> None:
     """Drop the connection now, after what was already passed on has been delivered (a RST would make
     the kernel discard data the peer has not read yet, so how much arrives would depend on timing);

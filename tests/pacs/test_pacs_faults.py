@@ -15,7 +15,7 @@ from pydicom import dcmread
 
 from tests.factories import CANARY_ID, CANARY_NAME, write_ct_series
 from tests.pacs.conftest import Loaded, dimse_node, web_node
-from tests.pacs.netfaults import CuttingRelay
+from tests.pacs.netfaults import CuttingRelay, HoldingRelay
 from tests.pacs.orthanc import CLIENT_AET, free_port
 from viewer.core.errors import (
     PacsAssociationRejectedError,
@@ -266,3 +266,20 @@ def test_interrupted_retrieve_lists_what_is_missing_and_a_later_one_fetches_only
     assert second.complete
     assert {i.sop_instance_uid for i in second.received} == {f.sop_instance_uid for f in first.failed}
     assert len(second.cached) == len(first.received)
+
+
+def test_the_series_count_is_asked_while_the_series_stream_is_read(
+    orthanc: Loaded, cache: InstanceCache
+) -> None:
+    """A WADO-RS series retrieve asks the series' instance count (QIDO-RS, which ends the retrieve when it
+    equals what arrived) beside the stream, not after it: the relay holds the stream mid-series until the
+    count's request has passed through it (before, the hold ran out: the count was asked only after the
+    last part). The retrieve is whole, and the instance list was not needed."""
+    server = orthanc.server
+    with HoldingRelay(server.http_port, hold_after=2_000_000, release_on=b"/series?") as relay:
+        client = DicomWebClient(web_node(server, dicomweb_url=f"http://127.0.0.1:{relay.port}/dicom-web"))
+        report = client.retrieve_series(orthanc.demo_study_uid, orthanc.demo_series_uid, cache)
+    assert relay.held.is_set()  # the stream was held mid-series
+    assert relay.released_by_request is True
+    assert report.complete and report.attempts == 1 and report.failed == []
+    assert len(report.received) == len(orthanc.demo_files)

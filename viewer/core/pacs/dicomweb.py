@@ -113,7 +113,8 @@ def _objects(answer: Any) -> list[dict[str, Any]]:
 
 
 class DicomWebClient:
-    """A :class:`PacsClient` over DICOMweb. One client per thread (the byte limits are per request)."""
+    """A :class:`PacsClient` over DICOMweb. One client per thread (a series retrieve asks its series count
+    on a thread of its own; the byte limits are per thread and per request)."""
 
     def __init__(
         self,
@@ -386,29 +387,32 @@ class DicomWebClient:
         """Retrieve a series in its stored transfer syntax into ``cache``; ``on_instance`` is called as
         each instance is written (about stream order), so the viewer can show the first one at once."""
 
-        counted: list[int | None] = []  # the series' instance count, asked as the stream ended
+        # the series' instance count of the round: asked on another thread while the stream is read (a
+        # new list each round: a count that ends after its round was given up lands in that round's)
+        counted: list[list[int | None]] = [[]]
 
         def count() -> int | None:
             counts = [m.num_instances for m in self.find_series(study_uid) if m.series_uid == series_uid]
             return counts[0] if len(counts) == 1 else None
 
-        def count_while_writing() -> None:
+        def count_while_streaming() -> None:
+            into = counted[0]
             try:
-                counted.append(count())
+                into.append(count())
             except PacsError as exc:  # asked again once the round has ended
-                logger.debug("Series count not had at the stream's end (%s)", type(exc).__name__)
+                logger.debug("Series count not had during the stream (%s)", type(exc).__name__)
 
         def expected(received: Collection[str]) -> list[str]:
             # after a whole-series stream: when the series holds as many instances as arrived (each
             # checked to be of this series, none twice), those are all; else ask for the list (QIDO-RS)
-            if received and (counted.pop() if counted else count()) == len(received):
+            if received and (counted[0].pop() if counted[0] else count()) == len(received):
                 return list(received)
             return [m.sop_instance_uid for m in self.find_instances(study_uid, series_uid)]
 
         def fetch(sop_uids: Sequence[str] | None, sink: InstanceSink) -> None:
-            counted.clear()
+            counted[0] = []
             if sop_uids is None:
-                self._fetch_series(study_uid, series_uid, sink, streamed=count_while_writing)
+                self._fetch_series(study_uid, series_uid, sink, answering=count_while_streaming)
             else:
                 self._fetch_instances(study_uid, series_uid, sop_uids, sink)
 
@@ -430,40 +434,47 @@ class DicomWebClient:
         series_uid: str,
         sink: InstanceSink,
         *,
-        streamed: Callable[[], None] | None = None,
+        answering: Callable[[], None] | None = None,
     ) -> None:
         """One WADO-RS request for the whole series, streamed: each part's bytes go to writer threads
         (:class:`~viewer.core.pacs.writer.BackgroundWriter`) that read its header, check it and write the
         bytes as received (the stored transfer syntax, no re-encoding) while the stream is read on.
-        ``streamed`` is called once the whole answer has been read, while the last instances are still
-        being written (the series count is asked then, not after the writes)."""
+        ``answering`` runs on its own thread from the moment the server has begun its answer (the series
+        count is asked then, beside the stream, not after it: one request's time less at the end); this
+        returns once it has ended (or after the node's timeouts; at once after a cancel)."""
         url = f"{self.node.dicomweb_url.rstrip('/')}/studies/{study_uid}/series/{series_uid}"
-        with (
-            self._translated("a series retrieve", total=2**62, part=self._max_instance),
-            self._session.get(url, headers=self._series_headers, stream=True) as response,
-        ):
-            response.raise_for_status()
-            boundary = multipart_boundary(response.headers.get("Content-Type", ""))
-            if boundary is None:
-                raise PacsResponseError(
-                    f"The DICOMweb server at {self.node.web_address} answered a series retrieve without a "
-                    "multipart body"
-                )
-            parts = MultipartParts(response.iter_content(_CHUNK_BYTES), boundary)
-            # headers read, files written on writer threads while the stream is read on; bytes that
-            # are not DICOM (the answer is malformed) are raised here at the next put or the end
-            with BackgroundWriter(sink) as writer:
-                for data in parts:
-                    if sink.cancelled():
-                        raise PacsCancelled("Retrieve cancelled")
-                    writer.put(data)
-                if parts.complete and streamed is not None:
-                    streamed()
-            if not parts.complete:
-                raise PacsConnectionLostError(
-                    f"The connection to the DICOMweb server at {self.node.web_address} was lost during a "
-                    "series retrieve (the answer ended early)"
-                )
+        beside: threading.Thread | None = None
+        try:
+            with (
+                self._translated("a series retrieve", total=2**62, part=self._max_instance),
+                self._session.get(url, headers=self._series_headers, stream=True) as response,
+            ):
+                response.raise_for_status()
+                boundary = multipart_boundary(response.headers.get("Content-Type", ""))
+                if boundary is None:
+                    raise PacsResponseError(
+                        f"The DICOMweb server at {self.node.web_address} answered a series retrieve "
+                        "without a multipart body"
+                    )
+                if answering is not None:
+                    beside = threading.Thread(target=answering, name="pacs-series-count", daemon=True)
+                    beside.start()
+                parts = MultipartParts(response.iter_content(_CHUNK_BYTES), boundary)
+                # headers read, files written on writer threads while the stream is read on; bytes that
+                # are not DICOM (the answer is malformed) are raised here at the next put or the end
+                with BackgroundWriter(sink) as writer:
+                    for data in parts:
+                        if sink.cancelled():
+                            raise PacsCancelled("Retrieve cancelled")
+                        writer.put(data)
+                if not parts.complete:
+                    raise PacsConnectionLostError(
+                        f"The connection to the DICOMweb server at {self.node.web_address} was lost during "
+                        "a series retrieve (the answer ended early)"
+                    )
+        finally:
+            if beside is not None and not sink.cancelled():  # a cancel does not wait for the count
+                beside.join(self.node.connect_timeout_s + self.node.read_timeout_s + 1.0)
 
     def _fetch_instances(
         self, study_uid: str, series_uid: str, sop_uids: Sequence[str], sink: InstanceSink
