@@ -118,6 +118,9 @@ class HoldingRelay(CuttingRelay):
         self.released = threading.Event()
         self.released_by_request: bool | None = None
 
+    def __enter__(self) -> HoldingRelay:
+        return self
+
     def _pump(
         self,
         src: socket.socket,
