@@ -9,7 +9,9 @@ stored as JPEG 2000 lossless) and 1,000 one-instance studies, then times, interl
   and against a bare pynetdicom C-GET that only writes the bytes (a second, stricter floor);
 - WADO-RS, uncompressed and JPEG 2000: ``DicomWebClient.retrieve_series`` (WADO-RS multipart in the
   stored transfer syntax, checked, cached) against one plain ``requests`` multipart download of the
-  series written to one file (the floor; target <= 1.5x);
+  series written to one file (the floor; target <= 1.5x), and against the same download written as
+  one file per part (temporary name, rename: what a cache of one file per instance cannot avoid; no
+  checks, no threads, each part written by the reading thread as soon as it has arrived);
 - the first slice on screen: in the real window (offscreen Qt), the study row selected in the PACS dock
   and **Retrieve** pressed, until the first image is painted (target <= 0.5 s; the cache empty, a new
   window each time);
@@ -20,8 +22,9 @@ stored as JPEG 2000 lossless) and 1,000 one-instance studies, then times, interl
 
 Each round measures everything once, in a new (seeded) order, after a 0.3 s pause. Prints medians,
 the time to the first instance written, the first rows in the table and the ratios to the floors.
-Usage: ``python benchmarks/bench_pacs.py [--repeats N] [--slices 300] [--studies 1000] [--queries-only]``
-(``--queries-only``: no CT, only the queries of the studies).
+Usage: ``python benchmarks/bench_pacs.py [--repeats N] [--slices 300] [--studies 1000] [--queries-only]
+[--only wado]`` (``--queries-only``: no CT, only the queries of the studies; ``--only wado``: only the
+WADO-RS retrieves and their floors, no DCMTK needed).
 """
 
 from __future__ import annotations
@@ -65,6 +68,7 @@ from viewer.core.pacs import (  # noqa: E402
     StudyMatch,
     StudyQuery,
 )
+from viewer.core.pacs.http_guard import multipart_boundary  # noqa: E402
 from viewer.qt.app import build_main_window, create_application  # noqa: E402
 from viewer.qt.main_window import MainWindow  # noqa: E402
 from viewer.qt.pacs import PacsController  # noqa: E402
@@ -203,9 +207,14 @@ def main() -> int:
     parser.add_argument("--slices", type=int, default=300)
     parser.add_argument("--studies", type=int, default=1000)
     parser.add_argument("--queries-only", action="store_true", help="only the queries (no CT, no retrieve)")
+    parser.add_argument(
+        "--only", choices=["wado"], help="wado: only the WADO-RS retrieves and their floors (quick rounds)"
+    )
     args = parser.parse_args()
     reason = unavailable_reason()
-    if reason or not shutil.which("getscu"):
+    if args.only == "wado":
+        args.studies = 0  # no small studies, no DIMSE, no window
+    if reason or (not shutil.which("getscu") and args.only != "wado"):
         print(f"skipped: {reason or 'DCMTK getscu missing (Debian package dcmtk)'}")
         return 0
     with tempfile.TemporaryDirectory(prefix="bench-pacs-") as tmp_name:
@@ -378,6 +387,47 @@ def main() -> int:
 
                 return run
 
+            def wado_split_floor(study: str, series: str, n_parts: int) -> Callable[[], float]:
+                """The plain download written as one file per part (temporary name, rename), each part
+                as soon as its closing delimiter has arrived, by the reading thread: the file system's
+                cost of one file per instance, without checks or threads."""
+
+                def run() -> float:
+                    out = tmp / f"split-{next(counter)}"
+                    out.mkdir()
+                    start = time.perf_counter()
+                    written = 0
+                    with session.get(
+                        f"{server.dicomweb_url}/studies/{study}/series/{series}",
+                        headers={"Accept": ACCEPT_SERIES},
+                        stream=True,
+                        timeout=60,
+                    ) as resp:
+                        resp.raise_for_status()
+                        boundary = multipart_boundary(resp.headers.get("Content-Type", ""))
+                        assert boundary is not None
+                        delimiter = b"\r\n--" + boundary
+                        buf = bytearray(b"\r\n")  # the first boundary has no CRLF before it
+                        seen_first = False
+                        for chunk in resp.iter_content(1 << 20):
+                            buf += chunk
+                            while (at := buf.find(delimiter, 1 if seen_first else 0)) >= 0:
+                                if seen_first:
+                                    content = memoryview(buf)[buf.index(b"\r\n\r\n") + 4 : at]
+                                    part = out / f".part-{written}"
+                                    with part.open("wb") as fh:
+                                        fh.write(content)
+                                    content.release()
+                                    part.rename(out / f"{written}.dcm")
+                                    written += 1
+                                seen_first = True
+                                del buf[:at + len(delimiter)]
+                    elapsed = time.perf_counter() - start
+                    assert written == n_parts, written
+                    return elapsed
+
+                return run
+
             def gui_first_slice() -> float:
                 """A new window; the study row selected in the PACS dock; Retrieve pressed; until the first
                 image is painted. The retrieve and the study's load are then let finish, the window
@@ -484,6 +534,10 @@ def main() -> int:
                 "WADO-RS one download (floor)": wado_floor(study, series, series_bytes),
                 "WADO-RS J2K (ours)": ours(web, "WADO-RS J2K", study_j2k, series_j2k),
                 "WADO-RS J2K one download (floor)": wado_floor(study_j2k, series_j2k, j2k_bytes),
+                "WADO-RS one download, a file per part": wado_split_floor(study, series, len(ct)),
+                "WADO-RS J2K one download, a file per part": wado_split_floor(
+                    study_j2k, series_j2k, len(ct_j2k)
+                ),
                 "first slice on screen (window)": gui_first_slice,
                 "QIDO-RS 1,000 studies (ours)": qido_ours,
                 "QIDO-RS to a filled table": filled_table(web_node.name, "QIDO-RS"),
@@ -495,6 +549,8 @@ def main() -> int:
             }
             if args.queries_only:
                 methods = {k: v for k, v in methods.items() if k in QUERIES}
+            if args.only == "wado":
+                methods = {k: v for k, v in methods.items() if k.startswith("WADO-RS")}
             times: dict[str, list[float]] = {name: [] for name in methods}
             names = list(methods)
             for rnd in range(args.repeats):
@@ -514,6 +570,8 @@ def main() -> int:
     med = {name: statistics.median(v) for name, v in times.items()}
     if args.queries_only:
         return _print_queries(args, times, med, first_rows, table_part)
+    if args.only == "wado":
+        return _print_wado(args, times, med, firsts, series_bytes, j2k_bytes)
     mb, mb_j2k = series_bytes / 1e6, j2k_bytes / 1e6
     print(
         f"\n{args.slices} slices 512x512, uncompressed ({mb:.0f} MB) and JPEG 2000 lossless "
@@ -538,6 +596,7 @@ def main() -> int:
     ):
         ratio = med[ours_name] / med[floor_name]
         print(f"  {label:28s} {ratio:5.2f}x  (target <= 1.5x) {verdict(ratio <= 1.5)}")
+    _print_per_file(med)
     first = med["first slice on screen (window)"]
     print(f"  {'first slice on screen':28s} {first:.3f} s (target <= 0.5 s) {verdict(first <= 0.5)}")
     _print_query_targets(med)
@@ -546,10 +605,52 @@ def main() -> int:
     return 0
 
 
+def _print_per_file(med: dict[str, float]) -> None:
+    for label, ours_name, floor_name in (
+        ("WADO-RS / a file per part", "WADO-RS (ours)", "WADO-RS one download, a file per part"),
+        ("WADO-RS J2K / a file per part", "WADO-RS J2K (ours)", "WADO-RS J2K one download, a file per part"),
+    ):
+        ratio = med[ours_name] / med[floor_name]
+        print(f"  {label:30s} {ratio:5.2f}x  (reference: the files the cache must write)")
+    for label, split, one in (
+        ("uncompressed", "WADO-RS one download, a file per part", "WADO-RS one download (floor)"),
+        ("JPEG 2000", "WADO-RS J2K one download, a file per part", "WADO-RS J2K one download (floor)"),
+    ):
+        print(f"  a file per part / one file, {label}: {med[split] / med[one]:.2f}x")
+
+
+def _print_wado(
+    args: argparse.Namespace,
+    times: dict[str, list[float]],
+    med: dict[str, float],
+    firsts: dict[str, list[float]],
+    series_bytes: int,
+    j2k_bytes: int,
+) -> int:
+    print(
+        f"\n{args.slices} slices 512x512, uncompressed ({series_bytes / 1e6:.0f} MB) and JPEG 2000 lossless "
+        f"({j2k_bytes / 1e6:.0f} MB), WADO-RS only; medians of {args.repeats} (s); "
+        f"load average {os.getloadavg()[0]:.1f}:"
+    )
+    _print_rounds(times, med)
+    print(
+        "  first instance written: "
+        + ", ".join(f"{k} {statistics.median(v):.3f} s" for k, v in firsts.items() if v)
+    )
+    for label, ours_name, floor_name in (
+        ("WADO-RS / one download", "WADO-RS (ours)", "WADO-RS one download (floor)"),
+        ("WADO-RS J2K / one download", "WADO-RS J2K (ours)", "WADO-RS J2K one download (floor)"),
+    ):
+        ratio = med[ours_name] / med[floor_name]
+        print(f"  {label:28s} {ratio:5.2f}x  (target <= 1.5x) {'OK' if ratio <= 1.5 else 'MISSED'}")
+    _print_per_file(med)
+    return 0
+
+
 def _print_rounds(times: dict[str, list[float]], med: dict[str, float]) -> None:
     for name, value in med.items():
         rounds = " ".join(f"{v:.3f}" for v in times[name])
-        print(f"  {name:36s} {value:7.3f}   (rounds: {rounds})")
+        print(f"  {name:42s} {value:7.3f}   (rounds: {rounds})")
 
 
 def _print_table_parts(first_rows: dict[str, list[float]], table_part: dict[str, list[float]]) -> None:
