@@ -20,11 +20,12 @@ stored as JPEG 2000 lossless) and 1,000 one-instance studies, then times, interl
   with a plain ``requests`` QIDO-RS (the floor) and DCMTK ``findscu`` for reference, asking two keys and
   asking the keys our study query asks.
 
-Each round measures everything once, in a new (seeded) order, after a 0.3 s pause. Prints medians,
+Each round measures everything once, in a new (seeded) order, each measurement after ``os.sync()``
+(not timed; see ``_write_back``; ``--no-sync`` leaves it out) and a 0.3 s pause. Prints medians,
 the time to the first instance written, the first rows in the table and the ratios to the floors.
 Usage: ``python benchmarks/bench_pacs.py [--repeats N] [--slices 300] [--studies 1000] [--queries-only]
-[--only wado]`` (``--queries-only``: no CT, only the queries of the studies; ``--only wado``: only the
-WADO-RS retrieves and their floors, no DCMTK needed).
+[--only wado] [--no-sync]`` (``--queries-only``: no CT, only the queries of the studies;
+``--only wado``: only the WADO-RS retrieves and their floors, no DCMTK needed).
 """
 
 from __future__ import annotations
