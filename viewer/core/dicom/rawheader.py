@@ -8,6 +8,9 @@ hands anything else (a sequence's items, text in another character set) to pydic
 bytes with ``dcmread`` once on first use. Sequences are skipped by their lengths or delimiters, so
 they cost nothing unless asked for.
 
+:func:`parse_dataset` reads a bare dataset the same way (no preamble, no file meta: a DIMSE message's
+identifier, e.g. a C-FIND answer).
+
 :func:`parse` returns None for anything unusual (no ``DICM`` preamble, big endian, deflate, an element
 that does not parse, very deep nesting): the caller then uses ``dcmread`` as before, which reports
 its own errors. It never reads past ``size`` and every loop advances, so it cannot hang.
@@ -145,10 +148,13 @@ class RawHeader:
         data: bytes,
         implicit: bool,
         file_meta: RawHeader | None = None,
+        *,
+        bare: bool = False,
     ) -> None:
         self._elements = elements
         self._data = data  # the file's bytes up to the pixel data (element values are read from it)
         self._implicit = implicit
+        self._bare = bare  # a dataset without preamble and file meta (parse_dataset)
         self._full: Any = None
         self.file_meta = file_meta
         self.original_encoding = (implicit, True)
@@ -194,6 +200,10 @@ class RawHeader:
 
     def _pydicom(self) -> Any:
         """The same header parsed by pydicom (once, on first use)."""
+        if self._full is None and self._bare:
+            from pydicom.filereader import read_dataset
+
+            self._full = read_dataset(io.BytesIO(self._data), self._implicit, True)
         if self._full is None:
             if self.file_meta is None:  # this is a file meta group: reach it through the file
                 raise AttributeError("file meta elements are read through the file's header")
@@ -316,6 +326,28 @@ def _parse(reader: _Reader) -> tuple[RawHeader, int]:
     if not ts or ts in _NOT_HANDLED:
         raise _Unhandled
     implicit = ts == _IMPLICIT_LE
+    elements, pos = _elements(reader, pos, implicit)
+    reader.ensure(min(pos + 12, reader.size))
+    data = reader.buf[: pos + 12]
+    file_meta = RawHeader(meta, data, False)
+    return RawHeader(elements, data, implicit, file_meta), pos
+
+
+def parse_dataset(data: bytes, implicit: bool) -> RawHeader | None:
+    """A bare little-endian dataset (no preamble, no file meta; e.g. a C-FIND identifier as received)
+    read like a file's header: None where pydicom must read it (see :func:`parse`)."""
+    reader = _Reader(io.BytesIO(b""), data, len(data))
+    try:
+        elements, end = _elements(reader, 0, implicit)
+    except (_Unhandled, struct.error, UnicodeDecodeError):
+        return None
+    if end + 8 <= len(data):  # stopped at pixel data: not an identifier's
+        return None
+    return RawHeader(elements, data, implicit, bare=True)
+
+
+def _elements(reader: _Reader, pos: int, implicit: bool) -> tuple[dict[int, _Element], int]:
+    """The elements from ``pos`` up to the pixel data or the end, and the offset where that is."""
     elements: dict[int, _Element] = {}
     size = reader.size
     header = reader.header
@@ -334,7 +366,4 @@ def _parse(reader: _Reader) -> tuple[RawHeader, int]:
             end = reader.skip_value(vr, length, at, implicit, 0)
             elements[tag] = (vr, length, -1)  # an undefined-length sequence: pydicom reads its items
         pos = end
-    reader.ensure(min(pos + 12, size))
-    data = reader.buf[: pos + 12]
-    file_meta = RawHeader(meta, data, False)
-    return RawHeader(elements, data, implicit, file_meta), pos
+    return elements, pos

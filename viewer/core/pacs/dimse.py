@@ -20,18 +20,24 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
+from io import BytesIO
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from pydicom import dcmread
 from pydicom.charset import convert_encodings, default_encoding
+from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
 from pydicom.values import convert_value
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
+from pynetdicom import __version__ as _pynetdicom_version
 from pynetdicom import _config as _pynetdicom_config
 from pynetdicom.association import Association
+from pynetdicom.dimse_primitives import C_FIND
+from pynetdicom.dsutils import decode
 from pynetdicom.presentation import AllStoragePresentationContexts, build_role
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StudyRootQueryRetrieveInformationModelFind,
@@ -41,6 +47,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 
 from viewer.core.constants import PACS_FIRST_PAGE, PACS_RETRIEVE_ATTEMPTS
+from viewer.core.dicom.rawheader import RawElement, RawHeader, parse_dataset
 from viewer.core.errors import (
     PacsAssociationRejectedError,
     PacsCancelled,
@@ -79,6 +86,18 @@ _pynetdicom_config.LOG_RESPONSE_IDENTIFIERS = False
 # level above drops: 0.16 s of pynetdicom's reactor thread's CPU for a 1,000-study C-FIND, 0.18 s with
 # them (2026-11-29).
 _pynetdicom_config.LOG_HANDLER_LEVEL = "none"
+# C-FIND answers are read straight from the association's DIMSE provider (``assoc.dimse.get_msg``, the
+# queue of C_FIND primitives that pynetdicom's reactor fills and that its own C-FIND loop reads), not
+# through that loop (the generator ``send_c_find`` returns, never started): for each match it builds a
+# status Dataset, formats two log lines and decodes the whole identifier with pydicom on the calling
+# thread, ~75 us a match here, a quarter of a 1,000-study C-FIND's CPU while pynetdicom's reactor
+# thread needs ~0.16 ms a match of the same GIL (2026-11-29). The study query then reads its few
+# values from the identifier's bytes (the raw header reader). The loop below does what pynetdicom's
+# does with each answer (tested against Orthanc, both ways); it was checked with the pynetdicom versions
+# named here (tests/pacs/test_pacs_cfind_direct.py pins them): with any other, the answers go through
+# pynetdicom's own loop as before.
+DIRECT_FIND_VERSIONS = ("3.0.",)
+DIRECT_FIND = _pynetdicom_version.startswith(DIRECT_FIND_VERSIONS)
 
 # The transfer syntaxes a C-GET proposes for each SOP class, one context each (PS3.5 10 / Annex A)
 STORAGE_TRANSFER_SYNTAXES: tuple[str, ...] = (
@@ -239,11 +258,15 @@ class DimseClient:
 
     def _refused(self, assoc: Association, what: str) -> PacsError:
         """An empty status: the peer aborted or the connection dropped during ``what``."""
-        if assoc.is_aborted:
-            return PacsAssociationRejectedError(
-                f"The PACS at {self.node.dimse_address} aborted the {what}: it probably does not know "
-                f"or allow the calling AE title {self.node.calling_ae!r}"
-            )
+        return self._aborted(what) if assoc.is_aborted else self._lost(what)
+
+    def _aborted(self, what: str) -> PacsAssociationRejectedError:
+        return PacsAssociationRejectedError(
+            f"The PACS at {self.node.dimse_address} aborted the {what}: it probably does not know "
+            f"or allow the calling AE title {self.node.calling_ae!r}"
+        )
+
+    def _lost(self, what: str) -> PacsConnectionLostError:
         return PacsConnectionLostError(
             f"The connection to the PACS at {self.node.dimse_address} was lost during the {what}"
         )
@@ -267,12 +290,24 @@ class DimseClient:
 
     # --- C-FIND -----------------------------------------------------------------------------------
     def _find(self, identifier: Dataset, what: str) -> Iterator[Dataset]:
-        """The matches of one C-FIND, each as soon as it has arrived (the association is released when
-        the iteration ends or is closed)."""
+        """The matches of one C-FIND as pydicom Datasets, each as soon as it has arrived (the association
+        is released when the iteration ends or is closed)."""
+        for answer in self._answers(identifier, what):
+            found = answer.dataset() if isinstance(answer, _Identifier) else answer
+            if found is not None:
+                yield found
+
+    def _answers(self, identifier: Dataset, what: str) -> Iterator[_Identifier | Dataset]:
+        """The matches of one C-FIND as received (:data:`DIRECT_FIND`) or as pynetdicom's own C-FIND loop
+        decodes them, each as soon as it has arrived."""
         ae = self._ae()
         ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
         with self._association(ae) as assoc:
-            for status, found in assoc.send_c_find(identifier, StudyRootQueryRetrieveInformationModelFind):
+            responses = assoc.send_c_find(identifier, StudyRootQueryRetrieveInformationModelFind)
+            if DIRECT_FIND:
+                yield from self._direct_answers(assoc, what)
+                return
+            for status, found in responses:
                 if not status:
                     raise self._refused(assoc, what)
                 code = int(status.Status)
@@ -280,9 +315,46 @@ class DimseClient:
                     if found is not None:
                         yield found
                 elif code != 0x0000:
-                    raise PacsResponseError(
-                        f"The PACS at {self.node.dimse_address} refused the {what}: {_status_text(code)}"
-                    )
+                    raise self._find_refused(what, code)
+
+    def _direct_answers(self, assoc: Association, what: str) -> Iterator[_Identifier]:
+        """The C-FIND answers taken from the association's DIMSE provider, after ``send_c_find`` sent the
+        request (see :data:`DIRECT_FIND`), with what pynetdicom's loop does on each: no message within
+        the DIMSE timeout aborts the association (a peer's abort or a closed connection ends it
+        already); a message that is not a valid C-FIND response aborts it; a final status ends the
+        loop (the association is released by the caller). Unlike pynetdicom's loop, which leaves the
+        three cases to be told apart by its reactor thread afterwards, the error says which it was."""
+        syntaxes = {cx.context_id: cx.transfer_syntax[0] for cx in assoc.accepted_contexts}
+        while True:
+            context_id, rsp = assoc.dimse.get_msg(block=True)
+            if rsp is None:
+                if assoc.acse.is_aborted("a-abort"):
+                    raise self._aborted(what)
+                if assoc.acse.is_aborted("a-p-abort") or not assoc.is_established:
+                    raise self._lost(what)
+                assoc.abort()
+                raise PacsResponseError(
+                    f"The PACS at {self.node.dimse_address} sent no answer to the {what} within "
+                    f"{self.node.read_timeout_s:g} s"
+                )
+            if not isinstance(rsp, C_FIND) or not rsp.is_valid_response:
+                assoc.abort()
+                raise self._refused(assoc, what)
+            code = int(cast(int, rsp.Status))  # a valid response has one
+            if code in (0xFF00, 0xFF01):
+                data = rsp.Identifier.getvalue() if isinstance(rsp.Identifier, BytesIO) else b""
+                syntax = syntaxes.get(context_id) if context_id is not None else None
+                if data and syntax is not None:
+                    yield _Identifier(data, UID(syntax))
+            elif code == 0x0000:
+                return
+            else:
+                raise self._find_refused(what, code)
+
+    def _find_refused(self, what: str, code: int) -> PacsResponseError:
+        return PacsResponseError(
+            f"The PACS at {self.node.dimse_address} refused the {what}: {_status_text(code)}"
+        )
 
     def find_studies(
         self, query: StudyQuery, on_first_page: StudiesCallback | None = None
@@ -306,7 +378,10 @@ class DimseClient:
         paging = on_first_page is not None and (query.limit is None or query.limit > PACS_FIRST_PAGE)
         matches: list[StudyMatch] = []
         seen: _Seen = {}
-        for item in self._find(ds, "study query (C-FIND)"):
+        for answer in self._answers(ds, "study query (C-FIND)"):
+            item = answer.header() if isinstance(answer, _Identifier) else answer
+            if item is None:
+                continue
             match = _study_match(item, seen)
             if match is None:
                 continue
@@ -533,7 +608,37 @@ class DimseClient:
         return [outcomes[k] for k in range(len(items))]
 
 
-def _study_match(item: Dataset, seen: _Seen | None = None) -> StudyMatch | None:
+@dataclass(frozen=True, slots=True)
+class _Identifier:
+    """One C-FIND match's identifier as received, in its presentation context's transfer syntax."""
+
+    data: bytes
+    syntax: UID
+
+    def dataset(self) -> Dataset | None:
+        """Decoded by pydicom, as pynetdicom's C-FIND loop does; None where that fails (as there: the
+        match is left out and the failure logged)."""
+        syntax = self.syntax
+        try:
+            return decode(
+                BytesIO(self.data), syntax.is_implicit_VR, syntax.is_little_endian, syntax.is_deflated
+            )
+        except Exception as exc:  # pynetdicom's loop catches every decoding failure too
+            logger.error("A C-FIND identifier could not be decoded (%s): left out", type(exc).__name__)
+            return None
+
+    def header(self) -> RawHeader | Dataset | None:
+        """For the study row: the raw header reader's view (little endian, not deflated), else
+        :meth:`dataset`."""
+        syntax = self.syntax
+        if syntax.is_little_endian and not syntax.is_deflated:
+            header = parse_dataset(self.data, syntax.is_implicit_VR)
+            if header is not None:
+                return header
+        return self.dataset()
+
+
+def _study_match(item: Dataset | RawHeader, seen: _Seen | None = None) -> StudyMatch | None:
     """One C-FIND study identifier as a row (None without a Study Instance UID). ``seen`` keeps the
     values already converted in this answer (see :class:`_Values`)."""
     v = _Values(item, {} if seen is None else seen)
@@ -558,19 +663,21 @@ class _Values:
     """The values of a C-FIND identifier, each converted by pydicom's ``convert_value`` straight from
     the raw element (with the identifier's character set), not through Dataset attribute access: that
     path (keyword lookup, element objects, hooks) made turning 1,000 matches into rows take 0.27 s, now
-    0.11 s here. An element that is not a plain raw one goes through the Dataset as before.
+    0.11 s here. An element that is not a plain raw one goes through the Dataset as before. The
+    identifier is a pydicom Dataset or the raw header reader's view of its bytes (the same calls); an
+    element without a VR (implicit VR) takes the data dictionary's, as pydicom does for these tags.
 
     The matches of one answer repeat most values (the character set, dates, modalities, descriptions,
     counts): ``seen`` maps (tag, VR, encoded bytes, character set) to the value converted the first time,
     the same value ``convert_value`` returns for the same input, so each is converted once an answer
     (7 of the 10 values of a row in bench_pacs's 1,000 studies; ~60 to ~25 us a row here)."""
 
-    def __init__(self, item: Dataset, seen: _Seen) -> None:
+    def __init__(self, item: Dataset | RawHeader, seen: _Seen) -> None:
         self._item = item
         self._seen = seen
         raw = item.get_item(_CHARSET_TAG)
         key = None
-        if isinstance(raw, RawDataElement) and isinstance(raw.value, bytes):
+        if isinstance(raw, RawDataElement | RawElement) and isinstance(raw.value, bytes):
             key = (_CHARSET_TAG, "CS", raw.value, ())
         if key is not None and key in seen:
             encodings = seen[key]
@@ -586,18 +693,18 @@ class _Values:
         element = self._item.get_item(tag)
         if element is None:
             return None
-        if (
-            isinstance(element, RawDataElement)
-            and element.VR not in (None, "UN")
-            and isinstance(element.value, bytes)
-        ):
+        if isinstance(element, RawDataElement | RawElement) and isinstance(element.value, bytes):
+            vr = element.VR or _STUDY_VRS[tag]
+            if vr == "UN":
+                return self._item.get(keyword)
             if not element.value:
                 return None
-            key = (tag, element.VR, element.value, self._encodings)
+            key = (tag, vr, element.value, self._encodings)
             if key in self._seen:
                 return self._seen[key]
             with contextlib.suppress(Exception):  # what pydicom's Dataset would say is said below
-                value = convert_value(element.VR, element, list(self._encodings))
+                # a RawElement has the fields convert_value reads (tag, length, value, encoding)
+                value = convert_value(vr, cast(RawDataElement, element), list(self._encodings))
                 self._seen[key] = value
                 return value
         return self._item.get(keyword)
@@ -620,6 +727,7 @@ _STUDY_TAGS = {
     "NumberOfStudyRelatedSeries": 0x00201206,
     "NumberOfStudyRelatedInstances": 0x00201208,
 }
+_STUDY_VRS = {tag: str(dictionary_VR(tag)) for tag in _STUDY_TAGS.values()}  # none is ambiguous
 
 
 def _text(value: Any) -> str:
