@@ -324,7 +324,7 @@ class DimseClient:
         already); a message that is not a valid C-FIND response aborts it; a final status ends the
         loop (the association is released by the caller). Unlike pynetdicom's loop, which leaves the
         three cases to be told apart by its reactor thread afterwards, the error says which it was."""
-        syntaxes = {cx.context_id: cx.transfer_syntax[0] for cx in assoc.accepted_contexts}
+        syntaxes = {cx.context_id: UID(cx.transfer_syntax[0]) for cx in assoc.accepted_contexts}
         while True:
             context_id, rsp = assoc.dimse.get_msg(block=True)
             if rsp is None:
@@ -345,7 +345,7 @@ class DimseClient:
                 data = rsp.Identifier.getvalue() if isinstance(rsp.Identifier, BytesIO) else b""
                 syntax = syntaxes.get(context_id) if context_id is not None else None
                 if data and syntax is not None:
-                    yield _Identifier(data, UID(syntax))
+                    yield _Identifier(data, syntax)
             elif code == 0x0000:
                 return
             else:
