@@ -18,7 +18,12 @@ import pynetdicom
 import pytest
 from pydicom.data import get_charset_files
 from pydicom.dataset import Dataset
-from pydicom.uid import generate_uid
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ImplicitVRLittleEndian,
+    generate_uid,
+)
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StudyRootQueryRetrieveInformationModelFind,
@@ -126,10 +131,14 @@ def test_a_connection_cut_mid_answer_is_a_lost_connection(server: Orthanc) -> No
 
 
 @contextmanager
-def _find_scp(handler: Any) -> Iterator[int]:
-    """A pynetdicom Find SCP on a free loopback port (shut down afterwards)."""
+def _find_scp(handler: Any, syntax: str | None = None) -> Iterator[int]:
+    """A pynetdicom Find SCP on a free loopback port (shut down afterwards); ``syntax``: the only
+    transfer syntax it accepts."""
     ae = AE(ae_title="PEER")
-    ae.add_supported_context(StudyRootQueryRetrieveInformationModelFind)
+    if syntax is None:
+        ae.add_supported_context(StudyRootQueryRetrieveInformationModelFind)
+    else:
+        ae.add_supported_context(StudyRootQueryRetrieveInformationModelFind, syntax)
     scp = ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_FIND, handler)])
     assert scp is not None  # not blocking: the server is returned
     try:
@@ -184,3 +193,33 @@ def test_a_failure_status_is_a_response_error() -> None:
         refused = pytest.raises(PacsResponseError, match=r"refused the study query.*0xC001")
         with refused:
             DimseClient(_peer(port)).find_studies(StudyQuery())
+
+
+@pytest.mark.parametrize(
+    "syntax", [ImplicitVRLittleEndian, ExplicitVRBigEndian, DeflatedExplicitVRLittleEndian]
+)
+def test_answers_in_every_transfer_syntax_give_the_same_row(syntax: str) -> None:
+    """Little endian identifiers are read from their bytes; big endian and deflated ones by pydicom."""
+
+    def answer(event: Any) -> Iterator[tuple[int, Dataset | None]]:
+        ds = _match("1.2.3.4")
+        ds.SpecificCharacterSet = "ISO_IR 100"
+        ds.PatientName = NON_ASCII_NAME
+        ds.PatientID = "ID\\2"
+        ds.ModalitiesInStudy = ["CT", "SR"]
+        ds.NumberOfStudyRelatedSeries = 2
+        ds.NumberOfStudyRelatedInstances = 41
+        ds.StudyDate = "20260101"
+        yield 0xFF00, ds
+
+    with _find_scp(answer, syntax) as port:
+        (row,) = DimseClient(_peer(port)).find_studies(StudyQuery())
+    assert row == StudyMatch(
+        study_uid="1.2.3.4",
+        patient_name=NON_ASCII_NAME,
+        patient_id="ID\\2",
+        study_date="20260101",
+        modalities=("CT", "SR"),
+        num_series=2,
+        num_instances=41,
+    )
