@@ -151,6 +151,26 @@ def test_a_study_query_gets_every_study_once_in_order_whether_or_not_the_server_
         assert [m.study_uid for m in limited] == STUDIES[:4]
 
 
+def test_study_query_pages_grow_from_the_first_up_to_the_largest(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pages of 2, then 3, 6, 12 ... capped at 4 (each page costs a server such as Orthanc a lookup of
+    every match): 11 studies in four requests, plus at most one asked beyond the end."""
+    import viewer.core.pacs.dicomweb as dicomweb_module
+
+    monkeypatch.setattr(dicomweb_module, "PACS_FIRST_PAGE", 2)
+    monkeypatch.setattr(dicomweb_module, "PACS_QUERY_PAGE", 3)
+    monkeypatch.setattr(dicomweb_module, "PACS_QUERY_PAGE_MAX", 4)
+    asked: list[tuple[int | None, int]] = []
+
+    def recording(conn: socket.socket) -> None:
+        asked.append(_paging_asked())
+        pages_as_asked(conn)
+
+    with HostileHttpServer(recording) as server, _client(server) as client:
+        assert [m.study_uid for m in client.find_studies(StudyQuery(patient_id="X*"))] == STUDIES
+    assert sorted(asked, key=lambda a: a[1])[:4] == [(2, 0), (3, 2), (4, 5), (4, 9)]
+    assert len(asked) <= 5
+
+
 def test_a_paged_study_query_stops_at_the_match_cap(monkeypatch: pytest.MonkeyPatch) -> None:
     import viewer.core.pacs.dicomweb as dicomweb_module
 

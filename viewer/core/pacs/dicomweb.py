@@ -28,6 +28,7 @@ from viewer.core.constants import (
     PACS_MAX_RESPONSE_BYTES,
     PACS_MAX_STUDY_MATCHES,
     PACS_QUERY_PAGE,
+    PACS_QUERY_PAGE_MAX,
     PACS_QUERY_PAGES_IN_FLIGHT,
     PACS_RETRIEVE_ATTEMPTS,
 )
@@ -233,6 +234,7 @@ class DicomWebClient:
         plan = PagePlan(
             first=PACS_FIRST_PAGE,
             size=PACS_QUERY_PAGE,
+            max_size=PACS_QUERY_PAGE_MAX,
             in_flight=PACS_QUERY_PAGES_IN_FLIGHT,
             limit=query.limit,
             cap=PACS_MAX_STUDY_MATCHES,

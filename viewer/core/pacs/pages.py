@@ -2,7 +2,8 @@
 
 A server such as Orthanc works out and writes every match of a query before it sends the first byte
 (~0.5 ms a study here), on one thread per request; asked for the same matches as pages, two requests
-at a time, it answers in about half the time on two cores (1,000 studies: 0.29 s against 0.49 s). A
+at a time, it answers sooner (1,000 studies on two cores shared with the client: 0.36 s against 0.49 s;
+each page also costs the server a lookup of every match, so the pages grow: 100, 200, 400, ...). A
 :class:`Pager` hands out the pages (a small first one, for a table to show early, then larger ones)
 to the threads that fetch them, and puts the answer together in order, each match once.
 
@@ -32,7 +33,8 @@ Fetch = Callable[[int, int], Sequence[T]]  # (offset, count) -> the matches at o
 @dataclass(frozen=True)
 class PagePlan:
     first: int  # matches in the first page (a table shows them while the rest come)
-    size: int  # matches in each later page
+    size: int  # matches in the second page; each later one holds twice its predecessor's, up to max_size
+    max_size: int
     in_flight: int  # requests at once
     limit: int | None  # the query's own limit on the matches (None: all)
     cap: int  # more matches than this: refused (a hostile or runaway answer)
@@ -53,6 +55,7 @@ class Pager(Generic[T]):
         self._on_first_page = on_first_page
         self._lock = threading.Lock()
         self._next = 0
+        self._claimed = 0  # pages handed out
         self._pages: dict[int, list[T]] = {}
         self._end: int | None = None  # the answer ends here (a short page came)
         self._whole: list[T] | None = None  # the server ignored limit: this is the whole answer
@@ -85,7 +88,8 @@ class Pager(Generic[T]):
             if self._finished():
                 return None
             offset = self._next
-            count = self.plan.first if offset == 0 else self.plan.size
+            k = self._claimed
+            count = self.plan.first if k == 0 else min(self.plan.size << (k - 1), self.plan.max_size)
             if self.plan.limit is not None:
                 count = min(count, self.plan.limit - offset)
                 if count <= 0:
@@ -96,6 +100,7 @@ class Pager(Generic[T]):
                 )
                 return None
             self._next += count
+            self._claimed += 1
             return offset, count
 
     def _land(self, offset: int, count: int, rows: list[T]) -> None:
