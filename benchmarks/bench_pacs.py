@@ -52,10 +52,11 @@ import numpy as np  # noqa: E402
 import requests  # noqa: E402
 from pydicom import dcmread  # noqa: E402
 from pydicom.dataset import Dataset  # noqa: E402
-from pydicom.uid import JPEG2000Lossless, generate_uid  # noqa: E402
+from pydicom.uid import generate_uid  # noqa: E402
 from PySide6.QtCore import QEventLoop, Qt, QTimer  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
+from benchmarks.bench_load import store_noisy_j2k  # noqa: E402
 from tests.factories import make_ct_slice, write_ct_series  # noqa: E402
 from tests.pacs.conftest import controller, no_system_keyring  # noqa: E402
 from tests.pacs.orthanc import CLIENT_AET, ORTHANC_AET, PASSWORD, USER, running_orthanc, unavailable_reason  # noqa: E402
@@ -129,16 +130,8 @@ def _write_back() -> float:
 
 
 def _noisy_j2k(paths: list[Path]) -> None:
-    """Add CT-like noise (12 HU) to each slice and store it as JPEG 2000 lossless: the generated slices
-    alone (a flat disc) compress to ~1 kB, which no scanner's images do; with the noise each is ~2/5 of
-    its uncompressed size, as real CT."""
-    rng = np.random.default_rng(13)
-    for path in paths:
-        ds = dcmread(path)
-        hu = ds.pixel_array.astype(np.float32) + rng.normal(0.0, 12.0, ds.pixel_array.shape)
-        ds.PixelData = np.clip(hu, -32768, 32767).astype(np.int16).tobytes()
-        ds.compress(JPEG2000Lossless)
-        ds.save_as(path, enforce_file_format=True)
+    """CT-like noise, stored as JPEG 2000 lossless in place (see bench_load's ``store_noisy_j2k``)."""
+    store_noisy_j2k(paths)
 
 
 def _small_studies(folder: Path, n: int) -> list[Path]:

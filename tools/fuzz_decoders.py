@@ -64,8 +64,8 @@ REFERENCE_PLUGIN = {
     "1.2.840.10008.1.2.4.70": "pylibjpeg",
     "1.2.840.10008.1.2.4.80": "gdcm",
     "1.2.840.10008.1.2.4.81": "gdcm",
-    "1.2.840.10008.1.2.4.90": "pylibjpeg",
-    "1.2.840.10008.1.2.4.91": "pylibjpeg",
+    "1.2.840.10008.1.2.4.90": "gdcm",
+    "1.2.840.10008.1.2.4.91": "gdcm",
     "1.2.840.10008.1.2.5": "pydicom",
 }
 # On damaged lossy JPEG data the libjpeg implementations differ among themselves (Richter's libjpeg

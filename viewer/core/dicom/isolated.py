@@ -26,6 +26,7 @@ from viewer.core.constants import DECODE_TIMEOUT_S
 from viewer.core.dicom.model import SliceInfo
 from viewer.core.dicom.pixels import decode_frame, to_modality
 from viewer.core.dicom.pool import warm_pool_async
+from viewer.core.dicom.sharedvolume import SharedTarget
 from viewer.core.dicom.sources import ArchiveCache
 from viewer.core.dicom.worker import (
     CancelFn,
@@ -152,14 +153,19 @@ def decode_isolated(
 
 
 def run_isolated(
-    items: Items, *, grey_only: bool = True, cancel: CancelFn | None = None
+    items: Items,
+    *,
+    grey_only: bool = True,
+    cancel: CancelFn | None = None,
+    target: SharedTarget | None = None,
 ) -> DecodeResults | None:
     """Decode ``items`` in the slice decoder process: one result per item, errors as text (``E-TIMEOUT``
     after ``DECODE_TIMEOUT_S`` for a frame, ``E-WORKER-CRASH`` after a second death). None when no
-    decoder process can run here (the caller decodes in this process)."""
+    decoder process can run here (the caller decodes in this process). With ``target`` (greyscale
+    items of a whole-volume load), the process writes the slices into that shared volume."""
     with _CALL_LOCK:  # one task at a time, so the time limit counts decoding, not queueing
         results, left = decode_with_recovery(
-            items, _SOURCE, grey_only=grey_only, frame_timeout=DECODE_TIMEOUT_S, cancel=cancel
+            items, _SOURCE, grey_only=grey_only, frame_timeout=DECODE_TIMEOUT_S, cancel=cancel, target=target
         )
     if left and not results:
         return None

@@ -17,6 +17,7 @@ import os
 import queue
 import sys
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 
@@ -25,6 +26,7 @@ import numpy as np
 from viewer.core.constants import MAX_SERIES_BYTES, MAX_SERIES_BYTES_FRACTION_OF_RAM, PREFAULT_MIN_BYTES
 from viewer.core.dicom.header import too_large_message
 from viewer.core.dicom.model import SliceInfo, Stack
+from viewer.core.dicom.sharedvolume import SharedTarget
 from viewer.core.dicom.worker import (
     CancelFn,
     DecodeResults,
@@ -38,6 +40,7 @@ from viewer.core.errors import ImageTooLargeError, LoadCancelled
 logger = logging.getLogger(__name__)
 POOL_MIN_SLICES = 8  # fewer compressed slices than this go to the slice decoder process only
 WORKER_NICE = 5  # decoder processes run below the GUI's priority
+THREAD_END_WAIT_S = 2.0  # how long a finished or cancelled load waits for its threads to stop
 _IDLE: list[DecoderProcess] = []
 _POOL_LOCK = threading.Lock()
 _STATE = {"live": 0, "unavailable": False, "exiting": False}
@@ -214,12 +217,14 @@ def decode_chunks(
     front: Callable[[Items, CancelFn], DecodeResults],
     frame_timeout: float,
     cancel: CancelFn | None = None,
+    target: SharedTarget | None = None,
 ) -> None:
     """Decode ``chunks`` on every core and hand each chunk's results to ``deliver`` (on this thread).
 
     Pool threads take chunks from the back, ``front`` (the slice decoder process, or this process
     where none can run) from the front. Raises :class:`LoadCancelled` when ``cancel()`` turns true
-    (checked every 0.1 s); the processes busy then are killed, not waited for.
+    (checked every 0.1 s); the processes busy then are killed, not waited for. With ``target``, the
+    pool processes write their slices into that shared volume (``front`` is given it by the caller).
     """
     work: deque[Items] = deque(chunks)
     done: queue.SimpleQueue[DecodeResults | BaseException] = queue.SimpleQueue()
@@ -237,7 +242,12 @@ def decode_chunks(
         try:
             while (chunk := take(back=True)) is not None:
                 results, left = decode_with_recovery(
-                    chunk, lease, grey_only=True, frame_timeout=frame_timeout, cancel=stop.is_set
+                    chunk,
+                    lease,
+                    grey_only=True,
+                    frame_timeout=frame_timeout,
+                    cancel=stop.is_set,
+                    target=target,
                 )
                 if results:
                     done.put(results)
@@ -291,6 +301,11 @@ def decode_chunks(
             deliver(item)
     finally:
         stop.set()
+        # The threads notice within POLL_S and kill their busy processes: wait for that (briefly), so
+        # no decoder is still at work on (or holding a mapping of) this load's volume when we return.
+        deadline = time.monotonic() + THREAD_END_WAIT_S
+        for thread in threads:
+            thread.join(max(deadline - time.monotonic(), 0.0))
 
 
 def series_budget() -> int:

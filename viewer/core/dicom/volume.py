@@ -30,12 +30,14 @@ from viewer.core.dicom.pool import (
     allocate_volume,
     check_volume_budget,
     decode_chunks,
+    pool_work,
     wants_pool,
 )
 from viewer.core.dicom.preread import PreRead
+from viewer.core.dicom.sharedvolume import SharedTarget, SharedVolume, shared_volumes_supported
 from viewer.core.dicom.sources import ArchiveCache
+from viewer.core.dicom.worker import MODALITY_OVERFLOW, DecodeResults, Items, decode_task
 from viewer.core.dicom.worker import CancelFn as WorkerCancelFn
-from viewer.core.dicom.worker import DecodeResults, Items, decode_task
 from viewer.core.errors import DicomError, LoadCancelled, PixelDecodeError
 
 logger = logging.getLogger(__name__)
@@ -312,7 +314,46 @@ class StackVolume:
         rows, cols = self.stack.rows, self.stack.columns
         check_volume_budget(n * rows * cols * self.dtype.itemsize)
         claimed = self._claim_preread(cancel)
-        out, staged = claimed if claimed is not None else (allocate_volume((n, rows, cols), self.dtype), None)
+        shared = None if claimed is not None else self._shared_volume((n, rows, cols))
+        try:
+            out = self._load_into(claimed, shared, progress, cancel)
+        finally:
+            if shared is not None:
+                shared.close()
+        if self._overflowed and out.dtype != np.float32:
+            del out, shared  # a slice did not fit int16: the whole volume again, as float32
+            self._promote()
+            return self.load_all(progress, cancel)
+        return out
+
+    def _shared_volume(self, shape: tuple[int, int, int]) -> SharedVolume | None:
+        """The volume in shared memory when decoder processes will fill it (enough slices for the
+        pool, see :mod:`~viewer.core.dicom.sharedvolume`); None where that is not possible here."""
+        if not shared_volumes_supported():
+            return None
+        if sum(1 for info in self.stack.slices if pool_work(info)) < POOL_MIN_SLICES:
+            return None
+        try:
+            return SharedVolume(shape, self.dtype)
+        except (OSError, ValueError) as exc:  # e.g. no memfd here, or too many open files
+            logger.info("No shared volume (%s); decoded slices are sent back", type(exc).__name__)
+            return None
+
+    def _load_into(
+        self,
+        claimed: tuple[np.ndarray, np.ndarray] | None,
+        shared: SharedVolume | None,
+        progress: ProgressFn | None,
+        cancel: CancelFn | None,
+    ) -> np.ndarray:
+        """:meth:`load_all`'s work, into the preread, shared or a fresh volume."""
+        n = len(self)
+        rows, cols = self.stack.rows, self.stack.columns
+        if claimed is not None:
+            out, staged = claimed
+        else:
+            out = shared.array if shared is not None else allocate_volume((n, rows, cols), self.dtype)
+            staged = None
         good = np.zeros(n, dtype=bool)
         todo_fast: list[int] = []
         todo_slow: list[int] = []
@@ -345,13 +386,12 @@ class StackVolume:
         if todo_slow:
             use_pool = len(todo_slow) >= POOL_MIN_SLICES
             if use_pool:
-                self._load_pool(todo_slow, out, good, tick, cancel)
+                target = shared.target if shared is not None else None
+                self._load_pool(todo_slow, out, good, tick, cancel, target)
             else:
                 self._load_threads(todo_slow, out, good, tick, cancel, self._decode_into)
         if self._overflowed and out.dtype != np.float32:
-            del out  # a slice did not fit int16: the whole volume again, as float32
-            self._promote()
-            return self.load_all(progress, cancel)
+            return out  # load_all starts again in float32
         bad = [i for i in range(n) if not good[i]]
         if bad:
             fill = min((out[i].min() for i in np.flatnonzero(good)), default=0)
@@ -438,6 +478,7 @@ class StackVolume:
         good: np.ndarray,
         tick: Callable[[int], None],
         cancel: CancelFn | None,
+        target: SharedTarget | None = None,
     ) -> None:
         """Work stealing (:func:`~viewer.core.dicom.pool.decode_chunks`): pool processes take chunks from
         the end, the slice decoder process from the front, every frame under its own time limit.
@@ -445,6 +486,8 @@ class StackVolume:
         Never slower than the slice decoder alone (a cold pool simply gets fewer chunks), every core
         decodes once the pool runs, and all C decoding happens outside this process. This thread
         only collects, so it never holds the GIL long enough to starve the threads receiving results.
+        With ``target`` (``out`` is that shared volume), the decoder processes write the slices into it
+        themselves and answer a few bytes each.
         """
         slices = self.stack.slices
         chunks = [[(i, slices[i]) for i in idx[k : k + POOL_CHUNK]] for k in range(0, len(idx), POOL_CHUNK)]
@@ -453,14 +496,18 @@ class StackVolume:
             self._put_results(results, out, good)
             tick(len(results))
 
-        decode_chunks(
-            chunks, deliver, front=self._decode_front, frame_timeout=isolated.DECODE_TIMEOUT_S, cancel=cancel
-        )
+        def front(chunk: Items, stop: WorkerCancelFn) -> DecodeResults:
+            return self._decode_front(chunk, stop, target)
+
+        timeout = isolated.DECODE_TIMEOUT_S
+        decode_chunks(chunks, deliver, front=front, frame_timeout=timeout, cancel=cancel, target=target)
 
     @staticmethod
-    def _decode_front(chunk: Items, cancel: WorkerCancelFn) -> DecodeResults:
+    def _decode_front(
+        chunk: Items, cancel: WorkerCancelFn, target: SharedTarget | None = None
+    ) -> DecodeResults:
         """One chunk in the slice decoder process (in this process where none can start)."""
-        results = run_isolated(chunk, cancel=cancel)
+        results = run_isolated(chunk, cancel=cancel, target=target)
         if results is None:
             logger.warning("Decoder processes cannot start here; decoding in this process")
             return decode_task(chunk)
@@ -472,14 +519,19 @@ class StackVolume:
         out: np.ndarray,
         good: np.ndarray,
     ) -> None:
-        """Put a decoder task's results into ``out`` (modality LUT applied here when pending)."""
+        """Put a decoder task's results into ``out`` (modality LUT applied here when pending; a slice
+        without an array was written into the shared volume ``out`` by its decoder process)."""
         for i, arr, err, stored in results:
-            if err is None and arr is not None:
-                if stored:
+            if err is None:
+                if arr is None:
+                    pass  # in ``out`` already
+                elif stored:
                     self._modality(arr, self.stack.slices[i], out[i])
                 else:
                     out[i] = arr
                 good[i] = True
+            elif err == MODALITY_OVERFLOW:
+                self._overflowed = True  # load_all starts again in float32
             else:
                 self.bad_slices[i] = err or "Cannot decode"
 

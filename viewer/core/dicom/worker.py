@@ -10,20 +10,25 @@ of the chunk goes on in a fresh process. Killed processes are reaped at once, so
 left to block a later load or the interpreter's exit.
 
 Children arm a parent-death signal and a parent watchdog (:mod:`viewer.core.dicom.limits`) and
-decode each frame under an address-space cap sized to that frame.
+decode each frame under an address-space cap sized to that frame. Given a
+:class:`~viewer.core.dicom.sharedvolume.SharedTarget`, a child writes each frame's modality values
+straight into the viewer's volume and answers ``(index, None, None, False)`` (see
+:mod:`viewer.core.dicom.sharedvolume`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import multiprocessing
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from multiprocessing.connection import Connection
+from multiprocessing.reduction import recv_handle, send_handle
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
@@ -31,6 +36,7 @@ import numpy as np
 from viewer.core.constants import DECODER_START_TIMEOUT_S
 from viewer.core.dicom.limits import address_space_limit, die_with_parent, frame_allowance, run_in_spawner
 from viewer.core.dicom.model import SliceInfo
+from viewer.core.dicom.sharedvolume import SharedTarget, write_slices
 from viewer.core.errors import DicomError, LoadCancelled
 
 if TYPE_CHECKING:
@@ -38,11 +44,13 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-DecodeResult = tuple[int, "np.ndarray | None", "str | None", bool]  # index, array, error, modality pending
+# index, array, error, modality pending; (index, None, None, False): written into the shared volume
+DecodeResult = tuple[int, "np.ndarray | None", "str | None", bool]
 DecodeResults = list[DecodeResult]
 Items = list[tuple[int, SliceInfo]]
 CancelFn = Callable[[], bool]
 POLL_S = 0.1  # how often a waiting caller checks ``cancel``
+MODALITY_OVERFLOW = "E-INT16-OVERFLOW"  # the error of a frame whose values do not fit an int16 volume
 
 
 class DecoderStartError(RuntimeError):
@@ -79,6 +87,31 @@ def decode_one(info: SliceInfo, archives: ArchiveCache, *, grey_only: bool, inde
         return (index, None, f"Cannot decode {info.source.display_name}: {type(exc).__name__}", False)
 
 
+def decode_into(
+    info: SliceInfo, archives: ArchiveCache, slot: Callable[[int], np.ndarray], *, index: int
+) -> DecodeResult:
+    """Decode one greyscale frame and put its modality values into ``slot(index)`` (its place in the
+    shared volume): ``(index, None, None, False)``, or the error as :func:`decode_one` gives it
+    (:data:`MODALITY_OVERFLOW` when the values do not fit the int16 volume)."""
+    from viewer.core.dicom.pixels import ModalityOverflow, to_modality
+
+    result = decode_one(info, archives, grey_only=True, index=index)
+    _, arr, _, pending = result
+    if arr is None:
+        return result
+    out = slot(index)
+    if arr.shape != out.shape:
+        return (index, None, f"{info.source.display_name} has a different size from the stack", False)
+    try:
+        if pending:
+            to_modality(arr, info, out=out)
+        else:
+            out[...] = arr
+    except ModalityOverflow:
+        return (index, None, MODALITY_OVERFLOW, False)
+    return (index, None, None, False)
+
+
 def decode_task(items: Items, *, grey_only: bool = True) -> DecodeResults:
     """Decode ``items`` in this process (the in-process fallback, and tests)."""
     from viewer.core.dicom.sources import ArchiveCache
@@ -88,6 +121,14 @@ def decode_task(items: Items, *, grey_only: bool = True) -> DecodeResults:
         return [decode_one(info, archives, grey_only=grey_only, index=i) for i, info in items]
     finally:
         archives.close()
+
+
+def _write_chunk(
+    conn: Connection, items: Items, archives: ArchiveCache, slot: Callable[[int], np.ndarray]
+) -> None:
+    """Decode ``items`` into the shared volume (``slot``), answering each frame as it is done."""
+    for i, info in items:
+        conn.send(decode_into(info, archives, slot, index=i))
 
 
 def _child_main(conn: Connection, parent_pid: int, nice: int) -> None:
@@ -108,11 +149,15 @@ def _child_main(conn: Connection, parent_pid: int, nice: int) -> None:
         except (EOFError, OSError):
             return
         if message[0] == "decode":
-            _, items, grey_only = message
+            _, items, grey_only, target = message
             archives = ArchiveCache()
             try:
-                for i, info in items:
-                    conn.send(decode_one(info, archives, grey_only=grey_only, index=i))
+                if target is None:
+                    for i, info in items:
+                        conn.send(decode_one(info, archives, grey_only=grey_only, index=i))
+                else:
+                    write = functools.partial(_write_chunk, conn, items, archives)
+                    write_slices(recv_handle(conn), target, write)
             finally:
                 archives.close()
         elif message[0] == "call":
@@ -196,13 +241,22 @@ class DecoderProcess:
                 raise LoadCancelled("Loading cancelled")
 
     def run(
-        self, items: Items, *, grey_only: bool, frame_timeout: float, cancel: CancelFn | None = None
+        self,
+        items: Items,
+        *,
+        grey_only: bool,
+        frame_timeout: float,
+        cancel: CancelFn | None = None,
+        target: SharedTarget | None = None,
     ) -> RunOutcome:
         """Decode ``items`` here; stop at the first frame that takes over ``frame_timeout`` s or kills
-        the process (the process is then killed and ``failed_at`` names the frame)."""
+        the process (the process is then killed and ``failed_at`` names the frame). With ``target``,
+        greyscale frames go straight into that shared volume (its descriptor is sent along)."""
         results: DecodeResults = []
         try:
-            self._conn.send(("decode", items, grey_only))
+            self._conn.send(("decode", items, grey_only, None if target is None else replace(target, fd=-1)))
+            if target is not None:
+                send_handle(self._conn, target.fd, self.pid)
         except (OSError, ValueError):
             self.kill()
             return RunOutcome(results, 0, Failure.CRASH)
@@ -244,10 +298,12 @@ def decode_with_recovery(
     grey_only: bool,
     frame_timeout: float,
     cancel: CancelFn | None = None,
+    target: SharedTarget | None = None,
 ) -> tuple[DecodeResults, Items]:
     """Decode ``items`` in processes from ``source``: (results, items left when no process could start).
 
     Each frame has ``frame_timeout`` seconds; see the module docstring for timeouts and crashes.
+    ``target``: a shared volume the greyscale frames are written into (:meth:`DecoderProcess.run`).
     """
     out: DecodeResults = []
     todo = list(items)
@@ -256,7 +312,9 @@ def decode_with_recovery(
         proc = source.get()
         if proc is None:
             return out, todo
-        outcome = proc.run(todo, grey_only=grey_only, frame_timeout=frame_timeout, cancel=cancel)
+        outcome = proc.run(
+            todo, grey_only=grey_only, frame_timeout=frame_timeout, cancel=cancel, target=target
+        )
         out.extend(outcome.results)
         if outcome.failed_at is None:
             return out, []
