@@ -29,3 +29,19 @@ def test_a_volume_reads_as_what_it_is(
         assert reading.note.startswith("volume not measurable: the localisation map is below its threshold")
     if state is VolumeState.BELOW_ONE_DECIMAL:
         assert reading.note.startswith(f"< 0.1 mL ({voxels} voxels")
+
+
+@pytest.mark.parametrize(
+    ("flagged", "note"),
+    [
+        (False, "no volume: the slice classifier does not flag this class"),  # a subtype not flagged
+        (True, "no volume: the slice classifier flags no subtype"),  # any: slices flagged, no subtype
+    ],
+)
+def test_a_volume_whose_map_is_not_shown_has_none(flagged: bool, note: str) -> None:
+    """A class whose map is not shown (not flagged) has no volume, even where its map found voxels; for
+    `any`, flagged on some slices while no subtype is, the note does not say "does not flag this class"
+    (a normal study's findings panel said so beside `any`'s flagged slices)."""
+    reading = VolumeReading(0.2, 120, flagged, shown=False)
+    assert reading.state is VolumeState.NOT_SHOWN and reading.text == "–" and reading.measured_ml is None
+    assert reading.note.startswith(note)

@@ -92,6 +92,8 @@ class VolumeReading:
         if state is VolumeState.NONE:
             return "0.0 mL (nothing at the map threshold; the class is not flagged)"
         if state is VolumeState.NOT_SHOWN:
+            if self.flagged:  # any: flagged slices, but no subtype of it flagged, so no map is shown
+                return "no volume: the slice classifier flags no subtype, so no localisation map is shown"
             return (
                 "no volume: the slice classifier does not flag this class, so its localisation map is "
                 "not shown"
