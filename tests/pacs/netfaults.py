@@ -71,23 +71,35 @@ class CuttingRelay:
         try:
             while True:
                 data = src.recv(65536)
-                if not data:
+                if not data or not self._forward(data, dst, down, state, client, server):
                     break
-                if down:
-                    total = int(state["down"]) + len(data)  # type: ignore[call-overload]
-                    if total > self.cut_after and not state["cut"] and self._take_cut():
-                        state["cut"] = True
-                        dst.sendall(data[: max(0, self.cut_after - int(state["down"]))])  # type: ignore[call-overload]
-                        _reset(client)
-                        _reset(server)
-                        return
-                    state["down"] = total
-                dst.sendall(data)
         except OSError:
             pass
         finally:
             with contextlib.suppress(OSError):
                 dst.shutdown(socket.SHUT_WR)
+
+    def _forward(
+        self,
+        data: bytes,
+        dst: socket.socket,
+        down: bool,
+        state: dict[str, object],
+        client: socket.socket,
+        server: socket.socket,
+    ) -> bool:
+        """Pass ``data`` on (``down``: from the server); False once the connection was cut."""
+        if down:
+            total = int(state["down"]) + len(data)  # type: ignore[call-overload]
+            if total > self.cut_after and not state["cut"] and self._take_cut():
+                state["cut"] = True
+                dst.sendall(data[: max(0, self.cut_after - int(state["down"]))])  # type: ignore[call-overload]
+                _reset(client)
+                _reset(server)
+                return False
+            state["down"] = total
+        dst.sendall(data)
+        return True
 
     def close(self) -> None:
         self._stop.set()
@@ -121,39 +133,30 @@ class HoldingRelay(CuttingRelay):
     def __enter__(self) -> HoldingRelay:
         return self
 
-    def _pump(
+    def _forward(
         self,
-        src: socket.socket,
+        data: bytes,
         dst: socket.socket,
         down: bool,
         state: dict[str, object],
         client: socket.socket,
         server: socket.socket,
-    ) -> None:
-        try:
-            while True:
-                data = src.recv(65536)
-                if not data:
-                    break
-                if down:
-                    total = int(state["down"]) + len(data)  # type: ignore[call-overload]
-                    state["down"] = total
-                    if total > self.hold_after and not self.held.is_set():
-                        with self._lock:
-                            first = not self.held.is_set()
-                            self.held.set()
-                        if first:
-                            dst.sendall(data)
-                            self.released_by_request = self.released.wait(self.timeout_s)
-                            continue
-                elif self.release_on in data:
-                    self.released.set()
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            with contextlib.suppress(OSError):
-                dst.shutdown(socket.SHUT_WR)
+    ) -> bool:
+        if down:
+            total = int(state["down"]) + len(data)  # type: ignore[call-overload]
+            state["down"] = total
+            if total > self.hold_after and not self.held.is_set():
+                with self._lock:
+                    first = not self.held.is_set()
+                    self.held.set()
+                if first:
+                    dst.sendall(data)
+                    self.released_by_request = self.released.wait(self.timeout_s)
+                    return True
+        elif self.release_on in data:
+            self.released.set()
+        dst.sendall(data)
+        return True
 
 
 def _reset(sock: socket.socket) -> None:

@@ -174,15 +174,13 @@ def test_the_next_study_of_a_review_does_not_keep_the_previous_patient_beside_it
         assert window.current_stack().uid == by_patient[pid].uid
 
 
-def test_a_measurement_label_with_no_place_on_screen_is_moved_in_not_cut(qtbot, tmp_path) -> None:
-    """An ROI as wide as the view had every label place beside it off screen: its label was cut at the
-    viewport's edge, "Mean -723.5 HU" reading "3.5 HU" (seen in a 2×2 viewport). A label is now moved
-    inside the view when none of its places fits."""
+def _drawing_view(qtbot, tmp_path, tool: Qt.Key):
+    """A 1200×800 window showing a 6-slice CT with the drawing tool of key ``tool`` on: its view and a
+    function from image pixel coordinates to the viewport's (for mouse drags)."""
     from PySide6.QtCore import QPointF
 
     from tests.factories import write_ct_series
-    from tests.qt.viewer_helpers import make_window, mouse_drag, open_and_wait
-    from viewer.core.measure import Shape
+    from tests.qt.viewer_helpers import make_window, open_and_wait
 
     write_ct_series(tmp_path / "ct", 6)
     window = make_window(qtbot, (1200, 800))
@@ -190,12 +188,23 @@ def test_a_measurement_label_with_no_place_on_screen_is_moved_in_not_cut(qtbot, 
     view = window.view
     window.activateWindow()
     view.setFocus()
-    qtbot.keyClick(view, Qt.Key.Key_B)
+    qtbot.keyClick(view, tool)
 
     def at(x: float, y: float):
         view.vb.updateMatrix()
         return view.graphics.mapFromScene(view.image.mapToScene(QPointF(x, y)))
 
+    return view, at
+
+
+def test_a_measurement_label_with_no_place_on_screen_is_moved_in_not_cut(qtbot, tmp_path) -> None:
+    """An ROI as wide as the view had every label place beside it off screen: its label was cut at the
+    viewport's edge, "Mean -723.5 HU" reading "3.5 HU" (seen in a 2×2 viewport). A label is now moved
+    inside the view when none of its places fits."""
+    from tests.qt.viewer_helpers import mouse_drag
+    from viewer.core.measure import Shape
+
+    view, at = _drawing_view(qtbot, tmp_path, Qt.Key.Key_B)
     mouse_drag(qtbot, view.graphics.viewport(), at(6, 6), at(58, 58))
     (roi,) = view.measurements()
     assert roi.measurement.shape is Shape.RECTANGLE
@@ -312,21 +321,9 @@ def test_a_measurement_label_keeps_clear_of_the_corner_texts(qtbot, tmp_path) ->
     its box had no height, so its label was left off screen.)"""
     from PySide6.QtCore import QPointF
 
-    from tests.factories import write_ct_series
-    from tests.qt.viewer_helpers import make_window, mouse_drag, open_and_wait
+    from tests.qt.viewer_helpers import mouse_drag
 
-    write_ct_series(tmp_path / "ct", 6)
-    window = make_window(qtbot, (1200, 800))
-    open_and_wait(qtbot, window, [tmp_path / "ct"])
-    view = window.view
-    window.activateWindow()
-    view.setFocus()
-    qtbot.keyClick(view, Qt.Key.Key_M)  # the distance ruler
-
-    def at(x: float, y: float):
-        view.vb.updateMatrix()
-        return view.graphics.mapFromScene(view.image.mapToScene(QPointF(x, y)))
-
+    view, at = _drawing_view(qtbot, tmp_path, Qt.Key.Key_M)  # the distance ruler
     mouse_drag(qtbot, view.graphics.viewport(), at(20, 20), at(26, 20))
     (ruler,) = view.measurements()
 
