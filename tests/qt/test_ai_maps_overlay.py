@@ -23,6 +23,7 @@ from tests.qt.viewer_helpers import (
 from viewer.core.foreign.match import PlacedSeg, SliceAt
 from viewer.qt.ai.findings import VOLUME_COLUMN
 from viewer.qt.results import ResultsController
+from viewer.qt.style import MUTED_COLOR
 from viewer.qt.tree_items import top_items
 
 N_SLICES, BLEED = 6, (2, 3)
@@ -80,6 +81,13 @@ def test_analyze_shows_volumes_and_the_registered_map_overlay(
     (placed,) = [p for p in results.placed if isinstance(p, PlacedSeg)]
     subdural = sum(int(np.asarray(f.mask).sum()) for f in placed.obj.frames if f.segment == 5)
     assert subdural == int(pred.maps.mask(4).sum())
+    # the Results dock lists every segment; those on no image (epidural: not flagged, its map not shown)
+    # in the muted colour, not as if found
+    (seg_row,) = top_items(results.panel.tree)
+    rows = {seg_row.child(k).text(0): seg_row.child(k) for k in range(seg_row.childCount())}
+    assert rows["epidural"].foreground(0).color().name() == MUTED_COLOR
+    assert "no voxel" in rows["epidural"].toolTip(0)
+    assert rows["subdural"].foreground(0).color().name() != MUTED_COLOR
 
     view = window.view
     view.set_index(BLEED[0])

@@ -15,6 +15,7 @@ logger = logging.getLogger(__name__)
 ACCENT = "#2f81f7"
 WARNING_COLOR = "#e3b341"
 OVERLAY_COLOR = "#e6edf3"
+MUTED_COLOR = "#6e7681"  # text of something present but empty (the disabled text colour)
 # The side docks' first widths: the Studies dock on the left, the AI findings (tabbed with the worklist,
 # review and results) on the right. With both, the image keeps 60 % of a 1366 px wide window (820 px)
 # and 70 % of a 1920 px one; the panels' texts fit these widths.
@@ -60,7 +61,7 @@ def apply_dark_theme(app: QApplication) -> None:
     }
     for role, value in colors.items():
         pal.setColor(role, QColor(value))
-    pal.setColor(QPalette.ColorGroup.Disabled, QPalette.ColorRole.Text, QColor("#6e7681"))
-    pal.setColor(QPalette.ColorGroup.Disabled, QPalette.ColorRole.ButtonText, QColor("#6e7681"))
+    pal.setColor(QPalette.ColorGroup.Disabled, QPalette.ColorRole.Text, QColor(MUTED_COLOR))
+    pal.setColor(QPalette.ColorGroup.Disabled, QPalette.ColorRole.ButtonText, QColor(MUTED_COLOR))
     app.setPalette(pal)
     app.setStyleSheet(stylesheet())

@@ -25,7 +25,7 @@ from PySide6.QtWidgets import (
 from viewer.core.codes import describe
 from viewer.core.foreign.match import Placed, PlacedSeg, SliceAt
 from viewer.core.foreign.model import EntryKind, ResultFailure
-from viewer.qt.style import WARNING_COLOR
+from viewer.qt.style import MUTED_COLOR, WARNING_COLOR
 from viewer.qt.tree_items import children, top_items
 
 TARGET_ROLE = Qt.ItemDataRole.UserRole + 1  # (stack uid, slice index) a double-click shows
@@ -211,6 +211,10 @@ class ResultsPanel(QWidget):
             for row in obj.rows:
                 item = QTreeWidgetItem(top, [row.what, row.value, slices_text(row.slices)])
                 item.setToolTip(0, row.what)
+                if row.segment is not None and not row.slices:  # described, but on no loaded image
+                    for col in range(3):
+                        item.setForeground(col, QBrush(QColor(MUTED_COLOR)))
+                    item.setToolTip(0, f"{row.what}: no voxel on any loaded image")
                 item.setToolTip(1, row.tip or row.value)
                 if row.slices:
                     item.setData(0, TARGET_ROLE, (row.slices[0].stack_uid, row.slices[0].index))
