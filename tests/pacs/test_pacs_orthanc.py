@@ -129,6 +129,18 @@ def test_a_study_query_in_small_pages_gives_the_unpaged_answer(
     assert limited == whole[:3]
 
 
+def test_associations_we_request_ask_for_unlimited_pdus(orthanc: Loaded) -> None:
+    """The AE's maximum PDU size (0: no limit) applies only to associations it accepts; requested ones
+    took pynetdicom's 16 kB default, so a C-GET of 512 x 512 slices arrived in ~32 PDUs each."""
+    from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+    client = DimseClient(dimse_node(orthanc.server))
+    ae = client._ae()
+    ae.add_requested_context(Verification)
+    with client._association(ae) as assoc:
+        assert assoc.requestor.maximum_length == 0
+
+
 def test_series_and_instance_queries(client: PacsClient, orthanc: Loaded) -> None:
     (series,) = client.find_series(orthanc.demo_study_uid)
     assert series.series_uid == orthanc.demo_series_uid

@@ -206,8 +206,16 @@ class DimseClient:
 
         def request() -> Association:
             try:
+                # the AE's maximum_pdu_size only applies to associations it accepts: asked here too, a
+                # C-GET of 300 512 x 512 slices from Orthanc took 1.34 s and 0.78 s of CPU against 1.53
+                # and 0.91 s at pynetdicom's default 16 kB (4 rounds interleaved, 2026-11-29)
                 return ae.associate(
-                    node.host, node.port, ae_title=node.called_ae, ext_neg=ext_neg, evt_handlers=handlers
+                    node.host,
+                    node.port,
+                    ae_title=node.called_ae,
+                    max_pdu=ae.maximum_pdu_size,
+                    ext_neg=ext_neg,
+                    evt_handlers=handlers,
                 )
             except OSError as exc:  # e.g. the host name does not resolve
                 _, why = _probe(node.host, node.port, node.connect_timeout_s)
