@@ -32,7 +32,7 @@ from viewer.core.paths import user_data_path
 from viewer.core.review.fileutil import private_dir
 from viewer.qt.actions import ActionSpec
 from viewer.qt.pacs.nodes import NodeEntry, NodeProtocol, NodeStore, make_client
-from viewer.qt.pacs.widgets import NodeDialog, QueryPanel
+from viewer.qt.pacs.widgets import NodeDialog, QueryPanel, plural
 from viewer.qt.pacs.worklist_panel import WorklistPanel
 from viewer.qt.workers import PacsCallJob, PacsRetrieveJob, PacsSearchJob, PacsWorklistJob
 
@@ -489,7 +489,7 @@ class PacsController(QObject):
         arrived = sum(len(r.instances) for r in reports)
         failed = [f for r in reports for f in r.failed]
         cancelled = any(r.cancelled for r in reports) or not reports
-        parts = [f"{arrived} instances in {len(reports)} series"]
+        parts = [f"{plural(arrived, 'instance')} in {len(reports)} series"]
         if cancelled:
             parts.insert(0, "Retrieve cancelled")
         if failed:

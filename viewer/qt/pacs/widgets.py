@@ -5,6 +5,7 @@ They hold no threads and no clients: :mod:`viewer.qt.pacs.controller` connects t
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date
 
 from PySide6.QtCore import Qt, Signal, SignalInstance
@@ -30,8 +31,8 @@ from viewer.core.constants import PACS_DEFAULT_CALLING_AE, PACS_FIRST_PAGE
 from viewer.core.errors import PacsConfigError
 from viewer.core.pacs.models import SeriesMatch, StudyMatch, StudyQuery
 from viewer.core.pacs.node import AuthKind, PacsNode
+from viewer.qt.pacs.compact_rows import CompactRows, joined
 from viewer.qt.pacs.nodes import DEFAULT_RECEIVE_PORT, NodeEntry, NodeProtocol
-from viewer.qt.tree_items import cap_columns
 
 STUDY_COLUMNS = ("Patient", "Patient ID", "Date", "Description", "Modality", "Series")
 UID_ROLE = Qt.ItemDataRole.UserRole
@@ -68,13 +69,35 @@ def _dicom_date(text: str) -> str:
     return f"{text[0:4]}-{text[4:6]}-{text[6:8]}" if len(text) == 8 and text.isdigit() else text
 
 
+def plural(n: int, noun: str) -> str:
+    """``1 image``, ``2 images``."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+NO_NAME = "(no name)"  # a study row whose patient name is empty (a blank row is easy to miss or misread)
+
+
+def patient_text(dicom_name: str) -> str:
+    """A patient name as a list shows it: ``SMITH JOHN`` for ``SMITH^JOHN``, :data:`NO_NAME` when empty."""
+    return dicom_name.replace("^", " ").strip() or NO_NAME
+
+
+def study_lines(texts: Sequence[str]) -> tuple[str, str]:
+    """A study row in a narrow dock (:class:`~viewer.qt.pacs.compact_rows.CompactRows`): patient and ID;
+    date, modality, description and series count (``texts``: the :data:`STUDY_COLUMNS`)."""
+    patient, patient_id, day, description, modality, series = texts
+    return joined(patient, patient_id), joined(
+        day, modality, description, f"{series} series" if series else ""
+    )
+
+
 def series_label(s: SeriesMatch) -> str:
     """``Se 2 · Head 5mm · CT · 32 images``: what a series row says."""
     parts = [
         "" if s.series_number is None else f"Se {s.series_number}",
         s.series_description,
         s.modality,
-        "" if s.num_instances is None else f"{s.num_instances} images",
+        "" if s.num_instances is None else plural(s.num_instances, "image"),
     ]
     return " · ".join(p for p in parts if p)
 
@@ -315,10 +338,10 @@ class QueryPanel(QWidget):
         self.results.setRootIsDecorated(True)
         self.results.setUniformRowHeights(True)
         # columns sized from the first rows (and those on screen), not from all of them: filling 1,000
-        # rows took 0.07-0.13 s with Qt's default of 1,000 rows, 0.03 s so; capped, so that a narrow dock
-        # shows several columns (cap_columns)
+        # rows took 0.07-0.13 s with Qt's default of 1,000 rows, 0.03 s so; capped (cap_columns), and in a
+        # dock too narrow for them, each study on two lines instead (CompactRows)
         self.results.header().setResizeContentsPrecision(PACS_FIRST_PAGE)
-        cap_columns(self.results, COLUMN_CAP_PX)
+        self.compact_rows = CompactRows(self.results, study_lines, COLUMN_CAP_PX)
         self.btn_retrieve = QPushButton("Retrieve")
         self.btn_retrieve.setEnabled(False)
         self.btn_cancel = QPushButton("Cancel")
@@ -449,7 +472,7 @@ class QueryPanel(QWidget):
         for s in studies:
             item = QTreeWidgetItem(
                 [
-                    s.patient_name.replace("^", " ").strip(),
+                    patient_text(s.patient_name),
                     s.patient_id,
                     _dicom_date(s.study_date),
                     s.study_description,
@@ -463,7 +486,7 @@ class QueryPanel(QWidget):
                 item.setToolTip(col, item.text(col))
             items.append(item)
         self.results.addTopLevelItems(items)
-        cap_columns(self.results, COLUMN_CAP_PX)
+        self.compact_rows.fit()
 
     def study_item(self, study_uid: str) -> QTreeWidgetItem | None:
         for k in range(self.results.topLevelItemCount()):

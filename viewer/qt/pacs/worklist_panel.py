@@ -7,6 +7,7 @@ No threads and no clients here: :mod:`viewer.qt.pacs.controller` connects the si
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date
 
 from PySide6.QtCore import QDate, Qt, Signal
@@ -26,6 +27,7 @@ from PySide6.QtWidgets import (
 )
 
 from viewer.core.pacs.worklist import AiStatus, WorklistRow
+from viewer.qt.pacs.compact_rows import CompactRows, joined
 from viewer.qt.pacs.widgets import (
     COLUMN_CAP_PX,
     UID_ROLE,
@@ -33,9 +35,9 @@ from viewer.qt.pacs.widgets import (
     date_range_row,
     narrow_form,
     node_chooser,
+    patient_text,
     set_node_names,
 )
-from viewer.qt.tree_items import cap_columns
 
 WORKLIST_COLUMNS = ("AI", "Probability", "Patient", "Patient ID", "Date", "Time", "Description")
 STATUS_ROLE = Qt.ItemDataRole.UserRole + 2
@@ -48,6 +50,15 @@ STATUS_COLOURS: dict[AiStatus, str | None] = {
     AiStatus.UNREADABLE: "#6b5a1f",
     AiStatus.NOT_ANALYSED: None,
 }
+
+
+def worklist_lines(texts: Sequence[str]) -> tuple[str, str]:
+    """A worklist row in a narrow dock (:class:`~viewer.qt.pacs.compact_rows.CompactRows`): AI status,
+    probability, patient and ID; date, time and description (``texts``: the :data:`WORKLIST_COLUMNS`)."""
+    status, probability, patient, patient_id, day, time, description = texts
+    return joined(f"{status} {probability}".strip(), patient, patient_id), joined(
+        f"{day} {time}".strip(), description
+    )
 
 
 def _qdate(day: date) -> QDate:
@@ -90,7 +101,7 @@ class WorklistPanel(QWidget):
         self.rows.setHeaderLabels(list(WORKLIST_COLUMNS))
         self.rows.setRootIsDecorated(False)
         self.rows.setUniformRowHeights(True)
-        cap_columns(self.rows, COLUMN_CAP_PX)
+        self.compact_rows = CompactRows(self.rows, worklist_lines, COLUMN_CAP_PX)
         self.rows.setToolTip("Double-click a study to retrieve and open it")
         self.status = QLabel("")
         self.status.setWordWrap(True)
@@ -150,7 +161,7 @@ class WorklistPanel(QWidget):
                 [
                     row.status.value,
                     "" if row.probability is None else f"{row.probability:.2f}",
-                    s.patient_name.replace("^", " ").strip(),
+                    patient_text(s.patient_name),
                     s.patient_id,
                     _dicom_date(s.study_date),
                     _dicom_time(s.study_time),
@@ -169,7 +180,7 @@ class WorklistPanel(QWidget):
                 item.setToolTip(col, item.text(col))
             items.append(item)
         self.rows.addTopLevelItems(items)
-        cap_columns(self.rows, COLUMN_CAP_PX)
+        self.compact_rows.fit()
         positive = sum(r.status is AiStatus.POSITIVE for r in rows)
         waiting = sum(r.status is AiStatus.NOT_ANALYSED for r in rows)
         self.show_message(
