@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (
 from viewer.core.dicom.model import LoadReport, Patient, Stack, Study
 from viewer.qt.overlays import format_date
 from viewer.qt.style import LEFT_DOCK_PX, icon
+from viewer.qt.texts import patient_name_text, plural
 from viewer.qt.viewport_grid import STACK_MIME, stack_mime
 
 UID_ROLE = Qt.ItemDataRole.UserRole + 1
@@ -41,18 +42,13 @@ class _BadgeDelegate(QStyledItemDelegate):
         option.decorationSize = QSize(BADGE_PX, BADGE_PX)
 
 
-def image_count(n: int) -> str:
-    """The count with its noun: "1 image", "32 images"."""
-    return f"{n} image{'' if n == 1 else 's'}"
-
-
 def stack_text(stack: Stack) -> str:
     """Two lines for a stack row: description, then modality, slice count and series number."""
     desc = stack.series_description or "(no description)"
     if stack.label:
         desc += f" [{stack.label}]"
     se = f" · Se {stack.series_number}" if stack.series_number is not None else ""
-    return f"{desc}\n{stack.modality} · {image_count(len(stack))}{se}"
+    return f"{desc}\n{stack.modality} · {plural(len(stack), 'image')}{se}"
 
 
 def thumbnail_icon(thumb: np.ndarray) -> QIcon:
@@ -179,14 +175,14 @@ class StudyBrowser(QTreeWidget):
         if self._privacy:
             item.setText(0, f"Patient {number}")
         else:
-            name = patient.name.replace("^", " ").strip() or "(no name)"
-            item.setText(0, f"{name}  ·  {patient.patient_id}")
+            name = patient_name_text(patient.name)
+            item.setText(0, "  ·  ".join(t for t in (name, patient.patient_id) if t))
 
     @staticmethod
     def _tooltip(stack: Stack, study: Study) -> str:
         lines = [
             stack.series_description or "(no description)",
-            f"{stack.modality}, {image_count(len(stack))}",
+            f"{stack.modality}, {plural(len(stack), 'image')}",
             f"{stack.rows} × {stack.columns}",
             f"Sorted by {stack.sort_method.replace('_', ' ')}",
         ]

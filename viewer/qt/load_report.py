@@ -6,6 +6,7 @@ asks the main window to show it (``show_requested(stack_uid, slice_index)``).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -16,6 +17,7 @@ from PySide6.QtWidgets import QHeaderView, QLabel, QTreeWidget, QTreeWidgetItem,
 from viewer.core.codes import code_in, describe
 from viewer.core.dicom.model import LoadReport, Patient, Stack
 from viewer.qt.style import WARNING_COLOR, icon
+from viewer.qt.texts import NO_NAME
 from viewer.qt.tree_items import child_texts
 
 TARGET_ROLE = Qt.ItemDataRole.UserRole + 1  # (stack uid, slice index) a double-click shows
@@ -29,6 +31,31 @@ class ReportRow:
     reason: str
     stack_uid: str | None = None  # the stack a double-click shows, None for a file that was not loaded
     index: int = 0  # ... at this slice
+    path: str = ""  # a skipped file's whole path (``what`` is relative to the files' common folder)
+
+
+def common_folder(paths: list[str]) -> str:
+    """The folder every path lies in (a skipped file is listed relative to it: the opened folder's path
+    repeated on every row, cut in the middle, hid the part that tells the files apart); "" for fewer
+    than two paths or none in common. Archive members (``archive.zip:member``) are named as they are."""
+    folders = [os.path.dirname(p) for p in paths if os.path.isabs(p)]  # not archive members' labels
+    if len(folders) < 2:
+        return ""
+    try:
+        folder = os.path.commonpath(folders)
+    except ValueError:  # two drives
+        return ""
+    return "" if folder in ("", os.sep) else folder
+
+
+def relative_to(path: str, folder: str) -> str:
+    return path[len(folder) + 1 :] if folder and path.startswith(folder + os.sep) else path
+
+
+def reason_text(meaning: str, reason: str) -> str:
+    """``meaning: reason``, unless the reason already starts with the code's meaning ("DICOMDIR index,
+    not an image" read "DICOMDIR index: DICOMDIR index, not an image")."""
+    return reason if reason.casefold().startswith(meaning.casefold()) else f"{meaning}: {reason}"
 
 
 def patient_label(patient: Patient | None, number: int, privacy: bool) -> str:
@@ -37,7 +64,7 @@ def patient_label(patient: Patient | None, number: int, privacy: bool) -> str:
         return ""
     if privacy:
         return f"Patient {number}"
-    return patient.name.replace("^", " ").strip() or patient.patient_id or "(no name)"
+    return patient.name.replace("^", " ").strip() or patient.patient_id or NO_NAME
 
 
 def stack_label(stack: Stack) -> str:
@@ -58,7 +85,16 @@ def report_sections(
 ) -> dict[str, list[ReportRow]]:
     """Rows per section: Skipped files, Warnings, Stacks (split or with warnings). ``number`` gives the
     patients' numbers in privacy mode (default: their order in the report)."""
-    skipped = [ReportRow(s.path, s.code, f"{describe(s.code)}: {s.reason}") for s in report.skipped]
+    folder = common_folder([s.path for s in report.skipped])
+    skipped = [
+        ReportRow(
+            relative_to(s.path, folder),
+            s.code,
+            reason_text(describe(s.code), s.reason.replace(folder + os.sep, "") if folder else s.reason),
+            path=s.path,
+        )
+        for s in report.skipped
+    ]
     warnings = [ReportRow("", "", w) for w in report.warnings]
     stacks = []
     for k, patient in enumerate(report.patients, start=1):
@@ -167,7 +203,7 @@ class LoadReportPanel(QWidget):
             top.setFont(0, font)
             for row in rows:
                 item = QTreeWidgetItem(top, [row.what, row.code, row.reason])
-                item.setToolTip(0, row.what)
+                item.setToolTip(0, row.path or row.what)
                 item.setToolTip(1, describe(row.code) if row.code.startswith("E-") else row.code)
                 item.setToolTip(2, row.reason)
                 if row.stack_uid is not None:

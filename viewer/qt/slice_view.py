@@ -47,6 +47,7 @@ from viewer.qt.overlays import (
     turned_orientation_labels,
 )
 from viewer.qt.reference_handles import ReferenceHandles, line_pen
+from viewer.qt.texts import patient_name_text
 from viewer.qt.tools import MeasurementGraphic
 from viewer.qt.workers import log_failure
 
@@ -964,7 +965,7 @@ class SliceView(QWidget):
         phi: list[str] = []
         study_lines: list[str] = []  # identifying: left out of de-identified exports
         if ctx.patient is not None:
-            phi = [ctx.patient.name.replace("^", " ").strip() or "(no name)", f"ID {ctx.patient.patient_id}"]
+            phi = [patient_name_text(ctx.patient.name), f"ID {ctx.patient.patient_id}"]
             demo = demographics_line(
                 ctx.patient, ctx.study.patient_age if ctx.study is not None else "", ctx.study
             )

@@ -32,8 +32,9 @@ from viewer.core.paths import user_data_path
 from viewer.core.review.fileutil import private_dir
 from viewer.qt.actions import ActionSpec
 from viewer.qt.pacs.nodes import NodeEntry, NodeProtocol, NodeStore, make_client
-from viewer.qt.pacs.widgets import NodeDialog, QueryPanel, plural
+from viewer.qt.pacs.widgets import NodeDialog, QueryPanel
 from viewer.qt.pacs.worklist_panel import WorklistPanel
+from viewer.qt.texts import plural
 from viewer.qt.workers import PacsCallJob, PacsRetrieveJob, PacsSearchJob, PacsWorklistJob
 
 if TYPE_CHECKING:

@@ -33,6 +33,7 @@ from viewer.core.pacs.models import SeriesMatch, StudyMatch, StudyQuery
 from viewer.core.pacs.node import AuthKind, PacsNode
 from viewer.qt.pacs.compact_rows import CompactRows, joined
 from viewer.qt.pacs.nodes import DEFAULT_RECEIVE_PORT, NodeEntry, NodeProtocol
+from viewer.qt.texts import patient_name_text, plural
 
 STUDY_COLUMNS = ("Patient", "Patient ID", "Date", "Description", "Modality", "Series")
 UID_ROLE = Qt.ItemDataRole.UserRole
@@ -67,19 +68,6 @@ def narrow_form(form: QFormLayout) -> QFormLayout:
 
 def _dicom_date(text: str) -> str:
     return f"{text[0:4]}-{text[4:6]}-{text[6:8]}" if len(text) == 8 and text.isdigit() else text
-
-
-def plural(n: int, noun: str) -> str:
-    """``1 image``, ``2 images``."""
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
-
-
-NO_NAME = "(no name)"  # a study row whose patient name is empty (a blank row is easy to miss or misread)
-
-
-def patient_text(dicom_name: str) -> str:
-    """A patient name as a list shows it: ``SMITH JOHN`` for ``SMITH^JOHN``, :data:`NO_NAME` when empty."""
-    return dicom_name.replace("^", " ").strip() or NO_NAME
 
 
 def study_lines(texts: Sequence[str]) -> tuple[str, str]:
@@ -472,7 +460,7 @@ class QueryPanel(QWidget):
         for s in studies:
             item = QTreeWidgetItem(
                 [
-                    patient_text(s.patient_name),
+                    patient_name_text(s.patient_name),
                     s.patient_id,
                     _dicom_date(s.study_date),
                     s.study_description,

@@ -35,9 +35,9 @@ from viewer.qt.pacs.widgets import (
     date_range_row,
     narrow_form,
     node_chooser,
-    patient_text,
     set_node_names,
 )
+from viewer.qt.texts import patient_name_text
 
 WORKLIST_COLUMNS = ("AI", "Probability", "Patient", "Patient ID", "Date", "Time", "Description")
 STATUS_ROLE = Qt.ItemDataRole.UserRole + 2
@@ -161,7 +161,7 @@ class WorklistPanel(QWidget):
                 [
                     row.status.value,
                     "" if row.probability is None else f"{row.probability:.2f}",
-                    patient_text(s.patient_name),
+                    patient_name_text(s.patient_name),
                     s.patient_id,
                     _dicom_date(s.study_date),
                     _dicom_time(s.study_time),

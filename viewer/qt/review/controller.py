@@ -55,6 +55,7 @@ from viewer.qt.review.widgets import (
     SummaryDialog,
     WorklistPanel,
 )
+from viewer.qt.texts import NO_NAME
 from viewer.qt.workers import LocateJob
 
 if TYPE_CHECKING:
@@ -842,7 +843,7 @@ class ReviewController(QObject):
             if hide:
                 who = f"Patient {patients.index(key) + 1}"
             elif patient is not None:
-                who = patient.name.replace("^", " ").strip() or patient.patient_id or "(no name)"
+                who = patient.name.replace("^", " ").strip() or patient.patient_id or NO_NAME
             else:
                 who = "—"
             labels[uid] = StudyLabel(
