@@ -21,6 +21,7 @@ import logging
 import os
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -256,6 +257,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         _say("slicewise predict: error: --out must end in .json or .csv")
         return EXIT_USAGE
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # pydicom both logs and warns about what it meets in a header ("Expected explicit VR, but found
+    # implicit VR"): printed twice, the second time with a line of pydicom's source, between the progress
+    # bars, naming no file; what cannot be used is in the skipped-files line and each stack's warnings.
+    # A filter, not a level: importing pydicom sets its logger's level
+    logging.getLogger("pydicom").addFilter(lambda record: record.levelno >= logging.ERROR)
+    warnings.filterwarnings("ignore", category=UserWarning, module="pydicom")
 
     from tqdm import tqdm
 

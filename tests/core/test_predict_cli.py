@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from pydicom.data import get_testdata_file
 
 from tests.core.inference_models import build_model, write_bleed_series
 from tests.factories import CANARY_ID, CANARY_NAME, write_ct_series
@@ -229,3 +233,19 @@ def test_undecodable_slices_exit_1_and_name_the_stack(
     assert f"{rec['stack_uid']}: 1 of {len(stack)} slices (E-CODESTREAM-SIZE)" in err
     assert "Traceback" not in err
     _no_phi(err)
+
+
+def test_pydicom_header_chatter_is_not_printed(model: Path, tmp_path: Path) -> None:
+    """A file pydicom warns about ("Expected explicit VR, but found implicit VR") printed that message twice
+    between the progress bars, once with a line of pydicom's source, naming no file."""
+    folder = tmp_path / "in"
+    write_ct_series(folder / "ct", 3)
+    shutil.copy(str(get_testdata_file("SC_rgb_jpeg.dcm")), folder / "sc.dcm")
+    run = subprocess.run(
+        [sys.executable, "-m", "viewer", "predict", str(folder), "--model", str(model), "--provider", "cpu",
+         "--out", str(tmp_path / "r.json")],
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert run.returncode in (0, 1), run.stderr  # 1: a stack not analysed (the 3-slice CT is short)
+    assert "Expected explicit VR" not in run.stderr and "warn_and_log" not in run.stderr, run.stderr
+    assert "stack(s) analysed" in run.stderr
