@@ -15,8 +15,9 @@ from tests.factories import compress_files, write_ct_series
 from viewer.core.dicom import isolated
 from viewer.core.dicom.loader import load_paths
 from viewer.core.dicom.model import SliceInfo
-from viewer.core.dicom.pixels import decode_frame
+from viewer.core.dicom.pixels import decode_frame, to_modality
 from viewer.core.dicom.volume import StackVolume
+from viewer.core.dicom.worker import DecoderProcess, DecoderStartError
 from viewer.core.errors import PixelDecodeError
 
 needs_fifo = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="POSIX named pipes")
@@ -105,3 +106,38 @@ def test_a_decoder_that_dies_twice_marks_only_that_slice_bad(tmp_path: Path) -> 
         stop.set()
         killer.join(5)
     assert len(killed) == 2  # the first death was retried in a fresh process
+
+
+@needs_fifo
+def test_a_slice_that_killed_its_decoder_is_never_decoded_in_the_viewers_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The slice decoder process dies on slice 1 and no new one can start: the items left are decoded
+    in the viewer's process, but not slice 1 (it was returned as None, so the caller decoded the whole
+    chunk here, the slice that had just killed a decoder included)."""
+    slices = _rle_slices(tmp_path / "rle", 3)
+    _hanging(slices[1])
+    monkeypatch.setattr(isolated, "DECODE_TIMEOUT_S", 600.0)
+    monkeypatch.setattr(isolated, "_UNAVAILABLE", False)  # the failed start sets it: restored after
+    proc = isolated._SOURCE.get()
+    assert proc is not None
+    real = isolated.DecoderProcess
+
+    def no_new_process(*, nice: int = 0, wait: bool = True) -> DecoderProcess:
+        raise DecoderStartError("injected: no process can start")
+
+    monkeypatch.setattr(isolated, "DecoderProcess", no_new_process)
+    killer = threading.Timer(0.5, os.kill, (proc.pid, signal.SIGKILL))  # stuck on slice 1 by then
+    killer.start()
+    try:
+        results = isolated.run_isolated([(1, slices[1]), (0, slices[0]), (2, slices[2])])
+    finally:
+        killer.cancel()
+    monkeypatch.setattr(isolated, "DecoderProcess", real)
+    assert results is not None
+    errors = {i: err for i, _, err, _ in results if err is not None}
+    assert list(errors) == [1] and "E-WORKER-CRASH" in errors[1]
+    decoded = {i: arr for i, arr, err, _ in results if err is None and arr is not None}
+    assert sorted(decoded) == [0, 2]  # decoded here, in the viewer's process
+    values = [int(to_modality(decoded[i], slices[i])[0, 0]) for i in (0, 2)]
+    assert values == [0, 2]

@@ -18,12 +18,13 @@ import numpy as np
 import pytest
 
 from tests.factories import compress_files, write_ct_series
-from viewer.core.dicom import isolated
+from viewer.core.dicom import isolated, pool
 from viewer.core.dicom.loader import load_paths
 from viewer.core.dicom.model import Stack
 from viewer.core.dicom.pixels import decode_frame
 from viewer.core.dicom.sharedvolume import MEMFD_NAME
 from viewer.core.dicom.volume import StackVolume
+from viewer.core.dicom.worker import DecoderProcess, DecoderStartError
 from viewer.core.errors import LoadCancelled
 
 pytestmark = pytest.mark.skipif(
@@ -171,3 +172,68 @@ def test_a_decoder_killed_mid_chunk_leaves_no_shared_memory(
     assert [int(volume[i, 0, 0]) for i in good] == good
     del volume
     _assert_released(shm_before)
+
+
+class _FailingStarts:
+    """Fault injection: decoder process starts fail once ``armed`` (as a start does where the system has
+    no memory or process slots left); processes started before are real."""
+
+    def __init__(self, real: type[DecoderProcess]) -> None:
+        self.real = real
+        self.armed = threading.Event()
+
+    def __call__(self, *, nice: int = 0, wait: bool = True) -> DecoderProcess:
+        if self.armed.is_set():
+            raise DecoderStartError("injected: no process can start")
+        return self.real(nice=nice, wait=wait)
+
+
+def test_a_slice_that_killed_a_pool_decoder_is_tried_once_more_after_its_chunk_moves(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Slice 21 kills its pool process; no pool process can replace it, so the rest of the chunk goes to
+    the slice decoder process, which must try slice 21 once more, not twice (the crash record was
+    lost with the hand-off: a third try, a third killed decoder)."""
+    stack = _rle_stack(tmp_path / "rle", 24)
+    _stuck(stack.slices[21].source.path)
+    monkeypatch.setattr(isolated, "DECODE_TIMEOUT_S", 600.0)
+    monkeypatch.setattr(pool, "pool_workers", lambda: 1)  # one pool thread: it takes the last chunk
+    failing = _FailingStarts(pool.DecoderProcess)
+    monkeypatch.setattr(pool, "DecoderProcess", failing)
+    monkeypatch.setitem(pool._STATE, "unavailable", False)  # the failed start sets it: restored after
+    pool.shutdown_pool()
+    pool.warm_pool()  # the one pool process, idle before the load starts
+    assert len(pool.pool_pids()) == 1
+    done = [0]
+    result: dict[str, np.ndarray | BaseException] = {}
+
+    def load(vol: StackVolume) -> None:
+        try:
+            result["volume"] = vol.load_all(progress=lambda k, n: done.__setitem__(0, k))
+        except BaseException as exc:
+            result["error"] = exc
+
+    killed: list[int] = []
+    with StackVolume(stack) as vol:
+        thread = threading.Thread(target=load, args=(vol,), daemon=True)
+        thread.start()
+        deadline = time.monotonic() + WAIT_S
+        mapped_since: dict[int, float] = {}
+        while thread.is_alive() and len(killed) < 6 and time.monotonic() < deadline:
+            now = time.monotonic()
+            mapped = {pid for pid in _children() if pid not in killed and _memfd_maps(pid)}
+            mapped_since = {pid: mapped_since.get(pid, now) for pid in mapped}
+            for pid, since in mapped_since.items():
+                if done[0] >= 20 and now - since >= STUCK_S:  # stuck on slice 21 (see above)
+                    failing.armed.set()  # from now on no pool process can start
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+            time.sleep(0.05)
+        thread.join(WAIT_S)
+        assert not thread.is_alive() and "error" not in result
+        assert list(vol.bad_slices) == [21] and "E-WORKER-CRASH" in vol.bad_slices[21]
+    assert len(killed) == 2  # once in the pool process, once in the slice decoder process
+    volume = result.pop("volume")
+    assert isinstance(volume, np.ndarray)
+    good = [i for i in range(24) if i != 21]
+    assert [int(volume[i, 0, 0]) for i in good] == good

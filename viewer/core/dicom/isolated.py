@@ -30,10 +30,12 @@ from viewer.core.dicom.sharedvolume import SharedTarget
 from viewer.core.dicom.sources import ArchiveCache
 from viewer.core.dicom.worker import (
     CancelFn,
+    CrashRecord,
     DecodeResults,
     DecoderProcess,
     DecoderStartError,
     Items,
+    crashed_items,
     decode_task,
     decode_with_recovery,
 )
@@ -158,15 +160,27 @@ def run_isolated(
     grey_only: bool = True,
     cancel: CancelFn | None = None,
     target: SharedTarget | None = None,
+    crashed: CrashRecord | None = None,
 ) -> DecodeResults | None:
     """Decode ``items`` in the slice decoder process: one result per item, errors as text (``E-TIMEOUT``
     after ``DECODE_TIMEOUT_S`` for a frame, ``E-WORKER-CRASH`` after a second death). None when no
     decoder process can run here (the caller decodes in this process). With ``target`` (greyscale
-    items of a whole-volume load), the process writes the slices into that shared volume."""
+    items of a whole-volume load), the process writes the slices into that shared volume. ``crashed``:
+    the load's record of frames that killed a decoder process already (a pool process); such a frame
+    is tried once more here, and never decoded in this process."""
+    crashed = set() if crashed is None else crashed
     with _CALL_LOCK:  # one task at a time, so the time limit counts decoding, not queueing
         results, left = decode_with_recovery(
-            items, _SOURCE, grey_only=grey_only, frame_timeout=DECODE_TIMEOUT_S, cancel=cancel, target=target
+            items,
+            _SOURCE,
+            grey_only=grey_only,
+            frame_timeout=DECODE_TIMEOUT_S,
+            cancel=cancel,
+            target=target,
+            crashed=crashed,
         )
+    skipped, left = crashed_items(left, crashed)
+    results.extend(skipped)
     if left and not results:
         return None
     if left:  # the process could not be replaced mid-task: finish here

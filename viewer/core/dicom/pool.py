@@ -29,6 +29,7 @@ from viewer.core.dicom.model import SliceInfo, Stack
 from viewer.core.dicom.sharedvolume import SharedTarget
 from viewer.core.dicom.worker import (
     CancelFn,
+    CrashRecord,
     DecodeResults,
     DecoderProcess,
     DecoderStartError,
@@ -214,7 +215,7 @@ def decode_chunks(
     chunks: list[Items],
     deliver: Callable[[DecodeResults], None],
     *,
-    front: Callable[[Items, CancelFn], DecodeResults],
+    front: Callable[[Items, CancelFn, CrashRecord], DecodeResults],
     frame_timeout: float,
     cancel: CancelFn | None = None,
     target: SharedTarget | None = None,
@@ -225,8 +226,12 @@ def decode_chunks(
     where none can run) from the front. Raises :class:`LoadCancelled` when ``cancel()`` turns true
     (checked every 0.1 s); the processes busy then are killed, not waited for. With ``target``, the
     pool processes write their slices into that shared volume (``front`` is given it by the caller).
+    Every process of the load shares one :class:`~viewer.core.dicom.worker.CrashRecord` (``front``
+    gets it too): a slice that killed a pool process and moves to ``front`` with the rest of its chunk
+    is tried once more there, not twice.
     """
     work: deque[Items] = deque(chunks)
+    crashed: CrashRecord = set()
     done: queue.SimpleQueue[DecodeResults | BaseException] = queue.SimpleQueue()
     stop = threading.Event()
     lock = threading.Lock()
@@ -248,6 +253,7 @@ def decode_chunks(
                     frame_timeout=frame_timeout,
                     cancel=stop.is_set,
                     target=target,
+                    crashed=crashed,
                 )
                 if results:
                     done.put(results)
@@ -267,7 +273,7 @@ def decode_chunks(
             while not stop.is_set():
                 chunk = take(back=False)
                 if chunk is not None:
-                    done.put(front(chunk, stop.is_set))
+                    done.put(front(chunk, stop.is_set, crashed))
                 elif any(t.is_alive() for t in pool_threads):
                     stop.wait(0.05)  # a pool thread may still hand back a chunk it cannot decode
                 elif not work:

@@ -36,7 +36,7 @@ from viewer.core.dicom.pool import (
 from viewer.core.dicom.preread import PreRead
 from viewer.core.dicom.sharedvolume import SharedTarget, SharedVolume, shared_volumes_supported
 from viewer.core.dicom.sources import ArchiveCache
-from viewer.core.dicom.worker import MODALITY_OVERFLOW, DecodeResults, Items, decode_task
+from viewer.core.dicom.worker import MODALITY_OVERFLOW, CrashRecord, DecodeResults, Items, decode_task
 from viewer.core.dicom.worker import CancelFn as WorkerCancelFn
 from viewer.core.errors import DicomError, LoadCancelled, PixelDecodeError
 
@@ -496,18 +496,19 @@ class StackVolume:
             self._put_results(results, out, good)
             tick(len(results))
 
-        def front(chunk: Items, stop: WorkerCancelFn) -> DecodeResults:
-            return self._decode_front(chunk, stop, target)
+        def front(chunk: Items, stop: WorkerCancelFn, crashed: CrashRecord) -> DecodeResults:
+            return self._decode_front(chunk, stop, target, crashed)
 
         timeout = isolated.DECODE_TIMEOUT_S
         decode_chunks(chunks, deliver, front=front, frame_timeout=timeout, cancel=cancel, target=target)
 
     @staticmethod
     def _decode_front(
-        chunk: Items, cancel: WorkerCancelFn, target: SharedTarget | None = None
+        chunk: Items, cancel: WorkerCancelFn, target: SharedTarget | None, crashed: CrashRecord
     ) -> DecodeResults:
-        """One chunk in the slice decoder process (in this process where none can start)."""
-        results = run_isolated(chunk, cancel=cancel, target=target)
+        """One chunk in the slice decoder process (in this process where none can start; a slice that
+        killed a pool process is never decoded here, see :func:`~viewer.core.dicom.worker.crashed_items`)."""
+        results = run_isolated(chunk, cancel=cancel, target=target, crashed=crashed)
         if results is None:
             logger.warning("Decoder processes cannot start here; decoding in this process")
             return decode_task(chunk)

@@ -7,7 +7,10 @@ frame in a chunk costs one time limit, not the chunk's); a frame over the limit 
 killed and is marked ``E-TIMEOUT``; a frame whose process dies is retried once in a fresh process
 (the death may have been the kernel's or a user's doing), then marked ``E-WORKER-CRASH``. The rest
 of the chunk goes on in a fresh process. Killed processes are reaped at once, so nothing stuck is
-left to block a later load or the interpreter's exit.
+left to block a later load or the interpreter's exit. A load passes one :class:`CrashRecord` to
+every call, so a frame whose chunk moves to another process (one pool thread could not replace its
+process, the slice decoder process takes the rest) keeps its first death, and a frame that killed a
+process is never decoded in the viewer's own (:func:`crashed_items`).
 
 Children arm a parent-death signal and a parent watchdog (:mod:`viewer.core.dicom.limits`) and
 decode each frame under an address-space cap sized to that frame. Given a
@@ -51,6 +54,7 @@ Items = list[tuple[int, SliceInfo]]
 CancelFn = Callable[[], bool]
 POLL_S = 0.1  # how often a waiting caller checks ``cancel``
 MODALITY_OVERFLOW = "E-INT16-OVERFLOW"  # the error of a frame whose values do not fit an int16 volume
+CrashRecord = set[int]  # item indices whose decoder process has died once (see decode_with_recovery)
 
 
 class DecoderStartError(RuntimeError):
@@ -291,6 +295,20 @@ class ProcessSource(Protocol):
     def discard(self, proc: DecoderProcess) -> None: ...
 
 
+def crash_result(i: int, info: SliceInfo) -> DecodeResult:
+    """The result of a frame whose decoder process died twice (or once, with none to retry it in)."""
+    text = f"{info.source.display_name} could not be decoded safely and was skipped (E-WORKER-CRASH)"
+    return (i, None, text, False)
+
+
+def crashed_items(items: Items, crashed: CrashRecord) -> tuple[DecodeResults, Items]:
+    """Split items no decoder process could take before the viewer's process decodes them: those that
+    killed a decoder process already get :func:`crash_result` (decoded here, one could kill the
+    viewer), the rest are returned to decode."""
+    results = [crash_result(i, info) for i, info in items if i in crashed]
+    return results, [(i, info) for i, info in items if i not in crashed]
+
+
 def decode_with_recovery(
     items: Items,
     source: ProcessSource,
@@ -299,15 +317,18 @@ def decode_with_recovery(
     frame_timeout: float,
     cancel: CancelFn | None = None,
     target: SharedTarget | None = None,
+    crashed: CrashRecord | None = None,
 ) -> tuple[DecodeResults, Items]:
     """Decode ``items`` in processes from ``source``: (results, items left when no process could start).
 
     Each frame has ``frame_timeout`` seconds; see the module docstring for timeouts and crashes.
     ``target``: a shared volume the greyscale frames are written into (:meth:`DecoderProcess.run`).
+    ``crashed``: the load's record of frames whose process died once, shared by every call of a load
+    (added to here); items left over may be in it (see :func:`crashed_items`).
     """
     out: DecodeResults = []
     todo = list(items)
-    crashed: set[int] = set()
+    crashed = set() if crashed is None else crashed
     while todo:
         proc = source.get()
         if proc is None:
@@ -327,8 +348,7 @@ def decode_with_recovery(
             out.append((i, None, text, False))
             todo = todo[k + 1 :]
         elif i in crashed:
-            text = f"{name} could not be decoded safely and was skipped (E-WORKER-CRASH)"
-            out.append((i, None, text, False))
+            out.append(crash_result(i, info))
             todo = todo[k + 1 :]
         else:
             crashed.add(i)
