@@ -24,3 +24,21 @@ def test_a_short_seeded_fuzz_run_finds_nothing(monkeypatch: pytest.MonkeyPatch) 
     assert tally.hangs == [] and tally.crashes == []
     assert tally.wrong == []
     assert 0 < tally.peak_decoder_rss < 1024**3
+
+
+@pytest.mark.timeout(300)
+def test_a_short_seeded_pooled_fuzz_run_finds_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stacks of mutants loaded whole (load_all: the decoder pool writing into the shared volume): every
+    slice shown is the single-slice path's and an independent decode's; every slice refused there is
+    refused as a single slice too."""
+    monkeypatch.syspath_prepend(str(TOOL.parent))
+    fuzz = importlib.import_module("fuzz_decoders")
+    seeds = sum(len(names) for names in fuzz.POOLED_SEEDS.values())
+    tally = fuzz.run_batch(seed=20261130, start=0, count=seeds, exit_on_hang=False, pooled=True)
+    assert tally.mutants == seeds * fuzz.MUTATED_PER_STACK
+    assert set(tally.by_syntax) == set(fuzz.POOLED_SEEDS)  # every compressed greyscale syntax
+    assert tally.pooled_stacks >= seeds - 2  # (a stack left with < 8 slices loads without the pool)
+    assert tally.outcomes["decoded"] > 0 and tally.outcomes["refused-at-decode"] > 0
+    assert tally.compared > 0
+    assert tally.foreign_exceptions == [] and tally.hangs == [] and tally.crashes == []
+    assert tally.wrong == [] and tally.pool_refused == []
