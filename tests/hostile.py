@@ -18,10 +18,10 @@ def testdata(name: str) -> Path:
     return Path(str(found))
 
 
-def _patched(name: str, dst: Path, edit: Callable[[bytearray, int], None]) -> Path:
-    """Copy pydicom's ``name`` to ``dst``; ``edit(data, start)`` changes bytes in place (``start``:
-    the Pixel Data element), so every length field stays as it was."""
-    data = bytearray(testdata(name).read_bytes())
+def _patched(name: str, dst: Path, edit: Callable[[bytearray, int], None], src: Path | None = None) -> Path:
+    """Copy pydicom's ``name`` (or ``src``, a copy of it) to ``dst``; ``edit(data, start)`` changes bytes
+    in place (``start``: the Pixel Data element), so every length field stays as it was."""
+    data = bytearray((src or testdata(name)).read_bytes())
     start = data.rfind(PIXEL_DATA_TAG)
     assert start > 0, name
     edit(data, start)
@@ -30,7 +30,7 @@ def _patched(name: str, dst: Path, edit: Callable[[bytearray, int], None]) -> Pa
     return dst
 
 
-def jpeg_ls_height_zero(dst: Path) -> Path:
+def jpeg_ls_height_zero(dst: Path, src: Path | None = None) -> Path:
     """A JPEG-LS frame whose SOF55 gives height 0 (CharLS then allocates without bound)."""
 
     def edit(data: bytearray, start: int) -> None:
@@ -38,10 +38,10 @@ def jpeg_ls_height_zero(dst: Path) -> Path:
         assert sof > 0
         struct.pack_into(">H", data, sof + 5, 0)
 
-    return _patched("MR_small_jpeg_ls_lossless.dcm", dst, edit)
+    return _patched("MR_small_jpeg_ls_lossless.dcm", dst, edit, src)
 
 
-def j2k_huge(dst: Path, size: int = 32767) -> Path:
+def j2k_huge(dst: Path, size: int = 32767, src: Path | None = None) -> Path:
     """A few-kB JPEG 2000 file whose SIZ declares ``size`` x ``size`` in one tile."""
 
     def edit(data: bytearray, start: int) -> None:
@@ -50,7 +50,7 @@ def j2k_huge(dst: Path, size: int = 32767) -> Path:
         # Xsiz, Ysiz, XOsiz, YOsiz, XTsiz, YTsiz, XTOsiz, YTOsiz after SOC, SIZ, Lsiz, Rsiz
         struct.pack_into(">IIIIIIII", data, soc + 8, size, size, 0, 0, size, size, 0, 0)
 
-    return _patched("MR_small_jp2klossless.dcm", dst, edit)
+    return _patched("MR_small_jp2klossless.dcm", dst, edit, src)
 
 
 def jpeg_sof_resized(dst: Path, name: str = "JPEG-LL.dcm", rows: int = 4096, columns: int = 4096) -> Path:
@@ -78,6 +78,27 @@ def rle_segments(dst: Path, count: int = 15) -> Path:
         struct.pack_into("<I", data, frag + 8, count)
 
     return _patched("MR_small_RLE.dcm", dst, edit)
+
+
+def series_copies(name: str, folder: Path, n: int) -> list[Path]:
+    """``n`` copies of pydicom's single-frame ``name`` as one series in ``folder`` (own SOP Instance UIDs,
+    positions 2 mm apart, in that order)."""
+    from pydicom import dcmread
+    from pydicom.uid import generate_uid
+
+    ds = dcmread(testdata(name))
+    ds.SeriesInstanceUID = generate_uid()
+    ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for k in range(n):
+        ds.SOPInstanceUID = generate_uid()
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.InstanceNumber = k + 1
+        ds.ImagePositionPatient = [0.0, 0.0, 2.0 * k]
+        paths.append(folder / f"s{k:02d}.dcm")
+        ds.save_as(paths[-1], enforce_file_format=True)
+    return paths
 
 
 def truncated(name: str, dst: Path, keep: int) -> Path:

@@ -13,6 +13,7 @@ import textwrap
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -80,6 +81,44 @@ def test_hostile_frames_leave_the_decoder_process_small(tmp_path: Path) -> None:
     assert proc is before  # refused by the check, not by a crash
     peak = int(proc.call(hostile.peak_rss_bytes))  # type: ignore[call-overload]
     print(f"decoder peak RSS after the hostile files: {peak / 1e6:.0f} MB")
+    assert peak < 400 * 1024**2
+
+
+POOLED_LIARS: dict[str, tuple[str, Callable[[Path, Path], Path]]] = {  # (pydicom file, liar from a copy)
+    "jpeg-ls height 0": ("MR_small_jpeg_ls_lossless.dcm", hostile.jpeg_ls_height_zero),
+    "jpeg2000 32767 squared": ("MR_small_jp2klossless.dcm", lambda dst, src: hostile.j2k_huge(dst, src=src)),
+}
+
+
+def _peak_rss(pid: int) -> int:
+    with open(f"/proc/{pid}/status", encoding="ascii") as fh:
+        return next(int(line.split()[1]) * 1024 for line in fh if line.startswith("VmHWM:"))
+
+
+@linux_only
+@pytest.mark.parametrize("kind", sorted(POOLED_LIARS))
+def test_lying_codestreams_in_a_whole_volume_load_are_refused_and_the_pool_stays_small(
+    kind: str, tmp_path: Path
+) -> None:
+    """The pool processes (writing into the shared volume) refuse the issue's liars like the slice
+    decoder process does: two liars in a 16-slice stack are bad slices, the others load intact."""
+    name, make = POOLED_LIARS[kind]
+    paths = hostile.series_copies(name, tmp_path / "stack", 16)
+    liars = [3, 12]
+    for k in liars:
+        make(paths[k], paths[k])
+    (stack,) = load_paths([tmp_path / "stack"]).all_stacks()
+    assert pool.wants_pool(stack) and [info.source.path for info in stack.slices] == paths
+    with StackVolume(stack) as vol:
+        volume = vol.load_all()
+        assert sorted(vol.bad_slices) == liars
+        assert all("E-CODESTREAM-SIZE" in vol.bad_slices[k] for k in liars)
+    intact = decode_frame(stack.slices[0], dtype=volume.dtype)
+    assert all(np.array_equal(volume[k], intact) for k in range(16) if k not in liars)
+    pids = pool.pool_pids() + isolated.decoder_pids()
+    assert pids
+    peak = max(_peak_rss(pid) for pid in pids)
+    print(f"decoder peak RSS after a stack with two liars: {peak / 1e6:.0f} MB")
     assert peak < 400 * 1024**2
 
 
@@ -326,6 +365,79 @@ def test_decoder_processes_die_with_a_killed_viewer(tmp_path: Path) -> None:
             parent.kill()
 
 
+MID_LOAD_PARENT = textwrap.dedent(
+    """
+    import os, threading, time
+    from viewer.core.dicom import isolated
+    from viewer.core.dicom.loader import load_paths
+    from viewer.core.dicom.sharedvolume import MEMFD_NAME
+    from viewer.core.dicom.volume import StackVolume
+
+    def children():
+        out = []
+        for entry in os.listdir("/proc"):
+            try:
+                with open(f"/proc/{{entry}}/stat") as fh:
+                    fields = fh.read().rsplit(")", 1)[1].split()
+                if int(fields[1]) == os.getpid() and fields[0] != "Z":
+                    out.append(int(entry))
+            except (OSError, ValueError, IndexError):
+                pass
+        return out
+
+    def mapped(pid):
+        try:
+            with open(f"/proc/{{pid}}/maps") as fh:
+                return MEMFD_NAME in fh.read()
+        except OSError:
+            return False
+
+    if __name__ == "__main__":
+        isolated.DECODE_TIMEOUT_S = 600.0
+        (stack,) = load_paths([{folder!r}]).all_stacks()
+        for info in stack.slices:  # named pipes: every decoder blocks on a frame, the volume mapped
+            info.source.path.unlink()
+            os.mkfifo(info.source.path)
+        threading.Thread(target=StackVolume(stack).load_all, daemon=True).start()
+        deadline = time.monotonic() + 60
+        while sum(map(mapped, children())) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        kids = children()
+        print("PIDS", sum(map(mapped, kids)), *kids, flush=True)
+        time.sleep(600)
+    """
+)
+
+
+@linux_only
+@needs_fifo
+def test_a_viewer_killed_during_a_whole_volume_load_leaves_no_decoder_and_no_volume(tmp_path: Path) -> None:
+    """SIGKILL while the pool and the slice decoder process are stuck in frames with the shared volume
+    mapped: every child dies with the viewer, so nothing holds the (nameless) volume any more."""
+    _rle_stack(tmp_path / "rle", 16)
+    script = tmp_path / "parent.py"
+    script.write_text(MID_LOAD_PARENT.format(folder=str(tmp_path / "rle")))
+    parent = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO
+    )
+    try:
+        assert parent.stdout is not None
+        line = parent.stdout.readline()
+        assert line.startswith("PIDS"), parent.stderr.read() if parent.stderr else ""
+        mapped, *pids = (int(p) for p in line.split()[1:])
+        assert mapped >= 2  # the slice decoder process and a pool process, each in a frame
+        t0 = time.monotonic()
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        while time.monotonic() - t0 < 60 and not all(_gone(p) for p in pids):
+            time.sleep(0.05)
+        print(f"{len(pids)} child processes gone {time.monotonic() - t0:.2f} s after the parent's SIGKILL")
+        assert [p for p in pids if not _gone(p)] == []
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+
+
 def test_decode_file_on_every_hostile_file_raises_typed_errors(tmp_path: Path) -> None:
     for kind, make in LIARS.items():
         with pytest.raises(PixelDecodeError):
@@ -384,7 +496,6 @@ def test_two_requesters_of_one_volume_each_get_their_slice(tmp_path: Path) -> No
     """Two viewports on one series: a newer request of one viewport must not drop the other's unstarted
     request (it did: the first viewport stayed on "Decoding..." until the user scrolled)."""
     import threading
-    from collections.abc import Callable
 
     stack = _rle_stack(tmp_path / "rle", 8)
     with StackVolume(stack) as vol:
