@@ -22,7 +22,7 @@ from viewer.core.dicom import isolated, pool
 from viewer.core.dicom.loader import load_paths
 from viewer.core.dicom.model import Stack
 from viewer.core.dicom.pixels import decode_frame
-from viewer.core.dicom.sharedvolume import MEMFD_NAME
+from viewer.core.dicom.sharedvolume import MEMFD_NAME, SharedVolume
 from viewer.core.dicom.volume import StackVolume
 from viewer.core.dicom.worker import DecoderProcess, DecoderStartError
 from viewer.core.errors import LoadCancelled
@@ -237,3 +237,28 @@ def test_a_slice_that_killed_a_pool_decoder_is_tried_once_more_after_its_chunk_m
     assert isinstance(volume, np.ndarray)
     good = [i for i in range(24) if i != 21]
     assert [int(volume[i, 0, 0]) for i in good] == good
+
+
+def test_a_closed_volume_is_never_written_through_its_old_descriptor_number(tmp_path: Path) -> None:
+    """A load thread that sends its chunk after the load ended (cancelled while it waited for a process
+    start or for the slice decoder process, longer than the load waits for its threads) sent the
+    volume's descriptor *number*, closed by then and reused by whatever was opened next: here the next
+    load's volume, into which the decoder wrote the old stack's slices (silently wrong pixels; a
+    read-write file such as the review store's would have been overwritten too)."""
+    stack = _rle_stack(tmp_path / "rle", 4)
+    items = [(i, info) for i, info in enumerate(stack.slices)]
+    old = SharedVolume((4, 32, 32), np.int16)
+    stale = old.target
+    old.close()
+    new = SharedVolume((4, 32, 32), np.int16)  # the next load's volume
+    new.array[...] = 7
+    assert new.target.fd == stale.fd  # the lowest free number: the one just closed
+    proc = DecoderProcess()
+    try:
+        with pytest.raises(LoadCancelled):
+            proc.run(items, grey_only=True, frame_timeout=30.0, target=stale)
+        assert proc.alive  # nothing was sent: the process goes on
+    finally:
+        proc.kill()
+        new.close()
+    assert (new.array == 7).all()

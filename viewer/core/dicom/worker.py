@@ -28,7 +28,7 @@ import multiprocessing
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from enum import Enum
 from multiprocessing.connection import Connection
 from multiprocessing.reduction import recv_handle, send_handle
@@ -255,12 +255,16 @@ class DecoderProcess:
     ) -> RunOutcome:
         """Decode ``items`` here; stop at the first frame that takes over ``frame_timeout`` s or kills
         the process (the process is then killed and ``failed_at`` names the frame). With ``target``,
-        greyscale frames go straight into that shared volume (its descriptor is sent along)."""
+        greyscale frames go straight into that shared volume (its descriptor is sent along; raises
+        :class:`LoadCancelled`, sending nothing, once that volume is closed)."""
         results: DecodeResults = []
         try:
-            self._conn.send(("decode", items, grey_only, None if target is None else replace(target, fd=-1)))
-            if target is not None:
-                send_handle(self._conn, target.fd, self.pid)
+            if target is None:
+                self._conn.send(("decode", items, grey_only, None))
+            else:
+                with target.sending() as fd:
+                    self._conn.send(("decode", items, grey_only, target.for_child()))
+                    send_handle(self._conn, fd, self.pid)
         except (OSError, ValueError):
             self.kill()
             return RunOutcome(results, 0, Failure.CRASH)
@@ -330,6 +334,8 @@ def decode_with_recovery(
     todo = list(items)
     crashed = set() if crashed is None else crashed
     while todo:
+        if cancel is not None and cancel():  # e.g. a thread that waited for a process start meanwhile
+            raise LoadCancelled("Loading cancelled")
         proc = source.get()
         if proc is None:
             return out, todo
