@@ -319,6 +319,30 @@ def test_malformed_number_of_frames_refused_when_only_a_decoder_could_count(tmp_
     assert report.all_stacks() == []
 
 
+@pytest.mark.parametrize(
+    ("name", "element", "frames"),
+    [
+        ("SC_rgb_rle_2frame.dcm", b"\x28\x00\x08\x00IS\x02\x002 ", 2),  # RLE: one fragment a frame
+        ("examples_ybr_color.dcm", b"\x28\x00\x08\x00IS\x02\x0030", 30),  # JPEG: 30 offsets in the table
+    ],
+)
+def test_encapsulated_frames_beyond_number_of_frames_are_refused(
+    name: str, element: bytes, frames: int, tmp_path: Path
+) -> None:
+    """NumberOfFrames gone (one byte of its tag changed, found by the fuzzer, seed 12 #1966): the object
+    reads as one frame while its offset table (or, for RLE, its fragments) holds more; the other
+    frames were silently dropped. The frame count the pixel data gives is another than the header's."""
+    data = Path(str(get_testdata_file(name))).read_bytes()
+    assert data.count(element) == 1
+    (tmp_path / "frames_gone.dcm").write_bytes(data.replace(element, b"\x28\x00\x69\x00" + element[4:]))
+    report = load_paths([tmp_path])
+    assert _codes(report) == {"frames_gone.dcm": "E-FRAME-COUNT"}
+    assert f"holds {frames}" in report.skipped[0].reason
+    assert report.all_stacks() == []
+    intact = load_paths([str(get_testdata_file(name))])  # the intact objects still load, every frame
+    assert sum(len(stack) for stack in intact.all_stacks()) == frames
+
+
 def test_skipped_files_counted_by_code(tmp_path: Path) -> None:
     for name in ("rtstruct.dcm", "rtplan.dcm", "waveform_ecg.dcm"):
         shutil.copy(str(get_testdata_file(name)), tmp_path / name)

@@ -51,6 +51,7 @@ LOSSY_TS = frozenset(
 )
 MPEG_TS_PREFIX = "1.2.840.10008.1.2.4.10"  # MPEG-2/4, HEVC: .100 - .108
 _ITEM, _SEQ_END = (0xFFFE, 0xE000), (0xFFFE, 0xE0DD)
+RLE_TS = "1.2.840.10008.1.2.5"  # each frame one fragment (PS3.5 A.4.2)
 MAX_FRAGMENT_WALK = 100_000  # fragments checked for completeness; beyond that a file is taken as complete
 _LONG_VRS = frozenset({b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"UN", b"SQ", b"UT", b"UC", b"UR"})
 _PIXEL_TAGS = frozenset({(0x7FE0, 0x0010), (0x7FE0, 0x0008), (0x7FE0, 0x0009)})
@@ -318,24 +319,52 @@ def _encoding(ds: Any) -> tuple[bool, Literal["little", "big"]]:
     return bool(implicit), "little" if little is not False else "big"
 
 
-def fragments_complete(fp: BinaryIO, value_at: int, size: int, frames: int) -> bool:
-    """Encapsulated pixel data: every item fits in the file, the sequence delimiter is there, and
-    there is at least one fragment per frame (after the basic offset table). Seeks, reads 8 bytes an item."""
-    pos, items = value_at, 0
+@dataclass(frozen=True)
+class FragmentWalk:
+    """What the items of encapsulated pixel data say, read without decoding (:func:`walk_fragments`)."""
+
+    complete: bool  # every item fits in the file and the sequence delimiter is there
+    offsets: int  # entries in the basic offset table (one per frame where the table is filled)
+    fragments: int  # items after the offset table
+    too_long: bool = False  # more than MAX_FRAGMENT_WALK items: taken as complete, not counted
+
+    def frames_held(self, transfer_syntax: str) -> int | None:
+        """How many frames the items hold, where they say: one offset per frame in a filled offset
+        table, one fragment per frame in RLE; None where a frame may span fragments (JPEG, no table)."""
+        if not self.complete or self.too_long:
+            return None
+        if self.offsets:
+            return self.offsets
+        return self.fragments if transfer_syntax == RLE_TS else None
+
+
+def walk_fragments(fp: BinaryIO, value_at: int, size: int) -> FragmentWalk:
+    """Walk the items of encapsulated pixel data from ``value_at``: seeks, reads 8 bytes an item."""
+    pos, items, table = value_at, 0, 0
     while pos + 8 <= size and items <= MAX_FRAGMENT_WALK:
         fp.seek(pos)
         head = fp.read(8)
         if len(head) < 8:
-            return False
+            break
         tag = (int.from_bytes(head[0:2], "little"), int.from_bytes(head[2:4], "little"))
         length = int.from_bytes(head[4:8], "little")
         if tag == _SEQ_END:
-            return items - 1 >= frames
+            return FragmentWalk(True, table // 4, max(items - 1, 0))
         if tag != _ITEM or pos + 8 + length > size:
-            return False
+            break
+        if items == 0:
+            table = length
         pos += 8 + length
         items += 1
-    return items > MAX_FRAGMENT_WALK
+    too_long = items > MAX_FRAGMENT_WALK
+    return FragmentWalk(too_long, table // 4, max(items - 1, 0), too_long)
+
+
+def fragments_complete(fp: BinaryIO, value_at: int, size: int, frames: int) -> bool:
+    """Encapsulated pixel data: every item fits in the file, the sequence delimiter is there, and
+    there is at least one fragment per frame (after the basic offset table)."""
+    walk = walk_fragments(fp, value_at, size)
+    return walk.too_long or (walk.complete and walk.fragments >= frames)
 
 
 def native_bytes(rows: int, columns: int, samples: int, bits: int, frames: int, photometric: str) -> int:
@@ -494,7 +523,15 @@ def _records(
         need = native_bytes(rows, columns, samples, bits, frames, photometric)
         intact = length >= need and offset + need <= size
     elif offset is not None:
-        intact = fragments_complete(fp, offset, size, frames)
+        walk = walk_fragments(fp, offset, size)
+        intact = walk.too_long or (walk.complete and walk.fragments >= frames)
+        held = walk.frames_held(ts)
+        if held is not None and held != frames:  # e.g. NumberOfFrames lost: the other frames dropped
+            return SkippedFile(
+                label,
+                Code.FRAME_COUNT,
+                f"NumberOfFrames gives {frames} frame(s) but the pixel data holds {held}",
+            )
     else:  # deflated: the whole dataset was inflated, pixel data included
         try:
             intact = len(ds.PixelData) >= native_bytes(rows, columns, samples, bits, frames, photometric)
