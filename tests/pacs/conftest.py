@@ -4,6 +4,7 @@ loaded with the demo study and pydicom's vendor files; nodes for both protocols;
 from __future__ import annotations
 
 import contextlib
+import io
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING
 import pytest
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
+from pydicom.dataset import Dataset
 
 from tests.pacs.orthanc import (
     CLIENT_AET,
@@ -22,7 +24,10 @@ from tests.pacs.orthanc import (
     running_orthanc,
     unavailable_reason,
 )
-from viewer.core.pacs import AuthKind, InstanceCache, PacsNode
+from viewer.core.dicom.model import SliceSource
+from viewer.core.dicom.pack import read_index
+from viewer.core.dicom.sources import read_source_bytes
+from viewer.core.pacs import AuthKind, InstanceCache, PacsNode, RetrievedInstance
 from viewer.core.paths import demo_study_dir
 
 if TYPE_CHECKING:
@@ -94,6 +99,20 @@ def web_node(server: Orthanc, **changes: object) -> PacsNode:
 @pytest.fixture
 def cache(tmp_path: Path) -> InstanceCache:
     return InstanceCache(tmp_path / "pacs-cache")
+
+
+def kept_sources(root: Path) -> list[SliceSource]:
+    """Every instance kept under ``root`` (a cache, a study or a series folder): its own files and the
+    indexed members of its packs (a WADO-RS retrieve keeps a round's instances in one pack)."""
+    files = [SliceSource(p) for p in sorted(root.rglob("*.dcm"))]
+    packs = sorted(root.rglob("*.pack"))
+    return files + [SliceSource(p, e.member) for p in packs for e in read_index(p).entries]
+
+
+def read_kept(item: RetrievedInstance | SliceSource, *, stop_before_pixels: bool = False) -> Dataset:
+    """A cached instance read back (its file, or its member of a pack)."""
+    source = item.source if isinstance(item, RetrievedInstance) else item
+    return dcmread(io.BytesIO(read_source_bytes(source)), stop_before_pixels=stop_before_pixels)
 
 
 @contextlib.contextmanager

@@ -10,7 +10,7 @@ from pydicom import dcmread
 from pytestqt.qtbot import QtBot
 
 from tests.factories import write_ct_series
-from tests.pacs.conftest import Loaded, controller, web_node
+from tests.pacs.conftest import Loaded, controller, kept_sources, read_kept, web_node
 from tests.pacs.test_pacs_gui import WAIT_MS, _select_series
 from viewer.core.pacs import DicomWebClient, InstanceCache
 from viewer.qt.main_window import MainWindow
@@ -34,7 +34,7 @@ def test_the_study_on_screen_is_never_evicted_until_it_is_closed(
         pacs.panel.btn_retrieve.click()
     shown = cache.study_folder("test-orthanc", orthanc.demo_study_uid)
     n = len(orthanc.demo_files)
-    assert len(list(shown.rglob("*.dcm"))) == n  # kept although the cache is over its budget
+    assert len(kept_sources(shown)) == n  # kept although the cache is over its budget
     assert not old.parent.exists()  # the study not in use went first
     assert "studies in use are kept" in pacs.panel.status.text()
 
@@ -48,8 +48,8 @@ def test_the_study_on_screen_is_never_evicted_until_it_is_closed(
     assert report.instances and not report.folder.exists()  # not in use: evicted at once
     eviction = cache.last_eviction
     assert eviction is not None and eviction.pinned_kept == 1 and eviction.over_budget_bytes > 0
-    files = sorted(shown.rglob("*.dcm"))
-    assert len(files) == n and all(f.stat().st_size > 0 for f in files)
+    kept = kept_sources(shown)
+    assert len(kept) == n and all(read_kept(s).PixelData for s in kept)
     stack = window.current_stack()
     assert stack is not None and len(stack.slices) == n
     window.set_slice(n - 1)
@@ -60,7 +60,7 @@ def test_the_study_on_screen_is_never_evicted_until_it_is_closed(
     window.close_study()  # closed: released, and evicted by the next check
     assert not pacs.studies_in_use()
     assert cache.evict().removed == (shown,)
-    assert not list(cache.root.rglob("*.dcm"))
+    assert not kept_sources(cache.root) and not list(cache.root.rglob("*.pack"))
 
 
 def test_the_review_sessions_current_study_stays_pinned_after_its_stacks_close(
@@ -81,7 +81,7 @@ def test_the_review_sessions_current_study_stays_pinned_after_its_stacks_close(
     window.close_study()  # no stack of it open any more, but it is the study under review
     assert pacs.studies_in_use() == {shown}
     cache.budget_bytes = 1
-    assert cache.evict().removed == () and len(list(shown.rglob("*.dcm"))) == len(orthanc.demo_files)
+    assert cache.evict().removed == () and len(kept_sources(shown)) == len(orthanc.demo_files)
     review.close_session()
     assert not pacs.studies_in_use()
     assert cache.evict().removed == (shown,)

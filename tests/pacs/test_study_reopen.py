@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from pytestqt.qtbot import QtBot
 
-from tests.pacs.conftest import Loaded, controller, dimse_node, no_system_keyring, web_node
+from tests.pacs.conftest import Loaded, controller, dimse_node, kept_sources, no_system_keyring, web_node
 from tests.pacs.orthanc import free_port
 from viewer.core.dicom.loader import load_paths
 from viewer.core.errors import PacsUnreachableError, StudySourceError
@@ -41,7 +41,7 @@ def _evict_all(cache: InstanceCache) -> None:
         cache.evict()
     finally:
         cache.budget_bytes = budget
-    assert not list(cache.root.rglob("*.dcm"))
+    assert not kept_sources(cache.root)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -160,7 +160,7 @@ def test_review_session_reopens_a_pacs_study_after_the_cache_was_cleared(
         shown = win2.current_stack()
         assert shown is not None and shown.study_instance_uid == orthanc.demo_study_uid
         assert len(shown) == len(orthanc.demo_files) and win2.current_slice() == 7  # same slice, by UIDs
-        assert len(list(controller(win2).cache.root.rglob("*.dcm"))) == len(orthanc.demo_files)
+        assert len(kept_sources(controller(win2).cache.root)) == len(orthanc.demo_files)
         assert win2.stack_source(shown.uid) == SourceRef.pacs("test-orthanc", SourceKind.DICOMWEB)
     finally:
         controller(win2).shutdown()

@@ -27,6 +27,11 @@ class PixelDecodeError(DicomError):
     """The pixel data is truncated, corrupt or in a transfer syntax no installed plugin can decode."""
 
 
+class PackDamagedError(DicomError):
+    """A pack file of the PACS cache (:mod:`viewer.core.dicom.pack`) or its index is damaged: no marker,
+    a member outside the file, a line that fails its checksum."""
+
+
 class ResultObjectError(DicomError):
     """Another system's result object (SEG, Parametric Map, SR, presentation state) is malformed: a
     missing or inconsistent attribute, pixel data that does not match its frames."""

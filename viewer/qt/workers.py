@@ -377,13 +377,13 @@ class PacsRetrieveJob(PacsCallJob):
                 return
             if preview is not None:
                 if item.series_uid == preview.series_uid:
-                    preview.add(item.path, frames)
+                    preview.add(item.source, frames)
                     offer(complete=False)
                 return
             # The first image instance to arrive (the main series' first, unless it has no readable
             # image) is shown at once; its series grows from there.
             candidate = SeriesPreview(item.series_uid, expected.get(item.series_uid, 0))
-            candidate.add(item.path, frames)
+            candidate.add(item.source, frames)
             first = candidate.stack()
             if first is None:  # an SR, a KOS, an unreadable file: the next instance may be an image
                 return

@@ -15,7 +15,8 @@ from collections.abc import Callable
 from datetime import date, datetime, timedelta, timezone
 
 from viewer.core.ainode.node import AiNode
-from viewer.core.errors import PacsError, PacsResponseError
+from viewer.core.dicom.sources import read_source_bytes
+from viewer.core.errors import DicomError, PacsError, PacsResponseError
 from viewer.core.pacs.cache import InstanceCache
 from viewer.core.pacs.dicomweb import DicomWebClient
 from viewer.core.pacs.models import StudyQuery
@@ -79,9 +80,9 @@ class DicomWebWatcher:
         try:
             for item in report.instances:
                 try:
-                    if self.node.ingest(item.path.read_bytes(), association=batch).value == "new":
+                    if self.node.ingest(read_source_bytes(item.source), association=batch).value == "new":
                         fed += 1
-                except PacsResponseError as exc:
+                except (PacsResponseError, DicomError) as exc:
                     log.warning("AI node watch: series %s: an instance was refused: %s", tag, exc)
         finally:
             shutil.rmtree(report.folder, ignore_errors=True)

@@ -17,6 +17,7 @@ from viewer.core.constants import MAX_FRAME_BYTES, MAX_INFLATED_BYTES, MAX_INFLA
 from viewer.core.dicom import rawheader
 from viewer.core.dicom.files import open_regular
 from viewer.core.dicom.model import ResultFile, SkippedFile, SliceInfo, SliceSource
+from viewer.core.dicom.pack import is_pack_head
 from viewer.core.dicom.sources import GZIP_MAGIC, MEDIA_STORAGE_DIRECTORY, ZIP_MAGIC, ArchiveCache
 from viewer.core.dicom.voi import read_voi_lut, voi_function
 from viewer.core.errors import ImageTooLargeError, NotDicomError, NotRegularFileError
@@ -429,7 +430,7 @@ def read_header(
         return SkippedFile(label, Code.READ, f"Cannot read the file ({type(exc).__name__})")
     with fp:
         head = fp.read(4096)
-        if source.member is None and (head[:4] == ZIP_MAGIC or head[:2] == GZIP_MAGIC):
+        if source.member is None and (head[:4] == ZIP_MAGIC or head[:2] == GZIP_MAGIC or is_pack_head(head)):
             return SkippedFile(label, ARCHIVE_CODE, "archive: its contents are read")
         if not sniff(head):
             return SkippedFile(label, Code.NOT_DICOM, "Not a DICOM file (no DICM marker or DICOM tag)")

@@ -23,9 +23,16 @@ from typing import IO, TYPE_CHECKING, Literal
 
 from viewer.core.codes import Code
 from viewer.core.constants import MAX_INFLATED_BYTES, MAX_INFLATION_RATIO
-from viewer.core.dicom.files import check_regular, is_inside, not_regular_reason, open_regular
+from viewer.core.dicom import pack
+from viewer.core.dicom.files import (
+    check_regular,
+    is_inside,
+    not_regular_reason,
+    open_regular,
+    open_regular_fd,
+)
 from viewer.core.dicom.model import SkippedFile, SliceSource
-from viewer.core.errors import DicomError, ImageTooLargeError, NotRegularFileError
+from viewer.core.errors import DicomError, ImageTooLargeError, NotRegularFileError, PackDamagedError
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
@@ -39,7 +46,7 @@ MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
 ZIP_MAGIC = b"PK\x03\x04"
 GZIP_MAGIC = b"\x1f\x8b"
 INFLATE_CHUNK = 1024**2  # archives are inflated this much at a time, the caps checked after each step
-ArchiveKind = Literal["zip", "gzip"]
+ArchiveKind = Literal["zip", "gzip", "pack", "pack-index"]
 
 
 @dataclass
@@ -78,12 +85,17 @@ def is_zip(path: Path) -> bool:
 
 
 def archive_kind(path: Path) -> ArchiveKind | None:
-    """'zip' or 'gzip' by the file's magic bytes, else None."""
-    head = _head(path, 4)
-    if head == ZIP_MAGIC:
+    """'zip', 'gzip', or 'pack' / 'pack-index' (:mod:`viewer.core.dicom.pack`) by the file's magic bytes,
+    else None."""
+    head = _head(path, len(pack.INDEX_MAGIC))
+    if head[:4] == ZIP_MAGIC:
         return "zip"
     if head[:2] == GZIP_MAGIC:
         return "gzip"
+    if head.startswith(pack.PACK_MAGIC):
+        return "pack"
+    if head.startswith(pack.INDEX_MAGIC):
+        return "pack-index"
     return None
 
 
@@ -120,7 +132,8 @@ def is_dicomdir_file(path: Path) -> bool:
 
 
 class ArchiveCache:
-    """Open zip archives shared by reader threads (``ZipFile`` reads are internally locked).
+    """Open zip archives and packs shared by reader threads (``ZipFile`` reads are internally locked; a
+    pack member is one ``pread``).
 
     Gzip files (one compressed DICOM file each) are inflated afresh on every read: nothing to keep open.
     """
@@ -128,6 +141,7 @@ class ArchiveCache:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._open: dict[Path, zipfile.ZipFile] = {}
+        self._packs: dict[Path, int] = {}  # open descriptors of packs
         self._kinds: dict[Path, ArchiveKind | None] = {}
         self._closed = False
 
@@ -139,6 +153,10 @@ class ArchiveCache:
                 kind = self._kinds[path] = archive_kind(path)
         if kind == "gzip":
             return read_gzip(path)
+        if kind == "pack":
+            return self._read_pack_member(path, member)
+        if kind == "pack-index":
+            raise PackDamagedError("A cache pack's index holds no image (its pack is read)")
         with self._lock:
             zf = self._open.get(path)
             if zf is None and self._closed:  # a late reader after close(): open, read, close; keep nothing
@@ -151,12 +169,25 @@ class ArchiveCache:
                 self._open[path] = zf
         return _read_checked(zf, member, path)
 
+    def _read_pack_member(self, path: Path, member: str) -> bytes:
+        with self._lock:
+            fd = self._packs.get(path)
+            if fd is None and self._closed:  # a late reader after close(): open, read, close
+                return pack.read_member(path, member)
+            if fd is None:
+                fd, _ = open_regular_fd(path)
+                self._packs[path] = fd
+        return pack.read_member_fd(fd, member)
+
     def close(self) -> None:
         with self._lock:
             self._closed = True
             for zf in self._open.values():
                 zf.close()
             self._open.clear()
+            for fd in self._packs.values():
+                os.close(fd)
+            self._packs.clear()
 
 
 def _archive_size(path: Path) -> int | None:
@@ -359,11 +390,30 @@ def gzip_source(path: Path) -> SliceSource:
     return SliceSource(path, member=_gzip_member_name(path))
 
 
+def pack_members(path: Path, out: Discovery) -> None:
+    """Add a pack's indexed members to ``out``; a damaged pack or index line is reported, not read."""
+    try:
+        index = pack.read_index(path)
+    except DicomError as exc:
+        out.skipped.append(SkippedFile(str(path), Code.READ, str(exc)))
+        return
+    for problem in dict.fromkeys(index.problems):
+        count = index.problems.count(problem)
+        out.skipped.append(
+            SkippedFile(str(path), Code.READ, f"Damaged cache pack: {problem} ({count} line(s) not read)")
+        )
+    out.sources.extend(SliceSource(path, member=entry.member) for entry in index.entries)
+
+
 def expand_archive(path: Path, out: Discovery) -> None:
-    """Add what an archive the header reader found by its magic bytes holds (zip members or a gzip file)."""
-    if archive_kind(path) == "gzip":
+    """Add what an archive the header reader found by its magic bytes holds (zip members, a gzip file,
+    a pack's members; a pack's index holds nothing to read itself)."""
+    kind = archive_kind(path)
+    if kind == "gzip":
         out.sources.append(gzip_source(path))
-    else:
+    elif kind == "pack":
+        pack_members(path, out)
+    elif kind != "pack-index":
         zip_members(path, out)
 
 
@@ -505,7 +555,11 @@ def read_header_dataset(source: SliceSource) -> Dataset:
     if source.member is None:
         with open_regular(source.path) as fh:
             return dcmread(fh, stop_before_pixels=True, force=True)
-    if archive_kind(source.path) == "gzip":
+    kind = archive_kind(source.path)
+    if kind == "pack":
+        data = pack.read_member(source.path, source.member)
+        return dcmread(io.BytesIO(data), stop_before_pixels=True, force=True)
+    if kind == "gzip":
         with open_regular(source.path) as fh, gzip.GzipFile(fileobj=fh, mode="rb") as gz:
             return dcmread(gz, stop_before_pixels=True, force=True)
     check_regular(source.path)

@@ -6,16 +6,19 @@ Uses highdicom, whose first use holds the GIL for about a second: the viewer run
 
 from __future__ import annotations
 
+import io
 import logging
-from pathlib import Path
 
 import highdicom as hd
 from pydicom import Dataset, dcmread
+from pydicom.errors import InvalidDicomError
 
 from viewer.core.airesults import codes as c
 from viewer.core.airesults.ai_sr import MANUFACTURER
 from viewer.core.airesults.identity import COMPREHENSIVE_3D_SR
 from viewer.core.applicability.codes import Scope
+from viewer.core.dicom.model import SliceSource
+from viewer.core.errors import DicomError
 from viewer.core.pacs.worklist import AiStatus, AiStudyResult
 
 logger = logging.getLogger(__name__)
@@ -89,11 +92,14 @@ def read_ai_result(ds: Dataset) -> AiStudyResult | None:
     return AiStudyResult(status, prob, model, uid)
 
 
-def read_ai_result_file(path: Path) -> AiStudyResult | None:
-    """The AI result of one SR file (None: not a Slicewise AI SR, or unreadable)."""
+def read_ai_result_file(source: SliceSource) -> AiStudyResult | None:
+    """The AI result of one cached SR (its file, or its member of a cache pack; None: not a Slicewise
+    AI SR, or unreadable)."""
+    from viewer.core.dicom.sources import read_source_bytes
+
     try:
-        ds = dcmread(path)
-    except (OSError, ValueError, EOFError) as exc:  # a damaged file in the cache
+        ds = dcmread(io.BytesIO(read_source_bytes(source)))
+    except (OSError, ValueError, EOFError, DicomError, InvalidDicomError) as exc:  # damaged in the cache
         logger.info("AI worklist: an SR file could not be read (%s)", type(exc).__name__)
         return None
     return read_ai_result(ds)

@@ -1,10 +1,14 @@
 """A bounded local folder of retrieved instances that the ordinary local loader opens.
 
-Layout: ``<root>/<study key>/<series key>/<instance key>.dcm``, every key a SHA-256 prefix of the node
-name and UIDs, so no file or folder name holds patient data (or a UID). Folders are 0700, files 0600.
-Each instance is written whole under a temporary name and renamed into place (a reader never sees half
-a file; a leftover ``.part`` file is removed the next time its series is written). The cache is evicted
-oldest study first (by the last time a study was written or opened) down to its byte budget.
+Layout: ``<root>/<study key>/<series key>/``, every key a SHA-256 prefix of the node name and UIDs, so
+no file or folder name holds patient data (or a UID). Folders are 0700, files 0600. A series folder
+holds one file per instance, ``<instance key>.dcm`` (C-GET, C-MOVE, the Storage SCP), or one pack per
+WADO-RS retrieve round, ``<random>.pack`` with its ``.index`` (:mod:`viewer.core.pacs.cache_pack`), or
+both. A file per instance is written whole under a temporary name and renamed into place; a pack member
+counts once its index line is written after its bytes: either way a reader never sees half an instance
+(a leftover ``.part`` file is removed the next time its series is written). The cache is evicted oldest
+study first (by the last time a study was written or opened) down to its byte budget; packs count like
+any file.
 """
 
 from __future__ import annotations
@@ -29,9 +33,11 @@ from pydicom.tag import BaseTag
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
 from viewer.core.constants import PACS_CACHE_BYTES, PACS_MAX_INSTANCE_BYTES
+from viewer.core.dicom import pack as pack_format
 from viewer.core.dicom.header import frame_bytes
-from viewer.core.errors import PacsResponseError, PacsResponseTooLargeError
+from viewer.core.errors import DicomError, PacsResponseError, PacsResponseTooLargeError
 from viewer.core.pacs import cache_index, cache_pins
+from viewer.core.pacs.cache_pack import PackWriter
 from viewer.core.pacs.header_scan import ScannedHeader, scan_header
 from viewer.core.pacs.models import RetrievedInstance
 from viewer.core.paths import user_data_path
@@ -219,7 +225,7 @@ class InstanceCache:
             folders = wanted or sorted(p for p in study.iterdir() if p.is_dir())
         except OSError:
             return []
-        return [f for f in folders if any(f.glob("*.dcm"))]
+        return [f for f in folders if self.has_instances(f)]
 
     @staticmethod
     def instance_path(folder: Path, sop_instance_uid: str) -> Path:
@@ -227,36 +233,88 @@ class InstanceCache:
 
     # --- contents ---------------------------------------------------------------------------------
     def cached(self, folder: Path, series_uid: str, sop_uids: Iterable[str]) -> dict[str, RetrievedInstance]:
-        """The instances among ``sop_uids`` already complete in ``folder`` (a file is only ever there
-        whole, see :meth:`put`)."""
+        """The instances among ``sop_uids`` already complete in ``folder``: their own files (only ever
+        there whole, see :meth:`put`) and the indexed members of its packs."""
+        packed = self.packed(folder, series_uid)
         found: dict[str, RetrievedInstance] = {}
         for uid in sop_uids:
             path = self.instance_path(folder, uid)
             try:
                 size = path.stat().st_size
             except OSError:
-                continue
+                size = 0
             if size > 0:
                 found[uid] = RetrievedInstance(uid, series_uid, path, "", size)
+            elif uid in packed:
+                found[uid] = packed[uid]
         return found
 
-    def put(self, folder: Path, data: bytes, *, expect_series: str | None = None) -> RetrievedInstance:
-        """Check ``data`` (a Part-10 instance) and write it into ``folder`` atomically."""
-        return self._write(folder, inspect_instance(data), data, expect_series)
+    @staticmethod
+    def packs(folder: Path) -> list[Path]:
+        """The packs in ``folder`` (by name)."""
+        try:
+            return sorted(p for p in folder.iterdir() if p.name.endswith(".pack"))
+        except OSError:
+            return []
+
+    def packed(self, folder: Path, series_uid: str) -> dict[str, RetrievedInstance]:
+        """Every instance indexed in ``folder``'s packs (the first pack's when two hold one); a damaged
+        pack or index line counts nothing (logged by type)."""
+        found: dict[str, RetrievedInstance] = {}
+        for path in self.packs(folder):
+            try:
+                index = pack_format.read_index(path)
+            except DicomError as exc:
+                logger.warning("PACS cache: a damaged pack is not counted (%s)", type(exc).__name__)
+                continue
+            if index.problems:
+                logger.warning("PACS cache: %d damaged pack index line(s) not counted", len(index.problems))
+            for e in index.entries:
+                found.setdefault(
+                    e.sop_instance_uid,
+                    RetrievedInstance(
+                        e.sop_instance_uid, series_uid, path, e.transfer_syntax, e.length, e.frames, e.member
+                    ),
+                )
+        return found
+
+    def open_pack(self, folder: Path) -> PackWriter:
+        """A new pack in ``folder`` for one retrieve round (:meth:`put` and co. with ``pack=``)."""
+        return PackWriter(folder)
+
+    def put(
+        self, folder: Path, data: bytes, *, expect_series: str | None = None, pack: PackWriter | None = None
+    ) -> RetrievedInstance:
+        """Check ``data`` (a Part-10 instance) and write it into ``folder`` atomically (into ``pack``
+        when given)."""
+        return self._write(folder, inspect_instance(data), data, expect_series, pack)
 
     def put_header(
-        self, folder: Path, header: ScannedHeader, data: bytes, *, expect_series: str | None = None
+        self,
+        folder: Path,
+        header: ScannedHeader,
+        data: bytes,
+        *,
+        expect_series: str | None = None,
+        pack: PackWriter | None = None,
     ) -> RetrievedInstance:
         """Check an instance whose header was read by :func:`read_header` from ``data`` and write
-        ``data`` (the bytes as the server sent them) into ``folder`` atomically."""
-        return self._write(folder, check_header(header), data, expect_series)
+        ``data`` (the bytes as the server sent them) into ``folder`` atomically (into ``pack`` when
+        given)."""
+        return self._write(folder, check_header(header), data, expect_series, pack)
 
     def has_instances(self, folder: Path) -> bool:
-        """Whether ``folder`` holds at least one complete instance."""
-        return any(folder.glob("*.dcm"))
+        """Whether ``folder`` holds at least one complete instance (a file, or an indexed pack member)."""
+        return any(folder.glob("*.dcm")) or bool(self.packed(folder, ""))
 
     def put_dataset(
-        self, folder: Path, ds: Dataset, *, expect_series: str | None = None, data: bytes | None = None
+        self,
+        folder: Path,
+        ds: Dataset,
+        *,
+        expect_series: str | None = None,
+        data: bytes | None = None,
+        pack: PackWriter | None = None,
     ) -> RetrievedInstance:
         """Check an instance already parsed and write it. The bytes the server sent are written as they
         came: ``data`` when the caller has them, else ``FileDataset.buffer`` when pydicom kept it, else
@@ -276,13 +334,20 @@ class InstanceCache:
                     f"The instance cannot be written back ({type(exc).__name__})"
                 ) from exc
             data = out.getvalue()
-        return self._write(folder, head, data, expect_series)
+        return self._write(folder, head, data, expect_series, pack)
 
     def _write(
-        self, folder: Path, head: InstanceHeader, data: bytes, expect_series: str | None
+        self,
+        folder: Path,
+        head: InstanceHeader,
+        data: bytes,
+        expect_series: str | None,
+        pack: PackWriter | None = None,
     ) -> RetrievedInstance:
         if expect_series is not None and head.series_uid != expect_series:
             raise PacsResponseError("The server sent an instance of another series than the one asked for")
+        if pack is not None:
+            return pack.add(head.sop_instance_uid, head.series_uid, head.transfer_syntax, head.frames, data)
         path = self.instance_path(folder, head.sop_instance_uid)
         # the temporary name is the final one's plus the writing process and thread (two writers of one
         # instance never share it); O_EXCL: a leftover of a killed process is removed, not written into

@@ -464,7 +464,7 @@ class DicomWebClient:
                 parts = MultipartParts(response.iter_content(_CHUNK_BYTES), boundary)
                 # headers read, files written on writer threads while the stream is read on; bytes that
                 # are not DICOM (the answer is malformed) are raised here at the next put or the end
-                with BackgroundWriter(sink) as writer:
+                with sink.packed(), BackgroundWriter(sink) as writer:  # the round's instances: one pack
                     for data in parts:
                         if sink.cancelled():
                             raise PacsCancelled("Retrieve cancelled")
@@ -479,6 +479,12 @@ class DicomWebClient:
                 beside.join(self.node.connect_timeout_s + self.node.read_timeout_s + 1.0)
 
     def _fetch_instances(
+        self, study_uid: str, series_uid: str, sop_uids: Sequence[str], sink: InstanceSink
+    ) -> None:
+        with sink.packed():  # a resume round's instances: one new pack
+            self._fetch_each(study_uid, series_uid, sop_uids, sink)
+
+    def _fetch_each(
         self, study_uid: str, series_uid: str, sop_uids: Sequence[str], sink: InstanceSink
     ) -> None:
         for uid in sop_uids:

@@ -11,6 +11,8 @@ from datetime import date
 from enum import Enum
 from pathlib import Path
 
+from viewer.core.dicom.model import SliceSource
+
 
 class QueryLevel(str, Enum):
     STUDY = "STUDY"
@@ -86,7 +88,9 @@ class InstanceMatch:
 @dataclass(frozen=True)
 class RetrievedInstance:
     """One instance now in the local cache, ready for the local loader. ``frames``: its Number of Frames
-    (1 for a single-frame image, an object without pixels, and an instance found already cached)."""
+    (1 for a single-frame image, an object without pixels, and an instance found already cached).
+    ``path`` is its own file, or with ``member`` the pack holding it (:mod:`viewer.core.dicom.pack`):
+    :attr:`source` addresses it either way."""
 
     sop_instance_uid: str
     series_uid: str
@@ -94,6 +98,11 @@ class RetrievedInstance:
     transfer_syntax: str
     size: int
     frames: int = 1
+    member: str | None = None
+
+    @property
+    def source(self) -> SliceSource:
+        return SliceSource(self.path, self.member)
 
 
 @dataclass(frozen=True)

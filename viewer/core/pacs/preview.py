@@ -1,11 +1,12 @@
 """A series as it arrives from a retrieve, as a provisional :class:`Stack` to show meanwhile.
 
 The retrieve hands over each instance once it is in the cache (:class:`RetrievedInstance`); a
-:class:`SeriesPreview` keeps the paths of one series' instances, and :meth:`SeriesPreview.stack` reads the
-headers of those added since its last call (headers only, never pixels: on the retrieve's thread) and
-sorts every record read so far with the loader's own grouping (:func:`build_tree`: position along the
-normal, else InstanceNumber, else arrival order). The stack it returns holds the series' instances
-arrived so far; the complete load replaces it once the retrieve has ended.
+:class:`SeriesPreview` keeps where one series' instances are (a file, or a member of a cache pack), and
+:meth:`SeriesPreview.stack` reads the headers of those added since its last call (headers only, never
+pixels: on the retrieve's thread) and sorts every record read so far with the loader's own grouping
+(:func:`build_tree`: position along the normal, else InstanceNumber, else arrival order). The stack it
+returns holds the series' instances arrived so far; the complete load replaces it once the retrieve has
+ended.
 
 Which series streams is chosen before anything arrives, from what the series query already answered
 (:func:`main_series`: the image series with the most instances that is not a localizer); the retrieve
@@ -62,7 +63,7 @@ def main_series(series: Sequence[SeriesMatch]) -> str | None:
 
 class SeriesPreview:
     """The arrived instances of series ``series_uid`` (``expected``: how many instances the PACS said it
-    holds, 0 when it did not say). :meth:`add` is cheap (it keeps the path); :meth:`stack` does the
+    holds, 0 when it did not say). :meth:`add` is cheap (it keeps the source); :meth:`stack` does the
     reading. Counts are in frames (a multi-frame instance counts its frames, each a slice of the stack).
     Thread-safe: instances may be added from one thread while another builds the stack."""
 
@@ -70,10 +71,10 @@ class SeriesPreview:
         self.series_uid = series_uid
         self._expected_instances = max(0, int(expected))
         self._lock = threading.Lock()
-        self._paths: list[Path] = []  # in arrival order
+        self._sources: list[SliceSource] = []  # in arrival order
         self._frames = 0  # of the instances added
         self._records: list[HeaderRecord] = []
-        self._read = 0  # paths whose header has been read
+        self._read = 0  # sources whose header has been read
         self._building = threading.Lock()  # one stack() at a time (it extends the records read)
 
     @property
@@ -89,11 +90,12 @@ class SeriesPreview:
         with self._lock:
             if not self._expected_instances:
                 return 0
-            return self._expected_instances + self._frames - len(self._paths)
+            return self._expected_instances + self._frames - len(self._sources)
 
-    def add(self, path: Path, frames: int = 1) -> None:
+    def add(self, source: Path | SliceSource, frames: int = 1) -> None:
+        """One arrived instance: its file, or where it is (a pack member: ``RetrievedInstance.source``)."""
         with self._lock:
-            self._paths.append(path)
+            self._sources.append(source if isinstance(source, SliceSource) else SliceSource(source))
             self._frames += max(1, frames)
 
     def stack(self) -> Stack | None:
@@ -105,11 +107,11 @@ class SeriesPreview:
 
     def _build(self) -> Stack | None:
         with self._lock:
-            new = list(enumerate(self._paths[self._read :], start=self._read))
-            self._read = len(self._paths)
-        for order, path in new:
+            new = list(enumerate(self._sources[self._read :], start=self._read))
+            self._read = len(self._sources)
+        for order, source in new:
             try:
-                result = read_header(SliceSource(path), order)
+                result = read_header(source, order)
             except Exception as exc:  # read_header reports problems itself; this is the last defence
                 logger.debug("No preview of an arrived instance: %s", type(exc).__name__)
                 continue

@@ -9,10 +9,11 @@ backoff, up to :data:`PACS_RETRIEVE_ATTEMPTS` rounds. What still did not arrive 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from pathlib import Path
 
 from pydicom.dataset import Dataset
@@ -27,6 +28,7 @@ from viewer.core.errors import (
     PacsResponseError,
 )
 from viewer.core.pacs.cache import InstanceCache
+from viewer.core.pacs.cache_pack import PackWriter
 from viewer.core.pacs.header_scan import ScannedHeader
 from viewer.core.pacs.models import (
     CancelFn,
@@ -65,6 +67,19 @@ class InstanceSink:
         # reported through the expected instances they leave missing
         self.unnamed_failures: list[str] = []
         self.duplicates = 0
+        self.pack: PackWriter | None = None  # set by packed(): instances go there, not to files
+
+    @contextlib.contextmanager
+    def packed(self) -> Iterator[None]:
+        """Keep the instances accepted in the block in one new pack of the series folder (a transport
+        round: WADO-RS), closed when the block ends; every writer thread must have ended by then."""
+        writer = self.cache.open_pack(self.folder)
+        self.pack = writer
+        try:
+            yield
+        finally:
+            self.pack = None
+            writer.close()
 
     def cancelled(self) -> bool:
         return bool(self._cancel is not None and self._cancel())
@@ -72,7 +87,7 @@ class InstanceSink:
     def accept(self, data: bytes, hint_uid: str = "") -> bool:
         """Keep one Part-10 instance; False (and a listed failure) when it is unusable."""
         try:
-            item = self.cache.put(self.folder, data, expect_series=self.series_uid)
+            item = self.cache.put(self.folder, data, expect_series=self.series_uid, pack=self.pack)
         except PacsResponseError as exc:
             self.fail(hint_uid, str(exc))
             return False
@@ -81,7 +96,9 @@ class InstanceSink:
     def accept_dataset(self, ds: Dataset, hint_uid: str = "", *, data: bytes | None = None) -> bool:
         """Keep one instance already parsed (DICOMweb); ``data``: the bytes it was parsed from."""
         try:
-            item = self.cache.put_dataset(self.folder, ds, expect_series=self.series_uid, data=data)
+            item = self.cache.put_dataset(
+                self.folder, ds, expect_series=self.series_uid, data=data, pack=self.pack
+            )
         except PacsResponseError as exc:
             self.fail(hint_uid, str(exc))
             return False
@@ -91,7 +108,9 @@ class InstanceSink:
         """Keep one instance whose header was read from ``data`` (by
         :func:`~viewer.core.pacs.cache.read_header`)."""
         try:
-            item = self.cache.put_header(self.folder, header, data, expect_series=self.series_uid)
+            item = self.cache.put_header(
+                self.folder, header, data, expect_series=self.series_uid, pack=self.pack
+            )
         except PacsResponseError as exc:
             # named when it is one of this series' instances (a damaged one); another series' instance
             # is listed as an unusable one the server sent

@@ -26,9 +26,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date
 from enum import Enum
-from pathlib import Path
 from typing import Final
 
+from viewer.core.dicom.model import SliceSource
 from viewer.core.errors import PacsError
 from viewer.core.pacs.cache import InstanceCache
 from viewer.core.pacs.models import CancelFn, SeriesMatch, StudyMatch, StudyQuery
@@ -118,7 +118,7 @@ def study_ai_results(
         if report.failed:
             logger.info("AI worklist: %d SR instances did not arrive", len(report.failed))
         for inst in report.instances:
-            result = _read_file(inst.path)
+            result = _read_file(inst.source)
             if result is not None:
                 results.append(result)
         if report.cancelled:
@@ -126,12 +126,12 @@ def study_ai_results(
     return results
 
 
-def _read_file(path: Path) -> AiStudyResult | None:
+def _read_file(source: SliceSource) -> AiStudyResult | None:
     """Read one cached SR in the helper process (highdicom stays out of the viewer's process)."""
     from viewer.core.airesults import process
 
     try:
-        result = process.call_named("viewer.core.pacs.ai_sr_reader:read_ai_result_file", path).result(
+        result = process.call_named("viewer.core.pacs.ai_sr_reader:read_ai_result_file", source).result(
             timeout=process.RESULT_TIMEOUT_S
         )
     except (RuntimeError, TimeoutError, OSError) as exc:  # a dead or stuck helper process
