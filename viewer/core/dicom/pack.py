@@ -93,22 +93,28 @@ def _parse_line(line: bytes, size: int) -> PackEntry | str:
     if not sop or not set(sop) <= _UID_CHARS or not ts or not set(ts) <= _UID_CHARS or frames < 1:
         return "an index line holds no valid UID or frame count"
     if offset < len(PACK_MAGIC) or length <= 0 or offset + length > size:
-        return f"an indexed member lies outside the pack (bytes {offset:,}+{length:,} of {size:,})"
+        return "an indexed member lies outside the pack (the pack was cut short)"
     return PackEntry(sop, offset, length, frames, ts)
 
 
 def read_index(pack: Path) -> PackIndex:
     """The pack's index, each member checked against the pack's size (see the module). Raises
-    :class:`PackDamagedError` when the pack or its index does not begin with its magic or is missing."""
+    :class:`PackDamagedError` when the pack or its index is missing or does not begin with its marker
+    (both are created with their markers under temporary names and renamed into place, index first)."""
     try:
         with open_regular(pack) as fh:
             size = os.fstat(fh.fileno()).st_size
             if fh.read(len(PACK_MAGIC)) != PACK_MAGIC:
                 raise PackDamagedError("Damaged cache pack: it does not begin with the pack marker")
+    except OSError as exc:
+        raise PackDamagedError(f"Cache pack unreadable ({type(exc).__name__})") from exc
+    try:
         with open_regular(index_path(pack)) as fh:
             data = fh.read()
+    except FileNotFoundError as exc:
+        raise PackDamagedError("Damaged cache pack: its index is missing") from exc
     except OSError as exc:
-        raise PackDamagedError(f"Cache pack or its index unreadable ({type(exc).__name__})") from exc
+        raise PackDamagedError(f"Cache pack index unreadable ({type(exc).__name__})") from exc
     if not data.startswith(INDEX_MAGIC):
         raise PackDamagedError("Damaged cache pack index: it does not begin with the index marker")
     index = PackIndex(pack, size)

@@ -92,10 +92,10 @@ def archive_kind(path: Path) -> ArchiveKind | None:
         return "zip"
     if head[:2] == GZIP_MAGIC:
         return "gzip"
-    if head.startswith(pack.PACK_MAGIC):
-        return "pack"
     if head.startswith(pack.INDEX_MAGIC):
         return "pack-index"
+    if head.startswith(pack.MAGIC_PREFIX):
+        return "pack"  # its marker's version is checked where its index is read
     return None
 
 

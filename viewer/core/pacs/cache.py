@@ -205,14 +205,34 @@ class InstanceCache:
         return self.root / _key("study", node_name, study_uid)
 
     def series_folder(self, node_name: str, study_uid: str, series_uid: str) -> Path:
-        """The series' folder (created 0700, stale ``.part`` files removed, the study marked as used)."""
+        """The series' folder (created 0700, stale ``.part`` files and damaged packs removed, the study
+        marked as used)."""
         study = private_dir(self.study_folder(node_name, study_uid))
         folder = private_dir(study / _key("series", series_uid))
         for stale in folder.glob(".part-*"):
             with contextlib.suppress(OSError):
                 stale.unlink()
+        self._drop_damaged_packs(folder)
         self.touch(study, writing=True)
         return folder
+
+    def _drop_damaged_packs(self, folder: Path) -> None:
+        """Remove the packs of ``folder`` that are damaged (see :func:`pack.read_index`): their
+        instances are not counted as cached, so the retrieve about to run fetches them again."""
+        for path in self.packs(folder):
+            try:
+                damaged = bool(pack_format.read_index(path).problems)
+            except DicomError:
+                damaged = True
+            if damaged:
+                logger.warning("PACS cache: a damaged pack is removed; its instances are fetched again")
+                for name in (pack_format.index_path(path), path):
+                    with contextlib.suppress(OSError):
+                        name.unlink()
+        for index in folder.glob(f"*.pack{pack_format.INDEX_SUFFIX}"):  # of a writer killed at its start
+            if not index.with_name(index.name[: -len(pack_format.INDEX_SUFFIX)]).exists():
+                with contextlib.suppress(OSError):
+                    index.unlink()
 
     def cached_series_folders(
         self, node_name: str, study_uid: str, series_uids: Iterable[str] = ()

@@ -42,27 +42,32 @@ class PackWriter:
     pack that received nothing is removed."""
 
     def __init__(self, folder: Path) -> None:
-        self.path = folder / f"{secrets.token_hex(16)}.pack"
+        token = secrets.token_hex(16)
+        self.path = folder / f"{token}.pack"
         self._index = pack.index_path(self.path)
         self._lock = threading.Lock()
         self._members: dict[str, RetrievedInstance] = {}
         self._closed = False
-        self._fd = _create(self.path)
-        try:
-            _write_all(self._fd, pack.PACK_MAGIC)
-            self._index_fd = _create(self._index, os.O_APPEND)
-        except BaseException:
-            os.close(self._fd)
-            with contextlib.suppress(OSError):
-                os.unlink(self.path)
-            raise
-        try:
-            _write_all(self._index_fd, pack.INDEX_MAGIC)
-        except BaseException:
-            self._closed = True
-            self._close_files(remove=True)
-            raise
         self._end = len(pack.PACK_MAGIC)
+        # both files get their markers under temporary names (a leftover is removed with the other
+        # ``.part`` files) and are renamed into place index first: a pack is never seen without them
+        tmp_pack, tmp_index = folder / f".part-{token}.pack", folder / f".part-{token}.index"
+        fds: list[int] = []
+        try:
+            fds.append(_create(tmp_pack))
+            _write_all(fds[0], pack.PACK_MAGIC)
+            fds.append(_create(tmp_index, os.O_APPEND))
+            _write_all(fds[1], pack.INDEX_MAGIC)
+            os.replace(tmp_index, self._index)
+            os.replace(tmp_pack, self.path)
+        except BaseException:
+            for fd in fds:
+                os.close(fd)
+            for path in (tmp_pack, tmp_index, self._index):
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+            raise
+        self._fd, self._index_fd = fds
 
     def __len__(self) -> int:
         with self._lock:
@@ -110,10 +115,9 @@ class PackWriter:
         self._close_files(remove=empty)
 
     def _close_files(self, *, remove: bool) -> None:
-        for fd in (self._fd, getattr(self, "_index_fd", None)):
-            if fd is not None:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
+        for fd in (self._fd, self._index_fd):
+            with contextlib.suppress(OSError):
+                os.close(fd)
         if remove:
             for path in (self._index, self.path):
                 with contextlib.suppress(OSError):
