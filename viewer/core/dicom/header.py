@@ -17,7 +17,7 @@ from viewer.core.constants import MAX_FRAME_BYTES, MAX_INFLATED_BYTES, MAX_INFLA
 from viewer.core.dicom import rawheader
 from viewer.core.dicom.files import open_regular
 from viewer.core.dicom.model import ResultFile, SkippedFile, SliceInfo, SliceSource
-from viewer.core.dicom.pack import is_pack_head
+from viewer.core.dicom.pack import is_pack_head, open_member
 from viewer.core.dicom.sources import GZIP_MAGIC, MEDIA_STORAGE_DIRECTORY, ZIP_MAGIC, ArchiveCache
 from viewer.core.dicom.voi import read_voi_lut, voi_function
 from viewer.core.errors import ImageTooLargeError, NotDicomError, NotRegularFileError
@@ -414,11 +414,16 @@ def read_header(
     label = f"{source.path.name}:{source.member}" if source.member else str(source.path)
     try:
         if source.member is not None:
-            from viewer.core.dicom.sources import read_source_bytes
+            from viewer.core.dicom.sources import archive_kind, read_source_bytes
 
-            data = read_source_bytes(source, archives)
-            fp: BinaryIO = io.BytesIO(data)
-            size = len(data)
+            fp: BinaryIO
+            kind = archives.kind(source.path) if archives is not None else archive_kind(source.path)
+            if kind == "pack":  # a member of a cache pack: its header read from its range, not the whole
+                fp, size = open_member(source.path, source.member)
+            else:
+                data = read_source_bytes(source, archives)
+                fp = io.BytesIO(data)
+                size = len(data)
         else:
             fp = open_regular(source.path)
             size = os.fstat(fp.fileno()).st_size

@@ -19,10 +19,12 @@ loader as archives). A damaged pack or index raises :class:`PackDamagedError`.
 
 from __future__ import annotations
 
+import io
 import os
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from viewer.core.constants import MAX_INFLATED_BYTES
 from viewer.core.dicom.files import open_regular, open_regular_fd
@@ -130,9 +132,9 @@ def read_index(pack: Path) -> PackIndex:
     return index
 
 
-def read_member_fd(fd: int, member: str) -> bytes:
-    """The bytes of ``member`` of the pack open as ``fd``: one positioned read of its range, checked
-    against the pack's size first (:class:`PackDamagedError` when it lies outside)."""
+def _checked_range(fd: int, member: str) -> tuple[int, int]:
+    """(offset, length) of ``member`` in the pack open as ``fd``; :class:`PackDamagedError` when it lies
+    outside the pack."""
     offset, length = parse_member(member)
     size = os.fstat(fd).st_size
     if offset < len(PACK_MAGIC) or length <= 0 or offset + length > size:
@@ -141,6 +143,13 @@ def read_member_fd(fd: int, member: str) -> bytes:
         )
     if length > MAX_INFLATED_BYTES:
         raise PackDamagedError(f"Cache pack member of {length / 1e9:.1f} GB exceeds the image size limit")
+    return offset, length
+
+
+def read_member_fd(fd: int, member: str) -> bytes:
+    """The bytes of ``member`` of the pack open as ``fd``: one positioned read of its range, checked
+    against the pack's size first (:class:`PackDamagedError` when it lies outside)."""
+    offset, length = _checked_range(fd, member)
     parts: list[bytes] = []
     got = 0
     while got < length:
@@ -159,6 +168,55 @@ def read_member(pack: Path, member: str) -> bytes:
         return read_member_fd(fd, member)
     finally:
         os.close(fd)
+
+
+class _MemberFile(io.RawIOBase):
+    """One member's range of a pack as a read-only file of its own (positions from the member's start);
+    owns ``fd``."""
+
+    def __init__(self, fd: int, offset: int, length: int) -> None:
+        super().__init__()
+        self._fd, self._offset, self._length, self._pos = fd, offset, length, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        n = min(len(buffer), self._length - self._pos)
+        if n <= 0:
+            return 0
+        data = os.pread(self._fd, n, self._offset + self._pos)
+        buffer[: len(data)] = data
+        self._pos += len(data)
+        return len(data)
+
+    def seek(self, pos: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._length}[whence]
+        self._pos = max(0, base + pos)
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def close(self) -> None:
+        if not self.closed:
+            os.close(self._fd)
+        super().close()
+
+
+def open_member(pack: Path, member: str) -> tuple[BinaryIO, int]:
+    """``member`` of ``pack`` as a file of its own, and its length: a header is read from it without
+    reading the member's pixel data (checked like :func:`read_member_fd`)."""
+    fd, _ = open_regular_fd(pack)
+    try:
+        offset, length = _checked_range(fd, member)
+    except BaseException:
+        os.close(fd)
+        raise
+    return io.BufferedReader(_MemberFile(fd, offset, length), 64 * 1024), length
 
 
 def is_pack_head(head: bytes) -> bool:

@@ -145,12 +145,19 @@ class ArchiveCache:
         self._kinds: dict[Path, ArchiveKind | None] = {}
         self._closed = False
 
+    def kind(self, path: Path) -> ArchiveKind | None:
+        """:func:`archive_kind` of ``path``, read once."""
+        with self._lock:
+            if path in self._kinds:
+                return self._kinds[path]
+        kind = archive_kind(path)
+        with self._lock:
+            self._kinds[path] = kind
+        return kind
+
     def read_member(self, path: Path, member: str) -> bytes:
         """The member's bytes, refusing members over the inflated-size cap or ratio."""
-        with self._lock:
-            kind = self._kinds.get(path)
-            if kind is None:
-                kind = self._kinds[path] = archive_kind(path)
+        kind = self.kind(path)
         if kind == "gzip":
             return read_gzip(path)
         if kind == "pack":
