@@ -63,7 +63,8 @@ def test_a_wadors_retrieve_keeps_the_series_in_one_pack_the_loader_reads(
     for item in report.received:
         member = read_header(read_source_bytes(item.source))
         assert member.sop_instance_uid == item.sop_instance_uid
-        assert str(member.transfer_syntax) == str(originals[item.sop_instance_uid].file_meta.TransferSyntaxUID)
+        stored = originals[item.sop_instance_uid].file_meta.TransferSyntaxUID
+        assert str(member.transfer_syntax) == str(stored)
 
     loaded = load_paths([folder])
     (stack,) = loaded.all_stacks()
