@@ -215,8 +215,10 @@ def test_an_instance_sent_twice_in_a_round_is_kept_once_and_an_empty_pack_is_rem
     assert list(empty_folder.iterdir()) == []
 
 
-@pytest.mark.parametrize("damage", ["checksum", "marker", "index-marker", "no-index"])
-def test_a_damaged_pack_or_index_is_refused_with_the_reason(tmp_path: Path, damage: str) -> None:
+@pytest.mark.parametrize("damage", ["checksum", "marker", "index-marker", "no-index", "huge-index"])
+def test_a_damaged_pack_or_index_is_refused_with_the_reason(
+    tmp_path: Path, damage: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     _study, series, blobs = _series(tmp_path, 3)
     cache, folder, packed = _packed(tmp_path, blobs, series)
     index_file = pack.index_path(packed)
@@ -239,9 +241,12 @@ def test_a_damaged_pack_or_index_is_refused_with_the_reason(tmp_path: Path, dama
         with index_file.open("r+b") as fh:
             fh.write(b"X")
         reason = "does not begin with the index marker"
-    else:
+    elif damage == "no-index":
         index_file.unlink()
         reason = "its index is missing"
+    else:  # an index longer than any a retrieve writes is not read into memory
+        monkeypatch.setattr(pack, "MAX_INDEX_BYTES", index_file.stat().st_size - 1)
+        reason = "larger than any index a retrieve writes"
     with pytest.raises(PackDamagedError, match=reason):
         pack.read_index(packed)
     loaded = load_paths([folder])

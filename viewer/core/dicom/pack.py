@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import io
 import os
+import threading
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,18 @@ INDEX_MAGIC = b"SLICEWISE-PACK-INDEX/1\n"
 INDEX_SUFFIX = ".index"
 MAGIC_PREFIX = b"SLICEWISE-PACK"  # both files begin with it (the header reader's first 4096 bytes)
 _UID_CHARS = frozenset("0123456789.")
+MAX_INDEX_BYTES = 64 * 1024**2  # ~400,000 members: a larger index is not one this writes
+_SEEK_LOCK = threading.Lock()  # where there is no pread (Windows): seek and read as one step
+
+
+def pread(fd: int, n: int, offset: int) -> bytes:
+    """Up to ``n`` bytes of ``fd`` from ``offset`` (``os.pread``; on Windows a seek and a read under a
+    lock, since descriptors are shared between reader threads)."""
+    if hasattr(os, "pread"):
+        return os.pread(fd, n, offset)
+    with _SEEK_LOCK:
+        os.lseek(fd, offset, os.SEEK_SET)
+        return os.read(fd, n)
 
 
 def index_path(pack: Path) -> Path:
@@ -112,7 +125,9 @@ def read_index(pack: Path) -> PackIndex:
         raise PackDamagedError(f"Cache pack unreadable ({type(exc).__name__})") from exc
     try:
         with open_regular(index_path(pack)) as fh:
-            data = fh.read()
+            if os.fstat(fh.fileno()).st_size > MAX_INDEX_BYTES:
+                raise PackDamagedError("Damaged cache pack index: larger than any index a retrieve writes")
+            data = fh.read(MAX_INDEX_BYTES + 1)
     except FileNotFoundError as exc:
         raise PackDamagedError("Damaged cache pack: its index is missing") from exc
     except OSError as exc:
@@ -153,7 +168,7 @@ def read_member_fd(fd: int, member: str) -> bytes:
     parts: list[bytes] = []
     got = 0
     while got < length:
-        chunk = os.pread(fd, length - got, offset + got)
+        chunk = pread(fd, length - got, offset + got)
         if not chunk:
             raise PackDamagedError("Damaged cache pack: it ended while a member was read")
         parts.append(chunk)
@@ -188,7 +203,7 @@ class _MemberFile(io.RawIOBase):
         n = min(len(buffer), self._length - self._pos)
         if n <= 0:
             return 0
-        data = os.pread(self._fd, n, self._offset + self._pos)
+        data = pread(self._fd, n, self._offset + self._pos)
         buffer[: len(data)] = data
         self._pos += len(data)
         return len(data)

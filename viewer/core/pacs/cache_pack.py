@@ -28,7 +28,16 @@ def _create(path: Path, flags: int = 0) -> int:
     return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC | flags, 0o600)
 
 
+_SEEK_LOCK = threading.Lock()  # where there is no pwrite (Windows): seek and write as one step
+
+
 def _write_all(fd: int, data: bytes | memoryview, offset: int | None = None) -> None:
+    """Write all of ``data`` (at ``offset`` with ``pwrite``, else at the end of an ``O_APPEND`` file)."""
+    if offset is not None and not hasattr(os, "pwrite"):
+        with _SEEK_LOCK:
+            os.lseek(fd, offset, os.SEEK_SET)
+            _write_all(fd, data)
+        return
     view = memoryview(data)
     while view:
         n = os.write(fd, view) if offset is None else os.pwrite(fd, view, offset)
