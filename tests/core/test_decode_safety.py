@@ -340,6 +340,17 @@ def _gone(pid: int) -> bool:
         return True
 
 
+def _kill_and_wait_for_children(parent: subprocess.Popen[str], pids: list[int]) -> None:
+    """SIGKILL ``parent``; every one of its children ``pids`` must be gone within 60 s."""
+    t0 = time.monotonic()
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    while time.monotonic() - t0 < 60 and not all(_gone(p) for p in pids):
+        time.sleep(0.05)
+    print(f"{len(pids)} child processes gone {time.monotonic() - t0:.2f} s after the parent's SIGKILL")
+    assert [p for p in pids if not _gone(p)] == []
+
+
 @linux_only
 def test_decoder_processes_die_with_a_killed_viewer(tmp_path: Path) -> None:
     script = tmp_path / "parent.py"
@@ -353,13 +364,7 @@ def test_decoder_processes_die_with_a_killed_viewer(tmp_path: Path) -> None:
         assert line.startswith("PIDS"), parent.stderr.read() if parent.stderr else ""
         pids = [int(p) for p in line.split()[1:]]
         assert len(pids) >= 2 and not any(_gone(p) for p in pids)
-        t0 = time.monotonic()
-        parent.send_signal(signal.SIGKILL)
-        parent.wait()
-        while time.monotonic() - t0 < 60 and not all(_gone(p) for p in pids):
-            time.sleep(0.05)
-        print(f"{len(pids)} child processes gone {time.monotonic() - t0:.2f} s after the parent's SIGKILL")
-        assert [p for p in pids if not _gone(p)] == []
+        _kill_and_wait_for_children(parent, pids)
     finally:
         if parent.poll() is None:
             parent.kill()
@@ -426,13 +431,7 @@ def test_a_viewer_killed_during_a_whole_volume_load_leaves_no_decoder_and_no_vol
         assert line.startswith("PIDS"), parent.stderr.read() if parent.stderr else ""
         mapped, *pids = (int(p) for p in line.split()[1:])
         assert mapped >= 2  # the slice decoder process and a pool process, each in a frame
-        t0 = time.monotonic()
-        parent.send_signal(signal.SIGKILL)
-        parent.wait()
-        while time.monotonic() - t0 < 60 and not all(_gone(p) for p in pids):
-            time.sleep(0.05)
-        print(f"{len(pids)} child processes gone {time.monotonic() - t0:.2f} s after the parent's SIGKILL")
-        assert [p for p in pids if not _gone(p)] == []
+        _kill_and_wait_for_children(parent, pids)
     finally:
         if parent.poll() is None:
             parent.kill()

@@ -12,6 +12,8 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -129,13 +131,21 @@ def test_a_cancelled_load_leaves_no_shared_memory(tmp_path: Path, monkeypatch: p
     _assert_released(shm_before)
 
 
-def test_a_decoder_killed_mid_chunk_leaves_no_shared_memory(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    shm_before = _shm_names()
-    stack = _rle_stack(tmp_path / "rle", 24)
-    _stuck(stack.slices[21].source.path)
-    monkeypatch.setattr(isolated, "DECODE_TIMEOUT_S", 600.0)
+@dataclass
+class _KilledLoad:
+    """What :func:`_load_killing_the_stuck_decoder` saw."""
+
+    volume: np.ndarray
+    killed: list[int]
+    bad_slices: dict[int, str]
+
+
+def _load_killing_the_stuck_decoder(
+    stack: Stack, before_kill: Callable[[], None] = lambda: None
+) -> _KilledLoad:
+    """Load ``stack`` (slice 21 stuck) on a thread, SIGKILL each decoder that holds the volume for
+    STUCK_S once every other chunk is in (it is stuck on slice 21: the others take milliseconds a chunk),
+    up to 6, calling ``before_kill`` first; the load must end without an error."""
     done = [0]
     result: dict[str, np.ndarray | BaseException] = {}
 
@@ -156,21 +166,32 @@ def test_a_decoder_killed_mid_chunk_leaves_no_shared_memory(
             mapped = {pid for pid in _children() if pid not in killed and _memfd_maps(pid)}
             mapped_since = {pid: mapped_since.get(pid, now) for pid in mapped}
             for pid, since in mapped_since.items():
-                # every other chunk is in and this decoder has held the volume for a second: it is
-                # stuck on slice 21 (the others take milliseconds a chunk)
                 if done[0] >= 20 and now - since >= STUCK_S:
+                    before_kill()
                     os.kill(pid, signal.SIGKILL)  # retried in a fresh process, then skipped
                     killed.append(pid)
             time.sleep(0.05)
         thread.join(WAIT_S)
-        assert not thread.is_alive() and len(killed) >= 2
-        assert "error" not in result
-        assert list(vol.bad_slices) == [21] and "E-WORKER-CRASH" in vol.bad_slices[21]
+        assert not thread.is_alive() and "error" not in result
+        bad = dict(vol.bad_slices)
     volume = result.pop("volume")
     assert isinstance(volume, np.ndarray)
+    return _KilledLoad(volume, killed, bad)
+
+
+def test_a_decoder_killed_mid_chunk_leaves_no_shared_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shm_before = _shm_names()
+    stack = _rle_stack(tmp_path / "rle", 24)
+    _stuck(stack.slices[21].source.path)
+    monkeypatch.setattr(isolated, "DECODE_TIMEOUT_S", 600.0)
+    load = _load_killing_the_stuck_decoder(stack)
+    assert len(load.killed) >= 2
+    assert list(load.bad_slices) == [21] and "E-WORKER-CRASH" in load.bad_slices[21]
     good = [i for i in range(24) if i != 21]
-    assert [int(volume[i, 0, 0]) for i in good] == good
-    del volume
+    assert [int(load.volume[i, 0, 0]) for i in good] == good
+    del load
     _assert_released(shm_before)
 
 
@@ -204,39 +225,11 @@ def test_a_slice_that_killed_a_pool_decoder_is_tried_once_more_after_its_chunk_m
     pool.shutdown_pool()
     pool.warm_pool()  # the one pool process, idle before the load starts
     assert len(pool.pool_pids()) == 1
-    done = [0]
-    result: dict[str, np.ndarray | BaseException] = {}
-
-    def load(vol: StackVolume) -> None:
-        try:
-            result["volume"] = vol.load_all(progress=lambda k, n: done.__setitem__(0, k))
-        except BaseException as exc:
-            result["error"] = exc
-
-    killed: list[int] = []
-    with StackVolume(stack) as vol:
-        thread = threading.Thread(target=load, args=(vol,), daemon=True)
-        thread.start()
-        deadline = time.monotonic() + WAIT_S
-        mapped_since: dict[int, float] = {}
-        while thread.is_alive() and len(killed) < 6 and time.monotonic() < deadline:
-            now = time.monotonic()
-            mapped = {pid for pid in _children() if pid not in killed and _memfd_maps(pid)}
-            mapped_since = {pid: mapped_since.get(pid, now) for pid in mapped}
-            for pid, since in mapped_since.items():
-                if done[0] >= 20 and now - since >= STUCK_S:  # stuck on slice 21 (see above)
-                    failing.armed.set()  # from now on no pool process can start
-                    os.kill(pid, signal.SIGKILL)
-                    killed.append(pid)
-            time.sleep(0.05)
-        thread.join(WAIT_S)
-        assert not thread.is_alive() and "error" not in result
-        assert list(vol.bad_slices) == [21] and "E-WORKER-CRASH" in vol.bad_slices[21]
-    assert len(killed) == 2  # once in the pool process, once in the slice decoder process
-    volume = result.pop("volume")
-    assert isinstance(volume, np.ndarray)
+    load = _load_killing_the_stuck_decoder(stack, before_kill=failing.armed.set)  # no start after a kill
+    assert list(load.bad_slices) == [21] and "E-WORKER-CRASH" in load.bad_slices[21]
+    assert len(load.killed) == 2  # once in the pool process, once in the slice decoder process
     good = [i for i in range(24) if i != 21]
-    assert [int(volume[i, 0, 0]) for i in good] == good
+    assert [int(load.volume[i, 0, 0]) for i in good] == good
 
 
 def test_a_closed_volume_is_never_written_through_its_old_descriptor_number(tmp_path: Path) -> None:

@@ -42,11 +42,8 @@ def _only_pack(folder: Path) -> Path:
 def test_a_wadors_retrieve_keeps_the_series_in_one_pack_the_loader_reads(
     orthanc: Loaded, cache: InstanceCache
 ) -> None:
-    client = DicomWebClient(web_node(orthanc.server))
-    try:
+    with DicomWebClient(web_node(orthanc.server)) as client:
         report = client.retrieve_series(orthanc.demo_study_uid, orthanc.demo_series_uid, cache)
-    finally:
-        client.close()
     n = len(orthanc.demo_files)
     assert report.complete and len(report.received) == n
     folder = report.folder
@@ -95,11 +92,8 @@ def test_a_jpeg2000_instance_in_a_pack_loads_the_original_pixels(
 ) -> None:
     original = next(p for p in orthanc.vendor_files if p.name == "MR_small_jp2klossless.dcm")
     head = dcmread(original, stop_before_pixels=True)
-    client = DicomWebClient(web_node(orthanc.server))
-    try:
+    with DicomWebClient(web_node(orthanc.server)) as client:
         report = client.retrieve_series(str(head.StudyInstanceUID), str(head.SeriesInstanceUID), cache)
-    finally:
-        client.close()
     assert report.complete and all(i.member for i in report.received)
     loaded = load_paths([report.folder])
     (stack,) = loaded.all_stacks()
@@ -112,8 +106,7 @@ def test_a_jpeg2000_instance_in_a_pack_loads_the_original_pixels(
 def test_a_truncated_pack_is_refused_clearly_and_its_lost_members_fetched_again(
     orthanc: Loaded, cache: InstanceCache
 ) -> None:
-    client = DicomWebClient(web_node(orthanc.server))
-    try:
+    with DicomWebClient(web_node(orthanc.server)) as client:
         first = client.retrieve_series(orthanc.demo_study_uid, orthanc.demo_series_uid, cache)
         packed = _only_pack(first.folder)
         index = pack.read_index(packed)
@@ -135,8 +128,6 @@ def test_a_truncated_pack_is_refused_clearly_and_its_lost_members_fetched_again(
 
         # the next retrieve drops the damaged pack and fetches the series again, into a new pack
         second = client.retrieve_series(orthanc.demo_study_uid, orthanc.demo_series_uid, cache)
-    finally:
-        client.close()
     assert second.complete and len(second.received) == len(orthanc.demo_files)
     assert not packed.exists() and len(list(first.folder.glob("*.pack"))) == 1
     loaded = load_paths([first.folder])
@@ -148,11 +139,9 @@ def test_a_cut_stream_resumes_into_a_second_pack_without_duplicates(
 ) -> None:
     server = orthanc.server
     with CuttingRelay(server.http_port, cut_after=2_000_000, cuts=1) as relay:
-        client = DicomWebClient(web_node(server, dicomweb_url=f"http://127.0.0.1:{relay.port}/dicom-web"))
-        try:
+        url = f"http://127.0.0.1:{relay.port}/dicom-web"
+        with DicomWebClient(web_node(server, dicomweb_url=url)) as client:
             report = client.retrieve_series(orthanc.demo_study_uid, orthanc.demo_series_uid, cache)
-        finally:
-            client.close()
     assert relay.cuts_done == 1 and report.attempts > 1 and report.complete
     packs = sorted(report.folder.glob("*.pack"))
     assert len(packs) == 2  # the cut round's pack keeps what arrived whole; the resume adds one
