@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import stat
+import threading
 from collections import Counter
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from viewer.core.dicom.model import SliceSource, Stack
 from viewer.core.dicom.sources import read_source_bytes
 from viewer.core.dicom.volume import StackVolume
 from viewer.core.errors import PackDamagedError
-from viewer.core.pacs import DicomWebClient, InstanceCache
+from viewer.core.pacs import DicomWebClient, InstanceCache, cache_pack
 from viewer.core.pacs.cache import read_header
 
 
@@ -202,6 +203,49 @@ def test_an_instance_sent_twice_in_a_round_is_kept_once_and_an_empty_pack_is_rem
     empty_folder = cache.series_folder("node", "1.2", series)
     cache.open_pack(empty_folder).close()
     assert list(empty_folder.iterdir()) == []
+
+
+def test_a_pack_is_closed_only_after_the_writes_in_progress(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write runs outside the writer's lock; closing the pack under it closed the descriptor the write
+    was using, whose number could then name another file opened meanwhile."""
+    _study, series, blobs = _series(tmp_path, 1)
+    head = read_header(blobs[0])
+    cache = InstanceCache(tmp_path / "cache")
+    writer = cache.open_pack(cache.series_folder("node", head.study_uid, series))
+    real_write = cache_pack._write_all
+    writing, release = threading.Event(), threading.Event()
+
+    def slow_write(fd: int, data: bytes | memoryview, offset: int | None = None) -> None:
+        if offset is not None:  # the instance's bytes (the index line is appended without an offset)
+            writing.set()
+            assert release.wait(10)
+        real_write(fd, data, offset)
+
+    monkeypatch.setattr(cache_pack, "_write_all", slow_write)
+    errors: list[BaseException] = []
+
+    def add() -> None:
+        try:
+            writer.add(head.sop_instance_uid, series, str(head.transfer_syntax), 1, blobs[0])
+        except OSError as exc:
+            errors.append(exc)
+
+    adding = threading.Thread(target=add)
+    adding.start()
+    assert writing.wait(10)
+    closing = threading.Thread(target=writer.close)
+    closing.start()
+    closing.join(0.3)
+    assert closing.is_alive()  # waits for the write in progress
+    release.set()
+    adding.join(10)
+    closing.join(10)
+    assert not adding.is_alive() and not closing.is_alive()
+    # the write ended on the pack's own descriptor; closed meanwhile, the pack keeps nothing of it
+    assert [str(e) for e in errors] == ["The cache pack of this retrieve round is closed"]
+    assert not writer.path.exists()
 
 
 @pytest.mark.parametrize("damage", ["checksum", "marker", "index-marker", "no-index", "huge-index"])

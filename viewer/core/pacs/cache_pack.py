@@ -54,9 +54,10 @@ class PackWriter:
         token = secrets.token_hex(16)
         self.path = folder / f"{token}.pack"
         self._index = pack.index_path(self.path)
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()
         self._members: dict[str, RetrievedInstance] = {}
         self._closed = False
+        self._writing = 0  # writes in progress outside the lock: close() waits for them
         self._end = len(pack.PACK_MAGIC)
         # both files get their markers under temporary names (a leftover is removed with the other
         # ``.part`` files) and are renamed into place index first: a pack is never seen without them
@@ -94,7 +95,13 @@ class PackWriter:
             if kept is not None:
                 return kept
             offset, self._end = self._end, self._end + len(data)
-        _write_all(self._fd, data, offset)  # outside the lock: writer threads write their ranges at once
+            self._writing += 1
+        try:
+            _write_all(self._fd, data, offset)  # outside the lock: writer threads write their ranges at once
+        finally:
+            with self._lock:
+                self._writing -= 1
+                self._lock.notify_all()
         item = RetrievedInstance(
             sop_uid,
             series_uid,
@@ -115,11 +122,15 @@ class PackWriter:
         return item
 
     def close(self) -> None:
-        """Close the pack (idempotent); remove it when it holds no instance."""
+        """Close the pack (idempotent) once the writes in progress have ended (its descriptor is never
+        closed under a write, whose number could then name another file); remove it when it holds no
+        instance."""
         with self._lock:
             if self._closed:
                 return
             self._closed = True
+            while self._writing:
+                self._lock.wait(0.1)
             empty = not self._members
         self._close_files(remove=empty)
 
