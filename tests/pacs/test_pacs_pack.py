@@ -190,6 +190,24 @@ def test_a_killed_writers_half_member_and_torn_index_line_are_never_counted(tmp_
     assert len(loaded.all_stacks()[0].slices) == 3 and not loaded.skipped
 
 
+def test_a_pack_left_unfinished_by_a_killed_retrieve_is_named_as_such_and_removed_on_the_next(
+    tmp_path: Path,
+) -> None:
+    """A retrieve killed between creating a pack and renaming it into place left a '.part-' file that
+    the loader listed as a damaged pack ("its index is missing") until the series was retrieved again."""
+    _study, series, blobs = _series(tmp_path, 2)
+    cache, folder, _packed_path = _packed(tmp_path, blobs, series)
+    unfinished = folder / ".part-0123abcd-pack"
+    unfinished.write_bytes(pack.PACK_MAGIC)
+    loaded = load_paths([folder])
+    assert len(loaded.all_stacks()[0].slices) == 2
+    assert [(s.path, s.reason) for s in loaded.skipped] == [
+        (str(unfinished), "An unfinished cache pack: its retrieve was interrupted")
+    ]
+    cache.series_folder("node", "1.2", series)  # what the next retrieve of the series does first
+    assert not unfinished.exists()
+
+
 def test_an_instance_sent_twice_in_a_round_is_kept_once_and_an_empty_pack_is_removed(
     tmp_path: Path,
 ) -> None:

@@ -35,6 +35,7 @@ PACK_MAGIC = b"SLICEWISE-PACK/1\n"
 INDEX_MAGIC = b"SLICEWISE-PACK-INDEX/1\n"
 INDEX_SUFFIX = ".index"
 MAGIC_PREFIX = b"SLICEWISE-PACK"  # both files begin with it (the header reader's first 4096 bytes)
+UNFINISHED_PREFIX = ".part-"  # a pack's and its index's names until both are complete and renamed
 _UID_CHARS = frozenset("0123456789.")
 MAX_INDEX_BYTES = 64 * 1024**2  # ~400,000 members: a larger index is not one this writes
 _SEEK_LOCK = threading.Lock()  # where there is no pread (Windows): seek and read as one step

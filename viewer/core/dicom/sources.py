@@ -399,6 +399,11 @@ def gzip_source(path: Path) -> SliceSource:
 
 def pack_members(path: Path, out: Discovery) -> None:
     """Add a pack's indexed members to ``out``; a damaged pack or index line is reported, not read."""
+    if path.name.startswith(pack.UNFINISHED_PREFIX):  # created by a retrieve killed before its rename
+        out.skipped.append(
+            SkippedFile(str(path), Code.READ, "An unfinished cache pack: its retrieve was interrupted")
+        )
+        return
     try:
         index = pack.read_index(path)
     except DicomError as exc:

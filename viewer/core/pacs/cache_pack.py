@@ -61,7 +61,8 @@ class PackWriter:
         self._end = len(pack.PACK_MAGIC)
         # both files get their markers under temporary names (a leftover is removed with the other
         # ``.part`` files) and are renamed into place index first: a pack is never seen without them
-        tmp_pack, tmp_index = folder / f".part-{token}-pack", folder / f".part-{token}-index"
+        unfinished = f"{pack.UNFINISHED_PREFIX}{token}"
+        tmp_pack, tmp_index = folder / f"{unfinished}-pack", folder / f"{unfinished}-index"
         fds: list[int] = []
         try:
             fds.append(_create(tmp_pack))
