@@ -18,11 +18,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from pydicom.data import get_testdata_file
 
 from tests import hostile
 from tests.factories import compress_files, write_ct_series
+from viewer.core.codes import code_in
 from viewer.core.dicom import isolated, pool
 from viewer.core.dicom.codestream import FAMILY_BY_SYNTAX
+from viewer.core.dicom.isolated import run_isolated
 from viewer.core.dicom.loader import load_paths
 from viewer.core.dicom.model import SliceInfo, Stack
 from viewer.core.dicom.pixels import decode_file, decode_frame, decode_stored, to_modality
@@ -513,3 +516,20 @@ def test_two_requesters_of_one_volume_each_get_their_slice(tmp_path: Path) -> No
         assert done["a"].wait(30) and done["b"].wait(30)
         assert got == {"a": [2], "b": [6]}
         assert vol.cached(2) is not None and vol.cached(6) is not None
+
+
+def test_a_decoder_wrappers_own_failure_on_damaged_data_is_said_as_damaged_data(tmp_path: Path) -> None:
+    """Two bytes changed inside a JPEG lossless frame (pydicom's SC_rgb_jpeg_gdcm.dcm; found by the
+    decoder fuzzer): pydicom's GDCM plugin fails with "'NoneType' object has no attribute 'encode'",
+    which the slice showed as the reason, under E-DECODE."""
+    original = Path(str(get_testdata_file("SC_rgb_jpeg_gdcm.dcm"))).read_bytes()
+    assert original[1431:1433] == b"\0\0"  # inside the frame's entropy-coded data
+    path = tmp_path / "damaged.dcm"
+    path.write_bytes(original[:1431] + b"\xff\xff" + original[1433:])
+    (stack,) = load_paths([path]).all_stacks()
+    results = run_isolated([(0, stack.slices[0])], grey_only=False)
+    assert results is not None
+    ((_, pixels, error, _),) = results
+    assert pixels is None and error is not None
+    assert code_in(error) == "E-CORRUPT"
+    assert "the decoder failed on the frame's data, which is damaged (E-CORRUPT)" in error

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -363,8 +364,20 @@ def _decode(
         raise PixelDecodeError(f"Cannot decode {name}: {_short(exc)}") from exc
 
 
+# a decoder's Python wrapper failing inside its own code on damaged data: pydicom's GDCM plugin gives
+# "gdcm: 'NoneType' object has no attribute 'encode'" for a JPEG lossless frame with two bytes changed
+_WRAPPER_FAULT = re.compile(
+    r"object has no attribute|'NoneType'|object is not subscriptable|unsupported operand"
+)
+
+
 def _short(exc: BaseException) -> str:
+    """The decoder's words, on one line; said as damaged data (E-CORRUPT) when they are its wrapper's
+    failure, which means nothing to a reader (the words follow, for a report)."""
     text = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    if _WRAPPER_FAULT.search(text):
+        said = "the decoder failed on the frame's data, which is damaged (E-CORRUPT); its words:"
+        return f"{said} {text}"[:300]
     return (text or type(exc).__name__)[:300]
 
 
