@@ -165,6 +165,18 @@ def test_identity_copied_only_when_asked(bleed: Analysed) -> None:
     assert build_ai_sr(other, bleed.source).SOPInstanceUID != plain.SOPInstanceUID
 
 
+def test_identified_objects_keep_the_study_description(bleed: Analysed, tmp_path: Path) -> None:
+    """Seen sending the AI result of the demo CT head to Orthanc: the study's description ("CT HEAD
+    (synthetic)") was gone from the PACS afterwards (the query list and the worklist showed none, and
+    "Head studies only" reads it): the objects sent with the identity lacked the Study Description."""
+    header = read_first_header(bleed.stack)
+    assert header is not None and header.StudyDescription == "CT Head"
+    paths = write_ai_objects(bleed.pred, bleed.source, tmp_path / "identified", include_identity=True)
+    assert {_read(paths, kind).StudyDescription for kind in ("SR", "KO")} == {"CT Head"}
+    plain = write_ai_objects(bleed.pred, bleed.source, tmp_path / "plain")
+    assert all("StudyDescription" not in _read(plain, kind) for kind in ("SR", "KO"))
+
+
 def test_kos_references_each_positive_class_peak_slice(bleed: Analysed, tmp_path: Path) -> None:
     pred = bleed.pred
     ds = _read(write_ai_objects(pred, bleed.source, tmp_path), "KO")

@@ -23,6 +23,7 @@ from pydicom.uid import UID
 from viewer.core.airesults import codes as c
 from viewer.core.airesults.identity import (
     SourceSeries,
+    add_optional_identity,
     mark_deidentified,
     object_uids,
     slice_evidence,
@@ -215,4 +216,6 @@ def build_ai_sr(
     ]
     if not include_identity:
         mark_deidentified(sr, "Slicewise: identifiers omitted, UIDs retained")
+    else:
+        add_optional_identity(sr, source)
     return sr

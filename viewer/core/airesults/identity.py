@@ -141,6 +141,15 @@ def slice_evidence(
     return items
 
 
+def add_optional_identity(ds: Dataset, source: SourceSeries) -> None:
+    """The source's Study Description, Patient's Age and Issuer of Patient ID on an identified object
+    (highdicom copies only the required Patient and General Study attributes): a PACS may take a study's
+    description from its latest object (Orthanc did: sending the AI result erased "CT HEAD")."""
+    for kw in _OPTIONAL_IDENTITY:
+        if kw not in ds and source.identity.get(kw) not in (None, ""):
+            setattr(ds, kw, source.identity[kw].value)
+
+
 def mark_deidentified(ds: Dataset, method: str) -> None:
     """PatientIdentityRemoved = YES with the Basic profile + Retain UIDs option codes."""
     ds.PatientIdentityRemoved = "YES"

@@ -13,7 +13,13 @@ import highdicom as hd
 
 from viewer.core.airesults import codes as c
 from viewer.core.airesults.ai_sr import MANUFACTURER, check_source, contributing_equipment, device_context
-from viewer.core.airesults.identity import SourceSeries, mark_deidentified, object_uids, slice_evidence
+from viewer.core.airesults.identity import (
+    SourceSeries,
+    add_optional_identity,
+    mark_deidentified,
+    object_uids,
+    slice_evidence,
+)
 from viewer.core.inference.results import StackPrediction
 
 KOS_SERIES_NUMBER: Final = 9902
@@ -67,4 +73,6 @@ def build_kos(
     ]
     if not include_identity:
         mark_deidentified(kos, "Slicewise: identifiers omitted, UIDs retained")
+    else:
+        add_optional_identity(kos, source)
     return kos

@@ -29,6 +29,7 @@ from viewer.core.airesults.ai_sr import (
 )
 from viewer.core.airesults.identity import (
     SourceSeries,
+    add_optional_identity,
     evidence_item,
     mark_deidentified,
     object_uids,
@@ -149,6 +150,8 @@ def build_seg(
     )
     if not include_identity:
         mark_deidentified(seg, "Slicewise: identifiers omitted, UIDs retained")
+    else:
+        add_optional_identity(seg, source)
     return seg
 
 
