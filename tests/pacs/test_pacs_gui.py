@@ -165,6 +165,33 @@ def test_bad_date_and_unreachable_node_are_shown_in_the_dock(qtbot: QtBot, windo
     assert text.startswith("Search failed: Cannot connect to the PACS at 127.0.0.1:"), text
 
 
+def test_listed_studies_belong_to_the_node_they_were_found_on(
+    qtbot: QtBot, window: MainWindow, orthanc: Loaded
+) -> None:
+    """Seen in the dock at 1366x768: after a search on one node, choosing a node whose server is down and
+    searching left the first node's studies listed under it with "Search failed: …", and Retrieve (or
+    expanding a study) asked the node now chosen for them."""
+    pacs = controller(window)
+    panel = pacs.panel
+    add_web_node(window, orthanc)
+    pacs.save_node(NodeEntry(dimse_node_at_dead_port(), NodeProtocol.DIMSE), "")  # type: ignore[arg-type]
+    panel.node.setCurrentText("test-orthanc")
+    search(qtbot, window, "SYN*")
+    study = panel.study_item(orthanc.demo_study_uid)
+    assert study is not None, panel.status.text()
+    panel.results.setCurrentItem(study)
+    panel.node.setCurrentText("dead")  # chosen, not searched yet: the list is still test-orthanc's
+    with (
+        qtbot.waitSignal(pacs.retrieve_finished, timeout=WAIT_MS),
+        qtbot.waitSignal(panel.retrieve_requested, timeout=WAIT_MS) as asked,
+    ):
+        panel.btn_retrieve.click()
+    assert asked.args is not None and asked.args[0] == "test-orthanc"
+    search(qtbot, window, "SYN*")  # on the dead node
+    assert panel.status.text().startswith("Search failed: Cannot connect"), panel.status.text()
+    assert panel.results.topLevelItemCount() == 0
+
+
 def dimse_node_at_dead_port() -> object:
     from viewer.core.pacs.node import PacsNode
 

@@ -322,6 +322,7 @@ class QueryPanel(QWidget):
         self.btn_search.setDefault(True)
         self.results = QTreeWidget()
         self._first_page: set[str] = set()  # the studies of the first page on screen, while searching
+        self.results_node = ""  # the node the listed studies are on: they are expanded and retrieved from it
         self.results.setHeaderLabels(list(STUDY_COLUMNS))
         self.results.setRootIsDecorated(True)
         self.results.setUniformRowHeights(True)
@@ -427,6 +428,10 @@ class QueryPanel(QWidget):
             return
         self.show_message("Searching…", ok=True)
         self._first_page = set()
+        # the list is this search's answer only: another node's studies (of an earlier search) were left
+        # listed under a node whose search failed, and Retrieve asked the node now chosen for them
+        self.results.clear()
+        self.results_node = self.node.currentText()
         self.btn_search.setEnabled(False)
         self.search_requested.emit(self.node.currentText(), query)
 
@@ -497,8 +502,8 @@ class QueryPanel(QWidget):
         parent.setChildIndicatorPolicy(QTreeWidgetItem.ChildIndicatorPolicy.DontShowIndicatorWhenChildless)
 
     def _expanded(self, item: QTreeWidgetItem) -> None:
-        if item.parent() is None and item.childCount() == 0 and self.node.currentText():
-            self.series_requested.emit(self.node.currentText(), str(item.data(0, UID_ROLE)))
+        if item.parent() is None and item.childCount() == 0 and self.results_node:
+            self.series_requested.emit(self.results_node, str(item.data(0, UID_ROLE)))
 
     def _selection_changed(self) -> None:
         self.btn_retrieve.setEnabled(bool(self.results.selectedItems()) and not self.btn_cancel.isEnabled())
@@ -506,7 +511,7 @@ class QueryPanel(QWidget):
     # --- retrieve ---------------------------------------------------------------------------------
     def _retrieve(self) -> None:
         selected = self.results.selectedItems()
-        if not selected or not self.node.currentText():
+        if not selected or not self.results_node:
             return
         study_uid = str(selected[0].data(0, UID_ROLE))
         series = [
@@ -516,7 +521,7 @@ class QueryPanel(QWidget):
         ]
         if any(item.parent() is None and item.data(0, UID_ROLE) == study_uid for item in selected):
             series = []  # the study row selected: every series
-        self.retrieve_requested.emit(self.node.currentText(), study_uid, series)
+        self.retrieve_requested.emit(self.results_node, study_uid, series)
 
     def _send(self, signal: SignalInstance) -> None:
         if not self.node.currentText():
