@@ -134,6 +134,37 @@ def test_add_node_test_connection_and_secret_kept_out_of_settings(
     assert PASSWORD not in secrets.path.read_text()
 
 
+def test_node_dialog_shows_only_the_chosen_protocols_fields(window: MainWindow) -> None:
+    """Seen in the node dialog: a DICOMweb node showed "Host", "Port 104", "Called AE ANY-SCP",
+    "Calling AE", "Receive port 11112" (disabled, drawn as enabled by the dark style) as if they were
+    its settings, and a DIMSE node showed HTTP authentication."""
+    dialog = controller(window).show_nodes()
+
+    def shown() -> set[str]:
+        fields = {
+            "url": dialog.url, "host": dialog.host, "port": dialog.port, "called": dialog.called_ae,
+            "calling": dialog.calling_ae, "receive": dialog.receive_port, "auth": dialog.auth,
+            "user": dialog.username, "secret": dialog.secret,
+        }
+        return {name for name, w in fields.items() if w.isVisibleTo(dialog)}
+
+    dialog.protocol.setCurrentText(NodeProtocol.DICOMWEB.value)
+    dialog.auth.setCurrentText("none")
+    assert shown() == {"url", "auth"}
+    dialog.auth.setCurrentText("basic")
+    assert shown() == {"url", "auth", "user", "secret"}
+    dialog.username.setText(USER)
+    dialog.secret.setText(PASSWORD)
+    dialog.protocol.setCurrentText(NodeProtocol.DIMSE.value)
+    assert shown() == {"host", "port", "called", "calling"}
+    dialog.protocol.setCurrentText(NodeProtocol.DIMSE_MOVE.value)
+    assert shown() == {"host", "port", "called", "calling", "receive"}
+    dialog.name.setText("dimse")
+    dialog.host.setText("127.0.0.1")
+    node = dialog.entry().node  # the hidden DICOMweb password is not kept with a DIMSE node
+    assert node.auth.value == "none" and node.username == "" and node.secret == ""
+
+
 def test_search_by_wildcard_lists_study_and_series(qtbot: QtBot, window: MainWindow, orthanc: Loaded) -> None:
     pacs = controller(window)
     add_web_node(window, orthanc)

@@ -159,7 +159,7 @@ class NodeDialog(QDialog):
         self.secret_note.setWordWrap(True)
         self._editing = ""
 
-        form = QFormLayout()
+        form = self.form = QFormLayout()
         form.addRow("Name", self.name)
         form.addRow("Protocol", self.protocol)
         form.addRow("DICOMweb URL", self.url)
@@ -184,25 +184,28 @@ class NodeDialog(QDialog):
         layout.addWidget(self.node_list, 1)
         layout.addLayout(right, 2)
 
-        self.protocol.currentTextChanged.connect(self._protocol_changed)
-        self.auth.currentTextChanged.connect(self._auth_changed)
-        self._protocol_changed(self.protocol.currentText())
-        self._auth_changed(self.auth.currentText())
+        self.protocol.currentTextChanged.connect(self._show_fields)
+        self.auth.currentTextChanged.connect(self._show_fields)
+        self._show_fields()
         self.btn_new.clicked.connect(self.clear_form)
         self.btn_save.clicked.connect(self._save)
         self.btn_remove.clicked.connect(self._remove)
         self.btn_test.clicked.connect(self._test)
 
-    def _protocol_changed(self, text: str) -> None:
+    def _show_fields(self, _text: str = "") -> None:
+        """Only the fields of the chosen protocol and authentication are shown: disabled, a DICOMweb
+        node's "Port 104" and "Called AE ANY-SCP" looked like its settings (the dark style draws a
+        disabled field as an enabled one). Authentication is DICOMweb's (HTTP) only."""
+        text = self.protocol.currentText()
         web = text == NodeProtocol.DICOMWEB.value
-        self.url.setEnabled(web)
+        auth = self.auth.currentText()
+        self.form.setRowVisible(self.url, web)
         for w in (self.host, self.port, self.called_ae, self.calling_ae):
-            w.setEnabled(not web)
-        self.receive_port.setEnabled(text == NodeProtocol.DIMSE_MOVE.value)
-
-    def _auth_changed(self, text: str) -> None:
-        self.username.setEnabled(text == AuthKind.BASIC.value)
-        self.secret.setEnabled(text != AuthKind.NONE.value)
+            self.form.setRowVisible(w, not web)
+        self.form.setRowVisible(self.receive_port, text == NodeProtocol.DIMSE_MOVE.value)
+        self.form.setRowVisible(self.auth, web)
+        self.form.setRowVisible(self.username, web and auth == AuthKind.BASIC.value)
+        self.form.setRowVisible(self.secret, web and auth != AuthKind.NONE.value)
 
     # --- form <-> entry ---------------------------------------------------------------------------
     def clear_form(self) -> None:
@@ -245,6 +248,7 @@ class NodeDialog(QDialog):
             raise PacsConfigError(f"PACS {name!r}: DICOMweb needs a URL")
         if protocol.is_dimse and not host:
             raise PacsConfigError(f"PACS {name!r}: DIMSE needs a host")
+        web = protocol is NodeProtocol.DICOMWEB  # authentication (hidden for DIMSE) is DICOMweb's only
         node = PacsNode(
             name=name,
             host=host,
@@ -252,9 +256,9 @@ class NodeDialog(QDialog):
             called_ae=self.called_ae.text().strip(),
             calling_ae=self.calling_ae.text().strip(),
             dicomweb_url=url,
-            auth=AuthKind(self.auth.currentText()),
-            username=self.username.text().strip(),
-            secret=self.secret.text(),
+            auth=AuthKind(self.auth.currentText()) if web else AuthKind.NONE,
+            username=self.username.text().strip() if web else "",
+            secret=self.secret.text() if web else "",
         )
         return NodeEntry(node, protocol, self.receive_port.value())
 
