@@ -223,6 +223,31 @@ def test_listed_studies_belong_to_the_node_they_were_found_on(
     assert panel.results.topLevelItemCount() == 0
 
 
+def test_an_expanded_study_shows_its_series_in_view(
+    qtbot: QtBot, window: MainWindow, orthanc: Loaded
+) -> None:
+    """Seen at 1366x768: expanding the last study of the list added its series below the list's bottom
+    edge: the study turned its arrow down and nothing else changed until the list was scrolled; in the
+    narrow dock the series line was cut before its image count, with no tooltip."""
+    window.resize(1366, 768)
+    window.show()
+    pacs = controller(window)
+    pacs.show_query()
+    add_web_node(window, orthanc)
+    search(qtbot, window, "*")
+    panel = pacs.panel
+    results = panel.results
+    last = results.topLevelItem(results.topLevelItemCount() - 1)
+    assert last is not None and results.topLevelItemCount() >= 5
+    results.scrollToItem(last)
+    qtbot.waitUntil(lambda: results.viewport().rect().contains(results.visualItemRect(last)), timeout=WAIT_MS)
+    last.setExpanded(True)
+    qtbot.waitUntil(lambda: last.childCount() >= 1, timeout=WAIT_MS)
+    child = last.child(0)
+    assert results.viewport().rect().contains(results.visualItemRect(child)), results.visualItemRect(child)
+    assert child.toolTip(0) == child.text(0) and child.text(0).endswith(("image", "images"))
+
+
 def dimse_node_at_dead_port() -> object:
     from viewer.core.pacs.node import PacsNode
 

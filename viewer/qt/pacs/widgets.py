@@ -501,9 +501,13 @@ class QueryPanel(QWidget):
             child = QTreeWidgetItem([series_label(s)])
             child.setData(0, UID_ROLE, s.study_uid)
             child.setData(0, SERIES_ROLE, s)
+            child.setToolTip(0, child.text(0))  # in full: a narrow dock cuts the image count off
             parent.addChild(child)
             child.setFirstColumnSpanned(True)  # one readable line, however narrow the dock
         parent.setChildIndicatorPolicy(QTreeWidgetItem.ChildIndicatorPolicy.DontShowIndicatorWhenChildless)
+        if parent.isExpanded() and parent.childCount():  # the series in view (they arrived below it, out
+            self.results.scrollToItem(parent.child(parent.childCount() - 1))  # of sight, at 1366x768)
+            self.results.scrollToItem(parent)  # and the study itself, when the list is short
 
     def _expanded(self, item: QTreeWidgetItem) -> None:
         if item.parent() is None and item.childCount() == 0 and self.results_node:
