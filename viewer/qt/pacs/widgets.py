@@ -505,8 +505,9 @@ class QueryPanel(QWidget):
             parent.addChild(child)
             child.setFirstColumnSpanned(True)  # one readable line, however narrow the dock
         parent.setChildIndicatorPolicy(QTreeWidgetItem.ChildIndicatorPolicy.DontShowIndicatorWhenChildless)
-        if parent.isExpanded() and parent.childCount():  # the series in view (they arrived below it, out
-            self.results.scrollToItem(parent.child(parent.childCount() - 1))  # of sight, at 1366x768)
+        last = parent.child(parent.childCount() - 1)
+        if parent.isExpanded() and last is not None:  # the series in view (they arrived below the list's
+            self.results.scrollToItem(last)  # edge, out of sight, at 1366x768)
             self.results.scrollToItem(parent)  # and the study itself, when the list is short
 
     def _expanded(self, item: QTreeWidgetItem) -> None:
