@@ -4,6 +4,7 @@ processes that never block a later load or the interpreter's exit, and no orphan
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import signal
@@ -13,7 +14,7 @@ import textwrap
 import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -343,6 +344,23 @@ def _gone(pid: int) -> bool:
         return True
 
 
+@contextlib.contextmanager
+def _parent_reporting_pids(script: Path) -> Iterator[tuple[subprocess.Popen[str], list[int]]]:
+    """Run ``script``, which prints ``PIDS n ...`` once its children are up: (the process, the numbers);
+    killed on the way out if still running."""
+    parent = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO
+    )
+    try:
+        assert parent.stdout is not None
+        line = parent.stdout.readline()
+        assert line.startswith("PIDS"), parent.stderr.read() if parent.stderr else ""
+        yield parent, [int(p) for p in line.split()[1:]]
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+
+
 def _kill_and_wait_for_children(parent: subprocess.Popen[str], pids: list[int]) -> None:
     """SIGKILL ``parent``; every one of its children ``pids`` must be gone within 60 s."""
     t0 = time.monotonic()
@@ -358,19 +376,9 @@ def _kill_and_wait_for_children(parent: subprocess.Popen[str], pids: list[int]) 
 def test_decoder_processes_die_with_a_killed_viewer(tmp_path: Path) -> None:
     script = tmp_path / "parent.py"
     script.write_text(ORPHAN_PARENT)
-    parent = subprocess.Popen(
-        [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO
-    )
-    try:
-        assert parent.stdout is not None
-        line = parent.stdout.readline()
-        assert line.startswith("PIDS"), parent.stderr.read() if parent.stderr else ""
-        pids = [int(p) for p in line.split()[1:]]
+    with _parent_reporting_pids(script) as (parent, pids):
         assert len(pids) >= 2 and not any(_gone(p) for p in pids)
         _kill_and_wait_for_children(parent, pids)
-    finally:
-        if parent.poll() is None:
-            parent.kill()
 
 
 MID_LOAD_PARENT = textwrap.dedent(
@@ -425,19 +433,10 @@ def test_a_viewer_killed_during_a_whole_volume_load_leaves_no_decoder_and_no_vol
     _rle_stack(tmp_path / "rle", 16)
     script = tmp_path / "parent.py"
     script.write_text(MID_LOAD_PARENT.format(folder=str(tmp_path / "rle")))
-    parent = subprocess.Popen(
-        [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO
-    )
-    try:
-        assert parent.stdout is not None
-        line = parent.stdout.readline()
-        assert line.startswith("PIDS"), parent.stderr.read() if parent.stderr else ""
-        mapped, *pids = (int(p) for p in line.split()[1:])
+    with _parent_reporting_pids(script) as (parent, numbers):
+        mapped, *pids = numbers
         assert mapped >= 2  # the slice decoder process and a pool process, each in a frame
         _kill_and_wait_for_children(parent, pids)
-    finally:
-        if parent.poll() is None:
-            parent.kill()
 
 
 def test_decode_file_on_every_hostile_file_raises_typed_errors(tmp_path: Path) -> None:
