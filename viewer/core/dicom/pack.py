@@ -33,6 +33,7 @@ from viewer.core.errors import PackDamagedError
 
 PACK_MAGIC = b"SLICEWISE-PACK/1\n"
 INDEX_MAGIC = b"SLICEWISE-PACK-INDEX/1\n"
+PACK_SUFFIX = ".pack"  # the cache names its packs so (the loader knows them by their marker)
 INDEX_SUFFIX = ".index"
 MAGIC_PREFIX = b"SLICEWISE-PACK"  # both files begin with it (the header reader's first 4096 bytes)
 UNFINISHED_PREFIX = ".part-"  # a pack's and its index's names until both are complete and renamed

@@ -229,7 +229,8 @@ class InstanceCache:
                 for name in (pack_format.index_path(path), path):
                     with contextlib.suppress(OSError):
                         name.unlink()
-        for index in folder.glob(f"*.pack{pack_format.INDEX_SUFFIX}"):  # of a writer killed at its start
+        # an index without its pack: of a writer killed at its start
+        for index in folder.glob(f"*{pack_format.PACK_SUFFIX}{pack_format.INDEX_SUFFIX}"):
             if not index.with_name(index.name[: -len(pack_format.INDEX_SUFFIX)]).exists():
                 with contextlib.suppress(OSError):
                     index.unlink()
@@ -273,7 +274,7 @@ class InstanceCache:
     def packs(folder: Path) -> list[Path]:
         """The packs in ``folder`` (by name)."""
         try:
-            return sorted(p for p in folder.iterdir() if p.name.endswith(".pack"))
+            return sorted(p for p in folder.iterdir() if p.name.endswith(pack_format.PACK_SUFFIX))
         except OSError:
             return []
 

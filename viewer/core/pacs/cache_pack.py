@@ -52,7 +52,7 @@ class PackWriter:
 
     def __init__(self, folder: Path) -> None:
         token = secrets.token_hex(16)
-        self.path = folder / f"{token}.pack"
+        self.path = folder / f"{token}{pack.PACK_SUFFIX}"
         self._index = pack.index_path(self.path)
         self._lock = threading.Condition()
         self._members: dict[str, RetrievedInstance] = {}

@@ -482,22 +482,17 @@ class DicomWebClient:
         self, study_uid: str, series_uid: str, sop_uids: Sequence[str], sink: InstanceSink
     ) -> None:
         with sink.packed():  # a resume round's instances: one new pack
-            self._fetch_each(study_uid, series_uid, sop_uids, sink)
-
-    def _fetch_each(
-        self, study_uid: str, series_uid: str, sop_uids: Sequence[str], sink: InstanceSink
-    ) -> None:
-        for uid in sop_uids:
-            if sink.cancelled():
-                raise PacsCancelled("Retrieve cancelled")
-            try:
-                ds = self.instance(study_uid, series_uid, uid)
-            except PacsResponseError as exc:
-                if "HTTP" not in str(exc):
-                    raise  # the connection, not this instance: let the retrieve resume
-                sink.fail(uid, str(exc))
-                continue
-            sink.accept_dataset(ds, uid)
+            for uid in sop_uids:
+                if sink.cancelled():
+                    raise PacsCancelled("Retrieve cancelled")
+                try:
+                    ds = self.instance(study_uid, series_uid, uid)
+                except PacsResponseError as exc:
+                    if "HTTP" not in str(exc):
+                        raise  # the connection, not this instance: let the retrieve resume
+                    sink.fail(uid, str(exc))
+                    continue
+                sink.accept_dataset(ds, uid)
 
     # --- STOW-RS ----------------------------------------------------------------------------------
     def store(self, paths: Sequence[Path]) -> list[StoreOutcome]:
